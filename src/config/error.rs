@@ -1,0 +1,181 @@
+//! Config errors that point at the mistake: file, line, column and key.
+
+use std::fmt;
+use std::ops::Range;
+
+use toml::de::{DeTable, DeValue};
+use toml::Spanned;
+
+/// A configuration mistake, printed as one line:
+/// `FILE:LINE:COLUMN: key `KEY`: WHAT`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file the config came from (or `<embedded default>`, `<string>`).
+    pub file: String,
+    /// 1-based line and column of the mistake, when it has a place in the file.
+    pub position: Option<(usize, usize)>,
+    /// The dotted key the mistake is in (`listener[2].bind`), when known.
+    pub key: Option<String>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file)?;
+        if let Some((line, column)) = self.position {
+            write!(f, ":{line}:{column}")?;
+        }
+        f.write_str(": ")?;
+        if let Some(key) = &self.key {
+            write!(f, "key `{key}`: ")?;
+        }
+        // One line, whatever the underlying message looked like.
+        let mut lines = self.message.lines().map(str::trim).filter(|l| !l.is_empty());
+        if let Some(first) = lines.next() {
+            f.write_str(first)?;
+        }
+        for more in lines {
+            write!(f, "; {more}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The text of one config file, for turning byte offsets into positions and keys.
+pub(crate) struct Source<'a> {
+    pub name: &'a str,
+    pub text: &'a str,
+}
+
+impl Source<'_> {
+    /// An error at `span` of the file, naming `key` if given.
+    pub fn error(
+        &self,
+        span: Option<Range<usize>>,
+        key: Option<String>,
+        message: impl Into<String>,
+    ) -> ConfigError {
+        ConfigError {
+            file: self.name.to_owned(),
+            position: span.map(|s| self.line_column(s.start)),
+            key,
+            message: message.into(),
+        }
+    }
+
+    /// Converts a parse or deserialize error of the `toml` crate, finding the
+    /// key its span falls in below `table` (whose keys are prefixed with `prefix`).
+    pub fn toml_error(
+        &self,
+        err: &toml::de::Error,
+        table: Option<(&str, &DeTable<'_>)>,
+    ) -> ConfigError {
+        let span = err.span();
+        let key = match (&span, table) {
+            (Some(span), Some((prefix, table))) => key_at(table, span.start).map(|k| join_key(prefix, &k)),
+            _ => None,
+        };
+        self.error(span, key, err.message())
+    }
+
+    /// 1-based line and column (in characters) of a byte offset.
+    fn line_column(&self, offset: usize) -> (usize, usize) {
+        let offset = offset.min(self.text.len());
+        let before = self.text.get(..offset).unwrap_or(self.text);
+        let line = before.matches('\n').count() + 1;
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        let column = before[line_start..].chars().count() + 1;
+        (line, column)
+    }
+}
+
+/// Joins a key prefix (`listener[0]`) and a key (`bind`) with a dot.
+pub(crate) fn join_key(prefix: &str, key: &str) -> String {
+    match (prefix.is_empty(), key.is_empty()) {
+        (true, _) => key.to_owned(),
+        (_, true) => prefix.to_owned(),
+        _ => format!("{prefix}.{key}"),
+    }
+}
+
+/// The span of `key`'s value in `table`, if the key is there.
+pub(crate) fn value_span(table: &DeTable<'_>, key: &str) -> Option<Range<usize>> {
+    table
+        .iter()
+        .find(|(k, _)| k.get_ref() == key)
+        .map(|(_, v)| v.span())
+}
+
+/// The deepest dotted key whose key or value covers `offset`.
+fn key_at(table: &DeTable<'_>, offset: usize) -> Option<String> {
+    for (key, value) in table.iter() {
+        let name = key.get_ref().to_string();
+        if key.span().contains(&offset) {
+            return Some(name);
+        }
+        if let Some(inner) = key_in_value(value, offset) {
+            return Some(if inner.starts_with('[') {
+                format!("{name}{inner}")
+            } else {
+                join_key(&name, &inner)
+            });
+        }
+    }
+    None
+}
+
+fn key_in_value(value: &Spanned<DeValue<'_>>, offset: usize) -> Option<String> {
+    let covers = value.span().contains(&offset);
+    match value.get_ref() {
+        DeValue::Table(table) => key_at(table, offset).or_else(|| covers.then(String::new)),
+        DeValue::Array(array) => {
+            for (i, item) in array.iter().enumerate() {
+                if let Some(inner) = key_in_value(item, offset) {
+                    return Some(if inner.is_empty() {
+                        format!("[{i}]")
+                    } else {
+                        format!("[{i}].{inner}")
+                    });
+                }
+            }
+            covers.then(String::new)
+        }
+        _ => covers.then(String::new),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_count_lines_and_characters() {
+        let src = Source { name: "f.toml", text: "a = 1\n名字 = 2\n" };
+        assert_eq!(src.line_column(0), (1, 1));
+        assert_eq!(src.line_column(6), (2, 1));
+        // "名字" is 6 bytes, 2 characters.
+        assert_eq!(src.line_column(6 + 7), (2, 4));
+    }
+
+    #[test]
+    fn display_is_one_line() {
+        let e = ConfigError {
+            file: "x.toml".into(),
+            position: Some((3, 7)),
+            key: Some("listener[0].bind".into()),
+            message: "bad\n  thing\n".into(),
+        };
+        assert_eq!(e.to_string(), "x.toml:3:7: key `listener[0].bind`: bad; thing");
+    }
+
+    #[test]
+    fn finds_nested_keys() {
+        let text = "[[listener]]\nname = \"a\"\n[[listener.rules]]\nreply = 5\n";
+        let doc = DeTable::parse(text).unwrap();
+        let offset = text.find('5').unwrap();
+        assert_eq!(key_at(doc.get_ref(), offset).as_deref(), Some("listener[0].rules[0].reply"));
+    }
+}

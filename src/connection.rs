@@ -1,0 +1,216 @@
+//! One client's connection as a handler sees it: the metered byte stream,
+//! who the client is, its limits, the shutdown signal, and the helpers every
+//! handler shares (bounded writes, framed reads raced against shutdown, a
+//! close that does not lose the last reply).
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::time::{Instant, timeout, timeout_at};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ListenerConfig;
+use crate::framing::MessageReader;
+use crate::handler::HandlerError;
+use crate::text::TextEncoding;
+
+/// After the last reply, how long (and how much) unread client input is
+/// drained before the socket is dropped. Closing a socket with unread input
+/// makes the kernel send RST, which can destroy the reply in flight.
+const LINGER_TIME: Duration = Duration::from_secs(1);
+const LINGER_BYTES: u64 = 256 * 1024;
+
+/// The per-listener settings a connection needs.
+#[derive(Debug, Clone)]
+pub struct ConnectionSettings {
+    /// The listener's name.
+    pub listener: Arc<str>,
+    /// Close after this long without input; also bounds a stalled write.
+    pub idle_timeout: Duration,
+    /// Longest message a framed handler accepts.
+    pub max_message_bytes: usize,
+    /// Quiet gap that ends a message without newline.
+    pub message_gap: Duration,
+    /// Encoding of text on this listener.
+    pub encoding: TextEncoding,
+}
+
+impl ConnectionSettings {
+    /// The settings of a listener's config.
+    pub fn from_config(config: &ListenerConfig) -> Self {
+        ConnectionSettings {
+            listener: Arc::from(config.name.as_str()),
+            idle_timeout: config.idle_timeout,
+            max_message_bytes: config.max_message_bytes,
+            message_gap: config.message_gap,
+            encoding: config.encoding,
+        }
+    }
+}
+
+/// What [`Connection::next_message`] saw.
+#[derive(Debug)]
+pub enum Incoming {
+    /// A complete message, without its line ending.
+    Message(BytesMut),
+    /// The client closed its side and every message was returned.
+    Closed,
+    /// The server is shutting down.
+    Shutdown,
+}
+
+/// A client connection handed to a handler.
+pub struct Connection<S> {
+    stream: Metered<S>,
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// The listener's settings.
+    pub settings: ConnectionSettings,
+    /// Cancelled when the server shuts down.
+    pub shutdown: CancellationToken,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
+    /// Wraps an accepted stream.
+    pub fn new(stream: S, peer: SocketAddr, settings: ConnectionSettings, shutdown: CancellationToken) -> Self {
+        Connection {
+            stream: Metered::new(stream),
+            peer,
+            settings,
+            shutdown,
+        }
+    }
+
+    /// The byte stream, for handlers that do their own reads.
+    pub fn stream(&mut self) -> &mut Metered<S> {
+        &mut self.stream
+    }
+
+    /// A framed reader with this listener's limits.
+    pub fn message_reader(&self) -> MessageReader {
+        MessageReader::new(
+            self.settings.max_message_bytes,
+            self.settings.message_gap,
+            self.settings.idle_timeout,
+        )
+    }
+
+    /// The next message, or why there is none; shutdown wins over a read.
+    pub async fn next_message(&mut self, reader: &mut MessageReader) -> Result<Incoming, HandlerError> {
+        tokio::select! {
+            biased;
+            () = self.shutdown.cancelled() => Ok(Incoming::Shutdown),
+            read = reader.next(&mut self.stream) => Ok(match read? {
+                Some(message) => Incoming::Message(message),
+                None => Incoming::Closed,
+            }),
+        }
+    }
+
+    /// Writes all of `bytes`; a client that reads nothing for the idle timeout
+    /// fails the write instead of holding the connection forever.
+    pub async fn send(&mut self, bytes: &[u8]) -> Result<(), HandlerError> {
+        let limit = self.settings.idle_timeout;
+        match timeout(limit, self.stream.write_all(bytes)).await {
+            Ok(result) => Ok(result?),
+            Err(_) => Err(HandlerError::WriteStalled(limit)),
+        }
+    }
+
+    /// Writes `text` in the listener's encoding, followed by "\n".
+    pub async fn send_line(&mut self, text: &str) -> Result<(), HandlerError> {
+        let encoded = self.settings.encoding.encode(text);
+        let mut line = Vec::with_capacity(encoded.len() + 1);
+        line.extend_from_slice(&encoded);
+        line.push(b'\n');
+        self.send(&line).await
+    }
+
+    /// Sends FIN after everything written, then drains (bounded in time and
+    /// bytes) what the client still sends, so the kernel does not answer
+    /// unread input with RST and destroy the last reply.
+    pub async fn close(&mut self) {
+        let deadline = Instant::now() + LINGER_TIME;
+        if timeout_at(deadline, self.stream.shutdown()).await.is_err() {
+            return;
+        }
+        let mut sink = tokio::io::sink();
+        let mut unread = (&mut self.stream.inner).take(LINGER_BYTES);
+        let _ = timeout_at(deadline, tokio::io::copy(&mut unread, &mut sink)).await;
+    }
+
+    /// Bytes read from and written to the client so far.
+    pub fn bytes(&self) -> (u64, u64) {
+        (self.stream.bytes_in, self.stream.bytes_out)
+    }
+}
+
+/// A stream that counts the bytes read and written through it.
+#[derive(Debug)]
+pub struct Metered<S> {
+    inner: S,
+    bytes_in: u64,
+    bytes_out: u64,
+}
+
+impl<S> Metered<S> {
+    fn new(inner: S) -> Self {
+        Metered {
+            inner,
+            bytes_in: 0,
+            bytes_out: 0,
+        }
+    }
+
+    /// The wrapped stream (bytes moved through it directly are not counted).
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let poll = Pin::new(&mut this.inner).poll_read(cx, buf);
+        this.bytes_in += (buf.filled().len() - before) as u64;
+        poll
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Metered<S> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let poll = Pin::new(&mut this.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = poll {
+            this.bytes_out += n as u64;
+        }
+        poll
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+/// Settings for handler unit tests: generous timeouts, 1 KiB messages, UTF-8.
+#[cfg(test)]
+pub(crate) fn test_settings() -> ConnectionSettings {
+    ConnectionSettings {
+        listener: "test".into(),
+        idle_timeout: Duration::from_secs(30),
+        max_message_bytes: 1024,
+        message_gap: Duration::from_millis(50),
+        encoding: TextEncoding::Utf8,
+    }
+}

@@ -1,0 +1,69 @@
+//! `echo`: every byte the client sends comes back, in order, until it closes.
+//!
+//! Backpressure is natural: the next read waits until the last chunk was
+//! written, so a client that sends but never reads fills its own socket
+//! buffers, not the server's memory.
+
+use tokio::io::AsyncReadExt;
+use tokio::time::timeout;
+
+use super::{Ended, Handler, HandlerError, Io};
+use crate::connection::Connection;
+
+/// Bytes echoed per read.
+const ECHO_CHUNK: usize = 32 * 1024;
+
+/// The echo handler.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Echo;
+
+impl Handler for Echo {
+    async fn serve<S: Io>(&self, conn: &mut Connection<S>) -> Result<Ended, HandlerError> {
+        let idle = conn.settings.idle_timeout;
+        let shutdown = conn.shutdown.clone();
+        let mut buf = vec![0u8; ECHO_CHUNK];
+        loop {
+            let read = tokio::select! {
+                biased;
+                () = shutdown.cancelled() => return Ok(Ended::Shutdown),
+                read = timeout(idle, conn.stream().read(&mut buf)) => read,
+            };
+            let n = read.map_err(|_| HandlerError::Idle(idle))??;
+            if n == 0 {
+                return Ok(Ended::ClientClosed);
+            }
+            conn.send(&buf[..n]).await?;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::connection::test_settings as settings;
+    use tokio::io::AsyncWriteExt;
+    use tokio_util::sync::CancellationToken;
+
+    #[tokio::test]
+    async fn echoes_binary_until_half_close() {
+        let (client, server) = tokio::io::duplex(1024);
+        let mut conn = Connection::new(server, "127.0.0.1:1".parse().unwrap(), settings(), CancellationToken::new());
+        // The connection is dropped when the handler returns: the client sees EOF.
+        let handler = tokio::spawn(async move { (Echo.serve(&mut conn).await, conn.bytes()) });
+        let data: Vec<u8> = (0..=255u8).cycle().take(10_000).collect();
+        let (mut rd, mut wr) = tokio::io::split(client);
+        let sent = data.clone();
+        let writer = tokio::spawn(async move {
+            wr.write_all(&sent).await.unwrap();
+            wr.shutdown().await.unwrap();
+            wr
+        });
+        let mut got = Vec::new();
+        rd.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, data);
+        let (ended, bytes) = handler.await.unwrap();
+        assert_eq!(ended.unwrap(), Ended::ClientClosed);
+        assert_eq!(bytes, (10_000, 10_000));
+        drop(writer.await.unwrap());
+    }
+}

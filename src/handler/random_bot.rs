@@ -1,0 +1,175 @@
+//! `random-bot`: every message from every client of the listener goes into
+//! one shared history, and the reply is a random entry of it (the new
+//! message included), as in the seed tutorial. A farewell ("bye") gets the
+//! goodbye reply and ends the chat. The history is bounded in messages and
+//! in bytes; the oldest entries go first.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use bytes::Bytes;
+use tracing::trace;
+
+use super::{Ended, Handler, HandlerError, Io};
+use crate::config::RandomBotConfig;
+use crate::connection::{Connection, Incoming};
+use crate::template::{Template, TemplateContext, TimeFormat};
+
+/// The history shared by every connection of one random-bot listener.
+#[derive(Debug)]
+pub struct History {
+    entries: Mutex<Entries>,
+    max_entries: usize,
+    max_bytes: usize,
+}
+
+#[derive(Debug, Default)]
+struct Entries {
+    messages: VecDeque<Bytes>,
+    bytes: usize,
+}
+
+impl History {
+    /// An empty history holding at most `max_entries` messages and `max_bytes` bytes.
+    pub fn new(max_entries: usize, max_bytes: usize) -> Self {
+        History {
+            entries: Mutex::new(Entries::default()),
+            max_entries,
+            max_bytes,
+        }
+    }
+
+    /// Records `message`, drops the oldest entries past the limits, and
+    /// returns a uniformly random entry (possibly `message` itself).
+    pub fn record_and_pick(&self, message: Bytes) -> Bytes {
+        // A panic cannot leave `Entries` half-updated in a way that matters,
+        // so a poisoned lock is still usable.
+        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        entries.bytes += message.len();
+        entries.messages.push_back(message);
+        while entries.messages.len() > self.max_entries || (entries.bytes > self.max_bytes && entries.messages.len() > 1) {
+            if let Some(old) = entries.messages.pop_front() {
+                entries.bytes -= old.len();
+            }
+        }
+        let pick = rand::random_range(0..entries.messages.len());
+        entries.messages[pick].clone()
+    }
+
+    /// Messages currently kept, and their total bytes.
+    pub fn size(&self) -> (usize, usize) {
+        let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        (entries.messages.len(), entries.bytes)
+    }
+}
+
+/// The random-reply bot.
+#[derive(Debug, Clone)]
+pub struct RandomBot {
+    history: Arc<History>,
+    /// Farewells, trimmed and lowercased.
+    farewell: Vec<String>,
+    goodbye_reply: Template,
+    time_format: TimeFormat,
+}
+
+impl RandomBot {
+    /// A bot with a new, empty history.
+    pub fn new(config: &RandomBotConfig, max_message_bytes: usize) -> Self {
+        RandomBot {
+            history: Arc::new(History::new(
+                config.history_limit,
+                config.history_bytes.max(max_message_bytes),
+            )),
+            farewell: config.farewell.iter().map(|f| f.trim().to_lowercase()).collect(),
+            goodbye_reply: config.goodbye_reply.clone(),
+            time_format: TimeFormat::seed_default(),
+        }
+    }
+
+    /// The shared history.
+    pub fn history(&self) -> &Arc<History> {
+        &self.history
+    }
+
+    fn is_farewell(&self, text: &str) -> bool {
+        let text = text.trim().to_lowercase();
+        self.farewell.iter().any(|f| *f == text)
+    }
+
+    async fn say_goodbye<S: Io>(&self, conn: &mut Connection<S>) -> Result<(), HandlerError> {
+        let goodbye = self.goodbye_reply.render(&TemplateContext {
+            time_format: &self.time_format,
+            peer: conn.peer,
+            listener: &conn.settings.listener,
+            keywords: "",
+        });
+        conn.send_line(&goodbye).await
+    }
+}
+
+impl Handler for RandomBot {
+    async fn serve<S: Io>(&self, conn: &mut Connection<S>) -> Result<Ended, HandlerError> {
+        let mut reader = conn.message_reader();
+        loop {
+            match conn.next_message(&mut reader).await? {
+                Incoming::Message(bytes) => {
+                    let text = conn.settings.encoding.decode(&bytes);
+                    if text.trim().is_empty() {
+                        continue;
+                    }
+                    trace!(message = %text, "received");
+                    if self.is_farewell(&text) {
+                        self.say_goodbye(conn).await?;
+                        return Ok(Ended::Farewell);
+                    }
+                    // Copied, so the history never pins the read buffer.
+                    let mut reply = self.history.record_and_pick(Bytes::copy_from_slice(&bytes)).to_vec();
+                    reply.push(b'\n');
+                    conn.send(&reply).await?;
+                }
+                Incoming::Closed => return Ok(Ended::ClientClosed),
+                Incoming::Shutdown => {
+                    self.say_goodbye(conn).await?;
+                    return Ok(Ended::Shutdown);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn history_is_bounded_in_entries_and_bytes() {
+        let history = History::new(3, 1000);
+        for i in 0..10u8 {
+            history.record_and_pick(Bytes::from(vec![i; 10]));
+        }
+        assert_eq!(history.size(), (3, 30));
+        let history = History::new(100, 25);
+        for i in 0..10u8 {
+            let pick = history.record_and_pick(Bytes::from(vec![i; 10]));
+            assert!(pick[0] + 2 >= i, "picked a dropped entry {} at {i}", pick[0]);
+        }
+        assert_eq!(history.size(), (2, 20));
+    }
+
+    #[test]
+    fn picks_are_drawn_from_the_whole_history() {
+        let history = History::new(10_000, 100_000);
+        for i in 0..4u8 {
+            history.record_and_pick(Bytes::from(vec![i]));
+        }
+        let mut seen = [false; 5];
+        for _ in 0..1000 {
+            seen[history.record_and_pick(Bytes::from_static(&[4]))[0] as usize] = true;
+            if seen.iter().all(|s| *s) {
+                break;
+            }
+        }
+        assert_eq!(seen, [true; 5], "1000 draws from 5+ entries missed one");
+    }
+}

@@ -1,0 +1,167 @@
+//! A bound listener and its accept loop: one task per accepted client,
+//! each in its own tracing span, routed to the listener's handler.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::time::{Instant, sleep};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::config::{HandlerKind, ListenerConfig};
+use crate::connection::{Connection, ConnectionSettings};
+use crate::handler::{AnyHandler, Handler};
+use crate::limits::ConnectionLimit;
+
+/// First and longest pause after an accept error (out of descriptors, ...).
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// A listener that could not be bound.
+#[derive(Debug, thiserror::Error)]
+#[error("listener {name:?}: cannot listen on {addr}: {source}")]
+pub struct BindError {
+    /// The listener's name.
+    pub name: String,
+    /// The address it wanted.
+    pub addr: SocketAddr,
+    /// Why the kernel said no.
+    #[source]
+    pub source: io::Error,
+}
+
+/// A bound listening socket with its handler, ready to serve.
+#[derive(Debug)]
+pub struct Listener {
+    socket: TcpListener,
+    local_addr: SocketAddr,
+    kind: HandlerKind,
+    handler: Arc<AnyHandler>,
+    settings: ConnectionSettings,
+    limit: ConnectionLimit,
+}
+
+impl Listener {
+    /// Binds the listener's address (with SO_REUSEADDR, so a restart binds at
+    /// once even while old connections sit in TIME_WAIT) and builds its handler.
+    /// Must be called inside a tokio runtime.
+    pub fn bind(config: &ListenerConfig) -> Result<Listener, BindError> {
+        let fail = |source| BindError {
+            name: config.name.clone(),
+            addr: config.bind,
+            source,
+        };
+        let socket = if config.bind.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }.map_err(fail)?;
+        socket.set_reuseaddr(true).map_err(fail)?;
+        socket.bind(config.bind).map_err(fail)?;
+        let socket = socket.listen(config.backlog).map_err(fail)?;
+        let local_addr = socket.local_addr().map_err(fail)?;
+        Ok(Listener {
+            socket,
+            local_addr,
+            kind: config.handler.kind(),
+            handler: Arc::new(AnyHandler::from_config(config)),
+            settings: ConnectionSettings::from_config(config),
+            limit: ConnectionLimit::new(config.max_connections),
+        })
+    }
+
+    /// The listener's name.
+    pub fn name(&self) -> &str {
+        &self.settings.listener
+    }
+
+    /// The address actually bound (the real port when the config said 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The handler this listener routes to.
+    pub fn handler_kind(&self) -> HandlerKind {
+        self.kind
+    }
+
+    /// Accepts clients until `shutdown` is cancelled, spawning each one's task
+    /// on `tracker`. The listening socket closes when this returns.
+    pub async fn run(self, shutdown: CancellationToken, tracker: TaskTracker, next_id: Arc<AtomicU64>) {
+        let mut backoff = ACCEPT_BACKOFF_MIN;
+        let mut failing_since: Option<Instant> = None;
+        loop {
+            let permit = tokio::select! {
+                biased;
+                () = shutdown.cancelled() => break,
+                permit = self.limit.acquire() => permit,
+            };
+            let accepted = tokio::select! {
+                biased;
+                () = shutdown.cancelled() => break,
+                accepted = self.socket.accept() => accepted,
+            };
+            let (stream, peer) = match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of descriptors or a transient network error: the
+                    // listener must survive it without spinning.
+                    if failing_since.is_none() {
+                        warn!(error = %e, "accept failed; backing off until it works again");
+                        failing_since = Some(Instant::now());
+                    }
+                    drop(permit);
+                    tokio::select! {
+                        () = shutdown.cancelled() => break,
+                        () = sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
+                    continue;
+                }
+            };
+            if let Some(since) = failing_since.take() {
+                info!(after = ?since.elapsed(), "accepting again");
+                backoff = ACCEPT_BACKOFF_MIN;
+            }
+            let id = next_id.fetch_add(1, Ordering::Relaxed);
+            let span = info_span!("conn", listener = %self.settings.listener, %peer, id);
+            let handler = self.handler.clone();
+            let settings = self.settings.clone();
+            let shutdown = shutdown.clone();
+            tracker.spawn(
+                async move {
+                    serve(stream, peer, &handler, settings, shutdown).await;
+                    drop(permit);
+                }
+                .instrument(span),
+            );
+        }
+        debug!(listener = %self.settings.listener, "stopped accepting");
+    }
+}
+
+/// Runs one connection from open to close, with its two log lines.
+async fn serve(stream: TcpStream, peer: SocketAddr, handler: &AnyHandler, settings: ConnectionSettings, shutdown: CancellationToken) {
+    let started = Instant::now();
+    // Replies are small: they must not wait for Nagle and delayed ACKs.
+    if let Err(e) = stream.set_nodelay(true) {
+        debug!(error = %e, "cannot set TCP_NODELAY");
+    }
+    info!("opened");
+    let mut conn = Connection::new(stream, peer, settings, shutdown);
+    let result = handler.serve(&mut conn).await;
+    if let Err(err) = &result {
+        if let Some(reply) = err.client_reply() {
+            let _ = conn.send_line(&reply).await;
+        }
+    }
+    conn.close().await;
+    let (bytes_in, bytes_out) = conn.bytes();
+    let duration = started.elapsed();
+    match result {
+        Ok(ended) => info!(?duration, bytes_in, bytes_out, reason = %ended, "closed"),
+        Err(err) if err.is_server_fault() => warn!(?duration, bytes_in, bytes_out, reason = %err, "closed"),
+        Err(err) => info!(?duration, bytes_in, bytes_out, reason = %err, "closed"),
+    }
+}

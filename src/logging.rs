@@ -1,0 +1,33 @@
+//! Logging: `tracing` lines on stderr through a buffered, non-blocking writer
+//! (a slow terminal or journal never stalls a connection), filtered by
+//! `RUST_LOG` or the config's `log_level`, as text or JSON, without ANSI
+//! colours when stderr is not a terminal.
+
+use std::io::IsTerminal;
+
+use tracing_appender::non_blocking::WorkerGuard;
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{LogFormat, ServerConfig};
+
+/// Installs the global subscriber. Keep the guard alive until exit: dropping
+/// it flushes the lines still buffered.
+pub fn init(server: &ServerConfig) -> anyhow::Result<WorkerGuard> {
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(directives) if !directives.trim().is_empty() => EnvFilter::builder()
+            .parse(&directives)
+            .map_err(|e| anyhow::anyhow!("invalid RUST_LOG {directives:?}: {e}"))?,
+        _ => EnvFilter::builder().parse(&server.log_level)?,
+    };
+    let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer)
+        .with_ansi(std::io::stderr().is_terminal());
+    let installed = match server.log_format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+    installed.map_err(|e| anyhow::anyhow!("cannot install the logger: {e}"))?;
+    Ok(guard)
+}

@@ -1,0 +1,100 @@
+//! The server: binds every listener of a config before serving any, runs
+//! their accept loops on one runtime, and on shutdown stops accepting, tells
+//! every connection to finish and waits for them up to the grace period.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::config::{Config, HandlerKind};
+use crate::listener::{BindError, Listener};
+
+/// Every listener of a config, bound and ready to serve.
+#[derive(Debug)]
+pub struct Server {
+    listeners: Vec<Listener>,
+    shutdown_grace: Duration,
+}
+
+/// A bound listener, as shown to the operator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BoundListener {
+    /// The listener's name.
+    pub name: String,
+    /// The address it listens on.
+    pub addr: SocketAddr,
+    /// Its handler.
+    pub handler: HandlerKind,
+}
+
+/// How a server run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Connections still open when the grace period ran out (they were dropped).
+    pub abandoned: usize,
+}
+
+impl Server {
+    /// Binds every listener; the first that fails fails the start, by name.
+    /// Must be called inside a tokio runtime.
+    pub fn bind(config: &Config) -> Result<Server, BindError> {
+        let listeners = config.listeners.iter().map(Listener::bind).collect::<Result<_, _>>()?;
+        Ok(Server {
+            listeners,
+            shutdown_grace: config.server.shutdown_grace,
+        })
+    }
+
+    /// The bound listeners, in config order.
+    pub fn listeners(&self) -> Vec<BoundListener> {
+        self.listeners
+            .iter()
+            .map(|l| BoundListener {
+                name: l.name().to_owned(),
+                addr: l.local_addr(),
+                handler: l.handler_kind(),
+            })
+            .collect()
+    }
+
+    /// The address of the listener called `name`.
+    pub fn local_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.listeners.iter().find(|l| l.name() == name).map(Listener::local_addr)
+    }
+
+    /// Serves until `shutdown` completes, then drains: listeners stop
+    /// accepting, connections are told to finish (bots say goodbye, downloads
+    /// finish their file), and the server waits up to the grace period.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> ShutdownReport {
+        let stop = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let next_id = Arc::new(AtomicU64::new(1));
+        for listener in self.listeners {
+            info!(listener = listener.name(), addr = %listener.local_addr(), handler = listener.handler_kind().name(), "listening");
+            tracker.spawn(listener.run(stop.clone(), tracker.clone(), next_id.clone()));
+        }
+        shutdown.await;
+        stop.cancel();
+        tracker.close();
+        let open = tracker.len();
+        if open > 0 {
+            info!(tasks = open, grace = %humantime::format_duration(self.shutdown_grace), "waiting for connections to finish");
+        }
+        match tokio::time::timeout(self.shutdown_grace, tracker.wait()).await {
+            Ok(()) => {
+                info!("all connections finished");
+                ShutdownReport { abandoned: 0 }
+            }
+            Err(_) => {
+                let abandoned = tracker.len();
+                warn!(abandoned, "shutdown grace expired; dropping the remaining connections");
+                ShutdownReport { abandoned }
+            }
+        }
+    }
+}

@@ -1,0 +1,204 @@
+//! Reply templates of the bots: literal text with `{time}`, `{peer}`,
+//! `{listener}` and `{keywords}` placeholders, parsed once when the config is
+//! loaded so that a typo is a config error, not a surprise at reply time.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+
+use chrono::format::{Item, StrftimeItems};
+use serde::Deserialize;
+
+/// One piece of a parsed template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Part {
+    Literal(String),
+    Time,
+    Peer,
+    Listener,
+    Keywords,
+}
+
+/// A reply with placeholders, validated at config load.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct Template {
+    parts: Vec<Part>,
+}
+
+/// What a template's placeholders are filled with.
+pub struct TemplateContext<'a> {
+    /// The `strftime` format of `{time}`.
+    pub time_format: &'a TimeFormat,
+    /// The client's address, for `{peer}`.
+    pub peer: SocketAddr,
+    /// The listener's name, for `{listener}`.
+    pub listener: &'a str,
+    /// The bot's keywords joined with ", ", for `{keywords}`.
+    pub keywords: &'a str,
+}
+
+impl Template {
+    /// Parses a template; `{{` and `}}` stand for literal braces.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut parts = Vec::new();
+        let mut literal = String::new();
+        let mut rest = text;
+        while let Some(i) = rest.find(['{', '}']) {
+            literal.push_str(&rest[..i]);
+            let brace = rest.as_bytes()[i];
+            let after = &rest[i + 1..];
+            if after.as_bytes().first() == Some(&brace) {
+                literal.push(char::from(brace));
+                rest = &after[1..];
+                continue;
+            }
+            if brace == b'}' {
+                return Err(format!(
+                    "unmatched `}}` in template {text:?} (write }}}} for a literal brace)"
+                ));
+            }
+            let end = after
+                .find('}')
+                .ok_or_else(|| format!("unclosed `{{` in template {text:?}"))?;
+            let part = match &after[..end] {
+                "time" => Part::Time,
+                "peer" => Part::Peer,
+                "listener" => Part::Listener,
+                "keywords" => Part::Keywords,
+                other => {
+                    return Err(format!(
+                        "unknown placeholder `{{{other}}}` in template {text:?} (known: {{time}}, {{peer}}, {{listener}}, {{keywords}}; write {{{{ for a literal brace)"
+                    ));
+                }
+            };
+            if !literal.is_empty() {
+                parts.push(Part::Literal(std::mem::take(&mut literal)));
+            }
+            parts.push(part);
+            rest = &after[end + 1..];
+        }
+        literal.push_str(rest);
+        if !literal.is_empty() {
+            parts.push(Part::Literal(literal));
+        }
+        Ok(Template { parts })
+    }
+
+    /// Fills the placeholders and appends the result to `out`.
+    pub fn render_into(&self, ctx: &TemplateContext<'_>, out: &mut String) {
+        for part in &self.parts {
+            // Writing into a String cannot fail, and every time format was
+            // validated when the config was loaded.
+            let _ = match part {
+                Part::Literal(text) => {
+                    out.push_str(text);
+                    Ok(())
+                }
+                Part::Time => write!(
+                    out,
+                    "{}",
+                    chrono::Local::now().format_with_items(ctx.time_format.items())
+                ),
+                Part::Peer => write!(out, "{}", ctx.peer),
+                Part::Listener => {
+                    out.push_str(ctx.listener);
+                    Ok(())
+                }
+                Part::Keywords => {
+                    out.push_str(ctx.keywords);
+                    Ok(())
+                }
+            };
+        }
+    }
+
+    /// Fills the placeholders into a new string.
+    pub fn render(&self, ctx: &TemplateContext<'_>) -> String {
+        let mut out = String::new();
+        self.render_into(ctx, &mut out);
+        out
+    }
+}
+
+impl TryFrom<String> for Template {
+    type Error = String;
+    fn try_from(text: String) -> Result<Self, String> {
+        Template::parse(&text)
+    }
+}
+
+/// A `strftime`-style time format (chrono's syntax), validated at load.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct TimeFormat(String);
+
+impl TimeFormat {
+    /// The format the seed tutorial uses: `2024-01-31 23:59:59`.
+    pub fn seed_default() -> Self {
+        TimeFormat("%Y-%m-%d %H:%M:%S".to_owned())
+    }
+
+    /// The format as written in the config.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    fn items(&self) -> StrftimeItems<'_> {
+        StrftimeItems::new(&self.0)
+    }
+}
+
+impl TryFrom<String> for TimeFormat {
+    type Error = String;
+    fn try_from(text: String) -> Result<Self, String> {
+        if StrftimeItems::new(&text).any(|item| matches!(item, Item::Error)) {
+            return Err(format!("invalid time format {text:?} (chrono strftime syntax, e.g. \"%Y-%m-%d %H:%M:%S\")"));
+        }
+        Ok(TimeFormat(text))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx(fmt: &TimeFormat) -> TemplateContext<'_> {
+        TemplateContext {
+            time_format: fmt,
+            peer: "127.0.0.1:4000".parse().unwrap(),
+            listener: "bot",
+            keywords: "a, b",
+        }
+    }
+
+    #[test]
+    fn renders_placeholders_and_escapes() {
+        let fmt = TimeFormat::try_from("%Y".to_owned()).unwrap();
+        let t = Template::parse("{listener} {peer} [{keywords}] {{x}} {time}").unwrap();
+        let out = t.render(&ctx(&fmt));
+        let year = chrono::Local::now().format("%Y").to_string();
+        assert_eq!(out, format!("bot 127.0.0.1:4000 [a, b] {{x}} {year}"));
+    }
+
+    #[test]
+    fn unicode_literals_survive() {
+        let fmt = TimeFormat::seed_default();
+        let t = Template::parse("当前时间是:{time}!").unwrap();
+        let out = t.render(&ctx(&fmt));
+        assert!(out.starts_with("当前时间是:") && out.ends_with('!'), "{out}");
+        assert_eq!(out.chars().count(), "当前时间是:".chars().count() + 19 + 1);
+    }
+
+    #[test]
+    fn rejects_bad_templates() {
+        assert!(Template::parse("{nope}").unwrap_err().contains("unknown placeholder `{nope}`"));
+        assert!(Template::parse("a {time").unwrap_err().contains("unclosed"));
+        assert!(Template::parse("a } b").unwrap_err().contains("unmatched"));
+    }
+
+    #[test]
+    fn rejects_bad_time_format() {
+        assert!(TimeFormat::try_from("%Q".to_owned()).is_err());
+        assert!(TimeFormat::try_from("%H:%M".to_owned()).is_ok());
+    }
+}
