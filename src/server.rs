@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
@@ -72,26 +73,29 @@ impl Server {
     /// finish their file), and the server waits up to the grace period.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> ShutdownReport {
         let stop = CancellationToken::new();
-        let tracker = TaskTracker::new();
+        let connections = TaskTracker::new();
         let next_id = Arc::new(AtomicU64::new(1));
+        let mut accept_loops = JoinSet::new();
         for listener in self.listeners {
             info!(listener = listener.name(), addr = %listener.local_addr(), handler = listener.handler_kind().name(), "listening");
-            tracker.spawn(listener.run(stop.clone(), tracker.clone(), next_id.clone()));
+            accept_loops.spawn(listener.run(stop.clone(), connections.clone(), next_id.clone()));
         }
         shutdown.await;
         stop.cancel();
-        tracker.close();
-        let open = tracker.len();
+        // The accept loops return at once and close their sockets.
+        while accept_loops.join_next().await.is_some() {}
+        connections.close();
+        let open = connections.len();
         if open > 0 {
-            info!(tasks = open, grace = %humantime::format_duration(self.shutdown_grace), "waiting for connections to finish");
+            info!(connections = open, grace = %humantime::format_duration(self.shutdown_grace), "waiting for connections to finish");
         }
-        match tokio::time::timeout(self.shutdown_grace, tracker.wait()).await {
+        match tokio::time::timeout(self.shutdown_grace, connections.wait()).await {
             Ok(()) => {
                 info!("all connections finished");
                 ShutdownReport { abandoned: 0 }
             }
             Err(_) => {
-                let abandoned = tracker.len();
+                let abandoned = connections.len();
                 warn!(abandoned, "shutdown grace expired; dropping the remaining connections");
                 ShutdownReport { abandoned }
             }

@@ -1,0 +1,92 @@
+//! Shared helpers of the integration tests: an in-process server started
+//! from a TOML string on 127.0.0.1 port 0, and bounded client reads.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use switchboard::{Config, Server, ShutdownReport};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
+use tokio::time::timeout;
+use tokio_util::sync::CancellationToken;
+
+/// Upper bound of any single wait in a test; a hang fails instead of blocking CI.
+pub const LIMIT: Duration = Duration::from_secs(20);
+
+/// A server running in this test's runtime.
+pub struct TestServer {
+    addrs: HashMap<String, SocketAddr>,
+    stop: CancellationToken,
+    task: JoinHandle<ShutdownReport>,
+}
+
+impl TestServer {
+    /// Parses `toml`, binds every listener and serves them.
+    pub fn start(toml: &str) -> TestServer {
+        let config = Config::from_toml(toml, "test.toml").unwrap_or_else(|e| panic!("test config: {e}"));
+        Self::start_config(&config)
+    }
+
+    /// Serves an already loaded config.
+    pub fn start_config(config: &Config) -> TestServer {
+        let server = Server::bind(config).unwrap_or_else(|e| panic!("bind: {e}"));
+        let addrs = server.listeners().into_iter().map(|l| (l.name, l.addr)).collect();
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(server.run(stop.clone().cancelled_owned()));
+        TestServer { addrs, stop, task }
+    }
+
+    /// The address of listener `name`.
+    pub fn addr(&self, name: &str) -> SocketAddr {
+        *self.addrs.get(name).unwrap_or_else(|| panic!("no listener {name:?}"))
+    }
+
+    /// Starts the graceful shutdown (what SIGTERM does) without waiting.
+    pub fn begin_shutdown(&self) {
+        self.stop.cancel();
+    }
+
+    /// Shuts down gracefully and waits for the server to return.
+    pub async fn shutdown(self) -> ShutdownReport {
+        self.stop.cancel();
+        timeout(LIMIT, self.task).await.expect("server did not stop").expect("server task panicked")
+    }
+}
+
+/// A listener table with the given name, handler and extra keys, on port 0.
+pub fn listener(name: &str, handler: &str, extra: &str) -> String {
+    format!("[[listener]]\nname = \"{name}\"\nbind = \"127.0.0.1:0\"\nhandler = \"{handler}\"\n{extra}\n")
+}
+
+/// Connects to `addr` (bounded in time).
+pub async fn connect(addr: SocketAddr) -> TcpStream {
+    timeout(LIMIT, TcpStream::connect(addr)).await.expect("connect timed out").expect("connect failed")
+}
+
+/// Reads one "\n"-terminated line (without it), bounded in time.
+pub async fn read_line<R: tokio::io::AsyncBufRead + Unpin>(reader: &mut R) -> String {
+    let mut line = Vec::new();
+    timeout(LIMIT, reader.read_until(b'\n', &mut line)).await.expect("no reply in time").expect("read failed");
+    assert_eq!(line.pop(), Some(b'\n'), "reply not newline-terminated: {:?}", String::from_utf8_lossy(&line));
+    String::from_utf8(line).expect("reply is not UTF-8")
+}
+
+/// Reads until the server closes, bounded in time.
+pub async fn read_to_end(stream: &mut TcpStream) -> Vec<u8> {
+    let mut all = Vec::new();
+    timeout(LIMIT, stream.read_to_end(&mut all)).await.expect("server did not close in time").expect("read failed");
+    all
+}
+
+/// Sends `message` and returns the one reply line: the common bot exchange.
+pub async fn ask(conn: &mut BufReader<TcpStream>, message: &str) -> String {
+    conn.get_mut().write_all(message.as_bytes()).await.expect("send failed");
+    read_line(conn).await
+}
+
+/// Connects and wraps the stream for line reads.
+pub async fn connect_lines(addr: SocketAddr) -> BufReader<TcpStream> {
+    BufReader::new(connect(addr).await)
+}

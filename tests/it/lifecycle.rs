@@ -1,0 +1,154 @@
+//! What every listener shares: the connection limit, the idle timeout,
+//! graceful shutdown and its grace period, and binding again at once while
+//! the last run's connections sit in TIME_WAIT.
+
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpSocket;
+use tokio::time::timeout;
+
+use crate::common::{LIMIT, TestServer, connect, connect_lines, listener, read_line, read_to_end};
+
+async fn echo_once(stream: &mut tokio::net::TcpStream, data: &[u8]) {
+    stream.write_all(data).await.unwrap();
+    let mut got = vec![0; data.len()];
+    timeout(LIMIT, stream.read_exact(&mut got)).await.expect("no echo").unwrap();
+    assert_eq!(got, data);
+}
+
+#[tokio::test]
+async fn at_max_connections_the_next_client_waits_and_is_then_served() {
+    let server = TestServer::start(&listener("echo", "echo", "max_connections = 1"));
+    let addr = server.addr("echo");
+    let mut first = connect(addr).await;
+    echo_once(&mut first, b"first").await;
+
+    // The second connect succeeds (the kernel queues it in the backlog) but is
+    // not served while the first holds the only slot.
+    let mut second = connect(addr).await;
+    second.write_all(b"second").await.unwrap();
+    let mut got = [0u8; 6];
+    let early = timeout(Duration::from_millis(300), second.read_exact(&mut got)).await;
+    assert!(early.is_err(), "second client was served beyond max_connections");
+
+    drop(first);
+    timeout(LIMIT, second.read_exact(&mut got)).await.expect("second client never served").unwrap();
+    assert_eq!(&got, b"second");
+}
+
+#[tokio::test]
+async fn idle_connections_are_closed() {
+    let server = TestServer::start(&format!(
+        "{}{}",
+        listener("echo", "echo", "idle_timeout = \"300ms\"\nmessage_gap = \"10ms\""),
+        listener("kw", "keyword-bot", "idle_timeout = \"300ms\"\nmessage_gap = \"10ms\"")
+    ));
+    for name in ["echo", "kw"] {
+        let started = Instant::now();
+        let mut stream = connect(server.addr(name)).await;
+        assert!(read_to_end(&mut stream).await.is_empty());
+        assert!(started.elapsed() >= Duration::from_millis(300), "{name} closed before the idle timeout");
+    }
+    // Activity resets the timer: a client talking every 100ms stays connected past 300ms.
+    let mut stream = connect(server.addr("echo")).await;
+    for _ in 0..6 {
+        echo_once(&mut stream, b"ping").await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    echo_once(&mut stream, b"still here").await;
+}
+
+fn big_file(dir: &tempfile::TempDir, len: usize) {
+    let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+    std::fs::write(dir.path().join("big.bin"), data).unwrap();
+}
+
+fn download_listener(dir: &tempfile::TempDir, extra: &str) -> String {
+    listener("files", "download", &format!("root = '{}'\n{extra}", dir.path().display()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_an_inflight_download_finish_and_stops_accepting() {
+    let dir = tempfile::tempdir().unwrap();
+    let len = 8 << 20;
+    big_file(&dir, len);
+    let server = TestServer::start(&download_listener(&dir, "chunk_size = 16384"));
+    let addr = server.addr("files");
+    let mut stream = connect(addr).await;
+    stream.write_all(b"big.bin\n").await.unwrap();
+    let mut head = vec![0u8; 1 << 20];
+    timeout(LIMIT, stream.read_exact(&mut head)).await.unwrap().unwrap();
+
+    // SIGTERM's equivalent, while most of the file is still to be sent.
+    server.begin_shutdown();
+    let rest = read_to_end(&mut stream).await;
+    assert_eq!(head.len() + rest.len(), len, "download cut short by shutdown");
+    assert!(rest.iter().enumerate().all(|(i, b)| *b == ((head.len() + i) % 251) as u8));
+
+    let report = server.shutdown().await;
+    assert_eq!(report.abandoned, 0);
+    let refused = TcpSocket::new_v4().unwrap().connect(addr).await;
+    assert!(refused.is_err(), "listener still accepting after shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_grace_period_bounds_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    big_file(&dir, 64 << 20);
+    let toml = format!("[server]\nshutdown_grace = \"300ms\"\n{}", download_listener(&dir, ""));
+    let server = TestServer::start(&toml);
+    let mut stalled = connect(server.addr("files")).await;
+    stalled.write_all(b"big.bin\n").await.unwrap();
+    let mut some = [0u8; 1024];
+    timeout(LIMIT, stalled.read_exact(&mut some)).await.unwrap().unwrap();
+    // The client stops reading: its download cannot finish.
+    let started = Instant::now();
+    let report = server.shutdown().await;
+    assert_eq!(report.abandoned, 1);
+    assert!(started.elapsed() < Duration::from_secs(5), "shutdown took {:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn the_same_port_binds_again_right_after_shutdown_despite_time_wait() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("f"), b"data").unwrap();
+    let server = TestServer::start(&download_listener(&dir, ""));
+    let addr = server.addr("files");
+    // The server closes first after each download: its side of each
+    // connection goes to TIME_WAIT on this port.
+    for _ in 0..5 {
+        let mut stream = connect(addr).await;
+        stream.write_all(b"f\n").await.unwrap();
+        assert_eq!(read_to_end(&mut stream).await, b"data");
+    }
+    server.shutdown().await;
+
+    // Without SO_REUSEADDR the port is not bindable now: the check below is meaningful.
+    let plain = TcpSocket::new_v4().unwrap();
+    assert!(plain.bind(addr).is_err(), "no TIME_WAIT on {addr}: the test proves nothing");
+    drop(plain);
+
+    let again = TestServer::start(&download_listener(&dir, "").replace("127.0.0.1:0", &addr.to_string()));
+    assert_eq!(again.addr("files"), addr);
+    let mut stream = connect(addr).await;
+    stream.write_all(b"f\n").await.unwrap();
+    assert_eq!(read_to_end(&mut stream).await, b"data");
+}
+
+#[tokio::test]
+async fn listeners_are_independent_and_one_bad_client_harms_no_other() {
+    let server = TestServer::start(&format!(
+        "{}{}",
+        listener("kw", "keyword-bot", "max_message_bytes = 64\n[[listener.rules]]\nkeywords = [\"hello\"]\nreply = \"hi\""),
+        listener("echo", "echo", "")
+    ));
+    let mut good = connect_lines(server.addr("kw")).await;
+    let mut bad = connect(server.addr("kw")).await;
+    bad.write_all(&[b'z'; 1000]).await.unwrap();
+    assert_eq!(read_to_end(&mut bad).await, b"ERR message too long\n");
+    good.get_mut().write_all(b"hello\n").await.unwrap();
+    assert_eq!(read_line(&mut good).await, "hi");
+    let mut echo = connect(server.addr("echo")).await;
+    echo_once(&mut echo, b"fine").await;
+}
