@@ -78,7 +78,12 @@ pub struct Connection<S> {
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     /// Wraps an accepted stream.
-    pub fn new(stream: S, peer: SocketAddr, settings: ConnectionSettings, shutdown: CancellationToken) -> Self {
+    pub fn new(
+        stream: S,
+        peer: SocketAddr,
+        settings: ConnectionSettings,
+        shutdown: CancellationToken,
+    ) -> Self {
         Connection {
             stream: Metered::new(stream),
             peer,
@@ -102,7 +107,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     }
 
     /// The next message, or why there is none; shutdown wins over a read.
-    pub async fn next_message(&mut self, reader: &mut MessageReader) -> Result<Incoming, HandlerError> {
+    pub async fn next_message(
+        &mut self,
+        reader: &mut MessageReader,
+    ) -> Result<Incoming, HandlerError> {
         tokio::select! {
             biased;
             () = self.shutdown.cancelled() => Ok(Incoming::Shutdown),
@@ -175,7 +183,11 @@ impl<S> Metered<S> {
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let before = buf.filled().len();
         let poll = Pin::new(&mut this.inner).poll_read(cx, buf);
@@ -185,7 +197,11 @@ impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
 }
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for Metered<S> {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let poll = Pin::new(&mut this.inner).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = poll {

@@ -63,7 +63,10 @@ impl MessageReader {
     /// The next message without its line ending; `None` once the peer has
     /// closed and every byte was returned. Cancel-safe: bytes already read
     /// stay buffered if the returned future is dropped.
-    pub async fn next<R: AsyncRead + Unpin>(&mut self, io: &mut R) -> Result<Option<BytesMut>, FrameError> {
+    pub async fn next<R: AsyncRead + Unpin>(
+        &mut self,
+        io: &mut R,
+    ) -> Result<Option<BytesMut>, FrameError> {
         loop {
             if let Some(found) = memchr::memchr(b'\n', &self.buf[self.scanned..]) {
                 let end = self.scanned + found;
@@ -84,7 +87,11 @@ impl MessageReader {
                 return self.finish(message).map(Some);
             }
 
-            let wait = if self.buf.is_empty() { self.idle_timeout } else { self.message_gap };
+            let wait = if self.buf.is_empty() {
+                self.idle_timeout
+            } else {
+                self.message_gap
+            };
             // Never read more than the longest acceptable message plus "\r\n".
             let room = self.max_message_bytes + 2 - self.buf.len();
             self.buf.reserve(READ_CHUNK.min(room));
@@ -150,7 +157,11 @@ mod tests {
         let next = r.next(&mut server);
         tokio::pin!(next);
         // Less than the gap: the message is not complete yet.
-        assert!(tokio::time::timeout(Duration::from_millis(20), &mut next).await.is_err());
+        assert!(
+            tokio::time::timeout(Duration::from_millis(20), &mut next)
+                .await
+                .is_err()
+        );
         client.write_all(b"lo").await.unwrap();
         assert_eq!(&next.await.unwrap().unwrap()[..], b"hello");
     }
@@ -175,9 +186,16 @@ mod tests {
             }
         });
         let mut r = reader(10_000);
-        assert!(matches!(r.next(&mut server).await, Err(FrameError::TooLong(10_000))));
+        assert!(matches!(
+            r.next(&mut server).await,
+            Err(FrameError::TooLong(10_000))
+        ));
         // BytesMut grows by doubling: at most twice the limit, whatever was sent.
-        assert!(r.buf.capacity() <= 2 * (10_000 + 2), "buffer grew to {}", r.buf.capacity());
+        assert!(
+            r.buf.capacity() <= 2 * (10_000 + 2),
+            "buffer grew to {}",
+            r.buf.capacity()
+        );
         drop(server);
         writer.await.unwrap();
     }
@@ -192,6 +210,9 @@ mod tests {
         client.write_all(&data).await.unwrap();
         let mut r = reader(10);
         assert_eq!(r.next(&mut server).await.unwrap().unwrap().len(), 10);
-        assert!(matches!(r.next(&mut server).await, Err(FrameError::TooLong(10))));
+        assert!(matches!(
+            r.next(&mut server).await,
+            Err(FrameError::TooLong(10))
+        ));
     }
 }

@@ -29,7 +29,10 @@ impl ConnectionLimit {
         match self.slots.clone().try_acquire_owned() {
             Ok(permit) => permit,
             Err(TryAcquireError::NoPermits) => {
-                warn!(max_connections = self.max, "connection limit reached; new clients wait in the listen backlog");
+                warn!(
+                    max_connections = self.max,
+                    "connection limit reached; new clients wait in the listen backlog"
+                );
                 let permit = self.wait().await;
                 info!("a connection slot freed; accepting again");
                 permit

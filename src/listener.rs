@@ -56,7 +56,12 @@ impl Listener {
             addr: config.bind,
             source,
         };
-        let socket = if config.bind.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }.map_err(fail)?;
+        let socket = if config.bind.is_ipv4() {
+            TcpSocket::new_v4()
+        } else {
+            TcpSocket::new_v6()
+        }
+        .map_err(fail)?;
         socket.set_reuseaddr(true).map_err(fail)?;
         socket.bind(config.bind).map_err(fail)?;
         let socket = socket.listen(config.backlog).map_err(fail)?;
@@ -88,7 +93,12 @@ impl Listener {
 
     /// Accepts clients until `shutdown` is cancelled, spawning each one's task
     /// on `tracker`. The listening socket closes when this returns.
-    pub async fn run(self, shutdown: CancellationToken, tracker: TaskTracker, next_id: Arc<AtomicU64>) {
+    pub async fn run(
+        self,
+        shutdown: CancellationToken,
+        tracker: TaskTracker,
+        next_id: Arc<AtomicU64>,
+    ) {
         let mut backoff = ACCEPT_BACKOFF_MIN;
         let mut failing_since: Option<Instant> = None;
         loop {
@@ -142,7 +152,13 @@ impl Listener {
 }
 
 /// Runs one connection from open to close, with its two log lines.
-async fn serve(stream: TcpStream, peer: SocketAddr, handler: &AnyHandler, settings: ConnectionSettings, shutdown: CancellationToken) {
+async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    handler: &AnyHandler,
+    settings: ConnectionSettings,
+    shutdown: CancellationToken,
+) {
     let started = Instant::now();
     // Replies are small: they must not wait for Nagle and delayed ACKs.
     if let Err(e) = stream.set_nodelay(true) {
@@ -161,7 +177,9 @@ async fn serve(stream: TcpStream, peer: SocketAddr, handler: &AnyHandler, settin
     let duration = started.elapsed();
     match result {
         Ok(ended) => info!(?duration, bytes_in, bytes_out, reason = %ended, "closed"),
-        Err(err) if err.is_server_fault() => warn!(?duration, bytes_in, bytes_out, reason = %err, "closed"),
+        Err(err) if err.is_server_fault() => {
+            warn!(?duration, bytes_in, bytes_out, reason = %err, "closed")
+        }
         Err(err) => info!(?duration, bytes_in, bytes_out, reason = %err, "closed"),
     }
 }

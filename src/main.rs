@@ -96,7 +96,11 @@ fn run(config: Config) -> anyhow::Result<()> {
     let runtime = runtime.build().context("cannot start the tokio runtime")?;
     runtime.block_on(async {
         let server = Server::bind(&config)?;
-        println!("switchboard {} serving ({}):", env!("CARGO_PKG_VERSION"), config.source);
+        println!(
+            "switchboard {} serving ({}):",
+            env!("CARGO_PKG_VERSION"),
+            config.source
+        );
         for l in server.listeners() {
             println!("  {:<16} {:<12} {}", l.name, l.handler.name(), l.addr);
         }
@@ -109,13 +113,22 @@ fn run(config: Config) -> anyhow::Result<()> {
 }
 
 fn print_check(config: &Config) {
-    println!("{}: OK, {} listener(s)", config.source, config.listeners.len());
+    println!(
+        "{}: OK, {} listener(s)",
+        config.source,
+        config.listeners.len()
+    );
     for l in &config.listeners {
         let detail = match &l.handler {
             HandlerConfig::Echo => String::new(),
-            HandlerConfig::Download(d) => format!(" root={} chunk_size={}", d.root.display(), d.chunk_size),
+            HandlerConfig::Download(d) => {
+                format!(" root={} chunk_size={}", d.root.display(), d.chunk_size)
+            }
             HandlerConfig::KeywordBot(b) => format!(" rules={}", b.rules.len()),
-            HandlerConfig::RandomBot(b) => format!(" history_limit={} farewell={:?}", b.history_limit, b.farewell),
+            HandlerConfig::RandomBot(b) => format!(
+                " history_limit={} farewell={:?}",
+                b.history_limit, b.farewell
+            ),
         };
         println!(
             "  {:<16} {:<12} {:<22} max_connections={} idle_timeout={} encoding={}{detail}",

@@ -44,7 +44,11 @@ impl Server {
     /// Binds every listener; the first that fails fails the start, by name.
     /// Must be called inside a tokio runtime.
     pub fn bind(config: &Config) -> Result<Server, BindError> {
-        let listeners = config.listeners.iter().map(Listener::bind).collect::<Result<_, _>>()?;
+        let listeners = config
+            .listeners
+            .iter()
+            .map(Listener::bind)
+            .collect::<Result<_, _>>()?;
         Ok(Server {
             listeners,
             shutdown_grace: config.server.shutdown_grace,
@@ -65,7 +69,10 @@ impl Server {
 
     /// The address of the listener called `name`.
     pub fn local_addr(&self, name: &str) -> Option<SocketAddr> {
-        self.listeners.iter().find(|l| l.name() == name).map(Listener::local_addr)
+        self.listeners
+            .iter()
+            .find(|l| l.name() == name)
+            .map(Listener::local_addr)
     }
 
     /// Serves until `shutdown` completes, then drains: listeners stop
@@ -96,7 +103,10 @@ impl Server {
             }
             Err(_) => {
                 let abandoned = connections.len();
-                warn!(abandoned, "shutdown grace expired; dropping the remaining connections");
+                warn!(
+                    abandoned,
+                    "shutdown grace expired; dropping the remaining connections"
+                );
                 ShutdownReport { abandoned }
             }
         }

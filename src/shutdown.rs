@@ -12,7 +12,10 @@ pub const FORCED_EXIT_STATUS: i32 = 130;
 /// process at once. If the handlers cannot be installed, the error is logged
 /// and this waits forever (the process can still be killed).
 pub async fn wait_for_signal() {
-    let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+    let (mut term, mut int) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
         (Ok(term), Ok(int)) => (term, int),
         (Err(e), _) | (_, Err(e)) => {
             warn!(error = %e, "cannot install signal handlers; SIGINT/SIGTERM will not shut down gracefully");
@@ -23,7 +26,10 @@ pub async fn wait_for_signal() {
         _ = term.recv() => "SIGTERM",
         _ = int.recv() => "SIGINT",
     };
-    info!(signal = name, "shutting down: no new connections, waiting for open ones (a second signal exits at once)");
+    info!(
+        signal = name,
+        "shutting down: no new connections, waiting for open ones (a second signal exits at once)"
+    );
     tokio::spawn(async move {
         let name = tokio::select! {
             _ = term.recv() => "SIGTERM",

@@ -152,7 +152,9 @@ impl TryFrom<String> for TimeFormat {
     type Error = String;
     fn try_from(text: String) -> Result<Self, String> {
         if StrftimeItems::new(&text).any(|item| matches!(item, Item::Error)) {
-            return Err(format!("invalid time format {text:?} (chrono strftime syntax, e.g. \"%Y-%m-%d %H:%M:%S\")"));
+            return Err(format!(
+                "invalid time format {text:?} (chrono strftime syntax, e.g. \"%Y-%m-%d %H:%M:%S\")"
+            ));
         }
         Ok(TimeFormat(text))
     }
@@ -185,13 +187,20 @@ mod tests {
         let fmt = TimeFormat::seed_default();
         let t = Template::parse("当前时间是:{time}!").unwrap();
         let out = t.render(&ctx(&fmt));
-        assert!(out.starts_with("当前时间是:") && out.ends_with('!'), "{out}");
+        assert!(
+            out.starts_with("当前时间是:") && out.ends_with('!'),
+            "{out}"
+        );
         assert_eq!(out.chars().count(), "当前时间是:".chars().count() + 19 + 1);
     }
 
     #[test]
     fn rejects_bad_templates() {
-        assert!(Template::parse("{nope}").unwrap_err().contains("unknown placeholder `{nope}`"));
+        assert!(
+            Template::parse("{nope}")
+                .unwrap_err()
+                .contains("unknown placeholder `{nope}`")
+        );
         assert!(Template::parse("a {time").unwrap_err().contains("unclosed"));
         assert!(Template::parse("a } b").unwrap_err().contains("unmatched"));
     }

@@ -3,8 +3,8 @@
 use std::fmt;
 use std::ops::Range;
 
-use toml::de::{DeTable, DeValue};
 use toml::Spanned;
+use toml::de::{DeTable, DeValue};
 
 /// A configuration mistake, printed as one line:
 /// `FILE:LINE:COLUMN: key `KEY`: WHAT`.
@@ -31,7 +31,11 @@ impl fmt::Display for ConfigError {
             write!(f, "key `{key}`: ")?;
         }
         // One line, whatever the underlying message looked like.
-        let mut lines = self.message.lines().map(str::trim).filter(|l| !l.is_empty());
+        let mut lines = self
+            .message
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty());
         if let Some(first) = lines.next() {
             f.write_str(first)?;
         }
@@ -75,7 +79,9 @@ impl Source<'_> {
     ) -> ConfigError {
         let span = err.span();
         let key = match (&span, table) {
-            (Some(span), Some((prefix, table))) => key_at(table, span.start).map(|k| join_key(prefix, &k)),
+            (Some(span), Some((prefix, table))) => {
+                key_at(table, span.start).map(|k| join_key(prefix, &k))
+            }
             _ => None,
         };
         self.error(span, key, err.message())
@@ -153,7 +159,10 @@ mod tests {
 
     #[test]
     fn positions_count_lines_and_characters() {
-        let src = Source { name: "f.toml", text: "a = 1\n名字 = 2\n" };
+        let src = Source {
+            name: "f.toml",
+            text: "a = 1\n名字 = 2\n",
+        };
         assert_eq!(src.line_column(0), (1, 1));
         assert_eq!(src.line_column(6), (2, 1));
         // "名字" is 6 bytes, 2 characters.
@@ -168,7 +177,10 @@ mod tests {
             key: Some("listener[0].bind".into()),
             message: "bad\n  thing\n".into(),
         };
-        assert_eq!(e.to_string(), "x.toml:3:7: key `listener[0].bind`: bad; thing");
+        assert_eq!(
+            e.to_string(),
+            "x.toml:3:7: key `listener[0].bind`: bad; thing"
+        );
     }
 
     #[test]
@@ -176,6 +188,9 @@ mod tests {
         let text = "[[listener]]\nname = \"a\"\n[[listener.rules]]\nreply = 5\n";
         let doc = DeTable::parse(text).unwrap();
         let offset = text.find('5').unwrap();
-        assert_eq!(key_at(doc.get_ref(), offset).as_deref(), Some("listener[0].rules[0].reply"));
+        assert_eq!(
+            key_at(doc.get_ref(), offset).as_deref(),
+            Some("listener[0].rules[0].reply")
+        );
     }
 }

@@ -367,7 +367,11 @@ impl Config {
                     match value.into_inner() {
                         DeValue::Array(items) => {
                             for (i, item) in items.into_iter().enumerate() {
-                                listener_tables.push(expect_table(&src, &format!("listener[{i}]"), item)?);
+                                listener_tables.push(expect_table(
+                                    &src,
+                                    &format!("listener[{i}]"),
+                                    item,
+                                )?);
                             }
                         }
                         _ => {
@@ -409,7 +413,10 @@ impl Config {
                 return Err(src.error(
                     span_of("name"),
                     Some(join_key(&prefix, "name")),
-                    format!("duplicate listener name {:?} (also listener[{first}])", listener.name),
+                    format!(
+                        "duplicate listener name {:?} (also listener[{first}])",
+                        listener.name
+                    ),
                 ));
             }
             if listener.bind.port() != 0 {
@@ -417,7 +424,10 @@ impl Config {
                     return Err(src.error(
                         span_of("bind"),
                         Some(join_key(&prefix, "bind")),
-                        format!("listener {:?}: address {} is already used by listener {other:?}", listener.name, listener.bind),
+                        format!(
+                            "listener {:?}: address {} is already used by listener {other:?}",
+                            listener.name, listener.bind
+                        ),
                     ));
                 }
             }
@@ -436,7 +446,11 @@ impl Config {
     }
 }
 
-fn expect_table<'i>(src: &Source<'_>, key: &str, value: Spanned<DeValue<'i>>) -> Result<Spanned<DeTable<'i>>, ConfigError> {
+fn expect_table<'i>(
+    src: &Source<'_>,
+    key: &str,
+    value: Spanned<DeValue<'i>>,
+) -> Result<Spanned<DeTable<'i>>, ConfigError> {
     let span = value.span();
     match value.into_inner() {
         DeValue::Table(table) => Ok(Spanned::new(span, table)),
@@ -449,12 +463,21 @@ fn expect_table<'i>(src: &Source<'_>, key: &str, value: Spanned<DeValue<'i>>) ->
 }
 
 /// Deserializes one table, mapping errors to file positions and keys.
-fn deserialize_table<T: DeserializeOwned>(src: &Source<'_>, prefix: &str, table: Spanned<DeTable<'_>>) -> Result<T, ConfigError> {
+fn deserialize_table<T: DeserializeOwned>(
+    src: &Source<'_>,
+    prefix: &str,
+    table: Spanned<DeTable<'_>>,
+) -> Result<T, ConfigError> {
     let for_errors = table.get_ref().clone();
-    T::deserialize(toml::de::Deserializer::from(table)).map_err(|e| src.toml_error(&e, Some((prefix, &for_errors))))
+    T::deserialize(toml::de::Deserializer::from(table))
+        .map_err(|e| src.toml_error(&e, Some((prefix, &for_errors))))
 }
 
-fn parse_listener(src: &Source<'_>, prefix: &str, table: Spanned<DeTable<'_>>) -> Result<ListenerConfig, ConfigError> {
+fn parse_listener(
+    src: &Source<'_>,
+    prefix: &str,
+    table: Spanned<DeTable<'_>>,
+) -> Result<ListenerConfig, ConfigError> {
     let span = table.span();
     let mut common = DeTable::new();
     let mut settings = DeTable::new();
@@ -468,7 +491,12 @@ fn parse_listener(src: &Source<'_>, prefix: &str, table: Spanned<DeTable<'_>>) -
     }
     let keys: ListenerKeys = deserialize_table(src, prefix, Spanned::new(span.clone(), common))?;
     let table = table.get_ref();
-    let at = |key: &str| (value_span(table, key).or(Some(span.clone())), Some(join_key(prefix, key)));
+    let at = |key: &str| {
+        (
+            value_span(table, key).or(Some(span.clone())),
+            Some(join_key(prefix, key)),
+        )
+    };
     let fail = |key: &str, message: String| {
         let (span, key) = at(key);
         src.error(span, key, format!("listener {:?}: {message}", keys.name))
@@ -476,9 +504,15 @@ fn parse_listener(src: &Source<'_>, prefix: &str, table: Spanned<DeTable<'_>>) -
 
     if keys.name.is_empty()
         || keys.name.len() > 64
-        || !keys.name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        || !keys
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
     {
-        return Err(fail("name", "name must be 1 to 64 characters of A-Z a-z 0-9 - _ .".into()));
+        return Err(fail(
+            "name",
+            "name must be 1 to 64 characters of A-Z a-z 0-9 - _ .".into(),
+        ));
     }
     let bind: SocketAddr = keys.bind.parse().map_err(|_| {
         fail(
@@ -487,70 +521,104 @@ fn parse_listener(src: &Source<'_>, prefix: &str, table: Spanned<DeTable<'_>>) -
         )
     })?;
     if keys.backlog == 0 || keys.backlog > 65_535 {
-        return Err(fail("backlog", "backlog must be between 1 and 65535".into()));
+        return Err(fail(
+            "backlog",
+            "backlog must be between 1 and 65535".into(),
+        ));
     }
     if keys.max_connections == 0 {
-        return Err(fail("max_connections", "max_connections must be at least 1".into()));
+        return Err(fail(
+            "max_connections",
+            "max_connections must be at least 1".into(),
+        ));
     }
     if keys.idle_timeout.is_zero() {
-        return Err(fail("idle_timeout", "idle_timeout must be longer than 0s".into()));
+        return Err(fail(
+            "idle_timeout",
+            "idle_timeout must be longer than 0s".into(),
+        ));
     }
     if keys.max_message_bytes == 0 || keys.max_message_bytes > defaults::MAX_BUFFER_BYTES {
         return Err(fail(
             "max_message_bytes",
-            format!("max_message_bytes must be between 1 and {}", defaults::MAX_BUFFER_BYTES),
+            format!(
+                "max_message_bytes must be between 1 and {}",
+                defaults::MAX_BUFFER_BYTES
+            ),
         ));
     }
     if keys.message_gap.is_zero() || keys.message_gap >= keys.idle_timeout {
-        return Err(fail("message_gap", "message_gap must be longer than 0s and shorter than idle_timeout".into()));
+        return Err(fail(
+            "message_gap",
+            "message_gap must be longer than 0s and shorter than idle_timeout".into(),
+        ));
     }
 
     let settings = Spanned::new(span.clone(), settings);
     let handler = match keys.handler {
         HandlerKind::Echo => {
-            deserialize_table::<EchoSettings>(src, prefix, settings).map_err(|e| not_for_handler(e, keys.handler))?;
+            deserialize_table::<EchoSettings>(src, prefix, settings)
+                .map_err(|e| not_for_handler(e, keys.handler))?;
             HandlerConfig::Echo
         }
         HandlerKind::Download => {
-            let mut download: DownloadConfig =
-                deserialize_table(src, prefix, settings).map_err(|e| not_for_handler(e, keys.handler))?;
+            let mut download: DownloadConfig = deserialize_table(src, prefix, settings)
+                .map_err(|e| not_for_handler(e, keys.handler))?;
             download.root = std::fs::canonicalize(&download.root)
                 .map_err(|e| fail("root", format!("download root {:?}: {e}", download.root)))?;
             if !download.root.is_dir() {
-                return Err(fail("root", format!("download root {:?} is not a directory", download.root)));
+                return Err(fail(
+                    "root",
+                    format!("download root {:?} is not a directory", download.root),
+                ));
             }
             if download.chunk_size == 0 || download.chunk_size > defaults::MAX_BUFFER_BYTES {
                 return Err(fail(
                     "chunk_size",
-                    format!("chunk_size must be between 1 and {}", defaults::MAX_BUFFER_BYTES),
+                    format!(
+                        "chunk_size must be between 1 and {}",
+                        defaults::MAX_BUFFER_BYTES
+                    ),
                 ));
             }
             HandlerConfig::Download(download)
         }
         HandlerKind::KeywordBot => {
-            let bot: KeywordBotConfig =
-                deserialize_table(src, prefix, settings).map_err(|e| not_for_handler(e, keys.handler))?;
+            let bot: KeywordBotConfig = deserialize_table(src, prefix, settings)
+                .map_err(|e| not_for_handler(e, keys.handler))?;
             for rule in &bot.rules {
                 if rule.keywords.is_empty() || rule.keywords.iter().any(|k| k.trim().is_empty()) {
-                    return Err(fail("rules", "every rule needs at least one non-empty keyword".into()));
+                    return Err(fail(
+                        "rules",
+                        "every rule needs at least one non-empty keyword".into(),
+                    ));
                 }
             }
             HandlerConfig::KeywordBot(bot)
         }
         HandlerKind::RandomBot => {
-            let bot: RandomBotConfig =
-                deserialize_table(src, prefix, settings).map_err(|e| not_for_handler(e, keys.handler))?;
+            let bot: RandomBotConfig = deserialize_table(src, prefix, settings)
+                .map_err(|e| not_for_handler(e, keys.handler))?;
             if bot.history_limit == 0 {
-                return Err(fail("history_limit", "history_limit must be at least 1".into()));
+                return Err(fail(
+                    "history_limit",
+                    "history_limit must be at least 1".into(),
+                ));
             }
             if bot.history_bytes < keys.max_message_bytes {
                 return Err(fail(
                     "history_bytes",
-                    format!("history_bytes must be at least max_message_bytes ({})", keys.max_message_bytes),
+                    format!(
+                        "history_bytes must be at least max_message_bytes ({})",
+                        keys.max_message_bytes
+                    ),
                 ));
             }
             if bot.farewell.iter().any(|f| f.trim().is_empty()) {
-                return Err(fail("farewell", "farewell messages must not be empty".into()));
+                return Err(fail(
+                    "farewell",
+                    "farewell messages must not be empty".into(),
+                ));
             }
             HandlerConfig::RandomBot(bot)
         }
@@ -572,20 +640,36 @@ fn parse_listener(src: &Source<'_>, prefix: &str, table: Spanned<DeTable<'_>>) -
 /// Makes "unknown field" errors say which handler the key does not belong to.
 fn not_for_handler(mut err: ConfigError, handler: HandlerKind) -> ConfigError {
     if err.message.starts_with("unknown field") {
-        err.message = format!("not a setting of handler `{}`: {}", handler.name(), err.message);
+        err.message = format!(
+            "not a setting of handler `{}`: {}",
+            handler.name(),
+            err.message
+        );
     }
     err
 }
 
-fn validate_server(src: &Source<'_>, server: &ServerConfig, table: &DeTable<'_>) -> Result<(), ConfigError> {
+fn validate_server(
+    src: &Source<'_>,
+    server: &ServerConfig,
+    table: &DeTable<'_>,
+) -> Result<(), ConfigError> {
     let at = |key: &str| (value_span(table, key), Some(join_key("server", key)));
     if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&server.log_level) {
         let (span, key) = at("log_level");
-        return Err(src.error(span, key, format!("invalid log filter {:?}: {e}", server.log_level)));
+        return Err(src.error(
+            span,
+            key,
+            format!("invalid log filter {:?}: {e}", server.log_level),
+        ));
     }
     if matches!(server.worker_threads, Some(0)) || server.worker_threads.is_some_and(|n| n > 1024) {
         let (span, key) = at("worker_threads");
-        return Err(src.error(span, key, "worker_threads must be between 1 and 1024 (leave it out for one per CPU)"));
+        return Err(src.error(
+            span,
+            key,
+            "worker_threads must be between 1 and 1024 (leave it out for one per CPU)",
+        ));
     }
     Ok(())
 }
@@ -597,7 +681,11 @@ mod tests {
     #[test]
     fn embedded_default_is_valid_and_matches_the_seed() {
         let config = Config::embedded_default().unwrap();
-        let ports: Vec<(String, u16)> = config.listeners.iter().map(|l| (l.name.clone(), l.bind.port())).collect();
+        let ports: Vec<(String, u16)> = config
+            .listeners
+            .iter()
+            .map(|l| (l.name.clone(), l.bind.port()))
+            .collect();
         assert_eq!(
             ports,
             [
@@ -617,14 +705,24 @@ mod tests {
 
     #[test]
     fn unknown_key_names_position_and_key() {
-        let e = err("[[listener]]\nname = \"e\"\nbind = \"127.0.0.1:0\"\nhandler = \"echo\"\nbogus = 1\n");
-        assert!(e.starts_with("t.toml:5:1: key `listener[0].bogus`: not a setting of handler `echo`"), "{e}");
+        let e = err(
+            "[[listener]]\nname = \"e\"\nbind = \"127.0.0.1:0\"\nhandler = \"echo\"\nbogus = 1\n",
+        );
+        assert!(
+            e.starts_with("t.toml:5:1: key `listener[0].bogus`: not a setting of handler `echo`"),
+            "{e}"
+        );
     }
 
     #[test]
     fn wrong_type_names_key() {
-        let e = err("[[listener]]\nname = \"e\"\nbind = \"127.0.0.1:0\"\nhandler = \"echo\"\nbacklog = \"lots\"\n");
-        assert!(e.starts_with("t.toml:5:11: key `listener[0].backlog`:"), "{e}");
+        let e = err(
+            "[[listener]]\nname = \"e\"\nbind = \"127.0.0.1:0\"\nhandler = \"echo\"\nbacklog = \"lots\"\n",
+        );
+        assert!(
+            e.starts_with("t.toml:5:11: key `listener[0].backlog`:"),
+            "{e}"
+        );
     }
 
     #[test]

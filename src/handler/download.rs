@@ -36,7 +36,11 @@ pub struct Download {
 /// What a requested name resolved to.
 #[derive(Debug)]
 enum Target {
-    File { file: fs::File, path: PathBuf, len: u64 },
+    File {
+        file: fs::File,
+        path: PathBuf,
+        len: u64,
+    },
     Directory(PathBuf),
 }
 
@@ -93,7 +97,12 @@ impl Handler for Download {
             Target::File { file, path, len } => {
                 info!(file = %path.display(), bytes = len, "sending file");
                 let mut file = tokio::fs::File::from_std(file).take(len);
-                let mut chunk = vec![0u8; self.chunk_size.min(usize::try_from(len).unwrap_or(usize::MAX)).max(1)];
+                let mut chunk = vec![
+                    0u8;
+                    self.chunk_size
+                        .min(usize::try_from(len).unwrap_or(usize::MAX))
+                        .max(1)
+                ];
                 let mut sent = 0u64;
                 loop {
                     let n = file.read(&mut chunk).await?;
@@ -122,18 +131,28 @@ fn resolve(root: &Path, name: &str, allow_hidden: bool) -> Result<Target, String
     let requested = Path::new(name);
     for component in requested.components() {
         match component {
-            Component::Normal(part) if !allow_hidden && part.as_encoded_bytes().starts_with(b".") => {
+            Component::Normal(part)
+                if !allow_hidden && part.as_encoded_bytes().starts_with(b".") =>
+            {
                 return Err("hidden files are not served".into());
             }
             Component::Normal(_) | Component::CurDir => {}
             Component::ParentDir => return Err("'..' is not allowed".into()),
-            Component::RootDir | Component::Prefix(_) => return Err("absolute paths are not allowed".into()),
+            Component::RootDir | Component::Prefix(_) => {
+                return Err("absolute paths are not allowed".into());
+            }
         }
     }
     let path = fs::canonicalize(root.join(requested)).map_err(|e| io_reason(&e))?;
     // Symlinks are resolved now: the real path must still be inside the root.
-    let inside = path.strip_prefix(root).map_err(|_| "outside the download root".to_owned())?;
-    if !allow_hidden && inside.components().any(|c| c.as_os_str().as_encoded_bytes().starts_with(b".")) {
+    let inside = path
+        .strip_prefix(root)
+        .map_err(|_| "outside the download root".to_owned())?;
+    if !allow_hidden
+        && inside
+            .components()
+            .any(|c| c.as_os_str().as_encoded_bytes().starts_with(b"."))
+    {
         return Err("hidden files are not served".into());
     }
     let meta = fs::metadata(&path).map_err(|e| io_reason(&e))?;
@@ -153,7 +172,11 @@ fn resolve(root: &Path, name: &str, allow_hidden: bool) -> Result<Target, String
     if !meta.is_file() {
         return Err("not a regular file or directory".into());
     }
-    Ok(Target::File { file, path, len: meta.len() })
+    Ok(Target::File {
+        file,
+        path,
+        len: meta.len(),
+    })
 }
 
 /// The listing of `dir`: servable entries, sorted, one a line, directories with "/".
@@ -191,7 +214,9 @@ fn listing(root: &Path, dir: &Path, allow_hidden: bool) -> io::Result<String> {
         text.push('\n');
     }
     if truncated {
-        text.push_str(&format!("(listing stops after {MAX_LISTING_ENTRIES} entries)\n"));
+        text.push_str(&format!(
+            "(listing stops after {MAX_LISTING_ENTRIES} entries)\n"
+        ));
     }
     Ok(text)
 }
@@ -224,9 +249,15 @@ mod tests {
         let root = Path::new("/nonexistent-root");
         assert_eq!(refused(root, "../etc/passwd"), "'..' is not allowed");
         assert_eq!(refused(root, "a/../../b"), "'..' is not allowed");
-        assert_eq!(refused(root, "/etc/passwd"), "absolute paths are not allowed");
+        assert_eq!(
+            refused(root, "/etc/passwd"),
+            "absolute paths are not allowed"
+        );
         assert_eq!(refused(root, "a\0b"), "invalid name: NUL byte");
         assert_eq!(refused(root, ".env"), "hidden files are not served");
-        assert_eq!(refused(root, "sub/.git/config"), "hidden files are not served");
+        assert_eq!(
+            refused(root, "sub/.git/config"),
+            "hidden files are not served"
+        );
     }
 }

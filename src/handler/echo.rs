@@ -47,7 +47,12 @@ mod tests {
     #[tokio::test]
     async fn echoes_binary_until_half_close() {
         let (client, server) = tokio::io::duplex(1024);
-        let mut conn = Connection::new(server, "127.0.0.1:1".parse().unwrap(), settings(), CancellationToken::new());
+        let mut conn = Connection::new(
+            server,
+            "127.0.0.1:1".parse().unwrap(),
+            settings(),
+            CancellationToken::new(),
+        );
         // The connection is dropped when the handler returns: the client sees EOF.
         let handler = tokio::spawn(async move { (Echo.serve(&mut conn).await, conn.bytes()) });
         let data: Vec<u8> = (0..=255u8).cycle().take(10_000).collect();

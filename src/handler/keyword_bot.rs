@@ -27,7 +27,12 @@ impl KeywordBot {
         let rules = config
             .rules
             .iter()
-            .map(|rule| (rule.keywords.iter().map(|k| k.to_lowercase()).collect(), rule.reply.clone()))
+            .map(|rule| {
+                (
+                    rule.keywords.iter().map(|k| k.to_lowercase()).collect(),
+                    rule.reply.clone(),
+                )
+            })
             .collect();
         let keywords = config
             .rules

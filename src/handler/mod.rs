@@ -35,7 +35,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 pub trait Handler: Send + Sync + 'static {
     /// Talks to the client until the conversation ends. Errors that the client
     /// caused are answered by the caller (see [`HandlerError::client_reply`]).
-    fn serve<S: Io>(&self, conn: &mut Connection<S>) -> impl Future<Output = Result<Ended, HandlerError>> + Send;
+    fn serve<S: Io>(
+        &self,
+        conn: &mut Connection<S>,
+    ) -> impl Future<Output = Result<Ended, HandlerError>> + Send;
 }
 
 /// How a conversation ended normally.
@@ -141,7 +144,9 @@ impl AnyHandler {
             HandlerConfig::Echo => AnyHandler::Echo(Echo),
             HandlerConfig::Download(config) => AnyHandler::Download(Download::new(config)),
             HandlerConfig::KeywordBot(config) => AnyHandler::KeywordBot(KeywordBot::new(config)),
-            HandlerConfig::RandomBot(config) => AnyHandler::RandomBot(RandomBot::new(config, listener.max_message_bytes)),
+            HandlerConfig::RandomBot(config) => {
+                AnyHandler::RandomBot(RandomBot::new(config, listener.max_message_bytes))
+            }
         }
     }
 }

@@ -47,7 +47,9 @@ impl History {
         let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         entries.bytes += message.len();
         entries.messages.push_back(message);
-        while entries.messages.len() > self.max_entries || (entries.bytes > self.max_bytes && entries.messages.len() > 1) {
+        while entries.messages.len() > self.max_entries
+            || (entries.bytes > self.max_bytes && entries.messages.len() > 1)
+        {
             if let Some(old) = entries.messages.pop_front() {
                 entries.bytes -= old.len();
             }
@@ -81,7 +83,11 @@ impl RandomBot {
                 config.history_limit,
                 config.history_bytes.max(max_message_bytes),
             )),
-            farewell: config.farewell.iter().map(|f| f.trim().to_lowercase()).collect(),
+            farewell: config
+                .farewell
+                .iter()
+                .map(|f| f.trim().to_lowercase())
+                .collect(),
             goodbye_reply: config.goodbye_reply.clone(),
             time_format: TimeFormat::seed_default(),
         }
@@ -94,7 +100,7 @@ impl RandomBot {
 
     fn is_farewell(&self, text: &str) -> bool {
         let text = text.trim().to_lowercase();
-        self.farewell.iter().any(|f| *f == text)
+        self.farewell.contains(&text)
     }
 
     async fn say_goodbye<S: Io>(&self, conn: &mut Connection<S>) -> Result<(), HandlerError> {
@@ -124,7 +130,10 @@ impl Handler for RandomBot {
                         return Ok(Ended::Farewell);
                     }
                     // Copied, so the history never pins the read buffer.
-                    let mut reply = self.history.record_and_pick(Bytes::copy_from_slice(&bytes)).to_vec();
+                    let mut reply = self
+                        .history
+                        .record_and_pick(Bytes::copy_from_slice(&bytes))
+                        .to_vec();
                     reply.push(b'\n');
                     conn.send(&reply).await?;
                 }
@@ -152,7 +161,11 @@ mod tests {
         let history = History::new(100, 25);
         for i in 0..10u8 {
             let pick = history.record_and_pick(Bytes::from(vec![i; 10]));
-            assert!(pick[0] + 2 >= i, "picked a dropped entry {} at {i}", pick[0]);
+            assert!(
+                pick[0] + 2 >= i,
+                "picked a dropped entry {} at {i}",
+                pick[0]
+            );
         }
         assert_eq!(history.size(), (2, 20));
     }

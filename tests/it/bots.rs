@@ -25,7 +25,11 @@ reply = "{listener} talking to {peer}"
 "#;
 
 fn keyword_bot(extra: &str) -> TestServer {
-    TestServer::start(&listener("kw", "keyword-bot", &format!("{extra}\n{SEED_RULES}")))
+    TestServer::start(&listener(
+        "kw",
+        "keyword-bot",
+        &format!("{extra}\n{SEED_RULES}"),
+    ))
 }
 
 #[tokio::test]
@@ -36,11 +40,22 @@ async fn answers_seed_client_messages_without_newline() {
     assert_eq!(ask(&mut conn, "hello").await, "你好");
     assert_eq!(ask(&mut conn, "你的名字").await, "我是python29号");
     let time = ask(&mut conn, "现在时间").await;
-    let stamp = time.strip_prefix("当前时间是:").unwrap_or_else(|| panic!("time reply {time:?}"));
-    assert!(chrono::NaiveDateTime::parse_from_str(stamp, "%Y-%m-%d %H:%M:%S").is_ok(), "{stamp:?}");
-    assert_eq!(ask(&mut conn, "¿qué?").await, "我不能明白您的意思,好尴尬啊...");
+    let stamp = time
+        .strip_prefix("当前时间是:")
+        .unwrap_or_else(|| panic!("time reply {time:?}"));
+    assert!(
+        chrono::NaiveDateTime::parse_from_str(stamp, "%Y-%m-%d %H:%M:%S").is_ok(),
+        "{stamp:?}"
+    );
+    assert_eq!(
+        ask(&mut conn, "¿qué?").await,
+        "我不能明白您的意思,好尴尬啊..."
+    );
     let peer = conn.get_ref().local_addr().unwrap();
-    assert_eq!(ask(&mut conn, "WHO are you\n").await, format!("kw talking to {peer}"));
+    assert_eq!(
+        ask(&mut conn, "WHO are you\n").await,
+        format!("kw talking to {peer}")
+    );
 }
 
 #[tokio::test]
@@ -73,10 +88,13 @@ async fn gbk_in_gbk_out() {
     stream.write_all(&hello).await.unwrap();
     let mut conn = BufReader::new(stream);
     let mut line = Vec::new();
-    tokio::time::timeout(crate::common::LIMIT, tokio::io::AsyncBufReadExt::read_until(&mut conn, b'\n', &mut line))
-        .await
-        .unwrap()
-        .unwrap();
+    tokio::time::timeout(
+        crate::common::LIMIT,
+        tokio::io::AsyncBufReadExt::read_until(&mut conn, b'\n', &mut line),
+    )
+    .await
+    .unwrap()
+    .unwrap();
     assert_eq!(line, b"\xc4\xe3\xba\xc3\n", "reply is not GBK 你好");
 }
 
@@ -84,8 +102,14 @@ async fn gbk_in_gbk_out() {
 async fn bytes_that_do_not_decode_are_replaced_not_fatal() {
     let server = keyword_bot("");
     let mut conn = connect_lines(server.addr("kw")).await;
-    assert_eq!(ask(&mut conn, "\u{fffd}").await, "我不能明白您的意思,好尴尬啊...");
-    conn.get_mut().write_all(b"\xff\xfe hello \xc0\n").await.unwrap();
+    assert_eq!(
+        ask(&mut conn, "\u{fffd}").await,
+        "我不能明白您的意思,好尴尬啊..."
+    );
+    conn.get_mut()
+        .write_all(b"\xff\xfe hello \xc0\n")
+        .await
+        .unwrap();
     assert_eq!(read_line(&mut conn).await, "你好");
 }
 
@@ -130,13 +154,22 @@ async fn random_bot_replies_from_the_shared_history() {
         replies.insert(ask(&mut second, &format!("beta{i}\n")).await);
     }
     assert!(replies.contains("alpha"), "history not shared: {replies:?}");
-    let sent: HashSet<String> = std::iter::once("alpha".to_owned()).chain((0..10).map(|i| format!("beta{i}"))).collect();
-    assert!(replies.is_subset(&sent), "replied something never sent: {replies:?}");
+    let sent: HashSet<String> = std::iter::once("alpha".to_owned())
+        .chain((0..10).map(|i| format!("beta{i}")))
+        .collect();
+    assert!(
+        replies.is_subset(&sent),
+        "replied something never sent: {replies:?}"
+    );
 }
 
 #[tokio::test]
 async fn farewell_ends_the_chat() {
-    let server = TestServer::start(&listener("rb", "random-bot", "farewell = [\"bye\", \"再见\"]\ngoodbye_reply = \"see you, {peer}\""));
+    let server = TestServer::start(&listener(
+        "rb",
+        "random-bot",
+        "farewell = [\"bye\", \"再见\"]\ngoodbye_reply = \"see you, {peer}\"",
+    ));
     let mut conn = connect_lines(server.addr("rb")).await;
     assert_eq!(ask(&mut conn, "hi\n").await, "hi");
     let peer = conn.get_ref().local_addr().unwrap();

@@ -25,14 +25,19 @@ pub struct TestServer {
 impl TestServer {
     /// Parses `toml`, binds every listener and serves them.
     pub fn start(toml: &str) -> TestServer {
-        let config = Config::from_toml(toml, "test.toml").unwrap_or_else(|e| panic!("test config: {e}"));
+        let config =
+            Config::from_toml(toml, "test.toml").unwrap_or_else(|e| panic!("test config: {e}"));
         Self::start_config(&config)
     }
 
     /// Serves an already loaded config.
     pub fn start_config(config: &Config) -> TestServer {
         let server = Server::bind(config).unwrap_or_else(|e| panic!("bind: {e}"));
-        let addrs = server.listeners().into_iter().map(|l| (l.name, l.addr)).collect();
+        let addrs = server
+            .listeners()
+            .into_iter()
+            .map(|l| (l.name, l.addr))
+            .collect();
         let stop = CancellationToken::new();
         let task = tokio::spawn(server.run(stop.clone().cancelled_owned()));
         TestServer { addrs, stop, task }
@@ -40,7 +45,10 @@ impl TestServer {
 
     /// The address of listener `name`.
     pub fn addr(&self, name: &str) -> SocketAddr {
-        *self.addrs.get(name).unwrap_or_else(|| panic!("no listener {name:?}"))
+        *self
+            .addrs
+            .get(name)
+            .unwrap_or_else(|| panic!("no listener {name:?}"))
     }
 
     /// Starts the graceful shutdown (what SIGTERM does) without waiting.
@@ -51,38 +59,60 @@ impl TestServer {
     /// Shuts down gracefully and waits for the server to return.
     pub async fn shutdown(self) -> ShutdownReport {
         self.stop.cancel();
-        timeout(LIMIT, self.task).await.expect("server did not stop").expect("server task panicked")
+        timeout(LIMIT, self.task)
+            .await
+            .expect("server did not stop")
+            .expect("server task panicked")
     }
 }
 
 /// A listener table with the given name, handler and extra keys, on port 0.
 pub fn listener(name: &str, handler: &str, extra: &str) -> String {
-    format!("[[listener]]\nname = \"{name}\"\nbind = \"127.0.0.1:0\"\nhandler = \"{handler}\"\n{extra}\n")
+    format!(
+        "[[listener]]\nname = \"{name}\"\nbind = \"127.0.0.1:0\"\nhandler = \"{handler}\"\n{extra}\n"
+    )
 }
 
 /// Connects to `addr` (bounded in time).
 pub async fn connect(addr: SocketAddr) -> TcpStream {
-    timeout(LIMIT, TcpStream::connect(addr)).await.expect("connect timed out").expect("connect failed")
+    timeout(LIMIT, TcpStream::connect(addr))
+        .await
+        .expect("connect timed out")
+        .expect("connect failed")
 }
 
 /// Reads one "\n"-terminated line (without it), bounded in time.
 pub async fn read_line<R: tokio::io::AsyncBufRead + Unpin>(reader: &mut R) -> String {
     let mut line = Vec::new();
-    timeout(LIMIT, reader.read_until(b'\n', &mut line)).await.expect("no reply in time").expect("read failed");
-    assert_eq!(line.pop(), Some(b'\n'), "reply not newline-terminated: {:?}", String::from_utf8_lossy(&line));
+    timeout(LIMIT, reader.read_until(b'\n', &mut line))
+        .await
+        .expect("no reply in time")
+        .expect("read failed");
+    assert_eq!(
+        line.pop(),
+        Some(b'\n'),
+        "reply not newline-terminated: {:?}",
+        String::from_utf8_lossy(&line)
+    );
     String::from_utf8(line).expect("reply is not UTF-8")
 }
 
 /// Reads until the server closes, bounded in time.
 pub async fn read_to_end(stream: &mut TcpStream) -> Vec<u8> {
     let mut all = Vec::new();
-    timeout(LIMIT, stream.read_to_end(&mut all)).await.expect("server did not close in time").expect("read failed");
+    timeout(LIMIT, stream.read_to_end(&mut all))
+        .await
+        .expect("server did not close in time")
+        .expect("read failed");
     all
 }
 
 /// Sends `message` and returns the one reply line: the common bot exchange.
 pub async fn ask(conn: &mut BufReader<TcpStream>, message: &str) -> String {
-    conn.get_mut().write_all(message.as_bytes()).await.expect("send failed");
+    conn.get_mut()
+        .write_all(message.as_bytes())
+        .await
+        .expect("send failed");
     read_line(conn).await
 }
 

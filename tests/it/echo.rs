@@ -7,7 +7,9 @@ use tokio::time::timeout;
 use crate::common::{LIMIT, TestServer, connect, listener, read_to_end};
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
 }
 
 #[tokio::test]
@@ -24,7 +26,9 @@ async fn echoes_every_byte_then_closes_on_half_close() {
     };
     let mut got = Vec::new();
     let recv = rd.read_to_end(&mut got);
-    let (_, read) = timeout(LIMIT, async { tokio::join!(send, recv) }).await.expect("echo timed out");
+    let (_, read) = timeout(LIMIT, async { tokio::join!(send, recv) })
+        .await
+        .expect("echo timed out");
     read.unwrap();
     assert_eq!(got.len(), data.len());
     assert!(got == data, "echoed bytes differ");
@@ -43,7 +47,10 @@ async fn two_hundred_clients_at_once() {
             let data = pattern(20_000, i);
             stream.write_all(&data).await.unwrap();
             let mut got = vec![0; data.len()];
-            timeout(LIMIT, stream.read_exact(&mut got)).await.expect("echo timed out").unwrap();
+            timeout(LIMIT, stream.read_exact(&mut got))
+                .await
+                .expect("echo timed out")
+                .unwrap();
             assert!(got == data, "client {i} got other bytes back");
         }));
     }
@@ -72,9 +79,15 @@ async fn a_client_that_never_reads_is_held_back_and_others_are_served() {
     let mut other = connect(addr).await;
     other.write_all(b"still served\n").await.unwrap();
     let mut got = [0u8; 13];
-    timeout(LIMIT, other.read_exact(&mut got)).await.expect("second client starved").unwrap();
+    timeout(LIMIT, other.read_exact(&mut got))
+        .await
+        .expect("second client starved")
+        .unwrap();
     assert_eq!(&got, b"still served\n");
-    assert!(!writer.is_finished(), "64 MiB were accepted without being read back: no backpressure");
+    assert!(
+        !writer.is_finished(),
+        "64 MiB were accepted without being read back: no backpressure"
+    );
     writer.abort();
     drop(other);
     server.shutdown().await;
@@ -86,7 +99,10 @@ async fn closes_at_shutdown() {
     let mut stream = connect(server.addr("echo")).await;
     stream.write_all(b"x").await.unwrap();
     let mut one = [0u8; 1];
-    timeout(LIMIT, stream.read_exact(&mut one)).await.unwrap().unwrap();
+    timeout(LIMIT, stream.read_exact(&mut one))
+        .await
+        .unwrap()
+        .unwrap();
     let report = server.shutdown().await;
     assert_eq!(report.abandoned, 0);
     assert!(read_to_end(&mut stream).await.is_empty());

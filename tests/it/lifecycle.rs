@@ -13,7 +13,10 @@ use crate::common::{LIMIT, TestServer, connect, connect_lines, listener, read_li
 async fn echo_once(stream: &mut tokio::net::TcpStream, data: &[u8]) {
     stream.write_all(data).await.unwrap();
     let mut got = vec![0; data.len()];
-    timeout(LIMIT, stream.read_exact(&mut got)).await.expect("no echo").unwrap();
+    timeout(LIMIT, stream.read_exact(&mut got))
+        .await
+        .expect("no echo")
+        .unwrap();
     assert_eq!(got, data);
 }
 
@@ -30,10 +33,16 @@ async fn at_max_connections_the_next_client_waits_and_is_then_served() {
     second.write_all(b"second").await.unwrap();
     let mut got = [0u8; 6];
     let early = timeout(Duration::from_millis(300), second.read_exact(&mut got)).await;
-    assert!(early.is_err(), "second client was served beyond max_connections");
+    assert!(
+        early.is_err(),
+        "second client was served beyond max_connections"
+    );
 
     drop(first);
-    timeout(LIMIT, second.read_exact(&mut got)).await.expect("second client never served").unwrap();
+    timeout(LIMIT, second.read_exact(&mut got))
+        .await
+        .expect("second client never served")
+        .unwrap();
     assert_eq!(&got, b"second");
 }
 
@@ -41,14 +50,25 @@ async fn at_max_connections_the_next_client_waits_and_is_then_served() {
 async fn idle_connections_are_closed() {
     let server = TestServer::start(&format!(
         "{}{}",
-        listener("echo", "echo", "idle_timeout = \"300ms\"\nmessage_gap = \"10ms\""),
-        listener("kw", "keyword-bot", "idle_timeout = \"300ms\"\nmessage_gap = \"10ms\"")
+        listener(
+            "echo",
+            "echo",
+            "idle_timeout = \"300ms\"\nmessage_gap = \"10ms\""
+        ),
+        listener(
+            "kw",
+            "keyword-bot",
+            "idle_timeout = \"300ms\"\nmessage_gap = \"10ms\""
+        )
     ));
     for name in ["echo", "kw"] {
         let started = Instant::now();
         let mut stream = connect(server.addr(name)).await;
         assert!(read_to_end(&mut stream).await.is_empty());
-        assert!(started.elapsed() >= Duration::from_millis(300), "{name} closed before the idle timeout");
+        assert!(
+            started.elapsed() >= Duration::from_millis(300),
+            "{name} closed before the idle timeout"
+        );
     }
     // Activity resets the timer: a client talking every 100ms stays connected past 300ms.
     let mut stream = connect(server.addr("echo")).await;
@@ -65,7 +85,11 @@ fn big_file(dir: &tempfile::TempDir, len: usize) {
 }
 
 fn download_listener(dir: &tempfile::TempDir, extra: &str) -> String {
-    listener("files", "download", &format!("root = '{}'\n{extra}", dir.path().display()))
+    listener(
+        "files",
+        "download",
+        &format!("root = '{}'\n{extra}", dir.path().display()),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -78,13 +102,24 @@ async fn shutdown_lets_an_inflight_download_finish_and_stops_accepting() {
     let mut stream = connect(addr).await;
     stream.write_all(b"big.bin\n").await.unwrap();
     let mut head = vec![0u8; 1 << 20];
-    timeout(LIMIT, stream.read_exact(&mut head)).await.unwrap().unwrap();
+    timeout(LIMIT, stream.read_exact(&mut head))
+        .await
+        .unwrap()
+        .unwrap();
 
     // SIGTERM's equivalent, while most of the file is still to be sent.
     server.begin_shutdown();
     let rest = read_to_end(&mut stream).await;
-    assert_eq!(head.len() + rest.len(), len, "download cut short by shutdown");
-    assert!(rest.iter().enumerate().all(|(i, b)| *b == ((head.len() + i) % 251) as u8));
+    assert_eq!(
+        head.len() + rest.len(),
+        len,
+        "download cut short by shutdown"
+    );
+    assert!(
+        rest.iter()
+            .enumerate()
+            .all(|(i, b)| *b == ((head.len() + i) % 251) as u8)
+    );
 
     let report = server.shutdown().await;
     assert_eq!(report.abandoned, 0);
@@ -96,17 +131,27 @@ async fn shutdown_lets_an_inflight_download_finish_and_stops_accepting() {
 async fn the_grace_period_bounds_shutdown() {
     let dir = tempfile::tempdir().unwrap();
     big_file(&dir, 64 << 20);
-    let toml = format!("[server]\nshutdown_grace = \"300ms\"\n{}", download_listener(&dir, ""));
+    let toml = format!(
+        "[server]\nshutdown_grace = \"300ms\"\n{}",
+        download_listener(&dir, "")
+    );
     let server = TestServer::start(&toml);
     let mut stalled = connect(server.addr("files")).await;
     stalled.write_all(b"big.bin\n").await.unwrap();
     let mut some = [0u8; 1024];
-    timeout(LIMIT, stalled.read_exact(&mut some)).await.unwrap().unwrap();
+    timeout(LIMIT, stalled.read_exact(&mut some))
+        .await
+        .unwrap()
+        .unwrap();
     // The client stops reading: its download cannot finish.
     let started = Instant::now();
     let report = server.shutdown().await;
     assert_eq!(report.abandoned, 1);
-    assert!(started.elapsed() < Duration::from_secs(5), "shutdown took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "shutdown took {:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]
@@ -126,10 +171,14 @@ async fn the_same_port_binds_again_right_after_shutdown_despite_time_wait() {
 
     // Without SO_REUSEADDR the port is not bindable now: the check below is meaningful.
     let plain = TcpSocket::new_v4().unwrap();
-    assert!(plain.bind(addr).is_err(), "no TIME_WAIT on {addr}: the test proves nothing");
+    assert!(
+        plain.bind(addr).is_err(),
+        "no TIME_WAIT on {addr}: the test proves nothing"
+    );
     drop(plain);
 
-    let again = TestServer::start(&download_listener(&dir, "").replace("127.0.0.1:0", &addr.to_string()));
+    let again =
+        TestServer::start(&download_listener(&dir, "").replace("127.0.0.1:0", &addr.to_string()));
     assert_eq!(again.addr("files"), addr);
     let mut stream = connect(addr).await;
     stream.write_all(b"f\n").await.unwrap();
@@ -140,7 +189,11 @@ async fn the_same_port_binds_again_right_after_shutdown_despite_time_wait() {
 async fn listeners_are_independent_and_one_bad_client_harms_no_other() {
     let server = TestServer::start(&format!(
         "{}{}",
-        listener("kw", "keyword-bot", "max_message_bytes = 64\n[[listener.rules]]\nkeywords = [\"hello\"]\nreply = \"hi\""),
+        listener(
+            "kw",
+            "keyword-bot",
+            "max_message_bytes = 64\n[[listener.rules]]\nkeywords = [\"hello\"]\nreply = \"hi\""
+        ),
         listener("echo", "echo", "")
     ));
     let mut good = connect_lines(server.addr("kw")).await;

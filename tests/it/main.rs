@@ -1,0 +1,12 @@
+//! Integration tests: the server runs in-process on 127.0.0.1 port 0 and is
+//! talked to over real TCP. One test binary (faster to build and link) with a
+//! module per concern.
+
+mod common;
+
+mod bots;
+mod cli;
+mod config;
+mod download;
+mod echo;
+mod lifecycle;
