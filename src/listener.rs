@@ -24,7 +24,7 @@ const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// A listener that could not be bound.
 #[derive(Debug, thiserror::Error)]
-#[error("listener {name:?}: cannot listen on {addr}: {source}")]
+#[error("listener {name:?}: cannot listen on {addr}")]
 pub struct BindError {
     /// The listener's name.
     pub name: String,
@@ -135,7 +135,8 @@ impl Listener {
                 backoff = ACCEPT_BACKOFF_MIN;
             }
             let id = next_id.fetch_add(1, Ordering::Relaxed);
-            let span = info_span!("conn", listener = %self.settings.listener, %peer, id);
+            // A root span: the connection's lines carry its own fields only.
+            let span = info_span!(parent: None, "conn", listener = %self.settings.listener, %peer, id);
             let handler = self.handler.clone();
             let settings = self.settings.clone();
             let shutdown = shutdown.clone();
@@ -147,7 +148,7 @@ impl Listener {
                 .instrument(span),
             );
         }
-        debug!(listener = %self.settings.listener, "stopped accepting");
+        debug!("stopped accepting");
     }
 }
 

@@ -9,7 +9,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use switchboard::config::{self, Config, ConfigError, HandlerConfig};
-use switchboard::{Server, shutdown};
+use switchboard::Server;
+use switchboard::shutdown::Signals;
 
 /// Exit status for a configuration mistake (EX_CONFIG from sysexits.h).
 const EXIT_CONFIG: u8 = 78;
@@ -95,6 +96,7 @@ fn run(config: Config) -> anyhow::Result<()> {
     }
     let runtime = runtime.build().context("cannot start the tokio runtime")?;
     runtime.block_on(async {
+        let signals = Signals::install().context("cannot install signal handlers")?;
         let server = Server::bind(&config)?;
         println!(
             "switchboard {} serving ({}):",
@@ -104,7 +106,7 @@ fn run(config: Config) -> anyhow::Result<()> {
         for l in server.listeners() {
             println!("  {:<16} {:<12} {}", l.name, l.handler.name(), l.addr);
         }
-        server.run(shutdown::wait_for_signal()).await;
+        server.run(signals.wait()).await;
         anyhow::Ok(())
     })?;
     // Connections abandoned after the grace period end with the runtime here.

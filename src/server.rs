@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn};
+use tracing::{Instrument, info, info_span, warn};
 
 use crate::config::{Config, HandlerKind};
 use crate::listener::{BindError, Listener};
@@ -85,7 +85,8 @@ impl Server {
         let mut accept_loops = JoinSet::new();
         for listener in self.listeners {
             info!(listener = listener.name(), addr = %listener.local_addr(), handler = listener.handler_kind().name(), "listening");
-            accept_loops.spawn(listener.run(stop.clone(), connections.clone(), next_id.clone()));
+            let span = info_span!("listener", listener = listener.name());
+            accept_loops.spawn(listener.run(stop.clone(), connections.clone(), next_id.clone()).instrument(span));
         }
         shutdown.await;
         stop.cancel();

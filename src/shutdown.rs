@@ -1,41 +1,52 @@
 //! Process signals: the first SIGINT or SIGTERM starts a graceful shutdown;
 //! a second one exits at once.
 
-use tokio::signal::unix::{SignalKind, signal};
+use std::io;
+
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tracing::{info, warn};
 
 /// Exit status after a second signal cut a graceful shutdown short
 /// (128 + SIGINT, as shells report an interrupted program).
 pub const FORCED_EXIT_STATUS: i32 = 130;
 
-/// Waits for SIGINT or SIGTERM, then arranges for the next one to exit the
-/// process at once. If the handlers cannot be installed, the error is logged
-/// and this waits forever (the process can still be killed).
-pub async fn wait_for_signal() {
-    let (mut term, mut int) = match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(term), Ok(int)) => (term, int),
-        (Err(e), _) | (_, Err(e)) => {
-            warn!(error = %e, "cannot install signal handlers; SIGINT/SIGTERM will not shut down gracefully");
-            return std::future::pending().await;
+/// Installed SIGINT and SIGTERM handlers. Install them before the listeners
+/// are bound, so that no signal can arrive while the default action (kill
+/// the process) still applies.
+#[derive(Debug)]
+pub struct Signals {
+    term: Signal,
+    int: Signal,
+}
+
+impl Signals {
+    /// Installs the handlers; must be called inside a tokio runtime.
+    pub fn install() -> io::Result<Signals> {
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// Waits for the first signal, then arranges for the next one to exit
+    /// the process at once.
+    pub async fn wait(mut self) {
+        let name = self.next().await;
+        info!(
+            signal = name,
+            "shutting down: no new connections, waiting for open ones (a second signal exits at once)"
+        );
+        tokio::spawn(async move {
+            let name = self.next().await;
+            warn!(signal = name, "second signal: exiting now");
+            std::process::exit(FORCED_EXIT_STATUS);
+        });
+    }
+
+    async fn next(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
         }
-    };
-    let name = tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    };
-    info!(
-        signal = name,
-        "shutting down: no new connections, waiting for open ones (a second signal exits at once)"
-    );
-    tokio::spawn(async move {
-        let name = tokio::select! {
-            _ = term.recv() => "SIGTERM",
-            _ = int.recv() => "SIGINT",
-        };
-        warn!(signal = name, "second signal: exiting now");
-        std::process::exit(FORCED_EXIT_STATUS);
-    });
+    }
 }

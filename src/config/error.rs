@@ -78,11 +78,19 @@ impl Source<'_> {
         table: Option<(&str, &DeTable<'_>)>,
     ) -> ConfigError {
         let span = err.span();
-        let key = match (&span, table) {
-            (Some(span), Some((prefix, table))) => {
-                key_at(table, span.start).map(|k| join_key(prefix, &k))
-            }
+        let found = match (&span, table) {
+            (Some(span), Some((_, table))) => key_at(table, span.start),
             _ => None,
+        };
+        let key = match (found, table) {
+            (Some(key), Some((prefix, _))) => Some(join_key(prefix, &key)),
+            // A missing field points at its table: name the field it lacks.
+            (None, Some((prefix, _))) => Some(match missing_field(err.message()) {
+                Some(field) => join_key(prefix, field),
+                None => prefix.to_owned(),
+            })
+            .filter(|key| !key.is_empty()),
+            (_, None) => None,
         };
         self.error(span, key, err.message())
     }
@@ -96,6 +104,11 @@ impl Source<'_> {
         let column = before[line_start..].chars().count() + 1;
         (line, column)
     }
+}
+
+/// The field named by serde's "missing field `x`" message.
+fn missing_field(message: &str) -> Option<&str> {
+    message.strip_prefix("missing field `")?.split('`').next()
 }
 
 /// Joins a key prefix (`listener[0]`) and a key (`bind`) with a dot.

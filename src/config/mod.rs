@@ -404,7 +404,6 @@ impl Config {
         }
         let mut listeners = Vec::with_capacity(listener_tables.len());
         let mut names: HashMap<String, usize> = HashMap::new();
-        let mut addrs: HashMap<SocketAddr, String> = HashMap::new();
         for (i, table) in listener_tables.into_iter().enumerate() {
             let prefix = format!("listener[{i}]");
             let listener = parse_listener(&src, &prefix, table.clone())?;
@@ -419,17 +418,18 @@ impl Config {
                     ),
                 ));
             }
-            if listener.bind.port() != 0 {
-                if let Some(other) = addrs.insert(listener.bind, listener.name.clone()) {
-                    return Err(src.error(
-                        span_of("bind"),
-                        Some(join_key(&prefix, "bind")),
-                        format!(
-                            "listener {:?}: address {} is already used by listener {other:?}",
-                            listener.name, listener.bind
-                        ),
-                    ));
-                }
+            if let Some(other) = listeners
+                .iter()
+                .find(|other: &&ListenerConfig| addresses_overlap(other.bind, listener.bind))
+            {
+                return Err(src.error(
+                    span_of("bind"),
+                    Some(join_key(&prefix, "bind")),
+                    format!(
+                        "listener {:?}: address {} overlaps {} of listener {:?}",
+                        listener.name, listener.bind, other.bind, other.name
+                    ),
+                ));
             }
             listeners.push(listener);
         }
@@ -444,6 +444,19 @@ impl Config {
     pub fn listener(&self, name: &str) -> Option<&ListenerConfig> {
         self.listeners.iter().find(|l| l.name == name)
     }
+}
+
+/// True when two binds cannot both succeed: the same port (not 0) and the
+/// same address, or one of them the wildcard of its family. An IPv6 wildcard
+/// also takes IPv4 (Linux's dual-stack default).
+fn addresses_overlap(a: SocketAddr, b: SocketAddr) -> bool {
+    if a.port() == 0 || a.port() != b.port() {
+        return false;
+    }
+    let covers = |wide: SocketAddr, other: SocketAddr| {
+        wide.ip().is_unspecified() && (wide.is_ipv6() || other.is_ipv4())
+    };
+    a.ip() == b.ip() || covers(a, b) || covers(b, a)
 }
 
 fn expect_table<'i>(
@@ -558,12 +571,12 @@ fn parse_listener(
     let handler = match keys.handler {
         HandlerKind::Echo => {
             deserialize_table::<EchoSettings>(src, prefix, settings)
-                .map_err(|e| not_for_handler(e, keys.handler))?;
+                .map_err(|e| not_for_handler(e, prefix, keys.handler))?;
             HandlerConfig::Echo
         }
         HandlerKind::Download => {
             let mut download: DownloadConfig = deserialize_table(src, prefix, settings)
-                .map_err(|e| not_for_handler(e, keys.handler))?;
+                .map_err(|e| not_for_handler(e, prefix, keys.handler))?;
             download.root = std::fs::canonicalize(&download.root)
                 .map_err(|e| fail("root", format!("download root {:?}: {e}", download.root)))?;
             if !download.root.is_dir() {
@@ -585,7 +598,7 @@ fn parse_listener(
         }
         HandlerKind::KeywordBot => {
             let bot: KeywordBotConfig = deserialize_table(src, prefix, settings)
-                .map_err(|e| not_for_handler(e, keys.handler))?;
+                .map_err(|e| not_for_handler(e, prefix, keys.handler))?;
             for rule in &bot.rules {
                 if rule.keywords.is_empty() || rule.keywords.iter().any(|k| k.trim().is_empty()) {
                     return Err(fail(
@@ -598,7 +611,7 @@ fn parse_listener(
         }
         HandlerKind::RandomBot => {
             let bot: RandomBotConfig = deserialize_table(src, prefix, settings)
-                .map_err(|e| not_for_handler(e, keys.handler))?;
+                .map_err(|e| not_for_handler(e, prefix, keys.handler))?;
             if bot.history_limit == 0 {
                 return Err(fail(
                     "history_limit",
@@ -638,8 +651,11 @@ fn parse_listener(
 }
 
 /// Makes "unknown field" errors say which handler the key does not belong to.
-fn not_for_handler(mut err: ConfigError, handler: HandlerKind) -> ConfigError {
-    if err.message.starts_with("unknown field") {
+/// Only keys directly in the listener table are rewritten, not nested ones
+/// (an unknown key in a rule is the rule's mistake).
+fn not_for_handler(mut err: ConfigError, prefix: &str, handler: HandlerKind) -> ConfigError {
+    let direct = err.key.as_deref().and_then(|k| k.strip_prefix(prefix)).and_then(|k| k.strip_prefix('.'));
+    if err.message.starts_with("unknown field") && direct.is_some_and(|k| !k.contains(['.', '['])) {
         err.message = format!(
             "not a setting of handler `{}`: {}",
             handler.name(),
@@ -723,6 +739,19 @@ mod tests {
             e.starts_with("t.toml:5:11: key `listener[0].backlog`:"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn overlapping_addresses() {
+        let addr = |s: &str| s.parse::<SocketAddr>().unwrap();
+        assert!(addresses_overlap(addr("0.0.0.0:80"), addr("127.0.0.1:80")));
+        assert!(addresses_overlap(addr("127.0.0.1:80"), addr("0.0.0.0:80")));
+        assert!(addresses_overlap(addr("[::]:80"), addr("127.0.0.1:80")));
+        assert!(addresses_overlap(addr("[::1]:80"), addr("[::1]:80")));
+        assert!(!addresses_overlap(addr("0.0.0.0:80"), addr("[::1]:80")));
+        assert!(!addresses_overlap(addr("127.0.0.1:80"), addr("127.0.0.2:80")));
+        assert!(!addresses_overlap(addr("127.0.0.1:0"), addr("127.0.0.1:0")));
+        assert!(!addresses_overlap(addr("0.0.0.0:80"), addr("0.0.0.0:81")));
     }
 
     #[test]

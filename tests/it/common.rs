@@ -32,7 +32,7 @@ impl TestServer {
 
     /// Serves an already loaded config.
     pub fn start_config(config: &Config) -> TestServer {
-        let server = Server::bind(config).unwrap_or_else(|e| panic!("bind: {e}"));
+        let server = Server::bind(config).unwrap_or_else(|e| panic!("bind: {e}: {}", e.source));
         let addrs = server
             .listeners()
             .into_iter()

@@ -1,0 +1,581 @@
+//! The `switchboard` binary end to end: exit statuses, `check`, `default-config`, `--help`, and a real daemon stopped by signals.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use switchboard::Config;
+
+use crate::common::LIMIT;
+use crate::config::{assert_matches_expectation, fixtures};
+
+/// The binary under test, built by cargo for this test run.
+const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
+/// What the binary prints before every config error.
+const CONFIG_ERROR_PREFIX: &str = "switchboard: config error: ";
+/// Exit status of a config mistake (EX_CONFIG).
+const EXIT_CONFIG: i32 = 78;
+/// Exit status when a second signal cut the shutdown short.
+const EXIT_FORCED: i32 = 130;
+/// Interval of the polls below (process exit, signal handlers installed).
+const POLL: Duration = Duration::from_millis(10);
+
+/// A command running the binary from the crate root (where the fixtures'
+/// relative download roots point), with no inherited `RUST_LOG`.
+fn switchboard() -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// Reads a child's pipe to the end on a thread, so a full pipe never blocks it.
+fn drain(mut pipe: impl Read + Send + 'static) -> JoinHandle<Vec<u8>> {
+    thread::spawn(move || {
+        let mut all = Vec::new();
+        let _ = pipe.read_to_end(&mut all);
+        all
+    })
+}
+
+/// Waits for `child` to exit, polling up to `limit`; `None` if it is still running.
+fn wait_within(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("cannot poll the child") {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        thread::sleep(POLL);
+    }
+}
+
+/// Runs a command that must finish on its own, within [`LIMIT`].
+fn output(cmd: &mut Command) -> Output {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cannot start switchboard");
+    let stdout = drain(child.stdout.take().expect("stdout is piped"));
+    let stderr = drain(child.stderr.take().expect("stderr is piped"));
+    let Some(status) = wait_within(&mut child, LIMIT) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("{cmd:?} did not exit within {LIMIT:?}");
+    };
+    Output {
+        status,
+        stdout: stdout.join().expect("stdout reader panicked"),
+        stderr: stderr.join().expect("stderr reader panicked"),
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8(bytes.to_vec()).expect("output is not UTF-8")
+}
+
+/// Asserts that a run failed with exit 78 and exactly one stderr line, a
+/// config error; returns that line without its `switchboard: config error: ` prefix.
+fn one_config_error(out: &Output) -> String {
+    let stderr = text(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(EXIT_CONFIG),
+        "status {:?}, stderr: {stderr}",
+        out.status
+    );
+    assert!(
+        out.stdout.is_empty(),
+        "nothing belongs on stdout: {}",
+        text(&out.stdout)
+    );
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "stderr is not one line: {stderr:?}");
+    lines[0]
+        .strip_prefix(CONFIG_ERROR_PREFIX)
+        .unwrap_or_else(|| panic!("missing {CONFIG_ERROR_PREFIX:?}: {stderr:?}"))
+        .to_owned()
+}
+
+#[test]
+fn every_invalid_fixture_exits_78_with_one_line_naming_file_line_and_column() {
+    for path in fixtures("invalid") {
+        // `check`, the explicit `run`, and the default command all validate first.
+        for command in [&["check"][..], &["run"], &[]] {
+            let out = output(switchboard().args(command).arg("-c").arg(&path));
+            let error = one_config_error(&out);
+            assert_matches_expectation(&path, &error);
+        }
+    }
+}
+
+#[test]
+fn the_config_option_works_before_and_after_the_command() {
+    let path = Path::new("tests/fixtures/invalid/duplicate-name.toml");
+    for args in [&["check", "-c"][..], &["-c"], &["--config"]] {
+        let mut cmd = switchboard();
+        cmd.args(args).arg(path);
+        if args[0] != "check" {
+            cmd.arg("check");
+        }
+        let error = one_config_error(&output(&mut cmd));
+        // The file is named as it was given on the command line.
+        assert!(
+            error.starts_with(
+                "tests/fixtures/invalid/duplicate-name.toml:8:8: key `listener[1].name`: "
+            ),
+            "{args:?}: {error}"
+        );
+    }
+}
+
+#[test]
+fn a_missing_config_file_exits_78_and_says_so() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let missing = dir.path().join("no-such-config.toml");
+    for command in [&["check"][..], &[]] {
+        let error = one_config_error(&output(switchboard().args(command).arg("-c").arg(&missing)));
+        let file = missing.display().to_string();
+        assert!(error.starts_with(&format!("{file}: ")), "{error}");
+        assert!(error.contains("cannot read config file"), "{error}");
+        assert!(error.contains("No such file or directory"), "{error}");
+    }
+    // A directory is not a config file either.
+    let error = one_config_error(&output(switchboard().args(["check", "-c"]).arg(dir.path())));
+    assert!(error.contains("cannot read config file"), "{error}");
+}
+
+#[test]
+fn check_prints_every_listener_of_a_valid_config() {
+    for path in fixtures("valid") {
+        let config = Config::from_file(&path).unwrap_or_else(|e| panic!("{e}"));
+        let out = output(switchboard().arg("check").arg("-c").arg(&path));
+        let stdout = text(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}: {:?}\n{stdout}{}",
+            path.display(),
+            out.status,
+            text(&out.stderr)
+        );
+        assert!(
+            out.stderr.is_empty(),
+            "{}: {}",
+            path.display(),
+            text(&out.stderr)
+        );
+        let mut lines = stdout.lines();
+        let header = lines.next().unwrap_or_default();
+        let n = config.listeners.len();
+        assert_eq!(header, format!("{}: OK, {n} listener(s)", path.display()));
+        let printed: Vec<&str> = lines
+            .map(|line| line.split_whitespace().next().unwrap_or_default())
+            .collect();
+        let names: Vec<&str> = config.listeners.iter().map(|l| l.name.as_str()).collect();
+        assert_eq!(
+            printed,
+            names,
+            "{}: one line per listener, in order:\n{stdout}",
+            path.display()
+        );
+        for (line, listener) in stdout.lines().skip(1).zip(&config.listeners) {
+            assert!(line.contains(listener.handler.kind().name()), "{line}");
+            assert!(line.contains(&listener.bind.to_string()), "{line}");
+        }
+    }
+}
+
+#[test]
+fn check_without_a_config_checks_the_embedded_default() {
+    let out = output(switchboard().arg("check"));
+    let stdout = text(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{:?}: {}",
+        out.status,
+        text(&out.stderr)
+    );
+    assert!(
+        stdout.starts_with("<embedded default>: OK, 4 listener(s)\n"),
+        "{stdout}"
+    );
+    for (name, addr) in [
+        ("echo", "127.0.0.1:10010"),
+        ("download", "127.0.0.1:1111"),
+        ("keyword-bot", "127.0.0.1:10086"),
+        ("random-bot", "127.0.0.1:10087"),
+    ] {
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.split_whitespace().next() == Some(name) && l.contains(addr)),
+            "{name} on {addr} not listed:\n{stdout}"
+        );
+    }
+}
+
+#[test]
+fn default_config_prints_the_documented_example() {
+    let out = output(switchboard().arg("default-config"));
+    assert!(out.status.success(), "{:?}", out.status);
+    assert!(out.stderr.is_empty(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        include_str!("../../config/switchboard.toml")
+    );
+}
+
+#[test]
+fn help_documents_commands_config_option_and_exit_statuses() {
+    let out = output(switchboard().arg("--help"));
+    assert!(out.status.success(), "{:?}", out.status);
+    let help = text(&out.stdout);
+    for needle in [
+        "check",
+        "default-config",
+        "run",
+        "-c, --config <FILE>",
+        "78",
+        "130",
+    ] {
+        assert!(
+            help.contains(needle),
+            "--help does not mention {needle:?}:\n{help}"
+        );
+    }
+    let out = output(switchboard().arg("--version"));
+    assert!(out.status.success(), "{:?}", out.status);
+    assert_eq!(
+        text(&out.stdout).trim(),
+        format!("switchboard {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn a_command_line_mistake_exits_2() {
+    for args in [
+        &["no-such-command"][..],
+        &["--no-such-option"],
+        &["check", "-c"],
+    ] {
+        let out = output(switchboard().args(args));
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        assert!(
+            !out.stderr.is_empty(),
+            "{args:?}: a usage error explains itself"
+        );
+    }
+}
+
+#[test]
+fn a_port_in_use_exits_1_naming_the_listener() {
+    let taken = TcpListener::bind("127.0.0.1:0").expect("bind a port to occupy");
+    let addr = taken.local_addr().expect("local addr");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("busy.toml");
+    let config = format!("[[listener]]\nname = \"busy\"\nbind = \"{addr}\"\nhandler = \"echo\"\n");
+    std::fs::write(&path, config).expect("write config");
+    // It is a valid config: the port is only found taken when binding.
+    assert!(
+        output(switchboard().arg("check").arg("-c").arg(&path))
+            .status
+            .success()
+    );
+    let out = output(switchboard().arg("-c").arg(&path));
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("listener \"busy\": cannot listen on {addr}")),
+        "{stderr}"
+    );
+    // The cause is said once, not repeated by the error chain.
+    assert_eq!(stderr.matches("in use").count(), 1, "{stderr}");
+    drop(taken);
+}
+
+/// A running `switchboard` daemon; killed if a test ends while it still runs.
+struct Daemon {
+    child: Child,
+    stdout: Receiver<String>,
+    stderr: Receiver<String>,
+    /// stderr lines read so far, for failure messages.
+    log: Vec<String>,
+    listeners: HashMap<String, SocketAddr>,
+}
+
+/// Sends each line of a pipe to a channel, from a thread.
+fn lines_of(pipe: impl Read + Send + 'static) -> Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(pipe).split(b'\n') {
+            let Ok(line) = line else { break };
+            if tx
+                .send(String::from_utf8_lossy(&line).into_owned())
+                .is_err()
+            {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+impl Daemon {
+    /// Starts `switchboard -c config` (logging at `info`) and reads the
+    /// listener table it prints once every listener is bound.
+    fn start(config: &Path) -> Daemon {
+        let expected = Config::from_file(config)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .listeners
+            .len();
+        let mut child = switchboard()
+            .arg("-c")
+            .arg(config)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cannot start switchboard");
+        let stdout = lines_of(child.stdout.take().expect("stdout is piped"));
+        let stderr = lines_of(child.stderr.take().expect("stderr is piped"));
+        let mut daemon = Daemon {
+            child,
+            stdout,
+            stderr,
+            log: Vec::new(),
+            listeners: HashMap::new(),
+        };
+        let header = daemon.stdout_line();
+        assert!(
+            header.starts_with("switchboard ") && header.contains(" serving ("),
+            "unexpected header {header:?}"
+        );
+        for _ in 0..expected {
+            let line = daemon.stdout_line();
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let [name, _handler, addr] = fields[..] else {
+                panic!("unexpected listener line {line:?}");
+            };
+            let addr: SocketAddr = addr
+                .parse()
+                .unwrap_or_else(|e| panic!("bad address in {line:?}: {e}"));
+            assert_ne!(addr.port(), 0, "the table shows the bound port: {line:?}");
+            daemon.listeners.insert(name.to_owned(), addr);
+        }
+        daemon
+    }
+
+    /// The next line of stdout, within [`LIMIT`].
+    fn stdout_line(&mut self) -> String {
+        match self.stdout.recv_timeout(LIMIT) {
+            Ok(line) => line,
+            Err(e) => self.fail(&format!("no stdout line ({e:?})")),
+        }
+    }
+
+    fn addr(&self, name: &str) -> SocketAddr {
+        *self
+            .listeners
+            .get(name)
+            .unwrap_or_else(|| panic!("no listener {name:?} in {:?}", self.listeners))
+    }
+
+    /// Kills the daemon and panics with what it logged.
+    fn fail(&mut self, why: &str) -> ! {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.log.extend(self.stderr.try_iter());
+        panic!("{why}; switchboard's stderr:\n{}", self.log.join("\n"));
+    }
+
+    /// Waits until the process catches SIGINT and SIGTERM: the handlers are
+    /// installed just after the table is printed, and a signal that came
+    /// before them would kill the process instead of shutting it down.
+    fn wait_for_signal_handlers(&mut self) {
+        let status = format!("/proc/{}/status", self.child.id());
+        if !Path::new("/proc/self/status").exists() {
+            return; // No procfs: nothing to poll, carry on.
+        }
+        let wanted: u64 = (1 << (libc::SIGTERM - 1)) | (1 << (libc::SIGINT - 1));
+        let deadline = Instant::now() + LIMIT;
+        loop {
+            let caught = std::fs::read_to_string(&status).ok().and_then(|s| {
+                let mask = s.lines().find_map(|l| l.strip_prefix("SigCgt:"))?;
+                u64::from_str_radix(mask.trim(), 16).ok()
+            });
+            if caught.is_some_and(|mask| mask & wanted == wanted) {
+                return;
+            }
+            if Instant::now() >= deadline {
+                self.fail("SIGINT/SIGTERM handlers were not installed in time");
+            }
+            thread::sleep(POLL);
+        }
+    }
+
+    /// Sends a signal (`TERM`, `INT`) with kill(1): the crate forbids unsafe code.
+    fn signal(&mut self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("cannot run kill");
+        if !status.success() {
+            self.fail(&format!("kill -{name} failed: {status:?}"));
+        }
+    }
+
+    /// Reads stderr until a line contains `needle`, within [`LIMIT`].
+    fn wait_for_log(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + LIMIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.stderr.recv_timeout(left) {
+                Ok(line) => {
+                    self.log.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    self.fail(&format!("no log line with {needle:?} in time"))
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.fail(&format!("stderr closed before a log line with {needle:?}"))
+                }
+            }
+        }
+    }
+
+    /// Waits for the process to exit within `limit`.
+    fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
+        match wait_within(&mut self.child, limit) {
+            Some(status) => status,
+            None => self.fail(&format!("switchboard did not exit within {limit:?}")),
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A std client with every read and write bounded by [`LIMIT`].
+fn client(addr: SocketAddr) -> TcpStream {
+    let stream =
+        TcpStream::connect_timeout(&addr, LIMIT).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    stream.set_read_timeout(Some(LIMIT)).expect("read timeout");
+    stream
+        .set_write_timeout(Some(LIMIT))
+        .expect("write timeout");
+    stream
+}
+
+#[test]
+fn serves_the_config_and_sigterm_shuts_down_with_status_0() {
+    let mut daemon = Daemon::start(Path::new("tests/fixtures/valid/echo-pair-gbk-bot.toml"));
+    let mut names: Vec<&String> = daemon.listeners.keys().collect();
+    names.sort();
+    assert_eq!(names, ["bot.gbk", "echo-a", "echo-b"]);
+
+    let mut conn = client(daemon.addr("echo-a"));
+    let message = "hello, switchboard 你好\n".as_bytes();
+    conn.write_all(message).expect("send");
+    let mut back = vec![0; message.len()];
+    conn.read_exact(&mut back).expect("no echo");
+    assert_eq!(back, message);
+
+    daemon.wait_for_signal_handlers();
+    daemon.signal("TERM");
+    // The echo client still connected is closed by the shutdown ...
+    let mut rest = Vec::new();
+    match conn.read_to_end(&mut rest) {
+        Ok(_) => assert!(rest.is_empty(), "unexpected bytes after shutdown: {rest:?}"),
+        Err(e) => daemon.fail(&format!(
+            "the echo connection was not closed cleanly at shutdown: {e}"
+        )),
+    }
+    // ... and the process exits cleanly, well before the 2s grace would run out.
+    let status = daemon.wait_exit(LIMIT);
+    assert_eq!(status.code(), Some(0), "{status:?}");
+}
+
+#[test]
+fn sigint_shuts_down_an_idle_server_with_status_0() {
+    let mut daemon = Daemon::start(Path::new("tests/fixtures/valid/minimal-echo.toml"));
+    daemon.wait_for_signal_handlers();
+    daemon.signal("INT");
+    let status = daemon.wait_exit(LIMIT);
+    assert_eq!(status.code(), Some(0), "{status:?}");
+}
+
+#[test]
+fn a_second_signal_during_a_slow_shutdown_exits_at_once_with_130() {
+    // A download the client does not read keeps its connection busy: the
+    // server finishes downloads at shutdown, and the write only gives up
+    // after idle_timeout (10m), so the server sits in its 30s grace period.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let big = std::fs::File::create(dir.path().join("big.bin")).expect("create big.bin");
+    // Sparse: far more than the socket buffers hold, at no disk cost.
+    big.set_len(512 << 20).expect("size big.bin");
+    drop(big);
+    let root = dir.path().to_str().expect("temp path is UTF-8");
+    assert!(
+        !root.contains('\'') && !root.contains('\n'),
+        "temp path {root:?} does not fit a TOML literal string"
+    );
+    let config = dir.path().join("slow-shutdown.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nshutdown_grace = \"30s\"\n\n[[listener]]\nname = \"files\"\nbind = \"127.0.0.1:0\"\n\
+             handler = \"download\"\nidle_timeout = \"10m\"\nroot = '{root}'\n"
+        ),
+    )
+    .expect("write config");
+
+    let mut daemon = Daemon::start(&config);
+    let mut download = client(daemon.addr("files"));
+    download.write_all(b"big.bin\n").expect("send the name");
+    let mut first = [0u8; 1024];
+    download
+        .read_exact(&mut first)
+        .expect("the download did not start");
+    assert!(first.iter().all(|&b| b == 0), "big.bin is all zeros");
+    // From here on the client reads nothing.
+
+    daemon.wait_for_signal_handlers();
+    daemon.signal("TERM");
+    let waiting = daemon.wait_for_log("waiting for connections to finish");
+    assert!(waiting.contains("connections=1"), "{waiting}");
+    if let Some(status) = daemon.child.try_wait().expect("cannot poll the child") {
+        daemon.fail(&format!("exited during the grace period: {status:?}"));
+    }
+
+    let started = Instant::now();
+    daemon.signal("TERM");
+    // Far less than the 30s grace: a second signal that did nothing would fail here.
+    let status = daemon.wait_exit(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(EXIT_FORCED), "{status:?}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    drop(download);
+}
