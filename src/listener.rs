@@ -136,7 +136,8 @@ impl Listener {
             }
             let id = next_id.fetch_add(1, Ordering::Relaxed);
             // A root span: the connection's lines carry its own fields only.
-            let span = info_span!(parent: None, "conn", listener = %self.settings.listener, %peer, id);
+            let span =
+                info_span!(parent: None, "conn", listener = %self.settings.listener, %peer, id);
             let handler = self.handler.clone();
             let settings = self.settings.clone();
             let shutdown = shutdown.clone();

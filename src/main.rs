@@ -8,8 +8,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use switchboard::config::{self, Config, ConfigError, HandlerConfig};
 use switchboard::Server;
+use switchboard::config::{self, Config, ConfigError, HandlerConfig};
 use switchboard::shutdown::Signals;
 
 /// Exit status for a configuration mistake (EX_CONFIG from sysexits.h).

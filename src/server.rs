@@ -86,7 +86,11 @@ impl Server {
         for listener in self.listeners {
             info!(listener = listener.name(), addr = %listener.local_addr(), handler = listener.handler_kind().name(), "listening");
             let span = info_span!("listener", listener = listener.name());
-            accept_loops.spawn(listener.run(stop.clone(), connections.clone(), next_id.clone()).instrument(span));
+            accept_loops.spawn(
+                listener
+                    .run(stop.clone(), connections.clone(), next_id.clone())
+                    .instrument(span),
+            );
         }
         shutdown.await;
         stop.cancel();

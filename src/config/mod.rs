@@ -654,7 +654,11 @@ fn parse_listener(
 /// Only keys directly in the listener table are rewritten, not nested ones
 /// (an unknown key in a rule is the rule's mistake).
 fn not_for_handler(mut err: ConfigError, prefix: &str, handler: HandlerKind) -> ConfigError {
-    let direct = err.key.as_deref().and_then(|k| k.strip_prefix(prefix)).and_then(|k| k.strip_prefix('.'));
+    let direct = err
+        .key
+        .as_deref()
+        .and_then(|k| k.strip_prefix(prefix))
+        .and_then(|k| k.strip_prefix('.'));
     if err.message.starts_with("unknown field") && direct.is_some_and(|k| !k.contains(['.', '['])) {
         err.message = format!(
             "not a setting of handler `{}`: {}",
@@ -749,7 +753,10 @@ mod tests {
         assert!(addresses_overlap(addr("[::]:80"), addr("127.0.0.1:80")));
         assert!(addresses_overlap(addr("[::1]:80"), addr("[::1]:80")));
         assert!(!addresses_overlap(addr("0.0.0.0:80"), addr("[::1]:80")));
-        assert!(!addresses_overlap(addr("127.0.0.1:80"), addr("127.0.0.2:80")));
+        assert!(!addresses_overlap(
+            addr("127.0.0.1:80"),
+            addr("127.0.0.2:80")
+        ));
         assert!(!addresses_overlap(addr("127.0.0.1:0"), addr("127.0.0.1:0")));
         assert!(!addresses_overlap(addr("0.0.0.0:80"), addr("0.0.0.0:81")));
     }

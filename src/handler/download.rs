@@ -193,13 +193,20 @@ fn listing(root: &Path, dir: &Path, allow_hidden: bool) -> io::Result<String> {
             truncated = true;
             break;
         }
-        let mut kind = entry.file_type()?;
+        // An entry that vanished or cannot be inspected is left out, not fatal.
+        let Ok(mut kind) = entry.file_type() else {
+            continue;
+        };
         if kind.is_symlink() {
             // Listed only if it resolves to something servable inside the root.
-            match fs::canonicalize(entry.path()) {
-                Ok(real) if real.starts_with(root) => kind = fs::metadata(&real)?.file_type(),
+            let real = match fs::canonicalize(entry.path()) {
+                Ok(real) if servable_target(root, &real, allow_hidden) => real,
                 _ => continue,
-            }
+            };
+            let Ok(meta) = fs::metadata(&real) else {
+                continue;
+            };
+            kind = meta.file_type();
         }
         if kind.is_dir() {
             names.push(format!("{name}/"));
@@ -219,6 +226,22 @@ fn listing(root: &Path, dir: &Path, allow_hidden: bool) -> io::Result<String> {
         ));
     }
     Ok(text)
+}
+
+/// True when a path relative to the root has a component starting with ".".
+fn has_hidden_part(relative: &Path) -> bool {
+    relative
+        .components()
+        .any(|c| c.as_os_str().as_encoded_bytes().starts_with(b"."))
+}
+
+/// True when a symlink's resolved target may be served: inside the root and,
+/// unless hidden names are allowed, not hidden (the same rule as `resolve`).
+fn servable_target(root: &Path, real: &Path, allow_hidden: bool) -> bool {
+    match real.strip_prefix(root) {
+        Ok(inside) => allow_hidden || !has_hidden_part(inside),
+        Err(_) => false,
+    }
 }
 
 /// A client-facing reason for a failed file-system call (no paths leaked).
@@ -242,6 +265,23 @@ mod tests {
             Err(reason) => reason,
             Ok(target) => panic!("{name:?} was not refused: {target:?}"),
         }
+    }
+
+    #[test]
+    fn listing_shows_only_what_can_be_downloaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = fs::canonicalize(dir.path()).unwrap();
+        fs::write(root.join(".secret"), b"s").unwrap();
+        fs::write(root.join("plain"), b"p").unwrap();
+        std::os::unix::fs::symlink(".secret", root.join("to-secret")).unwrap();
+        std::os::unix::fs::symlink("plain", root.join("to-plain")).unwrap();
+        std::os::unix::fs::symlink("/etc/hostname", root.join("to-outside")).unwrap();
+        assert_eq!(listing(&root, &root, false).unwrap(), "plain\nto-plain\n");
+        assert_eq!(refused(&root, "to-secret"), "hidden files are not served");
+        assert_eq!(
+            listing(&root, &root, true).unwrap(),
+            ".secret\nplain\nto-plain\nto-secret\n"
+        );
     }
 
     #[test]

@@ -1,0 +1,585 @@
+//! The `download` handler over real TCP: files (with and without a newline),
+//! every refusal, listings, big files, clients that vanish, descriptor leaks,
+//! GBK names and over-long names.
+
+use std::fs;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::task::JoinSet;
+use tokio::time::{sleep, timeout};
+
+use crate::common::{self, LIMIT, TestServer};
+
+/// A `root = '...'` line for `dir`, as a TOML literal string.
+fn root_key(dir: &Path) -> String {
+    let path = dir.to_str().expect("temp dir path is not UTF-8");
+    assert!(
+        !path.contains('\'') && !path.contains('\n'),
+        "temp dir path {path:?} cannot be a TOML literal string"
+    );
+    format!("root = '{path}'")
+}
+
+/// One download listener called `name` on `root`, with `extra` keys.
+fn download_listener(name: &str, root: &Path, extra: &str) -> String {
+    common::listener(name, "download", &format!("{}\n{extra}", root_key(root)))
+}
+
+/// Sends `request` as is (no half-close, like the seed client) and reads until the server closes.
+async fn fetch(addr: SocketAddr, request: &[u8]) -> Vec<u8> {
+    let mut stream = common::connect(addr).await;
+    timeout(LIMIT, stream.write_all(request))
+        .await
+        .expect("send timed out")
+        .expect("send failed");
+    common::read_to_end(&mut stream).await
+}
+
+/// Asserts that `reply` is exactly one `ERR <reason>` line whose reason contains `keyword`.
+fn assert_refused(reply: &[u8], keyword: &str, request: &str) {
+    let text = String::from_utf8_lossy(reply);
+    assert!(
+        text.starts_with("ERR ") && text.ends_with('\n') && text.matches('\n').count() == 1,
+        "{request:?}: expected one ERR line then EOF, got {text:?}"
+    );
+    let reason = text["ERR ".len()..].trim_end();
+    assert!(!reason.is_empty(), "{request:?}: empty reason");
+    assert!(
+        reason.to_lowercase().contains(keyword),
+        "{request:?}: reason {reason:?} does not mention {keyword:?}"
+    );
+}
+
+/// A deterministic, non-repeating byte stream (splitmix64 words).
+struct Pattern {
+    counter: u64,
+    word: [u8; 8],
+    used: usize,
+}
+
+impl Pattern {
+    fn new(seed: u64) -> Self {
+        Pattern {
+            counter: seed,
+            word: [0; 8],
+            used: 8,
+        }
+    }
+
+    fn fill(&mut self, buf: &mut [u8]) {
+        for byte in buf {
+            if self.used == 8 {
+                self.counter = self.counter.wrapping_add(0x9E37_79B9_7F4A_7C15);
+                let mut z = self.counter;
+                z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+                self.word = (z ^ (z >> 31)).to_le_bytes();
+                self.used = 0;
+            }
+            *byte = self.word[self.used];
+            self.used += 1;
+        }
+    }
+
+    /// The first `len` bytes of the stream of `seed`.
+    fn bytes(seed: u64, len: usize) -> Vec<u8> {
+        let mut data = vec![0; len];
+        Pattern::new(seed).fill(&mut data);
+        data
+    }
+}
+
+/// Writes `len` bytes of the pattern of `seed` to `path`, 1 MiB at a time.
+fn write_pattern_file(path: &Path, seed: u64, len: u64) {
+    let mut file = fs::File::create(path).expect("create big file");
+    let mut pattern = Pattern::new(seed);
+    let mut chunk = vec![0u8; 1 << 20];
+    let mut left = len;
+    while left > 0 {
+        let n = usize::try_from(left.min(chunk.len() as u64)).expect("chunk fits usize");
+        pattern.fill(&mut chunk[..n]);
+        file.write_all(&chunk[..n]).expect("write big file");
+        left -= n as u64;
+    }
+    file.sync_all().expect("sync big file");
+}
+
+/// Downloads `name` and checks it against the pattern of `seed` while reading,
+/// without buffering the file; the whole transfer is bounded by `limit`.
+async fn download_and_verify(addr: SocketAddr, name: &str, seed: u64, len: u64, limit: Duration) {
+    let transfer = async {
+        let mut stream = common::connect(addr).await;
+        stream
+            .write_all(format!("{name}\n").as_bytes())
+            .await
+            .expect("send failed");
+        let mut expected = Pattern::new(seed);
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut want = vec![0u8; 64 * 1024];
+        let mut total = 0u64;
+        loop {
+            let n = stream.read(&mut buf).await.expect("read failed");
+            if n == 0 {
+                break;
+            }
+            assert!(
+                total + n as u64 <= len,
+                "{name}: more than {len} bytes received"
+            );
+            expected.fill(&mut want[..n]);
+            if buf[..n] != want[..n] {
+                let at = buf[..n]
+                    .iter()
+                    .zip(&want[..n])
+                    .position(|(a, b)| a != b)
+                    .unwrap_or(0);
+                panic!("{name}: byte {} differs from the file", total + at as u64);
+            }
+            total += n as u64;
+        }
+        assert_eq!(total, len, "{name}: file cut short");
+    };
+    timeout(limit, transfer)
+        .await
+        .expect("download did not finish in time");
+}
+
+/// Connects, asks for `name`, reads a little of it and drops the socket.
+async fn read_a_little_and_vanish(addr: SocketAddr, name: &str, seed: u64) {
+    let mut stream = common::connect(addr).await;
+    timeout(LIMIT, stream.write_all(format!("{name}\n").as_bytes()))
+        .await
+        .expect("send timed out")
+        .expect("send failed");
+    let mut head = vec![0u8; 64 * 1024];
+    timeout(LIMIT, stream.read_exact(&mut head))
+        .await
+        .expect("no data in time")
+        .expect("read failed");
+    assert_eq!(
+        head,
+        Pattern::bytes(seed, head.len()),
+        "{name}: first bytes differ"
+    );
+    drop(stream);
+}
+
+/// A FIFO in the root. If the server ever blocks opening it for reading (a
+/// regression), the test fails on its timeout; dropping this guard then
+/// opens the write side once, without blocking, so the stuck blocking-pool
+/// thread returns and the runtime can shut down instead of hanging the test.
+struct Fifo(PathBuf);
+
+impl Fifo {
+    fn create(path: &Path) -> Fifo {
+        let status = Command::new("mkfifo")
+            .arg(path)
+            .status()
+            .expect("cannot run mkfifo");
+        assert!(
+            status.success(),
+            "mkfifo {} failed: {status}",
+            path.display()
+        );
+        Fifo(path.to_owned())
+    }
+}
+
+impl Drop for Fifo {
+    fn drop(&mut self) {
+        // ENXIO (no reader waiting) is the normal case: nothing to unblock.
+        let _ = fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&self.0);
+    }
+}
+
+async fn stop(server: TestServer) {
+    let report = server.shutdown().await;
+    assert_eq!(report.abandoned, 0, "connections still open at shutdown");
+}
+
+#[tokio::test]
+async fn file_is_identical_with_and_without_newline() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let data = Pattern::bytes(1, 100_003);
+    fs::write(root.path().join("data.bin"), &data).expect("write");
+    fs::write(root.path().join("hello.txt"), b"hello, world\n").expect("write");
+    fs::write(root.path().join("empty.txt"), b"").expect("write");
+    fs::create_dir(root.path().join("sub")).expect("mkdir");
+    fs::write(root.path().join("sub/inner.txt"), b"inner\n").expect("write");
+    let server = TestServer::start(&download_listener("dl", root.path(), "chunk_size = 1000"));
+    let addr = server.addr("dl");
+
+    assert!(
+        fetch(addr, b"data.bin\n").await == data,
+        "data.bin with \\n differs"
+    );
+    assert!(
+        fetch(addr, b"data.bin\r\n").await == data,
+        "data.bin with \\r\\n differs"
+    );
+    // The seed tutorial's client: the name, no newline, then it just reads.
+    assert!(
+        fetch(addr, b"data.bin").await == data,
+        "data.bin without newline differs"
+    );
+    assert_eq!(fetch(addr, b"hello.txt").await, b"hello, world\n");
+    assert_eq!(fetch(addr, b"hello.txt\n").await, b"hello, world\n");
+    assert_eq!(fetch(addr, b"sub/inner.txt\n").await, b"inner\n");
+    assert_eq!(fetch(addr, b"empty.txt\n").await, b"");
+    stop(server).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_refusal_is_one_err_line_and_the_server_goes_on() {
+    let base = tempfile::tempdir().expect("tempdir");
+    let root = base.path().join("root");
+    // A sibling whose name starts like the root's: a prefix check on strings would let it in.
+    let outside = base.path().join("rootx");
+    fs::create_dir_all(root.join("sub")).expect("mkdir");
+    fs::create_dir(&outside).expect("mkdir");
+    fs::write(base.path().join("x"), b"SECRET-X\n").expect("write");
+    fs::write(outside.join("secret.txt"), b"SECRET-OUTSIDE\n").expect("write");
+    fs::write(root.join("good.txt"), b"good\n").expect("write");
+    fs::write(root.join(".hidden"), b"SECRET-HIDDEN\n").expect("write");
+    fs::write(root.join("sub/.hidden"), b"SECRET-SUB-HIDDEN\n").expect("write");
+    std::os::unix::fs::symlink(outside.join("secret.txt"), root.join("escape")).expect("symlink");
+    std::os::unix::fs::symlink("../rootx/secret.txt", root.join("escape-rel")).expect("symlink");
+    std::os::unix::fs::symlink(&outside, root.join("escdir")).expect("symlink");
+    let _fifo = Fifo::create(&root.join("fifo"));
+    let server = TestServer::start(&download_listener("dl", &root, ""));
+    let addr = server.addr("dl");
+
+    let long_name = "a".repeat(300);
+    let cases: &[(&[u8], &str)] = &[
+        (b"../x", ".."),
+        (b"sub/../../x", ".."),
+        (b"/etc/passwd", "absolute"),
+        (b"good\0.txt", "nul"),
+        (b".hidden", "hidden"),
+        (b"sub/.hidden", "hidden"),
+        (b"escape", "outside"),
+        (b"escape-rel", "outside"),
+        (b"escdir/secret.txt", "outside"),
+        (b"fifo", "not a regular file"),
+        (b"missing.txt", "not found"),
+        (b"good.txt/more", "not found"),
+        (b"\xff\xfe.txt", "not found"),
+        (long_name.as_bytes(), "too long"),
+    ];
+    let root_text = root.to_str().expect("UTF-8 path");
+    for (name, keyword) in cases {
+        let shown = String::from_utf8_lossy(name).into_owned();
+        let mut request = name.to_vec();
+        request.push(b'\n');
+        let reply = fetch(addr, &request).await;
+        assert_refused(&reply, keyword, &shown);
+        let text = String::from_utf8_lossy(&reply);
+        assert!(
+            !text.contains("SECRET") && !text.contains("root:"),
+            "{shown:?}: leaked content {text:?}"
+        );
+        assert!(
+            !text.contains(root_text),
+            "{shown:?}: reply names the root: {text:?}"
+        );
+        assert_eq!(
+            fetch(addr, b"good.txt\n").await,
+            b"good\n",
+            "not served after {shown:?}"
+        );
+    }
+    // Seed-style (no newline) refusals behave the same.
+    assert_refused(&fetch(addr, b"../x").await, "..", "../x without newline");
+    assert_refused(
+        &fetch(addr, b"fifo").await,
+        "not a regular file",
+        "fifo without newline",
+    );
+    assert_eq!(fetch(addr, b"good.txt").await, b"good\n");
+    stop(server).await;
+}
+
+#[tokio::test]
+async fn allow_hidden_and_symlinks_inside_the_root_are_served() {
+    let root = tempfile::tempdir().expect("tempdir");
+    fs::write(root.path().join(".hidden"), b"hidden content\n").expect("write");
+    fs::create_dir(root.path().join("sub")).expect("mkdir");
+    fs::write(root.path().join("sub/target.txt"), b"target content\n").expect("write");
+    fs::write(root.path().join("sub/other.txt"), b"other\n").expect("write");
+    std::os::unix::fs::symlink(
+        root.path().join("sub/target.txt"),
+        root.path().join("link-abs"),
+    )
+    .expect("symlink");
+    std::os::unix::fs::symlink("sub/target.txt", root.path().join("link-rel")).expect("symlink");
+    std::os::unix::fs::symlink("sub", root.path().join("link-dir")).expect("symlink");
+    let toml = format!(
+        "{}{}",
+        download_listener("open", root.path(), "allow_hidden = true"),
+        download_listener("strict", root.path(), "")
+    );
+    let server = TestServer::start(&toml);
+    let (open, strict) = (server.addr("open"), server.addr("strict"));
+
+    assert_eq!(fetch(open, b".hidden\n").await, b"hidden content\n");
+    assert_refused(
+        &fetch(strict, b".hidden\n").await,
+        "hidden",
+        ".hidden on the strict listener",
+    );
+    for addr in [open, strict] {
+        assert_eq!(fetch(addr, b"link-abs\n").await, b"target content\n");
+        assert_eq!(fetch(addr, b"link-rel\n").await, b"target content\n");
+        assert_eq!(
+            fetch(addr, b"link-dir/target.txt\n").await,
+            b"target content\n"
+        );
+        assert_eq!(fetch(addr, b"link-dir\n").await, b"other.txt\ntarget.txt\n");
+    }
+    stop(server).await;
+}
+
+#[tokio::test]
+async fn listing_is_sorted_marks_directories_and_hides_dot_names() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let r = root.path();
+    for dir in ["sub/deeper", "alpha", ".git"] {
+        fs::create_dir_all(r.join(dir)).expect("mkdir");
+    }
+    for file in [
+        "b.txt",
+        "a.txt",
+        "c.txt",
+        ".env",
+        "sub/inner.txt",
+        "sub/.secret",
+        ".git/config",
+    ] {
+        fs::write(r.join(file), b"x").expect("write");
+    }
+    fs::create_dir(r.join("empty")).expect("mkdir");
+    let server = TestServer::start(&download_listener("dl", r, ""));
+    let addr = server.addr("dl");
+
+    let top = b"a.txt\nalpha/\nb.txt\nc.txt\nempty/\nsub/\n";
+    assert_eq!(
+        String::from_utf8_lossy(&fetch(addr, b"\n").await),
+        String::from_utf8_lossy(top)
+    );
+    // An empty line with CRLF, and ".", name the root too.
+    assert_eq!(
+        String::from_utf8_lossy(&fetch(addr, b"\r\n").await),
+        String::from_utf8_lossy(top)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&fetch(addr, b".\n").await),
+        String::from_utf8_lossy(top)
+    );
+    let sub = "deeper/\ninner.txt\n";
+    assert_eq!(String::from_utf8_lossy(&fetch(addr, b"sub\n").await), sub);
+    assert_eq!(String::from_utf8_lossy(&fetch(addr, b"sub/\n").await), sub);
+    assert_eq!(String::from_utf8_lossy(&fetch(addr, b"sub").await), sub);
+    assert_eq!(fetch(addr, b"empty\n").await, b"");
+    assert_refused(&fetch(addr, b".git\n").await, "hidden", ".git");
+    stop(server).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundred_megabyte_file_arrives_byte_identical() {
+    const LEN: u64 = 100 * 1024 * 1024;
+    const SEED: u64 = 100;
+    let root = tempfile::tempdir().expect("tempdir");
+    write_pattern_file(&root.path().join("big.bin"), SEED, LEN);
+    let server = TestServer::start(&download_listener("dl", root.path(), ""));
+    download_and_verify(server.addr("dl"), "big.bin", SEED, LEN, LIMIT * 2).await;
+    stop(server).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_vanishing_mid_file_does_not_affect_the_server() {
+    const LEN: u64 = 32 * 1024 * 1024;
+    const SEED: u64 = 32;
+    let root = tempfile::tempdir().expect("tempdir");
+    write_pattern_file(&root.path().join("big.bin"), SEED, LEN);
+    fs::write(root.path().join("small.txt"), b"small\n").expect("write");
+    let server = TestServer::start(&download_listener("dl", root.path(), ""));
+    let addr = server.addr("dl");
+
+    for _ in 0..3 {
+        read_a_little_and_vanish(addr, "big.bin", SEED).await;
+    }
+    assert_eq!(fetch(addr, b"small.txt\n").await, b"small\n");
+    download_and_verify(addr, "big.bin", SEED, LEN, LIMIT).await;
+    stop(server).await;
+}
+
+fn open_descriptors() -> usize {
+    fs::read_dir("/proc/self/fd")
+        .expect("read /proc/self/fd")
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_descriptor_leaks_on_refused_served_and_abandoned_requests() {
+    // Other tests run in this process at the same time: their descriptors come
+    // and go, so the count must only come back within a margin, which is far
+    // below what one leaked descriptor per request would add.
+    const MARGIN: usize = 16;
+    const BIG_LEN: u64 = 16 * 1024 * 1024;
+    const SEED: u64 = 16;
+    let base = tempfile::tempdir().expect("tempdir");
+    let root = base.path().join("root");
+    fs::create_dir_all(root.join("sub")).expect("mkdir");
+    fs::write(root.join("good.txt"), b"good\n").expect("write");
+    fs::write(root.join(".hidden"), b"hidden\n").expect("write");
+    fs::write(base.path().join("outside.txt"), b"outside\n").expect("write");
+    std::os::unix::fs::symlink(base.path().join("outside.txt"), root.join("escape"))
+        .expect("symlink");
+    let _fifo = Fifo::create(&root.join("fifo"));
+    write_pattern_file(&root.join("big.bin"), SEED, BIG_LEN);
+    let server = TestServer::start(&download_listener("dl", &root, ""));
+    let addr = server.addr("dl");
+
+    // Warm up (runtime and blocking pool), then measure.
+    assert_eq!(fetch(addr, b"good.txt\n").await, b"good\n");
+    assert_refused(&fetch(addr, b"fifo\n").await, "not a regular file", "fifo");
+    let before = open_descriptors();
+
+    let refused: [(&[u8], &str); 5] = [
+        (b"../x\n", ".."),
+        (b".hidden\n", "hidden"),
+        (b"escape\n", "outside"),
+        (b"fifo\n", "not a regular file"),
+        (b"missing\n", "not found"),
+    ];
+    for batch in 0..10 {
+        let mut clients = JoinSet::new();
+        for i in 0..20 {
+            let (request, keyword) = refused[(batch * 20 + i) % refused.len()];
+            clients.spawn(async move {
+                assert_refused(&fetch(addr, request).await, keyword, "leak check")
+            });
+        }
+        for i in 0..10 {
+            let request: &[u8] = if i % 2 == 0 { b"good.txt\n" } else { b"sub\n" };
+            clients.spawn(async move {
+                let reply = fetch(addr, request).await;
+                assert!(
+                    !reply.starts_with(b"ERR"),
+                    "served request refused: {:?}",
+                    String::from_utf8_lossy(&reply)
+                );
+            });
+        }
+        for _ in 0..4 {
+            clients.spawn(read_a_little_and_vanish(addr, "big.bin", SEED));
+        }
+        let joined = timeout(LIMIT, async {
+            while let Some(done) = clients.join_next().await {
+                done.expect("client task failed");
+            }
+        });
+        joined.await.expect("clients did not finish in time");
+    }
+    assert_eq!(fetch(addr, b"good.txt\n").await, b"good\n");
+
+    let mut now = open_descriptors();
+    for _ in 0..100 {
+        if now <= before + MARGIN {
+            break;
+        }
+        sleep(Duration::from_millis(50)).await;
+        now = open_descriptors();
+    }
+    assert!(
+        now <= before + MARGIN,
+        "descriptors: {before} before, {now} after 340 requests"
+    );
+    stop(server).await;
+}
+
+#[tokio::test]
+async fn gbk_listener_decodes_the_requested_name() {
+    let root = tempfile::tempdir().expect("tempdir");
+    fs::write(root.path().join("你好.txt"), "你好, world\n").expect("write");
+    let toml = format!(
+        "{}{}",
+        download_listener("gbk", root.path(), "encoding = \"gbk\""),
+        download_listener("utf8", root.path(), "")
+    );
+    let server = TestServer::start(&toml);
+    let (gbk, utf8) = (server.addr("gbk"), server.addr("utf8"));
+    let gbk_name = encoding_rs::GBK.encode("你好.txt").0.into_owned();
+    assert_eq!(gbk_name, b"\xc4\xe3\xba\xc3.txt", "test's own GBK encoding");
+
+    let mut request = gbk_name.clone();
+    request.push(b'\n');
+    // The file's bytes are sent as they are on disk (UTF-8 here), not re-encoded.
+    assert_eq!(fetch(gbk, &request).await, "你好, world\n".as_bytes());
+    assert_eq!(fetch(gbk, &gbk_name).await, "你好, world\n".as_bytes());
+    // The listing is written in the listener's encoding.
+    assert_eq!(fetch(gbk, b"\n").await, b"\xc4\xe3\xba\xc3.txt\n");
+    // A UTF-8 listener does not understand GBK bytes, and vice versa.
+    assert_refused(
+        &fetch(utf8, &request).await,
+        "not found",
+        "GBK name on the UTF-8 listener",
+    );
+    assert_refused(
+        &fetch(gbk, "你好.txt\n".as_bytes()).await,
+        "not found",
+        "UTF-8 name on the GBK listener",
+    );
+    assert_eq!(
+        fetch(utf8, "你好.txt\n".as_bytes()).await,
+        "你好, world\n".as_bytes()
+    );
+    stop(server).await;
+}
+
+#[tokio::test]
+async fn message_longer_than_max_message_bytes_is_refused() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let longest = "n".repeat(64);
+    fs::write(root.path().join(&longest), b"longest name\n").expect("write");
+    let server = TestServer::start(&download_listener(
+        "dl",
+        root.path(),
+        "max_message_bytes = 64",
+    ));
+    let addr = server.addr("dl");
+
+    assert_eq!(
+        fetch(addr, format!("{longest}\n").as_bytes()).await,
+        b"longest name\n"
+    );
+    let too_long = format!("{longest}n\n");
+    assert_eq!(
+        fetch(addr, too_long.as_bytes()).await,
+        b"ERR message too long\n"
+    );
+    let far_too_long = format!("{}\n", "x".repeat(10_000));
+    assert_eq!(
+        fetch(addr, far_too_long.as_bytes()).await,
+        b"ERR message too long\n"
+    );
+    // Without a newline too (the framing limit, not the file system, refuses it).
+    assert_eq!(
+        fetch(addr, "y".repeat(200).as_bytes()).await,
+        b"ERR message too long\n"
+    );
+    assert_eq!(
+        fetch(addr, format!("{longest}\n").as_bytes()).await,
+        b"longest name\n"
+    );
+    stop(server).await;
+}
