@@ -63,6 +63,8 @@ pub mod defaults {
     /// Messages that end a random-bot chat.
     pub const FAREWELL: &[&str] = &["bye"];
 
+    /// Upper bound of `max_connections` (far above what one process can hold open).
+    pub const MAX_CONNECTIONS_LIMIT: usize = 10_000_000;
     /// Upper bound of `max_message_bytes` and `chunk_size`.
     pub const MAX_BUFFER_BYTES: usize = 16 * 1024 * 1024;
 }
@@ -539,10 +541,13 @@ fn parse_listener(
             "backlog must be between 1 and 65535".into(),
         ));
     }
-    if keys.max_connections == 0 {
+    if keys.max_connections == 0 || keys.max_connections > defaults::MAX_CONNECTIONS_LIMIT {
         return Err(fail(
             "max_connections",
-            "max_connections must be at least 1".into(),
+            format!(
+                "max_connections must be between 1 and {}",
+                defaults::MAX_CONNECTIONS_LIMIT
+            ),
         ));
     }
     if keys.idle_timeout.is_zero() {
