@@ -5,22 +5,27 @@
 //! Names are confined to the root: absolute paths, `..`, NUL bytes, hidden
 //! names (unless `allow_hidden`), symlinks that lead outside the root, and
 //! anything that is not a regular file or directory are refused with one
-//! `ERR <reason>` line. Path checks and opens run on the blocking pool; the
-//! file is opened `O_NOFOLLOW | O_NONBLOCK` and checked again with `fstat`,
-//! so a FIFO or a symlink swapped in after the check cannot block or escape.
+//! `ERR <reason>` line. Path checks and opens run on the blocking pool. A
+//! name is checked by path, opened `O_NOFOLLOW | O_NONBLOCK`, then checked
+//! again through its descriptor (`/proc/self/fd`, `fstat`), so a FIFO, or a
+//! directory swapped for a symlink after the first check, can neither block
+//! nor escape the root.
 
+use std::collections::BinaryHeap;
 use std::fs;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
 use tokio::io::AsyncReadExt;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use super::{Ended, Handler, HandlerError, Io};
 use crate::config::DownloadConfig;
 use crate::connection::{Connection, Incoming};
+use crate::text::TextEncoding;
 
 /// A listing stops after this many entries, so a huge directory costs bounded memory.
 pub const MAX_LISTING_ENTRIES: usize = 10_000;
@@ -41,7 +46,10 @@ enum Target {
         path: PathBuf,
         len: u64,
     },
-    Directory(PathBuf),
+    Directory {
+        handle: fs::File,
+        path: PathBuf,
+    },
 }
 
 impl Download {
@@ -62,9 +70,13 @@ impl Download {
             .map_err(HandlerError::Refused)
     }
 
-    async fn listing_blocking(&self, dir: PathBuf) -> Result<String, HandlerError> {
+    async fn listing_blocking(
+        &self,
+        dir: fs::File,
+        encoding: TextEncoding,
+    ) -> Result<String, HandlerError> {
         let (root, allow_hidden) = (self.root.clone(), self.allow_hidden);
-        tokio::task::spawn_blocking(move || listing(&root, &dir, allow_hidden))
+        tokio::task::spawn_blocking(move || listing(&root, &dir, allow_hidden, encoding))
             .await
             .map_err(io::Error::other)?
             .map_err(|e| HandlerError::Refused(io_reason(&e)))
@@ -89,9 +101,11 @@ impl Handler for Download {
             }
         };
         match target {
-            Target::Directory(dir) => {
-                let text = self.listing_blocking(dir.clone()).await?;
-                info!(dir = %dir.display(), "sending listing");
+            Target::Directory { handle, path } => {
+                let text = self
+                    .listing_blocking(handle, conn.settings.encoding)
+                    .await?;
+                info!(dir = %path.display(), "sending listing");
                 conn.send(&conn.settings.encoding.encode(&text)).await?;
             }
             Target::File { file, path, len } => {
@@ -123,7 +137,7 @@ impl Handler for Download {
     }
 }
 
-/// Resolves a requested name under `root` (canonical), or says why not.
+/// Resolves a requested name under `root` (canonical) and opens it, or says why not.
 fn resolve(root: &Path, name: &str, allow_hidden: bool) -> Result<Target, String> {
     if name.contains('\0') {
         return Err("invalid name: NUL byte".into());
@@ -143,55 +157,81 @@ fn resolve(root: &Path, name: &str, allow_hidden: bool) -> Result<Target, String
             }
         }
     }
+    // Checked by path first, so escapes and special files are never opened.
     let path = fs::canonicalize(root.join(requested)).map_err(|e| io_reason(&e))?;
-    // Symlinks are resolved now: the real path must still be inside the root.
-    let inside = path
-        .strip_prefix(root)
-        .map_err(|_| "outside the download root".to_owned())?;
-    if !allow_hidden
-        && inside
-            .components()
-            .any(|c| c.as_os_str().as_encoded_bytes().starts_with(b"."))
-    {
-        return Err("hidden files are not served".into());
-    }
+    check_confined(root, &path, allow_hidden)?;
     let meta = fs::metadata(&path).map_err(|e| io_reason(&e))?;
-    if meta.is_dir() {
-        return Ok(Target::Directory(path));
-    }
-    if !meta.is_file() {
-        return Err("not a regular file or directory".into());
+    if !meta.is_file() && !meta.is_dir() {
+        return Err(NOT_SERVABLE.into());
     }
     // O_NONBLOCK: a FIFO swapped in after the check must not block the open.
-    let file = fs::OpenOptions::new()
+    let handle = fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(&path)
         .map_err(|e| io_reason(&e))?;
-    let meta = file.metadata().map_err(|e| io_reason(&e))?;
-    if !meta.is_file() {
-        return Err("not a regular file or directory".into());
+    // A directory on the path may have been swapped for a symlink between the
+    // check and the open: check again what was really opened, by descriptor.
+    let real = fs::read_link(descriptor_path(&handle)).map_err(|e| {
+        warn!(error = %e, "cannot read /proc/self/fd to verify an opened path");
+        "cannot verify the path".to_owned()
+    })?;
+    check_confined(root, &real, allow_hidden)?;
+    let meta = handle.metadata().map_err(|e| io_reason(&e))?;
+    if meta.is_dir() {
+        Ok(Target::Directory { handle, path: real })
+    } else if meta.is_file() {
+        Ok(Target::File {
+            len: meta.len(),
+            file: handle,
+            path: real,
+        })
+    } else {
+        Err(NOT_SERVABLE.into())
     }
-    Ok(Target::File {
-        file,
-        path,
-        len: meta.len(),
-    })
 }
 
-/// The listing of `dir`: servable entries, sorted, one a line, directories with "/".
-fn listing(root: &Path, dir: &Path, allow_hidden: bool) -> io::Result<String> {
-    let mut names = Vec::new();
+const NOT_SERVABLE: &str = "not a regular file or directory";
+
+/// The `/proc` path that names an open file by its descriptor.
+fn descriptor_path(file: &fs::File) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()))
+}
+
+/// Refuses a real (symlink-free) path outside the root or, unless hidden
+/// names are allowed, with a component starting with ".".
+fn check_confined(root: &Path, real: &Path, allow_hidden: bool) -> Result<(), String> {
+    let inside = real
+        .strip_prefix(root)
+        .map_err(|_| "outside the download root".to_owned())?;
+    let hidden = inside
+        .components()
+        .any(|c| c.as_os_str().as_encoded_bytes().starts_with(b"."));
+    if hidden && !allow_hidden {
+        return Err("hidden files are not served".into());
+    }
+    Ok(())
+}
+
+/// The listing of an opened directory: the entries a client could request
+/// back, sorted, one a line, directories with "/". At most
+/// [`MAX_LISTING_ENTRIES`] (the first ones in sort order) are kept in memory.
+fn listing(
+    root: &Path,
+    dir: &fs::File,
+    allow_hidden: bool,
+    encoding: TextEncoding,
+) -> io::Result<String> {
+    let mut names = BinaryHeap::new();
     let mut truncated = false;
-    for entry in fs::read_dir(dir)? {
+    // Read through the descriptor, so the directory checked is the one listed.
+    for entry in fs::read_dir(descriptor_path(dir))? {
         let entry = entry?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if !allow_hidden && name.starts_with('.') {
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+            continue; // not UTF-8: no client could ask for it by name
+        };
+        if !requestable(&name, allow_hidden, encoding) {
             continue;
-        }
-        if names.len() == MAX_LISTING_ENTRIES {
-            truncated = true;
-            break;
         }
         // An entry that vanished or cannot be inspected is left out, not fatal.
         let Ok(mut kind) = entry.file_type() else {
@@ -200,7 +240,7 @@ fn listing(root: &Path, dir: &Path, allow_hidden: bool) -> io::Result<String> {
         if kind.is_symlink() {
             // Listed only if it resolves to something servable inside the root.
             let real = match fs::canonicalize(entry.path()) {
-                Ok(real) if servable_target(root, &real, allow_hidden) => real,
+                Ok(real) if check_confined(root, &real, allow_hidden).is_ok() => real,
                 _ => continue,
             };
             let Ok(meta) = fs::metadata(&real) else {
@@ -212,12 +252,17 @@ fn listing(root: &Path, dir: &Path, allow_hidden: bool) -> io::Result<String> {
             names.push(format!("{name}/"));
         } else if kind.is_file() {
             names.push(name);
+        } else {
+            continue;
+        }
+        if names.len() > MAX_LISTING_ENTRIES {
+            names.pop(); // the last in sort order
+            truncated = true;
         }
     }
-    names.sort_unstable();
     let mut text = String::new();
-    for name in &names {
-        text.push_str(name);
+    for name in names.into_sorted_vec() {
+        text.push_str(&name);
         text.push('\n');
     }
     if truncated {
@@ -228,20 +273,14 @@ fn listing(root: &Path, dir: &Path, allow_hidden: bool) -> io::Result<String> {
     Ok(text)
 }
 
-/// True when a path relative to the root has a component starting with ".".
-fn has_hidden_part(relative: &Path) -> bool {
-    relative
-        .components()
-        .any(|c| c.as_os_str().as_encoded_bytes().starts_with(b"."))
-}
-
-/// True when a symlink's resolved target may be served: inside the root and,
-/// unless hidden names are allowed, not hidden (the same rule as `resolve`).
-fn servable_target(root: &Path, real: &Path, allow_hidden: bool) -> bool {
-    match real.strip_prefix(root) {
-        Ok(inside) => allow_hidden || !has_hidden_part(inside),
-        Err(_) => false,
-    }
+/// True when a client could send `name` back and get this entry: not hidden
+/// (unless allowed), no control characters, no surrounding white space
+/// (requests are trimmed), and representable in the listener's encoding.
+fn requestable(name: &str, allow_hidden: bool, encoding: TextEncoding) -> bool {
+    (allow_hidden || !name.starts_with('.'))
+        && !name.chars().any(char::is_control)
+        && name.trim() == name
+        && encoding.decode(&encoding.encode(name)) == name
 }
 
 /// A client-facing reason for a failed file-system call (no paths leaked).
@@ -249,7 +288,7 @@ fn io_reason(err: &io::Error) -> String {
     match err.kind() {
         io::ErrorKind::NotFound => "not found".into(),
         io::ErrorKind::PermissionDenied => "permission denied".into(),
-        _ if err.raw_os_error() == Some(libc::ELOOP) => "outside the download root".into(),
+        _ if err.raw_os_error() == Some(libc::ELOOP) => "too many levels of symbolic links".into(),
         _ if err.raw_os_error() == Some(libc::ENOTDIR) => "not found".into(),
         _ if err.raw_os_error() == Some(libc::ENAMETOOLONG) => "name too long".into(),
         _ => "cannot read".into(),
@@ -276,11 +315,89 @@ mod tests {
         std::os::unix::fs::symlink(".secret", root.join("to-secret")).unwrap();
         std::os::unix::fs::symlink("plain", root.join("to-plain")).unwrap();
         std::os::unix::fs::symlink("/etc/hostname", root.join("to-outside")).unwrap();
-        assert_eq!(listing(&root, &root, false).unwrap(), "plain\nto-plain\n");
+        fs::write(root.join(" padded"), b"x").unwrap();
+        fs::write(root.join("new\nline"), b"x").unwrap();
+        fs::write(root.join("😀"), b"x").unwrap();
+        let dir = fs::File::open(&root).unwrap();
+        let list = |hidden, encoding| listing(&root, &dir, hidden, encoding).unwrap();
+        assert_eq!(list(false, TextEncoding::Utf8), "plain\nto-plain\n😀\n");
         assert_eq!(refused(&root, "to-secret"), "hidden files are not served");
         assert_eq!(
-            listing(&root, &root, true).unwrap(),
-            ".secret\nplain\nto-plain\nto-secret\n"
+            list(true, TextEncoding::Utf8),
+            ".secret\nplain\nto-plain\nto-secret\n😀\n"
+        );
+        // GBK has no emoji: a GBK client could not ask for it.
+        assert_eq!(list(false, TextEncoding::Gbk), "plain\nto-plain\n");
+    }
+
+    #[test]
+    fn a_long_listing_keeps_the_first_entries_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = fs::canonicalize(dir.path()).unwrap();
+        for i in (0..MAX_LISTING_ENTRIES + 5).rev() {
+            fs::write(root.join(format!("f{i:06}")), b"").unwrap();
+        }
+        let handle = fs::File::open(&root).unwrap();
+        let text = listing(&root, &handle, false, TextEncoding::Utf8).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), MAX_LISTING_ENTRIES + 1);
+        assert_eq!(lines[0], "f000000");
+        let last = format!("f{:06}", MAX_LISTING_ENTRIES - 1);
+        assert_eq!(lines[MAX_LISTING_ENTRIES - 1], last);
+        assert!(lines[MAX_LISTING_ENTRIES].starts_with("(listing stops"));
+    }
+
+    /// A directory on the requested path is swapped for a symlink to the
+    /// outside, over and over, while names are resolved: whatever is opened
+    /// must never be the outside file (the check after the open catches it).
+    #[test]
+    fn swapping_a_directory_for_a_symlink_cannot_escape() {
+        use std::io::Read;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::time::{Duration, Instant};
+
+        let base = tempfile::tempdir().unwrap();
+        let base = fs::canonicalize(base.path()).unwrap();
+        let (root, outside) = (base.join("root"), base.join("outside"));
+        fs::create_dir_all(root.join("d")).unwrap();
+        fs::create_dir_all(&outside).unwrap();
+        fs::write(root.join("d/f"), b"inside").unwrap();
+        fs::write(outside.join("f"), b"SECRET").unwrap();
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let swapper = {
+            let (root, outside, stop) = (root.clone(), outside.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut swaps = 0u32;
+                while !stop.load(Ordering::Relaxed) && swaps < 1_000_000 {
+                    fs::rename(root.join("d"), root.join("d_real")).unwrap();
+                    std::os::unix::fs::symlink(&outside, root.join("d")).unwrap();
+                    fs::remove_file(root.join("d")).unwrap();
+                    fs::rename(root.join("d_real"), root.join("d")).unwrap();
+                    swaps += 1;
+                }
+                swaps
+            })
+        };
+        let (mut served, mut refused) = (0u32, 0u32);
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_millis(1500) && served + refused < 200_000 {
+            match resolve(&root, "d/f", false) {
+                Ok(Target::File { mut file, .. }) => {
+                    let mut body = String::new();
+                    file.read_to_string(&mut body).unwrap();
+                    assert_eq!(body, "inside", "escaped the root after {served} downloads");
+                    served += 1;
+                }
+                Ok(other) => panic!("unexpected target {other:?}"),
+                Err(_) => refused += 1,
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        let swaps = swapper.join().unwrap();
+        assert!(
+            served > 0 && swaps > 0,
+            "the race never ran: {served} served, {swaps} swaps"
         );
     }
 
