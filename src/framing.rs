@@ -4,8 +4,10 @@
 //! A message ends at `\n` (a `\r` before it is stripped too). Because the seed
 //! tutorial's clients send a message with no newline and then wait for the
 //! answer, bytes that arrived with no newline followed by a quiet gap
-//! (`message_gap`) also count as one message. Memory is bounded by
-//! `max_message_bytes` whatever the client sends.
+//! (`message_gap`) also count as one message. Once a client has ended a
+//! message with a newline it is line-based, and the gap no longer applies on
+//! that connection: a network pause inside a line does not split it. Memory
+//! is bounded by `max_message_bytes` whatever the client sends.
 
 use std::io;
 use std::time::Duration;
@@ -45,6 +47,8 @@ pub struct MessageReader {
     message_gap: Duration,
     idle_timeout: Duration,
     eof: bool,
+    /// A newline has been seen: messages end at newlines only.
+    line_based: bool,
 }
 
 impl MessageReader {
@@ -57,6 +61,7 @@ impl MessageReader {
             message_gap,
             idle_timeout,
             eof: false,
+            line_based: false,
         }
     }
 
@@ -70,6 +75,7 @@ impl MessageReader {
         loop {
             if let Some(found) = memchr::memchr(b'\n', &self.buf[self.scanned..]) {
                 let end = self.scanned + found;
+                self.line_based = true;
                 let mut message = self.buf.split_to(end + 1);
                 message.truncate(end);
                 return self.finish(message).map(Some);
@@ -87,7 +93,7 @@ impl MessageReader {
                 return self.finish(message).map(Some);
             }
 
-            let wait = if self.buf.is_empty() {
+            let wait = if self.buf.is_empty() || self.line_based {
                 self.idle_timeout
             } else {
                 self.message_gap
@@ -100,7 +106,9 @@ impl MessageReader {
                 Ok(Ok(0)) => self.eof = true,
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => return Err(FrameError::Io(e)),
-                Err(_) if self.buf.is_empty() => return Err(FrameError::Idle(self.idle_timeout)),
+                Err(_) if self.buf.is_empty() || self.line_based => {
+                    return Err(FrameError::Idle(self.idle_timeout));
+                }
                 // The quiet gap: what has arrived is one message.
                 Err(_) => {
                     let message = self.buf.split();
@@ -164,6 +172,20 @@ mod tests {
         );
         client.write_all(b"lo").await.unwrap();
         assert_eq!(&next.await.unwrap().unwrap()[..], b"hello");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_a_newline_the_gap_no_longer_splits_messages() {
+        let (mut client, mut server) = tokio::io::duplex(1024);
+        let mut r = reader(100);
+        client.write_all(b"first\nwhat is your na").await.unwrap();
+        assert_eq!(&r.next(&mut server).await.unwrap().unwrap()[..], b"first");
+        let next = r.next(&mut server);
+        tokio::pin!(next);
+        // Ten gaps of quiet: still one unfinished line.
+        assert!(tokio::time::timeout(GAP * 10, &mut next).await.is_err());
+        client.write_all(b"me?\n").await.unwrap();
+        assert_eq!(&next.await.unwrap().unwrap()[..], b"what is your name?");
     }
 
     #[tokio::test(start_paused = true)]
