@@ -21,4 +21,5 @@ pub mod template;
 pub mod text;
 
 pub use config::{Config, ConfigError};
-pub use server::{BoundListener, Server, ShutdownReport};
+pub use server::{BoundListener, Server};
+pub use shutdown::ShutdownReport;

@@ -10,13 +10,13 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::time::{Instant, sleep};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::config::{HandlerKind, ListenerConfig};
 use crate::connection::{Connection, ConnectionSettings};
 use crate::handler::{AnyHandler, Handler};
 use crate::limits::ConnectionLimit;
+use crate::shutdown::Drain;
 
 /// First and longest pause after an accept error (out of descriptors, ...).
 const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
@@ -91,25 +91,21 @@ impl Listener {
         self.kind
     }
 
-    /// Accepts clients until `shutdown` is cancelled, spawning each one's task
-    /// on `tracker`. The listening socket closes when this returns.
-    pub async fn run(
-        self,
-        shutdown: CancellationToken,
-        tracker: TaskTracker,
-        next_id: Arc<AtomicU64>,
-    ) {
+    /// Accepts clients until the drain starts, spawning each one's task
+    /// on `drain`. The listening socket closes when this returns.
+    pub async fn run(mut self, drain: Drain, next_id: Arc<AtomicU64>) {
+        let stop = drain.finishing();
         let mut backoff = ACCEPT_BACKOFF_MIN;
         let mut failing_since: Option<Instant> = None;
         loop {
             let permit = tokio::select! {
                 biased;
-                () = shutdown.cancelled() => break,
+                () = stop.cancelled() => break,
                 permit = self.limit.acquire() => permit,
             };
             let accepted = tokio::select! {
                 biased;
-                () = shutdown.cancelled() => break,
+                () = stop.cancelled() => break,
                 accepted = self.socket.accept() => accepted,
             };
             let (stream, peer) = match accepted {
@@ -123,7 +119,7 @@ impl Listener {
                     }
                     drop(permit);
                     tokio::select! {
-                        () = shutdown.cancelled() => break,
+                        () = stop.cancelled() => break,
                         () = sleep(backoff) => {}
                     }
                     backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
@@ -140,10 +136,10 @@ impl Listener {
                 info_span!(parent: None, "conn", listener = %self.settings.listener, %peer, id);
             let handler = self.handler.clone();
             let settings = self.settings.clone();
-            let shutdown = shutdown.clone();
-            tracker.spawn(
+            let finishing = drain.finishing();
+            drain.spawn(
                 async move {
-                    serve(stream, peer, &handler, settings, shutdown).await;
+                    serve(stream, peer, &handler, settings, finishing).await;
                     drop(permit);
                 }
                 .instrument(span),

@@ -8,12 +8,11 @@ use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use tokio::task::JoinSet;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{Instrument, info, info_span};
 
 use crate::config::{Config, HandlerKind};
 use crate::listener::{BindError, Listener};
+use crate::shutdown::{Drain, ShutdownReport};
 
 /// Every listener of a config, bound and ready to serve.
 #[derive(Debug)]
@@ -31,13 +30,6 @@ pub struct BoundListener {
     pub addr: SocketAddr,
     /// Its handler.
     pub handler: HandlerKind,
-}
-
-/// How a server run ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ShutdownReport {
-    /// Connections still open when the grace period ran out (they were dropped).
-    pub abandoned: usize,
 }
 
 impl Server {
@@ -77,10 +69,10 @@ impl Server {
 
     /// Serves until `shutdown` completes, then drains: listeners stop
     /// accepting, connections are told to finish (bots say goodbye, downloads
-    /// finish their file), and the server waits up to the grace period.
+    /// finish their file), and the server waits up to the grace period, then
+    /// drops the connections still open.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> ShutdownReport {
-        let stop = CancellationToken::new();
-        let connections = TaskTracker::new();
+        let drain = Drain::new();
         let next_id = Arc::new(AtomicU64::new(1));
         let mut accept_loops = JoinSet::new();
         for listener in self.listeners {
@@ -88,32 +80,14 @@ impl Server {
             let span = info_span!("listener", listener = listener.name());
             accept_loops.spawn(
                 listener
-                    .run(stop.clone(), connections.clone(), next_id.clone())
+                    .run(drain.clone(), next_id.clone())
                     .instrument(span),
             );
         }
         shutdown.await;
-        stop.cancel();
+        drain.begin();
         // The accept loops return at once and close their sockets.
         while accept_loops.join_next().await.is_some() {}
-        connections.close();
-        let open = connections.len();
-        if open > 0 {
-            info!(connections = open, grace = %humantime::format_duration(self.shutdown_grace), "waiting for connections to finish");
-        }
-        match tokio::time::timeout(self.shutdown_grace, connections.wait()).await {
-            Ok(()) => {
-                info!("all connections finished");
-                ShutdownReport { abandoned: 0 }
-            }
-            Err(_) => {
-                let abandoned = connections.len();
-                warn!(
-                    abandoned,
-                    "shutdown grace expired; dropping the remaining connections"
-                );
-                ShutdownReport { abandoned }
-            }
-        }
+        drain.wait(self.shutdown_grace).await
     }
 }

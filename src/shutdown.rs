@@ -1,7 +1,12 @@
-//! Process signals: the first SIGINT or SIGTERM starts a graceful shutdown;
-//! a second one exits at once.
+//! Stopping: process signals (the first SIGINT or SIGTERM starts a graceful
+//! shutdown, a second one exits at once) and the drain of open connections.
 
 use std::io;
+use std::time::Duration;
+
+use tokio::time::timeout;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tracing::{info, warn};
@@ -48,5 +53,112 @@ impl Signals {
             _ = self.term.recv() => "SIGTERM",
             _ = self.int.recv() => "SIGINT",
         }
+    }
+}
+
+/// The connections of a running server and the two stages of stopping them:
+/// first they are asked to finish (handlers watch [`Drain::finishing`]),
+/// then, when the grace period is over, the rest are dropped.
+#[derive(Debug, Clone, Default)]
+pub struct Drain {
+    tracker: TaskTracker,
+    finish: CancellationToken,
+    abort: CancellationToken,
+}
+
+/// How a drain ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Connections still open when the grace period ran out; they were dropped.
+    pub abandoned: usize,
+}
+
+impl Drain {
+    /// A drain with no connections yet.
+    pub fn new() -> Self {
+        Drain::default()
+    }
+
+    /// Cancelled when connections are asked to finish.
+    pub fn finishing(&self) -> CancellationToken {
+        self.finish.clone()
+    }
+
+    /// Runs a connection's task; it is dropped (closing its socket) if it is
+    /// still running when the grace period ends.
+    pub fn spawn(&self, connection: impl Future<Output = ()> + Send + 'static) {
+        let abort = self.abort.clone();
+        self.tracker.spawn(async move {
+            tokio::select! {
+                () = connection => {}
+                () = abort.cancelled() => warn!("dropped: the shutdown grace period is over"),
+            }
+        });
+    }
+
+    /// Asks every connection to finish and the accept loops to stop.
+    pub fn begin(&self) {
+        self.finish.cancel();
+    }
+
+    /// Waits up to `grace` for the connections to finish, then drops the
+    /// rest. Call after [`Drain::begin`] and after the accept loops returned.
+    pub async fn wait(&self, grace: Duration) -> ShutdownReport {
+        self.tracker.close();
+        let open = self.tracker.len();
+        if open > 0 {
+            info!(connections = open, grace = %humantime::format_duration(grace), "waiting for connections to finish");
+        }
+        if timeout(grace, self.tracker.wait()).await.is_ok() {
+            info!("all connections finished");
+            return ShutdownReport { abandoned: 0 };
+        }
+        let abandoned = self.tracker.len();
+        warn!(
+            abandoned,
+            "shutdown grace expired; dropping the remaining connections"
+        );
+        self.abort.cancel();
+        // Each task ends at its next poll; this wait is short but still bounded.
+        let _ = timeout(ABORT_WAIT, self.tracker.wait()).await;
+        ShutdownReport { abandoned }
+    }
+}
+
+/// How long dropped connections get to unwind after the grace period.
+const ABORT_WAIT: Duration = Duration::from_secs(1);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn finished_connections_end_the_wait_early() {
+        let drain = Drain::new();
+        let finishing = drain.finishing();
+        drain.spawn(async move { finishing.cancelled().await });
+        drain.begin();
+        let started = tokio::time::Instant::now();
+        assert_eq!(drain.wait(Duration::from_secs(10)).await.abandoned, 0);
+        assert!(started.elapsed() < Duration::from_secs(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn connections_still_open_after_the_grace_are_dropped() {
+        let drain = Drain::new();
+        let (alive, mut dropped) = tokio::sync::oneshot::channel::<()>();
+        // A connection that ignores the request to finish.
+        drain.spawn(async move {
+            let _alive = alive;
+            std::future::pending::<()>().await;
+        });
+        drain.begin();
+        let report = drain.wait(Duration::from_secs(10)).await;
+        assert_eq!(report.abandoned, 1);
+        // Its task (and so its socket) is gone, not left running.
+        assert!(matches!(
+            dropped.try_recv(),
+            Err(tokio::sync::oneshot::error::TryRecvError::Closed)
+        ));
     }
 }
