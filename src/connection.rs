@@ -175,11 +175,6 @@ impl<S> Metered<S> {
             bytes_out: 0,
         }
     }
-
-    /// The wrapped stream (bytes moved through it directly are not counted).
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {

@@ -8,9 +8,9 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use switchboard::Server;
 use switchboard::config::{self, Config, ConfigError, HandlerConfig};
 use switchboard::shutdown::Signals;
+use switchboard::{Server, limits};
 
 /// Exit status for a configuration mistake (EX_CONFIG from sysexits.h).
 const EXIT_CONFIG: u8 = 78;
@@ -97,6 +97,16 @@ fn run(config: Config) -> anyhow::Result<()> {
     let runtime = runtime.build().context("cannot start the tokio runtime")?;
     runtime.block_on(async {
         let signals = Signals::install().context("cannot install signal handlers")?;
+        let files = limits::raise_open_file_limit();
+        let needed = limits::descriptors_needed(&config);
+        if files.soft.is_some_and(|soft| soft < needed) {
+            tracing::warn!(
+                limit = ?files.soft,
+                needed,
+                "the open-file limit is below what max_connections allows; \
+                 beyond it new clients wait until descriptors free (raise LimitNOFILE / ulimit -n)"
+            );
+        }
         let server = Server::bind(&config)?;
         println!(
             "switchboard {} serving ({}):",

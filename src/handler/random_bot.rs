@@ -89,13 +89,8 @@ impl RandomBot {
                 .map(|f| f.trim().to_lowercase())
                 .collect(),
             goodbye_reply: config.goodbye_reply.clone(),
-            time_format: TimeFormat::seed_default(),
+            time_format: config.time_format.clone(),
         }
-    }
-
-    /// The shared history.
-    pub fn history(&self) -> &Arc<History> {
-        &self.history
     }
 
     fn is_farewell(&self, text: &str) -> bool {
