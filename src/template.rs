@@ -84,6 +84,11 @@ impl Template {
         Ok(Template { parts })
     }
 
+    /// True when the template uses `{keywords}`.
+    pub fn mentions_keywords(&self) -> bool {
+        self.parts.contains(&Part::Keywords)
+    }
+
     /// Fills the placeholders and appends the result to `out`.
     pub fn render_into(&self, ctx: &TemplateContext<'_>, out: &mut String) {
         for part in &self.parts {

@@ -62,11 +62,27 @@ pub mod defaults {
     pub const GOODBYE_REPLY: &str = "bye";
     /// Messages that end a random-bot chat.
     pub const FAREWELL: &[&str] = &["bye"];
+}
 
-    /// Upper bound of `max_connections` (far above what one process can hold open).
-    pub const MAX_CONNECTIONS_LIMIT: usize = 10_000_000;
-    /// Upper bound of `max_message_bytes` and `chunk_size`.
-    pub const MAX_BUFFER_BYTES: usize = 16 * 1024 * 1024;
+/// The range each bounded setting must be in (checked when the config loads).
+pub mod bounds {
+    use std::ops::RangeInclusive;
+    use std::time::Duration;
+
+    /// Longest listener name.
+    pub const NAME_LEN: usize = 64;
+    /// `backlog`.
+    pub const BACKLOG: RangeInclusive<u32> = 1..=65_535;
+    /// `max_connections` (the top is far above what one process can hold open).
+    pub const MAX_CONNECTIONS: RangeInclusive<usize> = 1..=10_000_000;
+    /// `max_message_bytes`.
+    pub const MAX_MESSAGE_BYTES: RangeInclusive<usize> = 1..=16 * 1024 * 1024;
+    /// `chunk_size` (tokio reads files at most 2 MiB at a time).
+    pub const CHUNK_SIZE: RangeInclusive<usize> = 1..=2 * 1024 * 1024;
+    /// Shortest `message_gap`: below it every read would be a message.
+    pub const MESSAGE_GAP_MIN: Duration = Duration::from_millis(1);
+    /// `worker_threads`.
+    pub const WORKER_THREADS: RangeInclusive<usize> = 1..=1024;
 }
 
 /// Keys every `[[listener]]` table may have, whatever its handler.
@@ -267,6 +283,9 @@ pub struct RandomBotConfig {
     /// Reply to a farewell (and to everyone still connected at shutdown).
     #[serde(default = "goodbye_reply")]
     pub goodbye_reply: Template,
+    /// Format of `{time}` in the goodbye reply.
+    #[serde(default = "TimeFormat::seed_default")]
+    pub time_format: TimeFormat,
 }
 
 fn default_chunk_size() -> usize {
@@ -517,16 +536,18 @@ fn parse_listener(
         src.error(span, key, format!("listener {:?}: {message}", keys.name))
     };
 
-    if keys.name.is_empty()
-        || keys.name.len() > 64
-        || !keys
+    let valid_name = (1..=bounds::NAME_LEN).contains(&keys.name.len())
+        && keys
             .name
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-    {
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if !valid_name {
         return Err(fail(
             "name",
-            "name must be 1 to 64 characters of A-Z a-z 0-9 - _ .".into(),
+            format!(
+                "name must be 1 to {} characters of A-Z a-z 0-9 - _ .",
+                bounds::NAME_LEN
+            ),
         ));
     }
     let bind: SocketAddr = keys.bind.parse().map_err(|_| {
@@ -535,40 +556,48 @@ fn parse_listener(
             format!("invalid address {:?}: write IP:PORT, e.g. 127.0.0.1:10010 or [::1]:10010 (port 0 picks a free port)", keys.bind),
         )
     })?;
-    if keys.backlog == 0 || keys.backlog > 65_535 {
-        return Err(fail(
-            "backlog",
-            "backlog must be between 1 and 65535".into(),
-        ));
-    }
-    if keys.max_connections == 0 || keys.max_connections > defaults::MAX_CONNECTIONS_LIMIT {
-        return Err(fail(
-            "max_connections",
-            format!(
-                "max_connections must be between 1 and {}",
-                defaults::MAX_CONNECTIONS_LIMIT
-            ),
-        ));
-    }
+    in_range(&fail, "backlog", keys.backlog, &bounds::BACKLOG)?;
+    in_range(
+        &fail,
+        "max_connections",
+        keys.max_connections,
+        &bounds::MAX_CONNECTIONS,
+    )?;
+    in_range(
+        &fail,
+        "max_message_bytes",
+        keys.max_message_bytes,
+        &bounds::MAX_MESSAGE_BYTES,
+    )?;
     if keys.idle_timeout.is_zero() {
         return Err(fail(
             "idle_timeout",
             "idle_timeout must be longer than 0s".into(),
         ));
     }
-    if keys.max_message_bytes == 0 || keys.max_message_bytes > defaults::MAX_BUFFER_BYTES {
+    if keys.message_gap < bounds::MESSAGE_GAP_MIN {
         return Err(fail(
-            "max_message_bytes",
+            "message_gap",
             format!(
-                "max_message_bytes must be between 1 and {}",
-                defaults::MAX_BUFFER_BYTES
+                "message_gap must be at least {}",
+                humantime::format_duration(bounds::MESSAGE_GAP_MIN)
             ),
         ));
     }
-    if keys.message_gap.is_zero() || keys.message_gap >= keys.idle_timeout {
+    if keys.message_gap >= keys.idle_timeout {
+        // Blame the key that was written, when only one of them was.
+        let key = if value_span(table, "message_gap").is_some() {
+            "message_gap"
+        } else {
+            "idle_timeout"
+        };
         return Err(fail(
-            "message_gap",
-            "message_gap must be longer than 0s and shorter than idle_timeout".into(),
+            key,
+            format!(
+                "message_gap ({}) must be shorter than idle_timeout ({})",
+                humantime::format_duration(keys.message_gap),
+                humantime::format_duration(keys.idle_timeout)
+            ),
         ));
     }
 
@@ -590,25 +619,26 @@ fn parse_listener(
                     format!("download root {:?} is not a directory", download.root),
                 ));
             }
-            if download.chunk_size == 0 || download.chunk_size > defaults::MAX_BUFFER_BYTES {
-                return Err(fail(
-                    "chunk_size",
-                    format!(
-                        "chunk_size must be between 1 and {}",
-                        defaults::MAX_BUFFER_BYTES
-                    ),
-                ));
-            }
+            in_range(
+                &fail,
+                "chunk_size",
+                download.chunk_size,
+                &bounds::CHUNK_SIZE,
+            )?;
             HandlerConfig::Download(download)
         }
         HandlerKind::KeywordBot => {
             let bot: KeywordBotConfig = deserialize_table(src, prefix, settings)
                 .map_err(|e| not_for_handler(e, prefix, keys.handler))?;
-            for rule in &bot.rules {
+            for (i, rule) in bot.rules.iter().enumerate() {
                 if rule.keywords.is_empty() || rule.keywords.iter().any(|k| k.trim().is_empty()) {
-                    return Err(fail(
-                        "rules",
-                        "every rule needs at least one non-empty keyword".into(),
+                    return Err(src.error(
+                        rule_keywords_span(table, i).or(Some(span.clone())),
+                        Some(join_key(prefix, &format!("rules[{i}].keywords"))),
+                        format!(
+                            "listener {:?}: every rule needs at least one keyword, and no keyword may be empty",
+                            keys.name
+                        ),
                     ));
                 }
             }
@@ -623,13 +653,16 @@ fn parse_listener(
                     "history_limit must be at least 1".into(),
                 ));
             }
-            if bot.history_bytes < keys.max_message_bytes {
+            if bot.history_bytes == 0 {
                 return Err(fail(
                     "history_bytes",
-                    format!(
-                        "history_bytes must be at least max_message_bytes ({})",
-                        keys.max_message_bytes
-                    ),
+                    "history_bytes must be at least 1".into(),
+                ));
+            }
+            if bot.goodbye_reply.mentions_keywords() {
+                return Err(fail(
+                    "goodbye_reply",
+                    "{keywords} is a keyword-bot placeholder; a random-bot has no keywords".into(),
                 ));
             }
             if bot.farewell.iter().any(|f| f.trim().is_empty()) {
@@ -653,6 +686,36 @@ fn parse_listener(
         encoding: keys.encoding,
         handler,
     })
+}
+
+/// Checks that a number is within its bounds, naming the key if not.
+fn in_range<T: PartialOrd + std::fmt::Display>(
+    fail: &impl Fn(&str, String) -> ConfigError,
+    key: &str,
+    value: T,
+    range: &std::ops::RangeInclusive<T>,
+) -> Result<(), ConfigError> {
+    if range.contains(&value) {
+        return Ok(());
+    }
+    Err(fail(
+        key,
+        format!(
+            "{key} must be between {} and {}",
+            range.start(),
+            range.end()
+        ),
+    ))
+}
+
+/// The span of `rules[i].keywords` in a listener table.
+fn rule_keywords_span(table: &DeTable<'_>, i: usize) -> Option<std::ops::Range<usize>> {
+    let (_, rules) = table.iter().find(|(k, _)| k.get_ref() == "rules")?;
+    let rule = rules.get_ref().as_array()?.get(i)?;
+    rule.get_ref()
+        .as_table()
+        .and_then(|t| value_span(t, "keywords"))
+        .or(Some(rule.span()))
 }
 
 /// Makes "unknown field" errors say which handler the key does not belong to.
@@ -688,13 +751,19 @@ fn validate_server(
             format!("invalid log filter {:?}: {e}", server.log_level),
         ));
     }
-    if matches!(server.worker_threads, Some(0)) || server.worker_threads.is_some_and(|n| n > 1024) {
-        let (span, key) = at("worker_threads");
-        return Err(src.error(
-            span,
-            key,
-            "worker_threads must be between 1 and 1024 (leave it out for one per CPU)",
-        ));
+    if let Some(threads) = server.worker_threads {
+        if !bounds::WORKER_THREADS.contains(&threads) {
+            let (span, key) = at("worker_threads");
+            return Err(src.error(
+                span,
+                key,
+                format!(
+                    "worker_threads must be between {} and {} (leave it out for one per CPU)",
+                    bounds::WORKER_THREADS.start(),
+                    bounds::WORKER_THREADS.end()
+                ),
+            ));
+        }
     }
     Ok(())
 }
