@@ -2,6 +2,7 @@
 //! unframed messages, framing across writes, encodings, farewells, limits.
 
 use std::collections::HashSet;
+use std::time::Duration;
 
 use tokio::io::{AsyncWriteExt, BufReader};
 
@@ -69,11 +70,20 @@ async fn two_messages_in_one_write_get_two_replies() {
 
 #[tokio::test]
 async fn a_message_split_over_writes_is_one_message() {
-    let server = keyword_bot("");
+    // The parts arrive ~30 ms apart, far below the 2s quiet gap: the server
+    // reads them one by one, and only the newline ends the message.
+    let server = keyword_bot("message_gap = \"2s\"");
     let mut conn = connect_lines(server.addr("kw")).await;
-    for part in ["wh", "at is your ", "na", "me?\n"] {
+    // No Nagle: each part leaves as its own segment instead of waiting for an ACK.
+    conn.get_ref().set_nodelay(true).unwrap();
+    let parts = ["wh", "at is your ", "na", "me?\n"];
+    for (i, part) in parts.iter().enumerate() {
         conn.get_mut().write_all(part.as_bytes()).await.unwrap();
         conn.get_mut().flush().await.unwrap();
+        if i + 1 < parts.len() {
+            // The network's timing: lets the server read what has arrived so far.
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
     }
     assert_eq!(read_line(&mut conn).await, "我是python29号");
     // Had the parts been taken as several messages, their replies would come first.

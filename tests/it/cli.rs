@@ -22,7 +22,7 @@ const CONFIG_ERROR_PREFIX: &str = "switchboard: config error: ";
 const EXIT_CONFIG: i32 = 78;
 /// Exit status when a second signal cut the shutdown short.
 const EXIT_FORCED: i32 = 130;
-/// Interval of the polls below (process exit, signal handlers installed).
+/// Interval of the process-exit poll below.
 const POLL: Duration = Duration::from_millis(10);
 
 /// A command running the binary from the crate root (where the fixtures'
@@ -336,7 +336,9 @@ fn lines_of(pipe: impl Read + Send + 'static) -> Receiver<String> {
 
 impl Daemon {
     /// Starts `switchboard -c config` (logging at `info`) and reads the
-    /// listener table it prints once every listener is bound.
+    /// listener table it prints once every listener is bound. The SIGINT and
+    /// SIGTERM handlers are installed before binding: once the table is read,
+    /// a signal shuts the daemon down instead of killing it.
     fn start(config: &Path) -> Daemon {
         let expected = Config::from_file(config)
             .unwrap_or_else(|e| panic!("{e}"))
@@ -400,31 +402,6 @@ impl Daemon {
         let _ = self.child.wait();
         self.log.extend(self.stderr.try_iter());
         panic!("{why}; switchboard's stderr:\n{}", self.log.join("\n"));
-    }
-
-    /// Waits until the process catches SIGINT and SIGTERM: the handlers are
-    /// installed just after the table is printed, and a signal that came
-    /// before them would kill the process instead of shutting it down.
-    fn wait_for_signal_handlers(&mut self) {
-        let status = format!("/proc/{}/status", self.child.id());
-        if !Path::new("/proc/self/status").exists() {
-            return; // No procfs: nothing to poll, carry on.
-        }
-        let wanted: u64 = (1 << (libc::SIGTERM - 1)) | (1 << (libc::SIGINT - 1));
-        let deadline = Instant::now() + LIMIT;
-        loop {
-            let caught = std::fs::read_to_string(&status).ok().and_then(|s| {
-                let mask = s.lines().find_map(|l| l.strip_prefix("SigCgt:"))?;
-                u64::from_str_radix(mask.trim(), 16).ok()
-            });
-            if caught.is_some_and(|mask| mask & wanted == wanted) {
-                return;
-            }
-            if Instant::now() >= deadline {
-                self.fail("SIGINT/SIGTERM handlers were not installed in time");
-            }
-            thread::sleep(POLL);
-        }
     }
 
     /// Sends a signal (`TERM`, `INT`) with kill(1): the crate forbids unsafe code.
@@ -504,7 +481,6 @@ fn serves_the_config_and_sigterm_shuts_down_with_status_0() {
     conn.read_exact(&mut back).expect("no echo");
     assert_eq!(back, message);
 
-    daemon.wait_for_signal_handlers();
     daemon.signal("TERM");
     // The echo client still connected is closed by the shutdown ...
     let mut rest = Vec::new();
@@ -522,7 +498,6 @@ fn serves_the_config_and_sigterm_shuts_down_with_status_0() {
 #[test]
 fn sigint_shuts_down_an_idle_server_with_status_0() {
     let mut daemon = Daemon::start(Path::new("tests/fixtures/valid/minimal-echo.toml"));
-    daemon.wait_for_signal_handlers();
     daemon.signal("INT");
     let status = daemon.wait_exit(LIMIT);
     assert_eq!(status.code(), Some(0), "{status:?}");
@@ -563,7 +538,6 @@ fn a_second_signal_during_a_slow_shutdown_exits_at_once_with_130() {
     assert!(first.iter().all(|&b| b == 0), "big.bin is all zeros");
     // From here on the client reads nothing.
 
-    daemon.wait_for_signal_handlers();
     daemon.signal("TERM");
     let waiting = daemon.wait_for_log("waiting for connections to finish");
     assert!(waiting.contains("connections=1"), "{waiting}");

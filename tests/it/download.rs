@@ -422,18 +422,60 @@ async fn client_vanishing_mid_file_does_not_affect_the_server() {
     stop(server).await;
 }
 
-fn open_descriptors() -> usize {
+/// Descriptors of this process whose target lies under `dir` (canonical):
+/// files and directories opened in a test's own temp dir, which no other
+/// test running in this process can open.
+fn descriptors_under(dir: &Path) -> usize {
     fs::read_dir("/proc/self/fd")
         .expect("read /proc/self/fd")
+        .filter_map(|entry| fs::read_link(entry.ok()?.path()).ok())
+        .filter(|target| target.starts_with(dir))
         .count()
+}
+
+/// Server-side TCP sockets of the IPv4 listener on `addr`: entries of
+/// /proc/net/tcp whose local address is `addr`, except the listening socket
+/// (state 0A) and TIME_WAIT (06), which owns no descriptor. A connection the
+/// server forgot to close stays here (as CLOSE_WAIT once the client is gone).
+fn server_sockets(addr: SocketAddr) -> usize {
+    let SocketAddr::V4(v4) = addr else {
+        panic!("{addr} is not IPv4: /proc/net/tcp6 would be needed");
+    };
+    // /proc/net/tcp shows the address as the u32 in host byte order, in hex.
+    let local = format!(
+        "{:08X}:{:04X}",
+        u32::from_ne_bytes(v4.ip().octets()),
+        v4.port()
+    );
+    let table = fs::read_to_string("/proc/net/tcp").expect("read /proc/net/tcp");
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            fields.len() > 3 && fields[1] == local && fields[3] != "0A" && fields[3] != "06"
+        })
+        .count()
+}
+
+/// Polls `count` every 50 ms, up to 100 times (~5 s), until it is 0; returns the last value.
+async fn settles_to_zero(mut count: impl FnMut() -> usize) -> usize {
+    let mut now = count();
+    for _ in 0..100 {
+        if now == 0 {
+            break;
+        }
+        sleep(Duration::from_millis(50)).await;
+        now = count();
+    }
+    now
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn no_descriptor_leaks_on_refused_served_and_abandoned_requests() {
-    // Other tests run in this process at the same time: their descriptors come
-    // and go, so the count must only come back within a margin, which is far
-    // below what one leaked descriptor per request would add.
-    const MARGIN: usize = 16;
+    // Only what belongs to this test is counted, exactly: descriptors that
+    // point into its temp dir, and the sockets of its listener's port. Other
+    // tests running in this process at the same time do not show up.
     const BIG_LEN: u64 = 16 * 1024 * 1024;
     const SEED: u64 = 16;
     let base = tempfile::tempdir().expect("tempdir");
@@ -446,13 +488,29 @@ async fn no_descriptor_leaks_on_refused_served_and_abandoned_requests() {
         .expect("symlink");
     let _fifo = Fifo::create(&root.join("fifo"));
     write_pattern_file(&root.join("big.bin"), SEED, BIG_LEN);
+    // /proc shows descriptors' canonical paths.
+    let watched = fs::canonicalize(base.path()).expect("canonical temp dir");
     let server = TestServer::start(&download_listener("dl", &root, ""));
     let addr = server.addr("dl");
+    let files = || descriptors_under(&watched);
+    let sockets = || server_sockets(addr);
 
-    // Warm up (runtime and blocking pool), then measure.
-    assert_eq!(fetch(addr, b"good.txt\n").await, b"good\n");
-    assert_refused(&fetch(addr, b"fifo\n").await, "not a regular file", "fifo");
-    let before = open_descriptors();
+    // The measurement sees something: a download held open by a client that
+    // stops reading (16 MiB do not fit the socket buffers) keeps big.bin open
+    // and one connection established on the server side.
+    let mut held = common::connect(addr).await;
+    held.write_all(b"big.bin\n").await.expect("send failed");
+    let mut head = vec![0u8; 64 * 1024];
+    timeout(LIMIT, held.read_exact(&mut head))
+        .await
+        .expect("no data in time")
+        .expect("read failed");
+    assert_eq!(
+        (files(), sockets()),
+        (1, 1),
+        "(descriptors in the root, server sockets) while one download is in flight"
+    );
+    drop(held);
 
     let refused: [(&[u8], &str); 5] = [
         (b"../x\n", ".."),
@@ -492,17 +550,16 @@ async fn no_descriptor_leaks_on_refused_served_and_abandoned_requests() {
     }
     assert_eq!(fetch(addr, b"good.txt\n").await, b"good\n");
 
-    let mut now = open_descriptors();
-    for _ in 0..100 {
-        if now <= before + MARGIN {
-            break;
-        }
-        sleep(Duration::from_millis(50)).await;
-        now = open_descriptors();
-    }
-    assert!(
-        now <= before + MARGIN,
-        "descriptors: {before} before, {now} after 340 requests"
+    // Every client is gone: nothing of theirs may stay open on the server.
+    let open_files = settles_to_zero(files).await;
+    assert_eq!(
+        open_files, 0,
+        "descriptors still open in the root after every request"
+    );
+    let open_sockets = settles_to_zero(sockets).await;
+    assert_eq!(
+        open_sockets, 0,
+        "server-side sockets of {addr} still open after every request"
     );
     stop(server).await;
 }

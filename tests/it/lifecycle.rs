@@ -48,34 +48,34 @@ async fn at_max_connections_the_next_client_waits_and_is_then_served() {
 
 #[tokio::test]
 async fn idle_connections_are_closed() {
+    const IDLE: &str = "idle_timeout = \"500ms\"\nmessage_gap = \"10ms\"";
     let server = TestServer::start(&format!(
-        "{}{}",
-        listener(
-            "echo",
-            "echo",
-            "idle_timeout = \"300ms\"\nmessage_gap = \"10ms\""
-        ),
-        listener(
-            "kw",
-            "keyword-bot",
-            "idle_timeout = \"300ms\"\nmessage_gap = \"10ms\""
-        )
+        "{}{}{}",
+        listener("echo", "echo", IDLE),
+        listener("kw", "keyword-bot", IDLE),
+        listener("busy", "echo", "idle_timeout = \"1s\"")
     ));
     for name in ["echo", "kw"] {
         let started = Instant::now();
         let mut stream = connect(server.addr(name)).await;
         assert!(read_to_end(&mut stream).await.is_empty());
         assert!(
-            started.elapsed() >= Duration::from_millis(300),
+            started.elapsed() >= Duration::from_millis(500),
             "{name} closed before the idle timeout"
         );
     }
-    // Activity resets the timer: a client talking every 100ms stays connected past 300ms.
-    let mut stream = connect(server.addr("echo")).await;
-    for _ in 0..6 {
+    // Activity resets the timer: a client talking every 250ms (4x below the
+    // 1s timeout) stays connected for 2s, twice the timeout.
+    let started = Instant::now();
+    let mut stream = connect(server.addr("busy")).await;
+    for _ in 0..8 {
         echo_once(&mut stream, b"ping").await;
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
+    assert!(
+        started.elapsed() > Duration::from_secs(1),
+        "the client was not connected longer than the idle timeout: the test proves nothing"
+    );
     echo_once(&mut stream, b"still here").await;
 }
 
