@@ -91,6 +91,21 @@ async fn a_message_split_over_writes_is_one_message() {
 }
 
 #[tokio::test]
+async fn after_a_newline_a_pause_inside_a_line_does_not_split_it() {
+    // Default 50 ms gap; the pause inside the second line is four times longer.
+    let server = keyword_bot("");
+    let mut conn = connect_lines(server.addr("kw")).await;
+    conn.get_ref().set_nodelay(true).unwrap();
+    assert_eq!(ask(&mut conn, "hello\n").await, "你好");
+    conn.get_mut().write_all(b"what is your na").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    conn.get_mut().write_all(b"me?\n").await.unwrap();
+    // Split by the gap, "what is your na" would get the default reply first.
+    assert_eq!(read_line(&mut conn).await, "我是python29号");
+    assert_eq!(ask(&mut conn, "hello\n").await, "你好");
+}
+
+#[tokio::test]
 async fn gbk_in_gbk_out() {
     let server = keyword_bot("encoding = \"gbk\"");
     let mut stream = connect(server.addr("kw")).await;

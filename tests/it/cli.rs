@@ -340,13 +340,19 @@ impl Daemon {
     /// SIGTERM handlers are installed before binding: once the table is read,
     /// a signal shuts the daemon down instead of killing it.
     fn start(config: &Path) -> Daemon {
+        let mut command = switchboard();
+        command.arg("-c").arg(config);
+        Daemon::start_command(command, config)
+    }
+
+    /// Like [`Daemon::start`], with a command that ends up exec'ing
+    /// `switchboard -c config` (a shell that sets limits first, say).
+    fn start_command(mut command: Command, config: &Path) -> Daemon {
         let expected = Config::from_file(config)
             .unwrap_or_else(|e| panic!("{e}"))
             .listeners
             .len();
-        let mut child = switchboard()
-            .arg("-c")
-            .arg(config)
+        let mut child = command
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -552,4 +558,62 @@ fn a_second_signal_during_a_slow_shutdown_exits_at_once_with_130() {
     assert_eq!(status.code(), Some(EXIT_FORCED), "{status:?}");
     assert!(started.elapsed() < Duration::from_secs(10));
     drop(download);
+}
+
+/// "Max open files" soft and hard limits of a process, from /proc/PID/limits.
+fn open_file_limits(pid: &str) -> (u64, u64) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("read limits");
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("no open-files line");
+    let numbers: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    match numbers[..] {
+        [soft, hard] => (soft, hard),
+        _ => panic!("unexpected limits line {line:?}"),
+    }
+}
+
+/// `switchboard -c config` started by a shell that first runs `ulimit`.
+fn with_ulimit(ulimit: &str, config: &Path) -> Command {
+    let mut command = Command::new("bash");
+    command
+        .arg("-c")
+        .arg(format!("ulimit {ulimit} && exec \"$0\" -c \"$1\""))
+        .arg(BIN)
+        .arg(config);
+    command
+}
+
+#[test]
+fn the_open_file_limit_is_raised_to_the_hard_limit() {
+    let config = Path::new("tests/fixtures/valid/minimal-echo.toml");
+    let (_, hard) = open_file_limits("self");
+    assert!(
+        hard > 256,
+        "this test needs a hard open-file limit above 256, not {hard}"
+    );
+    let mut daemon = Daemon::start_command(with_ulimit("-Sn 256", config), config);
+    let pid = daemon.child.id().to_string();
+    assert_eq!(
+        open_file_limits(&pid),
+        (hard, hard),
+        "soft limit not raised"
+    );
+    daemon.signal("TERM");
+    assert!(daemon.wait_exit(LIMIT).success());
+}
+
+#[test]
+fn a_warning_says_when_max_connections_exceeds_the_open_file_limit() {
+    // minimal-echo.toml keeps the default max_connections = 10000.
+    let config = Path::new("tests/fixtures/valid/minimal-echo.toml");
+    let mut daemon = Daemon::start_command(with_ulimit("-n 512", config), config);
+    let line = daemon.wait_for_log("open-file limit is below");
+    assert!(line.contains("WARN") && line.contains("512"), "{line}");
+    daemon.signal("TERM");
+    assert!(daemon.wait_exit(LIMIT).success());
 }

@@ -152,6 +152,17 @@ async fn the_grace_period_bounds_shutdown() {
         "shutdown took {:?}",
         started.elapsed()
     );
+    // The abandoned connection was dropped, not left running: reading what
+    // is still in flight ends (EOF or reset) instead of waiting forever.
+    let mut rest = Vec::new();
+    let ended = timeout(LIMIT, stalled.read_to_end(&mut rest)).await;
+    assert!(ended.is_ok(), "the abandoned connection is still open");
+    // Only what sat in the socket buffers arrives; a download left running
+    // would deliver all 64 MiB.
+    assert!(
+        rest.len() + some.len() < 64 << 20,
+        "the download went on after the grace period"
+    );
 }
 
 #[tokio::test]
