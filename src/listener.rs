@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::time::{Instant, sleep};
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, debug, info, info_span, warn};
+use tracing::{debug, info, info_span, warn};
 
 use crate::config::{HandlerKind, ListenerConfig};
 use crate::connection::{Connection, ConnectionSettings};
@@ -137,13 +137,11 @@ impl Listener {
             let handler = self.handler.clone();
             let settings = self.settings.clone();
             let finishing = drain.finishing();
-            drain.spawn(
-                async move {
-                    serve(stream, peer, &handler, settings, finishing).await;
-                    drop(permit);
-                }
-                .instrument(span),
-            );
+            let connection = async move {
+                serve(stream, peer, &handler, settings, finishing).await;
+                drop(permit);
+            };
+            drain.spawn(connection, span);
         }
         debug!("stopped accepting");
     }

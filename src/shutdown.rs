@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use tokio::signal::unix::{Signal, SignalKind, signal};
-use tracing::{info, warn};
+use tracing::{Instrument, Span, info, warn};
 
 /// Exit status after a second signal cut a graceful shutdown short
 /// (128 + SIGINT, as shells report an interrupted program).
@@ -84,16 +84,17 @@ impl Drain {
         self.finish.clone()
     }
 
-    /// Runs a connection's task; it is dropped (closing its socket) if it is
-    /// still running when the grace period ends.
-    pub fn spawn(&self, connection: impl Future<Output = ()> + Send + 'static) {
+    /// Runs a connection's task in its tracing span; it is dropped (closing
+    /// its socket) if it is still running when the grace period ends.
+    pub fn spawn(&self, connection: impl Future<Output = ()> + Send + 'static, span: Span) {
         let abort = self.abort.clone();
-        self.tracker.spawn(async move {
+        let task = async move {
             tokio::select! {
                 () = connection => {}
                 () = abort.cancelled() => warn!("dropped: the shutdown grace period is over"),
             }
-        });
+        };
+        self.tracker.spawn(task.instrument(span));
     }
 
     /// Asks every connection to finish and the accept loops to stop.
@@ -136,7 +137,7 @@ mod tests {
     async fn finished_connections_end_the_wait_early() {
         let drain = Drain::new();
         let finishing = drain.finishing();
-        drain.spawn(async move { finishing.cancelled().await });
+        drain.spawn(async move { finishing.cancelled().await }, Span::none());
         drain.begin();
         let started = tokio::time::Instant::now();
         assert_eq!(drain.wait(Duration::from_secs(10)).await.abandoned, 0);
@@ -148,10 +149,11 @@ mod tests {
         let drain = Drain::new();
         let (alive, mut dropped) = tokio::sync::oneshot::channel::<()>();
         // A connection that ignores the request to finish.
-        drain.spawn(async move {
+        let connection = async move {
             let _alive = alive;
             std::future::pending::<()>().await;
-        });
+        };
+        drain.spawn(connection, Span::none());
         drain.begin();
         let report = drain.wait(Duration::from_secs(10)).await;
         assert_eq!(report.abandoned, 1);
