@@ -11,7 +11,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest, ReadBuf};
+use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout, timeout_at};
 use tokio_util::sync::CancellationToken;
 
@@ -25,6 +26,24 @@ use crate::text::TextEncoding;
 /// makes the kernel send RST, which can destroy the reply in flight.
 const LINGER_TIME: Duration = Duration::from_secs(1);
 const LINGER_BYTES: u64 = 256 * 1024;
+
+/// What a connection's stream must be: a TCP socket in production, an
+/// in-memory `tokio::io::duplex` in unit tests. A TCP socket also offers the
+/// fast paths: waiting for data without a buffer, and zero-copy file sends.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + Sync {
+    /// The TCP socket under this stream, if it is one.
+    fn tcp(&self) -> Option<&TcpStream> {
+        None
+    }
+}
+
+impl Io for TcpStream {
+    fn tcp(&self) -> Option<&TcpStream> {
+        Some(self)
+    }
+}
+
+impl Io for tokio::io::DuplexStream {}
 
 /// The per-listener settings a connection needs.
 #[derive(Debug, Clone)]
@@ -76,7 +95,7 @@ pub struct Connection<S> {
     pub shutdown: CancellationToken,
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
+impl<S: Io> Connection<S> {
     /// Wraps an accepted stream.
     pub fn new(
         stream: S,
@@ -151,6 +170,65 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         let mut sink = tokio::io::sink();
         let mut unread = (&mut self.stream.inner).take(LINGER_BYTES);
         let _ = timeout_at(deadline, tokio::io::copy(&mut unread, &mut sink)).await;
+    }
+
+    /// Waits until the client has sent something (or closed), without
+    /// holding a buffer meanwhile; bounded by the idle timeout. In-memory
+    /// streams return at once.
+    pub async fn readable(&self) -> Result<(), HandlerError> {
+        let Some(tcp) = self.stream.inner.tcp() else {
+            return Ok(());
+        };
+        let limit = self.settings.idle_timeout;
+        match timeout(limit, tcp.readable()).await {
+            Ok(ready) => Ok(ready?),
+            Err(_) => Err(HandlerError::Idle(limit)),
+        }
+    }
+
+    /// Sends the first `len` bytes of `file`, at most `chunk` bytes a call.
+    /// On a TCP socket this is sendfile(2): the bytes go from the page cache
+    /// to the socket without a copy through user space, driven by the
+    /// socket's readiness, so a slow client never holds a thread. Elsewhere
+    /// the file is read into a buffer. Stops early if the file shrinks; a
+    /// client that reads nothing for the idle timeout fails the send.
+    pub async fn send_file(&mut self, file: std::fs::File, len: u64, chunk: usize) -> Result<u64, HandlerError> {
+        let limit = self.settings.idle_timeout;
+        let chunk = chunk.max(1);
+        let mut offset = 0u64;
+        if let Some(tcp) = self.stream.inner.tcp() {
+            while offset < len {
+                let want = usize::try_from(len - offset).map_or(chunk, |left| left.min(chunk));
+                let send = async {
+                    loop {
+                        tcp.writable().await?;
+                        let sent = tcp.try_io(Interest::WRITABLE, || {
+                            rustix::fs::sendfile(tcp, &file, Some(&mut offset), want).map_err(io::Error::from)
+                        });
+                        match sent {
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                            other => return other,
+                        }
+                    }
+                };
+                let sent = timeout(limit, send).await.map_err(|_| HandlerError::WriteStalled(limit))??;
+                if sent == 0 {
+                    break;
+                }
+                self.stream.bytes_out += sent as u64;
+            }
+            return Ok(offset);
+        }
+        let mut file = tokio::fs::File::from_std(file).take(len);
+        let mut buf = vec![0u8; usize::try_from(len).map_or(chunk, |len| len.clamp(1, chunk))];
+        loop {
+            let n = file.read(&mut buf).await?;
+            if n == 0 {
+                return Ok(offset);
+            }
+            self.send(&buf[..n]).await?;
+            offset += n as u64;
+        }
     }
 
     /// Bytes read from and written to the client so far.

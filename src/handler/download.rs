@@ -19,7 +19,6 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
-use tokio::io::AsyncReadExt;
 use tracing::{debug, info, warn};
 
 use super::{Ended, Handler, HandlerError, Io};
@@ -110,26 +109,12 @@ impl Handler for Download {
             }
             Target::File { file, path, len } => {
                 info!(file = %path.display(), bytes = len, "sending file");
-                let mut file = tokio::fs::File::from_std(file).take(len);
-                let mut chunk = vec![
-                    0u8;
-                    self.chunk_size
-                        .min(usize::try_from(len).unwrap_or(usize::MAX))
-                        .max(1)
-                ];
-                let mut sent = 0u64;
-                loop {
-                    let n = file.read(&mut chunk).await?;
-                    if n == 0 {
-                        break;
+                if let Err(e) = conn.send_file(file, len, self.chunk_size).await {
+                    if e.is_disconnect() {
+                        let (_, sent) = conn.bytes();
+                        debug!(sent, of = len, "client disconnected mid-file");
                     }
-                    if let Err(e) = conn.send(&chunk[..n]).await {
-                        if e.is_disconnect() {
-                            debug!(sent, of = len, "client disconnected mid-file");
-                        }
-                        return Err(e);
-                    }
-                    sent += n as u64;
+                    return Err(e);
                 }
             }
         }

@@ -19,21 +19,40 @@ pub struct Echo;
 
 impl Handler for Echo {
     async fn serve<S: Io>(&self, conn: &mut Connection<S>) -> Result<Ended, HandlerError> {
-        let idle = conn.settings.idle_timeout;
         let shutdown = conn.shutdown.clone();
-        let mut buf = vec![0u8; ECHO_CHUNK];
+        // Allocated when data arrives and given back when the client goes
+        // quiet, so idle connections cost no buffer.
+        let mut buffer: Option<Vec<u8>> = None;
         loop {
-            let read = tokio::select! {
+            tokio::select! {
                 biased;
                 () = shutdown.cancelled() => return Ok(Ended::Shutdown),
-                read = timeout(idle, conn.stream().read(&mut buf)) => read,
+                ready = conn.readable() => ready?,
+            }
+            let buf = buffer.get_or_insert_with(|| vec![0u8; ECHO_CHUNK]);
+            let n = tokio::select! {
+                biased;
+                () = shutdown.cancelled() => return Ok(Ended::Shutdown),
+                read = read_within(conn, buf) => read?,
             };
-            let n = read.map_err(|_| HandlerError::Idle(idle))??;
             if n == 0 {
                 return Ok(Ended::ClientClosed);
             }
             conn.send(&buf[..n]).await?;
+            if n < buf.len() {
+                // The read drained what had arrived: the client is pausing.
+                buffer = None;
+            }
         }
+    }
+}
+
+/// One read, bounded by the idle timeout.
+async fn read_within<S: Io>(conn: &mut Connection<S>, buf: &mut [u8]) -> Result<usize, HandlerError> {
+    let idle = conn.settings.idle_timeout;
+    match timeout(idle, conn.stream().read(buf)).await {
+        Ok(read) => Ok(read?),
+        Err(_) => Err(HandlerError::Idle(idle)),
     }
 }
 

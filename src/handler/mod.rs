@@ -15,9 +15,8 @@ use std::future::Future;
 use std::io;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite};
-
 use crate::config::{HandlerConfig, ListenerConfig};
+pub use crate::connection::Io;
 use crate::connection::Connection;
 use crate::framing::FrameError;
 
@@ -26,10 +25,6 @@ pub use echo::Echo;
 pub use keyword_bot::KeywordBot;
 pub use random_bot::RandomBot;
 
-/// What a handler's stream must be: a socket in production, an in-memory
-/// `tokio::io::duplex` in unit tests.
-pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 /// Serves one connection of a listener.
 pub trait Handler: Send + Sync + 'static {
