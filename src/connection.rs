@@ -130,6 +130,14 @@ impl<S: Io> Connection<S> {
         &mut self,
         reader: &mut MessageReader,
     ) -> Result<Incoming, HandlerError> {
+        if reader.is_empty() {
+            // Wait for data before the reader allocates its buffer.
+            tokio::select! {
+                biased;
+                () = self.shutdown.cancelled() => return Ok(Incoming::Shutdown),
+                ready = self.readable() => ready?,
+            }
+        }
         tokio::select! {
             biased;
             () = self.shutdown.cancelled() => Ok(Incoming::Shutdown),
@@ -180,8 +188,12 @@ impl<S: Io> Connection<S> {
             return Ok(());
         };
         let limit = self.settings.idle_timeout;
-        match timeout(limit, tcp.readable()).await {
-            Ok(ready) => Ok(ready?),
+        // A one-byte peek, not `readable()`: tokio reports a new socket
+        // readable before anything arrived, and only a real read (or peek)
+        // that would block clears that.
+        let mut probe = [0u8; 1];
+        match timeout(limit, tcp.peek(&mut probe)).await {
+            Ok(peeked) => peeked.map(drop).map_err(HandlerError::from),
             Err(_) => Err(HandlerError::Idle(limit)),
         }
     }
@@ -192,7 +204,12 @@ impl<S: Io> Connection<S> {
     /// socket's readiness, so a slow client never holds a thread. Elsewhere
     /// the file is read into a buffer. Stops early if the file shrinks; a
     /// client that reads nothing for the idle timeout fails the send.
-    pub async fn send_file(&mut self, file: std::fs::File, len: u64, chunk: usize) -> Result<u64, HandlerError> {
+    pub async fn send_file(
+        &mut self,
+        file: std::fs::File,
+        len: u64,
+        chunk: usize,
+    ) -> Result<u64, HandlerError> {
         let limit = self.settings.idle_timeout;
         let chunk = chunk.max(1);
         let mut offset = 0u64;
@@ -203,7 +220,8 @@ impl<S: Io> Connection<S> {
                     loop {
                         tcp.writable().await?;
                         let sent = tcp.try_io(Interest::WRITABLE, || {
-                            rustix::fs::sendfile(tcp, &file, Some(&mut offset), want).map_err(io::Error::from)
+                            rustix::fs::sendfile(tcp, &file, Some(&mut offset), want)
+                                .map_err(io::Error::from)
                         });
                         match sent {
                             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -211,7 +229,9 @@ impl<S: Io> Connection<S> {
                         }
                     }
                 };
-                let sent = timeout(limit, send).await.map_err(|_| HandlerError::WriteStalled(limit))??;
+                let sent = timeout(limit, send)
+                    .await
+                    .map_err(|_| HandlerError::WriteStalled(limit))??;
                 if sent == 0 {
                     break;
                 }

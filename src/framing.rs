@@ -19,10 +19,6 @@ use tokio::time::timeout;
 /// Bytes reserved per read; the buffer is allocated only when data arrives.
 const READ_CHUNK: usize = 4096;
 
-/// A buffer larger than this is given back when it runs empty, so an idle
-/// connection does not keep a big message's memory.
-const KEEP_CAPACITY: usize = 16 * 1024;
-
 /// Why no message could be read.
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {
@@ -63,6 +59,11 @@ impl MessageReader {
             eof: false,
             line_based: false,
         }
+    }
+
+    /// True when no bytes are buffered (and so no buffer is allocated).
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
     }
 
     /// The next message without its line ending; `None` once the peer has
@@ -123,7 +124,8 @@ impl MessageReader {
         if message.last() == Some(&b'\r') {
             message.truncate(message.len() - 1);
         }
-        if self.buf.is_empty() && self.buf.capacity() > KEEP_CAPACITY {
+        if self.buf.is_empty() {
+            // Nothing is pending: an idle connection keeps no buffer.
             self.buf = BytesMut::new();
         }
         if message.len() > self.max_message_bytes {

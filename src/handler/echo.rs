@@ -48,7 +48,10 @@ impl Handler for Echo {
 }
 
 /// One read, bounded by the idle timeout.
-async fn read_within<S: Io>(conn: &mut Connection<S>, buf: &mut [u8]) -> Result<usize, HandlerError> {
+async fn read_within<S: Io>(
+    conn: &mut Connection<S>,
+    buf: &mut [u8],
+) -> Result<usize, HandlerError> {
     let idle = conn.settings.idle_timeout;
     match timeout(idle, conn.stream().read(buf)).await {
         Ok(read) => Ok(read?),

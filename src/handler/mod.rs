@@ -16,15 +16,14 @@ use std::io;
 use std::time::Duration;
 
 use crate::config::{HandlerConfig, ListenerConfig};
-pub use crate::connection::Io;
 use crate::connection::Connection;
+pub use crate::connection::Io;
 use crate::framing::FrameError;
 
 pub use download::Download;
 pub use echo::Echo;
 pub use keyword_bot::KeywordBot;
 pub use random_bot::RandomBot;
-
 
 /// Serves one connection of a listener.
 pub trait Handler: Send + Sync + 'static {
