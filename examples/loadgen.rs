@@ -1,0 +1,1081 @@
+//! Benchmark load generator for switchboard (loopback only).
+//!
+//! ```text
+//! loadgen --addr 127.0.0.1:10010 echo --connections 4      # MB/s through echo, every byte verified
+//! loadgen --addr 127.0.0.1:10010 connect --workers 8       # connections/s, p50/p99 latency
+//! loadgen --addr 127.0.0.1:10010 hold --connections 10000  # idle connections; server RSS per connection
+//! loadgen --addr 127.0.0.1:1111 download --file F --expect-size N --expect-sha256 HEX   # MB/s
+//! loadgen --addr 127.0.0.1:10086 lines --connections 8     # bot request/reply rate, p50/p99
+//! ```
+//!
+//! Each mode prints a small table, then exactly one JSON line starting with
+//! `{"mode":"..."` that holds every parameter and result (`null` where a
+//! value was not measured) and `"ok"`. An `--addr` whose IP is not loopback
+//! is refused. Every loop is bounded by `--duration` or by counts, every
+//! connect, read and write by a timeout, and the whole run by a hard deadline
+//! (`--deadline`, default: the run's nominal length + 60 s). Exit status: 0
+//! when something was measured and every check passed; 1 on a verification
+//! error, when nothing could be measured, or on any other failure; 2 for a
+//! command-line mistake.
+
+#![forbid(unsafe_code)]
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use anyhow::{Context, bail, ensure};
+use clap::{Args, CommandFactory, Parser, Subcommand, error::ErrorKind};
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::{Instant, sleep, timeout, timeout_at};
+
+/// Bound on one connect, and on one read, write or request/reply exchange.
+const IO_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connects in flight at once when opening many connections.
+const CONNECT_CONCURRENCY: usize = 256;
+/// Latency samples kept in all (each worker keeps its share).
+const LATENCY_CAP: usize = 2_000_000;
+/// Server RSS sampling period.
+const RSS_INTERVAL: Duration = Duration::from_millis(50);
+/// Added to a run's nominal length to make the default hard deadline.
+const DEADLINE_SLACK_SECS: f64 = 60.0;
+/// Period of the echo pattern: a prime, so chunk boundaries drift across it.
+const PATTERN_PERIOD: usize = 65_521;
+/// Read buffer of the echo verifier.
+const ECHO_READ_BUF: usize = 64 * 1024;
+/// Read buffer of a download client.
+const DOWNLOAD_READ_BUF: usize = 256 * 1024;
+/// Longest reply accepted from a bot or to a `connect` message.
+const MAX_REPLY: usize = 1024 * 1024;
+
+/// Load generator for switchboard benchmarks (loopback only).
+#[derive(Debug, Parser)]
+#[command(name = "loadgen")]
+struct Cli {
+    /// Server address; its IP must be loopback (required).
+    #[arg(long, global = true, value_name = "IP:PORT", value_parser = loopback)]
+    addr: Option<SocketAddr>,
+    /// Measured duration in seconds (echo, connect, lines; download and hold are bounded by counts).
+    #[arg(long, global = true, default_value_t = 5.0, value_name = "SECS", value_parser = secs)]
+    duration: f64,
+    /// Print only the JSON line.
+    #[arg(long, global = true)]
+    json_only: bool,
+    /// Sample this process's VmRSS from /proc every 50 ms during the run.
+    #[arg(long, global = true, value_name = "PID")]
+    server_pid: Option<u32>,
+    /// Hard deadline for the whole run, in seconds [default: nominal length + 60].
+    #[arg(long, global = true, value_name = "SECS", value_parser = secs)]
+    deadline: Option<f64>,
+    #[command(subcommand)]
+    mode: Mode,
+}
+
+#[derive(Debug, Subcommand)]
+enum Mode {
+    /// Stream bytes through the echo listener, verifying every byte; MB/s.
+    Echo(EchoArgs),
+    /// Connect, one message, one reply, close; connections/s and latency.
+    Connect(ConnectArgs),
+    /// Open many idle connections, keep them, check that each still answers.
+    Hold(HoldArgs),
+    /// N clients fetch a file R times, verifying length and SHA-256; MB/s.
+    Download(DownloadArgs),
+    /// Request/reply lines against a bot; messages/s and latency.
+    Lines(LinesArgs),
+}
+
+#[derive(Debug, Args)]
+struct EchoArgs {
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    connections: u32,
+    /// Bytes in flight per connection: how far the writer may run ahead of the verified reader.
+    #[arg(long, default_value_t = 65536, value_parser = clap::value_parser!(u32).range(1..=1 << 30))]
+    window: u32,
+    /// Bytes per write (at most the window).
+    #[arg(long, default_value_t = 16384, value_parser = clap::value_parser!(u32).range(1..=1 << 24))]
+    chunk: u32,
+}
+
+#[derive(Debug, Args)]
+struct ConnectArgs {
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    workers: u32,
+    /// Message sent on each connection; the escapes \n \r \t \\ are understood.
+    #[arg(long, default_value = "hello\\n", value_name = "TEXT")]
+    message: String,
+}
+
+#[derive(Debug, Args)]
+struct HoldArgs {
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    connections: u32,
+    /// Seconds the connections stay idle once all are open.
+    #[arg(long, default_value_t = 2.0, value_name = "SECS", value_parser = secs)]
+    hold: f64,
+}
+
+#[derive(Debug, Args)]
+struct DownloadArgs {
+    /// Name requested from the download listener.
+    #[arg(long, value_name = "NAME")]
+    file: String,
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    clients: u32,
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    repeat: u32,
+    /// Expected length; without it (or the hash) every fetch must match the first.
+    #[arg(long, value_name = "BYTES")]
+    expect_size: Option<u64>,
+    /// Expected SHA-256, 64 hex digits.
+    #[arg(long, value_name = "HEX", value_parser = sha256_hex)]
+    expect_sha256: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct LinesArgs {
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    connections: u32,
+    /// Message sent (one line; "\n" is appended).
+    #[arg(long, default_value = "hello", value_name = "TEXT")]
+    message: String,
+}
+
+fn loopback(s: &str) -> Result<SocketAddr, String> {
+    let addr: SocketAddr = s.parse().map_err(|e| format!("{e} (expected IP:PORT)"))?;
+    if !addr.ip().is_loopback() {
+        return Err(format!(
+            "{addr} is not a loopback address; benchmarks stay on loopback"
+        ));
+    }
+    Ok(addr)
+}
+
+fn secs(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.0..=86_400.0).contains(&v) => Ok(v),
+        _ => Err("expected seconds from 0 to 86400".into()),
+    }
+}
+
+fn sha256_hex(s: &str) -> Result<String, String> {
+    if s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(s.to_ascii_lowercase())
+    } else {
+        Err("expected 64 hex digits".into())
+    }
+}
+
+/// One value of a report.
+#[derive(Debug)]
+enum Val {
+    Str(String),
+    U(u64),
+    F(f64),
+    Null,
+}
+
+macro_rules! val_from {
+    ($($t:ty => |$v:ident| $e:expr;)*) => {$(impl From<$t> for Val { fn from($v: $t) -> Self { $e } })*};
+}
+val_from! {
+    u64 => |v| Val::U(v);
+    usize => |v| Val::U(v as u64);
+    u32 => |v| Val::U(v.into());
+    f64 => |v| Val::F(v);
+    &str => |v| Val::Str(v.to_owned());
+}
+impl<T: Into<Val>> From<Option<T>> for Val {
+    fn from(v: Option<T>) -> Self {
+        v.map_or(Val::Null, Into::into)
+    }
+}
+
+impl Val {
+    fn human(&self) -> String {
+        match self {
+            Val::Str(s) => s.escape_debug().to_string(),
+            Val::F(f) => format!("{f:.3}"),
+            Val::Null => "-".into(),
+            other => other.json(),
+        }
+    }
+
+    fn json(&self) -> String {
+        match self {
+            Val::Str(s) => json_string(s),
+            Val::U(u) => u.to_string(),
+            Val::F(f) if f.is_finite() => format!("{f:.3}"),
+            Val::F(_) | Val::Null => "null".into(),
+        }
+    }
+}
+
+fn json_string(s: &str) -> String {
+    let mut out = String::from('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c < ' ' || c == '\u{7f}' => {
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// What a mode measured: parameters and results in print order, and the
+/// checks that failed.
+#[derive(Debug)]
+struct Report {
+    mode: &'static str,
+    fields: Vec<(&'static str, Val)>,
+    failures: Vec<String>,
+}
+
+impl Report {
+    fn new(mode: &'static str, ctx: &Ctx) -> Self {
+        let mut report = Report {
+            mode,
+            fields: Vec::new(),
+            failures: Vec::new(),
+        };
+        report.put("addr", ctx.addr.to_string().as_str());
+        report
+    }
+
+    fn put(&mut self, key: &'static str, val: impl Into<Val>) {
+        self.fields.push((key, val.into()));
+    }
+
+    fn fail(&mut self, why: impl Into<String>) {
+        self.failures.push(why.into());
+    }
+
+    fn print(&self, json_only: bool) {
+        if !json_only {
+            let width = self.fields.iter().map(|(k, _)| k.len()).max().unwrap_or(4);
+            println!("{:<width$}  {}", "mode", self.mode);
+            for (key, val) in &self.fields {
+                println!("{key:<width$}  {}", val.human());
+            }
+        }
+        let mut line = format!("{{\"mode\":{}", json_string(self.mode));
+        for (key, val) in &self.fields {
+            let _ = write!(line, ",{}:{}", json_string(key), val.json());
+        }
+        println!("{line},\"ok\":{}}}", self.failures.is_empty());
+    }
+}
+
+fn read_rss(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb = status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?;
+    Some(kb.trim().strip_suffix("kB")?.trim().parse::<u64>().ok()? * 1024)
+}
+
+/// Samples a process's VmRSS every [`RSS_INTERVAL`], keeping the maximum.
+struct RssSampler {
+    pid: Option<u32>,
+    before: Option<u64>,
+    max: Arc<AtomicU64>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl RssSampler {
+    fn start(pid: Option<u32>) -> anyhow::Result<Self> {
+        let max = Arc::new(AtomicU64::new(0));
+        let (mut before, mut task) = (None, None);
+        if let Some(pid) = pid {
+            let rss = read_rss(pid).with_context(|| format!("cannot read VmRSS of pid {pid}"))?;
+            max.store(rss, Relaxed);
+            before = Some(rss);
+            let max = max.clone();
+            task = Some(tokio::spawn(async move {
+                let mut tick = tokio::time::interval(RSS_INTERVAL);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+                loop {
+                    tick.tick().await;
+                    if let Some(rss) = read_rss(pid) {
+                        max.fetch_max(rss, Relaxed);
+                    }
+                }
+            }));
+        }
+        Ok(RssSampler {
+            pid,
+            before,
+            max,
+            task,
+        })
+    }
+
+    /// The RSS now (also counted in the maximum).
+    fn now(&self) -> Option<u64> {
+        let rss = read_rss(self.pid?)?;
+        self.max.fetch_max(rss, Relaxed);
+        Some(rss)
+    }
+
+    /// Stops sampling and adds `rss_before_bytes` and `rss_max_bytes` to the report.
+    fn finish(mut self, report: &mut Report) {
+        self.now();
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+        report.put("server_pid", self.pid);
+        report.put("rss_before_bytes", self.before);
+        report.put("rss_max_bytes", self.pid.map(|_| self.max.load(Relaxed)));
+    }
+}
+
+/// What every mode gets.
+struct Ctx {
+    addr: SocketAddr,
+    duration: Duration,
+    /// The hard deadline of the whole run.
+    deadline: Instant,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let Some(addr) = cli.addr else {
+        let mut cmd = Cli::command();
+        cmd.error(
+            ErrorKind::MissingRequiredArgument,
+            "--addr IP:PORT is required",
+        )
+        .exit();
+    };
+    let nominal = match &cli.mode {
+        Mode::Hold(args) => args.hold,
+        _ => cli.duration,
+    };
+    let deadline_s = cli.deadline.unwrap_or(nominal + DEADLINE_SLACK_SECS);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("loadgen: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let deadline = Instant::now() + Duration::from_secs_f64(deadline_s);
+        let ctx = Ctx {
+            addr,
+            duration: Duration::from_secs_f64(cli.duration),
+            deadline,
+        };
+        match timeout_at(deadline, run(&cli, &ctx)).await {
+            Ok(result) => result,
+            Err(_) => bail!("hard deadline of {deadline_s} s reached; nothing to report"),
+        }
+    });
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    match result {
+        Ok(report) => {
+            report.print(cli.json_only);
+            for why in &report.failures {
+                eprintln!("loadgen: {}: {why}", report.mode);
+            }
+            if report.failures.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("loadgen: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: &Cli, ctx: &Ctx) -> anyhow::Result<Report> {
+    let nofile = raise_nofile_limit();
+    let rss = RssSampler::start(cli.server_pid)?;
+    let mut report = match &cli.mode {
+        Mode::Echo(args) => echo(ctx, args).await?,
+        Mode::Connect(args) => connect(ctx, args).await?,
+        Mode::Hold(args) => hold(ctx, args, &rss, nofile).await?,
+        Mode::Download(args) => download(ctx, args).await?,
+        Mode::Lines(args) => lines(ctx, args).await?,
+    };
+    rss.finish(&mut report);
+    Ok(report)
+}
+
+/// Raises the soft open-file limit to the hard one; returns the soft limit now in force.
+fn raise_nofile_limit() -> Option<u64> {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let raised = Rlimit {
+        current: limit.maximum,
+        maximum: limit.maximum,
+    };
+    if limit.current != limit.maximum {
+        if let Err(e) = setrlimit(Resource::Nofile, raised) {
+            eprintln!("loadgen: cannot raise RLIMIT_NOFILE: {e}");
+        }
+    }
+    getrlimit(Resource::Nofile).current
+}
+
+/// `\n`, `\r`, `\t` and `\\` in a command-line message become the characters.
+fn unescape(text: &str) -> String {
+    let (mut out, mut chars) = (String::new(), text.chars());
+    while let Some(c) = chars.next() {
+        match (c, (c == '\\').then(|| chars.next()).flatten()) {
+            (_, Some('n')) => out.push('\n'),
+            (_, Some('r')) => out.push('\r'),
+            (_, Some('t')) => out.push('\t'),
+            (_, Some('\\')) => out.push('\\'),
+            (c, Some(other)) => out.extend([c, other]),
+            (c, None) => out.push(c),
+        }
+    }
+    out
+}
+
+async fn open(addr: SocketAddr) -> anyhow::Result<TcpStream> {
+    let stream = timeout(IO_TIMEOUT, TcpStream::connect(addr))
+        .await
+        .context("connect timed out")?
+        .with_context(|| format!("connect {addr}"))?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// Opens up to `n` connections, [`CONNECT_CONCURRENCY`] at a time, starting
+/// none after `until`; returns those that opened, the number that failed and
+/// the first errors.
+async fn open_many(addr: SocketAddr, n: usize, until: Instant) -> (Vec<TcpStream>, u64, String) {
+    let gate = Arc::new(Semaphore::new(CONNECT_CONCURRENCY));
+    let mut set = JoinSet::new();
+    let (mut streams, mut failed, mut first) = (Vec::with_capacity(n), 0u64, String::new());
+    let mut collect = |r: Result<anyhow::Result<TcpStream>, _>| match r {
+        Ok(Ok(stream)) => streams.push(stream),
+        Ok(Err(e)) => {
+            failed += 1;
+            if failed <= 3 {
+                let _ = write!(first, "{e:#}; ");
+            }
+        }
+        Err(e) => {
+            failed += 1;
+            let _ = write!(first, "{e}; ");
+        }
+    };
+    for _ in 0..n {
+        let Ok(permit) = gate.clone().acquire_owned().await else {
+            break;
+        };
+        if Instant::now() >= until {
+            break;
+        }
+        set.spawn(async move {
+            let stream = open(addr).await;
+            drop(permit);
+            stream
+        });
+        while let Some(r) = set.try_join_next() {
+            collect(r);
+        }
+    }
+    while let Some(r) = set.join_next().await {
+        collect(r);
+    }
+    (streams, failed, first)
+}
+
+/// Opens exactly `n` connections or fails.
+async fn open_all(addr: SocketAddr, n: usize) -> anyhow::Result<Vec<TcpStream>> {
+    let (streams, failed, first) = open_many(addr, n, Instant::now() + IO_TIMEOUT * 4).await;
+    ensure!(
+        streams.len() == n,
+        "opened {} of {n} connections ({failed} failed: {first})",
+        streams.len()
+    );
+    Ok(streams)
+}
+
+fn mb_per_sec(bytes: u64, elapsed: Duration) -> f64 {
+    bytes as f64 / 1e6 / elapsed.as_secs_f64().max(1e-9)
+}
+
+/// The deterministic byte stream of the echo connections (each starts at its own offset).
+fn pattern(extra: usize) -> Arc<[u8]> {
+    let period =
+        (0..PATTERN_PERIOD as u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8 ^ i as u8);
+    let period: Vec<u8> = period.collect();
+    period
+        .iter()
+        .chain(period.iter().cycle().take(extra))
+        .copied()
+        .collect()
+}
+
+#[derive(Debug, Default)]
+struct EchoCounters {
+    verified: AtomicU64,
+    mismatches: AtomicU64,
+    io_errors: AtomicU64,
+}
+
+async fn echo(ctx: &Ctx, args: &EchoArgs) -> anyhow::Result<Report> {
+    let (n, window) = (args.connections as usize, args.window as usize);
+    let chunk = args.chunk.min(args.window) as usize;
+    let mut report = Report::new("echo", ctx);
+    report.put("duration_s", ctx.duration.as_secs_f64());
+    report.put("connections", n);
+    report.put("window_bytes", window);
+    report.put("chunk_bytes", chunk);
+    let streams = open_all(ctx.addr, n).await?;
+    let pattern = pattern(chunk.max(ECHO_READ_BUF));
+    let counters = Arc::new(EchoCounters::default());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    // Each connection: a writer that runs at most `window` bytes ahead of its
+    // reader, and a reader that checks every byte against the pattern.
+    let mut tasks = JoinSet::new();
+    let start = Instant::now();
+    for (k, stream) in streams.into_iter().enumerate() {
+        let (mut rd, mut wr) = stream.into_split();
+        let in_flight = Arc::new(Semaphore::new(window));
+        let first = (k * 7919) % PATTERN_PERIOD;
+        let (pattern_w, in_flight_w, counters_w) =
+            (pattern.clone(), in_flight.clone(), counters.clone());
+        let mut stop = stop_rx.clone();
+        tasks.spawn(async move {
+            let (mut offset, mut written) = (first, 0u64);
+            loop {
+                let permit = tokio::select! {
+                    biased;
+                    _ = stop.wait_for(|stop| *stop) => break,
+                    permit = in_flight_w.acquire_many(chunk as u32) => permit,
+                };
+                let Ok(permit) = permit else { break };
+                permit.forget();
+                let write = timeout(IO_TIMEOUT, wr.write_all(&pattern_w[offset..offset + chunk]));
+                if !matches!(write.await, Ok(Ok(()))) {
+                    counters_w.io_errors.fetch_add(1, Relaxed);
+                    return (k, true, written);
+                }
+                written += chunk as u64;
+                offset = (offset + chunk) % PATTERN_PERIOD;
+            }
+            let _ = timeout(IO_TIMEOUT, wr.shutdown()).await;
+            (k, true, written)
+        });
+        let (pattern, counters) = (pattern.clone(), counters.clone());
+        tasks.spawn(async move {
+            let mut buf = vec![0u8; ECHO_READ_BUF];
+            let (mut offset, mut received) = (first, 0u64);
+            loop {
+                let n = match timeout(IO_TIMEOUT, rd.read(&mut buf)).await {
+                    Ok(Ok(0)) => break,
+                    Ok(Ok(n)) => n,
+                    _ => {
+                        counters.io_errors.fetch_add(1, Relaxed);
+                        break;
+                    }
+                };
+                let expected = &pattern[offset..offset + n];
+                if buf[..n] != *expected {
+                    let at = buf
+                        .iter()
+                        .zip(expected)
+                        .position(|(a, b)| a != b)
+                        .unwrap_or(0);
+                    let at = received + at as u64;
+                    eprintln!("loadgen: echo: connection {k}: wrong byte at stream offset {at}");
+                    counters.mismatches.fetch_add(1, Relaxed);
+                    break;
+                }
+                received += n as u64;
+                offset = (offset + n) % PATTERN_PERIOD;
+                counters.verified.fetch_add(n as u64, Relaxed);
+                in_flight.add_permits(n);
+            }
+            (k, false, received)
+        });
+    }
+    sleep(ctx.duration).await;
+    let verified = counters.verified.load(Relaxed);
+    let elapsed = start.elapsed();
+    // Writers stop and half-close; readers verify the rest until EOF.
+    let _ = stop_tx.send(true);
+    let (mut sent, mut got, mut lost) = (vec![0u64; n], vec![0u64; n], 0u64);
+    let drain_by = Instant::now() + IO_TIMEOUT * 2;
+    loop {
+        match timeout_at(drain_by, tasks.join_next()).await {
+            Ok(Some(Ok((k, true, bytes)))) => sent[k] = bytes,
+            Ok(Some(Ok((k, false, bytes)))) => got[k] = bytes,
+            Ok(Some(Err(_))) => lost += 1,
+            Ok(None) => break,
+            Err(_) => {
+                lost += tasks.len() as u64;
+                tasks.abort_all();
+                break;
+            }
+        }
+    }
+    let short = sent.iter().zip(&got).filter(|(s, g)| s != g).count();
+    let mismatches = counters.mismatches.load(Relaxed);
+    let io_errors = counters.io_errors.load(Relaxed) + lost;
+    report.put("elapsed_s", elapsed.as_secs_f64());
+    report.put("verified_bytes", verified);
+    report.put("total_verified_bytes", counters.verified.load(Relaxed));
+    report.put("mb_per_sec", mb_per_sec(verified, elapsed));
+    report.put("mismatches", mismatches);
+    report.put("short_connections", short);
+    report.put("io_errors", io_errors);
+    if mismatches > 0 {
+        report.fail(format!("{mismatches} connection(s) received wrong bytes"));
+    }
+    if short > 0 || io_errors > 0 {
+        report.fail(format!(
+            "{short} connection(s) got back fewer bytes than sent; {io_errors} I/O error(s)"
+        ));
+    }
+    if verified == 0 {
+        report.fail("no byte was echoed");
+    }
+    Ok(report)
+}
+
+/// Latencies and errors of the workers of a timed request/reply loop.
+#[derive(Debug, Default)]
+struct Samples {
+    done: u64,
+    errors: u64,
+    first_error: Option<String>,
+    latencies: Vec<Duration>,
+    cap: usize,
+}
+
+impl Samples {
+    fn new(cap: usize) -> Self {
+        Samples {
+            cap,
+            ..Samples::default()
+        }
+    }
+
+    /// Counts an exchange begun at `began` that ended now: only those that
+    /// complete before `end` are measured.
+    fn record(
+        &mut self,
+        began: Instant,
+        end: Instant,
+        result: Result<anyhow::Result<()>, tokio::time::error::Elapsed>,
+    ) -> bool {
+        let (now, ok) = (Instant::now(), matches!(result, Ok(Ok(()))));
+        match result {
+            Ok(Ok(())) if now <= end => {
+                self.done += 1;
+                if self.latencies.len() < self.cap {
+                    self.latencies.push(now - began);
+                }
+            }
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => self.error(format!("{e:#}")),
+            Err(_) => self.error("no reply within the timeout".into()),
+        }
+        ok
+    }
+
+    fn error(&mut self, e: String) {
+        self.errors += 1;
+        self.first_error.get_or_insert(e);
+    }
+
+    async fn join(
+        mut set: JoinSet<Samples>,
+        report: &mut Report,
+        rate_key: &'static str,
+        duration: Duration,
+    ) {
+        let mut all = Samples::default();
+        while let Some(joined) = set.join_next().await {
+            let s = joined.unwrap_or_else(|e| Samples {
+                errors: 1,
+                first_error: Some(e.to_string()),
+                ..Samples::default()
+            });
+            all.done += s.done;
+            all.errors += s.errors;
+            all.first_error = all.first_error.or(s.first_error);
+            all.latencies.extend(s.latencies);
+        }
+        all.latencies.sort_unstable();
+        let percentile = |q: f64| {
+            let rank = (q * all.latencies.len() as f64).ceil() as usize;
+            all.latencies
+                .get(rank.max(1) - 1)
+                .map(|d| d.as_micros() as u64)
+        };
+        report.put("completed", all.done);
+        report.put(rate_key, all.done as f64 / duration.as_secs_f64().max(1e-9));
+        report.put("p50_us", percentile(0.50));
+        report.put("p99_us", percentile(0.99));
+        report.put("max_us", all.latencies.last().map(|d| d.as_micros() as u64));
+        report.put("errors", all.errors);
+        if let Some(e) = &all.first_error {
+            eprintln!(
+                "loadgen: {}: {} error(s), the first: {e}",
+                report.mode, all.errors
+            );
+        }
+        if all.done == 0 {
+            report.fail(format!("nothing completed ({} errors)", all.errors));
+        }
+    }
+}
+
+/// Connect, write the message, read the reply (to the first newline, or as
+/// many bytes as the message has when it has no newline), close.
+async fn connect_once(addr: SocketAddr, message: &[u8], buf: &mut [u8]) -> anyhow::Result<()> {
+    let mut stream = open(addr).await?;
+    stream.write_all(message).await?;
+    if !message.contains(&b'\n') {
+        stream.read_exact(&mut buf[..message.len()]).await?;
+        return Ok(());
+    }
+    let mut total = 0;
+    loop {
+        ensure!(
+            total < buf.len(),
+            "reply longer than {} bytes without a newline",
+            buf.len()
+        );
+        let n = stream.read(&mut buf[total..]).await?;
+        ensure!(n > 0, "closed before a newline");
+        if buf[total..total + n].contains(&b'\n') {
+            return Ok(());
+        }
+        total += n;
+    }
+}
+
+async fn connect(ctx: &Ctx, args: &ConnectArgs) -> anyhow::Result<Report> {
+    let message = unescape(&args.message);
+    let mut report = Report::new("connect", ctx);
+    report.put("duration_s", ctx.duration.as_secs_f64());
+    report.put("workers", args.workers);
+    report.put("message", message.as_str());
+    ensure!(
+        !message.is_empty() && message.len() <= MAX_REPLY,
+        "--message must be 1 byte to 1 MiB"
+    );
+    let message: Arc<[u8]> = message.as_bytes().into();
+    let (addr, end) = (ctx.addr, Instant::now() + ctx.duration);
+    let mut set = JoinSet::new();
+    for _ in 0..args.workers {
+        let message = message.clone();
+        let mut s = Samples::new(LATENCY_CAP / args.workers as usize);
+        set.spawn(async move {
+            let mut buf = vec![0u8; message.len().max(64 * 1024)];
+            while Instant::now() < end {
+                let began = Instant::now();
+                let result = timeout(IO_TIMEOUT, connect_once(addr, &message, &mut buf)).await;
+                if !s.record(began, end, result) {
+                    sleep(Duration::from_millis(1)).await;
+                }
+            }
+            s
+        });
+    }
+    Samples::join(set, &mut report, "conns_per_sec", ctx.duration).await;
+    Ok(report)
+}
+
+async fn lines(ctx: &Ctx, args: &LinesArgs) -> anyhow::Result<Report> {
+    let mut report = Report::new("lines", ctx);
+    report.put("duration_s", ctx.duration.as_secs_f64());
+    report.put("connections", args.connections);
+    report.put("message", args.message.as_str());
+    ensure!(
+        !args.message.contains(['\n', '\r']),
+        "--message must be one line"
+    );
+    let line: Arc<[u8]> = format!("{}\n", args.message).into_bytes().into();
+    let streams = open_all(ctx.addr, args.connections as usize).await?;
+    let (addr, end) = (ctx.addr, Instant::now() + ctx.duration);
+    let mut set = JoinSet::new();
+    for stream in streams {
+        let line = line.clone();
+        let mut s = Samples::new(LATENCY_CAP / args.connections as usize);
+        set.spawn(async move {
+            let (mut conn, mut reply) = (Some(BufReader::new(stream)), Vec::new());
+            while Instant::now() < end {
+                // A connection that failed is replaced (a bot may close it).
+                let mut stream = match conn.take() {
+                    Some(stream) => stream,
+                    None => match open(addr).await {
+                        Ok(stream) => BufReader::new(stream),
+                        Err(e) => {
+                            s.error(format!("reconnect: {e:#}"));
+                            sleep(Duration::from_millis(10)).await;
+                            continue;
+                        }
+                    },
+                };
+                let began = Instant::now();
+                let exchange = async {
+                    stream.write_all(&line).await?;
+                    reply.clear();
+                    (&mut stream)
+                        .take(MAX_REPLY as u64)
+                        .read_until(b'\n', &mut reply)
+                        .await?;
+                    ensure!(
+                        reply.last() == Some(&b'\n'),
+                        "connection closed before a full reply"
+                    );
+                    Ok(())
+                };
+                let result = timeout(IO_TIMEOUT, exchange).await;
+                if s.record(began, end, result) {
+                    conn = Some(stream);
+                }
+            }
+            s
+        });
+    }
+    Samples::join(set, &mut report, "msgs_per_sec", ctx.duration).await;
+    Ok(report)
+}
+
+async fn hold(
+    ctx: &Ctx,
+    args: &HoldArgs,
+    rss: &RssSampler,
+    nofile: Option<u64>,
+) -> anyhow::Result<Report> {
+    let n = args.connections as usize;
+    let hold = Duration::from_secs_f64(args.hold);
+    let mut report = Report::new("hold", ctx);
+    report.put("connections", n);
+    report.put("hold_s", args.hold);
+    report.put("client_nofile_limit", nofile);
+    let start = Instant::now();
+    // Opening stops in time to leave the hold and the pings before the deadline.
+    let open_by = ctx
+        .deadline
+        .checked_sub(hold + IO_TIMEOUT * 3)
+        .unwrap_or(start);
+    let (streams, failed, first) = open_many(ctx.addr, n, open_by.max(start + IO_TIMEOUT)).await;
+    let open_time = start.elapsed();
+    let opened = streams.len() as u64;
+    if failed > 0 {
+        eprintln!("loadgen: hold: {failed} connect(s) failed: {first}");
+    }
+    sleep(hold).await;
+    let rss_idle = rss.now();
+    // Every connection must still answer: "ping\n" comes back from echo.
+    let gate = Arc::new(Semaphore::new(CONNECT_CONCURRENCY));
+    let mut set = JoinSet::new();
+    for mut stream in streams {
+        let permit = gate.clone().acquire_owned().await?;
+        set.spawn(async move {
+            let ping = async {
+                stream.write_all(b"ping\n").await?;
+                let mut back = [0u8; 5];
+                stream.read_exact(&mut back).await?;
+                anyhow::Ok(&back == b"ping\n")
+            };
+            let answered = matches!(timeout(IO_TIMEOUT, ping).await, Ok(Ok(true)));
+            drop(permit);
+            (answered, stream)
+        });
+    }
+    let (mut answered, mut keep) = (0u64, Vec::with_capacity(n));
+    while let Some(joined) = set.join_next().await {
+        if let Ok((ok, stream)) = joined {
+            answered += u64::from(ok);
+            keep.push(stream);
+        }
+    }
+    drop(keep);
+    report.put("connections_opened", opened);
+    report.put("connect_errors", failed);
+    report.put("open_s", open_time.as_secs_f64());
+    report.put(
+        "opens_per_sec",
+        opened as f64 / open_time.as_secs_f64().max(1e-9),
+    );
+    report.put("answered", answered);
+    report.put("rss_idle_bytes", rss_idle);
+    let per_connection = match (rss.before, rss_idle) {
+        (Some(before), Some(idle)) if opened > 0 => {
+            Some((idle as f64 - before as f64) / opened as f64)
+        }
+        _ => None,
+    };
+    report.put("bytes_per_connection", per_connection);
+    if opened == 0 {
+        report.fail("no connection opened");
+    } else if answered < opened {
+        report.fail(format!(
+            "only {answered} of {opened} connections answered ping"
+        ));
+    }
+    Ok(report)
+}
+
+/// What one fetch got: its length, SHA-256 (hex) and first bytes.
+struct Fetched {
+    len: u64,
+    sha256: String,
+    head: Vec<u8>,
+}
+
+/// Fetches `request` once.
+async fn fetch(addr: SocketAddr, request: &[u8], buf: &mut [u8]) -> anyhow::Result<Fetched> {
+    let mut stream = open(addr).await?;
+    timeout(IO_TIMEOUT, stream.write_all(request))
+        .await
+        .context("request timed out")??;
+    let (mut hasher, mut len, mut head) = (Sha256::new(), 0u64, Vec::new());
+    loop {
+        let n = timeout(IO_TIMEOUT, stream.read(buf))
+            .await
+            .context("read timed out")??;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        len += n as u64;
+        head.extend_from_slice(&buf[..n.min(256 - head.len())]);
+    }
+    let sha256 = hasher.finalize().iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    });
+    Ok(Fetched { len, sha256, head })
+}
+
+/// Checks a fetch against the expectations and against the first fetch.
+fn check(
+    got: Fetched,
+    expect: &(Option<u64>, Option<String>),
+    first: &OnceLock<(u64, String)>,
+) -> anyhow::Result<u64> {
+    let Fetched { len, sha256, head } = got;
+    if let Some(size) = expect.0 {
+        ensure!(len == size, "got {len} bytes, expected {size}");
+    }
+    if let Some(want) = &expect.1 {
+        ensure!(sha256 == *want, "got SHA-256 {sha256}, expected {want}");
+    }
+    // Without expectations, a lone "ERR <reason>" line is a refusal, not the file.
+    let refused = head.len() as u64 == len && head.starts_with(b"ERR ") && head.ends_with(b"\n");
+    ensure!(
+        expect.0.is_some() || !refused,
+        "refused: {}",
+        String::from_utf8_lossy(&head).trim()
+    );
+    let (len0, sha0) = first.get_or_init(|| (len, sha256.clone()));
+    ensure!(
+        (len, &sha256) == (*len0, sha0),
+        "got {len} bytes, SHA-256 {sha256}; another fetch got {len0}, {sha0}"
+    );
+    Ok(len)
+}
+
+async fn download(ctx: &Ctx, args: &DownloadArgs) -> anyhow::Result<Report> {
+    let mut report = Report::new("download", ctx);
+    report.put("file", args.file.as_str());
+    report.put("clients", args.clients);
+    report.put("repeat", args.repeat);
+    report.put("expect_size", args.expect_size);
+    report.put("expect_sha256", args.expect_sha256.as_deref());
+    ensure!(
+        !args.file.contains(['\n', '\r']),
+        "--file must not contain a line break"
+    );
+    let request: Arc<[u8]> = format!("{}\n", args.file).into_bytes().into();
+    // Each fetch must match the expectations given, and every other fetch.
+    let reference: Arc<OnceLock<(u64, String)>> = Arc::new(OnceLock::new());
+    let expect: Arc<(Option<u64>, Option<String>)> =
+        Arc::new((args.expect_size, args.expect_sha256.clone()));
+    let bytes = Arc::new(AtomicU64::new(0));
+    let (addr, repeat) = (ctx.addr, args.repeat);
+    // No fetch starts too close to the hard deadline.
+    let last_start = ctx
+        .deadline
+        .checked_sub(IO_TIMEOUT * 2)
+        .unwrap_or(ctx.deadline);
+    let mut set = JoinSet::new();
+    let start = Instant::now();
+    for _ in 0..args.clients {
+        let (request, reference, expect, bytes) = (
+            request.clone(),
+            reference.clone(),
+            expect.clone(),
+            bytes.clone(),
+        );
+        set.spawn(async move {
+            let mut buf = vec![0u8; DOWNLOAD_READ_BUF];
+            let (mut ok, mut errors, mut first_error) = (0u64, 0u64, None);
+            for _ in 0..repeat {
+                let checked = if Instant::now() >= last_start {
+                    Err(anyhow::anyhow!("not started: the hard deadline is near"))
+                } else {
+                    fetch(addr, &request, &mut buf)
+                        .await
+                        .and_then(|got| check(got, &expect, &reference))
+                };
+                match checked {
+                    Ok(len) => {
+                        ok += 1;
+                        bytes.fetch_add(len, Relaxed);
+                    }
+                    Err(e) => {
+                        errors += 1;
+                        first_error.get_or_insert(format!("{e:#}"));
+                    }
+                }
+            }
+            (ok, errors, first_error)
+        });
+    }
+    let (mut fetches, mut errors, mut first_error) = (0u64, 0u64, None);
+    while let Some(joined) = set.join_next().await {
+        let (ok, failed, first) =
+            joined.unwrap_or_else(|e| (0, repeat.into(), Some(e.to_string())));
+        (fetches, errors) = (fetches + ok, errors + failed);
+        first_error = first_error.or(first);
+    }
+    let elapsed = start.elapsed();
+    let total = bytes.load(Relaxed);
+    report.put("file_bytes", reference.get().map(|(len, _)| *len));
+    report.put("fetches", fetches);
+    report.put("errors", errors);
+    report.put("bytes", total);
+    report.put("elapsed_s", elapsed.as_secs_f64());
+    report.put("mb_per_sec", mb_per_sec(total, elapsed));
+    if let Some(first) = first_error {
+        report.fail(format!("{errors} fetch(es) failed, the first: {first}"));
+    }
+    if fetches == 0 {
+        report.fail("no fetch completed");
+    }
+    Ok(report)
+}
