@@ -1,0 +1,323 @@
+#!/usr/bin/env python3
+"""Turns the benchmark's results (JSONL, one loadgen run a line, written by
+bench/run.sh) into bench/RESULTS.md: per case and server the median and
+min-max of the case's main number, and switchboard's ratios to the ceiling
+and to the peers, each with the project's target and whether it is met.
+
+Standard library only.
+
+    python3 bench/report.py --results bench/results.jsonl --out bench/RESULTS.md \
+        [--command "bench/run.sh"] [--notes notes.txt] [--settings "..."]
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import sys
+
+MIB = 1024 * 1024
+
+# kind -> (main field, unit, higher is better)
+METRIC = {
+    "echo": ("mb_per_sec", "MB/s", True),
+    "connect": ("conns_per_sec", "conn/s", True),
+    "lines": ("msgs_per_sec", "msg/s", True),
+    "download": ("mb_per_sec", "MB/s", True),
+    "hold": ("bytes_per_connection", "B/conn", False),
+}
+
+# kind -> other fields shown (medians)
+EXTRA = {
+    "connect": ["p50_us", "p99_us"],
+    "lines": ["p50_us", "p99_us"],
+    "download": ["rss_max_bytes"],
+    "hold": ["connections_opened", "answered", "rss_before_bytes", "rss_idle_bytes"],
+}
+
+# kind -> [(the server switchboard is divided by, target ratio or None)]
+RATIO_TARGETS = {
+    "echo": [("ceiling", 0.95), ("socat", 5.0), ("socat-nodelay", 5.0), ("ncat", 5.0)],
+    "connect": [("ceiling", 0.8), ("socat", None), ("ncat", None)],
+    "lines": [("ceiling", 0.7)],
+    "download": [("ceiling", 0.95)],
+}
+
+# kind -> [(field, how rounds are combined, limit, what it is)]: switchboard's
+# value must be at most the limit.
+ABSOLUTE_TARGETS = {
+    "hold": [("bytes_per_connection", "median", 8 * 1024, "server RSS per idle connection")],
+    "download": [("rss_max_bytes", "max", 32 * MIB, "server RSS, highest of the runs")],
+}
+
+
+def kind_of(case):
+    return case.split()[0]
+
+
+def is_switchboard(server):
+    return server == "switchboard" or server.startswith("switchboard:")
+
+
+def fmt_num(value, field):
+    if value is None:
+        return "—"
+    if field.endswith("_bytes"):
+        return f"{value / MIB:.1f} MiB"
+    if field in ("bytes_per_connection",):
+        return f"{value:,.0f} B"
+    if field.endswith("_us"):
+        return f"{value:,.0f} µs"
+    if field == "mb_per_sec":
+        return f"{value:,.1f}"
+    return f"{value:,.0f}"
+
+
+def fmt_ratio(value):
+    if value is None:
+        return "—"
+    return f"{value:.2f}×" if value < 10 else f"{value:.1f}×"
+
+
+def numbers(runs, field):
+    out = []
+    for run in runs:
+        value = run.get(field)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            out.append(float(value))
+    return out
+
+
+def median(values):
+    return statistics.median(values) if values else None
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def load(path):
+    runs = []
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for number, line in enumerate(f, 1):
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                runs.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                print(f"report.py: {path}:{number}: not JSON ({e}); skipped", file=sys.stderr)
+    return runs
+
+
+def build(runs, command, settings, notes):
+    cases = {}  # case -> server -> [runs]; dicts keep first-seen order
+    failed = []
+    warned = [run for run in runs if run.get("warning")]
+    for run in runs:
+        case, server = run.get("case", "?"), run.get("server", "?")
+        if "error" in run or run.get("ok") is False:
+            failed.append(run)
+            cases.setdefault(case, {}).setdefault(server, [])
+            continue
+        cases.setdefault(case, {}).setdefault(server, []).append(run)
+
+    out = []
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    out.append("# Benchmark results\n")
+    if "--quick" in command:
+        out.append(
+            "> **Quick smoke run** (1 round, 2-second runs): it shows that every mode "
+            "works, its numbers are not a measurement. Run `bench/run.sh` for those.\n"
+        )
+    out.append(f"- date: {now}")
+    out.append(
+        f"- machine: {os.cpu_count()} CPUs ({cpu_model()}), "
+        f"kernel {platform.system()} {platform.release()}"
+    )
+    out.append(f"- command: `{command}`")
+    if settings:
+        out.append(f"- settings: {settings}")
+    out.append(
+        "- method: every run starts its server fresh; rounds interleave the servers "
+        "(A B C, A B C, ...); numbers are the median over rounds with min–max; a ratio "
+        "is switchboard's median over the other server's median (per-round ratios in "
+        "brackets: min–max)"
+    )
+    for line in notes:
+        out.append(f"- note: {line}")
+    out.append("")
+
+    # Per case and server.
+    out.append("## Medians\n")
+    out.append("| case | server | runs | main number | median | min–max | other (medians) |")
+    out.append("|---|---|---:|---|---:|---:|---|")
+    for case, servers in cases.items():
+        kind = kind_of(case)
+        field, unit, _ = METRIC.get(kind, ("", "", True))
+        for server, server_runs in servers.items():
+            values = numbers(server_runs, field)
+            if values:
+                med = fmt_num(median(values), field)
+                span = f"{fmt_num(min(values), field)} – {fmt_num(max(values), field)}"
+            else:
+                med, span = "—", "—"
+            extras = []
+            for extra in EXTRA.get(kind, []):
+                ev = numbers(server_runs, extra)
+                if ev:
+                    extras.append(f"{extra} {fmt_num(median(ev), extra)}")
+            out.append(
+                f"| {case} | {server} | {len(values)} | {field} ({unit}) | {med} | {span} | "
+                f"{', '.join(extras) or ''} |"
+            )
+    out.append("")
+
+    # Ratios.
+    ratio_rows = []
+    summary = {"met": 0, "missed": 0, "no data": 0}
+    for case, servers in cases.items():
+        kind = kind_of(case)
+        if kind not in RATIO_TARGETS:
+            continue
+        field, _, higher = METRIC[kind]
+        for sb in [s for s in servers if is_switchboard(s)]:
+            sb_runs = servers[sb]
+            sb_med = median(numbers(sb_runs, field))
+            for other, target in RATIO_TARGETS[kind]:
+                if other not in servers:
+                    continue
+                other_med = median(numbers(servers[other], field))
+                ratio = sb_med / other_med if sb_med is not None and other_med else None
+                per_round = []
+                by_round = {r.get("round"): r for r in servers[other]}
+                for r in sb_runs:
+                    o = by_round.get(r.get("round"))
+                    a, b = numbers([r], field), numbers([o], field) if o else []
+                    if a and b and b[0]:
+                        per_round.append(a[0] / b[0])
+                spread = (
+                    f" [{fmt_ratio(min(per_round))} – {fmt_ratio(max(per_round))}]"
+                    if len(per_round) > 1
+                    else ""
+                )
+                if target is None:
+                    goal, mark = "—", ""
+                elif ratio is None:
+                    goal, mark = f"≥ {target:g}×", "no data"
+                    summary["no data"] += 1
+                else:
+                    goal = f"≥ {target:g}×"
+                    ok = ratio >= target if higher else ratio <= target
+                    mark = "met" if ok else "**missed**"
+                    summary["met" if ok else "missed"] += 1
+                ratio_rows.append(
+                    f"| {case} | {sb} / {other} | {fmt_ratio(ratio)}{spread} | {goal} | {mark} |"
+                )
+    abs_rows = []
+    for case, servers in cases.items():
+        kind = kind_of(case)
+        for field, how, limit, what in ABSOLUTE_TARGETS.get(kind, []):
+            for sb in [s for s in servers if is_switchboard(s)]:
+                values = numbers(servers[sb], field)
+                value = (max(values) if how == "max" else median(values)) if values else None
+                if value is None:
+                    mark = "no data"
+                    summary["no data"] += 1
+                else:
+                    ok = value <= limit
+                    mark = "met" if ok else "**missed**"
+                    summary["met" if ok else "missed"] += 1
+                abs_rows.append(
+                    f"| {case} | {sb} | {what} ({field}, {how}) | {fmt_num(value, field)} | "
+                    f"≤ {fmt_num(limit, field)} | {mark} |"
+                )
+            if kind == "hold":
+                wanted = case.split()[1] if len(case.split()) > 1 else None
+                for sb in [s for s in servers if is_switchboard(s)]:
+                    opened = numbers(servers[sb], "connections_opened")
+                    answered = numbers(servers[sb], "answered")
+                    if wanted and wanted.isdigit() and opened:
+                        ok = min(opened) >= int(wanted) and (
+                            not answered or min(answered) >= int(wanted)
+                        )
+                        mark = "met" if ok else "**missed**"
+                        summary["met" if ok else "missed"] += 1
+                        got = f"{min(opened):,.0f} opened"
+                        if answered:
+                            got += f", {min(answered):,.0f} answered"
+                        abs_rows.append(
+                            f"| {case} | {sb} | connections held (lowest of the runs) | {got} | "
+                            f"{int(wanted):,} | {mark} |"
+                        )
+
+    out.append("## Ratios\n")
+    if ratio_rows:
+        out.append("| case | ratio | of medians [per round] | target | |")
+        out.append("|---|---|---:|---:|---|")
+        out.extend(ratio_rows)
+    else:
+        out.append("No ratio could be computed.")
+    out.append("")
+    out.append("## Absolute targets\n")
+    if abs_rows:
+        out.append("| case | server | what | value | target | |")
+        out.append("|---|---|---|---:|---:|---|")
+        out.extend(abs_rows)
+    else:
+        out.append("None measured.")
+    out.append("")
+    out.append(
+        f"Targets: {summary['met']} met, {summary['missed']} missed"
+        + (f", {summary['no data']} without data" if summary["no data"] else "")
+        + ".\n"
+    )
+    if failed:
+        out.append("## Failed runs\n")
+        for run in failed:
+            out.append(
+                f"- {run.get('case')} / {run.get('server')} round {run.get('round')}: "
+                f"{run.get('error')}"
+            )
+        out.append("")
+    if warned:
+        out.append("## Warnings (runs kept in the medians)\n")
+        for run in warned:
+            out.append(
+                f"- {run.get('case')} / {run.get('server')} round {run.get('round')}: "
+                f"{run.get('warning')}"
+            )
+        out.append("")
+    return "\n".join(out)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results", required=True, help="JSONL written by bench/run.sh")
+    parser.add_argument("--out", required=True, help="the Markdown file to write")
+    parser.add_argument("--command", default="bench/run.sh", help="the command that ran")
+    parser.add_argument("--settings", default="", help="one line describing the settings")
+    parser.add_argument("--notes", help="a file of notes, one a line")
+    args = parser.parse_args()
+
+    notes = []
+    if args.notes and os.path.exists(args.notes):
+        with open(args.notes, encoding="utf-8") as f:
+            notes = [line.strip() for line in f if line.strip()]
+    text = build(load(args.results), args.command, args.settings, notes)
+    with open(args.out, "w", encoding="utf-8") as f:
+        f.write(text)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,499 @@
+#!/usr/bin/env bash
+# The benchmark, in one command: builds everything in release mode, runs each
+# case against switchboard, the ceiling servers (examples/ceiling_echo.rs,
+# examples/ceiling_file.rs) and the peers a user would pick instead (socat,
+# ncat), interleaved round by round, and writes the table of medians and
+# ratios (bench/report.py).
+#
+#   bench/run.sh            full run: ROUNDS rounds of DURATION-second runs,
+#                           writes bench/results.jsonl and bench/RESULTS.md
+#   bench/run.sh --quick    smoke run (CI): 1 round, 2-second runs, a subset of
+#                           the echo configurations, a 256 MiB file; writes
+#                           target/bench/results-quick.jsonl and RESULTS-quick.md
+#
+# Environment (all optional):
+#   ROUNDS=3 DURATION=5     rounds per case, seconds per run
+#   CASES="echo connect lines download hold"   which kinds of case to run
+#   HOLD_50K=1              also hold 50 000 idle connections
+#   HOLD_SECS=5             how long the hold case keeps its connections idle
+#   FILE_MB=1024            size of the download file (rounded up to 16 MiB)
+#   REPEAT=2                downloads per client in the download case
+#   LINES_CONNS=8           connections of the lines case
+#   BASE_PORT=23100         ports used: BASE_PORT .. BASE_PORT+22 on 127.0.0.1, kept
+#                           below the ephemeral range (ip_local_port_range)
+#   SERVER_CPU=0 LOAD_CPU=1 cores for taskset
+#   NO_INSTALL=1            do not apt-get install socat / ncat
+#   OUT_DIR=DIR             where results.jsonl and RESULTS.md go
+#   LOADGEN=PATH            use this load generator instead of building examples/loadgen.rs
+#
+# Everything listens on 127.0.0.1 only, and every wait is bounded.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+command_line="bench/run.sh${*:+ $*}"
+
+quick=0
+for arg in "$@"; do
+  case $arg in
+    --quick) quick=1 ;;
+    -h | --help)
+      sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
+      exit 0
+      ;;
+    *)
+      echo "run.sh: unknown argument '$arg' (try --help)" >&2
+      exit 2
+      ;;
+  esac
+done
+
+if [ "$quick" = 1 ]; then
+  ROUNDS=1
+  DURATION=2
+  HOLD_SECS=${HOLD_SECS:-2}
+  FILE_MB=${FILE_MB:-256}
+  REPEAT=${REPEAT:-1}
+  OUT_DIR=${OUT_DIR:-$root/target/bench}
+  suffix=-quick
+else
+  ROUNDS=${ROUNDS:-3}
+  DURATION=${DURATION:-5}
+  HOLD_SECS=${HOLD_SECS:-5}
+  FILE_MB=${FILE_MB:-1024}
+  REPEAT=${REPEAT:-2}
+  OUT_DIR=${OUT_DIR:-$root/bench}
+  suffix=
+fi
+CASES=${CASES:-echo connect lines download hold}
+LINES_CONNS=${LINES_CONNS:-8}
+BASE_PORT=${BASE_PORT:-23100}
+HOLD_50K=${HOLD_50K:-0}
+
+mkdir -p "$OUT_DIR" "$root/target/bench"
+results="$OUT_DIR/results$suffix.jsonl"
+report="$OUT_DIR/RESULTS$suffix.md"
+work=$(mktemp -d "$root/target/bench/run.XXXXXX")
+notes="$work/notes.txt"
+: > "$notes"
+: > "$results"
+failures=0
+peer_failures=0
+
+say() { printf '==> %s\n' "$*"; }
+note() {
+  printf 'note: %s\n' "$*"
+  printf '%s\n' "$*" >> "$notes"
+}
+have() { command -v "$1" > /dev/null 2>&1; }
+
+# --- servers: started in their own session (their pid is their process
+# group), so stopping one also ends what it forked (socat, ncat children).
+server_pid=
+# alive PID: running (a zombie, exited but not yet waited for, is not).
+alive() {
+  local st
+  st=$(ps -o stat= -p "$1" 2> /dev/null) || return 1
+  [ -n "$st" ] && [ "${st:0:1}" != Z ]
+}
+stop_server() {
+  local pid=$server_pid
+  [ -n "$pid" ] || return 0
+  server_pid=
+  local target=$pid
+  if [ "$(ps -o pgid= -p "$pid" 2> /dev/null | tr -d ' ')" = "$pid" ]; then
+    target=-$pid
+  fi
+  kill -TERM -- "$target" 2> /dev/null || true
+  for _ in $(seq 50); do
+    alive "$pid" || break
+    sleep 0.1
+  done
+  kill -KILL -- "$target" 2> /dev/null || true
+  wait "$pid" 2> /dev/null || true
+}
+cleanup() {
+  stop_server
+  rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+port_open() { (exec 3<> "/dev/tcp/127.0.0.1/$1") 2> /dev/null; }
+
+# --- build
+say "build (release)"
+if [ -n "${LOADGEN:-}" ]; then
+  cargo build --release --bin switchboard --example ceiling_echo --example ceiling_file
+  loadgen=$LOADGEN
+else
+  cargo build --release --bin switchboard --example loadgen --example ceiling_echo --example ceiling_file
+  loadgen=$root/target/release/examples/loadgen
+fi
+switchboard=$root/target/release/switchboard
+ceiling_echo=$root/target/release/examples/ceiling_echo
+ceiling_file=$root/target/release/examples/ceiling_file
+
+# --- peers
+say "peers (socat, ncat)"
+if ! have socat || ! have ncat; then
+  if [ "${NO_INSTALL:-0}" = 1 ]; then
+    note "NO_INSTALL=1: socat/ncat not installed by the script"
+  elif have apt-get && [ "$(id -u)" = 0 ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    pkgs=()
+    have socat || pkgs+=(socat)
+    have ncat || pkgs+=(ncat)
+    timeout 300 apt-get install -y -qq "${pkgs[@]}" > /dev/null 2>&1 \
+      || { timeout 300 apt-get update -qq > /dev/null 2>&1 \
+        && timeout 300 apt-get install -y -qq "${pkgs[@]}" > /dev/null 2>&1; } \
+      || note "apt-get install ${pkgs[*]} failed"
+  else
+    note "apt-get (as root) not available to install socat/ncat"
+  fi
+fi
+peers_echo=()
+peers_connect=()
+if have socat; then
+  peers_echo+=(socat socat-nodelay)
+  peers_connect+=(socat)
+else
+  note "socat not installed: its runs are skipped"
+fi
+if have ncat; then
+  peers_echo+=(ncat)
+  peers_connect+=(ncat)
+else
+  note "ncat not installed: its runs are skipped"
+fi
+
+# --- pinning
+server_pin=()
+load_pin=()
+if have taskset && [ "$(nproc)" -ge 2 ]; then
+  server_pin=(taskset -c "${SERVER_CPU:-0}")
+  load_pin=(taskset -c "${LOAD_CPU:-1}")
+  say "pinning: servers on core ${SERVER_CPU:-0}, load on core ${LOAD_CPU:-1}"
+else
+  note "not pinned (taskset missing or fewer than 2 cores): server and load share the CPUs"
+fi
+
+# --- open-file limit: the hold case needs one descriptor per connection on
+# each side (both processes inherit this limit).
+hold_counts=(10000)
+[ "$HOLD_50K" = 1 ] && hold_counts+=(50000)
+want_fds=$((${hold_counts[-1]} + 1000))
+if [ "$(ulimit -Hn)" != unlimited ] && [ "$(ulimit -Hn)" -lt "$want_fds" ]; then
+  ulimit -Hn "$want_fds" 2> /dev/null || true # works as root
+fi
+if [ "$(ulimit -Sn)" != unlimited ] && [ "$(ulimit -Sn)" -lt "$want_fds" ]; then
+  ulimit -Sn "$want_fds" 2> /dev/null || ulimit -Sn "$(ulimit -Hn)" 2> /dev/null || true
+fi
+if [ "$(ulimit -Sn)" != unlimited ] && [ "$(ulimit -Sn)" -lt "$want_fds" ]; then
+  note "open-file limit is $(ulimit -Sn), below the $want_fds the hold case needs"
+fi
+if [ "$HOLD_50K" = 1 ] && [ -r /proc/sys/net/ipv4/ip_local_port_range ]; then
+  read -r lo hi < /proc/sys/net/ipv4/ip_local_port_range
+  if [ $((hi - lo + 1)) -lt 50000 ]; then
+    note "ephemeral port range $lo-$hi has fewer than 50000 ports: holding 50 000 connections to one address may fall short (sysctl net.ipv4.ip_local_port_range)"
+  fi
+fi
+
+# --- ports
+p_sb_echo=$BASE_PORT
+p_sb_download=$((BASE_PORT + 1))
+p_sb_keyword=$((BASE_PORT + 2))
+p_sb_random=$((BASE_PORT + 3))
+p_ceiling_echo=$((BASE_PORT + 10))
+p_ceiling_file=$((BASE_PORT + 11))
+p_socat=$((BASE_PORT + 20))
+p_socat_nodelay=$((BASE_PORT + 21))
+p_ncat=$((BASE_PORT + 22))
+# Ports inside the ephemeral range could be taken by the clients' own
+# sockets (the connect case leaves thousands in TIME_WAIT), and a listener
+# cannot bind next to those.
+if [ -r /proc/sys/net/ipv4/ip_local_port_range ]; then
+  read -r lo hi < /proc/sys/net/ipv4/ip_local_port_range
+  if [ "$BASE_PORT" -le "$hi" ] && [ $((BASE_PORT + 22)) -ge "$lo" ]; then
+    note "ports $BASE_PORT-$((BASE_PORT + 22)) overlap the ephemeral range $lo-$hi: a bind may fail (set BASE_PORT)"
+  fi
+fi
+for p in $p_sb_echo $p_sb_download $p_sb_keyword $p_sb_random $p_ceiling_echo \
+  $p_ceiling_file $p_socat $p_socat_nodelay $p_ncat; do
+  if port_open "$p"; then
+    echo "run.sh: 127.0.0.1:$p is already in use; pick other ports with BASE_PORT=..." >&2
+    exit 1
+  fi
+done
+
+# --- the download file: a 16 MiB random block repeated, kept in
+# target/bench/data between runs with its sha256.
+data=$root/target/bench/data
+mkdir -p "$data"
+blocks=$(((FILE_MB + 15) / 16))
+file_name=big-$((blocks * 16))M.bin
+file=$data/$file_name
+file_size=$((blocks * 16 * 1024 * 1024))
+if [ ! -f "$file" ] || [ "$(stat -c %s "$file")" != "$file_size" ] || [ ! -s "$file.sha256" ]; then
+  say "creating $file ($((blocks * 16)) MiB)"
+  rm -f "$file" "$file.sha256"
+  head -c 16M /dev/urandom > "$work/block"
+  for _ in $(seq "$blocks"); do cat "$work/block"; done > "$file.tmp"
+  sha256sum "$file.tmp" | cut -d' ' -f1 > "$file.sha256.tmp"
+  mv "$file.tmp" "$file"
+  mv "$file.sha256.tmp" "$file.sha256"
+fi
+file_sha=$(cat "$file.sha256")
+# Only the benchmark file is served.
+serve_dir=$work/serve
+mkdir -p "$serve_dir"
+ln "$file" "$serve_dir/$file_name" 2> /dev/null || cp "$file" "$serve_dir/$file_name"
+
+# --- switchboard's config: default logging (text, info) stays on.
+config=$work/switchboard.toml
+cat > "$config" << EOF
+[server]
+shutdown_grace = "1s"
+
+[[listener]]
+name = "echo"
+bind = "127.0.0.1:$p_sb_echo"
+handler = "echo"
+# the hold case opens up to 50 000 connections
+max_connections = 60000
+
+[[listener]]
+name = "download"
+bind = "127.0.0.1:$p_sb_download"
+handler = "download"
+root = "$serve_dir"
+
+[[listener]]
+name = "keyword-bot"
+bind = "127.0.0.1:$p_sb_keyword"
+handler = "keyword-bot"
+
+[[listener.rules]]
+keywords = ["你好", "hello"]
+reply = "你好"
+
+[[listener.rules]]
+keywords = ["名字", "name"]
+reply = "我是python29号"
+
+[[listener.rules]]
+keywords = ["时间", "time"]
+reply = "当前时间是:{time}"
+
+[[listener.rules]]
+keywords = ["help", "帮助"]
+reply = "I answer to: {keywords}"
+
+[[listener]]
+name = "random-bot"
+bind = "127.0.0.1:$p_sb_random"
+handler = "random-bot"
+EOF
+"$switchboard" check -c "$config" > /dev/null
+
+# start_server LABEL KIND: starts the server, sets server_pid and port.
+start_server() {
+  local label=$1 kind=$2 cmd
+  case $label in
+    switchboard*)
+      cmd=("$switchboard" -c "$config")
+      case $kind:$label in
+        download:*) port=$p_sb_download ;;
+        lines:switchboard:keyword-bot) port=$p_sb_keyword ;;
+        lines:switchboard:random-bot) port=$p_sb_random ;;
+        *) port=$p_sb_echo ;;
+      esac
+      ;;
+    ceiling)
+      if [ "$kind" = download ]; then
+        port=$p_ceiling_file
+        cmd=("$ceiling_file" --addr "127.0.0.1:$port" --root "$serve_dir")
+      else
+        port=$p_ceiling_echo
+        cmd=("$ceiling_echo" --addr "127.0.0.1:$port")
+      fi
+      ;;
+    socat)
+      port=$p_socat
+      cmd=(socat "TCP-LISTEN:$port,bind=127.0.0.1,fork,reuseaddr" EXEC:cat)
+      ;;
+    socat-nodelay)
+      port=$p_socat_nodelay
+      cmd=(socat "TCP-LISTEN:$port,bind=127.0.0.1,fork,reuseaddr,nodelay" EXEC:cat)
+      ;;
+    ncat)
+      port=$p_ncat
+      cmd=(ncat -lk 127.0.0.1 "$port" --exec /bin/cat)
+      ;;
+    *)
+      echo "run.sh: unknown server $label" >&2
+      return 1
+      ;;
+  esac
+  local log=$work/${label//:/-}.log
+  setsid "${server_pin[@]}" "${cmd[@]}" > "$log" 2>&1 < /dev/null &
+  server_pid=$!
+  for _ in $(seq 100); do
+    alive "$server_pid" || break
+    port_open "$port" && return 0
+    sleep 0.1
+  done
+  echo "run.sh: $label did not start listening on 127.0.0.1:$port" >&2
+  tail -n 5 "$log" >&2 || true
+  stop_server
+  return 1
+}
+
+# record SERVER CASE ROUND JSON ERROR [WARNING]: one line of the results;
+# JSON (the loadgen's line) may be empty, a non-empty ERROR marks the run
+# failed (left out of the medians), a WARNING is only shown.
+record() {
+  local line=$4 err=${5//[\"\\]/\'} warn=${6:-}
+  warn=${warn//[\"\\]/\'}
+  local head
+  head=$(printf '{"server":"%s","case":"%s","round":%d' "$1" "$2" "$3")
+  [ -n "$err" ] && head="$head,\"error\":\"$err\""
+  [ -n "$warn" ] && head="$head,\"warning\":\"$warn\""
+  if [ -n "$line" ]; then
+    printf '%s,%s\n' "$head" "${line#\{}" >> "$results"
+  else
+    printf '%s}\n' "$head" >> "$results"
+  fi
+  # Failures of switchboard or the ceiling fail the run; a peer's are only reported.
+  case $1 in
+    switchboard* | ceiling) [ -z "$err" ] || failures=$((failures + 1)) ;;
+    *) [ -z "$err" ] || peer_failures=$((peer_failures + 1)) ;;
+  esac
+}
+
+# number JSON: the case's main number, for the console.
+number() {
+  grep -o -E '"(mb_per_sec|conns_per_sec|msgs_per_sec|bytes_per_connection)":[0-9.e+-]+' <<< "$1" | head -1
+}
+
+# run_one LABEL CASE KIND ROUND TIMEOUT LOADGEN-ARGS...
+run_one() {
+  local label=$1 case_name=$2 kind=$3 round=$4 limit=$5
+  shift 5
+  printf '    %-24s %-16s round %d: ' "$case_name" "$label" "$round"
+  if ! start_server "$label" "$kind"; then
+    echo "server did not start"
+    record "$label" "$case_name" "$round" "" "server did not start"
+    return 0
+  fi
+  local out=$work/loadgen.out err=$work/loadgen.err status=0
+  timeout --foreground -k 5 "$limit" "${load_pin[@]}" "$loadgen" "$kind" --addr "127.0.0.1:$port" \
+    --duration "$DURATION" --deadline $((limit - 10)) --json-only --server-pid "$server_pid" \
+    "$@" > "$out" 2> "$err" || status=$?
+  local up=1
+  alive "$server_pid" || up=0
+  stop_server
+  local line
+  line=$(grep -m1 '^{"mode":' "$out" || true)
+  local why=
+  if [ "$up" = 0 ]; then
+    why="the server exited during the run"
+  elif [ "$status" != 0 ] || [ -z "$line" ]; then
+    why="loadgen exit $status"
+    [ "$status" = 124 ] && why="loadgen timed out after ${limit}s"
+    why="$why: $(grep -v '^{"mode":' "$err" 2> /dev/null | tail -n 1 | tr -d '\000-\037' | cut -c1-300)"
+  fi
+  # A peer whose every echoed byte was right but which lost the tail at the
+  # end of the run (ncat closes as soon as the client half-closes) keeps its
+  # number, with a warning.
+  if [ -n "$why" ] && [ "$up" = 1 ] && [[ $label != switchboard* && $label != ceiling ]] \
+    && [[ $line == *'"mismatches":0,'* ]]; then
+    record "$label" "$case_name" "$round" "${line/\"ok\":false/\"ok\":null}" "" "$why"
+    echo "$(number "$line") (warning: $why)"
+    return 0
+  fi
+  record "$label" "$case_name" "$round" "$line" "$why"
+  if [ -n "$why" ]; then
+    echo "FAILED ($why)"
+  else
+    number "$line"
+  fi
+}
+
+# run_case CASE KIND TIMEOUT "SERVERS" LOADGEN-ARGS...: ROUNDS rounds, each
+# running every server once, in the same order (A B A B ...).
+run_case() {
+  local case_name=$1 kind=$2 limit=$3 servers=$4
+  shift 4
+  say "case: $case_name"
+  local round label
+  for round in $(seq "$ROUNDS"); do
+    for label in $servers; do
+      run_one "$label" "$case_name" "$kind" "$round" "$limit" "$@"
+    done
+  done
+}
+
+wants() { [[ " $CASES " == *" $1 "* ]]; }
+human() { case $1 in 65536) echo 64K ;; 1048576) echo 1M ;; *) echo "$1" ;; esac; }
+
+t_short=$((DURATION + 30))
+echo_peers="${peers_echo[*]}"
+connect_peers="${peers_connect[*]}"
+
+if wants echo; then
+  if [ "$quick" = 1 ]; then
+    echo_configs=("1 65536" "8 1048576")
+  else
+    echo_configs=("1 65536" "1 1048576" "8 65536" "8 1048576")
+  fi
+  for cfg in "${echo_configs[@]}"; do
+    read -r conns window <<< "$cfg"
+    chunk=$((window / 4 < 65536 ? window / 4 : 65536))
+    run_case "echo c$conns w$(human "$window")" echo "$t_short" "switchboard ceiling $echo_peers" \
+      --connections "$conns" --window "$window" --chunk "$chunk"
+  done
+fi
+
+if wants connect; then
+  run_case "connect w8" connect "$t_short" "switchboard ceiling $connect_peers" \
+    --workers 8 --message 'ping\n'
+fi
+
+if wants lines; then
+  run_case "lines c$LINES_CONNS" lines "$t_short" \
+    "switchboard:keyword-bot switchboard:random-bot ceiling" \
+    --connections "$LINES_CONNS" --message hello
+fi
+
+if wants download; then
+  say "warming the page cache ($file_name)"
+  cat "$file" > /dev/null
+  if [ "$quick" = 1 ]; then clients_list=(4); else clients_list=(1 4); fi
+  for clients in "${clients_list[@]}"; do
+    run_case "download c$clients" download $((DURATION + 300)) "switchboard ceiling" \
+      --file "$file_name" --clients "$clients" --repeat "$REPEAT" \
+      --expect-size "$file_size" --expect-sha256 "$file_sha"
+  done
+fi
+
+if wants hold; then
+  for n in "${hold_counts[@]}"; do
+    run_case "hold $n" hold $((DURATION + HOLD_SECS + 120)) "switchboard" \
+      --connections "$n" --hold "$HOLD_SECS"
+  done
+fi
+
+say "report"
+python3 "$root/bench/report.py" --results "$results" --out "$report" \
+  --command "$command_line" --notes "$notes" \
+  --settings "rounds=$ROUNDS duration=${DURATION}s file=$((blocks * 16))MiB repeat=$REPEAT hold=${HOLD_SECS}s lines_connections=$LINES_CONNS"
+echo "results: $results"
+echo "report:  $report"
+if [ "$peer_failures" -gt 0 ]; then
+  echo "run.sh: $peer_failures run(s) of socat/ncat failed (reported, not counted)"
+fi
+if [ "$failures" -gt 0 ]; then
+  echo "run.sh: $failures run(s) failed (see the report)" >&2
+  exit 1
+fi
