@@ -4,6 +4,7 @@
 //! written, so a client that sends but never reads fills its own socket
 //! buffers, not the server's memory.
 
+use bytes::BytesMut;
 use tokio::io::AsyncReadExt;
 use tokio::time::timeout;
 
@@ -11,7 +12,7 @@ use super::{Ended, Handler, HandlerError, Io};
 use crate::connection::Connection;
 
 /// Bytes echoed per read.
-const ECHO_CHUNK: usize = 32 * 1024;
+const ECHO_CHUNK: usize = 64 * 1024;
 
 /// The echo handler.
 #[derive(Debug, Clone, Copy, Default)]
@@ -20,16 +21,19 @@ pub struct Echo;
 impl Handler for Echo {
     async fn serve<S: Io>(&self, conn: &mut Connection<S>) -> Result<Ended, HandlerError> {
         let shutdown = conn.shutdown.clone();
-        // Allocated when data arrives and given back when the client goes
-        // quiet, so idle connections cost no buffer.
-        let mut buffer: Option<Vec<u8>> = None;
+        // Allocated when data arrives and given back when the client pauses,
+        // so idle connections cost no buffer.
+        let mut buffer: Option<BytesMut> = None;
         loop {
-            tokio::select! {
-                biased;
-                () = shutdown.cancelled() => return Ok(Ended::Shutdown),
-                ready = conn.readable() => ready?,
+            if buffer.is_none() {
+                tokio::select! {
+                    biased;
+                    () = shutdown.cancelled() => return Ok(Ended::Shutdown),
+                    ready = conn.readable() => ready?,
+                }
             }
-            let buf = buffer.get_or_insert_with(|| vec![0u8; ECHO_CHUNK]);
+            let buf = buffer.get_or_insert_with(|| BytesMut::with_capacity(ECHO_CHUNK));
+            buf.clear();
             let n = tokio::select! {
                 biased;
                 () = shutdown.cancelled() => return Ok(Ended::Shutdown),
@@ -38,8 +42,8 @@ impl Handler for Echo {
             if n == 0 {
                 return Ok(Ended::ClientClosed);
             }
-            conn.send(&buf[..n]).await?;
-            if n < buf.len() {
+            conn.send(buf).await?;
+            if n < ECHO_CHUNK {
                 // The read drained what had arrived: the client is pausing.
                 buffer = None;
             }
@@ -47,13 +51,13 @@ impl Handler for Echo {
     }
 }
 
-/// One read, bounded by the idle timeout.
+/// One read into the buffer's spare capacity, bounded by the idle timeout.
 async fn read_within<S: Io>(
     conn: &mut Connection<S>,
-    buf: &mut [u8],
+    buf: &mut BytesMut,
 ) -> Result<usize, HandlerError> {
     let idle = conn.settings.idle_timeout;
-    match timeout(idle, conn.stream().read(buf)).await {
+    match timeout(idle, conn.stream().read_buf(buf)).await {
         Ok(read) => Ok(read?),
         Err(_) => Err(HandlerError::Idle(idle)),
     }
