@@ -137,6 +137,11 @@ struct DownloadArgs {
     /// Expected SHA-256, 64 hex digits.
     #[arg(long, value_name = "HEX", value_parser = sha256_hex)]
     expect_sha256: Option<String>,
+    /// Hash every fetch. By default each client hashes its first fetch and
+    /// checks only the length of the later ones, so that SHA-256 on the
+    /// load generator's core does not become what is measured.
+    #[arg(long)]
+    hash_all: bool,
 }
 
 #[derive(Debug, Args)]
@@ -939,15 +944,20 @@ async fn hold(
     Ok(report)
 }
 
-/// What one fetch got: its length, SHA-256 (hex) and first bytes.
+/// What one fetch got: its length, SHA-256 (hex, when hashed) and first bytes.
 struct Fetched {
     len: u64,
-    sha256: String,
+    sha256: Option<String>,
     head: Vec<u8>,
 }
 
-/// Fetches `request` once.
-async fn fetch(addr: SocketAddr, request: &[u8], buf: &mut [u8]) -> anyhow::Result<Fetched> {
+/// Fetches `request` once, hashing what arrives if `hash`.
+async fn fetch(
+    addr: SocketAddr,
+    request: &[u8],
+    buf: &mut [u8],
+    hash: bool,
+) -> anyhow::Result<Fetched> {
     let mut stream = open(addr).await?;
     timeout(IO_TIMEOUT, stream.write_all(request))
         .await
@@ -960,13 +970,17 @@ async fn fetch(addr: SocketAddr, request: &[u8], buf: &mut [u8]) -> anyhow::Resu
         if n == 0 {
             break;
         }
-        hasher.update(&buf[..n]);
+        if hash {
+            hasher.update(&buf[..n]);
+        }
         len += n as u64;
         head.extend_from_slice(&buf[..n.min(256 - head.len())]);
     }
-    let sha256 = hasher.finalize().iter().fold(String::new(), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
+    let sha256 = hash.then(|| {
+        hasher.finalize().iter().fold(String::new(), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
     });
     Ok(Fetched { len, sha256, head })
 }
@@ -981,8 +995,8 @@ fn check(
     if let Some(size) = expect.0 {
         ensure!(len == size, "got {len} bytes, expected {size}");
     }
-    if let Some(want) = &expect.1 {
-        ensure!(sha256 == *want, "got SHA-256 {sha256}, expected {want}");
+    if let (Some(want), Some(sha256)) = (&expect.1, &sha256) {
+        ensure!(sha256 == want, "got SHA-256 {sha256}, expected {want}");
     }
     // Without expectations, a lone "ERR <reason>" line is a refusal, not the file.
     let refused = head.len() as u64 == len && head.starts_with(b"ERR ") && head.ends_with(b"\n");
@@ -991,6 +1005,13 @@ fn check(
         "refused: {}",
         String::from_utf8_lossy(&head).trim()
     );
+    let Some(sha256) = sha256 else {
+        // Not hashed: the length must still match.
+        if let Some((len0, _)) = first.get() {
+            ensure!(len == *len0, "got {len} bytes; another fetch got {len0}");
+        }
+        return Ok(len);
+    };
     let (len0, sha0) = first.get_or_init(|| (len, sha256.clone()));
     ensure!(
         (len, &sha256) == (*len0, sha0),
@@ -1016,7 +1037,15 @@ async fn download(ctx: &Ctx, args: &DownloadArgs) -> anyhow::Result<Report> {
     let expect: Arc<(Option<u64>, Option<String>)> =
         Arc::new((args.expect_size, args.expect_sha256.clone()));
     let bytes = Arc::new(AtomicU64::new(0));
-    let (addr, repeat) = (ctx.addr, args.repeat);
+    let (addr, repeat, hash_all) = (ctx.addr, args.repeat, args.hash_all);
+    report.put(
+        "hash_all",
+        if hash_all {
+            "all"
+        } else {
+            "first fetch of each client"
+        },
+    );
     // No fetch starts too close to the hard deadline.
     let last_start = ctx
         .deadline
@@ -1034,11 +1063,11 @@ async fn download(ctx: &Ctx, args: &DownloadArgs) -> anyhow::Result<Report> {
         set.spawn(async move {
             let mut buf = vec![0u8; DOWNLOAD_READ_BUF];
             let (mut ok, mut errors, mut first_error) = (0u64, 0u64, None);
-            for _ in 0..repeat {
+            for round in 0..repeat {
                 let checked = if Instant::now() >= last_start {
                     Err(anyhow::anyhow!("not started: the hard deadline is near"))
                 } else {
-                    fetch(addr, &request, &mut buf)
+                    fetch(addr, &request, &mut buf, hash_all || round == 0)
                         .await
                         .and_then(|got| check(got, &expect, &reference))
                 };
