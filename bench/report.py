@@ -314,6 +314,12 @@ def main():
         with open(args.notes, encoding="utf-8") as f:
             notes = [line.strip() for line in f if line.strip()]
     text = build(load(args.results), args.command, args.settings, notes)
+    # The causes of missed targets are written by people (bench/ANALYSIS.md)
+    # and carried into every report, next to the numbers they explain.
+    analysis = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ANALYSIS.md")
+    if os.path.exists(analysis):
+        with open(analysis, encoding="utf-8") as f:
+            text = text.rstrip("\n") + "\n\n" + f.read()
     with open(args.out, "w", encoding="utf-8") as f:
         f.write(text)
     print(f"wrote {args.out}")
