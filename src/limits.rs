@@ -3,7 +3,7 @@
 //! listen backlog instead of being refused; per process, the open-file limit
 //! is raised so that those connections can exist.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -15,11 +15,21 @@ use crate::config::{Config, HandlerConfig};
 /// How often, at most, a listener says that it is at its limit.
 const LIMIT_WARNING_INTERVAL: Duration = Duration::from_secs(60);
 
-/// Slots for the connections of one listener.
+/// Slots for the connections of one listener. Shared between the accept
+/// loop, which takes a slot per connection, and the server, which resizes
+/// the limit on a reload.
 #[derive(Debug)]
 pub struct ConnectionLimit {
     slots: Arc<Semaphore>,
+    state: Mutex<LimitState>,
+}
+
+#[derive(Debug)]
+struct LimitState {
     max: usize,
+    /// Slots still to withdraw after the limit shrank while they were in
+    /// use: each is taken (and never given back) before a new client is.
+    owed: usize,
     last_warning: Option<Instant>,
 }
 
@@ -28,33 +38,79 @@ impl ConnectionLimit {
     pub fn new(max: usize) -> Self {
         ConnectionLimit {
             slots: Arc::new(Semaphore::new(max)),
-            max,
-            last_warning: None,
+            state: Mutex::new(LimitState {
+                max,
+                owed: 0,
+                last_warning: None,
+            }),
         }
+    }
+
+    /// The current limit.
+    pub fn max(&self) -> usize {
+        self.state().max
+    }
+
+    /// Changes the limit. Connections already open are kept: when the limit
+    /// shrinks below them, new clients wait until enough of them closed.
+    pub fn resize(&self, max: usize) {
+        let mut state = self.state();
+        if max > state.max {
+            let mut grow = max - state.max;
+            let repaid = grow.min(state.owed);
+            state.owed -= repaid;
+            grow -= repaid;
+            self.slots.add_permits(grow);
+        } else {
+            let shrink = state.max - max;
+            let withdrawn = self.slots.forget_permits(shrink);
+            state.owed += shrink - withdrawn;
+        }
+        state.max = max;
     }
 
     /// Waits for a free slot; the slot is held until the permit is dropped.
     /// Says in the log when the limit is reached, at most once a minute, so a
     /// listener that stays saturated does not log a line per connection.
-    pub async fn acquire(&mut self) -> OwnedSemaphorePermit {
-        if let Ok(permit) = self.slots.clone().try_acquire_owned() {
-            return permit;
+    pub async fn acquire(&self) -> OwnedSemaphorePermit {
+        loop {
+            let permit = match self.slots.clone().try_acquire_owned() {
+                Ok(permit) => permit,
+                Err(_) => {
+                    self.warn_at_limit();
+                    match self.slots.clone().acquire_owned().await {
+                        Ok(permit) => permit,
+                        // The semaphore is never closed; wait forever rather than panic.
+                        Err(_) => std::future::pending().await,
+                    }
+                }
+            };
+            let mut state = self.state();
+            if state.owed == 0 {
+                return permit;
+            }
+            state.owed -= 1;
+            permit.forget();
         }
-        if self
+    }
+
+    fn warn_at_limit(&self) {
+        let mut state = self.state();
+        if state
             .last_warning
             .is_none_or(|at| at.elapsed() >= LIMIT_WARNING_INTERVAL)
         {
-            self.last_warning = Some(Instant::now());
+            state.last_warning = Some(Instant::now());
             warn!(
-                max_connections = self.max,
+                max_connections = state.max,
                 "connection limit reached; new clients wait in the listen backlog"
             );
         }
-        match self.slots.clone().acquire_owned().await {
-            Ok(permit) => permit,
-            // The semaphore is never closed; wait forever rather than panic.
-            Err(_) => std::future::pending().await,
-        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, LimitState> {
+        // Every update leaves the state consistent, so a poisoned lock is usable.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -107,4 +163,66 @@ pub fn descriptors_needed(config: &Config) -> u64 {
         l.max_connections as u64 * per_connection + 1
     });
     per_listener.sum::<u64>() + 64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::time::timeout;
+
+    /// True when `acquire` would wait (time is paused: no real delay).
+    async fn must_wait(limit: &ConnectionLimit) -> bool {
+        timeout(Duration::from_secs(1), limit.acquire())
+            .await
+            .is_err()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn growing_admits_more_clients_at_once() {
+        let limit = ConnectionLimit::new(1);
+        let _first = limit.acquire().await;
+        assert!(must_wait(&limit).await);
+        limit.resize(2);
+        let _second = limit.acquire().await;
+        assert!(must_wait(&limit).await);
+        assert_eq!(limit.max(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shrinking_keeps_open_connections_and_admits_after_they_close() {
+        let limit = ConnectionLimit::new(3);
+        let a = limit.acquire().await;
+        let b = limit.acquire().await;
+        let c = limit.acquire().await;
+        limit.resize(1);
+        // Three are open against a limit of one: two must close before the
+        // next client is admitted.
+        drop(a);
+        assert!(must_wait(&limit).await);
+        drop(b);
+        assert!(must_wait(&limit).await);
+        drop(c);
+        let d = limit.acquire().await;
+        assert!(must_wait(&limit).await);
+        drop(d);
+        // Growing again while nothing is owed restores the slots.
+        limit.resize(2);
+        let _e = limit.acquire().await;
+        let _f = limit.acquire().await;
+        assert!(must_wait(&limit).await);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn growing_while_slots_are_owed_cancels_the_debt_first() {
+        let limit = ConnectionLimit::new(2);
+        let a = limit.acquire().await;
+        let b = limit.acquire().await;
+        limit.resize(1); // owes one slot
+        limit.resize(2); // and is square again
+        drop(a);
+        let _c = limit.acquire().await;
+        assert!(must_wait(&limit).await);
+        drop(b);
+        let _d = limit.acquire().await;
+    }
 }

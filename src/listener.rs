@@ -1,5 +1,5 @@
 //! A bound listener and its accept loop: one task per accepted client,
-//! each in its own tracing span, routed to the listener's handler.
+//! each in its own tracing span, routed to the listener's current handler.
 
 use std::io;
 use std::net::SocketAddr;
@@ -8,11 +8,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::watch;
 use tokio::time::{Instant, sleep};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, info_span, warn};
 
-use crate::config::{HandlerKind, ListenerConfig};
+use crate::config::ListenerConfig;
 use crate::connection::{Connection, ConnectionSettings};
 use crate::handler::{AnyHandler, Handler};
 use crate::limits::ConnectionLimit;
@@ -35,20 +36,40 @@ pub struct BindError {
     pub source: io::Error,
 }
 
-/// A bound listening socket with its handler, ready to serve.
+/// What a listener's new connections get: its handler and their settings.
+/// A reload swaps it; connections already open keep the one they started with.
+#[derive(Debug)]
+pub struct Route {
+    /// The handler.
+    pub handler: AnyHandler,
+    /// Settings of each connection.
+    pub settings: ConnectionSettings,
+}
+
+impl Route {
+    /// The route of a listener's config; `previous` hands over state that
+    /// survives a reload (the random-bot's history).
+    pub fn new(config: &ListenerConfig, previous: Option<&Route>) -> Route {
+        Route {
+            handler: AnyHandler::reloaded(config, previous.map(|r| &r.handler)),
+            settings: ConnectionSettings::from_config(config),
+        }
+    }
+}
+
+/// A bound listening socket and the config it was bound for.
 #[derive(Debug)]
 pub struct Listener {
     socket: TcpListener,
     local_addr: SocketAddr,
-    kind: HandlerKind,
-    handler: Arc<AnyHandler>,
-    settings: ConnectionSettings,
-    limit: ConnectionLimit,
+    config: ListenerConfig,
+    /// Came from the service manager (socket activation), not bound here.
+    activated: bool,
 }
 
 impl Listener {
     /// Binds the listener's address (with SO_REUSEADDR, so a restart binds at
-    /// once even while old connections sit in TIME_WAIT) and builds its handler.
+    /// once even while old connections sit in TIME_WAIT).
     /// Must be called inside a tokio runtime.
     pub fn bind(config: &ListenerConfig) -> Result<Listener, BindError> {
         let fail = |source| BindError {
@@ -65,20 +86,28 @@ impl Listener {
         socket.set_reuseaddr(true).map_err(fail)?;
         socket.bind(config.bind).map_err(fail)?;
         let socket = socket.listen(config.backlog).map_err(fail)?;
-        let local_addr = socket.local_addr().map_err(fail)?;
+        Self::serving(socket, config, false).map_err(fail)
+    }
+
+    /// Takes over a socket that is already listening (from the service
+    /// manager). Must be called inside a tokio runtime.
+    pub fn adopt(socket: std::net::TcpListener, config: &ListenerConfig) -> io::Result<Listener> {
+        socket.set_nonblocking(true)?;
+        Self::serving(TcpListener::from_std(socket)?, config, true)
+    }
+
+    fn serving(socket: TcpListener, config: &ListenerConfig, activated: bool) -> io::Result<Self> {
         Ok(Listener {
+            local_addr: socket.local_addr()?,
             socket,
-            local_addr,
-            kind: config.handler.kind(),
-            handler: Arc::new(AnyHandler::from_config(config)),
-            settings: ConnectionSettings::from_config(config),
-            limit: ConnectionLimit::new(config.max_connections),
+            config: config.clone(),
+            activated,
         })
     }
 
     /// The listener's name.
     pub fn name(&self) -> &str {
-        &self.settings.listener
+        &self.config.name
     }
 
     /// The address actually bound (the real port when the config said 0).
@@ -86,22 +115,42 @@ impl Listener {
         self.local_addr
     }
 
-    /// The handler this listener routes to.
-    pub fn handler_kind(&self) -> HandlerKind {
-        self.kind
+    /// The config it was bound for.
+    pub fn config(&self) -> &ListenerConfig {
+        &self.config
     }
 
-    /// Accepts clients until the drain starts, spawning each one's task
-    /// on `drain`. The listening socket closes when this returns.
-    pub async fn run(mut self, drain: Drain, next_id: Arc<AtomicU64>) {
-        let stop = drain.finishing();
+    /// True when the socket came from the service manager.
+    pub fn activated(&self) -> bool {
+        self.activated
+    }
+
+    /// Applies a new listen backlog (Linux resizes the queue of a
+    /// listening socket when `listen(2)` is called again).
+    pub fn set_backlog(&self, backlog: u32) -> io::Result<()> {
+        let backlog = i32::try_from(backlog).unwrap_or(i32::MAX);
+        rustix::net::listen(&self.socket, backlog)?;
+        Ok(())
+    }
+
+    /// Accepts clients until `stop` is cancelled, spawning each one's task on
+    /// `drain` with the route current at its accept. The listening socket
+    /// closes when the last `Arc` of this listener is dropped.
+    pub async fn accept_loop(
+        &self,
+        route: watch::Receiver<Arc<Route>>,
+        limit: Arc<ConnectionLimit>,
+        stop: CancellationToken,
+        drain: Drain,
+        next_id: Arc<AtomicU64>,
+    ) {
         let mut backoff = ACCEPT_BACKOFF_MIN;
         let mut failing_since: Option<Instant> = None;
         loop {
             let permit = tokio::select! {
                 biased;
                 () = stop.cancelled() => break,
-                permit = self.limit.acquire() => permit,
+                permit = limit.acquire() => permit,
             };
             let accepted = tokio::select! {
                 biased;
@@ -131,14 +180,13 @@ impl Listener {
                 backoff = ACCEPT_BACKOFF_MIN;
             }
             let id = next_id.fetch_add(1, Ordering::Relaxed);
+            let route = route.borrow().clone();
             // A root span: the connection's lines carry its own fields only.
             let span =
-                info_span!(parent: None, "conn", listener = %self.settings.listener, %peer, id);
-            let handler = self.handler.clone();
-            let settings = self.settings.clone();
+                info_span!(parent: None, "conn", listener = %route.settings.listener, %peer, id);
             let finishing = drain.finishing();
             let connection = async move {
-                serve(stream, peer, &handler, settings, finishing).await;
+                serve(stream, peer, &route, finishing).await;
                 drop(permit);
             };
             drain.spawn(connection, span);
@@ -148,21 +196,15 @@ impl Listener {
 }
 
 /// Runs one connection from open to close, with its two log lines.
-async fn serve(
-    stream: TcpStream,
-    peer: SocketAddr,
-    handler: &AnyHandler,
-    settings: ConnectionSettings,
-    shutdown: CancellationToken,
-) {
+async fn serve(stream: TcpStream, peer: SocketAddr, route: &Route, shutdown: CancellationToken) {
     let started = Instant::now();
     // Replies are small: they must not wait for Nagle and delayed ACKs.
     if let Err(e) = stream.set_nodelay(true) {
         debug!(error = %e, "cannot set TCP_NODELAY");
     }
     info!("opened");
-    let mut conn = Connection::new(stream, peer, settings, shutdown);
-    let result = handler.serve(&mut conn).await;
+    let mut conn = Connection::new(stream, peer, route.settings.clone(), shutdown);
+    let result = route.handler.serve(&mut conn).await;
     if let Err(err) = &result {
         if let Some(reply) = err.client_reply() {
             let _ = conn.send_line(&reply).await;

@@ -1,7 +1,8 @@
 //! Logging: `tracing` lines on stderr through a buffered, non-blocking writer
 //! (a slow terminal or journal never stalls a connection), filtered by
 //! `RUST_LOG` or the config's `log_level`, as text or JSON, without ANSI
-//! colours when stderr is not a terminal.
+//! colours when stderr is not a terminal, and without a timestamp of its own
+//! when stderr is the systemd journal (which stamps every line itself).
 
 use std::io::IsTerminal;
 
@@ -24,10 +25,24 @@ pub fn init(server: &ServerConfig) -> anyhow::Result<WorkerGuard> {
         .with_env_filter(filter)
         .with_writer(writer)
         .with_ansi(std::io::stderr().is_terminal());
-    let installed = match server.log_format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
+    let installed = match (server.log_format, stderr_is_journal()) {
+        (LogFormat::Text, false) => builder.try_init(),
+        (LogFormat::Text, true) => builder.without_time().try_init(),
+        (LogFormat::Json, _) => builder.json().try_init(),
     };
     installed.map_err(|e| anyhow::anyhow!("cannot install the logger: {e}"))?;
     Ok(guard)
+}
+
+/// True when systemd connected stderr to the journal: `JOURNAL_STREAM`
+/// names the device and inode of the stream it passed (systemd.exec(5)).
+fn stderr_is_journal() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Some(stream) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Ok(stderr) = std::fs::metadata("/proc/self/fd/2") else {
+        return false;
+    };
+    stream.to_string_lossy() == format!("{}:{}", stderr.dev(), stderr.ino())
 }

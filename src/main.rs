@@ -9,13 +9,15 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use switchboard::config::{self, Config, ConfigError, HandlerConfig};
-use switchboard::shutdown::Signals;
-use switchboard::{Server, limits};
+use switchboard::daemon::{self, DaemonError};
 
 /// Exit status for a configuration mistake (EX_CONFIG from sysexits.h).
 const EXIT_CONFIG: u8 = 78;
-/// Exit status for a failure at run time (a listener that cannot bind, ...).
+/// Exit status for a failure at run time (a listener that cannot bind, ...),
+/// and for a probe that found a listener not serving.
 const EXIT_FAILURE: u8 = 1;
+/// Exit status for a command-line mistake (as clap uses).
+const EXIT_USAGE: u8 = 2;
 
 /// An async TCP server daemon: TOML-configured listeners routed to echo,
 /// download, keyword-bot and random-bot handlers.
@@ -24,9 +26,14 @@ const EXIT_FAILURE: u8 = 1;
 /// download on 127.0.0.1:1111 (serving the current directory), keyword-bot on
 /// 127.0.0.1:10086 and random-bot on 127.0.0.1:10087.
 ///
+/// Signals: SIGTERM or SIGINT shut down gracefully (a second one exits at
+/// once); SIGHUP re-reads the config file and applies it without dropping
+/// connections.
+///
 /// Exit status: 0 after a clean shutdown, 1 when the server cannot run (for
 /// example a port is taken), 2 for a command-line mistake, 78 for a config
-/// mistake, 130 when a second SIGINT/SIGTERM cut the shutdown short.
+/// mistake (including sockets passed by systemd that match no listener),
+/// 130 when a second SIGINT/SIGTERM cut the shutdown short.
 #[derive(Debug, Parser)]
 #[command(name = "switchboard", version, about, long_about)]
 struct Cli {
@@ -46,6 +53,17 @@ enum Command {
     Check,
     /// Print the embedded default config (a documented example of every key).
     DefaultConfig,
+    /// Check that the listeners of the config serve: echo must echo a line,
+    /// the bots must answer, download must accept. One line per listener;
+    /// exit status 0 only if all of them pass (for health checks).
+    Probe {
+        /// How long each listener gets to answer (e.g. "3s", "500ms").
+        #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+        /// Listeners to probe, by name; all when none is given.
+        #[arg(value_name = "LISTENER")]
+        listeners: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -63,13 +81,11 @@ fn main() -> ExitCode {
             Err(e) => config_error(&e),
         },
         Command::Run => match load(cli.config.as_deref()) {
-            Ok(config) => match run(config) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("switchboard: {e:#}");
-                    ExitCode::from(EXIT_FAILURE)
-                }
-            },
+            Ok(config) => run(config, cli.config),
+            Err(e) => config_error(&e),
+        },
+        Command::Probe { timeout, listeners } => match load(cli.config.as_deref()) {
+            Ok(config) => probe(&config, &listeners, timeout),
             Err(e) => config_error(&e),
         },
     }
@@ -87,7 +103,24 @@ fn config_error(err: &ConfigError) -> ExitCode {
     ExitCode::from(EXIT_CONFIG)
 }
 
-fn run(config: Config) -> anyhow::Result<()> {
+fn run(config: Config, path: Option<PathBuf>) -> ExitCode {
+    match serve(config, path) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("switchboard: {e:#}");
+            let config_mistake = e
+                .downcast_ref::<DaemonError>()
+                .is_some_and(DaemonError::is_config_mistake);
+            ExitCode::from(if config_mistake {
+                EXIT_CONFIG
+            } else {
+                EXIT_FAILURE
+            })
+        }
+    }
+}
+
+fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     let _log_guard = switchboard::logging::init(&config.server)?;
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     runtime.enable_all();
@@ -95,33 +128,45 @@ fn run(config: Config) -> anyhow::Result<()> {
         runtime.worker_threads(threads);
     }
     let runtime = runtime.build().context("cannot start the tokio runtime")?;
-    runtime.block_on(async {
-        let signals = Signals::install().context("cannot install signal handlers")?;
-        let files = limits::raise_open_file_limit();
-        let needed = limits::descriptors_needed(&config);
-        if files.soft.is_some_and(|soft| soft < needed) {
-            tracing::warn!(
-                limit = ?files.soft,
-                needed,
-                "the open-file limit is below what max_connections allows; \
-                 beyond it new clients wait until descriptors free (raise LimitNOFILE / ulimit -n)"
-            );
-        }
-        let server = Server::bind(&config)?;
-        println!(
-            "switchboard {} serving ({}):",
-            env!("CARGO_PKG_VERSION"),
-            config.source
-        );
-        for l in server.listeners() {
-            println!("  {:<16} {:<12} {}", l.name, l.handler.name(), l.addr);
-        }
-        server.run(signals.wait()).await;
-        anyhow::Ok(())
-    })?;
+    runtime.block_on(daemon::run(config, path))?;
     // Connections abandoned after the grace period end with the runtime here.
     runtime.shutdown_background();
     Ok(())
+}
+
+fn probe(config: &Config, listeners: &[String], timeout: std::time::Duration) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("switchboard: cannot start the tokio runtime: {e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    let results = match runtime.block_on(switchboard::probe::probe(config, listeners, timeout)) {
+        Ok(results) => results,
+        Err(e) => {
+            eprintln!("switchboard: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    for r in &results {
+        let millis = r.elapsed.as_secs_f64() * 1000.0;
+        match &r.outcome {
+            Ok(how) => println!(
+                "ok    {:<16} {:<22} {how} in {millis:.1} ms",
+                r.name, r.addr
+            ),
+            Err(why) => println!("FAIL  {:<16} {:<22} {why}", r.name, r.addr),
+        }
+    }
+    if results.iter().all(|r| r.ok()) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_FAILURE)
+    }
 }
 
 fn print_check(config: &Config) {

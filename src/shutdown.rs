@@ -15,13 +15,23 @@ use tracing::{Instrument, Span, info, warn};
 /// (128 + SIGINT, as shells report an interrupted program).
 pub const FORCED_EXIT_STATUS: i32 = 130;
 
-/// Installed SIGINT and SIGTERM handlers. Install them before the listeners
-/// are bound, so that no signal can arrive while the default action (kill
-/// the process) still applies.
+/// Installed SIGINT, SIGTERM and SIGHUP handlers. Install them before the
+/// listeners are bound, so that no signal can arrive while the default
+/// action (kill the process) still applies.
 #[derive(Debug)]
 pub struct Signals {
     term: Signal,
     int: Signal,
+    hup: Signal,
+}
+
+/// What a signal asks of the daemon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignalRequest {
+    /// SIGINT or SIGTERM (named): shut down gracefully.
+    Stop(&'static str),
+    /// SIGHUP: re-read the config.
+    Reload,
 }
 
 impl Signals {
@@ -30,40 +40,60 @@ impl Signals {
         Ok(Signals {
             term: signal(SignalKind::terminate())?,
             int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
         })
     }
 
-    /// Waits for the first signal, then arranges for the next one to exit
-    /// the process at once.
+    /// Waits for the next signal.
+    pub async fn next(&mut self) -> SignalRequest {
+        tokio::select! {
+            _ = self.term.recv() => SignalRequest::Stop("SIGTERM"),
+            _ = self.int.recv() => SignalRequest::Stop("SIGINT"),
+            _ = self.hup.recv() => SignalRequest::Reload,
+        }
+    }
+
+    /// Waits for the first SIGINT or SIGTERM, ignoring SIGHUP; for a server
+    /// that does not reload.
     pub async fn wait(mut self) {
-        let name = self.next().await;
+        loop {
+            if let SignalRequest::Stop(name) = self.next().await {
+                self.stopping(name);
+                return;
+            }
+        }
+    }
+
+    /// Logs that shutdown started on signal `name`, and arranges for the
+    /// next SIGINT or SIGTERM to exit the process at once.
+    pub fn stopping(mut self, name: &'static str) {
         info!(
             signal = name,
             "shutting down: no new connections, waiting for open ones (a second signal exits at once)"
         );
         tokio::spawn(async move {
-            let name = self.next().await;
-            warn!(signal = name, "second signal: exiting now");
-            std::process::exit(FORCED_EXIT_STATUS);
+            loop {
+                if let SignalRequest::Stop(name) = self.next().await {
+                    warn!(signal = name, "second signal: exiting now");
+                    std::process::exit(FORCED_EXIT_STATUS);
+                }
+            }
         });
-    }
-
-    async fn next(&mut self) -> &'static str {
-        tokio::select! {
-            _ = self.term.recv() => "SIGTERM",
-            _ = self.int.recv() => "SIGINT",
-        }
     }
 }
 
-/// The connections of a running server and the two stages of stopping them:
-/// first they are asked to finish (handlers watch [`Drain::finishing`]),
-/// then, when the grace period is over, the rest are dropped.
+/// The connections of a running server (or of one listener) and the two
+/// stages of stopping them: first they are asked to finish (handlers watch
+/// [`Drain::finishing`]), then, when the grace period is over, the rest are
+/// dropped. A listener's drain is a [`Drain::child`] of the server's, so a
+/// listener removed by a reload can be drained alone.
 #[derive(Debug, Clone, Default)]
 pub struct Drain {
     tracker: TaskTracker,
     finish: CancellationToken,
     abort: CancellationToken,
+    /// The server's tracker, which counts this listener's connections too.
+    parent: Option<TaskTracker>,
 }
 
 /// How a drain ended.
@@ -79,9 +109,25 @@ impl Drain {
         Drain::default()
     }
 
+    /// A drain for a part of the connections: it finishes and aborts with
+    /// this one, and can also be finished and waited for on its own.
+    pub fn child(&self) -> Drain {
+        Drain {
+            tracker: TaskTracker::new(),
+            finish: self.finish.child_token(),
+            abort: self.abort.child_token(),
+            parent: Some(self.tracker.clone()),
+        }
+    }
+
     /// Cancelled when connections are asked to finish.
     pub fn finishing(&self) -> CancellationToken {
         self.finish.clone()
+    }
+
+    /// Connections running now.
+    pub fn open(&self) -> usize {
+        self.tracker.len()
     }
 
     /// Runs a connection's task in its tracing span; it is dropped (closing
@@ -94,7 +140,11 @@ impl Drain {
                 () = abort.cancelled() => warn!("dropped: the shutdown grace period is over"),
             }
         };
-        self.tracker.spawn(task.instrument(span));
+        let task = task.instrument(span);
+        match &self.parent {
+            Some(parent) => self.tracker.spawn(parent.track_future(task)),
+            None => self.tracker.spawn(task),
+        };
     }
 
     /// Asks every connection to finish and the accept loops to stop.

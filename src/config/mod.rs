@@ -110,7 +110,7 @@ pub struct Config {
 }
 
 /// The `[server]` table.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     /// How long shutdown waits for connections to finish (e.g. "10s").
@@ -147,7 +147,7 @@ pub enum LogFormat {
 }
 
 /// One validated `[[listener]]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ListenerConfig {
     /// Unique name, used in logs (and later by systemd socket names).
     pub name: String,
@@ -170,7 +170,7 @@ pub struct ListenerConfig {
 }
 
 /// The handler of a listener and its own settings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum HandlerConfig {
     /// Sends back every byte.
     Echo,
@@ -226,7 +226,7 @@ impl HandlerKind {
 struct EchoSettings {}
 
 /// Settings of the download handler.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DownloadConfig {
     /// Directory served; resolved to an absolute path without symlinks at load.
@@ -240,7 +240,7 @@ pub struct DownloadConfig {
 }
 
 /// Settings of the keyword bot.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeywordBotConfig {
     /// Rules, tried in order; the first with a keyword in the message replies.
@@ -258,7 +258,7 @@ pub struct KeywordBotConfig {
 }
 
 /// One keyword rule: any of `keywords` (case-insensitive substring) gives `reply`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeywordRule {
     /// Words that trigger the rule.
@@ -268,7 +268,7 @@ pub struct KeywordRule {
 }
 
 /// Settings of the random-reply bot.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RandomBotConfig {
     /// Messages kept in the shared history; the oldest are dropped.

@@ -134,11 +134,26 @@ pub enum AnyHandler {
 impl AnyHandler {
     /// Builds the handler a listener's config names.
     pub fn from_config(listener: &ListenerConfig) -> Self {
-        match &listener.handler {
-            HandlerConfig::Echo => AnyHandler::Echo(Echo),
-            HandlerConfig::Download(config) => AnyHandler::Download(Download::new(config)),
-            HandlerConfig::KeywordBot(config) => AnyHandler::KeywordBot(KeywordBot::new(config)),
-            HandlerConfig::RandomBot(config) => {
+        Self::reloaded(listener, None)
+    }
+
+    /// Builds the handler for a reloaded listener: state that must outlive a
+    /// reload (the random-bot's history) is taken over from `previous`.
+    pub fn reloaded(listener: &ListenerConfig, previous: Option<&AnyHandler>) -> Self {
+        match (&listener.handler, previous) {
+            (HandlerConfig::Echo, _) => AnyHandler::Echo(Echo),
+            (HandlerConfig::Download(config), _) => AnyHandler::Download(Download::new(config)),
+            (HandlerConfig::KeywordBot(config), _) => {
+                AnyHandler::KeywordBot(KeywordBot::new(config))
+            }
+            (HandlerConfig::RandomBot(config), Some(AnyHandler::RandomBot(previous))) => {
+                AnyHandler::RandomBot(RandomBot::keeping_history(
+                    config,
+                    listener.max_message_bytes,
+                    previous,
+                ))
+            }
+            (HandlerConfig::RandomBot(config), _) => {
                 AnyHandler::RandomBot(RandomBot::new(config, listener.max_message_bytes))
             }
         }

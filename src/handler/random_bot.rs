@@ -15,53 +15,77 @@ use crate::config::RandomBotConfig;
 use crate::connection::{Connection, Incoming};
 use crate::template::{Template, TemplateContext, TimeFormat};
 
-/// The history shared by every connection of one random-bot listener.
+/// The history shared by every connection of one random-bot listener. It
+/// outlives a reload of the listener; only its limits change.
 #[derive(Debug)]
 pub struct History {
     entries: Mutex<Entries>,
+}
+
+#[derive(Debug)]
+struct Entries {
+    messages: VecDeque<Bytes>,
+    bytes: usize,
     max_entries: usize,
     max_bytes: usize,
 }
 
-#[derive(Debug, Default)]
-struct Entries {
-    messages: VecDeque<Bytes>,
-    bytes: usize,
+impl Entries {
+    /// Drops the oldest entries past the limits (the newest always stays).
+    fn trim(&mut self) {
+        while self.messages.len() > self.max_entries
+            || (self.bytes > self.max_bytes && self.messages.len() > 1)
+        {
+            match self.messages.pop_front() {
+                Some(old) => self.bytes -= old.len(),
+                None => break,
+            }
+        }
+    }
 }
 
 impl History {
     /// An empty history holding at most `max_entries` messages and `max_bytes` bytes.
     pub fn new(max_entries: usize, max_bytes: usize) -> Self {
         History {
-            entries: Mutex::new(Entries::default()),
-            max_entries,
-            max_bytes,
+            entries: Mutex::new(Entries {
+                messages: VecDeque::new(),
+                bytes: 0,
+                max_entries,
+                max_bytes,
+            }),
         }
+    }
+
+    /// Changes the limits, dropping the oldest entries past the new ones.
+    pub fn set_limits(&self, max_entries: usize, max_bytes: usize) {
+        let mut entries = self.entries();
+        entries.max_entries = max_entries;
+        entries.max_bytes = max_bytes;
+        entries.trim();
     }
 
     /// Records `message`, drops the oldest entries past the limits, and
     /// returns a uniformly random entry (possibly `message` itself).
     pub fn record_and_pick(&self, message: Bytes) -> Bytes {
-        // A panic cannot leave `Entries` half-updated in a way that matters,
-        // so a poisoned lock is still usable.
-        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut entries = self.entries();
         entries.bytes += message.len();
         entries.messages.push_back(message);
-        while entries.messages.len() > self.max_entries
-            || (entries.bytes > self.max_bytes && entries.messages.len() > 1)
-        {
-            if let Some(old) = entries.messages.pop_front() {
-                entries.bytes -= old.len();
-            }
-        }
+        entries.trim();
         let pick = rand::random_range(0..entries.messages.len());
         entries.messages[pick].clone()
     }
 
     /// Messages currently kept, and their total bytes.
     pub fn size(&self) -> (usize, usize) {
-        let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        let entries = self.entries();
         (entries.messages.len(), entries.bytes)
+    }
+
+    fn entries(&self) -> std::sync::MutexGuard<'_, Entries> {
+        // A panic cannot leave `Entries` half-updated in a way that matters,
+        // so a poisoned lock is still usable.
+        self.entries.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -78,11 +102,39 @@ pub struct RandomBot {
 impl RandomBot {
     /// A bot with a new, empty history.
     pub fn new(config: &RandomBotConfig, max_message_bytes: usize) -> Self {
+        let history = History::new(
+            config.history_limit,
+            Self::history_bytes(config, max_message_bytes),
+        );
+        Self::with_history(config, Arc::new(history))
+    }
+
+    /// A bot with new settings that keeps `previous`'s history (a reload).
+    pub fn keeping_history(
+        config: &RandomBotConfig,
+        max_message_bytes: usize,
+        previous: &RandomBot,
+    ) -> Self {
+        previous.history.set_limits(
+            config.history_limit,
+            Self::history_bytes(config, max_message_bytes),
+        );
+        Self::with_history(config, previous.history.clone())
+    }
+
+    /// The shared history.
+    pub fn history(&self) -> &History {
+        &self.history
+    }
+
+    /// The byte limit: never below one message, so the newest always fits.
+    fn history_bytes(config: &RandomBotConfig, max_message_bytes: usize) -> usize {
+        config.history_bytes.max(max_message_bytes)
+    }
+
+    fn with_history(config: &RandomBotConfig, history: Arc<History>) -> Self {
         RandomBot {
-            history: Arc::new(History::new(
-                config.history_limit,
-                config.history_bytes.max(max_message_bytes),
-            )),
+            history,
             farewell: config
                 .farewell
                 .iter()

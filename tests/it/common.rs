@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use switchboard::{Config, Server, ShutdownReport};
+use switchboard::{Config, ReloadSummary, Server, ServerHandle, ShutdownReport};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
@@ -18,6 +18,7 @@ pub const LIMIT: Duration = Duration::from_secs(20);
 /// A server running in this test's runtime.
 pub struct TestServer {
     addrs: HashMap<String, SocketAddr>,
+    handle: ServerHandle,
     stop: CancellationToken,
     task: JoinHandle<ShutdownReport>,
 }
@@ -38,9 +39,38 @@ impl TestServer {
             .into_iter()
             .map(|l| (l.name, l.addr))
             .collect();
+        let handle = server.handle();
         let stop = CancellationToken::new();
         let task = tokio::spawn(server.run(stop.clone().cancelled_owned()));
-        TestServer { addrs, stop, task }
+        TestServer {
+            addrs,
+            handle,
+            stop,
+            task,
+        }
+    }
+
+    /// Applies a new config as SIGHUP does; the listener addresses follow it.
+    pub async fn reload(
+        &mut self,
+        toml: &str,
+    ) -> Result<ReloadSummary, switchboard::server::ReloadError> {
+        let config =
+            Config::from_toml(toml, "reload.toml").unwrap_or_else(|e| panic!("test config: {e}"));
+        let summary = timeout(LIMIT, self.handle.reload(config))
+            .await
+            .expect("reload did not finish")?;
+        self.addrs = summary
+            .listeners
+            .iter()
+            .map(|l| (l.name.clone(), l.addr))
+            .collect();
+        Ok(summary)
+    }
+
+    /// The running server's handle (status, reload).
+    pub fn handle(&self) -> &ServerHandle {
+        &self.handle
     }
 
     /// The address of listener `name`.

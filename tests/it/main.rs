@@ -10,3 +10,4 @@ mod config;
 mod download;
 mod echo;
 mod lifecycle;
+mod reload;

@@ -1,0 +1,173 @@
+//! The daemon around the server: process signals (SIGTERM/SIGINT stop,
+//! SIGHUP reloads the config file), the service manager (sockets it passed,
+//! readiness, status, watchdog) and the listener table printed at start.
+
+use std::io;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tracing::{error, info, warn};
+
+use crate::config::Config;
+use crate::limits;
+use crate::server::{Server, ServerHandle, StartError};
+use crate::shutdown::{ShutdownReport, SignalRequest, Signals};
+use crate::systemd::{ActivatedSockets, ActivationError, Notifier};
+
+/// How often the status line sent to the service manager is refreshed (it
+/// is sent only when it changed).
+const STATUS_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Why the daemon could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The signal handlers could not be installed.
+    #[error("cannot install signal handlers: {0}")]
+    Signals(io::Error),
+    /// The sockets passed by the service manager are unusable.
+    #[error(transparent)]
+    Activation(#[from] ActivationError),
+    /// A listener could not be started.
+    #[error(transparent)]
+    Start(#[from] StartError),
+}
+
+impl DaemonError {
+    /// True when the config (or the socket units, which must match it) is
+    /// wrong, rather than the machine: worth exit status 78, not a restart.
+    pub fn is_config_mistake(&self) -> bool {
+        matches!(
+            self,
+            DaemonError::Activation(_) | DaemonError::Start(StartError::Activation(_))
+        )
+    }
+}
+
+/// Runs the server of `config` until SIGTERM or SIGINT, reloading
+/// `config_path` on SIGHUP (the embedded default, with no path, has nothing
+/// to reload). Must be called inside a tokio runtime.
+pub async fn run(
+    config: Config,
+    config_path: Option<PathBuf>,
+) -> Result<ShutdownReport, DaemonError> {
+    // Before anything is bound: no signal may find the default action (exit).
+    let mut signals = Signals::install().map_err(DaemonError::Signals)?;
+    warn_if_descriptors_short(&config);
+    let notifier = Notifier::from_env();
+    let mut activated = ActivatedSockets::from_env()?;
+    let server = Server::start(&config, &mut activated)?;
+    println!(
+        "switchboard {} serving ({}):",
+        env!("CARGO_PKG_VERSION"),
+        config.source
+    );
+    for l in server.listeners() {
+        let from = if l.activated {
+            "  (socket from systemd)"
+        } else {
+            ""
+        };
+        println!("  {:<16} {:<12} {}{from}", l.name, l.handler.name(), l.addr);
+    }
+    let handle = server.handle();
+    notifier.ready(&handle.status().to_string());
+    if let Some(interval) = notifier.watchdog_interval() {
+        tokio::spawn(watchdog(notifier, interval));
+    }
+    let status_updates = notifier
+        .enabled()
+        .then(|| tokio::spawn(report_status(notifier, handle.clone())));
+
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(async move {
+        loop {
+            match signals.next().await {
+                SignalRequest::Stop(name) => {
+                    if let Some(task) = &status_updates {
+                        task.abort();
+                    }
+                    notifier.stopping();
+                    signals.stopping(name);
+                    let _ = stop.send(());
+                    return;
+                }
+                SignalRequest::Reload => {
+                    notifier.reloading();
+                    reload(&handle, config_path.as_ref()).await;
+                    notifier.ready(&handle.status().to_string());
+                }
+            }
+        }
+    });
+    Ok(server
+        .run(async {
+            let _ = stopped.await;
+        })
+        .await)
+}
+
+/// Re-reads the config file and applies it; any error leaves the running
+/// config in place and says why in one line.
+async fn reload(handle: &ServerHandle, path: Option<&PathBuf>) {
+    let Some(path) = path.cloned() else {
+        info!("SIGHUP: running the embedded default config, which has no file to re-read");
+        return;
+    };
+    info!(config = %path.display(), "SIGHUP: reloading the config");
+    let loaded = tokio::task::spawn_blocking(move || Config::from_file(&path)).await;
+    let config = match loaded {
+        Ok(Ok(config)) => config,
+        Ok(Err(e)) => {
+            error!("reload failed, still serving the previous config: {e}");
+            return;
+        }
+        Err(e) => {
+            error!("reload failed, still serving the previous config: {e}");
+            return;
+        }
+    };
+    warn_if_descriptors_short(&config);
+    match handle.reload(config).await {
+        Ok(summary) => info!("reloaded: {summary}"),
+        Err(e) => error!("reload failed, still serving the previous config: {e:#}"),
+    }
+}
+
+/// Sends `WATCHDOG=1` every `interval`, from the runtime that serves clients.
+async fn watchdog(notifier: Notifier, interval: Duration) {
+    let mut ticks = tokio::time::interval(interval);
+    loop {
+        ticks.tick().await;
+        notifier.watchdog();
+    }
+}
+
+/// Keeps the service manager's status line current.
+async fn report_status(notifier: Notifier, handle: ServerHandle) {
+    let mut last = handle.status();
+    let mut ticks = tokio::time::interval(STATUS_INTERVAL);
+    loop {
+        ticks.tick().await;
+        let now = handle.status();
+        if now != last {
+            notifier.status(&now.to_string());
+            last = now;
+        }
+    }
+}
+
+/// Raises the open-file limit, and warns when `max_connections` of the
+/// config could still need more descriptors than it allows.
+fn warn_if_descriptors_short(config: &Config) {
+    let files = limits::raise_open_file_limit();
+    let needed = limits::descriptors_needed(config);
+    if files.soft.is_some_and(|soft| soft < needed) {
+        warn!(
+            limit = ?files.soft,
+            needed,
+            "the open-file limit is below what max_connections allows; \
+             beyond it new clients wait until descriptors free (raise LimitNOFILE / ulimit -n)"
+        );
+    }
+}

@@ -1,0 +1,243 @@
+//! The service manager's side of the daemon: readiness, status, reload and
+//! stop notifications and the watchdog (`sd_notify`), and the listening
+//! sockets it passes by socket activation (`LISTEN_FDS`). Outside systemd
+//! (no `NOTIFY_SOCKET`, no `LISTEN_FDS`) all of it is silent and free.
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use rustix::net::SocketType;
+use sd_notify::NotifyState;
+use tracing::{debug, info};
+
+use crate::config::ListenerConfig;
+
+/// Sends state changes to the service manager when it asked for them.
+#[derive(Debug, Clone, Copy)]
+pub struct Notifier {
+    enabled: bool,
+}
+
+impl Notifier {
+    /// A notifier that talks to `NOTIFY_SOCKET` if the variable is set.
+    pub fn from_env() -> Notifier {
+        Notifier {
+            enabled: std::env::var_os("NOTIFY_SOCKET").is_some(),
+        }
+    }
+
+    /// True when a service manager listens.
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// Every listener is bound: `READY=1`, with the status line.
+    pub fn ready(&self, status: &str) {
+        self.send(&[NotifyState::Ready, NotifyState::Status(status)]);
+    }
+
+    /// A new status line (`STATUS=`).
+    pub fn status(&self, status: &str) {
+        self.send(&[NotifyState::Status(status)]);
+    }
+
+    /// A reload starts: `RELOADING=1` with the time it started, as systemd
+    /// requires for `Type=notify-reload` and accepts for `Type=notify`.
+    pub fn reloading(&self) {
+        if !self.enabled {
+            return;
+        }
+        match NotifyState::monotonic_usec_now() {
+            Ok(now) => self.send(&[NotifyState::Reloading, now]),
+            Err(_) => self.send(&[NotifyState::Reloading]),
+        }
+    }
+
+    /// Shutdown starts: `STOPPING=1`.
+    pub fn stopping(&self) {
+        self.send(&[NotifyState::Stopping, NotifyState::Status("shutting down")]);
+    }
+
+    /// How often to send `WATCHDOG=1`: half of `WATCHDOG_USEC`, when the
+    /// unit sets `WatchdogSec=` (and the variable is meant for this process).
+    pub fn watchdog_interval(&self) -> Option<Duration> {
+        if !self.enabled {
+            return None;
+        }
+        sd_notify::watchdog_enabled()
+            .filter(|timeout| !timeout.is_zero())
+            .map(|timeout| timeout / 2)
+    }
+
+    /// Tells the watchdog the process is alive. It is sent from a task of the
+    /// runtime that serves the clients, so a wedged runtime stops sending it.
+    pub fn watchdog(&self) {
+        self.send(&[NotifyState::Watchdog]);
+    }
+
+    fn send(&self, states: &[NotifyState]) {
+        if !self.enabled {
+            return;
+        }
+        if let Err(e) = sd_notify::notify(states) {
+            debug!(error = %e, "cannot notify the service manager");
+        }
+    }
+}
+
+/// Why the sockets passed by the service manager cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ActivationError {
+    /// `LISTEN_FDS`, `LISTEN_PID` or `LISTEN_FDNAMES` is malformed.
+    #[error("socket activation: bad LISTEN_FDS/LISTEN_FDNAMES environment: {0}")]
+    Environment(io::Error),
+    /// A passed descriptor is not a listening TCP socket.
+    #[error(
+        "socket activation: descriptor {fd} ({name:?}) is not a listening TCP socket: {reason}"
+    )]
+    NotTcpListener {
+        /// The descriptor number.
+        fd: RawFd,
+        /// Its `FileDescriptorName=`.
+        name: String,
+        /// What it is instead.
+        reason: String,
+    },
+    /// A passed socket matches no listener of the config, by name or address.
+    #[error(
+        "socket activation: socket {name:?} on {addr} matches no listener of the config \
+         (name a listener {name:?}, bind one to {addr}, or remove the socket from the unit)"
+    )]
+    Unclaimed {
+        /// Its `FileDescriptorName=`.
+        name: String,
+        /// Its address.
+        addr: SocketAddr,
+    },
+}
+
+/// The listening sockets passed by the service manager, until listeners
+/// claim them.
+#[derive(Debug, Default)]
+pub struct ActivatedSockets {
+    sockets: Vec<ActivatedSocket>,
+}
+
+#[derive(Debug)]
+struct ActivatedSocket {
+    name: String,
+    addr: SocketAddr,
+    socket: std::net::TcpListener,
+}
+
+/// How an activated socket was matched to its listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// Its `FileDescriptorName=` is the listener's name.
+    ByName,
+    /// Its address is the listener's `bind`.
+    ByAddress,
+}
+
+/// Set once the passed descriptors have been taken: they must have one owner.
+static TAKEN: AtomicBool = AtomicBool::new(false);
+
+impl ActivatedSockets {
+    /// Takes the sockets passed in `LISTEN_FDS` (for this process, per
+    /// `LISTEN_PID`), named by `LISTEN_FDNAMES`. None when not activated; also
+    /// none on a second call, as the descriptors then belong to the first.
+    pub fn from_env() -> Result<ActivatedSockets, ActivationError> {
+        let fds = sd_notify::listen_fds_with_names().map_err(ActivationError::Environment)?;
+        if fds.len() == 0 || TAKEN.swap(true, Ordering::SeqCst) {
+            return Ok(ActivatedSockets::default());
+        }
+        let mut sockets = Vec::with_capacity(fds.len());
+        for (fd, name) in fds {
+            let owned = own_passed_descriptor(fd);
+            let not_tcp = |reason: String| ActivationError::NotTcpListener {
+                fd,
+                name: name.clone(),
+                reason,
+            };
+            match rustix::net::sockopt::socket_type(&owned) {
+                Ok(SocketType::STREAM) => {}
+                Ok(other) => return Err(not_tcp(format!("socket type {other:?}"))),
+                Err(e) => return Err(not_tcp(e.to_string())),
+            }
+            if !rustix::net::sockopt::socket_acceptconn(&owned)
+                .map_err(|e| not_tcp(e.to_string()))?
+            {
+                return Err(not_tcp("not listening".to_owned()));
+            }
+            let socket = std::net::TcpListener::from(owned);
+            let addr = socket.local_addr().map_err(|e| not_tcp(e.to_string()))?;
+            if !matches!(addr, SocketAddr::V4(_) | SocketAddr::V6(_)) {
+                return Err(not_tcp(format!("address {addr}")));
+            }
+            sockets.push(ActivatedSocket { name, addr, socket });
+        }
+        Ok(ActivatedSockets { sockets })
+    }
+
+    /// Sockets passed and not yet claimed.
+    pub fn len(&self) -> usize {
+        self.sockets.len()
+    }
+
+    /// True when no socket is left to claim.
+    pub fn is_empty(&self) -> bool {
+        self.sockets.is_empty()
+    }
+
+    /// The socket for `listener`: the one named after it, else the one on
+    /// its `bind` address.
+    pub fn claim(&mut self, listener: &ListenerConfig) -> Option<(std::net::TcpListener, Claim)> {
+        let (index, how) =
+            if let Some(i) = self.sockets.iter().position(|s| s.name == listener.name) {
+                (i, Claim::ByName)
+            } else {
+                let i = self.sockets.iter().position(|s| s.addr == listener.bind)?;
+                (i, Claim::ByAddress)
+            };
+        let socket = self.sockets.swap_remove(index);
+        info!(
+            listener = listener.name,
+            addr = %socket.addr,
+            fd_name = socket.name,
+            by = match how {
+                Claim::ByName => "name",
+                Claim::ByAddress => "address",
+            },
+            "using the socket passed by the service manager"
+        );
+        Some((socket.socket, how))
+    }
+
+    /// Fails if a socket is left that no listener claimed.
+    pub fn all_claimed(&self) -> Result<(), ActivationError> {
+        match self.sockets.first() {
+            None => Ok(()),
+            Some(s) => Err(ActivationError::Unclaimed {
+                name: s.name.clone(),
+                addr: s.addr,
+            }),
+        }
+    }
+}
+
+/// Takes ownership of a descriptor passed by the service manager.
+///
+/// The one `unsafe` of the crate: Rust cannot know that a number names an
+/// open descriptor nobody else owns. Here systemd's protocol says so:
+/// `sd_notify::listen_fds_with_names` returned `fd` only because
+/// `LISTEN_PID` is this process, so descriptors 3..3+`LISTEN_FDS` were
+/// opened for it by the service manager; and [`TAKEN`] makes sure that
+/// they are wrapped once only, so each gets one owner.
+#[allow(unsafe_code)]
+fn own_passed_descriptor(fd: RawFd) -> OwnedFd {
+    // SAFETY: see above: `fd` is open, and this is its only owner.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}

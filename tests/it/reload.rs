@@ -1,0 +1,197 @@
+//! Reloading a running server (what SIGHUP does, through `ServerHandle`):
+//! listeners added, removed, changed and moved, while open connections of
+//! the listeners that stay are kept; a reload that cannot bind changes
+//! nothing; the random-bot's history survives.
+
+use std::net::TcpListener as StdListener;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::common::{TestServer, ask, connect, connect_lines, listener, read_to_end};
+
+/// Sends a line on an echo connection and checks it comes back.
+async fn echoes(conn: &mut tokio::net::TcpStream, line: &str) {
+    conn.write_all(line.as_bytes()).await.expect("send");
+    let mut back = vec![0u8; line.len()];
+    tokio::time::timeout(crate::common::LIMIT, conn.read_exact(&mut back))
+        .await
+        .expect("no echo in time")
+        .expect("echo read failed");
+    assert_eq!(back, line.as_bytes());
+}
+
+fn bot_with_reply(name: &str, reply: &str) -> String {
+    listener(
+        name,
+        "keyword-bot",
+        &format!("[[listener.rules]]\nkeywords = [\"ping\"]\nreply = \"{reply}\"\n"),
+    )
+}
+
+#[tokio::test]
+async fn adds_removes_and_changes_listeners_while_open_connections_stay() {
+    let before = [
+        listener("stays", "echo", ""),
+        bot_with_reply("bot", "one"),
+        listener("goes", "echo", ""),
+    ]
+    .concat();
+    let mut server = TestServer::start(&before);
+    let stays = server.addr("stays");
+    let goes = server.addr("goes");
+    let mut kept = connect(stays).await;
+    echoes(&mut kept, "before\n").await;
+    let mut old_bot = connect_lines(server.addr("bot")).await;
+    assert_eq!(ask(&mut old_bot, "ping\n").await, "one");
+    let mut dropped = connect(goes).await;
+    echoes(&mut dropped, "before\n").await;
+
+    let after = [
+        listener("stays", "echo", ""),
+        bot_with_reply("bot", "two"),
+        listener("new", "echo", ""),
+    ]
+    .concat();
+    let summary = server.reload(&after).await.expect("reload");
+    assert_eq!(summary.added, ["new"]);
+    assert_eq!(summary.removed, ["goes"]);
+    assert_eq!(summary.changed, ["bot"]);
+    assert!(summary.rebound.is_empty(), "{summary:?}");
+    assert_eq!(
+        summary.to_string(),
+        "added: new; removed: goes; changed: bot"
+    );
+
+    // The unchanged listener kept its socket and its open connection.
+    assert_eq!(server.addr("stays"), stays);
+    echoes(&mut kept, "after\n").await;
+    let mut fresh = connect(stays).await;
+    echoes(&mut fresh, "fresh\n").await;
+    // The changed bot: open conversations keep the old rules, new ones get the new.
+    assert_eq!(ask(&mut old_bot, "ping\n").await, "one");
+    let mut new_bot = connect_lines(server.addr("bot")).await;
+    assert_eq!(ask(&mut new_bot, "ping\n").await, "two");
+    // The new listener serves.
+    let mut added = connect(server.addr("new")).await;
+    echoes(&mut added, "hello\n").await;
+    // The removed one was asked to finish (echo closes) and no longer accepts.
+    assert!(read_to_end(&mut dropped).await.is_empty());
+    assert!(
+        tokio::net::TcpStream::connect(goes).await.is_err(),
+        "the removed listener's port still accepts"
+    );
+    assert_eq!(server.handle().status().listeners, 3);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_reload_that_cannot_bind_changes_nothing() {
+    let before = [listener("a", "echo", ""), bot_with_reply("bot", "one")].concat();
+    let mut server = TestServer::start(&before);
+    let mut open = connect(server.addr("a")).await;
+    echoes(&mut open, "x\n").await;
+    let taken = StdListener::bind("127.0.0.1:0").expect("bind");
+    let busy = taken.local_addr().expect("addr");
+    let after = [
+        bot_with_reply("bot", "two"),
+        format!("[[listener]]\nname = \"b\"\nbind = \"{busy}\"\nhandler = \"echo\"\n"),
+    ]
+    .concat();
+    let err = server.reload(&after).await.expect_err("the port is taken");
+    assert!(err.to_string().contains("\"b\""), "{err}");
+    // Still the old config: "a" serves, its connection is open, the bot
+    // still says "one".
+    echoes(&mut open, "y\n").await;
+    let mut bot = connect_lines(server.addr("bot")).await;
+    assert_eq!(ask(&mut bot, "ping\n").await, "one");
+    assert_eq!(server.handle().status().listeners, 2);
+    drop(taken);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_moved_listener_keeps_its_open_connections() {
+    let mut server = TestServer::start(&listener("m", "echo", ""));
+    let old = server.addr("m");
+    let mut open = connect(old).await;
+    echoes(&mut open, "x\n").await;
+    let moved = "[[listener]]\nname = \"m\"\nbind = \"127.0.0.2:0\"\nhandler = \"echo\"\n";
+    let summary = server.reload(moved).await.expect("reload");
+    assert_eq!(summary.rebound, ["m"]);
+    let new = server.addr("m");
+    assert_eq!(new.ip().to_string(), "127.0.0.2");
+    echoes(&mut open, "still here\n").await;
+    let mut fresh = connect(new).await;
+    echoes(&mut fresh, "y\n").await;
+    assert!(tokio::net::TcpStream::connect(old).await.is_err());
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_random_bot_history_survives_a_reload_of_its_listener() {
+    let bot = |goodbye: &str| {
+        listener(
+            "rb",
+            "random-bot",
+            &format!("goodbye_reply = \"{goodbye}\""),
+        )
+    };
+    let mut server = TestServer::start(&bot("bye one"));
+    let mut conn = connect_lines(server.addr("rb")).await;
+    for _ in 0..50 {
+        ask(&mut conn, "before\n").await;
+    }
+    let summary = server.reload(&bot("bye two")).await.expect("reload");
+    assert_eq!(summary.changed, ["rb"]);
+    // Each reply is drawn from the whole history: with 50 "before" entries
+    // kept, 20 draws all missing them has a chance below 1e-30; with the
+    // history lost, "before" could never come back.
+    let mut conn = connect_lines(server.addr("rb")).await;
+    let mut replies = Vec::new();
+    for i in 0..20 {
+        replies.push(ask(&mut conn, &format!("after {i}\n")).await);
+    }
+    assert!(
+        replies.iter().any(|r| r == "before"),
+        "the history was lost: {replies:?}"
+    );
+    // The new settings apply to the new connection.
+    assert_eq!(ask(&mut conn, "bye\n").await, "bye two");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_smaller_max_connections_applies_to_new_clients_only() {
+    let mut server = TestServer::start(&listener("e", "echo", "max_connections = 2"));
+    let addr = server.addr("e");
+    let mut a = connect(addr).await;
+    let mut b = connect(addr).await;
+    echoes(&mut a, "a\n").await;
+    echoes(&mut b, "b\n").await;
+    server
+        .reload(&listener("e", "echo", "max_connections = 1"))
+        .await
+        .expect("reload");
+    // Both stay served; a third client waits in the backlog until the
+    // count drops below the new limit of one, i.e. both have closed.
+    echoes(&mut a, "a\n").await;
+    echoes(&mut b, "b\n").await;
+    let mut c = connect(addr).await;
+    c.write_all(b"c\n").await.expect("send");
+    drop(a);
+    let mut byte = [0u8; 1];
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_millis(200), c.read(&mut byte))
+            .await
+            .is_err(),
+        "served while two were open against a limit of one"
+    );
+    drop(b);
+    let mut back = [0u8; 2];
+    tokio::time::timeout(crate::common::LIMIT, c.read_exact(&mut back))
+        .await
+        .expect("not served after the others closed")
+        .expect("read");
+    assert_eq!(&back, b"c\n");
+    server.shutdown().await;
+}
