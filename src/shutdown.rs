@@ -213,4 +213,36 @@ mod tests {
             Err(tokio::sync::oneshot::error::TryRecvError::Closed)
         ));
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_child_drain_finishes_alone_and_its_connections_count_for_the_parent() {
+        let server = Drain::new();
+        let listener = server.child();
+        let other = server.child();
+        let (finished, mut listener_done) = tokio::sync::oneshot::channel::<()>();
+        let finishing = listener.finishing();
+        listener.spawn(
+            async move {
+                finishing.cancelled().await;
+                let _ = finished.send(());
+            },
+            Span::none(),
+        );
+        let other_finishing = other.finishing();
+        other.spawn(
+            async move { other_finishing.cancelled().await },
+            Span::none(),
+        );
+        assert_eq!((server.open(), listener.open()), (2, 1));
+        // Draining one listener leaves the rest of the server alone.
+        listener.begin();
+        assert_eq!(listener.wait(Duration::from_secs(10)).await.abandoned, 0);
+        assert!(listener_done.try_recv().is_ok());
+        assert!(!other.finishing().is_cancelled());
+        assert_eq!(server.open(), 1);
+        // The server's shutdown reaches the other listener's connections.
+        server.begin();
+        assert_eq!(server.wait(Duration::from_secs(10)).await.abandoned, 0);
+        assert_eq!(other.open(), 0);
+    }
 }

@@ -241,3 +241,80 @@ fn own_passed_descriptor(fd: RawFd) -> OwnedFd {
     // SAFETY: see above: `fd` is open, and this is its only owner.
     unsafe { OwnedFd::from_raw_fd(fd) }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn passed(name: &str) -> ActivatedSocket {
+        let socket = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        ActivatedSocket {
+            name: name.to_owned(),
+            addr: socket.local_addr().expect("addr"),
+            socket,
+        }
+    }
+
+    fn listeners(binds: &[(&str, SocketAddr)]) -> Config {
+        let toml: String = binds
+            .iter()
+            .map(|(name, bind)| {
+                format!("[[listener]]\nname = \"{name}\"\nbind = \"{bind}\"\nhandler = \"echo\"\n")
+            })
+            .collect();
+        Config::from_toml(&toml, "test.toml").expect("config")
+    }
+
+    #[test]
+    fn a_socket_goes_to_the_listener_named_after_it_before_one_on_its_address() {
+        let by_name = passed("echo");
+        let other = passed("switchboard.socket");
+        let (name_addr, other_addr) = (by_name.addr, other.addr);
+        let mut sockets = ActivatedSockets {
+            sockets: vec![other, by_name],
+        };
+        // "echo" is bound in the config to some other address: the name
+        // wins; "second" gets the unnamed socket on its address.
+        let elsewhere = "127.0.0.1:9".parse().expect("addr");
+        let config = listeners(&[("echo", elsewhere), ("second", other_addr)]);
+        let (socket, how) = sockets.claim(&config.listeners[0]).expect("claimed");
+        assert_eq!(
+            (socket.local_addr().expect("addr"), how),
+            (name_addr, Claim::ByName)
+        );
+        let (socket, how) = sockets.claim(&config.listeners[1]).expect("claimed");
+        assert_eq!(
+            (socket.local_addr().expect("addr"), how),
+            (other_addr, Claim::ByAddress)
+        );
+        assert!(sockets.is_empty());
+        assert!(sockets.all_claimed().is_ok());
+    }
+
+    #[test]
+    fn a_socket_no_listener_claims_is_an_error_naming_it() {
+        let stray = passed("stray");
+        let addr = stray.addr;
+        let mut sockets = ActivatedSockets {
+            sockets: vec![stray],
+        };
+        let config = listeners(&[("echo", "127.0.0.1:0".parse().expect("addr"))]);
+        assert!(sockets.claim(&config.listeners[0]).is_none());
+        let err = sockets.all_claimed().expect_err("unclaimed").to_string();
+        assert!(
+            err.contains("\"stray\"") && err.contains(&addr.to_string()),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn without_a_notify_socket_nothing_is_sent_and_there_is_no_watchdog() {
+        let notifier = Notifier { enabled: false };
+        assert!(notifier.watchdog_interval().is_none());
+        // Silent no-ops: nothing to connect to, nothing fails.
+        notifier.ready("x");
+        notifier.reloading();
+        notifier.stopping();
+    }
+}
