@@ -4,20 +4,25 @@
 
 use std::io;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
 use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::limits;
 use crate::server::{Server, ServerHandle, StartError};
 use crate::shutdown::{ShutdownReport, SignalRequest, Signals};
-use crate::systemd::{ActivatedSockets, ActivationError, Notifier};
+use crate::systemd::{ActivatedSockets, Notifier};
 
 /// How often the status line sent to the service manager is refreshed (it
 /// is sent only when it changed).
 const STATUS_INTERVAL: Duration = Duration::from_secs(2);
+
+/// How long a reload may take to read and check the config file (a file on
+/// a hung network mount must not hang reloads forever).
+const CONFIG_READ_LIMIT: Duration = Duration::from_secs(10);
 
 /// Why the daemon could not run.
 #[derive(Debug, thiserror::Error)]
@@ -25,9 +30,6 @@ pub enum DaemonError {
     /// The signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(io::Error),
-    /// The sockets passed by the service manager are unusable.
-    #[error(transparent)]
-    Activation(#[from] ActivationError),
     /// A listener could not be started.
     #[error(transparent)]
     Start(#[from] StartError),
@@ -37,25 +39,24 @@ impl DaemonError {
     /// True when the config (or the socket units, which must match it) is
     /// wrong, rather than the machine: worth exit status 78, not a restart.
     pub fn is_config_mistake(&self) -> bool {
-        matches!(
-            self,
-            DaemonError::Activation(_) | DaemonError::Start(StartError::Activation(_))
-        )
+        matches!(self, DaemonError::Start(StartError::Activation(_)))
     }
 }
 
 /// Runs the server of `config` until SIGTERM or SIGINT, reloading
 /// `config_path` on SIGHUP (the embedded default, with no path, has nothing
-/// to reload). Must be called inside a tokio runtime.
+/// to reload). `activated` are the sockets systemd passed: take them with
+/// [`ActivatedSockets::from_env`] first thing in `main`, before anything
+/// else opens a descriptor. Must be called inside a tokio runtime.
 pub async fn run(
     config: Config,
     config_path: Option<PathBuf>,
+    mut activated: ActivatedSockets,
 ) -> Result<ShutdownReport, DaemonError> {
     // Before anything is bound: no signal may find the default action (exit).
     let mut signals = Signals::install().map_err(DaemonError::Signals)?;
     warn_if_descriptors_short(&config);
     let notifier = Notifier::from_env();
-    let mut activated = ActivatedSockets::from_env()?;
     let server = Server::start(&config, &mut activated)?;
     println!(
         "switchboard {} serving ({}):",
@@ -79,6 +80,16 @@ pub async fn run(
         .enabled()
         .then(|| tokio::spawn(report_status(notifier, handle.clone())));
 
+    // Reloads run in their own task, so that SIGTERM is never stuck behind
+    // one; SIGHUPs that arrive during a reload are coalesced into one more.
+    let reload_requested = Arc::new(Notify::new());
+    let reloads = tokio::spawn(reload_worker(
+        reload_requested.clone(),
+        handle,
+        config_path,
+        notifier,
+        limits::descriptors_needed(&config),
+    ));
     let (stop, stopped) = oneshot::channel::<()>();
     tokio::spawn(async move {
         loop {
@@ -87,16 +98,13 @@ pub async fn run(
                     if let Some(task) = &status_updates {
                         task.abort();
                     }
+                    reloads.abort();
                     notifier.stopping();
                     signals.stopping(name);
                     let _ = stop.send(());
                     return;
                 }
-                SignalRequest::Reload => {
-                    notifier.reloading();
-                    reload(&handle, config_path.as_ref()).await;
-                    notifier.ready(&handle.status().to_string());
-                }
+                SignalRequest::Reload => reload_requested.notify_one(),
             }
         }
     });
@@ -107,30 +115,78 @@ pub async fn run(
         .await)
 }
 
+/// Applies a reload for each SIGHUP, one at a time, telling the service
+/// manager `RELOADING=1` before and `READY=1` after, with the outcome in
+/// the status line.
+async fn reload_worker(
+    requested: Arc<Notify>,
+    handle: ServerHandle,
+    path: Option<PathBuf>,
+    notifier: Notifier,
+    descriptors_needed: u64,
+) {
+    // Descriptors the largest config so far may need (warned about once).
+    let mut needed = descriptors_needed;
+    loop {
+        requested.notified().await;
+        notifier.reloading();
+        let outcome = reload(&handle, path.as_ref(), &mut needed).await;
+        let status = match outcome {
+            Ok(()) => handle.status().to_string(),
+            Err(e) => format!("{}; last reload failed: {e}", handle.status()),
+        };
+        notifier.ready(&status);
+    }
+}
+
 /// Re-reads the config file and applies it; any error leaves the running
-/// config in place and says why in one line.
-async fn reload(handle: &ServerHandle, path: Option<&PathBuf>) {
+/// config in place and is logged in one line (and returned).
+async fn reload(
+    handle: &ServerHandle,
+    path: Option<&PathBuf>,
+    needed: &mut u64,
+) -> Result<(), String> {
     let Some(path) = path.cloned() else {
         info!("SIGHUP: running the embedded default config, which has no file to re-read");
-        return;
+        return Ok(());
     };
     info!(config = %path.display(), "SIGHUP: reloading the config");
-    let loaded = tokio::task::spawn_blocking(move || Config::from_file(&path)).await;
-    let config = match loaded {
-        Ok(Ok(config)) => config,
-        Ok(Err(e)) => {
-            error!("reload failed, still serving the previous config: {e}");
-            return;
-        }
-        Err(e) => {
-            error!("reload failed, still serving the previous config: {e}");
-            return;
+    let result = load_and_apply(handle, path, needed).await;
+    if let Err(e) = &result {
+        error!("reload failed, still serving the previous config: {e}");
+    }
+    result
+}
+
+async fn load_and_apply(
+    handle: &ServerHandle,
+    path: PathBuf,
+    needed: &mut u64,
+) -> Result<(), String> {
+    let read = tokio::task::spawn_blocking(move || Config::from_file(&path));
+    let config = match tokio::time::timeout(CONFIG_READ_LIMIT, read).await {
+        Ok(Ok(Ok(config))) => config,
+        Ok(Ok(Err(e))) => return Err(e.to_string()),
+        Ok(Err(e)) => return Err(format!("reading the config failed: {e}")),
+        Err(_) => {
+            return Err(format!(
+                "reading the config took longer than {}",
+                humantime::format_duration(CONFIG_READ_LIMIT)
+            ));
         }
     };
-    warn_if_descriptors_short(&config);
+    // Said at start already; again only if this config could need more.
+    if limits::descriptors_needed(&config) > *needed {
+        *needed = limits::descriptors_needed(&config);
+        warn_if_descriptors_short(&config);
+    }
     match handle.reload(config).await {
-        Ok(summary) => info!("reloaded: {summary}"),
-        Err(e) => error!("reload failed, still serving the previous config: {e:#}"),
+        Ok(summary) => {
+            info!("reloaded: {summary}");
+            Ok(())
+        }
+        // The whole chain: "listener "x": cannot listen on ...: Address in use".
+        Err(e) => Err(format!("{:#}", anyhow::Error::from(e))),
     }
 }
 

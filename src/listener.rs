@@ -63,8 +63,9 @@ pub struct Listener {
     socket: TcpListener,
     local_addr: SocketAddr,
     config: ListenerConfig,
-    /// Came from the service manager (socket activation), not bound here.
-    activated: bool,
+    /// The `FileDescriptorName=` of a socket from the service manager
+    /// (socket activation); `None` when bound here.
+    fd_name: Option<String>,
 }
 
 impl Listener {
@@ -86,22 +87,30 @@ impl Listener {
         socket.set_reuseaddr(true).map_err(fail)?;
         socket.bind(config.bind).map_err(fail)?;
         let socket = socket.listen(config.backlog).map_err(fail)?;
-        Self::serving(socket, config, false).map_err(fail)
+        Self::serving(socket, config, None).map_err(fail)
     }
 
-    /// Takes over a socket that is already listening (from the service
-    /// manager). Must be called inside a tokio runtime.
-    pub fn adopt(socket: std::net::TcpListener, config: &ListenerConfig) -> io::Result<Listener> {
+    /// Takes over a socket that is already listening, passed by the service
+    /// manager under `fd_name`. Must be called inside a tokio runtime.
+    pub fn adopt(
+        socket: std::net::TcpListener,
+        config: &ListenerConfig,
+        fd_name: String,
+    ) -> io::Result<Listener> {
         socket.set_nonblocking(true)?;
-        Self::serving(TcpListener::from_std(socket)?, config, true)
+        Self::serving(TcpListener::from_std(socket)?, config, Some(fd_name))
     }
 
-    fn serving(socket: TcpListener, config: &ListenerConfig, activated: bool) -> io::Result<Self> {
+    fn serving(
+        socket: TcpListener,
+        config: &ListenerConfig,
+        fd_name: Option<String>,
+    ) -> io::Result<Self> {
         Ok(Listener {
             local_addr: socket.local_addr()?,
             socket,
             config: config.clone(),
-            activated,
+            fd_name,
         })
     }
 
@@ -122,7 +131,12 @@ impl Listener {
 
     /// True when the socket came from the service manager.
     pub fn activated(&self) -> bool {
-        self.activated
+        self.fd_name.is_some()
+    }
+
+    /// The name the service manager gave the socket, if it came from it.
+    pub fn fd_name(&self) -> Option<&str> {
+        self.fd_name.as_deref()
     }
 
     /// Applies a new listen backlog (Linux resizes the queue of a

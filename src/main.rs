@@ -10,6 +10,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use switchboard::config::{self, Config, ConfigError, HandlerConfig};
 use switchboard::daemon::{self, DaemonError};
+use switchboard::systemd::ActivatedSockets;
 
 /// Exit status for a configuration mistake (EX_CONFIG from sysexits.h).
 const EXIT_CONFIG: u8 = 78;
@@ -80,10 +81,21 @@ fn main() -> ExitCode {
             }
             Err(e) => config_error(&e),
         },
-        Command::Run => match load(cli.config.as_deref()) {
-            Ok(config) => run(config, cli.config),
-            Err(e) => config_error(&e),
-        },
+        Command::Run => {
+            // Before anything else opens a descriptor: the numbers systemd
+            // passed must still be the sockets it passed.
+            let activated = match ActivatedSockets::from_env() {
+                Ok(activated) => activated,
+                Err(e) => {
+                    eprintln!("switchboard: {e}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            match load(cli.config.as_deref()) {
+                Ok(config) => run(config, cli.config, activated),
+                Err(e) => config_error(&e),
+            }
+        }
         Command::Probe { timeout, listeners } => match load(cli.config.as_deref()) {
             Ok(config) => probe(&config, &listeners, timeout),
             Err(e) => config_error(&e),
@@ -103,8 +115,8 @@ fn config_error(err: &ConfigError) -> ExitCode {
     ExitCode::from(EXIT_CONFIG)
 }
 
-fn run(config: Config, path: Option<PathBuf>) -> ExitCode {
-    match serve(config, path) {
+fn run(config: Config, path: Option<PathBuf>, activated: ActivatedSockets) -> ExitCode {
+    match serve(config, path, activated) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("switchboard: {e:#}");
@@ -120,7 +132,7 @@ fn run(config: Config, path: Option<PathBuf>) -> ExitCode {
     }
 }
 
-fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
+fn serve(config: Config, path: Option<PathBuf>, activated: ActivatedSockets) -> anyhow::Result<()> {
     let _log_guard = switchboard::logging::init(&config.server)?;
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     runtime.enable_all();
@@ -128,7 +140,7 @@ fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
         runtime.worker_threads(threads);
     }
     let runtime = runtime.build().context("cannot start the tokio runtime")?;
-    runtime.block_on(daemon::run(config, path))?;
+    runtime.block_on(daemon::run(config, path, activated))?;
     // Connections abandoned after the grace period end with the runtime here.
     runtime.shutdown_background();
     Ok(())

@@ -208,13 +208,12 @@ impl Server {
         let mut listeners = Vec::with_capacity(config.listeners.len());
         for listener in &config.listeners {
             let bound = match activated.claim(listener) {
-                Some((socket, _)) => {
-                    Listener::adopt(socket, listener).map_err(|source| BindError {
+                Some(claimed) => Listener::adopt(claimed.socket, listener, claimed.fd_name)
+                    .map_err(|source| BindError {
                         name: listener.name.clone(),
-                        addr: listener.bind,
+                        addr: claimed.addr,
                         source,
-                    })?
-                }
+                    })?,
                 None => Listener::bind(listener)?,
             };
             listeners.push(bound);
@@ -270,11 +269,13 @@ impl Server {
             drain: self.drain.clone(),
             next_id: Arc::new(AtomicU64::new(1)),
             running: Vec::new(),
+            started_with: self.server_config.clone(),
             server_config: self.server_config.clone(),
+            parked: Vec::new(),
         };
         for listener in std::mem::take(&mut self.listeners) {
             let config = listener.config().clone();
-            let running = state.serve_new(Arc::new(listener), &config, None, &mut Vec::new());
+            let running = state.serve_new(Arc::new(listener), &config, None);
             state.running.push(running);
         }
         let mut shutdown = std::pin::pin!(shutdown);
@@ -290,7 +291,9 @@ impl Server {
             }
         }
         state.drain.begin();
-        let accept_loops = state.running.drain(..).map(|r| r.accepting).collect();
+        let accept_loops = (state.running.iter_mut())
+            .filter_map(|r| r.accepting.take())
+            .collect();
         stopped(accept_loops).await;
         drop(self.handle);
         state.drain.wait(state.server_config.shutdown_grace).await
@@ -311,7 +314,14 @@ struct RunState {
     drain: Drain,
     next_id: Arc<AtomicU64>,
     running: Vec<RunningListener>,
+    /// The `[server]` table the process started with.
+    started_with: ServerConfig,
+    /// The `[server]` table of the config last applied.
     server_config: ServerConfig,
+    /// Sockets from the service manager whose listener a reload removed or
+    /// moved. systemd keeps its own copy open, so the port stays bound
+    /// either way; they are kept for a later reload to claim again.
+    parked: Vec<Arc<Listener>>,
 }
 
 /// A listener being served.
@@ -325,35 +335,31 @@ struct RunningListener {
     drain: Drain,
     /// Stops its accept loop (also stopped when `drain` finishes).
     stop_accepting: CancellationToken,
-    /// The accept loop's task.
-    accepting: JoinHandle<()>,
+    /// The accept loop's task; taken when the loop is stopped.
+    accepting: Option<JoinHandle<()>>,
 }
 
 /// Where a listener of a reloaded config gets its socket.
 enum Socket {
     /// Keeps the socket of the running listener at this index.
     Kept(usize),
-    /// A newly bound socket (or one taken over from a removed listener on
-    /// the same address).
+    /// A socket it does not have yet: newly bound, taken over from a
+    /// listener that leaves its address, or parked.
     New(Arc<Listener>),
 }
 
 impl RunState {
     /// Starts serving `socket` for `config`; `previous` is the listener it
-    /// replaces, whose route, limit and connections it takes over.
-    /// The replaced listener's accept loop is stopped; its task is pushed to
-    /// `stopping`.
+    /// replaces (its accept loop already stopped), whose route, limit and
+    /// connections it takes over.
     fn serve_new(
         &mut self,
         socket: Arc<Listener>,
         config: &ListenerConfig,
         previous: Option<RunningListener>,
-        stopping: &mut Vec<JoinHandle<()>>,
     ) -> RunningListener {
         let (route, limit, drain) = match previous {
             Some(old) => {
-                old.stop_accepting.cancel();
-                stopping.push(old.accepting);
                 let route = Route::new(config, Some(&old.route.borrow()));
                 old.route.send_replace(Arc::new(route));
                 old.limit.resize(config.max_connections);
@@ -380,7 +386,7 @@ impl RunState {
                 socket.accept_loop(route, limit, stop, drain, next_id).await;
             }
         };
-        let accepting = tokio::spawn(accept.instrument(span));
+        let accepting = Some(tokio::spawn(accept.instrument(span)));
         RunningListener {
             config,
             socket,
@@ -393,38 +399,69 @@ impl RunState {
     }
 
     /// Applies a reloaded config; binds every new address first, so that a
-    /// failure changes nothing. Returns once the sockets of removed and
-    /// moved listeners are closed.
+    /// failure changes nothing. Returns once the accept loops of removed and
+    /// moved listeners have stopped (their sockets closed, unless another
+    /// listener took them over or systemd holds them).
     async fn reload(&mut self, config: Config) -> Result<ReloadSummary, BindError> {
         let mut summary = ReloadSummary::default();
         // Which socket each listener of the new config gets.
-        let mut sockets = Vec::with_capacity(config.listeners.len());
+        let mut plan = Vec::with_capacity(config.listeners.len());
+        let mut taken: Vec<Arc<Listener>> = Vec::new();
         for new in &config.listeners {
             let same_name = self.running.iter().position(|r| r.config.name == new.name);
-            let socket = match same_name {
-                Some(i) if self.running[i].config.bind == new.bind => Socket::Kept(i),
-                _ => Socket::New(self.socket_for(new, &config)?),
-            };
-            sockets.push(socket);
+            plan.push(match same_name {
+                Some(i) if self.running[i].keeps_address(new) => Socket::Kept(i),
+                _ => {
+                    let socket = self.socket_for(new, &config, &taken)?;
+                    taken.push(socket.clone());
+                    Socket::New(socket)
+                }
+            });
         }
 
-        // Nothing can fail from here on.
+        // Nothing can fail from here on. First every listener that leaves
+        // its socket stops accepting, so that a socket another listener
+        // takes over is never served by both.
         let mut old: Vec<Option<RunningListener>> = std::mem::take(&mut self.running)
             .into_iter()
             .map(Some)
             .collect();
-        let mut running = Vec::with_capacity(config.listeners.len());
+        let kept: Vec<usize> = plan
+            .iter()
+            .filter_map(|s| match s {
+                Socket::Kept(i) => Some(*i),
+                Socket::New(_) => None,
+            })
+            .collect();
+        self.parked
+            .retain(|parked| !taken.iter().any(|t| Arc::ptr_eq(t, parked)));
         let mut stopping = Vec::new();
-        for (new, socket) in config.listeners.iter().zip(sockets) {
-            let same_name = old
-                .iter()
-                .position(|r| r.as_ref().is_some_and(|r| r.config.name == new.name));
+        for (i, leaving) in old.iter_mut().enumerate() {
+            let Some(leaving) = leaving.as_mut().filter(|_| !kept.contains(&i)) else {
+                continue;
+            };
+            leaving.stop_accepting.cancel();
+            stopping.extend(leaving.accepting.take());
+            let taken_over = taken.iter().any(|t| Arc::ptr_eq(t, &leaving.socket));
+            if leaving.socket.activated() && !taken_over {
+                warn!(
+                    listener = leaving.config.name,
+                    addr = %leaving.socket.local_addr(),
+                    "this socket came from systemd, which keeps it open: the port stays \
+                     bound, unserved, until a reload gives it to a listener again or it \
+                     is removed from the socket unit"
+                );
+                self.parked.push(leaving.socket.clone());
+            }
+        }
+        stopped(stopping).await;
+
+        let mut running = Vec::with_capacity(config.listeners.len());
+        for (new, socket) in config.listeners.iter().zip(plan) {
             match socket {
                 Socket::Kept(i) => {
                     let Some(mut kept) = old[i].take() else {
-                        unreachable!(
-                            "each running listener is kept at most once (names are unique)"
-                        )
+                        unreachable!("names are unique, so a listener is kept at most once")
                     };
                     if kept.config != *new {
                         kept.apply(new);
@@ -433,24 +470,25 @@ impl RunState {
                     running.push(kept);
                 }
                 Socket::New(socket) => {
-                    let previous = same_name.and_then(|i| old[i].take());
-                    let moved = previous.is_some();
-                    let started = self.serve_new(socket, new, previous, &mut stopping);
-                    if moved {
+                    let previous = old
+                        .iter()
+                        .position(|r| r.as_ref().is_some_and(|r| r.config.name == new.name))
+                        .and_then(|i| old[i].take());
+                    if previous.is_some() {
                         summary.rebound.push(new.name.clone());
                     } else {
                         summary.added.push(new.name.clone());
                     }
-                    running.push(started);
+                    running.push(self.serve_new(socket, new, previous));
                 }
             }
         }
         for removed in old.into_iter().flatten() {
             summary.removed.push(removed.config.name.clone());
-            stopping.push(removed.retire(config.server.shutdown_grace));
+            removed.retire(config.server.shutdown_grace);
         }
         self.running = running;
-        summary.needs_restart = restart_keys(&self.server_config, &config.server);
+        summary.needs_restart = restart_keys(&self.started_with, &config.server);
         self.server_config = config.server;
         summary.listeners = self
             .running
@@ -462,27 +500,36 @@ impl RunState {
                 activated: r.socket.activated(),
             })
             .collect();
-        stopped(stopping).await;
         Ok(summary)
     }
 
-    /// A socket for a listener that cannot keep its own: the socket of a
-    /// running listener on the same address that the new config drops or
-    /// moves (two sockets cannot listen on one address), else a new one.
+    /// A socket for a listener that cannot keep its own, none of `taken`: a
+    /// parked socket from systemd named after it or on its address; else the
+    /// socket on its address of a running listener that leaves it (two
+    /// sockets cannot listen on one address); else a new one.
     fn socket_for(
         &self,
         new: &ListenerConfig,
         config: &Config,
+        taken: &[Arc<Listener>],
     ) -> Result<Arc<Listener>, BindError> {
-        let freed = self.running.iter().find(|r| {
-            r.config.bind == new.bind
-                && new.bind.port() != 0
+        let free = |socket: &&Arc<Listener>| !taken.iter().any(|t| Arc::ptr_eq(t, socket));
+        let parked = (self.parked.iter().filter(free))
+            .find(|p| p.fd_name() == Some(new.name.as_str()))
+            .or_else(|| (self.parked.iter().filter(free)).find(|p| p.local_addr() == new.bind));
+        if let Some(parked) = parked {
+            return Ok(parked.clone());
+        }
+        let left = self.running.iter().find(|r| {
+            new.bind.port() != 0
+                && r.listens_on(new.bind)
+                && free(&&r.socket)
                 && !config
                     .listeners
                     .iter()
-                    .any(|n| n.name == r.config.name && n.bind == r.config.bind)
+                    .any(|n| n.name == r.config.name && r.keeps_address(n))
         });
-        match freed {
+        match left {
             Some(r) => Ok(r.socket.clone()),
             None => Ok(Arc::new(Listener::bind(new)?)),
         }
@@ -490,23 +537,39 @@ impl RunState {
 }
 
 impl RunningListener {
+    /// True when `new` (its config after a reload) can keep this socket:
+    /// the same `bind`, or the address systemd's socket actually has.
+    fn keeps_address(&self, new: &ListenerConfig) -> bool {
+        self.config.bind == new.bind
+            || (self.socket.activated() && self.socket.local_addr() == new.bind)
+    }
+
+    /// True when this listener's socket is the one for `addr`.
+    fn listens_on(&self, addr: SocketAddr) -> bool {
+        self.config.bind == addr || self.socket.local_addr() == addr
+    }
+
     /// New settings for the connections accepted from now on.
     fn apply(&mut self, new: &ListenerConfig) {
         let route = Route::new(new, Some(&self.route.borrow()));
         self.route.send_replace(Arc::new(route));
         self.limit.resize(new.max_connections);
         if new.backlog != self.config.backlog {
-            if let Err(e) = self.socket.set_backlog(new.backlog) {
+            if self.socket.activated() {
+                info!(
+                    listener = new.name,
+                    "backlog not changed: the socket came from systemd (its unit's Backlog= applies)"
+                );
+            } else if let Err(e) = self.socket.set_backlog(new.backlog) {
                 warn!(listener = new.name, error = %e, "cannot change the listen backlog");
             }
         }
         self.config = new.clone();
     }
 
-    /// Stops accepting and drains this listener's connections: they are
-    /// asked to finish now and dropped after `grace`. Returns the accept
-    /// loop's task.
-    fn retire(self, grace: Duration) -> JoinHandle<()> {
+    /// Drains this listener's connections (its accept loop is stopped):
+    /// they are asked to finish now and dropped after `grace`.
+    fn retire(self, grace: Duration) {
         self.drain.begin();
         let span = info_span!("listener", listener = self.config.name);
         let drain = self.drain;
@@ -516,7 +579,6 @@ impl RunningListener {
             }
             .instrument(span),
         );
-        self.accepting
     }
 }
 

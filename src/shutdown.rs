@@ -74,7 +74,9 @@ impl Signals {
         tokio::spawn(async move {
             loop {
                 if let SignalRequest::Stop(name) = self.next().await {
-                    warn!(signal = name, "second signal: exiting now");
+                    // Straight to stderr: the log writer's buffer is not
+                    // flushed by exit().
+                    eprintln!("switchboard: second {name}: exiting now");
                     std::process::exit(FORCED_EXIT_STATUS);
                 }
             }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use rustix::net::SocketType;
 use sd_notify::NotifyState;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::config::ListenerConfig;
 
@@ -133,6 +133,19 @@ struct ActivatedSocket {
     socket: std::net::TcpListener,
 }
 
+/// A socket passed by the service manager, claimed by a listener.
+#[derive(Debug)]
+pub struct ClaimedSocket {
+    /// The listening socket.
+    pub socket: std::net::TcpListener,
+    /// Its `FileDescriptorName=`.
+    pub fd_name: String,
+    /// The address it listens on.
+    pub addr: SocketAddr,
+    /// How it was matched.
+    pub how: Claim,
+}
+
 /// How an activated socket was matched to its listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Claim {
@@ -194,7 +207,7 @@ impl ActivatedSockets {
 
     /// The socket for `listener`: the one named after it, else the one on
     /// its `bind` address.
-    pub fn claim(&mut self, listener: &ListenerConfig) -> Option<(std::net::TcpListener, Claim)> {
+    pub fn claim(&mut self, listener: &ListenerConfig) -> Option<ClaimedSocket> {
         let (index, how) =
             if let Some(i) = self.sockets.iter().position(|s| s.name == listener.name) {
                 (i, Claim::ByName)
@@ -213,7 +226,21 @@ impl ActivatedSockets {
             },
             "using the socket passed by the service manager"
         );
-        Some((socket.socket, how))
+        if socket.addr != listener.bind {
+            warn!(
+                listener = listener.name,
+                bind = %listener.bind,
+                addr = %socket.addr,
+                "the socket systemd passed listens on another address than the config's bind; \
+                 serving the socket's address"
+            );
+        }
+        Some(ClaimedSocket {
+            socket: socket.socket,
+            fd_name: socket.name,
+            addr: socket.addr,
+            how,
+        })
     }
 
     /// Fails if a socket is left that no listener claimed.
@@ -278,14 +305,15 @@ mod tests {
         // wins; "second" gets the unnamed socket on its address.
         let elsewhere = "127.0.0.1:9".parse().expect("addr");
         let config = listeners(&[("echo", elsewhere), ("second", other_addr)]);
-        let (socket, how) = sockets.claim(&config.listeners[0]).expect("claimed");
+        let claimed = sockets.claim(&config.listeners[0]).expect("claimed");
         assert_eq!(
-            (socket.local_addr().expect("addr"), how),
+            (claimed.socket.local_addr().expect("addr"), claimed.how),
             (name_addr, Claim::ByName)
         );
-        let (socket, how) = sockets.claim(&config.listeners[1]).expect("claimed");
+        assert_eq!(claimed.fd_name, "echo");
+        let claimed = sockets.claim(&config.listeners[1]).expect("claimed");
         assert_eq!(
-            (socket.local_addr().expect("addr"), how),
+            (claimed.socket.local_addr().expect("addr"), claimed.how),
             (other_addr, Claim::ByAddress)
         );
         assert!(sockets.is_empty());
