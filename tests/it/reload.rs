@@ -195,3 +195,40 @@ async fn a_smaller_max_connections_applies_to_new_clients_only() {
     assert_eq!(&back, b"c\n");
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_new_listener_on_a_removed_listeners_address_takes_its_socket_over() {
+    // A fixed port: both configs name it, so only a takeover (not a second
+    // bind, which the kernel refuses while the first socket listens) works.
+    let port = StdListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let on_port = |name: &str, handler: &str, extra: &str| {
+        format!(
+            "[[listener]]\nname = \"{name}\"\nbind = \"127.0.0.1:{port}\"\nhandler = \"{handler}\"\n{extra}\n"
+        )
+    };
+    let mut server = TestServer::start(&on_port("old", "echo", ""));
+    let mut open = connect(server.addr("old")).await;
+    echoes(&mut open, "x\n").await;
+    let summary = server
+        .reload(&on_port(
+            "new",
+            "keyword-bot",
+            "[[listener.rules]]\nkeywords = [\"ping\"]\nreply = \"pong\"",
+        ))
+        .await
+        .expect("reload");
+    assert_eq!(
+        (summary.added, summary.removed),
+        (vec!["new".to_owned()], vec!["old".to_owned()])
+    );
+    assert_eq!(server.addr("new").port(), port);
+    // The old listener's connection was asked to finish; the port now
+    // belongs to the new handler.
+    assert!(read_to_end(&mut open).await.is_empty());
+    let mut bot = connect_lines(server.addr("new")).await;
+    assert_eq!(ask(&mut bot, "ping\n").await, "pong");
+    server.shutdown().await;
+}
