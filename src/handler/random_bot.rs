@@ -219,17 +219,26 @@ mod tests {
 
     #[test]
     fn picks_are_drawn_from_the_whole_history() {
-        let history = History::new(10_000, 100_000);
-        for i in 0..4u8 {
-            history.record_and_pick(Bytes::from(vec![i]));
-        }
-        let mut seen = [false; 5];
-        for _ in 0..1000 {
-            seen[history.record_and_pick(Bytes::from_static(&[4]))[0] as usize] = true;
-            if seen.iter().all(|s| *s) {
+        // 0..=4 recorded in a cycle into a history of five: once full it
+        // always holds each value once, so every draw is uniform over five.
+        // Each value must come back as the pick of a draw that recorded
+        // another one (never true if only the newest were picked); missing
+        // one in 1000 draws has a chance of about 5 * 0.84^1000 (1e-75).
+        let history = History::new(5, 100_000);
+        let mut seen_older = [false; 5];
+        for i in 0..1000u32 {
+            let recorded = u8::try_from(i % 5).expect("below 5");
+            let picked = history.record_and_pick(Bytes::from(vec![recorded]))[0];
+            if picked != recorded {
+                seen_older[usize::from(picked)] = true;
+            }
+            if seen_older.iter().all(|s| *s) {
                 break;
             }
         }
-        assert_eq!(seen, [true; 5], "1000 draws from 5+ entries missed one");
+        assert_eq!(
+            seen_older, [true; 5],
+            "1000 draws from 5 entries missed one"
+        );
     }
 }

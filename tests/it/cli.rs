@@ -15,11 +15,11 @@ use crate::common::LIMIT;
 use crate::config::{assert_matches_expectation, fixtures};
 
 /// The binary under test, built by cargo for this test run.
-const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
 /// What the binary prints before every config error.
 const CONFIG_ERROR_PREFIX: &str = "switchboard: config error: ";
 /// Exit status of a config mistake (EX_CONFIG).
-const EXIT_CONFIG: i32 = 78;
+pub(crate) const EXIT_CONFIG: i32 = 78;
 /// Exit status when a second signal cut the shutdown short.
 const EXIT_FORCED: i32 = 130;
 /// Interval of the process-exit poll below.
@@ -27,7 +27,7 @@ const POLL: Duration = Duration::from_millis(10);
 
 /// A command running the binary from the crate root (where the fixtures'
 /// relative download roots point), with no inherited `RUST_LOG`.
-fn switchboard() -> Command {
+pub(crate) fn switchboard() -> Command {
     let mut cmd = Command::new(BIN);
     cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
         .env_remove("RUST_LOG")
@@ -59,7 +59,7 @@ fn wait_within(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
 }
 
 /// Runs a command that must finish on its own, within [`LIMIT`].
-fn output(cmd: &mut Command) -> Output {
+pub(crate) fn output(cmd: &mut Command) -> Output {
     let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -79,7 +79,7 @@ fn output(cmd: &mut Command) -> Output {
     }
 }
 
-fn text(bytes: &[u8]) -> String {
+pub(crate) fn text(bytes: &[u8]) -> String {
     String::from_utf8(bytes.to_vec()).expect("output is not UTF-8")
 }
 
@@ -308,13 +308,15 @@ fn a_port_in_use_exits_1_naming_the_listener() {
 }
 
 /// A running `switchboard` daemon; killed if a test ends while it still runs.
-struct Daemon {
-    child: Child,
+pub(crate) struct Daemon {
+    pub(crate) child: Child,
     stdout: Receiver<String>,
-    stderr: Receiver<String>,
+    pub(crate) stderr: Receiver<String>,
     /// stderr lines read so far, for failure messages.
-    log: Vec<String>,
+    pub(crate) log: Vec<String>,
     listeners: HashMap<String, SocketAddr>,
+    /// The listener lines of the table printed at start, as printed.
+    pub(crate) table: Vec<String>,
 }
 
 /// Sends each line of a pipe to a channel, from a thread.
@@ -339,7 +341,7 @@ impl Daemon {
     /// listener table it prints once every listener is bound. The SIGINT and
     /// SIGTERM handlers are installed before binding: once the table is read,
     /// a signal shuts the daemon down instead of killing it.
-    fn start(config: &Path) -> Daemon {
+    pub(crate) fn start(config: &Path) -> Daemon {
         let mut command = switchboard();
         command.arg("-c").arg(config);
         Daemon::start_command(command, config)
@@ -347,11 +349,16 @@ impl Daemon {
 
     /// Like [`Daemon::start`], with a command that ends up exec'ing
     /// `switchboard -c config` (a shell that sets limits first, say).
-    fn start_command(mut command: Command, config: &Path) -> Daemon {
-        let expected = Config::from_file(config)
-            .unwrap_or_else(|e| panic!("{e}"))
-            .listeners
-            .len();
+    pub(crate) fn start_command(command: Command, config: &Path) -> Daemon {
+        let mut daemon = Daemon::spawn(command);
+        daemon.read_table(config);
+        daemon
+    }
+
+    /// Starts `command` (logging at `info`) without waiting for anything:
+    /// for a daemon that prints its table only later (under
+    /// `systemd-socket-activate`, after the first connection), or never.
+    pub(crate) fn spawn(mut command: Command) -> Daemon {
         let mut child = command
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
@@ -360,42 +367,55 @@ impl Daemon {
             .expect("cannot start switchboard");
         let stdout = lines_of(child.stdout.take().expect("stdout is piped"));
         let stderr = lines_of(child.stderr.take().expect("stderr is piped"));
-        let mut daemon = Daemon {
+        Daemon {
             child,
             stdout,
             stderr,
             log: Vec::new(),
             listeners: HashMap::new(),
-        };
-        let header = daemon.stdout_line();
-        assert!(
-            header.starts_with("switchboard ") && header.contains(" serving ("),
-            "unexpected header {header:?}"
-        );
+            table: Vec::new(),
+        }
+    }
+
+    /// Reads the listener table printed once every listener of `config` is
+    /// bound: a header, then one line per listener (name, handler, address,
+    /// and `(socket from systemd)` when the socket was passed to it).
+    pub(crate) fn read_table(&mut self, config: &Path) {
+        let expected = Config::from_file(config)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .listeners
+            .len();
+        let header = self.stdout_line();
+        if !(header.starts_with("switchboard ") && header.contains(" serving (")) {
+            self.fail(&format!("unexpected header {header:?}"));
+        }
         for _ in 0..expected {
-            let line = daemon.stdout_line();
+            let line = self.stdout_line();
             let fields: Vec<&str> = line.split_whitespace().collect();
-            let [name, _handler, addr] = fields[..] else {
-                panic!("unexpected listener line {line:?}");
+            let (name, addr) = match fields[..] {
+                [name, _handler, addr] | [name, _handler, addr, "(socket", "from", "systemd)"] => {
+                    (name, addr)
+                }
+                _ => self.fail(&format!("unexpected listener line {line:?}")),
             };
             let addr: SocketAddr = addr
                 .parse()
                 .unwrap_or_else(|e| panic!("bad address in {line:?}: {e}"));
             assert_ne!(addr.port(), 0, "the table shows the bound port: {line:?}");
-            daemon.listeners.insert(name.to_owned(), addr);
+            self.listeners.insert(name.to_owned(), addr);
+            self.table.push(line);
         }
-        daemon
     }
 
     /// The next line of stdout, within [`LIMIT`].
-    fn stdout_line(&mut self) -> String {
+    pub(crate) fn stdout_line(&mut self) -> String {
         match self.stdout.recv_timeout(LIMIT) {
             Ok(line) => line,
             Err(e) => self.fail(&format!("no stdout line ({e:?})")),
         }
     }
 
-    fn addr(&self, name: &str) -> SocketAddr {
+    pub(crate) fn addr(&self, name: &str) -> SocketAddr {
         *self
             .listeners
             .get(name)
@@ -403,7 +423,7 @@ impl Daemon {
     }
 
     /// Kills the daemon and panics with what it logged.
-    fn fail(&mut self, why: &str) -> ! {
+    pub(crate) fn fail(&mut self, why: &str) -> ! {
         let _ = self.child.kill();
         let _ = self.child.wait();
         self.log.extend(self.stderr.try_iter());
@@ -411,7 +431,7 @@ impl Daemon {
     }
 
     /// Sends a signal (`TERM`, `INT`) with kill(1): the crate forbids unsafe code.
-    fn signal(&mut self, name: &str) {
+    pub(crate) fn signal(&mut self, name: &str) {
         let status = Command::new("kill")
             .arg(format!("-{name}"))
             .arg(self.child.id().to_string())
@@ -423,7 +443,7 @@ impl Daemon {
     }
 
     /// Reads stderr until a line contains `needle`, within [`LIMIT`].
-    fn wait_for_log(&mut self, needle: &str) -> String {
+    pub(crate) fn wait_for_log(&mut self, needle: &str) -> String {
         let deadline = Instant::now() + LIMIT;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -445,7 +465,7 @@ impl Daemon {
     }
 
     /// Waits for the process to exit within `limit`.
-    fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
+    pub(crate) fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
         match wait_within(&mut self.child, limit) {
             Some(status) => status,
             None => self.fail(&format!("switchboard did not exit within {limit:?}")),
@@ -463,7 +483,7 @@ impl Drop for Daemon {
 }
 
 /// A std client with every read and write bounded by [`LIMIT`].
-fn client(addr: SocketAddr) -> TcpStream {
+pub(crate) fn client(addr: SocketAddr) -> TcpStream {
     let stream =
         TcpStream::connect_timeout(&addr, LIMIT).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
     stream.set_read_timeout(Some(LIMIT)).expect("read timeout");
@@ -578,7 +598,7 @@ fn open_file_limits(pid: &str) -> (u64, u64) {
 }
 
 /// `switchboard -c config` started by a shell that first runs `ulimit`.
-fn with_ulimit(ulimit: &str, config: &Path) -> Command {
+pub(crate) fn with_ulimit(ulimit: &str, config: &Path) -> Command {
     let mut command = Command::new("bash");
     command
         .arg("-c")

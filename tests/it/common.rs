@@ -103,6 +103,13 @@ pub fn listener(name: &str, handler: &str, extra: &str) -> String {
     )
 }
 
+/// Like [`listener`], on a loopback address of its own (`127.0.0.N`): a
+/// test that checks that a port was closed must not be fooled by another
+/// test of the same run being given that freed port on 127.0.0.1.
+pub fn private_listener(ip_last: u8, name: &str, handler: &str, extra: &str) -> String {
+    listener(name, handler, extra).replace("127.0.0.1:0", &format!("127.0.0.{ip_last}:0"))
+}
+
 /// Connects to `addr` (bounded in time).
 pub async fn connect(addr: SocketAddr) -> TcpStream {
     timeout(LIMIT, TcpStream::connect(addr))

@@ -97,7 +97,10 @@ async fn shutdown_lets_an_inflight_download_finish_and_stops_accepting() {
     let dir = tempfile::tempdir().unwrap();
     let len = 8 << 20;
     big_file(&dir, len);
-    let server = TestServer::start(&download_listener(&dir, "chunk_size = 16384"));
+    // Its own loopback address: the closed port is checked at the end.
+    let config =
+        download_listener(&dir, "chunk_size = 16384").replace("127.0.0.1:0", "127.0.0.14:0");
+    let server = TestServer::start(&config);
     let addr = server.addr("files");
     let mut stream = connect(addr).await;
     stream.write_all(b"big.bin\n").await.unwrap();

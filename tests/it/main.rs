@@ -7,6 +7,7 @@ mod common;
 mod bots;
 mod cli;
 mod config;
+mod deploy;
 mod download;
 mod echo;
 mod lifecycle;

@@ -7,7 +7,9 @@ use std::net::TcpListener as StdListener;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::common::{TestServer, ask, connect, connect_lines, listener, read_to_end};
+use crate::common::{
+    TestServer, ask, connect, connect_lines, listener, private_listener, read_to_end,
+};
 
 /// Sends a line on an echo connection and checks it comes back.
 async fn echoes(conn: &mut tokio::net::TcpStream, line: &str) {
@@ -33,7 +35,7 @@ async fn adds_removes_and_changes_listeners_while_open_connections_stay() {
     let before = [
         listener("stays", "echo", ""),
         bot_with_reply("bot", "one"),
-        listener("goes", "echo", ""),
+        private_listener(11, "goes", "echo", ""),
     ]
     .concat();
     let mut server = TestServer::start(&before);
@@ -111,15 +113,15 @@ async fn a_reload_that_cannot_bind_changes_nothing() {
 
 #[tokio::test]
 async fn a_moved_listener_keeps_its_open_connections() {
-    let mut server = TestServer::start(&listener("m", "echo", ""));
+    let mut server = TestServer::start(&private_listener(12, "m", "echo", ""));
     let old = server.addr("m");
     let mut open = connect(old).await;
     echoes(&mut open, "x\n").await;
-    let moved = "[[listener]]\nname = \"m\"\nbind = \"127.0.0.2:0\"\nhandler = \"echo\"\n";
-    let summary = server.reload(moved).await.expect("reload");
+    let moved = private_listener(13, "m", "echo", "");
+    let summary = server.reload(&moved).await.expect("reload");
     assert_eq!(summary.rebound, ["m"]);
     let new = server.addr("m");
-    assert_eq!(new.ip().to_string(), "127.0.0.2");
+    assert_eq!(new.ip().to_string(), "127.0.0.13");
     echoes(&mut open, "still here\n").await;
     let mut fresh = connect(new).await;
     echoes(&mut fresh, "y\n").await;
