@@ -12,7 +12,7 @@
 #                           target/bench/results-quick.jsonl and RESULTS-quick.md
 #
 # Environment (all optional):
-#   ROUNDS=3 DURATION=5     rounds per case, seconds per run
+#   ROUNDS=5 DURATION=5     rounds per case, seconds per run
 #   CASES="echo connect lines download hold"   which kinds of case to run
 #   HOLD_50K=1              also hold 50 000 idle connections
 #   HOLD_SECS=5             how long the hold case keeps its connections idle
@@ -57,7 +57,7 @@ if [ "$quick" = 1 ]; then
   OUT_DIR=${OUT_DIR:-$root/target/bench}
   suffix=-quick
 else
-  ROUNDS=${ROUNDS:-3}
+  ROUNDS=${ROUNDS:-5}
   DURATION=${DURATION:-5}
   HOLD_SECS=${HOLD_SECS:-5}
   FILE_MB=${FILE_MB:-1024}
