@@ -55,7 +55,7 @@ pub async fn run(
 ) -> Result<ShutdownReport, DaemonError> {
     // Before anything is bound: no signal may find the default action (exit).
     let mut signals = Signals::install().map_err(DaemonError::Signals)?;
-    warn_if_descriptors_short(&config);
+    let descriptors = DescriptorBudget::raise_for(&config);
     let notifier = Notifier::from_env();
     let server = Server::start(&config, &mut activated)?;
     println!(
@@ -88,7 +88,7 @@ pub async fn run(
         handle,
         config_path,
         notifier,
-        limits::descriptors_needed(&config),
+        descriptors,
     ));
     let (stop, stopped) = oneshot::channel::<()>();
     tokio::spawn(async move {
@@ -123,14 +123,12 @@ async fn reload_worker(
     handle: ServerHandle,
     path: Option<PathBuf>,
     notifier: Notifier,
-    descriptors_needed: u64,
+    mut descriptors: DescriptorBudget,
 ) {
-    // Descriptors the largest config so far may need (warned about once).
-    let mut needed = descriptors_needed;
     loop {
         requested.notified().await;
         notifier.reloading();
-        let outcome = reload(&handle, path.as_ref(), &mut needed).await;
+        let outcome = reload(&handle, path.as_ref(), &mut descriptors).await;
         let status = match outcome {
             Ok(()) => handle.status().to_string(),
             Err(e) => format!("{}; last reload failed: {e}", handle.status()),
@@ -144,14 +142,14 @@ async fn reload_worker(
 async fn reload(
     handle: &ServerHandle,
     path: Option<&PathBuf>,
-    needed: &mut u64,
+    descriptors: &mut DescriptorBudget,
 ) -> Result<(), String> {
     let Some(path) = path.cloned() else {
         info!("SIGHUP: running the embedded default config, which has no file to re-read");
         return Ok(());
     };
     info!(config = %path.display(), "SIGHUP: reloading the config");
-    let result = load_and_apply(handle, path, needed).await;
+    let result = load_and_apply(handle, path, descriptors).await;
     if let Err(e) = &result {
         error!("reload failed, still serving the previous config: {e}");
     }
@@ -161,7 +159,7 @@ async fn reload(
 async fn load_and_apply(
     handle: &ServerHandle,
     path: PathBuf,
-    needed: &mut u64,
+    descriptors: &mut DescriptorBudget,
 ) -> Result<(), String> {
     let read = tokio::task::spawn_blocking(move || Config::from_file(&path));
     let config = match tokio::time::timeout(CONFIG_READ_LIMIT, read).await {
@@ -175,11 +173,7 @@ async fn load_and_apply(
             ));
         }
     };
-    // Said at start already; again only if this config could need more.
-    if limits::descriptors_needed(&config) > *needed {
-        *needed = limits::descriptors_needed(&config);
-        warn_if_descriptors_short(&config);
-    }
+    descriptors.check(&config);
     match handle.reload(config).await {
         Ok(summary) => {
             info!("reloaded: {summary}");
@@ -213,17 +207,42 @@ async fn report_status(notifier: Notifier, handle: ServerHandle) {
     }
 }
 
-/// Raises the open-file limit, and warns when `max_connections` of the
-/// config could still need more descriptors than it allows.
-fn warn_if_descriptors_short(config: &Config) {
-    let files = limits::raise_open_file_limit();
-    let needed = limits::descriptors_needed(config);
-    if files.soft.is_some_and(|soft| soft < needed) {
-        warn!(
-            limit = ?files.soft,
-            needed,
-            "the open-file limit is below what max_connections allows; \
-             beyond it new clients wait until descriptors free (raise LimitNOFILE / ulimit -n)"
-        );
+/// The open-file limit, raised once at start, against what configs need.
+#[derive(Debug)]
+struct DescriptorBudget {
+    /// The soft limit after raising it (`None`: unlimited).
+    limit: Option<u64>,
+    /// The most any config checked so far may need.
+    needed: u64,
+}
+
+impl DescriptorBudget {
+    /// Raises the soft limit to the hard one, then checks `config`.
+    fn raise_for(config: &Config) -> Self {
+        let mut budget = DescriptorBudget {
+            limit: limits::raise_open_file_limit().soft,
+            needed: 0,
+        };
+        budget.check(config);
+        budget
+    }
+
+    /// Warns when `config`'s `max_connections` could need more descriptors
+    /// than the limit allows, unless an earlier config already needed as
+    /// many (and was warned about).
+    fn check(&mut self, config: &Config) {
+        let needed = limits::descriptors_needed(config);
+        if needed <= self.needed {
+            return;
+        }
+        self.needed = needed;
+        if self.limit.is_some_and(|limit| limit < needed) {
+            warn!(
+                limit = ?self.limit,
+                needed,
+                "the open-file limit is below what max_connections allows; \
+                 beyond it new clients wait until descriptors free (raise LimitNOFILE / ulimit -n)"
+            );
+        }
     }
 }

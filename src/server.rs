@@ -243,7 +243,9 @@ impl Server {
 
     /// The bound listeners, in config order.
     pub fn listeners(&self) -> Vec<BoundListener> {
-        self.listeners.iter().map(bound_listener).collect()
+        (self.listeners.iter())
+            .map(|l| bound_listener(l.config(), l))
+            .collect()
     }
 
     /// The address of the listener called `name`.
@@ -300,12 +302,13 @@ impl Server {
     }
 }
 
-fn bound_listener(l: &Listener) -> BoundListener {
+/// How `socket`, serving `config`, is shown to the operator.
+fn bound_listener(config: &ListenerConfig, socket: &Listener) -> BoundListener {
     BoundListener {
-        name: l.name().to_owned(),
-        addr: l.local_addr(),
-        handler: l.config().handler.kind(),
-        activated: l.activated(),
+        name: config.name.clone(),
+        addr: socket.local_addr(),
+        handler: config.handler.kind(),
+        activated: socket.activated(),
     }
 }
 
@@ -493,12 +496,7 @@ impl RunState {
         summary.listeners = self
             .running
             .iter()
-            .map(|r| BoundListener {
-                name: r.config.name.clone(),
-                addr: r.socket.local_addr(),
-                handler: r.config.handler.kind(),
-                activated: r.socket.activated(),
-            })
+            .map(|r| bound_listener(&r.config, &r.socket))
             .collect();
         Ok(summary)
     }
