@@ -4,12 +4,15 @@
 //! colours when stderr is not a terminal, and without a timestamp of its own
 //! when stderr is the systemd journal (which stamps every line itself).
 
-use std::io::IsTerminal;
+use std::io::{BufWriter, IsTerminal};
 
 use tracing_appender::non_blocking::WorkerGuard;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogFormat, ServerConfig};
+
+/// Bytes of log lines gathered into one write to stderr.
+const LOG_WRITE_BUFFER: usize = 64 * 1024;
 
 /// Installs the global subscriber. Keep the guard alive until exit: dropping
 /// it flushes the lines still buffered.
@@ -20,7 +23,11 @@ pub fn init(server: &ServerConfig) -> anyhow::Result<WorkerGuard> {
             .map_err(|e| anyhow::anyhow!("invalid RUST_LOG {directives:?}: {e}"))?,
         _ => EnvFilter::builder().parse(&server.log_level)?,
     };
-    let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
+    // The writer thread drains every line queued, then flushes: buffered,
+    // a burst of lines costs one write(2), not one each (and stderr is
+    // unbuffered). A lone line is still written at once.
+    let stderr = BufWriter::with_capacity(LOG_WRITE_BUFFER, std::io::stderr());
+    let (writer, guard) = tracing_appender::non_blocking(stderr);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer)

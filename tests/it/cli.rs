@@ -522,6 +522,46 @@ fn serves_the_config_and_sigterm_shuts_down_with_status_0() {
 }
 
 #[test]
+fn a_connection_logs_one_line_at_info_when_it_closes() {
+    let mut daemon = Daemon::start(Path::new("tests/fixtures/valid/minimal-echo.toml"));
+    let mut conn = client(daemon.addr("echo"));
+    conn.write_all(b"ping\n").expect("send");
+    let mut back = [0u8; 5];
+    conn.read_exact(&mut back).expect("no echo");
+    drop(conn);
+    // The line arrives while the daemon runs: buffered log writes are
+    // flushed as soon as the writer has nothing more queued.
+    let closed = daemon.wait_for_log("closed");
+    for field in [
+        "conn{",
+        "listener=echo",
+        "peer=127.0.0.1:",
+        "id=",
+        "bytes_in=5",
+        "bytes_out=5",
+        "reason=",
+    ] {
+        assert!(closed.contains(field), "{field:?} missing from {closed:?}");
+    }
+    daemon.signal("TERM");
+    let status = daemon.wait_exit(LIMIT);
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    let deadline = Instant::now() + LIMIT;
+    while let Ok(line) = daemon
+        .stderr
+        .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+    {
+        daemon.log.push(line);
+    }
+    let per_connection: Vec<&String> = daemon.log.iter().filter(|l| l.contains("conn{")).collect();
+    assert_eq!(
+        per_connection.len(),
+        1,
+        "one line per connection at info: {per_connection:#?}"
+    );
+}
+
+#[test]
 fn sigint_shuts_down_an_idle_server_with_status_0() {
     let mut daemon = Daemon::start(Path::new("tests/fixtures/valid/minimal-echo.toml"));
     daemon.signal("INT");
