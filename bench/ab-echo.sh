@@ -8,6 +8,7 @@
 #
 # Environment (all optional):
 #   CONNS=8 WINDOW=1048576 CHUNK=65536 DURATION=5 ROUNDS=5
+#   SESSIONS=5        sessions per run, each on fresh connections (loadgen --sessions)
 #   CONFIG=FILE       switchboard config with an echo listener on 127.0.0.1:PORT
 #                     (default: the embedded default moved to PORT)
 #   PORT=23600        the echo port (PORT+1 for the ceiling)
@@ -22,6 +23,7 @@ WINDOW=${WINDOW:-1048576}
 CHUNK=${CHUNK:-65536}
 DURATION=${DURATION:-5}
 ROUNDS=${ROUNDS:-5}
+SESSIONS=${SESSIONS:-5}
 PORT=${PORT:-23600}
 SERVER_CPU=${SERVER_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
@@ -59,7 +61,7 @@ wait_port() {
 # One load run against 127.0.0.1:$1; prints MB/s.
 load() {
   taskset -c "$LOAD_CPU" "$loadgen" --addr "127.0.0.1:$1" --duration "$DURATION" --json-only \
-    echo --connections "$CONNS" --window "$WINDOW" --chunk "$CHUNK" \
+    echo --connections "$CONNS" --window "$WINDOW" --chunk "$CHUNK" --sessions "$SESSIONS" \
     | grep -o '"mb_per_sec":[0-9.]*' | cut -d: -f2
 }
 
@@ -76,7 +78,7 @@ measure() {
 }
 
 results=$work/results.txt
-echo "echo c$CONNS window $WINDOW chunk $CHUNK, ${DURATION}s runs, $ROUNDS rounds (MB/s)"
+echo "echo c$CONNS window $WINDOW chunk $CHUNK, ${DURATION}s runs of $SESSIONS sessions, $ROUNDS rounds (MB/s)"
 for round in $(seq "$ROUNDS"); do
   line="round $round:"
   for i in "${!binaries[@]}"; do

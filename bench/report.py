@@ -15,6 +15,7 @@ import datetime
 import json
 import os
 import platform
+import random
 import statistics
 import sys
 
@@ -51,6 +52,35 @@ ABSOLUTE_TARGETS = {
     "hold": [("bytes_per_connection", "median", 8 * 1024, "server RSS per idle connection")],
     "download": [("rss_max_bytes", "max", 32 * MIB, "server RSS, highest of the runs")],
 }
+
+
+# kind -> the field of the server's CPU time per unit of work, and the unit.
+CPU_COST = {
+    "echo": ("server_cpu_us_per_mb", "µs per MB echoed"),
+    "download": ("server_cpu_us_per_mb", "µs per MB sent"),
+    "connect": ("server_cpu_us_per_conn", "µs per connection"),
+    "lines": ("server_cpu_us_per_msg", "µs per message"),
+}
+
+# Resamples of the bootstrap confidence interval of a ratio.
+BOOTSTRAP_RESAMPLES = 2000
+
+
+def bootstrap_ratio_ci(a, b, seed):
+    """95% interval of median(a) / median(b), resampling each set of runs
+    with replacement; seeded, so the same results give the same report."""
+    if len(a) < 2 or len(b) < 2:
+        return None
+    rng = random.Random(seed)
+    ratios = []
+    for _ in range(BOOTSTRAP_RESAMPLES):
+        mb = statistics.median(rng.choices(b, k=len(b)))
+        if mb:
+            ratios.append(statistics.median(rng.choices(a, k=len(a))) / mb)
+    if not ratios:
+        return None
+    ratios.sort()
+    return ratios[int(0.025 * (len(ratios) - 1))], ratios[int(0.975 * (len(ratios) - 1))]
 
 
 def kind_of(case):
@@ -151,7 +181,7 @@ def build(runs, command, settings, notes):
         "- method: every run starts its server fresh; rounds interleave the servers "
         "(A B C, A B C, ...); numbers are the median over rounds with min–max; a ratio "
         "is switchboard's median over the other server's median (per-round ratios in "
-        "brackets: min–max)"
+        "brackets: min–max; 95% interval by bootstrap over the runs)"
     )
     for line in notes:
         out.append(f"- note: {line}")
@@ -196,8 +226,11 @@ def build(runs, command, settings, notes):
             for other, target in RATIO_TARGETS[kind]:
                 if other not in servers:
                     continue
-                other_med = median(numbers(servers[other], field))
+                other_values = numbers(servers[other], field)
+                other_med = median(other_values)
                 ratio = sb_med / other_med if sb_med is not None and other_med else None
+                ci = bootstrap_ratio_ci(numbers(sb_runs, field), other_values, f"{case}/{sb}/{other}")
+                interval = f"{fmt_ratio(ci[0])} – {fmt_ratio(ci[1])}" if ci else "—"
                 per_round = []
                 by_round = {r.get("round"): r for r in servers[other]}
                 for r in sb_runs:
@@ -220,8 +253,11 @@ def build(runs, command, settings, notes):
                     ok = ratio >= target if higher else ratio <= target
                     mark = "met" if ok else "**missed**"
                     summary["met" if ok else "missed"] += 1
+                    if ci and ci[0] < target <= ci[1]:
+                        mark += " (interval spans the target)"
                 ratio_rows.append(
-                    f"| {case} | {sb} / {other} | {fmt_ratio(ratio)}{spread} | {goal} | {mark} |"
+                    f"| {case} | {sb} / {other} | {fmt_ratio(ratio)}{spread} | {interval} | "
+                    f"{goal} | {mark} |"
                 )
     abs_rows = []
     for case, servers in cases.items():
@@ -262,11 +298,46 @@ def build(runs, command, settings, notes):
 
     out.append("## Ratios\n")
     if ratio_rows:
-        out.append("| case | ratio | of medians [per round] | target | |")
-        out.append("|---|---|---:|---:|---|")
+        out.append("| case | ratio | of medians [per round] | 95% interval | target | |")
+        out.append("|---|---|---:|---:|---:|---|")
         out.extend(ratio_rows)
     else:
         out.append("No ratio could be computed.")
+    out.append("")
+    out.append("## Server CPU per unit of work\n")
+    out.append(
+        "Not a target: what each unit of work cost the server, from its /proc CPU time "
+        "over the run (switchboard and the ceilings; the peers fork per connection, and "
+        "their children's time is not counted reliably). Where the load generator is the "
+        "limit (server busy well below 100%), equal rates can hide unequal costs; this "
+        "shows them (lower is better).\n"
+    )
+    cost_rows = []
+    for case, servers in cases.items():
+        kind = kind_of(case)
+        if kind not in CPU_COST:
+            continue
+        field, unit = CPU_COST[kind]
+        ceiling = median(numbers(servers.get("ceiling", []), field))
+        for server, server_runs in servers.items():
+            values = numbers(server_runs, field)
+            # socat and ncat fork per connection: children still running or
+            # not yet reaped when a run ends are not in their /proc times.
+            if not values or not (is_switchboard(server) or server == "ceiling"):
+                continue
+            cost = median(values)
+            busy = median(numbers(server_runs, "server_busy"))
+            versus = fmt_ratio(cost / ceiling) if ceiling and server != "ceiling" else ""
+            cost_rows.append(
+                f"| {case} | {server} | {cost:,.1f} {unit} | "
+                f"{f'{busy:.0%}' if busy is not None else '—'} | {versus} |"
+            )
+    if cost_rows:
+        out.append("| case | server | CPU per unit (median) | server busy | / ceiling |")
+        out.append("|---|---|---:|---:|---:|")
+        out.extend(cost_rows)
+    else:
+        out.append("Not measured (the runs carry no server CPU time).")
     out.append("")
     out.append("## Absolute targets\n")
     if abs_rows:

@@ -13,6 +13,9 @@
 #
 # Environment (all optional):
 #   ROUNDS=5 DURATION=5     rounds per case, seconds per run
+#   ECHO_SESSIONS=5         sessions per echo run, each on fresh connections
+#                           (one set of loopback connections keeps a fast or a
+#                           slow pace for its life; sessions average over them)
 #   CASES="echo connect lines download hold"   which kinds of case to run
 #   HOLD_50K=1              also hold 50 000 idle connections
 #   HOLD_SECS=5             how long the hold case keeps its connections idle
@@ -54,6 +57,7 @@ if [ "$quick" = 1 ]; then
   HOLD_SECS=${HOLD_SECS:-2}
   FILE_MB=${FILE_MB:-256}
   REPEAT=${REPEAT:-1}
+  ECHO_SESSIONS=${ECHO_SESSIONS:-2}
   OUT_DIR=${OUT_DIR:-$root/target/bench}
   suffix=-quick
 else
@@ -62,6 +66,7 @@ else
   HOLD_SECS=${HOLD_SECS:-5}
   FILE_MB=${FILE_MB:-1024}
   REPEAT=${REPEAT:-2}
+  ECHO_SESSIONS=${ECHO_SESSIONS:-5}
   OUT_DIR=${OUT_DIR:-$root/bench}
   suffix=
 fi
@@ -426,7 +431,7 @@ if wants echo; then
     read -r conns window <<< "$cfg"
     chunk=$((window / 4 < 65536 ? window / 4 : 65536))
     run_case "echo c$conns w$(human "$window")" echo "$t_short" "switchboard ceiling $echo_peers" \
-      --connections "$conns" --window "$window" --chunk "$chunk"
+      --connections "$conns" --window "$window" --chunk "$chunk" --sessions "$ECHO_SESSIONS"
   done
 fi
 
@@ -462,7 +467,7 @@ fi
 say "report"
 python3 "$root/bench/report.py" --results "$results" --out "$report" \
   --command "$command_line" --notes "$notes" \
-  --settings "rounds=$ROUNDS duration=${DURATION}s file=$((blocks * 16))MiB repeat=$REPEAT hold=${HOLD_SECS}s lines_connections=$LINES_CONNS"
+  --settings "rounds=$ROUNDS duration=${DURATION}s echo_sessions=$ECHO_SESSIONS file=$((blocks * 16))MiB repeat=$REPEAT hold=${HOLD_SECS}s lines_connections=$LINES_CONNS"
 echo "results: $results"
 echo "report:  $report"
 if [ "$peer_failures" -gt 0 ]; then

@@ -17,6 +17,12 @@
 //! when something was measured and every check passed; 1 on a verification
 //! error, when nothing could be measured, or on any other failure; 2 for a
 //! command-line mistake.
+//!
+//! With `--server-pid`, the server's RSS is sampled during the run and its
+//! CPU time over the run reported (`server_cpu_s`, `server_busy`, and per
+//! unit of work: `server_cpu_us_per_mb`, `_per_conn`, `_per_msg`). Client
+//! sockets to 127.0.0.1 take turns on source addresses 127.0.0.2 onwards,
+//! so that thousands of connections a second do not run out of ports.
 
 #![forbid(unsafe_code)]
 
@@ -102,6 +108,12 @@ struct EchoArgs {
     /// Bytes per write (at most the window).
     #[arg(long, default_value_t = 16384, value_parser = clap::value_parser!(u32).range(1..=1 << 24))]
     chunk: u32,
+    /// Split the duration into this many sessions, each on fresh
+    /// connections. On loopback one set of connections settles into a fast
+    /// or a slow pace for its lifetime (the kernel's TCP state, not the
+    /// server); several sessions average over those instead of drawing one.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    sessions: u32,
 }
 
 #[derive(Debug, Args)]
@@ -266,6 +278,15 @@ impl Report {
         self.fields.push((key, val.into()));
     }
 
+    /// A numeric field already reported.
+    fn number(&self, key: &str) -> Option<f64> {
+        self.fields.iter().find_map(|(k, v)| match v {
+            Val::U(u) if *k == key => Some(*u as f64),
+            Val::F(f) if *k == key => Some(*f),
+            _ => None,
+        })
+    }
+
     fn fail(&mut self, why: impl Into<String>) {
         self.failures.push(why.into());
     }
@@ -292,15 +313,34 @@ fn read_rss(pid: u32) -> Option<u64> {
     Some(kb.trim().strip_suffix("kB")?.trim().parse::<u64>().ok()? * 1024)
 }
 
-/// Samples a process's VmRSS every [`RSS_INTERVAL`], keeping the maximum.
-struct RssSampler {
+/// CPU time a process and its waited-for children used so far, in seconds:
+/// utime, stime, cutime and cstime of `/proc/PID/stat`, in ticks of
+/// USER_HZ, which Linux fixes at 100 for user space.
+fn read_cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces; the fields after it do not.
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    let ticks: Vec<u64> = after_name
+        .split_whitespace()
+        .skip(11) // state .. cmajflt: fields 3 to 13
+        .take(4)
+        .map(|field| field.parse().ok())
+        .collect::<Option<_>>()?;
+    (ticks.len() == 4).then(|| ticks.iter().sum::<u64>() as f64 / 100.0)
+}
+
+/// Samples a server's VmRSS every [`RSS_INTERVAL`], keeping the maximum,
+/// and the CPU time it used during the run.
+struct ServerSampler {
     pid: Option<u32>,
     before: Option<u64>,
+    cpu_before: Option<f64>,
+    started: Instant,
     max: Arc<AtomicU64>,
     task: Option<JoinHandle<()>>,
 }
 
-impl RssSampler {
+impl ServerSampler {
     fn start(pid: Option<u32>) -> anyhow::Result<Self> {
         let max = Arc::new(AtomicU64::new(0));
         let (mut before, mut task) = (None, None);
@@ -320,9 +360,11 @@ impl RssSampler {
                 }
             }));
         }
-        Ok(RssSampler {
+        Ok(ServerSampler {
             pid,
             before,
+            cpu_before: pid.and_then(read_cpu_seconds),
+            started: Instant::now(),
             max,
             task,
         })
@@ -335,15 +377,34 @@ impl RssSampler {
         Some(rss)
     }
 
-    /// Stops sampling and adds `rss_before_bytes` and `rss_max_bytes` to the report.
-    fn finish(mut self, report: &mut Report) {
+    /// Stops sampling and adds `rss_before_bytes`, `rss_max_bytes`,
+    /// `server_cpu_s` and `server_busy` (its CPU time over the wall time of
+    /// the whole run) to the report, and the server's CPU time per unit of
+    /// the mode's work (`work`: the report's key that counts it, the name
+    /// of the per-unit key, and the unit's size in that count).
+    fn finish(mut self, report: &mut Report, work: Option<(&str, &'static str, f64)>) {
         self.now();
         if let Some(task) = self.task.take() {
             task.abort();
         }
+        let cpu = match (self.pid.and_then(read_cpu_seconds), self.cpu_before) {
+            (Some(after), Some(before)) => Some(after - before),
+            _ => None,
+        };
         report.put("server_pid", self.pid);
         report.put("rss_before_bytes", self.before);
         report.put("rss_max_bytes", self.pid.map(|_| self.max.load(Relaxed)));
+        report.put("server_cpu_s", cpu);
+        let wall = self.started.elapsed().as_secs_f64();
+        report.put("server_busy", cpu.map(|cpu| cpu / wall));
+        if let Some((count_key, per_unit_key, unit)) = work {
+            let units = report.number(count_key).map(|count| count / unit);
+            let per_unit = match (cpu, units) {
+                (Some(cpu), Some(units)) if units > 0.0 => Some(cpu * 1e6 / units),
+                _ => None,
+            };
+            report.put(per_unit_key, per_unit);
+        }
     }
 }
 
@@ -414,7 +475,7 @@ fn main() -> ExitCode {
 
 async fn run(cli: &Cli, ctx: &Ctx) -> anyhow::Result<Report> {
     let nofile = raise_nofile_limit();
-    let rss = RssSampler::start(cli.server_pid)?;
+    let rss = ServerSampler::start(cli.server_pid)?;
     let mut report = match &cli.mode {
         Mode::Echo(args) => echo(ctx, args).await?,
         Mode::Connect(args) => connect(ctx, args).await?,
@@ -422,7 +483,16 @@ async fn run(cli: &Cli, ctx: &Ctx) -> anyhow::Result<Report> {
         Mode::Download(args) => download(ctx, args).await?,
         Mode::Lines(args) => lines(ctx, args).await?,
     };
-    rss.finish(&mut report);
+    // The server's CPU time per unit of work: with the load generator as
+    // the limit, equal rates can hide unequal costs.
+    let work = match &cli.mode {
+        Mode::Echo(_) => Some(("total_verified_bytes", "server_cpu_us_per_mb", 1e6)),
+        Mode::Download(_) => Some(("bytes", "server_cpu_us_per_mb", 1e6)),
+        Mode::Connect(_) => Some(("completed", "server_cpu_us_per_conn", 1.0)),
+        Mode::Lines(_) => Some(("completed", "server_cpu_us_per_msg", 1.0)),
+        Mode::Hold(_) => None,
+    };
+    rss.finish(&mut report, work);
     Ok(report)
 }
 
@@ -458,8 +528,30 @@ fn unescape(text: &str) -> String {
     out
 }
 
+/// Source addresses the clients' sockets take turns on, 127.0.0.2 onwards:
+/// one address has only the ephemeral port range (about 28 000 ports), and
+/// at thousands of connections a second its ports sit in TIME_WAIT, so
+/// that the kernel's search for a free one, not the server, would set the
+/// connect rate.
+const SOURCE_ADDRESSES: u32 = 250;
+
+/// Connects to `addr` (from the next of [`SOURCE_ADDRESSES`] when it is
+/// IPv4 loopback), with TCP_NODELAY, bounded by [`IO_TIMEOUT`].
 async fn open(addr: SocketAddr) -> anyhow::Result<TcpStream> {
-    let stream = timeout(IO_TIMEOUT, TcpStream::connect(addr))
+    static NEXT_SOURCE: AtomicU64 = AtomicU64::new(0);
+    let connect = async {
+        match addr {
+            SocketAddr::V4(v4) if v4.ip().is_loopback() => {
+                let turn = NEXT_SOURCE.fetch_add(1, Relaxed) % u64::from(SOURCE_ADDRESSES);
+                let source = std::net::Ipv4Addr::new(127, 0, 0, 2 + turn as u8);
+                let socket = tokio::net::TcpSocket::new_v4()?;
+                socket.bind(SocketAddr::from((source, 0)))?;
+                socket.connect(addr).await
+            }
+            _ => TcpStream::connect(addr).await,
+        }
+    };
+    let stream = timeout(IO_TIMEOUT, connect)
         .await
         .context("connect timed out")?
         .with_context(|| format!("connect {addr}"))?;
@@ -543,16 +635,90 @@ struct EchoCounters {
     io_errors: AtomicU64,
 }
 
+/// What one echo session measured.
+#[derive(Debug, Default)]
+struct EchoSession {
+    /// Bytes verified within the measured time.
+    verified: u64,
+    /// Bytes verified in all, the drain after the measured time included.
+    total_verified: u64,
+    elapsed: Duration,
+    mismatches: u64,
+    short: usize,
+    io_errors: u64,
+}
+
 async fn echo(ctx: &Ctx, args: &EchoArgs) -> anyhow::Result<Report> {
     let (n, window) = (args.connections as usize, args.window as usize);
     let chunk = args.chunk.min(args.window) as usize;
+    let sessions = args.sessions;
     let mut report = Report::new("echo", ctx);
     report.put("duration_s", ctx.duration.as_secs_f64());
     report.put("connections", n);
     report.put("window_bytes", window);
     report.put("chunk_bytes", chunk);
-    let streams = open_all(ctx.addr, n).await?;
+    report.put("sessions", sessions);
     let pattern = pattern(chunk.max(ECHO_READ_BUF));
+    let length = ctx.duration / sessions;
+    let mut all = EchoSession::default();
+    let mut rates = Vec::new();
+    for _ in 0..sessions {
+        let session = echo_session(ctx.addr, n, window, chunk, &pattern, length).await?;
+        rates.push(mb_per_sec(session.verified, session.elapsed));
+        all.verified += session.verified;
+        all.total_verified += session.total_verified;
+        all.elapsed += session.elapsed;
+        all.mismatches += session.mismatches;
+        all.short += session.short;
+        all.io_errors += session.io_errors;
+        if session.mismatches > 0 || session.io_errors > 0 {
+            break;
+        }
+    }
+    report.put("elapsed_s", all.elapsed.as_secs_f64());
+    report.put("verified_bytes", all.verified);
+    report.put("total_verified_bytes", all.total_verified);
+    report.put("mb_per_sec", mb_per_sec(all.verified, all.elapsed));
+    report.put(
+        "session_mb_per_sec_min",
+        rates.iter().copied().reduce(f64::min),
+    );
+    report.put(
+        "session_mb_per_sec_max",
+        rates.iter().copied().reduce(f64::max),
+    );
+    report.put("mismatches", all.mismatches);
+    report.put("short_connections", all.short);
+    report.put("io_errors", all.io_errors);
+    if all.mismatches > 0 {
+        report.fail(format!(
+            "{} connection(s) received wrong bytes",
+            all.mismatches
+        ));
+    }
+    if all.short > 0 || all.io_errors > 0 {
+        report.fail(format!(
+            "{} connection(s) got back fewer bytes than sent; {} I/O error(s)",
+            all.short, all.io_errors
+        ));
+    }
+    if all.verified == 0 {
+        report.fail("no byte was echoed");
+    }
+    Ok(report)
+}
+
+/// One echo session: opens `n` connections, streams through them for
+/// `length`, then half-closes and verifies the rest until EOF.
+async fn echo_session(
+    addr: SocketAddr,
+    n: usize,
+    window: usize,
+    chunk: usize,
+    pattern: &Arc<[u8]>,
+    length: Duration,
+) -> anyhow::Result<EchoSession> {
+    let streams = open_all(addr, n).await?;
     let counters = Arc::new(EchoCounters::default());
     let (stop_tx, stop_rx) = watch::channel(false);
     // Each connection: a writer that runs at most `window` bytes ahead of its
@@ -620,7 +786,7 @@ async fn echo(ctx: &Ctx, args: &EchoArgs) -> anyhow::Result<Report> {
             (k, false, received)
         });
     }
-    sleep(ctx.duration).await;
+    sleep(length).await;
     let verified = counters.verified.load(Relaxed);
     let elapsed = start.elapsed();
     // Writers stop and half-close; readers verify the rest until EOF.
@@ -640,28 +806,14 @@ async fn echo(ctx: &Ctx, args: &EchoArgs) -> anyhow::Result<Report> {
             }
         }
     }
-    let short = sent.iter().zip(&got).filter(|(s, g)| s != g).count();
-    let mismatches = counters.mismatches.load(Relaxed);
-    let io_errors = counters.io_errors.load(Relaxed) + lost;
-    report.put("elapsed_s", elapsed.as_secs_f64());
-    report.put("verified_bytes", verified);
-    report.put("total_verified_bytes", counters.verified.load(Relaxed));
-    report.put("mb_per_sec", mb_per_sec(verified, elapsed));
-    report.put("mismatches", mismatches);
-    report.put("short_connections", short);
-    report.put("io_errors", io_errors);
-    if mismatches > 0 {
-        report.fail(format!("{mismatches} connection(s) received wrong bytes"));
-    }
-    if short > 0 || io_errors > 0 {
-        report.fail(format!(
-            "{short} connection(s) got back fewer bytes than sent; {io_errors} I/O error(s)"
-        ));
-    }
-    if verified == 0 {
-        report.fail("no byte was echoed");
-    }
-    Ok(report)
+    Ok(EchoSession {
+        verified,
+        total_verified: counters.verified.load(Relaxed),
+        elapsed,
+        mismatches: counters.mismatches.load(Relaxed),
+        short: sent.iter().zip(&got).filter(|(s, g)| s != g).count(),
+        io_errors: counters.io_errors.load(Relaxed) + lost,
+    })
 }
 
 /// Latencies and errors of the workers of a timed request/reply loop.
@@ -870,7 +1022,7 @@ async fn lines(ctx: &Ctx, args: &LinesArgs) -> anyhow::Result<Report> {
 async fn hold(
     ctx: &Ctx,
     args: &HoldArgs,
-    rss: &RssSampler,
+    rss: &ServerSampler,
     nofile: Option<u64>,
 ) -> anyhow::Result<Report> {
     let n = args.connections as usize;
