@@ -83,6 +83,22 @@ def bootstrap_ratio_ci(a, b, seed):
     return ratios[int(0.025 * (len(ratios) - 1))], ratios[int(0.975 * (len(ratios) - 1))]
 
 
+def table(out, title, header, align, rows, empty, intro=None):
+    """Appends a section: its title, an optional paragraph, then a Markdown
+    table of `rows` under `header` (cells) with `align` (its separator
+    cells), or the `empty` sentence when there are no rows."""
+    out.append(f"## {title}\n")
+    if intro:
+        out.append(intro + "\n")
+    if rows:
+        out.append("|" + "|".join(f" {cell} " if cell else " " for cell in header) + "|")
+        out.append("|" + "|".join(align) + "|")
+        out.extend(rows)
+    else:
+        out.append(empty)
+    out.append("")
+
+
 def kind_of(case):
     return case.split()[0]
 
@@ -296,22 +312,6 @@ def build(runs, command, settings, notes):
                             f"{int(wanted):,} | {mark} |"
                         )
 
-    out.append("## Ratios\n")
-    if ratio_rows:
-        out.append("| case | ratio | of medians [per round] | 95% interval | target | |")
-        out.append("|---|---|---:|---:|---:|---|")
-        out.extend(ratio_rows)
-    else:
-        out.append("No ratio could be computed.")
-    out.append("")
-    out.append("## Server CPU per unit of work\n")
-    out.append(
-        "Not a target: what each unit of work cost the server, from its /proc CPU time "
-        "over the run (switchboard and the ceilings; the peers fork per connection, and "
-        "their children's time is not counted reliably). Where the load generator is the "
-        "limit (server busy well below 100%), equal rates can hide unequal costs; this "
-        "shows them (lower is better).\n"
-    )
     cost_rows = []
     for case, servers in cases.items():
         kind = kind_of(case)
@@ -332,21 +332,37 @@ def build(runs, command, settings, notes):
                 f"| {case} | {server} | {cost:,.1f} {unit} | "
                 f"{f'{busy:.0%}' if busy is not None else '—'} | {versus} |"
             )
-    if cost_rows:
-        out.append("| case | server | CPU per unit (median) | server busy | / ceiling |")
-        out.append("|---|---|---:|---:|---:|")
-        out.extend(cost_rows)
-    else:
-        out.append("Not measured (the runs carry no server CPU time).")
-    out.append("")
-    out.append("## Absolute targets\n")
-    if abs_rows:
-        out.append("| case | server | what | value | target | |")
-        out.append("|---|---|---|---:|---:|---|")
-        out.extend(abs_rows)
-    else:
-        out.append("None measured.")
-    out.append("")
+    table(
+        out,
+        "Ratios",
+        ["case", "ratio", "of medians [per round]", "95% interval", "target", ""],
+        ["---", "---", "---:", "---:", "---:", "---"],
+        ratio_rows,
+        "No ratio could be computed.",
+    )
+    table(
+        out,
+        "Server CPU per unit of work",
+        ["case", "server", "CPU per unit (median)", "server busy", "/ ceiling"],
+        ["---", "---", "---:", "---:", "---:"],
+        cost_rows,
+        "Not measured (the runs carry no server CPU time).",
+        intro=(
+            "Not a target: what each unit of work cost the server, from its /proc CPU time "
+            "over the run (switchboard and the ceilings; the peers fork per connection, and "
+            "their children's time is not counted reliably). Where the load generator is the "
+            "limit (server busy well below 100%), equal rates can hide unequal costs; this "
+            "shows them (lower is better)."
+        ),
+    )
+    table(
+        out,
+        "Absolute targets",
+        ["case", "server", "what", "value", "target", ""],
+        ["---", "---", "---", "---:", "---:", "---"],
+        abs_rows,
+        "None measured.",
+    )
     out.append(
         f"Targets: {summary['met']} met, {summary['missed']} missed"
         + (f", {summary['no data']} without data" if summary["no data"] else "")

@@ -475,11 +475,11 @@ fn main() -> ExitCode {
 
 async fn run(cli: &Cli, ctx: &Ctx) -> anyhow::Result<Report> {
     let nofile = raise_nofile_limit();
-    let rss = ServerSampler::start(cli.server_pid)?;
+    let server = ServerSampler::start(cli.server_pid)?;
     let mut report = match &cli.mode {
         Mode::Echo(args) => echo(ctx, args).await?,
         Mode::Connect(args) => connect(ctx, args).await?,
-        Mode::Hold(args) => hold(ctx, args, &rss, nofile).await?,
+        Mode::Hold(args) => hold(ctx, args, &server, nofile).await?,
         Mode::Download(args) => download(ctx, args).await?,
         Mode::Lines(args) => lines(ctx, args).await?,
     };
@@ -492,7 +492,7 @@ async fn run(cli: &Cli, ctx: &Ctx) -> anyhow::Result<Report> {
         Mode::Lines(_) => Some(("completed", "server_cpu_us_per_msg", 1.0)),
         Mode::Hold(_) => None,
     };
-    rss.finish(&mut report, work);
+    server.finish(&mut report, work);
     Ok(report)
 }
 
