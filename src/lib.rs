@@ -1,30 +1,39 @@
 //! switchboard: one process, configured from TOML, runs several TCP
 //! listeners on one tokio runtime and routes every client to a handler:
-//! echo, download, keyword-bot or random-bot.
+//! echo, download, keyword-bot, random-bot or metrics.
 //!
-//! The library is the whole daemon; the binary only parses the command line.
-//! Start at [`server::Server`]: `Server::bind(&config)?.run(shutdown).await`.
+//! The library is the whole daemon; the binary only parses the command line
+//! and prints. The layers, from the bottom: `conn` (one client's connection:
+//! bounded reads and writes, framing, text encodings), `handler` (what a
+//! listener does with a connection, one file per handler), `config` (the
+//! TOML file), `server` (listeners, accept loops, limits, drain, reload),
+//! `daemon` (signals, systemd, logging) and `probe`. A module only uses
+//! the ones below it.
+//!
+//! Start at [`Server`]: `Server::bind(&config)?.run(shutdown).await`, or at
+//! [`Daemon`] for the whole process.
 
 // One function may use `unsafe`: taking ownership of the sockets systemd
-// passes by number (`systemd::own_passed_descriptor`); nothing else can.
+// passes by number (`daemon::systemd::own_passed_descriptor`); nothing else can.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod config;
-pub mod connection;
-pub mod daemon;
-pub mod framing;
-pub mod handler;
-pub mod limits;
-pub mod listener;
-pub mod logging;
-pub mod probe;
-pub mod server;
-pub mod shutdown;
-pub mod systemd;
-pub mod template;
-pub mod text;
+mod conn;
+mod daemon;
+mod handler;
+mod metrics;
+mod probe;
+mod server;
+mod struct_keys;
 
 pub use config::{Config, ConfigError};
-pub use server::{BoundListener, ReloadSummary, Server, ServerHandle, StartError};
-pub use shutdown::ShutdownReport;
+pub use conn::text::TextEncoding;
+pub use daemon::logging::init as init_logging;
+pub use daemon::systemd::{ActivatedSockets, ActivationError};
+pub use daemon::{Daemon, DaemonError, FORCED_EXIT_STATUS};
+pub use probe::{ProbeResult, UnknownListener, probe, probe_address};
+pub use server::{
+    BindError, BoundListener, PassedSocket, ReloadError, ReloadSummary, Server, ServerHandle,
+    ServerStatus, ShutdownReport,
+};

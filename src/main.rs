@@ -3,14 +3,15 @@
 
 #![forbid(unsafe_code)]
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use switchboard::config::{self, Config, ConfigError, HandlerConfig};
-use switchboard::daemon::{self, DaemonError};
-use switchboard::systemd::ActivatedSockets;
+use switchboard::config::{self, Config, ConfigError};
+use switchboard::{ActivatedSockets, Daemon, DaemonError};
 
 /// Exit status for a configuration mistake (EX_CONFIG from sysexits.h).
 const EXIT_CONFIG: u8 = 78;
@@ -54,13 +55,16 @@ enum Command {
     Check,
     /// Print the embedded default config (a documented example of every key).
     DefaultConfig,
-    /// Check that the listeners of the config serve: echo must echo a line,
-    /// the bots must answer, download must accept. One line per listener;
-    /// exit status 0 only if all of them pass (for health checks).
+    /// Check that the listeners of the config serve, each with the handler
+    /// its config names: echo must echo a random token, keyword-bot must give
+    /// the reply its rules determine, random-bot must say its goodbye to its
+    /// farewell, download must refuse `..`, metrics must be scraped. One line
+    /// per listener; exit status 0 only if all of them pass (for health
+    /// checks).
     Probe {
-        /// How long each listener gets to answer (e.g. "3s", "500ms").
-        #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
-        timeout: std::time::Duration,
+        /// How long each listener gets to answer (e.g. "3s", "500ms"; more than 0).
+        #[arg(long, default_value = "3s", value_parser = positive_duration)]
+        timeout: Duration,
         /// Listeners to probe, by name; all when none is given.
         #[arg(value_name = "LISTENER")]
         listeners: Vec<String>,
@@ -71,12 +75,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Run) {
         Command::DefaultConfig => {
-            print!("{}", config::EMBEDDED_DEFAULT);
+            print_out(config::EMBEDDED_DEFAULT);
             ExitCode::SUCCESS
         }
         Command::Check => match load(cli.config.as_deref()) {
             Ok(config) => {
-                print_check(&config);
+                print_out(&check_report(&config));
                 ExitCode::SUCCESS
             }
             Err(e) => config_error(&e),
@@ -133,17 +137,41 @@ fn run(config: Config, path: Option<PathBuf>, activated: ActivatedSockets) -> Ex
 }
 
 fn serve(config: Config, path: Option<PathBuf>, activated: ActivatedSockets) -> anyhow::Result<()> {
-    let _log_guard = switchboard::logging::init(&config.server)?;
+    let _log_guard = switchboard::init_logging(&config.server)?;
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     runtime.enable_all();
     if let Some(threads) = config.server.worker_threads {
         runtime.worker_threads(threads);
     }
     let runtime = runtime.build().context("cannot start the tokio runtime")?;
-    runtime.block_on(daemon::run(config, path, activated))?;
+    runtime.block_on(async {
+        let daemon = Daemon::start(&config, path, activated)?;
+        // A closed stdout (`switchboard | true`) must not stop the server.
+        print_out(&daemon.banner());
+        daemon.run().await;
+        Ok::<(), DaemonError>(())
+    })?;
     // Connections abandoned after the grace period end with the runtime here.
     runtime.shutdown_background();
     Ok(())
+}
+
+/// Writes to stdout; a closed or full stdout is ignored, not a panic
+/// (`switchboard check | head -0`).
+fn print_out(text: &str) {
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush());
+}
+
+/// A duration longer than zero, for `--timeout`.
+fn positive_duration(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(duration) if duration.is_zero() => Err("must be longer than 0s".to_owned()),
+        Ok(duration) => Ok(duration),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 fn probe(config: &Config, listeners: &[String], timeout: std::time::Duration) -> ExitCode {
@@ -157,23 +185,25 @@ fn probe(config: &Config, listeners: &[String], timeout: std::time::Duration) ->
             return ExitCode::from(EXIT_FAILURE);
         }
     };
-    let results = match runtime.block_on(switchboard::probe::probe(config, listeners, timeout)) {
+    let results = match runtime.block_on(switchboard::probe(config, listeners, timeout)) {
         Ok(results) => results,
         Err(e) => {
             eprintln!("switchboard: {e}");
             return ExitCode::from(EXIT_USAGE);
         }
     };
+    let mut report = String::new();
     for r in &results {
         let millis = r.elapsed.as_secs_f64() * 1000.0;
-        match &r.outcome {
-            Ok(how) => println!(
-                "ok    {:<16} {:<22} {how} in {millis:.1} ms",
+        report.push_str(&match &r.outcome {
+            Ok(how) => format!(
+                "ok    {:<16} {:<22} {how} in {millis:.1} ms\n",
                 r.name, r.addr
             ),
-            Err(why) => println!("FAIL  {:<16} {:<22} {why}", r.name, r.addr),
-        }
+            Err(why) => format!("FAIL  {:<16} {:<22} {why}\n", r.name, r.addr),
+        });
     }
+    print_out(&report);
     if results.iter().all(|r| r.ok()) {
         ExitCode::SUCCESS
     } else {
@@ -181,32 +211,30 @@ fn probe(config: &Config, listeners: &[String], timeout: std::time::Duration) ->
     }
 }
 
-fn print_check(config: &Config) {
-    println!(
-        "{}: OK, {} listener(s)",
+/// What `check` prints: a header, then one line per listener with its
+/// common settings and its handler's summary.
+fn check_report(config: &Config) -> String {
+    let mut report = format!(
+        "{}: OK, {} listener(s)\n",
         config.source,
         config.listeners.len()
     );
     for l in &config.listeners {
-        let detail = match &l.handler {
-            HandlerConfig::Echo => String::new(),
-            HandlerConfig::Download(d) => {
-                format!(" root={} chunk_size={}", d.root.display(), d.chunk_size)
-            }
-            HandlerConfig::KeywordBot(b) => format!(" rules={}", b.rules.len()),
-            HandlerConfig::RandomBot(b) => format!(
-                " history_limit={} farewell={:?}",
-                b.history_limit, b.farewell
-            ),
+        let summary = l.handler.summary();
+        let detail = if summary.is_empty() {
+            String::new()
+        } else {
+            format!(" {summary}")
         };
-        println!(
-            "  {:<16} {:<12} {:<22} max_connections={} idle_timeout={} encoding={}{detail}",
+        report.push_str(&format!(
+            "  {:<16} {:<12} {:<22} max_connections={} idle_timeout={} encoding={}{detail}\n",
             l.name,
-            l.handler.kind().name(),
+            l.handler.name(),
             l.bind,
             l.max_connections,
             humantime::format_duration(l.idle_timeout),
             l.encoding.name(),
-        );
+        ));
     }
+    report
 }

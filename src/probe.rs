@@ -1,10 +1,10 @@
 //! `switchboard probe`: connects to the listeners of a config and checks
-//! that each one serves, for container health checks and for operators.
-//! echo must echo a line, the bots must answer one (the random-bot is sent
-//! its farewell, which is never recorded in the history), download must
-//! accept.
+//! that each one serves, and serves with the handler its config names, for
+//! container health checks and for operators. What each handler is sent and
+//! must answer is in the handler's own file (its `probe`); this runner
+//! connects, sends, reads (at most [`MAX_REPLY`] bytes, within the time
+//! limit) and asks the handler's check after every read.
 
-use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
@@ -13,9 +13,10 @@ use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, timeout};
 
-use crate::config::{Config, HandlerConfig, ListenerConfig};
+use crate::config::{Config, ListenerConfig};
+use crate::handler::probe::{ProbeContext, Verdict};
 
-/// Longest reply line a probe reads.
+/// Most bytes of an answer a probe reads.
 const MAX_REPLY: usize = 64 * 1024;
 
 /// What a probe of one listener found.
@@ -25,32 +26,11 @@ pub struct ProbeResult {
     pub name: String,
     /// The address probed.
     pub addr: SocketAddr,
-    /// How it went.
-    pub outcome: Result<Probed, String>,
+    /// How it went: what the listener showed (one word, such as `echoed`
+    /// or `answered`), or why it failed.
+    pub outcome: Result<&'static str, String>,
     /// How long it took.
     pub elapsed: Duration,
-}
-
-/// What a listener that passed showed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Probed {
-    /// echo sent the probe line back.
-    Echoed,
-    /// A bot answered with a line.
-    Answered,
-    /// The connection was accepted (download, or a random-bot without a
-    /// farewell: asking it anything would go into its history).
-    Accepted,
-}
-
-impl fmt::Display for Probed {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Probed::Echoed => "echoed",
-            Probed::Answered => "answered",
-            Probed::Accepted => "accepted",
-        })
-    }
 }
 
 impl ProbeResult {
@@ -152,57 +132,44 @@ async fn probe_one(listener: &ListenerConfig, limit: Duration) -> ProbeResult {
     }
 }
 
-async fn exchange(listener: &ListenerConfig, addr: SocketAddr) -> Result<Probed, String> {
+async fn exchange(listener: &ListenerConfig, addr: SocketAddr) -> Result<&'static str, String> {
     let mut stream = TcpStream::connect(addr)
         .await
         .map_err(|e| format!("connect: {e}"))?;
-    let (message, expect) = match &listener.handler {
-        HandlerConfig::Download(_) => return Ok(Probed::Accepted),
-        HandlerConfig::RandomBot(bot) => match bot.farewell.first() {
-            Some(farewell) => (farewell.clone(), Probed::Answered),
-            None => return Ok(Probed::Accepted),
-        },
-        HandlerConfig::KeywordBot(_) => ("switchboard probe".to_owned(), Probed::Answered),
-        HandlerConfig::Echo => (
-            format!("switchboard probe {}", std::process::id()),
-            Probed::Echoed,
-        ),
-    };
-    let mut line = listener.encoding.encode(&message).into_owned();
-    line.push(b'\n');
-    stream
-        .write_all(&line)
-        .await
-        .map_err(|e| format!("send: {e}"))?;
-    let reply = read_line(&mut stream).await?;
-    if expect == Probed::Echoed && reply != line {
-        return Err(format!(
-            "echoed {:?} instead of the probe line",
-            String::from_utf8_lossy(&reply)
-        ));
+    let peer = stream.local_addr().map_err(|e| format!("connect: {e}"))?;
+    let token = format!("{:016x}", rand::random::<u64>());
+    let probe = listener.handler.probe(&ProbeContext {
+        listener: &listener.name,
+        encoding: listener.encoding,
+        peer,
+        token: &token,
+    });
+    if !probe.send.is_empty() {
+        stream
+            .write_all(&probe.send)
+            .await
+            .map_err(|e| format!("send: {e}"))?;
     }
-    Ok(expect)
-}
-
-/// Reads up to and including the first newline, at most [`MAX_REPLY`] bytes.
-async fn read_line(stream: &mut TcpStream) -> Result<Vec<u8>, String> {
     let mut reply = Vec::new();
+    let mut closed = false;
     let mut buf = [0u8; 4096];
     loop {
+        match (probe.check)(&reply, closed) {
+            Verdict::Pass(how) => return Ok(how),
+            Verdict::Fail(why) => return Err(why),
+            Verdict::More if closed => {
+                return Err("closed before answering in full".to_owned());
+            }
+            Verdict::More if reply.len() >= MAX_REPLY => {
+                return Err(format!("no answer within the first {MAX_REPLY} bytes"));
+            }
+            Verdict::More => {}
+        }
         let n = stream
             .read(&mut buf)
             .await
             .map_err(|e| format!("read: {e}"))?;
-        if n == 0 {
-            return Err("closed without answering".to_owned());
-        }
+        closed = n == 0;
         reply.extend_from_slice(&buf[..n]);
-        if let Some(end) = memchr::memchr(b'\n', &reply) {
-            reply.truncate(end + 1);
-            return Ok(reply);
-        }
-        if reply.len() > MAX_REPLY {
-            return Err(format!("no line within {MAX_REPLY} bytes"));
-        }
     }
 }

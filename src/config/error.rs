@@ -6,6 +6,8 @@ use std::ops::Range;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
+use super::suggest;
+
 /// A configuration mistake, printed as one line:
 /// `FILE:LINE:COLUMN: key `KEY`: WHAT`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,13 +52,13 @@ impl std::error::Error for ConfigError {}
 
 /// The text of one config file, for turning byte offsets into positions and keys.
 pub(crate) struct Source<'a> {
-    pub name: &'a str,
-    pub text: &'a str,
+    pub(crate) name: &'a str,
+    pub(crate) text: &'a str,
 }
 
 impl Source<'_> {
     /// An error at `span` of the file, naming `key` if given.
-    pub fn error(
+    pub(crate) fn error(
         &self,
         span: Option<Range<usize>>,
         key: Option<String>,
@@ -72,7 +74,7 @@ impl Source<'_> {
 
     /// Converts a parse or deserialize error of the `toml` crate, finding the
     /// key its span falls in below `table` (whose keys are prefixed with `prefix`).
-    pub fn toml_error(
+    pub(crate) fn toml_error(
         &self,
         err: &toml::de::Error,
         table: Option<(&str, &DeTable<'_>)>,
@@ -92,7 +94,13 @@ impl Source<'_> {
             .filter(|key| !key.is_empty()),
             (_, None) => None,
         };
-        self.error(span, key, err.message())
+        let mut message = err.message().to_owned();
+        if let Some(near) = suggest::unknown_name(&message)
+            .and_then(|name| suggest::closest(name, suggest::expected_names(&message)))
+        {
+            message = format!("{message}; did you mean `{near}`?");
+        }
+        self.error(span, key, message)
     }
 
     /// 1-based line and column (in characters) of a byte offset.
@@ -126,6 +134,33 @@ pub(crate) fn value_span(table: &DeTable<'_>, key: &str) -> Option<Range<usize>>
         .iter()
         .find(|(k, _)| k.get_ref() == key)
         .map(|(_, v)| v.span())
+}
+
+/// The span of the value at a key path relative to `table`, such as `root`
+/// or `rules[1].keywords`; if the path is only partly there, the span of
+/// the deepest part that is.
+pub(crate) fn path_span(table: &DeTable<'_>, path: &str) -> Option<Range<usize>> {
+    let mut found = None;
+    let mut current = Some(table);
+    for segment in path.split('.') {
+        let (name, index) = match segment.split_once('[') {
+            Some((name, rest)) => (name, rest.trim_end_matches(']').parse::<usize>().ok()),
+            None => (segment, None),
+        };
+        let Some((_, mut value)) = current?.iter().find(|(k, _)| k.get_ref() == name) else {
+            break;
+        };
+        if let Some(i) = index {
+            found = Some(value.span());
+            match value.get_ref().as_array().and_then(|items| items.get(i)) {
+                Some(item) => value = item,
+                None => break,
+            }
+        }
+        found = Some(value.span());
+        current = value.get_ref().as_table();
+    }
+    found
 }
 
 /// The deepest dotted key whose key or value covers `offset`.
@@ -194,6 +229,32 @@ mod tests {
             e.to_string(),
             "x.toml:3:7: key `listener[0].bind`: bad; thing"
         );
+    }
+
+    #[test]
+    fn finds_the_span_of_a_key_path() {
+        let text = "[[listener]]\nname = \"a\"\n[[listener.rules]]\nkeywords = []\n";
+        let doc = DeTable::parse(text).unwrap();
+        let listener = doc
+            .get_ref()
+            .iter()
+            .next()
+            .unwrap()
+            .1
+            .get_ref()
+            .as_array()
+            .unwrap()[0]
+            .get_ref()
+            .as_table()
+            .unwrap()
+            .clone();
+        let span = path_span(&listener, "rules[0].keywords").unwrap();
+        assert_eq!(&text[span], "[]");
+        let span = path_span(&listener, "name").unwrap();
+        assert_eq!(&text[span], "\"a\"");
+        // A rule that is not there: the deepest part that is.
+        assert!(path_span(&listener, "rules[5].keywords").is_some());
+        assert!(path_span(&listener, "nothing").is_none());
     }
 
     #[test]

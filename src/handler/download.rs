@@ -19,22 +19,54 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
+use prometheus::IntCounter;
+use serde::Deserialize;
 use tracing::{debug, info, warn};
 
-use super::{Ended, Handler, HandlerError, Io};
-use crate::config::DownloadConfig;
-use crate::connection::{Connection, Incoming};
-use crate::text::TextEncoding;
+use super::probe::{Probe, ProbeContext, line_then_close, shown};
+use super::{BuildContext, Ended, Handler, HandlerError, Invalid};
+use crate::conn::text::TextEncoding;
+use crate::conn::{Connection, Incoming, Io};
+
+/// Bytes sent per write by default.
+const CHUNK_SIZE: usize = 64 * 1024;
+
+/// The largest `chunk_size` (tokio reads files at most 2 MiB at a time).
+const MAX_CHUNK_SIZE: usize = 2 * 1024 * 1024;
+
+/// What the probe asks for: refused before anything on disk is touched.
+const PROBE_REQUEST: &str = "..";
+const PROBE_REFUSAL: &str = "'..' is not allowed";
+
+/// Settings of the download handler.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DownloadConfig {
+    /// Directory served; resolved to an absolute path without symlinks at load.
+    pub root: PathBuf,
+    /// Bytes sent per write.
+    #[serde(default = "default_chunk_size")]
+    pub chunk_size: usize,
+    /// Serve names starting with `.`.
+    #[serde(default)]
+    pub allow_hidden: bool,
+}
+
+fn default_chunk_size() -> usize {
+    CHUNK_SIZE
+}
 
 /// A listing stops after this many entries, so a huge directory costs bounded memory.
-pub const MAX_LISTING_ENTRIES: usize = 10_000;
+const MAX_LISTING_ENTRIES: usize = 10_000;
 
 /// The download handler.
-#[derive(Debug, Clone)]
-pub struct Download {
+#[derive(Debug)]
+pub(crate) struct Download {
     root: Arc<Path>,
     chunk_size: usize,
     allow_hidden: bool,
+    files_sent: IntCounter,
+    file_bytes_sent: IntCounter,
 }
 
 /// What a requested name resolved to.
@@ -52,15 +84,6 @@ enum Target {
 }
 
 impl Download {
-    /// A handler serving `config.root` (already canonical: see the config's validation).
-    pub fn new(config: &DownloadConfig) -> Self {
-        Download {
-            root: Arc::from(config.root.as_path()),
-            chunk_size: config.chunk_size,
-            allow_hidden: config.allow_hidden,
-        }
-    }
-
     async fn resolve_blocking(&self, name: String) -> Result<Target, HandlerError> {
         let (root, allow_hidden) = (self.root.clone(), self.allow_hidden);
         tokio::task::spawn_blocking(move || resolve(&root, &name, allow_hidden))
@@ -83,15 +106,48 @@ impl Download {
 }
 
 impl Handler for Download {
+    const NAME: &'static str = "download";
+    type Config = DownloadConfig;
+
+    /// Resolves `root` to an absolute path without symlinks, which must be
+    /// a directory, and bounds `chunk_size`.
+    fn validate(config: &mut DownloadConfig) -> Result<(), Invalid> {
+        config.root = fs::canonicalize(&config.root)
+            .map_err(|e| Invalid::at("root", format!("download root {:?}: {e}", config.root)))?;
+        if !config.root.is_dir() {
+            return Err(Invalid::at(
+                "root",
+                format!("download root {:?} is not a directory", config.root),
+            ));
+        }
+        if !(1..=MAX_CHUNK_SIZE).contains(&config.chunk_size) {
+            return Err(Invalid::at(
+                "chunk_size",
+                format!("chunk_size must be between 1 and {MAX_CHUNK_SIZE}"),
+            ));
+        }
+        Ok(())
+    }
+
+    fn build(config: &DownloadConfig, ctx: &BuildContext<'_>, _previous: Option<&Self>) -> Self {
+        let (files_sent, file_bytes_sent) = ctx.metrics.files_sent();
+        Download {
+            root: Arc::from(config.root.as_path()),
+            chunk_size: config.chunk_size,
+            allow_hidden: config.allow_hidden,
+            files_sent,
+            file_bytes_sent,
+        }
+    }
+
     async fn serve<S: Io>(&self, conn: &mut Connection<S>) -> Result<Ended, HandlerError> {
-        let mut reader = conn.message_reader();
-        let request = match conn.next_message(&mut reader).await? {
-            Incoming::Message(request) => request,
+        let request = match conn.next_message().await? {
+            Incoming::Data(request) => request,
             Incoming::Closed => return Ok(Ended::ClientClosed),
-            Incoming::Shutdown => return Err(HandlerError::Refused("server shutting down".into())),
+            Incoming::Shutdown => return Err(HandlerError::Refused("server shutting down")),
         };
-        drop(reader);
-        let name = conn.settings.encoding.decode(&request).trim().to_owned();
+        let encoding = conn.settings().encoding;
+        let name = encoding.decode(&request).trim().to_owned();
         let target = match self.resolve_blocking(name.clone()).await {
             Ok(target) => target,
             Err(e) => {
@@ -101,31 +157,73 @@ impl Handler for Download {
         };
         match target {
             Target::Directory { handle, path } => {
-                let text = self
-                    .listing_blocking(handle, conn.settings.encoding)
-                    .await?;
+                let text = self.listing_blocking(handle, encoding).await?;
                 info!(dir = %path.display(), "sending listing");
-                conn.send(&conn.settings.encoding.encode(&text)).await?;
+                conn.send(&encoding.encode(&text)).await?;
             }
             Target::File { file, path, len } => {
                 info!(file = %path.display(), bytes = len, "sending file");
-                if let Err(e) = conn.send_file(file, len, self.chunk_size).await {
+                let (_, before) = conn.bytes();
+                let sent = conn.send_file(file, len, self.chunk_size).await;
+                let (_, after) = conn.bytes();
+                self.file_bytes_sent.inc_by(after - before);
+                if let Err(e) = sent {
+                    let e = HandlerError::from(e);
                     if e.is_disconnect() {
-                        let (_, sent) = conn.bytes();
-                        debug!(sent, of = len, "client disconnected mid-file");
+                        debug!(
+                            sent = after - before,
+                            of = len,
+                            "client disconnected mid-file"
+                        );
                     }
                     return Err(e);
                 }
+                self.files_sent.inc();
             }
         }
         Ok(Ended::Completed)
     }
+
+    /// `..` must be refused with its `ERR` line, then the close: a request
+    /// that touches nothing on disk.
+    fn probe(_config: &DownloadConfig, ctx: &ProbeContext<'_>) -> Probe {
+        let mut send = ctx.encoding.encode(PROBE_REQUEST).into_owned();
+        send.push(b'\n');
+        let expected = format!("ERR {PROBE_REFUSAL}");
+        Probe {
+            send,
+            check: line_then_close(ctx.encoding, "answered", move |line| {
+                if line == expected {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "answered {} instead of {}",
+                        shown(line.as_bytes()),
+                        shown(expected.as_bytes())
+                    ))
+                }
+            }),
+        }
+    }
+
+    /// The socket, and the file being sent.
+    fn descriptors_per_connection(_config: &DownloadConfig) -> u64 {
+        2
+    }
+
+    fn summary(config: &DownloadConfig) -> String {
+        format!(
+            "root={} chunk_size={}",
+            config.root.display(),
+            config.chunk_size
+        )
+    }
 }
 
 /// Resolves a requested name under `root` (canonical) and opens it, or says why not.
-fn resolve(root: &Path, name: &str, allow_hidden: bool) -> Result<Target, String> {
+fn resolve(root: &Path, name: &str, allow_hidden: bool) -> Result<Target, &'static str> {
     if name.contains('\0') {
-        return Err("invalid name: NUL byte".into());
+        return Err("invalid name: NUL byte");
     }
     let requested = Path::new(name);
     for component in requested.components() {
@@ -133,12 +231,12 @@ fn resolve(root: &Path, name: &str, allow_hidden: bool) -> Result<Target, String
             Component::Normal(part)
                 if !allow_hidden && part.as_encoded_bytes().starts_with(b".") =>
             {
-                return Err("hidden files are not served".into());
+                return Err("hidden files are not served");
             }
             Component::Normal(_) | Component::CurDir => {}
-            Component::ParentDir => return Err("'..' is not allowed".into()),
+            Component::ParentDir => return Err(PROBE_REFUSAL),
             Component::RootDir | Component::Prefix(_) => {
-                return Err("absolute paths are not allowed".into());
+                return Err("absolute paths are not allowed");
             }
         }
     }
@@ -147,7 +245,7 @@ fn resolve(root: &Path, name: &str, allow_hidden: bool) -> Result<Target, String
     check_confined(root, &path, allow_hidden)?;
     let meta = fs::metadata(&path).map_err(|e| io_reason(&e))?;
     if !meta.is_file() && !meta.is_dir() {
-        return Err(NOT_SERVABLE.into());
+        return Err(NOT_SERVABLE);
     }
     // O_NONBLOCK: a FIFO swapped in after the check must not block the open.
     let handle = fs::OpenOptions::new()
@@ -159,7 +257,7 @@ fn resolve(root: &Path, name: &str, allow_hidden: bool) -> Result<Target, String
     // check and the open: check again what was really opened, by descriptor.
     let real = fs::read_link(descriptor_path(&handle)).map_err(|e| {
         warn!(error = %e, "cannot read /proc/self/fd to verify an opened path");
-        "cannot verify the path".to_owned()
+        "cannot verify the path"
     })?;
     check_confined(root, &real, allow_hidden)?;
     let meta = handle.metadata().map_err(|e| io_reason(&e))?;
@@ -172,7 +270,7 @@ fn resolve(root: &Path, name: &str, allow_hidden: bool) -> Result<Target, String
             path: real,
         })
     } else {
-        Err(NOT_SERVABLE.into())
+        Err(NOT_SERVABLE)
     }
 }
 
@@ -185,15 +283,15 @@ fn descriptor_path(file: &fs::File) -> PathBuf {
 
 /// Refuses a real (symlink-free) path outside the root or, unless hidden
 /// names are allowed, with a component starting with ".".
-fn check_confined(root: &Path, real: &Path, allow_hidden: bool) -> Result<(), String> {
+fn check_confined(root: &Path, real: &Path, allow_hidden: bool) -> Result<(), &'static str> {
     let inside = real
         .strip_prefix(root)
-        .map_err(|_| "outside the download root".to_owned())?;
+        .map_err(|_| "outside the download root")?;
     let hidden = inside
         .components()
         .any(|c| c.as_os_str().as_encoded_bytes().starts_with(b"."));
     if hidden && !allow_hidden {
-        return Err("hidden files are not served".into());
+        return Err("hidden files are not served");
     }
     Ok(())
 }
@@ -269,14 +367,14 @@ fn requestable(name: &str, allow_hidden: bool, encoding: TextEncoding) -> bool {
 }
 
 /// A client-facing reason for a failed file-system call (no paths leaked).
-fn io_reason(err: &io::Error) -> String {
+fn io_reason(err: &io::Error) -> &'static str {
     match err.kind() {
-        io::ErrorKind::NotFound => "not found".into(),
-        io::ErrorKind::PermissionDenied => "permission denied".into(),
-        _ if err.raw_os_error() == Some(libc::ELOOP) => "too many levels of symbolic links".into(),
-        _ if err.raw_os_error() == Some(libc::ENOTDIR) => "not found".into(),
-        _ if err.raw_os_error() == Some(libc::ENAMETOOLONG) => "name too long".into(),
-        _ => "cannot read".into(),
+        io::ErrorKind::NotFound => "not found",
+        io::ErrorKind::PermissionDenied => "permission denied",
+        _ if err.raw_os_error() == Some(libc::ELOOP) => "too many levels of symbolic links",
+        _ if err.raw_os_error() == Some(libc::ENOTDIR) => "not found",
+        _ if err.raw_os_error() == Some(libc::ENAMETOOLONG) => "name too long",
+        _ => "cannot read",
     }
 }
 
@@ -284,7 +382,7 @@ fn io_reason(err: &io::Error) -> String {
 mod tests {
     use super::*;
 
-    fn refused(root: &Path, name: &str) -> String {
+    fn refused(root: &Path, name: &str) -> &'static str {
         match resolve(root, name, false) {
             Err(reason) => reason,
             Ok(target) => panic!("{name:?} was not refused: {target:?}"),

@@ -5,11 +5,11 @@
 //! buffers, not the server's memory.
 
 use bytes::BytesMut;
-use tokio::io::AsyncReadExt;
-use tokio::time::timeout;
+use serde::Deserialize;
 
-use super::{Ended, Handler, HandlerError, Io};
-use crate::connection::Connection;
+use super::probe::{Probe, ProbeContext, Verdict, shown};
+use super::{BuildContext, Ended, Handler, HandlerError};
+use crate::conn::{Connection, Incoming, Io};
 
 /// Bytes echoed per read.
 const ECHO_CHUNK: usize = 64 * 1024;
@@ -22,35 +22,41 @@ const ECHO_CHUNK: usize = 64 * 1024;
 /// measured best of 1, 2, 4, 8 and 16 (`bench/ANALYSIS.md`).
 const CHUNKS_PER_TURN: u32 = 4;
 
+/// Settings of the echo handler: it has none.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EchoConfig {}
+
 /// The echo handler.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Echo;
+pub(crate) struct Echo;
 
 impl Handler for Echo {
+    const NAME: &'static str = "echo";
+    type Config = EchoConfig;
+
+    fn build(_config: &EchoConfig, _ctx: &BuildContext<'_>, _previous: Option<&Self>) -> Self {
+        Echo
+    }
+
     async fn serve<S: Io>(&self, conn: &mut Connection<S>) -> Result<Ended, HandlerError> {
-        let shutdown = conn.shutdown.clone();
         // Allocated when data arrives and given back when the client pauses,
         // so idle connections cost no buffer.
         let mut buffer: Option<BytesMut> = None;
         let mut chunks_in_turn = 0;
         loop {
             if buffer.is_none() {
-                tokio::select! {
-                    biased;
-                    () = shutdown.cancelled() => return Ok(Ended::Shutdown),
-                    ready = conn.readable() => ready?,
+                if let Incoming::Shutdown = conn.readable().await? {
+                    return Ok(Ended::Shutdown);
                 }
             }
             let buf = buffer.get_or_insert_with(|| BytesMut::with_capacity(ECHO_CHUNK));
             buf.clear();
-            let n = tokio::select! {
-                biased;
-                () = shutdown.cancelled() => return Ok(Ended::Shutdown),
-                read = read_within(conn, buf) => read?,
+            let n = match conn.read_chunk(buf).await? {
+                Incoming::Data(n) => n,
+                Incoming::Closed => return Ok(Ended::ClientClosed),
+                Incoming::Shutdown => return Ok(Ended::Shutdown),
             };
-            if n == 0 {
-                return Ok(Ended::ClientClosed);
-            }
             conn.send(buf).await?;
             if n < ECHO_CHUNK {
                 // The read drained what had arrived: the client is pausing.
@@ -63,36 +69,48 @@ impl Handler for Echo {
             }
         }
     }
-}
 
-/// One read into the buffer's spare capacity, bounded by the idle timeout.
-async fn read_within<S: Io>(
-    conn: &mut Connection<S>,
-    buf: &mut BytesMut,
-) -> Result<usize, HandlerError> {
-    let idle = conn.settings.idle_timeout;
-    match timeout(idle, conn.stream().read_buf(buf)).await {
-        Ok(read) => Ok(read?),
-        Err(_) => Err(HandlerError::Idle(idle)),
+    /// A random token ending in "\r\n" must come back byte for byte. The bots
+    /// and download strip the "\r", so even a random-bot with an empty
+    /// history (which answers a message with itself) fails it.
+    fn probe(_config: &EchoConfig, ctx: &ProbeContext<'_>) -> Probe {
+        let line = format!("switchboard probe {}\r\n", ctx.token).into_bytes();
+        let expected = line.clone();
+        Probe {
+            send: line,
+            check: Box::new(move |reply, closed| {
+                let n = reply.len().min(expected.len());
+                if reply[..n] != expected[..n] {
+                    Verdict::Fail(format!(
+                        "sent back {} instead of the probe line",
+                        shown(reply)
+                    ))
+                } else if n == expected.len() {
+                    Verdict::Pass("echoed")
+                } else if closed {
+                    Verdict::Fail(format!("closed after echoing {}", shown(reply)))
+                } else {
+                    Verdict::More
+                }
+            }),
+        }
+    }
+
+    fn summary(_config: &EchoConfig) -> String {
+        String::new()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::connection::test_settings as settings;
-    use tokio::io::AsyncWriteExt;
-    use tokio_util::sync::CancellationToken;
+    use crate::conn::test_connection;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     #[tokio::test]
     async fn echoes_binary_until_half_close() {
         let (client, server) = tokio::io::duplex(1024);
-        let mut conn = Connection::new(
-            server,
-            "127.0.0.1:1".parse().unwrap(),
-            settings(),
-            CancellationToken::new(),
-        );
+        let mut conn = test_connection(server);
         // The connection is dropped when the handler returns: the client sees EOF.
         let handler = tokio::spawn(async move { (Echo.serve(&mut conn).await, conn.bytes()) });
         let data: Vec<u8> = (0..=255u8).cycle().take(10_000).collect();

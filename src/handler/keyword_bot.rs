@@ -2,36 +2,77 @@
 //! keyword contained in it, case-insensitively, replies; otherwise the
 //! default reply. Replies are templates (`{time}`, `{peer}`, ...).
 
-use tracing::trace;
+use prometheus::IntCounter;
+use serde::Deserialize;
 
-use super::{Ended, Handler, HandlerError, Io};
-use crate::config::KeywordBotConfig;
-use crate::connection::{Connection, Incoming};
-use crate::template::{Template, TemplateContext, TimeFormat};
+use super::chat::{self, Answer, Bot, Who};
+use super::probe::{Probe, ProbeContext, Verdict, first_line, shown};
+use super::template::{Template, TemplateContext, TimeFormat};
+use super::{BuildContext, Ended, Handler, HandlerError, Invalid};
+use crate::conn::{Connection, Io};
+
+/// Reply when no rule matches (the seed tutorial's).
+const DEFAULT_REPLY: &str = "我不能明白您的意思,好尴尬啊...";
+
+/// Settings of the keyword bot.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeywordBotConfig {
+    /// Rules, tried in order; the first with a keyword in the message replies.
+    #[serde(default)]
+    pub rules: Vec<KeywordRule>,
+    /// Reply when no rule matches.
+    #[serde(default = "default_reply")]
+    pub default_reply: Template,
+    /// Format of `{time}`.
+    #[serde(default = "TimeFormat::seed_default")]
+    pub time_format: TimeFormat,
+    /// Sent when the server shuts down while the client is connected.
+    #[serde(default = "chat::default_goodbye")]
+    pub goodbye_reply: Template,
+}
+
+/// One keyword rule: any of `keywords` (case-insensitive substring) gives `reply`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeywordRule {
+    /// Words that trigger the rule.
+    pub keywords: Vec<String>,
+    /// The reply template.
+    pub reply: Template,
+}
+
+fn default_reply() -> Template {
+    Template::literal(DEFAULT_REPLY)
+}
 
 /// The keyword bot.
+#[derive(Debug)]
+pub(crate) struct KeywordBot {
+    rules: Rules,
+    goodbye_reply: Template,
+    time_format: TimeFormat,
+    answered: IntCounter,
+}
+
+/// The rules in the form a message is matched against.
 #[derive(Debug, Clone)]
-pub struct KeywordBot {
+struct Rules {
     /// Each rule's keywords (lowercased) and reply, in config order.
     rules: Vec<(Vec<String>, Template)>,
     default_reply: Template,
-    goodbye_reply: Template,
-    time_format: TimeFormat,
     /// Every keyword, for `{keywords}`.
     keywords: String,
 }
 
-impl KeywordBot {
-    /// A bot with the configured rules.
-    pub fn new(config: &KeywordBotConfig) -> Self {
+impl Rules {
+    fn new(config: &KeywordBotConfig) -> Self {
         let rules = config
             .rules
             .iter()
             .map(|rule| {
-                (
-                    rule.keywords.iter().map(|k| k.to_lowercase()).collect(),
-                    rule.reply.clone(),
-                )
+                let keywords = rule.keywords.iter().map(|k| k.to_lowercase()).collect();
+                (keywords, rule.reply.clone())
             })
             .collect();
         let keywords = config
@@ -40,85 +81,144 @@ impl KeywordBot {
             .flat_map(|rule| rule.keywords.iter().map(String::as_str))
             .collect::<Vec<_>>()
             .join(", ");
-        KeywordBot {
+        Rules {
             rules,
             default_reply: config.default_reply.clone(),
-            goodbye_reply: config.goodbye_reply.clone(),
-            time_format: config.time_format.clone(),
             keywords,
         }
     }
 
     /// The reply template for a message.
-    pub fn reply_for(&self, message: &str) -> &Template {
+    fn reply_for(&self, message: &str) -> &Template {
         let message = message.to_lowercase();
         self.rules
             .iter()
             .find(|(keywords, _)| keywords.iter().any(|k| message.contains(k.as_str())))
             .map_or(&self.default_reply, |(_, reply)| reply)
     }
+}
 
-    fn render<S>(&self, template: &Template, conn: &Connection<S>) -> String {
-        template.render(&TemplateContext {
+impl KeywordBot {
+    fn context<'a>(&'a self, who: &'a Who<'_>) -> TemplateContext<'a> {
+        TemplateContext {
             time_format: &self.time_format,
-            peer: conn.peer,
-            listener: &conn.settings.listener,
-            keywords: &self.keywords,
-        })
+            peer: who.peer,
+            listener: who.listener,
+            keywords: &self.rules.keywords,
+        }
+    }
+}
+
+impl Bot for KeywordBot {
+    fn answer(&self, _message: &[u8], text: &str, who: &Who<'_>) -> Answer {
+        Answer::Text(self.rules.reply_for(text.trim()).render(&self.context(who)))
+    }
+
+    fn goodbye(&self, who: &Who<'_>) -> String {
+        self.goodbye_reply.render(&self.context(who))
     }
 }
 
 impl Handler for KeywordBot {
-    async fn serve<S: Io>(&self, conn: &mut Connection<S>) -> Result<Ended, HandlerError> {
-        let mut reader = conn.message_reader();
-        loop {
-            match conn.next_message(&mut reader).await? {
-                Incoming::Message(bytes) => {
-                    let text = conn.settings.encoding.decode(&bytes);
-                    let text = text.trim();
-                    if text.is_empty() {
-                        continue;
-                    }
-                    trace!(message = %text, "received");
-                    let reply = self.render(self.reply_for(text), conn);
-                    conn.send_line(&reply).await?;
-                }
-                Incoming::Closed => return Ok(Ended::ClientClosed),
-                Incoming::Shutdown => {
-                    let goodbye = self.render(&self.goodbye_reply, conn);
-                    conn.send_line(&goodbye).await?;
-                    return Ok(Ended::Shutdown);
-                }
+    const NAME: &'static str = "keyword-bot";
+    type Config = KeywordBotConfig;
+
+    fn validate(config: &mut KeywordBotConfig) -> Result<(), Invalid> {
+        for (i, rule) in config.rules.iter().enumerate() {
+            if rule.keywords.is_empty() || rule.keywords.iter().any(|k| k.trim().is_empty()) {
+                return Err(Invalid::at(
+                    format!("rules[{i}].keywords"),
+                    "every rule needs at least one keyword, and no keyword may be empty",
+                ));
             }
         }
+        Ok(())
+    }
+
+    fn build(config: &KeywordBotConfig, ctx: &BuildContext<'_>, _previous: Option<&Self>) -> Self {
+        KeywordBot {
+            rules: Rules::new(config),
+            goodbye_reply: config.goodbye_reply.clone(),
+            time_format: config.time_format.clone(),
+            answered: ctx.metrics.messages_answered(),
+        }
+    }
+
+    async fn serve<S: Io>(&self, conn: &mut Connection<S>) -> Result<Ended, HandlerError> {
+        chat::chat(self, conn, &self.answered).await
+    }
+
+    /// A message with a random token must get the reply the rules give it
+    /// (any time in `{time}`), and never the message itself.
+    fn probe(config: &KeywordBotConfig, ctx: &ProbeContext<'_>) -> Probe {
+        let message = format!("switchboard probe {}", ctx.token);
+        let rules = Rules::new(config);
+        let expected = rules.reply_for(&message).clone();
+        let time_format = config.time_format.clone();
+        let (encoding, peer, listener) = (ctx.encoding, ctx.peer, ctx.listener.to_owned());
+        let mut send = encoding.encode(&message).into_owned();
+        send.push(b'\n');
+        Probe {
+            send,
+            check: Box::new(move |reply, closed| {
+                let line = match first_line(reply, closed) {
+                    Ok(Some(line)) => line,
+                    Ok(None) => return Verdict::More,
+                    Err(fail) => return fail,
+                };
+                let text = encoding.decode(line);
+                let ctx = TemplateContext {
+                    time_format: &time_format,
+                    peer,
+                    listener: &listener,
+                    keywords: &rules.keywords,
+                };
+                if text == message {
+                    Verdict::Fail(format!("sent the probe message {} back", shown(line)))
+                } else if expected.matches(&ctx, &text) {
+                    Verdict::Pass("answered")
+                } else {
+                    Verdict::Fail(format!(
+                        "answered {} instead of {}",
+                        shown(line),
+                        shown(expected.render(&ctx).as_bytes())
+                    ))
+                }
+            }),
+        }
+    }
+
+    fn summary(config: &KeywordBotConfig) -> String {
+        format!("rules={}", config.rules.len())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Config, HandlerConfig};
+    use crate::config::Config;
+    use crate::handler::HandlerConfig;
 
-    fn default_bot() -> KeywordBot {
+    fn default_rules() -> (Rules, TimeFormat) {
         let config = Config::embedded_default().unwrap();
         match &config.listener("keyword-bot").unwrap().handler {
-            HandlerConfig::KeywordBot(bot) => KeywordBot::new(bot),
+            HandlerConfig::KeywordBot(bot) => (Rules::new(bot), bot.time_format.clone()),
             other => panic!("keyword-bot listener has handler {other:?}"),
         }
     }
 
-    fn render(bot: &KeywordBot, message: &str) -> String {
-        bot.reply_for(message).render(&TemplateContext {
-            time_format: &bot.time_format,
+    fn render(rules: &(Rules, TimeFormat), message: &str) -> String {
+        rules.0.reply_for(message).render(&TemplateContext {
+            time_format: &rules.1,
             peer: "127.0.0.1:9".parse().unwrap(),
             listener: "keyword-bot",
-            keywords: &bot.keywords,
+            keywords: &rules.0.keywords,
         })
     }
 
     #[test]
     fn seed_rules_in_order_case_insensitive() {
-        let bot = default_bot();
+        let bot = default_rules();
         assert_eq!(render(&bot, "你好啊"), "你好");
         assert_eq!(render(&bot, "HeLLo there"), "你好");
         assert_eq!(render(&bot, "what is your NAME"), "我是python29号");

@@ -1,172 +1,229 @@
-//! The seam between the accept loop and what a listener does with a
-//! connection: the [`Handler`] trait, the built-in handlers registered by
-//! name in [`AnyHandler`], and what a handler reports when it is done.
+//! The handlers, and the one seam between a connection and what a listener
+//! does with it: the [`Handler`] trait. This file only dispatches.
 //!
-//! Adding a handler: a file here with a type implementing [`Handler`], a
-//! variant in [`AnyHandler`] and in the config's `HandlerConfig`.
+//! Adding a handler: one file here whose type implements [`Handler`]
+//! (its settings, their validation, building it, serving a connection, its
+//! probe, its descriptor cost and its summary), and one line in the
+//! `handlers!` list at the bottom.
 
-pub mod download;
-pub mod echo;
-pub mod keyword_bot;
-pub mod random_bot;
+mod chat;
+mod download;
+mod echo;
+mod keyword_bot;
+mod metrics;
+mod outcome;
+pub(crate) mod probe;
+mod random_bot;
+pub(crate) mod template;
 
 use std::fmt;
 use std::future::Future;
-use std::io;
-use std::time::Duration;
 
-use crate::config::{HandlerConfig, ListenerConfig};
-use crate::connection::Connection;
-pub use crate::connection::Io;
-use crate::framing::FrameError;
+use serde::Deserializer;
+use serde::de::DeserializeOwned;
 
-pub use download::Download;
-pub use echo::Echo;
-pub use keyword_bot::KeywordBot;
-pub use random_bot::RandomBot;
+pub use download::DownloadConfig;
+pub use echo::EchoConfig;
+pub use keyword_bot::{KeywordBotConfig, KeywordRule};
+pub use metrics::MetricsConfig;
+pub(crate) use outcome::{Ended, HandlerError};
+pub use random_bot::RandomBotConfig;
 
-/// Serves one connection of a listener.
-pub trait Handler: Send + Sync + 'static {
-    /// Talks to the client until the conversation ends. Errors that the client
-    /// caused are answered by the caller (see [`HandlerError::client_reply`]).
+use crate::conn::{Connection, Io, Settings};
+use crate::metrics::ListenerMetrics;
+use probe::{Probe, ProbeContext};
+
+/// What one kind of handler is: everything about it, behind one seam.
+pub(crate) trait Handler: Sized + Send + Sync + 'static {
+    /// Its name in `handler = "..."`.
+    const NAME: &'static str;
+
+    /// Its own keys of a `[[listener]]` table (serde, `deny_unknown_fields`).
+    type Config: DeserializeOwned + Clone + PartialEq + fmt::Debug + Send + Sync + 'static;
+
+    /// Checks what serde cannot, and resolves what must be resolved once
+    /// (a download root becomes absolute). Runs when the config is loaded.
+    fn validate(_config: &mut Self::Config) -> Result<(), Invalid> {
+        Ok(())
+    }
+
+    /// The handler for a listener's connections; on a reload, `previous` is
+    /// the one it replaces, whose state (a history) it may take over.
+    fn build(config: &Self::Config, ctx: &BuildContext<'_>, previous: Option<&Self>) -> Self;
+
+    /// Talks to the client until the conversation ends. Errors that the
+    /// client caused are answered by the caller (see
+    /// [`HandlerError::client_reply`]).
     fn serve<S: Io>(
         &self,
         conn: &mut Connection<S>,
     ) -> impl Future<Output = Result<Ended, HandlerError>> + Send;
-}
 
-/// How a conversation ended normally.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ended {
-    /// The client closed its side.
-    ClientClosed,
-    /// The client said a farewell.
-    Farewell,
-    /// The server is shutting down.
-    Shutdown,
-    /// The handler finished its work (a file or listing was sent).
-    Completed,
-}
+    /// What `switchboard probe` sends, and how it tells this handler's
+    /// answer from another handler's.
+    fn probe(config: &Self::Config, ctx: &ProbeContext<'_>) -> Probe;
 
-impl fmt::Display for Ended {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Ended::ClientClosed => "client closed",
-            Ended::Farewell => "farewell",
-            Ended::Shutdown => "server shutdown",
-            Ended::Completed => "completed",
-        })
+    /// Descriptors one connection may hold at once (the socket, plus a file).
+    fn descriptors_per_connection(_config: &Self::Config) -> u64 {
+        1
     }
+
+    /// Its settings in one line, for `check` (empty when it has none).
+    fn summary(config: &Self::Config) -> String;
 }
 
-/// Why a conversation ended early.
-#[derive(Debug, thiserror::Error)]
-pub enum HandlerError {
-    /// The client sent nothing for the idle timeout.
-    #[error("idle timeout ({})", humantime::format_duration(*.0))]
-    Idle(Duration),
-    /// A message was longer than `max_message_bytes`.
-    #[error("message longer than {0} bytes")]
-    MessageTooLong(usize),
-    /// The client read nothing for the idle timeout while the server wrote.
-    #[error("client stopped reading for {}", humantime::format_duration(*.0))]
-    WriteStalled(Duration),
-    /// The request was refused; the reason is told to the client.
-    #[error("refused: {0}")]
-    Refused(String),
-    /// The socket or a file failed.
-    #[error("i/o error: {0}")]
-    Io(#[from] io::Error),
+/// What building a handler may use besides its own settings.
+pub(crate) struct BuildContext<'a> {
+    /// The connection settings of its listener.
+    pub settings: &'a Settings,
+    /// Its listener's counters (and through them the server's registry).
+    pub metrics: &'a ListenerMetrics,
 }
 
-impl From<FrameError> for HandlerError {
-    fn from(err: FrameError) -> Self {
-        match err {
-            FrameError::TooLong(limit) => HandlerError::MessageTooLong(limit),
-            FrameError::Idle(after) => HandlerError::Idle(after),
-            FrameError::Io(e) => HandlerError::Io(e),
+/// A handler setting that is not valid: the key (relative to the listener
+/// table, such as `root` or `rules[1].keywords`) and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Invalid {
+    /// The key, relative to the listener's table.
+    pub key: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl Invalid {
+    /// A mistake in `key`.
+    pub(crate) fn at(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Invalid {
+            key: key.into(),
+            message: message.into(),
         }
     }
 }
 
-impl HandlerError {
-    /// The one `ERR ...` line the client gets before the close, if any.
-    pub fn client_reply(&self) -> Option<String> {
-        match self {
-            HandlerError::MessageTooLong(_) => Some("ERR message too long".to_owned()),
-            HandlerError::Refused(reason) => Some(format!("ERR {reason}")),
-            _ => None,
+/// Generates the dispatch from one line per handler, `Variant(ItsConfig) =>
+/// module::Type`: the config enum, the running-handler enum, the names, and
+/// a `match` per seam method. (`ItsConfig` must be `Type`'s
+/// `Handler::Config`; the dispatch does not compile otherwise.)
+macro_rules! handlers {
+    ($($variant:ident($config:ident) => $module:ident::$handler:ident),+ $(,)?) => {
+        /// The handler of a listener, with its own settings.
+        #[derive(Debug, Clone, PartialEq)]
+        pub enum HandlerConfig {
+            $(
+                #[doc = concat!("The ", stringify!($variant), " handler, with its settings.")]
+                $variant($config),
+            )+
         }
-    }
 
-    /// True when the fault is likely the server's (a file or socket failed in
-    /// an unexpected way), worth a warning rather than an info line.
-    pub fn is_server_fault(&self) -> bool {
-        matches!(self, HandlerError::Io(_)) && !self.is_disconnect()
-    }
+        /// A built handler, serving a listener's connections.
+        #[derive(Debug)]
+        pub(crate) enum AnyHandler {
+            $( $variant($module::$handler), )+
+        }
 
-    /// True when the client went away (reset, broken pipe): normal on the
-    /// internet, not a server problem worth a warning.
-    pub fn is_disconnect(&self) -> bool {
-        matches!(self, HandlerError::Io(e) if matches!(
-            e.kind(),
-            io::ErrorKind::ConnectionReset
-                | io::ErrorKind::BrokenPipe
-                | io::ErrorKind::ConnectionAborted
-                | io::ErrorKind::UnexpectedEof
-        ))
-    }
-}
+        /// Every handler's name, as written in `handler = "..."`.
+        pub(crate) const HANDLER_NAMES: &[&str] = &[$( <$module::$handler as Handler>::NAME, )+];
 
-/// The built-in handlers, chosen by `handler = "..."` in the config.
-#[derive(Debug)]
-pub enum AnyHandler {
-    /// `echo`
-    Echo(Echo),
-    /// `download`
-    Download(Download),
-    /// `keyword-bot`
-    KeywordBot(KeywordBot),
-    /// `random-bot`
-    RandomBot(RandomBot),
-}
-
-impl AnyHandler {
-    /// Builds the handler a listener's config names.
-    pub fn from_config(listener: &ListenerConfig) -> Self {
-        Self::reloaded(listener, None)
-    }
-
-    /// Builds the handler for a reloaded listener: state that must outlive a
-    /// reload (the random-bot's history) is taken over from `previous`.
-    pub fn reloaded(listener: &ListenerConfig, previous: Option<&AnyHandler>) -> Self {
-        match (&listener.handler, previous) {
-            (HandlerConfig::Echo, _) => AnyHandler::Echo(Echo),
-            (HandlerConfig::Download(config), _) => AnyHandler::Download(Download::new(config)),
-            (HandlerConfig::KeywordBot(config), _) => {
-                AnyHandler::KeywordBot(KeywordBot::new(config))
+        impl HandlerConfig {
+            /// Deserializes the settings of the handler called `name`
+            /// (`None`: there is no such handler).
+            pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+                name: &str,
+                settings: D,
+            ) -> Option<Result<HandlerConfig, D::Error>> {
+                $(
+                    if name == <$module::$handler as Handler>::NAME {
+                        return Some(
+                            <$config as serde::Deserialize>::deserialize(settings)
+                                .map(HandlerConfig::$variant),
+                        );
+                    }
+                )+
+                None
             }
-            (HandlerConfig::RandomBot(config), Some(AnyHandler::RandomBot(previous))) => {
-                AnyHandler::RandomBot(RandomBot::keeping_history(
-                    config,
-                    listener.max_message_bytes,
-                    previous,
-                ))
+
+            /// The keys of the settings of the handler called `name`.
+            pub(crate) fn keys(name: &str) -> &'static [&'static str] {
+                $(
+                    if name == <$module::$handler as Handler>::NAME {
+                        return crate::struct_keys::struct_keys::<$config>();
+                    }
+                )+
+                &[]
             }
-            (HandlerConfig::RandomBot(config), _) => {
-                AnyHandler::RandomBot(RandomBot::new(config, listener.max_message_bytes))
+
+            /// The handler's name, as written in `handler = "..."`.
+            pub fn name(&self) -> &'static str {
+                match self {
+                    $( HandlerConfig::$variant(_) => <$module::$handler as Handler>::NAME, )+
+                }
+            }
+
+            /// See [`Handler::validate`].
+            pub(crate) fn validate(&mut self) -> Result<(), Invalid> {
+                match self {
+                    $( HandlerConfig::$variant(c) => $module::$handler::validate(c), )+
+                }
+            }
+
+            /// The handler's settings in one line (see [`Handler::summary`]).
+            pub fn summary(&self) -> String {
+                match self {
+                    $( HandlerConfig::$variant(c) => $module::$handler::summary(c), )+
+                }
+            }
+
+            /// See [`Handler::descriptors_per_connection`].
+            pub fn descriptors_per_connection(&self) -> u64 {
+                match self {
+                    $( HandlerConfig::$variant(c) => $module::$handler::descriptors_per_connection(c), )+
+                }
+            }
+
+            /// See [`Handler::probe`].
+            pub(crate) fn probe(&self, ctx: &ProbeContext<'_>) -> Probe {
+                match self {
+                    $( HandlerConfig::$variant(c) => $module::$handler::probe(c, ctx), )+
+                }
             }
         }
-    }
+
+        impl AnyHandler {
+            /// Builds the handler `config` names; see [`Handler::build`].
+            pub(crate) fn build(
+                config: &HandlerConfig,
+                ctx: &BuildContext<'_>,
+                previous: Option<&AnyHandler>,
+            ) -> AnyHandler {
+                match (config, previous) {
+                    $(
+                        (HandlerConfig::$variant(c), Some(AnyHandler::$variant(p))) => {
+                            AnyHandler::$variant($module::$handler::build(c, ctx, Some(p)))
+                        }
+                        (HandlerConfig::$variant(c), _) => {
+                            AnyHandler::$variant($module::$handler::build(c, ctx, None))
+                        }
+                    )+
+                }
+            }
+
+            /// Serves one connection; see [`Handler::serve`].
+            pub(crate) async fn serve<S: Io>(
+                &self,
+                conn: &mut Connection<S>,
+            ) -> Result<Ended, HandlerError> {
+                match self {
+                    $( AnyHandler::$variant(h) => h.serve(conn).await, )+
+                }
+            }
+        }
+    };
 }
 
-impl Handler for AnyHandler {
-    async fn serve<S: Io>(&self, conn: &mut Connection<S>) -> Result<Ended, HandlerError> {
-        match self {
-            AnyHandler::Echo(h) => h.serve(conn).await,
-            AnyHandler::Download(h) => h.serve(conn).await,
-            AnyHandler::KeywordBot(h) => h.serve(conn).await,
-            AnyHandler::RandomBot(h) => h.serve(conn).await,
-        }
-    }
+handlers! {
+    Echo(EchoConfig) => echo::Echo,
+    Download(DownloadConfig) => download::Download,
+    KeywordBot(KeywordBotConfig) => keyword_bot::KeywordBot,
+    RandomBot(RandomBotConfig) => random_bot::RandomBot,
+    Metrics(MetricsConfig) => metrics::MetricsHandler,
 }

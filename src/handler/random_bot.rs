@@ -8,17 +8,57 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
-use tracing::trace;
+use prometheus::IntCounter;
+use serde::Deserialize;
 
-use super::{Ended, Handler, HandlerError, Io};
-use crate::config::RandomBotConfig;
-use crate::connection::{Connection, Incoming};
-use crate::template::{Template, TemplateContext, TimeFormat};
+use super::chat::{self, Answer, Bot, Who};
+use super::probe::{Probe, ProbeContext, Verdict, line_then_close, shown};
+use super::template::{Template, TemplateContext, TimeFormat};
+use super::{BuildContext, Ended, Handler, HandlerError, Invalid};
+use crate::conn::{Connection, Io};
+
+/// History length, in messages, by default.
+const HISTORY_LIMIT: usize = 10_000;
+/// History size, in bytes of message text, by default.
+const HISTORY_BYTES: usize = 8 * 1024 * 1024;
+/// Messages that end a chat by default (the seed's).
+const FAREWELL: &[&str] = &["bye"];
+
+/// Settings of the random-reply bot.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RandomBotConfig {
+    /// Messages kept in the shared history; the oldest are dropped.
+    #[serde(default = "default_history_limit")]
+    pub history_limit: usize,
+    /// Bytes of message text kept in the history; the oldest are dropped.
+    #[serde(default = "default_history_bytes")]
+    pub history_bytes: usize,
+    /// Messages that end the chat (case-insensitive, surrounding whitespace ignored).
+    #[serde(default = "default_farewell")]
+    pub farewell: Vec<String>,
+    /// Reply to a farewell (and to everyone still connected at shutdown).
+    #[serde(default = "chat::default_goodbye")]
+    pub goodbye_reply: Template,
+    /// Format of `{time}` in the goodbye reply.
+    #[serde(default = "TimeFormat::seed_default")]
+    pub time_format: TimeFormat,
+}
+
+fn default_history_limit() -> usize {
+    HISTORY_LIMIT
+}
+fn default_history_bytes() -> usize {
+    HISTORY_BYTES
+}
+fn default_farewell() -> Vec<String> {
+    FAREWELL.iter().map(|s| (*s).to_owned()).collect()
+}
 
 /// The history shared by every connection of one random-bot listener. It
 /// outlives a reload of the listener; only its limits change.
 #[derive(Debug)]
-pub struct History {
+pub(crate) struct History {
     entries: Mutex<Entries>,
 }
 
@@ -46,7 +86,7 @@ impl Entries {
 
 impl History {
     /// An empty history holding at most `max_entries` messages and `max_bytes` bytes.
-    pub fn new(max_entries: usize, max_bytes: usize) -> Self {
+    pub(crate) fn new(max_entries: usize, max_bytes: usize) -> Self {
         History {
             entries: Mutex::new(Entries {
                 messages: VecDeque::new(),
@@ -58,7 +98,7 @@ impl History {
     }
 
     /// Changes the limits, dropping the oldest entries past the new ones.
-    pub fn set_limits(&self, max_entries: usize, max_bytes: usize) {
+    pub(crate) fn set_limits(&self, max_entries: usize, max_bytes: usize) {
         let mut entries = self.entries();
         entries.max_entries = max_entries;
         entries.max_bytes = max_bytes;
@@ -67,7 +107,7 @@ impl History {
 
     /// Records `message`, drops the oldest entries past the limits, and
     /// returns a uniformly random entry (possibly `message` itself).
-    pub fn record_and_pick(&self, message: Bytes) -> Bytes {
+    pub(crate) fn record_and_pick(&self, message: Bytes) -> Bytes {
         let mut entries = self.entries();
         entries.bytes += message.len();
         entries.messages.push_back(message);
@@ -77,7 +117,8 @@ impl History {
     }
 
     /// Messages currently kept, and their total bytes.
-    pub fn size(&self) -> (usize, usize) {
+    #[cfg(test)]
+    fn size(&self) -> (usize, usize) {
         let entries = self.entries();
         (entries.messages.len(), entries.bytes)
     }
@@ -90,49 +131,89 @@ impl History {
 }
 
 /// The random-reply bot.
-#[derive(Debug, Clone)]
-pub struct RandomBot {
+#[derive(Debug)]
+pub(crate) struct RandomBot {
     history: Arc<History>,
     /// Farewells, trimmed and lowercased.
     farewell: Vec<String>,
     goodbye_reply: Template,
     time_format: TimeFormat,
+    answered: IntCounter,
 }
 
 impl RandomBot {
-    /// A bot with a new, empty history.
-    pub fn new(config: &RandomBotConfig, max_message_bytes: usize) -> Self {
-        let history = History::new(
-            config.history_limit,
-            Self::history_bytes(config, max_message_bytes),
-        );
-        Self::with_history(config, Arc::new(history))
+    fn is_farewell(&self, text: &str) -> bool {
+        let text = text.trim().to_lowercase();
+        self.farewell.contains(&text)
+    }
+}
+
+impl Bot for RandomBot {
+    fn answer(&self, message: &[u8], text: &str, who: &Who<'_>) -> Answer {
+        if self.is_farewell(text) {
+            return Answer::Farewell(self.goodbye(who));
+        }
+        // Copied, so the history never pins the read buffer.
+        let pick = self
+            .history
+            .record_and_pick(Bytes::copy_from_slice(message));
+        Answer::Bytes(pick.to_vec())
     }
 
-    /// A bot with new settings that keeps `previous`'s history (a reload).
-    pub fn keeping_history(
-        config: &RandomBotConfig,
-        max_message_bytes: usize,
-        previous: &RandomBot,
-    ) -> Self {
-        previous.history.set_limits(
-            config.history_limit,
-            Self::history_bytes(config, max_message_bytes),
-        );
-        Self::with_history(config, previous.history.clone())
+    fn goodbye(&self, who: &Who<'_>) -> String {
+        self.goodbye_reply.render(&TemplateContext {
+            time_format: &self.time_format,
+            peer: who.peer,
+            listener: who.listener,
+            keywords: "",
+        })
+    }
+}
+
+impl Handler for RandomBot {
+    const NAME: &'static str = "random-bot";
+    type Config = RandomBotConfig;
+
+    fn validate(config: &mut RandomBotConfig) -> Result<(), Invalid> {
+        if config.history_limit == 0 {
+            return Err(Invalid::at(
+                "history_limit",
+                "history_limit must be at least 1",
+            ));
+        }
+        if config.history_bytes == 0 {
+            return Err(Invalid::at(
+                "history_bytes",
+                "history_bytes must be at least 1",
+            ));
+        }
+        if config.goodbye_reply.mentions_keywords() {
+            return Err(Invalid::at(
+                "goodbye_reply",
+                "{keywords} is a keyword-bot placeholder; a random-bot has no keywords",
+            ));
+        }
+        if config.farewell.iter().any(|f| f.trim().is_empty()) {
+            return Err(Invalid::at(
+                "farewell",
+                "farewell messages must not be empty",
+            ));
+        }
+        Ok(())
     }
 
-    /// The shared history.
-    pub fn history(&self) -> &History {
-        &self.history
-    }
-
-    /// The byte limit: never below one message, so the newest always fits.
-    fn history_bytes(config: &RandomBotConfig, max_message_bytes: usize) -> usize {
-        config.history_bytes.max(max_message_bytes)
-    }
-
-    fn with_history(config: &RandomBotConfig, history: Arc<History>) -> Self {
+    /// A new, empty history; or, on a reload, the previous bot's history
+    /// with the new limits. The byte limit is never below one message, so
+    /// the newest always fits.
+    fn build(config: &RandomBotConfig, ctx: &BuildContext<'_>, previous: Option<&Self>) -> Self {
+        let max_bytes = config.history_bytes.max(ctx.settings.max_message_bytes);
+        let history = match previous {
+            Some(previous) => {
+                previous.history.set_limits(config.history_limit, max_bytes);
+                previous.history.clone()
+            }
+            None => Arc::new(History::new(config.history_limit, max_bytes)),
+        };
         RandomBot {
             history,
             farewell: config
@@ -142,55 +223,59 @@ impl RandomBot {
                 .collect(),
             goodbye_reply: config.goodbye_reply.clone(),
             time_format: config.time_format.clone(),
+            answered: ctx.metrics.messages_answered(),
         }
     }
 
-    fn is_farewell(&self, text: &str) -> bool {
-        let text = text.trim().to_lowercase();
-        self.farewell.contains(&text)
-    }
-
-    async fn say_goodbye<S: Io>(&self, conn: &mut Connection<S>) -> Result<(), HandlerError> {
-        let goodbye = self.goodbye_reply.render(&TemplateContext {
-            time_format: &self.time_format,
-            peer: conn.peer,
-            listener: &conn.settings.listener,
-            keywords: "",
-        });
-        conn.send_line(&goodbye).await
-    }
-}
-
-impl Handler for RandomBot {
     async fn serve<S: Io>(&self, conn: &mut Connection<S>) -> Result<Ended, HandlerError> {
-        let mut reader = conn.message_reader();
-        loop {
-            match conn.next_message(&mut reader).await? {
-                Incoming::Message(bytes) => {
-                    let text = conn.settings.encoding.decode(&bytes);
-                    if text.trim().is_empty() {
-                        continue;
-                    }
-                    trace!(message = %text, "received");
-                    if self.is_farewell(&text) {
-                        self.say_goodbye(conn).await?;
-                        return Ok(Ended::Farewell);
-                    }
-                    // Copied, so the history never pins the read buffer.
-                    let mut reply = self
-                        .history
-                        .record_and_pick(Bytes::copy_from_slice(&bytes))
-                        .to_vec();
-                    reply.push(b'\n');
-                    conn.send(&reply).await?;
+        chat::chat(self, conn, &self.answered).await
+    }
+
+    /// The first farewell, with a second line behind it: the goodbye reply
+    /// must come back, then the close, and nothing for the second line
+    /// (echo, which would send "bye" back too, sends the second line). A
+    /// farewell is never recorded, so the probe leaves the history alone.
+    fn probe(config: &RandomBotConfig, ctx: &ProbeContext<'_>) -> Probe {
+        let Some(farewell) = config.farewell.first() else {
+            // Anything else sent would go into the history.
+            return Probe {
+                send: Vec::new(),
+                check: Box::new(|_, _| Verdict::Pass("accepted")),
+            };
+        };
+        let mut send = ctx.encoding.encode(farewell).into_owned();
+        send.push(b'\n');
+        send.extend_from_slice(format!("switchboard probe {}\n", ctx.token).as_bytes());
+        let goodbye = config.goodbye_reply.clone();
+        let time_format = config.time_format.clone();
+        let (peer, listener) = (ctx.peer, ctx.listener.to_owned());
+        Probe {
+            send,
+            check: line_then_close(ctx.encoding, "answered", move |line| {
+                let ctx = TemplateContext {
+                    time_format: &time_format,
+                    peer,
+                    listener: &listener,
+                    keywords: "",
+                };
+                if goodbye.matches(&ctx, line) {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "answered the farewell with {} instead of {}",
+                        shown(line.as_bytes()),
+                        shown(goodbye.render(&ctx).as_bytes())
+                    ))
                 }
-                Incoming::Closed => return Ok(Ended::ClientClosed),
-                Incoming::Shutdown => {
-                    self.say_goodbye(conn).await?;
-                    return Ok(Ended::Shutdown);
-                }
-            }
+            }),
         }
+    }
+
+    fn summary(config: &RandomBotConfig) -> String {
+        format!(
+            "history_limit={} farewell={:?}",
+            config.history_limit, config.farewell
+        )
     }
 }
 

@@ -188,7 +188,7 @@ fn check_prints_every_listener_of_a_valid_config() {
             path.display()
         );
         for (line, listener) in stdout.lines().skip(1).zip(&config.listeners) {
-            assert!(line.contains(listener.handler.kind().name()), "{line}");
+            assert!(line.contains(listener.handler.name()), "{line}");
             assert!(line.contains(&listener.bind.to_string()), "{line}");
         }
     }

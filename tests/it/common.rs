@@ -51,10 +51,7 @@ impl TestServer {
     }
 
     /// Applies a new config as SIGHUP does; the listener addresses follow it.
-    pub async fn reload(
-        &mut self,
-        toml: &str,
-    ) -> Result<ReloadSummary, switchboard::server::ReloadError> {
+    pub async fn reload(&mut self, toml: &str) -> Result<ReloadSummary, switchboard::ReloadError> {
         let config =
             Config::from_toml(toml, "reload.toml").unwrap_or_else(|e| panic!("test config: {e}"));
         let summary = timeout(LIMIT, self.handle.reload(config))

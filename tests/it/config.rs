@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use switchboard::Config;
+use switchboard::TextEncoding;
 use switchboard::config::{EMBEDDED_DEFAULT, HandlerConfig, LogFormat};
-use switchboard::text::TextEncoding;
 
 /// The fixture directory `kind` (`valid` or `invalid`) of the crate.
 fn fixture_dir(kind: &str) -> PathBuf {
@@ -212,7 +212,7 @@ fn minimal_config_takes_the_documented_defaults() {
     assert_eq!(echo.max_message_bytes, defaults::MAX_MESSAGE_BYTES);
     assert_eq!(echo.message_gap, defaults::MESSAGE_GAP);
     assert_eq!(echo.encoding, TextEncoding::Utf8);
-    assert!(matches!(echo.handler, HandlerConfig::Echo));
+    assert!(matches!(echo.handler, HandlerConfig::Echo(_)));
 }
 
 #[test]

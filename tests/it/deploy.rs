@@ -733,7 +733,7 @@ fn probe_prints_one_line_per_listener_and_exits_0_only_if_all_answer() {
         ("echo", "echoed"),
         ("keyword", "answered"),
         ("random", "answered"),
-        ("files", "accepted"),
+        ("files", "answered"),
     ];
     assert_eq!(lines.len(), expected.len(), "{stdout}");
     for (fields, (name, how)) in lines.iter().zip(expected) {

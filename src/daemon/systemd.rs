@@ -17,36 +17,36 @@ use crate::config::ListenerConfig;
 
 /// Sends state changes to the service manager when it asked for them.
 #[derive(Debug, Clone, Copy)]
-pub struct Notifier {
+pub(crate) struct Notifier {
     enabled: bool,
 }
 
 impl Notifier {
     /// A notifier that talks to `NOTIFY_SOCKET` if the variable is set.
-    pub fn from_env() -> Notifier {
+    pub(crate) fn from_env() -> Notifier {
         Notifier {
             enabled: std::env::var_os("NOTIFY_SOCKET").is_some(),
         }
     }
 
     /// True when a service manager listens.
-    pub fn enabled(&self) -> bool {
+    pub(crate) fn enabled(&self) -> bool {
         self.enabled
     }
 
     /// Every listener is bound: `READY=1`, with the status line.
-    pub fn ready(&self, status: &str) {
+    pub(crate) fn ready(&self, status: &str) {
         self.send(&[NotifyState::Ready, NotifyState::Status(status)]);
     }
 
     /// A new status line (`STATUS=`).
-    pub fn status(&self, status: &str) {
+    pub(crate) fn status(&self, status: &str) {
         self.send(&[NotifyState::Status(status)]);
     }
 
     /// A reload starts: `RELOADING=1` with the time it started, as systemd
     /// requires for `Type=notify-reload` and accepts for `Type=notify`.
-    pub fn reloading(&self) {
+    pub(crate) fn reloading(&self) {
         if !self.enabled {
             return;
         }
@@ -57,13 +57,13 @@ impl Notifier {
     }
 
     /// Shutdown starts: `STOPPING=1`.
-    pub fn stopping(&self) {
+    pub(crate) fn stopping(&self) {
         self.send(&[NotifyState::Stopping, NotifyState::Status("shutting down")]);
     }
 
     /// How often to send `WATCHDOG=1`: half of `WATCHDOG_USEC`, when the
     /// unit sets `WatchdogSec=` (and the variable is meant for this process).
-    pub fn watchdog_interval(&self) -> Option<Duration> {
+    pub(crate) fn watchdog_interval(&self) -> Option<Duration> {
         if !self.enabled {
             return None;
         }
@@ -74,7 +74,7 @@ impl Notifier {
 
     /// Tells the watchdog the process is alive. It is sent from a task of the
     /// runtime that serves the clients, so a wedged runtime stops sending it.
-    pub fn watchdog(&self) {
+    pub(crate) fn watchdog(&self) {
         self.send(&[NotifyState::Watchdog]);
     }
 
@@ -135,20 +135,19 @@ struct ActivatedSocket {
 
 /// A socket passed by the service manager, claimed by a listener.
 #[derive(Debug)]
-pub struct ClaimedSocket {
+pub(crate) struct ClaimedSocket {
     /// The listening socket.
-    pub socket: std::net::TcpListener,
+    pub(crate) socket: std::net::TcpListener,
     /// Its `FileDescriptorName=`.
-    pub fd_name: String,
-    /// The address it listens on.
-    pub addr: SocketAddr,
-    /// How it was matched.
-    pub how: Claim,
+    pub(crate) fd_name: String,
+    /// How it was matched (the log says it too).
+    #[cfg_attr(not(test), expect(dead_code, reason = "read by the tests"))]
+    pub(crate) how: Claim,
 }
 
 /// How an activated socket was matched to its listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Claim {
+pub(crate) enum Claim {
     /// Its `FileDescriptorName=` is the listener's name.
     ByName,
     /// Its address is the listener's `bind`.
@@ -207,7 +206,7 @@ impl ActivatedSockets {
 
     /// The socket for `listener`: the one named after it, else the one on
     /// its `bind` address.
-    pub fn claim(&mut self, listener: &ListenerConfig) -> Option<ClaimedSocket> {
+    pub(crate) fn claim(&mut self, listener: &ListenerConfig) -> Option<ClaimedSocket> {
         let (index, how) =
             if let Some(i) = self.sockets.iter().position(|s| s.name == listener.name) {
                 (i, Claim::ByName)
@@ -238,13 +237,12 @@ impl ActivatedSockets {
         Some(ClaimedSocket {
             socket: socket.socket,
             fd_name: socket.name,
-            addr: socket.addr,
             how,
         })
     }
 
     /// Fails if a socket is left that no listener claimed.
-    pub fn all_claimed(&self) -> Result<(), ActivationError> {
+    pub(crate) fn all_claimed(&self) -> Result<(), ActivationError> {
         match self.sockets.first() {
             None => Ok(()),
             Some(s) => Err(ActivationError::Unclaimed {

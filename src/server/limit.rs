@@ -1,7 +1,6 @@
-//! Connection limits: per listener, at `max_connections` the accept loop
+//! The connection limit of a listener: at `max_connections` the accept loop
 //! stops accepting until a slot frees, so extra clients wait in the kernel's
-//! listen backlog instead of being refused; per process, the open-file limit
-//! is raised so that those connections can exist.
+//! listen backlog instead of being refused.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -10,8 +9,6 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tracing::warn;
 
-use crate::config::{Config, HandlerConfig};
-
 /// How often, at most, a listener says that it is at its limit.
 const LIMIT_WARNING_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -19,7 +16,7 @@ const LIMIT_WARNING_INTERVAL: Duration = Duration::from_secs(60);
 /// loop, which takes a slot per connection, and the server, which resizes
 /// the limit on a reload.
 #[derive(Debug)]
-pub struct ConnectionLimit {
+pub(crate) struct ConnectionLimit {
     slots: Arc<Semaphore>,
     state: Mutex<LimitState>,
 }
@@ -35,7 +32,7 @@ struct LimitState {
 
 impl ConnectionLimit {
     /// A limit of `max` connections at once.
-    pub fn new(max: usize) -> Self {
+    pub(crate) fn new(max: usize) -> Self {
         ConnectionLimit {
             slots: Arc::new(Semaphore::new(max)),
             state: Mutex::new(LimitState {
@@ -47,13 +44,14 @@ impl ConnectionLimit {
     }
 
     /// The current limit.
-    pub fn max(&self) -> usize {
+    #[cfg(test)]
+    fn max(&self) -> usize {
         self.state().max
     }
 
     /// Changes the limit. Connections already open are kept: when the limit
     /// shrinks below them, new clients wait until enough of them closed.
-    pub fn resize(&self, max: usize) {
+    pub(crate) fn resize(&self, max: usize) {
         let mut state = self.state();
         if max > state.max {
             let mut grow = max - state.max;
@@ -72,7 +70,7 @@ impl ConnectionLimit {
     /// Waits for a free slot; the slot is held until the permit is dropped.
     /// Says in the log when the limit is reached, at most once a minute, so a
     /// listener that stays saturated does not log a line per connection.
-    pub async fn acquire(&self) -> OwnedSemaphorePermit {
+    pub(crate) async fn acquire(&self) -> OwnedSemaphorePermit {
         loop {
             let permit = match self.slots.clone().try_acquire_owned() {
                 Ok(permit) => permit,
@@ -112,57 +110,6 @@ impl ConnectionLimit {
         // Every update leaves the state consistent, so a poisoned lock is usable.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
-}
-
-/// The process's open-file limit after [`raise_open_file_limit`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct OpenFileLimit {
-    /// The soft limit now in force (`None`: unlimited).
-    pub soft: Option<u64>,
-    /// The hard limit (`None`: unlimited).
-    pub hard: Option<u64>,
-}
-
-/// The highest soft limit tried when the hard limit is "unlimited" (Linux's
-/// default `fs.nr_open`).
-const UNLIMITED_NOFILE: u64 = 1 << 20;
-
-/// Raises the soft limit on open files to the hard limit: every connection
-/// is a descriptor (two while a download streams a file), and the usual soft
-/// default of 1024 is far below the default `max_connections`.
-pub fn raise_open_file_limit() -> OpenFileLimit {
-    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
-    let before = getrlimit(Resource::Nofile);
-    let target = before.maximum.unwrap_or(UNLIMITED_NOFILE);
-    if before.current.is_some_and(|soft| soft < target) {
-        let raised = Rlimit {
-            current: Some(target),
-            maximum: before.maximum,
-        };
-        if let Err(e) = setrlimit(Resource::Nofile, raised) {
-            warn!(error = %e, soft = ?before.current, "cannot raise the open-file limit");
-        }
-    }
-    let now = getrlimit(Resource::Nofile);
-    OpenFileLimit {
-        soft: now.current,
-        hard: now.maximum,
-    }
-}
-
-/// Descriptors the configured listeners may need at once: one per connection,
-/// one more per download (the file), one per listening socket, plus a margin
-/// for the runtime and logs.
-pub fn descriptors_needed(config: &Config) -> u64 {
-    let per_listener = config.listeners.iter().map(|l| {
-        let per_connection = if matches!(l.handler, HandlerConfig::Download(_)) {
-            2
-        } else {
-            1
-        };
-        l.max_connections as u64 * per_connection + 1
-    });
-    per_listener.sum::<u64>() + 64
 }
 
 #[cfg(test)]

@@ -1,88 +1,13 @@
-//! Stopping: process signals (the first SIGINT or SIGTERM starts a graceful
-//! shutdown, a second one exits at once) and the drain of open connections.
+//! The drain of open connections, in two stages: first they are asked to
+//! finish (handlers watch [`Drain::finishing`]), then, when the grace period
+//! is over, the rest are dropped.
 
-use std::io;
 use std::time::Duration;
 
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-
-use tokio::signal::unix::{Signal, SignalKind, signal};
 use tracing::{Instrument, Span, info, warn};
-
-/// Exit status after a second signal cut a graceful shutdown short
-/// (128 + SIGINT, as shells report an interrupted program).
-pub const FORCED_EXIT_STATUS: i32 = 130;
-
-/// Installed SIGINT, SIGTERM and SIGHUP handlers. Install them before the
-/// listeners are bound, so that no signal can arrive while the default
-/// action (kill the process) still applies.
-#[derive(Debug)]
-pub struct Signals {
-    term: Signal,
-    int: Signal,
-    hup: Signal,
-}
-
-/// What a signal asks of the daemon.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SignalRequest {
-    /// SIGINT or SIGTERM (named): shut down gracefully.
-    Stop(&'static str),
-    /// SIGHUP: re-read the config.
-    Reload,
-}
-
-impl Signals {
-    /// Installs the handlers; must be called inside a tokio runtime.
-    pub fn install() -> io::Result<Signals> {
-        Ok(Signals {
-            term: signal(SignalKind::terminate())?,
-            int: signal(SignalKind::interrupt())?,
-            hup: signal(SignalKind::hangup())?,
-        })
-    }
-
-    /// Waits for the next signal.
-    pub async fn next(&mut self) -> SignalRequest {
-        tokio::select! {
-            _ = self.term.recv() => SignalRequest::Stop("SIGTERM"),
-            _ = self.int.recv() => SignalRequest::Stop("SIGINT"),
-            _ = self.hup.recv() => SignalRequest::Reload,
-        }
-    }
-
-    /// Waits for the first SIGINT or SIGTERM, ignoring SIGHUP; for a server
-    /// that does not reload.
-    pub async fn wait(mut self) {
-        loop {
-            if let SignalRequest::Stop(name) = self.next().await {
-                self.stopping(name);
-                return;
-            }
-        }
-    }
-
-    /// Logs that shutdown started on signal `name`, and arranges for the
-    /// next SIGINT or SIGTERM to exit the process at once.
-    pub fn stopping(mut self, name: &'static str) {
-        info!(
-            signal = name,
-            "shutting down: no new connections, waiting for open ones (a second signal exits at once)"
-        );
-        tokio::spawn(async move {
-            loop {
-                if let SignalRequest::Stop(name) = self.next().await {
-                    // Straight to stderr: the log writer's buffer is not
-                    // flushed by exit().
-                    eprintln!("switchboard: second {name}: exiting now");
-                    std::process::exit(FORCED_EXIT_STATUS);
-                }
-            }
-        });
-    }
-}
 
 /// The connections of a running server (or of one listener) and the two
 /// stages of stopping them: first they are asked to finish (handlers watch
@@ -90,7 +15,7 @@ impl Signals {
 /// dropped. A listener's drain is a [`Drain::child`] of the server's, so a
 /// listener removed by a reload can be drained alone.
 #[derive(Debug, Clone, Default)]
-pub struct Drain {
+pub(crate) struct Drain {
     tracker: TaskTracker,
     finish: CancellationToken,
     abort: CancellationToken,
@@ -107,13 +32,13 @@ pub struct ShutdownReport {
 
 impl Drain {
     /// A drain with no connections yet.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Drain::default()
     }
 
     /// A drain for a part of the connections: it finishes and aborts with
     /// this one, and can also be finished and waited for on its own.
-    pub fn child(&self) -> Drain {
+    pub(crate) fn child(&self) -> Drain {
         Drain {
             tracker: TaskTracker::new(),
             finish: self.finish.child_token(),
@@ -123,18 +48,18 @@ impl Drain {
     }
 
     /// Cancelled when connections are asked to finish.
-    pub fn finishing(&self) -> CancellationToken {
+    pub(crate) fn finishing(&self) -> CancellationToken {
         self.finish.clone()
     }
 
     /// Connections running now.
-    pub fn open(&self) -> usize {
+    pub(crate) fn open(&self) -> usize {
         self.tracker.len()
     }
 
     /// Runs a connection's task in its tracing span; it is dropped (closing
     /// its socket) if it is still running when the grace period ends.
-    pub fn spawn(&self, connection: impl Future<Output = ()> + Send + 'static, span: Span) {
+    pub(crate) fn spawn(&self, connection: impl Future<Output = ()> + Send + 'static, span: Span) {
         let abort = self.abort.clone();
         let task = async move {
             tokio::select! {
@@ -150,13 +75,13 @@ impl Drain {
     }
 
     /// Asks every connection to finish and the accept loops to stop.
-    pub fn begin(&self) {
+    pub(crate) fn begin(&self) {
         self.finish.cancel();
     }
 
     /// Waits up to `grace` for the connections to finish, then drops the
     /// rest. Call after [`Drain::begin`] and after the accept loops returned.
-    pub async fn wait(&self, grace: Duration) -> ShutdownReport {
+    pub(crate) async fn wait(&self, grace: Duration) -> ShutdownReport {
         self.tracker.close();
         let open = self.tracker.len();
         if open > 0 {

@@ -84,6 +84,13 @@ impl Template {
         Ok(Template { parts })
     }
 
+    /// A template of plain text, with no placeholders.
+    pub fn literal(text: &str) -> Self {
+        Template {
+            parts: vec![Part::Literal(text.to_owned())],
+        }
+    }
+
     /// True when the template uses `{keywords}`.
     pub fn mentions_keywords(&self) -> bool {
         self.parts.contains(&Part::Keywords)
@@ -115,6 +122,37 @@ impl Template {
                 }
             };
         }
+    }
+
+    /// True when `text` is what this template renders to with `ctx`, for any
+    /// time: `{time}` matches anything, every other part must be exact.
+    pub fn matches(&self, ctx: &TemplateContext<'_>, text: &str) -> bool {
+        // The rendered pieces between the `{time}`s, which must appear in order.
+        let mut pieces = vec![String::new()];
+        for part in &self.parts {
+            if *part == Part::Time {
+                pieces.push(String::new());
+            } else if let Some(last) = pieces.last_mut() {
+                Template {
+                    parts: vec![part.clone()],
+                }
+                .render_into(ctx, last);
+            }
+        }
+        let (first, rest) = pieces.split_first().unwrap_or((&pieces[0], &[]));
+        let Some(mut remaining) = text.strip_prefix(first.as_str()) else {
+            return false;
+        };
+        let Some((last, middle)) = rest.split_last() else {
+            return remaining.is_empty();
+        };
+        for piece in middle {
+            match remaining.find(piece.as_str()) {
+                Some(at) => remaining = &remaining[at + piece.len()..],
+                None => return false,
+            }
+        }
+        remaining.ends_with(last.as_str())
     }
 
     /// Fills the placeholders into a new string.
@@ -208,6 +246,23 @@ mod tests {
         );
         assert!(Template::parse("a {time").unwrap_err().contains("unclosed"));
         assert!(Template::parse("a } b").unwrap_err().contains("unmatched"));
+    }
+
+    #[test]
+    fn matches_any_time_and_exact_everything_else() {
+        let fmt = TimeFormat::seed_default();
+        let t = Template::parse("at {time} for {peer} on {listener}").unwrap();
+        let c = ctx(&fmt);
+        assert!(t.matches(&c, &t.render(&c)));
+        assert!(t.matches(&c, "at noon for 127.0.0.1:4000 on bot"));
+        assert!(!t.matches(&c, "at noon for 127.0.0.1:4001 on bot"));
+        assert!(!t.matches(&c, "at noon for 127.0.0.1:4000 on bot!"));
+        let plain = Template::parse("bye").unwrap();
+        assert!(plain.matches(&c, "bye"));
+        assert!(!plain.matches(&c, "bye bye"));
+        let two = Template::parse("{time}-{time}").unwrap();
+        assert!(two.matches(&c, "a-b"));
+        assert!(!two.matches(&c, "ab"));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! A bound listener and its accept loop: one task per accepted client,
-//! each in its own tracing span, routed to the listener's current handler.
+//! each in its own tracing span, routed to the listener's current handler,
+//! and the life of one connection from accept to close.
 
 use std::io;
 use std::net::SocketAddr;
@@ -13,11 +14,12 @@ use tokio::time::{Instant, sleep};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, info_span, warn};
 
+use super::drain::Drain;
+use super::limit::ConnectionLimit;
 use crate::config::ListenerConfig;
-use crate::connection::{Connection, ConnectionSettings};
-use crate::handler::{AnyHandler, Handler};
-use crate::limits::ConnectionLimit;
-use crate::shutdown::Drain;
+use crate::conn::{self, Connection};
+use crate::handler::{AnyHandler, BuildContext};
+use crate::metrics::{ListenerMetrics, Metrics};
 
 /// First and longest pause after an accept error (out of descriptors, ...).
 const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
@@ -36,30 +38,41 @@ pub struct BindError {
     pub source: io::Error,
 }
 
-/// What a listener's new connections get: its handler and their settings.
-/// A reload swaps it; connections already open keep the one they started with.
+/// What a listener's new connections get: its handler, their settings and
+/// the listener's counters. A reload swaps it; connections already open
+/// keep the one they started with.
 #[derive(Debug)]
-pub struct Route {
-    /// The handler.
-    pub handler: AnyHandler,
-    /// Settings of each connection.
-    pub settings: ConnectionSettings,
+pub(crate) struct Route {
+    handler: AnyHandler,
+    settings: conn::Settings,
+    metrics: Arc<ListenerMetrics>,
 }
 
 impl Route {
     /// The route of a listener's config; `previous` hands over state that
     /// survives a reload (the random-bot's history).
-    pub fn new(config: &ListenerConfig, previous: Option<&Route>) -> Route {
+    pub(crate) fn new(
+        config: &ListenerConfig,
+        metrics: &Arc<Metrics>,
+        previous: Option<&Route>,
+    ) -> Route {
+        let settings = config.connection_settings();
+        let metrics = metrics.listener(&config.name, config.handler.name());
+        let ctx = BuildContext {
+            settings: &settings,
+            metrics: &metrics,
+        };
         Route {
-            handler: AnyHandler::reloaded(config, previous.map(|r| &r.handler)),
-            settings: ConnectionSettings::from_config(config),
+            handler: AnyHandler::build(&config.handler, &ctx, previous.map(|r| &r.handler)),
+            settings,
+            metrics,
         }
     }
 }
 
 /// A bound listening socket and the config it was bound for.
 #[derive(Debug)]
-pub struct Listener {
+pub(crate) struct Listener {
     socket: TcpListener,
     local_addr: SocketAddr,
     config: ListenerConfig,
@@ -72,7 +85,7 @@ impl Listener {
     /// Binds the listener's address (with SO_REUSEADDR, so a restart binds at
     /// once even while old connections sit in TIME_WAIT).
     /// Must be called inside a tokio runtime.
-    pub fn bind(config: &ListenerConfig) -> Result<Listener, BindError> {
+    pub(crate) fn bind(config: &ListenerConfig) -> Result<Listener, BindError> {
         let fail = |source| BindError {
             name: config.name.clone(),
             addr: config.bind,
@@ -92,7 +105,7 @@ impl Listener {
 
     /// Takes over a socket that is already listening, passed by the service
     /// manager under `fd_name`. Must be called inside a tokio runtime.
-    pub fn adopt(
+    pub(crate) fn adopt(
         socket: std::net::TcpListener,
         config: &ListenerConfig,
         fd_name: String,
@@ -115,33 +128,33 @@ impl Listener {
     }
 
     /// The listener's name.
-    pub fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         &self.config.name
     }
 
     /// The address actually bound (the real port when the config said 0).
-    pub fn local_addr(&self) -> SocketAddr {
+    pub(crate) fn local_addr(&self) -> SocketAddr {
         self.local_addr
     }
 
     /// The config it was bound for.
-    pub fn config(&self) -> &ListenerConfig {
+    pub(crate) fn config(&self) -> &ListenerConfig {
         &self.config
     }
 
     /// True when the socket came from the service manager.
-    pub fn activated(&self) -> bool {
+    pub(crate) fn activated(&self) -> bool {
         self.fd_name.is_some()
     }
 
     /// The name the service manager gave the socket, if it came from it.
-    pub fn fd_name(&self) -> Option<&str> {
+    pub(crate) fn fd_name(&self) -> Option<&str> {
         self.fd_name.as_deref()
     }
 
     /// Applies a new listen backlog (Linux resizes the queue of a
     /// listening socket when `listen(2)` is called again).
-    pub fn set_backlog(&self, backlog: u32) -> io::Result<()> {
+    pub(crate) fn set_backlog(&self, backlog: u32) -> io::Result<()> {
         let backlog = i32::try_from(backlog).unwrap_or(i32::MAX);
         rustix::net::listen(&self.socket, backlog)?;
         Ok(())
@@ -150,7 +163,7 @@ impl Listener {
     /// Accepts clients until `stop` is cancelled, spawning each one's task on
     /// `drain` with the route current at its accept. The listening socket
     /// closes when the last `Arc` of this listener is dropped.
-    pub async fn accept_loop(
+    pub(crate) async fn accept_loop(
         &self,
         route: watch::Receiver<Arc<Route>>,
         limit: Arc<ConnectionLimit>,
@@ -209,7 +222,7 @@ impl Listener {
     }
 }
 
-/// Runs one connection from open to close, with its log lines.
+/// Runs one connection from open to close, with its log line and counts.
 async fn serve(stream: TcpStream, peer: SocketAddr, route: &Route, shutdown: CancellationToken) {
     let started = Instant::now();
     // Replies are small: they must not wait for Nagle and delayed ACKs.
@@ -220,14 +233,25 @@ async fn serve(stream: TcpStream, peer: SocketAddr, route: &Route, shutdown: Can
     // does): at tens of thousands of connections a second a second line
     // would cost a fifth of the server's time.
     debug!("opened");
-    let mut conn = Connection::new(stream, peer, route.settings.clone(), shutdown);
+    let mut conn = Connection::new(
+        stream,
+        peer,
+        route.settings.clone(),
+        shutdown,
+        route.metrics.clone(),
+    );
     let result = route.handler.serve(&mut conn).await;
     if let Err(err) = &result {
-        if let Some(reply) = err.client_reply() {
+        if let Some((reply, reason)) = err.client_reply() {
+            route.metrics.error_reply(reason);
             let _ = conn.send_line(&reply).await;
         }
     }
-    conn.close().await;
+    let reason = match &result {
+        Ok(ended) => ended.close_reason(),
+        Err(err) => err.close_reason(),
+    };
+    conn.close(reason).await;
     let (bytes_in, bytes_out) = conn.bytes();
     let duration = started.elapsed();
     match result {

@@ -21,7 +21,7 @@ const READ_CHUNK: usize = 4096;
 
 /// Why no message could be read.
 #[derive(Debug, thiserror::Error)]
-pub enum FrameError {
+pub(crate) enum FrameError {
     /// A message grew past `max_message_bytes` (the limit is carried).
     #[error("message longer than {0} bytes")]
     TooLong(usize),
@@ -35,7 +35,7 @@ pub enum FrameError {
 
 /// Splits a byte stream into messages: newline-terminated, or ended by a quiet gap.
 #[derive(Debug)]
-pub struct MessageReader {
+pub(crate) struct MessageReader {
     buf: BytesMut,
     /// Bytes at the front of `buf` already searched for a newline.
     scanned: usize,
@@ -49,7 +49,11 @@ pub struct MessageReader {
 
 impl MessageReader {
     /// A reader with the given limits; allocates nothing until data arrives.
-    pub fn new(max_message_bytes: usize, message_gap: Duration, idle_timeout: Duration) -> Self {
+    pub(crate) fn new(
+        max_message_bytes: usize,
+        message_gap: Duration,
+        idle_timeout: Duration,
+    ) -> Self {
         MessageReader {
             buf: BytesMut::new(),
             scanned: 0,
@@ -62,14 +66,14 @@ impl MessageReader {
     }
 
     /// True when no bytes are buffered (and so no buffer is allocated).
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.buf.is_empty()
     }
 
     /// The next message without its line ending; `None` once the peer has
     /// closed and every byte was returned. Cancel-safe: bytes already read
     /// stay buffered if the returned future is dropped.
-    pub async fn next<R: AsyncRead + Unpin>(
+    pub(crate) async fn next<R: AsyncRead + Unpin>(
         &mut self,
         io: &mut R,
     ) -> Result<Option<BytesMut>, FrameError> {

@@ -1,0 +1,308 @@
+//! One `[[listener]]` table: the keys every listener has, declared once in
+//! [`ListenerKeys`] and validated here, and the settings of its handler,
+//! which the handler's own file declares and validates. A key that is
+//! neither gets a "did you mean" from both sets.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+use toml::de::DeTable;
+
+use super::error::{ConfigError, Source, join_key, path_span, value_span};
+use super::{bounds, defaults, deserialize_table, suggest};
+use crate::conn::{self, text::TextEncoding};
+use crate::handler::{HANDLER_NAMES, HandlerConfig};
+use crate::struct_keys::struct_keys;
+
+/// One validated `[[listener]]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListenerConfig {
+    /// Unique name, used in logs (and by systemd socket names).
+    pub name: String,
+    /// Address to bind; port 0 picks a free port.
+    pub bind: SocketAddr,
+    /// `listen(2)` backlog.
+    pub backlog: u32,
+    /// Connections served at once; more wait in the kernel backlog.
+    pub max_connections: usize,
+    /// A connection that sends nothing for this long is closed.
+    pub idle_timeout: Duration,
+    /// Longest message the framed handlers accept.
+    pub max_message_bytes: usize,
+    /// Bytes with no newline followed by this much quiet count as a message.
+    pub message_gap: Duration,
+    /// Encoding of the text the handler reads and writes.
+    pub encoding: TextEncoding,
+    /// Which handler serves the connections, with its settings.
+    pub handler: HandlerConfig,
+}
+
+impl ListenerConfig {
+    /// What each of its connections needs to know.
+    pub(crate) fn connection_settings(&self) -> conn::Settings {
+        conn::Settings {
+            listener: Arc::from(self.name.as_str()),
+            idle_timeout: self.idle_timeout,
+            max_message_bytes: self.max_message_bytes,
+            message_gap: self.message_gap,
+            encoding: self.encoding,
+        }
+    }
+}
+
+/// The keys every listener has, as written in the file: the one list of
+/// them (see [`struct_keys`]).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListenerKeys {
+    name: String,
+    bind: String,
+    handler: String,
+    #[serde(default = "default_backlog")]
+    backlog: u32,
+    #[serde(default = "default_max_connections")]
+    max_connections: usize,
+    #[serde(default = "default_idle_timeout", with = "humantime_serde")]
+    idle_timeout: Duration,
+    #[serde(default = "default_max_message_bytes")]
+    max_message_bytes: usize,
+    #[serde(default = "default_message_gap", with = "humantime_serde")]
+    message_gap: Duration,
+    #[serde(default)]
+    encoding: TextEncoding,
+}
+
+fn default_backlog() -> u32 {
+    defaults::BACKLOG
+}
+fn default_max_connections() -> usize {
+    defaults::MAX_CONNECTIONS
+}
+fn default_idle_timeout() -> Duration {
+    defaults::IDLE_TIMEOUT
+}
+fn default_max_message_bytes() -> usize {
+    defaults::MAX_MESSAGE_BYTES
+}
+fn default_message_gap() -> Duration {
+    defaults::MESSAGE_GAP
+}
+
+/// Parses and validates the listener table at `prefix` (`listener[2]`).
+pub(super) fn parse(
+    src: &Source<'_>,
+    prefix: &str,
+    table: Spanned<DeTable<'_>>,
+) -> Result<ListenerConfig, ConfigError> {
+    let span = table.span();
+    let common_keys = struct_keys::<ListenerKeys>();
+    let mut common = DeTable::new();
+    let mut settings = DeTable::new();
+    for (key, value) in table.get_ref().iter() {
+        let target = if common_keys.contains(&key.get_ref().as_ref()) {
+            &mut common
+        } else {
+            &mut settings
+        };
+        target.insert(key.clone(), value.clone());
+    }
+    let keys: ListenerKeys = deserialize_table(src, prefix, Spanned::new(span.clone(), common))?;
+    let table = table.get_ref();
+    let fail = |key: &str, message: String| {
+        src.error(
+            path_span(table, key).or(Some(span.clone())),
+            Some(join_key(prefix, key)),
+            format!("listener {:?}: {message}", keys.name),
+        )
+    };
+    let bind = validate_common(&keys, table, &fail)?;
+
+    let for_errors = settings.clone();
+    let deserializer = toml::de::Deserializer::from(Spanned::new(span.clone(), settings));
+    let Some(handler) = HandlerConfig::deserialize(&keys.handler, deserializer) else {
+        let names: Vec<String> = HANDLER_NAMES.iter().map(|n| format!("`{n}`")).collect();
+        let mut message = format!(
+            "unknown variant `{}`, expected one of {}",
+            keys.handler,
+            names.join(", ")
+        );
+        if let Some(near) = suggest::closest(&keys.handler, HANDLER_NAMES.iter().copied()) {
+            message.push_str(&format!("; did you mean `{near}`?"));
+        }
+        return Err(src.error(
+            value_span(table, "handler"),
+            Some(join_key(prefix, "handler")),
+            message,
+        ));
+    };
+    let mut handler = handler.map_err(|e| {
+        let err = src.toml_error(&e, Some((prefix, &for_errors)));
+        explain_unknown_key(err, prefix, &keys.handler, common_keys)
+    })?;
+    handler
+        .validate()
+        .map_err(|invalid| fail(&invalid.key, invalid.message))?;
+
+    Ok(ListenerConfig {
+        name: keys.name,
+        bind,
+        backlog: keys.backlog,
+        max_connections: keys.max_connections,
+        idle_timeout: keys.idle_timeout,
+        max_message_bytes: keys.max_message_bytes,
+        message_gap: keys.message_gap,
+        encoding: keys.encoding,
+        handler,
+    })
+}
+
+/// Checks the keys every listener has; returns the parsed `bind`.
+fn validate_common(
+    keys: &ListenerKeys,
+    table: &DeTable<'_>,
+    fail: &impl Fn(&str, String) -> ConfigError,
+) -> Result<SocketAddr, ConfigError> {
+    let valid_name = (1..=bounds::NAME_LEN).contains(&keys.name.len())
+        && keys
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if !valid_name {
+        return Err(fail(
+            "name",
+            format!(
+                "name must be 1 to {} characters of A-Z a-z 0-9 - _ .",
+                bounds::NAME_LEN
+            ),
+        ));
+    }
+    let bind: SocketAddr = keys.bind.parse().map_err(|_| {
+        fail(
+            "bind",
+            format!("invalid address {:?}: write IP:PORT, e.g. 127.0.0.1:10010 or [::1]:10010 (port 0 picks a free port)", keys.bind),
+        )
+    })?;
+    in_range(fail, "backlog", keys.backlog, &bounds::BACKLOG)?;
+    in_range(
+        fail,
+        "max_connections",
+        keys.max_connections,
+        &bounds::MAX_CONNECTIONS,
+    )?;
+    in_range(
+        fail,
+        "max_message_bytes",
+        keys.max_message_bytes,
+        &bounds::MAX_MESSAGE_BYTES,
+    )?;
+    if keys.idle_timeout.is_zero() {
+        return Err(fail(
+            "idle_timeout",
+            "idle_timeout must be longer than 0s".into(),
+        ));
+    }
+    if keys.message_gap < bounds::MESSAGE_GAP_MIN {
+        return Err(fail(
+            "message_gap",
+            format!(
+                "message_gap must be at least {}",
+                humantime::format_duration(bounds::MESSAGE_GAP_MIN)
+            ),
+        ));
+    }
+    if keys.message_gap >= keys.idle_timeout {
+        // Blame the key that was written, when only one of them was.
+        let key = if value_span(table, "message_gap").is_some() {
+            "message_gap"
+        } else {
+            "idle_timeout"
+        };
+        return Err(fail(
+            key,
+            format!(
+                "message_gap ({}) must be shorter than idle_timeout ({})",
+                humantime::format_duration(keys.message_gap),
+                humantime::format_duration(keys.idle_timeout)
+            ),
+        ));
+    }
+    Ok(bind)
+}
+
+/// Checks that a number is within its bounds, naming the key if not.
+fn in_range<T: PartialOrd + std::fmt::Display>(
+    fail: &impl Fn(&str, String) -> ConfigError,
+    key: &str,
+    value: T,
+    range: &std::ops::RangeInclusive<T>,
+) -> Result<(), ConfigError> {
+    if range.contains(&value) {
+        return Ok(());
+    }
+    Err(fail(
+        key,
+        format!(
+            "{key} must be between {} and {}",
+            range.start(),
+            range.end()
+        ),
+    ))
+}
+
+/// Rewrites serde's "unknown field" for a key directly in the listener
+/// table (not a nested one: an unknown key in a rule is the rule's
+/// mistake, and serde's message names the rule's keys). The key is neither
+/// a common key nor one of the handler's: suggest the nearest of both, or
+/// name the handlers it belongs to.
+fn explain_unknown_key(
+    mut err: ConfigError,
+    prefix: &str,
+    handler: &str,
+    common_keys: &[&str],
+) -> ConfigError {
+    let direct = err
+        .key
+        .as_deref()
+        .and_then(|k| k.strip_prefix(prefix))
+        .and_then(|k| k.strip_prefix('.'))
+        .filter(|k| !k.contains(['.', '[']));
+    let (Some(key), true) = (direct, err.message.starts_with("unknown field")) else {
+        return err;
+    };
+    let handler_keys = HandlerConfig::keys(handler);
+    let candidates = common_keys.iter().chain(handler_keys).copied();
+    err.message = match suggest::closest(key, candidates) {
+        Some(near) if common_keys.contains(&near) => {
+            format!("unknown key `{key}`; did you mean `{near}`?")
+        }
+        Some(near) => format!(
+            "not a setting of handler `{handler}`: unknown field `{key}`; did you mean `{near}`?"
+        ),
+        None => {
+            let owners: Vec<&str> = HANDLER_NAMES
+                .iter()
+                .copied()
+                .filter(|h| HandlerConfig::keys(h).contains(&key))
+                .collect();
+            let settings = if handler_keys.is_empty() {
+                "none".to_owned()
+            } else {
+                handler_keys.join(", ")
+            };
+            let belongs = if owners.is_empty() {
+                String::new()
+            } else {
+                format!(" (a setting of {})", owners.join(", "))
+            };
+            format!(
+                "not a setting of handler `{handler}`: unknown field `{key}`{belongs}; \
+                 every listener has {}, and `{handler}` adds {settings}",
+                common_keys.join(", ")
+            )
+        }
+    };
+    err
+}

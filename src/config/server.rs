@@ -1,0 +1,96 @@
+//! The `[server]` table: process-wide settings, and their validation.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::de::DeTable;
+
+use super::error::{ConfigError, Source, join_key, value_span};
+use super::{bounds, defaults};
+
+/// The `[server]` table.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// How long shutdown waits for connections to finish (e.g. "10s").
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    /// `text` (default) or `json`.
+    pub log_format: LogFormat,
+    /// A tracing filter such as `info` or `switchboard=debug`; `RUST_LOG` overrides it.
+    pub log_level: String,
+    /// Tokio worker threads; absent means one per CPU.
+    pub worker_threads: Option<usize>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            shutdown_grace: defaults::SHUTDOWN_GRACE,
+            log_format: LogFormat::Text,
+            log_level: defaults::LOG_LEVEL.to_owned(),
+            worker_threads: None,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// The keys whose change a reload cannot apply (they are read once, at
+    /// start), of those that differ between `self` and `new`.
+    pub(crate) fn restart_keys(&self, new: &ServerConfig) -> Vec<&'static str> {
+        let mut keys = Vec::new();
+        if self.log_format != new.log_format {
+            keys.push("server.log_format");
+        }
+        if self.log_level != new.log_level {
+            keys.push("server.log_level");
+        }
+        if self.worker_threads != new.worker_threads {
+            keys.push("server.worker_threads");
+        }
+        keys
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object a line.
+    Json,
+}
+
+/// Checks what serde cannot: the log filter parses, the thread count is sane.
+pub(super) fn validate(
+    src: &Source<'_>,
+    server: &ServerConfig,
+    table: &DeTable<'_>,
+) -> Result<(), ConfigError> {
+    let at = |key: &str| (value_span(table, key), Some(join_key("server", key)));
+    if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&server.log_level) {
+        let (span, key) = at("log_level");
+        return Err(src.error(
+            span,
+            key,
+            format!("invalid log filter {:?}: {e}", server.log_level),
+        ));
+    }
+    if let Some(threads) = server.worker_threads {
+        if !bounds::WORKER_THREADS.contains(&threads) {
+            let (span, key) = at("worker_threads");
+            return Err(src.error(
+                span,
+                key,
+                format!(
+                    "worker_threads must be between {} and {} (leave it out for one per CPU)",
+                    bounds::WORKER_THREADS.start(),
+                    bounds::WORKER_THREADS.end()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,356 @@
+//! The connection layer: one client's connection as a handler sees it.
+//!
+//! A handler never touches the socket. It gets bounded operations only:
+//! wait until readable, read a chunk, read a message, write, send a file.
+//! Each of them enforces the idle timeout, and the reads race the server's
+//! shutdown, here and nowhere else. The connection also counts its bytes and
+//! reports its totals to the listener's metrics once, when it is dropped.
+//! It knows no config types: a listener hands it [`Settings`].
+
+mod framing;
+mod metered;
+pub(crate) mod text;
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest};
+use tokio::net::TcpStream;
+use tokio::time::{Instant, timeout, timeout_at};
+use tokio_util::sync::CancellationToken;
+
+pub(crate) use framing::FrameError;
+use framing::MessageReader;
+use metered::Metered;
+use text::TextEncoding;
+
+use crate::metrics::{CloseReason, ListenerMetrics};
+
+/// After the last reply, how long (and how much) unread client input is
+/// drained before the socket is dropped. Closing a socket with unread input
+/// makes the kernel send RST, which can destroy the reply in flight.
+const LINGER_TIME: Duration = Duration::from_secs(1);
+const LINGER_BYTES: u64 = 256 * 1024;
+
+/// What a connection's stream must be: a TCP socket in production, an
+/// in-memory `tokio::io::duplex` in unit tests. A TCP socket also offers the
+/// fast paths: waiting for data without a buffer, and zero-copy file sends.
+pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send + Sync {
+    /// The TCP socket under this stream, if it is one.
+    fn tcp(&self) -> Option<&TcpStream> {
+        None
+    }
+}
+
+impl Io for TcpStream {
+    fn tcp(&self) -> Option<&TcpStream> {
+        Some(self)
+    }
+}
+
+impl Io for tokio::io::DuplexStream {}
+
+/// The per-listener settings a connection needs.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Settings {
+    /// The listener's name.
+    pub listener: Arc<str>,
+    /// Close after this long without input; also bounds a stalled write.
+    pub idle_timeout: Duration,
+    /// Longest message a framed handler accepts.
+    pub max_message_bytes: usize,
+    /// Quiet gap that ends a message without newline.
+    pub message_gap: Duration,
+    /// Encoding of text on this listener.
+    pub encoding: TextEncoding,
+}
+
+/// Why a connection operation failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ConnError {
+    /// The client sent nothing for the idle timeout.
+    #[error("idle timeout ({})", humantime::format_duration(*.0))]
+    Idle(Duration),
+    /// A message was longer than `max_message_bytes`.
+    #[error("message longer than {0} bytes")]
+    MessageTooLong(usize),
+    /// The client read nothing for the idle timeout while the server wrote.
+    #[error("client stopped reading for {}", humantime::format_duration(*.0))]
+    WriteStalled(Duration),
+    /// The socket or a file failed.
+    #[error("i/o error: {0}")]
+    Io(#[from] io::Error),
+}
+
+impl From<FrameError> for ConnError {
+    fn from(err: FrameError) -> Self {
+        match err {
+            FrameError::TooLong(limit) => ConnError::MessageTooLong(limit),
+            FrameError::Idle(after) => ConnError::Idle(after),
+            FrameError::Io(e) => ConnError::Io(e),
+        }
+    }
+}
+
+/// What a read saw.
+#[derive(Debug)]
+pub(crate) enum Incoming<T> {
+    /// Data: a message without its line ending, a chunk's length, or `()`
+    /// for "something arrived".
+    Data(T),
+    /// The client closed its side and every byte was returned.
+    Closed,
+    /// The server is shutting down.
+    Shutdown,
+}
+
+/// A client connection handed to a handler.
+pub(crate) struct Connection<S> {
+    stream: Metered<S>,
+    reader: MessageReader,
+    peer: SocketAddr,
+    settings: Settings,
+    shutdown: CancellationToken,
+    metrics: Arc<ListenerMetrics>,
+    opened: Instant,
+    close_reason: CloseReason,
+}
+
+impl<S: Io> Connection<S> {
+    /// Wraps an accepted stream; counts it as opened.
+    pub(crate) fn new(
+        stream: S,
+        peer: SocketAddr,
+        settings: Settings,
+        shutdown: CancellationToken,
+        metrics: Arc<ListenerMetrics>,
+    ) -> Self {
+        metrics.opened();
+        Connection {
+            stream: Metered::new(stream),
+            reader: MessageReader::new(
+                settings.max_message_bytes,
+                settings.message_gap,
+                settings.idle_timeout,
+            ),
+            peer,
+            settings,
+            shutdown,
+            metrics,
+            opened: Instant::now(),
+            close_reason: CloseReason::Dropped,
+        }
+    }
+
+    /// The client's address.
+    pub(crate) fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// The listener's settings.
+    pub(crate) fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Waits until the client has sent something (or closed), without
+    /// holding a buffer meanwhile; bounded by the idle timeout, and ended
+    /// by shutdown. In-memory streams return at once.
+    pub(crate) async fn readable(&self) -> Result<Incoming<()>, ConnError> {
+        let Some(tcp) = self.stream.get_ref().tcp() else {
+            return Ok(Incoming::Data(()));
+        };
+        let limit = self.settings.idle_timeout;
+        // A one-byte peek, not `readable()`: tokio reports a new socket
+        // readable before anything arrived, and only a real read (or peek)
+        // that would block clears that.
+        let mut probe = [0u8; 1];
+        tokio::select! {
+            biased;
+            () = self.shutdown.cancelled() => Ok(Incoming::Shutdown),
+            peeked = timeout(limit, tcp.peek(&mut probe)) => match peeked {
+                Ok(peeked) => peeked.map(|_| Incoming::Data(())).map_err(ConnError::from),
+                Err(_) => Err(ConnError::Idle(limit)),
+            },
+        }
+    }
+
+    /// One read into `buf`'s spare capacity (at most what it has reserved),
+    /// bounded by the idle timeout, and ended by shutdown.
+    pub(crate) async fn read_chunk(
+        &mut self,
+        buf: &mut BytesMut,
+    ) -> Result<Incoming<usize>, ConnError> {
+        let limit = self.settings.idle_timeout;
+        tokio::select! {
+            biased;
+            () = self.shutdown.cancelled() => Ok(Incoming::Shutdown),
+            read = timeout(limit, self.stream.read_buf(buf)) => match read {
+                Ok(Ok(0)) => Ok(Incoming::Closed),
+                Ok(Ok(n)) => Ok(Incoming::Data(n)),
+                Ok(Err(e)) => Err(e.into()),
+                Err(_) => Err(ConnError::Idle(limit)),
+            },
+        }
+    }
+
+    /// The next message, without its line ending: newline-terminated, or
+    /// ended by the quiet gap; at most `max_message_bytes`. Shutdown wins
+    /// over a read.
+    pub(crate) async fn next_message(&mut self) -> Result<Incoming<BytesMut>, ConnError> {
+        if self.reader.is_empty() {
+            // Wait for data before the reader allocates its buffer.
+            if let Incoming::Shutdown = self.readable().await? {
+                return Ok(Incoming::Shutdown);
+            }
+        }
+        tokio::select! {
+            biased;
+            () = self.shutdown.cancelled() => Ok(Incoming::Shutdown),
+            read = self.reader.next(&mut self.stream) => Ok(match read? {
+                Some(message) => Incoming::Data(message),
+                None => Incoming::Closed,
+            }),
+        }
+    }
+
+    /// Writes all of `bytes`; a client that reads nothing for the idle timeout
+    /// fails the write instead of holding the connection forever.
+    pub(crate) async fn send(&mut self, bytes: &[u8]) -> Result<(), ConnError> {
+        let limit = self.settings.idle_timeout;
+        match timeout(limit, self.stream.write_all(bytes)).await {
+            Ok(result) => Ok(result?),
+            Err(_) => Err(ConnError::WriteStalled(limit)),
+        }
+    }
+
+    /// Writes `text` in the listener's encoding, followed by "\n".
+    pub(crate) async fn send_line(&mut self, text: &str) -> Result<(), ConnError> {
+        let encoded = self.settings.encoding.encode(text);
+        let mut line = Vec::with_capacity(encoded.len() + 1);
+        line.extend_from_slice(&encoded);
+        line.push(b'\n');
+        self.send(&line).await
+    }
+
+    /// Sends the first `len` bytes of `file`, at most `chunk` bytes a call.
+    /// On a TCP socket this is sendfile(2): the bytes go from the page cache
+    /// to the socket without a copy through user space, driven by the
+    /// socket's readiness, so a slow client never holds a thread. Elsewhere
+    /// the file is read into a buffer. Stops early if the file shrinks; a
+    /// client that reads nothing for the idle timeout fails the send.
+    pub(crate) async fn send_file(
+        &mut self,
+        file: std::fs::File,
+        len: u64,
+        chunk: usize,
+    ) -> Result<u64, ConnError> {
+        let limit = self.settings.idle_timeout;
+        let chunk = chunk.max(1);
+        let mut offset = 0u64;
+        if let Some(tcp) = self.stream.get_ref().tcp() {
+            let sent = sendfile(tcp, &file, len, chunk, limit, &mut offset).await;
+            // `offset` started at 0: it is what went out, also on an error.
+            self.stream.count_sent(offset);
+            return sent.map(|()| offset);
+        }
+        let mut file = tokio::fs::File::from_std(file).take(len);
+        let mut buf = vec![0u8; usize::try_from(len).map_or(chunk, |len| len.clamp(1, chunk))];
+        loop {
+            let n = file.read(&mut buf).await?;
+            if n == 0 {
+                return Ok(offset);
+            }
+            self.send(&buf[..n]).await?;
+            offset += n as u64;
+        }
+    }
+
+    /// Sends FIN after everything written, then drains (bounded in time and
+    /// bytes) what the client still sends, so the kernel does not answer
+    /// unread input with RST and destroy the last reply. `reason` is what
+    /// the metrics count the connection as.
+    pub(crate) async fn close(&mut self, reason: CloseReason) {
+        self.close_reason = reason;
+        let deadline = Instant::now() + LINGER_TIME;
+        if timeout_at(deadline, self.stream.shutdown()).await.is_err() {
+            return;
+        }
+        let mut sink = tokio::io::sink();
+        let mut unread = self.stream.get_mut().take(LINGER_BYTES);
+        let _ = timeout_at(deadline, tokio::io::copy(&mut unread, &mut sink)).await;
+    }
+
+    /// Bytes read from and written to the client so far.
+    pub(crate) fn bytes(&self) -> (u64, u64) {
+        self.stream.counts()
+    }
+}
+
+/// Sends the first `len` bytes of `file` with sendfile(2), at most `chunk` a
+/// call, advancing `offset`; stops early if the file shrinks.
+async fn sendfile(
+    tcp: &TcpStream,
+    file: &std::fs::File,
+    len: u64,
+    chunk: usize,
+    limit: Duration,
+    offset: &mut u64,
+) -> Result<(), ConnError> {
+    while *offset < len {
+        let want = usize::try_from(len - *offset).map_or(chunk, |left| left.min(chunk));
+        let send = async {
+            loop {
+                tcp.writable().await?;
+                let sent = tcp.try_io(Interest::WRITABLE, || {
+                    rustix::fs::sendfile(tcp, file, Some(&mut *offset), want)
+                        .map_err(io::Error::from)
+                });
+                match sent {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    other => return other,
+                }
+            }
+        };
+        let sent = timeout(limit, send)
+            .await
+            .map_err(|_| ConnError::WriteStalled(limit))??;
+        if sent == 0 {
+            break;
+        }
+    }
+    Ok(())
+}
+
+impl<S> Drop for Connection<S> {
+    /// The one place a connection's totals are counted: after a normal
+    /// close, and also when the shutdown grace ran out and its task was
+    /// dropped (counted as `dropped`).
+    fn drop(&mut self) {
+        let (received, sent) = self.stream.counts();
+        self.metrics
+            .closed(self.close_reason, received, sent, self.opened.elapsed());
+    }
+}
+
+/// A connection over an in-memory stream, with test settings: generous
+/// timeouts, 1 KiB messages, UTF-8.
+#[cfg(test)]
+pub(crate) fn test_connection<S: Io>(stream: S) -> Connection<S> {
+    let settings = Settings {
+        listener: "test".into(),
+        idle_timeout: Duration::from_secs(30),
+        max_message_bytes: 1024,
+        message_gap: Duration::from_millis(50),
+        encoding: TextEncoding::Utf8,
+    };
+    Connection::new(
+        stream,
+        "127.0.0.1:1".parse().expect("address"),
+        settings,
+        CancellationToken::new(),
+        ListenerMetrics::detached(),
+    )
+}

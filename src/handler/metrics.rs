@@ -1,0 +1,270 @@
+//! `metrics`: the server's own figures (see `crate::metrics`) in the
+//! Prometheus text exposition format, for Prometheus to scrape and for a
+//! person with netcat to read.
+//!
+//! A first line `GET /metrics HTTP/1.0` (or `HTTP/1.1`) gets an HTTP/1.1
+//! response with `Content-Length` and `Connection: close`: 200 with the
+//! figures, 404 for another path, 405 for another method, 431 for too many
+//! headers. Any other first line (netcat's empty line, or none at all
+//! before the client closes its side) gets the bare text. Either way the
+//! connection then closes. The request is bounded by `max_message_bytes`
+//! per line, [`MAX_HEADERS`] lines and `request_timeout` in all.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use serde::Deserialize;
+use tokio::time::{Instant, timeout_at};
+
+use super::probe::{Probe, ProbeContext, Verdict, shown};
+use super::{BuildContext, Ended, Handler, HandlerError, Invalid};
+use crate::conn::{Connection, Incoming, Io};
+use crate::metrics::{CONTENT_TYPE, Metrics};
+
+/// The path the figures are served at.
+const PATH: &str = "/metrics";
+
+/// Most header lines read after the request line.
+const MAX_HEADERS: usize = 100;
+
+/// How long a client has for its whole request, by default.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Settings of the metrics handler.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// How long a client has to send its request (line and headers).
+    #[serde(default = "default_request_timeout", with = "humantime_serde")]
+    pub request_timeout: Duration,
+}
+
+fn default_request_timeout() -> Duration {
+    REQUEST_TIMEOUT
+}
+
+/// The metrics handler.
+#[derive(Debug)]
+pub(crate) struct MetricsHandler {
+    metrics: Arc<Metrics>,
+    request_timeout: Duration,
+}
+
+/// What the client asked for.
+enum Request {
+    /// The figures as bare text (not HTTP).
+    Text,
+    /// An HTTP request: whether to send a body, and the status to answer.
+    Http { head_only: bool, status: Status },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Status {
+    Ok,
+    NotFound,
+    MethodNotAllowed,
+    HeadersTooLarge,
+}
+
+impl Status {
+    fn line(self) -> &'static str {
+        match self {
+            Status::Ok => "200 OK",
+            Status::NotFound => "404 Not Found",
+            Status::MethodNotAllowed => "405 Method Not Allowed",
+            Status::HeadersTooLarge => "431 Request Header Fields Too Large",
+        }
+    }
+}
+
+impl MetricsHandler {
+    /// Reads the request within the deadline; `None` when the server shut
+    /// down first.
+    async fn request<S: Io>(
+        &self,
+        conn: &mut Connection<S>,
+    ) -> Result<Option<Request>, HandlerError> {
+        let deadline = Instant::now() + self.request_timeout;
+        let first = match next_line(conn, deadline, self.request_timeout).await? {
+            Incoming::Data(line) => line,
+            // Nothing asked, but the client is listening (`nc </dev/null`).
+            Incoming::Closed => return Ok(Some(Request::Text)),
+            Incoming::Shutdown => return Ok(None),
+        };
+        let Some((method, target)) = http_request_line(&first) else {
+            return Ok(Some(Request::Text));
+        };
+        let head_only = method == "HEAD";
+        let path = target.split('?').next().unwrap_or(target);
+        let mut status = match (method, path) {
+            ("GET" | "HEAD", PATH) => Status::Ok,
+            ("GET" | "HEAD", _) => Status::NotFound,
+            _ => Status::MethodNotAllowed,
+        };
+        // The headers are read (and ignored), so that the close does not
+        // cut into a request still arriving.
+        let mut headers = 0;
+        loop {
+            match next_line(conn, deadline, self.request_timeout).await? {
+                Incoming::Data(line) if line.is_empty() => break,
+                Incoming::Data(_) => {
+                    headers += 1;
+                    if headers > MAX_HEADERS {
+                        status = Status::HeadersTooLarge;
+                        break;
+                    }
+                }
+                Incoming::Closed => break,
+                Incoming::Shutdown => return Ok(None),
+            }
+        }
+        Ok(Some(Request::Http { head_only, status }))
+    }
+
+    async fn render(&self) -> Result<Vec<u8>, HandlerError> {
+        let metrics = self.metrics.clone();
+        // Reading /proc/self/fd is a directory listing: off the async workers.
+        Ok(tokio::task::spawn_blocking(move || metrics.render())
+            .await
+            .map_err(std::io::Error::other)?)
+    }
+}
+
+/// The next line, unless the request's deadline passes first.
+async fn next_line<S: Io>(
+    conn: &mut Connection<S>,
+    deadline: Instant,
+    limit: Duration,
+) -> Result<Incoming<BytesMut>, HandlerError> {
+    match timeout_at(deadline, conn.next_message()).await {
+        Ok(line) => Ok(line?),
+        Err(_) => Err(HandlerError::Idle(limit)),
+    }
+}
+
+/// `METHOD SP target SP HTTP/1.x`, as (method, target).
+fn http_request_line(line: &[u8]) -> Option<(&str, &str)> {
+    let line = std::str::from_utf8(line).ok()?;
+    let mut parts = line.split(' ');
+    let (method, target, version) = (parts.next()?, parts.next()?, parts.next()?);
+    let is_token = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_uppercase());
+    let http = matches!(version, "HTTP/1.0" | "HTTP/1.1");
+    (parts.next().is_none() && http && is_token(method) && target.starts_with('/'))
+        .then_some((method, target))
+}
+
+impl Handler for MetricsHandler {
+    const NAME: &'static str = "metrics";
+    type Config = MetricsConfig;
+
+    fn validate(config: &mut MetricsConfig) -> Result<(), Invalid> {
+        if config.request_timeout.is_zero() {
+            return Err(Invalid::at(
+                "request_timeout",
+                "request_timeout must be longer than 0s",
+            ));
+        }
+        Ok(())
+    }
+
+    fn build(config: &MetricsConfig, ctx: &BuildContext<'_>, _previous: Option<&Self>) -> Self {
+        MetricsHandler {
+            metrics: ctx.metrics.server().clone(),
+            request_timeout: config.request_timeout,
+        }
+    }
+
+    async fn serve<S: Io>(&self, conn: &mut Connection<S>) -> Result<Ended, HandlerError> {
+        let Some(request) = self.request(conn).await? else {
+            return Ok(Ended::Shutdown);
+        };
+        let (head_only, status) = match request {
+            Request::Text => {
+                let text = self.render().await?;
+                conn.send(&text).await?;
+                return Ok(Ended::Completed);
+            }
+            Request::Http { head_only, status } => (head_only, status),
+        };
+        let (content_type, body) = match status {
+            Status::Ok => (CONTENT_TYPE, self.render().await?),
+            other => (
+                "text/plain; charset=utf-8",
+                format!("{}\n", other.line()).into_bytes(),
+            ),
+        };
+        let mut response = format!(
+            "HTTP/1.1 {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n",
+            status.line(),
+            body.len()
+        );
+        if status == Status::MethodNotAllowed {
+            response.push_str("Allow: GET, HEAD\r\n");
+        }
+        response.push_str("\r\n");
+        let mut response = response.into_bytes();
+        if !head_only {
+            response.extend_from_slice(&body);
+        }
+        conn.send(&response).await?;
+        Ok(Ended::Completed)
+    }
+
+    /// A scrape must get `HTTP/1.1 200` and the build-info figure.
+    fn probe(_config: &MetricsConfig, _ctx: &ProbeContext<'_>) -> Probe {
+        const STATUS: &[u8] = b"HTTP/1.1 200 ";
+        const FIGURE: &[u8] = b"\nswitchboard_build_info{";
+        Probe {
+            send: format!("GET {PATH} HTTP/1.0\r\n\r\n").into_bytes(),
+            check: Box::new(|reply, closed| {
+                let n = reply.len().min(STATUS.len());
+                if reply[..n] != STATUS[..n] {
+                    Verdict::Fail(format!("answered {} instead of a scrape", shown(reply)))
+                } else if memchr::memmem::find(reply, FIGURE).is_some() {
+                    Verdict::Pass("scraped")
+                } else if closed {
+                    Verdict::Fail("the scrape has no switchboard_build_info".to_owned())
+                } else {
+                    Verdict::More
+                }
+            }),
+        }
+    }
+
+    fn summary(config: &MetricsConfig) -> String {
+        format!(
+            "path={PATH} request_timeout={}",
+            humantime::format_duration(config.request_timeout)
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_an_http_request_line_is_http() {
+        assert_eq!(
+            http_request_line(b"GET /metrics HTTP/1.1"),
+            Some(("GET", "/metrics"))
+        );
+        assert_eq!(
+            http_request_line(b"HEAD /x?y HTTP/1.0"),
+            Some(("HEAD", "/x?y"))
+        );
+        for not_http in [
+            &b""[..],
+            b"GET /metrics",
+            b"GET /metrics HTTP/2",
+            b"get /metrics HTTP/1.1",
+            b"GET metrics HTTP/1.1",
+            b"GET /metrics HTTP/1.1 extra",
+            b"GET  /metrics HTTP/1.1",
+            b"\xff /metrics HTTP/1.1",
+        ] {
+            assert_eq!(http_request_line(not_http), None, "{not_http:?}");
+        }
+    }
+}

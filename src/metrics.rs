@@ -1,0 +1,437 @@
+//! The server's own figures, kept in a Prometheus registry per server and
+//! served by the `metrics` handler in the text exposition format (0.0.4).
+//!
+//! What costs what on the hot path: a connection resolves its listener's
+//! counters once (when the listener's route is built), adds one to two of
+//! them when it opens, and adds its totals (bytes, duration, close reason)
+//! once, when it closes. Nothing is counted per read or write. Process
+//! figures (descriptors, memory, CPU) are read from `/proc` at scrape time.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use prometheus::core::Collector;
+use prometheus::{
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// The `Content-Type` of [`Metrics::render`]'s text.
+pub(crate) const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Upper bounds of the connection-duration buckets, in seconds: from a
+/// connect-and-close to the two hours an idle bot chat may last.
+const DURATION_BUCKETS: &[f64] = &[
+    0.001, 0.005, 0.025, 0.1, 0.5, 2.5, 10.0, 60.0, 300.0, 1800.0, 7200.0,
+];
+
+/// Why a connection closed, as the `reason` label of
+/// `switchboard_connections_closed_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CloseReason {
+    /// The client closed its side (or reset the connection).
+    ClientClosed,
+    /// The handler finished its work (a file, a listing, a scrape).
+    Completed,
+    /// The client said a farewell.
+    Farewell,
+    /// The server asked it to finish (shutdown, or its listener removed).
+    Shutdown,
+    /// The client sent nothing, or read nothing, for the idle timeout.
+    Idle,
+    /// A limit refused it (a message longer than `max_message_bytes`).
+    Limit,
+    /// The handler refused the request (`ERR <reason>`).
+    Refused,
+    /// A socket or file error on the server's side.
+    Error,
+    /// Still open when the shutdown grace ran out, and dropped.
+    Dropped,
+}
+
+impl CloseReason {
+    /// Every reason, in label order.
+    pub(crate) const ALL: [CloseReason; 9] = [
+        CloseReason::ClientClosed,
+        CloseReason::Completed,
+        CloseReason::Farewell,
+        CloseReason::Shutdown,
+        CloseReason::Idle,
+        CloseReason::Limit,
+        CloseReason::Refused,
+        CloseReason::Error,
+        CloseReason::Dropped,
+    ];
+
+    /// The label value.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            CloseReason::ClientClosed => "client_closed",
+            CloseReason::Completed => "completed",
+            CloseReason::Farewell => "farewell",
+            CloseReason::Shutdown => "shutdown",
+            CloseReason::Idle => "idle",
+            CloseReason::Limit => "limit",
+            CloseReason::Refused => "refused",
+            CloseReason::Error => "error",
+            CloseReason::Dropped => "dropped",
+        }
+    }
+
+    fn index(self) -> usize {
+        Self::ALL.iter().position(|r| *r == self).unwrap_or(0)
+    }
+}
+
+/// Every figure of one server. Shared (`Arc`) by its listeners; a reload
+/// keeps it, so counters run on across reloads.
+pub struct Metrics {
+    registry: Registry,
+    started: Instant,
+    accepted: IntCounterVec,
+    open: IntGaugeVec,
+    closed: IntCounterVec,
+    bytes_received: IntCounterVec,
+    bytes_sent: IntCounterVec,
+    duration: HistogramVec,
+    messages_answered: IntCounterVec,
+    files_sent: IntCounterVec,
+    file_bytes_sent: IntCounterVec,
+    error_replies: IntCounterVec,
+    reloads: IntCounterVec,
+    process: ProcessGauges,
+}
+
+impl fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+/// Figures read from the process at scrape time.
+struct ProcessGauges {
+    open_fds: IntGauge,
+    max_fds: IntGauge,
+    resident_memory: IntGauge,
+    cpu_seconds: Gauge,
+    start_time: Gauge,
+    uptime: Gauge,
+}
+
+const LISTENER_LABELS: &[&str] = &["listener", "handler"];
+
+impl Metrics {
+    /// A registry with every family registered and nothing counted yet.
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let counters = |name: &str, help: &str, extra: &[&str]| {
+            let labels: Vec<&str> = LISTENER_LABELS.iter().chain(extra).copied().collect();
+            register(
+                &registry,
+                IntCounterVec::new(Opts::new(name, help), &labels).expect("valid metric"),
+            )
+        };
+        let accepted = counters(
+            "switchboard_connections_accepted_total",
+            "Connections accepted.",
+            &[],
+        );
+        let closed = counters(
+            "switchboard_connections_closed_total",
+            "Connections closed, by reason.",
+            &["reason"],
+        );
+        let bytes_received = counters(
+            "switchboard_received_bytes_total",
+            "Bytes read from clients.",
+            &[],
+        );
+        let bytes_sent = counters(
+            "switchboard_sent_bytes_total",
+            "Bytes written to clients.",
+            &[],
+        );
+        let messages_answered = counters(
+            "switchboard_messages_answered_total",
+            "Messages a bot answered.",
+            &[],
+        );
+        let files_sent = counters(
+            "switchboard_files_sent_total",
+            "Files a download listener sent in full.",
+            &[],
+        );
+        let file_bytes_sent = counters(
+            "switchboard_file_bytes_sent_total",
+            "Bytes of files a download listener sent.",
+            &[],
+        );
+        let error_replies = counters(
+            "switchboard_error_replies_total",
+            "ERR replies sent to clients, by reason.",
+            &["reason"],
+        );
+        let open = register(
+            &registry,
+            IntGaugeVec::new(
+                Opts::new("switchboard_connections_open", "Connections open now."),
+                LISTENER_LABELS,
+            )
+            .expect("valid metric"),
+        );
+        let duration = register(
+            &registry,
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "switchboard_connection_duration_seconds",
+                    "How long connections lasted, from accept to close.",
+                )
+                .buckets(DURATION_BUCKETS.to_vec()),
+                LISTENER_LABELS,
+            )
+            .expect("valid metric"),
+        );
+        let reloads = register(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "switchboard_reloads_total",
+                    "Config reloads (SIGHUP), by result.",
+                ),
+                &["result"],
+            )
+            .expect("valid metric"),
+        );
+        // Both results from the start, so that a failure is a rate, not a new series.
+        for result in ["ok", "failed"] {
+            reloads.with_label_values(&[result]);
+        }
+        let build_info = register(
+            &registry,
+            IntGaugeVec::new(
+                Opts::new(
+                    "switchboard_build_info",
+                    "The running build: always 1, with its version as a label.",
+                ),
+                &["version"],
+            )
+            .expect("valid metric"),
+        );
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        let int_gauge = |name: &str, help: &str| {
+            register(&registry, IntGauge::new(name, help).expect("valid metric"))
+        };
+        let gauge = |name: &str, help: &str| {
+            register(&registry, Gauge::new(name, help).expect("valid metric"))
+        };
+        let process = ProcessGauges {
+            open_fds: int_gauge("process_open_fds", "Open file descriptors."),
+            max_fds: int_gauge(
+                "process_max_fds",
+                "The soft limit on open file descriptors.",
+            ),
+            resident_memory: int_gauge("process_resident_memory_bytes", "Resident memory size."),
+            cpu_seconds: gauge(
+                "process_cpu_seconds_total",
+                "User and system CPU time spent, in seconds.",
+            ),
+            start_time: gauge(
+                "process_start_time_seconds",
+                "When the server started, in seconds since the Unix epoch.",
+            ),
+            uptime: gauge(
+                "switchboard_uptime_seconds",
+                "Seconds since the server started.",
+            ),
+        };
+        let since_epoch = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        process.start_time.set(since_epoch.as_secs_f64());
+        Metrics {
+            registry,
+            started: Instant::now(),
+            accepted,
+            open,
+            closed,
+            bytes_received,
+            bytes_sent,
+            duration,
+            messages_answered,
+            files_sent,
+            file_bytes_sent,
+            error_replies,
+            reloads,
+            process,
+        }
+    }
+
+    /// The counters of listener `name` running `handler`, resolved once.
+    pub(crate) fn listener(self: &Arc<Self>, name: &str, handler: &str) -> Arc<ListenerMetrics> {
+        let labels = [name, handler];
+        let closed = CloseReason::ALL.map(|reason| {
+            self.closed
+                .with_label_values(&[name, handler, reason.label()])
+        });
+        Arc::new(ListenerMetrics {
+            accepted: self.accepted.with_label_values(&labels),
+            open: self.open.with_label_values(&labels),
+            closed,
+            bytes_received: self.bytes_received.with_label_values(&labels),
+            bytes_sent: self.bytes_sent.with_label_values(&labels),
+            duration: self.duration.with_label_values(&labels),
+            labels: [name.to_owned(), handler.to_owned()],
+            metrics: self.clone(),
+        })
+    }
+
+    /// Counts one applied (`ok`) or failed reload.
+    pub(crate) fn reloaded(&self, ok: bool) {
+        let result = if ok { "ok" } else { "failed" };
+        self.reloads.with_label_values(&[result]).inc();
+    }
+
+    /// Every figure in the text exposition format. Reads `/proc`: call it
+    /// off the async workers.
+    pub(crate) fn render(&self) -> Vec<u8> {
+        self.refresh_process();
+        let mut text = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut text) {
+            // Only a write into `text` could fail, and a Vec takes every write.
+            tracing::warn!(error = %e, "cannot encode the metrics");
+        }
+        text
+    }
+
+    fn refresh_process(&self) {
+        let p = &self.process;
+        p.uptime.set(self.started.elapsed().as_secs_f64());
+        if let Ok(entries) = std::fs::read_dir("/proc/self/fd") {
+            // The directory's own descriptor is counted too: take it off.
+            let open = entries.count().saturating_sub(1);
+            p.open_fds.set(i64::try_from(open).unwrap_or(i64::MAX));
+        }
+        let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+        p.max_fds.set(
+            limit
+                .current
+                .map_or(i64::MAX, |soft| i64::try_from(soft).unwrap_or(i64::MAX)),
+        );
+        if let Some(pages) = std::fs::read_to_string("/proc/self/statm")
+            .ok()
+            .and_then(|statm| statm.split_whitespace().nth(1)?.parse::<u64>().ok())
+        {
+            let bytes = pages.saturating_mul(rustix::param::page_size() as u64);
+            p.resident_memory
+                .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        }
+        if let Some(cpu) = process_cpu_time() {
+            p.cpu_seconds.set(cpu.as_secs_f64());
+        }
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+/// User plus system CPU time of this process.
+fn process_cpu_time() -> Option<Duration> {
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+    Some(Duration::new(
+        u64::try_from(now.tv_sec).ok()?,
+        u32::try_from(now.tv_nsec).ok()?,
+    ))
+}
+
+fn register<C: Collector + Clone + 'static>(registry: &Registry, collector: C) -> C {
+    if let Err(e) = registry.register(Box::new(collector.clone())) {
+        // Names are fixed and distinct; a clash is a bug, not worth a crash.
+        tracing::warn!(error = %e, "cannot register a metric");
+    }
+    collector
+}
+
+/// The counters of one listener (with its handler), for its connections.
+pub(crate) struct ListenerMetrics {
+    accepted: IntCounter,
+    open: IntGauge,
+    closed: [IntCounter; CloseReason::ALL.len()],
+    bytes_received: IntCounter,
+    bytes_sent: IntCounter,
+    duration: Histogram,
+    labels: [String; 2],
+    metrics: Arc<Metrics>,
+}
+
+impl fmt::Debug for ListenerMetrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ListenerMetrics")
+            .field("listener", &self.labels[0])
+            .field("handler", &self.labels[1])
+            .finish_non_exhaustive()
+    }
+}
+
+impl ListenerMetrics {
+    /// Counters that belong to no server, for unit tests of handlers.
+    #[cfg(test)]
+    pub(crate) fn detached() -> Arc<ListenerMetrics> {
+        Arc::new(Metrics::new()).listener("test", "test")
+    }
+
+    /// A connection was accepted.
+    pub(crate) fn opened(&self) {
+        self.accepted.inc();
+        self.open.inc();
+    }
+
+    /// A connection closed, with its totals.
+    pub(crate) fn closed(
+        &self,
+        reason: CloseReason,
+        bytes_received: u64,
+        bytes_sent: u64,
+        duration: Duration,
+    ) {
+        self.open.dec();
+        self.closed[reason.index()].inc();
+        self.bytes_received.inc_by(bytes_received);
+        self.bytes_sent.inc_by(bytes_sent);
+        self.duration.observe(duration.as_secs_f64());
+    }
+
+    /// An `ERR` reply was sent; `reason` is one of a fixed set of texts.
+    pub(crate) fn error_reply(&self, reason: &str) {
+        let [listener, handler] = &self.labels;
+        self.metrics
+            .error_replies
+            .with_label_values(&[listener.as_str(), handler, reason])
+            .inc();
+    }
+
+    /// The counter of messages a bot answered on this listener.
+    pub(crate) fn messages_answered(&self) -> IntCounter {
+        self.metrics
+            .messages_answered
+            .with_label_values(&self.labels)
+    }
+
+    /// The counters of files sent in full, and of their bytes.
+    pub(crate) fn files_sent(&self) -> (IntCounter, IntCounter) {
+        (
+            self.metrics.files_sent.with_label_values(&self.labels),
+            self.metrics.file_bytes_sent.with_label_values(&self.labels),
+        )
+    }
+
+    /// The server's registry, for the `metrics` handler.
+    pub(crate) fn server(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+}

@@ -1,0 +1,272 @@
+//! The server: binds (or takes from the service manager) every listener of a
+//! config before serving any, runs their accept loops on one runtime,
+//! applies reloaded configs without dropping live connections, and on
+//! shutdown stops accepting, tells every connection to finish and waits for
+//! them up to the grace period.
+
+mod drain;
+mod limit;
+mod listener;
+mod reload;
+mod running;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tracing::warn;
+
+pub use drain::ShutdownReport;
+pub use listener::BindError;
+pub use reload::{ReloadError, ReloadSummary};
+
+use crate::config::{Config, ListenerConfig, ServerConfig};
+use crate::metrics::Metrics;
+use drain::Drain;
+use listener::Listener;
+use running::RunState;
+
+/// Every listener of a config, bound and ready to serve.
+#[derive(Debug)]
+pub struct Server {
+    listeners: Vec<Listener>,
+    server_config: ServerConfig,
+    drain: Drain,
+    metrics: Arc<Metrics>,
+    listener_count: Arc<AtomicUsize>,
+    requests: mpsc::Receiver<ReloadRequest>,
+    /// Kept so the request channel never closes while the server runs.
+    handle: ServerHandle,
+}
+
+/// A bound listener, as shown to the operator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BoundListener {
+    /// The listener's name.
+    pub name: String,
+    /// The address it listens on.
+    pub addr: SocketAddr,
+    /// Its handler's name.
+    pub handler: &'static str,
+    /// True when the socket came from the service manager.
+    pub activated: bool,
+}
+
+/// A listening socket the service manager passed, claimed for a listener.
+#[derive(Debug)]
+pub struct PassedSocket {
+    /// The listening socket.
+    pub socket: std::net::TcpListener,
+    /// Its `FileDescriptorName=`.
+    pub fd_name: String,
+}
+
+/// Asks a running server to reload, and reads its status.
+#[derive(Debug, Clone)]
+pub struct ServerHandle {
+    requests: mpsc::Sender<ReloadRequest>,
+    listeners: Arc<AtomicUsize>,
+    drain: Drain,
+    metrics: Arc<Metrics>,
+}
+
+/// The live numbers of a running server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerStatus {
+    /// Listeners accepting clients.
+    pub listeners: usize,
+    /// Connections open.
+    pub connections: usize,
+}
+
+impl fmt::Display for ServerStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} listener(s), {} connection(s) open",
+            self.listeners, self.connections
+        )
+    }
+}
+
+struct ReloadRequest {
+    config: Config,
+    reply: oneshot::Sender<Result<ReloadSummary, ReloadError>>,
+}
+
+impl fmt::Debug for ReloadRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReloadRequest").finish_non_exhaustive()
+    }
+}
+
+impl ServerHandle {
+    /// Applies `config` to the running server: new listeners are bound and
+    /// served, removed ones stop accepting and their connections are asked
+    /// to finish (and dropped after the grace period), changed settings
+    /// apply to new connections, and open connections of kept listeners are
+    /// not touched. If any new address cannot be bound, nothing changes.
+    pub async fn reload(&self, config: Config) -> Result<ReloadSummary, ReloadError> {
+        let (reply, answer) = oneshot::channel();
+        self.requests
+            .send(ReloadRequest { config, reply })
+            .await
+            .map_err(|_| ReloadError::Stopped)?;
+        answer.await.map_err(|_| ReloadError::Stopped)?
+    }
+
+    /// Counts a reload that failed before it reached the server (the file
+    /// could not be read or is not a valid config).
+    pub(crate) fn reload_failed(&self) {
+        self.metrics.reloaded(false);
+    }
+
+    /// Listeners and open connections now.
+    pub fn status(&self) -> ServerStatus {
+        ServerStatus {
+            listeners: self.listeners.load(Ordering::Relaxed),
+            connections: self.drain.open(),
+        }
+    }
+}
+
+impl Server {
+    /// Binds every listener; the first that fails fails the start, by name.
+    /// Must be called inside a tokio runtime.
+    pub fn bind(config: &Config) -> Result<Server, BindError> {
+        let listeners = config
+            .listeners
+            .iter()
+            .map(Listener::bind)
+            .collect::<Result<_, _>>()?;
+        Ok(Self::serving(listeners, config))
+    }
+
+    /// Like [`Server::bind`], but a listener first takes the socket that
+    /// `passed` gives it (a socket from the service manager), if any.
+    /// Must be called inside a tokio runtime.
+    pub fn start(
+        config: &Config,
+        mut passed: impl FnMut(&ListenerConfig) -> Option<PassedSocket>,
+    ) -> Result<Server, BindError> {
+        let mut listeners = Vec::with_capacity(config.listeners.len());
+        for listener in &config.listeners {
+            let bound = match passed(listener) {
+                Some(PassedSocket { socket, fd_name }) => {
+                    let addr = socket.local_addr().unwrap_or(listener.bind);
+                    Listener::adopt(socket, listener, fd_name).map_err(|source| BindError {
+                        name: listener.name.clone(),
+                        addr,
+                        source,
+                    })?
+                }
+                None => Listener::bind(listener)?,
+            };
+            listeners.push(bound);
+        }
+        Ok(Self::serving(listeners, config))
+    }
+
+    fn serving(listeners: Vec<Listener>, config: &Config) -> Server {
+        let drain = Drain::new();
+        let metrics = Arc::new(Metrics::new());
+        let listener_count = Arc::new(AtomicUsize::new(listeners.len()));
+        let (sender, requests) = mpsc::channel(1);
+        let handle = ServerHandle {
+            requests: sender,
+            listeners: listener_count.clone(),
+            drain: drain.clone(),
+            metrics: metrics.clone(),
+        };
+        Server {
+            listeners,
+            server_config: config.server.clone(),
+            drain,
+            metrics,
+            listener_count,
+            requests,
+            handle,
+        }
+    }
+
+    /// The bound listeners, in config order.
+    pub fn listeners(&self) -> Vec<BoundListener> {
+        (self.listeners.iter())
+            .map(|l| bound_listener(l.config(), l))
+            .collect()
+    }
+
+    /// The address of the listener called `name`.
+    pub fn local_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.listeners
+            .iter()
+            .find(|l| l.name() == name)
+            .map(Listener::local_addr)
+    }
+
+    /// A handle to reload the running server and read its status.
+    pub fn handle(&self) -> ServerHandle {
+        self.handle.clone()
+    }
+
+    /// Serves until `shutdown` completes, applying reloads sent through
+    /// [`Server::handle`], then drains: listeners stop accepting,
+    /// connections are told to finish (bots say goodbye, downloads finish
+    /// their file), and the server waits up to the grace period, then drops
+    /// the connections still open.
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> ShutdownReport {
+        let mut state = RunState::new(
+            self.drain.clone(),
+            self.metrics.clone(),
+            self.server_config.clone(),
+        );
+        for listener in std::mem::take(&mut self.listeners) {
+            state.serve_first(listener);
+        }
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                Some(request) = self.requests.recv() => {
+                    let result = state.reload(request.config).await.map_err(ReloadError::from);
+                    self.metrics.reloaded(result.is_ok());
+                    self.listener_count.store(state.listener_count(), Ordering::Relaxed);
+                    let _ = request.reply.send(result);
+                }
+            }
+        }
+        // Stops the accept loops too: theirs are child tokens of the drain's.
+        self.drain.begin();
+        let grace = state.stop_accepting().await;
+        drop(self.handle);
+        self.drain.wait(grace).await
+    }
+}
+
+/// How `socket`, serving `config`, is shown to the operator.
+pub(crate) fn bound_listener(config: &ListenerConfig, socket: &Listener) -> BoundListener {
+    BoundListener {
+        name: config.name.clone(),
+        addr: socket.local_addr(),
+        handler: config.handler.name(),
+        activated: socket.activated(),
+    }
+}
+
+/// How long stopped accept loops get to return (they return at their next
+/// poll; the bound only guards against a bug).
+const ACCEPT_LOOP_STOP: Duration = Duration::from_secs(5);
+
+/// Waits for stopped accept loops to return, so that their sockets are closed.
+pub(crate) async fn stopped(accept_loops: Vec<JoinHandle<()>>) {
+    for task in accept_loops {
+        if tokio::time::timeout(ACCEPT_LOOP_STOP, task).await.is_err() {
+            warn!("an accept loop did not stop in time");
+        }
+    }
+}

@@ -1,0 +1,286 @@
+//! The listeners being served, and reloads, part two: applying a plan
+//! (see `reload`) to them. Every new socket is bound before anything
+//! changes, so a failed bind leaves the server as it was.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, info, info_span, warn};
+
+use super::drain::Drain;
+use super::limit::ConnectionLimit;
+use super::listener::{BindError, Listener, Route};
+use super::reload::{self, Parked, ReloadSummary, Running, SocketSource};
+use super::{bound_listener, stopped};
+use crate::config::{Config, ListenerConfig, ServerConfig};
+use crate::metrics::Metrics;
+
+/// The serving side of `Server::run`.
+pub(super) struct RunState {
+    drain: Drain,
+    metrics: Arc<Metrics>,
+    next_id: Arc<AtomicU64>,
+    running: Vec<RunningListener>,
+    /// The `[server]` table the process started with.
+    started_with: ServerConfig,
+    /// The `[server]` table of the config last applied.
+    server_config: ServerConfig,
+    /// Sockets from the service manager whose listener a reload removed or
+    /// moved. systemd keeps its own copy open, so the port stays bound
+    /// either way; they are kept for a later reload to claim again.
+    parked: Vec<Arc<Listener>>,
+}
+
+/// What a listener of a reloaded config is served with.
+enum Next {
+    /// The running listener at this index, kept with its socket.
+    Keep(usize),
+    /// A socket it does not serve yet.
+    Serve(Arc<Listener>),
+}
+
+/// A listener being served.
+struct RunningListener {
+    /// Its current config (the socket's may be older: a kept socket).
+    config: ListenerConfig,
+    socket: Arc<Listener>,
+    route: watch::Sender<Arc<Route>>,
+    limit: Arc<ConnectionLimit>,
+    /// Its connections, a part of the server's.
+    drain: Drain,
+    /// Stops its accept loop (also stopped when `drain` finishes).
+    stop_accepting: CancellationToken,
+    /// The accept loop's task; taken when the loop is stopped.
+    accepting: Option<JoinHandle<()>>,
+}
+
+impl RunState {
+    /// Nothing served yet.
+    pub(super) fn new(drain: Drain, metrics: Arc<Metrics>, server_config: ServerConfig) -> Self {
+        RunState {
+            drain,
+            metrics,
+            next_id: Arc::new(AtomicU64::new(1)),
+            running: Vec::new(),
+            started_with: server_config.clone(),
+            server_config,
+            parked: Vec::new(),
+        }
+    }
+
+    /// Starts serving a listener bound at start.
+    pub(super) fn serve_first(&mut self, listener: Listener) {
+        let config = listener.config().clone();
+        let running = self.serve_new(Arc::new(listener), &config, None);
+        self.running.push(running);
+    }
+
+    /// Listeners being served.
+    pub(super) fn listener_count(&self) -> usize {
+        self.running.len()
+    }
+
+    /// Waits for every accept loop to return (they were stopped by the
+    /// server's drain); returns the shutdown grace of the config last applied.
+    pub(super) async fn stop_accepting(&mut self) -> Duration {
+        let accept_loops = (self.running.iter_mut())
+            .filter_map(|r| r.accepting.take())
+            .collect();
+        stopped(accept_loops).await;
+        self.server_config.shutdown_grace
+    }
+
+    /// Starts serving `socket` for `config`; `previous` is the listener it
+    /// replaces (its accept loop already stopped), whose route, limit and
+    /// connections it takes over.
+    fn serve_new(
+        &mut self,
+        socket: Arc<Listener>,
+        config: &ListenerConfig,
+        previous: Option<RunningListener>,
+    ) -> RunningListener {
+        let (route, limit, drain) = match previous {
+            Some(old) => {
+                let route = Route::new(config, &self.metrics, Some(&old.route.borrow()));
+                old.route.send_replace(Arc::new(route));
+                old.limit.resize(config.max_connections);
+                (old.route, old.limit, old.drain)
+            }
+            None => (
+                watch::Sender::new(Arc::new(Route::new(config, &self.metrics, None))),
+                Arc::new(ConnectionLimit::new(config.max_connections)),
+                self.drain.child(),
+            ),
+        };
+        let config = config.clone();
+        let stop_accepting = drain.finishing().child_token();
+        info!(listener = config.name, addr = %socket.local_addr(), handler = config.handler.name(), activated = socket.activated(), "listening");
+        let span = info_span!("listener", listener = config.name);
+        let accept = {
+            let socket = socket.clone();
+            let route = route.subscribe();
+            let limit = limit.clone();
+            let stop = stop_accepting.clone();
+            let drain = drain.clone();
+            let next_id = self.next_id.clone();
+            async move {
+                socket.accept_loop(route, limit, stop, drain, next_id).await;
+            }
+        };
+        let accepting = Some(tokio::spawn(accept.instrument(span)));
+        RunningListener {
+            config,
+            socket,
+            route,
+            limit,
+            drain,
+            stop_accepting,
+            accepting,
+        }
+    }
+
+    /// Applies a reloaded config: plans, binds every new address first (so
+    /// that a failure changes nothing), then stops the listeners that leave
+    /// their sockets and starts the new ones. Returns once the accept loops
+    /// of removed and moved listeners have stopped (their sockets closed,
+    /// unless another listener took them over or systemd holds them).
+    pub(super) async fn reload(&mut self, config: Config) -> Result<ReloadSummary, BindError> {
+        let running: Vec<Running<'_>> = (self.running.iter())
+            .map(|r| Running {
+                name: &r.config.name,
+                bind: r.config.bind,
+                addr: r.socket.local_addr(),
+                activated: r.socket.activated(),
+            })
+            .collect();
+        let parked: Vec<Parked<'_>> = (self.parked.iter())
+            .map(|p| Parked {
+                fd_name: p.fd_name(),
+                addr: p.local_addr(),
+            })
+            .collect();
+        let plan = reload::plan(&running, &parked, &config.listeners);
+
+        // The only step that can fail: bind the new sockets.
+        let mut next = Vec::with_capacity(plan.sockets.len());
+        for (source, new) in plan.sockets.iter().zip(&config.listeners) {
+            next.push(match *source {
+                SocketSource::Keep(i) => Next::Keep(i),
+                SocketSource::TakeOver(i) => Next::Serve(self.running[i].socket.clone()),
+                SocketSource::Unpark(j) => Next::Serve(self.parked[j].clone()),
+                SocketSource::Bind => Next::Serve(Arc::new(Listener::bind(new)?)),
+            });
+        }
+
+        // Every listener that leaves its socket stops accepting first, so
+        // that a socket another listener takes over is never served by both.
+        let mut parked_now = Vec::new();
+        for (j, socket) in self.parked.drain(..).enumerate() {
+            if !plan.unparks(j) {
+                parked_now.push(socket);
+            }
+        }
+        let mut stopping = Vec::new();
+        for (i, leaving) in self.running.iter_mut().enumerate() {
+            if plan.keeps(i) {
+                continue;
+            }
+            leaving.stop_accepting.cancel();
+            stopping.extend(leaving.accepting.take());
+            if leaving.socket.activated() && !plan.takes_over(i) {
+                warn!(
+                    listener = leaving.config.name,
+                    addr = %leaving.socket.local_addr(),
+                    "this socket came from systemd, which keeps it open: the port stays \
+                     bound, unserved, until a reload gives it to a listener again or it \
+                     is removed from the socket unit"
+                );
+                parked_now.push(leaving.socket.clone());
+            }
+        }
+        self.parked = parked_now;
+        stopped(stopping).await;
+
+        let mut summary = ReloadSummary::default();
+        let mut old: Vec<Option<RunningListener>> = std::mem::take(&mut self.running)
+            .into_iter()
+            .map(Some)
+            .collect();
+        let mut running = Vec::with_capacity(config.listeners.len());
+        for (new, next) in config.listeners.iter().zip(next) {
+            match next {
+                Next::Keep(i) => {
+                    let Some(mut kept) = old[i].take() else {
+                        unreachable!("names are unique, so a listener is kept at most once")
+                    };
+                    if kept.config != *new {
+                        kept.apply(new, &self.metrics);
+                        summary.changed.push(new.name.clone());
+                    }
+                    running.push(kept);
+                }
+                Next::Serve(socket) => {
+                    let previous = old
+                        .iter()
+                        .position(|r| r.as_ref().is_some_and(|r| r.config.name == new.name))
+                        .and_then(|i| old[i].take());
+                    if previous.is_some() {
+                        summary.rebound.push(new.name.clone());
+                    } else {
+                        summary.added.push(new.name.clone());
+                    }
+                    running.push(self.serve_new(socket, new, previous));
+                }
+            }
+        }
+        for removed in old.into_iter().flatten() {
+            summary.removed.push(removed.config.name.clone());
+            removed.retire(config.server.shutdown_grace);
+        }
+        self.running = running;
+        summary.needs_restart = self.started_with.restart_keys(&config.server);
+        self.server_config = config.server;
+        summary.listeners = (self.running.iter())
+            .map(|r| bound_listener(&r.config, &r.socket))
+            .collect();
+        Ok(summary)
+    }
+}
+
+impl RunningListener {
+    /// New settings for the connections accepted from now on.
+    fn apply(&mut self, new: &ListenerConfig, metrics: &Arc<Metrics>) {
+        let route = Route::new(new, metrics, Some(&self.route.borrow()));
+        self.route.send_replace(Arc::new(route));
+        self.limit.resize(new.max_connections);
+        if new.backlog != self.config.backlog {
+            if self.socket.activated() {
+                info!(
+                    listener = new.name,
+                    "backlog not changed: the socket came from systemd (its unit's Backlog= applies)"
+                );
+            } else if let Err(e) = self.socket.set_backlog(new.backlog) {
+                warn!(listener = new.name, error = %e, "cannot change the listen backlog");
+            }
+        }
+        self.config = new.clone();
+    }
+
+    /// Drains this listener's connections (its accept loop is stopped):
+    /// they are asked to finish now and dropped after `grace`.
+    fn retire(self, grace: Duration) {
+        self.drain.begin();
+        let span = info_span!("listener", listener = self.config.name);
+        let drain = self.drain;
+        tokio::spawn(
+            async move {
+                drain.wait(grace).await;
+            }
+            .instrument(span),
+        );
+    }
+}
