@@ -8,13 +8,13 @@
 //! figures (descriptors, memory, CPU) are read from `/proc` at scrape time.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use prometheus::core::Collector;
 use prometheus::{
-    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Counter, Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// The `Content-Type` of [`Metrics::render`]'s text.
@@ -88,6 +88,9 @@ impl CloseReason {
 /// keeps it, so counters run on across reloads.
 pub struct Metrics {
     registry: Registry,
+    /// Held while the process figures are refreshed, so that two scrapes at
+    /// once do not both add the same CPU time.
+    refreshing: Mutex<()>,
     started: Instant,
     accepted: IntCounterVec,
     open: IntGaugeVec,
@@ -114,7 +117,7 @@ struct ProcessGauges {
     open_fds: IntGauge,
     max_fds: IntGauge,
     resident_memory: IntGauge,
-    cpu_seconds: Gauge,
+    cpu_seconds: Counter,
     start_time: Gauge,
     uptime: Gauge,
 }
@@ -234,9 +237,13 @@ impl Metrics {
                 "The soft limit on open file descriptors.",
             ),
             resident_memory: int_gauge("process_resident_memory_bytes", "Resident memory size."),
-            cpu_seconds: gauge(
-                "process_cpu_seconds_total",
-                "User and system CPU time spent, in seconds.",
+            cpu_seconds: register(
+                &registry,
+                Counter::new(
+                    "process_cpu_seconds_total",
+                    "User and system CPU time spent, in seconds.",
+                )
+                .expect("valid metric"),
             ),
             start_time: gauge(
                 "process_start_time_seconds",
@@ -253,6 +260,7 @@ impl Metrics {
         process.start_time.set(since_epoch.as_secs_f64());
         Metrics {
             registry,
+            refreshing: Mutex::new(()),
             started: Instant::now(),
             accepted,
             open,
@@ -307,6 +315,10 @@ impl Metrics {
     }
 
     fn refresh_process(&self) {
+        let _one_at_a_time = self
+            .refreshing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let p = &self.process;
         p.uptime.set(self.started.elapsed().as_secs_f64());
         if let Ok(entries) = std::fs::read_dir("/proc/self/fd") {
@@ -329,7 +341,11 @@ impl Metrics {
                 .set(i64::try_from(bytes).unwrap_or(i64::MAX));
         }
         if let Some(cpu) = process_cpu_time() {
-            p.cpu_seconds.set(cpu.as_secs_f64());
+            // A counter only goes up: add what was spent since the last scrape.
+            let more = cpu.as_secs_f64() - p.cpu_seconds.get();
+            if more > 0.0 {
+                p.cpu_seconds.inc_by(more);
+            }
         }
     }
 }

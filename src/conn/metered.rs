@@ -29,11 +29,6 @@ impl<S> Metered<S> {
         &self.inner
     }
 
-    /// The stream itself, mutably (its reads and writes are not counted).
-    pub(super) fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
     /// Counts bytes written past this wrapper (sendfile).
     pub(super) fn count_sent(&mut self, bytes: u64) {
         self.sent += bytes;

@@ -279,7 +279,8 @@ impl<S: Io> Connection<S> {
             return;
         }
         let mut sink = tokio::io::sink();
-        let mut unread = self.stream.get_mut().take(LINGER_BYTES);
+        // Read through the meter: these bytes came from the client too.
+        let mut unread = (&mut self.stream).take(LINGER_BYTES);
         let _ = timeout_at(deadline, tokio::io::copy(&mut unread, &mut sink)).await;
     }
 
@@ -339,6 +340,12 @@ impl<S> Drop for Connection<S> {
 /// timeouts, 1 KiB messages, UTF-8.
 #[cfg(test)]
 pub(crate) fn test_connection<S: Io>(stream: S) -> Connection<S> {
+    counted_test_connection(stream, ListenerMetrics::detached())
+}
+
+/// Like [`test_connection`], counted in `metrics`.
+#[cfg(test)]
+fn counted_test_connection<S: Io>(stream: S, metrics: Arc<ListenerMetrics>) -> Connection<S> {
     let settings = Settings {
         listener: "test".into(),
         idle_timeout: Duration::from_secs(30),
@@ -351,6 +358,50 @@ pub(crate) fn test_connection<S: Io>(stream: S) -> Connection<S> {
         "127.0.0.1:1".parse().expect("address"),
         settings,
         CancellationToken::new(),
-        ListenerMetrics::detached(),
+        metrics,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Metrics;
+
+    fn figure(metrics: &Metrics, line_start: &str) -> String {
+        let text = String::from_utf8(metrics.render()).expect("UTF-8");
+        text.lines()
+            .find(|l| l.starts_with(line_start))
+            .unwrap_or_else(|| panic!("no {line_start} in\n{text}"))
+            .to_owned()
+    }
+
+    #[tokio::test]
+    async fn a_connection_counts_its_totals_once_when_dropped_and_dropped_unclosed() {
+        let metrics = Arc::new(Metrics::new());
+        let closed = |reason: &str| {
+            format!(
+                "switchboard_connections_closed_total{{handler=\"h\",listener=\"l\",reason=\"{reason}\"}} "
+            )
+        };
+        let (mut client, server) = tokio::io::duplex(64);
+        let mut conn = counted_test_connection(server, metrics.listener("l", "h"));
+        assert!(figure(&metrics, "switchboard_connections_open{").ends_with(" 1"));
+        client.write_all(b"hi\n").await.expect("send");
+        assert!(matches!(conn.next_message().await, Ok(Incoming::Data(m)) if &m[..] == b"hi"));
+        conn.send(b"abcd").await.expect("send");
+        // Dropped without a close, as when the shutdown grace runs out.
+        drop(conn);
+        assert!(figure(&metrics, &closed("dropped")).ends_with(" 1"));
+        assert!(figure(&metrics, "switchboard_connections_open{").ends_with(" 0"));
+        assert!(figure(&metrics, "switchboard_received_bytes_total{").ends_with(" 3"));
+        assert!(figure(&metrics, "switchboard_sent_bytes_total{").ends_with(" 4"));
+
+        let (_client, server) = tokio::io::duplex(64);
+        let mut conn = counted_test_connection(server, metrics.listener("l", "h"));
+        conn.close(CloseReason::Completed).await;
+        drop(conn);
+        assert!(figure(&metrics, &closed("completed")).ends_with(" 1"));
+        assert!(figure(&metrics, &closed("dropped")).ends_with(" 1"));
+        assert!(figure(&metrics, "switchboard_connections_accepted_total{").ends_with(" 2"));
+    }
 }

@@ -164,6 +164,12 @@ fn invalid_fixtures_cover_every_documented_mistake() {
         "zero-history-limit",
         "no-listeners",
         "bad-encoding",
+        "misspelled-common-key-on-download",
+        "misspelled-common-key-on-echo",
+        "misspelled-handler-key",
+        "misspelled-handler",
+        "misspelled-server-key",
+        "zero-request-timeout",
     ] {
         assert!(
             names.iter().any(|n| n == required),

@@ -16,20 +16,20 @@ use crate::cli::{BIN, Daemon, EXIT_CONFIG, client, output, switchboard, text, wi
 use crate::common::LIMIT;
 
 /// `127.0.0.1:0`: the daemon binds a port the kernel picks, and says which.
-fn any_port() -> SocketAddr {
+pub(crate) fn any_port() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))
 }
 
 /// An address on 127.0.0.1 with a port that was free a moment ago, for a
 /// command line that cannot take port 0 (`systemd-socket-activate`). Bind it
 /// at once: until then, another test binding port 0 may be given it.
-fn free_addr() -> SocketAddr {
+pub(crate) fn free_addr() -> SocketAddr {
     let probe = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     probe.local_addr().expect("local addr")
 }
 
 /// A `[[listener]]` table bound to `addr`.
-fn listener_at(name: &str, addr: SocketAddr, handler: &str, extra: &str) -> String {
+pub(crate) fn listener_at(name: &str, addr: SocketAddr, handler: &str, extra: &str) -> String {
     format!(
         "[[listener]]\nname = \"{name}\"\nbind = \"{addr}\"\nhandler = \"{handler}\"\n{extra}\n"
     )
@@ -46,7 +46,7 @@ fn ping_bot_at(name: &str, addr: SocketAddr, reply: &str) -> String {
 }
 
 /// A temporary directory holding `switchboard.toml` with `toml` in it.
-fn config_dir(toml: &str) -> (tempfile::TempDir, PathBuf) {
+pub(crate) fn config_dir(toml: &str) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("switchboard.toml");
     std::fs::write(&path, toml).expect("write config");
@@ -54,7 +54,7 @@ fn config_dir(toml: &str) -> (tempfile::TempDir, PathBuf) {
 }
 
 /// `path` as the body of a TOML literal string.
-fn toml_literal(path: &Path) -> &str {
+pub(crate) fn toml_literal(path: &Path) -> &str {
     let text = path.to_str().expect("temp path is UTF-8");
     assert!(
         !text.contains('\'') && !text.contains('\n'),
@@ -712,7 +712,7 @@ fn every_handler_daemon(dir: &Path) -> (Daemon, String) {
 }
 
 /// Runs `switchboard -c config probe ARGS...`.
-fn probe(config: &Path, args: &[&str]) -> (Option<i32>, String, String) {
+pub(crate) fn probe(config: &Path, args: &[&str]) -> (Option<i32>, String, String) {
     let out = output(switchboard().arg("-c").arg(config).arg("probe").args(args));
     (out.status.code(), text(&out.stdout), text(&out.stderr))
 }

@@ -11,4 +11,7 @@ mod deploy;
 mod download;
 mod echo;
 mod lifecycle;
+mod metrics;
+mod output;
+mod probe;
 mod reload;
