@@ -21,6 +21,9 @@
 pub mod config;
 mod conn;
 mod daemon;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 mod handler;
 mod metrics;
 mod probe;

@@ -91,7 +91,7 @@ fn main() -> ExitCode {
             let activated = match ActivatedSockets::from_env() {
                 Ok(activated) => activated,
                 Err(e) => {
-                    eprintln!("switchboard: {e}");
+                    print_err(&format!("switchboard: {e}"));
                     return ExitCode::from(EXIT_CONFIG);
                 }
             };
@@ -115,7 +115,7 @@ fn load(path: Option<&std::path::Path>) -> Result<Config, ConfigError> {
 }
 
 fn config_error(err: &ConfigError) -> ExitCode {
-    eprintln!("switchboard: config error: {err}");
+    print_err(&format!("switchboard: config error: {err}"));
     ExitCode::from(EXIT_CONFIG)
 }
 
@@ -123,7 +123,7 @@ fn run(config: Config, path: Option<PathBuf>, activated: ActivatedSockets) -> Ex
     match serve(config, path, activated) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("switchboard: {e:#}");
+            print_err(&format!("switchboard: {e:#}"));
             let config_mistake = e
                 .downcast_ref::<DaemonError>()
                 .is_some_and(DaemonError::is_config_mistake);
@@ -165,6 +165,11 @@ fn print_out(text: &str) {
         .and_then(|()| stdout.flush());
 }
 
+/// Writes one line to stderr; a closed stderr is ignored, not a panic.
+fn print_err(line: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
+
 /// A duration longer than zero, for `--timeout`.
 fn positive_duration(text: &str) -> Result<Duration, String> {
     match humantime::parse_duration(text) {
@@ -181,14 +186,14 @@ fn probe(config: &Config, listeners: &[String], timeout: std::time::Duration) ->
     {
         Ok(runtime) => runtime,
         Err(e) => {
-            eprintln!("switchboard: cannot start the tokio runtime: {e}");
+            print_err(&format!("switchboard: cannot start the tokio runtime: {e}"));
             return ExitCode::from(EXIT_FAILURE);
         }
     };
     let results = match runtime.block_on(switchboard::probe(config, listeners, timeout)) {
         Ok(results) => results,
         Err(e) => {
-            eprintln!("switchboard: {e}");
+            print_err(&format!("switchboard: {e}"));
             return ExitCode::from(EXIT_USAGE);
         }
     };

@@ -23,7 +23,7 @@ use tokio::time::{Instant, timeout, timeout_at};
 use tokio_util::sync::CancellationToken;
 
 pub(crate) use framing::FrameError;
-use framing::MessageReader;
+pub(crate) use framing::MessageReader;
 use metered::Metered;
 use text::TextEncoding;
 

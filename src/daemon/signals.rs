@@ -1,7 +1,7 @@
 //! Process signals: the first SIGINT or SIGTERM starts a graceful shutdown,
 //! a second one exits at once; SIGHUP asks for a reload.
 
-use std::io;
+use std::io::{self, Write as _};
 
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tracing::info;
@@ -60,7 +60,7 @@ impl Signals {
                 if let SignalRequest::Stop(name) = self.next().await {
                     // Straight to stderr: the log writer's buffer is not
                     // flushed by exit().
-                    eprintln!("switchboard: second {name}: exiting now");
+                    let _ = writeln!(std::io::stderr(), "switchboard: second {name}: exiting now");
                     std::process::exit(FORCED_EXIT_STATUS);
                 }
             }

@@ -220,6 +220,15 @@ impl Handler for Download {
     }
 }
 
+/// What `name` resolves to under `root` (hidden names refused), for the
+/// fuzz target of the path rules.
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn resolve_for_fuzzing(root: &Path, name: &str) -> Result<PathBuf, &'static str> {
+    resolve(root, name, false).map(|target| match target {
+        Target::File { path, .. } | Target::Directory { path, .. } => path,
+    })
+}
+
 /// Resolves a requested name under `root` (canonical) and opens it, or says why not.
 fn resolve(root: &Path, name: &str, allow_hidden: bool) -> Result<Target, &'static str> {
     if name.contains('\0') {

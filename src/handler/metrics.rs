@@ -144,7 +144,7 @@ async fn next_line<S: Io>(
 }
 
 /// `METHOD SP target SP HTTP/1.x`, as (method, target).
-fn http_request_line(line: &[u8]) -> Option<(&str, &str)> {
+pub(crate) fn http_request_line(line: &[u8]) -> Option<(&str, &str)> {
     let line = std::str::from_utf8(line).ok()?;
     let mut parts = line.split(' ');
     let (method, target, version) = (parts.next()?, parts.next()?, parts.next()?);

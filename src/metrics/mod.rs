@@ -5,16 +5,20 @@
 //! counters once (when the listener's route is built), adds one to two of
 //! them when it opens, and adds its totals (bytes, duration, close reason)
 //! once, when it closes. Nothing is counted per read or write. Process
-//! figures (descriptors, memory, CPU) are read from `/proc` at scrape time.
+//! figures (descriptors, memory, CPU) are read at scrape time (`process`).
+
+mod process;
+
+use process::ProcessFigures;
 
 use std::fmt;
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::Arc;
+use std::time::Duration;
 
 use prometheus::core::Collector;
 use prometheus::{
-    Counter, Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
-    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// The `Content-Type` of [`Metrics::render`]'s text.
@@ -88,10 +92,6 @@ impl CloseReason {
 /// keeps it, so counters run on across reloads.
 pub struct Metrics {
     registry: Registry,
-    /// Held while the process figures are refreshed, so that two scrapes at
-    /// once do not both add the same CPU time.
-    refreshing: Mutex<()>,
-    started: Instant,
     accepted: IntCounterVec,
     open: IntGaugeVec,
     closed: IntCounterVec,
@@ -103,23 +103,13 @@ pub struct Metrics {
     file_bytes_sent: IntCounterVec,
     error_replies: IntCounterVec,
     reloads: IntCounterVec,
-    process: ProcessGauges,
+    process: ProcessFigures,
 }
 
 impl fmt::Debug for Metrics {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Metrics").finish_non_exhaustive()
     }
-}
-
-/// Figures read from the process at scrape time.
-struct ProcessGauges {
-    open_fds: IntGauge,
-    max_fds: IntGauge,
-    resident_memory: IntGauge,
-    cpu_seconds: Counter,
-    start_time: Gauge,
-    uptime: Gauge,
 }
 
 const LISTENER_LABELS: &[&str] = &["listener", "handler"];
@@ -224,44 +214,9 @@ impl Metrics {
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
-        let int_gauge = |name: &str, help: &str| {
-            register(&registry, IntGauge::new(name, help).expect("valid metric"))
-        };
-        let gauge = |name: &str, help: &str| {
-            register(&registry, Gauge::new(name, help).expect("valid metric"))
-        };
-        let process = ProcessGauges {
-            open_fds: int_gauge("process_open_fds", "Open file descriptors."),
-            max_fds: int_gauge(
-                "process_max_fds",
-                "The soft limit on open file descriptors.",
-            ),
-            resident_memory: int_gauge("process_resident_memory_bytes", "Resident memory size."),
-            cpu_seconds: register(
-                &registry,
-                Counter::new(
-                    "process_cpu_seconds_total",
-                    "User and system CPU time spent, in seconds.",
-                )
-                .expect("valid metric"),
-            ),
-            start_time: gauge(
-                "process_start_time_seconds",
-                "When the server started, in seconds since the Unix epoch.",
-            ),
-            uptime: gauge(
-                "switchboard_uptime_seconds",
-                "Seconds since the server started.",
-            ),
-        };
-        let since_epoch = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default();
-        process.start_time.set(since_epoch.as_secs_f64());
+        let process = ProcessFigures::register(&registry);
         Metrics {
             registry,
-            refreshing: Mutex::new(()),
-            started: Instant::now(),
             accepted,
             open,
             closed,
@@ -305,48 +260,13 @@ impl Metrics {
     /// Every figure in the text exposition format. Reads `/proc`: call it
     /// off the async workers.
     pub(crate) fn render(&self) -> Vec<u8> {
-        self.refresh_process();
+        self.process.refresh();
         let mut text = Vec::new();
         if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut text) {
             // Only a write into `text` could fail, and a Vec takes every write.
             tracing::warn!(error = %e, "cannot encode the metrics");
         }
         text
-    }
-
-    fn refresh_process(&self) {
-        let _one_at_a_time = self
-            .refreshing
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let p = &self.process;
-        p.uptime.set(self.started.elapsed().as_secs_f64());
-        if let Ok(entries) = std::fs::read_dir("/proc/self/fd") {
-            // The directory's own descriptor is counted too: take it off.
-            let open = entries.count().saturating_sub(1);
-            p.open_fds.set(i64::try_from(open).unwrap_or(i64::MAX));
-        }
-        let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
-        p.max_fds.set(
-            limit
-                .current
-                .map_or(i64::MAX, |soft| i64::try_from(soft).unwrap_or(i64::MAX)),
-        );
-        if let Some(pages) = std::fs::read_to_string("/proc/self/statm")
-            .ok()
-            .and_then(|statm| statm.split_whitespace().nth(1)?.parse::<u64>().ok())
-        {
-            let bytes = pages.saturating_mul(rustix::param::page_size() as u64);
-            p.resident_memory
-                .set(i64::try_from(bytes).unwrap_or(i64::MAX));
-        }
-        if let Some(cpu) = process_cpu_time() {
-            // A counter only goes up: add what was spent since the last scrape.
-            let more = cpu.as_secs_f64() - p.cpu_seconds.get();
-            if more > 0.0 {
-                p.cpu_seconds.inc_by(more);
-            }
-        }
     }
 }
 
@@ -356,16 +276,7 @@ impl Default for Metrics {
     }
 }
 
-/// User plus system CPU time of this process.
-fn process_cpu_time() -> Option<Duration> {
-    let now = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
-    Some(Duration::new(
-        u64::try_from(now.tv_sec).ok()?,
-        u32::try_from(now.tv_nsec).ok()?,
-    ))
-}
-
-fn register<C: Collector + Clone + 'static>(registry: &Registry, collector: C) -> C {
+pub(super) fn register<C: Collector + Clone + 'static>(registry: &Registry, collector: C) -> C {
     if let Err(e) = registry.register(Box::new(collector.clone())) {
         // Names are fixed and distinct; a clash is a bug, not worth a crash.
         tracing::warn!(error = %e, "cannot register a metric");

@@ -1,0 +1,151 @@
+//! Entry points for the fuzz targets in `fuzz/` (feature `fuzzing`): each
+//! takes arbitrary bytes, runs one parser on them, and panics when an
+//! invariant of that parser does not hold. Nothing else uses them.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use crate::config::Config;
+
+/// The config loader: any text loads or fails with one line that names the
+/// file (and never panics).
+pub fn config(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Err(e) = Config::from_toml(text, "fuzz.toml") {
+        let line = e.to_string();
+        assert!(!line.contains('\n'), "a config error is one line: {line:?}");
+        assert!(line.starts_with("fuzz.toml"), "{line}");
+    }
+}
+
+/// Message framing: the messages of a byte stream are each at most the
+/// limit and hold no newline; without an error, they and their line
+/// endings are the whole stream. The first byte sets the limit (1 to 256).
+pub fn framing(data: &[u8]) {
+    let Some((&limit, stream)) = data.split_first() else {
+        return;
+    };
+    let limit = usize::from(limit) + 1;
+    let runtime = runtime();
+    let mut reader =
+        crate::conn::MessageReader::new(limit, Duration::from_millis(50), Duration::from_secs(60));
+    let mut io = stream;
+    let mut rebuilt = Vec::new();
+    loop {
+        match runtime.block_on(reader.next(&mut io)) {
+            Ok(Some(message)) => {
+                assert!(message.len() <= limit, "message over the limit");
+                assert!(!message.contains(&b'\n'), "a message holds a newline");
+                rebuilt.extend_from_slice(&message);
+            }
+            Ok(None) => break,
+            Err(_) => return,
+        }
+    }
+    let without_endings: Vec<u8> = stream
+        .split(|b| *b == b'\n')
+        .flat_map(|line| line.strip_suffix(b"\r").unwrap_or(line))
+        .copied()
+        .collect();
+    assert_eq!(rebuilt, without_endings, "messages lost or added bytes");
+}
+
+/// The download handler's name resolution, under a fixed root with files,
+/// a directory and symlinks inside and outside: whatever the name, what it
+/// resolves to is inside the root, and not hidden.
+pub fn download_path(data: &[u8]) {
+    let Ok(name) = std::str::from_utf8(data) else {
+        return;
+    };
+    let root = download_root();
+    if let Ok(path) = crate::handler::resolve_for_fuzzing(root, name.trim()) {
+        let inside = path.strip_prefix(root).expect("resolved outside the root");
+        assert!(
+            !inside
+                .components()
+                .any(|c| c.as_os_str().as_encoded_bytes().starts_with(b".")),
+            "resolved to a hidden name: {}",
+            path.display()
+        );
+    }
+}
+
+/// The metrics handler's request line and the bots' reply templates: they
+/// accept or refuse, never panic; a template renders.
+pub fn request_line_and_template(data: &[u8]) {
+    let _ = crate::handler::http_request_line_for_fuzzing(data);
+    if let Ok(text) = std::str::from_utf8(data) {
+        crate::handler::template_for_fuzzing(text);
+    }
+}
+
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("a current-thread runtime")
+    })
+}
+
+/// A root made once per process: `a.txt`, `.hidden`, `dir/b.txt`, a symlink
+/// to `a.txt`, one to `.hidden`, and one to a file outside the root.
+fn download_root() -> &'static Path {
+    static ROOT: OnceLock<PathBuf> = OnceLock::new();
+    ROOT.get_or_init(|| {
+        let base = std::env::temp_dir().join(format!("switchboard-fuzz-{}", std::process::id()));
+        let root = base.join("root");
+        let _ = std::fs::create_dir_all(root.join("dir"));
+        let _ = std::fs::write(base.join("outside"), b"secret");
+        let _ = std::fs::write(root.join("a.txt"), b"a");
+        let _ = std::fs::write(root.join(".hidden"), b"h");
+        let _ = std::fs::write(root.join("dir/b.txt"), b"b");
+        let _ = std::os::unix::fs::symlink("a.txt", root.join("to-a"));
+        let _ = std::os::unix::fs::symlink(".hidden", root.join("to-hidden"));
+        let _ = std::os::unix::fs::symlink(base.join("outside"), root.join("to-outside"));
+        std::fs::canonicalize(&root).expect("the fuzz root exists")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The targets' invariants hold on the inputs that seed their corpora.
+    #[test]
+    fn the_seed_inputs_pass() {
+        for fixture in std::fs::read_dir("tests/fixtures/invalid").expect("fixtures") {
+            config(&std::fs::read(fixture.expect("entry").path()).expect("read"));
+        }
+        config(crate::config::EMBEDDED_DEFAULT.as_bytes());
+        for input in [
+            &b"\x05hello\nworld\r\nlast"[..],
+            b"\x00\n\n\r\n",
+            b"\x03abcdefgh\n",
+        ] {
+            framing(input);
+        }
+        for name in [
+            "a.txt",
+            "",
+            "dir",
+            "dir/b.txt",
+            "to-a",
+            "to-hidden",
+            "to-outside",
+            "../x",
+            ".hidden",
+            "dir/../a.txt",
+            "/etc/passwd",
+        ] {
+            download_path(name.as_bytes());
+        }
+        for line in ["GET /metrics HTTP/1.1", "{time} {{x}}", "{", "}", "{nope}"] {
+            request_line_and_template(line.as_bytes());
+        }
+    }
+}
