@@ -214,8 +214,8 @@ impl Server {
     }
 
     /// Serves until `shutdown` completes, applying reloads sent through
-    /// [`Server::handle`], then drains: listeners stop accepting,
-    /// connections are told to finish (bots say goodbye, downloads finish
+    /// [`Server::handle`], then drains: listeners stop accepting and close
+    /// their sockets (new clients are refused), connections are told to finish (bots say goodbye, downloads finish
     /// their file), and the server waits up to the grace period, then drops
     /// the connections still open.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> ShutdownReport {
@@ -243,6 +243,12 @@ impl Server {
         // Stops the accept loops too: theirs are child tokens of the drain's.
         self.drain.begin();
         let grace = state.stop_accepting().await;
+        // Close the listening sockets now, not at exit: new clients are
+        // refused at once (a load balancer's check fails and it moves on)
+        // instead of waiting in a backlog nobody accepts from. A socket
+        // systemd passed stays open in systemd, which queues the clients
+        // for the next start.
+        drop(state);
         drop(self.handle);
         self.drain.wait(grace).await
     }

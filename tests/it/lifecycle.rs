@@ -131,6 +131,44 @@ async fn shutdown_lets_an_inflight_download_finish_and_stops_accepting() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_clients_are_refused_within_a_second_of_shutdown_while_a_download_finishes() {
+    let dir = tempfile::tempdir().unwrap();
+    let len = 8 << 20;
+    big_file(&dir, len);
+    // Its own loopback address: no other test is given this port.
+    let config =
+        download_listener(&dir, "chunk_size = 16384").replace("127.0.0.1:0", "127.0.0.16:0");
+    let server = TestServer::start(&config);
+    let addr = server.addr("files");
+    let mut stream = connect(addr).await;
+    stream.write_all(b"big.bin\n").await.unwrap();
+    let mut head = vec![0u8; 1 << 20];
+    timeout(LIMIT, stream.read_exact(&mut head))
+        .await
+        .unwrap()
+        .unwrap();
+
+    server.begin_shutdown();
+    // The download is not read meanwhile: it is still in flight when the
+    // port closes. Connects that land before the close are dropped unserved.
+    let started = Instant::now();
+    loop {
+        match TcpSocket::new_v4().unwrap().connect(addr).await {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => break,
+            Err(e) => panic!("connect failed otherwise: {e}"),
+            Ok(_) => assert!(
+                started.elapsed() < Duration::from_secs(1),
+                "still accepting connections 1 s after shutdown began"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let rest = read_to_end(&mut stream).await;
+    assert_eq!(head.len() + rest.len(), len, "download cut short by shutdown");
+    assert_eq!(server.shutdown().await.abandoned, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_grace_period_bounds_shutdown() {
     let dir = tempfile::tempdir().unwrap();
     big_file(&dir, 64 << 20);
