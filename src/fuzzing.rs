@@ -30,12 +30,16 @@ pub fn framing(data: &[u8]) {
     };
     let limit = usize::from(limit) + 1;
     let runtime = runtime();
-    let mut reader =
-        crate::conn::MessageReader::new(limit, Duration::from_millis(50), Duration::from_secs(60));
+    let mut reader = crate::conn::MessageReader::new(crate::conn::FrameLimits {
+        max_message_bytes: limit,
+        message_gap: Duration::from_millis(50),
+        idle_timeout: Duration::from_secs(60),
+        message_timeout: Duration::from_secs(60),
+    });
     let mut io = stream;
     let mut rebuilt = Vec::new();
     loop {
-        match runtime.block_on(reader.next(&mut io)) {
+        match runtime.block_on(reader.next(&mut io, None)) {
             Ok(Some(message)) => {
                 assert!(message.len() <= limit, "message over the limit");
                 assert!(!message.contains(&b'\n'), "a message holds a newline");

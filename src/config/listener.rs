@@ -34,6 +34,13 @@ pub struct ListenerConfig {
     pub max_message_bytes: usize,
     /// Bytes with no newline followed by this much quiet count as a message.
     pub message_gap: Duration,
+    /// The first message (echo: the first bytes) must arrive within this
+    /// long of the connect.
+    pub first_message_timeout: Duration,
+    /// A message must be complete within this long of its first byte.
+    pub message_timeout: Duration,
+    /// Idle time before TCP keepalive probes a silent peer (`None`: off).
+    pub tcp_keepalive: Option<Duration>,
     /// Encoding of the text the handler reads and writes.
     pub encoding: TextEncoding,
     /// Which handler serves the connections, with its settings.
@@ -48,6 +55,8 @@ impl ListenerConfig {
             idle_timeout: self.idle_timeout,
             max_message_bytes: self.max_message_bytes,
             message_gap: self.message_gap,
+            first_message_timeout: self.first_message_timeout,
+            message_timeout: self.message_timeout,
             encoding: self.encoding,
         }
     }
@@ -71,6 +80,12 @@ struct ListenerKeys {
     max_message_bytes: usize,
     #[serde(default = "default_message_gap", with = "humantime_serde")]
     message_gap: Duration,
+    #[serde(default = "default_first_message_timeout", with = "humantime_serde")]
+    first_message_timeout: Duration,
+    #[serde(default = "default_message_timeout", with = "humantime_serde")]
+    message_timeout: Duration,
+    #[serde(default = "default_tcp_keepalive", with = "humantime_serde")]
+    tcp_keepalive: Duration,
     #[serde(default)]
     encoding: TextEncoding,
 }
@@ -89,6 +104,15 @@ fn default_max_message_bytes() -> usize {
 }
 fn default_message_gap() -> Duration {
     defaults::MESSAGE_GAP
+}
+fn default_first_message_timeout() -> Duration {
+    defaults::FIRST_MESSAGE_TIMEOUT
+}
+fn default_message_timeout() -> Duration {
+    defaults::MESSAGE_TIMEOUT
+}
+fn default_tcp_keepalive() -> Duration {
+    defaults::TCP_KEEPALIVE
 }
 
 /// Parses and validates the listener table at `prefix` (`listener[2]`).
@@ -154,6 +178,9 @@ pub(super) fn parse(
         idle_timeout: keys.idle_timeout,
         max_message_bytes: keys.max_message_bytes,
         message_gap: keys.message_gap,
+        first_message_timeout: keys.first_message_timeout,
+        message_timeout: keys.message_timeout,
+        tcp_keepalive: (!keys.tcp_keepalive.is_zero()).then_some(keys.tcp_keepalive),
         encoding: keys.encoding,
         handler,
     })
@@ -226,6 +253,31 @@ fn validate_common(
                 "message_gap ({}) must be shorter than idle_timeout ({})",
                 humantime::format_duration(keys.message_gap),
                 humantime::format_duration(keys.idle_timeout)
+            ),
+        ));
+    }
+    if keys.first_message_timeout.is_zero() {
+        return Err(fail(
+            "first_message_timeout",
+            "first_message_timeout must be longer than 0s".into(),
+        ));
+    }
+    if keys.message_timeout <= keys.message_gap {
+        return Err(fail(
+            "message_timeout",
+            format!(
+                "message_timeout ({}) must be longer than message_gap ({})",
+                humantime::format_duration(keys.message_timeout),
+                humantime::format_duration(keys.message_gap)
+            ),
+        ));
+    }
+    if !keys.tcp_keepalive.is_zero() && keys.tcp_keepalive < bounds::TCP_KEEPALIVE_MIN {
+        return Err(fail(
+            "tcp_keepalive",
+            format!(
+                "tcp_keepalive must be \"0s\" (off) or at least {}",
+                humantime::format_duration(bounds::TCP_KEEPALIVE_MIN)
             ),
         ));
     }

@@ -49,6 +49,12 @@ pub mod defaults {
     pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
     /// Quiet time after which bytes with no newline count as a message.
     pub const MESSAGE_GAP: Duration = Duration::from_millis(50);
+    /// The first message must be complete within this long of the connect.
+    pub const FIRST_MESSAGE_TIMEOUT: Duration = Duration::from_secs(10);
+    /// A message must be complete within this long of its first byte.
+    pub const MESSAGE_TIMEOUT: Duration = Duration::from_secs(30);
+    /// Idle time before TCP keepalive probes a silent peer.
+    pub const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
     /// How long shutdown waits for connections to finish.
     pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
     /// Log filter when neither `RUST_LOG` nor the config sets one.
@@ -70,6 +76,9 @@ pub mod bounds {
     pub const MAX_MESSAGE_BYTES: RangeInclusive<usize> = 1..=16 * 1024 * 1024;
     /// Shortest `message_gap`: below it every read would be a message.
     pub const MESSAGE_GAP_MIN: Duration = Duration::from_millis(1);
+    /// Shortest `tcp_keepalive` that is not 0 (off): the kernel counts it in
+    /// whole seconds.
+    pub const TCP_KEEPALIVE_MIN: Duration = Duration::from_secs(1);
     /// `worker_threads`.
     pub const WORKER_THREADS: RangeInclusive<usize> = 1..=1024;
 }

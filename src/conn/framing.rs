@@ -7,14 +7,17 @@
 //! (`message_gap`) also count as one message. Once a client has ended a
 //! message with a newline it is line-based, and the gap no longer applies on
 //! that connection: a network pause inside a line does not split it. Memory
-//! is bounded by `max_message_bytes` whatever the client sends.
+//! is bounded by `max_message_bytes` whatever the client sends, and time by
+//! `message_timeout` from a message's first byte to its end (drip-feeding a
+//! line does not keep a connection), and by an optional deadline of the
+//! caller's (the connection's first message).
 
 use std::io;
 use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::time::timeout;
+use tokio::time::{Instant, timeout, timeout_at};
 
 /// Bytes reserved per read; the buffer is allocated only when data arrives.
 const READ_CHUNK: usize = 4096;
@@ -28,6 +31,9 @@ pub(crate) enum FrameError {
     /// Nothing arrived for the idle timeout (carried).
     #[error("idle for {}", humantime::format_duration(*.0))]
     Idle(Duration),
+    /// A message was not complete within its time (the limit is carried).
+    #[error("no complete message within {}", humantime::format_duration(*.0))]
+    TooSlow(Duration),
     /// The socket failed.
     #[error(transparent)]
     Io(#[from] io::Error),
@@ -42,24 +48,39 @@ pub(crate) struct MessageReader {
     max_message_bytes: usize,
     message_gap: Duration,
     idle_timeout: Duration,
+    message_timeout: Duration,
+    /// When the first byte of the message being read arrived.
+    message_started: Option<Instant>,
     eof: bool,
     /// A newline has been seen: messages end at newlines only.
     line_based: bool,
 }
 
+/// Limits of a [`MessageReader`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FrameLimits {
+    /// Longest message.
+    pub max_message_bytes: usize,
+    /// Quiet gap that ends a message without newline.
+    pub message_gap: Duration,
+    /// Longest wait for the next byte while no message is under way (or
+    /// inside a line, once the connection is line-based).
+    pub idle_timeout: Duration,
+    /// Longest time from a message's first byte to its end.
+    pub message_timeout: Duration,
+}
+
 impl MessageReader {
     /// A reader with the given limits; allocates nothing until data arrives.
-    pub(crate) fn new(
-        max_message_bytes: usize,
-        message_gap: Duration,
-        idle_timeout: Duration,
-    ) -> Self {
+    pub(crate) fn new(limits: FrameLimits) -> Self {
         MessageReader {
             buf: BytesMut::new(),
             scanned: 0,
-            max_message_bytes,
-            message_gap,
-            idle_timeout,
+            max_message_bytes: limits.max_message_bytes,
+            message_gap: limits.message_gap,
+            idle_timeout: limits.idle_timeout,
+            message_timeout: limits.message_timeout,
+            message_started: None,
             eof: false,
             line_based: false,
         }
@@ -71,11 +92,13 @@ impl MessageReader {
     }
 
     /// The next message without its line ending; `None` once the peer has
-    /// closed and every byte was returned. Cancel-safe: bytes already read
-    /// stay buffered if the returned future is dropped.
+    /// closed and every byte was returned. `deadline` (when, and the limit
+    /// it stands for) also bounds it. Cancel-safe: bytes already read stay
+    /// buffered if the returned future is dropped.
     pub(crate) async fn next<R: AsyncRead + Unpin>(
         &mut self,
         io: &mut R,
+        deadline: Option<(Instant, Duration)>,
     ) -> Result<Option<BytesMut>, FrameError> {
         loop {
             if let Some(found) = memchr::memchr(b'\n', &self.buf[self.scanned..]) {
@@ -103,11 +126,32 @@ impl MessageReader {
             } else {
                 self.message_gap
             };
+            // The earlier of the message's own deadline and the caller's.
+            let message_deadline = self
+                .message_started
+                .map(|started| (started + self.message_timeout, self.message_timeout));
+            let deadline = match (message_deadline, deadline) {
+                (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
+                (a, b) => a.or(b),
+            };
             // Never read more than the longest acceptable message plus "\r\n".
             let room = self.max_message_bytes + 2 - self.buf.len();
             self.buf.reserve(READ_CHUNK.min(room));
+            let was_empty = self.buf.is_empty();
             let mut limited = (&mut *io).take(room as u64);
-            match timeout(wait, limited.read_buf(&mut self.buf)).await {
+            let read = match deadline {
+                Some((at, limit)) if at <= Instant::now() + wait => {
+                    match timeout_at(at, limited.read_buf(&mut self.buf)).await {
+                        Ok(read) => Ok(read),
+                        Err(_) => return Err(FrameError::TooSlow(limit)),
+                    }
+                }
+                _ => timeout(wait, limited.read_buf(&mut self.buf)).await,
+            };
+            if was_empty && !self.buf.is_empty() {
+                self.message_started = Some(Instant::now());
+            }
+            match read {
                 Ok(Ok(0)) => self.eof = true,
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => return Err(FrameError::Io(e)),
@@ -131,6 +175,10 @@ impl MessageReader {
         if self.buf.is_empty() {
             // Nothing is pending: an idle connection keeps no buffer.
             self.buf = BytesMut::new();
+            self.message_started = None;
+        } else {
+            // What is left is the start of the next message.
+            self.message_started = Some(Instant::now());
         }
         if message.len() > self.max_message_bytes {
             return Err(FrameError::TooLong(self.max_message_bytes));
@@ -146,9 +194,15 @@ mod tests {
 
     const GAP: Duration = Duration::from_millis(50);
     const IDLE: Duration = Duration::from_secs(60);
+    const WHOLE: Duration = Duration::from_secs(30);
 
     fn reader(max: usize) -> MessageReader {
-        MessageReader::new(max, GAP, IDLE)
+        MessageReader::new(FrameLimits {
+            max_message_bytes: max,
+            message_gap: GAP,
+            idle_timeout: IDLE,
+            message_timeout: WHOLE,
+        })
     }
 
     #[tokio::test]
@@ -157,10 +211,19 @@ mod tests {
         client.write_all(b"one\r\ntwo\nthree").await.unwrap();
         drop(client);
         let mut r = reader(100);
-        assert_eq!(&r.next(&mut server).await.unwrap().unwrap()[..], b"one");
-        assert_eq!(&r.next(&mut server).await.unwrap().unwrap()[..], b"two");
-        assert_eq!(&r.next(&mut server).await.unwrap().unwrap()[..], b"three");
-        assert!(r.next(&mut server).await.unwrap().is_none());
+        assert_eq!(
+            &r.next(&mut server, None).await.unwrap().unwrap()[..],
+            b"one"
+        );
+        assert_eq!(
+            &r.next(&mut server, None).await.unwrap().unwrap()[..],
+            b"two"
+        );
+        assert_eq!(
+            &r.next(&mut server, None).await.unwrap().unwrap()[..],
+            b"three"
+        );
+        assert!(r.next(&mut server, None).await.unwrap().is_none());
     }
 
     #[tokio::test(start_paused = true)]
@@ -168,7 +231,7 @@ mod tests {
         let (mut client, mut server) = tokio::io::duplex(1024);
         client.write_all(b"hel").await.unwrap();
         let mut r = reader(100);
-        let next = r.next(&mut server);
+        let next = r.next(&mut server, None);
         tokio::pin!(next);
         // Less than the gap: the message is not complete yet.
         assert!(
@@ -185,8 +248,11 @@ mod tests {
         let (mut client, mut server) = tokio::io::duplex(1024);
         let mut r = reader(100);
         client.write_all(b"first\nwhat is your na").await.unwrap();
-        assert_eq!(&r.next(&mut server).await.unwrap().unwrap()[..], b"first");
-        let next = r.next(&mut server);
+        assert_eq!(
+            &r.next(&mut server, None).await.unwrap().unwrap()[..],
+            b"first"
+        );
+        let next = r.next(&mut server, None);
         tokio::pin!(next);
         // Ten gaps of quiet: still one unfinished line.
         assert!(tokio::time::timeout(GAP * 10, &mut next).await.is_err());
@@ -198,8 +264,44 @@ mod tests {
     async fn idle_timeout_only_when_nothing_buffered() {
         let (_client, mut server) = tokio::io::duplex(1024);
         let mut r = reader(100);
-        let err = r.next(&mut server).await.unwrap_err();
+        let err = r.next(&mut server, None).await.unwrap_err();
         assert!(matches!(err, FrameError::Idle(d) if d == IDLE));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_line_dripped_byte_by_byte_is_cut_at_the_message_timeout() {
+        let (mut client, mut server) = tokio::io::duplex(1024);
+        let mut r = reader(100);
+        client.write_all(b"first\n").await.unwrap();
+        assert_eq!(
+            &r.next(&mut server, None).await.unwrap().unwrap()[..],
+            b"first"
+        );
+        let dripper = tokio::spawn(async move {
+            // A byte every 10 s, each well within the idle timeout.
+            for _ in 0..10 {
+                if client.write_all(b"x").await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_secs(10)).await;
+            }
+            client
+        });
+        let started = Instant::now();
+        let err = r.next(&mut server, None).await.unwrap_err();
+        assert!(matches!(err, FrameError::TooSlow(d) if d == WHOLE), "{err}");
+        assert!(started.elapsed() <= WHOLE + Duration::from_millis(1));
+        drop(dripper.await.unwrap());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_callers_deadline_bounds_a_message_too() {
+        let (_client, mut server) = tokio::io::duplex(1024);
+        let mut r = reader(100);
+        let first = Duration::from_secs(10);
+        let deadline = Some((Instant::now() + first, first));
+        let err = r.next(&mut server, deadline).await.unwrap_err();
+        assert!(matches!(err, FrameError::TooSlow(d) if d == first), "{err}");
     }
 
     #[tokio::test]
@@ -215,7 +317,7 @@ mod tests {
         });
         let mut r = reader(10_000);
         assert!(matches!(
-            r.next(&mut server).await,
+            r.next(&mut server, None).await,
             Err(FrameError::TooLong(10_000))
         ));
         // BytesMut grows by doubling: at most twice the limit, whatever was sent.
@@ -237,9 +339,9 @@ mod tests {
         data.push(b'\n');
         client.write_all(&data).await.unwrap();
         let mut r = reader(10);
-        assert_eq!(r.next(&mut server).await.unwrap().unwrap().len(), 10);
+        assert_eq!(r.next(&mut server, None).await.unwrap().unwrap().len(), 10);
         assert!(matches!(
-            r.next(&mut server).await,
+            r.next(&mut server, None).await,
             Err(FrameError::TooLong(10))
         ));
     }

@@ -22,8 +22,7 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout, timeout_at};
 use tokio_util::sync::CancellationToken;
 
-pub(crate) use framing::FrameError;
-pub(crate) use framing::MessageReader;
+pub(crate) use framing::{FrameError, FrameLimits, MessageReader};
 use metered::Metered;
 use text::TextEncoding;
 
@@ -64,6 +63,11 @@ pub(crate) struct Settings {
     pub max_message_bytes: usize,
     /// Quiet gap that ends a message without newline.
     pub message_gap: Duration,
+    /// The first message (echo: the first bytes) must arrive within this
+    /// long of the connect.
+    pub first_message_timeout: Duration,
+    /// A message must be complete within this long of its first byte.
+    pub message_timeout: Duration,
     /// Encoding of text on this listener.
     pub encoding: TextEncoding,
 }
@@ -80,6 +84,9 @@ pub(crate) enum ConnError {
     /// The client read nothing for the idle timeout while the server wrote.
     #[error("client stopped reading for {}", humantime::format_duration(*.0))]
     WriteStalled(Duration),
+    /// A message (or the first one) was not complete in time.
+    #[error("no complete message within {}", humantime::format_duration(*.0))]
+    TooSlow(Duration),
     /// The socket or a file failed.
     #[error("i/o error: {0}")]
     Io(#[from] io::Error),
@@ -90,6 +97,7 @@ impl From<FrameError> for ConnError {
         match err {
             FrameError::TooLong(limit) => ConnError::MessageTooLong(limit),
             FrameError::Idle(after) => ConnError::Idle(after),
+            FrameError::TooSlow(limit) => ConnError::TooSlow(limit),
             FrameError::Io(e) => ConnError::Io(e),
         }
     }
@@ -116,6 +124,9 @@ pub(crate) struct Connection<S> {
     shutdown: CancellationToken,
     metrics: Arc<ListenerMetrics>,
     opened: Instant,
+    /// Until the first message (echo: the first bytes) has arrived: when it
+    /// must have, and the limit that stands for.
+    first_message_by: Option<(Instant, Duration)>,
     close_reason: CloseReason,
 }
 
@@ -129,18 +140,24 @@ impl<S: Io> Connection<S> {
         metrics: Arc<ListenerMetrics>,
     ) -> Self {
         metrics.opened();
+        let opened = Instant::now();
         Connection {
             stream: Metered::new(stream),
-            reader: MessageReader::new(
-                settings.max_message_bytes,
-                settings.message_gap,
-                settings.idle_timeout,
-            ),
+            reader: MessageReader::new(FrameLimits {
+                max_message_bytes: settings.max_message_bytes,
+                message_gap: settings.message_gap,
+                idle_timeout: settings.idle_timeout,
+                message_timeout: settings.message_timeout,
+            }),
             peer,
+            first_message_by: Some((
+                opened + settings.first_message_timeout,
+                settings.first_message_timeout,
+            )),
             settings,
             shutdown,
             metrics,
-            opened: Instant::now(),
+            opened,
             close_reason: CloseReason::Dropped,
         }
     }
@@ -162,7 +179,7 @@ impl<S: Io> Connection<S> {
         let Some(tcp) = self.stream.get_ref().tcp() else {
             return Ok(Incoming::Data(()));
         };
-        let limit = self.settings.idle_timeout;
+        let (until, timed_out) = self.wait_limit();
         // A one-byte peek, not `readable()`: tokio reports a new socket
         // readable before anything arrived, and only a real read (or peek)
         // that would block clears that.
@@ -170,10 +187,21 @@ impl<S: Io> Connection<S> {
         tokio::select! {
             biased;
             () = self.shutdown.cancelled() => Ok(Incoming::Shutdown),
-            peeked = timeout(limit, tcp.peek(&mut probe)) => match peeked {
+            peeked = timeout_at(until, tcp.peek(&mut probe)) => match peeked {
                 Ok(peeked) => peeked.map(|_| Incoming::Data(())).map_err(ConnError::from),
-                Err(_) => Err(ConnError::Idle(limit)),
+                Err(_) => Err(timed_out),
             },
+        }
+    }
+
+    /// How long a wait for the client may last: the idle timeout, or less
+    /// until the first message is in; and the error when it runs out.
+    fn wait_limit(&self) -> (Instant, ConnError) {
+        let idle = self.settings.idle_timeout;
+        let idle_until = Instant::now() + idle;
+        match self.first_message_by {
+            Some((by, limit)) if by < idle_until => (by, ConnError::TooSlow(limit)),
+            _ => (idle_until, ConnError::Idle(idle)),
         }
     }
 
@@ -183,16 +211,20 @@ impl<S: Io> Connection<S> {
         &mut self,
         buf: &mut BytesMut,
     ) -> Result<Incoming<usize>, ConnError> {
-        let limit = self.settings.idle_timeout;
-        tokio::select! {
+        let (until, timed_out) = self.wait_limit();
+        let read = tokio::select! {
             biased;
-            () = self.shutdown.cancelled() => Ok(Incoming::Shutdown),
-            read = timeout(limit, self.stream.read_buf(buf)) => match read {
-                Ok(Ok(0)) => Ok(Incoming::Closed),
-                Ok(Ok(n)) => Ok(Incoming::Data(n)),
-                Ok(Err(e)) => Err(e.into()),
-                Err(_) => Err(ConnError::Idle(limit)),
-            },
+            () = self.shutdown.cancelled() => return Ok(Incoming::Shutdown),
+            read = timeout_at(until, self.stream.read_buf(buf)) => read,
+        };
+        match read {
+            Ok(Ok(0)) => Ok(Incoming::Closed),
+            Ok(Ok(n)) => {
+                self.first_message_by = None;
+                Ok(Incoming::Data(n))
+            }
+            Ok(Err(e)) => Err(e.into()),
+            Err(_) => Err(timed_out),
         }
     }
 
@@ -206,14 +238,18 @@ impl<S: Io> Connection<S> {
                 return Ok(Incoming::Shutdown);
             }
         }
-        tokio::select! {
+        let read = tokio::select! {
             biased;
-            () = self.shutdown.cancelled() => Ok(Incoming::Shutdown),
-            read = self.reader.next(&mut self.stream) => Ok(match read? {
-                Some(message) => Incoming::Data(message),
-                None => Incoming::Closed,
-            }),
-        }
+            () = self.shutdown.cancelled() => return Ok(Incoming::Shutdown),
+            read = self.reader.next(&mut self.stream, self.first_message_by) => read?,
+        };
+        Ok(match read {
+            Some(message) => {
+                self.first_message_by = None;
+                Incoming::Data(message)
+            }
+            None => Incoming::Closed,
+        })
     }
 
     /// Writes all of `bytes`; a client that reads nothing for the idle timeout
@@ -351,6 +387,8 @@ fn counted_test_connection<S: Io>(stream: S, metrics: Arc<ListenerMetrics>) -> C
         idle_timeout: Duration::from_secs(30),
         max_message_bytes: 1024,
         message_gap: Duration::from_millis(50),
+        first_message_timeout: Duration::from_secs(10),
+        message_timeout: Duration::from_secs(30),
         encoding: TextEncoding::Utf8,
     };
     Connection::new(

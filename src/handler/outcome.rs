@@ -56,6 +56,9 @@ pub(crate) enum HandlerError {
     /// The client read nothing for the idle timeout while the server wrote.
     #[error("client stopped reading for {}", humantime::format_duration(*.0))]
     WriteStalled(Duration),
+    /// A message (or the first one) was not complete in time.
+    #[error("no complete message within {}", humantime::format_duration(*.0))]
+    TooSlow(Duration),
     /// The request was refused; the reason (one of a fixed set) is told to
     /// the client.
     #[error("refused: {0}")]
@@ -71,6 +74,7 @@ impl From<ConnError> for HandlerError {
             ConnError::Idle(after) => HandlerError::Idle(after),
             ConnError::MessageTooLong(limit) => HandlerError::MessageTooLong(limit),
             ConnError::WriteStalled(after) => HandlerError::WriteStalled(after),
+            ConnError::TooSlow(limit) => HandlerError::TooSlow(limit),
             ConnError::Io(e) => HandlerError::Io(e),
         }
     }
@@ -84,6 +88,7 @@ impl HandlerError {
             HandlerError::MessageTooLong(_) => {
                 Some(("ERR message too long".to_owned(), "message too long"))
             }
+            HandlerError::TooSlow(_) => Some(("ERR too slow".to_owned(), "too slow")),
             HandlerError::Refused(reason) => Some((format!("ERR {reason}"), reason)),
             _ => None,
         }
@@ -94,6 +99,7 @@ impl HandlerError {
         match self {
             HandlerError::Idle(_) | HandlerError::WriteStalled(_) => CloseReason::Idle,
             HandlerError::MessageTooLong(_) => CloseReason::Limit,
+            HandlerError::TooSlow(_) => CloseReason::Slow,
             HandlerError::Refused(_) => CloseReason::Refused,
             HandlerError::Io(_) if self.is_disconnect() => CloseReason::ClientClosed,
             HandlerError::Io(_) => CloseReason::Error,

@@ -46,6 +46,8 @@ pub(crate) enum CloseReason {
     Idle,
     /// A limit refused it (a message longer than `max_message_bytes`).
     Limit,
+    /// A message (or the first) was not complete in time.
+    Slow,
     /// The handler refused the request (`ERR <reason>`).
     Refused,
     /// A socket or file error on the server's side.
@@ -56,13 +58,14 @@ pub(crate) enum CloseReason {
 
 impl CloseReason {
     /// Every reason, in label order.
-    pub(crate) const ALL: [CloseReason; 9] = [
+    pub(crate) const ALL: [CloseReason; 10] = [
         CloseReason::ClientClosed,
         CloseReason::Completed,
         CloseReason::Farewell,
         CloseReason::Shutdown,
         CloseReason::Idle,
         CloseReason::Limit,
+        CloseReason::Slow,
         CloseReason::Refused,
         CloseReason::Error,
         CloseReason::Dropped,
@@ -77,6 +80,7 @@ impl CloseReason {
             CloseReason::Shutdown => "shutdown",
             CloseReason::Idle => "idle",
             CloseReason::Limit => "limit",
+            CloseReason::Slow => "slow",
             CloseReason::Refused => "refused",
             CloseReason::Error => "error",
             CloseReason::Dropped => "dropped",

@@ -46,6 +46,7 @@ pub(crate) struct Route {
     handler: AnyHandler,
     settings: conn::Settings,
     metrics: Arc<ListenerMetrics>,
+    tcp_keepalive: Option<Duration>,
 }
 
 impl Route {
@@ -66,6 +67,7 @@ impl Route {
             handler: AnyHandler::build(&config.handler, &ctx, previous.map(|r| &r.handler)),
             settings,
             metrics,
+            tcp_keepalive: config.tcp_keepalive,
         }
     }
 }
@@ -222,12 +224,35 @@ impl Listener {
     }
 }
 
+/// Probes between keepalive probes, at most, and how many unanswered probes
+/// end the connection: a vanished peer is noticed within `idle` + 30 s.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+const KEEPALIVE_PROBES: u32 = 3;
+
+/// Turns on TCP keepalive: after `idle` without traffic the kernel probes
+/// the peer, and closes the connection when it does not answer, so a peer
+/// that vanished (power, network) does not hold its descriptor for the
+/// whole idle timeout.
+fn keep_alive(stream: &TcpStream, idle: Duration) -> io::Result<()> {
+    use rustix::net::sockopt;
+    sockopt::set_socket_keepalive(stream, true)?;
+    sockopt::set_tcp_keepidle(stream, idle)?;
+    sockopt::set_tcp_keepintvl(stream, idle.min(KEEPALIVE_INTERVAL))?;
+    sockopt::set_tcp_keepcnt(stream, KEEPALIVE_PROBES)?;
+    Ok(())
+}
+
 /// Runs one connection from open to close, with its log line and counts.
 async fn serve(stream: TcpStream, peer: SocketAddr, route: &Route, shutdown: CancellationToken) {
     let started = Instant::now();
     // Replies are small: they must not wait for Nagle and delayed ACKs.
     if let Err(e) = stream.set_nodelay(true) {
         debug!(error = %e, "cannot set TCP_NODELAY");
+    }
+    if let Some(idle) = route.tcp_keepalive {
+        if let Err(e) = keep_alive(&stream, idle) {
+            debug!(error = %e, "cannot set TCP keepalive");
+        }
     }
     // One line per connection at info, when it closes (as an access log
     // does): at tens of thousands of connections a second a second line

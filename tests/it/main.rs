@@ -7,6 +7,7 @@ mod common;
 mod bots;
 mod cli;
 mod config;
+mod deadlines;
 mod deploy;
 mod download;
 mod echo;
