@@ -64,11 +64,13 @@ impl Source<'_> {
         key: Option<String>,
         message: impl Into<String>,
     ) -> ConfigError {
+        // A key or a message may quote what the file says, whatever its
+        // length: both are bounded (a 100 000-byte name is not echoed).
         ConfigError {
             file: self.name.to_owned(),
             position: span.map(|s| self.line_column(s.start)),
-            key,
-            message: message.into(),
+            key: key.map(|key| bounded(&key, KEY_MAX_BYTES)),
+            message: bounded(&message.into(), MESSAGE_MAX_BYTES),
         }
     }
 
@@ -112,6 +114,23 @@ impl Source<'_> {
         let column = before[line_start..].chars().count() + 1;
         (line, column)
     }
+}
+
+/// The most bytes of a key an error names.
+const KEY_MAX_BYTES: usize = 256;
+/// The most bytes of an error's message.
+const MESSAGE_MAX_BYTES: usize = 1024;
+
+/// `text`, cut at a character boundary to about `max` bytes, with a marker.
+fn bounded(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...[{} more bytes]", &text[..end], text.len() - end)
 }
 
 /// The field named by serde's "missing field `x`" message.

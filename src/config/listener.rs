@@ -13,7 +13,8 @@ use toml::de::DeTable;
 
 use super::error::{ConfigError, Source, join_key, path_span, value_span};
 use super::{bounds, defaults, deserialize_table, suggest};
-use crate::conn::{self, text::TextEncoding};
+use crate::conn::text::{QUOTE_MAX_BYTES, TextEncoding, quote};
+use crate::conn::{self};
 use crate::handler::{HANDLER_NAMES, HandlerConfig};
 use crate::struct_keys::struct_keys;
 
@@ -139,7 +140,10 @@ pub(super) fn parse(
         src.error(
             path_span(table, key).or(Some(span.clone())),
             Some(join_key(prefix, key)),
-            format!("listener {:?}: {message}", keys.name),
+            format!(
+                "listener \"{}\": {message}",
+                quote(&keys.name, bounds::NAME_LEN)
+            ),
         )
     };
     let bind = validate_common(&keys, table, &fail)?;
@@ -209,7 +213,7 @@ fn validate_common(
     let bind: SocketAddr = keys.bind.parse().map_err(|_| {
         fail(
             "bind",
-            format!("invalid address {:?}: write IP:PORT, e.g. 127.0.0.1:10010 or [::1]:10010 (port 0 picks a free port)", keys.bind),
+            format!("invalid address \"{}\": write IP:PORT, e.g. 127.0.0.1:10010 or [::1]:10010 (port 0 picks a free port)", quote(&keys.bind, QUOTE_MAX_BYTES)),
         )
     })?;
     in_range(fail, "backlog", keys.backlog, &bounds::BACKLOG)?;

@@ -3,6 +3,7 @@
 //! decode are replaced with U+FFFD.
 
 use std::borrow::Cow;
+use std::fmt::Write as _;
 
 use serde::Deserialize;
 
@@ -45,9 +46,46 @@ impl TextEncoding {
     }
 }
 
+/// The most bytes of a client- or config-supplied string that a log line
+/// or an error message quotes.
+pub(crate) const QUOTE_MAX_BYTES: usize = 256;
+
+/// `text` as a log field or error quote: escaped like `{:?}` without the
+/// quotes (control characters visible), at most about `max` bytes, and if
+/// cut, a marker saying how much was left out. The work is bounded by `max`
+/// too, whatever the length of `text`.
+pub(crate) fn quote(text: &str, max: usize) -> String {
+    let mut out = String::with_capacity(max.min(text.len()) + 16);
+    let mut rest = text;
+    while let Some(c) = rest.chars().next() {
+        if out.len() >= max {
+            let _ = write!(out, "...[{} more bytes]", rest.len());
+            return out;
+        }
+        out.extend(c.escape_debug());
+        rest = &rest[c.len_utf8()..];
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quotes_are_escaped_bounded_and_say_what_was_cut() {
+        assert_eq!(quote("plain", 256), "plain");
+        assert_eq!(quote("a\u{1}b\n", 256), "a\\u{1}b\\n");
+        let long = "\u{1}".repeat(65_536);
+        let quoted = quote(&long, 256);
+        assert!(quoted.len() < 256 + 40, "{} bytes", quoted.len());
+        assert!(quoted.ends_with("more bytes]"), "{quoted}");
+        let cut = quote(&"é".repeat(1000), 10);
+        assert!(
+            cut.starts_with("éééééé") && cut.ends_with("...[1988 more bytes]"),
+            "{cut}"
+        );
+    }
 
     #[test]
     fn gbk_round_trip() {

@@ -9,6 +9,7 @@ use tracing::trace;
 
 use super::template::Template;
 use super::{Ended, HandlerError};
+use crate::conn::text::{QUOTE_MAX_BYTES, quote};
 use crate::conn::{Connection, Incoming, Io};
 
 /// A bot's last words by default, on farewell or shutdown (the seed's).
@@ -67,7 +68,7 @@ pub(super) async fn chat<S: Io>(
         if text.trim().is_empty() {
             continue;
         }
-        trace!(message = %text, "received");
+        trace!(message = %quote(&text, QUOTE_MAX_BYTES), "received");
         let answer = bot.answer(&message, &text, &who(conn));
         let farewell = matches!(answer, Answer::Farewell(_));
         match answer {

@@ -25,7 +25,7 @@ use tracing::{debug, info, warn};
 
 use super::probe::{Probe, ProbeContext, line_then_close, shown};
 use super::{BuildContext, Ended, Handler, HandlerError, Invalid};
-use crate::conn::text::TextEncoding;
+use crate::conn::text::{QUOTE_MAX_BYTES, TextEncoding, quote};
 use crate::conn::{Connection, Incoming, Io};
 
 /// Bytes sent per write by default.
@@ -151,18 +151,18 @@ impl Handler for Download {
         let target = match self.resolve_blocking(name.clone()).await {
             Ok(target) => target,
             Err(e) => {
-                info!(name = %name.escape_debug(), reason = %e, "download refused");
+                info!(name = %quote(&name, QUOTE_MAX_BYTES), reason = %e, "download refused");
                 return Err(e);
             }
         };
         match target {
             Target::Directory { handle, path } => {
                 let text = self.listing_blocking(handle, encoding).await?;
-                info!(dir = %path.display(), "sending listing");
+                info!(dir = %quote(&path.to_string_lossy(), QUOTE_MAX_BYTES), "sending listing");
                 conn.send(&encoding.encode(&text)).await?;
             }
             Target::File { file, path, len } => {
-                info!(file = %path.display(), bytes = len, "sending file");
+                info!(file = %quote(&path.to_string_lossy(), QUOTE_MAX_BYTES), bytes = len, "sending file");
                 let (_, before) = conn.bytes();
                 let sent = conn.send_file(file, len, self.chunk_size).await;
                 let (_, after) = conn.bytes();

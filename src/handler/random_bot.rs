@@ -19,6 +19,15 @@ use crate::conn::{Connection, Io};
 
 /// History length, in messages, by default.
 const HISTORY_LIMIT: usize = 10_000;
+/// The largest `history_limit`.
+const MAX_HISTORY_LIMIT: usize = 1_000_000;
+/// The largest `history_bytes`.
+const MAX_HISTORY_BYTES: usize = 1 << 30;
+/// What an entry costs besides its text: the `Bytes` handle in the deque
+/// and the allocation's own header and rounding (about 80 bytes measured
+/// for one-byte messages). Counted in `history_bytes`, so that a flood of
+/// tiny messages is bounded by it too.
+const ENTRY_OVERHEAD: usize = 80;
 /// History size, in bytes of message text, by default.
 const HISTORY_BYTES: usize = 8 * 1024 * 1024;
 /// Messages that end a chat by default (the seed's).
@@ -31,7 +40,8 @@ pub struct RandomBotConfig {
     /// Messages kept in the shared history; the oldest are dropped.
     #[serde(default = "default_history_limit")]
     pub history_limit: usize,
-    /// Bytes of message text kept in the history; the oldest are dropped.
+    /// Bytes kept in the history (each message's text plus about 80 bytes
+    /// of overhead); the oldest are dropped.
     #[serde(default = "default_history_bytes")]
     pub history_bytes: usize,
     /// Messages that end the chat (case-insensitive, surrounding whitespace ignored).
@@ -77,7 +87,7 @@ impl Entries {
             || (self.bytes > self.max_bytes && self.messages.len() > 1)
         {
             match self.messages.pop_front() {
-                Some(old) => self.bytes -= old.len(),
+                Some(old) => self.bytes -= old.len() + ENTRY_OVERHEAD,
                 None => break,
             }
         }
@@ -109,14 +119,15 @@ impl History {
     /// returns a uniformly random entry (possibly `message` itself).
     pub(crate) fn record_and_pick(&self, message: Bytes) -> Bytes {
         let mut entries = self.entries();
-        entries.bytes += message.len();
+        entries.bytes += message.len() + ENTRY_OVERHEAD;
         entries.messages.push_back(message);
         entries.trim();
         let pick = rand::random_range(0..entries.messages.len());
         entries.messages[pick].clone()
     }
 
-    /// Messages currently kept, and their total bytes.
+    /// Messages currently kept, and the bytes they are counted as (their
+    /// text plus [`ENTRY_OVERHEAD`] each).
     #[cfg(test)]
     fn size(&self) -> (usize, usize) {
         let entries = self.entries();
@@ -175,16 +186,16 @@ impl Handler for RandomBot {
     type Config = RandomBotConfig;
 
     fn validate(config: &mut RandomBotConfig) -> Result<(), Invalid> {
-        if config.history_limit == 0 {
+        if !(1..=MAX_HISTORY_LIMIT).contains(&config.history_limit) {
             return Err(Invalid::at(
                 "history_limit",
-                "history_limit must be at least 1",
+                format!("history_limit must be at least 1 and at most {MAX_HISTORY_LIMIT}"),
             ));
         }
-        if config.history_bytes == 0 {
+        if !(1..=MAX_HISTORY_BYTES).contains(&config.history_bytes) {
             return Err(Invalid::at(
                 "history_bytes",
-                "history_bytes must be at least 1",
+                format!("history_bytes must be at least 1 and at most {MAX_HISTORY_BYTES}"),
             ));
         }
         if config.goodbye_reply.mentions_keywords() {
@@ -206,7 +217,9 @@ impl Handler for RandomBot {
     /// with the new limits. The byte limit is never below one message, so
     /// the newest always fits.
     fn build(config: &RandomBotConfig, ctx: &BuildContext<'_>, previous: Option<&Self>) -> Self {
-        let max_bytes = config.history_bytes.max(ctx.settings.max_message_bytes);
+        let max_bytes = config
+            .history_bytes
+            .max(ctx.settings.max_message_bytes + ENTRY_OVERHEAD);
         let history = match previous {
             Some(previous) => {
                 previous.history.set_limits(config.history_limit, max_bytes);
@@ -289,8 +302,9 @@ mod tests {
         for i in 0..10u8 {
             history.record_and_pick(Bytes::from(vec![i; 10]));
         }
-        assert_eq!(history.size(), (3, 30));
-        let history = History::new(100, 25);
+        assert_eq!(history.size(), (3, 3 * (10 + ENTRY_OVERHEAD)));
+        // Room for two entries of 10 bytes and their overhead, not three.
+        let history = History::new(100, 2 * (10 + ENTRY_OVERHEAD) + 5);
         for i in 0..10u8 {
             let pick = history.record_and_pick(Bytes::from(vec![i; 10]));
             assert!(
@@ -299,7 +313,18 @@ mod tests {
                 pick[0]
             );
         }
-        assert_eq!(history.size(), (2, 20));
+        assert_eq!(history.size(), (2, 2 * (10 + ENTRY_OVERHEAD)));
+    }
+
+    #[test]
+    fn a_flood_of_one_byte_messages_is_bounded_by_history_bytes() {
+        let history = History::new(MAX_HISTORY_LIMIT, 1 << 20);
+        for i in 0..100_000u32 {
+            history.record_and_pick(Bytes::from(vec![(i % 251) as u8]));
+        }
+        let (entries, bytes) = history.size();
+        assert!(bytes <= 1 << 20, "{bytes} bytes counted");
+        assert_eq!(entries, (1 << 20) / (1 + ENTRY_OVERHEAD));
     }
 
     #[test]

@@ -15,4 +15,5 @@ mod lifecycle;
 mod metrics;
 mod output;
 mod probe;
+mod quoting;
 mod reload;

@@ -1,0 +1,67 @@
+//! What a client or a config file says is quoted, in a log line or an
+//! error, only up to a bound: a hostile name cannot make one line huge.
+
+use std::io::{Read, Write};
+
+use crate::cli::{Daemon, EXIT_CONFIG, client, output, switchboard, text};
+use crate::common::LIMIT;
+use crate::deploy::{any_port, config_dir, listener_at, toml_literal};
+
+/// Fixed fields of a log line (time, level, span, message) plus the quoted
+/// field's bound and its cut marker: no line may be longer.
+const LOG_LINE_MAX: usize = 1024;
+
+#[test]
+fn a_hostile_file_name_is_logged_in_one_bounded_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let toml = listener_at(
+        "files",
+        any_port(),
+        "download",
+        &format!("root = '{}'", toml_literal(dir.path())),
+    );
+    let (_config_dir, config) = config_dir(&toml);
+    let mut daemon = Daemon::start(&config);
+    // 65 535 bytes of 0x01 (each escaped as 6 characters), then a newline:
+    // one byte under max_message_bytes.
+    let mut name = vec![1u8; 65_535];
+    name.push(b'\n');
+    let mut conn = client(daemon.addr("files"));
+    conn.write_all(&name).expect("send");
+    let mut reply = Vec::new();
+    conn.read_to_end(&mut reply).expect("reply");
+    assert!(text(&reply).starts_with("ERR "), "{}", text(&reply));
+    let line = daemon.wait_for_log("download refused");
+    assert!(line.len() < LOG_LINE_MAX, "{} bytes: {line}", line.len());
+    assert!(line.contains("more bytes]"), "the cut is marked: {line}");
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait_exit(LIMIT).code(), Some(0));
+}
+
+#[test]
+fn a_huge_name_in_the_config_is_quoted_only_in_part() {
+    let name = "n".repeat(100_000);
+    let (_dir, config) = config_dir(&listener_at(&name, any_port(), "echo", ""));
+    let out = output(switchboard().arg("check").arg("-c").arg(&config));
+    assert_eq!(out.status.code(), Some(EXIT_CONFIG));
+    let error = text(&out.stderr);
+    assert!(error.contains("name must be 1 to 64 characters"), "{error}");
+    assert!(error.len() < 2048, "{} bytes of error", error.len());
+    // A huge unknown key, too.
+    let key = "k".repeat(100_000);
+    let (_dir, config) = config_dir(&listener_at(
+        "echo",
+        any_port(),
+        "echo",
+        &format!("{key} = 1"),
+    ));
+    let out = output(switchboard().arg("check").arg("-c").arg(&config));
+    assert_eq!(out.status.code(), Some(EXIT_CONFIG));
+    let error = text(&out.stderr);
+    assert!(
+        error.contains("unknown field"),
+        "{}",
+        &error[..error.len().min(300)]
+    );
+    assert!(error.len() < 2048, "{} bytes of error", error.len());
+}
