@@ -320,6 +320,19 @@ impl<S: Io> Connection<S> {
         let _ = timeout_at(deadline, tokio::io::copy(&mut unread, &mut sink)).await;
     }
 
+    /// Ends the connection with a reset (RST) instead of a close, so that
+    /// the client sees an error rather than a clean end of its data.
+    /// `reason` is what the metrics count the connection as.
+    pub(crate) fn reset(&mut self, reason: CloseReason) {
+        self.close_reason = reason;
+        if let Some(tcp) = self.stream.get_ref().tcp() {
+            // Dropping a socket whose linger is zero sends RST.
+            if let Err(e) = tcp.set_zero_linger() {
+                tracing::debug!(error = %e, "cannot set SO_LINGER to reset the connection");
+            }
+        }
+    }
+
     /// Bytes read from and written to the client so far.
     pub(crate) fn bytes(&self) -> (u64, u64) {
         self.stream.counts()

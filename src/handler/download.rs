@@ -15,7 +15,7 @@ use std::collections::BinaryHeap;
 use std::fs;
 use std::io;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
@@ -50,6 +50,10 @@ pub struct DownloadConfig {
     /// Serve names starting with `.`.
     #[serde(default)]
     pub allow_hidden: bool,
+    /// Serve regular files that have more than one hard link (one of them
+    /// may be outside the root, where the path checks cannot see it).
+    #[serde(default)]
+    pub allow_hard_links: bool,
 }
 
 fn default_chunk_size() -> usize {
@@ -64,9 +68,18 @@ const MAX_LISTING_ENTRIES: usize = 10_000;
 pub(crate) struct Download {
     root: Arc<Path>,
     chunk_size: usize,
-    allow_hidden: bool,
+    policy: Policy,
     files_sent: IntCounter,
     file_bytes_sent: IntCounter,
+}
+
+/// Which names the root's rules let through.
+#[derive(Debug, Clone, Copy)]
+struct Policy {
+    /// Names starting with `.`.
+    allow_hidden: bool,
+    /// Regular files with more than one hard link.
+    allow_hard_links: bool,
 }
 
 /// What a requested name resolved to.
@@ -85,8 +98,8 @@ enum Target {
 
 impl Download {
     async fn resolve_blocking(&self, name: String) -> Result<Target, HandlerError> {
-        let (root, allow_hidden) = (self.root.clone(), self.allow_hidden);
-        tokio::task::spawn_blocking(move || resolve(&root, &name, allow_hidden))
+        let (root, policy) = (self.root.clone(), self.policy);
+        tokio::task::spawn_blocking(move || resolve(&root, &name, policy))
             .await
             .map_err(io::Error::other)?
             .map_err(HandlerError::Refused)
@@ -97,8 +110,8 @@ impl Download {
         dir: fs::File,
         encoding: TextEncoding,
     ) -> Result<String, HandlerError> {
-        let (root, allow_hidden) = (self.root.clone(), self.allow_hidden);
-        tokio::task::spawn_blocking(move || listing(&root, &dir, allow_hidden, encoding))
+        let (root, policy) = (self.root.clone(), self.policy);
+        tokio::task::spawn_blocking(move || listing(&root, &dir, policy, encoding))
             .await
             .map_err(io::Error::other)?
             .map_err(|e| HandlerError::Refused(io_reason(&e)))
@@ -134,7 +147,10 @@ impl Handler for Download {
         Download {
             root: Arc::from(config.root.as_path()),
             chunk_size: config.chunk_size,
-            allow_hidden: config.allow_hidden,
+            policy: Policy {
+                allow_hidden: config.allow_hidden,
+                allow_hard_links: config.allow_hard_links,
+            },
             files_sent,
             file_bytes_sent,
         }
@@ -167,16 +183,25 @@ impl Handler for Download {
                 let sent = conn.send_file(file, len, self.chunk_size).await;
                 let (_, after) = conn.bytes();
                 self.file_bytes_sent.inc_by(after - before);
-                if let Err(e) = sent {
-                    let e = HandlerError::from(e);
-                    if e.is_disconnect() {
-                        debug!(
-                            sent = after - before,
-                            of = len,
-                            "client disconnected mid-file"
-                        );
+                let sent = match sent {
+                    Ok(sent) => sent,
+                    Err(e) => {
+                        let e = HandlerError::from(e);
+                        if e.is_disconnect() {
+                            debug!(
+                                sent = after - before,
+                                of = len,
+                                "client disconnected mid-file"
+                            );
+                        }
+                        return Err(e);
                     }
-                    return Err(e);
+                };
+                if sent < len {
+                    return Err(HandlerError::Truncated {
+                        sent,
+                        expected: len,
+                    });
                 }
                 self.files_sent.inc();
             }
@@ -224,13 +249,18 @@ impl Handler for Download {
 /// fuzz target of the path rules.
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) fn resolve_for_fuzzing(root: &Path, name: &str) -> Result<PathBuf, &'static str> {
-    resolve(root, name, false).map(|target| match target {
+    let policy = Policy {
+        allow_hidden: false,
+        allow_hard_links: false,
+    };
+    resolve(root, name, policy).map(|target| match target {
         Target::File { path, .. } | Target::Directory { path, .. } => path,
     })
 }
 
 /// Resolves a requested name under `root` (canonical) and opens it, or says why not.
-fn resolve(root: &Path, name: &str, allow_hidden: bool) -> Result<Target, &'static str> {
+fn resolve(root: &Path, name: &str, policy: Policy) -> Result<Target, &'static str> {
+    let allow_hidden = policy.allow_hidden;
     if name.contains('\0') {
         return Err("invalid name: NUL byte");
     }
@@ -270,6 +300,9 @@ fn resolve(root: &Path, name: &str, allow_hidden: bool) -> Result<Target, &'stat
     })?;
     check_confined(root, &real, allow_hidden)?;
     let meta = handle.metadata().map_err(|e| io_reason(&e))?;
+    if meta.is_file() && meta.nlink() > 1 && !policy.allow_hard_links {
+        return Err(HARD_LINKED);
+    }
     if meta.is_dir() {
         Ok(Target::Directory { handle, path: real })
     } else if meta.is_file() {
@@ -284,6 +317,7 @@ fn resolve(root: &Path, name: &str, allow_hidden: bool) -> Result<Target, &'stat
 }
 
 const NOT_SERVABLE: &str = "not a regular file or directory";
+const HARD_LINKED: &str = "hard-linked files are not served";
 
 /// The `/proc` path that names an open file by its descriptor.
 fn descriptor_path(file: &fs::File) -> PathBuf {
@@ -311,9 +345,10 @@ fn check_confined(root: &Path, real: &Path, allow_hidden: bool) -> Result<(), &'
 fn listing(
     root: &Path,
     dir: &fs::File,
-    allow_hidden: bool,
+    policy: Policy,
     encoding: TextEncoding,
 ) -> io::Result<String> {
+    let allow_hidden = policy.allow_hidden;
     let mut names = BinaryHeap::new();
     let mut truncated = false;
     // Read through the descriptor, so the directory checked is the one listed.
@@ -343,6 +378,12 @@ fn listing(
         if kind.is_dir() {
             names.push(format!("{name}/"));
         } else if kind.is_file() {
+            // A file that would be refused is not listed either.
+            let hard_linked = !policy.allow_hard_links
+                && fs::metadata(entry.path()).is_ok_and(|meta| meta.nlink() > 1);
+            if hard_linked {
+                continue;
+            }
             names.push(name);
         } else {
             continue;
@@ -391,8 +432,43 @@ fn io_reason(err: &io::Error) -> &'static str {
 mod tests {
     use super::*;
 
+    const STRICT: Policy = Policy {
+        allow_hidden: false,
+        allow_hard_links: false,
+    };
+
+    #[test]
+    fn a_hard_link_to_a_file_outside_the_root_is_refused_unless_allowed() {
+        let base = tempfile::tempdir().unwrap();
+        let base = fs::canonicalize(base.path()).unwrap();
+        let root = base.join("root");
+        fs::create_dir(&root).unwrap();
+        fs::write(base.join("secret"), b"SECRET").unwrap();
+        fs::hard_link(base.join("secret"), root.join("linked")).unwrap();
+        fs::write(root.join("plain"), b"p").unwrap();
+        assert_eq!(refused(&root, "linked"), HARD_LINKED);
+        let allowed = Policy {
+            allow_hard_links: true,
+            ..STRICT
+        };
+        assert!(matches!(
+            resolve(&root, "linked", allowed),
+            Ok(Target::File { len: 6, .. })
+        ));
+        // Not listed when it would be refused.
+        let dir = fs::File::open(&root).unwrap();
+        assert_eq!(
+            listing(&root, &dir, STRICT, TextEncoding::Utf8).unwrap(),
+            "plain\n"
+        );
+        assert_eq!(
+            listing(&root, &dir, allowed, TextEncoding::Utf8).unwrap(),
+            "linked\nplain\n"
+        );
+    }
+
     fn refused(root: &Path, name: &str) -> &'static str {
-        match resolve(root, name, false) {
+        match resolve(root, name, STRICT) {
             Err(reason) => reason,
             Ok(target) => panic!("{name:?} was not refused: {target:?}"),
         }
@@ -411,7 +487,13 @@ mod tests {
         fs::write(root.join("new\nline"), b"x").unwrap();
         fs::write(root.join("😀"), b"x").unwrap();
         let dir = fs::File::open(&root).unwrap();
-        let list = |hidden, encoding| listing(&root, &dir, hidden, encoding).unwrap();
+        let list = |hidden, encoding| {
+            let policy = Policy {
+                allow_hidden: hidden,
+                allow_hard_links: false,
+            };
+            listing(&root, &dir, policy, encoding).unwrap()
+        };
         assert_eq!(list(false, TextEncoding::Utf8), "plain\nto-plain\n😀\n");
         assert_eq!(refused(&root, "to-secret"), "hidden files are not served");
         assert_eq!(
@@ -430,7 +512,7 @@ mod tests {
             fs::write(root.join(format!("f{i:06}")), b"").unwrap();
         }
         let handle = fs::File::open(&root).unwrap();
-        let text = listing(&root, &handle, false, TextEncoding::Utf8).unwrap();
+        let text = listing(&root, &handle, STRICT, TextEncoding::Utf8).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), MAX_LISTING_ENTRIES + 1);
         assert_eq!(lines[0], "f000000");
@@ -474,7 +556,7 @@ mod tests {
         let (mut served, mut refused) = (0u32, 0u32);
         let started = Instant::now();
         while started.elapsed() < Duration::from_millis(1500) && served + refused < 200_000 {
-            match resolve(&root, "d/f", false) {
+            match resolve(&root, "d/f", STRICT) {
                 Ok(Target::File { mut file, .. }) => {
                     let mut body = String::new();
                     file.read_to_string(&mut body).unwrap();

@@ -59,6 +59,15 @@ pub(crate) enum HandlerError {
     /// A message (or the first one) was not complete in time.
     #[error("no complete message within {}", humantime::format_duration(*.0))]
     TooSlow(Duration),
+    /// The file shrank while it was sent: the client got less than it was
+    /// promised, and must see an error, not a clean end.
+    #[error("truncated: the file shrank while it was sent ({sent} of {expected} bytes)")]
+    Truncated {
+        /// Bytes sent.
+        sent: u64,
+        /// The file's size when the send began.
+        expected: u64,
+    },
     /// The request was refused; the reason (one of a fixed set) is told to
     /// the client.
     #[error("refused: {0}")]
@@ -101,9 +110,16 @@ impl HandlerError {
             HandlerError::MessageTooLong(_) => CloseReason::Limit,
             HandlerError::TooSlow(_) => CloseReason::Slow,
             HandlerError::Refused(_) => CloseReason::Refused,
+            HandlerError::Truncated { .. } => CloseReason::Truncated,
             HandlerError::Io(_) if self.is_disconnect() => CloseReason::ClientClosed,
             HandlerError::Io(_) => CloseReason::Error,
         }
+    }
+
+    /// True when the connection must end with a reset (RST), not a close
+    /// (FIN), so that the client sees an error.
+    pub(crate) fn resets_connection(&self) -> bool {
+        matches!(self, HandlerError::Truncated { .. })
     }
 
     /// True when the fault is likely the server's (a file or socket failed in

@@ -50,6 +50,8 @@ pub(crate) enum CloseReason {
     Slow,
     /// The handler refused the request (`ERR <reason>`).
     Refused,
+    /// A file shrank while it was sent; the connection was reset.
+    Truncated,
     /// A socket or file error on the server's side.
     Error,
     /// Still open when the shutdown grace ran out, and dropped.
@@ -58,7 +60,7 @@ pub(crate) enum CloseReason {
 
 impl CloseReason {
     /// Every reason, in label order.
-    pub(crate) const ALL: [CloseReason; 10] = [
+    pub(crate) const ALL: [CloseReason; 11] = [
         CloseReason::ClientClosed,
         CloseReason::Completed,
         CloseReason::Farewell,
@@ -67,6 +69,7 @@ impl CloseReason {
         CloseReason::Limit,
         CloseReason::Slow,
         CloseReason::Refused,
+        CloseReason::Truncated,
         CloseReason::Error,
         CloseReason::Dropped,
     ];
@@ -82,6 +85,7 @@ impl CloseReason {
             CloseReason::Limit => "limit",
             CloseReason::Slow => "slow",
             CloseReason::Refused => "refused",
+            CloseReason::Truncated => "truncated",
             CloseReason::Error => "error",
             CloseReason::Dropped => "dropped",
         }

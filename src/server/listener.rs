@@ -276,7 +276,10 @@ async fn serve(stream: TcpStream, peer: SocketAddr, route: &Route, shutdown: Can
         Ok(ended) => ended.close_reason(),
         Err(err) => err.close_reason(),
     };
-    conn.close(reason).await;
+    match &result {
+        Err(err) if err.resets_connection() => conn.reset(reason),
+        _ => conn.close(reason).await,
+    }
     let (bytes_in, bytes_out) = conn.bytes();
     let duration = started.elapsed();
     match result {

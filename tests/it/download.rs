@@ -640,3 +640,64 @@ async fn message_longer_than_max_message_bytes_is_refused() {
     );
     stop(server).await;
 }
+
+#[tokio::test]
+async fn a_file_that_shrinks_while_sent_ends_in_a_reset_not_a_clean_end() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("shrinking.bin");
+    let len: u64 = 64 << 20;
+    fs::File::create(&path)
+        .and_then(|f| f.set_len(len))
+        .expect("make a sparse 64 MiB file");
+    let server = TestServer::start(&download_listener("files", dir.path(), ""));
+    // A small receive buffer, so that the server is still sending when the
+    // file shrinks.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(64 * 1024).expect("SO_RCVBUF");
+    let mut stream = timeout(LIMIT, socket.connect(server.addr("files")))
+        .await
+        .expect("connect timed out")
+        .expect("connect");
+    stream.write_all(b"shrinking.bin\n").await.expect("send");
+    let mut head = vec![0u8; 1 << 20];
+    timeout(LIMIT, stream.read_exact(&mut head))
+        .await
+        .expect("no data in time")
+        .expect("read");
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .and_then(|f| f.set_len(2 << 20))
+        .expect("truncate");
+    let mut rest = Vec::new();
+    let end = timeout(LIMIT, stream.read_to_end(&mut rest))
+        .await
+        .expect("the server neither finished nor reset");
+    let error = end.expect_err("a clean end of a file that was cut short");
+    assert_eq!(error.kind(), std::io::ErrorKind::ConnectionReset, "{error}");
+    assert!((head.len() + rest.len()) < len as usize);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_hard_link_out_of_the_root_is_refused_unless_allowed() {
+    let base = tempfile::tempdir().expect("tempdir");
+    let root = base.path().join("root");
+    fs::create_dir(&root).expect("root");
+    fs::write(base.path().join("secret"), b"SECRET").expect("secret");
+    fs::hard_link(base.path().join("secret"), root.join("linked")).expect("hard link");
+    let server = TestServer::start(
+        &[
+            download_listener("strict", &root, ""),
+            download_listener("lenient", &root, "allow_hard_links = true"),
+        ]
+        .concat(),
+    );
+    assert_refused(
+        &fetch(server.addr("strict"), b"linked\n").await,
+        "hard-linked",
+        "linked",
+    );
+    assert_eq!(fetch(server.addr("lenient"), b"linked\n").await, b"SECRET");
+    server.shutdown().await;
+}
