@@ -29,6 +29,7 @@ mod metrics;
 mod probe;
 mod server;
 mod struct_keys;
+mod suggest;
 
 pub use config::{Config, ConfigError};
 pub use conn::text::TextEncoding;

@@ -22,7 +22,7 @@ const EXIT_FAILURE: u8 = 1;
 const EXIT_USAGE: u8 = 2;
 
 /// An async TCP server daemon: TOML-configured listeners routed to echo,
-/// download, keyword-bot and random-bot handlers.
+/// download, keyword-bot, random-bot and metrics (Prometheus) handlers.
 ///
 /// With no config file, the embedded default runs: echo on 127.0.0.1:10010,
 /// download on 127.0.0.1:1111 (serving the current directory), keyword-bot on
@@ -170,10 +170,12 @@ fn print_err(line: &str) {
     let _ = writeln!(std::io::stderr().lock(), "{line}");
 }
 
-/// A duration longer than zero, for `--timeout`.
+/// A duration of at least a millisecond (what timers resolve), for `--timeout`.
 fn positive_duration(text: &str) -> Result<Duration, String> {
     match humantime::parse_duration(text) {
-        Ok(duration) if duration.is_zero() => Err("must be longer than 0s".to_owned()),
+        Ok(duration) if duration < Duration::from_millis(1) => {
+            Err("must be at least 1ms".to_owned())
+        }
         Ok(duration) => Ok(duration),
         Err(e) => Err(e.to_string()),
     }

@@ -6,7 +6,7 @@ use std::ops::Range;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
-use super::suggest;
+use crate::suggest;
 
 /// A configuration mistake, printed as one line:
 /// `FILE:LINE:COLUMN: key `KEY`: WHAT`.
@@ -97,6 +97,11 @@ impl Source<'_> {
             (_, None) => None,
         };
         let mut message = err.message().to_owned();
+        if message.starts_with("invalid type: map, expected a sequence") {
+            message.push_str(
+                "; write an array of tables with double brackets, one [[...]] table per item",
+            );
+        }
         if let Some(near) = suggest::unknown_name(&message)
             .and_then(|name| suggest::closest(name, suggest::expected_names(&message)))
         {

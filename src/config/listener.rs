@@ -12,11 +12,12 @@ use toml::Spanned;
 use toml::de::DeTable;
 
 use super::error::{ConfigError, Source, join_key, path_span, value_span};
-use super::{bounds, defaults, deserialize_table, suggest};
+use super::{bounds, defaults, deserialize_table};
 use crate::conn::text::{QUOTE_MAX_BYTES, TextEncoding, quote};
 use crate::conn::{self};
 use crate::handler::{HANDLER_NAMES, HandlerConfig};
 use crate::struct_keys::struct_keys;
+use crate::suggest;
 
 /// One validated `[[listener]]`.
 #[derive(Debug, Clone, PartialEq)]
@@ -134,7 +135,8 @@ pub(super) fn parse(
         };
         target.insert(key.clone(), value.clone());
     }
-    let keys: ListenerKeys = deserialize_table(src, prefix, Spanned::new(span.clone(), common))?;
+    let keys: ListenerKeys = deserialize_table(src, prefix, Spanned::new(span.clone(), common))
+        .map_err(|err| misspelled_required_key(src, err, prefix, &settings))?;
     let table = table.get_ref();
     let fail = |key: &str, message: String| {
         src.error(
@@ -190,6 +192,34 @@ pub(super) fn parse(
     })
 }
 
+/// A required key that is missing may be there misspelled (`hndler`):
+/// then the misspelling is the mistake to report, at its own position.
+fn misspelled_required_key(
+    src: &Source<'_>,
+    err: ConfigError,
+    prefix: &str,
+    others: &DeTable<'_>,
+) -> ConfigError {
+    let Some(missing) = err
+        .message
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.split('`').next())
+    else {
+        return err;
+    };
+    let typo = others
+        .iter()
+        .find(|(key, _)| suggest::closest(key.get_ref(), [missing]).is_some());
+    match typo {
+        Some((key, _)) => src.error(
+            Some(key.span()),
+            Some(join_key(prefix, key.get_ref())),
+            format!("unknown key `{}`; did you mean `{missing}`?", key.get_ref()),
+        ),
+        None => err,
+    }
+}
+
 /// Checks the keys every listener has; returns the parsed `bind`.
 fn validate_common(
     keys: &ListenerKeys,
@@ -229,6 +259,22 @@ fn validate_common(
         keys.max_message_bytes,
         &bounds::MAX_MESSAGE_BYTES,
     )?;
+    for (key, value) in [
+        ("idle_timeout", keys.idle_timeout),
+        ("message_gap", keys.message_gap),
+        ("first_message_timeout", keys.first_message_timeout),
+        ("message_timeout", keys.message_timeout),
+    ] {
+        if value > bounds::DURATION_MAX {
+            return Err(fail(
+                key,
+                format!(
+                    "{key} must be at most {}",
+                    humantime::format_duration(bounds::DURATION_MAX)
+                ),
+            ));
+        }
+    }
     if keys.idle_timeout.is_zero() {
         return Err(fail(
             "idle_timeout",
@@ -276,12 +322,14 @@ fn validate_common(
             ),
         ));
     }
-    if !keys.tcp_keepalive.is_zero() && keys.tcp_keepalive < bounds::TCP_KEEPALIVE_MIN {
+    let keepalive = bounds::TCP_KEEPALIVE_MIN..=bounds::TCP_KEEPALIVE_MAX;
+    if !keys.tcp_keepalive.is_zero() && !keepalive.contains(&keys.tcp_keepalive) {
         return Err(fail(
             "tcp_keepalive",
             format!(
-                "tcp_keepalive must be \"0s\" (off) or at least {}",
-                humantime::format_duration(bounds::TCP_KEEPALIVE_MIN)
+                "tcp_keepalive must be \"0s\" (off) or between {} and {}",
+                humantime::format_duration(bounds::TCP_KEEPALIVE_MIN),
+                humantime::format_duration(bounds::TCP_KEEPALIVE_MAX)
             ),
         ));
     }

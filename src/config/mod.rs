@@ -8,7 +8,6 @@
 mod error;
 mod listener;
 mod server;
-mod suggest;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -49,8 +48,10 @@ pub mod defaults {
     pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
     /// Quiet time after which bytes with no newline count as a message.
     pub const MESSAGE_GAP: Duration = Duration::from_millis(50);
-    /// The first message must be complete within this long of the connect.
-    pub const FIRST_MESSAGE_TIMEOUT: Duration = Duration::from_secs(10);
+    /// The first message must be complete within this long of the connect:
+    /// long enough for a person at the tutorial's clients to type a first
+    /// question, short enough that silent connections do not pile up.
+    pub const FIRST_MESSAGE_TIMEOUT: Duration = Duration::from_secs(30);
     /// A message must be complete within this long of its first byte.
     pub const MESSAGE_TIMEOUT: Duration = Duration::from_secs(30);
     /// Idle time before TCP keepalive probes a silent peer.
@@ -79,6 +80,11 @@ pub mod bounds {
     /// Shortest `tcp_keepalive` that is not 0 (off): the kernel counts it in
     /// whole seconds.
     pub const TCP_KEEPALIVE_MIN: Duration = Duration::from_secs(1);
+    /// Longest `tcp_keepalive` (the kernel's TCP_MAX_KEEPIDLE).
+    pub const TCP_KEEPALIVE_MAX: Duration = Duration::from_secs(32_767);
+    /// Longest of every other duration: a deadline this far away is as good
+    /// as none, and one much further would overflow the clock.
+    pub const DURATION_MAX: Duration = Duration::from_secs(366 * 24 * 60 * 60);
     /// `worker_threads`.
     pub const WORKER_THREADS: RangeInclusive<usize> = 1..=1024;
 }
@@ -151,11 +157,12 @@ impl Config {
                     }
                 }
                 other => {
-                    return Err(src.error(
-                        Some(key.span()),
-                        Some(other.to_owned()),
-                        "unknown top-level key, expected `server` or `listener`",
-                    ));
+                    let mut message =
+                        "unknown top-level key, expected `server` or `listener`".to_owned();
+                    if let Some(near) = crate::suggest::closest(other, ["server", "listener"]) {
+                        message.push_str(&format!("; did you mean `{near}`?"));
+                    }
+                    return Err(src.error(Some(key.span()), Some(other.to_owned()), message));
                 }
             }
         }

@@ -78,6 +78,17 @@ pub(super) fn validate(
             format!("invalid log filter {:?}: {e}", server.log_level),
         ));
     }
+    if server.shutdown_grace > bounds::DURATION_MAX {
+        let (span, key) = at("shutdown_grace");
+        return Err(src.error(
+            span,
+            key,
+            format!(
+                "shutdown_grace must be at most {}",
+                humantime::format_duration(bounds::DURATION_MAX)
+            ),
+        ));
+    }
     if let Some(threads) = server.worker_threads {
         if !bounds::WORKER_THREADS.contains(&threads) {
             let (span, key) = at("worker_threads");

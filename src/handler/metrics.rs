@@ -20,7 +20,7 @@ use tokio::time::{Instant, timeout_at};
 use super::probe::{Probe, ProbeContext, Verdict, shown};
 use super::{BuildContext, Ended, Handler, HandlerError, Invalid};
 use crate::conn::{Connection, Incoming, Io};
-use crate::metrics::{CONTENT_TYPE, Metrics};
+use crate::metrics::{CONTENT_TYPE, CloseReason, Metrics};
 
 /// The path the figures are served at.
 const PATH: &str = "/metrics";
@@ -30,6 +30,9 @@ const MAX_HEADERS: usize = 100;
 
 /// How long a client has for its whole request, by default.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The longest `request_timeout`.
+const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// Settings of the metrics handler.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -64,6 +67,8 @@ enum Status {
     Ok,
     NotFound,
     MethodNotAllowed,
+    RequestTimeout,
+    UriTooLong,
     HeadersTooLarge,
 }
 
@@ -73,31 +78,64 @@ impl Status {
             Status::Ok => "200 OK",
             Status::NotFound => "404 Not Found",
             Status::MethodNotAllowed => "405 Method Not Allowed",
+            Status::RequestTimeout => "408 Request Timeout",
+            Status::UriTooLong => "414 URI Too Long",
             Status::HeadersTooLarge => "431 Request Header Fields Too Large",
+        }
+    }
+
+    /// What the metrics count a connection that got this status as.
+    fn close_reason(self) -> CloseReason {
+        match self {
+            Status::RequestTimeout => CloseReason::Slow,
+            Status::UriTooLong | Status::HeadersTooLarge => CloseReason::Limit,
+            _ => CloseReason::Completed,
+        }
+    }
+
+    /// The status for a request that could not be read: a line over
+    /// `max_message_bytes` (the request line's or a header's), or a request
+    /// not complete in time. `None` for other errors.
+    fn for_error(err: &HandlerError, in_headers: bool) -> Option<Status> {
+        match err {
+            HandlerError::MessageTooLong(_) if in_headers => Some(Status::HeadersTooLarge),
+            HandlerError::MessageTooLong(_) => Some(Status::UriTooLong),
+            HandlerError::Idle(_) | HandlerError::TooSlow(_) => Some(Status::RequestTimeout),
+            _ => None,
         }
     }
 }
 
 impl MetricsHandler {
     /// Reads the request within the deadline; `None` when the server shut
-    /// down first.
+    /// down first. A request that cannot be read in full gets its HTTP
+    /// status (408, 414, 431): the first line is answered as HTTP then too,
+    /// since what it was meant to be cannot be told.
     async fn request<S: Io>(
         &self,
         conn: &mut Connection<S>,
     ) -> Result<Option<Request>, HandlerError> {
         let deadline = Instant::now() + self.request_timeout;
-        let first = match next_line(conn, deadline, self.request_timeout).await? {
-            Incoming::Data(line) => line,
+        let failed = |err: HandlerError, in_headers: bool| match Status::for_error(&err, in_headers)
+        {
+            Some(status) => Ok(Some(Request::Http {
+                head_only: false,
+                status,
+            })),
+            None => Err(err),
+        };
+        let first = match next_line(conn, deadline, self.request_timeout).await {
+            Ok(Incoming::Data(line)) => line,
             // Nothing asked, but the client is listening (`nc </dev/null`).
-            Incoming::Closed => return Ok(Some(Request::Text)),
-            Incoming::Shutdown => return Ok(None),
+            Ok(Incoming::Closed) => return Ok(Some(Request::Text)),
+            Ok(Incoming::Shutdown) => return Ok(None),
+            Err(err) => return failed(err, false),
         };
         let Some((method, target)) = http_request_line(&first) else {
             return Ok(Some(Request::Text));
         };
         let head_only = method == "HEAD";
-        let path = target.split('?').next().unwrap_or(target);
-        let mut status = match (method, path) {
+        let mut status = match (method, request_path(target)) {
             ("GET" | "HEAD", PATH) => Status::Ok,
             ("GET" | "HEAD", _) => Status::NotFound,
             _ => Status::MethodNotAllowed,
@@ -106,17 +144,18 @@ impl MetricsHandler {
         // cut into a request still arriving.
         let mut headers = 0;
         loop {
-            match next_line(conn, deadline, self.request_timeout).await? {
-                Incoming::Data(line) if line.is_empty() => break,
-                Incoming::Data(_) => {
+            match next_line(conn, deadline, self.request_timeout).await {
+                Ok(Incoming::Data(line)) if line.is_empty() => break,
+                Ok(Incoming::Data(_)) => {
                     headers += 1;
                     if headers > MAX_HEADERS {
                         status = Status::HeadersTooLarge;
                         break;
                     }
                 }
-                Incoming::Closed => break,
-                Incoming::Shutdown => return Ok(None),
+                Ok(Incoming::Closed) => break,
+                Ok(Incoming::Shutdown) => return Ok(None),
+                Err(err) => return failed(err, true),
             }
         }
         Ok(Some(Request::Http { head_only, status }))
@@ -131,6 +170,38 @@ impl MetricsHandler {
     }
 }
 
+/// Sends an HTTP/1.1 response with `status`: `body` (the figures, for 200)
+/// or the status line as text; no body for HEAD.
+async fn send_response<S: Io>(
+    conn: &mut Connection<S>,
+    status: Status,
+    head_only: bool,
+    body: Vec<u8>,
+) -> Result<(), HandlerError> {
+    let (content_type, body) = match status {
+        Status::Ok => (CONTENT_TYPE, body),
+        other => (
+            "text/plain; charset=utf-8",
+            format!("{}\n", other.line()).into_bytes(),
+        ),
+    };
+    let mut response = format!(
+        "HTTP/1.1 {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n",
+        status.line(),
+        body.len()
+    );
+    if status == Status::MethodNotAllowed {
+        response.push_str("Allow: GET, HEAD\r\n");
+    }
+    response.push_str("\r\n");
+    let mut response = response.into_bytes();
+    if !head_only {
+        response.extend_from_slice(&body);
+    }
+    conn.send(&response).await?;
+    Ok(())
+}
+
 /// The next line, unless the request's deadline passes first.
 async fn next_line<S: Io>(
     conn: &mut Connection<S>,
@@ -143,15 +214,31 @@ async fn next_line<S: Io>(
     }
 }
 
-/// `METHOD SP target SP HTTP/1.x`, as (method, target).
+/// `METHOD SP target SP HTTP/1.x`, as (method, target): any method in
+/// capitals, any target without spaces (`/path`, `http://host/path`, `*`).
 pub(crate) fn http_request_line(line: &[u8]) -> Option<(&str, &str)> {
     let line = std::str::from_utf8(line).ok()?;
     let mut parts = line.split(' ');
     let (method, target, version) = (parts.next()?, parts.next()?, parts.next()?);
     let is_token = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_uppercase());
     let http = matches!(version, "HTTP/1.0" | "HTTP/1.1");
-    (parts.next().is_none() && http && is_token(method) && target.starts_with('/'))
+    (parts.next().is_none() && http && is_token(method) && !target.is_empty())
         .then_some((method, target))
+}
+
+/// The path of a request target, without its query: `/metrics?x` and
+/// `http://host:9100/metrics` are both `/metrics`.
+fn request_path(target: &str) -> &str {
+    let without_query = target.split(['?', '#']).next().unwrap_or(target);
+    match without_query
+        .strip_prefix("http://")
+        .or_else(|| without_query.strip_prefix("https://"))
+    {
+        Some(authority_and_path) => authority_and_path
+            .find('/')
+            .map_or("/", |at| &authority_and_path[at..]),
+        None => without_query,
+    }
 }
 
 impl Handler for MetricsHandler {
@@ -159,10 +246,13 @@ impl Handler for MetricsHandler {
     type Config = MetricsConfig;
 
     fn validate(config: &mut MetricsConfig) -> Result<(), Invalid> {
-        if config.request_timeout.is_zero() {
+        if config.request_timeout.is_zero() || config.request_timeout > MAX_REQUEST_TIMEOUT {
             return Err(Invalid::at(
                 "request_timeout",
-                "request_timeout must be longer than 0s",
+                format!(
+                    "request_timeout must be longer than 0s and at most {}",
+                    humantime::format_duration(MAX_REQUEST_TIMEOUT)
+                ),
             ));
         }
         Ok(())
@@ -187,27 +277,19 @@ impl Handler for MetricsHandler {
             }
             Request::Http { head_only, status } => (head_only, status),
         };
-        let (content_type, body) = match status {
-            Status::Ok => (CONTENT_TYPE, self.render().await?),
-            other => (
-                "text/plain; charset=utf-8",
-                format!("{}\n", other.line()).into_bytes(),
-            ),
+        if status.close_reason() != CloseReason::Completed {
+            // 408, 414, 431: said in HTTP here, so no `ERR` line after it.
+            send_response(conn, status, false, Vec::new()).await?;
+            return Err(HandlerError::Answered {
+                what: status.line(),
+                reason: status.close_reason(),
+            });
+        }
+        let body = match status {
+            Status::Ok => self.render().await?,
+            _ => Vec::new(),
         };
-        let mut response = format!(
-            "HTTP/1.1 {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n",
-            status.line(),
-            body.len()
-        );
-        if status == Status::MethodNotAllowed {
-            response.push_str("Allow: GET, HEAD\r\n");
-        }
-        response.push_str("\r\n");
-        let mut response = response.into_bytes();
-        if !head_only {
-            response.extend_from_slice(&body);
-        }
-        conn.send(&response).await?;
+        send_response(conn, status, head_only, body).await?;
         Ok(Ended::Completed)
     }
 
@@ -245,6 +327,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_target_in_any_form_has_its_path() {
+        assert_eq!(request_path("/metrics"), "/metrics");
+        assert_eq!(request_path("/metrics?x=1"), "/metrics");
+        assert_eq!(request_path("http://host:9100/metrics"), "/metrics");
+        assert_eq!(request_path("http://host"), "/");
+        assert_eq!(request_path("*"), "*");
+    }
+
+    #[test]
     fn only_an_http_request_line_is_http() {
         assert_eq!(
             http_request_line(b"GET /metrics HTTP/1.1"),
@@ -259,7 +350,7 @@ mod tests {
             b"GET /metrics",
             b"GET /metrics HTTP/2",
             b"get /metrics HTTP/1.1",
-            b"GET metrics HTTP/1.1",
+            b"GET  HTTP/1.1",
             b"GET /metrics HTTP/1.1 extra",
             b"GET  /metrics HTTP/1.1",
             b"\xff /metrics HTTP/1.1",

@@ -33,6 +33,8 @@ pub use random_bot::RandomBotConfig;
 pub(crate) use download::resolve_for_fuzzing;
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) use metrics::http_request_line as http_request_line_for_fuzzing;
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) use template::template_for_fuzzing;
 
 use crate::conn::{Connection, Io, Settings};
 use crate::metrics::ListenerMetrics;
@@ -102,31 +104,6 @@ impl Invalid {
             key: key.into(),
             message: message.into(),
         }
-    }
-}
-
-/// Parses `text` as a reply template and, if it parses, renders it (for the
-/// fuzz target of templates).
-#[cfg(any(test, feature = "fuzzing"))]
-pub(crate) fn template_for_fuzzing(text: &str) {
-    if let Ok(template) = template::Template::parse(text) {
-        let time_format = template::TimeFormat::seed_default();
-        let rendered = template.render(&template::TemplateContext {
-            time_format: &time_format,
-            peer: std::net::SocketAddr::from(([127, 0, 0, 1], 9)),
-            listener: "l",
-            keywords: "k",
-        });
-        let ctx = template::TemplateContext {
-            time_format: &time_format,
-            peer: std::net::SocketAddr::from(([127, 0, 0, 1], 9)),
-            listener: "l",
-            keywords: "k",
-        };
-        assert!(
-            template.matches(&ctx, &rendered),
-            "a template matches its own rendering"
-        );
     }
 }
 

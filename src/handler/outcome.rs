@@ -72,6 +72,15 @@ pub(crate) enum HandlerError {
     /// the client.
     #[error("refused: {0}")]
     Refused(&'static str),
+    /// The handler has already told the client why it stops, in its own
+    /// protocol (an HTTP status): no `ERR` line follows.
+    #[error("{what}")]
+    Answered {
+        /// What it said.
+        what: &'static str,
+        /// What the metrics count it as.
+        reason: CloseReason,
+    },
     /// The socket or a file failed.
     #[error("i/o error: {0}")]
     Io(#[from] io::Error),
@@ -111,6 +120,7 @@ impl HandlerError {
             HandlerError::TooSlow(_) => CloseReason::Slow,
             HandlerError::Refused(_) => CloseReason::Refused,
             HandlerError::Truncated { .. } => CloseReason::Truncated,
+            HandlerError::Answered { reason, .. } => *reason,
             HandlerError::Io(_) if self.is_disconnect() => CloseReason::ClientClosed,
             HandlerError::Io(_) => CloseReason::Error,
         }

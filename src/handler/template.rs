@@ -8,6 +8,9 @@ use std::net::SocketAddr;
 use chrono::format::{Item, StrftimeItems};
 use serde::Deserialize;
 
+/// The placeholders' names.
+const PLACEHOLDERS: [&str; 4] = ["time", "peer", "listener", "keywords"];
+
 /// One piece of a parsed template.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Part {
@@ -66,8 +69,11 @@ impl Template {
                 "listener" => Part::Listener,
                 "keywords" => Part::Keywords,
                 other => {
+                    let hint = crate::suggest::closest(other, PLACEHOLDERS)
+                        .map(|near| format!("; did you mean `{{{near}}}`?"))
+                        .unwrap_or_default();
                     return Err(format!(
-                        "unknown placeholder `{{{other}}}` in template {text:?} (known: {{time}}, {{peer}}, {{listener}}, {{keywords}}; write {{{{ for a literal brace)"
+                        "unknown placeholder `{{{other}}}` in template {text:?} (known: {{time}}, {{peer}}, {{listener}}, {{keywords}}; write {{{{ for a literal brace){hint}"
                     ));
                 }
             };
@@ -160,6 +166,26 @@ impl Template {
         let mut out = String::new();
         self.render_into(ctx, &mut out);
         out
+    }
+}
+
+/// Parses `text` as a reply template and, if it parses, checks that it
+/// matches its own rendering (for the fuzz target of templates).
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn template_for_fuzzing(text: &str) {
+    if let Ok(template) = Template::parse(text) {
+        let time_format = TimeFormat::seed_default();
+        let ctx = TemplateContext {
+            time_format: &time_format,
+            peer: SocketAddr::from(([127, 0, 0, 1], 9)),
+            listener: "l",
+            keywords: "k",
+        };
+        let rendered = template.render(&ctx);
+        assert!(
+            template.matches(&ctx, &rendered),
+            "a template matches its own rendering"
+        );
     }
 }
 

@@ -11,8 +11,9 @@ mod process;
 
 use process::ProcessFigures;
 
+use std::collections::HashSet;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use prometheus::core::Collector;
@@ -112,6 +113,9 @@ pub struct Metrics {
     error_replies: IntCounterVec,
     reloads: IntCounterVec,
     process: ProcessFigures,
+    /// The (listener, handler) pairs of the config being served: the
+    /// series of other pairs are removed once their connections are gone.
+    live: Mutex<HashSet<(String, String)>>,
 }
 
 impl fmt::Debug for Metrics {
@@ -237,6 +241,7 @@ impl Metrics {
             error_replies,
             reloads,
             process,
+            live: Mutex::new(HashSet::new()),
         }
     }
 
@@ -255,8 +260,18 @@ impl Metrics {
             bytes_sent: self.bytes_sent.with_label_values(&labels),
             duration: self.duration.with_label_values(&labels),
             labels: [name.to_owned(), handler.to_owned()],
+            error_reasons: Mutex::new(Vec::new()),
             metrics: self.clone(),
         })
+    }
+
+    /// The (listener, handler) pairs now served; see [`ListenerMetrics::forget`].
+    pub(crate) fn set_live<'a>(&self, pairs: impl IntoIterator<Item = (&'a str, &'a str)>) {
+        let pairs = pairs
+            .into_iter()
+            .map(|(name, handler)| (name.to_owned(), handler.to_owned()))
+            .collect();
+        *self.live.lock().unwrap_or_else(PoisonError::into_inner) = pairs;
     }
 
     /// Counts one applied (`ok`) or failed reload.
@@ -301,6 +316,9 @@ pub(crate) struct ListenerMetrics {
     bytes_sent: IntCounter,
     duration: Histogram,
     labels: [String; 2],
+    /// The `reason`s of `switchboard_error_replies_total` it has used (a
+    /// few of a fixed set), so that [`ListenerMetrics::forget`] finds them.
+    error_reasons: Mutex<Vec<&'static str>>,
     metrics: Arc<Metrics>,
 }
 
@@ -342,12 +360,70 @@ impl ListenerMetrics {
     }
 
     /// An `ERR` reply was sent; `reason` is one of a fixed set of texts.
-    pub(crate) fn error_reply(&self, reason: &str) {
+    pub(crate) fn error_reply(&self, reason: &'static str) {
         let [listener, handler] = &self.labels;
         self.metrics
             .error_replies
             .with_label_values(&[listener.as_str(), handler, reason])
             .inc();
+        let mut used = self
+            .error_reasons
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if !used.contains(&reason) {
+            used.push(reason);
+        }
+    }
+
+    /// Its (listener, handler) labels.
+    pub(crate) fn labels(&self) -> (&str, &str) {
+        (&self.labels[0], &self.labels[1])
+    }
+
+    /// Removes this listener's series from the scrape, unless its
+    /// (listener, handler) pair is served again: call it once a listener
+    /// that a reload removed (or gave another handler) has no connections
+    /// left, so that renamed and removed listeners do not pile up series.
+    pub(crate) fn forget(&self) {
+        let [listener, handler] = &self.labels;
+        let live = self
+            .metrics
+            .live
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if live.contains(&(listener.clone(), handler.clone())) {
+            return;
+        }
+        let m = &self.metrics;
+        let labels = [listener.as_str(), handler.as_str()];
+        // Absent series (never created) are not an error worth a word.
+        for family in [
+            &m.accepted,
+            &m.bytes_received,
+            &m.bytes_sent,
+            &m.messages_answered,
+            &m.files_sent,
+            &m.file_bytes_sent,
+        ] {
+            let _ = family.remove_label_values(&labels);
+        }
+        let _ = m.open.remove_label_values(&labels);
+        let _ = m.duration.remove_label_values(&labels);
+        for reason in CloseReason::ALL {
+            let _ = m
+                .closed
+                .remove_label_values(&[listener.as_str(), handler, reason.label()]);
+        }
+        for reason in self
+            .error_reasons
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+        {
+            let _ = m
+                .error_replies
+                .remove_label_values(&[listener.as_str(), handler, reason]);
+        }
     }
 
     /// The counter of messages a bot answered on this listener.

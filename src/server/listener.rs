@@ -50,6 +50,11 @@ pub(crate) struct Route {
 }
 
 impl Route {
+    /// Its listener's counters.
+    pub(crate) fn metrics(&self) -> &Arc<ListenerMetrics> {
+        &self.metrics
+    }
+
     /// The route of a listener's config; `previous` hands over state that
     /// survives a reload (the random-bot's history).
     pub(crate) fn new(

@@ -35,6 +35,10 @@ pub(super) struct RunState {
     parked: Vec<Arc<Listener>>,
 }
 
+/// How long after the shutdown grace the counters of a listener that went
+/// away are removed: its connections have been dropped by then.
+const FORGET_AFTER_GRACE: Duration = Duration::from_secs(1);
+
 /// What a listener of a reloaded config is served with.
 enum Next {
     /// The running listener at this index, kept with its socket.
@@ -77,6 +81,12 @@ impl RunState {
         let config = listener.config().clone();
         let running = self.serve_new(Arc::new(listener), &config, None);
         self.running.push(running);
+        self.metrics.set_live(self.live_pairs());
+    }
+
+    /// The (listener, handler) pairs being served.
+    fn live_pairs(&self) -> impl Iterator<Item = (&str, &str)> {
+        (self.running.iter()).map(|r| (r.config.name.as_str(), r.config.handler.name()))
     }
 
     /// Listeners being served.
@@ -205,6 +215,9 @@ impl RunState {
         self.parked = parked_now;
         stopped(stopping).await;
 
+        let before: Vec<_> = (self.running.iter())
+            .map(|r| r.route.borrow().metrics().clone())
+            .collect();
         let mut summary = ReloadSummary::default();
         let mut old: Vec<Option<RunningListener>> = std::mem::take(&mut self.running)
             .into_iter()
@@ -242,6 +255,21 @@ impl RunState {
             removed.retire(config.server.shutdown_grace);
         }
         self.running = running;
+        self.metrics.set_live(self.live_pairs());
+        // The counters of a listener that is gone, or now runs another
+        // handler, leave the scrape once its connections are gone (at the
+        // latest when the grace has passed), unless it is back by then.
+        let live: Vec<(&str, &str)> = self.live_pairs().collect();
+        let gone_metrics: Vec<_> = (before.into_iter())
+            .filter(|m| !live.contains(&m.labels()))
+            .collect();
+        let grace = config.server.shutdown_grace;
+        for metrics in gone_metrics {
+            tokio::spawn(async move {
+                tokio::time::sleep(grace + FORGET_AFTER_GRACE).await;
+                metrics.forget();
+            });
+        }
         summary.needs_restart = self.started_with.restart_keys(&config.server);
         self.server_config = config.server;
         summary.listeners = (self.running.iter())

@@ -296,13 +296,30 @@ async fn netcat_gets_the_bare_text_and_http_gets_statuses() {
     let (head, _) = get(addr, &many_headers).await;
     assert!(head.starts_with("HTTP/1.1 431 "), "{head}");
 
-    // A request that never ends is cut at the request timeout.
+    // The absolute form of a target, and a query, name the same path.
+    let (head, _) = get(addr, "GET http://localhost/metrics?x=1 HTTP/1.1\r\n\r\n").await;
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    let (head, _) = get(addr, "OPTIONS * HTTP/1.1\r\n\r\n").await;
+    assert!(head.starts_with("HTTP/1.1 405 "), "{head}");
+
+    // What cannot be read in full is still answered in HTTP.
+    let long_target = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(70_000));
+    let (head, _) = get(addr, &long_target).await;
+    assert!(head.starts_with("HTTP/1.1 414 "), "{head}");
+    let long_header = format!("GET /metrics HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(70_000));
+    let (head, _) = get(addr, &long_header).await;
+    assert!(head.starts_with("HTTP/1.1 431 "), "{head}");
+    // A request that never ends is cut at the request timeout, with a 408.
     let mut slow = connect(addr).await;
     slow.write_all(b"GET /metrics HTTP/1.1\r\n")
         .await
         .expect("send");
     let started = Instant::now();
-    assert!(read_to_end(&mut slow).await.is_empty());
+    let reply = String::from_utf8(read_to_end(&mut slow).await).expect("UTF-8");
+    assert!(
+        reply.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
+        "{reply}"
+    );
     assert!(started.elapsed() < Duration::from_secs(5));
     server.shutdown().await;
 }
@@ -372,5 +389,45 @@ async fn promtool_accepts_what_curl_scrapes() {
         checked.status,
         String::from_utf8_lossy(&scraped)
     );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_series_of_a_listener_a_reload_removed_leave_the_scrape() {
+    let kept = [
+        listener("kept", "echo", ""),
+        listener("metrics", "metrics", ""),
+    ]
+    .concat();
+    let grace = "[server]\nshutdown_grace = \"100ms\"\n";
+    let mut server = TestServer::start(&format!("{grace}{}{kept}", listener("gone", "echo", "")));
+    let mut conn = connect(server.addr("gone")).await;
+    conn.write_all(b"x").await.expect("send");
+    conn.shutdown().await.expect("half-close");
+    assert_eq!(read_to_end(&mut conn).await, b"x");
+    drop(conn);
+    settled(&server, 0).await;
+    let text = |m: &HashMap<String, f64>| m.keys().cloned().collect::<Vec<_>>().join("\n");
+    let before = scrape(server.addr("metrics")).await;
+    assert!(text(&before).contains("listener=\"gone\""));
+
+    server
+        .reload(&format!("{grace}{kept}"))
+        .await
+        .expect("reload");
+    // Gone after the grace (100 ms) and a second more; polled, bounded.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = scrape(server.addr("metrics")).await;
+        if !text(&now).contains("listener=\"gone\"") {
+            assert!(text(&now).contains("listener=\"kept\""));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the removed listener's series stayed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     server.shutdown().await;
 }
