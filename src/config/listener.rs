@@ -3,7 +3,9 @@
 //! which the handler's own file declares and validates. A key that is
 //! neither gets a "did you mean" from both sets.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+
+use ipnet::{IpNet, Ipv4Net};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,6 +45,8 @@ pub struct ListenerConfig {
     pub message_timeout: Duration,
     /// Idle time before TCP keepalive probes a silent peer (`None`: off).
     pub tcp_keepalive: Option<Duration>,
+    /// Who may connect; see [`Access`].
+    pub access: Access,
     /// Encoding of the text the handler reads and writes.
     pub encoding: TextEncoding,
     /// Which handler serves the connections, with its settings.
@@ -89,6 +93,16 @@ struct ListenerKeys {
     #[serde(default = "default_tcp_keepalive", with = "humantime_serde")]
     tcp_keepalive: Duration,
     #[serde(default)]
+    allow: Vec<String>,
+    #[serde(default)]
+    deny: Vec<String>,
+    #[serde(default = "default_max_connections_per_source")]
+    max_connections_per_source: usize,
+    #[serde(default)]
+    connection_rate_per_source: Option<String>,
+    #[serde(default = "default_source_ipv6_prefix")]
+    source_ipv6_prefix: u8,
+    #[serde(default)]
     encoding: TextEncoding,
 }
 
@@ -115,6 +129,117 @@ fn default_message_timeout() -> Duration {
 }
 fn default_tcp_keepalive() -> Duration {
     defaults::TCP_KEEPALIVE
+}
+fn default_max_connections_per_source() -> usize {
+    defaults::MAX_CONNECTIONS_PER_SOURCE
+}
+fn default_source_ipv6_prefix() -> u8 {
+    defaults::SOURCE_IPV6_PREFIX
+}
+
+/// Who may connect to a listener, checked right after `accept`, before any
+/// handler work.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Access {
+    /// When not empty, only sources in these networks may connect.
+    pub allow: Vec<IpNet>,
+    /// Sources in these networks may not connect (this wins over `allow`).
+    pub deny: Vec<IpNet>,
+    /// Connections one source may hold open at once (`None`: no limit).
+    pub max_connections_per_source: Option<usize>,
+    /// New connections one source may open, on average and in a burst.
+    pub connection_rate_per_source: Option<Rate>,
+    /// IPv6 sources are one source per network of this prefix length.
+    pub source_ipv6_prefix: u8,
+}
+
+/// A rate with a burst: `per_second` on average, `burst` at once.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rate {
+    /// Events per second, on average.
+    pub per_second: f64,
+    /// Events at once after a quiet spell.
+    pub burst: u32,
+}
+
+impl Eq for Rate {}
+
+impl Rate {
+    /// Parses `N/s`, `N/m` or `N/h`, with an optional burst `N/s burst M`
+    /// (the burst is N, at least 1, when not given).
+    fn parse(text: &str) -> Result<Rate, String> {
+        let bad = || {
+            format!(
+                "invalid rate \"{}\": write N/s, N/m or N/h, optionally with a burst, e.g. \"20/s\" or \"100/m burst 20\"",
+                quote(text, QUOTE_MAX_BYTES)
+            )
+        };
+        let mut words = text.split_whitespace();
+        let (count, unit) = words
+            .next()
+            .and_then(|r| r.split_once('/'))
+            .ok_or_else(bad)?;
+        let count: u32 = count.parse().map_err(|_| bad())?;
+        let seconds = match unit {
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(bad()),
+        };
+        let burst = match (words.next(), words.next(), words.next()) {
+            (None, _, _) => count.max(1),
+            (Some("burst"), Some(burst), None) => burst.parse().map_err(|_| bad())?,
+            _ => return Err(bad()),
+        };
+        if count == 0 || burst == 0 {
+            return Err(format!(
+                "{}: the count and the burst must be at least 1",
+                bad()
+            ));
+        }
+        Ok(Rate {
+            per_second: f64::from(count) / seconds,
+            burst,
+        })
+    }
+}
+
+/// Parses `allow`/`deny` entries: networks (`10.0.0.0/8`, `2001:db8::/32`)
+/// or single addresses; IPv4-mapped IPv6 (`::ffff:10.0.0.0/104`) is
+/// written as the IPv4 network it is.
+fn networks(entries: &[String]) -> Result<Vec<IpNet>, (usize, String)> {
+    entries
+        .iter()
+        .enumerate()
+        .map(|(i, entry)| {
+            let net = entry
+                .parse::<IpNet>()
+                .or_else(|_| entry.parse::<IpAddr>().map(IpNet::from))
+                .map_err(|_| {
+                    (
+                        i,
+                        format!(
+                            "invalid network \"{}\": write an address (\"192.0.2.7\", \"::1\") or a network (\"10.0.0.0/8\", \"2001:db8::/32\")",
+                            quote(entry, QUOTE_MAX_BYTES)
+                        ),
+                    )
+                })?;
+            Ok(canonical_network(net))
+        })
+        .collect()
+}
+
+/// An IPv4-mapped IPv6 network as the IPv4 network it stands for.
+fn canonical_network(net: IpNet) -> IpNet {
+    match net {
+        IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.addr().to_ipv4_mapped() {
+            Some(v4) => {
+                Ipv4Net::new(v4, v6.prefix_len() - 96).map_or(net, |v4| IpNet::V4(v4).trunc())
+            }
+            None => net,
+        },
+        other => other.trunc(),
+    }
 }
 
 /// Parses and validates the listener table at `prefix` (`listener[2]`).
@@ -176,6 +301,7 @@ pub(super) fn parse(
         .validate()
         .map_err(|invalid| fail(&invalid.key, invalid.message))?;
 
+    let access = access(&keys, &fail)?;
     Ok(ListenerConfig {
         name: keys.name,
         bind,
@@ -187,6 +313,7 @@ pub(super) fn parse(
         first_message_timeout: keys.first_message_timeout,
         message_timeout: keys.message_timeout,
         tcp_keepalive: (!keys.tcp_keepalive.is_zero()).then_some(keys.tcp_keepalive),
+        access,
         encoding: keys.encoding,
         handler,
     })
@@ -336,6 +463,33 @@ fn validate_common(
     Ok(bind)
 }
 
+/// The access rules of the listener's keys.
+fn access(
+    keys: &ListenerKeys,
+    fail: &impl Fn(&str, String) -> ConfigError,
+) -> Result<Access, ConfigError> {
+    let allow = networks(&keys.allow).map_err(|(i, e)| fail(&format!("allow[{i}]"), e))?;
+    let deny = networks(&keys.deny).map_err(|(i, e)| fail(&format!("deny[{i}]"), e))?;
+    let rate = match keys.connection_rate_per_source.as_deref() {
+        None | Some("0") | Some("") => None,
+        Some(text) => Some(Rate::parse(text).map_err(|e| fail("connection_rate_per_source", e))?),
+    };
+    if !(1..=128).contains(&keys.source_ipv6_prefix) {
+        return Err(fail(
+            "source_ipv6_prefix",
+            "source_ipv6_prefix must be between 1 and 128".into(),
+        ));
+    }
+    Ok(Access {
+        allow,
+        deny,
+        max_connections_per_source: (keys.max_connections_per_source > 0)
+            .then_some(keys.max_connections_per_source),
+        connection_rate_per_source: rate,
+        source_ipv6_prefix: keys.source_ipv6_prefix,
+    })
+}
+
 /// Checks that a number is within its bounds, naming the key if not.
 fn in_range<T: PartialOrd + std::fmt::Display>(
     fail: &impl Fn(&str, String) -> ConfigError,
@@ -409,4 +563,55 @@ fn explain_unknown_key(
         }
     };
     err
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_parse_with_and_without_a_burst() {
+        assert_eq!(
+            Rate::parse("20/s"),
+            Ok(Rate {
+                per_second: 20.0,
+                burst: 20
+            })
+        );
+        assert_eq!(
+            Rate::parse("120/m burst 5"),
+            Ok(Rate {
+                per_second: 2.0,
+                burst: 5
+            })
+        );
+        for bad in [
+            "20",
+            "20/d",
+            "x/s",
+            "0/s",
+            "5/s burst 0",
+            "5/s burst",
+            "5/s bust 3",
+        ] {
+            assert!(Rate::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn networks_are_addresses_or_prefixes_and_mapped_ipv6_is_ipv4() {
+        let parsed = networks(&[
+            "10.1.2.3/8".to_owned(),
+            "::1".to_owned(),
+            "192.0.2.7".to_owned(),
+            "::ffff:192.0.2.0/120".to_owned(),
+        ])
+        .unwrap();
+        let shown: Vec<String> = parsed.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            shown,
+            ["10.0.0.0/8", "::1/128", "192.0.2.7/32", "192.0.2.0/24"]
+        );
+        assert_eq!(networks(&["nope".to_owned()]).unwrap_err().0, 0);
+    }
 }

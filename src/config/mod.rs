@@ -19,7 +19,7 @@ use toml::de::{DeTable, DeValue};
 
 pub use error::ConfigError;
 use error::{Source, join_key, value_span};
-pub use listener::ListenerConfig;
+pub use listener::{Access, ListenerConfig, Rate};
 pub use server::{LogFormat, ServerConfig};
 
 pub use crate::handler::{
@@ -56,6 +56,11 @@ pub mod defaults {
     pub const MESSAGE_TIMEOUT: Duration = Duration::from_secs(30);
     /// Idle time before TCP keepalive probes a silent peer.
     pub const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
+    /// Connections one source may hold open on one listener: one host
+    /// cannot take a listener's whole `max_connections`.
+    pub const MAX_CONNECTIONS_PER_SOURCE: usize = 1000;
+    /// IPv6 sources are grouped by this prefix (a host usually has a /64).
+    pub const SOURCE_IPV6_PREFIX: u8 = 64;
     /// How long shutdown waits for connections to finish.
     pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
     /// Log filter when neither `RUST_LOG` nor the config sets one.

@@ -111,6 +111,7 @@ pub struct Metrics {
     files_sent: IntCounterVec,
     file_bytes_sent: IntCounterVec,
     error_replies: IntCounterVec,
+    refused: IntCounterVec,
     reloads: IntCounterVec,
     process: ProcessFigures,
     /// The (listener, handler) pairs of the config being served: the
@@ -177,6 +178,11 @@ impl Metrics {
             "ERR replies sent to clients, by reason.",
             &["reason"],
         );
+        let refused = counters(
+            "switchboard_connections_refused_total",
+            "Connections refused before any handler work (access lists, per-source limits), by reason.",
+            &["reason"],
+        );
         let open = register(
             &registry,
             IntGaugeVec::new(
@@ -239,6 +245,7 @@ impl Metrics {
             files_sent,
             file_bytes_sent,
             error_replies,
+            refused,
             reloads,
             process,
             live: Mutex::new(HashSet::new()),
@@ -357,6 +364,16 @@ impl ListenerMetrics {
         self.bytes_received.inc_by(bytes_received);
         self.bytes_sent.inc_by(bytes_sent);
         self.duration.observe(duration.as_secs_f64());
+    }
+
+    /// A connection was refused before any handler work; `reason` is one
+    /// of a fixed set of labels.
+    pub(crate) fn refused(&self, reason: &'static str) {
+        let [listener, handler] = &self.labels;
+        self.metrics
+            .refused
+            .with_label_values(&[listener.as_str(), handler, reason])
+            .inc();
     }
 
     /// An `ERR` reply was sent; `reason` is one of a fixed set of texts.

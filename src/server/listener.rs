@@ -14,9 +14,10 @@ use tokio::time::{Instant, sleep};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, info_span, warn};
 
+use super::admission::Sources;
 use super::drain::Drain;
 use super::limit::ConnectionLimit;
-use crate::config::ListenerConfig;
+use crate::config::{Access, ListenerConfig};
 use crate::conn::{self, Connection};
 use crate::handler::{AnyHandler, BuildContext};
 use crate::metrics::{ListenerMetrics, Metrics};
@@ -47,6 +48,7 @@ pub(crate) struct Route {
     settings: conn::Settings,
     metrics: Arc<ListenerMetrics>,
     tcp_keepalive: Option<Duration>,
+    access: Access,
 }
 
 impl Route {
@@ -73,6 +75,7 @@ impl Route {
             settings,
             metrics,
             tcp_keepalive: config.tcp_keepalive,
+            access: config.access.clone(),
         }
     }
 }
@@ -170,14 +173,15 @@ impl Listener {
     /// Accepts clients until `stop` is cancelled, spawning each one's task on
     /// `drain` with the route current at its accept. The listening socket
     /// closes when the last `Arc` of this listener is dropped.
-    pub(crate) async fn accept_loop(
-        &self,
-        route: watch::Receiver<Arc<Route>>,
-        limit: Arc<ConnectionLimit>,
-        stop: CancellationToken,
-        drain: Drain,
-        next_id: Arc<AtomicU64>,
-    ) {
+    pub(crate) async fn accept_loop(&self, with: AcceptLoop) {
+        let AcceptLoop {
+            route,
+            limit,
+            sources,
+            stop,
+            drain,
+            next_id,
+        } = with;
         let mut backoff = ACCEPT_BACKOFF_MIN;
         let mut failing_since: Option<Instant> = None;
         loop {
@@ -213,20 +217,49 @@ impl Listener {
                 info!(after = ?since.elapsed(), "accepting again");
                 backoff = ACCEPT_BACKOFF_MIN;
             }
-            let id = next_id.fetch_add(1, Ordering::Relaxed);
             let route = route.borrow().clone();
+            let slot = match sources.admit(&route.access, peer.ip()) {
+                Ok(slot) => slot,
+                Err(refusal) => {
+                    // Refused here, before a task exists: one non-blocking
+                    // write of the reason into the fresh socket's empty
+                    // buffer, if it gets one, and the close.
+                    route.metrics.refused(refusal.label());
+                    if let Some(reply) = refusal.reply() {
+                        let _ = stream.try_write(reply);
+                    }
+                    continue;
+                }
+            };
+            let id = next_id.fetch_add(1, Ordering::Relaxed);
             // A root span: the connection's lines carry its own fields only.
             let span =
                 info_span!(parent: None, "conn", listener = %route.settings.listener, %peer, id);
             let finishing = drain.finishing();
             let connection = async move {
                 serve(stream, peer, &route, finishing).await;
-                drop(permit);
+                drop((permit, slot));
             };
             drain.spawn(connection, span);
         }
         debug!("stopped accepting");
     }
+}
+
+/// What an accept loop works with.
+pub(crate) struct AcceptLoop {
+    /// The listener's current route (a reload swaps it).
+    pub route: watch::Receiver<Arc<Route>>,
+    /// Its `max_connections`.
+    pub limit: Arc<ConnectionLimit>,
+    /// Its per-source state.
+    pub sources: Arc<Sources>,
+    /// Stops the loop.
+    pub stop: CancellationToken,
+    /// Where its connections run.
+    pub drain: Drain,
+    /// Connection numbers, shared by every listener.
+    pub next_id: Arc<AtomicU64>,
 }
 
 /// Probes between keepalive probes, at most, and how many unanswered probes

@@ -4,6 +4,7 @@
 //! shutdown stops accepting, tells every connection to finish and waits for
 //! them up to the grace period.
 
+mod admission;
 mod drain;
 mod limit;
 mod listener;

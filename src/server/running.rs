@@ -11,9 +11,10 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
 
+use super::admission::Sources;
 use super::drain::Drain;
 use super::limit::ConnectionLimit;
-use super::listener::{BindError, Listener, Route};
+use super::listener::{AcceptLoop, BindError, Listener, Route};
 use super::reload::{self, Parked, ReloadSummary, Running, SocketSource};
 use super::{bound_listener, stopped};
 use crate::config::{Config, ListenerConfig, ServerConfig};
@@ -54,6 +55,8 @@ struct RunningListener {
     socket: Arc<Listener>,
     route: watch::Sender<Arc<Route>>,
     limit: Arc<ConnectionLimit>,
+    /// Its per-source state (open connections, rate buckets).
+    sources: Arc<Sources>,
     /// Its connections, a part of the server's.
     drain: Drain,
     /// Stops its accept loop (also stopped when `drain` finishes).
@@ -113,16 +116,17 @@ impl RunState {
         config: &ListenerConfig,
         previous: Option<RunningListener>,
     ) -> RunningListener {
-        let (route, limit, drain) = match previous {
+        let (route, limit, sources, drain) = match previous {
             Some(old) => {
                 let route = Route::new(config, &self.metrics, Some(&old.route.borrow()));
                 old.route.send_replace(Arc::new(route));
                 old.limit.resize(config.max_connections);
-                (old.route, old.limit, old.drain)
+                (old.route, old.limit, old.sources, old.drain)
             }
             None => (
                 watch::Sender::new(Arc::new(Route::new(config, &self.metrics, None))),
                 Arc::new(ConnectionLimit::new(config.max_connections)),
+                Arc::new(Sources::default()),
                 self.drain.child(),
             ),
         };
@@ -132,13 +136,16 @@ impl RunState {
         let span = info_span!("listener", listener = config.name);
         let accept = {
             let socket = socket.clone();
-            let route = route.subscribe();
-            let limit = limit.clone();
-            let stop = stop_accepting.clone();
-            let drain = drain.clone();
-            let next_id = self.next_id.clone();
+            let with = AcceptLoop {
+                route: route.subscribe(),
+                limit: limit.clone(),
+                sources: sources.clone(),
+                stop: stop_accepting.clone(),
+                drain: drain.clone(),
+                next_id: self.next_id.clone(),
+            };
             async move {
-                socket.accept_loop(route, limit, stop, drain, next_id).await;
+                socket.accept_loop(with).await;
             }
         };
         let accepting = Some(tokio::spawn(accept.instrument(span)));
@@ -147,6 +154,7 @@ impl RunState {
             socket,
             route,
             limit,
+            sources,
             drain,
             stop_accepting,
             accepting,

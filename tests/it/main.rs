@@ -4,6 +4,7 @@
 
 mod common;
 
+mod admission;
 mod bots;
 mod cli;
 mod config;

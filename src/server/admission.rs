@@ -1,0 +1,378 @@
+//! Who may connect to a listener, decided right after `accept`, before a
+//! task is spawned or a handler does any work: the access lists (`deny`
+//! wins over `allow`), the connections one source may hold open, and the
+//! rate at which one source may open them (a token bucket per source).
+//!
+//! Memory is bounded whatever the traffic: the open counts have one entry
+//! per source with a connection open (at most `max_connections`), the
+//! buckets at most [`MAX_BUCKETS`], pruned of full ones at most once a
+//! second; a flood from more sources than that is let through the rate
+//! limit (the other limits still hold) rather than lock everyone out.
+//! Refusals are logged at most once a second per listener, in one line.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use ipnet::Ipv6Net;
+use tokio::time::Instant;
+use tracing::warn;
+
+use crate::config::{Access, Rate};
+
+/// Most sources with a rate bucket at once, per listener.
+const MAX_BUCKETS: usize = 65_536;
+
+/// How often, at most, full buckets are pruned, and refusals are logged.
+const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Why a connection was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// The access lists do not let its address in.
+    Denied,
+    /// Its source holds `max_connections_per_source` already.
+    TooMany,
+    /// Its source opens connections faster than `connection_rate_per_source`.
+    TooFast,
+}
+
+impl Refusal {
+    /// Every refusal, in label order.
+    pub(crate) const ALL: [Refusal; 3] = [Refusal::Denied, Refusal::TooMany, Refusal::TooFast];
+
+    /// The `reason` label of the refusal counter.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Refusal::Denied => "denied",
+            Refusal::TooMany => "too_many",
+            Refusal::TooFast => "too_fast",
+        }
+    }
+
+    /// The line the client gets before the close (a denied one gets none:
+    /// it is told nothing about the listener).
+    pub(crate) fn reply(self) -> Option<&'static [u8]> {
+        match self {
+            Refusal::Denied => None,
+            Refusal::TooMany => Some(b"ERR too many connections from your address\n"),
+            Refusal::TooFast => Some(b"ERR too many connections from your address, too fast\n"),
+        }
+    }
+
+    fn index(self) -> usize {
+        Self::ALL.iter().position(|r| *r == self).unwrap_or(0)
+    }
+}
+
+/// The per-source state of one listener; it outlives reloads, as its
+/// connections do.
+#[derive(Debug, Default)]
+pub(crate) struct Sources {
+    table: Mutex<Table>,
+}
+
+#[derive(Debug, Default)]
+struct Table {
+    /// Connections open, by source.
+    open: HashMap<IpAddr, u32>,
+    /// Rate buckets, by source.
+    buckets: HashMap<IpAddr, Bucket>,
+    last_prune: Option<Instant>,
+    /// Refusals since the last log line, by reason, and the last source.
+    refused: [u64; 3],
+    last_refused: Option<IpAddr>,
+    last_log: Option<Instant>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    /// The tokens it holds at `now`, refilled at `rate` up to the burst.
+    fn tokens_at(&self, now: Instant, rate: Rate) -> f64 {
+        let refill = now.saturating_duration_since(self.at).as_secs_f64() * rate.per_second;
+        (self.tokens + refill).min(f64::from(rate.burst))
+    }
+}
+
+/// A connection's place in its source's count; given back when dropped.
+#[derive(Debug)]
+pub(crate) struct SourceSlot {
+    sources: Arc<Sources>,
+    source: IpAddr,
+}
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        let mut table = self.sources.table();
+        if let Some(open) = table.open.get_mut(&self.source) {
+            *open -= 1;
+            if *open == 0 {
+                table.open.remove(&self.source);
+            }
+        }
+    }
+}
+
+impl Sources {
+    /// Decides whether `peer` may connect under `access`; an admitted
+    /// connection holds its slot until the slot is dropped.
+    pub(crate) fn admit(
+        self: &Arc<Self>,
+        access: &Access,
+        peer: IpAddr,
+    ) -> Result<SourceSlot, Refusal> {
+        let address = peer.to_canonical();
+        let verdict = self.check(access, address);
+        if let Err(refusal) = verdict {
+            self.note_refusal(refusal, address);
+        }
+        verdict
+    }
+
+    fn check(self: &Arc<Self>, access: &Access, address: IpAddr) -> Result<SourceSlot, Refusal> {
+        let allowed = access.allow.is_empty() || access.allow.iter().any(|n| n.contains(&address));
+        if !allowed || access.deny.iter().any(|n| n.contains(&address)) {
+            return Err(Refusal::Denied);
+        }
+        let source = source_of(address, access.source_ipv6_prefix);
+        let mut table = self.table();
+        let open = table.open.get(&source).copied().unwrap_or(0);
+        if access
+            .max_connections_per_source
+            .is_some_and(|max| open as usize >= max)
+        {
+            return Err(Refusal::TooMany);
+        }
+        if let Some(rate) = access.connection_rate_per_source {
+            table.take_token(source, rate)?;
+        }
+        *table.open.entry(source).or_insert(0) += 1;
+        Ok(SourceSlot {
+            sources: self.clone(),
+            source,
+        })
+    }
+
+    /// Counts a refusal, and says so in the log at most once a second.
+    fn note_refusal(&self, refusal: Refusal, address: IpAddr) {
+        let mut table = self.table();
+        table.refused[refusal.index()] += 1;
+        table.last_refused = Some(address);
+        let now = Instant::now();
+        if table
+            .last_log
+            .is_some_and(|at| now.duration_since(at) < HOUSEKEEPING_INTERVAL)
+        {
+            return;
+        }
+        table.last_log = Some(now);
+        let [denied, too_many, too_fast] = std::mem::take(&mut table.refused);
+        warn!(
+            denied,
+            too_many,
+            too_fast,
+            last_source = %address,
+            "refused connections (counted since the last such line)"
+        );
+    }
+
+    fn table(&self) -> std::sync::MutexGuard<'_, Table> {
+        // Every update leaves the table consistent: a poisoned lock is usable.
+        self.table.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Connections open from `address`'s source (for tests).
+    #[cfg(test)]
+    fn open_from(&self, source: IpAddr) -> u32 {
+        self.table().open.get(&source).copied().unwrap_or(0)
+    }
+}
+
+impl Table {
+    /// Takes a token from `source`'s bucket, or says it is too fast.
+    fn take_token(&mut self, source: IpAddr, rate: Rate) -> Result<(), Refusal> {
+        let now = Instant::now();
+        if !self.buckets.contains_key(&source) && self.buckets.len() >= MAX_BUCKETS {
+            self.prune(now, rate);
+            if self.buckets.len() >= MAX_BUCKETS {
+                // More sources at once than buckets: let this one through
+                // the rate limit rather than refuse every new source.
+                return Ok(());
+            }
+        }
+        let bucket = self.buckets.entry(source).or_insert(Bucket {
+            tokens: f64::from(rate.burst),
+            at: now,
+        });
+        let tokens = bucket.tokens_at(now, rate);
+        if tokens < 1.0 {
+            return Err(Refusal::TooFast);
+        }
+        *bucket = Bucket {
+            tokens: tokens - 1.0,
+            at: now,
+        };
+        Ok(())
+    }
+
+    /// Drops the buckets that have refilled (a new one would be the same),
+    /// at most once per [`HOUSEKEEPING_INTERVAL`].
+    fn prune(&mut self, now: Instant, rate: Rate) {
+        if self
+            .last_prune
+            .is_some_and(|at| now.duration_since(at) < HOUSEKEEPING_INTERVAL)
+        {
+            return;
+        }
+        self.last_prune = Some(now);
+        let full = f64::from(rate.burst);
+        self.buckets
+            .retain(|_, bucket| bucket.tokens_at(now, rate) < full);
+    }
+}
+
+/// The source an address counts as: itself, or for IPv6 its network of
+/// `ipv6_prefix` bits (one host usually has a whole /64).
+fn source_of(address: IpAddr, ipv6_prefix: u8) -> IpAddr {
+    match address {
+        IpAddr::V6(v6) => {
+            IpAddr::V6(Ipv6Net::new(v6, ipv6_prefix.min(128)).map_or(v6, |net| net.trunc().addr()))
+        }
+        v4 => v4,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn access(extra: impl FnOnce(&mut Access)) -> Access {
+        let mut access = Access {
+            allow: Vec::new(),
+            deny: Vec::new(),
+            max_connections_per_source: None,
+            connection_rate_per_source: None,
+            source_ipv6_prefix: 64,
+        };
+        extra(&mut access);
+        access
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("address")
+    }
+
+    /// The IPv4-mapped IPv6 address of an IPv4 address.
+    fn mapped(v4: &str) -> IpAddr {
+        let v4: std::net::Ipv4Addr = v4.parse().expect("IPv4");
+        IpAddr::V6(v4.to_ipv6_mapped())
+    }
+
+    #[test]
+    fn deny_wins_over_allow_and_allow_admits_only_what_it_lists() {
+        let sources = Arc::new(Sources::default());
+        let access = access(|a| {
+            a.allow = vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()];
+            a.deny = vec!["127.0.0.3/32".parse().unwrap()];
+        });
+        assert!(sources.admit(&access, ip("127.0.0.2")).is_ok());
+        assert!(sources.admit(&access, ip("::1")).is_ok());
+        assert_eq!(
+            sources.admit(&access, ip("127.0.0.3")).unwrap_err(),
+            Refusal::Denied
+        );
+        assert_eq!(
+            sources.admit(&access, ip("192.0.2.1")).unwrap_err(),
+            Refusal::Denied
+        );
+        // An IPv4-mapped IPv6 peer (a dual-stack socket) is its IPv4 address.
+        assert_eq!(
+            sources.admit(&access, mapped("127.0.0.3")).unwrap_err(),
+            Refusal::Denied
+        );
+        assert!(sources.admit(&access, mapped("127.0.0.9")).is_ok());
+    }
+
+    #[test]
+    fn a_source_holds_at_most_its_share_and_gets_it_back_on_close() {
+        let sources = Arc::new(Sources::default());
+        let access = access(|a| a.max_connections_per_source = Some(2));
+        let first = sources.admit(&access, ip("127.0.0.2")).unwrap();
+        let _second = sources.admit(&access, ip("127.0.0.2")).unwrap();
+        assert_eq!(
+            sources.admit(&access, ip("127.0.0.2")).unwrap_err(),
+            Refusal::TooMany
+        );
+        // Another source is not affected.
+        assert!(sources.admit(&access, ip("127.0.0.3")).is_ok());
+        drop(first);
+        let _third = sources.admit(&access, ip("127.0.0.2")).unwrap();
+        assert_eq!(sources.open_from(ip("127.0.0.2")), 2);
+    }
+
+    #[test]
+    fn ipv6_sources_are_grouped_by_their_prefix() {
+        let sources = Arc::new(Sources::default());
+        let access = access(|a| a.max_connections_per_source = Some(1));
+        let _one = sources.admit(&access, ip("2001:db8:1:2::1")).unwrap();
+        assert_eq!(
+            sources
+                .admit(&access, ip("2001:db8:1:2::ffff"))
+                .unwrap_err(),
+            Refusal::TooMany
+        );
+        assert!(sources.admit(&access, ip("2001:db8:1:3::1")).is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_rate_allows_a_burst_then_refills() {
+        let sources = Arc::new(Sources::default());
+        let access = access(|a| {
+            a.connection_rate_per_source = Some(Rate {
+                per_second: 2.0,
+                burst: 3,
+            });
+        });
+        let mut slots = Vec::new();
+        for _ in 0..3 {
+            slots.push(sources.admit(&access, ip("127.0.0.2")).unwrap());
+        }
+        assert_eq!(
+            sources.admit(&access, ip("127.0.0.2")).unwrap_err(),
+            Refusal::TooFast
+        );
+        assert!(sources.admit(&access, ip("127.0.0.3")).is_ok());
+        tokio::time::advance(Duration::from_millis(500)).await;
+        assert!(sources.admit(&access, ip("127.0.0.2")).is_ok());
+        assert_eq!(
+            sources.admit(&access, ip("127.0.0.2")).unwrap_err(),
+            Refusal::TooFast
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn buckets_stay_bounded_under_a_flood_from_many_sources() {
+        let sources = Arc::new(Sources::default());
+        let access = access(|a| {
+            a.connection_rate_per_source = Some(Rate {
+                per_second: 1.0,
+                burst: 1,
+            });
+        });
+        for i in 0..(MAX_BUCKETS as u32 + 1000) {
+            let address = IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i));
+            let _ = sources.admit(&access, address);
+        }
+        assert!(sources.table().buckets.len() <= MAX_BUCKETS);
+        // Once refilled, the buckets are pruned to make room.
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert!(sources.admit(&access, ip("192.0.2.1")).is_ok());
+        assert!(sources.table().buckets.len() < 10);
+    }
+}
