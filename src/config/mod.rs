@@ -40,8 +40,10 @@ pub mod defaults {
 
     /// `listen(2)` backlog, as in the seed tutorial.
     pub const BACKLOG: u32 = 128;
-    /// Concurrent connections per listener.
-    pub const MAX_CONNECTIONS: usize = 10_000;
+    /// Concurrent connections per listener: at most about 8 200 descriptors
+    /// for a download listener, which the descriptor budget of a host with
+    /// the common 20 000 open-file limit can give without a warning.
+    pub const MAX_CONNECTIONS: usize = 4096;
     /// A connection that sends nothing for this long is closed.
     pub const IDLE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
     /// Longest message a framed handler accepts.

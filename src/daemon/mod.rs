@@ -20,7 +20,6 @@ use tracing::{error, info};
 
 use crate::config::Config;
 use crate::server::{BindError, PassedSocket, Server, ServerHandle, ShutdownReport};
-use descriptors::DescriptorBudget;
 pub use signals::FORCED_EXIT_STATUS;
 use signals::{SignalRequest, Signals};
 use systemd::{ActivatedSockets, ActivationError, Notifier};
@@ -61,7 +60,6 @@ pub struct Daemon {
     server: Server,
     signals: Signals,
     notifier: Notifier,
-    descriptors: DescriptorBudget,
     config_path: Option<PathBuf>,
     source: String,
 }
@@ -81,7 +79,8 @@ impl Daemon {
     ) -> Result<Daemon, DaemonError> {
         // Before anything is bound: no signal may find the default action (exit).
         let signals = Signals::install().map_err(DaemonError::Signals)?;
-        let descriptors = DescriptorBudget::raise_for(config);
+        // Before the server reads it for its descriptor budget.
+        descriptors::raise_open_file_limit();
         let server = Server::start(config, |listener| {
             activated.claim(listener).map(|claimed| PassedSocket {
                 socket: claimed.socket,
@@ -93,7 +92,6 @@ impl Daemon {
             server,
             signals,
             notifier: Notifier::from_env(),
-            descriptors,
             config_path,
             source: config.source.clone(),
         })
@@ -125,7 +123,6 @@ impl Daemon {
             server,
             mut signals,
             notifier,
-            descriptors,
             config_path,
             ..
         } = self;
@@ -147,7 +144,6 @@ impl Daemon {
             handle,
             config_path,
             notifier,
-            descriptors,
         ));
         let (stop, stopped) = oneshot::channel::<()>();
         tokio::spawn(async move {
@@ -183,12 +179,11 @@ async fn reload_worker(
     handle: ServerHandle,
     path: Option<PathBuf>,
     notifier: Notifier,
-    mut descriptors: DescriptorBudget,
 ) {
     loop {
         requested.notified().await;
         notifier.reloading();
-        let outcome = reload(&handle, path.as_ref(), &mut descriptors).await;
+        let outcome = reload(&handle, path.as_ref()).await;
         let status = match outcome {
             Ok(()) => handle.status().to_string(),
             Err(e) => format!("{}; last reload failed: {e}", handle.status()),
@@ -199,28 +194,20 @@ async fn reload_worker(
 
 /// Re-reads the config file and applies it; any error leaves the running
 /// config in place and is logged in one line (and returned).
-async fn reload(
-    handle: &ServerHandle,
-    path: Option<&PathBuf>,
-    descriptors: &mut DescriptorBudget,
-) -> Result<(), String> {
+async fn reload(handle: &ServerHandle, path: Option<&PathBuf>) -> Result<(), String> {
     let Some(path) = path.cloned() else {
         info!("SIGHUP: running the embedded default config, which has no file to re-read");
         return Ok(());
     };
     info!(config = %path.display(), "SIGHUP: reloading the config");
-    let result = load_and_apply(handle, path, descriptors).await;
+    let result = load_and_apply(handle, path).await;
     if let Err(e) = &result {
         error!("reload failed, still serving the previous config: {e}");
     }
     result
 }
 
-async fn load_and_apply(
-    handle: &ServerHandle,
-    path: PathBuf,
-    descriptors: &mut DescriptorBudget,
-) -> Result<(), String> {
+async fn load_and_apply(handle: &ServerHandle, path: PathBuf) -> Result<(), String> {
     let read = tokio::task::spawn_blocking(move || Config::from_file(&path));
     let loaded = match tokio::time::timeout(CONFIG_READ_LIMIT, read).await {
         Ok(Ok(Ok(config))) => Ok(config),
@@ -232,7 +219,6 @@ async fn load_and_apply(
         )),
     };
     let config = loaded.inspect_err(|_| handle.reload_failed())?;
-    descriptors.check(&config);
     match handle.reload(config).await {
         Ok(summary) => {
             info!("reloaded: {summary}");

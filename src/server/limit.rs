@@ -1,6 +1,7 @@
-//! The connection limit of a listener: at `max_connections` the accept loop
-//! stops accepting until a slot frees, so extra clients wait in the kernel's
-//! listen backlog instead of being refused.
+//! Resizable pools of slots: the connection limit of a listener (at
+//! `max_connections` the accept loop stops accepting until a slot frees, so
+//! extra clients wait in the kernel's listen backlog instead of being
+//! refused), and the descriptor budget's pools (`budget`).
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -71,25 +72,57 @@ impl ConnectionLimit {
     /// Says in the log when the limit is reached, at most once a minute, so a
     /// listener that stays saturated does not log a line per connection.
     pub(crate) async fn acquire(&self) -> OwnedSemaphorePermit {
+        match self.try_acquire(1) {
+            Some(permit) => permit,
+            None => {
+                self.warn_at_limit();
+                self.acquire_many(1).await
+            }
+        }
+    }
+
+    /// `n` slots at once, if they are free now.
+    pub(crate) fn try_acquire(&self, n: u32) -> Option<OwnedSemaphorePermit> {
         loop {
-            let permit = match self.slots.clone().try_acquire_owned() {
+            let permit = self.slots.clone().try_acquire_many_owned(n).ok()?;
+            if let Some(permit) = self.repay(permit) {
+                return Some(permit);
+            }
+        }
+    }
+
+    /// Waits for `n` slots at once (taken together, never one by one).
+    pub(crate) async fn acquire_many(&self, n: u32) -> OwnedSemaphorePermit {
+        loop {
+            let permit = match self.slots.clone().acquire_many_owned(n).await {
                 Ok(permit) => permit,
-                Err(_) => {
-                    self.warn_at_limit();
-                    match self.slots.clone().acquire_owned().await {
-                        Ok(permit) => permit,
-                        // The semaphore is never closed; wait forever rather than panic.
-                        Err(_) => std::future::pending().await,
-                    }
-                }
+                // The semaphore is never closed; wait forever rather than panic.
+                Err(_) => std::future::pending().await,
             };
-            let mut state = self.state();
-            if state.owed == 0 {
+            if let Some(permit) = self.repay(permit) {
                 return permit;
             }
-            state.owed -= 1;
-            permit.forget();
         }
+    }
+
+    /// Keeps slots owed after a shrink out of `permit`: `None` when it had
+    /// to give any of them up (then the caller tries again).
+    fn repay(&self, mut permit: OwnedSemaphorePermit) -> Option<OwnedSemaphorePermit> {
+        let mut state = self.state();
+        if state.owed == 0 {
+            return Some(permit);
+        }
+        let repaid = state.owed.min(permit.num_permits());
+        state.owed -= repaid;
+        if let Some(owed) = permit.split(repaid) {
+            owed.forget();
+        }
+        if permit.num_permits() > 0 {
+            // Part of it was owed: the rest goes back, and the caller
+            // waits again for a whole set.
+            drop(permit);
+        }
+        None
     }
 
     fn warn_at_limit(&self) {

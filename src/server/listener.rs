@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, info_span, warn};
 
 use super::admission::Sources;
+use super::budget::ListenerBudget;
 use super::drain::Drain;
 use super::limit::ConnectionLimit;
 use crate::config::{Access, ListenerConfig};
@@ -49,6 +50,8 @@ pub(crate) struct Route {
     metrics: Arc<ListenerMetrics>,
     tcp_keepalive: Option<Duration>,
     access: Access,
+    /// Descriptors one connection may hold (the socket, and a file).
+    descriptors_per_connection: u32,
 }
 
 impl Route {
@@ -76,6 +79,8 @@ impl Route {
             metrics,
             tcp_keepalive: config.tcp_keepalive,
             access: config.access.clone(),
+            descriptors_per_connection: u32::try_from(config.handler.descriptors_per_connection())
+                .unwrap_or(u32::MAX),
         }
     }
 }
@@ -178,6 +183,7 @@ impl Listener {
             route,
             limit,
             sources,
+            descriptors,
             stop,
             drain,
             next_id,
@@ -189,6 +195,13 @@ impl Listener {
                 biased;
                 () = stop.cancelled() => break,
                 permit = limit.acquire() => permit,
+            };
+            // Before the accept, which is a descriptor itself.
+            let cost = route.borrow().descriptors_per_connection;
+            let descriptors = tokio::select! {
+                biased;
+                () = stop.cancelled() => break,
+                descriptors = descriptors.acquire(cost) => descriptors,
             };
             let accepted = tokio::select! {
                 biased;
@@ -204,7 +217,7 @@ impl Listener {
                         warn!(error = %e, "accept failed; backing off until it works again");
                         failing_since = Some(Instant::now());
                     }
-                    drop(permit);
+                    drop((permit, descriptors));
                     tokio::select! {
                         () = stop.cancelled() => break,
                         () = sleep(backoff) => {}
@@ -238,7 +251,7 @@ impl Listener {
             let finishing = drain.finishing();
             let connection = async move {
                 serve(stream, peer, &route, finishing).await;
-                drop((permit, slot));
+                drop((permit, descriptors, slot));
             };
             drain.spawn(connection, span);
         }
@@ -254,6 +267,8 @@ pub(crate) struct AcceptLoop {
     pub limit: Arc<ConnectionLimit>,
     /// Its per-source state.
     pub sources: Arc<Sources>,
+    /// Its share of the descriptor budget, and the shared pool.
+    pub descriptors: ListenerBudget,
     /// Stops the loop.
     pub stop: CancellationToken,
     /// Where its connections run.

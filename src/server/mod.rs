@@ -5,6 +5,7 @@
 //! them up to the grace period.
 
 mod admission;
+mod budget;
 mod drain;
 mod limit;
 mod listener;
@@ -228,6 +229,7 @@ impl Server {
         for listener in std::mem::take(&mut self.listeners) {
             state.serve_first(listener);
         }
+        state.rebalance();
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
             tokio::select! {

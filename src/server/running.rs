@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
 
 use super::admission::Sources;
+use super::budget::{self, ListenerBudget};
 use super::drain::Drain;
 use super::limit::ConnectionLimit;
 use super::listener::{AcceptLoop, BindError, Listener, Route};
@@ -34,11 +35,18 @@ pub(super) struct RunState {
     /// moved. systemd keeps its own copy open, so the port stays bound
     /// either way; they are kept for a later reload to claim again.
     parked: Vec<Arc<Listener>>,
+    /// The descriptor budget's pool that every listener shares.
+    shared_descriptors: Arc<ConnectionLimit>,
 }
 
 /// How long after the shutdown grace the counters of a listener that went
 /// away are removed: its connections have been dropped by then.
 const FORGET_AFTER_GRACE: Duration = Duration::from_secs(1);
+
+/// A count of descriptors as a pool size.
+fn to_usize(n: u64) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
+}
 
 /// What a listener of a reloaded config is served with.
 enum Next {
@@ -57,6 +65,8 @@ struct RunningListener {
     limit: Arc<ConnectionLimit>,
     /// Its per-source state (open connections, rate buckets).
     sources: Arc<Sources>,
+    /// Its guaranteed share of the descriptor budget.
+    own_descriptors: Arc<ConnectionLimit>,
     /// Its connections, a part of the server's.
     drain: Drain,
     /// Stops its accept loop (also stopped when `drain` finishes).
@@ -76,6 +86,44 @@ impl RunState {
             started_with: server_config.clone(),
             server_config,
             parked: Vec::new(),
+            shared_descriptors: Arc::new(ConnectionLimit::new(0)),
+        }
+    }
+
+    /// Splits the descriptor budget among the listeners being served (at
+    /// start and after every reload).
+    pub(super) fn rebalance(&mut self) {
+        let limit = budget::open_file_limit();
+        let total = budget::connection_descriptors(limit, self.running.len());
+        let wants: Vec<u64> = (self.running.iter())
+            .map(|r| {
+                r.config.max_connections as u64 * r.config.handler.descriptors_per_connection()
+            })
+            .collect();
+        let (shares, shared) = budget::split(total, &wants);
+        for (running, share) in self.running.iter().zip(&shares) {
+            running.own_descriptors.resize(to_usize(*share));
+        }
+        self.shared_descriptors.resize(to_usize(shared));
+        info!(
+            open_file_limit = ?limit,
+            for_connections = total,
+            shared,
+            guaranteed = ?shares,
+            "descriptor budget"
+        );
+        for (running, want) in self.running.iter().zip(&wants) {
+            if *want > total {
+                warn!(
+                    listener = running.config.name,
+                    max_connections = running.config.max_connections,
+                    open_file_limit = ?limit,
+                    descriptors = total,
+                    "the open-file limit is below what max_connections allows: this \
+                     listener stops accepting (clients wait in the backlog) when the \
+                     descriptor budget is used up (raise LimitNOFILE / ulimit -n)"
+                );
+            }
         }
     }
 
@@ -116,17 +164,25 @@ impl RunState {
         config: &ListenerConfig,
         previous: Option<RunningListener>,
     ) -> RunningListener {
-        let (route, limit, sources, drain) = match previous {
+        let (route, limit, sources, own_descriptors, drain) = match previous {
             Some(old) => {
                 let route = Route::new(config, &self.metrics, Some(&old.route.borrow()));
                 old.route.send_replace(Arc::new(route));
                 old.limit.resize(config.max_connections);
-                (old.route, old.limit, old.sources, old.drain)
+                (
+                    old.route,
+                    old.limit,
+                    old.sources,
+                    old.own_descriptors,
+                    old.drain,
+                )
             }
             None => (
                 watch::Sender::new(Arc::new(Route::new(config, &self.metrics, None))),
                 Arc::new(ConnectionLimit::new(config.max_connections)),
                 Arc::new(Sources::default()),
+                // Sized by the next rebalance.
+                Arc::new(ConnectionLimit::new(0)),
                 self.drain.child(),
             ),
         };
@@ -140,6 +196,10 @@ impl RunState {
                 route: route.subscribe(),
                 limit: limit.clone(),
                 sources: sources.clone(),
+                descriptors: ListenerBudget {
+                    own: own_descriptors.clone(),
+                    shared: self.shared_descriptors.clone(),
+                },
                 stop: stop_accepting.clone(),
                 drain: drain.clone(),
                 next_id: self.next_id.clone(),
@@ -155,6 +215,7 @@ impl RunState {
             route,
             limit,
             sources,
+            own_descriptors,
             drain,
             stop_accepting,
             accepting,
@@ -263,6 +324,7 @@ impl RunState {
             removed.retire(config.server.shutdown_grace);
         }
         self.running = running;
+        self.rebalance();
         self.metrics.set_live(self.live_pairs());
         // The counters of a listener that is gone, or now runs another
         // handler, leave the scrape once its connections are gone (at the
