@@ -260,7 +260,8 @@ ln "$file" "$serve_dir/$file_name" 2> /dev/null || cp "$file" "$serve_dir/$file_
 # the hold case: up to 50 000 connections, and a backlog that 10 000
 # simultaneous connects do not overflow (the seed's 128 would, and dropped
 # handshakes retry after a second: the hold case would time that), and a
-# first-message deadline longer than the hold (its connections say nothing).
+# first-message deadline longer than the hold (its connections say nothing);
+# and the download root may serve the big file hard-linked into it.
 config=$work/switchboard.toml
 "$switchboard" default-config | sed \
   -e "s/^shutdown_grace = .*/shutdown_grace = \"1s\"/" \
@@ -272,8 +273,9 @@ config=$work/switchboard.toml
   -e "0,/^max_connections = .*/s//max_connections = 60000/" \
   -e "0,/^backlog = .*/s//backlog = 4096/" \
   -e "0,/^first_message_timeout = .*/s//first_message_timeout = \"10m\"/" \
+  -e "s/^allow_hard_links = .*/allow_hard_links = true/" \
   > "$config"
-for expected in "$p_sb_echo" "$p_sb_download" "$p_sb_keyword" "$p_sb_random" "60000" "4096" "10m" "$serve_dir"; do
+for expected in "$p_sb_echo" "$p_sb_download" "$p_sb_keyword" "$p_sb_random" "60000" "4096" "10m" "allow_hard_links = true" "$serve_dir"; do
   grep -q "$expected" "$config" || { echo "bench: could not adapt the default config ($expected)" >&2; exit 1; }
 done
 "$switchboard" check -c "$config" > /dev/null
