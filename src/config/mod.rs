@@ -67,6 +67,8 @@ pub mod defaults {
     pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
     /// Log filter when neither `RUST_LOG` nor the config sets one.
     pub const LOG_LEVEL: &str = "info";
+    /// Most log lines a second (about 250 KB/s of text lines).
+    pub const LOG_LINES_PER_SECOND: u64 = 1000;
 }
 
 /// The range each bounded setting must be in (checked when the config loads).
@@ -94,6 +96,8 @@ pub mod bounds {
     pub const DURATION_MAX: Duration = Duration::from_secs(366 * 24 * 60 * 60);
     /// `worker_threads`.
     pub const WORKER_THREADS: RangeInclusive<usize> = 1..=1024;
+    /// `log_lines_per_second`.
+    pub const LOG_LINES_PER_SECOND: RangeInclusive<u64> = 1..=1_000_000;
 }
 
 /// A loaded, validated configuration.

@@ -21,6 +21,8 @@ pub struct ServerConfig {
     pub log_level: String,
     /// Tokio worker threads; absent means one per CPU.
     pub worker_threads: Option<usize>,
+    /// Most log lines written a second; the rest are dropped and counted.
+    pub log_lines_per_second: u64,
 }
 
 impl Default for ServerConfig {
@@ -30,6 +32,7 @@ impl Default for ServerConfig {
             log_format: LogFormat::Text,
             log_level: defaults::LOG_LEVEL.to_owned(),
             worker_threads: None,
+            log_lines_per_second: defaults::LOG_LINES_PER_SECOND,
         }
     }
 }
@@ -47,6 +50,9 @@ impl ServerConfig {
         }
         if self.worker_threads != new.worker_threads {
             keys.push("server.worker_threads");
+        }
+        if self.log_lines_per_second != new.log_lines_per_second {
+            keys.push("server.log_lines_per_second");
         }
         keys
     }
@@ -86,6 +92,18 @@ pub(super) fn validate(
             format!(
                 "shutdown_grace must be at most {}",
                 humantime::format_duration(bounds::DURATION_MAX)
+            ),
+        ));
+    }
+    if !bounds::LOG_LINES_PER_SECOND.contains(&server.log_lines_per_second) {
+        let (span, key) = at("log_lines_per_second");
+        return Err(src.error(
+            span,
+            key,
+            format!(
+                "log_lines_per_second must be between {} and {}",
+                bounds::LOG_LINES_PER_SECOND.start(),
+                bounds::LOG_LINES_PER_SECOND.end()
             ),
         ));
     }

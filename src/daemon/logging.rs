@@ -1,13 +1,20 @@
 //! Logging: `tracing` lines on stderr through a buffered, non-blocking writer
-//! (a slow terminal or journal never stalls a connection), filtered by
+//! (a slow terminal or journal never stalls a connection), at most
+//! `log_lines_per_second` lines a second (a flood of connections cannot
+//! make the log grow faster; what is dropped is counted, once a second), filtered by
 //! `RUST_LOG` or the config's `log_level`, as text or JSON, without ANSI
 //! colours when stderr is not a terminal, and without a timestamp of its own
 //! when stderr is the systemd journal (which stamps every line itself).
 
 use std::io::{BufWriter, IsTerminal};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use tracing_appender::non_blocking::WorkerGuard;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::{FilterExt, dynamic_filter_fn};
+use tracing_subscriber::prelude::*;
+use tracing_subscriber::{EnvFilter, fmt, registry};
 
 use crate::config::{LogFormat, ServerConfig};
 
@@ -28,17 +35,92 @@ pub fn init(server: &ServerConfig) -> anyhow::Result<WorkerGuard> {
     // unbuffered). A lone line is still written at once.
     let stderr = BufWriter::with_capacity(LOG_WRITE_BUFFER, std::io::stderr());
     let (writer, guard) = tracing_appender::non_blocking(stderr);
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let budget = Arc::new(LineBudget::new(server.log_lines_per_second));
+    let allowed = budget.clone();
+    // Events past the budget are dropped (and counted); spans are not
+    // lines and always pass. Checked after the level filter, so that lines
+    // that would not be written do not spend the budget.
+    let within_budget = dynamic_filter_fn(move |meta, _| {
+        !meta.is_event() || meta.target() == SUPPRESSED_TARGET || allowed.allow()
+    });
+    let filter = filter.and(within_budget);
+    let layer = fmt::layer()
         .with_writer(writer)
         .with_ansi(std::io::stderr().is_terminal());
     let installed = match (server.log_format, stderr_is_journal()) {
-        (LogFormat::Text, false) => builder.try_init(),
-        (LogFormat::Text, true) => builder.without_time().try_init(),
-        (LogFormat::Json, _) => builder.json().try_init(),
+        (LogFormat::Text, false) => registry().with(layer.with_filter(filter)).try_init(),
+        (LogFormat::Text, true) => registry()
+            .with(layer.without_time().with_filter(filter))
+            .try_init(),
+        (LogFormat::Json, _) => registry().with(layer.json().with_filter(filter)).try_init(),
     };
     installed.map_err(|e| anyhow::anyhow!("cannot install the logger: {e}"))?;
+    std::thread::Builder::new()
+        .name("log-budget".into())
+        .spawn(move || budget.report_suppressed())
+        .map_err(|e| anyhow::anyhow!("cannot start the log budget's thread: {e}"))?;
     Ok(guard)
+}
+
+/// The target of the line that says how many lines were dropped: it
+/// bypasses the budget it reports on.
+const SUPPRESSED_TARGET: &str = "switchboard::log_budget";
+
+/// At most `per_second` lines a second; what is over is counted.
+struct LineBudget {
+    per_second: u64,
+    started: Instant,
+    /// The second (since `started`) that `used` counts.
+    second: AtomicU64,
+    used: AtomicU64,
+    suppressed: AtomicU64,
+}
+
+impl LineBudget {
+    fn new(per_second: u64) -> Self {
+        LineBudget {
+            per_second,
+            started: Instant::now(),
+            second: AtomicU64::new(0),
+            used: AtomicU64::new(0),
+            suppressed: AtomicU64::new(0),
+        }
+    }
+
+    /// True when a line may be written now.
+    fn allow(&self) -> bool {
+        let now = self.started.elapsed().as_secs();
+        let second = self.second.load(Ordering::Relaxed);
+        if second != now
+            && self
+                .second
+                .compare_exchange(second, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.used.store(0, Ordering::Relaxed);
+        }
+        if self.used.fetch_add(1, Ordering::Relaxed) < self.per_second {
+            return true;
+        }
+        self.suppressed.fetch_add(1, Ordering::Relaxed);
+        false
+    }
+
+    /// Once a second, says how many lines were dropped, if any.
+    fn report_suppressed(&self) -> ! {
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+            let suppressed = self.suppressed.swap(0, Ordering::Relaxed);
+            if suppressed > 0 {
+                tracing::warn!(
+                    target: SUPPRESSED_TARGET,
+                    suppressed,
+                    per_second = self.per_second,
+                    "log lines dropped in the last second: more than log_lines_per_second"
+                );
+            }
+        }
+    }
 }
 
 /// True when systemd connected stderr to the journal: `JOURNAL_STREAM`

@@ -1,5 +1,7 @@
 //! What a client or a config file says is quoted, in a log line or an
-//! error, only up to a bound: a hostile name cannot make one line huge.
+//! error, only up to a bound: a hostile name cannot make one line huge; and
+//! a flood of connections cannot make the log grow faster than
+//! `log_lines_per_second`.
 
 use std::io::{Read, Write};
 
@@ -64,4 +66,36 @@ fn a_huge_name_in_the_config_is_quoted_only_in_part() {
         &error[..error.len().min(300)]
     );
     assert!(error.len() < 2048, "{} bytes of error", error.len());
+}
+
+#[test]
+fn a_flood_of_connections_writes_at_most_the_lines_a_second_it_allows() {
+    let toml = format!(
+        "[server]\nlog_lines_per_second = 20\n{}",
+        listener_at("echo", any_port(), "echo", "")
+    );
+    let (_dir, config) = config_dir(&toml);
+    let mut daemon = Daemon::start(&config);
+    let addr = daemon.addr("echo");
+    // 400 connections, each a "closed" line at info, as fast as they go.
+    let started = std::time::Instant::now();
+    for _ in 0..400 {
+        let mut conn = client(addr);
+        conn.write_all(b"x").expect("send");
+        let mut back = [0u8; 1];
+        conn.read_exact(&mut back).expect("echo");
+    }
+    let flood = started.elapsed();
+    let summary = daemon.wait_for_log("log lines dropped");
+    assert!(summary.contains("suppressed="), "{summary}");
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait_exit(LIMIT).code(), Some(0));
+    daemon.log.extend(daemon.stderr.try_iter());
+    let closed = daemon.log.iter().filter(|l| l.contains(" closed")).count();
+    // 20 a second over the flood's seconds (and the one it started in).
+    let allowed = 20 * (flood.as_secs() as usize + 2);
+    assert!(
+        closed <= allowed && closed < 400,
+        "{closed} connection lines for {flood:?} of flood"
+    );
 }
