@@ -23,6 +23,7 @@ use tokio::time::{Instant, timeout, timeout_at};
 use tokio_util::sync::CancellationToken;
 
 pub(crate) use framing::{FrameError, FrameLimits, MessageReader};
+
 use metered::Metered;
 use text::TextEncoding;
 
@@ -72,6 +73,27 @@ pub(crate) struct Settings {
     pub encoding: TextEncoding,
 }
 
+/// The slowest a client may read a file: after `grace`, the bytes sent must
+/// keep up with `bytes_per_second` on average since the send began.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct MinRate {
+    /// Bytes a second, on average.
+    pub bytes_per_second: u64,
+    /// Time before the rate counts (a connection's start is slow).
+    pub grace: Duration,
+}
+
+impl MinRate {
+    /// When `sent` bytes stop being enough: `started` + grace + the time
+    /// those bytes take at the minimum rate.
+    fn deadline(self, started: Instant, sent: u64) -> Instant {
+        let rate = self.bytes_per_second.max(1);
+        let earned = Duration::from_secs(sent / rate)
+            + Duration::from_nanos((sent % rate) * 1_000_000_000 / rate);
+        started + self.grace + earned
+    }
+}
+
 /// Why a connection operation failed.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ConnError {
@@ -87,6 +109,10 @@ pub(crate) enum ConnError {
     /// A message (or the first one) was not complete in time.
     #[error("no complete message within {}", humantime::format_duration(*.0))]
     TooSlow(Duration),
+    /// The client read a file more slowly than the minimum rate (bytes a
+    /// second, carried).
+    #[error("client read slower than {0} bytes a second")]
+    ReaderTooSlow(u64),
     /// The socket or a file failed.
     #[error("i/o error: {0}")]
     Io(#[from] io::Error),
@@ -282,12 +308,14 @@ impl<S: Io> Connection<S> {
         file: std::fs::File,
         len: u64,
         chunk: usize,
+        pace: Option<MinRate>,
     ) -> Result<u64, ConnError> {
         let limit = self.settings.idle_timeout;
         let chunk = chunk.max(1);
         let mut offset = 0u64;
+        let started = Instant::now();
         if let Some(tcp) = self.stream.get_ref().tcp() {
-            let sent = sendfile(tcp, &file, len, chunk, limit, &mut offset).await;
+            let sent = sendfile(tcp, &file, len, chunk, limit, pace, started, &mut offset).await;
             // `offset` started at 0: it is what went out, also on an error.
             self.stream.count_sent(offset);
             return sent.map(|()| offset);
@@ -301,6 +329,11 @@ impl<S: Io> Connection<S> {
             }
             self.send(&buf[..n]).await?;
             offset += n as u64;
+            if let Some(pace) = pace {
+                if Instant::now() > pace.deadline(started, offset) {
+                    return Err(ConnError::ReaderTooSlow(pace.bytes_per_second));
+                }
+            }
         }
     }
 
@@ -341,15 +374,27 @@ impl<S: Io> Connection<S> {
 
 /// Sends the first `len` bytes of `file` with sendfile(2), at most `chunk` a
 /// call, advancing `offset`; stops early if the file shrinks.
+#[allow(clippy::too_many_arguments)] // one call site, each argument distinct
 async fn sendfile(
     tcp: &TcpStream,
     file: &std::fs::File,
     len: u64,
     chunk: usize,
     limit: Duration,
+    pace: Option<MinRate>,
+    started: Instant,
     offset: &mut u64,
 ) -> Result<(), ConnError> {
     while *offset < len {
+        // The next write must go out before the stall limit, and before the
+        // average since the start falls under the minimum rate.
+        let stalled_at = Instant::now() + limit;
+        let (until, late) = match pace.map(|pace| (pace.deadline(started, *offset), pace)) {
+            Some((by, pace)) if by < stalled_at => {
+                (by, ConnError::ReaderTooSlow(pace.bytes_per_second))
+            }
+            _ => (stalled_at, ConnError::WriteStalled(limit)),
+        };
         let want = usize::try_from(len - *offset).map_or(chunk, |left| left.min(chunk));
         let send = async {
             loop {
@@ -364,9 +409,7 @@ async fn sendfile(
                 }
             }
         };
-        let sent = timeout(limit, send)
-            .await
-            .map_err(|_| ConnError::WriteStalled(limit))??;
+        let sent = timeout_at(until, send).await.map_err(|_| late)??;
         if sent == 0 {
             break;
         }
@@ -424,6 +467,50 @@ mod tests {
             .find(|l| l.starts_with(line_start))
             .unwrap_or_else(|| panic!("no {line_start} in\n{text}"))
             .to_owned()
+    }
+
+    #[test]
+    fn a_minimum_rate_earns_time_for_every_byte_sent() {
+        let pace = MinRate {
+            bytes_per_second: 1000,
+            grace: Duration::from_secs(10),
+        };
+        let t0 = Instant::now();
+        assert_eq!(pace.deadline(t0, 0), t0 + Duration::from_secs(10));
+        assert_eq!(pace.deadline(t0, 3000), t0 + Duration::from_secs(13));
+        assert_eq!(pace.deadline(t0, 1500), t0 + Duration::from_millis(11_500));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_file_read_too_slowly_fails_the_send() {
+        use tokio::io::AsyncReadExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("f");
+        std::fs::write(&path, vec![7u8; 100_000]).expect("write");
+        let (mut client, server) = tokio::io::duplex(1024);
+        let mut conn = test_connection(server);
+        // The client reads 100 bytes a second; the minimum is 1000.
+        let reader = tokio::spawn(async move {
+            let mut buf = [0u8; 100];
+            while let Ok(n) = client.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+        let pace = MinRate {
+            bytes_per_second: 1000,
+            grace: Duration::from_secs(10),
+        };
+        let file = std::fs::File::open(&path).expect("open");
+        let sent = conn.send_file(file, 100_000, 512, Some(pace)).await;
+        assert!(
+            matches!(sent, Err(ConnError::ReaderTooSlow(1000))),
+            "{sent:?}"
+        );
+        drop(conn);
+        reader.await.expect("reader");
     }
 
     #[tokio::test]

@@ -18,18 +18,33 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use prometheus::IntCounter;
 use serde::Deserialize;
+use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
 
 use super::probe::{Probe, ProbeContext, line_then_close, shown};
 use super::{BuildContext, Ended, Handler, HandlerError, Invalid};
 use crate::conn::text::{QUOTE_MAX_BYTES, TextEncoding, quote};
-use crate::conn::{Connection, Incoming, Io};
+use crate::conn::{Connection, Incoming, Io, MinRate};
 
 /// Bytes sent per write by default.
 const CHUNK_SIZE: usize = 64 * 1024;
+
+/// The slowest average read of a file by default: 16 KiB/s, a slow mobile
+/// link; a 1 GiB file may take up to about 18 hours at it.
+const MIN_SEND_RATE: u64 = 16 * 1024;
+
+/// Before the minimum rate counts: a connection's start is slow.
+const MIN_SEND_RATE_GRACE: Duration = Duration::from_secs(10);
+
+/// Files sent at once by default.
+const MAX_DOWNLOADS: usize = 256;
+
+/// The largest `max_downloads`.
+const MAX_MAX_DOWNLOADS: usize = 1_000_000;
 
 /// The largest `chunk_size` (tokio reads files at most 2 MiB at a time).
 const MAX_CHUNK_SIZE: usize = 2 * 1024 * 1024;
@@ -54,10 +69,24 @@ pub struct DownloadConfig {
     /// may be outside the root, where the path checks cannot see it).
     #[serde(default)]
     pub allow_hard_links: bool,
+    /// The slowest a client may read a file, in bytes a second on average
+    /// (after a grace of 10 s); a slower one is reset. 0: no minimum.
+    #[serde(default = "default_min_send_rate")]
+    pub min_send_rate: u64,
+    /// Files sent at once on this listener; a request over it gets
+    /// `ERR busy`. Bounds the kernel memory that stalled readers can hold.
+    #[serde(default = "default_max_downloads")]
+    pub max_downloads: usize,
 }
 
 fn default_chunk_size() -> usize {
     CHUNK_SIZE
+}
+fn default_min_send_rate() -> u64 {
+    MIN_SEND_RATE
+}
+fn default_max_downloads() -> usize {
+    MAX_DOWNLOADS
 }
 
 /// A listing stops after this many entries, so a huge directory costs bounded memory.
@@ -69,6 +98,10 @@ pub(crate) struct Download {
     root: Arc<Path>,
     chunk_size: usize,
     policy: Policy,
+    pace: Option<MinRate>,
+    /// One permit per file being sent.
+    sending: Arc<Semaphore>,
+    max_downloads: usize,
     files_sent: IntCounter,
     file_bytes_sent: IntCounter,
 }
@@ -133,6 +166,12 @@ impl Handler for Download {
                 format!("download root {:?} is not a directory", config.root),
             ));
         }
+        if !(1..=MAX_MAX_DOWNLOADS).contains(&config.max_downloads) {
+            return Err(Invalid::at(
+                "max_downloads",
+                format!("max_downloads must be between 1 and {MAX_MAX_DOWNLOADS}"),
+            ));
+        }
         if !(1..=MAX_CHUNK_SIZE).contains(&config.chunk_size) {
             return Err(Invalid::at(
                 "chunk_size",
@@ -142,8 +181,16 @@ impl Handler for Download {
         Ok(())
     }
 
-    fn build(config: &DownloadConfig, ctx: &BuildContext<'_>, _previous: Option<&Self>) -> Self {
+    fn build(config: &DownloadConfig, ctx: &BuildContext<'_>, previous: Option<&Self>) -> Self {
         let (files_sent, file_bytes_sent) = ctx.metrics.files_sent();
+        // Files being sent keep counting after a reload, unless the limit
+        // changed (then the new one counts only the files sent from now).
+        let sending = match previous {
+            Some(previous) if previous.max_downloads == config.max_downloads => {
+                previous.sending.clone()
+            }
+            _ => Arc::new(Semaphore::new(config.max_downloads)),
+        };
         Download {
             root: Arc::from(config.root.as_path()),
             chunk_size: config.chunk_size,
@@ -151,6 +198,12 @@ impl Handler for Download {
                 allow_hidden: config.allow_hidden,
                 allow_hard_links: config.allow_hard_links,
             },
+            pace: (config.min_send_rate > 0).then_some(MinRate {
+                bytes_per_second: config.min_send_rate,
+                grace: MIN_SEND_RATE_GRACE,
+            }),
+            sending,
+            max_downloads: config.max_downloads,
             files_sent,
             file_bytes_sent,
         }
@@ -178,9 +231,12 @@ impl Handler for Download {
                 conn.send(&encoding.encode(&text)).await?;
             }
             Target::File { file, path, len } => {
+                let Ok(_sending) = self.sending.clone().try_acquire_owned() else {
+                    return Err(HandlerError::Refused(BUSY));
+                };
                 info!(file = %quote(&path.to_string_lossy(), QUOTE_MAX_BYTES), bytes = len, "sending file");
                 let (_, before) = conn.bytes();
-                let sent = conn.send_file(file, len, self.chunk_size).await;
+                let sent = conn.send_file(file, len, self.chunk_size, self.pace).await;
                 let (_, after) = conn.bytes();
                 self.file_bytes_sent.inc_by(after - before);
                 let sent = match sent {
@@ -318,6 +374,7 @@ fn resolve(root: &Path, name: &str, policy: Policy) -> Result<Target, &'static s
 
 const NOT_SERVABLE: &str = "not a regular file or directory";
 const HARD_LINKED: &str = "hard-linked files are not served";
+const BUSY: &str = "busy";
 
 /// The `/proc` path that names an open file by its descriptor.
 fn descriptor_path(file: &fs::File) -> PathBuf {

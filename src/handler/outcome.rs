@@ -59,6 +59,10 @@ pub(crate) enum HandlerError {
     /// A message (or the first one) was not complete in time.
     #[error("no complete message within {}", humantime::format_duration(*.0))]
     TooSlow(Duration),
+    /// The client read a file more slowly than the minimum rate (carried):
+    /// it is reset, so that it sees an error, not a short file.
+    #[error("client read slower than {0} bytes a second")]
+    ReaderTooSlow(u64),
     /// The file shrank while it was sent: the client got less than it was
     /// promised, and must see an error, not a clean end.
     #[error("truncated: the file shrank while it was sent ({sent} of {expected} bytes)")]
@@ -93,6 +97,7 @@ impl From<ConnError> for HandlerError {
             ConnError::MessageTooLong(limit) => HandlerError::MessageTooLong(limit),
             ConnError::WriteStalled(after) => HandlerError::WriteStalled(after),
             ConnError::TooSlow(limit) => HandlerError::TooSlow(limit),
+            ConnError::ReaderTooSlow(rate) => HandlerError::ReaderTooSlow(rate),
             ConnError::Io(e) => HandlerError::Io(e),
         }
     }
@@ -117,7 +122,7 @@ impl HandlerError {
         match self {
             HandlerError::Idle(_) | HandlerError::WriteStalled(_) => CloseReason::Idle,
             HandlerError::MessageTooLong(_) => CloseReason::Limit,
-            HandlerError::TooSlow(_) => CloseReason::Slow,
+            HandlerError::TooSlow(_) | HandlerError::ReaderTooSlow(_) => CloseReason::Slow,
             HandlerError::Refused(_) => CloseReason::Refused,
             HandlerError::Truncated { .. } => CloseReason::Truncated,
             HandlerError::Answered { reason, .. } => *reason,
@@ -129,7 +134,10 @@ impl HandlerError {
     /// True when the connection must end with a reset (RST), not a close
     /// (FIN), so that the client sees an error.
     pub(crate) fn resets_connection(&self) -> bool {
-        matches!(self, HandlerError::Truncated { .. })
+        matches!(
+            self,
+            HandlerError::Truncated { .. } | HandlerError::ReaderTooSlow(_)
+        )
     }
 
     /// True when the fault is likely the server's (a file or socket failed in

@@ -701,3 +701,76 @@ async fn a_hard_link_out_of_the_root_is_refused_unless_allowed() {
     assert_eq!(fetch(server.addr("lenient"), b"linked\n").await, b"SECRET");
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_download_over_max_downloads_is_told_busy() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    fs::File::create(dir.path().join("big.bin"))
+        .and_then(|f| f.set_len(64 << 20))
+        .expect("make a sparse file");
+    fs::write(dir.path().join("small.txt"), b"small").expect("write");
+    let server = TestServer::start(&download_listener("files", dir.path(), "max_downloads = 1"));
+    let addr = server.addr("files");
+    // The first download stalls: its client reads only the first bytes.
+    let mut stalled = common::connect(addr).await;
+    stalled.write_all(b"big.bin\n").await.expect("send");
+    let mut first = [0u8; 1024];
+    timeout(LIMIT, stalled.read_exact(&mut first))
+        .await
+        .expect("no data")
+        .expect("read");
+    assert_refused(&fetch(addr, b"small.txt\n").await, "busy", "small.txt");
+    // Listings are not file sends: still served.
+    assert!(String::from_utf8_lossy(&fetch(addr, b"\n").await).contains("small.txt"));
+    // Once the stalled one is gone, files are sent again (bounded retries
+    // while the server notices the close).
+    drop(stalled);
+    let mut got = Vec::new();
+    for _ in 0..100 {
+        got = fetch(addr, b"small.txt\n").await;
+        if got == b"small" {
+            break;
+        }
+        sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(got, b"small");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_reader_slower_than_min_send_rate_is_reset_after_the_grace() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    fs::File::create(dir.path().join("big.bin"))
+        .and_then(|f| f.set_len(256 << 20))
+        .expect("make a sparse file");
+    // 8 MiB/s: the few MiB the socket buffers take are earned within a
+    // second after the 10 s grace; then the client, reading nothing, is late.
+    let server = TestServer::start(&download_listener(
+        "files",
+        dir.path(),
+        "min_send_rate = 8388608",
+    ));
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(64 * 1024).expect("SO_RCVBUF");
+    let mut stream = timeout(LIMIT, socket.connect(server.addr("files")))
+        .await
+        .expect("connect timed out")
+        .expect("connect");
+    stream.write_all(b"big.bin\n").await.expect("send");
+    let started = tokio::time::Instant::now();
+    let mut some = [0u8; 4096];
+    timeout(LIMIT, stream.read_exact(&mut some))
+        .await
+        .expect("no data")
+        .expect("read");
+    // Now it reads nothing until the server gives up on it.
+    sleep(Duration::from_secs(12)).await;
+    let mut rest = Vec::new();
+    let end = timeout(LIMIT, stream.read_to_end(&mut rest))
+        .await
+        .expect("neither reset nor finished");
+    let error = end.expect_err("a slow reader got a clean end");
+    assert_eq!(error.kind(), std::io::ErrorKind::ConnectionReset, "{error}");
+    assert!(started.elapsed() < Duration::from_secs(15));
+    server.shutdown().await;
+}
