@@ -330,6 +330,82 @@ mod tests {
         writer.await.unwrap();
     }
 
+    /// A stream that hands out its bytes in the given pieces, one per read,
+    /// never waiting (so the quiet gap never ends a message).
+    struct Pieces(std::collections::VecDeque<Vec<u8>>);
+
+    impl AsyncRead for Pieces {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<io::Result<()>> {
+            if let Some(mut piece) = self.0.pop_front() {
+                let n = piece.len().min(buf.remaining());
+                buf.put_slice(&piece[..n]);
+                if n < piece.len() {
+                    self.0.push_front(piece.split_off(n));
+                }
+            }
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    /// The messages of `stream` cut into pieces at `cuts`.
+    fn messages(stream: &[u8], cuts: &[usize]) -> Vec<Vec<u8>> {
+        let mut points: Vec<usize> = cuts.iter().map(|c| c % (stream.len() + 1)).collect();
+        points.sort_unstable();
+        let mut pieces = std::collections::VecDeque::new();
+        let mut from = 0;
+        for point in points.into_iter().chain([stream.len()]) {
+            // An empty read is the end of the stream: no empty pieces.
+            if point > from {
+                pieces.push_back(stream[from..point].to_vec());
+            }
+            from = point;
+        }
+        let mut io = Pieces(pieces);
+        let mut r = reader(1 << 20);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let mut out = Vec::new();
+        while let Some(message) = runtime.block_on(r.next(&mut io, None)).unwrap() {
+            out.push(message.to_vec());
+        }
+        out
+    }
+
+    proptest::proptest! {
+        /// However the stream is split into reads, the messages are the same:
+        /// its lines, without their line endings.
+        #[test]
+        fn splitting_the_stream_anywhere_gives_the_same_messages(
+            stream in proptest::collection::vec(
+                proptest::prop_oneof![
+                    4 => proptest::prelude::any::<u8>(),
+                    1 => proptest::strategy::Just(b'\n'),
+                    1 => proptest::strategy::Just(b'\r'),
+                ],
+                0..400,
+            ),
+            cuts in proptest::collection::vec(proptest::prelude::any::<usize>(), 0..20),
+        ) {
+            let expected: Vec<Vec<u8>> = {
+                let mut lines: Vec<&[u8]> = stream.split(|b| *b == b'\n').collect();
+                if lines.last().is_some_and(|l| l.is_empty()) {
+                    lines.pop();
+                }
+                lines
+                    .into_iter()
+                    .map(|l| l.strip_suffix(b"\r").unwrap_or(l).to_vec())
+                    .collect()
+            };
+            proptest::prop_assert_eq!(messages(&stream, &cuts), expected);
+        }
+    }
+
     #[tokio::test]
     async fn exact_limit_is_accepted_one_more_is_not() {
         let (mut client, mut server) = tokio::io::duplex(64 * 1024);

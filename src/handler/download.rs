@@ -632,6 +632,32 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// Whatever the name, made of the pieces that matter to a path, what
+        /// it resolves to is inside the root and not hidden (the fuzz
+        /// target's root has symlinks inside and out, and a hidden file).
+        #[test]
+        fn a_resolved_name_never_leaves_the_root(
+            pieces in proptest::collection::vec(
+                proptest::sample::select(vec![
+                    "a.txt", "dir", "b.txt", "to-a", "to-hidden", "to-outside", ".hidden",
+                    "..", ".", "/", "//", "\0", " ", "\\", "%2e%2e", "outside",
+                ]),
+                0..8,
+            ),
+            slashes in proptest::collection::vec(proptest::prelude::any::<bool>(), 8),
+        ) {
+            let mut name = String::new();
+            for (piece, slash) in pieces.iter().zip(&slashes) {
+                name.push_str(piece);
+                if *slash {
+                    name.push('/');
+                }
+            }
+            crate::fuzzing::download_path(name.as_bytes());
+        }
+    }
+
     #[test]
     fn refuses_escapes_before_touching_the_disk() {
         let root = Path::new("/nonexistent-root");
