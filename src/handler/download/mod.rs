@@ -1,0 +1,288 @@
+//! `download`: the client names a file; the server streams it from the
+//! listener's root in `chunk_size` pieces and closes. A directory (or an
+//! empty name) gets a listing, one entry a line, directories with a `/`.
+//!
+//! Names are confined to the root (`paths`); a refusal is one `ERR <reason>`
+//! line. Path checks, opens and listings (`listing`) run on the blocking
+//! pool.
+
+mod listing;
+mod paths;
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus::IntCounter;
+use serde::Deserialize;
+use tokio::sync::Semaphore;
+use tracing::{debug, info};
+
+use super::probe::{Probe, ProbeContext, line_then_close, shown};
+use super::{BuildContext, Ended, Handler, HandlerError, Invalid};
+use crate::conn::text::{QUOTE_MAX_BYTES, TextEncoding, quote};
+use crate::conn::{Connection, Incoming, Io, MinRate};
+use listing::listing;
+use paths::{PARENT_DIR_REFUSED, Policy, Target, io_reason, resolve};
+
+/// Bytes sent per write by default.
+const CHUNK_SIZE: usize = 64 * 1024;
+
+/// The slowest average read of a file by default: 16 KiB/s, a slow mobile
+/// link; a 1 GiB file may take up to about 18 hours at it.
+const MIN_SEND_RATE: u64 = 16 * 1024;
+
+/// Before the minimum rate counts: a connection's start is slow.
+const MIN_SEND_RATE_GRACE: Duration = Duration::from_secs(10);
+
+/// Files sent at once by default.
+const MAX_DOWNLOADS: usize = 256;
+
+/// The largest `max_downloads`.
+const MAX_MAX_DOWNLOADS: usize = 1_000_000;
+
+/// The largest `chunk_size` (tokio reads files at most 2 MiB at a time).
+const MAX_CHUNK_SIZE: usize = 2 * 1024 * 1024;
+
+/// What the probe asks for: refused before anything on disk is touched.
+const PROBE_REQUEST: &str = "..";
+
+/// The refusal of a file send over `max_downloads`.
+const BUSY: &str = "busy";
+
+/// Settings of the download handler.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DownloadConfig {
+    /// Directory served; resolved to an absolute path without symlinks at load.
+    pub root: PathBuf,
+    /// Bytes sent per write.
+    #[serde(default = "default_chunk_size")]
+    pub chunk_size: usize,
+    /// Serve names starting with `.`.
+    #[serde(default)]
+    pub allow_hidden: bool,
+    /// Serve regular files that have more than one hard link (one of them
+    /// may be outside the root, where the path checks cannot see it).
+    #[serde(default)]
+    pub allow_hard_links: bool,
+    /// The slowest a client may read a file, in bytes a second on average
+    /// (after a grace of 10 s); a slower one is reset. 0: no minimum.
+    #[serde(default = "default_min_send_rate")]
+    pub min_send_rate: u64,
+    /// Files sent at once on this listener; a request over it gets
+    /// `ERR busy`. Bounds the kernel memory that stalled readers can hold.
+    #[serde(default = "default_max_downloads")]
+    pub max_downloads: usize,
+}
+
+fn default_chunk_size() -> usize {
+    CHUNK_SIZE
+}
+fn default_min_send_rate() -> u64 {
+    MIN_SEND_RATE
+}
+fn default_max_downloads() -> usize {
+    MAX_DOWNLOADS
+}
+
+/// The download handler.
+#[derive(Debug)]
+pub(crate) struct Download {
+    root: Arc<Path>,
+    chunk_size: usize,
+    policy: Policy,
+    pace: Option<MinRate>,
+    /// One permit per file being sent.
+    sending: Arc<Semaphore>,
+    max_downloads: usize,
+    files_sent: IntCounter,
+    file_bytes_sent: IntCounter,
+}
+
+impl Download {
+    async fn resolve_blocking(&self, name: String) -> Result<Target, HandlerError> {
+        let (root, policy) = (self.root.clone(), self.policy);
+        tokio::task::spawn_blocking(move || resolve(&root, &name, policy))
+            .await
+            .map_err(io::Error::other)?
+            .map_err(HandlerError::Refused)
+    }
+
+    async fn listing_blocking(
+        &self,
+        dir: fs::File,
+        encoding: TextEncoding,
+    ) -> Result<String, HandlerError> {
+        let (root, policy) = (self.root.clone(), self.policy);
+        tokio::task::spawn_blocking(move || listing(&root, &dir, policy, encoding))
+            .await
+            .map_err(io::Error::other)?
+            .map_err(|e| HandlerError::Refused(io_reason(&e)))
+    }
+}
+
+impl Handler for Download {
+    const NAME: &'static str = "download";
+    type Config = DownloadConfig;
+
+    /// Resolves `root` to an absolute path without symlinks, which must be
+    /// a directory, and bounds `chunk_size`.
+    fn validate(config: &mut DownloadConfig) -> Result<(), Invalid> {
+        config.root = fs::canonicalize(&config.root)
+            .map_err(|e| Invalid::at("root", format!("download root {:?}: {e}", config.root)))?;
+        if !config.root.is_dir() {
+            return Err(Invalid::at(
+                "root",
+                format!("download root {:?} is not a directory", config.root),
+            ));
+        }
+        if !(1..=MAX_MAX_DOWNLOADS).contains(&config.max_downloads) {
+            return Err(Invalid::at(
+                "max_downloads",
+                format!("max_downloads must be between 1 and {MAX_MAX_DOWNLOADS}"),
+            ));
+        }
+        if !(1..=MAX_CHUNK_SIZE).contains(&config.chunk_size) {
+            return Err(Invalid::at(
+                "chunk_size",
+                format!("chunk_size must be between 1 and {MAX_CHUNK_SIZE}"),
+            ));
+        }
+        Ok(())
+    }
+
+    fn build(config: &DownloadConfig, ctx: &BuildContext<'_>, previous: Option<&Self>) -> Self {
+        let (files_sent, file_bytes_sent) = ctx.metrics.files_sent();
+        // Files being sent keep counting after a reload, unless the limit
+        // changed (then the new one counts only the files sent from now).
+        let sending = match previous {
+            Some(previous) if previous.max_downloads == config.max_downloads => {
+                previous.sending.clone()
+            }
+            _ => Arc::new(Semaphore::new(config.max_downloads)),
+        };
+        Download {
+            root: Arc::from(config.root.as_path()),
+            chunk_size: config.chunk_size,
+            policy: Policy {
+                allow_hidden: config.allow_hidden,
+                allow_hard_links: config.allow_hard_links,
+            },
+            pace: (config.min_send_rate > 0).then_some(MinRate {
+                bytes_per_second: config.min_send_rate,
+                grace: MIN_SEND_RATE_GRACE,
+            }),
+            sending,
+            max_downloads: config.max_downloads,
+            files_sent,
+            file_bytes_sent,
+        }
+    }
+
+    async fn serve<S: Io>(&self, conn: &mut Connection<S>) -> Result<Ended, HandlerError> {
+        let request = match conn.next_message().await? {
+            Incoming::Data(request) => request,
+            Incoming::Closed => return Ok(Ended::ClientClosed),
+            Incoming::Shutdown => return Err(HandlerError::Refused("server shutting down")),
+        };
+        let encoding = conn.settings().encoding;
+        let name = encoding.decode(&request).trim().to_owned();
+        let target = match self.resolve_blocking(name.clone()).await {
+            Ok(target) => target,
+            Err(e) => {
+                info!(name = %quote(&name, QUOTE_MAX_BYTES), reason = %e, "download refused");
+                return Err(e);
+            }
+        };
+        match target {
+            Target::Directory { handle, path } => {
+                let text = self.listing_blocking(handle, encoding).await?;
+                info!(dir = %quote(&path.to_string_lossy(), QUOTE_MAX_BYTES), "sending listing");
+                conn.send(&encoding.encode(&text)).await?;
+            }
+            Target::File { file, path, len } => {
+                let Ok(_sending) = self.sending.clone().try_acquire_owned() else {
+                    return Err(HandlerError::Refused(BUSY));
+                };
+                info!(file = %quote(&path.to_string_lossy(), QUOTE_MAX_BYTES), bytes = len, "sending file");
+                let (_, before) = conn.bytes();
+                let sent = conn.send_file(file, len, self.chunk_size, self.pace).await;
+                let (_, after) = conn.bytes();
+                self.file_bytes_sent.inc_by(after - before);
+                let sent = match sent {
+                    Ok(sent) => sent,
+                    Err(e) => {
+                        let e = HandlerError::from(e);
+                        if e.is_disconnect() {
+                            debug!(
+                                sent = after - before,
+                                of = len,
+                                "client disconnected mid-file"
+                            );
+                        }
+                        return Err(e);
+                    }
+                };
+                if sent < len {
+                    return Err(HandlerError::Truncated {
+                        sent,
+                        expected: len,
+                    });
+                }
+                self.files_sent.inc();
+            }
+        }
+        Ok(Ended::Completed)
+    }
+
+    /// `..` must be refused with its `ERR` line, then the close: a request
+    /// that touches nothing on disk.
+    fn probe(_config: &DownloadConfig, ctx: &ProbeContext<'_>) -> Probe {
+        let mut send = ctx.encoding.encode(PROBE_REQUEST).into_owned();
+        send.push(b'\n');
+        let expected = format!("ERR {PARENT_DIR_REFUSED}");
+        Probe {
+            send,
+            check: line_then_close(ctx.encoding, "answered", move |line| {
+                if line == expected {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "answered {} instead of {}",
+                        shown(line.as_bytes()),
+                        shown(expected.as_bytes())
+                    ))
+                }
+            }),
+        }
+    }
+
+    /// The socket, and the file being sent.
+    fn descriptors_per_connection(_config: &DownloadConfig) -> u64 {
+        2
+    }
+
+    fn summary(config: &DownloadConfig) -> String {
+        format!(
+            "root={} chunk_size={}",
+            config.root.display(),
+            config.chunk_size
+        )
+    }
+}
+
+/// What `name` resolves to under `root` (hidden names refused), for the
+/// fuzz target of the path rules.
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn resolve_for_fuzzing(root: &Path, name: &str) -> Result<PathBuf, &'static str> {
+    let policy = Policy {
+        allow_hidden: false,
+        allow_hard_links: false,
+    };
+    resolve(root, name, policy).map(|target| match target {
+        Target::File { path, .. } | Target::Directory { path, .. } => path,
+    })
+}

@@ -1,0 +1,284 @@
+//! Where a requested name leads, under the download root: absolute paths,
+//! `..`, NUL bytes, hidden names (unless allowed), symlinks that lead
+//! outside the root, hard-linked files (unless allowed), and anything that
+//! is not a regular file or directory are refused. A name is checked by
+//! path, opened `O_NOFOLLOW | O_NONBLOCK`, then checked again through its
+//! descriptor (`/proc/self/fd`, `fstat`), so a FIFO, or a directory swapped
+//! for a symlink after the first check, can neither block nor escape.
+
+use std::fs;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Component, Path, PathBuf};
+
+use tracing::warn;
+
+/// Why `..` is refused (the probe asks for it: nothing on disk is touched).
+pub(super) const PARENT_DIR_REFUSED: &str = "'..' is not allowed";
+
+/// Which names the root's rules let through.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Policy {
+    /// Names starting with `.`.
+    pub(super) allow_hidden: bool,
+    /// Regular files with more than one hard link.
+    pub(super) allow_hard_links: bool,
+}
+
+/// What a requested name resolved to.
+#[derive(Debug)]
+pub(super) enum Target {
+    File {
+        file: fs::File,
+        path: PathBuf,
+        len: u64,
+    },
+    Directory {
+        handle: fs::File,
+        path: PathBuf,
+    },
+}
+
+/// Resolves a requested name under `root` (canonical) and opens it, or says why not.
+pub(super) fn resolve(root: &Path, name: &str, policy: Policy) -> Result<Target, &'static str> {
+    let allow_hidden = policy.allow_hidden;
+    if name.contains('\0') {
+        return Err("invalid name: NUL byte");
+    }
+    let requested = Path::new(name);
+    for component in requested.components() {
+        match component {
+            Component::Normal(part)
+                if !allow_hidden && part.as_encoded_bytes().starts_with(b".") =>
+            {
+                return Err("hidden files are not served");
+            }
+            Component::Normal(_) | Component::CurDir => {}
+            Component::ParentDir => return Err(PARENT_DIR_REFUSED),
+            Component::RootDir | Component::Prefix(_) => {
+                return Err("absolute paths are not allowed");
+            }
+        }
+    }
+    // Checked by path first, so escapes and special files are never opened.
+    let path = fs::canonicalize(root.join(requested)).map_err(|e| io_reason(&e))?;
+    check_confined(root, &path, allow_hidden)?;
+    let meta = fs::metadata(&path).map_err(|e| io_reason(&e))?;
+    if !meta.is_file() && !meta.is_dir() {
+        return Err(NOT_SERVABLE);
+    }
+    // O_NONBLOCK: a FIFO swapped in after the check must not block the open.
+    let handle = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(&path)
+        .map_err(|e| io_reason(&e))?;
+    // A directory on the path may have been swapped for a symlink between the
+    // check and the open: check again what was really opened, by descriptor.
+    let real = fs::read_link(descriptor_path(&handle)).map_err(|e| {
+        warn!(error = %e, "cannot read /proc/self/fd to verify an opened path");
+        "cannot verify the path"
+    })?;
+    check_confined(root, &real, allow_hidden)?;
+    let meta = handle.metadata().map_err(|e| io_reason(&e))?;
+    if meta.is_file() && meta.nlink() > 1 && !policy.allow_hard_links {
+        return Err(HARD_LINKED);
+    }
+    if meta.is_dir() {
+        Ok(Target::Directory { handle, path: real })
+    } else if meta.is_file() {
+        Ok(Target::File {
+            len: meta.len(),
+            file: handle,
+            path: real,
+        })
+    } else {
+        Err(NOT_SERVABLE)
+    }
+}
+
+const NOT_SERVABLE: &str = "not a regular file or directory";
+const HARD_LINKED: &str = "hard-linked files are not served";
+
+/// The `/proc` path that names an open file by its descriptor.
+pub(super) fn descriptor_path(file: &fs::File) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()))
+}
+
+/// Refuses a real (symlink-free) path outside the root or, unless hidden
+/// names are allowed, with a component starting with ".".
+pub(super) fn check_confined(
+    root: &Path,
+    real: &Path,
+    allow_hidden: bool,
+) -> Result<(), &'static str> {
+    let inside = real
+        .strip_prefix(root)
+        .map_err(|_| "outside the download root")?;
+    let hidden = inside
+        .components()
+        .any(|c| c.as_os_str().as_encoded_bytes().starts_with(b"."));
+    if hidden && !allow_hidden {
+        return Err("hidden files are not served");
+    }
+    Ok(())
+}
+
+/// A client-facing reason for a failed file-system call (no paths leaked).
+pub(super) fn io_reason(err: &io::Error) -> &'static str {
+    match err.kind() {
+        io::ErrorKind::NotFound => "not found",
+        io::ErrorKind::PermissionDenied => "permission denied",
+        _ if err.raw_os_error() == Some(libc::ELOOP) => "too many levels of symbolic links",
+        _ if err.raw_os_error() == Some(libc::ENOTDIR) => "not found",
+        _ if err.raw_os_error() == Some(libc::ENAMETOOLONG) => "name too long",
+        _ => "cannot read",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conn::text::TextEncoding;
+    use crate::handler::download::listing::listing;
+    use std::sync::Arc;
+
+    const STRICT: Policy = Policy {
+        allow_hidden: false,
+        allow_hard_links: false,
+    };
+    #[test]
+    fn a_hard_link_to_a_file_outside_the_root_is_refused_unless_allowed() {
+        let base = tempfile::tempdir().unwrap();
+        let base = fs::canonicalize(base.path()).unwrap();
+        let root = base.join("root");
+        fs::create_dir(&root).unwrap();
+        fs::write(base.join("secret"), b"SECRET").unwrap();
+        fs::hard_link(base.join("secret"), root.join("linked")).unwrap();
+        fs::write(root.join("plain"), b"p").unwrap();
+        assert_eq!(refused(&root, "linked"), HARD_LINKED);
+        let allowed = Policy {
+            allow_hard_links: true,
+            ..STRICT
+        };
+        assert!(matches!(
+            resolve(&root, "linked", allowed),
+            Ok(Target::File { len: 6, .. })
+        ));
+        // Not listed when it would be refused.
+        let dir = fs::File::open(&root).unwrap();
+        assert_eq!(
+            listing(&root, &dir, STRICT, TextEncoding::Utf8).unwrap(),
+            "plain\n"
+        );
+        assert_eq!(
+            listing(&root, &dir, allowed, TextEncoding::Utf8).unwrap(),
+            "linked\nplain\n"
+        );
+    }
+
+    fn refused(root: &Path, name: &str) -> &'static str {
+        match resolve(root, name, STRICT) {
+            Err(reason) => reason,
+            Ok(target) => panic!("{name:?} was not refused: {target:?}"),
+        }
+    }
+
+    /// A directory on the requested path is swapped for a symlink to the
+    /// outside, over and over, while names are resolved: whatever is opened
+    /// must never be the outside file (the check after the open catches it).
+    #[test]
+    fn swapping_a_directory_for_a_symlink_cannot_escape() {
+        use std::io::Read;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::time::{Duration, Instant};
+
+        let base = tempfile::tempdir().unwrap();
+        let base = fs::canonicalize(base.path()).unwrap();
+        let (root, outside) = (base.join("root"), base.join("outside"));
+        fs::create_dir_all(root.join("d")).unwrap();
+        fs::create_dir_all(&outside).unwrap();
+        fs::write(root.join("d/f"), b"inside").unwrap();
+        fs::write(outside.join("f"), b"SECRET").unwrap();
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let swapper = {
+            let (root, outside, stop) = (root.clone(), outside.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut swaps = 0u32;
+                while !stop.load(Ordering::Relaxed) && swaps < 1_000_000 {
+                    fs::rename(root.join("d"), root.join("d_real")).unwrap();
+                    std::os::unix::fs::symlink(&outside, root.join("d")).unwrap();
+                    fs::remove_file(root.join("d")).unwrap();
+                    fs::rename(root.join("d_real"), root.join("d")).unwrap();
+                    swaps += 1;
+                }
+                swaps
+            })
+        };
+        let (mut served, mut refused) = (0u32, 0u32);
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_millis(1500) && served + refused < 200_000 {
+            match resolve(&root, "d/f", STRICT) {
+                Ok(Target::File { mut file, .. }) => {
+                    let mut body = String::new();
+                    file.read_to_string(&mut body).unwrap();
+                    assert_eq!(body, "inside", "escaped the root after {served} downloads");
+                    served += 1;
+                }
+                Ok(other) => panic!("unexpected target {other:?}"),
+                Err(_) => refused += 1,
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        let swaps = swapper.join().unwrap();
+        assert!(
+            served > 0 && swaps > 0,
+            "the race never ran: {served} served, {swaps} swaps"
+        );
+    }
+
+    proptest::proptest! {
+        /// Whatever the name, made of the pieces that matter to a path, what
+        /// it resolves to is inside the root and not hidden (the fuzz
+        /// target's root has symlinks inside and out, and a hidden file).
+        #[test]
+        fn a_resolved_name_never_leaves_the_root(
+            pieces in proptest::collection::vec(
+                proptest::sample::select(vec![
+                    "a.txt", "dir", "b.txt", "to-a", "to-hidden", "to-outside", ".hidden",
+                    "..", ".", "/", "//", "\0", " ", "\\", "%2e%2e", "outside",
+                ]),
+                0..8,
+            ),
+            slashes in proptest::collection::vec(proptest::prelude::any::<bool>(), 8),
+        ) {
+            let mut name = String::new();
+            for (piece, slash) in pieces.iter().zip(&slashes) {
+                name.push_str(piece);
+                if *slash {
+                    name.push('/');
+                }
+            }
+            crate::fuzzing::download_path(name.as_bytes());
+        }
+    }
+
+    #[test]
+    fn refuses_escapes_before_touching_the_disk() {
+        let root = Path::new("/nonexistent-root");
+        assert_eq!(refused(root, "../etc/passwd"), "'..' is not allowed");
+        assert_eq!(refused(root, "a/../../b"), "'..' is not allowed");
+        assert_eq!(
+            refused(root, "/etc/passwd"),
+            "absolute paths are not allowed"
+        );
+        assert_eq!(refused(root, "a\0b"), "invalid name: NUL byte");
+        assert_eq!(refused(root, ".env"), "hidden files are not served");
+        assert_eq!(
+            refused(root, "sub/.git/config"),
+            "hidden files are not served"
+        );
+    }
+}
