@@ -1,15 +1,137 @@
 //! Directory listings of the download handler: the names a client could
 //! request back, sorted, one a line, directories with a `/`, at most
-//! [`MAX_LISTING_ENTRIES`] of them.
+//! [`MAX_LISTING_ENTRIES`] of them. Listings are cached by directory and
+//! its modification time (a directory's mtime changes when an entry is
+//! added, removed or renamed), so a flood of listing requests reads a big
+//! directory once, not once each; and at most [`BUILDS_AT_ONCE`] are built
+//! at a time on the blocking pool, so listings cannot take it over.
 
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, HashMap};
 use std::fs;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
 
 use super::paths::{Policy, check_confined, descriptor_path};
 use crate::conn::text::TextEncoding;
+
+/// Listings built at once, at most, per listener.
+const BUILDS_AT_ONCE: usize = 4;
+
+/// How long a request waits for a turn to build a listing before it is
+/// told `ERR busy`.
+const BUILD_WAIT: Duration = Duration::from_secs(5);
+
+/// Directories whose listing is kept, and their text's bytes in all, at most.
+const CACHED_DIRECTORIES: usize = 256;
+const CACHED_BYTES: usize = 16 << 20;
+
+/// Why there is no listing.
+#[derive(Debug)]
+pub(super) enum ListingError {
+    /// Too many listings are being built; try again later.
+    Busy,
+    /// The directory could not be read.
+    Io(io::Error),
+}
+
+/// The listings of one listener: a bounded cache, and turns to build one.
+#[derive(Debug)]
+pub(super) struct Listings {
+    cache: Mutex<HashMap<(u64, u64), Cached>>,
+    builds: Arc<Semaphore>,
+}
+
+#[derive(Debug)]
+struct Cached {
+    /// The directory's modification time (seconds, nanoseconds) it is of.
+    mtime: (i64, i64),
+    text: Arc<str>,
+}
+
+impl Default for Listings {
+    fn default() -> Self {
+        Listings {
+            cache: Mutex::new(HashMap::new()),
+            builds: Arc::new(Semaphore::new(BUILDS_AT_ONCE)),
+        }
+    }
+}
+
+impl Listings {
+    /// The listing of the opened directory `dir`: from the cache when the
+    /// directory has not changed since, else built on the blocking pool.
+    pub(super) async fn get(
+        &self,
+        root: Arc<Path>,
+        dir: fs::File,
+        policy: Policy,
+        encoding: TextEncoding,
+    ) -> Result<Arc<str>, ListingError> {
+        let meta = dir.metadata().map_err(ListingError::Io)?;
+        let key = (meta.dev(), meta.ino());
+        let mtime = (meta.mtime(), meta.mtime_nsec());
+        if let Some(text) = self.cached(key, mtime) {
+            return Ok(text);
+        }
+        let turn = tokio::time::timeout(BUILD_WAIT, self.builds.clone().acquire_owned())
+            .await
+            .map_err(|_| ListingError::Busy)?
+            .map_err(|_| ListingError::Busy)?;
+        // Another request may have built it while this one waited.
+        if let Some(text) = self.cached(key, mtime) {
+            return Ok(text);
+        }
+        let text: Arc<str> = tokio::task::spawn_blocking(move || {
+            let _turn = turn;
+            listing(&root, &dir, policy, encoding)
+        })
+        .await
+        .map_err(|e| ListingError::Io(io::Error::other(e)))?
+        .map_err(ListingError::Io)?
+        .into();
+        self.keep(key, mtime, text.clone());
+        Ok(text)
+    }
+
+    fn cached(&self, key: (u64, u64), mtime: (i64, i64)) -> Option<Arc<str>> {
+        let cache = self.cache();
+        cache
+            .get(&key)
+            .filter(|cached| cached.mtime == mtime)
+            .map(|cached| cached.text.clone())
+    }
+
+    /// Keeps a listing, making room within the bounds (any entries go:
+    /// they are all cheap to build again compared to a flood of them).
+    fn keep(&self, key: (u64, u64), mtime: (i64, i64), text: Arc<str>) {
+        let mut cache = self.cache();
+        cache.remove(&key);
+        let bytes = |cache: &HashMap<(u64, u64), Cached>| -> usize {
+            cache.values().map(|c| c.text.len()).sum()
+        };
+        while !cache.is_empty()
+            && (cache.len() >= CACHED_DIRECTORIES || bytes(&cache) + text.len() > CACHED_BYTES)
+        {
+            let Some(evicted) = cache.keys().next().copied() else {
+                break;
+            };
+            cache.remove(&evicted);
+        }
+        if text.len() <= CACHED_BYTES {
+            cache.insert(key, Cached { mtime, text });
+        }
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<(u64, u64), Cached>> {
+        // Every update leaves the map consistent: a poisoned lock is usable.
+        self.cache.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
 
 /// A listing stops after this many entries, so a huge directory costs bounded memory.
 const MAX_LISTING_ENTRIES: usize = 10_000;
@@ -95,6 +217,34 @@ fn requestable(name: &str, allow_hidden: bool, encoding: TextEncoding) -> bool {
 mod tests {
     use super::*;
     use crate::handler::download::paths::resolve;
+
+    #[tokio::test]
+    async fn a_listing_is_built_once_until_the_directory_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let root: Arc<Path> = Arc::from(fs::canonicalize(dir.path()).unwrap().as_path());
+        fs::write(root.join("a"), b"a").unwrap();
+        let listings = Listings::default();
+        let get = || async {
+            let handle = fs::File::open(&*root).unwrap();
+            listings
+                .get(root.clone(), handle, STRICT, TextEncoding::Utf8)
+                .await
+                .unwrap()
+        };
+        let first = get().await;
+        let second = get().await;
+        assert_eq!(&*first, "a\n");
+        assert!(
+            Arc::ptr_eq(&first, &second),
+            "the second came from the cache"
+        );
+        // A new entry changes the directory's mtime: built again. (Set it
+        // explicitly: two changes within one clock tick look the same.)
+        fs::write(root.join("b"), b"b").unwrap();
+        let later = std::time::SystemTime::now() + Duration::from_secs(5);
+        fs::File::open(&*root).unwrap().set_modified(later).unwrap();
+        assert_eq!(&*get().await, "a\nb\n");
+    }
 
     const STRICT: Policy = Policy {
         allow_hidden: false,

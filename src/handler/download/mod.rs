@@ -24,7 +24,7 @@ use super::probe::{Probe, ProbeContext, line_then_close, shown};
 use super::{BuildContext, Ended, Handler, HandlerError, Invalid};
 use crate::conn::text::{QUOTE_MAX_BYTES, TextEncoding, quote};
 use crate::conn::{Connection, Incoming, Io, MinRate};
-use listing::listing;
+use listing::{ListingError, Listings};
 use paths::{PARENT_DIR_REFUSED, Policy, Target, io_reason, resolve};
 
 /// Bytes sent per write by default.
@@ -97,6 +97,8 @@ pub(crate) struct Download {
     pace: Option<MinRate>,
     /// One permit per file being sent.
     sending: Arc<Semaphore>,
+    /// Listings, cached and built a few at a time.
+    listings: Arc<Listings>,
     max_downloads: usize,
     files_sent: IntCounter,
     file_bytes_sent: IntCounter,
@@ -111,16 +113,18 @@ impl Download {
             .map_err(HandlerError::Refused)
     }
 
-    async fn listing_blocking(
+    async fn listing(
         &self,
         dir: fs::File,
         encoding: TextEncoding,
-    ) -> Result<String, HandlerError> {
-        let (root, policy) = (self.root.clone(), self.policy);
-        tokio::task::spawn_blocking(move || listing(&root, &dir, policy, encoding))
+    ) -> Result<Arc<str>, HandlerError> {
+        self.listings
+            .get(self.root.clone(), dir, self.policy, encoding)
             .await
-            .map_err(io::Error::other)?
-            .map_err(|e| HandlerError::Refused(io_reason(&e)))
+            .map_err(|e| match e {
+                ListingError::Busy => HandlerError::Refused(BUSY),
+                ListingError::Io(e) => HandlerError::Refused(io_reason(&e)),
+            })
     }
 }
 
@@ -176,6 +180,8 @@ impl Handler for Download {
                 grace: MIN_SEND_RATE_GRACE,
             }),
             sending,
+            // New: the root, its rules or the encoding may have changed.
+            listings: Arc::new(Listings::default()),
             max_downloads: config.max_downloads,
             files_sent,
             file_bytes_sent,
@@ -199,7 +205,7 @@ impl Handler for Download {
         };
         match target {
             Target::Directory { handle, path } => {
-                let text = self.listing_blocking(handle, encoding).await?;
+                let text = self.listing(handle, encoding).await?;
                 info!(dir = %quote(&path.to_string_lossy(), QUOTE_MAX_BYTES), "sending listing");
                 conn.send(&encoding.encode(&text)).await?;
             }
