@@ -353,6 +353,16 @@ impl<S: Io> Connection<S> {
         let _ = timeout_at(deadline, tokio::io::copy(&mut unread, &mut sink)).await;
     }
 
+    /// Bounds the socket's send buffer to `bytes` (`SO_SNDBUF`), which also
+    /// turns the kernel's autotuning off for it.
+    pub(crate) fn set_send_buffer(&self, bytes: usize) {
+        if let Some(tcp) = self.stream.get_ref().tcp() {
+            if let Err(e) = rustix::net::sockopt::set_socket_send_buffer_size(tcp, bytes) {
+                tracing::debug!(error = %e, "cannot set SO_SNDBUF");
+            }
+        }
+    }
+
     /// Ends the connection with a reset (RST) instead of a close, so that
     /// the client sees an error rather than a clean end of its data.
     /// `reason` is what the metrics count the connection as.

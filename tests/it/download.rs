@@ -774,3 +774,71 @@ async fn a_reader_slower_than_min_send_rate_is_reset_after_the_grace() {
     assert!(started.elapsed() < Duration::from_secs(15));
     server.shutdown().await;
 }
+
+/// The bytes queued to send (`tx_queue`) on the server's socket that
+/// serves the client at local port `client_port`, from /proc/net/tcp.
+fn server_send_queue(server_port: u16, client_port: u16) -> Option<u64> {
+    let table = fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let port = |field: &str| u16::from_str_radix(field.rsplit(':').next()?, 16).ok();
+        let matches = port(fields[1])? == server_port && port(fields[2])? == client_port;
+        let tx = fields[4].split(':').next()?;
+        matches.then(|| u64::from_str_radix(tx, 16).ok())?
+    })
+}
+
+/// How much a client that reads nothing makes the server queue, once it
+/// stops growing, for a download listener with `extra` settings.
+async fn stalled_queue(dir: &Path, extra: &str) -> u64 {
+    let server = TestServer::start(&download_listener("files", dir, extra));
+    let addr = server.addr("files");
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(64 * 1024).expect("SO_RCVBUF");
+    let mut stream = timeout(LIMIT, socket.connect(addr))
+        .await
+        .expect("connect timed out")
+        .expect("connect");
+    let client_port = stream.local_addr().expect("local addr").port();
+    stream.write_all(b"big.bin\n").await.expect("send");
+    let (mut last, mut steady) = (0, 0);
+    for _ in 0..200 {
+        sleep(Duration::from_millis(20)).await;
+        let now = server_send_queue(addr.port(), client_port).unwrap_or(0);
+        steady = if now == last && now > 0 {
+            steady + 1
+        } else {
+            0
+        };
+        last = now;
+        if steady == 10 {
+            break;
+        }
+    }
+    drop(stream);
+    server.shutdown().await;
+    last
+}
+
+#[tokio::test]
+async fn a_stalled_download_queues_no_more_than_its_send_buffer() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    fs::File::create(dir.path().join("big.bin"))
+        .and_then(|f| f.set_len(256 << 20))
+        .expect("make a sparse file");
+    let bounded = stalled_queue(dir.path(), "send_buffer = 65536").await;
+    let autotuned = stalled_queue(dir.path(), "send_buffer = 0").await;
+    // 64 KiB asked, doubled by the kernel, plus what is in flight to a
+    // full 64 KiB receive window.
+    assert!(
+        bounded > 0 && bounded <= 512 * 1024,
+        "{bounded} bytes queued"
+    );
+    assert!(
+        autotuned > bounded,
+        "autotuned {autotuned}, bounded {bounded}"
+    );
+    eprintln!(
+        "a stalled download queued {bounded} bytes with send_buffer = 65536, {autotuned} with the kernel's autotuning"
+    );
+}

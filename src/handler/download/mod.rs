@@ -40,6 +40,13 @@ const MIN_SEND_RATE_GRACE: Duration = Duration::from_secs(10);
 /// Files sent at once by default.
 const MAX_DOWNLOADS: usize = 256;
 
+/// The send buffer of a file send by default (the kernel doubles it): with
+/// `max_downloads` stalled readers, at most 256 × 512 KiB of kernel memory.
+const SEND_BUFFER: usize = 256 * 1024;
+
+/// The largest `send_buffer`.
+const MAX_SEND_BUFFER: usize = 64 << 20;
+
 /// The largest `max_downloads`.
 const MAX_MAX_DOWNLOADS: usize = 1_000_000;
 
@@ -76,6 +83,11 @@ pub struct DownloadConfig {
     /// `ERR busy`. Bounds the kernel memory that stalled readers can hold.
     #[serde(default = "default_max_downloads")]
     pub max_downloads: usize,
+    /// The socket send buffer of a file send, in bytes (`SO_SNDBUF`; the
+    /// kernel doubles it for its bookkeeping). 0: the kernel's autotuning,
+    /// which lets a stalled reader hold several MB.
+    #[serde(default = "default_send_buffer")]
+    pub send_buffer: usize,
 }
 
 fn default_chunk_size() -> usize {
@@ -87,6 +99,9 @@ fn default_min_send_rate() -> u64 {
 fn default_max_downloads() -> usize {
     MAX_DOWNLOADS
 }
+fn default_send_buffer() -> usize {
+    SEND_BUFFER
+}
 
 /// The download handler.
 #[derive(Debug)]
@@ -97,6 +112,7 @@ pub(crate) struct Download {
     pace: Option<MinRate>,
     /// One permit per file being sent.
     sending: Arc<Semaphore>,
+    send_buffer: usize,
     /// Listings, cached and built a few at a time.
     listings: Arc<Listings>,
     max_downloads: usize,
@@ -143,6 +159,12 @@ impl Handler for Download {
                 format!("download root {:?} is not a directory", config.root),
             ));
         }
+        if config.send_buffer > MAX_SEND_BUFFER {
+            return Err(Invalid::at(
+                "send_buffer",
+                format!("send_buffer must be at most {MAX_SEND_BUFFER} (0: the kernel's)"),
+            ));
+        }
         if !(1..=MAX_MAX_DOWNLOADS).contains(&config.max_downloads) {
             return Err(Invalid::at(
                 "max_downloads",
@@ -180,6 +202,7 @@ impl Handler for Download {
                 grace: MIN_SEND_RATE_GRACE,
             }),
             sending,
+            send_buffer: config.send_buffer,
             // New: the root, its rules or the encoding may have changed.
             listings: Arc::new(Listings::default()),
             max_downloads: config.max_downloads,
@@ -214,6 +237,9 @@ impl Handler for Download {
                     return Err(HandlerError::Refused(BUSY));
                 };
                 info!(file = %quote(&path.to_string_lossy(), QUOTE_MAX_BYTES), bytes = len, "sending file");
+                if self.send_buffer > 0 {
+                    conn.set_send_buffer(self.send_buffer);
+                }
                 let (_, before) = conn.bytes();
                 let sent = conn.send_file(file, len, self.chunk_size, self.pace).await;
                 let (_, after) = conn.bytes();
