@@ -236,7 +236,8 @@ def build(runs, command, settings, notes):
         if kind not in RATIO_TARGETS:
             continue
         field, _, higher = METRIC[kind]
-        for sb in [s for s in servers if is_switchboard(s)]:
+        # The refusing listener is compared with the serving one (below).
+        for sb in [s for s in servers if is_switchboard(s) and s != "switchboard:refused"]:
             sb_runs = servers[sb]
             sb_med = median(numbers(sb_runs, field))
             for other, target in RATIO_TARGETS[kind]:
@@ -275,6 +276,26 @@ def build(runs, command, settings, notes):
                     f"| {case} | {sb} / {other} | {fmt_ratio(ratio)}{spread} | {interval} | "
                     f"{goal} | {mark} |"
                 )
+    # Refusing must be cheaper than serving: the server's CPU per connection
+    # on a listener that denies everyone, against one that echoes.
+    for case, servers in cases.items():
+        if kind_of(case) != "connect" or "switchboard:refused" not in servers:
+            continue
+        field = CPU_COST["connect"][0]
+        refused = median(numbers(servers["switchboard:refused"], field))
+        served = median(numbers(servers.get("switchboard", []), field))
+        if refused is None or not served:
+            mark, ratio = "no data", None
+            summary["no data"] += 1
+        else:
+            ratio = refused / served
+            ok = ratio <= 1.0
+            mark = "met" if ok else "**missed**"
+            summary["met" if ok else "missed"] += 1
+        ratio_rows.append(
+            f"| {case} | switchboard:refused / switchboard, server CPU per connection | "
+            f"{fmt_ratio(ratio)} | — | ≤ 1× | {mark} |"
+        )
     abs_rows = []
     for case, servers in cases.items():
         kind = kind_of(case)

@@ -209,6 +209,7 @@ p_sb_echo=$BASE_PORT
 p_sb_download=$((BASE_PORT + 1))
 p_sb_keyword=$((BASE_PORT + 2))
 p_sb_random=$((BASE_PORT + 3))
+p_sb_refused=$((BASE_PORT + 4))
 p_ceiling_echo=$((BASE_PORT + 10))
 p_ceiling_file=$((BASE_PORT + 11))
 p_socat=$((BASE_PORT + 20))
@@ -223,7 +224,7 @@ if [ -r /proc/sys/net/ipv4/ip_local_port_range ]; then
     note "ports $BASE_PORT-$((BASE_PORT + 22)) overlap the ephemeral range $lo-$hi: a bind may fail (set BASE_PORT)"
   fi
 fi
-for p in $p_sb_echo $p_sb_download $p_sb_keyword $p_sb_random $p_ceiling_echo \
+for p in $p_sb_echo $p_sb_download $p_sb_keyword $p_sb_random $p_sb_refused $p_ceiling_echo \
   $p_ceiling_file $p_socat $p_socat_nodelay $p_ncat; do
   if port_open "$p"; then
     echo "run.sh: 127.0.0.1:$p is already in use; pick other ports with BASE_PORT=..." >&2
@@ -278,6 +279,10 @@ config=$work/switchboard.toml
 for expected in "$p_sb_echo" "$p_sb_download" "$p_sb_keyword" "$p_sb_random" "60000" "4096" "10m" "allow_hard_links = true" "$serve_dir"; do
   grep -q "$expected" "$config" || { echo "bench: could not adapt the default config ($expected)" >&2; exit 1; }
 done
+# A listener that refuses everyone, for the cost of a refusal beside the
+# cost of a connection served (the connect case).
+printf '\n[[listener]]\nname = "refused"\nbind = "127.0.0.1:%s"\nhandler = "echo"\ndeny = ["0.0.0.0/0", "::/0"]\n' \
+  "$p_sb_refused" >> "$config"
 "$switchboard" check -c "$config" > /dev/null
 
 # start_server LABEL KIND: starts the server, sets server_pid and port.
@@ -290,6 +295,7 @@ start_server() {
         download:*) port=$p_sb_download ;;
         lines:switchboard:keyword-bot) port=$p_sb_keyword ;;
         lines:switchboard:random-bot) port=$p_sb_random ;;
+        connect:switchboard:refused) port=$p_sb_refused ;;
         *) port=$p_sb_echo ;;
       esac
       ;;
@@ -413,7 +419,11 @@ run_case() {
   local round label
   for round in $(seq "$ROUNDS"); do
     for label in $servers; do
-      run_one "$label" "$case_name" "$kind" "$round" "$limit" "$@"
+      if [ "$label" = switchboard:refused ]; then
+        run_one "$label" "$case_name" "$kind" "$round" "$limit" "$@" --refused
+      else
+        run_one "$label" "$case_name" "$kind" "$round" "$limit" "$@"
+      fi
     done
   done
 }
@@ -440,7 +450,7 @@ if wants echo; then
 fi
 
 if wants connect; then
-  run_case "connect w8" connect "$t_short" "switchboard ceiling $connect_peers" \
+  run_case "connect w8" connect "$t_short" "switchboard switchboard:refused ceiling $connect_peers" \
     --workers 8 --message 'ping\n'
 fi
 

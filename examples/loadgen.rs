@@ -123,6 +123,10 @@ struct ConnectArgs {
     /// Message sent on each connection; the escapes \n \r \t \\ are understood.
     #[arg(long, default_value = "hello\\n", value_name = "TEXT")]
     message: String,
+    /// Expect every connection to be refused: closed by the server without
+    /// a byte (an access list's `deny`); nothing is sent.
+    #[arg(long)]
+    refused: bool,
 }
 
 #[derive(Debug, Args)]
@@ -930,6 +934,18 @@ async fn connect_once(addr: SocketAddr, message: &[u8], buf: &mut [u8]) -> anyho
     }
 }
 
+/// One connection the server must close without a byte.
+async fn refused_once(addr: SocketAddr, buf: &mut [u8]) -> anyhow::Result<()> {
+    let mut stream = open(addr).await?;
+    match stream.read(buf).await {
+        Ok(0) => Ok(()),
+        // A close with data still unread on the server's side is a reset.
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => Ok(()),
+        Ok(n) => anyhow::bail!("a refused connection got {n} bytes"),
+        Err(e) => Err(e.into()),
+    }
+}
+
 async fn connect(ctx: &Ctx, args: &ConnectArgs) -> anyhow::Result<Report> {
     let message = unescape(&args.message);
     let mut report = Report::new("connect", ctx);
@@ -941,6 +957,8 @@ async fn connect(ctx: &Ctx, args: &ConnectArgs) -> anyhow::Result<Report> {
         "--message must be 1 byte to 1 MiB"
     );
     let message: Arc<[u8]> = message.as_bytes().into();
+    report.put("refused", if args.refused { "yes" } else { "no" });
+    let refused = args.refused;
     let (addr, end) = (ctx.addr, Instant::now() + ctx.duration);
     let mut set = JoinSet::new();
     for _ in 0..args.workers {
@@ -950,7 +968,11 @@ async fn connect(ctx: &Ctx, args: &ConnectArgs) -> anyhow::Result<Report> {
             let mut buf = vec![0u8; message.len().max(64 * 1024)];
             while Instant::now() < end {
                 let began = Instant::now();
-                let result = timeout(IO_TIMEOUT, connect_once(addr, &message, &mut buf)).await;
+                let result = if refused {
+                    timeout(IO_TIMEOUT, refused_once(addr, &mut buf)).await
+                } else {
+                    timeout(IO_TIMEOUT, connect_once(addr, &message, &mut buf)).await
+                };
                 if !s.record(began, end, result) {
                     sleep(Duration::from_millis(1)).await;
                 }
