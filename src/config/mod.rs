@@ -5,6 +5,7 @@
 //! validated in the handler's file; this module only hands them their part
 //! of a listener table.
 
+mod access;
 mod error;
 mod listener;
 mod server;
@@ -17,9 +18,10 @@ use serde::de::DeserializeOwned;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
+pub use access::{Access, Rate};
 pub use error::ConfigError;
 use error::{Source, join_key, value_span};
-pub use listener::{Access, ListenerConfig, Rate};
+pub use listener::ListenerConfig;
 pub use server::{LogFormat, ServerConfig};
 
 pub use crate::handler::{
