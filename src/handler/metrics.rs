@@ -19,7 +19,7 @@ use tokio::time::{Instant, timeout_at};
 
 use super::probe::{Probe, ProbeContext, Verdict, shown};
 use super::{BuildContext, Ended, Handler, HandlerError, Invalid};
-use crate::conn::{Connection, Incoming, Io};
+use crate::conn::{ConnError, Connection, Incoming, Io};
 use crate::metrics::{CONTENT_TYPE, CloseReason, Metrics};
 
 /// The path the figures are served at.
@@ -98,9 +98,13 @@ impl Status {
     /// not complete in time. `None` for other errors.
     fn for_error(err: &HandlerError, in_headers: bool) -> Option<Status> {
         match err {
-            HandlerError::MessageTooLong(_) if in_headers => Some(Status::HeadersTooLarge),
-            HandlerError::MessageTooLong(_) => Some(Status::UriTooLong),
-            HandlerError::Idle(_) | HandlerError::TooSlow(_) => Some(Status::RequestTimeout),
+            HandlerError::Conn(ConnError::MessageTooLong(_)) if in_headers => {
+                Some(Status::HeadersTooLarge)
+            }
+            HandlerError::Conn(ConnError::MessageTooLong(_)) => Some(Status::UriTooLong),
+            HandlerError::Conn(ConnError::Idle(_) | ConnError::TooSlow(_)) => {
+                Some(Status::RequestTimeout)
+            }
             _ => None,
         }
     }
@@ -210,7 +214,7 @@ async fn next_line<S: Io>(
 ) -> Result<Incoming<BytesMut>, HandlerError> {
     match timeout_at(deadline, conn.next_message()).await {
         Ok(line) => Ok(line?),
-        Err(_) => Err(HandlerError::Idle(limit)),
+        Err(_) => Err(ConnError::Idle(limit).into()),
     }
 }
 

@@ -3,7 +3,6 @@
 
 use std::fmt;
 use std::io;
-use std::time::Duration;
 
 use crate::conn::ConnError;
 use crate::metrics::CloseReason;
@@ -47,22 +46,10 @@ impl fmt::Display for Ended {
 /// Why a conversation ended early.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum HandlerError {
-    /// The client sent nothing for the idle timeout.
-    #[error("idle timeout ({})", humantime::format_duration(*.0))]
-    Idle(Duration),
-    /// A message was longer than `max_message_bytes`.
-    #[error("message longer than {0} bytes")]
-    MessageTooLong(usize),
-    /// The client read nothing for the idle timeout while the server wrote.
-    #[error("client stopped reading for {}", humantime::format_duration(*.0))]
-    WriteStalled(Duration),
-    /// A message (or the first one) was not complete in time.
-    #[error("no complete message within {}", humantime::format_duration(*.0))]
-    TooSlow(Duration),
-    /// The client read a file more slowly than the minimum rate (carried):
-    /// it is reset, so that it sees an error, not a short file.
-    #[error("client read slower than {0} bytes a second")]
-    ReaderTooSlow(u64),
+    /// The connection's own limits ended it (idle, too long, too slow),
+    /// or its socket failed.
+    #[error(transparent)]
+    Conn(#[from] ConnError),
     /// The file shrank while it was sent: the client got less than it was
     /// promised, and must see an error, not a clean end.
     #[error("truncated: the file shrank while it was sent ({sent} of {expected} bytes)")]
@@ -85,21 +72,11 @@ pub(crate) enum HandlerError {
         /// What the metrics count it as.
         reason: CloseReason,
     },
-    /// The socket or a file failed.
-    #[error("i/o error: {0}")]
-    Io(#[from] io::Error),
 }
 
-impl From<ConnError> for HandlerError {
-    fn from(err: ConnError) -> Self {
-        match err {
-            ConnError::Idle(after) => HandlerError::Idle(after),
-            ConnError::MessageTooLong(limit) => HandlerError::MessageTooLong(limit),
-            ConnError::WriteStalled(after) => HandlerError::WriteStalled(after),
-            ConnError::TooSlow(limit) => HandlerError::TooSlow(limit),
-            ConnError::ReaderTooSlow(rate) => HandlerError::ReaderTooSlow(rate),
-            ConnError::Io(e) => HandlerError::Io(e),
-        }
+impl From<io::Error> for HandlerError {
+    fn from(err: io::Error) -> Self {
+        HandlerError::Conn(ConnError::Io(err))
     }
 }
 
@@ -108,10 +85,12 @@ impl HandlerError {
     /// with the reason it is counted under.
     pub(crate) fn client_reply(&self) -> Option<(String, &'static str)> {
         match self {
-            HandlerError::MessageTooLong(_) => {
+            HandlerError::Conn(ConnError::MessageTooLong(_)) => {
                 Some(("ERR message too long".to_owned(), "message too long"))
             }
-            HandlerError::TooSlow(_) => Some(("ERR too slow".to_owned(), "too slow")),
+            HandlerError::Conn(ConnError::TooSlow(_)) => {
+                Some(("ERR too slow".to_owned(), "too slow"))
+            }
             HandlerError::Refused(reason) => Some((format!("ERR {reason}"), reason)),
             _ => None,
         }
@@ -120,14 +99,20 @@ impl HandlerError {
     /// What the metrics count it as.
     pub(crate) fn close_reason(&self) -> CloseReason {
         match self {
-            HandlerError::Idle(_) | HandlerError::WriteStalled(_) => CloseReason::Idle,
-            HandlerError::MessageTooLong(_) => CloseReason::Limit,
-            HandlerError::TooSlow(_) | HandlerError::ReaderTooSlow(_) => CloseReason::Slow,
+            HandlerError::Conn(ConnError::Idle(_) | ConnError::WriteStalled(_)) => {
+                CloseReason::Idle
+            }
+            HandlerError::Conn(ConnError::MessageTooLong(_)) => CloseReason::Limit,
+            HandlerError::Conn(ConnError::TooSlow(_) | ConnError::ReaderTooSlow(_)) => {
+                CloseReason::Slow
+            }
             HandlerError::Refused(_) => CloseReason::Refused,
             HandlerError::Truncated { .. } => CloseReason::Truncated,
             HandlerError::Answered { reason, .. } => *reason,
-            HandlerError::Io(_) if self.is_disconnect() => CloseReason::ClientClosed,
-            HandlerError::Io(_) => CloseReason::Error,
+            HandlerError::Conn(ConnError::Io(_)) if self.is_disconnect() => {
+                CloseReason::ClientClosed
+            }
+            HandlerError::Conn(ConnError::Io(_)) => CloseReason::Error,
         }
     }
 
@@ -136,20 +121,20 @@ impl HandlerError {
     pub(crate) fn resets_connection(&self) -> bool {
         matches!(
             self,
-            HandlerError::Truncated { .. } | HandlerError::ReaderTooSlow(_)
+            HandlerError::Truncated { .. } | HandlerError::Conn(ConnError::ReaderTooSlow(_))
         )
     }
 
     /// True when the fault is likely the server's (a file or socket failed in
     /// an unexpected way), worth a warning rather than an info line.
     pub(crate) fn is_server_fault(&self) -> bool {
-        matches!(self, HandlerError::Io(_)) && !self.is_disconnect()
+        matches!(self, HandlerError::Conn(ConnError::Io(_))) && !self.is_disconnect()
     }
 
     /// True when the client went away (reset, broken pipe): normal on the
     /// internet, not a server problem worth a warning.
     pub(crate) fn is_disconnect(&self) -> bool {
-        matches!(self, HandlerError::Io(e) if matches!(
+        matches!(self, HandlerError::Conn(ConnError::Io(e)) if matches!(
             e.kind(),
             io::ErrorKind::ConnectionReset
                 | io::ErrorKind::BrokenPipe
