@@ -1,7 +1,8 @@
 //! Logging: `tracing` lines on stderr through a buffered, non-blocking writer
 //! (a slow terminal or journal never stalls a connection), at most
-//! `log_lines_per_second` lines a second (a flood of connections cannot
-//! make the log grow faster; what is dropped is counted, once a second), filtered by
+//! `log_lines_per_second` lines of connections a second (a flood of
+//! connections cannot make the log grow faster; what is dropped is
+//! counted, once a second; the daemon's own lines always pass), filtered by
 //! `RUST_LOG` or the config's `log_level`, as text or JSON, without ANSI
 //! colours when stderr is not a terminal, and without a timestamp of its own
 //! when stderr is the systemd journal (which stamps every line itself).
@@ -37,11 +38,17 @@ pub fn init(server: &ServerConfig) -> anyhow::Result<WorkerGuard> {
     let (writer, guard) = tracing_appender::non_blocking(stderr);
     let budget = Arc::new(LineBudget::new(server.log_lines_per_second));
     let allowed = budget.clone();
-    // Events past the budget are dropped (and counted); spans are not
-    // lines and always pass. Checked after the level filter, so that lines
-    // that would not be written do not spend the budget.
-    let within_budget = dynamic_filter_fn(move |meta, _| {
-        !meta.is_event() || meta.target() == SUPPRESSED_TARGET || allowed.allow()
+    // The lines of connections (written inside a connection's span) past
+    // the budget are dropped, and counted: they are what a flood makes.
+    // The daemon's own lines (start, reloads, refusal summaries, warnings
+    // outside a connection) always pass, as do spans, which are not lines.
+    // Checked after the level filter, so that lines that would not be
+    // written do not spend the budget.
+    let within_budget = dynamic_filter_fn(move |meta, cx| {
+        let of_a_connection = cx
+            .lookup_current()
+            .is_some_and(|span| span.name() == CONNECTION_SPAN);
+        !meta.is_event() || !of_a_connection || allowed.allow()
     });
     let filter = filter.and(within_budget);
     let layer = fmt::layer()
@@ -62,8 +69,11 @@ pub fn init(server: &ServerConfig) -> anyhow::Result<WorkerGuard> {
     Ok(guard)
 }
 
-/// The target of the line that says how many lines were dropped: it
-/// bypasses the budget it reports on.
+/// The name of a connection's span (`server::listener`): the lines in it
+/// are the ones the budget counts.
+const CONNECTION_SPAN: &str = "conn";
+
+/// The target of the line that says how many lines were dropped.
 const SUPPRESSED_TARGET: &str = "switchboard::log_budget";
 
 /// At most `per_second` lines a second; what is over is counted.
