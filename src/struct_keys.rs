@@ -64,9 +64,8 @@ impl<'de> Deserializer<'de> for KeyCatcher<'_> {
 mod tests {
     use super::*;
 
-    #[derive(Deserialize)]
+    #[derive(Debug, PartialEq, Deserialize)]
     #[serde(deny_unknown_fields)]
-    #[allow(dead_code)]
     struct Sample {
         name: String,
         #[serde(default, with = "humantime_serde")]
@@ -77,5 +76,14 @@ mod tests {
     fn reads_the_fields_of_a_derived_struct() {
         assert_eq!(struct_keys::<Sample>(), ["name", "idle_timeout"]);
         assert!(struct_keys::<u32>().is_empty());
+        // Catching the keys does not change what the struct reads.
+        let sample: Sample = toml::from_str("name = \"x\"\nidle_timeout = \"2s\"").unwrap();
+        assert_eq!(
+            sample,
+            Sample {
+                name: "x".to_owned(),
+                idle_timeout: std::time::Duration::from_secs(2),
+            }
+        );
     }
 }

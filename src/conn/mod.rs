@@ -310,12 +310,15 @@ impl<S: Io> Connection<S> {
         chunk: usize,
         pace: Option<MinRate>,
     ) -> Result<u64, ConnError> {
-        let limit = self.settings.idle_timeout;
         let chunk = chunk.max(1);
         let mut offset = 0u64;
-        let started = Instant::now();
+        let deadlines = SendDeadlines {
+            stall: self.settings.idle_timeout,
+            pace,
+            started: Instant::now(),
+        };
         if let Some(tcp) = self.stream.get_ref().tcp() {
-            let sent = sendfile(tcp, &file, len, chunk, limit, pace, started, &mut offset).await;
+            let sent = sendfile(tcp, &file, len, chunk, &deadlines, &mut offset).await;
             // `offset` started at 0: it is what went out, also on an error.
             self.stream.count_sent(offset);
             return sent.map(|()| offset);
@@ -329,9 +332,9 @@ impl<S: Io> Connection<S> {
             }
             self.send(&buf[..n]).await?;
             offset += n as u64;
-            if let Some(pace) = pace {
-                if Instant::now() > pace.deadline(started, offset) {
-                    return Err(ConnError::ReaderTooSlow(pace.bytes_per_second));
+            if let (by, late @ ConnError::ReaderTooSlow(_)) = deadlines.next_write(offset) {
+                if Instant::now() > by {
+                    return Err(late);
                 }
             }
         }
@@ -382,29 +385,44 @@ impl<S: Io> Connection<S> {
     }
 }
 
+/// When a file send's next write must have gone out: within the stall
+/// limit, and before the average since the start falls under the minimum
+/// rate, if there is one.
+struct SendDeadlines {
+    stall: Duration,
+    pace: Option<MinRate>,
+    started: Instant,
+}
+
+impl SendDeadlines {
+    /// The deadline of the next write, `sent` bytes into the file, and the
+    /// error if it passes.
+    fn next_write(&self, sent: u64) -> (Instant, ConnError) {
+        let stalled_at = Instant::now() + self.stall;
+        match self
+            .pace
+            .map(|pace| (pace.deadline(self.started, sent), pace))
+        {
+            Some((by, pace)) if by < stalled_at => {
+                (by, ConnError::ReaderTooSlow(pace.bytes_per_second))
+            }
+            _ => (stalled_at, ConnError::WriteStalled(self.stall)),
+        }
+    }
+}
+
 /// Sends the first `len` bytes of `file` with sendfile(2), at most `chunk` a
 /// call, advancing `offset`; stops early if the file shrinks.
-#[allow(clippy::too_many_arguments)] // one call site, each argument distinct
 async fn sendfile(
     tcp: &TcpStream,
     file: &std::fs::File,
     len: u64,
     chunk: usize,
-    limit: Duration,
-    pace: Option<MinRate>,
-    started: Instant,
+    deadlines: &SendDeadlines,
     offset: &mut u64,
 ) -> Result<(), ConnError> {
     while *offset < len {
-        // The next write must go out before the stall limit, and before the
-        // average since the start falls under the minimum rate.
-        let stalled_at = Instant::now() + limit;
-        let (until, late) = match pace.map(|pace| (pace.deadline(started, *offset), pace)) {
-            Some((by, pace)) if by < stalled_at => {
-                (by, ConnError::ReaderTooSlow(pace.bytes_per_second))
-            }
-            _ => (stalled_at, ConnError::WriteStalled(limit)),
-        };
+        let (until, late) = deadlines.next_write(*offset);
         let want = usize::try_from(len - *offset).map_or(chunk, |left| left.min(chunk));
         let send = async {
             loop {

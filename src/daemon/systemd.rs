@@ -140,9 +140,6 @@ pub(crate) struct ClaimedSocket {
     pub(crate) socket: std::net::TcpListener,
     /// Its `FileDescriptorName=`.
     pub(crate) fd_name: String,
-    /// How it was matched (the log says it too).
-    #[cfg_attr(not(test), expect(dead_code, reason = "read by the tests"))]
-    pub(crate) how: Claim,
 }
 
 /// How an activated socket was matched to its listener.
@@ -204,16 +201,21 @@ impl ActivatedSockets {
         self.sockets.is_empty()
     }
 
-    /// The socket for `listener`: the one named after it, else the one on
-    /// its `bind` address.
-    pub(crate) fn claim(&mut self, listener: &ListenerConfig) -> Option<ClaimedSocket> {
-        let (index, how) =
-            if let Some(i) = self.sockets.iter().position(|s| s.name == listener.name) {
-                (i, Claim::ByName)
-            } else {
+    /// Which socket `listener` would get, and how it matched: the one named
+    /// after it, else the one on its `bind` address.
+    fn find(&self, listener: &ListenerConfig) -> Option<(usize, Claim)> {
+        match self.sockets.iter().position(|s| s.name == listener.name) {
+            Some(i) => Some((i, Claim::ByName)),
+            None => {
                 let i = self.sockets.iter().position(|s| s.addr == listener.bind)?;
-                (i, Claim::ByAddress)
-            };
+                Some((i, Claim::ByAddress))
+            }
+        }
+    }
+
+    /// Takes the socket for `listener` (see [`ActivatedSockets::find`]).
+    pub(crate) fn claim(&mut self, listener: &ListenerConfig) -> Option<ClaimedSocket> {
+        let (index, how) = self.find(listener)?;
         let socket = self.sockets.swap_remove(index);
         info!(
             listener = listener.name,
@@ -237,7 +239,6 @@ impl ActivatedSockets {
         Some(ClaimedSocket {
             socket: socket.socket,
             fd_name: socket.name,
-            how,
         })
     }
 
@@ -303,16 +304,18 @@ mod tests {
         // wins; "second" gets the unnamed socket on its address.
         let elsewhere = "127.0.0.1:9".parse().expect("addr");
         let config = listeners(&[("echo", elsewhere), ("second", other_addr)]);
+        let how = sockets.find(&config.listeners[0]).map(|(_, how)| how);
         let claimed = sockets.claim(&config.listeners[0]).expect("claimed");
         assert_eq!(
-            (claimed.socket.local_addr().expect("addr"), claimed.how),
-            (name_addr, Claim::ByName)
+            (claimed.socket.local_addr().expect("addr"), how),
+            (name_addr, Some(Claim::ByName))
         );
         assert_eq!(claimed.fd_name, "echo");
+        let how = sockets.find(&config.listeners[1]).map(|(_, how)| how);
         let claimed = sockets.claim(&config.listeners[1]).expect("claimed");
         assert_eq!(
-            (claimed.socket.local_addr().expect("addr"), claimed.how),
-            (other_addr, Claim::ByAddress)
+            (claimed.socket.local_addr().expect("addr"), how),
+            (other_addr, Some(Claim::ByAddress))
         );
         assert!(sockets.is_empty());
         assert!(sockets.all_claimed().is_ok());

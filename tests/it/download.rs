@@ -641,23 +641,34 @@ async fn message_longer_than_max_message_bytes_is_refused() {
     stop(server).await;
 }
 
+/// A sparse file of `len` bytes (zeros) at `path`: big, and free to make.
+fn sparse_file(path: &Path, len: u64) {
+    fs::File::create(path)
+        .and_then(|f| f.set_len(len))
+        .expect("make a sparse file");
+}
+
+/// A connection to `addr` with a 64 KiB receive buffer, so that a client
+/// that reads slowly (or not at all) holds the server back soon.
+async fn connect_small_window(addr: SocketAddr) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(64 * 1024).expect("SO_RCVBUF");
+    timeout(LIMIT, socket.connect(addr))
+        .await
+        .expect("connect timed out")
+        .expect("connect")
+}
+
 #[tokio::test]
 async fn a_file_that_shrinks_while_sent_ends_in_a_reset_not_a_clean_end() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("shrinking.bin");
     let len: u64 = 64 << 20;
-    fs::File::create(&path)
-        .and_then(|f| f.set_len(len))
-        .expect("make a sparse 64 MiB file");
+    sparse_file(&path, len);
     let server = TestServer::start(&download_listener("files", dir.path(), ""));
     // A small receive buffer, so that the server is still sending when the
     // file shrinks.
-    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-    socket.set_recv_buffer_size(64 * 1024).expect("SO_RCVBUF");
-    let mut stream = timeout(LIMIT, socket.connect(server.addr("files")))
-        .await
-        .expect("connect timed out")
-        .expect("connect");
+    let mut stream = connect_small_window(server.addr("files")).await;
     stream.write_all(b"shrinking.bin\n").await.expect("send");
     let mut head = vec![0u8; 1 << 20];
     timeout(LIMIT, stream.read_exact(&mut head))
@@ -705,9 +716,7 @@ async fn a_hard_link_out_of_the_root_is_refused_unless_allowed() {
 #[tokio::test]
 async fn a_download_over_max_downloads_is_told_busy() {
     let dir = tempfile::tempdir().expect("tempdir");
-    fs::File::create(dir.path().join("big.bin"))
-        .and_then(|f| f.set_len(64 << 20))
-        .expect("make a sparse file");
+    sparse_file(&dir.path().join("big.bin"), 64 << 20);
     fs::write(dir.path().join("small.txt"), b"small").expect("write");
     let server = TestServer::start(&download_listener("files", dir.path(), "max_downloads = 1"));
     let addr = server.addr("files");
@@ -740,9 +749,7 @@ async fn a_download_over_max_downloads_is_told_busy() {
 #[tokio::test]
 async fn a_reader_slower_than_min_send_rate_is_reset_after_the_grace() {
     let dir = tempfile::tempdir().expect("tempdir");
-    fs::File::create(dir.path().join("big.bin"))
-        .and_then(|f| f.set_len(256 << 20))
-        .expect("make a sparse file");
+    sparse_file(&dir.path().join("big.bin"), 256 << 20);
     // 8 MiB/s: the few MiB the socket buffers take are earned within a
     // second after the 10 s grace; then the client, reading nothing, is late.
     let server = TestServer::start(&download_listener(
@@ -750,12 +757,7 @@ async fn a_reader_slower_than_min_send_rate_is_reset_after_the_grace() {
         dir.path(),
         "min_send_rate = 8388608",
     ));
-    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-    socket.set_recv_buffer_size(64 * 1024).expect("SO_RCVBUF");
-    let mut stream = timeout(LIMIT, socket.connect(server.addr("files")))
-        .await
-        .expect("connect timed out")
-        .expect("connect");
+    let mut stream = connect_small_window(server.addr("files")).await;
     stream.write_all(b"big.bin\n").await.expect("send");
     let started = tokio::time::Instant::now();
     let mut some = [0u8; 4096];
@@ -793,12 +795,7 @@ fn server_send_queue(server_port: u16, client_port: u16) -> Option<u64> {
 async fn stalled_queue(dir: &Path, extra: &str) -> u64 {
     let server = TestServer::start(&download_listener("files", dir, extra));
     let addr = server.addr("files");
-    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-    socket.set_recv_buffer_size(64 * 1024).expect("SO_RCVBUF");
-    let mut stream = timeout(LIMIT, socket.connect(addr))
-        .await
-        .expect("connect timed out")
-        .expect("connect");
+    let mut stream = connect_small_window(addr).await;
     let client_port = stream.local_addr().expect("local addr").port();
     stream.write_all(b"big.bin\n").await.expect("send");
     let (mut last, mut steady) = (0, 0);
@@ -823,9 +820,7 @@ async fn stalled_queue(dir: &Path, extra: &str) -> u64 {
 #[tokio::test]
 async fn a_stalled_download_queues_no_more_than_its_send_buffer() {
     let dir = tempfile::tempdir().expect("tempdir");
-    fs::File::create(dir.path().join("big.bin"))
-        .and_then(|f| f.set_len(256 << 20))
-        .expect("make a sparse file");
+    sparse_file(&dir.path().join("big.bin"), 256 << 20);
     let bounded = stalled_queue(dir.path(), "send_buffer = 65536").await;
     let autotuned = stalled_queue(dir.path(), "send_buffer = 0").await;
     // 64 KiB asked, doubled by the kernel, plus what is in flight to a

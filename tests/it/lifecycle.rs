@@ -94,23 +94,39 @@ fn download_listener(dir: &tempfile::TempDir, extra: &str) -> String {
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shutdown_lets_an_inflight_download_finish_and_stops_accepting() {
+/// The size of the file [`download_in_flight`] sends.
+const BIG: usize = 8 << 20;
+
+/// A download listener on `127.0.0.N` and a client that has read the first
+/// MiB of an 8 MiB file: the rest is still to be sent.
+async fn download_in_flight(
+    n: u8,
+) -> (
+    tempfile::TempDir,
+    TestServer,
+    tokio::net::TcpStream,
+    Vec<u8>,
+) {
     let dir = tempfile::tempdir().unwrap();
-    let len = 8 << 20;
-    big_file(&dir, len);
-    // Its own loopback address: the closed port is checked at the end.
-    let config =
-        download_listener(&dir, "chunk_size = 16384").replace("127.0.0.1:0", "127.0.0.14:0");
+    big_file(&dir, BIG);
+    let config = download_listener(&dir, "chunk_size = 16384")
+        .replace("127.0.0.1:0", &format!("127.0.0.{n}:0"));
     let server = TestServer::start(&config);
-    let addr = server.addr("files");
-    let mut stream = connect(addr).await;
+    let mut stream = connect(server.addr("files")).await;
     stream.write_all(b"big.bin\n").await.unwrap();
     let mut head = vec![0u8; 1 << 20];
     timeout(LIMIT, stream.read_exact(&mut head))
         .await
         .unwrap()
         .unwrap();
+    (dir, server, stream, head)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_an_inflight_download_finish_and_stops_accepting() {
+    // Its own loopback address: the closed port is checked at the end.
+    let (_dir, server, mut stream, head) = download_in_flight(14).await;
+    let (addr, len) = (server.addr("files"), BIG);
 
     // SIGTERM's equivalent, while most of the file is still to be sent.
     server.begin_shutdown();
@@ -134,21 +150,9 @@ async fn shutdown_lets_an_inflight_download_finish_and_stops_accepting() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn new_clients_are_refused_within_a_second_of_shutdown_while_a_download_finishes() {
-    let dir = tempfile::tempdir().unwrap();
-    let len = 8 << 20;
-    big_file(&dir, len);
     // Its own loopback address: no other test is given this port.
-    let config =
-        download_listener(&dir, "chunk_size = 16384").replace("127.0.0.1:0", "127.0.0.16:0");
-    let server = TestServer::start(&config);
-    let addr = server.addr("files");
-    let mut stream = connect(addr).await;
-    stream.write_all(b"big.bin\n").await.unwrap();
-    let mut head = vec![0u8; 1 << 20];
-    timeout(LIMIT, stream.read_exact(&mut head))
-        .await
-        .unwrap()
-        .unwrap();
+    let (_dir, server, mut stream, head) = download_in_flight(16).await;
+    let (addr, len) = (server.addr("files"), BIG);
 
     server.begin_shutdown();
     // The download is not read meanwhile: it is still in flight when the

@@ -111,16 +111,16 @@ impl Listings {
     fn keep(&self, key: (u64, u64), mtime: (i64, i64), text: Arc<str>) {
         let mut cache = self.cache();
         cache.remove(&key);
-        let bytes = |cache: &HashMap<(u64, u64), Cached>| -> usize {
-            cache.values().map(|c| c.text.len()).sum()
-        };
+        let mut bytes: usize = cache.values().map(|c| c.text.len()).sum();
         while !cache.is_empty()
-            && (cache.len() >= CACHED_DIRECTORIES || bytes(&cache) + text.len() > CACHED_BYTES)
+            && (cache.len() >= CACHED_DIRECTORIES || bytes + text.len() > CACHED_BYTES)
         {
             let Some(evicted) = cache.keys().next().copied() else {
                 break;
             };
-            cache.remove(&evicted);
+            if let Some(gone) = cache.remove(&evicted) {
+                bytes -= gone.text.len();
+            }
         }
         if text.len() <= CACHED_BYTES {
             cache.insert(key, Cached { mtime, text });
