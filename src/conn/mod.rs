@@ -7,6 +7,7 @@
 //! reports its totals to the listener's metrics once, when it is dropped.
 //! It knows no config types: a listener hands it [`Settings`].
 
+mod file_send;
 mod framing;
 mod metered;
 pub(crate) mod text;
@@ -17,13 +18,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout, timeout_at};
 use tokio_util::sync::CancellationToken;
 
 pub(crate) use framing::{FrameError, FrameLimits, MessageReader};
 
+use file_send::{SendDeadlines, SendReport};
 use metered::Metered;
 use text::TextEncoding;
 
@@ -113,6 +115,10 @@ pub(crate) enum ConnError {
     /// second, carried).
     #[error("client read slower than {0} bytes a second")]
     ReaderTooSlow(u64),
+    /// A file's disk did not deliver the next bytes before the send's
+    /// deadline (or every slot for reading off the workers stayed taken).
+    #[error("the file's disk did not deliver in time")]
+    DiskStalled,
     /// The socket or a file failed.
     #[error("i/o error: {0}")]
     Io(#[from] io::Error),
@@ -300,9 +306,11 @@ impl<S: Io> Connection<S> {
     /// Sends the first `len` bytes of `file`, at most `chunk` bytes a call.
     /// On a TCP socket this is sendfile(2): the bytes go from the page cache
     /// to the socket without a copy through user space, driven by the
-    /// socket's readiness, so a slow client never holds a thread. Elsewhere
-    /// the file is read into a buffer. Stops early if the file shrinks; a
-    /// client that reads nothing for the idle timeout fails the send.
+    /// socket's readiness, so a slow client never holds a thread; ranges
+    /// not in the page cache are read on the blocking pool first, so a slow
+    /// disk never holds an async worker. Elsewhere the file is read into a
+    /// buffer. Stops early if the file shrinks; a client that reads nothing
+    /// for the idle timeout fails the send.
     pub(crate) async fn send_file(
         &mut self,
         file: std::fs::File,
@@ -318,9 +326,14 @@ impl<S: Io> Connection<S> {
             started: Instant::now(),
         };
         if let Some(tcp) = self.stream.get_ref().tcp() {
-            let sent = sendfile(tcp, &file, len, chunk, &deadlines, &mut offset).await;
+            let file = Arc::new(file);
+            let mut report = SendReport::default();
+            let sent =
+                file_send::sendfile(tcp, &file, len, chunk, &deadlines, &mut offset, &mut report)
+                    .await;
             // `offset` started at 0: it is what went out, also on an error.
             self.stream.count_sent(offset);
+            self.metrics.file_cache_misses(report.cache_misses);
             return sent.map(|()| offset);
         }
         let mut file = tokio::fs::File::from_std(file).take(len);
@@ -383,66 +396,6 @@ impl<S: Io> Connection<S> {
     pub(crate) fn bytes(&self) -> (u64, u64) {
         self.stream.counts()
     }
-}
-
-/// When a file send's next write must have gone out: within the stall
-/// limit, and before the average since the start falls under the minimum
-/// rate, if there is one.
-struct SendDeadlines {
-    stall: Duration,
-    pace: Option<MinRate>,
-    started: Instant,
-}
-
-impl SendDeadlines {
-    /// The deadline of the next write, `sent` bytes into the file, and the
-    /// error if it passes.
-    fn next_write(&self, sent: u64) -> (Instant, ConnError) {
-        let stalled_at = Instant::now() + self.stall;
-        match self
-            .pace
-            .map(|pace| (pace.deadline(self.started, sent), pace))
-        {
-            Some((by, pace)) if by < stalled_at => {
-                (by, ConnError::ReaderTooSlow(pace.bytes_per_second))
-            }
-            _ => (stalled_at, ConnError::WriteStalled(self.stall)),
-        }
-    }
-}
-
-/// Sends the first `len` bytes of `file` with sendfile(2), at most `chunk` a
-/// call, advancing `offset`; stops early if the file shrinks.
-async fn sendfile(
-    tcp: &TcpStream,
-    file: &std::fs::File,
-    len: u64,
-    chunk: usize,
-    deadlines: &SendDeadlines,
-    offset: &mut u64,
-) -> Result<(), ConnError> {
-    while *offset < len {
-        let (until, late) = deadlines.next_write(*offset);
-        let want = usize::try_from(len - *offset).map_or(chunk, |left| left.min(chunk));
-        let send = async {
-            loop {
-                tcp.writable().await?;
-                let sent = tcp.try_io(Interest::WRITABLE, || {
-                    rustix::fs::sendfile(tcp, file, Some(&mut *offset), want)
-                        .map_err(io::Error::from)
-                });
-                match sent {
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    other => return other,
-                }
-            }
-        };
-        let sent = timeout_at(until, send).await.map_err(|_| late)??;
-        if sent == 0 {
-            break;
-        }
-    }
-    Ok(())
 }
 
 impl<S> Drop for Connection<S> {
@@ -539,6 +492,52 @@ mod tests {
         );
         drop(conn);
         reader.await.expect("reader");
+    }
+
+    #[tokio::test]
+    async fn a_cold_file_is_read_off_the_worker_and_sent_whole() {
+        let (_dir, file) = file_send::cold_file(3 << 20);
+        let reopen = file.try_clone().expect("dup");
+        let metrics = Arc::new(Metrics::new());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let client = TcpStream::connect(listener.local_addr().expect("addr"))
+            .await
+            .expect("connect");
+        let (server, _) = listener.accept().await.expect("accept");
+        let mut conn = counted_test_connection(server, metrics.listener("l", "download"));
+        let reader = tokio::spawn(async move {
+            let mut client = client;
+            let mut got = Vec::new();
+            client.read_to_end(&mut got).await.expect("read");
+            got
+        });
+        let sent = conn.send_file(file, 3 << 20, 65536, None).await;
+        assert_eq!(sent.expect("sent"), 3 << 20);
+        let misses = |m: &Metrics| {
+            figure(m, "switchboard_file_cache_misses_total{")
+                .rsplit(' ')
+                .next()
+                .and_then(|n| n.parse::<u64>().ok())
+                .expect("a count")
+        };
+        // Read ahead 512 KiB a trip: 3 MiB cold is about 6 trips.
+        let cold = misses(&metrics);
+        assert!((1..=12).contains(&cold), "{cold} cache misses");
+        // Sent again, now from the page cache: no trip to the blocking pool.
+        let again = conn.send_file(reopen, 3 << 20, 65536, None).await;
+        assert_eq!(again.expect("sent again"), 3 << 20);
+        assert_eq!(
+            misses(&metrics),
+            cold,
+            "a warm file went to the blocking pool"
+        );
+        drop(conn);
+        let got = reader.await.expect("reader");
+        let want: Vec<u8> = (0..3usize << 20).map(|i| (i % 251) as u8).collect();
+        assert_eq!(got.len(), 2 * want.len());
+        assert!(got[..want.len()] == want[..] && got[want.len()..] == want[..]);
     }
 
     #[tokio::test]

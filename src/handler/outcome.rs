@@ -112,7 +112,7 @@ impl HandlerError {
             HandlerError::Conn(ConnError::Io(_)) if self.is_disconnect() => {
                 CloseReason::ClientClosed
             }
-            HandlerError::Conn(ConnError::Io(_)) => CloseReason::Error,
+            HandlerError::Conn(ConnError::Io(_) | ConnError::DiskStalled) => CloseReason::Error,
         }
     }
 
@@ -121,14 +121,18 @@ impl HandlerError {
     pub(crate) fn resets_connection(&self) -> bool {
         matches!(
             self,
-            HandlerError::Truncated { .. } | HandlerError::Conn(ConnError::ReaderTooSlow(_))
+            HandlerError::Truncated { .. }
+                | HandlerError::Conn(ConnError::ReaderTooSlow(_) | ConnError::DiskStalled)
         )
     }
 
     /// True when the fault is likely the server's (a file or socket failed in
     /// an unexpected way), worth a warning rather than an info line.
     pub(crate) fn is_server_fault(&self) -> bool {
-        matches!(self, HandlerError::Conn(ConnError::Io(_))) && !self.is_disconnect()
+        matches!(
+            self,
+            HandlerError::Conn(ConnError::Io(_) | ConnError::DiskStalled)
+        ) && !self.is_disconnect()
     }
 
     /// True when the client went away (reset, broken pipe): normal on the

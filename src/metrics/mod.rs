@@ -110,6 +110,7 @@ pub struct Metrics {
     messages_answered: IntCounterVec,
     files_sent: IntCounterVec,
     file_bytes_sent: IntCounterVec,
+    file_cache_misses: IntCounterVec,
     error_replies: IntCounterVec,
     refused: IntCounterVec,
     reloads: IntCounterVec,
@@ -171,6 +172,11 @@ impl Metrics {
         let file_bytes_sent = counters(
             "switchboard_file_bytes_sent_total",
             "Bytes of files a download listener sent.",
+            &[],
+        );
+        let file_cache_misses = counters(
+            "switchboard_file_cache_misses_total",
+            "File ranges that were not in the page cache, read on the blocking pool before they were sent.",
             &[],
         );
         let error_replies = counters(
@@ -244,6 +250,7 @@ impl Metrics {
             messages_answered,
             files_sent,
             file_bytes_sent,
+            file_cache_misses,
             error_replies,
             refused,
             reloads,
@@ -421,6 +428,7 @@ impl ListenerMetrics {
             &m.messages_answered,
             &m.files_sent,
             &m.file_bytes_sent,
+            &m.file_cache_misses,
         ] {
             let _ = family.remove_label_values(&labels);
         }
@@ -456,6 +464,17 @@ impl ListenerMetrics {
             self.metrics.files_sent.with_label_values(&self.labels),
             self.metrics.file_bytes_sent.with_label_values(&self.labels),
         )
+    }
+
+    /// `n` file ranges were read on the blocking pool before they were
+    /// sent (not in the page cache). Nothing is created for none.
+    pub(crate) fn file_cache_misses(&self, n: u64) {
+        if n > 0 {
+            self.metrics
+                .file_cache_misses
+                .with_label_values(&self.labels)
+                .inc_by(n);
+        }
     }
 
     /// The server's registry, for the `metrics` handler.
