@@ -13,7 +13,7 @@
 //! clients wait in the listen backlog, and the other listeners, whose
 //! shares are theirs, go on serving.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::OwnedSemaphorePermit;
 
@@ -67,6 +67,58 @@ impl ListenerBudget {
     }
 }
 
+/// The server's side of the budget: the shared pool, and the descriptors
+/// that the connections of listeners a reload removed still hold from
+/// those listeners' shares while they drain. Those stay out of the budget
+/// until the drain ends, so that the new listeners' shares do not count
+/// them twice.
+#[derive(Debug)]
+pub(crate) struct DescriptorBudget {
+    /// The pool every listener shares.
+    pub shared: Arc<ConnectionLimit>,
+    /// Descriptors held by draining, removed listeners.
+    retiring: Mutex<u64>,
+}
+
+impl DescriptorBudget {
+    /// Nothing to share yet.
+    pub(crate) fn new() -> Self {
+        DescriptorBudget {
+            shared: Arc::new(ConnectionLimit::new(0)),
+            retiring: Mutex::new(0),
+        }
+    }
+
+    /// Splits `budget` less what draining listeners hold (see [`split`]):
+    /// sets the shared pool, and returns the shares and the shared size.
+    pub(crate) fn split(&self, budget: u64, wants: &[u64]) -> (Vec<u64>, u64) {
+        let retiring = self.held_by_retiring();
+        let (shares, shared) = split(budget.saturating_sub(*retiring), wants);
+        self.shared
+            .resize(usize::try_from(shared).unwrap_or(usize::MAX));
+        (shares, shared)
+    }
+
+    /// A removed listener drains: its connections hold `held` descriptors
+    /// of its own share until [`DescriptorBudget::retired`].
+    pub(crate) fn retiring(&self, held: u64) {
+        *self.held_by_retiring() += held;
+    }
+
+    /// Its drain ended: the `held` descriptors go to the shared pool.
+    pub(crate) fn retired(&self, held: u64) {
+        let mut retiring = self.held_by_retiring();
+        let back = held.min(*retiring);
+        *retiring -= back;
+        self.shared
+            .grow(usize::try_from(back).unwrap_or(usize::MAX));
+    }
+
+    fn held_by_retiring(&self) -> std::sync::MutexGuard<'_, u64> {
+        self.retiring.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
 /// How the budget is split: each listener's guaranteed share, in
 /// descriptors, and the shared rest. `wants` is, per listener, the most
 /// descriptors its connections could hold (`max_connections` × cost).
@@ -99,6 +151,20 @@ mod tests {
         assert_eq!(shares, [125, 125, 100, 125]);
         assert_eq!(shared, 1000 - 475);
         assert_eq!(split(1000, &[]), (Vec::new(), 1000));
+    }
+
+    #[test]
+    fn descriptors_of_a_draining_listener_stay_out_until_its_drain_ends() {
+        let budget = DescriptorBudget::new();
+        assert_eq!(budget.split(1000, &[10_000, 10_000]), (vec![250, 250], 500));
+        // A reload removed a listener whose connections hold 300 of its share.
+        budget.retiring(300);
+        assert_eq!(budget.split(1000, &[10_000]), (vec![350], 350));
+        assert_eq!(budget.shared.max(), 350);
+        budget.retired(300);
+        assert_eq!(budget.shared.max(), 650);
+        // The next reload splits the whole budget again.
+        assert_eq!(budget.split(1000, &[10_000]), (vec![500], 500));
     }
 
     #[tokio::test(start_paused = true)]

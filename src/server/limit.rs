@@ -46,14 +46,32 @@ impl ConnectionLimit {
 
     /// The current limit.
     #[cfg(test)]
-    fn max(&self) -> usize {
+    pub(crate) fn max(&self) -> usize {
         self.state().max
+    }
+
+    /// Slots held now (by open connections).
+    pub(crate) fn in_use(&self) -> usize {
+        let state = self.state();
+        // The semaphore holds max + owed slots in all, free or held.
+        (state.max + state.owed).saturating_sub(self.slots.available_permits())
     }
 
     /// Changes the limit. Connections already open are kept: when the limit
     /// shrinks below them, new clients wait until enough of them closed.
     pub(crate) fn resize(&self, max: usize) {
         let mut state = self.state();
+        self.resize_locked(&mut state, max);
+    }
+
+    /// Raises the limit by `more`, in one step (no resize in between).
+    pub(crate) fn grow(&self, more: usize) {
+        let mut state = self.state();
+        let max = state.max.saturating_add(more);
+        self.resize_locked(&mut state, max);
+    }
+
+    fn resize_locked(&self, state: &mut LimitState, max: usize) {
         if max > state.max {
             let mut grow = max - state.max;
             let repaid = grow.min(state.owed);
@@ -190,6 +208,22 @@ mod tests {
         let _e = limit.acquire().await;
         let _f = limit.acquire().await;
         assert!(must_wait(&limit).await);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn in_use_counts_held_slots_also_when_some_are_owed() {
+        let limit = ConnectionLimit::new(3);
+        let a = limit.acquire().await;
+        let b = limit.acquire().await;
+        assert_eq!(limit.in_use(), 2);
+        limit.resize(1); // owes one
+        assert_eq!(limit.in_use(), 2);
+        drop(a); // repays the debt
+        assert_eq!(limit.in_use(), 1);
+        limit.grow(2);
+        assert_eq!((limit.max(), limit.in_use()), (3, 1));
+        drop(b);
+        assert_eq!(limit.in_use(), 0);
     }
 
     #[tokio::test(start_paused = true)]

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
 
 use super::admission::Sources;
-use super::budget::{self, ListenerBudget};
+use super::budget::{self, DescriptorBudget, ListenerBudget};
 use super::drain::Drain;
 use super::limit::ConnectionLimit;
 use super::listener::{AcceptLoop, BindError, Listener, Route};
@@ -36,7 +36,7 @@ pub(super) struct RunState {
     /// either way; they are kept for a later reload to claim again.
     parked: Vec<Arc<Listener>>,
     /// The descriptor budget's pool that every listener shares.
-    shared_descriptors: Arc<ConnectionLimit>,
+    descriptors: Arc<DescriptorBudget>,
 }
 
 /// How long after the shutdown grace the counters of a listener that went
@@ -86,7 +86,7 @@ impl RunState {
             started_with: server_config.clone(),
             server_config,
             parked: Vec::new(),
-            shared_descriptors: Arc::new(ConnectionLimit::new(0)),
+            descriptors: Arc::new(DescriptorBudget::new()),
         }
     }
 
@@ -100,11 +100,10 @@ impl RunState {
                 r.config.max_connections as u64 * r.config.handler.descriptors_per_connection()
             })
             .collect();
-        let (shares, shared) = budget::split(total, &wants);
+        let (shares, shared) = self.descriptors.split(total, &wants);
         for (running, share) in self.running.iter().zip(&shares) {
             running.own_descriptors.resize(to_usize(*share));
         }
-        self.shared_descriptors.resize(to_usize(shared));
         info!(
             open_file_limit = ?limit,
             for_connections = total,
@@ -198,7 +197,7 @@ impl RunState {
                 sources: sources.clone(),
                 descriptors: ListenerBudget {
                     own: own_descriptors.clone(),
-                    shared: self.shared_descriptors.clone(),
+                    shared: self.descriptors.shared.clone(),
                 },
                 stop: stop_accepting.clone(),
                 drain: drain.clone(),
@@ -321,7 +320,7 @@ impl RunState {
         }
         for removed in old.into_iter().flatten() {
             summary.removed.push(removed.config.name.clone());
-            removed.retire(config.server.shutdown_grace);
+            removed.retire(config.server.shutdown_grace, &self.descriptors);
         }
         self.running = running;
         self.rebalance();
@@ -369,14 +368,19 @@ impl RunningListener {
     }
 
     /// Drains this listener's connections (its accept loop is stopped):
-    /// they are asked to finish now and dropped after `grace`.
-    fn retire(self, grace: Duration) {
+    /// they are asked to finish now and dropped after `grace`. The
+    /// descriptors they hold of its share stay out of `budget` until then.
+    fn retire(self, grace: Duration, budget: &Arc<DescriptorBudget>) {
         self.drain.begin();
         let span = info_span!("listener", listener = self.config.name);
         let drain = self.drain;
+        let held = self.own_descriptors.in_use() as u64;
+        budget.retiring(held);
+        let budget = Arc::clone(budget);
         tokio::spawn(
             async move {
                 drain.wait(grace).await;
+                budget.retired(held);
             }
             .instrument(span),
         );
