@@ -14,6 +14,7 @@ use tokio::task::JoinSet;
 use tokio::time::{Instant, timeout};
 
 use crate::config::{Config, ListenerConfig};
+use crate::conn::proxy_header::{self, Versions};
 use crate::handler::probe::{ProbeContext, Verdict};
 
 /// Most bytes of an answer a probe reads.
@@ -132,6 +133,33 @@ async fn probe_one(listener: &ListenerConfig, limit: Duration) -> ProbeResult {
     }
 }
 
+/// The PROXY protocol header the probe must send first, from `local` to
+/// `server`, as the balancers of the listener do: one when the probe's own
+/// address is a trusted proxy's (v2 where the listener takes it).
+fn proxy_header_for(
+    listener: &ListenerConfig,
+    local: SocketAddr,
+    server: SocketAddr,
+) -> Result<Vec<u8>, String> {
+    let Some(proxy) = &listener.proxy_protocol else {
+        return Ok(Vec::new());
+    };
+    if proxy.trusts(local.ip()) {
+        return Ok(match proxy.versions {
+            Versions::V1 => proxy_header::v1_header(local, server),
+            Versions::V2 | Versions::Any => proxy_header::v2_header(local, server),
+        });
+    }
+    if proxy.required {
+        return Err(format!(
+            "the probe's address {} is not in trusted_proxies, and the listener requires \
+             a PROXY header from everyone (proxy_protocol_required): add it to trusted_proxies",
+            local.ip()
+        ));
+    }
+    Ok(Vec::new())
+}
+
 async fn exchange(listener: &ListenerConfig, addr: SocketAddr) -> Result<&'static str, String> {
     let mut stream = TcpStream::connect(addr)
         .await
@@ -144,9 +172,11 @@ async fn exchange(listener: &ListenerConfig, addr: SocketAddr) -> Result<&'stati
         peer,
         token: &token,
     });
-    if !probe.send.is_empty() {
+    let mut send = proxy_header_for(listener, peer, addr)?;
+    send.extend_from_slice(&probe.send);
+    if !send.is_empty() {
         stream
-            .write_all(&probe.send)
+            .write_all(&send)
             .await
             .map_err(|e| format!("send: {e}"))?;
     }

@@ -13,6 +13,7 @@ use toml::de::DeTable;
 
 use super::access::{Access, Rate, networks};
 use super::error::{ConfigError, Source, join_key, path_span, value_span};
+use super::proxy::{self, ProxyProtocol};
 use super::{bounds, defaults, deserialize_table};
 use crate::conn::text::{QUOTE_MAX_BYTES, TextEncoding, quote};
 use crate::conn::{self};
@@ -46,6 +47,8 @@ pub struct ListenerConfig {
     pub tcp_keepalive: Option<Duration>,
     /// Who may connect; see [`Access`].
     pub access: Access,
+    /// The PROXY protocol header its balancers send (`None`: off).
+    pub proxy_protocol: Option<ProxyProtocol>,
     /// Encoding of the text the handler reads and writes.
     pub encoding: TextEncoding,
     /// Which handler serves the connections, with its settings.
@@ -71,7 +74,7 @@ impl ListenerConfig {
 /// them (see [`struct_keys`]).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ListenerKeys {
+pub(super) struct ListenerKeys {
     name: String,
     bind: String,
     handler: String,
@@ -101,6 +104,14 @@ struct ListenerKeys {
     connection_rate_per_source: Option<String>,
     #[serde(default = "default_source_ipv6_prefix")]
     source_ipv6_prefix: u8,
+    #[serde(default = "default_proxy_protocol")]
+    pub(super) proxy_protocol: String,
+    #[serde(default)]
+    pub(super) trusted_proxies: Vec<String>,
+    #[serde(default)]
+    pub(super) proxy_protocol_required: bool,
+    #[serde(default = "default_proxy_header_timeout", with = "humantime_serde")]
+    pub(super) proxy_header_timeout: Duration,
     #[serde(default)]
     encoding: TextEncoding,
 }
@@ -134,6 +145,12 @@ fn default_max_connections_per_source() -> usize {
 }
 fn default_source_ipv6_prefix() -> u8 {
     defaults::SOURCE_IPV6_PREFIX
+}
+fn default_proxy_protocol() -> String {
+    "off".into()
+}
+fn default_proxy_header_timeout() -> Duration {
+    defaults::PROXY_HEADER_TIMEOUT
 }
 
 /// Parses and validates the listener table at `prefix` (`listener[2]`).
@@ -196,6 +213,7 @@ pub(super) fn parse(
         .map_err(|invalid| fail(&invalid.key, invalid.message))?;
 
     let access = access(&keys, &fail)?;
+    let proxy_protocol = proxy::parse(&keys, table, &fail)?;
     Ok(ListenerConfig {
         name: keys.name,
         bind,
@@ -208,6 +226,7 @@ pub(super) fn parse(
         message_timeout: keys.message_timeout,
         tcp_keepalive: (!keys.tcp_keepalive.is_zero()).then_some(keys.tcp_keepalive),
         access,
+        proxy_protocol,
         encoding: keys.encoding,
         handler,
     })

@@ -8,6 +8,7 @@
 mod access;
 mod error;
 mod listener;
+mod proxy;
 mod server;
 
 use std::collections::HashMap;
@@ -22,6 +23,7 @@ pub use access::{Access, Rate};
 pub use error::ConfigError;
 use error::{Source, join_key, value_span};
 pub use listener::ListenerConfig;
+pub use proxy::ProxyProtocol;
 pub use server::{LogFormat, ServerConfig};
 
 pub use crate::handler::{
@@ -65,6 +67,9 @@ pub mod defaults {
     pub const MAX_CONNECTIONS_PER_SOURCE: usize = 1000;
     /// IPv6 sources are grouped by this prefix (a host usually has a /64).
     pub const SOURCE_IPV6_PREFIX: u8 = 64;
+    /// A PROXY protocol header must be complete within this long of the
+    /// connect (a balancer sends it at once).
+    pub const PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(3);
     /// How long shutdown waits for connections to finish.
     pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
     /// Log filter when neither `RUST_LOG` nor the config sets one.
@@ -93,6 +98,9 @@ pub mod bounds {
     pub const TCP_KEEPALIVE_MIN: Duration = Duration::from_secs(1);
     /// Longest `tcp_keepalive` (the kernel's TCP_MAX_KEEPIDLE).
     pub const TCP_KEEPALIVE_MAX: Duration = Duration::from_secs(32_767);
+    /// `proxy_header_timeout`'s range.
+    pub const PROXY_HEADER_TIMEOUT: RangeInclusive<Duration> =
+        Duration::from_millis(1)..=Duration::from_secs(60);
     /// Longest of every other duration: a deadline this far away is as good
     /// as none, and one much further would overflow the clock.
     pub const DURATION_MAX: Duration = Duration::from_secs(366 * 24 * 60 * 60);

@@ -10,6 +10,7 @@
 mod file_send;
 mod framing;
 mod metered;
+pub(crate) mod proxy_header;
 pub(crate) mod text;
 
 use std::io;

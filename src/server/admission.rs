@@ -36,11 +36,23 @@ pub(crate) enum Refusal {
     TooMany,
     /// Its source opens connections faster than `connection_rate_per_source`.
     TooFast,
+    /// A source that is not a trusted proxy, on a listener that requires
+    /// the PROXY protocol header.
+    Untrusted,
+    /// A trusted proxy's connection without a valid PROXY protocol header
+    /// (missing, malformed, too long or too slow).
+    ProxyHeader,
 }
 
 impl Refusal {
     /// Every refusal, in label order.
-    pub(crate) const ALL: [Refusal; 3] = [Refusal::Denied, Refusal::TooMany, Refusal::TooFast];
+    pub(crate) const ALL: [Refusal; 5] = [
+        Refusal::Denied,
+        Refusal::TooMany,
+        Refusal::TooFast,
+        Refusal::Untrusted,
+        Refusal::ProxyHeader,
+    ];
 
     /// The `reason` label of the refusal counter.
     pub(crate) fn label(self) -> &'static str {
@@ -48,14 +60,17 @@ impl Refusal {
             Refusal::Denied => "denied",
             Refusal::TooMany => "too_many",
             Refusal::TooFast => "too_fast",
+            Refusal::Untrusted => "untrusted",
+            Refusal::ProxyHeader => "proxy_header",
         }
     }
 
     /// The line the client gets before the close (a denied one gets none:
-    /// it is told nothing about the listener).
+    /// it is told nothing about the listener, nor is a source that is not a
+    /// trusted proxy, or a proxy that sent no valid header).
     pub(crate) fn reply(self) -> Option<&'static [u8]> {
         match self {
-            Refusal::Denied => None,
+            Refusal::Denied | Refusal::Untrusted | Refusal::ProxyHeader => None,
             Refusal::TooMany => Some(b"ERR too many connections from your address\n"),
             Refusal::TooFast => Some(b"ERR too many connections from your address, too fast\n"),
         }
@@ -81,7 +96,7 @@ struct Table {
     buckets: HashMap<IpAddr, Bucket>,
     last_prune: Option<Instant>,
     /// Refusals since the last log line, by reason, and the last source.
-    refused: [u64; 3],
+    refused: [u64; Refusal::ALL.len()],
     last_refused: Option<IpAddr>,
     last_log: Option<Instant>,
 }
@@ -159,6 +174,12 @@ impl Sources {
         })
     }
 
+    /// Counts a refusal decided elsewhere (the PROXY protocol checks), and
+    /// says so in the log at most once a second.
+    pub(crate) fn refused(&self, refusal: Refusal, address: IpAddr) {
+        self.note_refusal(refusal, address.to_canonical());
+    }
+
     /// Counts a refusal, and says so in the log at most once a second.
     fn note_refusal(&self, refusal: Refusal, address: IpAddr) {
         let mut table = self.table();
@@ -172,11 +193,14 @@ impl Sources {
             return;
         }
         table.last_log = Some(now);
-        let [denied, too_many, too_fast] = std::mem::take(&mut table.refused);
+        let [denied, too_many, too_fast, untrusted, proxy_header] =
+            std::mem::take(&mut table.refused);
         warn!(
             denied,
             too_many,
             too_fast,
+            untrusted,
+            proxy_header,
             last_source = %address,
             "refused connections (counted since the last such line)"
         );

@@ -12,13 +12,14 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::watch;
 use tokio::time::{Instant, sleep};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, info_span, warn};
+use tracing::{debug, field, info, info_span, warn};
 
-use super::admission::Sources;
+use super::admission::{Refusal, SourceSlot, Sources};
 use super::budget::ListenerBudget;
 use super::drain::Drain;
 use super::limit::ConnectionLimit;
-use crate::config::{Access, ListenerConfig};
+use crate::config::{Access, ListenerConfig, ProxyProtocol};
+use crate::conn::proxy_header::{self, Proxied};
 use crate::conn::{self, Connection};
 use crate::handler::{AnyHandler, BuildContext};
 use crate::metrics::{ListenerMetrics, Metrics};
@@ -50,6 +51,7 @@ pub(crate) struct Route {
     metrics: Arc<ListenerMetrics>,
     tcp_keepalive: Option<Duration>,
     access: Access,
+    proxy_protocol: Option<ProxyProtocol>,
     /// Descriptors one connection may hold (the socket, and a file).
     descriptors_per_connection: u32,
 }
@@ -79,6 +81,7 @@ impl Route {
             metrics,
             tcp_keepalive: config.tcp_keepalive,
             access: config.access.clone(),
+            proxy_protocol: config.proxy_protocol.clone(),
             descriptors_per_connection: u32::try_from(config.handler.descriptors_per_connection())
                 .unwrap_or(u32::MAX),
         }
@@ -231,26 +234,42 @@ impl Listener {
                 backoff = ACCEPT_BACKOFF_MIN;
             }
             let route = route.borrow().clone();
-            let slot = match sources.admit(&route.access, peer.ip()) {
-                Ok(slot) => slot,
-                Err(refusal) => {
-                    // Refused here, before a task exists: one non-blocking
-                    // write of the reason into the fresh socket's empty
-                    // buffer, if it gets one, and the close.
-                    route.metrics.refused(refusal.label());
-                    if let Some(reply) = refusal.reply() {
-                        let _ = stream.try_write(reply);
+            let proxy = route.proxy_protocol.as_ref();
+            let via_proxy = proxy.is_some_and(|p| p.trusts(peer.ip()));
+            let slot = if via_proxy {
+                // Admitted once the header has said who the client is.
+                None
+            } else if proxy.is_some_and(|p| p.required) {
+                refuse(&stream, &route, &sources, Refusal::Untrusted, peer);
+                continue;
+            } else {
+                match sources.admit(&route.access, peer.ip()) {
+                    Ok(slot) => Some(slot),
+                    Err(refusal) => {
+                        refuse(&stream, &route, &sources, refusal, peer);
+                        continue;
                     }
-                    continue;
                 }
             };
             let id = next_id.fetch_add(1, Ordering::Relaxed);
             // A root span: the connection's lines carry its own fields only.
-            let span =
-                info_span!(parent: None, "conn", listener = %route.settings.listener, %peer, id);
+            // `peer` is the client; `via` the proxy it came through, if any.
+            let span = info_span!(
+                parent: None,
+                "conn",
+                listener = %route.settings.listener,
+                peer = field::Empty,
+                via = field::Empty,
+                id
+            );
             let finishing = drain.finishing();
+            let sources = sources.clone();
             let connection = async move {
-                serve(stream, peer, &route, finishing).await;
+                let admitted = admit_proxied(&stream, peer, via_proxy, slot, &route, &sources);
+                let Some((client, slot)) = admitted.await else {
+                    return;
+                };
+                serve(stream, client, &route, finishing).await;
                 drop((permit, descriptors, slot));
             };
             drain.spawn(connection, span);
@@ -275,6 +294,65 @@ pub(crate) struct AcceptLoop {
     pub drain: Drain,
     /// Connection numbers, shared by every listener.
     pub next_id: Arc<AtomicU64>,
+}
+
+/// Refuses a connection before any handler work: counts it, and writes
+/// the refusal's line, if it has one, in one non-blocking write into the
+/// fresh socket's empty buffer (no task waits on a refused client).
+fn refuse(
+    stream: &TcpStream,
+    route: &Route,
+    sources: &Sources,
+    refusal: Refusal,
+    peer: SocketAddr,
+) {
+    route.metrics.refused(refusal.label());
+    sources.refused(refusal, peer.ip());
+    if let Some(reply) = refusal.reply() {
+        let _ = stream.try_write(reply);
+    }
+}
+
+/// Settles who the client is, in its span: the socket's peer (admitted at
+/// accept, holding `slot`), or for a connection from a trusted proxy the
+/// address its PROXY protocol header gives, which is admitted here (access
+/// lists, per-source limits) as the socket's peer would have been at
+/// accept. `None`: refused, and already counted.
+async fn admit_proxied(
+    stream: &TcpStream,
+    peer: SocketAddr,
+    via_proxy: bool,
+    slot: Option<SourceSlot>,
+    route: &Route,
+    sources: &Arc<Sources>,
+) -> Option<(SocketAddr, Option<SourceSlot>)> {
+    let span = tracing::Span::current();
+    let Some(proxy) = route.proxy_protocol.as_ref().filter(|_| via_proxy) else {
+        span.record("peer", field::display(peer));
+        return Some((peer, slot));
+    };
+    span.record("via", field::display(peer));
+    let client = match proxy_header::read(stream, proxy.versions, proxy.header_timeout).await {
+        Ok(Proxied::Client(client)) => client,
+        Ok(Proxied::Local) => peer,
+        Err(e) => {
+            span.record("peer", field::display(peer));
+            debug!(error = %e, "refused");
+            refuse(stream, route, sources, Refusal::ProxyHeader, peer);
+            return None;
+        }
+    };
+    span.record("peer", field::display(client));
+    match sources.admit(&route.access, client.ip()) {
+        Ok(slot) => Some((client, Some(slot))),
+        Err(refusal) => {
+            route.metrics.refused(refusal.label());
+            if let Some(reply) = refusal.reply() {
+                let _ = stream.try_write(reply);
+            }
+            None
+        }
+    }
 }
 
 /// Probes between keepalive probes, at most, and how many unanswered probes

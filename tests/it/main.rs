@@ -16,5 +16,6 @@ mod lifecycle;
 mod metrics;
 mod output;
 mod probe;
+mod proxy_protocol;
 mod quoting;
 mod reload;
