@@ -3,28 +3,14 @@
 //! which it may open them. Refusals come before any handler work: a
 //! denied client is closed without a byte, one over a limit gets one line.
 
-use std::net::{IpAddr, SocketAddr};
-
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 use tokio::time::timeout;
 
-use crate::common::{LIMIT, TestServer, listener, read_to_end};
+use crate::common::{LIMIT, TestServer, connect_from, listener, read_to_end};
 
 const TOO_MANY: &[u8] = b"ERR too many connections from your address\n";
 const TOO_FAST: &[u8] = b"ERR too many connections from your address, too fast\n";
-
-/// Connects to `addr` from the loopback address `127.0.0.N`.
-async fn connect_from(n: u8, addr: SocketAddr) -> TcpStream {
-    let socket = TcpSocket::new_v4().expect("socket");
-    socket
-        .bind(SocketAddr::new(IpAddr::from([127, 0, 0, n]), 0))
-        .expect("bind the source address");
-    timeout(LIMIT, socket.connect(addr))
-        .await
-        .expect("connect timed out")
-        .expect("connect")
-}
 
 /// True when the connection echoes a byte (it was admitted).
 async fn echoes(conn: &mut TcpStream) -> bool {

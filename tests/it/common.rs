@@ -107,6 +107,19 @@ pub fn private_listener(ip_last: u8, name: &str, handler: &str, extra: &str) -> 
     listener(name, handler, extra).replace("127.0.0.1:0", &format!("127.0.0.{ip_last}:0"))
 }
 
+/// Connects to `addr` from the loopback address `127.0.0.N` (a distinct
+/// client), bounded in time.
+pub async fn connect_from(n: u8, addr: SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(SocketAddr::new(std::net::IpAddr::from([127, 0, 0, n]), 0))
+        .expect("bind the source address");
+    timeout(LIMIT, socket.connect(addr))
+        .await
+        .expect("connect timed out")
+        .expect("connect")
+}
+
 /// Connects to `addr` (bounded in time).
 pub async fn connect(addr: SocketAddr) -> TcpStream {
     timeout(LIMIT, TcpStream::connect(addr))

@@ -5,6 +5,7 @@
 mod common;
 
 mod admission;
+mod balancers;
 mod bots;
 mod cli;
 mod config;

@@ -8,10 +8,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout};
 
-use crate::common::{LIMIT, TestServer, listener, read_to_end};
+use crate::common::{LIMIT, TestServer, connect_from, listener, read_to_end};
 
 /// A keyword-bot that says who it thinks the client is, behind a proxy at
 /// 127.0.0.2, with `extra` keys.
@@ -24,17 +24,6 @@ fn bot(extra: &str) -> String {
              [[listener.rules]]\nkeywords = [\"who\"]\nreply = \"you are {{peer}}\"\n"
         ),
     )
-}
-
-async fn connect_from(n: u8, addr: SocketAddr) -> TcpStream {
-    let socket = TcpSocket::new_v4().expect("socket");
-    socket
-        .bind(SocketAddr::new(IpAddr::from([127, 0, 0, n]), 0))
-        .expect("bind the source address");
-    timeout(LIMIT, socket.connect(addr))
-        .await
-        .expect("connect timed out")
-        .expect("connect")
 }
 
 fn v1(client: &str) -> Vec<u8> {
