@@ -117,6 +117,57 @@ fn download_root() -> &'static Path {
     })
 }
 
+/// The PROXY protocol header framing and parsing: the first byte picks the
+/// versions taken, the rest is what a balancer sent. Framing never reads
+/// past its input, a frame is within the bounds, and it is prefix-stable
+/// (what a prefix decided, complete or refused, the whole input decides the
+/// same way), which is what reading it as it arrives relies on. Parsing a
+/// frame never panics, and a header written for the address it gives
+/// parses back to that address.
+pub fn proxy_header(data: &[u8]) {
+    use crate::conn::proxy_header::{self, Extent, Proxied, V1_MAX, V2_MAX, Versions};
+    let Some((&pick, bytes)) = data.split_first() else {
+        return;
+    };
+    let versions = match pick % 3 {
+        0 => Versions::V1,
+        1 => Versions::V2,
+        _ => Versions::Any,
+    };
+    let whole = proxy_header::extent(bytes, versions);
+    for cut in 0..bytes.len().min(V2_MAX + 1) {
+        match proxy_header::extent(&bytes[..cut], versions) {
+            Ok(Extent::NeedMore) => {}
+            prefix => assert_eq!(prefix, whole, "a prefix of {cut} bytes decided otherwise"),
+        }
+    }
+    let Ok(Extent::Complete(end)) = whole else {
+        return;
+    };
+    assert!(
+        end <= bytes.len() && end <= V2_MAX.max(V1_MAX),
+        "frame of {end} bytes"
+    );
+    if let Ok(Proxied::Client(client)) = proxy_header::parse(&bytes[..end]) {
+        let server = std::net::SocketAddr::from(([127, 0, 0, 1], 1));
+        for header in [
+            proxy_header::v1_header(client, server),
+            proxy_header::v2_header(client, server),
+        ] {
+            let back = proxy_header::parse(&header);
+            let same = match (&back, client) {
+                (Ok(Proxied::Client(got)), want) => {
+                    *got == want
+                        || got.ip().to_canonical() == want.ip().to_canonical()
+                            && got.port() == want.port()
+                }
+                _ => false,
+            };
+            assert!(same, "{client} did not round-trip: {back:?}");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,8 +188,9 @@ mod tests {
             inputs
         };
         type Target = fn(&[u8]);
-        let targets: [(&str, Target); 4] = [
+        let targets: [(&str, Target); 5] = [
             ("config", config),
+            ("proxy_header", proxy_header),
             ("framing", framing),
             ("download_path", download_path),
             ("request_line_and_template", request_line_and_template),
