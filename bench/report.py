@@ -46,6 +46,11 @@ RATIO_TARGETS = {
     "download": [("ceiling", 0.95)],
 }
 
+# switchboard listeners measured against switchboard itself, not against
+# the ceiling and the peers: one that refuses everyone, one behind a PROXY
+# protocol v2 header.
+SAME_SERVER_VARIANTS = ("switchboard:refused", "switchboard:proxy-v2")
+
 # kind -> [(field, how rounds are combined, limit, what it is)]: switchboard's
 # value must be at most the limit.
 ABSOLUTE_TARGETS = {
@@ -237,7 +242,7 @@ def build(runs, command, settings, notes):
             continue
         field, _, higher = METRIC[kind]
         # The refusing listener is compared with the serving one (below).
-        for sb in [s for s in servers if is_switchboard(s) and s != "switchboard:refused"]:
+        for sb in [s for s in servers if is_switchboard(s) and s not in SAME_SERVER_VARIANTS]:
             sb_runs = servers[sb]
             sb_med = median(numbers(sb_runs, field))
             for other, target in RATIO_TARGETS[kind]:
@@ -295,6 +300,26 @@ def build(runs, command, settings, notes):
         ratio_rows.append(
             f"| {case} | switchboard:refused / switchboard, server CPU per connection | "
             f"{fmt_ratio(ratio)} | — | ≤ 1× | {mark} |"
+        )
+    # A PROXY protocol v2 header must cost little: connections/s through a
+    # listener that takes one, against the plain listener, same run.
+    for case, servers in cases.items():
+        if kind_of(case) != "connect" or "switchboard:proxy-v2" not in servers:
+            continue
+        field = METRIC["connect"][0]
+        proxied = median(numbers(servers["switchboard:proxy-v2"], field))
+        plain = median(numbers(servers.get("switchboard", []), field))
+        if proxied is None or not plain:
+            mark, ratio = "no data", None
+            summary["no data"] += 1
+        else:
+            ratio = proxied / plain
+            ok = ratio >= 0.9
+            mark = "met" if ok else "**missed**"
+            summary["met" if ok else "missed"] += 1
+        ratio_rows.append(
+            f"| {case} | switchboard:proxy-v2 / switchboard, connections/s | "
+            f"{fmt_ratio(ratio)} | — | ≥ 0.9× | {mark} |"
         )
     abs_rows = []
     for case, servers in cases.items():

@@ -210,6 +210,7 @@ p_sb_download=$((BASE_PORT + 1))
 p_sb_keyword=$((BASE_PORT + 2))
 p_sb_random=$((BASE_PORT + 3))
 p_sb_refused=$((BASE_PORT + 4))
+p_sb_proxied=$((BASE_PORT + 5))
 p_ceiling_echo=$((BASE_PORT + 10))
 p_ceiling_file=$((BASE_PORT + 11))
 p_socat=$((BASE_PORT + 20))
@@ -224,7 +225,7 @@ if [ -r /proc/sys/net/ipv4/ip_local_port_range ]; then
     note "ports $BASE_PORT-$((BASE_PORT + 22)) overlap the ephemeral range $lo-$hi: a bind may fail (set BASE_PORT)"
   fi
 fi
-for p in $p_sb_echo $p_sb_download $p_sb_keyword $p_sb_random $p_sb_refused $p_ceiling_echo \
+for p in $p_sb_echo $p_sb_download $p_sb_keyword $p_sb_random $p_sb_refused $p_sb_proxied $p_ceiling_echo \
   $p_ceiling_file $p_socat $p_socat_nodelay $p_ncat; do
   if port_open "$p"; then
     echo "run.sh: 127.0.0.1:$p is already in use; pick other ports with BASE_PORT=..." >&2
@@ -283,6 +284,11 @@ done
 # cost of a connection served (the connect case).
 printf '\n[[listener]]\nname = "refused"\nbind = "127.0.0.1:%s"\nhandler = "echo"\ndeny = ["0.0.0.0/0", "::/0"]\n' \
   "$p_sb_refused" >> "$config"
+# An echo listener behind a (stand-in) balancer: every connection from
+# 127.0.0.1 starts with a PROXY protocol v2 header (loadgen --proxy-v2), for
+# the cost of the header beside a plain connection (the connect case).
+printf '\n[[listener]]\nname = "proxied"\nbind = "127.0.0.1:%s"\nhandler = "echo"\nproxy_protocol = "v2"\ntrusted_proxies = ["127.0.0.1"]\n' \
+  "$p_sb_proxied" >> "$config"
 "$switchboard" check -c "$config" > /dev/null
 
 # start_server LABEL KIND: starts the server, sets server_pid and port.
@@ -296,6 +302,7 @@ start_server() {
         lines:switchboard:keyword-bot) port=$p_sb_keyword ;;
         lines:switchboard:random-bot) port=$p_sb_random ;;
         connect:switchboard:refused) port=$p_sb_refused ;;
+        connect:switchboard:proxy-v2) port=$p_sb_proxied ;;
         *) port=$p_sb_echo ;;
       esac
       ;;
@@ -421,6 +428,8 @@ run_case() {
     for label in $servers; do
       if [ "$label" = switchboard:refused ]; then
         run_one "$label" "$case_name" "$kind" "$round" "$limit" "$@" --refused
+      elif [ "$label" = switchboard:proxy-v2 ]; then
+        run_one "$label" "$case_name" "$kind" "$round" "$limit" "$@" --proxy-v2
       else
         run_one "$label" "$case_name" "$kind" "$round" "$limit" "$@"
       fi
@@ -450,7 +459,7 @@ if wants echo; then
 fi
 
 if wants connect; then
-  run_case "connect w8" connect "$t_short" "switchboard switchboard:refused ceiling $connect_peers" \
+  run_case "connect w8" connect "$t_short" "switchboard switchboard:refused switchboard:proxy-v2 ceiling $connect_peers" \
     --workers 8 --message 'ping\n'
 fi
 

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! loadgen --addr 127.0.0.1:10010 echo --connections 4      # MB/s through echo, every byte verified
-//! loadgen --addr 127.0.0.1:10010 connect --workers 8       # connections/s, p50/p99 latency
+//! loadgen --addr 127.0.0.1:10010 connect --workers 8       # connections/s, p50/p99 latency (--proxy-v2: behind a PROXY header)
 //! loadgen --addr 127.0.0.1:10010 hold --connections 10000  # idle connections; server RSS per connection
 //! loadgen --addr 127.0.0.1:1111 download --file F --expect-size N --expect-sha256 HEX   # MB/s
 //! loadgen --addr 127.0.0.1:10086 lines --connections 8     # bot request/reply rate, p50/p99
@@ -127,6 +127,10 @@ struct ConnectArgs {
     /// a byte (an access list's `deny`); nothing is sent.
     #[arg(long)]
     refused: bool,
+    /// Send a PROXY protocol v2 header (the connection's own addresses)
+    /// before the message, in the same write, as a balancer would.
+    #[arg(long)]
+    proxy_v2: bool,
 }
 
 #[derive(Debug, Args)]
@@ -911,9 +915,20 @@ impl Samples {
 
 /// Connect, write the message, read the reply (to the first newline, or as
 /// many bytes as the message has when it has no newline), close.
-async fn connect_once(addr: SocketAddr, message: &[u8], buf: &mut [u8]) -> anyhow::Result<()> {
+async fn connect_once(
+    addr: SocketAddr,
+    message: &[u8],
+    proxy_v2: bool,
+    buf: &mut [u8],
+) -> anyhow::Result<()> {
     let mut stream = open(addr).await?;
-    stream.write_all(message).await?;
+    if proxy_v2 {
+        let mut first = switchboard::proxy_protocol::v2_header(stream.local_addr()?, addr);
+        first.extend_from_slice(message);
+        stream.write_all(&first).await?;
+    } else {
+        stream.write_all(message).await?;
+    }
     if !message.contains(&b'\n') {
         stream.read_exact(&mut buf[..message.len()]).await?;
         return Ok(());
@@ -958,7 +973,8 @@ async fn connect(ctx: &Ctx, args: &ConnectArgs) -> anyhow::Result<Report> {
     );
     let message: Arc<[u8]> = message.as_bytes().into();
     report.put("refused", if args.refused { "yes" } else { "no" });
-    let refused = args.refused;
+    report.put("proxy_v2", if args.proxy_v2 { "yes" } else { "no" });
+    let (refused, proxy_v2) = (args.refused, args.proxy_v2);
     let (addr, end) = (ctx.addr, Instant::now() + ctx.duration);
     let mut set = JoinSet::new();
     for _ in 0..args.workers {
@@ -971,7 +987,7 @@ async fn connect(ctx: &Ctx, args: &ConnectArgs) -> anyhow::Result<Report> {
                 let result = if refused {
                     timeout(IO_TIMEOUT, refused_once(addr, &mut buf)).await
                 } else {
-                    timeout(IO_TIMEOUT, connect_once(addr, &message, &mut buf)).await
+                    timeout(IO_TIMEOUT, connect_once(addr, &message, proxy_v2, &mut buf)).await
                 };
                 if !s.record(began, end, result) {
                     sleep(Duration::from_millis(1)).await;

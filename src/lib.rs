@@ -37,6 +37,12 @@ pub use daemon::logging::init as init_logging;
 pub use daemon::systemd::{ActivatedSockets, ActivationError};
 pub use daemon::{Daemon, DaemonError, FORCED_EXIT_STATUS};
 pub use probe::{ProbeResult, UnknownListener, probe, probe_address};
+
+/// The PROXY protocol headers a balancer sends, written for a connection
+/// (for clients and load generators that stand in for a balancer).
+pub mod proxy_protocol {
+    pub use crate::conn::proxy_header::{v1_header, v2_header};
+}
 pub use server::{
     BindError, BoundListener, PassedSocket, ReloadError, ReloadSummary, Server, ServerHandle,
     ServerStatus, ShutdownReport,
