@@ -70,20 +70,21 @@ pub(super) struct SendReport {
     pub cache_misses: u64,
 }
 
-/// Sends the first `len` bytes of `file` with sendfile(2), at most `chunk` a
-/// call, advancing `offset`; stops early if the file shrinks.
+/// Sends `file` from `offset` up to `end` with sendfile(2), at most `chunk`
+/// a call, advancing `offset`; stops early if the file shrinks.
 pub(super) async fn sendfile(
     tcp: &TcpStream,
     file: &Arc<File>,
-    len: u64,
+    end: u64,
     chunk: usize,
     deadlines: &SendDeadlines,
     offset: &mut u64,
     report: &mut SendReport,
 ) -> Result<(), ConnError> {
-    while *offset < len {
-        let (until, late) = deadlines.next_write(*offset);
-        let left = len - *offset;
+    let start = *offset;
+    while *offset < end {
+        let (until, late) = deadlines.next_write(*offset - start);
+        let left = end - *offset;
         let want = usize::try_from(left).map_or(chunk, |left| left.min(chunk));
         if !is_cached(file, *offset, want) {
             report.cache_misses += 1;

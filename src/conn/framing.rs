@@ -86,6 +86,12 @@ impl MessageReader {
         }
     }
 
+    /// Takes the bytes buffered past the last message.
+    pub(crate) fn take_buffered(&mut self) -> BytesMut {
+        self.scanned = 0;
+        std::mem::take(&mut self.buf)
+    }
+
     /// True when no bytes are buffered (and so no buffer is allocated).
     pub(crate) fn is_empty(&self) -> bool {
         self.buf.is_empty()

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout, timeout_at};
 use tokio_util::sync::CancellationToken;
@@ -261,6 +261,13 @@ impl<S: Io> Connection<S> {
         }
     }
 
+    /// The bytes read past the last message and not yet returned (a
+    /// handler that switches protocol after the first line parses them
+    /// itself from then on).
+    pub(crate) fn take_buffered(&mut self) -> BytesMut {
+        self.reader.take_buffered()
+    }
+
     /// The next message, without its line ending: newline-terminated, or
     /// ended by the quiet gap; at most `max_message_bytes`. Shutdown wins
     /// over a read.
@@ -319,8 +326,22 @@ impl<S: Io> Connection<S> {
         chunk: usize,
         pace: Option<MinRate>,
     ) -> Result<u64, ConnError> {
+        self.send_file_range(file, 0, len, chunk, pace).await
+    }
+
+    /// Like [`Connection::send_file`], for the `len` bytes of `file` from
+    /// `start` (an HTTP range); returns the bytes sent.
+    pub(crate) async fn send_file_range(
+        &mut self,
+        file: std::fs::File,
+        start: u64,
+        len: u64,
+        chunk: usize,
+        pace: Option<MinRate>,
+    ) -> Result<u64, ConnError> {
         let chunk = chunk.max(1);
-        let mut offset = 0u64;
+        let mut offset = start;
+        let end = start.saturating_add(len);
         let deadlines = SendDeadlines {
             stall: self.settings.idle_timeout,
             pace,
@@ -330,23 +351,26 @@ impl<S: Io> Connection<S> {
             let file = Arc::new(file);
             let mut report = SendReport::default();
             let sent =
-                file_send::sendfile(tcp, &file, len, chunk, &deadlines, &mut offset, &mut report)
+                file_send::sendfile(tcp, &file, end, chunk, &deadlines, &mut offset, &mut report)
                     .await;
-            // `offset` started at 0: it is what went out, also on an error.
-            self.stream.count_sent(offset);
+            // What went out, also on an error.
+            self.stream.count_sent(offset - start);
             self.metrics.file_cache_misses(report.cache_misses);
-            return sent.map(|()| offset);
+            return sent.map(|()| offset - start);
         }
-        let mut file = tokio::fs::File::from_std(file).take(len);
+        let mut file = tokio::fs::File::from_std(file);
+        file.seek(std::io::SeekFrom::Start(start)).await?;
+        let mut file = file.take(len);
         let mut buf = vec![0u8; usize::try_from(len).map_or(chunk, |len| len.clamp(1, chunk))];
+        let mut sent = 0u64;
         loop {
             let n = file.read(&mut buf).await?;
             if n == 0 {
-                return Ok(offset);
+                return Ok(sent);
             }
             self.send(&buf[..n]).await?;
-            offset += n as u64;
-            if let (by, late @ ConnError::ReaderTooSlow(_)) = deadlines.next_write(offset) {
+            sent += n as u64;
+            if let (by, late @ ConnError::ReaderTooSlow(_)) = deadlines.next_write(sent) {
                 if Instant::now() > by {
                     return Err(late);
                 }

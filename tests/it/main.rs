@@ -13,6 +13,7 @@ mod deadlines;
 mod deploy;
 mod download;
 mod echo;
+mod http;
 mod lifecycle;
 mod metrics;
 mod output;

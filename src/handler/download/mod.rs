@@ -6,6 +6,7 @@
 //! line. Path checks, opens and listings (`listing`) run on the blocking
 //! pool.
 
+pub(crate) mod http;
 mod listing;
 mod paths;
 
@@ -217,6 +218,9 @@ impl Handler for Download {
             Incoming::Closed => return Ok(Ended::ClientClosed),
             Incoming::Shutdown => return Err(HandlerError::Refused("server shutting down")),
         };
+        if http::is_request_line(&request) {
+            return http::serve(self, conn, request).await;
+        }
         let encoding = conn.settings().encoding;
         let name = encoding.decode(&request).trim().to_owned();
         let target = match self.resolve_blocking(name.clone()).await {
