@@ -168,6 +168,61 @@ pub fn proxy_header(data: &[u8]) {
     }
 }
 
+/// The download port's HTTP request head parser and `Range` header: no
+/// input panics; a parsed head is within the bound and its bytes; the head
+/// alone parses to the same request (what follows it is not read into
+/// it); a decoded path holds no NUL; a satisfiable range lies inside the
+/// file. The first 8 bytes are the file size for the range.
+pub fn http_request(data: &[u8]) {
+    use crate::handler::download_http_for_fuzzing::{self as http, MAX_HEAD_BYTES};
+    if data.len() < 8 {
+        return;
+    }
+    let (size, bytes) = data.split_at(8);
+    let size = u64::from_le_bytes(size.try_into().unwrap_or([0; 8])) % (1 << 40);
+    let line_end = bytes
+        .iter()
+        .position(|&b| b == b'\n')
+        .unwrap_or(bytes.len());
+    let _ = http::is_request_line(
+        bytes[..line_end]
+            .strip_suffix(b"\r")
+            .unwrap_or(&bytes[..line_end]),
+    );
+    if let Ok(Some((request, len))) = http::parse_head(bytes) {
+        assert!(
+            len <= bytes.len() && len <= MAX_HEAD_BYTES,
+            "head of {len} bytes"
+        );
+        match http::parse_head(&bytes[..len]) {
+            Ok(Some((again, again_len))) => {
+                assert_eq!(again_len, len);
+                assert_eq!(again, request, "the head alone parses otherwise");
+            }
+            other => panic!("the head alone did not parse: {other:?}"),
+        }
+        if let Ok(path) = &request.path {
+            assert!(!path.contains('\0'), "a NUL in {path:?}");
+        }
+        if let Some(range) = &request.range {
+            if let Some(Ok((start, len))) = http::byte_range(range, size) {
+                assert!(
+                    len > 0 && start.checked_add(len).is_some_and(|end| end <= size),
+                    "{range:?} on {size} bytes gave {start}+{len}"
+                );
+            }
+        }
+    }
+    if let Ok(text) = std::str::from_utf8(bytes) {
+        if let Some(Ok((start, len))) = http::byte_range(text, size) {
+            assert!(
+                len > 0 && start + len <= size,
+                "{text:?} on {size} bytes gave {start}+{len}"
+            );
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,8 +243,9 @@ mod tests {
             inputs
         };
         type Target = fn(&[u8]);
-        let targets: [(&str, Target); 5] = [
+        let targets: [(&str, Target); 6] = [
             ("config", config),
+            ("http_request", http_request),
             ("proxy_header", proxy_header),
             ("framing", framing),
             ("download_path", download_path),

@@ -30,6 +30,8 @@ pub(crate) use outcome::{Ended, HandlerError};
 pub use random_bot::RandomBotConfig;
 
 #[cfg(any(test, feature = "fuzzing"))]
+pub(crate) use download::http as download_http_for_fuzzing;
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) use download::resolve_for_fuzzing;
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) use metrics::http_request_line as http_request_line_for_fuzzing;
