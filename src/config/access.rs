@@ -23,6 +23,14 @@ pub struct Access {
     pub source_ipv6_prefix: u8,
 }
 
+impl Access {
+    /// True when `deny` lists `ip` (IPv4-mapped IPv6 as IPv4).
+    pub fn denies(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.deny.iter().any(|net| net.contains(&ip))
+    }
+}
+
 /// A rate with a burst: `per_second` on average, `burst` at once.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Rate {

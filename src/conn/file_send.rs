@@ -5,9 +5,12 @@
 //! wait for the disk when the pages it sends are not in the page cache: on a
 //! cold, slow disk that stalls every other connection of the worker. So
 //! before each call the range is probed with `preadv2(RWF_NOWAIT)`, which
-//! answers at once whether its first and last bytes are cached; a range that
-//! is not is read on the blocking pool first (at most [`MAX_WARMING`] reads
-//! at a time in the process), and only then sent from the cache.
+//! answers at once whether its bytes (one every 128 KiB, and the last) are
+//! cached; a range that is not is read on the blocking pool first, 512 KiB
+//! ahead (at most [`MAX_WARMING`] reads at a time in the process), and only
+//! then sent from the cache. A file system that cannot answer (tmpfs) is
+//! in memory, and sent directly; any other that cannot is read ahead the
+//! same way, to be safe.
 
 use std::fs::File;
 use std::io::{self, IoSliceMut};
@@ -82,16 +85,30 @@ pub(super) async fn sendfile(
     report: &mut SendReport,
 ) -> Result<(), ConnError> {
     let start = *offset;
+    // Bytes before this were just read through the page cache: not probed again.
+    let mut warmed_until = start;
+    let mut memory_backed = None;
     while *offset < end {
         let (until, late) = deadlines.next_write(*offset - start);
         let left = end - *offset;
         let want = usize::try_from(left).map_or(chunk, |left| left.min(chunk));
-        if !is_cached(file, *offset, want) {
+        let past_warmed = *offset + want as u64 > warmed_until;
+        let cold = past_warmed
+            && match residency(file, *offset, want) {
+                Residency::Cached => false,
+                Residency::NotCached => true,
+                // A file system that cannot say: in memory anyway (tmpfs),
+                // or read on the blocking pool to be safe.
+                Residency::Unknown => !*memory_backed.get_or_insert_with(|| is_memory_backed(file)),
+            };
+        if cold {
             report.cache_misses += 1;
             let ahead = usize::try_from(left).map_or(WARM_BYTES, |left| left.min(WARM_BYTES));
-            timeout_at(until, warm(file, *offset, want.max(ahead)))
+            let ahead = want.max(ahead);
+            timeout_at(until, warm(file, *offset, ahead))
                 .await
                 .map_err(|_| ConnError::DiskStalled)??;
+            warmed_until = *offset + ahead as u64;
         }
         let send = async {
             loop {
@@ -114,21 +131,52 @@ pub(super) async fn sendfile(
     Ok(())
 }
 
-/// Whether the bytes at `offset` and `offset + len - 1` of `file` are in the
-/// page cache, asked without waiting for the disk. Past the end counts as
-/// cached (sendfile then finds the end); a file system that cannot answer
-/// counts as not cached, so the read goes to the blocking pool.
-pub(super) fn is_cached(file: &File, offset: u64, len: usize) -> bool {
+/// Distance between the bytes probed in a range.
+const PROBE_STRIDE: u64 = 128 * 1024;
+
+/// Whether a range of a file is in the page cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Residency {
+    /// Every byte probed is (past the end counts: sendfile then finds the end).
+    Cached,
+    /// One is not: reading it would wait for the disk.
+    NotCached,
+    /// The file system cannot answer without waiting (tmpfs, /proc).
+    Unknown,
+}
+
+/// Whether the `len` bytes of `file` at `offset` are in the page cache,
+/// asked without waiting for the disk: `preadv2(RWF_NOWAIT)` of one byte at
+/// the start, every [`PROBE_STRIDE`] bytes, and at the end.
+pub(super) fn residency(file: &File, offset: u64, len: usize) -> Residency {
     let last = offset.saturating_add(len.saturating_sub(1) as u64);
-    [offset, last].into_iter().all(|at| {
+    let mut at = offset;
+    loop {
         let mut byte = [0u8; 1];
-        rustix::io::preadv2(
+        match rustix::io::preadv2(
             file,
             &mut [IoSliceMut::new(&mut byte)],
             at,
             rustix::io::ReadWriteFlags::NOWAIT,
-        )
-        .is_ok()
+        ) {
+            Ok(_) => {}
+            Err(rustix::io::Errno::AGAIN) => return Residency::NotCached,
+            Err(_) => return Residency::Unknown,
+        }
+        if at >= last {
+            return Residency::Cached;
+        }
+        at = at.saturating_add(PROBE_STRIDE).min(last);
+    }
+}
+
+/// True for a file in memory (tmpfs, ramfs): no disk to wait for.
+fn is_memory_backed(file: &File) -> bool {
+    const TMPFS_MAGIC: u64 = 0x0102_1994;
+    const RAMFS_MAGIC: u64 = 0x8584_58f6;
+    rustix::fs::fstatfs(file).is_ok_and(|fs| {
+        let kind = fs.f_type as u64;
+        kind == TMPFS_MAGIC || kind == RAMFS_MAGIC
     })
 }
 
@@ -190,21 +238,45 @@ mod tests {
     #[test]
     fn an_evicted_range_reads_as_not_cached_and_a_read_warms_it() {
         let (_dir, f) = cold_file(1 << 20);
-        assert!(
-            !is_cached(&f, 0, 65536),
+        assert_eq!(
+            residency(&f, 0, 65536),
+            Residency::NotCached,
             "an evicted file must probe as not cached (is the crate on tmpfs?)"
         );
         read_through(&f, 0, 65536).expect("read");
-        assert!(is_cached(&f, 0, 65536));
+        assert_eq!(residency(&f, 0, 65536), Residency::Cached);
         // A range whose last byte was not read is still cold.
-        assert!(!is_cached(&f, 0, 512 * 1024));
+        assert_eq!(residency(&f, 0, 512 * 1024), Residency::NotCached);
+        // So is one whose middle was evicted (a whole megabyte: the page
+        // cache may hold a file in folios bigger than a page).
+        let (_dir, f) = cold_file(4 << 20);
+        read_through(&f, 0, 4 << 20).expect("read");
+        assert_eq!(residency(&f, 0, 4 << 20), Residency::Cached);
+        let hole = std::num::NonZeroU64::new(1 << 20);
+        rustix::fs::fadvise(&f, 1 << 20, hole, rustix::fs::Advice::DontNeed).expect("fadvise");
+        assert_eq!(residency(&f, 0, 4 << 20), Residency::NotCached);
     }
 
     #[test]
     fn past_the_end_counts_as_cached() {
         let (_dir, f) = cold_file(4096);
         read_through(&f, 0, 4096).expect("read");
-        assert!(is_cached(&f, 0, 1 << 20));
-        assert!(is_cached(&f, 1 << 30, 1));
+        assert_eq!(residency(&f, 0, 1 << 20), Residency::Cached);
+        assert_eq!(residency(&f, 1 << 30, 1), Residency::Cached);
+    }
+
+    #[test]
+    fn a_file_in_memory_is_known_as_such() {
+        let shm = std::path::Path::new("/dev/shm");
+        let Ok(dir) = tempfile::tempdir_in(shm) else {
+            eprintln!("skipped: no /dev/shm here");
+            return;
+        };
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"in memory").expect("write");
+        let f = File::open(&path).expect("open");
+        assert!(is_memory_backed(&f), "/dev/shm is tmpfs");
+        let (_dir, disk) = cold_file(4096);
+        assert!(!is_memory_backed(&disk));
     }
 }

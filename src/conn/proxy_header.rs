@@ -60,6 +60,13 @@ pub enum Proxied {
     Local,
 }
 
+impl Proxied {
+    /// A client at `ip`:`port`, an IPv4-mapped IPv6 address as the IPv4 one.
+    fn client(ip: std::net::IpAddr, port: u16) -> Proxied {
+        Proxied::Client(SocketAddr::new(ip.to_canonical(), port))
+    }
+}
+
 /// Why a header was not taken. Each closes the connection.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HeaderError {
@@ -116,6 +123,15 @@ pub fn extent(bytes: &[u8], versions: Versions) -> Result<Extent, HeaderError> {
         if let Some(cr) = window.windows(2).position(|w| w == b"\r\n") {
             return Ok(Extent::Complete(cr + 2));
         }
+        // Only printable ASCII and spaces come before the CRLF: anything
+        // else (a bare LF, say) can never become a header.
+        let text_end = window.len() - usize::from(window.last() == Some(&b'\r'));
+        if window[..text_end]
+            .iter()
+            .any(|&b| !(b == b' ' || b.is_ascii_graphic()))
+        {
+            return Err(HeaderError::Invalid("not a v1 header line".into()));
+        }
         if bytes.len() >= V1_MAX {
             return Err(HeaderError::TooLong(V1_MAX));
         }
@@ -136,16 +152,21 @@ pub fn parse(bytes: &[u8]) -> Result<Proxied, HeaderError> {
         if header.len() != bytes.len() {
             return Err(HeaderError::Invalid("length mismatch".into()));
         }
+        // TLVs are not used, but they must be well-formed.
+        if header.tlvs().any(|tlv| tlv.is_err()) {
+            return Err(HeaderError::Invalid("malformed TLV".into()));
+        }
         if header.command == ppp::v2::Command::Local {
             return Ok(Proxied::Local);
         }
+        if header.protocol == ppp::v2::Protocol::Datagram {
+            return Err(HeaderError::Invalid(
+                "a UDP (DGRAM) header on a TCP connection".into(),
+            ));
+        }
         return Ok(match header.addresses {
-            ppp::v2::Addresses::IPv4(a) => {
-                Proxied::Client(SocketAddr::from((a.source_address, a.source_port)))
-            }
-            ppp::v2::Addresses::IPv6(a) => {
-                Proxied::Client(SocketAddr::from((a.source_address, a.source_port)))
-            }
+            ppp::v2::Addresses::IPv4(a) => Proxied::client(a.source_address.into(), a.source_port),
+            ppp::v2::Addresses::IPv6(a) => Proxied::client(a.source_address.into(), a.source_port),
             ppp::v2::Addresses::Unspecified | ppp::v2::Addresses::Unix(_) => Proxied::Local,
         });
     }
@@ -154,12 +175,8 @@ pub fn parse(bytes: &[u8]) -> Result<Proxied, HeaderError> {
         return Err(HeaderError::Invalid("length mismatch".into()));
     }
     Ok(match header.addresses {
-        ppp::v1::Addresses::Tcp4(a) => {
-            Proxied::Client(SocketAddr::from((a.source_address, a.source_port)))
-        }
-        ppp::v1::Addresses::Tcp6(a) => {
-            Proxied::Client(SocketAddr::from((a.source_address, a.source_port)))
-        }
+        ppp::v1::Addresses::Tcp4(a) => Proxied::client(a.source_address.into(), a.source_port),
+        ppp::v1::Addresses::Tcp6(a) => Proxied::client(a.source_address.into(), a.source_port),
         ppp::v1::Addresses::Unknown => Proxied::Local,
     })
 }
@@ -294,6 +311,12 @@ mod tests {
         for header in [v1_header(client6, server), v2_header(client6, server)] {
             assert_eq!(parse(&header), Ok(Proxied::Client(client6)));
         }
+        // An IPv4-mapped client is its IPv4 address.
+        let mapped = addr("[::ffff:203.0.113.9]:4444");
+        assert_eq!(
+            parse(&v2_header(mapped, addr("[::1]:1"))),
+            Ok(Proxied::Client(addr("203.0.113.9:4444")))
+        );
     }
 
     #[test]
@@ -338,6 +361,28 @@ mod tests {
             parse(b"PROXY TCP4 1.2.3.999 1.2.3.4 1 2\r\n"),
             Err(HeaderError::Invalid(_))
         ));
+        // A bare LF, or a control byte, is refused at once, not at the deadline.
+        assert!(matches!(
+            extent(b"PROXY TCP4 1.2.3.4 1.2.3.4 1 2\n", Versions::Any),
+            Err(HeaderError::Invalid(_))
+        ));
+        assert_eq!(
+            extent(b"PROXY TCP4 1.2.3.4\r", Versions::Any),
+            Ok(Extent::NeedMore)
+        );
+        // A TLV longer than the header, and a UDP header, are refused.
+        let mut tlv = V2_SIGNATURE.to_vec();
+        tlv.extend_from_slice(&[
+            0x21, 0x11, 0, 15, 1, 2, 3, 4, 5, 6, 7, 8, 0, 1, 0, 2, 0xea, 0xff, 0xff,
+        ]);
+        assert!(
+            matches!(parse(&tlv), Err(HeaderError::Invalid(_))),
+            "{:?}",
+            parse(&tlv)
+        );
+        let mut udp = v2_header(addr("192.0.2.7:1"), addr("10.0.0.1:2"));
+        udp[13] = 0x12;
+        assert!(matches!(parse(&udp), Err(HeaderError::Invalid(_))));
     }
 
     async fn pair() -> (TcpStream, TcpStream) {

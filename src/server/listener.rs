@@ -237,7 +237,12 @@ impl Listener {
             let proxy = route.proxy_protocol.as_ref();
             let via_proxy = proxy.is_some_and(|p| p.trusts(peer.ip()));
             let slot = if via_proxy {
-                // Admitted once the header has said who the client is.
+                // A denied balancer is denied; its clients are admitted once
+                // the header has said who they are.
+                if route.access.denies(peer.ip()) {
+                    refuse(&stream, &route, &sources, Refusal::Denied, peer);
+                    continue;
+                }
                 None
             } else if proxy.is_some_and(|p| p.required) {
                 refuse(&stream, &route, &sources, Refusal::Untrusted, peer);
@@ -266,7 +271,13 @@ impl Listener {
             let sources = sources.clone();
             let connection = async move {
                 let admitted = admit_proxied(&stream, peer, via_proxy, slot, &route, &sources);
-                let Some((client, slot)) = admitted.await else {
+                // Shutdown does not wait for a header still on its way.
+                let admitted = tokio::select! {
+                    biased;
+                    () = finishing.cancelled() => None,
+                    admitted = admitted => admitted,
+                };
+                let Some((client, slot)) = admitted else {
                     return;
                 };
                 serve(stream, client, &route, finishing).await;
@@ -334,7 +345,13 @@ async fn admit_proxied(
     span.record("via", field::display(peer));
     let client = match proxy_header::read(stream, proxy.versions, proxy.header_timeout).await {
         Ok(Proxied::Client(client)) => client,
-        Ok(Proxied::Local) => peer,
+        // The balancer speaking for itself (its health checks): not a
+        // client, so not subject to `allow` or the per-source limits
+        // (`deny` was checked at accept).
+        Ok(Proxied::Local) => {
+            span.record("peer", field::display(peer));
+            return Some((peer, None));
+        }
         Err(e) => {
             span.record("peer", field::display(peer));
             debug!(error = %e, "refused");

@@ -235,3 +235,69 @@ async fn probe_sends_the_header_from_a_trusted_address() {
         .expect("probe");
     assert!(results[0].ok(), "{:?}", results[0].outcome);
 }
+
+#[tokio::test]
+async fn a_denied_proxy_is_refused_and_its_health_checks_skip_allow_and_per_source_limits() {
+    // The balancer 127.0.0.2 is not in `allow` (which lists clients), and
+    // the per-source limit is 1: its LOCAL health checks still pass, and
+    // several at once.
+    let server = TestServer::start(&bot(
+        "allow = [\"192.0.2.0/24\"]\nmax_connections_per_source = 1",
+    ));
+    let addr = server.addr("bot");
+    let mut local = b"\r\n\r\n\0\r\nQUIT\n\x20\x00\x00\x00".to_vec();
+    local.extend_from_slice(b"who?\n");
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let conn = connect_from(2, addr).await;
+        let me = conn.local_addr().expect("addr");
+        let mut conn = BufReader::new(conn);
+        conn.get_mut().write_all(&local).await.expect("send");
+        let mut line = String::new();
+        timeout(LIMIT, conn.read_line(&mut line))
+            .await
+            .expect("reply")
+            .expect("read");
+        assert_eq!(line.trim_end(), format!("you are {me}"));
+        held.push(conn);
+    }
+    // A client outside `allow`, through the proxy, is refused.
+    let mut outside = connect_from(2, addr).await;
+    outside
+        .write_all(&v2("198.51.100.1:1"))
+        .await
+        .expect("send");
+    assert!(closed_without_a_byte(&mut outside).await);
+
+    // A proxy that `deny` lists is refused even with a good header.
+    let server = TestServer::start(&bot("deny = [\"127.0.0.2\"]"));
+    let mut conn = connect_from(2, server.addr("bot")).await;
+    let _ = conn.write_all(&v2("192.0.2.7:4242")).await;
+    assert!(closed_without_a_byte(&mut conn).await);
+}
+
+#[tokio::test]
+async fn shutdown_does_not_wait_for_a_header_on_its_way() {
+    let server = TestServer::start(&bot("proxy_header_timeout = \"60s\""));
+    let mut conn = connect_from(2, server.addr("bot")).await;
+    conn.write_all(b"PROXY ").await.expect("send");
+    // Until the server has taken the connection in (bounded).
+    for _ in 0..200 {
+        if server.handle().status().connections == 1 {
+            break;
+        }
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(server.handle().status().connections, 1);
+    let started = Instant::now();
+    let report = server.shutdown().await;
+    // The default grace is 10 s: a drain that waited for the header would take it.
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(report.abandoned, 0, "the header wait ended at the drain, not the grace");
+    assert!(closed_without_a_byte(&mut conn).await);
+}
