@@ -7,8 +7,8 @@
 //! bounded reads and writes, framing, text encodings), `handler` (what a
 //! listener does with a connection, one file per handler), `config` (the
 //! TOML file), `server` (listeners, accept loops, limits, drain, reload),
-//! `daemon` (signals, systemd, logging) and `probe`. A module only uses
-//! the ones below it.
+//! `daemon` (signals, systemd, logging), `probe`, and `client` (the
+//! `get`, `send` and `chat` commands). A module only uses the ones below it.
 //!
 //! Start at [`Server`]: `Server::bind(&config)?.run(shutdown).await`, or at
 //! [`Daemon`] for the whole process.
@@ -18,6 +18,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod client;
 pub mod config;
 mod conn;
 mod daemon;

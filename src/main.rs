@@ -40,7 +40,7 @@ const EXIT_USAGE: u8 = 2;
 #[command(name = "switchboard", version, about, long_about)]
 struct Cli {
     /// TOML config file; without it the embedded default runs.
-    #[arg(short, long, global = true, value_name = "FILE")]
+    #[arg(short, long, value_name = "FILE")]
     config: Option<PathBuf>,
 
     #[command(subcommand)]
@@ -50,9 +50,9 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the server (the default when no command is given).
-    Run,
+    Run(ConfigArg),
     /// Validate the config and print the listeners it defines.
-    Check,
+    Check(ConfigArg),
     /// Print the embedded default config (a documented example of every key).
     DefaultConfig,
     /// Check that the listeners of the config serve, each with the handler
@@ -62,6 +62,8 @@ enum Command {
     /// per listener; exit status 0 only if all of them pass (for health
     /// checks).
     Probe {
+        #[command(flatten)]
+        config: ConfigArg,
         /// How long each listener gets to answer (e.g. "3s", "500ms"; more than 0).
         #[arg(long, default_value = "3s", value_parser = positive_duration)]
         timeout: Duration,
@@ -69,23 +71,106 @@ enum Command {
         #[arg(value_name = "LISTENER")]
         listeners: Vec<String>,
     },
+    /// Fetch a file (or with -r a directory tree) from a download listener:
+    /// over HTTP into FILE.part, renamed when complete and the length
+    /// matches; -c resumes. Exit status: 0 ok, 1 network or server error,
+    /// 2 usage, 3 not found or refused, 4 incomplete (resume with -c).
+    #[command(
+        after_help = "Examples:\n  switchboard get 127.0.0.1:1111 big.iso          # -> ./big.iso\n  switchboard get 127.0.0.1:1111 big.iso -c       # resume a cut download\n  switchboard get 127.0.0.1:1111 docs/ -r -o docs # mirror a directory\n  switchboard get 127.0.0.1:1111 a.txt --raw      # the tutorial's protocol"
+    )]
+    Get {
+        /// The download listener, HOST:PORT.
+        addr: String,
+        /// The name on the server (a file, or a directory with -r).
+        name: String,
+        /// Where to write (default: the name's last part, here).
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Resume FILE.part left by an earlier run (Range and If-Range).
+        #[arg(short = 'c', long = "continue")]
+        resume: bool,
+        /// Fetch a directory tree through its listings, into the output directory.
+        #[arg(short, long)]
+        recursive: bool,
+        /// Use the raw protocol (no size check, no resume).
+        #[arg(long)]
+        raw: bool,
+        /// Print nothing but errors.
+        #[arg(short, long)]
+        quiet: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Send each MESSAGE (or each line of stdin) as a line to a line server
+    /// (echo, keyword-bot, random-bot) and print each reply.
+    #[command(
+        after_help = "Examples:\n  switchboard send 127.0.0.1:10086 hello time\n  printf 'a\\nb\\n' | switchboard send 127.0.0.1:10010\n  switchboard send 127.0.0.1:10086 你好 --encoding gbk"
+    )]
+    Send {
+        /// The server, HOST:PORT.
+        addr: String,
+        /// Messages; stdin's lines when none is given.
+        messages: Vec<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Chat with a line server: each line typed is sent, every line it
+    /// sends is shown; an empty line or Ctrl-D ends the chat.
+    #[command(after_help = "Example:\n  switchboard chat 127.0.0.1:10087")]
+    Chat {
+        /// The server, HOST:PORT.
+        addr: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+/// The config file, also accepted after the command (`switchboard check -c FILE`).
+#[derive(Debug, Default, clap::Args)]
+struct ConfigArg {
+    /// TOML config file; without it the embedded default runs.
+    #[arg(short, long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+/// What every client command takes.
+#[derive(Debug, clap::Args)]
+struct ClientArgs {
+    /// The server's text encoding: utf-8 or gbk.
+    #[arg(long, default_value = "utf-8", value_parser = encoding)]
+    encoding: switchboard::TextEncoding,
+    /// Bound of the connect and of each wait for the server.
+    #[arg(long, default_value = "30s", value_parser = positive_duration)]
+    timeout: Duration,
+}
+
+fn encoding(text: &str) -> Result<switchboard::TextEncoding, String> {
+    match text.to_ascii_lowercase().as_str() {
+        "utf-8" | "utf8" => Ok(switchboard::TextEncoding::Utf8),
+        "gbk" => Ok(switchboard::TextEncoding::Gbk),
+        _ => Err("utf-8 or gbk".to_owned()),
+    }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command.unwrap_or(Command::Run) {
+    let command = cli.command.unwrap_or(Command::Run(ConfigArg::default()));
+    // `-c FILE` before the command, or after it.
+    let config_path = |after: ConfigArg| after.config.or(cli.config.clone());
+    match command {
         Command::DefaultConfig => {
             print_out(config::EMBEDDED_DEFAULT);
             ExitCode::SUCCESS
         }
-        Command::Check => match load(cli.config.as_deref()) {
+        Command::Check(after) => match load(config_path(after).as_deref()) {
             Ok(config) => {
                 print_out(&check_report(&config));
                 ExitCode::SUCCESS
             }
             Err(e) => config_error(&e),
         },
-        Command::Run => {
+        Command::Run(after) => {
+            let path = config_path(after);
             // Before anything else opens a descriptor: the numbers systemd
             // passed must still be the sockets it passed.
             let activated = match ActivatedSockets::from_env() {
@@ -95,15 +180,111 @@ fn main() -> ExitCode {
                     return ExitCode::from(EXIT_CONFIG);
                 }
             };
-            match load(cli.config.as_deref()) {
-                Ok(config) => run(config, cli.config, activated),
+            match load(path.as_deref()) {
+                Ok(config) => run(config, path, activated),
                 Err(e) => config_error(&e),
             }
         }
-        Command::Probe { timeout, listeners } => match load(cli.config.as_deref()) {
+        Command::Probe {
+            config,
+            timeout,
+            listeners,
+        } => match load(config_path(config).as_deref()) {
             Ok(config) => probe(&config, &listeners, timeout),
             Err(e) => config_error(&e),
         },
+        Command::Get {
+            addr,
+            name,
+            output,
+            resume,
+            recursive,
+            raw,
+            quiet,
+            client,
+        } => {
+            let options = switchboard::client::GetOptions {
+                addr,
+                name,
+                output,
+                resume,
+                recursive,
+                raw,
+                quiet,
+                encoding: client.encoding,
+                timeout: client.timeout,
+            };
+            match client_runtime().map(|rt| rt.block_on(switchboard::client::get(&options))) {
+                Some(Ok(_)) => ExitCode::SUCCESS,
+                Some(Err(e)) => {
+                    print_err(&format!("switchboard get: {e}"));
+                    ExitCode::from(e.exit_status())
+                }
+                None => ExitCode::from(EXIT_FAILURE),
+            }
+        }
+        Command::Send {
+            addr,
+            messages,
+            client,
+        } => {
+            let options = line_options(addr, &client);
+            run_lines("send", async move {
+                let stdin = tokio::io::BufReader::new(tokio::io::stdin());
+                let mut out = tokio::io::stdout();
+                switchboard::client::send(&options, messages, stdin, &mut out).await
+            })
+        }
+        Command::Chat { addr, client } => {
+            let options = line_options(addr, &client);
+            run_lines("chat", async move {
+                let stdin = tokio::io::BufReader::new(tokio::io::stdin());
+                let mut out = tokio::io::stdout();
+                switchboard::client::chat(&options, stdin, &mut out).await
+            })
+        }
+    }
+}
+
+fn line_options(addr: String, client: &ClientArgs) -> switchboard::client::LineOptions {
+    switchboard::client::LineOptions {
+        addr,
+        encoding: client.encoding,
+        timeout: client.timeout,
+    }
+}
+
+/// A runtime for a client command (one thread is plenty).
+fn client_runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => Some(runtime),
+        Err(e) => {
+            print_err(&format!("switchboard: cannot start the tokio runtime: {e}"));
+            None
+        }
+    }
+}
+
+/// Runs a line client writing to stdout; exit status 1 on a network error.
+fn run_lines(
+    command: &str,
+    client: impl std::future::Future<Output = std::io::Result<()>>,
+) -> ExitCode {
+    let Some(runtime) = client_runtime() else {
+        return ExitCode::from(EXIT_FAILURE);
+    };
+    let result = runtime.block_on(client);
+    // Stdin may still be read by a blocking thread: do not wait for it.
+    runtime.shutdown_background();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            print_err(&format!("switchboard {command}: {e}"));
+            ExitCode::from(EXIT_FAILURE)
+        }
     }
 }
 

@@ -58,6 +58,23 @@ fn wait_within(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
     }
 }
 
+/// Collects a started child's output (its stdout and stderr piped), which
+/// must finish within `limit`.
+pub(crate) fn wait_output(mut child: Child, limit: Duration) -> Output {
+    let stdout = drain(child.stdout.take().expect("stdout is piped"));
+    let stderr = drain(child.stderr.take().expect("stderr is piped"));
+    let Some(status) = wait_within(&mut child, limit) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("the command did not finish within {limit:?}");
+    };
+    Output {
+        status,
+        stdout: stdout.join().expect("stdout thread"),
+        stderr: stderr.join().expect("stderr thread"),
+    }
+}
+
 /// Runs a command that must finish on its own, within [`LIMIT`].
 pub(crate) fn output(cmd: &mut Command) -> Output {
     let mut child = cmd

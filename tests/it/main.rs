@@ -8,6 +8,7 @@ mod admission;
 mod balancers;
 mod bots;
 mod cli;
+mod clients;
 mod config;
 mod deadlines;
 mod deploy;

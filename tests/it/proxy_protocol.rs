@@ -298,6 +298,9 @@ async fn shutdown_does_not_wait_for_a_header_on_its_way() {
         "{:?}",
         started.elapsed()
     );
-    assert_eq!(report.abandoned, 0, "the header wait ended at the drain, not the grace");
+    assert_eq!(
+        report.abandoned, 0,
+        "the header wait ended at the drain, not the grace"
+    );
     assert!(closed_without_a_byte(&mut conn).await);
 }

@@ -1,0 +1,34 @@
+//! The tutorial's clients done right, in the same binary: `send` (its TCP
+//! client, 2.4), `chat` (its robot client, 3.1 and 3.3) and `get` (its
+//! download client, 2.7: over HTTP with sizes and resume, or the raw
+//! protocol). Every connect, read and write is bounded in time, and every
+//! line and response head in size.
+
+mod get;
+mod lines;
+
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+
+pub use get::{GetError, GetOptions, get};
+pub use lines::{LineOptions, chat, send};
+
+/// Longest reply line a line client reads.
+const MAX_LINE: usize = 64 * 1024;
+
+/// Connects to `addr` (`host:port`) within `limit`.
+async fn connect(addr: &str, limit: Duration) -> std::io::Result<TcpStream> {
+    match timeout(limit, TcpStream::connect(addr)).await {
+        Ok(stream) => {
+            let stream = stream?;
+            stream.set_nodelay(true)?;
+            Ok(stream)
+        }
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("no connection within {}", humantime::format_duration(limit)),
+        )),
+    }
+}

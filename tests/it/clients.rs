@@ -1,0 +1,416 @@
+//! The clients in the binary, end to end: `send` and `chat` against echo,
+//! keyword-bot and random-bot in UTF-8 and GBK; `get` downloading,
+//! refusing, resuming after the server was killed mid-transfer and
+//! restarted, mirroring a tree, falling back to the raw protocol against a
+//! server of the tutorial's kind, and never writing outside its output
+//! directory whatever a hostile server's listing says.
+
+use std::fs;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Output, Stdio};
+
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::cli::{Daemon, switchboard};
+use crate::common::{self, LIMIT, TestServer};
+
+/// Runs `switchboard ARGS` with `stdin`, off the runtime, bounded.
+async fn run(args: Vec<String>, stdin: &[u8]) -> Output {
+    let stdin = stdin.to_vec();
+    tokio::task::spawn_blocking(move || {
+        let mut child = switchboard()
+            .args(&args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start switchboard");
+        let mut input = child.stdin.take().expect("stdin");
+        input.write_all(&stdin).expect("write stdin");
+        drop(input);
+        crate::cli::wait_output(child, LIMIT)
+    })
+    .await
+    .expect("client thread")
+}
+
+fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| (*s).to_owned()).collect()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn bots(encoding: &str) -> String {
+    format!(
+        "{}{}{}",
+        common::listener("echo", "echo", &format!("encoding = \"{encoding}\"")),
+        common::listener(
+            "keywords",
+            "keyword-bot",
+            &format!(
+                "encoding = \"{encoding}\"\n[[listener.rules]]\nkeywords = [\"你好\", \"hello\"]\nreply = \"你好呀\"\n"
+            ),
+        ),
+        common::listener(
+            "random",
+            "random-bot",
+            &format!("encoding = \"{encoding}\"")
+        ),
+    )
+}
+
+#[tokio::test]
+async fn send_and_chat_talk_to_every_line_handler_in_utf8_and_gbk() {
+    for encoding in ["utf-8", "gbk"] {
+        let server = TestServer::start(&bots(encoding));
+        let at = |name: &str| server.addr(name).to_string();
+        let enc = ["--encoding", encoding];
+        // send: messages on the command line, then from stdin.
+        let mut a = args(&["send", &at("keywords"), "你好", "hello"]);
+        a.extend(args(&enc));
+        let out = run(a, b"").await;
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(text(&out.stdout), "你好呀\n你好呀\n", "{encoding}");
+        let mut a = args(&["send", &at("echo")]);
+        a.extend(args(&enc));
+        let out = run(a, "一\ntwo\n".as_bytes()).await;
+        assert_eq!(text(&out.stdout), "一\ntwo\n", "{encoding}");
+        // chat: the random-bot answers from its history, and its farewell
+        // ends the chat with the goodbye.
+        let mut a = args(&["chat", &at("random")]);
+        a.extend(args(&enc));
+        let out = run(a, "第一\n第一\nbye\n".as_bytes()).await;
+        assert!(out.status.success(), "{out:?}");
+        let lines: Vec<String> = text(&out.stdout).lines().map(str::to_owned).collect();
+        assert_eq!(lines[..2], ["第一", "第一"], "{encoding}: {lines:?}");
+        assert!(
+            lines
+                .last()
+                .is_some_and(|l| l == "(the server closed the connection)" || l == "bye"),
+            "{lines:?}"
+        );
+        // chat with the keyword-bot; an empty line ends it.
+        let mut a = args(&["chat", &at("keywords")]);
+        a.extend(args(&enc));
+        let out = run(a, "hello\n\nnot sent\n".as_bytes()).await;
+        assert_eq!(text(&out.stdout), "你好呀\n", "{encoding}");
+    }
+}
+
+#[tokio::test]
+async fn send_to_a_closed_port_fails_with_status_1() {
+    let addr = crate::deploy::free_addr();
+    let out = run(args(&["send", &addr.to_string(), "x"]), b"").await;
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        text(&out.stderr).starts_with("switchboard send: "),
+        "{out:?}"
+    );
+}
+
+fn hex_sha256(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn sha256(path: &Path) -> String {
+    hex_sha256(&fs::read(path).expect("read"))
+}
+
+#[tokio::test]
+async fn get_downloads_refuses_with_3_and_mirrors_a_tree() {
+    let base = tempfile::tempdir().expect("tempdir");
+    let root = base.path().join("root");
+    fs::create_dir_all(root.join("d/e")).unwrap();
+    fs::write(root.join("a.txt"), b"hello\n").unwrap();
+    fs::write(root.join("d/b.bin"), vec![7u8; 300_000]).unwrap();
+    fs::write(root.join("d/e/c 名.txt"), b"deep\n").unwrap();
+    let server = TestServer::start(&common::listener(
+        "files",
+        "download",
+        &format!("root = '{}'", root.display()),
+    ));
+    let addr = server.addr("files").to_string();
+    let out_file = base.path().join("got.txt");
+    let out = run(
+        args(&["get", &addr, "a.txt", "-o", out_file.to_str().unwrap()]),
+        b"",
+    )
+    .await;
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(fs::read(&out_file).unwrap(), b"hello\n");
+    let missing = run(
+        args(&["get", &addr, "nope", "-o", out_file.to_str().unwrap()]),
+        b"",
+    )
+    .await;
+    assert_eq!(missing.status.code(), Some(3), "{missing:?}");
+    let escape = run(
+        args(&["get", &addr, "../secret", "-o", out_file.to_str().unwrap()]),
+        b"",
+    )
+    .await;
+    assert_eq!(escape.status.code(), Some(3), "{escape:?}");
+    let mirror = base.path().join("mirror");
+    let out = run(
+        args(&[
+            "get",
+            &addr,
+            "d/",
+            "-r",
+            "-q",
+            "-o",
+            mirror.to_str().unwrap(),
+        ]),
+        b"",
+    )
+    .await;
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(sha256(&mirror.join("b.bin")), sha256(&root.join("d/b.bin")));
+    assert_eq!(fs::read(mirror.join("e/c 名.txt")).unwrap(), b"deep\n");
+    // The raw protocol on the same port.
+    let raw = base.path().join("raw.bin");
+    let out = run(
+        args(&[
+            "get",
+            &addr,
+            "d/b.bin",
+            "--raw",
+            "-o",
+            raw.to_str().unwrap(),
+        ]),
+        b"",
+    )
+    .await;
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(sha256(&raw), sha256(&root.join("d/b.bin")));
+}
+
+/// Forwards one connection from `front` to `back`, passing only the first
+/// `cut_after` bytes of the answer until `go` fires, then everything.
+async fn throttled_relay(front: TcpListener, back: SocketAddr, cut_after: usize) {
+    let (mut client, _) = front.accept().await.expect("accept");
+    let mut server = TcpStream::connect(back).await.expect("connect upstream");
+    let mut request = vec![0u8; 4096];
+    let n = client.read(&mut request).await.expect("request");
+    server
+        .write_all(&request[..n])
+        .await
+        .expect("forward request");
+    let mut passed = 0;
+    let mut buf = vec![0u8; 16 * 1024];
+    while passed < cut_after {
+        let Ok(n) = server
+            .read(&mut buf[..(cut_after - passed).min(16 * 1024)])
+            .await
+        else {
+            return;
+        };
+        if n == 0 || client.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+        passed += n;
+    }
+    // Held here until the server dies: then the client sees the end.
+    let _ = server.read_to_end(&mut Vec::new()).await;
+}
+
+#[tokio::test]
+async fn get_resumes_after_the_server_is_killed_mid_transfer_and_restarted() {
+    let base = tempfile::tempdir().expect("tempdir");
+    let root = base.path().join("root");
+    fs::create_dir_all(&root).unwrap();
+    let big: Vec<u8> = (0..8_000_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 7) as u8)
+        .collect();
+    fs::write(root.join("big.bin"), &big).unwrap();
+    let addr = crate::deploy::free_addr();
+    let config = base.path().join("c.toml");
+    fs::write(
+        &config,
+        format!(
+            "[[listener]]\nname = \"files\"\nbind = \"{addr}\"\nhandler = \"download\"\nroot = '{}'\n",
+            root.display()
+        ),
+    )
+    .unwrap();
+    let mut daemon = Daemon::start(&config);
+    let front = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let front_addr = front.local_addr().unwrap();
+    let relay = tokio::spawn(throttled_relay(front, addr, 3_000_000));
+    let out_file = base.path().join("big.bin");
+    let cut = tokio::spawn(run(
+        args(&[
+            "get",
+            &front_addr.to_string(),
+            "big.bin",
+            "-o",
+            out_file.to_str().unwrap(),
+        ]),
+        b"",
+    ));
+    // The first 3 MB are through: the client holds them in its .part.
+    let part = base.path().join("big.bin.part");
+    for _ in 0..2000 {
+        if fs::metadata(&part).is_ok_and(|m| m.len() > 2_000_000) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    daemon.signal("KILL");
+    let _ = daemon.wait_exit(LIMIT);
+    let cut = cut.await.expect("client");
+    assert_eq!(cut.status.code(), Some(4), "incomplete: {cut:?}");
+    assert!(text(&cut.stderr).contains("-c"), "{cut:?}");
+    let kept = fs::metadata(&part).expect("the .part is kept").len();
+    assert!(kept > 0 && kept < big.len() as u64, "{kept}");
+    relay.abort();
+    // Restarted on the same port; `-c` fetches the rest.
+    let _daemon = Daemon::start(&config);
+    let out = run(
+        args(&[
+            "get",
+            &addr.to_string(),
+            "big.bin",
+            "-c",
+            "-o",
+            out_file.to_str().unwrap(),
+        ]),
+        b"",
+    )
+    .await;
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        text(&out.stderr).contains(&format!("resumed at {kept}")),
+        "{out:?}"
+    );
+    assert_eq!(sha256(&out_file), hex_sha256(&big));
+    assert!(!part.exists(), "the .part is gone once complete");
+}
+
+/// A hostile "download server": an HTTP listing full of escape attempts,
+/// and a file for every name asked.
+async fn hostile_server(listener: TcpListener) {
+    for _ in 0..64 {
+        let Ok((stream, _)) = listener.accept().await else {
+            return;
+        };
+        tokio::spawn(async move {
+            let mut stream = BufReader::new(stream);
+            let mut request_line = String::new();
+            if stream.read_line(&mut request_line).await.is_err() {
+                return;
+            }
+            loop {
+                let mut line = String::new();
+                if stream.read_line(&mut line).await.unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+            }
+            let target = request_line.split(' ').nth(1).unwrap_or("/").to_owned();
+            let body: Vec<u8> = if target == "/sub/" {
+                "../../up.txt\nok.txt\n../\n".into()
+            } else if target.ends_with('/') {
+                "../escaped.txt\n/tmp/absolute.txt\nsub/\n..\\win.txt\nbell\u{7}.txt\nok.txt\n./\n../\n"
+                    .into()
+            } else {
+                format!("content of {target}\n").into()
+            };
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let stream = stream.get_mut();
+            let _ = stream.write_all(head.as_bytes()).await;
+            let _ = stream.write_all(&body).await;
+        });
+    }
+}
+
+#[tokio::test]
+async fn a_hostile_listing_cannot_make_get_write_outside_its_output_directory() {
+    let base = tempfile::tempdir().expect("tempdir");
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(hostile_server(listener));
+    let out_dir = base.path().join("out").join("mirror");
+    fs::create_dir_all(out_dir.parent().unwrap()).unwrap();
+    let out = run(
+        args(&["get", &addr, "/", "-r", "-o", out_dir.to_str().unwrap()]),
+        b"",
+    )
+    .await;
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{out:?}");
+    assert!(stderr.contains("refused the name"), "{stderr}");
+    // Only ok.txt and sub/ok.txt were written, inside the output directory.
+    assert_eq!(
+        fs::read(out_dir.join("ok.txt")).unwrap(),
+        b"content of /ok.txt\n"
+    );
+    assert!(out_dir.join("sub/ok.txt").exists());
+    for outside in [
+        base.path().join("out/up.txt"),
+        base.path().join("up.txt"),
+        base.path().join("out/escaped.txt"),
+        base.path().join("escaped.txt"),
+        Path::new("/tmp/absolute.txt").to_owned(),
+    ] {
+        assert!(!outside.exists(), "{} was written", outside.display());
+    }
+    let mut stack = vec![base.path().to_owned()];
+    while let Some(dir) = stack.pop() {
+        for entry in fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            assert!(
+                path.starts_with(&out_dir) || out_dir.starts_with(&path),
+                "{}",
+                path.display()
+            );
+            if path.is_dir() {
+                stack.push(path);
+            }
+        }
+    }
+}
+
+/// The tutorial's download server, in spirit: reads a name, sends the
+/// file's bytes (or nothing) and closes.
+async fn tutorial_server(listener: TcpListener, content: Vec<u8>) {
+    for _ in 0..4 {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            return;
+        };
+        let mut name = vec![0u8; 1024];
+        let n = stream.read(&mut name).await.unwrap_or(0);
+        if name[..n].starts_with(b"file.bin") {
+            let _ = stream.write_all(&content).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn against_a_server_of_the_tutorials_kind_get_falls_back_to_the_raw_protocol() {
+    let base = tempfile::tempdir().expect("tempdir");
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let content: Vec<u8> = (0..100_000u32).map(|i| (i % 253) as u8).collect();
+    tokio::spawn(tutorial_server(listener, content.clone()));
+    let out_file = base.path().join("file.bin");
+    let out = run(
+        args(&["get", &addr, "file.bin", "-o", out_file.to_str().unwrap()]),
+        b"",
+    )
+    .await;
+    assert!(out.status.success(), "{out:?}");
+    assert!(text(&out.stderr).contains("does not speak HTTP"), "{out:?}");
+    assert_eq!(fs::read(&out_file).unwrap(), content);
+}
