@@ -223,6 +223,27 @@ pub fn http_request(data: &[u8]) {
     }
 }
 
+/// `switchboard get -r`'s reading of a server's listing: whatever the
+/// server sends, every name it accepts is one plain component, so joined
+/// to the output directory it stays a direct child of it.
+pub fn client_listing(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let base = Path::new("/out");
+    for (name, _) in crate::client::listing_entries(text).flatten() {
+        let joined = base.join(name);
+        assert_eq!(joined.parent(), Some(base), "{name:?} leaves the directory");
+        assert!(
+            matches!(
+                Path::new(name).components().collect::<Vec<_>>()[..],
+                [std::path::Component::Normal(_)]
+            ),
+            "{name:?} is not one plain component"
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -243,8 +264,9 @@ mod tests {
             inputs
         };
         type Target = fn(&[u8]);
-        let targets: [(&str, Target); 6] = [
+        let targets: [(&str, Target); 7] = [
             ("config", config),
+            ("client_listing", client_listing),
             ("http_request", http_request),
             ("proxy_header", proxy_header),
             ("framing", framing),

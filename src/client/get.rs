@@ -130,15 +130,14 @@ async fn mirror(
         format!("{dir}/")
     };
     let listing = fetch_listing(options, &base).await?;
-    for entry in listing.lines() {
-        let (entry_name, is_dir) = match entry.strip_suffix('/') {
-            Some(d) => (d, true),
-            None => (entry, false),
+    for entry in listing_entries(&listing) {
+        let (entry_name, is_dir) = match entry {
+            Ok(entry) => entry,
+            Err(refused) => {
+                eprintln!("warning: refused the name {refused:?} from the server's listing");
+                continue;
+            }
         };
-        if !safe_component(entry_name) {
-            eprintln!("warning: refused the name {entry:?} from the server's listing");
-            continue;
-        }
         let local = into.join(entry_name);
         if is_dir {
             match fs::symlink_metadata(&local) {
@@ -176,6 +175,23 @@ async fn mirror(
         }
     }
     Ok(())
+}
+
+/// The entries of a listing (one name a line, a directory with a trailing
+/// `/`): each a plain name and whether it is a directory, or the line
+/// refused as unsafe. Blank lines are skipped.
+pub(crate) fn listing_entries(listing: &str) -> impl Iterator<Item = Result<(&str, bool), &str>> {
+    listing.lines().filter(|line| !line.is_empty()).map(|line| {
+        let (name, is_dir) = match line.strip_suffix('/') {
+            Some(dir) => (dir, true),
+            None => (line, false),
+        };
+        if safe_component(name) {
+            Ok((name, is_dir))
+        } else {
+            Err(line)
+        }
+    })
 }
 
 /// True for a name that is one plain path component: not empty, `.` or

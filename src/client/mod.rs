@@ -12,6 +12,8 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) use get::listing_entries;
 pub use get::{GetError, GetOptions, get};
 pub use lines::{LineOptions, chat, send};
 
