@@ -194,9 +194,18 @@ async fn get_downloads_refuses_with_3_and_mirrors_a_tree() {
     assert_eq!(sha256(&raw), sha256(&root.join("d/b.bin")));
 }
 
+/// What a relay does after its first bytes.
+#[derive(Clone, Copy)]
+enum AfterCut {
+    /// Reads the server's rest away: the client sees the end when the server dies.
+    EndWithServer,
+    /// Keeps both connections as they are, until the relay is aborted.
+    Hold,
+}
+
 /// Forwards one connection from `front` to `back`, passing only the first
-/// `cut_after` bytes of the answer until `go` fires, then everything.
-async fn throttled_relay(front: TcpListener, back: SocketAddr, cut_after: usize) {
+/// `cut_after` bytes of the answer, then does `after`.
+async fn throttled_relay(front: TcpListener, back: SocketAddr, cut_after: usize, after: AfterCut) {
     let (mut client, _) = front.accept().await.expect("accept");
     let mut server = TcpStream::connect(back).await.expect("connect upstream");
     let mut request = vec![0u8; 4096];
@@ -219,8 +228,12 @@ async fn throttled_relay(front: TcpListener, back: SocketAddr, cut_after: usize)
         }
         passed += n;
     }
-    // Held here until the server dies: then the client sees the end.
-    let _ = server.read_to_end(&mut Vec::new()).await;
+    match after {
+        AfterCut::EndWithServer => {
+            let _ = server.read_to_end(&mut Vec::new()).await;
+        }
+        AfterCut::Hold => std::future::pending::<()>().await,
+    }
 }
 
 #[tokio::test]
@@ -245,7 +258,12 @@ async fn get_resumes_after_the_server_is_killed_mid_transfer_and_restarted() {
     let mut daemon = Daemon::start(&config);
     let front = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let front_addr = front.local_addr().unwrap();
-    let relay = tokio::spawn(throttled_relay(front, addr, 3_000_000));
+    let relay = tokio::spawn(throttled_relay(
+        front,
+        addr,
+        3_000_000,
+        AfterCut::EndWithServer,
+    ));
     let out_file = base.path().join("big.bin");
     let cut = tokio::spawn(run(
         args(&[
@@ -413,4 +431,91 @@ async fn against_a_server_of_the_tutorials_kind_get_falls_back_to_the_raw_protoc
     assert!(out.status.success(), "{out:?}");
     assert!(text(&out.stderr).contains("does not speak HTTP"), "{out:?}");
     assert_eq!(fs::read(&out_file).unwrap(), content);
+}
+
+/// True when tmux runs here (required when SWITCHBOARD_REQUIRE_TMUX is set).
+fn have_tmux() -> bool {
+    let found = std::process::Command::new("tmux")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found && std::env::var_os("SWITCHBOARD_REQUIRE_TMUX").is_some() {
+        panic!("tmux is required (SWITCHBOARD_REQUIRE_TMUX is set) but does not run");
+    }
+    if !found {
+        eprintln!("skipped: tmux is not installed");
+    }
+    found
+}
+
+#[tokio::test]
+async fn on_a_terminal_get_shows_a_progress_bar_with_bytes_rate_and_eta() {
+    if !have_tmux() {
+        return;
+    }
+    let base = tempfile::tempdir().expect("tempdir");
+    let root = base.path().join("root");
+    fs::create_dir_all(&root).unwrap();
+    fs::write(root.join("big.bin"), vec![1u8; 8_000_000]).unwrap();
+    let server = TestServer::start(&common::listener(
+        "files",
+        "download",
+        &format!("root = '{}'", root.display()),
+    ));
+    // The transfer stops after 3 MB (and is held there) while the screen is read.
+    let front = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let front_addr = front.local_addr().unwrap();
+    let relay = tokio::spawn(throttled_relay(
+        front,
+        server.addr("files"),
+        3_000_000,
+        AfterCut::Hold,
+    ));
+    let session = format!("switchboard-test-{}", std::process::id());
+    // The pane stays a while after the command, so that an error shows.
+    let command = format!(
+        "{} get {front_addr} big.bin -o {}; sleep 20",
+        crate::cli::BIN,
+        base.path().join("out.bin").display()
+    );
+    let tmux = |args: &[&str]| {
+        std::process::Command::new("tmux")
+            .args(args)
+            .output()
+            .expect("run tmux")
+    };
+    let started = tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        &session,
+        "-x",
+        "160",
+        "-y",
+        "10",
+        &command,
+    ]);
+    assert!(started.status.success(), "{started:?}");
+    let mut screen = String::new();
+    for _ in 0..400 {
+        let captured = tmux(&["capture-pane", "-p", "-t", &session]);
+        screen = text(&captured.stdout);
+        if screen.contains("ETA") && screen.contains("MiB") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    let _ = tmux(&["kill-session", "-t", &session]);
+    relay.abort();
+    let bar = screen
+        .lines()
+        .find(|l| l.contains("ETA"))
+        .unwrap_or_default();
+    // "big.bin [=======>    ] 2.86 MiB/7.63 MiB 12.3 MiB/s ETA 0s"
+    assert!(
+        bar.starts_with("big.bin ["),
+        "no progress bar on the screen:\n{screen}"
+    );
+    assert!(bar.contains("/7.63 MiB"), "no total in {bar:?}");
+    assert!(bar.contains("/s"), "no rate in {bar:?}");
 }
