@@ -28,10 +28,12 @@ METRIC = {
     "lines": ("msgs_per_sec", "msg/s", True),
     "download": ("mb_per_sec", "MB/s", True),
     "hold": ("bytes_per_connection", "B/conn", False),
+    "requests": ("reqs_per_sec", "req/s", True),
 }
 
 # kind -> other fields shown (medians)
 EXTRA = {
+    "requests": ["p50_us", "p99_us"],
     "connect": ["p50_us", "p99_us"],
     "lines": ["p50_us", "p99_us"],
     "download": ["rss_max_bytes"],
@@ -44,12 +46,13 @@ RATIO_TARGETS = {
     "connect": [("ceiling", 0.8), ("socat", None), ("ncat", None)],
     "lines": [("ceiling", 0.7)],
     "download": [("ceiling", 0.95)],
+    "requests": [("nginx", 1.0)],
 }
 
 # switchboard listeners measured against switchboard itself, not against
 # the ceiling and the peers: one that refuses everyone, one behind a PROXY
 # protocol v2 header.
-SAME_SERVER_VARIANTS = ("switchboard:refused", "switchboard:proxy-v2")
+SAME_SERVER_VARIANTS = ("switchboard:refused", "switchboard:proxy-v2", "switchboard:http")
 
 # kind -> [(field, how rounds are combined, limit, what it is)]: switchboard's
 # value must be at most the limit.
@@ -65,6 +68,7 @@ CPU_COST = {
     "download": ("server_cpu_us_per_mb", "µs per MB sent"),
     "connect": ("server_cpu_us_per_conn", "µs per connection"),
     "lines": ("server_cpu_us_per_msg", "µs per message"),
+    "requests": ("server_cpu_us_per_req", "µs per request"),
 }
 
 # Resamples of the bootstrap confidence interval of a ratio.
@@ -320,6 +324,26 @@ def build(runs, command, settings, notes):
         ratio_rows.append(
             f"| {case} | switchboard:proxy-v2 / switchboard, connections/s | "
             f"{fmt_ratio(ratio)} | — | ≥ 0.9× | {mark} |"
+        )
+    # HTTP on the download port must cost little: MB/s over HTTP against the
+    # raw protocol, same run.
+    for case, servers in cases.items():
+        if kind_of(case) != "download" or "switchboard:http" not in servers:
+            continue
+        field = METRIC["download"][0]
+        http = median(numbers(servers["switchboard:http"], field))
+        raw = median(numbers(servers.get("switchboard", []), field))
+        if http is None or not raw:
+            mark, ratio = "no data", None
+            summary["no data"] += 1
+        else:
+            ratio = http / raw
+            ok = ratio >= 0.95
+            mark = "met" if ok else "**missed**"
+            summary["met" if ok else "missed"] += 1
+        ratio_rows.append(
+            f"| {case} | switchboard:http / switchboard (raw), MB/s | "
+            f"{fmt_ratio(ratio)} | — | ≥ 0.95× | {mark} |"
         )
     abs_rows = []
     for case, servers in cases.items():

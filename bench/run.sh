@@ -16,7 +16,7 @@
 #   ECHO_SESSIONS=5         sessions per echo run, each on fresh connections
 #                           (one set of loopback connections keeps a fast or a
 #                           slow pace for its life; sessions average over them)
-#   CASES="echo connect lines download hold"   which kinds of case to run
+#   CASES="echo connect lines download requests hold"   which kinds of case to run
 #   HOLD_50K=1              also hold 50 000 idle connections
 #   HOLD_SECS=5             how long the hold case keeps its connections idle
 #   FILE_MB=1024            size of the download file (rounded up to 16 MiB)
@@ -70,7 +70,7 @@ else
   OUT_DIR=${OUT_DIR:-$root/bench}
   suffix=
 fi
-CASES=${CASES:-echo connect lines download hold}
+CASES=${CASES:-echo connect lines download requests hold}
 LINES_CONNS=${LINES_CONNS:-8}
 BASE_PORT=${BASE_PORT:-23100}
 HOLD_50K=${HOLD_50K:-0}
@@ -172,6 +172,14 @@ else
   note "ncat not installed: its runs are skipped"
 fi
 
+# nginx (Debian's nginx-light) for the small-file HTTP case.
+peers_http=()
+if have nginx; then
+  peers_http+=(nginx)
+else
+  note "nginx not installed: the requests case runs switchboard alone"
+fi
+
 # --- pinning
 server_pin=()
 load_pin=()
@@ -216,6 +224,7 @@ p_ceiling_file=$((BASE_PORT + 11))
 p_socat=$((BASE_PORT + 20))
 p_socat_nodelay=$((BASE_PORT + 21))
 p_ncat=$((BASE_PORT + 22))
+p_nginx=$((BASE_PORT + 23))
 # Ports inside the ephemeral range could be taken by the clients' own
 # sockets (the connect case leaves thousands in TIME_WAIT), and a listener
 # cannot bind next to those.
@@ -226,7 +235,7 @@ if [ -r /proc/sys/net/ipv4/ip_local_port_range ]; then
   fi
 fi
 for p in $p_sb_echo $p_sb_download $p_sb_keyword $p_sb_random $p_sb_refused $p_sb_proxied $p_ceiling_echo \
-  $p_ceiling_file $p_socat $p_socat_nodelay $p_ncat; do
+  $p_ceiling_file $p_socat $p_socat_nodelay $p_ncat $p_nginx; do
   if port_open "$p"; then
     echo "run.sh: 127.0.0.1:$p is already in use; pick other ports with BASE_PORT=..." >&2
     exit 1
@@ -255,6 +264,28 @@ file_sha=$(cat "$file.sha256")
 serve_dir=$work/serve
 mkdir -p "$serve_dir"
 ln "$file" "$serve_dir/$file_name" 2> /dev/null || cp "$file" "$serve_dir/$file_name"
+# The small file of the requests case.
+head -c 1024 /dev/urandom > "$serve_dir/small-1k.bin"
+chmod a+rx "$work" "$serve_dir" && chmod a+r "$serve_dir/small-1k.bin" "$serve_dir/$file_name"
+# nginx for the same file: one process (master_process off, so its CPU time
+# is one process's, as switchboard's is), sendfile on, access log off on
+# both (switchboard logs at warn for this case: see start_server).
+nginx_conf=$work/nginx.conf
+cat > "$nginx_conf" << EOF
+daemon off;
+master_process off;
+worker_processes 1;
+pid $work/nginx.pid;
+error_log $work/nginx-error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  sendfile on;
+  keepalive_requests 1000;
+  keepalive_timeout 300s;
+  server { listen 127.0.0.1:$p_nginx; root $serve_dir; }
+}
+EOF
 
 # --- switchboard's config: the embedded default (so its defaults, default
 # logging included, are what is measured), with the bench's ports and root,
@@ -303,8 +334,17 @@ start_server() {
         lines:switchboard:random-bot) port=$p_sb_random ;;
         connect:switchboard:refused) port=$p_sb_refused ;;
         connect:switchboard:proxy-v2) port=$p_sb_proxied ;;
+        requests:*) port=$p_sb_download ;;
         *) port=$p_sb_echo ;;
       esac
+      # Access logs off on both sides of the requests case (nginx: access_log off).
+      if [ "$kind" = requests ]; then
+        cmd=(env RUST_LOG=warn "$switchboard" -c "$config")
+      fi
+      ;;
+    nginx)
+      port=$p_nginx
+      cmd=(nginx -c "$nginx_conf" -p "$work" -e "$work/nginx-error.log")
       ;;
     ceiling)
       if [ "$kind" = download ]; then
@@ -370,7 +410,7 @@ record() {
 
 # number JSON: the case's main number, for the console.
 number() {
-  grep -o -E '"(mb_per_sec|conns_per_sec|msgs_per_sec|bytes_per_connection)":[0-9.e+-]+' <<< "$1" | head -1
+  grep -o -E '"(mb_per_sec|conns_per_sec|msgs_per_sec|reqs_per_sec|bytes_per_connection)":[0-9.e+-]+' <<< "$1" | head -1
 }
 
 # run_one LABEL CASE KIND ROUND TIMEOUT LOADGEN-ARGS...
@@ -430,6 +470,8 @@ run_case() {
         run_one "$label" "$case_name" "$kind" "$round" "$limit" "$@" --refused
       elif [ "$label" = switchboard:proxy-v2 ]; then
         run_one "$label" "$case_name" "$kind" "$round" "$limit" "$@" --proxy-v2
+      elif [ "$label" = switchboard:http ] && [ "$kind" = download ]; then
+        run_one "$label" "$case_name" "$kind" "$round" "$limit" "$@" --http
       else
         run_one "$label" "$case_name" "$kind" "$round" "$limit" "$@"
       fi
@@ -474,10 +516,15 @@ if wants download; then
   cat "$file" > /dev/null
   if [ "$quick" = 1 ]; then clients_list=(4); else clients_list=(1 4); fi
   for clients in "${clients_list[@]}"; do
-    run_case "download c$clients" download $((DURATION + 300)) "switchboard ceiling" \
+    run_case "download c$clients" download $((DURATION + 300)) "switchboard switchboard:http ceiling" \
       --file "$file_name" --clients "$clients" --repeat "$REPEAT" \
       --expect-size "$file_size" --expect-sha256 "$file_sha"
   done
+fi
+
+if wants requests; then
+  run_case "requests c8" requests "$t_short" "switchboard ${peers_http[*]}" \
+    --connections 8 --path /small-1k.bin --expect-size 1024
 fi
 
 if wants hold; then

@@ -96,6 +96,21 @@ enum Mode {
     Download(DownloadArgs),
     /// Request/reply lines against a bot; messages/s and latency.
     Lines(LinesArgs),
+    /// HTTP/1.1 GETs of one small file on keep-alive connections (any HTTP
+    /// server: switchboard's download port, nginx); requests/s and latency.
+    Requests(RequestsArgs),
+}
+
+#[derive(Debug, Args)]
+struct RequestsArgs {
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    connections: u32,
+    /// The path requested, e.g. /small.txt.
+    #[arg(long, value_name = "PATH")]
+    path: String,
+    /// Expected body length.
+    #[arg(long, value_name = "BYTES")]
+    expect_size: u64,
 }
 
 #[derive(Debug, Args)]
@@ -162,6 +177,10 @@ struct DownloadArgs {
     /// load generator's core does not become what is measured.
     #[arg(long)]
     hash_all: bool,
+    /// Fetch over HTTP/1.1 (`GET /NAME`, one request a connection) instead
+    /// of the raw protocol; the body must follow a 200 head.
+    #[arg(long)]
+    http: bool,
 }
 
 #[derive(Debug, Args)]
@@ -490,6 +509,7 @@ async fn run(cli: &Cli, ctx: &Ctx) -> anyhow::Result<Report> {
         Mode::Hold(args) => hold(ctx, args, &server, nofile).await?,
         Mode::Download(args) => download(ctx, args).await?,
         Mode::Lines(args) => lines(ctx, args).await?,
+        Mode::Requests(args) => requests(ctx, args).await?,
     };
     // The server's CPU time per unit of work: with the load generator as
     // the limit, equal rates can hide unequal costs.
@@ -498,6 +518,7 @@ async fn run(cli: &Cli, ctx: &Ctx) -> anyhow::Result<Report> {
         Mode::Download(_) => Some(("bytes", "server_cpu_us_per_mb", 1e6)),
         Mode::Connect(_) => Some(("completed", "server_cpu_us_per_conn", 1.0)),
         Mode::Lines(_) => Some(("completed", "server_cpu_us_per_msg", 1.0)),
+        Mode::Requests(_) => Some(("completed", "server_cpu_us_per_req", 1.0)),
         Mode::Hold(_) => None,
     };
     server.finish(&mut report, work);
@@ -1057,6 +1078,98 @@ async fn lines(ctx: &Ctx, args: &LinesArgs) -> anyhow::Result<Report> {
     Ok(report)
 }
 
+/// One HTTP/1.1 response read off `stream`: a 200 head, then exactly its
+/// `Content-Length` of body, which must be `expect` bytes. True when the
+/// connection stays open (no `Connection: close`).
+async fn http_response<R: tokio::io::AsyncBufRead + Unpin>(
+    stream: &mut R,
+    expect: u64,
+) -> anyhow::Result<bool> {
+    let mut line = Vec::new();
+    let mut length = None;
+    let mut first = true;
+    let mut keep = true;
+    loop {
+        line.clear();
+        (&mut *stream).take(8192).read_until(b'\n', &mut line).await?;
+        ensure!(line.ends_with(b"\n"), "connection closed inside a response head");
+        if first {
+            ensure!(line.starts_with(b"HTTP/1.1 200 "), "status: {}", String::from_utf8_lossy(&line).trim());
+            first = false;
+            continue;
+        }
+        if line == b"\r\n" {
+            break;
+        }
+        let text = String::from_utf8_lossy(&line).to_ascii_lowercase();
+        if let Some(value) = text.strip_prefix("content-length:") {
+            length = value.trim().parse::<u64>().ok();
+        } else if let Some(value) = text.strip_prefix("connection:") {
+            keep &= !value.trim().eq_ignore_ascii_case("close");
+        }
+    }
+    let length = length.context("no Content-Length")?;
+    ensure!(length == expect, "a body of {length} bytes, expected {expect}");
+    let copied = tokio::io::copy(&mut (&mut *stream).take(length), &mut tokio::io::sink()).await?;
+    ensure!(copied == length, "connection closed inside a body");
+    Ok(keep)
+}
+
+async fn requests(ctx: &Ctx, args: &RequestsArgs) -> anyhow::Result<Report> {
+    let mut report = Report::new("requests", ctx);
+    report.put("duration_s", ctx.duration.as_secs_f64());
+    report.put("connections", args.connections);
+    report.put("path", args.path.as_str());
+    ensure!(
+        args.path.starts_with('/') && !args.path.contains(['\r', '\n', ' ']),
+        "--path must be an absolute path without spaces"
+    );
+    let request: Arc<[u8]> = format!("GET {} HTTP/1.1\r\nHost: bench\r\n\r\n", args.path)
+        .into_bytes()
+        .into();
+    let streams = open_all(ctx.addr, args.connections as usize).await?;
+    let (addr, end, expect) = (ctx.addr, Instant::now() + ctx.duration, args.expect_size);
+    let mut set = JoinSet::new();
+    for stream in streams {
+        let request = request.clone();
+        let mut s = Samples::new(LATENCY_CAP / args.connections as usize);
+        set.spawn(async move {
+            let mut conn = Some(BufReader::new(stream));
+            while Instant::now() < end {
+                // A connection the server closed (its request bound) is replaced.
+                let mut stream = match conn.take() {
+                    Some(stream) => stream,
+                    None => match open(addr).await {
+                        Ok(stream) => BufReader::new(stream),
+                        Err(e) => {
+                            s.error(format!("reconnect: {e:#}"));
+                            sleep(Duration::from_millis(10)).await;
+                            continue;
+                        }
+                    },
+                };
+                let began = Instant::now();
+                let exchange = async {
+                    stream.write_all(&request).await?;
+                    http_response(&mut stream, expect).await
+                };
+                let mut keep = false;
+                let result = timeout(IO_TIMEOUT, exchange).await.map(|r| {
+                    r.map(|open| {
+                        keep = open;
+                    })
+                });
+                if s.record(began, end, result) && keep {
+                    conn = Some(stream);
+                }
+            }
+            s
+        });
+    }
+    Samples::join(set, &mut report, "reqs_per_sec", ctx.duration).await;
+    Ok(report)
+}
+
 async fn hold(
     ctx: &Ctx,
     args: &HoldArgs,
@@ -1141,18 +1254,21 @@ struct Fetched {
     head: Vec<u8>,
 }
 
-/// Fetches `request` once, hashing what arrives if `hash`.
+/// Fetches `request` once, hashing what arrives if `hash`; with `http`, the
+/// response head (which must say 200) is read off first and not counted.
 async fn fetch(
     addr: SocketAddr,
     request: &[u8],
     buf: &mut [u8],
     hash: bool,
+    http: bool,
 ) -> anyhow::Result<Fetched> {
     let mut stream = open(addr).await?;
     timeout(IO_TIMEOUT, stream.write_all(request))
         .await
         .context("request timed out")??;
     let (mut hasher, mut len, mut head) = (Sha256::new(), 0u64, Vec::new());
+    let mut response_head: Option<Vec<u8>> = http.then(Vec::new);
     loop {
         let n = timeout(IO_TIMEOUT, stream.read(buf))
             .await
@@ -1160,12 +1276,30 @@ async fn fetch(
         if n == 0 {
             break;
         }
-        if hash {
-            hasher.update(&buf[..n]);
+        let mut body = &buf[..n];
+        let leftover;
+        if let Some(so_far) = response_head.as_mut() {
+            so_far.extend_from_slice(body);
+            let Some(end) = so_far.windows(4).position(|w| w == b"\r\n\r\n") else {
+                ensure!(so_far.len() <= 16 * 1024, "an HTTP response head over 16 KiB");
+                continue;
+            };
+            ensure!(
+                so_far.starts_with(b"HTTP/1.1 200 "),
+                "HTTP status: {}",
+                String::from_utf8_lossy(so_far.split(|b| *b == b'\r').next().unwrap_or(&[]))
+            );
+            leftover = so_far.split_off(end + 4);
+            response_head = None;
+            body = &leftover;
         }
-        len += n as u64;
-        head.extend_from_slice(&buf[..n.min(256 - head.len())]);
+        if hash {
+            hasher.update(body);
+        }
+        len += body.len() as u64;
+        head.extend_from_slice(&body[..body.len().min(256 - head.len())]);
     }
+    ensure!(response_head.is_none(), "the connection ended inside the HTTP response head");
     let sha256 = hash.then(|| {
         hasher.finalize().iter().fold(String::new(), |mut s, b| {
             let _ = write!(s, "{b:02x}");
@@ -1221,13 +1355,23 @@ async fn download(ctx: &Ctx, args: &DownloadArgs) -> anyhow::Result<Report> {
         !args.file.contains(['\n', '\r']),
         "--file must not contain a line break"
     );
-    let request: Arc<[u8]> = format!("{}\n", args.file).into_bytes().into();
+    let request: Arc<[u8]> = if args.http {
+        format!(
+            "GET /{} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n",
+            args.file
+        )
+    } else {
+        format!("{}\n", args.file)
+    }
+    .into_bytes()
+    .into();
+    report.put("protocol", if args.http { "http" } else { "raw" });
     // Each fetch must match the expectations given, and every other fetch.
     let reference: Arc<OnceLock<(u64, String)>> = Arc::new(OnceLock::new());
     let expect: Arc<(Option<u64>, Option<String>)> =
         Arc::new((args.expect_size, args.expect_sha256.clone()));
     let bytes = Arc::new(AtomicU64::new(0));
-    let (addr, repeat, hash_all) = (ctx.addr, args.repeat, args.hash_all);
+    let (addr, repeat, hash_all, http) = (ctx.addr, args.repeat, args.hash_all, args.http);
     report.put(
         "hash_all",
         if hash_all {
@@ -1257,7 +1401,7 @@ async fn download(ctx: &Ctx, args: &DownloadArgs) -> anyhow::Result<Report> {
                 let checked = if Instant::now() >= last_start {
                     Err(anyhow::anyhow!("not started: the hard deadline is near"))
                 } else {
-                    fetch(addr, &request, &mut buf, hash_all || round == 0)
+                    fetch(addr, &request, &mut buf, hash_all || round == 0, http)
                         .await
                         .and_then(|got| check(got, &expect, &reference))
                 };
