@@ -1091,10 +1091,20 @@ async fn http_response<R: tokio::io::AsyncBufRead + Unpin>(
     let mut keep = true;
     loop {
         line.clear();
-        (&mut *stream).take(8192).read_until(b'\n', &mut line).await?;
-        ensure!(line.ends_with(b"\n"), "connection closed inside a response head");
+        (&mut *stream)
+            .take(8192)
+            .read_until(b'\n', &mut line)
+            .await?;
+        ensure!(
+            line.ends_with(b"\n"),
+            "connection closed inside a response head"
+        );
         if first {
-            ensure!(line.starts_with(b"HTTP/1.1 200 "), "status: {}", String::from_utf8_lossy(&line).trim());
+            ensure!(
+                line.starts_with(b"HTTP/1.1 200 "),
+                "status: {}",
+                String::from_utf8_lossy(&line).trim()
+            );
             first = false;
             continue;
         }
@@ -1109,7 +1119,10 @@ async fn http_response<R: tokio::io::AsyncBufRead + Unpin>(
         }
     }
     let length = length.context("no Content-Length")?;
-    ensure!(length == expect, "a body of {length} bytes, expected {expect}");
+    ensure!(
+        length == expect,
+        "a body of {length} bytes, expected {expect}"
+    );
     let copied = tokio::io::copy(&mut (&mut *stream).take(length), &mut tokio::io::sink()).await?;
     ensure!(copied == length, "connection closed inside a body");
     Ok(keep)
@@ -1281,7 +1294,10 @@ async fn fetch(
         if let Some(so_far) = response_head.as_mut() {
             so_far.extend_from_slice(body);
             let Some(end) = so_far.windows(4).position(|w| w == b"\r\n\r\n") else {
-                ensure!(so_far.len() <= 16 * 1024, "an HTTP response head over 16 KiB");
+                ensure!(
+                    so_far.len() <= 16 * 1024,
+                    "an HTTP response head over 16 KiB"
+                );
                 continue;
             };
             ensure!(
@@ -1299,7 +1315,10 @@ async fn fetch(
         len += body.len() as u64;
         head.extend_from_slice(&body[..body.len().min(256 - head.len())]);
     }
-    ensure!(response_head.is_none(), "the connection ended inside the HTTP response head");
+    ensure!(
+        response_head.is_none(),
+        "the connection ended inside the HTTP response head"
+    );
     let sha256 = hash.then(|| {
         hasher.finalize().iter().fold(String::new(), |mut s, b| {
             let _ = write!(s, "{b:02x}");
