@@ -131,6 +131,9 @@ pub(super) async fn sendfile(
     Ok(())
 }
 
+/// The page size the probes reason in (the smallest the kernel caches).
+const PAGE: u64 = 4096;
+
 /// Distance between the bytes probed in a range.
 const PROBE_STRIDE: u64 = 128 * 1024;
 
@@ -163,7 +166,8 @@ pub(super) fn residency(file: &File, offset: u64, len: usize) -> Residency {
             Err(rustix::io::Errno::AGAIN) => return Residency::NotCached,
             Err(_) => return Residency::Unknown,
         }
-        if at >= last {
+        // The last byte's page was just probed (a small range): done.
+        if at >= last || last / PAGE == at / PAGE {
             return Residency::Cached;
         }
         at = at.saturating_add(PROBE_STRIDE).min(last);

@@ -669,7 +669,8 @@ async fn send_file<S: Io>(
     start: u64,
     len: u64,
 ) -> Result<u64, HandlerError> {
-    if download.send_buffer > 0 {
+    // A range smaller than the buffer cannot fill it: no call needed.
+    if download.send_buffer > 0 && len > download.send_buffer as u64 {
         conn.set_send_buffer(download.send_buffer);
     }
     let sent = conn

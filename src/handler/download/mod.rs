@@ -241,7 +241,8 @@ impl Handler for Download {
                     return Err(HandlerError::Refused(BUSY));
                 };
                 info!(file = %quote(&path.to_string_lossy(), QUOTE_MAX_BYTES), bytes = len, "sending file");
-                if self.send_buffer > 0 {
+                // A file smaller than the buffer cannot fill it: no call needed.
+                if self.send_buffer > 0 && len > self.send_buffer as u64 {
                     conn.set_send_buffer(self.send_buffer);
                 }
                 let (_, before) = conn.bytes();
