@@ -20,7 +20,7 @@ use tokio::net::TcpStream;
 use tokio::time::timeout;
 
 use super::connect;
-use crate::conn::text::TextEncoding;
+use crate::conn::text::{TextEncoding, percent_encode_path};
 
 /// Longest response head read.
 const MAX_HEAD: usize = 16 * 1024;
@@ -332,7 +332,7 @@ async fn try_request(
     let mut stream = connect(&options.addr, options.timeout).await?;
     let mut request = format!(
         "GET /{} HTTP/1.1\r\nHost: {}\r\nUser-Agent: switchboard/{}\r\nAccept: */*\r\nConnection: close\r\n",
-        percent_encode(name),
+        percent_encode_path(name),
         options.addr,
         env!("CARGO_PKG_VERSION")
     );
@@ -405,19 +405,6 @@ fn head_of(response: &httparse::Response<'_, '_>) -> Head {
         content_range,
         etag: field("etag"),
     }
-}
-
-/// Percent-encodes a name for a request target (keeps `/`).
-fn percent_encode(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    for b in name.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'/') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 /// `FILE.part` and `FILE.part.etag` beside `target`.

@@ -56,6 +56,17 @@ async fn read_line<R: AsyncBufRead + Unpin>(reader: &mut R) -> io::Result<Option
     }
 }
 
+/// Writes `text` and a newline, in `enc`.
+async fn send_line<W: AsyncWrite + Unpin>(
+    write: &mut W,
+    enc: TextEncoding,
+    text: &str,
+) -> io::Result<()> {
+    let mut line = enc.encode(text).into_owned();
+    line.push(b'\n');
+    write.write_all(&line).await
+}
+
 async fn print<W: AsyncWrite + Unpin>(out: &mut W, text: &str) -> io::Result<()> {
     out.write_all(text.as_bytes()).await?;
     out.write_all(b"\n").await?;
@@ -95,9 +106,7 @@ where
                 None => break,
             }
         };
-        let mut line = enc.encode(&message).into_owned();
-        line.push(b'\n');
-        write.write_all(&line).await?;
+        send_line(&mut write, enc, &message).await?;
         match timeout(options.timeout, read_line(&mut replies)).await {
             Ok(Ok(Some(reply))) => print(out, &enc.decode(&reply)).await?,
             Ok(Ok(None)) => return Ok(()),
@@ -146,11 +155,7 @@ where
     loop {
         tokio::select! {
             line = input.next_line() => match line? {
-                Some(line) if !line.is_empty() => {
-                    let mut bytes = enc.encode(&line).into_owned();
-                    bytes.push(b'\n');
-                    write.write_all(&bytes).await?;
-                }
+                Some(line) if !line.is_empty() => send_line(&mut write, enc, &line).await?,
                 _ => {
                     let _ = write.shutdown().await;
                     return linger(&mut replies, enc, out).await;

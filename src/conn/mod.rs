@@ -462,6 +462,19 @@ fn counted_test_connection<S: Io>(stream: S, metrics: Arc<ListenerMetrics>) -> C
     )
 }
 
+/// A connected pair of loopback TCP sockets: (client, server).
+#[cfg(test)]
+pub(crate) async fn tcp_pair() -> (TcpStream, TcpStream) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let client = TcpStream::connect(listener.local_addr().expect("addr"))
+        .await
+        .expect("connect");
+    let (server, _) = listener.accept().await.expect("accept");
+    (client, server)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -524,13 +537,7 @@ mod tests {
         let (_dir, file) = file_send::cold_file(3 << 20);
         let reopen = file.try_clone().expect("dup");
         let metrics = Arc::new(Metrics::new());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let client = TcpStream::connect(listener.local_addr().expect("addr"))
-            .await
-            .expect("connect");
-        let (server, _) = listener.accept().await.expect("accept");
+        let (client, server) = tcp_pair().await;
         let mut conn = counted_test_connection(server, metrics.listener("l", "download"));
         let reader = tokio::spawn(async move {
             let mut client = client;

@@ -385,21 +385,10 @@ mod tests {
         assert!(matches!(parse(&udp), Err(HeaderError::Invalid(_))));
     }
 
-    async fn pair() -> (TcpStream, TcpStream) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let client = TcpStream::connect(listener.local_addr().expect("addr"))
-            .await
-            .expect("connect");
-        let (server, _) = listener.accept().await.expect("accept");
-        (client, server)
-    }
-
     #[tokio::test]
     async fn the_bytes_after_the_header_stay_for_the_handler_even_in_one_segment() {
         for versions in [Versions::V1, Versions::V2] {
-            let (mut client, mut server) = pair().await;
+            let (mut client, mut server) = crate::conn::tcp_pair().await;
             let from = addr("198.51.100.9:5555");
             let mut first = match versions {
                 Versions::V1 => v1_header(from, addr("127.0.0.1:1")),
@@ -417,7 +406,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_header_dripped_byte_by_byte_is_read_whole() {
-        let (mut client, server) = pair().await;
+        let (mut client, server) = crate::conn::tcp_pair().await;
         let from = addr("198.51.100.9:5555");
         let header = v1_header(from, addr("127.0.0.1:1"));
         let writer = tokio::spawn(async move {
@@ -434,7 +423,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_slow_or_absent_header_ends_at_the_deadline() {
-        let (mut client, server) = pair().await;
+        let (mut client, server) = crate::conn::tcp_pair().await;
         client.write_all(b"PROXY TCP4 ").await.expect("send");
         let got = read(&server, Versions::Any, Duration::from_secs(3)).await;
         assert_eq!(got, Err(HeaderError::TooSlow(Duration::from_secs(3))));

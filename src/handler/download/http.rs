@@ -25,7 +25,7 @@ use tracing::info;
 
 use super::paths::{PARENT_DIR_REFUSED, Target};
 use super::{BUSY, Download};
-use crate::conn::text::{QUOTE_MAX_BYTES, quote};
+use crate::conn::text::{QUOTE_MAX_BYTES, percent_encode_path, quote};
 use crate::conn::{ConnError, Connection, Incoming, Io};
 use crate::handler::{Ended, HandlerError};
 
@@ -391,19 +391,6 @@ fn html_escape(text: &str) -> String {
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&#39;"),
             c => out.push(c),
-        }
-    }
-    out
-}
-
-/// Percent-encodes a path for a link (keeps `/` and unreserved characters).
-fn percent_encode_path(path: &str) -> String {
-    let mut out = String::with_capacity(path.len());
-    for b in path.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'/') {
-            out.push(b as char);
-        } else {
-            let _ = write!(out, "%{b:02X}");
         }
     }
     out
