@@ -120,17 +120,20 @@ pub fn extent(bytes: &[u8], versions: Versions) -> Result<Extent, HeaderError> {
     }
     if versions.takes_v1() && starts(V1_PREFIX) {
         let window = &bytes[..bytes.len().min(V1_MAX)];
-        if let Some(cr) = window.windows(2).position(|w| w == b"\r\n") {
-            return Ok(Extent::Complete(cr + 2));
-        }
+        let crlf = window.windows(2).position(|w| w == b"\r\n");
         // Only printable ASCII and spaces come before the CRLF: anything
-        // else (a bare LF, say) can never become a header.
-        let text_end = window.len() - usize::from(window.last() == Some(&b'\r'));
+        // else (a bare LF, say) can never become a header. Checked the same
+        // way whether the CRLF has arrived or not, so that a prefix and the
+        // whole header get the same verdict.
+        let text_end = crlf.unwrap_or(window.len() - usize::from(window.last() == Some(&b'\r')));
         if window[..text_end]
             .iter()
             .any(|&b| !(b == b' ' || b.is_ascii_graphic()))
         {
             return Err(HeaderError::Invalid("not a v1 header line".into()));
+        }
+        if let Some(cr) = crlf {
+            return Ok(Extent::Complete(cr + 2));
         }
         if bytes.len() >= V1_MAX {
             return Err(HeaderError::TooLong(V1_MAX));
@@ -370,6 +373,12 @@ mod tests {
             extent(b"PROXY TCP4 1.2.3.4\r", Versions::Any),
             Ok(Extent::NeedMore)
         );
+        // Found by fuzzing: a bare LF before the CRLF is refused whether or
+        // not the CRLF has arrived yet (the verdict must not change).
+        assert!(matches!(
+            extent(b"PROXY \n\r\n", Versions::Any),
+            Err(HeaderError::Invalid(_))
+        ));
         // A TLV longer than the header, and a UDP header, are refused.
         let mut tlv = V2_SIGNATURE.to_vec();
         tlv.extend_from_slice(&[
