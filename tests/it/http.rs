@@ -328,6 +328,33 @@ async fn a_slow_head_gets_408_at_the_message_timeout() {
     let got = String::from_utf8_lossy(&got);
     assert!(got.starts_with("HTTP/1.1 408 "), "{got}");
     assert!(started.elapsed() < Duration::from_secs(3));
+
+    // A pause between keep-alive requests longer than message_timeout is
+    // the idle timeout's business: the next request is served.
+    let mut conn = common::connect(server.addr("files")).await;
+    conn.write_all(b"HEAD /a.txt HTTP/1.1\r\n\r\n")
+        .await
+        .expect("send");
+    let mut first = [0u8; 17];
+    conn.read_exact(&mut first).await.expect("first response");
+    assert_eq!(&first, b"HTTP/1.1 200 OK\r\n");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The head in two parts: its deadline runs from its first byte.
+    conn.write_all(b"HEAD /a.txt HTTP/1.1\r\n")
+        .await
+        .expect("send");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    conn.write_all(b"Connection: close\r\n\r\n")
+        .await
+        .expect("send");
+    let mut rest = Vec::new();
+    timeout(LIMIT, conn.read_to_end(&mut rest))
+        .await
+        .expect("closed")
+        .expect("read");
+    let rest = String::from_utf8_lossy(&rest);
+    assert_eq!(rest.matches("HTTP/1.1 200 OK").count(), 1, "{rest}");
+    assert!(!rest.contains("408"), "{rest}");
 }
 
 #[tokio::test]

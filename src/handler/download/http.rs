@@ -503,8 +503,7 @@ pub(super) async fn serve<S: Io>(
     buf.extend_from_slice(&conn.take_buffered());
     let mut served = 0u32;
     loop {
-        let head_deadline = Instant::now() + conn.settings().message_timeout;
-        let request = match read_head(conn, &mut buf, head_deadline).await? {
+        let request = match read_head(conn, &mut buf).await? {
             HeadRead::Request(request) => request,
             HeadRead::Closed => return Ok(Ended::ClientClosed),
             HeadRead::Shutdown => return Ok(Ended::Shutdown),
@@ -553,13 +552,15 @@ enum HeadRead {
 }
 
 /// Reads until `buf` starts with a whole request head (or the head is
-/// refused), within `deadline`; consumes the head from `buf`.
+/// refused); consumes the head from `buf`. Between requests only the idle
+/// timeout applies; once a head has begun, it must be complete within the
+/// listener's `message_timeout`.
 async fn read_head<S: Io>(
     conn: &mut Connection<S>,
     buf: &mut BytesMut,
-    deadline: Instant,
 ) -> Result<HeadRead, HandlerError> {
-    let mut started = !buf.is_empty();
+    let limit = conn.settings().message_timeout;
+    let mut deadline = (!buf.is_empty()).then(|| Instant::now() + limit);
     loop {
         if !buf.is_empty() {
             match parse_head(buf) {
@@ -576,18 +577,17 @@ async fn read_head<S: Io>(
                 .min(MAX_HEAD_BYTES + 1 - buf.len().min(MAX_HEAD_BYTES))
                 .max(1),
         );
-        // Between requests only the idle timeout applies; once a head has
-        // begun, it must be complete by the deadline.
-        let read = if started {
-            match timeout_at(deadline, conn.read_chunk(buf)).await {
+        let read = match deadline {
+            Some(deadline) => match timeout_at(deadline, conn.read_chunk(buf)).await {
                 Ok(read) => read,
                 Err(_) => return Ok(HeadRead::Refused(REQUEST_TIMEOUT)),
-            }
-        } else {
-            conn.read_chunk(buf).await
+            },
+            None => conn.read_chunk(buf).await,
         };
         match read {
-            Ok(Incoming::Data(_)) => started = true,
+            Ok(Incoming::Data(_)) => {
+                deadline.get_or_insert_with(|| Instant::now() + limit);
+            }
             Ok(Incoming::Closed) if buf.is_empty() => return Ok(HeadRead::Closed),
             Ok(Incoming::Closed) => return Ok(HeadRead::Refused(BAD_REQUEST)),
             Ok(Incoming::Shutdown) => return Ok(HeadRead::Shutdown),
