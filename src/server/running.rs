@@ -2,6 +2,8 @@
 //! (see `reload`) to them. Every new socket is bound before anything
 //! changes, so a failed bind leaves the server as it was.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
@@ -73,6 +75,9 @@ struct RunningListener {
     stop_accepting: CancellationToken,
     /// The accept loop's task; taken when the loop is stopped.
     accepting: Option<JoinHandle<()>>,
+    /// The accept loop, until the descriptor budget has been split: a loop
+    /// started earlier could take its first descriptor from the wrong pool.
+    pending_accept: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
 }
 
 impl RunState {
@@ -122,6 +127,12 @@ impl RunState {
                      listener stops accepting (clients wait in the backlog) when the \
                      descriptor budget is used up (raise LimitNOFILE / ulimit -n)"
                 );
+            }
+        }
+        // Only now, with every pool sized, do new listeners start accepting.
+        for running in &mut self.running {
+            if let Some(accept) = running.pending_accept.take() {
+                running.accepting = Some(tokio::spawn(accept));
             }
         }
     }
@@ -207,7 +218,8 @@ impl RunState {
                 socket.accept_loop(with).await;
             }
         };
-        let accepting = Some(tokio::spawn(accept.instrument(span)));
+        let pending_accept: Option<Pin<Box<dyn Future<Output = ()> + Send>>> =
+            Some(Box::pin(accept.instrument(span)));
         RunningListener {
             config,
             socket,
@@ -217,7 +229,8 @@ impl RunState {
             own_descriptors,
             drain,
             stop_accepting,
-            accepting,
+            accepting: None,
+            pending_accept,
         }
     }
 
