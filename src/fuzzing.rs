@@ -59,13 +59,19 @@ pub fn framing(data: &[u8]) {
 
 /// The download handler's name resolution, under a fixed root with files,
 /// a directory and symlinks inside and outside: whatever the name, what it
-/// resolves to is inside the root, and not hidden.
+/// resolves to is inside the root, and not hidden; and the fast path
+/// (`openat2` with `RESOLVE_CACHED`, on the worker) agrees when it answers.
 pub fn download_path(data: &[u8]) {
     let Ok(name) = std::str::from_utf8(data) else {
         return;
     };
     let root = download_root();
-    if let Ok(path) = crate::handler::resolve_for_fuzzing(root, name.trim()) {
+    let (slow, fast) = crate::handler::resolve_for_fuzzing(root, name.trim());
+    // The fast path (on the worker) decides as the blocking one, or defers.
+    if let Some(fast) = fast {
+        assert_eq!(fast, slow, "the fast path decided otherwise for {name:?}");
+    }
+    if let Ok(path) = slow {
         let inside = path.strip_prefix(root).expect("resolved outside the root");
         assert!(
             !inside

@@ -12,6 +12,7 @@ mod paths;
 
 use std::fs;
 use std::io;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,7 +27,7 @@ use super::{BuildContext, Ended, Handler, HandlerError, Invalid};
 use crate::conn::text::{QUOTE_MAX_BYTES, TextEncoding, quote};
 use crate::conn::{Connection, Incoming, Io, MinRate};
 use listing::{ListingError, Listings};
-use paths::{PARENT_DIR_REFUSED, Policy, Target, io_reason, resolve};
+use paths::{PARENT_DIR_REFUSED, Policy, Target, io_reason, open_root, resolve, resolve_cached};
 
 /// Bytes sent per write by default.
 const CHUNK_SIZE: usize = 64 * 1024;
@@ -108,6 +109,9 @@ fn default_send_buffer() -> usize {
 #[derive(Debug)]
 pub(crate) struct Download {
     root: Arc<Path>,
+    /// The root's directory handle, for resolving on the worker when the
+    /// kernel's lookup cache can answer (`None`: always the blocking pool).
+    root_dir: Option<Arc<OwnedFd>>,
     chunk_size: usize,
     policy: Policy,
     pace: Option<MinRate>,
@@ -122,7 +126,15 @@ pub(crate) struct Download {
 }
 
 impl Download {
+    /// Resolves a requested name: on the worker when the kernel's lookup
+    /// cache holds the path, else on the blocking pool (the disk may wait).
     async fn resolve_blocking(&self, name: String) -> Result<Target, HandlerError> {
+        if let Some(root_dir) = &self.root_dir {
+            if let Some(resolved) = resolve_cached(&self.root, root_dir.as_fd(), &name, self.policy)
+            {
+                return resolved.map_err(HandlerError::Refused);
+            }
+        }
         let (root, policy) = (self.root.clone(), self.policy);
         tokio::task::spawn_blocking(move || resolve(&root, &name, policy))
             .await
@@ -193,6 +205,7 @@ impl Handler for Download {
         };
         Download {
             root: Arc::from(config.root.as_path()),
+            root_dir: open_root(&config.root).map(Arc::new),
             chunk_size: config.chunk_size,
             policy: Policy {
                 allow_hidden: config.allow_hidden,
@@ -311,15 +324,25 @@ impl Handler for Download {
     }
 }
 
-/// What `name` resolves to under `root` (hidden names refused), for the
+/// A real path, or why not.
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) type Resolved = Result<PathBuf, &'static str>;
+
+/// What `name` resolves to under `root` (hidden names refused), by the
+/// blocking resolver and by the fast path (`None`: it deferred), for the
 /// fuzz target of the path rules.
 #[cfg(any(test, feature = "fuzzing"))]
-pub(crate) fn resolve_for_fuzzing(root: &Path, name: &str) -> Result<PathBuf, &'static str> {
+pub(crate) fn resolve_for_fuzzing(root: &Path, name: &str) -> (Resolved, Option<Resolved>) {
     let policy = Policy {
         allow_hidden: false,
         allow_hard_links: false,
     };
-    resolve(root, name, policy).map(|target| match target {
+    let path_of = |target: Target| match target {
         Target::File { path, .. } | Target::Directory { path, .. } => path,
-    })
+    };
+    let slow = resolve(root, name, policy).map(path_of);
+    let fast = open_root(root)
+        .and_then(|fd| resolve_cached(root, fd.as_fd(), name, policy))
+        .map(|resolved| resolved.map(path_of));
+    (slow, fast)
 }

@@ -5,12 +5,17 @@
 //! path, opened `O_NOFOLLOW | O_NONBLOCK`, then checked again through its
 //! descriptor (`/proc/self/fd`, `fstat`), so a FIFO, or a directory swapped
 //! for a symlink after the first check, can neither block nor escape.
+//! A fast path ([`resolve_cached`]) answers on the async worker when the
+//! kernel's lookup cache holds the whole path, with the same checks.
 
 use std::fs;
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use rustix::fs::{Mode, OFlags, ResolveFlags};
 
 use tracing::warn;
 
@@ -40,14 +45,13 @@ pub(super) enum Target {
     },
 }
 
-/// Resolves a requested name under `root` (canonical) and opens it, or says why not.
-pub(super) fn resolve(root: &Path, name: &str, policy: Policy) -> Result<Target, &'static str> {
-    let allow_hidden = policy.allow_hidden;
+/// Refuses, by its text alone, a name with a NUL byte, `..`, an absolute
+/// path, or (unless allowed) a hidden component.
+fn check_name(name: &str, allow_hidden: bool) -> Result<(), &'static str> {
     if name.contains('\0') {
         return Err("invalid name: NUL byte");
     }
-    let requested = Path::new(name);
-    for component in requested.components() {
+    for component in Path::new(name).components() {
         match component {
             Component::Normal(part)
                 if !allow_hidden && part.as_encoded_bytes().starts_with(b".") =>
@@ -61,6 +65,104 @@ pub(super) fn resolve(root: &Path, name: &str, policy: Policy) -> Result<Target,
             }
         }
     }
+    Ok(())
+}
+
+/// Set once `openat2(RESOLVE_CACHED)` turned out not to exist here (Linux
+/// before 5.12): the fast path is not tried again.
+static NO_CACHED_RESOLVE: AtomicBool = AtomicBool::new(false);
+
+/// The download root opened as a directory handle (`O_PATH`), for
+/// [`resolve_cached`]; `None` if it cannot be opened (the fast path is then off).
+pub(super) fn open_root(root: &Path) -> Option<OwnedFd> {
+    rustix::fs::open(
+        root,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .ok()
+}
+
+/// The fast path of [`resolve`], for an async worker: it never waits for
+/// the disk. `openat2(RESOLVE_BENEATH | RESOLVE_CACHED)` resolves the name
+/// under the root's handle only if every component is in the kernel's
+/// lookup cache, and never outside the root; what it found is checked as
+/// [`resolve`] checks it (the real path by descriptor, hidden names, hard
+/// links, the file type) and then opened through its descriptor. `None`
+/// when it cannot decide without the disk, or the file system says no
+/// (the refusal is then [`resolve`]'s, on the blocking pool); a refusal of
+/// the name's text or of what was found is final.
+pub(super) fn resolve_cached(
+    root: &Path,
+    root_fd: BorrowedFd<'_>,
+    name: &str,
+    policy: Policy,
+) -> Option<Result<Target, &'static str>> {
+    if let Err(refused) = check_name(name, policy.allow_hidden) {
+        return Some(Err(refused));
+    }
+    if NO_CACHED_RESOLVE.load(Ordering::Relaxed) {
+        return None;
+    }
+    let name = if name.is_empty() { "." } else { name };
+    let found = rustix::fs::openat2(
+        root_fd,
+        name,
+        OFlags::PATH | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS | ResolveFlags::CACHED,
+    );
+    let found = match found {
+        Ok(found) => found,
+        Err(rustix::io::Errno::NOSYS | rustix::io::Errno::INVAL) => {
+            NO_CACHED_RESOLVE.store(true, Ordering::Relaxed);
+            return None;
+        }
+        Err(_) => return None,
+    };
+    // In the order `resolve` checks: where it leads, then what it is.
+    let by_descriptor = PathBuf::from(format!("/proc/self/fd/{}", found.as_raw_fd()));
+    let real = fs::read_link(&by_descriptor).ok()?;
+    if let Err(refused) = check_confined(root, &real, policy.allow_hidden) {
+        return Some(Err(refused));
+    }
+    let stat = rustix::fs::fstat(&found).ok()?;
+    let kind = rustix::fs::FileType::from_raw_mode(stat.st_mode);
+    let is_dir = kind == rustix::fs::FileType::Directory;
+    if !is_dir && kind != rustix::fs::FileType::RegularFile {
+        return Some(Err(NOT_SERVABLE));
+    }
+    if !is_dir && stat.st_nlink > 1 && !policy.allow_hard_links {
+        return Some(Err(HARD_LINKED));
+    }
+    // Opened through the descriptor: the very file checked, whatever the
+    // name leads to by now.
+    let handle = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | if is_dir { libc::O_DIRECTORY } else { 0 })
+        .open(&by_descriptor)
+        .ok()?;
+    let opened = handle.metadata().ok()?;
+    if (opened.dev(), opened.ino()) != (stat.st_dev, stat.st_ino) {
+        return None;
+    }
+    Some(Ok(if is_dir {
+        Target::Directory { handle, path: real }
+    } else {
+        Target::File {
+            len: opened.len(),
+            file: handle,
+            path: real,
+        }
+    }))
+}
+
+/// Resolves a requested name under `root` (canonical) and opens it, or says
+/// why not. It may wait for the disk: run it on the blocking pool.
+pub(super) fn resolve(root: &Path, name: &str, policy: Policy) -> Result<Target, &'static str> {
+    let allow_hidden = policy.allow_hidden;
+    check_name(name, allow_hidden)?;
+    let requested = Path::new(name);
     // Checked by path first, so escapes and special files are never opened.
     let path = fs::canonicalize(root.join(requested)).map_err(|e| io_reason(&e))?;
     check_confined(root, &path, allow_hidden)?;
@@ -142,6 +244,7 @@ mod tests {
     use super::*;
     use crate::conn::text::TextEncoding;
     use crate::handler::download::listing::listing;
+    use std::os::fd::AsFd;
     use std::sync::Arc;
 
     const STRICT: Policy = Policy {
@@ -176,6 +279,83 @@ mod tests {
             listing(&root, &dir, allowed, TextEncoding::Utf8).unwrap(),
             "linked\nplain\n"
         );
+    }
+
+    /// What a resolution gave, comparably: the real path or the refusal.
+    fn outcome(resolved: Result<Target, &'static str>) -> Result<PathBuf, &'static str> {
+        resolved.map(|target| match target {
+            Target::File { path, .. } | Target::Directory { path, .. } => path,
+        })
+    }
+
+    #[test]
+    fn the_fast_path_decides_as_the_slow_one_or_defers_to_it() {
+        let base = tempfile::tempdir().unwrap();
+        let base = fs::canonicalize(base.path()).unwrap();
+        let root = base.join("root");
+        fs::create_dir_all(root.join("d/e")).unwrap();
+        fs::create_dir_all(root.join(".hid")).unwrap();
+        fs::write(root.join("a.txt"), b"a").unwrap();
+        fs::write(root.join("d/e/b.txt"), b"b").unwrap();
+        fs::write(root.join(".hid/c"), b"c").unwrap();
+        fs::write(base.join("secret"), b"SECRET").unwrap();
+        fs::hard_link(base.join("secret"), root.join("linked")).unwrap();
+        let link = |to: &Path, name: &str| std::os::unix::fs::symlink(to, root.join(name)).unwrap();
+        link(&root.join("a.txt"), "to-a");
+        link(Path::new("d/e"), "to-e");
+        link(&base.join("secret"), "escape");
+        link(Path::new("../secret"), "escape-rel");
+        link(&root.join(".hid/c"), "to-hidden");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            root.join("fifo"),
+            rustix::fs::FileType::Fifo,
+            Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        let root_fd = open_root(&root).expect("open the root");
+        let names = [
+            "",
+            ".",
+            "a.txt",
+            "./a.txt",
+            "d",
+            "d/",
+            "d/e/b.txt",
+            "d//e/b.txt",
+            "to-a",
+            "to-e/b.txt",
+            "escape",
+            "escape-rel",
+            "to-hidden",
+            ".hid/c",
+            "linked",
+            "fifo",
+            "nope",
+            "d/nope",
+            "../secret",
+            "/etc/passwd",
+            "a.txt/x",
+            "a\0b",
+        ];
+        let mut fast = 0;
+        for name in names {
+            let slow = outcome(resolve(&root, name, STRICT));
+            // Twice: the first lookup may fill the kernel's cache.
+            for _ in 0..2 {
+                if let Some(resolved) = resolve_cached(&root, root_fd.as_fd(), name, STRICT) {
+                    assert_eq!(outcome(resolved), slow, "{name:?}");
+                    fast += 1;
+                }
+            }
+        }
+        assert!(fast >= 20, "the fast path answered only {fast} times");
+        // A cached plain file is answered on the fast path.
+        assert!(matches!(
+            resolve_cached(&root, root_fd.as_fd(), "d/e/b.txt", STRICT),
+            Some(Ok(Target::File { len: 1, .. }))
+        ));
     }
 
     fn refused(root: &Path, name: &str) -> &'static str {
@@ -218,9 +398,19 @@ mod tests {
             })
         };
         let (mut served, mut refused) = (0u32, 0u32);
+        let root_fd = open_root(&root).expect("open the root");
         let started = Instant::now();
         while started.elapsed() < Duration::from_millis(1500) && served + refused < 200_000 {
-            match resolve(&root, "d/f", STRICT) {
+            // Both paths, by turns: the slow one and the fast one.
+            let resolved = if (served + refused) % 2 == 0 {
+                resolve(&root, "d/f", STRICT)
+            } else {
+                match resolve_cached(&root, root_fd.as_fd(), "d/f", STRICT) {
+                    Some(resolved) => resolved,
+                    None => resolve(&root, "d/f", STRICT),
+                }
+            };
+            match resolved {
                 Ok(Target::File { mut file, .. }) => {
                     let mut body = String::new();
                     file.read_to_string(&mut body).unwrap();
