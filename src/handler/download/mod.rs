@@ -3,8 +3,10 @@
 //! empty name) gets a listing, one entry a line, directories with a `/`.
 //!
 //! Names are confined to the root (`paths`); a refusal is one `ERR <reason>`
-//! line. Path checks, opens and listings (`listing`) run on the blocking
-//! pool.
+//! line. A name whose whole path is in the kernel's lookup cache is
+//! resolved and opened on the worker (it cannot wait for the disk); any
+//! other, and every listing (`listing`), on the blocking pool. A first line
+//! that is an HTTP request line switches the connection to HTTP (`http`).
 
 pub(crate) mod http;
 mod listing;
