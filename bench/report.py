@@ -361,7 +361,8 @@ def build(runs, command, settings, notes):
             values = numbers(server_runs, field)
             # socat and ncat fork per connection: children still running or
             # not yet reaped when a run ends are not in their /proc times.
-            if not values or not (is_switchboard(server) or server == "ceiling"):
+            # nginx runs as one process (master_process off): its time is whole.
+            if not values or not (is_switchboard(server) or server in ("ceiling", "nginx")):
                 continue
             cost = median(values)
             busy = median(numbers(server_runs, "server_busy"))
@@ -387,8 +388,8 @@ def build(runs, command, settings, notes):
         "Not measured (the runs carry no server CPU time).",
         intro=(
             "Not a target: what each unit of work cost the server, from its /proc CPU time "
-            "over the run (switchboard and the ceilings; the peers fork per connection, and "
-            "their children's time is not counted reliably). Where the load generator is the "
+            "over the run (switchboard, the ceilings and nginx, one process; socat and ncat "
+            "fork per connection, and their children's time is not counted reliably). Where the load generator is the "
             "limit (server busy well below 100%), equal rates can hide unequal costs; this "
             "shows them (lower is better)."
         ),
