@@ -136,21 +136,14 @@ impl Drop for SourceSlot {
 
 impl Sources {
     /// Decides whether `peer` may connect under `access`; an admitted
-    /// connection holds its slot until the slot is dropped.
+    /// connection holds its slot until the slot is dropped. A refusal is
+    /// the caller's to record ([`Sources::refused`]).
     pub(crate) fn admit(
         self: &Arc<Self>,
         access: &Access,
         peer: IpAddr,
     ) -> Result<SourceSlot, Refusal> {
         let address = peer.to_canonical();
-        let verdict = self.check(access, address);
-        if let Err(refusal) = verdict {
-            self.note_refusal(refusal, address);
-        }
-        verdict
-    }
-
-    fn check(self: &Arc<Self>, access: &Access, address: IpAddr) -> Result<SourceSlot, Refusal> {
         let allowed = access.allow.is_empty() || access.allow.iter().any(|n| n.contains(&address));
         if !allowed || access.deny.iter().any(|n| n.contains(&address)) {
             return Err(Refusal::Denied);
@@ -174,14 +167,10 @@ impl Sources {
         })
     }
 
-    /// Counts a refusal decided elsewhere (the PROXY protocol checks), and
-    /// says so in the log at most once a second.
+    /// Counts a refusal (by [`Sources::admit`] or the PROXY protocol
+    /// checks), and says so in the log at most once a second.
     pub(crate) fn refused(&self, refusal: Refusal, address: IpAddr) {
-        self.note_refusal(refusal, address.to_canonical());
-    }
-
-    /// Counts a refusal, and says so in the log at most once a second.
-    fn note_refusal(&self, refusal: Refusal, address: IpAddr) {
+        let address = address.to_canonical();
         let mut table = self.table();
         table.refused[refusal.index()] += 1;
         table.last_refused = Some(address);

@@ -307,7 +307,8 @@ pub(crate) struct AcceptLoop {
     pub next_id: Arc<AtomicU64>,
 }
 
-/// Refuses a connection before any handler work: counts it, and writes
+/// Refuses a connection before any handler work: counts it (metrics, and
+/// the listener's refusal log line), and writes
 /// the refusal's line, if it has one, in one non-blocking write into the
 /// fresh socket's empty buffer (no task waits on a refused client).
 fn refuse(
@@ -363,10 +364,7 @@ async fn admit_proxied(
     match sources.admit(&route.access, client.ip()) {
         Ok(slot) => Some((client, Some(slot))),
         Err(refusal) => {
-            route.metrics.refused(refusal.label());
-            if let Some(reply) = refusal.reply() {
-                let _ = stream.try_write(reply);
-            }
+            refuse(stream, route, sources, refusal, client);
             None
         }
     }
