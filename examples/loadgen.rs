@@ -1021,6 +1021,26 @@ async fn connect(ctx: &Ctx, args: &ConnectArgs) -> anyhow::Result<Report> {
     Ok(report)
 }
 
+/// The connection kept from the last exchange, or a new one (a failure to
+/// connect is counted, and followed by a short pause).
+async fn kept_or_new(
+    kept: Option<BufReader<TcpStream>>,
+    addr: SocketAddr,
+    s: &mut Samples,
+) -> Option<BufReader<TcpStream>> {
+    if kept.is_some() {
+        return kept;
+    }
+    match open(addr).await {
+        Ok(stream) => Some(BufReader::new(stream)),
+        Err(e) => {
+            s.error(format!("reconnect: {e:#}"));
+            sleep(Duration::from_millis(10)).await;
+            None
+        }
+    }
+}
+
 async fn lines(ctx: &Ctx, args: &LinesArgs) -> anyhow::Result<Report> {
     let mut report = Report::new("lines", ctx);
     report.put("duration_s", ctx.duration.as_secs_f64());
@@ -1041,16 +1061,8 @@ async fn lines(ctx: &Ctx, args: &LinesArgs) -> anyhow::Result<Report> {
             let (mut conn, mut reply) = (Some(BufReader::new(stream)), Vec::new());
             while Instant::now() < end {
                 // A connection that failed is replaced (a bot may close it).
-                let mut stream = match conn.take() {
-                    Some(stream) => stream,
-                    None => match open(addr).await {
-                        Ok(stream) => BufReader::new(stream),
-                        Err(e) => {
-                            s.error(format!("reconnect: {e:#}"));
-                            sleep(Duration::from_millis(10)).await;
-                            continue;
-                        }
-                    },
+                let Some(mut stream) = kept_or_new(conn.take(), addr, &mut s).await else {
+                    continue;
                 };
                 let began = Instant::now();
                 let exchange = async {
@@ -1150,16 +1162,8 @@ async fn requests(ctx: &Ctx, args: &RequestsArgs) -> anyhow::Result<Report> {
             let mut conn = Some(BufReader::new(stream));
             while Instant::now() < end {
                 // A connection the server closed (its request bound) is replaced.
-                let mut stream = match conn.take() {
-                    Some(stream) => stream,
-                    None => match open(addr).await {
-                        Ok(stream) => BufReader::new(stream),
-                        Err(e) => {
-                            s.error(format!("reconnect: {e:#}"));
-                            sleep(Duration::from_millis(10)).await;
-                            continue;
-                        }
-                    },
+                let Some(mut stream) = kept_or_new(conn.take(), addr, &mut s).await else {
+                    continue;
                 };
                 let began = Instant::now();
                 let exchange = async {

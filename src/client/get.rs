@@ -11,7 +11,8 @@
 //! hostile server cannot make it write outside the output directory.
 
 use std::fs;
-use std::io::{self, IsTerminal, Write};
+use std::io::{self, IsTerminal, Seek, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -512,16 +513,13 @@ async fn fetch_file(options: &GetOptions, name: &str, target: &Path) -> Result<P
 /// Opens the `.part` for writing at `start` (truncated there); never
 /// through a symlink.
 fn open_part(part: &Path, start: u64) -> io::Result<fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let file = fs::OpenOptions::new()
+    let mut file = fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(start == 0)
         .custom_flags(libc::O_NOFOLLOW)
         .open(part)?;
     file.set_len(start)?;
-    let mut file = file;
-    use std::io::Seek;
     file.seek(io::SeekFrom::Start(start))?;
     Ok(file)
 }

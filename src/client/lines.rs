@@ -5,6 +5,7 @@ use std::io;
 use std::time::Duration;
 
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::time::timeout;
 
 use super::{MAX_LINE, connect};
@@ -56,6 +57,13 @@ async fn read_line<R: AsyncBufRead + Unpin>(reader: &mut R) -> io::Result<Option
     }
 }
 
+/// Connects, and splits the connection into buffered replies and the
+/// writing half.
+async fn open(options: &LineOptions) -> io::Result<(BufReader<OwnedReadHalf>, OwnedWriteHalf)> {
+    let (read, write) = connect(&options.addr, options.timeout).await?.into_split();
+    Ok((BufReader::new(read), write))
+}
+
 /// Writes `text` and a newline, in `enc`.
 async fn send_line<W: AsyncWrite + Unpin>(
     write: &mut W,
@@ -87,9 +95,7 @@ where
     I: AsyncBufRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let stream = connect(&options.addr, options.timeout).await?;
-    let (read, mut write) = stream.into_split();
-    let mut replies = BufReader::new(read);
+    let (mut replies, mut write) = open(options).await?;
     let mut input = input.lines();
     let from_arguments = !messages.is_empty();
     let mut given = messages.into_iter();
@@ -147,9 +153,7 @@ where
     I: AsyncBufRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let stream = connect(&options.addr, options.timeout).await?;
-    let (read, mut write) = stream.into_split();
-    let mut replies = BufReader::new(read);
+    let (mut replies, mut write) = open(options).await?;
     let mut input = input.lines();
     let enc = options.encoding;
     loop {

@@ -311,7 +311,8 @@ impl<S: Io> Connection<S> {
         self.send(&line).await
     }
 
-    /// Sends the first `len` bytes of `file`, at most `chunk` bytes a call.
+    /// Sends the `len` bytes of `file` from `start`, at most `chunk` bytes a
+    /// call; returns the bytes sent.
     /// On a TCP socket this is sendfile(2): the bytes go from the page cache
     /// to the socket without a copy through user space, driven by the
     /// socket's readiness, so a slow client never holds a thread; ranges
@@ -320,18 +321,6 @@ impl<S: Io> Connection<S> {
     /// buffer. Stops early if the file shrinks; a client that reads nothing
     /// for the idle timeout fails the send.
     pub(crate) async fn send_file(
-        &mut self,
-        file: std::fs::File,
-        len: u64,
-        chunk: usize,
-        pace: Option<MinRate>,
-    ) -> Result<u64, ConnError> {
-        self.send_file_range(file, 0, len, chunk, pace).await
-    }
-
-    /// Like [`Connection::send_file`], for the `len` bytes of `file` from
-    /// `start` (an HTTP range); returns the bytes sent.
-    pub(crate) async fn send_file_range(
         &mut self,
         file: std::fs::File,
         start: u64,
@@ -523,7 +512,7 @@ mod tests {
             grace: Duration::from_secs(10),
         };
         let file = std::fs::File::open(&path).expect("open");
-        let sent = conn.send_file(file, 100_000, 512, Some(pace)).await;
+        let sent = conn.send_file(file, 0, 100_000, 512, Some(pace)).await;
         assert!(
             matches!(sent, Err(ConnError::ReaderTooSlow(1000))),
             "{sent:?}"
@@ -545,7 +534,7 @@ mod tests {
             client.read_to_end(&mut got).await.expect("read");
             got
         });
-        let sent = conn.send_file(file, 3 << 20, 65536, None).await;
+        let sent = conn.send_file(file, 0, 3 << 20, 65536, None).await;
         assert_eq!(sent.expect("sent"), 3 << 20);
         let misses = |m: &Metrics| {
             figure(m, "switchboard_file_cache_misses_total{")
@@ -558,7 +547,7 @@ mod tests {
         let cold = misses(&metrics);
         assert!((1..=12).contains(&cold), "{cold} cache misses");
         // Sent again, now from the page cache: no trip to the blocking pool.
-        let again = conn.send_file(reopen, 3 << 20, 65536, None).await;
+        let again = conn.send_file(reopen, 0, 3 << 20, 65536, None).await;
         assert_eq!(again.expect("sent again"), 3 << 20);
         assert_eq!(
             misses(&metrics),

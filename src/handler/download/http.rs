@@ -23,7 +23,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant, timeout_at};
 use tracing::info;
 
-use super::paths::{PARENT_DIR_REFUSED, Target};
+use super::paths::{MISSING, Target};
 use super::{BUSY, Download};
 use crate::conn::text::{QUOTE_MAX_BYTES, percent_encode_path, quote};
 use crate::conn::{ConnError, Connection, Incoming, Io};
@@ -635,9 +635,10 @@ async fn respond<S: Io>(
             len,
             slot,
         } if !head_only => {
-            let sent = send_file(download, conn, file, start, len).await;
+            let sent = download.send_range(conn, file, start, len).await;
             drop(slot);
-            sent?
+            sent?;
+            len
         }
         _ => 0,
     };
@@ -646,36 +647,6 @@ async fn respond<S: Io>(
         bytes,
         range,
     })
-}
-
-/// Sends a file's range under the listener's download limits.
-async fn send_file<S: Io>(
-    download: &Download,
-    conn: &mut Connection<S>,
-    file: fs::File,
-    start: u64,
-    len: u64,
-) -> Result<u64, HandlerError> {
-    // A range smaller than the buffer cannot fill it: no call needed.
-    if download.send_buffer > 0 && len > download.send_buffer as u64 {
-        conn.set_send_buffer(download.send_buffer);
-    }
-    let sent = conn
-        .send_file_range(file, start, len, download.chunk_size, download.pace)
-        .await;
-    let sent = match sent {
-        Ok(sent) => sent,
-        Err(e) => return Err(e.into()),
-    };
-    download.file_bytes_sent.inc_by(sent);
-    if sent < len {
-        return Err(HandlerError::Truncated {
-            sent,
-            expected: len,
-        });
-    }
-    download.files_sent.inc();
-    Ok(sent)
 }
 
 /// The response to a request, or the error status.
@@ -689,12 +660,10 @@ async fn build(
     }
     let path = request.path.clone()?;
     let target = download
-        .resolve_blocking(path.clone())
+        .resolve_target(path.clone())
         .await
         .map_err(|e| match e {
-            HandlerError::Refused("not found") => NOT_FOUND,
-            HandlerError::Refused(reason) if reason == PARENT_DIR_REFUSED => FORBIDDEN,
-            HandlerError::Refused(_) => FORBIDDEN,
+            HandlerError::Refused(reason) if reason != MISSING => FORBIDDEN,
             _ => NOT_FOUND,
         })?;
     match target {
@@ -723,8 +692,8 @@ async fn build(
                 body: Body::Bytes(body),
             })
         }
-        Target::File { file, path, len } => {
-            let meta = file.metadata().map_err(|_| NOT_FOUND)?;
+        Target::File { file, path, meta } => {
+            let len = meta.len();
             let version = Version::of(&meta);
             let mut headers = vec![
                 ("ETag", version.etag.clone()),

@@ -128,9 +128,51 @@ pub(crate) struct Download {
 }
 
 impl Download {
+    /// Sends the `len` bytes of `file` from `start` under the listener's
+    /// limits (send buffer, chunk size, minimum rate), counting its bytes
+    /// (also of a send cut short) and the files sent whole. A file that
+    /// shrank is [`HandlerError::Truncated`].
+    async fn send_range<S: Io>(
+        &self,
+        conn: &mut Connection<S>,
+        file: fs::File,
+        start: u64,
+        len: u64,
+    ) -> Result<(), HandlerError> {
+        // A range smaller than the buffer cannot fill it: no call needed.
+        if self.send_buffer > 0 && len > self.send_buffer as u64 {
+            conn.set_send_buffer(self.send_buffer);
+        }
+        let (_, before) = conn.bytes();
+        let sent = conn
+            .send_file(file, start, len, self.chunk_size, self.pace)
+            .await;
+        let (_, after) = conn.bytes();
+        self.file_bytes_sent.inc_by(after - before);
+        let sent = sent.map_err(|e| {
+            let e = HandlerError::from(e);
+            if e.is_disconnect() {
+                debug!(
+                    sent = after - before,
+                    of = len,
+                    "client disconnected mid-file"
+                );
+            }
+            e
+        })?;
+        if sent < len {
+            return Err(HandlerError::Truncated {
+                sent,
+                expected: len,
+            });
+        }
+        self.files_sent.inc();
+        Ok(())
+    }
+
     /// Resolves a requested name: on the worker when the kernel's lookup
     /// cache holds the path, else on the blocking pool (the disk may wait).
-    async fn resolve_blocking(&self, name: String) -> Result<Target, HandlerError> {
+    async fn resolve_target(&self, name: String) -> Result<Target, HandlerError> {
         if let Some(root_dir) = &self.root_dir {
             if let Some(resolved) = resolve_cached(&self.root, root_dir.as_fd(), &name, self.policy)
             {
@@ -238,7 +280,7 @@ impl Handler for Download {
         }
         let encoding = conn.settings().encoding;
         let name = encoding.decode(&request).trim().to_owned();
-        let target = match self.resolve_blocking(name.clone()).await {
+        let target = match self.resolve_target(name.clone()).await {
             Ok(target) => target,
             Err(e) => {
                 info!(name = %quote(&name, QUOTE_MAX_BYTES), reason = %e, "download refused");
@@ -251,40 +293,12 @@ impl Handler for Download {
                 info!(dir = %quote(&path.to_string_lossy(), QUOTE_MAX_BYTES), "sending listing");
                 conn.send(&encoding.encode(&text)).await?;
             }
-            Target::File { file, path, len } => {
+            Target::File { file, path, meta } => {
                 let Ok(_sending) = self.sending.clone().try_acquire_owned() else {
                     return Err(HandlerError::Refused(BUSY));
                 };
-                info!(file = %quote(&path.to_string_lossy(), QUOTE_MAX_BYTES), bytes = len, "sending file");
-                // A file smaller than the buffer cannot fill it: no call needed.
-                if self.send_buffer > 0 && len > self.send_buffer as u64 {
-                    conn.set_send_buffer(self.send_buffer);
-                }
-                let (_, before) = conn.bytes();
-                let sent = conn.send_file(file, len, self.chunk_size, self.pace).await;
-                let (_, after) = conn.bytes();
-                self.file_bytes_sent.inc_by(after - before);
-                let sent = match sent {
-                    Ok(sent) => sent,
-                    Err(e) => {
-                        let e = HandlerError::from(e);
-                        if e.is_disconnect() {
-                            debug!(
-                                sent = after - before,
-                                of = len,
-                                "client disconnected mid-file"
-                            );
-                        }
-                        return Err(e);
-                    }
-                };
-                if sent < len {
-                    return Err(HandlerError::Truncated {
-                        sent,
-                        expected: len,
-                    });
-                }
-                self.files_sent.inc();
+                info!(file = %quote(&path.to_string_lossy(), QUOTE_MAX_BYTES), bytes = meta.len(), "sending file");
+                self.send_range(conn, file, 0, meta.len()).await?;
             }
         }
         Ok(Ended::Completed)

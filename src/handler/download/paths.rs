@@ -19,6 +19,9 @@ use rustix::fs::{Mode, OFlags, ResolveFlags};
 
 use tracing::warn;
 
+/// The refusal of a name that leads nowhere.
+pub(super) const MISSING: &str = "not found";
+
 /// Why `..` is refused (the probe asks for it: nothing on disk is touched).
 pub(super) const PARENT_DIR_REFUSED: &str = "'..' is not allowed";
 
@@ -37,7 +40,8 @@ pub(super) enum Target {
     File {
         file: fs::File,
         path: PathBuf,
-        len: u64,
+        /// Its metadata when opened (length, identity, modification time).
+        meta: fs::Metadata,
     },
     Directory {
         handle: fs::File,
@@ -121,7 +125,7 @@ pub(super) fn resolve_cached(
         Err(_) => return None,
     };
     // In the order `resolve` checks: where it leads, then what it is.
-    let by_descriptor = PathBuf::from(format!("/proc/self/fd/{}", found.as_raw_fd()));
+    let by_descriptor = descriptor_path(&found);
     let real = fs::read_link(&by_descriptor).ok()?;
     if let Err(refused) = check_confined(root, &real, policy.allow_hidden) {
         return Some(Err(refused));
@@ -150,7 +154,7 @@ pub(super) fn resolve_cached(
         Target::Directory { handle, path: real }
     } else {
         Target::File {
-            len: opened.len(),
+            meta: opened,
             file: handle,
             path: real,
         }
@@ -191,7 +195,7 @@ pub(super) fn resolve(root: &Path, name: &str, policy: Policy) -> Result<Target,
         Ok(Target::Directory { handle, path: real })
     } else if meta.is_file() {
         Ok(Target::File {
-            len: meta.len(),
+            meta,
             file: handle,
             path: real,
         })
@@ -204,7 +208,7 @@ const NOT_SERVABLE: &str = "not a regular file or directory";
 const HARD_LINKED: &str = "hard-linked files are not served";
 
 /// The `/proc` path that names an open file by its descriptor.
-pub(super) fn descriptor_path(file: &fs::File) -> PathBuf {
+pub(super) fn descriptor_path(file: &impl AsRawFd) -> PathBuf {
     PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()))
 }
 
@@ -230,10 +234,10 @@ pub(super) fn check_confined(
 /// A client-facing reason for a failed file-system call (no paths leaked).
 pub(super) fn io_reason(err: &io::Error) -> &'static str {
     match err.kind() {
-        io::ErrorKind::NotFound => "not found",
+        io::ErrorKind::NotFound => MISSING,
         io::ErrorKind::PermissionDenied => "permission denied",
         _ if err.raw_os_error() == Some(libc::ELOOP) => "too many levels of symbolic links",
-        _ if err.raw_os_error() == Some(libc::ENOTDIR) => "not found",
+        _ if err.raw_os_error() == Some(libc::ENOTDIR) => MISSING,
         _ if err.raw_os_error() == Some(libc::ENAMETOOLONG) => "name too long",
         _ => "cannot read",
     }
@@ -267,7 +271,7 @@ mod tests {
         };
         assert!(matches!(
             resolve(&root, "linked", allowed),
-            Ok(Target::File { len: 6, .. })
+            Ok(Target::File { meta, .. }) if meta.len() == 6
         ));
         // Not listed when it would be refused.
         let dir = fs::File::open(&root).unwrap();
@@ -354,7 +358,7 @@ mod tests {
         // A cached plain file is answered on the fast path.
         assert!(matches!(
             resolve_cached(&root, root_fd.as_fd(), "d/e/b.txt", STRICT),
-            Some(Ok(Target::File { len: 1, .. }))
+            Some(Ok(Target::File { meta, .. })) if meta.len() == 1
         ));
     }
 
