@@ -311,8 +311,11 @@ impl<S: Io> Connection<S> {
         self.send(&line).await
     }
 
-    /// Sends the `len` bytes of `file` from `start`, at most `chunk` bytes a
-    /// call; returns the bytes sent.
+    /// Sends `head` (an HTTP response head; empty for the raw protocol),
+    /// then the `len` bytes of `file` from `start`, at most `chunk` bytes a
+    /// call; returns the bytes of the file sent. A body of at most
+    /// [`file_send::SMALL_BODY`] bytes that the page cache holds goes out
+    /// with the head in one write.
     /// On a TCP socket this is sendfile(2): the bytes go from the page cache
     /// to the socket without a copy through user space, driven by the
     /// socket's readiness, so a slow client never holds a thread; ranges
@@ -322,6 +325,7 @@ impl<S: Io> Connection<S> {
     /// for the idle timeout fails the send.
     pub(crate) async fn send_file(
         &mut self,
+        head: &[u8],
         file: std::fs::File,
         start: u64,
         len: u64,
@@ -336,6 +340,20 @@ impl<S: Io> Connection<S> {
             pace,
             started: Instant::now(),
         };
+        if let Some(small) = usize::try_from(len)
+            .ok()
+            .filter(|&len| len <= file_send::SMALL_BODY)
+        {
+            let mut bytes = Vec::with_capacity(head.len() + small);
+            bytes.extend_from_slice(head);
+            if file_send::read_cached(&file, start, small, &mut bytes) {
+                self.send(&bytes).await?;
+                return Ok(len);
+            }
+        }
+        if !head.is_empty() {
+            self.send(head).await?;
+        }
         if let Some(tcp) = self.stream.get_ref().tcp() {
             let file = Arc::new(file);
             let mut report = SendReport::default();
@@ -512,7 +530,7 @@ mod tests {
             grace: Duration::from_secs(10),
         };
         let file = std::fs::File::open(&path).expect("open");
-        let sent = conn.send_file(file, 0, 100_000, 512, Some(pace)).await;
+        let sent = conn.send_file(&[], file, 0, 100_000, 512, Some(pace)).await;
         assert!(
             matches!(sent, Err(ConnError::ReaderTooSlow(1000))),
             "{sent:?}"
@@ -534,7 +552,7 @@ mod tests {
             client.read_to_end(&mut got).await.expect("read");
             got
         });
-        let sent = conn.send_file(file, 0, 3 << 20, 65536, None).await;
+        let sent = conn.send_file(&[], file, 0, 3 << 20, 65536, None).await;
         assert_eq!(sent.expect("sent"), 3 << 20);
         let misses = |m: &Metrics| {
             figure(m, "switchboard_file_cache_misses_total{")
@@ -547,7 +565,7 @@ mod tests {
         let cold = misses(&metrics);
         assert!((1..=12).contains(&cold), "{cold} cache misses");
         // Sent again, now from the page cache: no trip to the blocking pool.
-        let again = conn.send_file(reopen, 0, 3 << 20, 65536, None).await;
+        let again = conn.send_file(&[], reopen, 0, 3 << 20, 65536, None).await;
         assert_eq!(again.expect("sent again"), 3 << 20);
         assert_eq!(
             misses(&metrics),

@@ -10,12 +10,15 @@
 //! it). The path is percent-decoded and then confined by the same resolver
 //! as a raw name, so every raw refusal applies. The request head is parsed
 //! by `httparse`, bounded in bytes, fields and time; bodies are sent by the
-//! same zero-copy path as raw downloads. Keep-alive, at most
+//! same path as raw downloads (sendfile, or a small body that the page
+//! cache holds in one write with the head). Keep-alive, at most
 //! [`MAX_REQUESTS_PER_CONNECTION`] requests a connection.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::BytesMut;
@@ -319,9 +322,18 @@ impl Version {
 }
 
 /// The `Content-Type` of a file, by extension.
-fn content_type(name: &str) -> &'static str {
-    let ext = name.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase());
-    match ext.as_deref() {
+fn content_type(path: &Path) -> &'static str {
+    let mut ext = [0u8; 8];
+    let ext = match path.extension().map(|e| e.as_encoded_bytes()) {
+        Some(e) if e.len() <= ext.len() => {
+            let ext = &mut ext[..e.len()];
+            ext.copy_from_slice(e);
+            ext.make_ascii_lowercase();
+            std::str::from_utf8(ext).ok()
+        }
+        _ => None,
+    };
+    match ext {
         Some("txt" | "text" | "log" | "md" | "csv" | "toml" | "ini" | "conf") => {
             "text/plain; charset=utf-8"
         }
@@ -425,7 +437,7 @@ fn listing_page(dir: &str, listing: &str) -> String {
 /// A response: status, headers, and what follows them.
 struct Response {
     status: Status,
-    headers: Vec<(&'static str, String)>,
+    headers: Vec<(&'static str, Cow<'static, str>)>,
     body: Body,
 }
 
@@ -450,7 +462,7 @@ impl Response {
         let body = format!("{} {}\n", status.0, status.1.to_ascii_lowercase()).into_bytes();
         Response {
             status,
-            headers: vec![("Content-Type", "text/plain; charset=utf-8".into())],
+            headers: vec![("Content-Type", Cow::Borrowed("text/plain; charset=utf-8"))],
             body: Body::Bytes(body),
         }
     }
@@ -465,11 +477,16 @@ impl Response {
 
     /// The status line and the headers, with the blank line.
     fn head(&self, keep_alive: bool) -> Vec<u8> {
-        let mut head = format!("HTTP/1.1 {} {}\r\n", self.status.0, self.status.1);
+        let mut head = String::with_capacity(HEAD_CAPACITY);
         let _ = write!(
             head,
-            "Date: {}\r\nServer: switchboard\r\nConnection: {}\r\n",
-            httpdate::fmt_http_date(SystemTime::now()),
+            "HTTP/1.1 {} {}\r\nDate: ",
+            self.status.0, self.status.1
+        );
+        push_date_now(&mut head);
+        let _ = write!(
+            head,
+            "\r\nServer: switchboard\r\nConnection: {}\r\n",
             if keep_alive { "keep-alive" } else { "close" }
         );
         if self.status != NOT_MODIFIED {
@@ -481,6 +498,28 @@ impl Response {
         head.push_str("\r\n");
         head.into_bytes()
     }
+}
+
+/// Room for a typical response head (a file's is about 280 bytes), so that
+/// it is built without growing.
+const HEAD_CAPACITY: usize = 384;
+
+/// Appends the `Date` header's value for now. It changes once a second, so
+/// each worker thread formats it once a second, not once a response.
+fn push_date_now(out: &mut String) {
+    use std::cell::RefCell;
+    thread_local! {
+        static DATE: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+    }
+    let now = SystemTime::now();
+    let second = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    DATE.with_borrow_mut(|(cached_second, text)| {
+        if *cached_second != second || text.is_empty() {
+            *text = httpdate::fmt_http_date(now);
+            *cached_second = second;
+        }
+        out.push_str(text);
+    });
 }
 
 /// What the access log says of a request.
@@ -509,10 +548,11 @@ pub(super) async fn serve<S: Io>(
             HeadRead::Shutdown => return Ok(Ended::Shutdown),
             HeadRead::Refused(status) => {
                 let response = Response::error(status);
-                conn.send(&response.head(false)).await?;
+                let mut reply = response.head(false);
                 if let Body::Bytes(body) = &response.body {
-                    conn.send(body).await?;
+                    reply.extend_from_slice(body);
                 }
+                conn.send(&reply).await?;
                 info!(status = status.0, "http request refused");
                 return Ok(Ended::Completed);
             }
@@ -609,10 +649,10 @@ async fn respond<S: Io>(
         Err(status) => {
             let mut response = Response::error(status);
             if status == METHOD_NOT_ALLOWED {
-                response.headers.push(("Allow", "GET, HEAD".into()));
+                response.headers.push(("Allow", Cow::Borrowed("GET, HEAD")));
             }
             if status == UNAVAILABLE {
-                response.headers.push(("Retry-After", "1".into()));
+                response.headers.push(("Retry-After", Cow::Borrowed("1")));
             }
             response
         }
@@ -622,11 +662,13 @@ async fn respond<S: Io>(
         Body::File { start, len, .. } if status == PARTIAL => Some((*start, *len)),
         _ => None,
     };
-    conn.send(&response.head(keep_alive)).await?;
+    let mut head = response.head(keep_alive);
     let head_only = request.method == Method::Head;
+    // The head and its body in one write where the body is at hand.
     let bytes = match response.body {
         Body::Bytes(body) if !head_only => {
-            conn.send(&body).await?;
+            head.extend_from_slice(&body);
+            conn.send(&head).await?;
             body.len() as u64
         }
         Body::File {
@@ -635,12 +677,15 @@ async fn respond<S: Io>(
             len,
             slot,
         } if !head_only => {
-            let sent = download.send_range(conn, file, start, len).await;
+            let sent = download.send_range(conn, &head, file, start, len).await;
             drop(slot);
             sent?;
             len
         }
-        _ => 0,
+        _ => {
+            conn.send(&head).await?;
+            0
+        }
     };
     Ok(Served {
         status,
@@ -658,14 +703,11 @@ async fn build(
     if request.method == Method::Other {
         return Err(METHOD_NOT_ALLOWED);
     }
-    let path = request.path.clone()?;
-    let target = download
-        .resolve_target(path.clone())
-        .await
-        .map_err(|e| match e {
-            HandlerError::Refused(reason) if reason != MISSING => FORBIDDEN,
-            _ => NOT_FOUND,
-        })?;
+    let path = request.path.as_ref().map_err(|status| *status)?;
+    let target = download.resolve_target(path).await.map_err(|e| match e {
+        HandlerError::Refused(reason) if reason != MISSING => FORBIDDEN,
+        _ => NOT_FOUND,
+    })?;
     match target {
         Target::Directory { handle, .. } => {
             let text = download
@@ -677,13 +719,13 @@ async fn build(
                 })?;
             let (body, content_type) = if prefers_html(request.accept.as_deref()) {
                 (
-                    listing_page(&path, &text).into_bytes(),
-                    "text/html; charset=utf-8".to_owned(),
+                    listing_page(path, &text).into_bytes(),
+                    Cow::Borrowed("text/html; charset=utf-8"),
                 )
             } else {
                 (
                     encoding.encode(&text).into_owned(),
-                    format!("text/plain; charset={}", encoding.name()),
+                    Cow::Owned(format!("text/plain; charset={}", encoding.name())),
                 )
             };
             Ok(Response {
@@ -695,11 +737,12 @@ async fn build(
         Target::File { file, path, meta } => {
             let len = meta.len();
             let version = Version::of(&meta);
-            let mut headers = vec![
-                ("ETag", version.etag.clone()),
-                ("Last-Modified", version.last_modified()),
-                ("Accept-Ranges", "bytes".to_owned()),
-            ];
+            let mut headers = Vec::with_capacity(6);
+            headers.extend([
+                ("ETag", Cow::Owned(version.etag.clone())),
+                ("Last-Modified", Cow::Owned(version.last_modified())),
+                ("Accept-Ranges", Cow::Borrowed("bytes")),
+            ]);
             let not_modified = match (&request.if_none_match, &request.if_modified_since) {
                 (Some(tags), _) => version.matches_any(tags),
                 (None, Some(date)) => version.unchanged_since(date),
@@ -712,10 +755,7 @@ async fn build(
                     body: Body::Length(0),
                 });
             }
-            headers.push((
-                "Content-Type",
-                content_type(&path.to_string_lossy()).to_owned(),
-            ));
+            headers.push(("Content-Type", Cow::Borrowed(content_type(&path))));
             let range = match (&request.range, request.method) {
                 (Some(range), Method::Get)
                     if request.if_range.as_deref().is_none_or(|v| version.is(v)) =>
@@ -729,7 +769,7 @@ async fn build(
                 Some(Ok((start, part))) => {
                     headers.push((
                         "Content-Range",
-                        format!("bytes {start}-{}/{len}", start + part - 1),
+                        Cow::Owned(format!("bytes {start}-{}/{len}", start + part - 1)),
                     ));
                     (PARTIAL, start, part)
                 }
@@ -737,7 +777,7 @@ async fn build(
                     let mut response = Response::error(RANGE_NOT_SATISFIABLE);
                     response
                         .headers
-                        .push(("Content-Range", format!("bytes */{len}")));
+                        .push(("Content-Range", Cow::Owned(format!("bytes */{len}"))));
                     return Ok(response);
                 }
             };

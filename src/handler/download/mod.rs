@@ -128,13 +128,15 @@ pub(crate) struct Download {
 }
 
 impl Download {
-    /// Sends the `len` bytes of `file` from `start` under the listener's
-    /// limits (send buffer, chunk size, minimum rate), counting its bytes
-    /// (also of a send cut short) and the files sent whole. A file that
-    /// shrank is [`HandlerError::Truncated`].
+    /// Sends `head` (an HTTP response head, or nothing), then the `len`
+    /// bytes of `file` from `start` under the listener's limits (send
+    /// buffer, chunk size, minimum rate), counting the file's bytes (also
+    /// of a send cut short) and the files sent whole. A file that shrank is
+    /// [`HandlerError::Truncated`].
     async fn send_range<S: Io>(
         &self,
         conn: &mut Connection<S>,
+        head: &[u8],
         file: fs::File,
         start: u64,
         len: u64,
@@ -145,18 +147,15 @@ impl Download {
         }
         let (_, before) = conn.bytes();
         let sent = conn
-            .send_file(file, start, len, self.chunk_size, self.pace)
+            .send_file(head, file, start, len, self.chunk_size, self.pace)
             .await;
-        let (_, after) = conn.bytes();
-        self.file_bytes_sent.inc_by(after - before);
+        // The head goes first: whatever went out past it is the file's.
+        let file_bytes = (conn.bytes().1 - before).saturating_sub(head.len() as u64);
+        self.file_bytes_sent.inc_by(file_bytes);
         let sent = sent.map_err(|e| {
             let e = HandlerError::from(e);
             if e.is_disconnect() {
-                debug!(
-                    sent = after - before,
-                    of = len,
-                    "client disconnected mid-file"
-                );
+                debug!(sent = file_bytes, of = len, "client disconnected mid-file");
             }
             e
         })?;
@@ -172,14 +171,14 @@ impl Download {
 
     /// Resolves a requested name: on the worker when the kernel's lookup
     /// cache holds the path, else on the blocking pool (the disk may wait).
-    async fn resolve_target(&self, name: String) -> Result<Target, HandlerError> {
+    async fn resolve_target(&self, name: &str) -> Result<Target, HandlerError> {
         if let Some(root_dir) = &self.root_dir {
-            if let Some(resolved) = resolve_cached(&self.root, root_dir.as_fd(), &name, self.policy)
+            if let Some(resolved) = resolve_cached(&self.root, root_dir.as_fd(), name, self.policy)
             {
                 return resolved.map_err(HandlerError::Refused);
             }
         }
-        let (root, policy) = (self.root.clone(), self.policy);
+        let (root, name, policy) = (self.root.clone(), name.to_owned(), self.policy);
         tokio::task::spawn_blocking(move || resolve(&root, &name, policy))
             .await
             .map_err(io::Error::other)?
@@ -280,7 +279,7 @@ impl Handler for Download {
         }
         let encoding = conn.settings().encoding;
         let name = encoding.decode(&request).trim().to_owned();
-        let target = match self.resolve_target(name.clone()).await {
+        let target = match self.resolve_target(&name).await {
             Ok(target) => target,
             Err(e) => {
                 info!(name = %quote(&name, QUOTE_MAX_BYTES), reason = %e, "download refused");
@@ -298,7 +297,7 @@ impl Handler for Download {
                     return Err(HandlerError::Refused(BUSY));
                 };
                 info!(file = %quote(&path.to_string_lossy(), QUOTE_MAX_BYTES), bytes = meta.len(), "sending file");
-                self.send_range(conn, file, 0, meta.len()).await?;
+                self.send_range(conn, &[], file, 0, meta.len()).await?;
             }
         }
         Ok(Ended::Completed)

@@ -6,7 +6,8 @@
 //! descriptor (`/proc/self/fd`, `fstat`), so a FIFO, or a directory swapped
 //! for a symlink after the first check, can neither block nor escape.
 //! A fast path ([`resolve_cached`]) answers on the async worker when the
-//! kernel's lookup cache holds the whole path, with the same checks.
+//! kernel's lookup cache holds the whole path and it has no symlink, with
+//! the same checks.
 
 use std::fs;
 use std::io;
@@ -88,14 +89,20 @@ pub(super) fn open_root(root: &Path) -> Option<OwnedFd> {
 }
 
 /// The fast path of [`resolve`], for an async worker: it never waits for
-/// the disk. `openat2(RESOLVE_BENEATH | RESOLVE_CACHED)` resolves the name
-/// under the root's handle only if every component is in the kernel's
-/// lookup cache, and never outside the root; what it found is checked as
-/// [`resolve`] checks it (the real path by descriptor, hidden names, hard
-/// links, the file type) and then opened through its descriptor. `None`
-/// when it cannot decide without the disk, or the file system says no
-/// (the refusal is then [`resolve`]'s, on the blocking pool); a refusal of
-/// the name's text or of what was found is final.
+/// the disk. `openat2` opens the name under the root's handle only if every
+/// component is in the kernel's lookup cache (`RESOLVE_CACHED`), never
+/// outside the root (`RESOLVE_BENEATH`) and through no symlink at all
+/// (`RESOLVE_NO_SYMLINKS`): so the name, whose text was checked as
+/// [`resolve`] checks it, is the real path, with no second look through
+/// `/proc`. What was opened (`O_NONBLOCK`, so a FIFO cannot block) is
+/// then checked by descriptor as [`resolve`] checks it: the file type and
+/// hard links. `None` when it cannot decide without the disk, the name
+/// goes through a symlink, or the file system says no (the answer is then
+/// [`resolve`]'s, on the blocking pool); a refusal of the name's text or
+/// of what was opened is final. Unlike [`resolve`], it opens before it
+/// knows the file type: a device node in the root is opened (without
+/// blocking or taking a terminal, never read) and then refused, as nginx
+/// does with every name.
 pub(super) fn resolve_cached(
     root: &Path,
     root_fd: BorrowedFd<'_>,
@@ -108,55 +115,46 @@ pub(super) fn resolve_cached(
     if NO_CACHED_RESOLVE.load(Ordering::Relaxed) {
         return None;
     }
-    let name = if name.is_empty() { "." } else { name };
-    let found = rustix::fs::openat2(
+    let opened = rustix::fs::openat2(
         root_fd,
-        name,
-        OFlags::PATH | OFlags::CLOEXEC,
+        if name.is_empty() { "." } else { name },
+        OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
         Mode::empty(),
-        ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS | ResolveFlags::CACHED,
+        ResolveFlags::BENEATH
+            | ResolveFlags::NO_SYMLINKS
+            | ResolveFlags::NO_MAGICLINKS
+            | ResolveFlags::CACHED,
     );
-    let found = match found {
-        Ok(found) => found,
+    let handle = match opened {
+        Ok(opened) => fs::File::from(opened),
         Err(rustix::io::Errno::NOSYS | rustix::io::Errno::INVAL) => {
             NO_CACHED_RESOLVE.store(true, Ordering::Relaxed);
             return None;
         }
         Err(_) => return None,
     };
-    // In the order `resolve` checks: where it leads, then what it is.
-    let by_descriptor = descriptor_path(&found);
-    let real = fs::read_link(&by_descriptor).ok()?;
-    if let Err(refused) = check_confined(root, &real, policy.allow_hidden) {
-        return Some(Err(refused));
-    }
-    let stat = rustix::fs::fstat(&found).ok()?;
-    let kind = rustix::fs::FileType::from_raw_mode(stat.st_mode);
-    let is_dir = kind == rustix::fs::FileType::Directory;
-    if !is_dir && kind != rustix::fs::FileType::RegularFile {
+    let meta = handle.metadata().ok()?;
+    if !meta.is_dir() && !meta.is_file() {
         return Some(Err(NOT_SERVABLE));
     }
-    if !is_dir && stat.st_nlink > 1 && !policy.allow_hard_links {
+    if meta.is_file() && meta.nlink() > 1 && !policy.allow_hard_links {
         return Some(Err(HARD_LINKED));
     }
-    // Opened through the descriptor: the very file checked, whatever the
-    // name leads to by now.
-    let handle = fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | if is_dir { libc::O_DIRECTORY } else { 0 })
-        .open(&by_descriptor)
-        .ok()?;
-    let opened = handle.metadata().ok()?;
-    if (opened.dev(), opened.ino()) != (stat.st_dev, stat.st_ino) {
-        return None;
+    // No symlink was followed and `..` is refused: the real path is the
+    // root and the name's components.
+    let mut path = root.to_path_buf();
+    for component in Path::new(name).components() {
+        if let Component::Normal(part) = component {
+            path.push(part);
+        }
     }
-    Some(Ok(if is_dir {
-        Target::Directory { handle, path: real }
+    Some(Ok(if meta.is_dir() {
+        Target::Directory { handle, path }
     } else {
         Target::File {
-            meta: opened,
+            meta,
             file: handle,
-            path: real,
+            path,
         }
     }))
 }
