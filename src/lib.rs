@@ -5,7 +5,8 @@
 //! The library is the whole daemon; the binary only parses the command line
 //! and prints. The layers, from the bottom: `conn` (one client's connection:
 //! bounded reads and writes, framing, text encodings), `handler` (what a
-//! listener does with a connection, one file per handler), `config` (the
+//! listener does with a connection, one file per handler; `history`, where
+//! a random-bot keeps its messages, sits beside it), `config` (the
 //! TOML file), `server` (listeners, accept loops, limits, drain, reload),
 //! `daemon` (signals, systemd, logging), `probe`, and `client` (the
 //! `get`, `send` and `chat` commands). A module only uses the ones below it.
@@ -26,6 +27,7 @@ mod daemon;
 #[doc(hidden)]
 pub mod fuzzing;
 mod handler;
+pub mod history;
 mod metrics;
 mod probe;
 mod server;
@@ -46,5 +48,5 @@ pub mod proxy_protocol {
 }
 pub use server::{
     BindError, BoundListener, PassedSocket, ReloadError, ReloadSummary, Server, ServerHandle,
-    ServerStatus, ShutdownReport,
+    ServerStatus, ShutdownReport, StartError,
 };

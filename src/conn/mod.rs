@@ -424,6 +424,12 @@ impl<S: Io> Connection<S> {
         }
     }
 
+    /// Counts an `ERR` reply sent by the handler; `reason` is one of a
+    /// fixed set of texts.
+    pub(crate) fn count_error_reply(&self, reason: &'static str) {
+        self.metrics.error_reply(reason);
+    }
+
     /// Bytes read from and written to the client so far.
     pub(crate) fn bytes(&self) -> (u64, u64) {
         self.stream.counts()

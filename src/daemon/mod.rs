@@ -19,7 +19,7 @@ use tokio::sync::{Notify, oneshot};
 use tracing::{error, info};
 
 use crate::config::Config;
-use crate::server::{BindError, PassedSocket, Server, ServerHandle, ShutdownReport};
+use crate::server::{PassedSocket, Server, ServerHandle, ShutdownReport, StartError};
 pub use signals::FORCED_EXIT_STATUS;
 use signals::{SignalRequest, Signals};
 use systemd::{ActivatedSockets, ActivationError, Notifier};
@@ -38,9 +38,9 @@ pub enum DaemonError {
     /// The signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(io::Error),
-    /// A listener could not bind its address.
+    /// A listener could not bind its address, or open its history.
     #[error(transparent)]
-    Bind(#[from] BindError),
+    Start(#[from] StartError),
     /// The sockets passed by the service manager do not fit the config.
     #[error(transparent)]
     Activation(#[from] ActivationError),

@@ -2,6 +2,7 @@
 //! answer, until the client closes, says a farewell, or the server shuts
 //! down (then the bot says its goodbye). Each bot only decides its answers.
 
+use std::future::Future;
 use std::net::SocketAddr;
 
 use prometheus::IntCounter;
@@ -36,12 +37,20 @@ pub(super) enum Answer {
     Bytes(Vec<u8>),
     /// The goodbye to a farewell; the chat ends after it.
     Farewell(String),
+    /// `ERR` and the reason (one of a fixed set of texts, counted in the
+    /// metrics); the chat goes on.
+    Error(&'static str),
 }
 
 /// What a bot decides.
-pub(super) trait Bot {
+pub(super) trait Bot: Sync {
     /// The answer to `message` (raw bytes), whose decoded `text` is not blank.
-    fn answer(&self, message: &[u8], text: &str, who: &Who<'_>) -> Answer;
+    fn answer(
+        &self,
+        message: &[u8],
+        text: &str,
+        who: &Who<'_>,
+    ) -> impl Future<Output = Answer> + Send;
 
     /// Its last words to a client still connected at shutdown.
     fn goodbye(&self, who: &Who<'_>) -> String;
@@ -69,13 +78,17 @@ pub(super) async fn chat<S: Io>(
             continue;
         }
         trace!(message = %quote(&text, QUOTE_MAX_BYTES), "received");
-        let answer = bot.answer(&message, &text, &who(conn));
+        let answer = bot.answer(&message, &text, &who(conn)).await;
         let farewell = matches!(answer, Answer::Farewell(_));
         match answer {
             Answer::Text(reply) | Answer::Farewell(reply) => conn.send_line(&reply).await?,
             Answer::Bytes(mut reply) => {
                 reply.push(b'\n');
                 conn.send(&reply).await?;
+            }
+            Answer::Error(reason) => {
+                conn.count_error_reply(reason);
+                conn.send_line(&format!("ERR {reason}")).await?;
             }
         }
         answered.inc();

@@ -110,7 +110,7 @@ impl KeywordBot {
 }
 
 impl Bot for KeywordBot {
-    fn answer(&self, _message: &[u8], text: &str, who: &Who<'_>) -> Answer {
+    async fn answer(&self, _message: &[u8], text: &str, who: &Who<'_>) -> Answer {
         Answer::Text(self.rules.reply_for(text.trim()).render(&self.context(who)))
     }
 

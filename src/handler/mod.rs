@@ -39,6 +39,7 @@ pub(crate) use metrics::http_request_line as http_request_line_for_fuzzing;
 pub(crate) use template::template_for_fuzzing;
 
 use crate::conn::{Connection, Io, Settings};
+use crate::history::{Histories, HistoryConfig};
 use crate::metrics::ListenerMetrics;
 use probe::{Probe, ProbeContext};
 
@@ -72,6 +73,12 @@ pub(crate) trait Handler: Sized + Send + Sync + 'static {
     /// answer from another handler's.
     fn probe(config: &Self::Config, ctx: &ProbeContext<'_>) -> Probe;
 
+    /// The history it keeps (a random-bot's), which the server opens
+    /// before building it: `None` for the handlers that keep none.
+    fn history(_config: &Self::Config) -> Option<&HistoryConfig> {
+        None
+    }
+
     /// Descriptors one connection may hold at once (the socket, plus a file).
     fn descriptors_per_connection(_config: &Self::Config) -> u64 {
         1
@@ -87,6 +94,8 @@ pub(crate) struct BuildContext<'a> {
     pub settings: &'a Settings,
     /// Its listener's counters (and through them the server's registry).
     pub metrics: &'a ListenerMetrics,
+    /// The histories opened for the config it is built from.
+    pub histories: &'a Histories,
 }
 
 /// A handler setting that is not valid: the key (relative to the listener
@@ -179,6 +188,13 @@ macro_rules! handlers {
             pub fn summary(&self) -> String {
                 match self {
                     $( HandlerConfig::$variant(c) => $module::$handler::summary(c), )+
+                }
+            }
+
+            /// See [`Handler::history`].
+            pub(crate) fn history(&self) -> Option<&HistoryConfig> {
+                match self {
+                    $( HandlerConfig::$variant(c) => $module::$handler::history(c), )+
                 }
             }
 

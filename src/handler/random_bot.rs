@@ -2,10 +2,12 @@
 //! one shared history, and the reply is a random entry of it (the new
 //! message included), as in the seed tutorial. A farewell ("bye") gets the
 //! goodbye reply and ends the chat. The history is bounded in messages and
-//! in bytes; the oldest entries go first.
+//! in bytes; the oldest entries go first. Where it is kept (memory, SQLite,
+//! Redis) is its `[listener.history]` table (see `crate::history`); when
+//! that backend cannot answer, the client gets `ERR history unavailable`
+//! for that message and the chat goes on.
 
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use prometheus::IntCounter;
@@ -16,6 +18,7 @@ use super::probe::{Probe, ProbeContext, Verdict, line_then_close, shown};
 use super::template::{Template, TemplateContext, TimeFormat};
 use super::{BuildContext, Ended, Handler, HandlerError, Invalid};
 use crate::conn::{Connection, Io};
+use crate::history::{ENTRY_OVERHEAD, History, HistoryConfig, Limits, Recording, Unavailable};
 
 /// History length, in messages, by default.
 const HISTORY_LIMIT: usize = 10_000;
@@ -23,13 +26,10 @@ const HISTORY_LIMIT: usize = 10_000;
 const MAX_HISTORY_LIMIT: usize = 1_000_000;
 /// The largest `history_bytes`.
 const MAX_HISTORY_BYTES: usize = 1 << 30;
-/// What an entry costs besides its text: the `Bytes` handle in the deque
-/// and the allocation's own header and rounding (about 80 bytes measured
-/// for one-byte messages). Counted in `history_bytes`, so that a flood of
-/// tiny messages is bounded by it too.
-const ENTRY_OVERHEAD: usize = 80;
 /// History size, in bytes of message text, by default.
 const HISTORY_BYTES: usize = 8 * 1024 * 1024;
+/// The `ERR` reply to a message the history could not take.
+const HISTORY_UNAVAILABLE: &str = "history unavailable";
 /// Messages that end a chat by default (the seed's).
 const FAREWELL: &[&str] = &["bye"];
 
@@ -53,6 +53,9 @@ pub struct RandomBotConfig {
     /// Format of `{time}` in the goodbye reply.
     #[serde(default = "TimeFormat::seed_default")]
     pub time_format: TimeFormat,
+    /// Where the history is kept (`[listener.history]`; memory when absent).
+    #[serde(default)]
+    pub history: HistoryConfig,
 }
 
 fn default_history_limit() -> usize {
@@ -65,86 +68,12 @@ fn default_farewell() -> Vec<String> {
     FAREWELL.iter().map(|s| (*s).to_owned()).collect()
 }
 
-/// The history shared by every connection of one random-bot listener. It
-/// outlives a reload of the listener; only its limits change.
-#[derive(Debug)]
-pub(crate) struct History {
-    entries: Mutex<Entries>,
-}
-
-#[derive(Debug)]
-struct Entries {
-    messages: VecDeque<Bytes>,
-    bytes: usize,
-    max_entries: usize,
-    max_bytes: usize,
-}
-
-impl Entries {
-    /// Drops the oldest entries past the limits (the newest always stays).
-    fn trim(&mut self) {
-        while self.messages.len() > self.max_entries
-            || (self.bytes > self.max_bytes && self.messages.len() > 1)
-        {
-            match self.messages.pop_front() {
-                Some(old) => self.bytes -= old.len() + ENTRY_OVERHEAD,
-                None => break,
-            }
-        }
-    }
-}
-
-impl History {
-    /// An empty history holding at most `max_entries` messages and `max_bytes` bytes.
-    pub(crate) fn new(max_entries: usize, max_bytes: usize) -> Self {
-        History {
-            entries: Mutex::new(Entries {
-                messages: VecDeque::new(),
-                bytes: 0,
-                max_entries,
-                max_bytes,
-            }),
-        }
-    }
-
-    /// Changes the limits, dropping the oldest entries past the new ones.
-    pub(crate) fn set_limits(&self, max_entries: usize, max_bytes: usize) {
-        let mut entries = self.entries();
-        entries.max_entries = max_entries;
-        entries.max_bytes = max_bytes;
-        entries.trim();
-    }
-
-    /// Records `message`, drops the oldest entries past the limits, and
-    /// returns a uniformly random entry (possibly `message` itself).
-    pub(crate) fn record_and_pick(&self, message: Bytes) -> Bytes {
-        let mut entries = self.entries();
-        entries.bytes += message.len() + ENTRY_OVERHEAD;
-        entries.messages.push_back(message);
-        entries.trim();
-        let pick = rand::random_range(0..entries.messages.len());
-        entries.messages[pick].clone()
-    }
-
-    /// Messages currently kept, and the bytes they are counted as (their
-    /// text plus [`ENTRY_OVERHEAD`] each).
-    #[cfg(test)]
-    fn size(&self) -> (usize, usize) {
-        let entries = self.entries();
-        (entries.messages.len(), entries.bytes)
-    }
-
-    fn entries(&self) -> std::sync::MutexGuard<'_, Entries> {
-        // A panic cannot leave `Entries` half-updated in a way that matters,
-        // so a poisoned lock is still usable.
-        self.entries.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
 /// The random-reply bot.
 #[derive(Debug)]
 pub(crate) struct RandomBot {
     history: Arc<History>,
+    /// The listener's limits and waits, for each message it records.
+    recording: Recording,
     /// Farewells, trimmed and lowercased.
     farewell: Vec<String>,
     goodbye_reply: Template,
@@ -160,15 +89,16 @@ impl RandomBot {
 }
 
 impl Bot for RandomBot {
-    fn answer(&self, message: &[u8], text: &str, who: &Who<'_>) -> Answer {
+    async fn answer(&self, message: &[u8], text: &str, who: &Who<'_>) -> Answer {
         if self.is_farewell(text) {
             return Answer::Farewell(self.goodbye(who));
         }
         // Copied, so the history never pins the read buffer.
-        let pick = self
-            .history
-            .record_and_pick(Bytes::copy_from_slice(message));
-        Answer::Bytes(pick.to_vec())
+        let message = Bytes::copy_from_slice(message);
+        match self.history.record_and_pick(message, self.recording).await {
+            Ok(pick) => Answer::Bytes(pick.to_vec()),
+            Err(Unavailable) => Answer::Error(HISTORY_UNAVAILABLE),
+        }
     }
 
     fn goodbye(&self, who: &Who<'_>) -> String {
@@ -210,25 +140,30 @@ impl Handler for RandomBot {
                 "farewell messages must not be empty",
             ));
         }
-        Ok(())
+        config
+            .history
+            .validate()
+            .map_err(|(key, message)| Invalid::at(format!("history.{key}"), message))
     }
 
-    /// A new, empty history; or, on a reload, the previous bot's history
-    /// with the new limits. The byte limit is never below one message, so
-    /// the newest always fits.
-    fn build(config: &RandomBotConfig, ctx: &BuildContext<'_>, previous: Option<&Self>) -> Self {
+    /// The bot on the history its config names, opened beforehand (see
+    /// `crate::history::Registry`): on a reload, the same history, with the
+    /// new limits. The byte limit is never below one message, so the newest
+    /// always fits.
+    fn build(config: &RandomBotConfig, ctx: &BuildContext<'_>, _previous: Option<&Self>) -> Self {
         let max_bytes = config
             .history_bytes
             .max(ctx.settings.max_message_bytes + ENTRY_OVERHEAD);
-        let history = match previous {
-            Some(previous) => {
-                previous.history.set_limits(config.history_limit, max_bytes);
-                previous.history.clone()
-            }
-            None => Arc::new(History::new(config.history_limit, max_bytes)),
-        };
         RandomBot {
-            history,
+            history: ctx.histories.get(&ctx.settings.listener, &config.history),
+            recording: Recording {
+                limits: Limits {
+                    messages: config.history_limit,
+                    bytes: max_bytes,
+                },
+                timeout: config.history.timeout(),
+                sync: config.history.sync(),
+            },
             farewell: config
                 .farewell
                 .iter()
@@ -238,6 +173,10 @@ impl Handler for RandomBot {
             time_format: config.time_format.clone(),
             answered: ctx.metrics.messages_answered(),
         }
+    }
+
+    fn history(config: &RandomBotConfig) -> Option<&HistoryConfig> {
+        Some(&config.history)
     }
 
     async fn serve<S: Io>(&self, conn: &mut Connection<S>) -> Result<Ended, HandlerError> {
@@ -286,69 +225,10 @@ impl Handler for RandomBot {
 
     fn summary(config: &RandomBotConfig) -> String {
         format!(
-            "history_limit={} farewell={:?}",
-            config.history_limit, config.farewell
+            "history_limit={} farewell={:?} history={}",
+            config.history_limit,
+            config.farewell,
+            config.history.summary()
         )
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn history_is_bounded_in_entries_and_bytes() {
-        let history = History::new(3, 1000);
-        for i in 0..10u8 {
-            history.record_and_pick(Bytes::from(vec![i; 10]));
-        }
-        assert_eq!(history.size(), (3, 3 * (10 + ENTRY_OVERHEAD)));
-        // Room for two entries of 10 bytes and their overhead, not three.
-        let history = History::new(100, 2 * (10 + ENTRY_OVERHEAD) + 5);
-        for i in 0..10u8 {
-            let pick = history.record_and_pick(Bytes::from(vec![i; 10]));
-            assert!(
-                pick[0] + 2 >= i,
-                "picked a dropped entry {} at {i}",
-                pick[0]
-            );
-        }
-        assert_eq!(history.size(), (2, 2 * (10 + ENTRY_OVERHEAD)));
-    }
-
-    #[test]
-    fn a_flood_of_one_byte_messages_is_bounded_by_history_bytes() {
-        let history = History::new(MAX_HISTORY_LIMIT, 1 << 20);
-        for i in 0..100_000u32 {
-            history.record_and_pick(Bytes::from(vec![(i % 251) as u8]));
-        }
-        let (entries, bytes) = history.size();
-        assert!(bytes <= 1 << 20, "{bytes} bytes counted");
-        assert_eq!(entries, (1 << 20) / (1 + ENTRY_OVERHEAD));
-    }
-
-    #[test]
-    fn picks_are_drawn_from_the_whole_history() {
-        // 0..=4 recorded in a cycle into a history of five: once full it
-        // always holds each value once, so every draw is uniform over five.
-        // Each value must come back as the pick of a draw that recorded
-        // another one (never true if only the newest were picked); missing
-        // one in 1000 draws has a chance of about 5 * 0.84^1000 (1e-75).
-        let history = History::new(5, 100_000);
-        let mut seen_older = [false; 5];
-        for i in 0..1000u32 {
-            let recorded = u8::try_from(i % 5).expect("below 5");
-            let picked = history.record_and_pick(Bytes::from(vec![recorded]))[0];
-            if picked != recorded {
-                seen_older[usize::from(picked)] = true;
-            }
-            if seen_older.iter().all(|s| *s) {
-                break;
-            }
-        }
-        assert_eq!(
-            seen_older, [true; 5],
-            "1000 draws from 5 entries missed one"
-        );
     }
 }

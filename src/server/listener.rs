@@ -22,6 +22,7 @@ use crate::config::{Access, ListenerConfig, ProxyProtocol};
 use crate::conn::proxy_header::{self, Proxied};
 use crate::conn::{self, Connection};
 use crate::handler::{AnyHandler, BuildContext};
+use crate::history::Histories;
 use crate::metrics::{ListenerMetrics, Metrics};
 
 /// First and longest pause after an accept error (out of descriptors, ...).
@@ -62,18 +63,20 @@ impl Route {
         &self.metrics
     }
 
-    /// The route of a listener's config; `previous` hands over state that
-    /// survives a reload (the random-bot's history).
+    /// The route of a listener's config, built with the histories opened
+    /// for that config; `previous` is the route it replaces.
     pub(crate) fn new(
         config: &ListenerConfig,
         metrics: &Arc<Metrics>,
         previous: Option<&Route>,
+        histories: &Histories,
     ) -> Route {
         let settings = config.connection_settings();
         let metrics = metrics.listener(&config.name, config.handler.name());
         let ctx = BuildContext {
             settings: &settings,
             metrics: &metrics,
+            histories,
         };
         Route {
             handler: AnyHandler::build(&config.handler, &ctx, previous.map(|r| &r.handler)),

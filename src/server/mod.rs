@@ -27,15 +27,30 @@ pub use listener::BindError;
 pub use reload::{ReloadError, ReloadSummary};
 
 use crate::config::{Config, ListenerConfig, ServerConfig};
+use crate::history::{Histories, HistoryOpenError, Registry};
 use crate::metrics::Metrics;
 use drain::Drain;
 use listener::Listener;
 use running::RunState;
 
-/// Every listener of a config, bound and ready to serve.
+/// Why a server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A listener could not bind its address.
+    #[error(transparent)]
+    Bind(#[from] BindError),
+    /// A listener's history could not be opened.
+    #[error(transparent)]
+    History(#[from] HistoryOpenError),
+}
+
+/// Every listener of a config, bound and ready to serve, with the
+/// histories of its handlers open.
 #[derive(Debug)]
 pub struct Server {
     listeners: Vec<Listener>,
+    registry: Arc<Registry>,
+    histories: Histories,
     server_config: ServerConfig,
     drain: Drain,
     metrics: Arc<Metrics>,
@@ -137,15 +152,17 @@ impl ServerHandle {
 }
 
 impl Server {
-    /// Binds every listener; the first that fails fails the start, by name.
-    /// Must be called inside a tokio runtime.
-    pub fn bind(config: &Config) -> Result<Server, BindError> {
+    /// Binds every listener and opens the histories of its handlers; the
+    /// first that fails fails the start, by name. Blocking (a SQLite
+    /// history file is opened and read). Must be called inside a tokio
+    /// runtime.
+    pub fn bind(config: &Config) -> Result<Server, StartError> {
         let listeners = config
             .listeners
             .iter()
             .map(Listener::bind)
             .collect::<Result<_, _>>()?;
-        Ok(Self::serving(listeners, config))
+        Self::serving(listeners, config)
     }
 
     /// Like [`Server::bind`], but a listener first takes the socket that
@@ -154,7 +171,7 @@ impl Server {
     pub fn start(
         config: &Config,
         mut passed: impl FnMut(&ListenerConfig) -> Option<PassedSocket>,
-    ) -> Result<Server, BindError> {
+    ) -> Result<Server, StartError> {
         let mut listeners = Vec::with_capacity(config.listeners.len());
         for listener in &config.listeners {
             let bound = match passed(listener) {
@@ -170,10 +187,13 @@ impl Server {
             };
             listeners.push(bound);
         }
-        Ok(Self::serving(listeners, config))
+        Self::serving(listeners, config)
     }
 
-    fn serving(listeners: Vec<Listener>, config: &Config) -> Server {
+    fn serving(listeners: Vec<Listener>, config: &Config) -> Result<Server, StartError> {
+        let registry = Arc::new(Registry::default());
+        let wanted = running::wanted_histories(config);
+        let histories = registry.open(wanted.iter().map(|(name, h)| (name.as_str(), h)))?;
         let drain = Drain::new();
         let metrics = Arc::new(Metrics::new());
         let listener_count = Arc::new(AtomicUsize::new(listeners.len()));
@@ -184,15 +204,17 @@ impl Server {
             drain: drain.clone(),
             metrics: metrics.clone(),
         };
-        Server {
+        Ok(Server {
             listeners,
+            registry,
+            histories,
             server_config: config.server.clone(),
             drain,
             metrics,
             listener_count,
             requests,
             handle,
-        }
+        })
     }
 
     /// The bound listeners, in config order.
@@ -225,6 +247,8 @@ impl Server {
             self.drain.clone(),
             self.metrics.clone(),
             self.server_config.clone(),
+            self.registry.clone(),
+            std::mem::take(&mut self.histories),
         );
         for listener in std::mem::take(&mut self.listeners) {
             state.serve_first(listener);
@@ -236,7 +260,7 @@ impl Server {
                 biased;
                 () = &mut shutdown => break,
                 Some(request) = self.requests.recv() => {
-                    let result = state.reload(request.config).await.map_err(ReloadError::from);
+                    let result = state.reload(request.config).await;
                     self.metrics.reloaded(result.is_ok());
                     self.listener_count.store(state.listener_count(), Ordering::Relaxed);
                     let _ = request.reply.send(result);

@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use super::BoundListener;
 use super::listener::BindError;
 use crate::config::ListenerConfig;
+use crate::history::HistoryOpenError;
 
 /// What a reload changed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -75,6 +76,9 @@ pub enum ReloadError {
     /// A new or moved listener could not bind its address.
     #[error(transparent)]
     Bind(#[from] BindError),
+    /// A history the new config names could not be opened.
+    #[error(transparent)]
+    History(#[from] HistoryOpenError),
     /// The server is shutting down.
     #[error("the server is shutting down")]
     Stopped,

@@ -17,10 +17,11 @@ use super::admission::Sources;
 use super::budget::{self, DescriptorBudget, ListenerBudget};
 use super::drain::Drain;
 use super::limit::ConnectionLimit;
-use super::listener::{AcceptLoop, BindError, Listener, Route};
-use super::reload::{self, Parked, ReloadSummary, Running, SocketSource};
+use super::listener::{AcceptLoop, Listener, Route};
+use super::reload::{self, Parked, ReloadError, ReloadSummary, Running, SocketSource};
 use super::{bound_listener, stopped};
 use crate::config::{Config, ListenerConfig, ServerConfig};
+use crate::history::{Histories, HistoryConfig, Registry};
 use crate::metrics::Metrics;
 
 /// The serving side of `Server::run`.
@@ -39,11 +40,22 @@ pub(super) struct RunState {
     parked: Vec<Arc<Listener>>,
     /// The descriptor budget's pool that every listener shares.
     descriptors: Arc<DescriptorBudget>,
+    /// Where histories are opened, and reused across reloads.
+    registry: Arc<Registry>,
+    /// The histories of the config last applied.
+    histories: Histories,
 }
 
 /// How long after the shutdown grace the counters of a listener that went
 /// away are removed: its connections have been dropped by then.
 const FORGET_AFTER_GRACE: Duration = Duration::from_secs(1);
+
+/// The history each listener of `config` keeps, by listener name.
+pub(super) fn wanted_histories(config: &Config) -> Vec<(String, HistoryConfig)> {
+    (config.listeners.iter())
+        .filter_map(|l| l.handler.history().map(|h| (l.name.clone(), h.clone())))
+        .collect()
+}
 
 /// A count of descriptors as a pool size.
 fn to_usize(n: u64) -> usize {
@@ -82,8 +94,16 @@ struct RunningListener {
 
 impl RunState {
     /// Nothing served yet.
-    pub(super) fn new(drain: Drain, metrics: Arc<Metrics>, server_config: ServerConfig) -> Self {
+    pub(super) fn new(
+        drain: Drain,
+        metrics: Arc<Metrics>,
+        server_config: ServerConfig,
+        registry: Arc<Registry>,
+        histories: Histories,
+    ) -> Self {
         RunState {
+            registry,
+            histories,
             drain,
             metrics,
             next_id: Arc::new(AtomicU64::new(1)),
@@ -176,7 +196,12 @@ impl RunState {
     ) -> RunningListener {
         let (route, limit, sources, own_descriptors, drain) = match previous {
             Some(old) => {
-                let route = Route::new(config, &self.metrics, Some(&old.route.borrow()));
+                let route = Route::new(
+                    config,
+                    &self.metrics,
+                    Some(&old.route.borrow()),
+                    &self.histories,
+                );
                 old.route.send_replace(Arc::new(route));
                 old.limit.resize(config.max_connections);
                 (
@@ -188,7 +213,12 @@ impl RunState {
                 )
             }
             None => (
-                watch::Sender::new(Arc::new(Route::new(config, &self.metrics, None))),
+                watch::Sender::new(Arc::new(Route::new(
+                    config,
+                    &self.metrics,
+                    None,
+                    &self.histories,
+                ))),
                 Arc::new(ConnectionLimit::new(config.max_connections)),
                 Arc::new(Sources::default()),
                 // Sized by the next rebalance.
@@ -239,7 +269,25 @@ impl RunState {
     /// their sockets and starts the new ones. Returns once the accept loops
     /// of removed and moved listeners have stopped (their sockets closed,
     /// unless another listener took them over or systemd holds them).
-    pub(super) async fn reload(&mut self, config: Config) -> Result<ReloadSummary, BindError> {
+    pub(super) async fn reload(&mut self, config: Config) -> Result<ReloadSummary, ReloadError> {
+        // The steps that can fail, before anything changes: open the new
+        // histories (off the async workers: a SQLite file is read), then
+        // bind the new sockets.
+        let registry = self.registry.clone();
+        let wanted = wanted_histories(&config);
+        let opened = tokio::task::spawn_blocking(move || {
+            registry.open(
+                wanted
+                    .iter()
+                    .map(|(name, history)| (name.as_str(), history)),
+            )
+        })
+        .await;
+        let histories = match opened {
+            Ok(histories) => histories?,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => return Err(ReloadError::Stopped),
+        };
         let running: Vec<Running<'_>> = (self.running.iter())
             .map(|r| Running {
                 name: &r.config.name,
@@ -256,7 +304,6 @@ impl RunState {
             .collect();
         let plan = reload::plan(&running, &parked, &config.listeners);
 
-        // The only step that can fail: bind the new sockets.
         let mut next = Vec::with_capacity(plan.sockets.len());
         for (source, new) in plan.sockets.iter().zip(&config.listeners) {
             next.push(match *source {
@@ -295,6 +342,9 @@ impl RunState {
         }
         self.parked = parked_now;
         stopped(stopping).await;
+        // Histories the new config no longer names close with the last
+        // connection that uses them.
+        self.histories = histories;
 
         let before: Vec<_> = (self.running.iter())
             .map(|r| r.route.borrow().metrics().clone())
@@ -312,7 +362,7 @@ impl RunState {
                         unreachable!("names are unique, so a listener is kept at most once")
                     };
                     if kept.config != *new {
-                        kept.apply(new, &self.metrics);
+                        kept.apply(new, &self.metrics, &self.histories);
                         summary.changed.push(new.name.clone());
                     }
                     running.push(kept);
@@ -363,8 +413,8 @@ impl RunState {
 
 impl RunningListener {
     /// New settings for the connections accepted from now on.
-    fn apply(&mut self, new: &ListenerConfig, metrics: &Arc<Metrics>) {
-        let route = Route::new(new, metrics, Some(&self.route.borrow()));
+    fn apply(&mut self, new: &ListenerConfig, metrics: &Arc<Metrics>, histories: &Histories) {
+        let route = Route::new(new, metrics, Some(&self.route.borrow()), histories);
         self.route.send_replace(Arc::new(route));
         self.limit.resize(new.max_connections);
         if new.backlog != self.config.backlog {

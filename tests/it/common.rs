@@ -33,7 +33,8 @@ impl TestServer {
 
     /// Serves an already loaded config.
     pub fn start_config(config: &Config) -> TestServer {
-        let server = Server::bind(config).unwrap_or_else(|e| panic!("bind: {e}: {}", e.source));
+        let server =
+            Server::bind(config).unwrap_or_else(|e| panic!("bind: {:#}", anyhow::Error::from(e)));
         let addrs = server
             .listeners()
             .into_iter()

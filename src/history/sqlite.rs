@@ -1,0 +1,550 @@
+//! The history in an embedded SQLite file (WAL mode): it survives restarts,
+//! crashes and `kill -9`.
+//!
+//! One writer thread per file owns its only read-write connection. The
+//! connections of the listeners hand it their messages through a bounded
+//! queue, and it commits whatever has queued up in one transaction (group
+//! commit): the message is in the write-ahead log before its reply is
+//! sent, so a reply the client has read is never lost with the process.
+//! The pick is a random id between the oldest and the newest kept (ids are
+//! consecutive), found through the primary key: no table scan.
+//!
+//! One process per file: the writer holds an exclusive `flock` on the file
+//! while it runs, and a second process (or a second server in one process)
+//! gets a start-up error that names the file. Readers (`switchboard
+//! history`) open it read-only beside the writer, which WAL allows.
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytes::Bytes;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior};
+use serde::Deserialize;
+use tokio::sync::{mpsc, oneshot};
+
+use super::{ENTRY_OVERHEAD, Limits, Recording};
+
+/// Messages waiting for the writer, at most; a caller that finds the queue
+/// full waits (within its timeout) for room.
+const QUEUE: usize = 1024;
+/// Messages committed in one transaction, at most.
+const MAX_BATCH: usize = 256;
+/// Oldest rows looked at per step of a trim.
+const TRIM_STEP: usize = 256;
+/// How long a statement waits for a lock another connection holds (a
+/// reader's checkpoint), before it fails.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// The write-ahead log is cut back to this size after a checkpoint.
+const WAL_SIZE_LIMIT: i64 = 16 * 1024 * 1024;
+/// The schema this code writes (`PRAGMA user_version`).
+const SCHEMA_VERSION: i64 = 1;
+
+/// What a commit waits for (`PRAGMA synchronous`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SqliteSync {
+    /// A commit is in the write-ahead log, in the operating system's
+    /// cache: it survives the process (a crash, `kill -9`), not the
+    /// machine losing power. No fsync per commit.
+    #[default]
+    Normal,
+    /// A commit is on the disk (fsync of the log per commit, shared by the
+    /// batch): it also survives a power loss.
+    Full,
+}
+
+impl SqliteSync {
+    fn pragma(self) -> &'static str {
+        match self {
+            SqliteSync::Normal => "NORMAL",
+            SqliteSync::Full => "FULL",
+        }
+    }
+}
+
+/// Why a history file cannot be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum SqliteOpenError {
+    /// Another process (or server) has it open for writing.
+    #[error(
+        "{0}: in use by another switchboard process (a SQLite history has one writer; \
+         to share a history between processes, use the redis backend)"
+    )]
+    InUse(PathBuf),
+    /// The file or the database in it cannot be used.
+    #[error("{path}: {message}")]
+    Unusable {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// One message for the writer, and where its pick goes.
+struct Job {
+    message: Bytes,
+    limits: Limits,
+    sync: SqliteSync,
+    reply: oneshot::Sender<Result<Bytes, String>>,
+}
+
+/// A history file with its writer thread. Dropping the last handle ends
+/// the thread once the queue is empty, and releases the file.
+#[derive(Debug)]
+pub(crate) struct SqliteHistory {
+    jobs: mpsc::Sender<Job>,
+}
+
+/// What the writer knows of the table without asking it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Totals {
+    /// The oldest id kept (meaningless when `count` is 0).
+    first: i64,
+    /// The newest id given out.
+    last: i64,
+    count: u64,
+    /// Text of the messages kept, plus [`ENTRY_OVERHEAD`] each.
+    bytes: u64,
+}
+
+impl SqliteHistory {
+    /// Opens (creating it if needed) the history file at `path`, takes its
+    /// lock, and starts its writer thread. Blocking: call it where waiting
+    /// for the disk is allowed.
+    pub(crate) fn open(path: &Path, sync: SqliteSync) -> Result<SqliteHistory, SqliteOpenError> {
+        let unusable = |message: String| SqliteOpenError::Unusable {
+            path: path.to_owned(),
+            message,
+        };
+        // Declared before the connection, so dropped after it: closing a
+        // descriptor of the file drops the process's POSIX locks on it,
+        // which SQLite's own locking relies on.
+        let lock = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(|e| unusable(format!("cannot open: {e}")))?;
+        match rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {}
+            Err(rustix::io::Errno::WOULDBLOCK) => {
+                return Err(SqliteOpenError::InUse(path.to_owned()));
+            }
+            Err(e) => return Err(unusable(format!("cannot lock: {e}"))),
+        }
+        let conn = open_writer(path, sync).map_err(unusable)?;
+        let totals = read_totals(&conn).map_err(|e| unusable(e.to_string()))?;
+        let (jobs, queue) = mpsc::channel(QUEUE);
+        std::thread::Builder::new()
+            .name("history-sqlite".into())
+            .spawn(move || write_loop(lock, conn, sync, totals, queue))
+            .map_err(|e| unusable(format!("cannot start its writer thread: {e}")))?;
+        Ok(SqliteHistory { jobs })
+    }
+
+    /// Records `message` (committed before this returns), trims to the
+    /// limits, and returns a random message kept. `Err` says why not; the
+    /// timeout bounds the wait for room in the queue and for the commit.
+    pub(crate) async fn record_and_pick(
+        &self,
+        message: Bytes,
+        how: Recording,
+    ) -> Result<Bytes, String> {
+        let timeout = how.timeout;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let (reply, picked) = oneshot::channel();
+        let job = Job {
+            message,
+            limits: how.limits,
+            sync: how.sync,
+            reply,
+        };
+        match tokio::time::timeout_at(deadline, self.jobs.send(job)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Err("its writer thread has stopped".to_owned()),
+            Err(_) => return Err(format!("the write queue stayed full for {timeout:?}")),
+        }
+        match tokio::time::timeout_at(deadline, picked).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err("its writer thread has stopped".to_owned()),
+            Err(_) => Err(format!("no commit within {timeout:?}")),
+        }
+    }
+}
+
+/// Opens the read-write connection: WAL, the sync level, the schema.
+fn open_writer(path: &Path, sync: SqliteSync) -> Result<Connection, String> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| e.to_string())?;
+    let setup = || -> rusqlite::Result<(String, i64)> {
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        let mode: String =
+            conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
+        conn.pragma_update(None, "synchronous", sync.pragma())?;
+        conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)?;
+        let version = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
+        Ok((mode, version))
+    };
+    let (mode, version) = setup().map_err(|e| e.to_string())?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(format!(
+            "the file system does not allow WAL mode (journal_mode is {mode})"
+        ));
+    }
+    if version > SCHEMA_VERSION {
+        return Err(format!(
+            "written by a newer switchboard (schema {version}; this one knows {SCHEMA_VERSION})"
+        ));
+    }
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS messages (id INTEGER PRIMARY KEY, body BLOB NOT NULL);",
+    )
+    .and_then(|()| conn.pragma_update(None, "user_version", SCHEMA_VERSION))
+    .map_err(|e| e.to_string())?;
+    Ok(conn)
+}
+
+/// Opens a history file read-only, for `switchboard history` beside a
+/// running writer. `None` when there is no such file yet.
+pub(crate) fn open_reader(path: &Path) -> Result<Option<Connection>, String> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| e.to_string())?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| e.to_string())?;
+    Ok(Some(conn))
+}
+
+/// Messages kept in a history file (opened by [`open_reader`]).
+pub(crate) fn count(conn: &Connection) -> Result<u64, String> {
+    read_totals(conn)
+        .map(|totals| totals.count)
+        .map_err(|e| e.to_string())
+}
+
+/// The newest `n` messages of a history file, oldest first.
+pub(crate) fn tail(conn: &Connection, n: usize) -> Result<Vec<Vec<u8>>, String> {
+    let run = || -> rusqlite::Result<Vec<Vec<u8>>> {
+        let mut newest = conn.prepare("SELECT body FROM messages ORDER BY id DESC LIMIT ?1")?;
+        let limit = i64::try_from(n).unwrap_or(i64::MAX);
+        let mut rows: Vec<Vec<u8>> = newest
+            .query_map([limit], |row| row.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        rows.reverse();
+        Ok(rows)
+    };
+    match run() {
+        // A file that no writer has set up yet holds nothing.
+        Err(e) if e.to_string().contains("no such table") => Ok(Vec::new()),
+        other => other.map_err(|e| e.to_string()),
+    }
+}
+
+fn read_totals(conn: &Connection) -> rusqlite::Result<Totals> {
+    let totals = conn.query_row(
+        "SELECT min(id), max(id), count(*), coalesce(sum(length(body)), 0) FROM messages",
+        [],
+        |row| {
+            let count: i64 = row.get(2)?;
+            let text: i64 = row.get(3)?;
+            let count = u64::try_from(count).unwrap_or(0);
+            Ok(Totals {
+                first: row.get::<_, Option<i64>>(0)?.unwrap_or(1),
+                last: row.get::<_, Option<i64>>(1)?.unwrap_or(0),
+                count,
+                bytes: u64::try_from(text).unwrap_or(0) + count * ENTRY_OVERHEAD as u64,
+            })
+        },
+    );
+    match totals {
+        Err(e) if e.to_string().contains("no such table") => Ok(Totals {
+            first: 1,
+            last: 0,
+            count: 0,
+            bytes: 0,
+        }),
+        other => other,
+    }
+}
+
+/// The writer thread: takes what has queued up, commits it as one
+/// transaction, answers each message with its pick (or the error).
+fn write_loop(
+    lock: File,
+    mut conn: Connection,
+    mut sync: SqliteSync,
+    mut totals: Totals,
+    mut queue: mpsc::Receiver<Job>,
+) {
+    let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
+    while let Some(job) = queue.blocking_recv() {
+        batch.push(job);
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        // A caller that gave up (its timeout passed) got no reply: its
+        // message is not recorded either.
+        batch.retain(|job| !job.reply.is_closed());
+        if batch.is_empty() {
+            continue;
+        }
+        // Listeners sharing the file may ask for different levels: a
+        // batch gets the strictest asked for in it.
+        let wanted = if batch.iter().any(|job| job.sync == SqliteSync::Full) {
+            SqliteSync::Full
+        } else {
+            SqliteSync::Normal
+        };
+        if wanted != sync
+            && conn
+                .pragma_update(None, "synchronous", wanted.pragma())
+                .is_ok()
+        {
+            sync = wanted;
+        }
+        match commit(&mut conn, &mut totals, &batch) {
+            Ok(picks) => {
+                for (job, pick) in batch.drain(..).zip(picks) {
+                    let _ = job.reply.send(Ok(pick));
+                }
+            }
+            Err(e) => {
+                let reason = e.to_string();
+                for job in batch.drain(..) {
+                    let _ = job.reply.send(Err(reason.clone()));
+                }
+            }
+        }
+    }
+    // The connection first, then the lock (see `open`).
+    drop(conn);
+    drop(lock);
+}
+
+/// Inserts the batch, trims to the tightest limits in it, picks a random
+/// message for each, and commits; `totals` changes only if the commit did.
+fn commit(
+    conn: &mut Connection,
+    totals: &mut Totals,
+    batch: &[Job],
+) -> rusqlite::Result<Vec<Bytes>> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut next = *totals;
+    let mut limits = Limits {
+        messages: usize::MAX,
+        bytes: usize::MAX,
+    };
+    {
+        let mut insert = tx.prepare_cached("INSERT INTO messages (id, body) VALUES (?1, ?2)")?;
+        for job in batch {
+            if next.count == 0 {
+                next.first = next.last + 1;
+            }
+            next.last += 1;
+            insert.execute((next.last, &job.message[..]))?;
+            next.count += 1;
+            next.bytes += (job.message.len() + ENTRY_OVERHEAD) as u64;
+            limits.messages = limits.messages.min(job.limits.messages);
+            limits.bytes = limits.bytes.min(job.limits.bytes);
+        }
+    }
+    trim(&tx, &mut next, limits)?;
+    let mut picks = Vec::with_capacity(batch.len());
+    {
+        let mut at_or_after =
+            tx.prepare_cached("SELECT body FROM messages WHERE id >= ?1 ORDER BY id LIMIT 1")?;
+        for _ in batch {
+            let id = rand::random_range(next.first..=next.last);
+            let body: Option<Vec<u8>> = at_or_after.query_row([id], |row| row.get(0)).optional()?;
+            // Never empty: the newest message is always kept.
+            picks.push(Bytes::from(body.unwrap_or_default()));
+        }
+    }
+    tx.commit()?;
+    *totals = next;
+    Ok(picks)
+}
+
+/// Deletes the oldest messages while the history is over `limits` (the
+/// newest always stays), updating `totals`.
+fn trim(
+    tx: &rusqlite::Transaction<'_>,
+    totals: &mut Totals,
+    limits: Limits,
+) -> rusqlite::Result<()> {
+    let over = |t: &Totals| {
+        t.count > limits.messages as u64 || (t.bytes > limits.bytes as u64 && t.count > 1)
+    };
+    let mut oldest = tx.prepare_cached(
+        "SELECT id, length(body) FROM messages WHERE id >= ?1 ORDER BY id LIMIT ?2",
+    )?;
+    let mut delete = tx.prepare_cached("DELETE FROM messages WHERE id >= ?1 AND id <= ?2")?;
+    while over(totals) {
+        let mut cut = None;
+        let mut rows = oldest.query((totals.first, TRIM_STEP as i64))?;
+        while let Some(row) = rows.next()? {
+            if !over(totals) {
+                break;
+            }
+            let (id, len): (i64, i64) = (row.get(0)?, row.get(1)?);
+            totals.count -= 1;
+            totals.bytes = totals
+                .bytes
+                .saturating_sub(u64::try_from(len).unwrap_or(0) + ENTRY_OVERHEAD as u64);
+            cut = Some(id);
+        }
+        drop(rows);
+        let Some(cut) = cut else {
+            // The table holds less than the totals say: start over from it.
+            *totals = Totals {
+                last: totals.last,
+                ..read_totals(tx)?
+            };
+            break;
+        };
+        delete.execute((totals.first, cut))?;
+        totals.first = cut + 1;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn how(messages: usize, bytes: usize) -> Recording {
+        Recording {
+            limits: Limits { messages, bytes },
+            timeout: Duration::from_secs(5),
+            sync: SqliteSync::Normal,
+        }
+    }
+
+    #[tokio::test]
+    async fn messages_are_kept_across_a_reopen_and_trimmed_to_the_limits() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.db");
+        let history = SqliteHistory::open(&path, SqliteSync::Normal).unwrap();
+        for i in 0..10u8 {
+            let pick = history
+                .record_and_pick(Bytes::from(vec![b'a' + i; 3]), how(4, 1 << 20))
+                .await
+                .unwrap();
+            assert!(pick[0] + 3 >= b'a' + i, "picked a trimmed message");
+        }
+        drop(history);
+        // The writer thread lets go of the file once its queue is gone.
+        let reopened = (0..200)
+            .find_map(|_| match SqliteHistory::open(&path, SqliteSync::Normal) {
+                Ok(h) => Some(h),
+                Err(_) => {
+                    std::thread::sleep(Duration::from_millis(10));
+                    None
+                }
+            })
+            .expect("reopen");
+        let reader = open_reader(&path).unwrap().unwrap();
+        assert_eq!(count(&reader).unwrap(), 4);
+        assert_eq!(
+            tail(&reader, 2).unwrap(),
+            [b"iii".to_vec(), b"jjj".to_vec()]
+        );
+        // Bytes: room for two 3-byte messages with their overhead, not three.
+        reopened
+            .record_and_pick(
+                Bytes::from_static(b"kkk"),
+                how(100, 2 * (3 + ENTRY_OVERHEAD) + 1),
+            )
+            .await
+            .unwrap();
+        assert_eq!(count(&reader).unwrap(), 2);
+        assert_eq!(
+            tail(&reader, 10).unwrap(),
+            [b"jjj".to_vec(), b"kkk".to_vec()]
+        );
+    }
+
+    #[test]
+    fn a_second_writer_is_refused_with_the_file_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.db");
+        let _first = SqliteHistory::open(&path, SqliteSync::Full).unwrap();
+        let second = SqliteHistory::open(&path, SqliteSync::Full).unwrap_err();
+        assert!(matches!(second, SqliteOpenError::InUse(_)), "{second}");
+        assert!(second.to_string().contains("h.db"), "{second}");
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_database_is_refused_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.db");
+        std::fs::write(&path, vec![7u8; 8192]).unwrap();
+        let err = SqliteHistory::open(&path, SqliteSync::Normal).unwrap_err();
+        assert!(matches!(err, SqliteOpenError::Unusable { .. }), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_full_disk_is_an_error_for_the_batch_and_the_writer_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.db");
+        // Stand-in for a full disk: the database may grow by 40 pages and
+        // no more (SQLITE_FULL, as from a full file system).
+        let lock = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .unwrap();
+        let conn = open_writer(&path, SqliteSync::Normal).unwrap();
+        let pages: i64 = conn
+            .pragma_query_value(None, "page_count", |r| r.get(0))
+            .unwrap();
+        conn.pragma_update(None, "max_page_count", pages + 40)
+            .unwrap();
+        let totals = read_totals(&conn).unwrap();
+        let (jobs, queue) = mpsc::channel(QUEUE);
+        std::thread::spawn(move || write_loop(lock, conn, SqliteSync::Normal, totals, queue));
+        let history = SqliteHistory { jobs };
+        let big = Bytes::from(vec![b'x'; 64 * 1024]);
+        let (mut stored, mut failed) = (0, 0);
+        for _ in 0..8 {
+            match history
+                .record_and_pick(big.clone(), how(1000, 1 << 30))
+                .await
+            {
+                Ok(_) => stored += 1,
+                Err(reason) => {
+                    assert!(reason.contains("full"), "{reason}");
+                    failed += 1;
+                }
+            }
+        }
+        assert!(stored > 0 && failed > 0, "{stored} stored, {failed} failed");
+        // What failed was rolled back; what was stored is all there.
+        let reader = open_reader(&path).unwrap().unwrap();
+        assert_eq!(count(&reader).unwrap(), stored);
+        // The writer goes on: a message that fits is stored, and trims.
+        let pick = history
+            .record_and_pick(Bytes::from_static(b"again"), how(1, 1 << 30))
+            .await
+            .unwrap();
+        assert_eq!(pick, Bytes::from_static(b"again"));
+        assert_eq!(count(&reader).unwrap(), 1);
+    }
+}
