@@ -114,6 +114,24 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Show what a random-bot listener's history holds, read from its
+    /// SQLite file or Redis key (a memory history is inside the daemon and
+    /// cannot be read from here).
+    #[command(
+        after_help = "Examples:\n  switchboard history -c /etc/switchboard/switchboard.toml random-bot --count\n  switchboard history -c switchboard.toml random-bot --tail 20"
+    )]
+    History {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The random-bot listener, by name.
+        listener: String,
+        /// Print the number of messages kept, as a bare number.
+        #[arg(long, conflicts_with = "tail", required_unless_present = "tail")]
+        count: bool,
+        /// Print the newest N messages, oldest first, one per line.
+        #[arg(long, value_name = "N")]
+        tail: Option<usize>,
+    },
     /// Chat with a line server: each line typed is sent, every line it
     /// sends is shown; an empty line or Ctrl-D ends the chat.
     #[command(after_help = "Example:\n  switchboard chat 127.0.0.1:10087")]
@@ -235,6 +253,21 @@ fn main() -> ExitCode {
                 switchboard::client::send(&options, messages, stdin, &mut out).await
             })
         }
+        Command::History {
+            config,
+            listener,
+            count,
+            tail,
+        } => match load(config_path(config).as_deref()) {
+            Ok(config) => {
+                let what = match (count, tail) {
+                    (_, Some(n)) => switchboard::history::Inspect::Tail(n),
+                    _ => switchboard::history::Inspect::Count,
+                };
+                history(&config, &listener, what)
+            }
+            Err(e) => config_error(&e),
+        },
         Command::Chat { addr, client } => {
             let options = line_options(addr, &client);
             run_lines("chat", async move {
@@ -396,6 +429,52 @@ fn probe(config: &Config, listeners: &[String], timeout: std::time::Duration) ->
         ExitCode::SUCCESS
     } else {
         ExitCode::from(EXIT_FAILURE)
+    }
+}
+
+/// `switchboard history`: the count, or the newest messages, of the
+/// history of the random-bot listener called `name`. Messages are printed
+/// as stored (the listener's encoding), one per line.
+fn history(config: &Config, name: &str, what: switchboard::history::Inspect) -> ExitCode {
+    let Some(listener) = config.listeners.iter().find(|l| l.name == name) else {
+        let names: Vec<&str> = config.listeners.iter().map(|l| l.name.as_str()).collect();
+        print_err(&format!(
+            "switchboard history: no listener \"{name}\" in {} (its listeners: {})",
+            config.source,
+            names.join(", ")
+        ));
+        return ExitCode::from(EXIT_USAGE);
+    };
+    let config::HandlerConfig::RandomBot(bot) = &listener.handler else {
+        print_err(&format!(
+            "switchboard history: listener \"{name}\" is a {}, which keeps no history",
+            listener.handler.name()
+        ));
+        return ExitCode::from(EXIT_USAGE);
+    };
+    let Some(runtime) = client_runtime() else {
+        return ExitCode::from(EXIT_FAILURE);
+    };
+    let inspected = runtime.block_on(switchboard::history::inspect(name, &bot.history, what));
+    match inspected {
+        Ok(switchboard::history::Inspected::Count(n)) => {
+            print_out(&format!("{n}\n"));
+            ExitCode::SUCCESS
+        }
+        Ok(switchboard::history::Inspected::Messages(messages)) => {
+            let mut out = Vec::new();
+            for message in messages {
+                out.extend_from_slice(&message);
+                out.push(b'\n');
+            }
+            let mut stdout = std::io::stdout().lock();
+            let _ = stdout.write_all(&out).and_then(|()| stdout.flush());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            print_err(&format!("switchboard history: {e}"));
+            ExitCode::from(EXIT_FAILURE)
+        }
     }
 }
 

@@ -469,6 +469,22 @@ impl Registry {
     }
 }
 
+impl Registry {
+    /// Forgets the memory histories that `current` (the set of the config
+    /// just applied) does not have: one that a reload dropped is never
+    /// taken over again by a later reload, even while a connection that
+    /// began before still holds it. (A file or a key is the same history
+    /// whenever it is reopened.)
+    pub(crate) fn forget_memory_not_in(&self, current: &Histories) {
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        open.retain(|identity, history| {
+            history.strong_count() > 0
+                && (!matches!(identity, Identity::Memory(_))
+                    || current.by_identity.contains_key(identity))
+        });
+    }
+}
+
 /// What `switchboard history` shows of a listener's history.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Inspect {

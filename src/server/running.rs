@@ -345,6 +345,7 @@ impl RunState {
         // Histories the new config no longer names close with the last
         // connection that uses them.
         self.histories = histories;
+        self.registry.forget_memory_not_in(&self.histories);
 
         let before: Vec<_> = (self.running.iter())
             .map(|r| r.route.borrow().metrics().clone())

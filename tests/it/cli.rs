@@ -481,6 +481,15 @@ impl Daemon {
         }
     }
 
+    /// Every stderr line read so far, with those printed since the last
+    /// read (not waiting for more).
+    pub(crate) fn log_now(&mut self) -> &[String] {
+        while let Ok(line) = self.stderr.try_recv() {
+            self.log.push(line);
+        }
+        &self.log
+    }
+
     /// Waits for the process to exit within `limit`.
     pub(crate) fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
         match wait_within(&mut self.child, limit) {

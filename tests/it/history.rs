@@ -1,0 +1,462 @@
+//! The random-bot's history in SQLite and Redis, end to end: the real
+//! binary killed with `kill -9` keeps every acknowledged message, a second
+//! process on one SQLite file is refused, a reload that changes the backend
+//! starts from the new backend's history, two processes on one Redis key
+//! share a history, and Redis lost, slow or back is answered with
+//! `ERR history unavailable` and then normal service. (Two replicas behind
+//! HAProxy: `scale_out.rs`.)
+//!
+//! The Redis tests need Debian's `redis-server`; without it they say so and
+//! pass, unless SWITCHBOARD_REQUIRE_REDIS is set (as CI sets it).
+
+use std::collections::HashSet;
+use std::fs;
+use std::io::{BufRead, BufReader as StdBufReader, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tokio::io::BufReader;
+use tokio::net::TcpStream;
+
+use crate::cli::{Daemon, output, switchboard};
+use crate::common::{LIMIT, TestServer, ask, connect, connect_lines, listener};
+
+/// True when `redis-server` is here; panics when it is required and not.
+pub(crate) fn have_redis() -> bool {
+    let found = Command::new("redis-server")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found && std::env::var_os("SWITCHBOARD_REQUIRE_REDIS").is_some() {
+        panic!(
+            "redis-server is required (SWITCHBOARD_REQUIRE_REDIS is set) but is not usable here"
+        );
+    }
+    if !found {
+        eprintln!("skipped: redis-server is not installed (apt-get install redis-server)");
+    }
+    found
+}
+
+/// A real redis-server on a free loopback port, without persistence;
+/// killed when dropped.
+pub(crate) struct Redis {
+    child: Option<Child>,
+    pub(crate) port: u16,
+    extra: Vec<String>,
+}
+
+impl Redis {
+    /// Starts one; `extra` are more `redis-server` arguments.
+    pub(crate) fn start(extra: &[&str]) -> Redis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let mut redis = Redis {
+            child: None,
+            port,
+            extra: extra.iter().map(|s| (*s).to_owned()).collect(),
+        };
+        redis.restart();
+        redis
+    }
+
+    /// Kills it at once (SIGKILL).
+    pub(crate) fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port (empty: nothing is persisted).
+    pub(crate) fn restart(&mut self) {
+        self.kill();
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            .args(["--enable-debug-command", "yes"])
+            .args(&self.extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("cannot start redis-server");
+        self.child = Some(child);
+        let deadline = Instant::now() + LIMIT;
+        while self.command("PING").as_deref() != Some("+PONG") {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server never answered PING"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends one inline command (no auth needed for PING) and returns the
+    /// first line of the answer.
+    pub(crate) fn command(&self, command: &str) -> Option<String> {
+        let mut conn = std::net::TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        conn.set_read_timeout(Some(LIMIT)).ok()?;
+        conn.write_all(format!("{command}\r\n").as_bytes()).ok()?;
+        let mut line = String::new();
+        StdBufReader::new(conn).read_line(&mut line).ok()?;
+        Some(line.trim_end().to_owned())
+    }
+
+    /// Makes it sleep `secs` seconds without answering anyone.
+    pub(crate) fn stall(&self, secs: u32) -> std::net::TcpStream {
+        let mut conn = std::net::TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
+        conn.write_all(format!("DEBUG SLEEP {secs}\r\n").as_bytes())
+            .expect("send DEBUG SLEEP");
+        conn
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A config file with one random-bot listener called `bot`.
+pub(crate) fn bot_config(
+    dir: &Path,
+    file: &str,
+    bind: &str,
+    extra: &str,
+    history: &str,
+) -> PathBuf {
+    let path = dir.join(file);
+    fs::write(
+        &path,
+        format!(
+            "[[listener]]\nname = \"bot\"\nbind = \"{bind}\"\nhandler = \"random-bot\"\n{extra}\n\
+             [listener.history]\n{history}\n"
+        ),
+    )
+    .expect("write config");
+    path
+}
+
+/// `switchboard history -c CONFIG bot ARGS...`: its stdout, which must succeed.
+pub(crate) fn history_cli(config: &Path, args: &[&str]) -> String {
+    let out = output(
+        switchboard()
+            .arg("history")
+            .arg("-c")
+            .arg(config)
+            .arg("bot")
+            .args(args),
+    );
+    assert!(
+        out.status.success(),
+        "switchboard history failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("UTF-8")
+}
+
+/// The number of messages `switchboard history --count` reports.
+pub(crate) fn stored(config: &Path) -> u64 {
+    let text = history_cli(config, &["--count"]);
+    text.trim_end()
+        .parse()
+        .unwrap_or_else(|_| panic!("--count printed {text:?}, not a bare number"))
+}
+
+/// Sends `messages` on one connection to `addr`; returns the replies.
+pub(crate) async fn chat(addr: SocketAddr, messages: &[String]) -> Vec<String> {
+    let mut conn = connect_lines(addr).await;
+    let mut replies = Vec::with_capacity(messages.len());
+    for message in messages {
+        replies.push(ask(&mut conn, &format!("{message}\n")).await);
+    }
+    replies
+}
+
+fn messages(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}-{i}")).collect()
+}
+
+#[tokio::test]
+async fn every_acknowledged_message_survives_kill_9_of_a_sqlite_history() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("history.db");
+    let config = bot_config(
+        dir.path(),
+        "switchboard.toml",
+        "127.0.0.1:0",
+        "history_limit = 150",
+        &format!("backend = \"sqlite\"\npath = \"{}\"", db.display()),
+    );
+    let mut daemon = Daemon::start(&config);
+    let addr = daemon.addr("bot");
+    // 4 clients at once, 30 messages each: every reply read is an
+    // acknowledged message, and each reply is one of the messages sent.
+    let mut clients = Vec::new();
+    for c in 0..4 {
+        clients.push(tokio::spawn(async move {
+            let sent = messages(&format!("c{c}"), 30);
+            (chat(addr, &sent).await, sent)
+        }));
+    }
+    let mut sent_all = HashSet::new();
+    let mut replies_all = Vec::new();
+    for client in clients {
+        let (replies, sent) = client.await.expect("client task");
+        sent_all.extend(sent);
+        replies_all.extend(replies);
+    }
+    for reply in &replies_all {
+        assert!(sent_all.contains(reply), "reply {reply:?} was never sent");
+    }
+    daemon.child.kill().expect("kill -9");
+    daemon.child.wait().expect("wait");
+    assert_eq!(stored(&config), 120, "messages acknowledged before kill -9");
+    let tail = history_cli(&config, &["--tail", "200"]);
+    let kept: HashSet<String> = tail.lines().map(str::to_owned).collect();
+    assert_eq!(kept, sent_all, "--tail shows every message kept");
+
+    // Restarted, the history goes on from the file, and is trimmed to its limit.
+    let mut daemon = Daemon::start(&config);
+    let later = messages("later", 100);
+    let replies = chat(daemon.addr("bot"), &later).await;
+    let known: HashSet<&String> = sent_all.iter().chain(&later).collect();
+    for reply in &replies {
+        assert!(known.contains(reply), "reply {reply:?} was never sent");
+    }
+    assert!(
+        replies.iter().any(|r| sent_all.contains(r)),
+        "after the restart, no reply came from the messages before it"
+    );
+    assert_eq!(stored(&config), 150, "trimmed to history_limit");
+    let newest = history_cli(&config, &["--tail", "1"]);
+    assert_eq!(newest, "later-99\n");
+    daemon.signal("TERM");
+    assert!(daemon.wait_exit(LIMIT).success());
+}
+
+#[tokio::test]
+async fn a_second_process_on_one_sqlite_file_is_refused_at_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("history.db");
+    let history = format!("backend = \"sqlite\"\npath = \"{}\"", db.display());
+    let first = bot_config(dir.path(), "first.toml", "127.0.0.1:0", "", &history);
+    let second = bot_config(dir.path(), "second.toml", "127.0.0.1:0", "", &history);
+    let _daemon = Daemon::start(&first);
+    let out = output(switchboard().arg("-c").arg(&second));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("in use by another switchboard process")
+            && stderr.contains(&db.display().to_string())
+            && stderr.contains("listener \"bot\""),
+        "{stderr}"
+    );
+    // The admin view reads it beside the writer.
+    assert_eq!(stored(&first), 0);
+}
+
+#[tokio::test]
+async fn a_reload_that_changes_the_backend_starts_from_the_new_backends_history() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("history.db");
+    let memory = listener("bot", "random-bot", "");
+    let sqlite = format!(
+        "{memory}[listener.history]\nbackend = \"sqlite\"\npath = \"{}\"\n",
+        db.display()
+    );
+    let mut server = TestServer::start(&memory);
+    let before = chat(server.addr("bot"), &messages("memory", 5)).await;
+    assert_eq!(before[0], "memory-0");
+
+    // To SQLite: the memory history is not copied, so the first message
+    // is the only one the new history holds, and comes back as itself.
+    let summary = server.reload(&sqlite).await.expect("reload to sqlite");
+    assert_eq!(summary.changed, ["bot"]);
+    let after = chat(server.addr("bot"), &messages("sqlite", 3)).await;
+    assert_eq!(after[0], "sqlite-0");
+    for reply in &after {
+        assert!(
+            reply.starts_with("sqlite-"),
+            "{reply:?} came from the memory history"
+        );
+    }
+    // A reload that keeps the backend keeps the history.
+    let tighter = sqlite.replace(
+        "handler = \"random-bot\"",
+        "handler = \"random-bot\"\nhistory_limit = 2",
+    );
+    server.reload(&tighter).await.expect("reload, same file");
+    let kept = chat(server.addr("bot"), &messages("kept", 1)).await;
+    assert!(
+        kept[0] == "kept-0" || kept[0] == "sqlite-2",
+        "{kept:?}: not from the last two messages"
+    );
+
+    // Back to memory: a new, empty memory history (not the one before).
+    server.reload(&memory).await.expect("reload to memory");
+    let back = chat(server.addr("bot"), &messages("back", 1)).await;
+    assert_eq!(back, ["back-0"]);
+
+    // A file another server holds cannot be opened: that reload is
+    // refused, naming it, and the bot goes on with its history.
+    let other_db = dir.path().join("other.db");
+    let other = format!(
+        "{memory}[listener.history]\nbackend = \"sqlite\"\npath = \"{}\"\n",
+        other_db.display()
+    );
+    let holder = TestServer::start(&other);
+    let err = server.reload(&other).await.expect_err("the file is in use");
+    let err = format!("{:#}", anyhow::Error::from(err));
+    assert!(
+        err.contains("in use by another switchboard process") && err.contains("other.db"),
+        "{err}"
+    );
+    let still = chat(server.addr("bot"), &messages("still", 1)).await;
+    assert!(still[0] == "still-0" || still[0] == "back-0", "{still:?}");
+    holder.shutdown().await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn two_processes_on_one_redis_key_share_one_history_with_a_password_never_logged() {
+    if !have_redis() {
+        return;
+    }
+    let redis = Redis::start(&["--user", "app", "on", ">s3cret-pw", "~*", "&*", "+@all"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let history = format!(
+        "backend = \"redis\"\nurl = \"redis://app:s3cret-pw@127.0.0.1:{}/0\"\nkey = \"test:shared\"",
+        redis.port
+    );
+    let a = bot_config(dir.path(), "a.toml", "127.0.0.1:0", "", &history);
+    let b = bot_config(dir.path(), "b.toml", "127.0.0.1:0", "", &history);
+    let check = output(switchboard().arg("check").arg("-c").arg(&a));
+    let check = String::from_utf8_lossy(&check.stdout).into_owned();
+    assert!(
+        check.contains("history=redis:redis://app:***@127.0.0.1"),
+        "{check}"
+    );
+    let mut first = Daemon::start(&a);
+    let mut second = Daemon::start(&b);
+    let from_a = messages("a", 20);
+    chat(first.addr("bot"), &from_a).await;
+    let from_b = messages("b", 30);
+    let replies = chat(second.addr("bot"), &from_b).await;
+    let known: HashSet<&String> = from_a.iter().chain(&from_b).collect();
+    for reply in &replies {
+        assert!(known.contains(reply), "reply {reply:?} was never sent");
+    }
+    // Each reply is drawn from at least 21 messages, 20 of them A's: B
+    // answering only from its own would have a chance below 1e-20.
+    assert!(
+        replies.iter().any(|r| r.starts_with("a-")),
+        "B never answered with a message sent to A: {replies:?}"
+    );
+    assert_eq!(stored(&a), 50);
+    assert_eq!(stored(&b), 50);
+    assert_eq!(history_cli(&b, &["--tail", "2"]), "b-28\nb-29\n");
+    // A wrong password: every message gets the error, the log names the
+    // history without the password, and neither is ever shown.
+    let wrong = bot_config(
+        dir.path(),
+        "wrong.toml",
+        "127.0.0.1:0",
+        "",
+        &history.replace("s3cret-pw", "not-the-pw"),
+    );
+    let mut third = Daemon::start(&wrong);
+    let replies = chat(third.addr("bot"), &messages("w", 2)).await;
+    assert_eq!(
+        replies,
+        ["ERR history unavailable", "ERR history unavailable"]
+    );
+    let line = third.wait_for_log("history unavailable");
+    assert!(line.contains("app:***@127.0.0.1"), "{line}");
+    for daemon in [&mut first, &mut second, &mut third] {
+        daemon.signal("TERM");
+        daemon.wait_exit(LIMIT);
+        for line in daemon.log_now() {
+            assert!(
+                !line.contains("s3cret-pw") && !line.contains("not-the-pw"),
+                "a password in the log: {line}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn redis_lost_slow_and_back_gives_err_lines_then_service_on_the_same_connection() {
+    if !have_redis() {
+        return;
+    }
+    let mut redis = Redis::start(&[]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = bot_config(
+        dir.path(),
+        "switchboard.toml",
+        "127.0.0.1:0",
+        "",
+        &format!(
+            "backend = \"redis\"\nurl = \"redis://127.0.0.1:{}/0\"\ntimeout = \"300ms\"",
+            redis.port
+        ),
+    );
+    let mut daemon = Daemon::start(&config);
+    let mut conn: BufReader<TcpStream> = BufReader::new(connect(daemon.addr("bot")).await);
+    assert_eq!(ask(&mut conn, "first\n").await, "first");
+
+    // Slow: a Redis that answers nobody for 3 s; the reply comes at the
+    // timeout, not when Redis wakes.
+    let _sleeper = redis.stall(3);
+    std::thread::sleep(Duration::from_millis(100));
+    let asked = Instant::now();
+    assert_eq!(ask(&mut conn, "slow\n").await, "ERR history unavailable");
+    assert!(
+        asked.elapsed() < Duration::from_millis(2000),
+        "the error took {:?}",
+        asked.elapsed()
+    );
+
+    // Lost: every message gets the error, on the same connection, and the
+    // log says so once.
+    redis.kill();
+    for i in 0..5 {
+        assert_eq!(
+            ask(&mut conn, &format!("lost-{i}\n")).await,
+            "ERR history unavailable"
+        );
+    }
+    // Back: service resumes by itself (a new Redis is empty, so the first
+    // message stored comes back as itself).
+    redis.restart();
+    let deadline = Instant::now() + LIMIT;
+    let mut reply;
+    loop {
+        reply = ask(&mut conn, "back\n").await;
+        if reply != "ERR history unavailable" || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(reply, "back");
+    daemon.wait_for_log("history available again");
+    let unavailable = daemon
+        .log_now()
+        .iter()
+        .filter(|l| l.contains("history unavailable:"))
+        .count();
+    assert_eq!(
+        unavailable, 1,
+        "one outage (slow, then lost) was logged {unavailable} times"
+    );
+    drop(conn);
+    daemon.signal("TERM");
+    assert!(daemon.wait_exit(LIMIT).success());
+}
