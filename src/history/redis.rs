@@ -78,7 +78,13 @@ impl RedisUrl {
     /// Checks that `url` is one the Redis client takes (nothing is
     /// connected).
     pub fn parse(url: &str) -> Result<RedisUrl, String> {
-        Client::open(url).map_err(|e| format!("not a Redis URL ({e})"))?;
+        // The client's own message is generic, and could one day show the
+        // URL: only what it expects is said.
+        Client::open(url).map_err(|_| {
+            "not a Redis URL; expected redis://[user:password@]host[:port][/db] \
+             or redis+unix:///path/to/socket"
+                .to_owned()
+        })?;
         Ok(RedisUrl(url.to_owned()))
     }
 
