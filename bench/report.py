@@ -51,8 +51,15 @@ RATIO_TARGETS = {
 
 # switchboard listeners measured against switchboard itself, not against
 # the ceiling and the peers: one that refuses everyone, one behind a PROXY
-# protocol v2 header.
-SAME_SERVER_VARIANTS = ("switchboard:refused", "switchboard:proxy-v2", "switchboard:http")
+# protocol v2 header, HTTP downloads, the random-bot with its history in
+# SQLite and in Redis.
+SAME_SERVER_VARIANTS = (
+    "switchboard:refused",
+    "switchboard:proxy-v2",
+    "switchboard:http",
+    "switchboard:random-bot-sqlite",
+    "switchboard:random-bot-redis",
+)
 
 # kind -> [(field, how rounds are combined, limit, what it is)]: switchboard's
 # value must be at most the limit.
@@ -285,13 +292,13 @@ def build(runs, command, settings, notes):
                     f"| {case} | {sb} / {other} | {fmt_ratio(ratio)}{spread} | {interval} | "
                     f"{goal} | {mark} |"
                 )
-    def variant_ratio(kind, variant, field, target, higher, what):
-        """A switchboard variant against plain switchboard, same run and case."""
+    def variant_ratio(kind, variant, field, target, higher, what, base="switchboard"):
+        """A switchboard variant against `base` (plain switchboard), same run and case."""
         for case, servers in cases.items():
             if kind_of(case) != kind or variant not in servers:
                 continue
             value = median(numbers(servers[variant], field))
-            plain = median(numbers(servers.get("switchboard", []), field))
+            plain = median(numbers(servers.get(base, []), field))
             if value is None or not plain:
                 mark, ratio = "no data", None
                 summary["no data"] += 1
@@ -302,7 +309,7 @@ def build(runs, command, settings, notes):
                 summary["met" if ok else "missed"] += 1
             goal = f"{'≥' if higher else '≤'} {target:g}×"
             ratio_rows.append(
-                f"| {case} | {variant} / switchboard, {what} | {fmt_ratio(ratio)} | — | {goal} | {mark} |"
+                f"| {case} | {variant} / {base}, {what} | {fmt_ratio(ratio)} | — | {goal} | {mark} |"
             )
 
     # Refusing must be cheaper than serving: the server's CPU per connection
@@ -313,6 +320,11 @@ def build(runs, command, settings, notes):
     variant_ratio("connect", "switchboard:proxy-v2", METRIC["connect"][0], 0.9, True, "connections/s")
     # HTTP on the download port must cost little against the raw protocol.
     variant_ratio("download", "switchboard:http", METRIC["download"][0], 0.95, True, "MB/s")
+    # The random-bot's durable and shared histories against the memory one.
+    variant_ratio("lines", "switchboard:random-bot-sqlite", METRIC["lines"][0], 0.5, True,
+                  "messages/s", base="switchboard:random-bot")
+    variant_ratio("lines", "switchboard:random-bot-redis", METRIC["lines"][0], 0.3, True,
+                  "messages/s", base="switchboard:random-bot")
     abs_rows = []
     for case, servers in cases.items():
         kind = kind_of(case)

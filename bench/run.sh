@@ -22,7 +22,7 @@
 #   FILE_MB=1024            size of the download file (rounded up to 16 MiB)
 #   REPEAT=2                downloads per client in the download case
 #   LINES_CONNS=8           connections of the lines case
-#   BASE_PORT=23100         ports used: BASE_PORT .. BASE_PORT+22 on 127.0.0.1, kept
+#   BASE_PORT=23100         ports used: BASE_PORT .. BASE_PORT+26 on 127.0.0.1, kept
 #                           below the ephemeral range (ip_local_port_range)
 #   SERVER_CPU=0 LOAD_CPU=1 cores for taskset
 #   NO_INSTALL=1            do not apt-get install socat / ncat
@@ -139,8 +139,10 @@ conntrack_room() {
   done
   note "the conntrack table stayed over half full: connect runs may be throttled by dropped SYNs"
 }
+redis_pid=
 cleanup() {
   stop_server
+  if [ -n "$redis_pid" ]; then kill -KILL "$redis_pid" 2> /dev/null || true; fi
   rm -rf "$work"
   if [ -n "$conntrack_tw_saved" ]; then echo "$conntrack_tw_saved" > "$conntrack_tw"; fi
 }
@@ -193,6 +195,14 @@ if have ncat; then
   peers_connect+=(ncat)
 else
   note "ncat not installed: its runs are skipped"
+fi
+
+# redis-server (Debian's package) for the random-bot's shared history.
+history_variants="switchboard:random-bot-sqlite"
+if have redis-server; then
+  history_variants="$history_variants switchboard:random-bot-redis"
+else
+  note "redis-server not installed: the random-bot runs with a Redis history are skipped"
 fi
 
 # nginx (Debian's nginx-light) for the small-file HTTP case.
@@ -248,17 +258,20 @@ p_socat=$((BASE_PORT + 20))
 p_socat_nodelay=$((BASE_PORT + 21))
 p_ncat=$((BASE_PORT + 22))
 p_nginx=$((BASE_PORT + 23))
+p_sb_random_sqlite=$((BASE_PORT + 24))
+p_sb_random_redis=$((BASE_PORT + 25))
+p_redis=$((BASE_PORT + 26))
 # Ports inside the ephemeral range could be taken by the clients' own
 # sockets (the connect case leaves thousands in TIME_WAIT), and a listener
 # cannot bind next to those.
 if [ -r /proc/sys/net/ipv4/ip_local_port_range ]; then
   read -r lo hi < /proc/sys/net/ipv4/ip_local_port_range
-  if [ "$BASE_PORT" -le "$hi" ] && [ $((BASE_PORT + 22)) -ge "$lo" ]; then
-    note "ports $BASE_PORT-$((BASE_PORT + 22)) overlap the ephemeral range $lo-$hi: a bind may fail (set BASE_PORT)"
+  if [ "$BASE_PORT" -le "$hi" ] && [ $((BASE_PORT + 26)) -ge "$lo" ]; then
+    note "ports $BASE_PORT-$((BASE_PORT + 26)) overlap the ephemeral range $lo-$hi: a bind may fail (set BASE_PORT)"
   fi
 fi
 for p in $p_sb_echo $p_sb_download $p_sb_keyword $p_sb_random $p_sb_refused $p_sb_proxied $p_ceiling_echo \
-  $p_ceiling_file $p_socat $p_socat_nodelay $p_ncat $p_nginx; do
+  $p_ceiling_file $p_socat $p_socat_nodelay $p_ncat $p_nginx $p_sb_random_sqlite $p_sb_random_redis $p_redis; do
   if port_open "$p"; then
     echo "run.sh: 127.0.0.1:$p is already in use; pick other ports with BASE_PORT=..." >&2
     exit 1
@@ -343,7 +356,21 @@ printf '\n[[listener]]\nname = "refused"\nbind = "127.0.0.1:%s"\nhandler = "echo
 # the cost of the header beside a plain connection (the connect case).
 printf '\n[[listener]]\nname = "proxied"\nbind = "127.0.0.1:%s"\nhandler = "echo"\nproxy_protocol = "v2"\ntrusted_proxies = ["127.0.0.1"]\n' \
   "$p_sb_proxied" >> "$config"
+# The random-bot with its history in SQLite (a file of this run) and in
+# Redis (one redis-server for the run, on the servers' core, no
+# persistence), for their cost beside the memory history (the lines case).
+printf '\n[[listener]]\nname = "random-bot-sqlite"\nbind = "127.0.0.1:%s"\nhandler = "random-bot"\n[listener.history]\nbackend = "sqlite"\npath = "%s"\n' \
+  "$p_sb_random_sqlite" "$work/random-bot.db" >> "$config"
+printf '\n[[listener]]\nname = "random-bot-redis"\nbind = "127.0.0.1:%s"\nhandler = "random-bot"\n[listener.history]\nbackend = "redis"\nurl = "redis://127.0.0.1:%s/0"\n' \
+  "$p_sb_random_redis" "$p_redis" >> "$config"
 "$switchboard" check -c "$config" > /dev/null
+if [[ $history_variants == *redis* ]]; then
+  "${server_pin[@]}" redis-server --port "$p_redis" --bind 127.0.0.1 --save "" --appendonly no \
+    --protected-mode no > "$work/redis.log" 2>&1 &
+  redis_pid=$!
+  for _ in $(seq 100); do port_open "$p_redis" && break; sleep 0.1; done
+  port_open "$p_redis" || { echo "bench: redis-server did not start" >&2; tail -5 "$work/redis.log" >&2; exit 1; }
+fi
 
 # start_server LABEL KIND: starts the server, sets server_pid and port.
 start_server() {
@@ -355,6 +382,8 @@ start_server() {
         download:*) port=$p_sb_download ;;
         lines:switchboard:keyword-bot) port=$p_sb_keyword ;;
         lines:switchboard:random-bot) port=$p_sb_random ;;
+        lines:switchboard:random-bot-sqlite) port=$p_sb_random_sqlite ;;
+        lines:switchboard:random-bot-redis) port=$p_sb_random_redis ;;
         connect:switchboard:refused) port=$p_sb_refused ;;
         connect:switchboard:proxy-v2) port=$p_sb_proxied ;;
         requests:*) port=$p_sb_download ;;
@@ -531,7 +560,7 @@ fi
 
 if wants lines; then
   run_case "lines c$LINES_CONNS" lines "$t_short" \
-    "switchboard:keyword-bot switchboard:random-bot ceiling" \
+    "switchboard:keyword-bot switchboard:random-bot $history_variants ceiling" \
     --connections "$LINES_CONNS" --message hello
 fi
 

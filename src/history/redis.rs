@@ -2,13 +2,20 @@
 //! (replicas behind a load balancer).
 //!
 //! The key is one hash: the messages under consecutive integer fields, and
-//! `#first`, `#last` and `#bytes` beside them. One Lua script records a
-//! message, trims the oldest past both limits and picks a random message
-//! between `#first` and `#last` (an O(1) `HGET`), atomically for every
-//! replica. The connection is a `ConnectionManager`, made lazily (the
-//! daemon starts while Redis is down) and reconnected by itself; every call
-//! has a timeout, and at most [`MAX_IN_FLIGHT`] wait at once per history,
-//! so nothing queues without bound while Redis is slow.
+//! `#first`, `#last` and `#bytes` beside them. One Lua script records the
+//! messages of a batch, trims the oldest past both limits and picks a
+//! random message between `#first` and `#last` for each (`HMGET`, O(1) a
+//! message), atomically for every replica, in at most five Redis calls
+//! whatever the batch's size.
+//!
+//! The connections of a process hand their messages to one task per
+//! history, which sends whatever has queued up as one batch, one round trip
+//! and one script run for all (the Redis server's time and ours per call
+//! are shared), and the next batch while that one is answered. The
+//! connection is a `ConnectionManager`, made lazily (the daemon starts
+//! while Redis is down) and reconnected by itself; every batch has the
+//! timeout, and the queue is bounded ([`QUEUE`]), so nothing piles up
+//! while Redis is slow.
 
 use std::fmt;
 use std::time::Duration;
@@ -17,42 +24,75 @@ use bytes::Bytes;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, Script};
 use serde::{Deserialize, Deserializer};
-use tokio::sync::Semaphore;
+use tokio::sync::{mpsc, oneshot};
 
 use super::{ENTRY_OVERHEAD, Limits};
 
-/// Calls waiting for Redis at once, per history; more fail at their timeout.
-const MAX_IN_FLIGHT: usize = 256;
+/// Messages waiting for the batch task, at most, per history; a connection
+/// that finds the queue full waits (within its timeout) for room.
+const QUEUE: usize = 1024;
+/// Messages in one batch, at most.
+const MAX_BATCH: usize = 64;
+/// Times the batch task lets the other tasks run before it sends a batch,
+/// at most (it stops as soon as a round brings nothing).
+const GATHER_ROUNDS: usize = 4;
 /// Oldest messages one call deletes at most, so that lowering the limits
 /// never makes one call long: the history then shrinks over a few calls.
 const MAX_TRIM_PER_CALL: usize = 1000;
 /// Random numbers for the pick stay below this, exact in Lua's doubles.
 const RANDOM_BOUND: u64 = 1 << 48;
 
+/// KEYS[1]: the hash. ARGV: max messages, max bytes, the overhead counted
+/// per message, the most to trim, then (message, random number) per
+/// message of the batch. Returns a pick per message.
 const RECORD_AND_PICK: &str = r"
 local h = KEYS[1]
-local message = ARGV[1]
-local max_messages = tonumber(ARGV[2])
-local max_bytes = tonumber(ARGV[3])
-local overhead = tonumber(ARGV[4])
-local random = tonumber(ARGV[5])
-local max_trim = tonumber(ARGV[6])
+local max_messages = tonumber(ARGV[1])
+local max_bytes = tonumber(ARGV[2])
+local overhead = tonumber(ARGV[3])
+local max_trim = tonumber(ARGV[4])
+local n = (#ARGV - 4) / 2
 local function field(id) return string.format('%d', id) end
-local last = redis.call('HINCRBY', h, '#last', 1)
-local first = tonumber(redis.call('HGET', h, '#first') or last)
-redis.call('HSET', h, field(last), message)
-local bytes = redis.call('HINCRBY', h, '#bytes', #message + overhead)
-local trimmed = 0
-while first < last and trimmed < max_trim
+local function message(i) return ARGV[3 + 2 * i] end
+local last = redis.call('HINCRBY', h, '#last', n)
+local new_first = last - n + 1
+local meta = redis.call('HMGET', h, '#first', '#bytes')
+local first = tonumber(meta[1]) or new_first
+local bytes = tonumber(meta[2]) or 0
+for i = 1, n do bytes = bytes + #message(i) + overhead end
+local dropped = {}
+while first < last and #dropped < max_trim
     and (last - first + 1 > max_messages or bytes > max_bytes) do
-  local len = redis.call('HSTRLEN', h, field(first))
-  redis.call('HDEL', h, field(first))
-  bytes = redis.call('HINCRBY', h, '#bytes', -(len + overhead))
+  if first >= new_first then
+    bytes = bytes - #message(first - new_first + 1) - overhead
+  else
+    bytes = bytes - redis.call('HSTRLEN', h, field(first)) - overhead
+    dropped[#dropped + 1] = field(first)
+  end
   first = first + 1
-  trimmed = trimmed + 1
 end
-redis.call('HSET', h, '#first', field(first))
-return redis.call('HGET', h, field(first + random % (last - first + 1)))
+if #dropped > 0 then redis.call('HDEL', h, unpack(dropped)) end
+local set = {'#first', field(first), '#bytes', field(bytes)}
+for id = math.max(first, new_first), last do
+  set[#set + 1] = field(id)
+  set[#set + 1] = message(id - new_first + 1)
+end
+redis.call('HSET', h, unpack(set))
+local picks, stored, from = {}, {}, {}
+for i = 1, n do
+  local id = first + tonumber(ARGV[4 + 2 * i]) % (last - first + 1)
+  if id >= new_first then
+    picks[i] = message(id - new_first + 1)
+  else
+    stored[#stored + 1] = field(id)
+    from[#from + 1] = i
+  end
+end
+if #stored > 0 then
+  local got = redis.call('HMGET', h, unpack(stored))
+  for j, i in ipairs(from) do picks[i] = got[j] or '' end
+end
+return picks
 ";
 
 const TAIL: &str = r"
@@ -128,13 +168,19 @@ impl fmt::Debug for RedisUrl {
     }
 }
 
-/// A history under one Redis key.
+/// One message for the batch task, and where its pick goes.
+struct Job {
+    message: Bytes,
+    limits: Limits,
+    reply: oneshot::Sender<Result<Bytes, String>>,
+}
+
+/// A history under one Redis key. Dropping it ends its batch task once the
+/// queue is empty.
 pub(crate) struct RedisHistory {
     conn: ConnectionManager,
     key: String,
-    record_and_pick: Script,
-    tail: Script,
-    in_flight: Semaphore,
+    jobs: mpsc::Sender<Job>,
 }
 
 impl fmt::Debug for RedisHistory {
@@ -160,16 +206,15 @@ impl RedisHistory {
             .set_response_timeout(Some(timeout))
             .set_number_of_retries(1)
             .set_min_delay(Duration::from_millis(100))
-            .set_max_delay(timeout)
-            .set_pipeline_buffer_size(MAX_IN_FLIGHT);
+            .set_max_delay(timeout);
         let conn =
             ConnectionManager::new_lazy_with_config(client, config).map_err(|e| e.to_string())?;
+        let (jobs, queue) = mpsc::channel(QUEUE);
+        tokio::spawn(send_batches(conn.clone(), key.to_owned(), timeout, queue));
         Ok(RedisHistory {
             conn,
             key: key.to_owned(),
-            record_and_pick: Script::new(RECORD_AND_PICK),
-            tail: Script::new(TAIL),
-            in_flight: Semaphore::new(MAX_IN_FLIGHT),
+            jobs,
         })
     }
 
@@ -181,27 +226,23 @@ impl RedisHistory {
         limits: Limits,
         timeout: Duration,
     ) -> Result<Bytes, String> {
-        let call = async {
-            let _slot = self.in_flight.acquire().await.map_err(|e| e.to_string())?;
-            let mut conn = self.conn.clone();
-            let picked: Option<Vec<u8>> = self
-                .record_and_pick
-                .key(&self.key)
-                .arg(&message[..])
-                .arg(limits.messages)
-                .arg(limits.bytes)
-                .arg(ENTRY_OVERHEAD)
-                .arg(rand::random_range(0..RANDOM_BOUND))
-                .arg(MAX_TRIM_PER_CALL)
-                .invoke_async(&mut conn)
-                .await
-                .map_err(|e| e.to_string())?;
-            // The newest message is always kept, so a pick is never missing.
-            Ok(Bytes::from(picked.unwrap_or_default()))
+        let deadline = tokio::time::Instant::now() + timeout;
+        let (reply, picked) = oneshot::channel();
+        let job = Job {
+            message,
+            limits,
+            reply,
         };
-        tokio::time::timeout(timeout, call)
-            .await
-            .unwrap_or_else(|_| Err(format!("no answer within {timeout:?}")))
+        match tokio::time::timeout_at(deadline, self.jobs.send(job)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Err("its batch task has stopped".to_owned()),
+            Err(_) => return Err(format!("the queue stayed full for {timeout:?}")),
+        }
+        match tokio::time::timeout_at(deadline, picked).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err("its batch task has stopped".to_owned()),
+            Err(_) => Err(format!("no answer within {timeout:?}")),
+        }
     }
 
     /// Messages kept.
@@ -229,7 +270,7 @@ impl RedisHistory {
     pub(crate) async fn tail(&self, n: usize, timeout: Duration) -> Result<Vec<Vec<u8>>, String> {
         let call = async {
             let mut conn = self.conn.clone();
-            self.tail
+            Script::new(TAIL)
                 .key(&self.key)
                 .arg(n)
                 .invoke_async(&mut conn)
@@ -239,6 +280,81 @@ impl RedisHistory {
         tokio::time::timeout(timeout, call)
             .await
             .unwrap_or_else(|_| Err(format!("no answer within {timeout:?}")))
+    }
+}
+
+/// The batch task of one history: takes what has queued up (after letting
+/// the other ready connections queue theirs), records it with one script
+/// call, and answers each message.
+async fn send_batches(
+    mut conn: ConnectionManager,
+    key: String,
+    timeout: Duration,
+    mut queue: mpsc::Receiver<Job>,
+) {
+    let script = Script::new(RECORD_AND_PICK);
+    let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
+    while let Some(job) = queue.recv().await {
+        batch.push(job);
+        // Let the other connections that are ready queue theirs first,
+        // while that brings more (a few rounds at most).
+        for _ in 0..GATHER_ROUNDS {
+            tokio::task::yield_now().await;
+            let before = batch.len();
+            while batch.len() < MAX_BATCH {
+                match queue.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+            if batch.len() == before || batch.len() == MAX_BATCH {
+                break;
+            }
+        }
+        // A connection that gave up (its timeout passed) got no reply: its
+        // message is not recorded either.
+        batch.retain(|job| !job.reply.is_closed());
+        if batch.is_empty() {
+            continue;
+        }
+        let limits = Limits {
+            messages: batch.iter().map(|j| j.limits.messages).min().unwrap_or(1),
+            bytes: batch.iter().map(|j| j.limits.bytes).min().unwrap_or(1),
+        };
+        let mut call = script.prepare_invoke();
+        call.key(&key)
+            .arg(limits.messages)
+            .arg(limits.bytes)
+            .arg(ENTRY_OVERHEAD)
+            .arg(MAX_TRIM_PER_CALL);
+        for job in &batch {
+            call.arg(&job.message[..])
+                .arg(rand::random_range(0..RANDOM_BOUND));
+        }
+        let picked: Result<Vec<Vec<u8>>, String> =
+            match tokio::time::timeout(timeout, call.invoke_async(&mut conn)).await {
+                Ok(Ok(picks)) => Ok(picks),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err(format!("no answer within {timeout:?}")),
+            };
+        match picked {
+            Ok(picks) if picks.len() == batch.len() => {
+                for (job, pick) in batch.drain(..).zip(picks) {
+                    let _ = job.reply.send(Ok(Bytes::from(pick)));
+                }
+            }
+            Ok(picks) => {
+                let reason = format!("{} picks for {} messages", picks.len(), batch.len());
+                for job in batch.drain(..) {
+                    let _ = job.reply.send(Err(reason.clone()));
+                }
+            }
+            Err(reason) => {
+                for job in batch.drain(..) {
+                    let _ = job.reply.send(Err(reason.clone()));
+                }
+            }
+        }
     }
 }
 

@@ -19,7 +19,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
-use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior};
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use serde::Deserialize;
 use tokio::sync::{mpsc, oneshot};
 
@@ -107,7 +107,7 @@ struct Totals {
 impl SqliteHistory {
     /// Opens (creating it if needed) the history file at `path`, takes its
     /// lock, and starts its writer thread. Blocking: call it where waiting
-    /// for the disk is allowed.
+    /// for the disk is allowed, inside a tokio runtime.
     pub(crate) fn open(path: &Path, sync: SqliteSync) -> Result<SqliteHistory, SqliteOpenError> {
         let unusable = SqliteOpenError::Unusable;
         // Declared before the connection, so dropped after it: closing a
@@ -130,9 +130,13 @@ impl SqliteHistory {
         let conn = open_writer(path, sync).map_err(unusable)?;
         let totals = read_totals(&conn).map_err(|e| unusable(e.to_string()))?;
         let (jobs, queue) = mpsc::channel(QUEUE);
+        let (batches, to_write) = mpsc::channel(1);
+        let (answers, answered) = mpsc::channel(ANSWER_BATCHES);
+        tokio::spawn(gather(queue, batches));
+        tokio::spawn(deliver(answered));
         std::thread::Builder::new()
             .name("history-sqlite".into())
-            .spawn(move || write_loop(lock, conn, sync, totals, queue))
+            .spawn(move || write_loop(lock, conn, sync, totals, to_write, answers))
             .map_err(|e| unusable(format!("cannot start its writer thread: {e}")))?;
         Ok(SqliteHistory { jobs })
     }
@@ -178,6 +182,13 @@ fn open_writer(path: &Path, sync: SqliteSync) -> Result<Connection, String> {
     .map_err(|e| e.to_string())?;
     let setup = || -> rusqlite::Result<(String, i64)> {
         conn.busy_timeout(BUSY_TIMEOUT)?;
+        // The plans do not depend on the ids bound: without this, SQLite
+        // (built with STAT4) compiles every statement again whenever the
+        // ids it is given change, that is, for every batch.
+        conn.set_db_config(
+            rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+            true,
+        )?;
         let mode: String =
             conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
         conn.pragma_update(None, "synchronous", sync.pragma())?;
@@ -271,24 +282,69 @@ fn read_totals(conn: &Connection) -> rusqlite::Result<Totals> {
     }
 }
 
-/// The writer thread: takes what has queued up, commits it as one
-/// transaction, answers each message with its pick (or the error).
+/// A batch's answers, for [`deliver`] to hand out on the runtime.
+type Answers = Vec<(
+    oneshot::Sender<Result<Bytes, String>>,
+    Result<Bytes, String>,
+)>;
+
+/// Batches of answers on their way to [`deliver`], at most.
+const ANSWER_BATCHES: usize = 64;
+
+/// Hands each answer of a batch to the connection waiting for it. It runs
+/// as a task on the runtime, so that the writer thread wakes the runtime
+/// once per batch, not once per message: on a busy core each of those
+/// wakes would switch threads twice.
+async fn deliver(mut batches: mpsc::Receiver<Answers>) {
+    while let Some(answers) = batches.recv().await {
+        for (reply, answer) in answers {
+            let _ = reply.send(answer);
+        }
+    }
+}
+
+/// Times [`gather`] lets the other tasks run before it hands a batch over,
+/// at most (it stops as soon as a round brings nothing).
+const GATHER_ROUNDS: usize = 4;
+
+/// Makes batches, on the runtime: takes the first message, lets the other
+/// connections that are ready queue theirs (while that brings more), and
+/// hands the batch to the writer thread, one wake-up of it per batch.
+/// While the writer is busy with the last batch, the next one grows.
+async fn gather(mut queue: mpsc::Receiver<Job>, batches: mpsc::Sender<Vec<Job>>) {
+    while let Some(job) = queue.recv().await {
+        let mut batch = Vec::with_capacity(MAX_BATCH.min(QUEUE));
+        batch.push(job);
+        for _ in 0..GATHER_ROUNDS {
+            tokio::task::yield_now().await;
+            let before = batch.len();
+            while batch.len() < MAX_BATCH {
+                match queue.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+            if batch.len() == before || batch.len() == MAX_BATCH {
+                break;
+            }
+        }
+        if batches.send(batch).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The writer thread: commits each batch as one transaction, and answers
+/// each message with its pick (or the error).
 fn write_loop(
     lock: File,
     mut conn: Connection,
     mut sync: SqliteSync,
     mut totals: Totals,
-    mut queue: mpsc::Receiver<Job>,
+    mut batches: mpsc::Receiver<Vec<Job>>,
+    answers: mpsc::Sender<Answers>,
 ) {
-    let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
-    while let Some(job) = queue.blocking_recv() {
-        batch.push(job);
-        while batch.len() < MAX_BATCH {
-            match queue.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
+    while let Some(mut batch) = batches.blocking_recv() {
         // A caller that gave up (its timeout passed) got no reply: its
         // message is not recorded either.
         batch.retain(|job| !job.reply.is_closed());
@@ -309,18 +365,22 @@ fn write_loop(
         {
             sync = wanted;
         }
-        match commit(&mut conn, &mut totals, &batch) {
-            Ok(picks) => {
-                for (job, pick) in batch.drain(..).zip(picks) {
-                    let _ = job.reply.send(Ok(pick));
-                }
-            }
+        let answered: Answers = match commit(&mut conn, &mut totals, &batch) {
+            Ok(picks) => (batch.drain(..))
+                .zip(picks)
+                .map(|(job, pick)| (job.reply, Ok(pick)))
+                .collect(),
             Err(e) => {
                 let reason = e.to_string();
-                for job in batch.drain(..) {
-                    let _ = job.reply.send(Err(reason.clone()));
-                }
+                (batch.drain(..))
+                    .map(|job| (job.reply, Err(reason.clone())))
+                    .collect()
             }
+        };
+        // Only when the runtime is gone (shutting down) is there no one to
+        // hand them to; the waiting connections are gone with it.
+        if answers.blocking_send(answered).is_err() {
+            break;
         }
     }
     // The connection first, then the lock (see `open`).
@@ -330,19 +390,46 @@ fn write_loop(
 
 /// Inserts the batch, trims to the tightest limits in it, picks a random
 /// message for each, and commits; `totals` changes only if the commit did.
+/// (`BEGIN` and `COMMIT` are cached statements: parsing them again for
+/// every batch was a tenth of the writer's time.)
 fn commit(
     conn: &mut Connection,
     totals: &mut Totals,
     batch: &[Job],
 ) -> rusqlite::Result<Vec<Bytes>> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
     let mut next = *totals;
+    let written = write_batch(conn, &mut next, batch);
+    let committed = written.and_then(|picks| {
+        conn.prepare_cached("COMMIT")?.execute([])?;
+        Ok(picks)
+    });
+    match committed {
+        Ok(picks) => {
+            *totals = next;
+            Ok(picks)
+        }
+        Err(e) => {
+            // Nothing of the batch stays; a failed rollback (no transaction
+            // left) changes nothing either.
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(e)
+        }
+    }
+}
+
+/// The statements of one batch's transaction.
+fn write_batch(
+    conn: &Connection,
+    next: &mut Totals,
+    batch: &[Job],
+) -> rusqlite::Result<Vec<Bytes>> {
     let mut limits = Limits {
         messages: usize::MAX,
         bytes: usize::MAX,
     };
     {
-        let mut insert = tx.prepare_cached("INSERT INTO messages (id, body) VALUES (?1, ?2)")?;
+        let mut insert = conn.prepare_cached("INSERT INTO messages (id, body) VALUES (?1, ?2)")?;
         for job in batch {
             if next.count == 0 {
                 next.first = next.last + 1;
@@ -355,37 +442,29 @@ fn commit(
             limits.bytes = limits.bytes.min(job.limits.bytes);
         }
     }
-    trim(&tx, &mut next, limits)?;
+    trim(conn, next, limits)?;
     let mut picks = Vec::with_capacity(batch.len());
-    {
-        let mut at_or_after =
-            tx.prepare_cached("SELECT body FROM messages WHERE id >= ?1 ORDER BY id LIMIT 1")?;
-        for _ in batch {
-            let id = rand::random_range(next.first..=next.last);
-            let body: Option<Vec<u8>> = at_or_after.query_row([id], |row| row.get(0)).optional()?;
-            // Never empty: the newest message is always kept.
-            picks.push(Bytes::from(body.unwrap_or_default()));
-        }
+    let mut at_or_after =
+        conn.prepare_cached("SELECT body FROM messages WHERE id >= ?1 ORDER BY id LIMIT 1")?;
+    for _ in batch {
+        let id = rand::random_range(next.first..=next.last);
+        let body: Option<Vec<u8>> = at_or_after.query_row([id], |row| row.get(0)).optional()?;
+        // Never empty: the newest message is always kept.
+        picks.push(Bytes::from(body.unwrap_or_default()));
     }
-    tx.commit()?;
-    *totals = next;
     Ok(picks)
 }
 
 /// Deletes the oldest messages while the history is over `limits` (the
 /// newest always stays), updating `totals`.
-fn trim(
-    tx: &rusqlite::Transaction<'_>,
-    totals: &mut Totals,
-    limits: Limits,
-) -> rusqlite::Result<()> {
+fn trim(conn: &Connection, totals: &mut Totals, limits: Limits) -> rusqlite::Result<()> {
     let over = |t: &Totals| {
         t.count > limits.messages as u64 || (t.bytes > limits.bytes as u64 && t.count > 1)
     };
-    let mut oldest = tx.prepare_cached(
+    let mut oldest = conn.prepare_cached(
         "SELECT id, length(body) FROM messages WHERE id >= ?1 ORDER BY id LIMIT ?2",
     )?;
-    let mut delete = tx.prepare_cached("DELETE FROM messages WHERE id >= ?1 AND id <= ?2")?;
+    let mut delete = conn.prepare_cached("DELETE FROM messages WHERE id >= ?1 AND id <= ?2")?;
     while over(totals) {
         let mut cut = None;
         let mut rows = oldest.query((totals.first, TRIM_STEP as i64))?;
@@ -405,7 +484,7 @@ fn trim(
             // The table holds less than the totals say: start over from it.
             *totals = Totals {
                 last: totals.last,
-                ..read_totals(tx)?
+                ..read_totals(conn)?
             };
             break;
         };
@@ -440,16 +519,19 @@ mod tests {
             assert!(pick[0] + 3 >= b'a' + i, "picked a trimmed message");
         }
         drop(history);
-        // The writer thread lets go of the file once its queue is gone.
-        let reopened = (0..200)
-            .find_map(|_| match SqliteHistory::open(&path, SqliteSync::Normal) {
-                Ok(h) => Some(h),
-                Err(_) => {
-                    std::thread::sleep(Duration::from_millis(10));
-                    None
+        // The writer thread lets go of the file once its queue is gone
+        // (the runtime's tasks end first: the waits yield to them).
+        let mut reopened = None;
+        for _ in 0..500 {
+            match SqliteHistory::open(&path, SqliteSync::Normal) {
+                Ok(history) => {
+                    reopened = Some(history);
+                    break;
                 }
-            })
-            .expect("reopen");
+                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
+        let reopened = reopened.expect("reopened within 5 s");
         let reader = open_reader(&path).unwrap().unwrap();
         assert_eq!(count(&reader).unwrap(), 4);
         assert_eq!(
@@ -471,8 +553,8 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_second_writer_is_refused_with_the_file_named() {
+    #[tokio::test]
+    async fn a_second_writer_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("h.db");
         let _first = SqliteHistory::open(&path, SqliteSync::Full).unwrap();
@@ -480,8 +562,8 @@ mod tests {
         assert!(matches!(second, SqliteOpenError::InUse), "{second}");
     }
 
-    #[test]
-    fn a_file_that_is_not_a_database_is_refused_at_open() {
+    #[tokio::test]
+    async fn a_file_that_is_not_a_database_is_refused_at_open() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("h.db");
         std::fs::write(&path, vec![7u8; 8192]).unwrap();
@@ -510,7 +592,13 @@ mod tests {
             .unwrap();
         let totals = read_totals(&conn).unwrap();
         let (jobs, queue) = mpsc::channel(QUEUE);
-        std::thread::spawn(move || write_loop(lock, conn, SqliteSync::Normal, totals, queue));
+        let (batches, to_write) = mpsc::channel(1);
+        let (answers, answered) = mpsc::channel(ANSWER_BATCHES);
+        tokio::spawn(gather(queue, batches));
+        tokio::spawn(deliver(answered));
+        std::thread::spawn(move || {
+            write_loop(lock, conn, SqliteSync::Normal, totals, to_write, answers)
+        });
         let history = SqliteHistory { jobs };
         let big = Bytes::from(vec![b'x'; 64 * 1024]);
         let (mut stored, mut failed) = (0, 0);

@@ -460,3 +460,56 @@ async fn redis_lost_slow_and_back_gives_err_lines_then_service_on_the_same_conne
     daemon.signal("TERM");
     assert!(daemon.wait_exit(LIMIT).success());
 }
+
+#[tokio::test]
+async fn a_redis_history_keeps_both_limits() {
+    if !have_redis() {
+        return;
+    }
+    let redis = Redis::start(&[]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("url = \"redis://127.0.0.1:{}/0\"", redis.port);
+    // 5 messages at most.
+    let by_count = bot_config(
+        dir.path(),
+        "count.toml",
+        "127.0.0.1:0",
+        "history_limit = 5",
+        &format!("backend = \"redis\"\n{url}\nkey = \"test:count\""),
+    );
+    let mut daemon = Daemon::start(&by_count);
+    let sent = messages("n", 20);
+    let replies = chat(daemon.addr("bot"), &sent).await;
+    for (i, reply) in replies.iter().enumerate() {
+        let at: usize = reply
+            .trim_start_matches("n-")
+            .parse()
+            .expect("a sent message");
+        assert!(
+            at <= i && at + 5 > i,
+            "reply {reply:?} to n-{i}: not among the last 5"
+        );
+    }
+    assert_eq!(stored(&by_count), 5);
+    assert_eq!(
+        history_cli(&by_count, &["--tail", "9"]),
+        "n-15\nn-16\nn-17\nn-18\nn-19\n"
+    );
+    daemon.signal("TERM");
+    daemon.wait_exit(LIMIT);
+    // Bytes: each 100-byte message counts 180; 1000 bytes keep 5 of them.
+    // (The floor of history_bytes is one max_message_bytes: lowered here.)
+    let by_bytes = bot_config(
+        dir.path(),
+        "bytes.toml",
+        "127.0.0.1:0",
+        "history_bytes = 1000\nmax_message_bytes = 200",
+        &format!("backend = \"redis\"\n{url}\nkey = \"test:bytes\""),
+    );
+    let mut daemon = Daemon::start(&by_bytes);
+    let long: Vec<String> = (0..12).map(|i| format!("{i:0>100}")).collect();
+    chat(daemon.addr("bot"), &long).await;
+    assert_eq!(stored(&by_bytes), 5, "5 x (100 + 80) <= 1000 < 6 x 180");
+    daemon.signal("TERM");
+    daemon.wait_exit(LIMIT);
+}
