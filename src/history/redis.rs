@@ -118,6 +118,14 @@ impl RedisUrl {
     /// Checks that `url` is one the Redis client takes (nothing is
     /// connected).
     pub fn parse(url: &str) -> Result<RedisUrl, String> {
+        let scheme = url.split_once("://").map_or("", |(scheme, _)| scheme);
+        if scheme.eq_ignore_ascii_case("rediss") || scheme.eq_ignore_ascii_case("valkeys") {
+            return Err(
+                "TLS to Redis (rediss://) is not built into switchboard; use \
+                        redis:// on a trusted network, redis+unix:///path, or a TLS tunnel"
+                    .to_owned(),
+            );
+        }
         // The client's own message is generic, and could one day show the
         // URL: only what it expects is said.
         Client::open(url).map_err(|_| {
@@ -385,5 +393,9 @@ mod tests {
     fn a_url_the_client_cannot_use_is_refused() {
         assert!(RedisUrl::parse("http://127.0.0.1:6379").is_err());
         assert!(RedisUrl::parse("not a url").is_err());
+        let tls = RedisUrl::parse("rediss://u:pw@10.0.0.1:6380/0").unwrap_err();
+        assert!(tls.contains("TLS") && !tls.contains("pw"), "{tls}");
+        assert!(RedisUrl::parse("redis://127.0.0.1:6379/notanumber").is_err());
+        assert!(RedisUrl::parse("redis+unix:///run/redis.sock").is_ok());
     }
 }

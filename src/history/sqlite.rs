@@ -128,16 +128,22 @@ impl SqliteHistory {
             Err(e) => return Err(unusable(format!("cannot lock: {e}"))),
         }
         let conn = open_writer(path, sync).map_err(unusable)?;
-        let totals = read_totals(&conn).map_err(|e| unusable(e.to_string()))?;
+        SqliteHistory::start(lock, conn, sync).map_err(unusable)
+    }
+
+    /// Starts the tasks and the writer thread of a history over `conn`,
+    /// the file's read-write connection, whose lock is `lock`.
+    fn start(lock: File, conn: Connection, sync: SqliteSync) -> Result<SqliteHistory, String> {
+        let totals = read_totals(&conn).map_err(|e| e.to_string())?;
         let (jobs, queue) = mpsc::channel(QUEUE);
         let (batches, to_write) = mpsc::channel(1);
         let (answers, answered) = mpsc::channel(ANSWER_BATCHES);
-        tokio::spawn(gather(queue, batches));
-        tokio::spawn(deliver(answered));
         std::thread::Builder::new()
             .name("history-sqlite".into())
             .spawn(move || write_loop(lock, conn, sync, totals, to_write, answers))
-            .map_err(|e| unusable(format!("cannot start its writer thread: {e}")))?;
+            .map_err(|e| format!("cannot start its writer thread: {e}"))?;
+        tokio::spawn(gather(queue, batches));
+        tokio::spawn(deliver(answered));
         Ok(SqliteHistory { jobs })
     }
 
@@ -572,6 +578,24 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_read_only_database_is_an_error_for_each_message_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.db");
+        let lock = std::fs::File::create(&path).unwrap();
+        let conn = open_writer(&path, SqliteSync::Normal).unwrap();
+        // Stand-in for a file system remounted read-only: every write fails.
+        conn.pragma_update(None, "query_only", true).unwrap();
+        let history = SqliteHistory::start(lock, conn, SqliteSync::Normal).unwrap();
+        for _ in 0..3 {
+            let reason = history
+                .record_and_pick(Bytes::from_static(b"m"), how(10, 1 << 20))
+                .await
+                .unwrap_err();
+            assert!(reason.contains("readonly"), "{reason}");
+        }
+    }
+
+    #[tokio::test]
     async fn a_full_disk_is_an_error_for_the_batch_and_the_writer_goes_on() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("h.db");
@@ -590,16 +614,7 @@ mod tests {
             .unwrap();
         conn.pragma_update(None, "max_page_count", pages + 40)
             .unwrap();
-        let totals = read_totals(&conn).unwrap();
-        let (jobs, queue) = mpsc::channel(QUEUE);
-        let (batches, to_write) = mpsc::channel(1);
-        let (answers, answered) = mpsc::channel(ANSWER_BATCHES);
-        tokio::spawn(gather(queue, batches));
-        tokio::spawn(deliver(answered));
-        std::thread::spawn(move || {
-            write_loop(lock, conn, SqliteSync::Normal, totals, to_write, answers)
-        });
-        let history = SqliteHistory { jobs };
+        let history = SqliteHistory::start(lock, conn, SqliteSync::Normal).unwrap();
         let big = Bytes::from(vec![b'x'; 64 * 1024]);
         let (mut stored, mut failed) = (0, 0);
         for _ in 0..8 {

@@ -513,3 +513,75 @@ async fn a_redis_history_keeps_both_limits() {
     daemon.signal("TERM");
     daemon.wait_exit(LIMIT);
 }
+
+/// A tmpfs of `size` mounted on `dir` (root only), unmounted when dropped.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path, size: &str) -> Option<Tmpfs> {
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("skipped: mounting a small tmpfs to fill needs root");
+            return None;
+        }
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .expect("run mount");
+        assert!(status.success(), "mount -t tmpfs failed as root");
+        Some(Tmpfs(dir.to_owned()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[tokio::test]
+async fn a_full_disk_gives_err_history_unavailable_and_service_returns_with_room() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let disk = dir.path().join("disk");
+    fs::create_dir(&disk).expect("mkdir");
+    let Some(_mounted) = Tmpfs::mount(&disk, "1m") else {
+        return;
+    };
+    let config = bot_config(
+        dir.path(),
+        "switchboard.toml",
+        "127.0.0.1:0",
+        "",
+        &format!(
+            "backend = \"sqlite\"\npath = \"{}\"",
+            disk.join("h.db").display()
+        ),
+    );
+    let mut daemon = Daemon::start(&config);
+    let mut conn: BufReader<TcpStream> = BufReader::new(connect(daemon.addr("bot")).await);
+    assert_eq!(ask(&mut conn, "small\n").await, "small");
+    // Most of the room taken by another file, then 60 KiB messages until
+    // the history cannot grow.
+    fs::write(disk.join("filler"), vec![0u8; 700 * 1024]).expect("filler");
+    let big = format!("{}\n", "x".repeat(60 * 1024));
+    let mut full = false;
+    for _ in 0..40 {
+        let reply = ask(&mut conn, &big).await;
+        if reply == "ERR history unavailable" {
+            full = true;
+            break;
+        }
+    }
+    assert!(full, "a 1 MiB file system never filled up");
+    let line = daemon.wait_for_log("history unavailable:");
+    assert!(line.contains("full"), "{line}");
+    // Room again: the same connection is served.
+    fs::remove_file(disk.join("filler")).expect("remove filler");
+    let reply = ask(&mut conn, "room\n").await;
+    assert!(
+        reply == "room" || reply == "small" || reply == big.trim_end(),
+        "after room was made: {}",
+        &reply[..reply.len().min(80)]
+    );
+    daemon.wait_for_log("history available again");
+}
