@@ -13,6 +13,7 @@
 //! keeps it (a memory history too); one that no listener names any more
 //! closes when its last connection ends.
 
+mod batch;
 mod memory;
 mod redis;
 mod sqlite;
@@ -322,11 +323,7 @@ impl History {
         let picked = match &self.store {
             Store::Memory(memory) => return Ok(memory.record_and_pick(message, how.limits)),
             Store::Sqlite(sqlite) => sqlite.record_and_pick(message, how).await,
-            Store::Redis(redis) => {
-                redis
-                    .record_and_pick(message, how.limits, how.timeout)
-                    .await
-            }
+            Store::Redis(redis) => redis.record_and_pick(message, how).await,
         };
         match picked {
             Ok(pick) => {

@@ -5,8 +5,8 @@
 //! `#first`, `#last` and `#bytes` beside them. One Lua script records the
 //! messages of a batch, trims the oldest past both limits and picks a
 //! random message between `#first` and `#last` for each (`HMGET`, O(1) a
-//! message), atomically for every replica, in at most five Redis calls
-//! whatever the batch's size.
+//! message), atomically for every replica, in five Redis calls whatever the
+//! batch's size (Redis's own cost is mostly per call).
 //!
 //! The connections of a process hand their messages to one task per
 //! history, which sends whatever has queued up as one batch, one round trip
@@ -24,18 +24,13 @@ use bytes::Bytes;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, Script};
 use serde::{Deserialize, Deserializer};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
-use super::{ENTRY_OVERHEAD, Limits};
+use super::batch::{self, Job};
+use super::{ENTRY_OVERHEAD, Recording};
 
-/// Messages waiting for the batch task, at most, per history; a connection
-/// that finds the queue full waits (within its timeout) for room.
-const QUEUE: usize = 1024;
 /// Messages in one batch, at most.
 const MAX_BATCH: usize = 64;
-/// Times the batch task lets the other tasks run before it sends a batch,
-/// at most (it stops as soon as a round brings nothing).
-const GATHER_ROUNDS: usize = 4;
 /// Oldest messages one call deletes at most, so that lowering the limits
 /// never makes one call long: the history then shrinks over a few calls.
 const MAX_TRIM_PER_CALL: usize = 1000;
@@ -54,25 +49,37 @@ local max_trim = tonumber(ARGV[4])
 local n = (#ARGV - 4) / 2
 local function field(id) return string.format('%d', id) end
 local function message(i) return ARGV[3 + 2 * i] end
-local last = redis.call('HINCRBY', h, '#last', n)
-local new_first = last - n + 1
-local meta = redis.call('HMGET', h, '#first', '#bytes')
+local meta = redis.call('HMGET', h, '#first', '#last', '#bytes')
+local new_first = (tonumber(meta[2]) or 0) + 1
+local last = new_first + n - 1
 local first = tonumber(meta[1]) or new_first
-local bytes = tonumber(meta[2]) or 0
+local bytes = tonumber(meta[3]) or 0
 for i = 1, n do bytes = bytes + #message(i) + overhead end
+local function over()
+  return first < last and (last - first + 1 > max_messages or bytes > max_bytes)
+end
+-- The oldest stored messages go first, their sizes fetched a chunk at a
+-- time (the chunk: as many as the count limit drops, and at least n).
 local dropped = {}
-while first < last and #dropped < max_trim
-    and (last - first + 1 > max_messages or bytes > max_bytes) do
-  if first >= new_first then
-    bytes = bytes - #message(first - new_first + 1) - overhead
-  else
-    bytes = bytes - redis.call('HSTRLEN', h, field(first)) - overhead
-    dropped[#dropped + 1] = field(first)
+while over() and first < new_first and #dropped < max_trim do
+  local chunk = math.min(new_first - first, max_trim - #dropped,
+    math.max(n, last - first + 1 - max_messages))
+  local fields = {}
+  for id = first, first + chunk - 1 do fields[#fields + 1] = field(id) end
+  local values = redis.call('HMGET', h, unpack(fields))
+  for j = 1, chunk do
+    if not over() then break end
+    bytes = bytes - #(values[j] or '') - overhead
+    dropped[#dropped + 1] = fields[j]
+    first = first + 1
   end
+end
+while over() and first >= new_first do
+  bytes = bytes - #message(first - new_first + 1) - overhead
   first = first + 1
 end
 if #dropped > 0 then redis.call('HDEL', h, unpack(dropped)) end
-local set = {'#first', field(first), '#bytes', field(bytes)}
+local set = {'#first', field(first), '#last', field(last), '#bytes', field(bytes)}
 for id = math.max(first, new_first), last do
   set[#set + 1] = field(id)
   set[#set + 1] = message(id - new_first + 1)
@@ -176,19 +183,12 @@ impl fmt::Debug for RedisUrl {
     }
 }
 
-/// One message for the batch task, and where its pick goes.
-struct Job {
-    message: Bytes,
-    limits: Limits,
-    reply: oneshot::Sender<Result<Bytes, String>>,
-}
-
 /// A history under one Redis key. Dropping it ends its batch task once the
 /// queue is empty.
 pub(crate) struct RedisHistory {
     conn: ConnectionManager,
     key: String,
-    jobs: mpsc::Sender<Job>,
+    queue: batch::Queue,
 }
 
 impl fmt::Debug for RedisHistory {
@@ -217,40 +217,23 @@ impl RedisHistory {
             .set_max_delay(timeout);
         let conn =
             ConnectionManager::new_lazy_with_config(client, config).map_err(|e| e.to_string())?;
-        let (jobs, queue) = mpsc::channel(QUEUE);
-        tokio::spawn(send_batches(conn.clone(), key.to_owned(), timeout, queue));
+        let (queue, queued) = batch::queue();
+        tokio::spawn(send_batches(conn.clone(), key.to_owned(), timeout, queued));
         Ok(RedisHistory {
             conn,
             key: key.to_owned(),
-            jobs,
+            queue,
         })
     }
 
-    /// Records `message`, trims to `limits`, and returns a random message
-    /// kept, all within `timeout`.
+    /// Records `message`, trims to the limits, and returns a random
+    /// message kept, all within the timeout.
     pub(crate) async fn record_and_pick(
         &self,
         message: Bytes,
-        limits: Limits,
-        timeout: Duration,
+        how: Recording,
     ) -> Result<Bytes, String> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        let (reply, picked) = oneshot::channel();
-        let job = Job {
-            message,
-            limits,
-            reply,
-        };
-        match tokio::time::timeout_at(deadline, self.jobs.send(job)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => return Err("its batch task has stopped".to_owned()),
-            Err(_) => return Err(format!("the queue stayed full for {timeout:?}")),
-        }
-        match tokio::time::timeout_at(deadline, picked).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err("its batch task has stopped".to_owned()),
-            Err(_) => Err(format!("no answer within {timeout:?}")),
-        }
+        batch::submit(&self.queue, message, how, "its batch task").await
     }
 
     /// Messages kept.
@@ -291,8 +274,7 @@ impl RedisHistory {
     }
 }
 
-/// The batch task of one history: takes what has queued up (after letting
-/// the other ready connections queue theirs), records it with one script
+/// The batch task of one history: records each batch with one script
 /// call, and answers each message.
 async fn send_batches(
     mut conn: ConnectionManager,
@@ -301,34 +283,8 @@ async fn send_batches(
     mut queue: mpsc::Receiver<Job>,
 ) {
     let script = Script::new(RECORD_AND_PICK);
-    let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
-    while let Some(job) = queue.recv().await {
-        batch.push(job);
-        // Let the other connections that are ready queue theirs first,
-        // while that brings more (a few rounds at most).
-        for _ in 0..GATHER_ROUNDS {
-            tokio::task::yield_now().await;
-            let before = batch.len();
-            while batch.len() < MAX_BATCH {
-                match queue.try_recv() {
-                    Ok(job) => batch.push(job),
-                    Err(_) => break,
-                }
-            }
-            if batch.len() == before || batch.len() == MAX_BATCH {
-                break;
-            }
-        }
-        // A connection that gave up (its timeout passed) got no reply: its
-        // message is not recorded either.
-        batch.retain(|job| !job.reply.is_closed());
-        if batch.is_empty() {
-            continue;
-        }
-        let limits = Limits {
-            messages: batch.iter().map(|j| j.limits.messages).min().unwrap_or(1),
-            bytes: batch.iter().map(|j| j.limits.bytes).min().unwrap_or(1),
-        };
+    while let Some(batch) = batch::next(&mut queue, MAX_BATCH).await {
+        let limits = batch::tightest(&batch);
         let mut call = script.prepare_invoke();
         call.key(&key)
             .arg(limits.messages)
@@ -339,30 +295,13 @@ async fn send_batches(
             call.arg(&job.message[..])
                 .arg(rand::random_range(0..RANDOM_BOUND));
         }
-        let picked: Result<Vec<Vec<u8>>, String> =
-            match tokio::time::timeout(timeout, call.invoke_async(&mut conn)).await {
-                Ok(Ok(picks)) => Ok(picks),
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(_) => Err(format!("no answer within {timeout:?}")),
-            };
-        match picked {
-            Ok(picks) if picks.len() == batch.len() => {
-                for (job, pick) in batch.drain(..).zip(picks) {
-                    let _ = job.reply.send(Ok(Bytes::from(pick)));
-                }
-            }
-            Ok(picks) => {
-                let reason = format!("{} picks for {} messages", picks.len(), batch.len());
-                for job in batch.drain(..) {
-                    let _ = job.reply.send(Err(reason.clone()));
-                }
-            }
-            Err(reason) => {
-                for job in batch.drain(..) {
-                    let _ = job.reply.send(Err(reason.clone()));
-                }
-            }
-        }
+        let answer = tokio::time::timeout(timeout, call.invoke_async::<Vec<Vec<u8>>>(&mut conn));
+        let picked = match answer.await {
+            Ok(Ok(picks)) => Ok(picks.into_iter().map(Bytes::from).collect()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("no answer within {timeout:?}")),
+        };
+        batch::deliver(batch::answers(batch, picked));
     }
 }
 

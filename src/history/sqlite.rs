@@ -21,13 +21,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use serde::Deserialize;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
+use super::batch::{self, Answers, Job};
 use super::{ENTRY_OVERHEAD, Limits, Recording};
 
-/// Messages waiting for the writer, at most; a caller that finds the queue
-/// full waits (within its timeout) for room.
-const QUEUE: usize = 1024;
 /// Messages committed in one transaction, at most.
 const MAX_BATCH: usize = 256;
 /// Oldest rows looked at per step of a trim.
@@ -77,19 +75,11 @@ pub enum SqliteOpenError {
     Unusable(String),
 }
 
-/// One message for the writer, and where its pick goes.
-struct Job {
-    message: Bytes,
-    limits: Limits,
-    sync: SqliteSync,
-    reply: oneshot::Sender<Result<Bytes, String>>,
-}
-
 /// A history file with its writer thread. Dropping the last handle ends
 /// the thread once the queue is empty, and releases the file.
 #[derive(Debug)]
 pub(crate) struct SqliteHistory {
-    jobs: mpsc::Sender<Job>,
+    queue: batch::Queue,
 }
 
 /// What the writer knows of the table without asking it.
@@ -135,16 +125,16 @@ impl SqliteHistory {
     /// the file's read-write connection, whose lock is `lock`.
     fn start(lock: File, conn: Connection, sync: SqliteSync) -> Result<SqliteHistory, String> {
         let totals = read_totals(&conn).map_err(|e| e.to_string())?;
-        let (jobs, queue) = mpsc::channel(QUEUE);
+        let (queue, queued) = batch::queue();
         let (batches, to_write) = mpsc::channel(1);
         let (answers, answered) = mpsc::channel(ANSWER_BATCHES);
         std::thread::Builder::new()
             .name("history-sqlite".into())
             .spawn(move || write_loop(lock, conn, sync, totals, to_write, answers))
             .map_err(|e| format!("cannot start its writer thread: {e}"))?;
-        tokio::spawn(gather(queue, batches));
+        tokio::spawn(gather(queued, batches));
         tokio::spawn(deliver(answered));
-        Ok(SqliteHistory { jobs })
+        Ok(SqliteHistory { queue })
     }
 
     /// Records `message` (committed before this returns), trims to the
@@ -155,25 +145,7 @@ impl SqliteHistory {
         message: Bytes,
         how: Recording,
     ) -> Result<Bytes, String> {
-        let timeout = how.timeout;
-        let deadline = tokio::time::Instant::now() + timeout;
-        let (reply, picked) = oneshot::channel();
-        let job = Job {
-            message,
-            limits: how.limits,
-            sync: how.sync,
-            reply,
-        };
-        match tokio::time::timeout_at(deadline, self.jobs.send(job)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => return Err("its writer thread has stopped".to_owned()),
-            Err(_) => return Err(format!("the write queue stayed full for {timeout:?}")),
-        }
-        match tokio::time::timeout_at(deadline, picked).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err("its writer thread has stopped".to_owned()),
-            Err(_) => Err(format!("no commit within {timeout:?}")),
-        }
+        batch::submit(&self.queue, message, how, "its writer thread").await
     }
 }
 
@@ -288,12 +260,6 @@ fn read_totals(conn: &Connection) -> rusqlite::Result<Totals> {
     }
 }
 
-/// A batch's answers, for [`deliver`] to hand out on the runtime.
-type Answers = Vec<(
-    oneshot::Sender<Result<Bytes, String>>,
-    Result<Bytes, String>,
-)>;
-
 /// Batches of answers on their way to [`deliver`], at most.
 const ANSWER_BATCHES: usize = 64;
 
@@ -303,37 +269,15 @@ const ANSWER_BATCHES: usize = 64;
 /// wakes would switch threads twice.
 async fn deliver(mut batches: mpsc::Receiver<Answers>) {
     while let Some(answers) = batches.recv().await {
-        for (reply, answer) in answers {
-            let _ = reply.send(answer);
-        }
+        batch::deliver(answers);
     }
 }
 
-/// Times [`gather`] lets the other tasks run before it hands a batch over,
-/// at most (it stops as soon as a round brings nothing).
-const GATHER_ROUNDS: usize = 4;
-
-/// Makes batches, on the runtime: takes the first message, lets the other
-/// connections that are ready queue theirs (while that brings more), and
-/// hands the batch to the writer thread, one wake-up of it per batch.
-/// While the writer is busy with the last batch, the next one grows.
+/// Makes batches on the runtime and hands each to the writer thread, one
+/// wake-up of it per batch. While the writer is busy with the last batch,
+/// the next one grows.
 async fn gather(mut queue: mpsc::Receiver<Job>, batches: mpsc::Sender<Vec<Job>>) {
-    while let Some(job) = queue.recv().await {
-        let mut batch = Vec::with_capacity(MAX_BATCH.min(QUEUE));
-        batch.push(job);
-        for _ in 0..GATHER_ROUNDS {
-            tokio::task::yield_now().await;
-            let before = batch.len();
-            while batch.len() < MAX_BATCH {
-                match queue.try_recv() {
-                    Ok(job) => batch.push(job),
-                    Err(_) => break,
-                }
-            }
-            if batch.len() == before || batch.len() == MAX_BATCH {
-                break;
-            }
-        }
+    while let Some(batch) = batch::next(&mut queue, MAX_BATCH).await {
         if batches.send(batch).await.is_err() {
             return;
         }
@@ -350,16 +294,10 @@ fn write_loop(
     mut batches: mpsc::Receiver<Vec<Job>>,
     answers: mpsc::Sender<Answers>,
 ) {
-    while let Some(mut batch) = batches.blocking_recv() {
-        // A caller that gave up (its timeout passed) got no reply: its
-        // message is not recorded either.
-        batch.retain(|job| !job.reply.is_closed());
-        if batch.is_empty() {
-            continue;
-        }
+    while let Some(batch) = batches.blocking_recv() {
         // Listeners sharing the file may ask for different levels: a
         // batch gets the strictest asked for in it.
-        let wanted = if batch.iter().any(|job| job.sync == SqliteSync::Full) {
+        let wanted = if batch.iter().any(|job| job.how.sync == SqliteSync::Full) {
             SqliteSync::Full
         } else {
             SqliteSync::Normal
@@ -371,21 +309,13 @@ fn write_loop(
         {
             sync = wanted;
         }
-        let answered: Answers = match commit(&mut conn, &mut totals, &batch) {
-            Ok(picks) => (batch.drain(..))
-                .zip(picks)
-                .map(|(job, pick)| (job.reply, Ok(pick)))
-                .collect(),
-            Err(e) => {
-                let reason = e.to_string();
-                (batch.drain(..))
-                    .map(|job| (job.reply, Err(reason.clone())))
-                    .collect()
-            }
-        };
+        let picked = commit(&mut conn, &mut totals, &batch).map_err(|e| e.to_string());
         // Only when the runtime is gone (shutting down) is there no one to
         // hand them to; the waiting connections are gone with it.
-        if answers.blocking_send(answered).is_err() {
+        if answers
+            .blocking_send(batch::answers(batch, picked))
+            .is_err()
+        {
             break;
         }
     }
@@ -430,10 +360,7 @@ fn write_batch(
     next: &mut Totals,
     batch: &[Job],
 ) -> rusqlite::Result<Vec<Bytes>> {
-    let mut limits = Limits {
-        messages: usize::MAX,
-        bytes: usize::MAX,
-    };
+    let limits = batch::tightest(batch);
     {
         let mut insert = conn.prepare_cached("INSERT INTO messages (id, body) VALUES (?1, ?2)")?;
         for job in batch {
@@ -444,8 +371,6 @@ fn write_batch(
             insert.execute((next.last, &job.message[..]))?;
             next.count += 1;
             next.bytes += (job.message.len() + ENTRY_OVERHEAD) as u64;
-            limits.messages = limits.messages.min(job.limits.messages);
-            limits.bytes = limits.bytes.min(job.limits.bytes);
         }
     }
     trim(conn, next, limits)?;

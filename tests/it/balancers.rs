@@ -128,9 +128,9 @@ async fn who_from(n: u8, front: SocketAddr) -> (String, SocketAddr, BufReader<Tc
     (line.trim_end().to_owned(), local, conn)
 }
 
-/// HAProxy's view of its server `backend/s1` (the status column of `show
-/// stat`), through its stats socket.
-fn haproxy_status(socket: &Path, backend: &str) -> Option<String> {
+/// HAProxy's `show stat` row of `backend/server`, as columns, through its
+/// stats socket (column 7 is `stot`, the sessions sent to it; 17 `status`).
+pub(crate) fn haproxy_stat_row(socket: &Path, backend: &str, server: &str) -> Option<Vec<String>> {
     let mut stats = std::os::unix::net::UnixStream::connect(socket).ok()?;
     stats.set_read_timeout(Some(LIMIT)).ok()?;
     stats.write_all(b"show stat\n").ok()?;
@@ -138,9 +138,13 @@ fn haproxy_status(socket: &Path, backend: &str) -> Option<String> {
     stats.read_to_string(&mut csv).ok()?;
     let line = csv
         .lines()
-        .find(|l| l.starts_with(&format!("{backend},s1,")))?;
-    // Column 18 (0-based 17) is `status`.
-    line.split(',').nth(17).map(str::to_owned)
+        .find(|l| l.starts_with(&format!("{backend},{server},")))?;
+    Some(line.split(',').map(str::to_owned).collect())
+}
+
+/// HAProxy's view of its server `backend/s1` (the status column).
+fn haproxy_status(socket: &Path, backend: &str) -> Option<String> {
+    haproxy_stat_row(socket, backend, "s1").and_then(|row| row.get(17).cloned())
 }
 
 #[tokio::test]

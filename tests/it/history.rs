@@ -183,6 +183,27 @@ fn messages(prefix: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("{prefix}-{i}")).collect()
 }
 
+/// Panics unless every reply is one of the messages sent.
+pub(crate) fn all_sent<'a>(replies: &[String], sent: impl IntoIterator<Item = &'a String>) {
+    let sent: HashSet<&String> = sent.into_iter().collect();
+    for reply in replies {
+        assert!(sent.contains(reply), "reply {reply:?} was never sent");
+    }
+}
+
+/// Sends `message` on `conn` every 100 ms while the answer is `ERR history
+/// unavailable` (for [`LIMIT`] at most); returns the first other answer.
+pub(crate) async fn ask_until_served(conn: &mut BufReader<TcpStream>, message: &str) -> String {
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let reply = ask(conn, &format!("{message}\n")).await;
+        if reply != "ERR history unavailable" || Instant::now() > deadline {
+            return reply;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test]
 async fn every_acknowledged_message_survives_kill_9_of_a_sqlite_history() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -212,9 +233,7 @@ async fn every_acknowledged_message_survives_kill_9_of_a_sqlite_history() {
         sent_all.extend(sent);
         replies_all.extend(replies);
     }
-    for reply in &replies_all {
-        assert!(sent_all.contains(reply), "reply {reply:?} was never sent");
-    }
+    all_sent(&replies_all, &sent_all);
     daemon.child.kill().expect("kill -9");
     daemon.child.wait().expect("wait");
     assert_eq!(stored(&config), 120, "messages acknowledged before kill -9");
@@ -226,10 +245,7 @@ async fn every_acknowledged_message_survives_kill_9_of_a_sqlite_history() {
     let mut daemon = Daemon::start(&config);
     let later = messages("later", 100);
     let replies = chat(daemon.addr("bot"), &later).await;
-    let known: HashSet<&String> = sent_all.iter().chain(&later).collect();
-    for reply in &replies {
-        assert!(known.contains(reply), "reply {reply:?} was never sent");
-    }
+    all_sent(&replies, sent_all.iter().chain(&later));
     assert!(
         replies.iter().any(|r| sent_all.contains(r)),
         "after the restart, no reply came from the messages before it"
@@ -349,10 +365,7 @@ async fn two_processes_on_one_redis_key_share_one_history_with_a_password_never_
     chat(first.addr("bot"), &from_a).await;
     let from_b = messages("b", 30);
     let replies = chat(second.addr("bot"), &from_b).await;
-    let known: HashSet<&String> = from_a.iter().chain(&from_b).collect();
-    for reply in &replies {
-        assert!(known.contains(reply), "reply {reply:?} was never sent");
-    }
+    all_sent(&replies, from_a.iter().chain(&from_b));
     // Each reply is drawn from at least 21 messages, 20 of them A's: B
     // answering only from its own would have a chance below 1e-20.
     assert!(
@@ -436,16 +449,7 @@ async fn redis_lost_slow_and_back_gives_err_lines_then_service_on_the_same_conne
     // Back: service resumes by itself (a new Redis is empty, so the first
     // message stored comes back as itself).
     redis.restart();
-    let deadline = Instant::now() + LIMIT;
-    let mut reply;
-    loop {
-        reply = ask(&mut conn, "back\n").await;
-        if reply != "ERR history unavailable" || Instant::now() > deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(reply, "back");
+    assert_eq!(ask_until_served(&mut conn, "back").await, "back");
     daemon.wait_for_log("history available again");
     let unavailable = daemon
         .log_now()

@@ -14,7 +14,7 @@
 
 use std::collections::HashSet;
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -24,9 +24,10 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::time::timeout;
 
+use crate::balancers::haproxy_stat_row;
 use crate::cli::Daemon;
 use crate::common::{LIMIT, ask, connect_from};
-use crate::history::{Redis, bot_config, have_redis, stored};
+use crate::history::{Redis, all_sent, ask_until_served, bot_config, have_redis, stored};
 
 fn have_haproxy() -> bool {
     let found = Command::new("haproxy")
@@ -89,7 +90,8 @@ impl Haproxy {
         Haproxy { child, stats }
     }
 
-    /// The `show stat` row of `server` in the backend, as columns.
+    /// The `show stat` row of `server` in the backend, as columns (and a
+    /// panic with its stderr if HAProxy has exited).
     fn row(&mut self, server: &str) -> Option<Vec<String>> {
         if let Ok(Some(status)) = self.child.try_wait() {
             let mut err = String::new();
@@ -98,15 +100,7 @@ impl Haproxy {
             }
             panic!("haproxy exited ({status}):\n{err}");
         }
-        let mut stats = std::os::unix::net::UnixStream::connect(&self.stats).ok()?;
-        stats.set_read_timeout(Some(LIMIT)).ok()?;
-        stats.write_all(b"show stat\n").ok()?;
-        let mut csv = String::new();
-        stats.read_to_string(&mut csv).ok()?;
-        let line = csv
-            .lines()
-            .find(|l| l.starts_with(&format!("bots,{server},")))?;
-        Some(line.split(',').map(str::to_owned).collect())
+        haproxy_stat_row(&self.stats, "bots", server)
     }
 
     /// Waits until HAProxy's check says `server` is `want` (UP, DOWN).
@@ -220,9 +214,7 @@ async fn two_replicas_behind_haproxy_share_one_history_in_redis() {
             sent.insert(message);
         }
     }
-    for reply in &replies {
-        assert!(sent.contains(reply), "reply {reply:?} was never sent");
-    }
+    all_sent(&replies, &sent);
     let (to_a, to_b) = (haproxy.sessions("a"), haproxy.sessions("b"));
     assert!(to_a >= 1 && to_b >= 1, "sessions: a {to_a}, b {to_b}");
     // Messages sent through B come back through A and the other way round:
@@ -296,17 +288,9 @@ async fn two_replicas_behind_haproxy_share_one_history_in_redis() {
     redis.kill();
     assert_eq!(ask(&mut conn, "during\n").await, "ERR history unavailable");
     redis.restart();
-    let deadline = Instant::now() + LIMIT;
-    let mut reply;
-    loop {
-        reply = ask(&mut conn, "redis-back\n").await;
-        if reply != "ERR history unavailable" || Instant::now() > deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     assert_eq!(
-        reply, "redis-back",
+        ask_until_served(&mut conn, "redis-back").await,
+        "redis-back",
         "an empty Redis holds only this message"
     );
     drop(conn);

@@ -1,0 +1,135 @@
+//! Messages of many connections to one SQLite or Redis history, in
+//! batches: a connection queues its message with how it records it, and
+//! waits (within its timeout) for its pick; the backend takes whatever has
+//! queued up as one batch, one commit or one round trip for all. The queue
+//! is bounded, and a message whose connection stopped waiting is dropped
+//! unrecorded.
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+
+use super::{Limits, Recording};
+
+/// Messages waiting for a backend, at most, per history; a connection that
+/// finds the queue full waits (within its timeout) for room.
+pub(super) const QUEUE: usize = 1024;
+
+/// Times [`next`] lets the other tasks run before it closes a batch, at
+/// most (it stops as soon as a round brings nothing).
+const GATHER_ROUNDS: usize = 4;
+
+/// One message, how it is recorded, and where its pick (or why not) goes.
+pub(super) struct Job {
+    pub message: Bytes,
+    pub how: Recording,
+    reply: oneshot::Sender<Result<Bytes, String>>,
+}
+
+/// Where a history's connections queue their messages.
+pub(super) type Queue = mpsc::Sender<Job>;
+
+/// A new queue, and the end its backend reads.
+pub(super) fn queue() -> (Queue, mpsc::Receiver<Job>) {
+    mpsc::channel(QUEUE)
+}
+
+/// Queues `message` and waits for its pick, all within the timeout of
+/// `how`; `Err` says why not (`backend` names who did not answer).
+pub(super) async fn submit(
+    queue: &Queue,
+    message: Bytes,
+    how: Recording,
+    backend: &str,
+) -> Result<Bytes, String> {
+    let timeout = how.timeout;
+    let deadline = tokio::time::Instant::now() + timeout;
+    let (reply, picked) = oneshot::channel();
+    let job = Job {
+        message,
+        how,
+        reply,
+    };
+    match tokio::time::timeout_at(deadline, queue.send(job)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(_)) => return Err(format!("{backend} has stopped")),
+        Err(_) => return Err(format!("the queue stayed full for {timeout:?}")),
+    }
+    match tokio::time::timeout_at(deadline, picked).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(_)) => Err(format!("{backend} has stopped")),
+        Err(_) => Err(format!("no answer within {timeout:?}")),
+    }
+}
+
+/// The next batch, at most `max` messages: waits for one, then lets the
+/// other connections that are ready queue theirs (while that brings more).
+/// Messages nobody waits for any more are left out. `None` once every
+/// connection's end of the queue is gone.
+pub(super) async fn next(queue: &mut mpsc::Receiver<Job>, max: usize) -> Option<Vec<Job>> {
+    loop {
+        let first = queue.recv().await?;
+        let mut batch = Vec::with_capacity(max.min(QUEUE));
+        batch.push(first);
+        for _ in 0..GATHER_ROUNDS {
+            tokio::task::yield_now().await;
+            let before = batch.len();
+            while batch.len() < max {
+                match queue.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+            if batch.len() == before || batch.len() == max {
+                break;
+            }
+        }
+        batch.retain(|job| !job.reply.is_closed());
+        if !batch.is_empty() {
+            return Some(batch);
+        }
+    }
+}
+
+/// The tightest limits of a batch: a history shared by listeners with
+/// different limits is trimmed to the smallest.
+pub(super) fn tightest(batch: &[Job]) -> Limits {
+    Limits {
+        messages: batch
+            .iter()
+            .map(|j| j.how.limits.messages)
+            .min()
+            .unwrap_or(1),
+        bytes: batch.iter().map(|j| j.how.limits.bytes).min().unwrap_or(1),
+    }
+}
+
+/// A batch's answers: each waiting connection and its pick, or the error.
+pub(super) type Answers = Vec<(
+    oneshot::Sender<Result<Bytes, String>>,
+    Result<Bytes, String>,
+)>;
+
+/// The answers of a batch: its picks, one per message, or the one error
+/// for all.
+pub(super) fn answers(batch: Vec<Job>, picked: Result<Vec<Bytes>, String>) -> Answers {
+    match picked {
+        Ok(picks) if picks.len() == batch.len() => (batch.into_iter())
+            .zip(picks)
+            .map(|(job, pick)| (job.reply, Ok(pick)))
+            .collect(),
+        Ok(picks) => {
+            let reason = format!("{} picks for {} messages", picks.len(), batch.len());
+            answers(batch, Err(reason))
+        }
+        Err(reason) => (batch.into_iter())
+            .map(|job| (job.reply, Err(reason.clone())))
+            .collect(),
+    }
+}
+
+/// Hands each answer to the connection waiting for it.
+pub(super) fn deliver(answers: Answers) {
+    for (reply, answer) in answers {
+        let _ = reply.send(answer);
+    }
+}
