@@ -447,7 +447,7 @@ fn history(config: &Config, name: &str, what: switchboard::history::Inspect) -> 
     };
     let config::HandlerConfig::RandomBot(bot) = &listener.handler else {
         print_err(&format!(
-            "switchboard history: listener \"{name}\" is a {}, which keeps no history",
+            "switchboard history: listener \"{name}\" runs the {} handler, which keeps no history",
             listener.handler.name()
         ));
         return ExitCode::from(EXIT_USAGE);
