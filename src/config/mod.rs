@@ -24,6 +24,7 @@ pub use error::ConfigError;
 use error::{Source, join_key, value_span};
 pub use listener::ListenerConfig;
 pub use proxy::ProxyProtocol;
+pub(crate) use server::log_filter;
 pub use server::{LogFormat, ServerConfig};
 
 pub use crate::handler::{

@@ -69,6 +69,26 @@ pub enum LogFormat {
     Json,
 }
 
+/// The longest log filter (`log_level`, or `RUST_LOG`).
+const MAX_LOG_FILTER_BYTES: usize = 1024;
+
+/// Parses a log filter (`log_level`, or `RUST_LOG`). Span field values are
+/// compared as text, never compiled as regular expressions: a value made
+/// to explode a regex compiler took minutes (found by the config fuzz
+/// target), and a filter is bounded in length.
+pub(crate) fn log_filter(directives: &str) -> Result<tracing_subscriber::EnvFilter, String> {
+    if directives.len() > MAX_LOG_FILTER_BYTES {
+        return Err(format!(
+            "longer than {MAX_LOG_FILTER_BYTES} bytes ({} bytes)",
+            directives.len()
+        ));
+    }
+    tracing_subscriber::EnvFilter::builder()
+        .with_regex(false)
+        .parse(directives)
+        .map_err(|e| e.to_string())
+}
+
 /// Checks what serde cannot: the log filter parses, the thread count is sane.
 pub(super) fn validate(
     src: &Source<'_>,
@@ -76,12 +96,15 @@ pub(super) fn validate(
     table: &DeTable<'_>,
 ) -> Result<(), ConfigError> {
     let at = |key: &str| (value_span(table, key), Some(join_key("server", key)));
-    if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&server.log_level) {
+    if let Err(e) = log_filter(&server.log_level) {
         let (span, key) = at("log_level");
         return Err(src.error(
             span,
             key,
-            format!("invalid log filter {:?}: {e}", server.log_level),
+            format!(
+                "invalid log filter {}: {e}",
+                crate::conn::text::quote(&server.log_level, 80)
+            ),
         ));
     }
     if server.shutdown_grace > bounds::DURATION_MAX {
@@ -122,4 +145,37 @@ pub(super) fn validate(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_log_filter_never_compiles_a_field_value_as_a_regex() {
+        // The config fuzz target's input that took over a minute: a span
+        // field value that a regex compiler blows up on. Parsed in a thread
+        // so that a return of the bug fails here instead of hanging.
+        let slow = include_str!("../../fuzz/corpus/config/timeout-log-filter-regex.toml")
+            .lines()
+            .find_map(|l| l.strip_prefix("log_level =\""))
+            .and_then(|l| l.strip_suffix('"'))
+            .expect("the fuzz input's log_level")
+            .to_owned();
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = done.send(log_filter(&slow).is_err());
+        });
+        let refused = finished
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("parsing the filter took more than 10 s");
+        assert!(refused);
+        // A regex-looking value is taken as text, and parses.
+        assert!(log_filter("info,[conn{peer=127.0.0.1.*}]=debug").is_ok());
+        assert!(
+            log_filter(&"a,".repeat(600))
+                .unwrap_err()
+                .contains("longer than 1024")
+        );
+    }
 }

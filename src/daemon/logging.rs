@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 use tracing_appender::non_blocking::WorkerGuard;
 use tracing_subscriber::filter::{FilterExt, dynamic_filter_fn};
 use tracing_subscriber::prelude::*;
-use tracing_subscriber::{EnvFilter, fmt, registry};
+use tracing_subscriber::{fmt, registry};
 
-use crate::config::{LogFormat, ServerConfig};
+use crate::config::{LogFormat, ServerConfig, log_filter};
 
 /// Bytes of log lines gathered into one write to stderr.
 const LOG_WRITE_BUFFER: usize = 64 * 1024;
@@ -26,10 +26,11 @@ const LOG_WRITE_BUFFER: usize = 64 * 1024;
 /// it flushes the lines still buffered.
 pub fn init(server: &ServerConfig) -> anyhow::Result<WorkerGuard> {
     let filter = match std::env::var("RUST_LOG") {
-        Ok(directives) if !directives.trim().is_empty() => EnvFilter::builder()
-            .parse(&directives)
+        Ok(directives) if !directives.trim().is_empty() => log_filter(&directives)
             .map_err(|e| anyhow::anyhow!("invalid RUST_LOG {directives:?}: {e}"))?,
-        _ => EnvFilter::builder().parse(&server.log_level)?,
+        _ => {
+            log_filter(&server.log_level).map_err(|e| anyhow::anyhow!("invalid log_level: {e}"))?
+        }
     };
     // The writer thread drains every line queued, then flushes: buffered,
     // a burst of lines costs one write(2), not one each (and stderr is
