@@ -102,7 +102,7 @@ pub(super) fn validate(
             span,
             key,
             format!(
-                "invalid log filter {}: {e}",
+                "invalid log filter \"{}\": {e}",
                 crate::conn::text::quote(&server.log_level, 80)
             ),
         ));
