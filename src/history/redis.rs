@@ -18,6 +18,7 @@
 //! while Redis is slow.
 
 use std::fmt;
+use std::future::Future;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -238,39 +239,24 @@ impl RedisHistory {
 
     /// Messages kept.
     pub(crate) async fn count(&self, timeout: Duration) -> Result<u64, String> {
-        let call = async {
-            let mut conn = self.conn.clone();
-            let (first, last): (Option<u64>, Option<u64>) = redis::cmd("HMGET")
-                .arg(&self.key)
-                .arg("#first")
-                .arg("#last")
-                .query_async(&mut conn)
-                .await
-                .map_err(|e| e.to_string())?;
-            Ok(match (first, last) {
-                (Some(first), Some(last)) if last >= first => last - first + 1,
-                _ => 0,
-            })
-        };
-        tokio::time::timeout(timeout, call)
-            .await
-            .unwrap_or_else(|_| Err(format!("no answer within {timeout:?}")))
+        let mut conn = self.conn.clone();
+        let mut query = redis::cmd("HMGET");
+        query.arg(&self.key).arg("#first").arg("#last");
+        let (first, last): (Option<u64>, Option<u64>) =
+            within(timeout, query.query_async(&mut conn)).await?;
+        Ok(match (first, last) {
+            (Some(first), Some(last)) if last >= first => last - first + 1,
+            _ => 0,
+        })
     }
 
     /// The newest `n` messages, oldest first.
     pub(crate) async fn tail(&self, n: usize, timeout: Duration) -> Result<Vec<Vec<u8>>, String> {
-        let call = async {
-            let mut conn = self.conn.clone();
-            Script::new(TAIL)
-                .key(&self.key)
-                .arg(n)
-                .invoke_async(&mut conn)
-                .await
-                .map_err(|e| e.to_string())
-        };
-        tokio::time::timeout(timeout, call)
-            .await
-            .unwrap_or_else(|_| Err(format!("no answer within {timeout:?}")))
+        let mut conn = self.conn.clone();
+        let script = Script::new(TAIL);
+        let mut call = script.key(&self.key);
+        call.arg(n);
+        within(timeout, call.invoke_async(&mut conn)).await
     }
 }
 
@@ -295,13 +281,21 @@ async fn send_batches(
             call.arg(&job.message[..])
                 .arg(rand::random_range(0..RANDOM_BOUND));
         }
-        let answer = tokio::time::timeout(timeout, call.invoke_async::<Vec<Vec<u8>>>(&mut conn));
-        let picked = match answer.await {
-            Ok(Ok(picks)) => Ok(picks.into_iter().map(Bytes::from).collect()),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err(format!("no answer within {timeout:?}")),
-        };
+        let picked = within(timeout, call.invoke_async::<Vec<Vec<u8>>>(&mut conn))
+            .await
+            .map(|picks| picks.into_iter().map(Bytes::from).collect());
         batch::deliver(batch::answers(batch, picked));
+    }
+}
+
+/// What a Redis call answers within `timeout`, or why not.
+async fn within<T>(
+    timeout: Duration,
+    call: impl Future<Output = redis::RedisResult<T>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(timeout, call).await {
+        Ok(answer) => answer.map_err(|e| e.to_string()),
+        Err(_) => Err(format!("no answer within {timeout:?}")),
     }
 }
 
