@@ -239,17 +239,20 @@ impl fmt::Display for Identity {
     }
 }
 
+/// A `[listener.history]` table read and checked, or the mistake as
+/// `key: message` (tests).
+#[cfg(test)]
+pub(super) fn parse(toml_text: &str) -> Result<HistoryConfig, String> {
+    let mut config: HistoryConfig = toml::from_str(toml_text).map_err(|e| e.to_string())?;
+    config
+        .validate()
+        .map_err(|(key, message)| format!("{key}: {message}"))?;
+    Ok(config)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn parse(toml_text: &str) -> Result<HistoryConfig, String> {
-        let mut config: HistoryConfig = toml::from_str(toml_text).map_err(|e| e.to_string())?;
-        config
-            .validate()
-            .map_err(|(key, message)| format!("{key}: {message}"))?;
-        Ok(config)
-    }
 
     #[test]
     fn each_key_belongs_to_its_backend() {

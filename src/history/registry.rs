@@ -120,15 +120,8 @@ impl Registry {
 
 #[cfg(test)]
 mod tests {
+    use super::super::config::parse;
     use super::*;
-
-    fn parse(toml_text: &str) -> Result<HistoryConfig, String> {
-        let mut config: HistoryConfig = toml::from_str(toml_text).map_err(|e| e.to_string())?;
-        config
-            .validate()
-            .map_err(|(key, message)| format!("{key}: {message}"))?;
-        Ok(config)
-    }
 
     #[tokio::test]
     async fn a_history_open_in_the_registry_is_taken_over_not_opened_again() {
