@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use switchboard::config::{self, Config, ConfigError};
+use switchboard::config::{self, Config, ConfigError, Transport};
 use switchboard::{ActivatedSockets, Daemon, DaemonError};
 
 /// Exit status for a configuration mistake (EX_CONFIG from sysexits.h).
@@ -104,13 +104,16 @@ enum Command {
     /// Send each MESSAGE (or each line of stdin) as a line to a line server
     /// (echo, keyword-bot, random-bot) and print each reply.
     #[command(
-        after_help = "Examples:\n  switchboard send 127.0.0.1:10086 hello time\n  printf 'a\\nb\\n' | switchboard send 127.0.0.1:10010\n  switchboard send 127.0.0.1:10086 你好 --encoding gbk"
+        after_help = "Examples:\n  switchboard send 127.0.0.1:10086 hello time\n  printf 'a\\nb\\n' | switchboard send 127.0.0.1:10010\n  switchboard send 127.0.0.1:10086 你好 --encoding gbk\n  switchboard send --udp 127.0.0.1:10010 hello"
     )]
     Send {
         /// The server, HOST:PORT.
         addr: String,
         /// Messages; stdin's lines when none is given.
         messages: Vec<String>,
+        /// Over UDP: each message is one datagram, each reply one datagram.
+        #[arg(long)]
+        udp: bool,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -134,10 +137,15 @@ enum Command {
     },
     /// Chat with a line server: each line typed is sent, every line it
     /// sends is shown; an empty line or Ctrl-D ends the chat.
-    #[command(after_help = "Example:\n  switchboard chat 127.0.0.1:10087")]
+    #[command(
+        after_help = "Examples:\n  switchboard chat 127.0.0.1:10087\n  switchboard chat --udp 127.0.0.1:10087"
+    )]
     Chat {
         /// The server, HOST:PORT.
         addr: String,
+        /// Over UDP: each line is one datagram, each reply one datagram.
+        #[arg(long)]
+        udp: bool,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -244,9 +252,10 @@ fn main() -> ExitCode {
         Command::Send {
             addr,
             messages,
+            udp,
             client,
         } => {
-            let options = line_options(addr, &client);
+            let options = line_options(addr, udp, &client);
             run_lines("send", async move {
                 let stdin = tokio::io::BufReader::new(tokio::io::stdin());
                 let mut out = tokio::io::stdout();
@@ -268,8 +277,8 @@ fn main() -> ExitCode {
             }
             Err(e) => config_error(&e),
         },
-        Command::Chat { addr, client } => {
-            let options = line_options(addr, &client);
+        Command::Chat { addr, udp, client } => {
+            let options = line_options(addr, udp, &client);
             run_lines("chat", async move {
                 let stdin = tokio::io::BufReader::new(tokio::io::stdin());
                 let mut out = tokio::io::stdout();
@@ -279,11 +288,12 @@ fn main() -> ExitCode {
     }
 }
 
-fn line_options(addr: String, client: &ClientArgs) -> switchboard::client::LineOptions {
+fn line_options(addr: String, udp: bool, client: &ClientArgs) -> switchboard::client::LineOptions {
     switchboard::client::LineOptions {
         addr,
         encoding: client.encoding,
         timeout: client.timeout,
+        udp,
     }
 }
 
@@ -419,9 +429,10 @@ fn probe(config: &Config, listeners: &[String], timeout: std::time::Duration) ->
         report.push_str(&match &r.outcome {
             Ok(how) => format!(
                 "ok    {:<16} {:<22} {how} in {millis:.1} ms\n",
-                r.name, r.addr
+                r.name,
+                r.shown_addr()
             ),
-            Err(why) => format!("FAIL  {:<16} {:<22} {why}\n", r.name, r.addr),
+            Err(why) => format!("FAIL  {:<16} {:<22} {why}\n", r.name, r.shown_addr()),
         });
     }
     print_out(&report);
@@ -493,13 +504,26 @@ fn check_report(config: &Config) -> String {
         } else {
             format!(" {summary}")
         };
+        let common = match &l.transport {
+            Transport::Tcp => format!(
+                "max_connections={} idle_timeout={}",
+                l.max_connections,
+                humantime::format_duration(l.idle_timeout)
+            ),
+            Transport::Udp(udp) => format!(
+                "max_datagram_bytes={} reply_bytes_per_source={}",
+                udp.max_datagram_bytes, udp.reply_bytes_per_source
+            ),
+        };
+        let addr = match &l.transport {
+            Transport::Tcp => l.bind.to_string(),
+            Transport::Udp(_) => format!("{}/udp", l.bind),
+        };
         report.push_str(&format!(
-            "  {:<16} {:<12} {:<22} max_connections={} idle_timeout={} encoding={}{detail}\n",
+            "  {:<16} {:<12} {:<22} {common} encoding={}{detail}\n",
             l.name,
             l.handler.name(),
-            l.bind,
-            l.max_connections,
-            humantime::format_duration(l.idle_timeout),
+            addr,
             l.encoding.name(),
         ));
     }

@@ -1,4 +1,5 @@
-//! `switchboard probe`: connects to the listeners of a config and checks
+//! `switchboard probe`: connects to the listeners of a config (or sends a
+//! datagram to a UDP one) and checks
 //! that each one serves, and serves with the handler its config names, for
 //! container health checks and for operators. What each handler is sent and
 //! must answer is in the handler's own file (its `probe`); this runner
@@ -9,7 +10,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, UdpSocket};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, timeout};
 
@@ -27,6 +28,8 @@ pub struct ProbeResult {
     pub name: String,
     /// The address probed.
     pub addr: SocketAddr,
+    /// True for a UDP listener (probed with a datagram).
+    pub udp: bool,
     /// How it went: what the listener showed (one word, such as `echoed`
     /// or `answered`), or why it failed.
     pub outcome: Result<&'static str, String>,
@@ -38,6 +41,15 @@ impl ProbeResult {
     /// True when the listener passed.
     pub fn ok(&self) -> bool {
         self.outcome.is_ok()
+    }
+
+    /// The address probed as an operator reads it: `/udp` after a UDP one.
+    pub fn shown_addr(&self) -> String {
+        if self.udp {
+            format!("{}/udp", self.addr)
+        } else {
+            self.addr.to_string()
+        }
     }
 }
 
@@ -83,6 +95,7 @@ pub async fn probe(
         .map(|l| ProbeResult {
             name: l.name.clone(),
             addr: probe_address(l.bind),
+            udp: l.transport.is_udp(),
             outcome: Err("the probe did not finish".to_owned()),
             elapsed: Duration::ZERO,
         })
@@ -128,6 +141,7 @@ async fn probe_one(listener: &ListenerConfig, limit: Duration) -> ProbeResult {
     ProbeResult {
         name: listener.name.clone(),
         addr,
+        udp: listener.transport.is_udp(),
         outcome,
         elapsed: started.elapsed(),
     }
@@ -161,6 +175,9 @@ fn proxy_header_for(
 }
 
 async fn exchange(listener: &ListenerConfig, addr: SocketAddr) -> Result<&'static str, String> {
+    if listener.transport.is_udp() {
+        return exchange_datagram(listener, addr).await;
+    }
     let mut stream = TcpStream::connect(addr)
         .await
         .map_err(|e| format!("connect: {e}"))?;
@@ -201,5 +218,63 @@ async fn exchange(listener: &ListenerConfig, addr: SocketAddr) -> Result<&'stati
             .map_err(|e| format!("read: {e}"))?;
         closed = n == 0;
         reply.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// How often a UDP probe sends its datagram again while no answer came
+/// (a datagram may be lost; every probe message is safe to repeat).
+const DATAGRAM_RESEND: Duration = Duration::from_secs(1);
+
+/// The probe of a UDP listener: the first line of what the handler's probe
+/// sends, as one datagram, and its check of the reply datagram (as of a
+/// connection closed after it: there is nothing more to wait for).
+async fn exchange_datagram(
+    listener: &ListenerConfig,
+    addr: SocketAddr,
+) -> Result<&'static str, String> {
+    let local: SocketAddr = if addr.is_ipv4() {
+        (Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let socket = UdpSocket::bind(local)
+        .await
+        .map_err(|e| format!("bind: {e}"))?;
+    // Connected: only the listener's datagrams are received.
+    socket
+        .connect(addr)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let peer = socket.local_addr().map_err(|e| format!("connect: {e}"))?;
+    let token = format!("{:016x}", rand::random::<u64>());
+    let probe = listener.handler.probe(&ProbeContext {
+        listener: &listener.name,
+        encoding: listener.encoding,
+        peer,
+        token: &token,
+    });
+    let end = probe
+        .send
+        .iter()
+        .position(|&b| b == b'\n')
+        .map_or(probe.send.len(), |i| i + 1);
+    let datagram = &probe.send[..end];
+    let mut buf = vec![0u8; MAX_REPLY];
+    loop {
+        socket
+            .send(datagram)
+            .await
+            .map_err(|e| format!("send: {e}"))?;
+        let n = match timeout(DATAGRAM_RESEND, socket.recv(&mut buf)).await {
+            Err(_) => continue,
+            // Nothing listens there (an ICMP port unreachable came back).
+            Ok(Err(e)) => return Err(format!("receive: {e}")),
+            Ok(Ok(n)) => n,
+        };
+        return match (probe.check)(&buf[..n], true) {
+            Verdict::Pass(how) => Ok(how),
+            Verdict::Fail(why) => Err(why),
+            Verdict::More => Err("answered only in part".to_owned()),
+        };
     }
 }

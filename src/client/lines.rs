@@ -1,5 +1,5 @@
 //! `send` and `chat`: line clients for echo, keyword-bot and random-bot (or
-//! any line server), in UTF-8 or GBK.
+//! any line server), in UTF-8 or GBK, over TCP (here) or UDP (`datagram`).
 
 use std::io;
 use std::time::Duration;
@@ -13,7 +13,7 @@ use crate::conn::text::TextEncoding;
 
 /// After the last message, how long to wait for more of the server's
 /// lines (a goodbye) before closing.
-const LINGER: Duration = Duration::from_secs(1);
+pub(super) const LINGER: Duration = Duration::from_secs(1);
 
 /// What the line clients need to know.
 #[derive(Debug, Clone)]
@@ -24,6 +24,8 @@ pub struct LineOptions {
     pub encoding: TextEncoding,
     /// Bound of the connect and of each wait for a reply.
     pub timeout: Duration,
+    /// Talk UDP: one datagram per message.
+    pub udp: bool,
 }
 
 /// Reads one line (without its line ending) of at most [`MAX_LINE`] bytes;
@@ -75,7 +77,7 @@ async fn send_line<W: AsyncWrite + Unpin>(
     write.write_all(&line).await
 }
 
-async fn print<W: AsyncWrite + Unpin>(out: &mut W, text: &str) -> io::Result<()> {
+pub(super) async fn print<W: AsyncWrite + Unpin>(out: &mut W, text: &str) -> io::Result<()> {
     out.write_all(text.as_bytes()).await?;
     out.write_all(b"\n").await?;
     out.flush().await
@@ -95,6 +97,9 @@ where
     I: AsyncBufRead + Unpin,
     W: AsyncWrite + Unpin,
 {
+    if options.udp {
+        return super::datagram::send(options, messages, input, out).await;
+    }
     let (mut replies, mut write) = open(options).await?;
     let mut input = input.lines();
     let from_arguments = !messages.is_empty();
@@ -153,6 +158,9 @@ where
     I: AsyncBufRead + Unpin,
     W: AsyncWrite + Unpin,
 {
+    if options.udp {
+        return super::datagram::chat(options, input, out).await;
+    }
     let (mut replies, mut write) = open(options).await?;
     let mut input = input.lines();
     let enc = options.encoding;

@@ -1,9 +1,11 @@
 //! The tutorial's clients done right, in the same binary: `send` (its TCP
-//! client, 2.4), `chat` (its robot client, 3.1 and 3.3) and `get` (its
+//! client, 2.4, and with `--udp` its UDP programs, 1.2), `chat` (its robot
+//! client, 3.1 and 3.3) and `get` (its
 //! download client, 2.7: over HTTP with sizes and resume, or the raw
 //! protocol). Every connect, read and write is bounded in time, and every
 //! line and response head in size.
 
+mod datagram;
 mod get;
 mod lines;
 

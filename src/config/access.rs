@@ -42,6 +42,23 @@ pub struct Rate {
 
 impl Eq for Rate {}
 
+impl std::fmt::Display for Rate {
+    /// As written in a config: `N/s`, `N/m` or `N/h` (the unit that makes
+    /// N whole), and the burst when it is not N.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (count, unit) = [(1.0, "s"), (60.0, "m"), (3600.0, "h")]
+            .iter()
+            .map(|(seconds, unit)| (self.per_second * seconds, *unit))
+            .find(|(count, _)| (count - count.round()).abs() < 1e-6)
+            .unwrap_or((self.per_second, "s"));
+        write!(f, "{}/{unit}", count.round())?;
+        if f64::from(self.burst) != count.round() {
+            write!(f, " burst {}", self.burst)?;
+        }
+        Ok(())
+    }
+}
+
 impl Rate {
     /// Parses `N/s`, `N/m` or `N/h`, with an optional burst `N/s burst M`
     /// (the burst is N, at least 1, when not given).

@@ -12,6 +12,7 @@ use toml::Spanned;
 use toml::de::DeTable;
 
 use super::access::{Access, Rate, networks};
+use super::datagram::{self, Transport};
 use super::error::{ConfigError, Source, join_key, path_span, value_span};
 use super::proxy::{self, ProxyProtocol};
 use super::{bounds, defaults, deserialize_table};
@@ -51,6 +52,8 @@ pub struct ListenerConfig {
     pub proxy_protocol: Option<ProxyProtocol>,
     /// Encoding of the text the handler reads and writes.
     pub encoding: TextEncoding,
+    /// TCP (connections) or UDP (datagrams), with the UDP settings.
+    pub transport: Transport,
     /// Which handler serves the connections, with its settings.
     pub handler: HandlerConfig,
 }
@@ -61,7 +64,11 @@ impl ListenerConfig {
         conn::Settings {
             listener: Arc::from(self.name.as_str()),
             idle_timeout: self.idle_timeout,
-            max_message_bytes: self.max_message_bytes,
+            // A datagram is a message: a random-bot keeps one whole.
+            max_message_bytes: match &self.transport {
+                Transport::Tcp => self.max_message_bytes,
+                Transport::Udp(udp) => udp.max_datagram_bytes,
+            },
             message_gap: self.message_gap,
             first_message_timeout: self.first_message_timeout,
             message_timeout: self.message_timeout,
@@ -114,6 +121,20 @@ pub(super) struct ListenerKeys {
     pub(super) proxy_header_timeout: Duration,
     #[serde(default)]
     encoding: TextEncoding,
+    #[serde(default = "default_transport")]
+    pub(super) transport: String,
+    #[serde(default)]
+    pub(super) max_datagram_bytes: Option<usize>,
+    #[serde(default)]
+    pub(super) receive_buffer_bytes: Option<usize>,
+    #[serde(default)]
+    pub(super) datagram_rate_per_source: Option<String>,
+    #[serde(default)]
+    pub(super) reply_bytes_per_source: Option<String>,
+}
+
+fn default_transport() -> String {
+    "tcp".into()
 }
 
 fn default_backlog() -> u32 {
@@ -212,6 +233,7 @@ pub(super) fn parse(
         .validate()
         .map_err(|invalid| fail(&invalid.key, invalid.message))?;
 
+    let transport = datagram::parse(&keys, table, &handler, &fail)?;
     let access = access(&keys, &fail)?;
     let proxy_protocol = proxy::parse(&keys, table, &fail)?;
     Ok(ListenerConfig {
@@ -228,6 +250,7 @@ pub(super) fn parse(
         access,
         proxy_protocol,
         encoding: keys.encoding,
+        transport,
         handler,
     })
 }

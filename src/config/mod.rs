@@ -6,6 +6,7 @@
 //! of a listener table.
 
 mod access;
+mod datagram;
 mod error;
 mod listener;
 mod proxy;
@@ -20,6 +21,7 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 pub use access::{Access, Rate};
+pub use datagram::{Datagrams, Transport};
 pub use error::ConfigError;
 use error::{Source, join_key, value_span};
 pub use listener::ListenerConfig;
@@ -75,6 +77,13 @@ pub mod defaults {
     pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
     /// Log filter when neither `RUST_LOG` nor the config sets one.
     pub const LOG_LEVEL: &str = "info";
+    /// Longest datagram a UDP listener takes: the payload of one IPv4
+    /// packet on an Ethernet network (1500 bytes less the IP and UDP
+    /// headers); a bigger datagram is fragmented, which is where UDP loses.
+    pub const MAX_DATAGRAM_BYTES: usize = 1472;
+    /// What UDP replies may add, per source, to the bytes it sent: enough
+    /// for a person's chat, too little for a reflection attack.
+    pub const REPLY_BYTES_PER_SOURCE: &str = "4096/s";
     /// Most log lines a second (about 250 KB/s of text lines).
     pub const LOG_LINES_PER_SECOND: u64 = 1000;
 }
@@ -105,6 +114,11 @@ pub mod bounds {
     /// Longest of every other duration: a deadline this far away is as good
     /// as none, and one much further would overflow the clock.
     pub const DURATION_MAX: Duration = Duration::from_secs(366 * 24 * 60 * 60);
+    /// `max_datagram_bytes`: up to the most an IPv4 UDP datagram holds.
+    pub const MAX_DATAGRAM_BYTES: RangeInclusive<usize> = 1..=65_507;
+    /// `receive_buffer_bytes` (the kernel doubles it, and caps it at
+    /// `net.core.rmem_max` unless the process may raise it).
+    pub const RECEIVE_BUFFER_BYTES: RangeInclusive<usize> = 4096..=1 << 30;
     /// `worker_threads`.
     pub const WORKER_THREADS: RangeInclusive<usize> = 1..=1024;
     /// `log_lines_per_second`.
@@ -214,10 +228,11 @@ impl Config {
                     ),
                 ));
             }
-            if let Some(other) = listeners
-                .iter()
-                .find(|other: &&ListenerConfig| addresses_overlap(other.bind, listener.bind))
-            {
+            if let Some(other) = listeners.iter().find(|other: &&ListenerConfig| {
+                // A UDP and a TCP socket may share a port number.
+                other.transport.is_udp() == listener.transport.is_udp()
+                    && addresses_overlap(other.bind, listener.bind)
+            }) {
                 return Err(src.error(
                     span_of("bind"),
                     Some(join_key(&prefix, "bind")),

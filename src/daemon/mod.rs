@@ -111,7 +111,13 @@ impl Daemon {
             } else {
                 ""
             };
-            let _ = writeln!(text, "  {:<16} {:<12} {}{from}", l.name, l.handler, l.addr);
+            let _ = writeln!(
+                text,
+                "  {:<16} {:<12} {}{from}",
+                l.name,
+                l.handler,
+                l.shown_addr()
+            );
         }
         text
     }

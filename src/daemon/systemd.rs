@@ -14,6 +14,7 @@ use sd_notify::NotifyState;
 use tracing::{debug, info, warn};
 
 use crate::config::ListenerConfig;
+use crate::server::PassedKind;
 
 /// Sends state changes to the service manager when it asked for them.
 #[derive(Debug, Clone, Copy)]
@@ -94,9 +95,9 @@ pub enum ActivationError {
     /// `LISTEN_FDS`, `LISTEN_PID` or `LISTEN_FDNAMES` is malformed.
     #[error("socket activation: bad LISTEN_FDS/LISTEN_FDNAMES environment: {0}")]
     Environment(io::Error),
-    /// A passed descriptor is not a listening TCP socket.
+    /// A passed descriptor is not a listening TCP socket or a UDP socket.
     #[error(
-        "socket activation: descriptor {fd} ({name:?}) is not a listening TCP socket: {reason}"
+        "socket activation: descriptor {fd} ({name:?}) is not a listening TCP socket or a UDP socket: {reason}"
     )]
     NotTcpListener {
         /// The descriptor number.
@@ -130,14 +131,14 @@ pub struct ActivatedSockets {
 struct ActivatedSocket {
     name: String,
     addr: SocketAddr,
-    socket: std::net::TcpListener,
+    socket: PassedKind,
 }
 
 /// A socket passed by the service manager, claimed by a listener.
 #[derive(Debug)]
 pub(crate) struct ClaimedSocket {
-    /// The listening socket.
-    pub(crate) socket: std::net::TcpListener,
+    /// The listening TCP socket, or the UDP socket.
+    pub(crate) socket: PassedKind,
     /// Its `FileDescriptorName=`.
     pub(crate) fd_name: String,
 }
@@ -171,17 +172,19 @@ impl ActivatedSockets {
                 name: name.clone(),
                 reason,
             };
-            match rustix::net::sockopt::socket_type(&owned) {
-                Ok(SocketType::STREAM) => {}
+            let socket = match rustix::net::sockopt::socket_type(&owned) {
+                Ok(SocketType::STREAM) => {
+                    if !rustix::net::sockopt::socket_acceptconn(&owned)
+                        .map_err(|e| not_tcp(e.to_string()))?
+                    {
+                        return Err(not_tcp("not listening".to_owned()));
+                    }
+                    PassedKind::Stream(std::net::TcpListener::from(owned))
+                }
+                Ok(SocketType::DGRAM) => PassedKind::Datagram(std::net::UdpSocket::from(owned)),
                 Ok(other) => return Err(not_tcp(format!("socket type {other:?}"))),
                 Err(e) => return Err(not_tcp(e.to_string())),
-            }
-            if !rustix::net::sockopt::socket_acceptconn(&owned)
-                .map_err(|e| not_tcp(e.to_string()))?
-            {
-                return Err(not_tcp("not listening".to_owned()));
-            }
-            let socket = std::net::TcpListener::from(owned);
+            };
             let addr = socket.local_addr().map_err(|e| not_tcp(e.to_string()))?;
             if !matches!(addr, SocketAddr::V4(_) | SocketAddr::V6(_)) {
                 return Err(not_tcp(format!("address {addr}")));
@@ -204,13 +207,16 @@ impl ActivatedSockets {
     /// Which socket `listener` would get, and how it matched: the one named
     /// after it, else the one on its `bind` address.
     fn find(&self, listener: &ListenerConfig) -> Option<(usize, Claim)> {
-        match self.sockets.iter().position(|s| s.name == listener.name) {
-            Some(i) => Some((i, Claim::ByName)),
-            None => {
-                let i = self.sockets.iter().position(|s| s.addr == listener.bind)?;
-                Some((i, Claim::ByAddress))
-            }
+        // A UDP listener takes a UDP socket (`ListenDatagram=`), a TCP one a
+        // TCP socket: one port number may have both.
+        let udp = listener.transport.is_udp();
+        let fits = |s: &ActivatedSocket| s.socket.is_datagram() == udp;
+        let by_name = (self.sockets.iter()).position(|s| fits(s) && s.name == listener.name);
+        if let Some(i) = by_name {
+            return Some((i, Claim::ByName));
         }
+        let i = (self.sockets.iter()).position(|s| fits(s) && s.addr == listener.bind)?;
+        Some((i, Claim::ByAddress))
     }
 
     /// Takes the socket for `listener` (see [`ActivatedSockets::find`]).
@@ -278,7 +284,7 @@ mod tests {
         ActivatedSocket {
             name: name.to_owned(),
             addr: socket.local_addr().expect("addr"),
-            socket,
+            socket: PassedKind::Stream(socket),
         }
     }
 

@@ -1,6 +1,7 @@
 //! The message loop the two bots share: read a message, skip blank ones,
 //! answer, until the client closes, says a farewell, or the server shuts
-//! down (then the bot says its goodbye). Each bot only decides its answers.
+//! down (then the bot says its goodbye); and the same answer to one
+//! datagram on a UDP listener. Each bot only decides its answers.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -9,8 +10,8 @@ use prometheus::IntCounter;
 use tracing::trace;
 
 use super::template::Template;
-use super::{Ended, HandlerError};
-use crate::conn::text::{QUOTE_MAX_BYTES, quote};
+use super::{DatagramSource, Ended, HandlerError};
+use crate::conn::text::{QUOTE_MAX_BYTES, TextEncoding, quote};
 use crate::conn::{Connection, Incoming, Io};
 
 /// A bot's last words by default, on farewell or shutdown (the seed's).
@@ -80,21 +81,56 @@ pub(super) async fn chat<S: Io>(
         trace!(message = %quote(&text, QUOTE_MAX_BYTES), "received");
         let answer = bot.answer(&message, &text, &who(conn)).await;
         let farewell = matches!(answer, Answer::Farewell(_));
-        match answer {
-            Answer::Text(reply) | Answer::Farewell(reply) => conn.send_line(&reply).await?,
-            Answer::Bytes(mut reply) => {
-                reply.push(b'\n');
-                conn.send(&reply).await?;
-            }
-            Answer::Error(reason) => {
-                conn.count_error_reply(reason);
-                conn.send_line(&format!("ERR {reason}")).await?;
-            }
+        if let Answer::Error(reason) = answer {
+            conn.count_error_reply(reason);
         }
+        conn.send(&answer.into_line(encoding)).await?;
         answered.inc();
         if farewell {
             return Ok(Ended::Farewell);
         }
+    }
+}
+
+/// The reply of `bot` to one datagram: its message is the datagram less
+/// one trailing newline; a blank one gets no reply, as over TCP. A
+/// farewell gets the goodbye (there is nothing to close).
+pub(super) async fn datagram(
+    bot: &impl Bot,
+    datagram: &[u8],
+    from: &DatagramSource<'_>,
+    answered: &IntCounter,
+) -> Option<Vec<u8>> {
+    let message = datagram.strip_suffix(b"\n").unwrap_or(datagram);
+    let message = message.strip_suffix(b"\r").unwrap_or(message);
+    let encoding = from.settings.encoding;
+    let text = encoding.decode(message);
+    if text.trim().is_empty() {
+        return None;
+    }
+    trace!(message = %quote(&text, QUOTE_MAX_BYTES), "received");
+    let who = Who {
+        peer: from.peer,
+        listener: &from.settings.listener,
+    };
+    let answer = bot.answer(message, &text, &who).await;
+    if let Answer::Error(reason) = answer {
+        from.metrics.error_reply(reason);
+    }
+    answered.inc();
+    Some(answer.into_line(encoding))
+}
+
+impl Answer {
+    /// The answer as the line the client gets, in `encoding`.
+    fn into_line(self, encoding: TextEncoding) -> Vec<u8> {
+        let mut line = match self {
+            Answer::Text(reply) | Answer::Farewell(reply) => encoding.encode(&reply).into_owned(),
+            Answer::Bytes(reply) => reply,
+            Answer::Error(reason) => encoding.encode(&format!("ERR {reason}")).into_owned(),
+        };
+        line.push(b'\n');
+        line
     }
 }
 

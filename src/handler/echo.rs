@@ -8,7 +8,7 @@ use bytes::BytesMut;
 use serde::Deserialize;
 
 use super::probe::{Probe, ProbeContext, Verdict, shown};
-use super::{BuildContext, Ended, Handler, HandlerError};
+use super::{BuildContext, DatagramSource, Ended, Handler, HandlerError};
 use crate::conn::{Connection, Incoming, Io};
 
 /// Bytes echoed per read.
@@ -73,6 +73,13 @@ impl Handler for Echo {
     /// A random token ending in "\r\n" must come back byte for byte. The bots
     /// and download strip the "\r", so even a random-bot with an empty
     /// history (which answers a message with itself) fails it.
+    const DATAGRAMS: bool = true;
+
+    /// Every byte comes back, as it came: the datagram itself.
+    async fn datagram(&self, datagram: &[u8], _from: &DatagramSource<'_>) -> Option<Vec<u8>> {
+        Some(datagram.to_vec())
+    }
+
     fn probe(_config: &EchoConfig, ctx: &ProbeContext<'_>) -> Probe {
         let line = format!("switchboard probe {}\r\n", ctx.token).into_bytes();
         let expected = line.clone();

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use super::chat::{self, Answer, Bot, Who};
 use super::probe::{Probe, ProbeContext, Verdict, first_line, shown};
 use super::template::{Template, TemplateContext, TimeFormat};
-use super::{BuildContext, Ended, Handler, HandlerError, Invalid};
+use super::{BuildContext, DatagramSource, Ended, Handler, HandlerError, Invalid};
 use crate::conn::{Connection, Io};
 
 /// Reply when no rule matches (the seed tutorial's).
@@ -146,6 +146,12 @@ impl Handler for KeywordBot {
 
     async fn serve<S: Io>(&self, conn: &mut Connection<S>) -> Result<Ended, HandlerError> {
         chat::chat(self, conn, &self.answered).await
+    }
+
+    const DATAGRAMS: bool = true;
+
+    async fn datagram(&self, datagram: &[u8], from: &DatagramSource<'_>) -> Option<Vec<u8>> {
+        chat::datagram(self, datagram, from, &self.answered).await
     }
 
     /// A message with a random token must get the reply the rules give it

@@ -79,6 +79,20 @@ pub(crate) trait Handler: Sized + Send + Sync + 'static {
         None
     }
 
+    /// True when it can serve a UDP listener (see [`Handler::datagram`]).
+    const DATAGRAMS: bool = false;
+
+    /// The reply to one datagram, sent back to its sender (`None`: no
+    /// reply). Called only when [`Handler::DATAGRAMS`] is true.
+    fn datagram(
+        &self,
+        datagram: &[u8],
+        from: &DatagramSource<'_>,
+    ) -> impl Future<Output = Option<Vec<u8>>> + Send {
+        let _ = (datagram, from);
+        std::future::ready(None)
+    }
+
     /// Descriptors one connection may hold at once (the socket, plus a file).
     fn descriptors_per_connection(_config: &Self::Config) -> u64 {
         1
@@ -96,6 +110,16 @@ pub(crate) struct BuildContext<'a> {
     pub metrics: &'a ListenerMetrics,
     /// The histories opened for the config it is built from.
     pub histories: &'a Histories,
+}
+
+/// Where a datagram came from, and the listener it came to.
+pub(crate) struct DatagramSource<'a> {
+    /// Its sender, where the reply goes (`{peer}`).
+    pub peer: std::net::SocketAddr,
+    /// The listener's settings (its name, its encoding).
+    pub settings: &'a Settings,
+    /// The listener's counters.
+    pub metrics: &'a ListenerMetrics,
 }
 
 /// A handler setting that is not valid: the key (relative to the listener
@@ -142,7 +166,25 @@ macro_rules! handlers {
         /// Every handler's name, as written in `handler = "..."`.
         pub(crate) const HANDLER_NAMES: &[&str] = &[$( <$module::$handler as Handler>::NAME, )+];
 
+        /// The names of the handlers that serve UDP listeners.
+        pub(crate) fn datagram_handlers() -> Vec<&'static str> {
+            let mut names = Vec::new();
+            $(
+                if <$module::$handler as Handler>::DATAGRAMS {
+                    names.push(<$module::$handler as Handler>::NAME);
+                }
+            )+
+            names
+        }
+
         impl HandlerConfig {
+            /// True when this handler can serve a UDP listener.
+            pub(crate) fn serves_datagrams(&self) -> bool {
+                match self {
+                    $( HandlerConfig::$variant(_) => <$module::$handler as Handler>::DATAGRAMS, )+
+                }
+            }
+
             /// Deserializes the settings of the handler called `name`
             /// (`None`: there is no such handler).
             pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
@@ -229,6 +271,17 @@ macro_rules! handlers {
                             AnyHandler::$variant($module::$handler::build(c, ctx, None))
                         }
                     )+
+                }
+            }
+
+            /// Answers one datagram; see [`Handler::datagram`].
+            pub(crate) async fn datagram(
+                &self,
+                datagram: &[u8],
+                from: &DatagramSource<'_>,
+            ) -> Option<Vec<u8>> {
+                match self {
+                    $( AnyHandler::$variant(h) => h.datagram(datagram, from).await, )+
                 }
             }
 

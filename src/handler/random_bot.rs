@@ -16,7 +16,7 @@ use serde::Deserialize;
 use super::chat::{self, Answer, Bot, Who};
 use super::probe::{Probe, ProbeContext, Verdict, line_then_close, shown};
 use super::template::{Template, TemplateContext, TimeFormat};
-use super::{BuildContext, Ended, Handler, HandlerError, Invalid};
+use super::{BuildContext, DatagramSource, Ended, Handler, HandlerError, Invalid};
 use crate::conn::{Connection, Io};
 use crate::history::{ENTRY_OVERHEAD, History, HistoryConfig, Limits, Recording, Unavailable};
 
@@ -181,6 +181,12 @@ impl Handler for RandomBot {
 
     async fn serve<S: Io>(&self, conn: &mut Connection<S>) -> Result<Ended, HandlerError> {
         chat::chat(self, conn, &self.answered).await
+    }
+
+    const DATAGRAMS: bool = true;
+
+    async fn datagram(&self, datagram: &[u8], from: &DatagramSource<'_>) -> Option<Vec<u8>> {
+        chat::datagram(self, datagram, from, &self.answered).await
     }
 
     /// The first farewell, with a second line behind it: the goodbye reply

@@ -97,6 +97,73 @@ impl CloseReason {
     }
 }
 
+/// Why a UDP listener dropped a datagram (or its reply), as the `reason`
+/// label of `switchboard_datagrams_dropped_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DropReason {
+    /// Longer than `max_datagram_bytes`.
+    TooBig,
+    /// The access lists do not let its sender in.
+    Denied,
+    /// Its source sends faster than `datagram_rate_per_source`.
+    TooFast,
+    /// Its reply was longer than it, and its source's reply budget
+    /// (`reply_bytes_per_source`) did not hold the difference.
+    ReplyBudget,
+    /// Too many replies were still waiting for a history.
+    Busy,
+    /// The reply could not be sent (the socket's send buffer was full).
+    SendFailed,
+    /// The kernel dropped it: the socket's receive buffer was full.
+    ReceiveBuffer,
+}
+
+impl DropReason {
+    /// Every reason, in label order.
+    pub(crate) const ALL: [DropReason; 7] = [
+        DropReason::TooBig,
+        DropReason::Denied,
+        DropReason::TooFast,
+        DropReason::ReplyBudget,
+        DropReason::Busy,
+        DropReason::SendFailed,
+        DropReason::ReceiveBuffer,
+    ];
+
+    /// The label value.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            DropReason::TooBig => "too_big",
+            DropReason::Denied => "denied",
+            DropReason::TooFast => "too_fast",
+            DropReason::ReplyBudget => "reply_budget",
+            DropReason::Busy => "busy",
+            DropReason::SendFailed => "send_failed",
+            DropReason::ReceiveBuffer => "receive_buffer",
+        }
+    }
+
+    /// Its place in [`DropReason::ALL`].
+    pub(crate) fn index(self) -> usize {
+        Self::ALL.iter().position(|r| *r == self).unwrap_or(0)
+    }
+}
+
+/// The counters of a UDP listener, resolved once.
+#[derive(Debug, Clone)]
+pub(crate) struct DatagramMetrics {
+    /// Datagrams received (dropped or not).
+    pub received: IntCounter,
+    /// Replies sent.
+    pub sent: IntCounter,
+    /// Bytes received.
+    pub bytes_received: IntCounter,
+    /// Bytes of replies sent.
+    pub bytes_sent: IntCounter,
+    /// Drops, by [`DropReason::index`].
+    pub dropped: [IntCounter; DropReason::ALL.len()],
+}
+
 /// Every figure of one server. Shared (`Arc`) by its listeners; a reload
 /// keeps it, so counters run on across reloads.
 pub struct Metrics {
@@ -113,6 +180,9 @@ pub struct Metrics {
     file_cache_misses: IntCounterVec,
     error_replies: IntCounterVec,
     refused: IntCounterVec,
+    datagrams_received: IntCounterVec,
+    datagrams_sent: IntCounterVec,
+    datagrams_dropped: IntCounterVec,
     reloads: IntCounterVec,
     process: ProcessFigures,
     /// The (listener, handler) pairs of the config being served: the
@@ -189,6 +259,21 @@ impl Metrics {
             "Connections refused before any handler work (access lists, per-source limits), by reason.",
             &["reason"],
         );
+        let datagrams_received = counters(
+            "switchboard_datagrams_received_total",
+            "Datagrams a UDP listener received (its bytes are in switchboard_received_bytes_total).",
+            &[],
+        );
+        let datagrams_sent = counters(
+            "switchboard_datagrams_sent_total",
+            "Replies a UDP listener sent (their bytes are in switchboard_sent_bytes_total).",
+            &[],
+        );
+        let datagrams_dropped = counters(
+            "switchboard_datagrams_dropped_total",
+            "Datagrams a UDP listener dropped, or whose reply it did not send, by reason.",
+            &["reason"],
+        );
         let open = register(
             &registry,
             IntGaugeVec::new(
@@ -253,6 +338,9 @@ impl Metrics {
             file_cache_misses,
             error_replies,
             refused,
+            datagrams_received,
+            datagrams_sent,
+            datagrams_dropped,
             reloads,
             process,
             live: Mutex::new(HashSet::new()),
@@ -429,11 +517,20 @@ impl ListenerMetrics {
             &m.files_sent,
             &m.file_bytes_sent,
             &m.file_cache_misses,
+            &m.datagrams_received,
+            &m.datagrams_sent,
         ] {
             let _ = family.remove_label_values(&labels);
         }
         let _ = m.open.remove_label_values(&labels);
         let _ = m.duration.remove_label_values(&labels);
+        for reason in DropReason::ALL {
+            let _ = m.datagrams_dropped.remove_label_values(&[
+                listener.as_str(),
+                handler,
+                reason.label(),
+            ]);
+        }
         for reason in CloseReason::ALL {
             let _ = m
                 .closed
@@ -448,6 +545,22 @@ impl ListenerMetrics {
             let _ = m
                 .error_replies
                 .remove_label_values(&[listener.as_str(), handler, reason]);
+        }
+    }
+
+    /// The counters of a UDP listener.
+    pub(crate) fn datagrams(&self) -> DatagramMetrics {
+        let m = &self.metrics;
+        let [listener, handler] = &self.labels;
+        DatagramMetrics {
+            received: m.datagrams_received.with_label_values(&self.labels),
+            sent: m.datagrams_sent.with_label_values(&self.labels),
+            bytes_received: self.bytes_received.clone(),
+            bytes_sent: self.bytes_sent.clone(),
+            dropped: DropReason::ALL.map(|reason| {
+                m.datagrams_dropped
+                    .with_label_values(&[listener.as_str(), handler, reason.label()])
+            }),
         }
     }
 

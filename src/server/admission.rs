@@ -2,6 +2,8 @@
 //! task is spawned or a handler does any work: the access lists (`deny`
 //! wins over `allow`), the connections one source may hold open, and the
 //! rate at which one source may open them (a token bucket per source).
+//! A UDP listener uses the same lists, a bucket per source for the rate
+//! of its datagrams, and another for its reply budget.
 //!
 //! Memory is bounded whatever the traffic: the open counts have one entry
 //! per source with a connection open (at most `max_connections`), the
@@ -92,9 +94,11 @@ pub(crate) struct Sources {
 struct Table {
     /// Connections open, by source.
     open: HashMap<IpAddr, u32>,
-    /// Rate buckets, by source.
-    buckets: HashMap<IpAddr, Bucket>,
-    last_prune: Option<Instant>,
+    /// Rate buckets, by source (of connections, or of a UDP listener's
+    /// datagrams).
+    buckets: Buckets,
+    /// Reply budgets of a UDP listener, by source.
+    reply_budgets: Buckets,
     /// Refusals since the last log line, by reason, and the last source.
     refused: [u64; Refusal::ALL.len()],
     last_refused: Option<IpAddr>,
@@ -167,6 +171,44 @@ impl Sources {
         })
     }
 
+    /// Decides whether a datagram from `peer` is taken under `access` (its
+    /// lists) and `rate` (datagrams per source). Takes no lock when there
+    /// is no rate.
+    pub(crate) fn admit_datagram(
+        &self,
+        access: &Access,
+        rate: Option<Rate>,
+        peer: IpAddr,
+    ) -> Result<(), Refusal> {
+        let address = peer.to_canonical();
+        let allowed = access.allow.is_empty() || access.allow.iter().any(|n| n.contains(&address));
+        if !allowed || access.deny.iter().any(|n| n.contains(&address)) {
+            return Err(Refusal::Denied);
+        }
+        match rate {
+            None => Ok(()),
+            Some(rate) => {
+                let source = source_of(address, access.source_ipv6_prefix);
+                self.table().take_token(source, rate)
+            }
+        }
+    }
+
+    /// Spends `bytes` of the reply budget of `peer`'s source, which refills
+    /// at `budget`; false when it holds less (and then nothing is spent).
+    pub(crate) fn spend_reply_budget(
+        &self,
+        access: &Access,
+        budget: Rate,
+        peer: IpAddr,
+        bytes: usize,
+    ) -> bool {
+        let source = source_of(peer.to_canonical(), access.source_ipv6_prefix);
+        self.table()
+            .reply_budgets
+            .take(source, budget, bytes as f64)
+    }
+
     /// Counts a refusal (by [`Sources::admit`] or the PROXY protocol
     /// checks), and says so in the log at most once a second.
     pub(crate) fn refused(&self, refusal: Refusal, address: IpAddr) {
@@ -210,28 +252,47 @@ impl Sources {
 impl Table {
     /// Takes a token from `source`'s bucket, or says it is too fast.
     fn take_token(&mut self, source: IpAddr, rate: Rate) -> Result<(), Refusal> {
+        if self.buckets.take(source, rate, 1.0) {
+            Ok(())
+        } else {
+            Err(Refusal::TooFast)
+        }
+    }
+}
+
+/// Token buckets by source: at most [`MAX_BUCKETS`], pruned of full ones.
+#[derive(Debug, Default)]
+struct Buckets {
+    by_source: HashMap<IpAddr, Bucket>,
+    last_prune: Option<Instant>,
+}
+
+impl Buckets {
+    /// Takes `amount` tokens from `source`'s bucket; false when it holds
+    /// fewer (and then takes none).
+    fn take(&mut self, source: IpAddr, rate: Rate, amount: f64) -> bool {
         let now = Instant::now();
-        if !self.buckets.contains_key(&source) && self.buckets.len() >= MAX_BUCKETS {
+        if !self.by_source.contains_key(&source) && self.by_source.len() >= MAX_BUCKETS {
             self.prune(now, rate);
-            if self.buckets.len() >= MAX_BUCKETS {
+            if self.by_source.len() >= MAX_BUCKETS {
                 // More sources at once than buckets: let this one through
                 // the rate limit rather than refuse every new source.
-                return Ok(());
+                return true;
             }
         }
-        let bucket = self.buckets.entry(source).or_insert(Bucket {
+        let bucket = self.by_source.entry(source).or_insert(Bucket {
             tokens: f64::from(rate.burst),
             at: now,
         });
         let tokens = bucket.tokens_at(now, rate);
-        if tokens < 1.0 {
-            return Err(Refusal::TooFast);
+        if tokens < amount {
+            return false;
         }
         *bucket = Bucket {
-            tokens: tokens - 1.0,
+            tokens: tokens - amount,
             at: now,
         };
-        Ok(())
+        true
     }
 
     /// Drops the buckets that have refilled (a new one would be the same),
@@ -245,7 +306,7 @@ impl Table {
         }
         self.last_prune = Some(now);
         let full = f64::from(rate.burst);
-        self.buckets
+        self.by_source
             .retain(|_, bucket| bucket.tokens_at(now, rate) < full);
     }
 }
@@ -382,10 +443,10 @@ mod tests {
             let address = IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i));
             let _ = sources.admit(&access, address);
         }
-        assert!(sources.table().buckets.len() <= MAX_BUCKETS);
+        assert!(sources.table().buckets.by_source.len() <= MAX_BUCKETS);
         // Once refilled, the buckets are pruned to make room.
         tokio::time::advance(Duration::from_secs(2)).await;
         assert!(sources.admit(&access, ip("192.0.2.1")).is_ok());
-        assert!(sources.table().buckets.len() < 10);
+        assert!(sources.table().buckets.by_source.len() < 10);
     }
 }

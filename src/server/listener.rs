@@ -1,6 +1,7 @@
-//! A bound listener and its accept loop: one task per accepted client,
-//! each in its own tracing span, routed to the listener's current handler,
-//! and the life of one connection from accept to close.
+//! A bound listener (a listening TCP socket, or a UDP socket) and the TCP
+//! accept loop: one task per accepted client, each in its own tracing
+//! span, routed to the listener's current handler, and the life of one
+//! connection from accept to close. A UDP listener's loop is `datagram`.
 
 use std::io;
 use std::net::SocketAddr;
@@ -8,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream, UdpSocket};
 use tokio::sync::watch;
 use tokio::time::{Instant, sleep};
 use tokio_util::sync::CancellationToken;
@@ -18,7 +19,7 @@ use super::admission::{Refusal, SourceSlot, Sources};
 use super::budget::ListenerBudget;
 use super::drain::Drain;
 use super::limit::ConnectionLimit;
-use crate::config::{Access, ListenerConfig, ProxyProtocol};
+use crate::config::{Access, ListenerConfig, ProxyProtocol, Transport};
 use crate::conn::proxy_header::{self, Proxied};
 use crate::conn::{self, Connection};
 use crate::handler::{AnyHandler, BuildContext};
@@ -47,12 +48,14 @@ pub struct BindError {
 /// keep the one they started with.
 #[derive(Debug)]
 pub(crate) struct Route {
-    handler: AnyHandler,
-    settings: conn::Settings,
-    metrics: Arc<ListenerMetrics>,
+    pub(super) handler: AnyHandler,
+    pub(super) settings: conn::Settings,
+    pub(super) metrics: Arc<ListenerMetrics>,
     tcp_keepalive: Option<Duration>,
-    access: Access,
+    pub(super) access: Access,
     proxy_protocol: Option<ProxyProtocol>,
+    /// TCP, or UDP with its settings.
+    pub(super) transport: Transport,
     /// Descriptors one connection may hold (the socket, and a file).
     descriptors_per_connection: u32,
 }
@@ -85,16 +88,50 @@ impl Route {
             tcp_keepalive: config.tcp_keepalive,
             access: config.access.clone(),
             proxy_protocol: config.proxy_protocol.clone(),
+            transport: config.transport.clone(),
             descriptors_per_connection: u32::try_from(config.handler.descriptors_per_connection())
                 .unwrap_or(u32::MAX),
         }
     }
 }
 
-/// A bound listening socket and the config it was bound for.
+/// A listener's socket.
+#[derive(Debug)]
+pub(crate) enum Socket {
+    /// A listening TCP socket.
+    Stream(TcpListener),
+    /// A bound UDP socket (shared with the tasks that send late replies).
+    Datagram(Arc<UdpSocket>),
+}
+
+/// A socket the service manager passed, as the standard library has it.
+#[derive(Debug)]
+pub enum PassedKind {
+    /// A listening TCP socket (`ListenStream=`).
+    Stream(std::net::TcpListener),
+    /// A bound UDP socket (`ListenDatagram=`).
+    Datagram(std::net::UdpSocket),
+}
+
+impl PassedKind {
+    /// The address it is bound to.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        match self {
+            PassedKind::Stream(socket) => socket.local_addr(),
+            PassedKind::Datagram(socket) => socket.local_addr(),
+        }
+    }
+
+    /// True for a UDP socket.
+    pub fn is_datagram(&self) -> bool {
+        matches!(self, PassedKind::Datagram(_))
+    }
+}
+
+/// A bound socket and the config it was bound for.
 #[derive(Debug)]
 pub(crate) struct Listener {
-    socket: TcpListener,
+    socket: Socket,
     local_addr: SocketAddr,
     config: ListenerConfig,
     /// The `FileDescriptorName=` of a socket from the service manager
@@ -112,6 +149,16 @@ impl Listener {
             addr: config.bind,
             source,
         };
+        if let Transport::Udp(udp) = &config.transport {
+            let socket = std::net::UdpSocket::bind(config.bind).map_err(fail)?;
+            if let Some(size) = udp.receive_buffer_bytes {
+                rustix::net::sockopt::set_socket_recv_buffer_size(&socket, size)
+                    .map_err(|e| fail(e.into()))?;
+            }
+            socket.set_nonblocking(true).map_err(fail)?;
+            let socket = UdpSocket::from_std(socket).map_err(fail)?;
+            return Self::serving(Socket::Datagram(Arc::new(socket)), config, None).map_err(fail);
+        }
         let socket = if config.bind.is_ipv4() {
             TcpSocket::new_v4()
         } else {
@@ -121,27 +168,53 @@ impl Listener {
         socket.set_reuseaddr(true).map_err(fail)?;
         socket.bind(config.bind).map_err(fail)?;
         let socket = socket.listen(config.backlog).map_err(fail)?;
-        Self::serving(socket, config, None).map_err(fail)
+        Self::serving(Socket::Stream(socket), config, None).map_err(fail)
     }
 
-    /// Takes over a socket that is already listening, passed by the service
-    /// manager under `fd_name`. Must be called inside a tokio runtime.
+    /// Takes over a socket that is already listening (or bound, for UDP),
+    /// passed by the service manager under `fd_name`. Must be called inside
+    /// a tokio runtime.
     pub(crate) fn adopt(
-        socket: std::net::TcpListener,
+        socket: PassedKind,
         config: &ListenerConfig,
         fd_name: String,
     ) -> io::Result<Listener> {
-        socket.set_nonblocking(true)?;
-        Self::serving(TcpListener::from_std(socket)?, config, Some(fd_name))
+        let socket = match (socket, &config.transport) {
+            (PassedKind::Stream(socket), Transport::Tcp) => {
+                socket.set_nonblocking(true)?;
+                Socket::Stream(TcpListener::from_std(socket)?)
+            }
+            (PassedKind::Datagram(socket), Transport::Udp(udp)) => {
+                if let Some(size) = udp.receive_buffer_bytes {
+                    rustix::net::sockopt::set_socket_recv_buffer_size(&socket, size)?;
+                }
+                socket.set_nonblocking(true)?;
+                Socket::Datagram(Arc::new(UdpSocket::from_std(socket)?))
+            }
+            (_, transport) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "the socket systemd passed is not a {} socket",
+                        transport.name()
+                    ),
+                ));
+            }
+        };
+        Self::serving(socket, config, Some(fd_name))
     }
 
     fn serving(
-        socket: TcpListener,
+        socket: Socket,
         config: &ListenerConfig,
         fd_name: Option<String>,
     ) -> io::Result<Self> {
+        let local_addr = match &socket {
+            Socket::Stream(socket) => socket.local_addr()?,
+            Socket::Datagram(socket) => socket.local_addr()?,
+        };
         Ok(Listener {
-            local_addr: socket.local_addr()?,
+            local_addr,
             socket,
             config: config.clone(),
             fd_name,
@@ -177,8 +250,23 @@ impl Listener {
     /// listening socket when `listen(2)` is called again).
     pub(crate) fn set_backlog(&self, backlog: u32) -> io::Result<()> {
         let backlog = i32::try_from(backlog).unwrap_or(i32::MAX);
-        rustix::net::listen(&self.socket, backlog)?;
+        if let Socket::Stream(socket) = &self.socket {
+            rustix::net::listen(socket, backlog)?;
+        }
         Ok(())
+    }
+
+    /// Applies a new `receive_buffer_bytes` to a UDP socket.
+    pub(crate) fn set_receive_buffer(&self, size: usize) -> io::Result<()> {
+        if let Socket::Datagram(socket) = &self.socket {
+            rustix::net::sockopt::set_socket_recv_buffer_size(&**socket, size)?;
+        }
+        Ok(())
+    }
+
+    /// The socket: a TCP listener's, or a UDP listener's.
+    pub(crate) fn socket(&self) -> &Socket {
+        &self.socket
     }
 
     /// Accepts clients until `stop` is cancelled, spawning each one's task on
@@ -194,6 +282,9 @@ impl Listener {
             drain,
             next_id,
         } = with;
+        let Socket::Stream(socket) = &self.socket else {
+            return;
+        };
         let mut backoff = ACCEPT_BACKOFF_MIN;
         let mut failing_since: Option<Instant> = None;
         loop {
@@ -212,7 +303,7 @@ impl Listener {
             let accepted = tokio::select! {
                 biased;
                 () = stop.cancelled() => break,
-                accepted = self.socket.accept() => accepted,
+                accepted = socket.accept() => accepted,
             };
             let (stream, peer) = match accepted {
                 Ok(accepted) => accepted,

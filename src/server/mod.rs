@@ -6,6 +6,7 @@
 
 mod admission;
 mod budget;
+mod datagram;
 mod drain;
 mod limit;
 mod listener;
@@ -23,7 +24,7 @@ use tokio::task::JoinHandle;
 use tracing::warn;
 
 pub use drain::ShutdownReport;
-pub use listener::BindError;
+pub use listener::{BindError, PassedKind};
 pub use reload::{ReloadError, ReloadSummary};
 
 use crate::config::{Config, ListenerConfig, ServerConfig};
@@ -71,13 +72,26 @@ pub struct BoundListener {
     pub handler: &'static str,
     /// True when the socket came from the service manager.
     pub activated: bool,
+    /// True for a UDP listener.
+    pub udp: bool,
 }
 
-/// A listening socket the service manager passed, claimed for a listener.
+impl BoundListener {
+    /// Its address as an operator reads it: `/udp` after a UDP one's.
+    pub fn shown_addr(&self) -> String {
+        if self.udp {
+            format!("{}/udp", self.addr)
+        } else {
+            self.addr.to_string()
+        }
+    }
+}
+
+/// A socket the service manager passed, claimed for a listener.
 #[derive(Debug)]
 pub struct PassedSocket {
-    /// The listening socket.
-    pub socket: std::net::TcpListener,
+    /// The listening TCP socket, or the bound UDP socket.
+    pub socket: PassedKind,
     /// Its `FileDescriptorName=`.
     pub fd_name: String,
 }
@@ -288,6 +302,7 @@ pub(crate) fn bound_listener(config: &ListenerConfig, socket: &Listener) -> Boun
         addr: socket.local_addr(),
         handler: config.handler.name(),
         activated: socket.activated(),
+        udp: config.transport.is_udp(),
     }
 }
 

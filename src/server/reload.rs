@@ -95,18 +95,22 @@ pub(super) struct Running<'a> {
     pub addr: SocketAddr,
     /// True when its socket came from systemd.
     pub activated: bool,
+    /// True for a UDP socket.
+    pub udp: bool,
 }
 
 impl Running<'_> {
     /// True when `new` (its config after the reload) can keep this socket:
-    /// the same `bind`, or the address systemd's socket actually has.
+    /// the same transport, and the same `bind` or the address systemd's
+    /// socket actually has.
     fn keeps_address(&self, new: &ListenerConfig) -> bool {
-        self.bind == new.bind || (self.activated && self.addr == new.bind)
+        self.udp == new.transport.is_udp()
+            && (self.bind == new.bind || (self.activated && self.addr == new.bind))
     }
 
-    /// True when this listener's socket is the one for `addr`.
-    fn listens_on(&self, addr: SocketAddr) -> bool {
-        self.bind == addr || self.addr == addr
+    /// True when this listener's socket is the one `new` would bind.
+    fn listens_on(&self, new: &ListenerConfig) -> bool {
+        self.udp == new.transport.is_udp() && (self.bind == new.bind || self.addr == new.bind)
     }
 }
 
@@ -118,6 +122,8 @@ pub(super) struct Parked<'a> {
     pub fd_name: Option<&'a str>,
     /// Its address.
     pub addr: SocketAddr,
+    /// True for a UDP socket.
+    pub udp: bool,
 }
 
 /// Where a listener of the new config gets its socket.
@@ -176,12 +182,13 @@ pub(super) fn plan(
             continue;
         }
         let free = |source: SocketSource| !sockets.contains(&source);
+        let udp = listener.transport.is_udp();
         let unpark = (0..parked.len())
-            .filter(|&j| free(SocketSource::Unpark(j)))
+            .filter(|&j| free(SocketSource::Unpark(j)) && parked[j].udp == udp)
             .find(|&j| parked[j].fd_name == Some(listener.name.as_str()))
             .or_else(|| {
                 (0..parked.len())
-                    .filter(|&j| free(SocketSource::Unpark(j)))
+                    .filter(|&j| free(SocketSource::Unpark(j)) && parked[j].udp == udp)
                     .find(|&j| parked[j].addr == listener.bind)
             });
         if let Some(j) = unpark {
@@ -190,7 +197,7 @@ pub(super) fn plan(
         }
         let take_over = running.iter().enumerate().position(|(i, r)| {
             listener.bind.port() != 0
-                && r.listens_on(listener.bind)
+                && r.listens_on(listener)
                 && free(SocketSource::TakeOver(i))
                 && !new.iter().any(|n| n.name == r.name && r.keeps_address(n))
         });
@@ -227,6 +234,7 @@ mod tests {
             bind: addr(bind),
             addr: addr(bind),
             activated: false,
+            udp: false,
         }
     }
 
@@ -307,10 +315,12 @@ mod tests {
             Parked {
                 fd_name: Some("other"),
                 addr: addr("127.0.0.1:7005"),
+                udp: false,
             },
             Parked {
                 fd_name: Some("web"),
                 addr: addr("127.0.0.1:7006"),
+                udp: false,
             },
         ];
         // "web" is bound elsewhere in the config: its name wins.
@@ -330,6 +340,7 @@ mod tests {
             bind: addr("127.0.0.1:7001"),
             addr: addr("127.0.0.1:7777"),
             activated: true,
+            udp: false,
         }];
         let new = config(&[("a", "127.0.0.1:7777")]);
         assert_eq!(plan(&now, &[], &new).sockets, [SocketSource::Keep(0)]);

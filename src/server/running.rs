@@ -15,12 +15,13 @@ use tracing::{Instrument, info, info_span, warn};
 
 use super::admission::Sources;
 use super::budget::{self, DescriptorBudget, ListenerBudget};
+use super::datagram::{self, DatagramLoop};
 use super::drain::Drain;
 use super::limit::ConnectionLimit;
 use super::listener::{AcceptLoop, Listener, Route};
 use super::reload::{self, Parked, ReloadError, ReloadSummary, Running, SocketSource};
 use super::{bound_listener, stopped};
-use crate::config::{Config, ListenerConfig, ServerConfig};
+use crate::config::{Config, ListenerConfig, ServerConfig, Transport};
 use crate::history::{Histories, HistoryConfig, Registry};
 use crate::metrics::Metrics;
 
@@ -122,7 +123,12 @@ impl RunState {
         let total = budget::connection_descriptors(limit, self.running.len());
         let wants: Vec<u64> = (self.running.iter())
             .map(|r| {
-                r.config.max_connections as u64 * r.config.handler.descriptors_per_connection()
+                if r.config.transport.is_udp() {
+                    // One socket, no connections.
+                    0
+                } else {
+                    r.config.max_connections as u64 * r.config.handler.descriptors_per_connection()
+                }
             })
             .collect();
         let (shares, shared) = self.descriptors.split(total, &wants);
@@ -230,7 +236,15 @@ impl RunState {
         let stop_accepting = drain.finishing().child_token();
         info!(listener = config.name, addr = %socket.local_addr(), handler = config.handler.name(), activated = socket.activated(), "listening");
         let span = info_span!("listener", listener = config.name);
-        let accept = {
+        let accept: Pin<Box<dyn Future<Output = ()> + Send>> = if config.transport.is_udp() {
+            let with = DatagramLoop {
+                route: route.subscribe(),
+                sources: sources.clone(),
+                stop: stop_accepting.clone(),
+                drain: drain.clone(),
+            };
+            Box::pin(datagram::receive_loop(socket.clone(), with))
+        } else {
             let socket = socket.clone();
             let with = AcceptLoop {
                 route: route.subscribe(),
@@ -244,9 +258,9 @@ impl RunState {
                 drain: drain.clone(),
                 next_id: self.next_id.clone(),
             };
-            async move {
+            Box::pin(async move {
                 socket.accept_loop(with).await;
-            }
+            })
         };
         let pending_accept: Option<Pin<Box<dyn Future<Output = ()> + Send>>> =
             Some(Box::pin(accept.instrument(span)));
@@ -294,12 +308,14 @@ impl RunState {
                 bind: r.config.bind,
                 addr: r.socket.local_addr(),
                 activated: r.socket.activated(),
+                udp: r.config.transport.is_udp(),
             })
             .collect();
         let parked: Vec<Parked<'_>> = (self.parked.iter())
             .map(|p| Parked {
                 fd_name: p.fd_name(),
                 addr: p.local_addr(),
+                udp: p.config().transport.is_udp(),
             })
             .collect();
         let plan = reload::plan(&running, &parked, &config.listeners);
@@ -418,6 +434,18 @@ impl RunningListener {
         let route = Route::new(new, metrics, Some(&self.route.borrow()), histories);
         self.route.send_replace(Arc::new(route));
         self.limit.resize(new.max_connections);
+        if let Transport::Udp(udp) = &new.transport {
+            let size = udp.receive_buffer_bytes;
+            let before = match &self.config.transport {
+                Transport::Udp(old) => old.receive_buffer_bytes,
+                Transport::Tcp => None,
+            };
+            if let (Some(size), true) = (size, size != before) {
+                if let Err(e) = self.socket.set_receive_buffer(size) {
+                    warn!(listener = new.name, error = %e, "cannot change the receive buffer");
+                }
+            }
+        }
         if new.backlog != self.config.backlog {
             if self.socket.activated() {
                 info!(

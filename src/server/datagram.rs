@@ -1,0 +1,409 @@
+//! A UDP listener's receive loop: one datagram is one message, answered
+//! with one datagram sent back to its sender.
+//!
+//! The loop never waits on a reply or on a client:
+//! - it takes at most [`DATAGRAMS_PER_TURN`] datagrams per wake-up, then
+//!   yields, so a flood on one listener cannot starve the runtime;
+//! - a reply that is ready at once (echo, keyword-bot, a random-bot's
+//!   memory history) is sent at once, with a non-blocking `send_to`: when
+//!   the socket's send buffer is full the reply is dropped and counted;
+//! - a reply that waits for a history (SQLite, Redis) goes to a task of
+//!   its own, at most [`MAX_PENDING_REPLIES`] at once: past that, the
+//!   datagram is dropped and counted.
+//!
+//! Reflection: a reply no longer than its request is always sent; a longer
+//! one spends the difference from its source's `reply_bytes_per_source`
+//! budget, and is dropped when the budget is short. So a source gets back
+//! at most what it sent plus its budget, whoever it claims to be.
+//!
+//! Nothing is logged per datagram above debug; drops are counted in the
+//! metrics and summed up in one log line a second at most.
+
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use tokio::net::UdpSocket;
+use tokio::sync::{Semaphore, watch};
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info_span, warn};
+
+use super::admission::{Refusal, Sources};
+use super::drain::Drain;
+use super::listener::{Listener, Route, Socket};
+use crate::config::Transport;
+use crate::handler::DatagramSource;
+use crate::metrics::{DatagramMetrics, DropReason};
+
+/// Datagrams taken per wake-up before the loop yields to other tasks.
+const DATAGRAMS_PER_TURN: usize = 64;
+
+/// Replies waiting for a history at once, per listener.
+pub(crate) const MAX_PENDING_REPLIES: usize = 1024;
+
+/// How often the kernel's drop count is read, and drops are logged, at most.
+const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
+
+/// What a receive loop works with.
+pub(crate) struct DatagramLoop {
+    /// The listener's current route (a reload swaps it).
+    pub route: watch::Receiver<Arc<Route>>,
+    /// Its per-source state (rate buckets, reply budgets).
+    pub sources: Arc<Sources>,
+    /// Stops the loop.
+    pub stop: CancellationToken,
+    /// Where replies that wait for a history run.
+    pub drain: Drain,
+}
+
+/// Receives and answers datagrams until `stop` is cancelled.
+pub(crate) async fn receive_loop(listener: Arc<Listener>, with: DatagramLoop) {
+    let Socket::Datagram(socket) = listener.socket() else {
+        return;
+    };
+    let DatagramLoop {
+        mut route,
+        sources,
+        stop,
+        drain,
+    } = with;
+    let pending = Arc::new(Semaphore::new(MAX_PENDING_REPLIES));
+    let mut current = Current::new(route.borrow_and_update().clone());
+    let mut drops = DropLog::default();
+    let mut kernel_drops = KernelDrops::new(socket);
+    let mut housekeeping = tokio::time::interval(HOUSEKEEPING_INTERVAL);
+    housekeeping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            () = stop.cancelled() => break,
+            _ = housekeeping.tick() => {
+                kernel_drops.update(&current.metrics).await;
+                drops.flush();
+            }
+            ready = socket.readable() => {
+                if let Err(e) = ready {
+                    warn!(error = %e, "cannot wait for datagrams");
+                    tokio::select! {
+                        () = stop.cancelled() => break,
+                        () = tokio::time::sleep(HOUSEKEEPING_INTERVAL) => continue,
+                    }
+                }
+                if route.has_changed().unwrap_or(false) {
+                    current = Current::new(route.borrow_and_update().clone());
+                }
+                let mut taken = 0;
+                while taken < DATAGRAMS_PER_TURN {
+                    let (n, peer) = match socket.try_recv_from(&mut current.buffer) {
+                        Ok(received) => received,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        // An ICMP error of an earlier reply, or the like:
+                        // nothing to do for it, and the next may be fine.
+                        Err(e) => {
+                            debug!(error = %e, "receive failed");
+                            taken += 1;
+                            continue;
+                        }
+                    };
+                    taken += 1;
+                    let answer = Answer {
+                        socket,
+                        route: &current.route,
+                        sources: &sources,
+                        metrics: &current.metrics,
+                    };
+                    if let Err(reason) = answer.datagram(n, peer, &current.buffer, &pending, &drain) {
+                        drops.count(reason, peer.ip(), &current.metrics);
+                    }
+                }
+                if taken == DATAGRAMS_PER_TURN {
+                    tokio::task::yield_now().await;
+                }
+            }
+        }
+    }
+    drops.flush();
+    debug!("stopped receiving");
+}
+
+/// The route in use, with what is resolved once per route.
+struct Current {
+    route: Arc<Route>,
+    metrics: DatagramMetrics,
+    /// One byte longer than `max_datagram_bytes`: a datagram that fills it
+    /// is too big (the kernel cuts what does not fit, silently).
+    buffer: Vec<u8>,
+}
+
+impl Current {
+    fn new(route: Arc<Route>) -> Self {
+        let max = match &route.transport {
+            Transport::Udp(udp) => udp.max_datagram_bytes,
+            Transport::Tcp => route.settings.max_message_bytes,
+        };
+        Current {
+            metrics: route.metrics.datagrams(),
+            route,
+            buffer: vec![0; max + 1],
+        }
+    }
+}
+
+/// One datagram's way through the listener.
+struct Answer<'a> {
+    socket: &'a Arc<UdpSocket>,
+    route: &'a Arc<Route>,
+    sources: &'a Arc<Sources>,
+    metrics: &'a DatagramMetrics,
+}
+
+impl Answer<'_> {
+    /// Takes the datagram of `n` bytes at the start of `buffer` from
+    /// `peer`: checks it, asks the handler, and sends the reply now or from
+    /// a task of its own. `Err`: dropped, why.
+    fn datagram(
+        &self,
+        n: usize,
+        peer: SocketAddr,
+        buffer: &[u8],
+        pending: &Arc<Semaphore>,
+        drain: &Drain,
+    ) -> Result<(), DropReason> {
+        self.metrics.received.inc();
+        self.metrics.bytes_received.inc_by(n as u64);
+        let Transport::Udp(udp) = &self.route.transport else {
+            return Ok(());
+        };
+        if n > udp.max_datagram_bytes {
+            debug!(%peer, bytes = n, "dropped: longer than max_datagram_bytes");
+            return Err(DropReason::TooBig);
+        }
+        if let Err(refusal) = (self.sources).admit_datagram(
+            &self.route.access,
+            udp.datagram_rate_per_source,
+            peer.ip(),
+        ) {
+            debug!(%peer, reason = refusal.label(), "dropped");
+            return Err(match refusal {
+                Refusal::TooFast => DropReason::TooFast,
+                _ => DropReason::Denied,
+            });
+        }
+        let request = buffer[..n].to_vec();
+        let route = self.route.clone();
+        let mut reply = Box::pin(async move {
+            let from = DatagramSource {
+                peer,
+                settings: &route.settings,
+                metrics: &route.metrics,
+            };
+            route.handler.datagram(&request, &from).await
+        });
+        // Most replies are ready at once: try before paying for a task.
+        let mut cx = Context::from_waker(Waker::noop());
+        match reply.as_mut().poll(&mut cx) {
+            Poll::Ready(None) => Ok(()),
+            Poll::Ready(Some(reply)) => self.send(&reply, n, peer),
+            Poll::Pending => {
+                let Ok(permit) = pending.clone().try_acquire_owned() else {
+                    debug!(%peer, "dropped: too many replies waiting for the history");
+                    return Err(DropReason::Busy);
+                };
+                let (socket, route, sources, metrics) = (
+                    self.socket.clone(),
+                    self.route.clone(),
+                    self.sources.clone(),
+                    self.metrics.clone(),
+                );
+                let span = info_span!(parent: None, "datagram", listener = %route.settings.listener, %peer);
+                drain.spawn(
+                    async move {
+                        if let Some(reply) = reply.await {
+                            let late = Answer {
+                                socket: &socket,
+                                route: &route,
+                                sources: &sources,
+                                metrics: &metrics,
+                            };
+                            if let Err(reason) = late.send(&reply, n, peer) {
+                                metrics.dropped[reason.index()].inc();
+                            }
+                        }
+                        drop(permit);
+                    },
+                    span,
+                );
+                Ok(())
+            }
+        }
+    }
+
+    /// Sends `reply` to `peer`, whose request was `request_len` bytes, if
+    /// its reply budget allows; never waits.
+    fn send(&self, reply: &[u8], request_len: usize, peer: SocketAddr) -> Result<(), DropReason> {
+        let Transport::Udp(udp) = &self.route.transport else {
+            return Ok(());
+        };
+        let extra = reply.len().saturating_sub(request_len);
+        if extra > 0
+            && !self.sources.spend_reply_budget(
+                &self.route.access,
+                udp.reply_bytes_per_source,
+                peer.ip(),
+                extra,
+            )
+        {
+            debug!(%peer, bytes = reply.len(), "reply dropped: over the source's reply budget");
+            return Err(DropReason::ReplyBudget);
+        }
+        match self.socket.try_send_to(reply, peer) {
+            Ok(sent) => {
+                self.metrics.sent.inc();
+                self.metrics.bytes_sent.inc_by(sent as u64);
+                Ok(())
+            }
+            Err(e) => {
+                debug!(%peer, error = %e, "reply not sent");
+                Err(DropReason::SendFailed)
+            }
+        }
+    }
+}
+
+/// Drops since the last log line, by reason, and the last source.
+#[derive(Default)]
+struct DropLog {
+    counts: [u64; DropReason::ALL.len()],
+    last_source: Option<IpAddr>,
+    last_line: Option<Instant>,
+}
+
+impl DropLog {
+    /// Counts a drop in the metrics and for the next log line.
+    fn count(&mut self, reason: DropReason, source: IpAddr, metrics: &DatagramMetrics) {
+        metrics.dropped[reason.index()].inc();
+        self.counts[reason.index()] += 1;
+        self.last_source = Some(source);
+        if self
+            .last_line
+            .is_none_or(|at| at.elapsed() >= HOUSEKEEPING_INTERVAL)
+        {
+            self.flush();
+        }
+    }
+
+    /// Logs the drops counted since the last line, if any.
+    fn flush(&mut self) {
+        let Some(source) = self.last_source.take() else {
+            return;
+        };
+        self.last_line = Some(Instant::now());
+        let counts = std::mem::take(&mut self.counts);
+        let by_reason = |reason: DropReason| counts[reason.index()];
+        warn!(
+            too_big = by_reason(DropReason::TooBig),
+            denied = by_reason(DropReason::Denied),
+            too_fast = by_reason(DropReason::TooFast),
+            reply_budget = by_reason(DropReason::ReplyBudget),
+            busy = by_reason(DropReason::Busy),
+            send_failed = by_reason(DropReason::SendFailed),
+            last_source = %source,
+            "dropped datagrams or replies (counted since the last such line)"
+        );
+    }
+}
+
+/// The kernel's count of datagrams dropped for want of room in the
+/// socket's receive buffer (`receive_buffer_bytes`), as `/proc/net/udp`
+/// shows it for the socket's inode; added to the metrics as it grows.
+struct KernelDrops {
+    inode: Option<u64>,
+    ipv6: bool,
+    seen: u64,
+}
+
+/// Most bytes of `/proc/net/udp` read (it has a line per UDP socket).
+const PROC_NET_UDP_MAX: u64 = 16 * 1024 * 1024;
+
+impl KernelDrops {
+    fn new(socket: &UdpSocket) -> Self {
+        KernelDrops {
+            inode: rustix::fs::fstat(socket).ok().map(|st| st.st_ino),
+            ipv6: socket.local_addr().is_ok_and(|a| a.is_ipv6()),
+            seen: 0,
+        }
+    }
+
+    /// Reads the count (off the async workers) and counts what is new.
+    async fn update(&mut self, metrics: &DatagramMetrics) {
+        let Some(inode) = self.inode else {
+            return;
+        };
+        let table = if self.ipv6 {
+            "/proc/net/udp6"
+        } else {
+            "/proc/net/udp"
+        };
+        let read = tokio::task::spawn_blocking(move || drops_of(table, inode)).await;
+        let Ok(Some(drops)) = read else {
+            return;
+        };
+        if drops > self.seen {
+            metrics.dropped[DropReason::ReceiveBuffer.index()].inc_by(drops - self.seen);
+            warn!(
+                dropped = drops - self.seen,
+                "the kernel dropped datagrams: the receive buffer was full (raise receive_buffer_bytes)"
+            );
+        }
+        self.seen = drops;
+    }
+}
+
+/// The `drops` column of the socket with `inode` in a `/proc/net/udp` table.
+fn drops_of(table: &str, inode: u64) -> Option<u64> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(table)
+        .ok()?
+        .take(PROC_NET_UDP_MAX)
+        .read_to_string(&mut text)
+        .ok()?;
+    parse_drops(&text, inode)
+}
+
+/// See [`drops_of`]: the columns are `sl local rem st tx:rx tr:when
+/// retrnsmt uid timeout inode ref pointer drops`.
+fn parse_drops(table: &str, inode: u64) -> Option<u64> {
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let this: u64 = fields.get(9)?.parse().ok()?;
+        (this == inode).then(|| fields.get(12)?.parse().ok())?
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_drops_of_a_socket_are_read_by_its_inode() {
+        let table = "   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops\n\
+            \x20 99: 0100007F:3039 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 4242 2 0000000000000000 17\n\
+            \x20100: 0100007F:303A 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 4343 2 0000000000000000 0\n";
+        assert_eq!(parse_drops(table, 4242), Some(17));
+        assert_eq!(parse_drops(table, 4343), Some(0));
+        assert_eq!(parse_drops(table, 1), None);
+        assert_eq!(parse_drops("", 4242), None);
+    }
+
+    #[tokio::test]
+    async fn this_kernel_shows_a_bound_socket_with_no_drops() {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let inode = rustix::fs::fstat(&socket).unwrap().st_ino;
+        assert_eq!(drops_of("/proc/net/udp", inode), Some(0));
+    }
+}
