@@ -305,22 +305,37 @@ mod tests {
     #[test]
     fn embedded_default_is_valid_and_matches_the_seed() {
         let config = Config::embedded_default().unwrap();
-        let ports: Vec<(String, u16)> = config
+        let ports: Vec<(String, &str, u16)> = config
             .listeners
             .iter()
-            .map(|l| (l.name.clone(), l.bind.port()))
+            .map(|l| (l.name.clone(), l.transport.name(), l.bind.port()))
             .collect();
         assert_eq!(
             ports,
             [
-                ("echo".to_owned(), 10010),
-                ("download".to_owned(), 1111),
-                ("keyword-bot".to_owned(), 10086),
-                ("random-bot".to_owned(), 10087)
+                ("echo".to_owned(), "tcp", 10010),
+                ("download".to_owned(), "tcp", 1111),
+                ("keyword-bot".to_owned(), "tcp", 10086),
+                ("random-bot".to_owned(), "tcp", 10087),
+                ("echo-udp".to_owned(), "udp", 10010),
+                ("keyword-bot-udp".to_owned(), "udp", 10086),
+                ("random-bot-udp".to_owned(), "udp", 10087),
             ]
         );
         assert!(config.listeners.iter().all(|l| l.bind.ip().is_loopback()));
         assert!(config.listeners.iter().all(|l| l.backlog == 128));
+        // The UDP robots answer as the TCP ones do, and share the TCP
+        // random-bot's history.
+        let (tcp, udp) = (
+            config.listener("keyword-bot").unwrap(),
+            config.listener("keyword-bot-udp").unwrap(),
+        );
+        assert_eq!(tcp.handler, udp.handler);
+        let history = |name: &str| match &config.listener(name).unwrap().handler {
+            HandlerConfig::RandomBot(bot) => bot.history.describe(name),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(history("random-bot"), history("random-bot-udp"));
     }
 
     fn err(text: &str) -> String {

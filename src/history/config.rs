@@ -13,6 +13,8 @@ use super::{RedisUrl, SqliteSync};
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
 /// The longest `timeout`.
 const MAX_TIMEOUT: Duration = Duration::from_secs(60);
+/// The longest memory history `name`.
+const MAX_NAME_BYTES: usize = 64;
 /// The longest Redis `key`.
 const MAX_KEY_BYTES: usize = 256;
 /// Where a history is kept.
@@ -55,6 +57,10 @@ pub struct HistoryConfig {
     pub url: Option<RedisUrl>,
     /// redis: the key (default `switchboard:LISTENER`).
     pub key: Option<String>,
+    /// memory: the history's name (default: the listener's name). The
+    /// listeners of one process that give the same name share one history,
+    /// such as a TCP and a UDP random-bot.
+    pub name: Option<String>,
     /// sqlite and redis: how long one message may wait for the history
     /// (default 1s); past it the client gets `ERR history unavailable`.
     #[serde(default, with = "humantime_serde::option")]
@@ -92,6 +98,21 @@ impl HistoryConfig {
             }
             if self.key.is_some() {
                 return Err(not_for("key", "redis"));
+            }
+        }
+        if backend != Backend::Memory && self.name.is_some() {
+            return Err(not_for("name", "memory"));
+        }
+        if let Some(name) = &self.name {
+            let valid = (1..=MAX_NAME_BYTES).contains(&name.len())
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+            if !valid {
+                return Err((
+                    "name",
+                    format!("name must be 1 to {MAX_NAME_BYTES} characters of A-Z a-z 0-9 - _ ."),
+                ));
             }
         }
         if backend == Backend::Memory && self.timeout.is_some() {
@@ -167,7 +188,7 @@ impl HistoryConfig {
                 url: url.clone(),
                 key: self.redis_key(listener),
             },
-            _ => Identity::Memory(listener.to_owned()),
+            _ => Identity::Memory(self.name.clone().unwrap_or_else(|| listener.to_owned())),
         }
     }
 
@@ -191,7 +212,10 @@ impl HistoryConfig {
                 Some(key) => format!("redis:{url} key={key:?}"),
                 None => format!("redis:{url}"),
             },
-            _ => "memory".to_owned(),
+            _ => match &self.name {
+                Some(name) => format!("memory name={name:?}"),
+                None => "memory".to_owned(),
+            },
         }
     }
 }
@@ -296,10 +320,32 @@ mod tests {
             redis.describe("bot"),
             "redis redis://u:***@127.0.0.1:6379/0 key switchboard:bot"
         );
-        // Two listeners share a file or a key, never a memory history.
+        // Two listeners share a file or a key, and a memory history only
+        // when they give it the same name.
         assert_eq!(config.identity("a"), config.identity("b"));
         assert_ne!(redis.identity("a"), redis.identity("b"));
         let memory = HistoryConfig::default();
         assert_ne!(memory.identity("a"), memory.identity("b"));
+        let named = parse("name = \"chat\"").unwrap();
+        assert_eq!(named.identity("a"), named.identity("b"));
+        assert_eq!(named.identity("a"), memory.identity("chat"));
+        assert_eq!(named.summary(), "memory name=\"chat\"");
+    }
+
+    #[test]
+    fn a_memory_history_name_is_checked_and_belongs_to_memory() {
+        let err =
+            parse("backend = \"redis\"\nurl = \"redis://127.0.0.1/0\"\nname = \"x\"").unwrap_err();
+        assert!(
+            err.starts_with("name: `name` is a setting of the memory backend"),
+            "{err}"
+        );
+        for bad in ["", "a b", "ü", &"x".repeat(65)] {
+            let err = parse(&format!("name = {bad:?}")).unwrap_err();
+            assert!(
+                err.starts_with("name: name must be 1 to 64"),
+                "{bad:?}: {err}"
+            );
+        }
     }
 }

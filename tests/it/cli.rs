@@ -222,7 +222,7 @@ fn check_without_a_config_checks_the_embedded_default() {
         text(&out.stderr)
     );
     assert!(
-        stdout.starts_with("<embedded default>: OK, 4 listener(s)\n"),
+        stdout.starts_with("<embedded default>: OK, 7 listener(s)\n"),
         "{stdout}"
     );
     for (name, addr) in [
@@ -230,6 +230,9 @@ fn check_without_a_config_checks_the_embedded_default() {
         ("download", "127.0.0.1:1111"),
         ("keyword-bot", "127.0.0.1:10086"),
         ("random-bot", "127.0.0.1:10087"),
+        ("echo-udp", "127.0.0.1:10010/udp"),
+        ("keyword-bot-udp", "127.0.0.1:10086/udp"),
+        ("random-bot-udp", "127.0.0.1:10087/udp"),
     ] {
         assert!(
             stdout

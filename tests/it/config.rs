@@ -199,7 +199,18 @@ fn embedded_default_is_the_documented_example() {
     let config = Config::embedded_default().expect("the embedded default is valid");
     assert_eq!(config.source, switchboard::config::EMBEDDED_NAME);
     let names: Vec<&str> = config.listeners.iter().map(|l| l.name.as_str()).collect();
-    assert_eq!(names, ["echo", "download", "keyword-bot", "random-bot"]);
+    assert_eq!(
+        names,
+        [
+            "echo",
+            "download",
+            "keyword-bot",
+            "random-bot",
+            "echo-udp",
+            "keyword-bot-udp",
+            "random-bot-udp"
+        ]
+    );
 }
 
 #[test]
@@ -282,4 +293,36 @@ fn download_root_is_resolved_to_an_absolute_directory() {
     assert_eq!(config.server.shutdown_grace, Duration::from_millis(500));
     let ipv6 = config.listener("echo6").expect("listener echo6");
     assert!(ipv6.bind.is_ipv6());
+}
+
+#[test]
+fn a_udp_listener_keeps_its_keys_and_shares_a_port_number_with_a_tcp_one() {
+    use switchboard::config::{Rate, Transport};
+    let config = load_valid("udp-beside-tcp.toml");
+    let tcp = config.listener("echo").expect("echo");
+    let udp = config.listener("echo-udp").expect("echo-udp");
+    assert_eq!(tcp.transport, Transport::Tcp);
+    assert_eq!(tcp.bind, udp.bind);
+    let Transport::Udp(settings) = &udp.transport else {
+        panic!("echo-udp is {:?}", udp.transport);
+    };
+    assert_eq!(settings.max_datagram_bytes, 512);
+    assert_eq!(settings.receive_buffer_bytes, Some(262_144));
+    assert_eq!(
+        settings.datagram_rate_per_source,
+        Some(Rate {
+            per_second: 100.0,
+            burst: 20
+        })
+    );
+    assert_eq!(settings.reply_bytes_per_source.to_string(), "1000/s burst 2000");
+    assert_eq!(udp.encoding, TextEncoding::Gbk);
+    // The defaults of a UDP listener's own keys.
+    let Transport::Udp(defaults) = &config.listener("bot-udp").expect("bot-udp").transport else {
+        panic!("bot-udp is not UDP");
+    };
+    assert_eq!(defaults.max_datagram_bytes, 1472);
+    assert_eq!(defaults.receive_buffer_bytes, None);
+    assert_eq!(defaults.datagram_rate_per_source, None);
+    assert_eq!(defaults.reply_bytes_per_source.to_string(), "4096/s");
 }
