@@ -315,7 +315,10 @@ fn a_udp_listener_keeps_its_keys_and_shares_a_port_number_with_a_tcp_one() {
             burst: 20
         })
     );
-    assert_eq!(settings.reply_bytes_per_source.to_string(), "1000/s burst 2000");
+    assert_eq!(
+        settings.reply_bytes_per_source.to_string(),
+        "1000/s burst 2000"
+    );
     assert_eq!(udp.encoding, TextEncoding::Gbk);
     // The defaults of a UDP listener's own keys.
     let Transport::Udp(defaults) = &config.listener("bot-udp").expect("bot-udp").transport else {

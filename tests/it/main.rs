@@ -24,3 +24,4 @@ mod proxy_protocol;
 mod quoting;
 mod reload;
 mod scale_out;
+mod udp;

@@ -29,7 +29,7 @@ fn figures(text: &str) -> HashMap<String, f64> {
 
 /// A figure of listener `listener` (whose handler is `handler`), with
 /// more labels (sorted, as the exposition sorts them) after `listener`.
-fn of(
+pub(crate) fn of(
     figures: &HashMap<String, f64>,
     name: &str,
     handler: &str,
@@ -51,7 +51,7 @@ async fn get(addr: SocketAddr, request: &str) -> (String, String) {
     (head.to_owned(), body.to_owned())
 }
 
-async fn scrape(addr: SocketAddr) -> HashMap<String, f64> {
+pub(crate) async fn scrape(addr: SocketAddr) -> HashMap<String, f64> {
     let (head, body) = get(addr, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await;
     assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
     figures(&body)
