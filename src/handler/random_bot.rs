@@ -201,7 +201,16 @@ impl Handler for RandomBot {
                 check: Box::new(|_, _| Verdict::Pass("accepted")),
             };
         };
-        let mut send = ctx.encoding.encode(farewell).into_owned();
+        // The farewell as the bot reads it (case and surrounding spaces
+        // ignored) but not as an echo would send it back: over UDP, where
+        // there is no close after the goodbye, this tells the two apart.
+        let upper = farewell.to_uppercase();
+        let disguised = if upper.to_lowercase() == farewell.to_lowercase() {
+            format!("  {upper}  ")
+        } else {
+            format!("  {farewell}  ")
+        };
+        let mut send = ctx.encoding.encode(&disguised).into_owned();
         send.push(b'\n');
         send.extend_from_slice(format!("switchboard probe {}\n", ctx.token).as_bytes());
         let goodbye = config.goodbye_reply.clone();

@@ -418,6 +418,8 @@ impl Daemon {
                 }
                 _ => self.fail(&format!("unexpected listener line {line:?}")),
             };
+            // A UDP listener's address is shown with `/udp` after it.
+            let addr = addr.strip_suffix("/udp").unwrap_or(addr);
             let addr: SocketAddr = addr
                 .parse()
                 .unwrap_or_else(|e| panic!("bad address in {line:?}: {e}"));

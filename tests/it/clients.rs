@@ -104,6 +104,44 @@ async fn send_and_chat_talk_to_every_line_handler_in_utf8_and_gbk() {
 }
 
 #[tokio::test]
+async fn send_and_chat_with_udp_talk_to_every_udp_line_handler_in_utf8_and_gbk() {
+    for encoding in ["utf-8", "gbk"] {
+        let udp = bots(encoding).replace("handler = ", "transport = \"udp\"\nhandler = ");
+        let server = TestServer::start(&udp);
+        let at = |name: &str| server.addr(name).to_string();
+        let with = |list: &[&str]| {
+            let mut a = args(list);
+            a.extend(args(&["--udp", "--encoding", encoding]));
+            a
+        };
+        let out = run(with(&["send", &at("keywords"), "你好", "hello"]), b"").await;
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(text(&out.stdout), "你好呀\n你好呀\n", "{encoding}");
+        // Each line of stdin is a datagram; echo sends each back as it came.
+        let out = run(with(&["send", &at("echo")]), "一\ntwo\n".as_bytes()).await;
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(text(&out.stdout), "一\ntwo\n", "{encoding}");
+        let out = run(with(&["chat", &at("random")]), "第一\n第一\n\n".as_bytes()).await;
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(text(&out.stdout), "第一\n第一\n", "{encoding}");
+        server.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn send_with_udp_to_a_closed_port_says_nothing_listens_and_fails_with_status_1() {
+    let addr = std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("a free UDP port");
+    let out = run(args(&["send", "--udp", &addr.to_string(), "x"]), b"").await;
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        text(&out.stderr).contains("nothing listens on UDP"),
+        "{out:?}"
+    );
+}
+
+#[tokio::test]
 async fn send_to_a_closed_port_fails_with_status_1() {
     let addr = crate::deploy::free_addr();
     let out = run(args(&["send", &addr.to_string(), "x"]), b"").await;

@@ -457,7 +457,18 @@ fn systemd_socket_activate() -> Option<PathBuf> {
 /// `systemd-socket-activate` listening on `sockets` (address, name) and
 /// exec'ing `switchboard -c config` at the first connection.
 fn socket_activated(tool: &Path, sockets: &[(SocketAddr, &str)], config: &Path) -> Command {
+    socket_activated_with(tool, &[], sockets, config)
+}
+
+/// [`socket_activated`] with more options of the tool (`--datagram`).
+fn socket_activated_with(
+    tool: &Path,
+    options: &[&str],
+    sockets: &[(SocketAddr, &str)],
+    config: &Path,
+) -> Command {
     let mut command = Command::new(tool);
+    command.args(options);
     for (addr, _) in sockets {
         command.arg(format!("--listen={addr}"));
     }
@@ -845,6 +856,64 @@ fn probing_the_random_bot_leaves_its_history_empty() {
         assert_eq!(ask(&mut conn, "x"), "x", "reply {i}");
     }
     drop(conn);
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait_exit(LIMIT).code(), Some(0));
+}
+
+/// An address on 127.0.0.1 with a UDP port that was free a moment ago.
+fn free_udp_addr() -> SocketAddr {
+    let probe = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    probe.local_addr().expect("local addr")
+}
+
+#[test]
+fn socket_activation_hands_datagram_sockets_to_udp_listeners() {
+    let Some(tool) = systemd_socket_activate() else {
+        return;
+    };
+    let (echo, bot_addr) = (free_udp_addr(), free_udp_addr());
+    let sockets = [(echo, "echo-udp"), (bot_addr, "bot-udp")];
+    // Crossed binds, as in the TCP test: only the names route them right.
+    let udp = "transport = \"udp\"\n";
+    let (_dir, config) = config_dir(
+        &[
+            listener_at("echo-udp", bot_addr, "echo", udp),
+            listener_at(
+                "bot-udp",
+                echo,
+                "keyword-bot",
+                &format!("{udp}[[listener.rules]]\nkeywords = [\"ping\"]\nreply = \"pong\"\n"),
+            ),
+        ]
+        .concat(),
+    );
+    let mut daemon = Daemon::spawn(socket_activated_with(
+        &tool,
+        &["--datagram"],
+        &sockets,
+        &config,
+    ));
+    wait_listening(&mut daemon, &sockets);
+
+    // The first datagram makes systemd-socket-activate exec switchboard,
+    // which then reads it from the socket it was passed, and answers.
+    let client = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    client.set_read_timeout(Some(LIMIT)).expect("timeout");
+    client.send_to(b"first", echo).expect("send");
+    daemon.read_table(&config);
+    for line in &daemon.table {
+        assert!(line.ends_with("/udp  (socket from systemd)"), "{line:?}");
+    }
+    assert_eq!(daemon.addr("echo-udp"), echo);
+    assert_eq!(daemon.addr("bot-udp"), bot_addr);
+    let mut buf = [0u8; 64];
+    let (n, from) = client
+        .recv_from(&mut buf)
+        .expect("no echo of the first datagram");
+    assert_eq!((&buf[..n], from), (&b"first"[..], echo));
+    client.send_to(b"ping\n", bot_addr).expect("send");
+    let (n, from) = client.recv_from(&mut buf).expect("no answer from the bot");
+    assert_eq!((&buf[..n], from), (&b"pong\n"[..], bot_addr));
     daemon.signal("TERM");
     assert_eq!(daemon.wait_exit(LIMIT).code(), Some(0));
 }

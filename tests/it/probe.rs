@@ -112,3 +112,50 @@ fn a_zero_probe_timeout_is_a_usage_mistake() {
         );
     }
 }
+
+#[test]
+fn a_udp_probe_sends_a_datagram_and_checks_the_handler_that_answers() {
+    const UDP: [&str; 3] = ["echo", "keyword-bot", "random-bot"];
+    let udp = |name: &str, addr: SocketAddr, handler: &str| {
+        listener_at(name, addr, handler, "transport = \"udp\"")
+    };
+    let all: String = UDP.iter().map(|h| udp(h, any_port(), h)).collect();
+    let (_dir, config) = config_dir(&all);
+    let mut daemon = Daemon::start(&config);
+    let right: String = UDP.iter().map(|h| udp(h, daemon.addr(h), h)).collect();
+    let (_right_dir, right) = config_dir(&right);
+    let (code, stdout, stderr) = probe(&right, &[]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    for (line, handler) in stdout.lines().zip(UDP) {
+        let expected = if handler == "echo" {
+            "echoed"
+        } else {
+            "answered"
+        };
+        assert!(
+            line.starts_with("ok") && line.contains("/udp") && line.contains(expected),
+            "{handler}: {stdout}"
+        );
+    }
+    // Each handler's probe against each other one's UDP port fails, saying
+    // what came back.
+    for expected in UDP {
+        for actual in UDP.iter().filter(|a| **a != expected) {
+            let name = format!("{expected}-on-{actual}");
+            let (_wrong_dir, wrong) = config_dir(&udp(&name, daemon.addr(actual), expected));
+            let (code, stdout, stderr) = probe(&wrong, &["--timeout", "5s"]);
+            assert_eq!(code, Some(1), "{name}: {stdout}{stderr}");
+            assert!(
+                stdout.starts_with("FAIL") && stdout.contains('"'),
+                "{name}: {stdout}"
+            );
+        }
+    }
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait_exit(LIMIT).code(), Some(0));
+    // Nothing there now: the port is unreachable, and the probe says so
+    // at once rather than at its timeout.
+    let (code, stdout, stderr) = probe(&right, &["--timeout", "10s"]);
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    assert!(stdout.contains("refused"), "{stdout}");
+}

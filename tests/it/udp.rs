@@ -207,7 +207,10 @@ async fn a_flood_of_one_byte_datagrams_gets_back_no_more_than_the_reply_budget()
     }
     // Another source is answered during and after the flood.
     let other = client_from(3).await;
-    assert_eq!(ask_udp_again(&other, bot, b"hello").await, "你好\n".as_bytes());
+    assert_eq!(
+        ask_udp_again(&other, bot, b"hello").await,
+        "你好\n".as_bytes()
+    );
     let (replies, bytes, ended) = counting.await.expect("join");
     let elapsed = ended.duration_since(started).as_secs_f64();
     // Each reply may be as long as its request for free; the rest comes
@@ -244,7 +247,10 @@ async fn a_flood_of_one_byte_datagrams_gets_back_no_more_than_the_reply_budget()
         "bot",
         "",
     );
-    assert!(sent > replies as f64, "every reply sent was counted: {sent}");
+    assert!(
+        sent > replies as f64,
+        "every reply sent was counted: {sent}"
+    );
     // What the kernel did not drop (its receive buffer overflows under a
     // flood) was received, and every datagram received was answered or
     // dropped for the budget.
