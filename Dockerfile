@@ -51,7 +51,7 @@ COPY config/container.toml /etc/switchboard/switchboard.toml
 # The download root; the daemon only reads it.
 VOLUME /srv/files
 # echo, download, keyword-bot, random-bot
-EXPOSE 10010 1111 10086 10087
+EXPOSE 10010 1111 10086 10087 10010/udp 10086/udp 10087/udp
 
 USER 10001:10001
 

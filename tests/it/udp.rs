@@ -449,3 +449,77 @@ async fn a_udp_random_bot_shares_an_sqlite_history_with_a_tcp_one() {
     drop(tcp);
     server.shutdown().await;
 }
+
+/// The `console` block of the README's "### Over UDP" section: each `$ `
+/// command with the lines it prints.
+fn readme_udp_examples() -> Vec<(String, String)> {
+    let readme = include_str!("../../README.md");
+    let section = &readme[readme
+        .find("### Over UDP")
+        .expect("README has ### Over UDP")..];
+    let block = section
+        .split("```console\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("a console block in ### Over UDP");
+    let mut examples: Vec<(String, String)> = Vec::new();
+    for line in block.lines() {
+        match (line.strip_prefix("$ "), examples.last_mut()) {
+            (Some(command), _) => examples.push((command.to_owned(), String::new())),
+            (None, Some((_, output))) => {
+                output.push_str(line);
+                output.push('\n');
+            }
+            (None, None) => panic!("output before any command: {line:?}"),
+        }
+    }
+    examples
+}
+
+#[tokio::test]
+async fn the_readmes_nc_u_examples_work_as_shown() {
+    let have_nc = Command::new("nc").arg("-h").output().is_ok();
+    if !have_nc {
+        assert!(
+            std::env::var_os("SWITCHBOARD_REQUIRE_NETCAT").is_none_or(|v| v != "1"),
+            "nc is not installed and SWITCHBOARD_REQUIRE_NETCAT=1"
+        );
+        eprintln!("skipped: nc (netcat-openbsd) not installed");
+        return;
+    }
+    // The embedded default, on ports of the kernel's choosing.
+    let mut toml = switchboard::config::EMBEDDED_DEFAULT.to_owned();
+    for port in ["10010", "1111", "10086", "10087"] {
+        toml = toml.replace(&format!("127.0.0.1:{port}\""), "127.0.0.1:0\"");
+    }
+    let server = TestServer::start(&toml);
+    let examples = readme_udp_examples();
+    assert!(examples.len() >= 4, "{examples:?}");
+    for (command, shown) in examples {
+        let mut command_here = command.clone();
+        for (port, name) in [
+            ("10010", "echo-udp"),
+            ("10086", "keyword-bot-udp"),
+            ("10087", "random-bot-udp"),
+        ] {
+            command_here = command_here.replace(
+                &format!("127.0.0.1 {port}"),
+                &format!("127.0.0.1 {}", server.addr(name).port()),
+            );
+        }
+        assert_ne!(command_here, command, "{command}: no listener's port in it");
+        let out = tokio::task::spawn_blocking(move || {
+            Command::new("sh").arg("-c").arg(&command_here).output()
+        })
+        .await
+        .expect("join")
+        .expect("sh runs");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            shown,
+            "{command}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    server.shutdown().await;
+}
