@@ -29,6 +29,7 @@ METRIC = {
     "download": ("mb_per_sec", "MB/s", True),
     "hold": ("bytes_per_connection", "B/conn", False),
     "requests": ("reqs_per_sec", "req/s", True),
+    "datagrams": ("datagrams_per_sec", "datagram/s", True),
 }
 
 # kind -> other fields shown (medians)
@@ -36,6 +37,7 @@ EXTRA = {
     "requests": ["p50_us", "p99_us"],
     "connect": ["p50_us", "p99_us"],
     "lines": ["p50_us", "p99_us"],
+    "datagrams": ["p50_us", "p99_us", "lost"],
     "download": ["rss_max_bytes"],
     "hold": ["connections_opened", "answered", "rss_before_bytes", "rss_idle_bytes"],
 }
@@ -47,6 +49,7 @@ RATIO_TARGETS = {
     "lines": [("ceiling", 0.7)],
     "download": [("ceiling", 0.95)],
     "requests": [("nginx", 1.0)],
+    "datagrams": [("ceiling", 0.9)],
 }
 
 # switchboard listeners measured against switchboard itself, not against
@@ -76,6 +79,7 @@ CPU_COST = {
     "connect": ("server_cpu_us_per_conn", "µs per connection"),
     "lines": ("server_cpu_us_per_msg", "µs per message"),
     "requests": ("server_cpu_us_per_req", "µs per request"),
+    "datagrams": ("server_cpu_us_per_datagram", "µs per datagram"),
 }
 
 # Resamples of the bootstrap confidence interval of a ratio.

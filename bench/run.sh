@@ -16,13 +16,13 @@
 #   ECHO_SESSIONS=5         sessions per echo run, each on fresh connections
 #                           (one set of loopback connections keeps a fast or a
 #                           slow pace for its life; sessions average over them)
-#   CASES="echo connect lines download requests hold"   which kinds of case to run
+#   CASES="echo connect lines datagrams download requests hold"   which kinds of case to run
 #   HOLD_50K=1              also hold 50 000 idle connections
 #   HOLD_SECS=5             how long the hold case keeps its connections idle
 #   FILE_MB=1024            size of the download file (rounded up to 16 MiB)
 #   REPEAT=2                downloads per client in the download case
 #   LINES_CONNS=8           connections of the lines case
-#   BASE_PORT=23100         ports used: BASE_PORT .. BASE_PORT+26 on 127.0.0.1, kept
+#   BASE_PORT=23100         ports used: BASE_PORT .. BASE_PORT+27 on 127.0.0.1, kept
 #                           below the ephemeral range (ip_local_port_range)
 #   SERVER_CPU=0 LOAD_CPU=1 cores for taskset
 #   NO_INSTALL=1            do not apt-get install socat / ncat
@@ -70,7 +70,7 @@ else
   OUT_DIR=${OUT_DIR:-$root/bench}
   suffix=
 fi
-CASES=${CASES:-echo connect lines download requests hold}
+CASES=${CASES:-echo connect lines datagrams download requests hold}
 LINES_CONNS=${LINES_CONNS:-8}
 BASE_PORT=${BASE_PORT:-23100}
 HOLD_50K=${HOLD_50K:-0}
@@ -154,15 +154,17 @@ port_open() { (exec 3<> "/dev/tcp/127.0.0.1/$1") 2> /dev/null; }
 # --- build
 say "build (release)"
 if [ -n "${LOADGEN:-}" ]; then
-  cargo build --release --bin switchboard --example ceiling_echo --example ceiling_file
+  cargo build --release --bin switchboard --example ceiling_echo --example ceiling_file --example ceiling_udp_echo
   loadgen=$LOADGEN
 else
-  cargo build --release --bin switchboard --example loadgen --example ceiling_echo --example ceiling_file
+  cargo build --release --bin switchboard --example loadgen --example ceiling_echo --example ceiling_file \
+    --example ceiling_udp_echo
   loadgen=$root/target/release/examples/loadgen
 fi
 switchboard=$root/target/release/switchboard
 ceiling_echo=$root/target/release/examples/ceiling_echo
 ceiling_file=$root/target/release/examples/ceiling_file
+ceiling_udp_echo=$root/target/release/examples/ceiling_udp_echo
 
 # --- peers
 say "peers (socat, ncat)"
@@ -261,13 +263,15 @@ p_nginx=$((BASE_PORT + 23))
 p_sb_random_sqlite=$((BASE_PORT + 24))
 p_sb_random_redis=$((BASE_PORT + 25))
 p_redis=$((BASE_PORT + 26))
+# The UDP echo ceiling (switchboard's UDP echo shares the echo's port number).
+p_ceiling_udp=$((BASE_PORT + 27))
 # Ports inside the ephemeral range could be taken by the clients' own
 # sockets (the connect case leaves thousands in TIME_WAIT), and a listener
 # cannot bind next to those.
 if [ -r /proc/sys/net/ipv4/ip_local_port_range ]; then
   read -r lo hi < /proc/sys/net/ipv4/ip_local_port_range
-  if [ "$BASE_PORT" -le "$hi" ] && [ $((BASE_PORT + 26)) -ge "$lo" ]; then
-    note "ports $BASE_PORT-$((BASE_PORT + 26)) overlap the ephemeral range $lo-$hi: a bind may fail (set BASE_PORT)"
+  if [ "$BASE_PORT" -le "$hi" ] && [ $((BASE_PORT + 27)) -ge "$lo" ]; then
+    note "ports $BASE_PORT-$((BASE_PORT + 27)) overlap the ephemeral range $lo-$hi: a bind may fail (set BASE_PORT)"
   fi
 fi
 for p in $p_sb_echo $p_sb_download $p_sb_keyword $p_sb_random $p_sb_refused $p_sb_proxied $p_ceiling_echo \
@@ -387,6 +391,8 @@ start_server() {
         connect:switchboard:refused) port=$p_sb_refused ;;
         connect:switchboard:proxy-v2) port=$p_sb_proxied ;;
         requests:*) port=$p_sb_download ;;
+        # The embedded default's UDP echo, on the echo's port number.
+        datagrams:*) port=$p_sb_echo ;;
         *) port=$p_sb_echo ;;
       esac
       # Access logs off on both sides of the requests case (nginx: access_log off).
@@ -399,7 +405,10 @@ start_server() {
       cmd=(nginx -c "$nginx_conf" -p "$work" -e "$work/nginx-error.log")
       ;;
     ceiling)
-      if [ "$kind" = download ]; then
+      if [ "$kind" = datagrams ]; then
+        port=$p_ceiling_udp
+        cmd=("$ceiling_udp_echo" "127.0.0.1:$port")
+      elif [ "$kind" = download ]; then
         port=$p_ceiling_file
         cmd=("$ceiling_file" --addr "127.0.0.1:$port" --root "$serve_dir")
       else
@@ -429,7 +438,12 @@ start_server() {
   server_pid=$!
   for _ in $(seq 100); do
     alive "$server_pid" || break
-    port_open "$port" && return 0
+    if [ "$kind" = datagrams ]; then
+      # UDP has no connect to try: both servers say when they are bound.
+      grep -q -e 'listening on' -e ' serving (' "$log" 2> /dev/null && return 0
+    else
+      port_open "$port" && return 0
+    fi
     sleep 0.1
   done
   echo "run.sh: $label did not start listening on 127.0.0.1:$port" >&2
@@ -462,7 +476,7 @@ record() {
 
 # number JSON: the case's main number, for the console.
 number() {
-  grep -o -E '"(mb_per_sec|conns_per_sec|msgs_per_sec|reqs_per_sec|bytes_per_connection)":[0-9.e+-]+' <<< "$1" | head -1
+  grep -o -E '"(mb_per_sec|conns_per_sec|msgs_per_sec|reqs_per_sec|datagrams_per_sec|bytes_per_connection)":[0-9.e+-]+' <<< "$1" | head -1
 }
 
 # run_one LABEL CASE KIND ROUND TIMEOUT LOADGEN-ARGS...
@@ -562,6 +576,10 @@ if wants lines; then
   run_case "lines c$LINES_CONNS" lines "$t_short" \
     "switchboard:keyword-bot switchboard:random-bot $history_variants ceiling" \
     --connections "$LINES_CONNS" --message hello
+fi
+
+if wants datagrams; then
+  run_case "datagrams c8" datagrams "$t_short" "switchboard ceiling" --clients 8 --size 64
 fi
 
 if wants download; then

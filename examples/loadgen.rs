@@ -99,6 +99,20 @@ enum Mode {
     /// HTTP/1.1 GETs of one small file on keep-alive connections (any HTTP
     /// server: switchboard's download port, nginx); requests/s and latency.
     Requests(RequestsArgs),
+    /// UDP datagrams against a UDP echo, each client with one in flight,
+    /// verifying every reply; datagrams/s and latency. A reply that does
+    /// not come within 100 ms counts as lost (reported, not an error).
+    Datagrams(DatagramsArgs),
+}
+
+#[derive(Debug, Args)]
+struct DatagramsArgs {
+    /// Clients, each a UDP socket of its own.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    clients: u32,
+    /// Bytes per datagram (at least 8: a sequence number leads it).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(8..=65_507))]
+    size: u32,
 }
 
 #[derive(Debug, Args)]
@@ -510,6 +524,7 @@ async fn run(cli: &Cli, ctx: &Ctx) -> anyhow::Result<Report> {
         Mode::Download(args) => download(ctx, args).await?,
         Mode::Lines(args) => lines(ctx, args).await?,
         Mode::Requests(args) => requests(ctx, args).await?,
+        Mode::Datagrams(args) => datagrams(ctx, args).await?,
     };
     // The server's CPU time per unit of work: with the load generator as
     // the limit, equal rates can hide unequal costs.
@@ -519,6 +534,7 @@ async fn run(cli: &Cli, ctx: &Ctx) -> anyhow::Result<Report> {
         Mode::Connect(_) => Some(("completed", "server_cpu_us_per_conn", 1.0)),
         Mode::Lines(_) => Some(("completed", "server_cpu_us_per_msg", 1.0)),
         Mode::Requests(_) => Some(("completed", "server_cpu_us_per_req", 1.0)),
+        Mode::Datagrams(_) => Some(("completed", "server_cpu_us_per_datagram", 1.0)),
         Mode::Hold(_) => None,
     };
     server.finish(&mut report, work);
@@ -1087,6 +1103,68 @@ async fn lines(ctx: &Ctx, args: &LinesArgs) -> anyhow::Result<Report> {
         });
     }
     Samples::join(set, &mut report, "msgs_per_sec", ctx.duration).await;
+    Ok(report)
+}
+
+/// How long a datagram's reply may take before it counts as lost.
+const DATAGRAM_LOSS: Duration = Duration::from_millis(100);
+
+async fn datagrams(ctx: &Ctx, args: &DatagramsArgs) -> anyhow::Result<Report> {
+    let mut report = Report::new("datagrams", ctx);
+    report.put("duration_s", ctx.duration.as_secs_f64());
+    report.put("clients", args.clients);
+    report.put("size", args.size);
+    let size = args.size as usize;
+    let mut sockets = Vec::with_capacity(args.clients as usize);
+    for _ in 0..args.clients {
+        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
+        socket.connect(ctx.addr).await?;
+        sockets.push(socket);
+    }
+    let end = Instant::now() + ctx.duration;
+    let lost = Arc::new(AtomicU64::new(0));
+    let mut set = JoinSet::new();
+    for socket in sockets {
+        let lost = lost.clone();
+        let mut s = Samples::new(LATENCY_CAP / args.clients as usize);
+        set.spawn(async move {
+            // A sequence number leads each datagram, so that a late reply
+            // to a datagram counted as lost is not taken for the next one's.
+            let mut datagram: Vec<u8> = (0..size).map(|i| b'a' + (i % 26) as u8).collect();
+            let mut reply = vec![0u8; size + 1];
+            let mut seq = 0u64;
+            while Instant::now() < end {
+                seq += 1;
+                datagram[..8].copy_from_slice(&seq.to_be_bytes());
+                let began = Instant::now();
+                let exchange = async {
+                    socket.send(&datagram).await?;
+                    loop {
+                        let n = socket.recv(&mut reply).await?;
+                        if n >= 8 && reply[..8] < datagram[..8] {
+                            continue; // late: a reply already counted lost
+                        }
+                        ensure!(
+                            reply[..n] == datagram[..],
+                            "a reply of {n} bytes that is not the datagram sent"
+                        );
+                        return Ok(());
+                    }
+                };
+                match timeout(DATAGRAM_LOSS, exchange).await {
+                    Err(_) => {
+                        lost.fetch_add(1, Relaxed);
+                    }
+                    result => {
+                        s.record(began, end, result);
+                    }
+                }
+            }
+            s
+        });
+    }
+    Samples::join(set, &mut report, "datagrams_per_sec", ctx.duration).await;
+    report.put("lost", lost.load(Relaxed));
     Ok(report)
 }
 
