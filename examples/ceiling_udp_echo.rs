@@ -14,7 +14,9 @@
 use std::net::UdpSocket;
 
 fn main() -> std::io::Result<()> {
-    let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:0".into());
+    let addr = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:0".into());
     let socket = UdpSocket::bind(addr)?;
     println!("listening on {}/udp", socket.local_addr()?);
     let mut buf = [0u8; 65_536];
