@@ -16,7 +16,7 @@ use tokio::time::{Instant, timeout};
 
 use crate::config::{Config, ListenerConfig};
 use crate::conn::proxy_header::{self, Versions};
-use crate::handler::probe::{ProbeContext, Verdict};
+use crate::handler::probe::{Probe, ProbeContext, Verdict};
 
 /// Most bytes of an answer a probe reads.
 const MAX_REPLY: usize = 64 * 1024;
@@ -174,6 +174,18 @@ fn proxy_header_for(
     Ok(Vec::new())
 }
 
+/// What the listener's handler sends and expects, for a probe from `peer`
+/// (a fresh random token each time).
+fn handler_probe(listener: &ListenerConfig, peer: SocketAddr) -> Probe {
+    let token = format!("{:016x}", rand::random::<u64>());
+    listener.handler.probe(&ProbeContext {
+        listener: &listener.name,
+        encoding: listener.encoding,
+        peer,
+        token: &token,
+    })
+}
+
 async fn exchange(listener: &ListenerConfig, addr: SocketAddr) -> Result<&'static str, String> {
     if listener.transport.is_udp() {
         return exchange_datagram(listener, addr).await;
@@ -182,13 +194,7 @@ async fn exchange(listener: &ListenerConfig, addr: SocketAddr) -> Result<&'stati
         .await
         .map_err(|e| format!("connect: {e}"))?;
     let peer = stream.local_addr().map_err(|e| format!("connect: {e}"))?;
-    let token = format!("{:016x}", rand::random::<u64>());
-    let probe = listener.handler.probe(&ProbeContext {
-        listener: &listener.name,
-        encoding: listener.encoding,
-        peer,
-        token: &token,
-    });
+    let probe = handler_probe(listener, peer);
     let mut send = proxy_header_for(listener, peer, addr)?;
     send.extend_from_slice(&probe.send);
     if !send.is_empty() {
@@ -246,13 +252,7 @@ async fn exchange_datagram(
         .await
         .map_err(|e| format!("connect: {e}"))?;
     let peer = socket.local_addr().map_err(|e| format!("connect: {e}"))?;
-    let token = format!("{:016x}", rand::random::<u64>());
-    let probe = listener.handler.probe(&ProbeContext {
-        listener: &listener.name,
-        encoding: listener.encoding,
-        peer,
-        token: &token,
-    });
+    let probe = handler_probe(listener, peer);
     let end = probe
         .send
         .iter()

@@ -11,7 +11,7 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite};
 use tokio::net::UdpSocket;
 use tokio::time::timeout;
 
-use super::lines::{LINGER, LineOptions, print};
+use super::lines::{LINGER, LineOptions, Messages, print};
 use crate::conn::text::TextEncoding;
 
 /// The most a UDP datagram holds.
@@ -83,23 +83,10 @@ where
     W: AsyncWrite + Unpin,
 {
     let socket = open(options).await?;
-    let mut input = input.lines();
-    let from_arguments = !messages.is_empty();
-    let mut given = messages.into_iter();
+    let mut messages = Messages::new(messages, input);
     let enc = options.encoding;
     let mut buf = vec![0u8; MAX_DATAGRAM];
-    loop {
-        let message = if from_arguments {
-            match given.next() {
-                Some(message) => message,
-                None => return Ok(()),
-            }
-        } else {
-            match input.next_line().await? {
-                Some(line) => line,
-                None => return Ok(()),
-            }
-        };
+    while let Some(message) = messages.next().await? {
         socket
             .send(&datagram(enc, &message))
             .await
@@ -119,6 +106,7 @@ where
             }
         }
     }
+    Ok(())
 }
 
 /// `chat --udp`: each line typed is a datagram, every datagram that comes

@@ -83,6 +83,30 @@ pub(super) async fn print<W: AsyncWrite + Unpin>(out: &mut W, text: &str) -> io:
     out.flush().await
 }
 
+/// What `send` sends: the messages given, or when there are none, the
+/// lines of its input.
+pub(super) struct Messages<I> {
+    given: Option<std::vec::IntoIter<String>>,
+    input: tokio::io::Lines<I>,
+}
+
+impl<I: AsyncBufRead + Unpin> Messages<I> {
+    pub(super) fn new(given: Vec<String>, input: I) -> Self {
+        Messages {
+            given: (!given.is_empty()).then(|| given.into_iter()),
+            input: input.lines(),
+        }
+    }
+
+    /// The next message; `None` after the last.
+    pub(super) async fn next(&mut self) -> io::Result<Option<String>> {
+        match &mut self.given {
+            Some(given) => Ok(given.next()),
+            None => self.input.next_line().await,
+        }
+    }
+}
+
 /// Sends each of `messages` (each line of `input` when there are none) as
 /// a line and prints the reply line to `out`; after the last one, prints
 /// what else the server says until it closes or is quiet for a second.
@@ -101,22 +125,9 @@ where
         return super::datagram::send(options, messages, input, out).await;
     }
     let (mut replies, mut write) = open(options).await?;
-    let mut input = input.lines();
-    let from_arguments = !messages.is_empty();
-    let mut given = messages.into_iter();
+    let mut messages = Messages::new(messages, input);
     let enc = options.encoding;
-    loop {
-        let message = if from_arguments {
-            match given.next() {
-                Some(message) => message,
-                None => break,
-            }
-        } else {
-            match input.next_line().await? {
-                Some(line) => line,
-                None => break,
-            }
-        };
+    while let Some(message) = messages.next().await? {
         send_line(&mut write, enc, &message).await?;
         match timeout(options.timeout, read_line(&mut replies)).await {
             Ok(Ok(Some(reply))) => print(out, &enc.decode(&reply)).await?,

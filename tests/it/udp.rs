@@ -108,29 +108,24 @@ async fn the_tutorials_udp_programs_get_their_replies_in_utf8_and_gbk() {
         ]
         .concat(),
     );
-    // echo: the datagram comes back as it was sent (no newline added).
-    assert_eq!(
-        tutorial_client(server.addr("echo"), "你好, echo", "utf-8").await,
-        "你好, echo".as_bytes()
-    );
-    assert_eq!(
-        tutorial_client(server.addr("echo"), "你好", "gbk").await,
-        b"\xc4\xe3\xba\xc3"
-    );
-    // keyword-bot: the reply is a line, in the listener's encoding.
-    assert_eq!(
-        tutorial_client(server.addr("bot"), "hello", "utf-8").await,
-        "你好\n".as_bytes()
-    );
-    assert_eq!(
-        tutorial_client(server.addr("bot-gbk"), "你好", "gbk").await,
-        b"\xc4\xe3\xba\xc3\n"
-    );
-    // random-bot: the first message is the only one it can answer with.
-    assert_eq!(
-        tutorial_client(server.addr("random"), "第一", "utf-8").await,
-        "第一\n".as_bytes()
-    );
+    // (listener, message, encoding, the reply datagram)
+    let cases: [(&str, &str, &str, &[u8]); 5] = [
+        // echo: the datagram comes back as it was sent (no newline added).
+        ("echo", "你好, echo", "utf-8", "你好, echo".as_bytes()),
+        ("echo", "你好", "gbk", b"\xc4\xe3\xba\xc3"),
+        // keyword-bot: the reply is a line, in the listener's encoding.
+        ("bot", "hello", "utf-8", "你好\n".as_bytes()),
+        ("bot-gbk", "你好", "gbk", b"\xc4\xe3\xba\xc3\n"),
+        // random-bot: the first message is the only one it can answer with.
+        ("random", "第一", "utf-8", "第一\n".as_bytes()),
+    ];
+    for (listener, message, encoding, reply) in cases {
+        assert_eq!(
+            tutorial_client(server.addr(listener), message, encoding).await,
+            reply,
+            "{listener} {message:?} in {encoding}"
+        );
+    }
     let second = tutorial_client(server.addr("random"), "second", "utf-8").await;
     assert!(
         second == "第一\n".as_bytes() || second == b"second\n",
