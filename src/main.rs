@@ -21,12 +21,13 @@ const EXIT_FAILURE: u8 = 1;
 /// Exit status for a command-line mistake (as clap uses).
 const EXIT_USAGE: u8 = 2;
 
-/// An async TCP server daemon: TOML-configured listeners routed to echo,
-/// download, keyword-bot, random-bot and metrics (Prometheus) handlers.
+/// An async TCP and UDP server daemon: TOML-configured listeners routed to
+/// echo, download, keyword-bot, random-bot and metrics (Prometheus) handlers.
 ///
 /// With no config file, the embedded default runs: echo on 127.0.0.1:10010,
 /// download on 127.0.0.1:1111 (serving the current directory), keyword-bot on
-/// 127.0.0.1:10086 and random-bot on 127.0.0.1:10087.
+/// 127.0.0.1:10086 and random-bot on 127.0.0.1:10087, and echo, keyword-bot
+/// and random-bot over UDP on the same port numbers.
 ///
 /// Signals: SIGTERM or SIGINT shut down gracefully (a second one exits at
 /// once); SIGHUP re-reads the config file and applies it without dropping

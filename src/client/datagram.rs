@@ -135,7 +135,9 @@ where
             }
         }
     }
-    while let Ok(Ok(n)) = timeout(LINGER, socket.recv(&mut buf)).await {
+    // A "port unreachable" that comes back now still says nothing listens.
+    while let Ok(received) = timeout(LINGER, socket.recv(&mut buf)).await {
+        let n = received.map_err(|e| explain(e, options))?;
         print(out, &reply_text(enc, &buf[..n])).await?;
     }
     Ok(())

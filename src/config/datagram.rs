@@ -127,7 +127,7 @@ pub(super) fn parse(
                 return Err(fail(
                     "max_datagram_bytes",
                     format!(
-                        "max_datagram_bytes must be between {} and {} (the most a UDP datagram holds)",
+                        "max_datagram_bytes must be between {} and {} (one less than a UDP datagram holds over IPv4, for a reply's newline)",
                         bounds::MAX_DATAGRAM_BYTES.start(),
                         bounds::MAX_DATAGRAM_BYTES.end()
                     ),

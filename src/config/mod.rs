@@ -114,8 +114,10 @@ pub mod bounds {
     /// Longest of every other duration: a deadline this far away is as good
     /// as none, and one much further would overflow the clock.
     pub const DURATION_MAX: Duration = Duration::from_secs(366 * 24 * 60 * 60);
-    /// `max_datagram_bytes`: up to the most an IPv4 UDP datagram holds.
-    pub const MAX_DATAGRAM_BYTES: RangeInclusive<usize> = 1..=65_507;
+    /// `max_datagram_bytes`: up to one byte less than an IPv4 UDP datagram
+    /// holds (65 507), so that a bot's reply to the longest message (the
+    /// message and its newline, from a random-bot) still fits in one.
+    pub const MAX_DATAGRAM_BYTES: RangeInclusive<usize> = 1..=65_506;
     /// `receive_buffer_bytes` (the kernel doubles it, and caps it at
     /// `net.core.rmem_max` unless the process may raise it).
     pub const RECEIVE_BUFFER_BYTES: RangeInclusive<usize> = 4096..=1 << 30;

@@ -39,17 +39,21 @@ pub fn init(server: &ServerConfig) -> anyhow::Result<WorkerGuard> {
     let (writer, guard) = tracing_appender::non_blocking(stderr);
     let budget = Arc::new(LineBudget::new(server.log_lines_per_second));
     let allowed = budget.clone();
-    // The lines of connections (written inside a connection's span) past
-    // the budget are dropped, and counted: they are what a flood makes.
-    // The daemon's own lines (start, reloads, refusal summaries, warnings
-    // outside a connection) always pass, as do spans, which are not lines.
-    // Checked after the level filter, so that lines that would not be
-    // written do not spend the budget.
+    // The lines of connections and datagrams past the budget are dropped,
+    // and counted: they are what a flood makes. Those are the lines written
+    // inside a connection's span or a late datagram reply's, and the debug
+    // and trace lines of a listener's loop (a UDP listener's lines about
+    // each datagram). The daemon's own lines (start, reloads, refusal and
+    // drop summaries, warnings outside a connection) always pass, as do
+    // spans, which are not lines. Checked after the level filter, so that
+    // lines that would not be written do not spend the budget.
     let within_budget = dynamic_filter_fn(move |meta, cx| {
-        let of_a_connection = cx
-            .lookup_current()
-            .is_some_and(|span| span.name() == CONNECTION_SPAN);
-        !meta.is_event() || !of_a_connection || allowed.allow()
+        let of_the_traffic = cx.lookup_current().is_some_and(|span| match span.name() {
+            CONNECTION_SPAN | DATAGRAM_SPAN => true,
+            LISTENER_SPAN => *meta.level() >= tracing::Level::DEBUG,
+            _ => false,
+        });
+        !meta.is_event() || !of_the_traffic || allowed.allow()
     });
     let filter = filter.and(within_budget);
     let layer = fmt::layer()
@@ -73,6 +77,11 @@ pub fn init(server: &ServerConfig) -> anyhow::Result<WorkerGuard> {
 /// The name of a connection's span (`server::listener`): the lines in it
 /// are the ones the budget counts.
 const CONNECTION_SPAN: &str = "conn";
+/// The span of a UDP reply sent after the history answered (`server::datagram`).
+const DATAGRAM_SPAN: &str = "datagram";
+/// The span of a listener's accept or receive loop (`server::running`): its
+/// debug and trace lines, one a datagram, are counted.
+const LISTENER_SPAN: &str = "listener";
 
 /// The target of the line that says how many lines were dropped.
 const SUPPRESSED_TARGET: &str = "switchboard::log_budget";

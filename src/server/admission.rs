@@ -204,9 +204,12 @@ impl Sources {
         bytes: usize,
     ) -> bool {
         let source = source_of(peer.to_canonical(), access.source_ipv6_prefix);
+        // More sources at once than buckets (a flood of spoofed sources):
+        // a source without one gets no budget, so only replies no longer
+        // than their requests are sent to it. Never more than that.
         self.table()
             .reply_budgets
-            .take(source, budget, bytes as f64)
+            .take(source, budget, bytes as f64, false)
     }
 
     /// Counts a refusal (by [`Sources::admit`] or the PROXY protocol
@@ -252,7 +255,9 @@ impl Sources {
 impl Table {
     /// Takes a token from `source`'s bucket, or says it is too fast.
     fn take_token(&mut self, source: IpAddr, rate: Rate) -> Result<(), Refusal> {
-        if self.buckets.take(source, rate, 1.0) {
+        // More sources at once than buckets: let this one through the rate
+        // limit rather than refuse every new source (the other limits hold).
+        if self.buckets.take(source, rate, 1.0, true) {
             Ok(())
         } else {
             Err(Refusal::TooFast)
@@ -269,15 +274,14 @@ struct Buckets {
 
 impl Buckets {
     /// Takes `amount` tokens from `source`'s bucket; false when it holds
-    /// fewer (and then takes none).
-    fn take(&mut self, source: IpAddr, rate: Rate, amount: f64) -> bool {
+    /// fewer (and then takes none). When there are more sources at once
+    /// than buckets, a source without one gets `when_full`.
+    fn take(&mut self, source: IpAddr, rate: Rate, amount: f64, when_full: bool) -> bool {
         let now = Instant::now();
         if !self.by_source.contains_key(&source) && self.by_source.len() >= MAX_BUCKETS {
             self.prune(now, rate);
             if self.by_source.len() >= MAX_BUCKETS {
-                // More sources at once than buckets: let this one through
-                // the rate limit rather than refuse every new source.
-                return true;
+                return when_full;
             }
         }
         let bucket = self.by_source.entry(source).or_insert(Bucket {
@@ -448,5 +452,37 @@ mod tests {
         tokio::time::advance(Duration::from_secs(2)).await;
         assert!(sources.admit(&access, ip("192.0.2.1")).is_ok());
         assert!(sources.table().buckets.by_source.len() < 10);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reply_budget_is_spent_per_source_and_none_is_given_when_the_table_is_full() {
+        let sources = Sources::default();
+        let access = access(|_| {});
+        let budget = Rate {
+            per_second: 100.0,
+            burst: 100,
+        };
+        // A source spends its burst, then waits for the refill.
+        assert!(sources.spend_reply_budget(&access, budget, ip("127.0.0.2"), 60));
+        assert!(!sources.spend_reply_budget(&access, budget, ip("127.0.0.2"), 60));
+        assert!(sources.spend_reply_budget(&access, budget, ip("127.0.0.3"), 60));
+        tokio::time::advance(Duration::from_millis(200)).await;
+        assert!(sources.spend_reply_budget(&access, budget, ip("127.0.0.2"), 60));
+        // A flood of (spoofed) sources that fills the table, spending little
+        // each: a source new to it then gets no budget at all, where a rate
+        // limit would let it through.
+        let spent = (0..MAX_BUCKETS as u32)
+            .filter(|i| {
+                let address = IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i));
+                sources.spend_reply_budget(&access, budget, address, 1)
+            })
+            .count();
+        // (Two buckets were there already.)
+        assert_eq!(spent, MAX_BUCKETS - 2);
+        assert!(!sources.spend_reply_budget(&access, budget, ip("192.0.2.1"), 1));
+        assert!(sources.table().reply_budgets.by_source.len() <= MAX_BUCKETS);
+        // Once they refill, they are pruned, and a new source has its budget.
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert!(sources.spend_reply_budget(&access, budget, ip("192.0.2.1"), 60));
     }
 }

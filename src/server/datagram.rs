@@ -8,8 +8,11 @@
 //!   memory history) is sent at once, with a non-blocking `send_to`: when
 //!   the socket's send buffer is full the reply is dropped and counted;
 //! - a reply that waits for a history (SQLite, Redis) goes to a task of
-//!   its own, at most [`MAX_PENDING_REPLIES`] at once: past that, the
-//!   datagram is dropped and counted.
+//!   its own, within [`PENDING_KIB`] of memory per listener (each counts
+//!   [`PENDING_BASE_KIB`] and three times its datagram: the datagram, its
+//!   copy in the history's queue and the reply; 1024 small ones, 79 of
+//!   the longest):
+//!   past that, the datagram is dropped and counted.
 //!
 //! Reflection: a reply no longer than its request is always sent; a longer
 //! one spends the difference from its source's `reply_bytes_per_source`
@@ -42,8 +45,18 @@ use crate::metrics::{DatagramMetrics, DropReason};
 /// Datagrams taken per wake-up before the loop yields to other tasks.
 const DATAGRAMS_PER_TURN: usize = 64;
 
-/// Replies waiting for a history at once, per listener.
-pub(crate) const MAX_PENDING_REPLIES: usize = 1024;
+/// Memory that the replies waiting for a history may hold, per listener,
+/// in KiB: 1024 small replies, or 79 to the longest datagrams.
+const PENDING_KIB: usize = 16 * 1024;
+
+/// What one waiting reply counts besides three times its datagram (its
+/// task, its place in the history's queue), in KiB.
+const PENDING_BASE_KIB: usize = 15;
+
+/// The KiB of [`PENDING_KIB`] that a reply to a datagram of `n` bytes holds.
+fn pending_cost_kib(n: usize) -> u32 {
+    u32::try_from(PENDING_BASE_KIB + (3 * n).div_ceil(1024)).unwrap_or(u32::MAX)
+}
 
 /// How often the kernel's drop count is read, and drops are logged, at most.
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
@@ -71,7 +84,7 @@ pub(crate) async fn receive_loop(listener: Arc<Listener>, with: DatagramLoop) {
         stop,
         drain,
     } = with;
-    let pending = Arc::new(Semaphore::new(MAX_PENDING_REPLIES));
+    let pending = Arc::new(Semaphore::new(PENDING_KIB));
     let mut current = Current::new(route.borrow_and_update().clone());
     let mut drops = DropLog::default();
     let mut kernel_drops = KernelDrops::new(socket);
@@ -209,7 +222,7 @@ impl Answer<'_> {
             Poll::Ready(None) => Ok(()),
             Poll::Ready(Some(reply)) => self.send(&reply, n, peer),
             Poll::Pending => {
-                let Ok(permit) = pending.clone().try_acquire_owned() else {
+                let Ok(permit) = pending.clone().try_acquire_many_owned(pending_cost_kib(n)) else {
                     debug!(%peer, "dropped: too many replies waiting for the history");
                     return Err(DropReason::Busy);
                 };
@@ -388,6 +401,16 @@ fn parse_drops(table: &str, inode: u64) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn waiting_replies_are_bounded_by_count_and_by_memory() {
+        let kib = |n| pending_cost_kib(n) as usize;
+        assert_eq!(PENDING_KIB / kib(1), 1024);
+        assert_eq!(PENDING_KIB / kib(341), 1024);
+        assert_eq!(PENDING_KIB / kib(342), 963);
+        // The longest datagrams: 79 at once, 16 MiB in all.
+        assert_eq!(PENDING_KIB / kib(65_506), 79);
+    }
 
     #[test]
     fn the_drops_of_a_socket_are_read_by_its_inode() {

@@ -129,7 +129,7 @@ async fn send_and_chat_with_udp_talk_to_every_udp_line_handler_in_utf8_and_gbk()
 }
 
 #[tokio::test]
-async fn send_with_udp_to_a_closed_port_says_nothing_listens_and_fails_with_status_1() {
+async fn send_and_chat_with_udp_to_a_closed_port_say_nothing_listens_and_fail_with_status_1() {
     let addr = std::net::UdpSocket::bind("127.0.0.1:0")
         .and_then(|s| s.local_addr())
         .expect("a free UDP port");
@@ -139,6 +139,19 @@ async fn send_with_udp_to_a_closed_port_says_nothing_listens_and_fails_with_stat
         text(&out.stderr).contains("nothing listens on UDP"),
         "{out:?}"
     );
+    // chat too, when the "port unreachable" comes back after the last line.
+    for input in ["x\n\n", "x\n", "x\ny\n"] {
+        let out = run(
+            args(&["chat", "--udp", &addr.to_string()]),
+            input.as_bytes(),
+        )
+        .await;
+        assert_eq!(out.status.code(), Some(1), "{input:?}: {out:?}");
+        assert!(
+            text(&out.stderr).contains("nothing listens on UDP"),
+            "{input:?}: {out:?}"
+        );
+    }
 }
 
 #[tokio::test]

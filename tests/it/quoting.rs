@@ -5,7 +5,7 @@
 
 use std::io::{Read, Write};
 
-use crate::cli::{Daemon, EXIT_CONFIG, client, output, switchboard, text};
+use crate::cli::{BIN, Daemon, EXIT_CONFIG, client, output, switchboard, text};
 use crate::common::LIMIT;
 use crate::deploy::{any_port, config_dir, listener_at, toml_literal};
 
@@ -118,5 +118,58 @@ fn a_flood_of_connections_writes_at_most_the_lines_a_second_it_allows() {
     assert!(
         closed <= 20 * seconds && closed < 400,
         "{closed} connection lines in {seconds} s, the first flood {flood:?}"
+    );
+}
+
+#[test]
+fn a_flood_of_datagrams_logged_at_debug_writes_at_most_the_lines_a_second_it_allows() {
+    let toml = format!(
+        "[server]\nlog_lines_per_second = 20\nlog_level = \"debug\"\n{}",
+        listener_at(
+            "echo-udp",
+            any_port(),
+            "echo",
+            "transport = \"udp\"\nmax_datagram_bytes = 10"
+        )
+    );
+    let (_dir, config) = config_dir(&toml);
+    // The config's log_level, not the tests' RUST_LOG=info.
+    let mut command = std::process::Command::new("env");
+    command
+        .arg("-u")
+        .arg("RUST_LOG")
+        .arg(BIN)
+        .arg("-c")
+        .arg(&config);
+    let mut daemon = Daemon::start_command(command, &config);
+    let addr = daemon.addr("echo-udp");
+    // Each datagram is one line at debug ("dropped: longer than ..."):
+    // 5 000 as fast as they go, then one answered, so that all were read.
+    let started = std::time::Instant::now();
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    for _ in 0..5_000 {
+        socket.send_to(&[b'x'; 11], addr).expect("send");
+    }
+    socket
+        .set_read_timeout(Some(std::time::Duration::from_millis(200)))
+        .expect("timeout");
+    let mut buf = [0u8; 16];
+    let answered = (0..100)
+        .any(|_| socket.send_to(b"ok", addr).expect("send") == 2 && socket.recv(&mut buf).is_ok());
+    assert!(answered, "the echo never answered after the flood");
+    let summary = daemon.wait_for_log("log lines dropped");
+    assert!(summary.contains("suppressed="), "{summary}");
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait_exit(LIMIT).code(), Some(0));
+    daemon.log.extend(daemon.stderr.try_iter());
+    let per_datagram = daemon
+        .log
+        .iter()
+        .filter(|l| l.contains("longer than max_datagram_bytes"))
+        .count();
+    let seconds = started.elapsed().as_secs() as usize + 2;
+    assert!(
+        per_datagram <= 20 * seconds && per_datagram < 5_000,
+        "{per_datagram} lines about datagrams in {seconds} s"
     );
 }
