@@ -11,7 +11,7 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite};
 use tokio::net::UdpSocket;
 use tokio::time::timeout;
 
-use super::lines::{LINGER, LineOptions, Messages, print};
+use super::line_client::{LINGER, LineOptions, Messages, print};
 use crate::conn::text::TextEncoding;
 
 /// The most a UDP datagram holds.

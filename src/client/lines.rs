@@ -1,32 +1,16 @@
 //! `send` and `chat`: line clients for echo, keyword-bot and random-bot (or
-//! any line server), in UTF-8 or GBK, over TCP (here) or UDP (`datagram`).
+//! any line server), in UTF-8 or GBK, over TCP (here) or UDP (`datagram`,
+//! which they hand over to when asked).
 
 use std::io;
-use std::time::Duration;
 
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::time::timeout;
 
+use super::line_client::{LINGER, LineOptions, Messages, print};
 use super::{MAX_LINE, connect};
 use crate::conn::text::TextEncoding;
-
-/// After the last message, how long to wait for more of the server's
-/// lines (a goodbye) before closing.
-pub(super) const LINGER: Duration = Duration::from_secs(1);
-
-/// What the line clients need to know.
-#[derive(Debug, Clone)]
-pub struct LineOptions {
-    /// `host:port`.
-    pub addr: String,
-    /// The server's text encoding.
-    pub encoding: TextEncoding,
-    /// Bound of the connect and of each wait for a reply.
-    pub timeout: Duration,
-    /// Talk UDP: one datagram per message.
-    pub udp: bool,
-}
 
 /// Reads one line (without its line ending) of at most [`MAX_LINE`] bytes;
 /// `None` at the end of the stream.
@@ -75,36 +59,6 @@ async fn send_line<W: AsyncWrite + Unpin>(
     let mut line = enc.encode(text).into_owned();
     line.push(b'\n');
     write.write_all(&line).await
-}
-
-pub(super) async fn print<W: AsyncWrite + Unpin>(out: &mut W, text: &str) -> io::Result<()> {
-    out.write_all(text.as_bytes()).await?;
-    out.write_all(b"\n").await?;
-    out.flush().await
-}
-
-/// What `send` sends: the messages given, or when there are none, the
-/// lines of its input.
-pub(super) struct Messages<I> {
-    given: Option<std::vec::IntoIter<String>>,
-    input: tokio::io::Lines<I>,
-}
-
-impl<I: AsyncBufRead + Unpin> Messages<I> {
-    pub(super) fn new(given: Vec<String>, input: I) -> Self {
-        Messages {
-            given: (!given.is_empty()).then(|| given.into_iter()),
-            input: input.lines(),
-        }
-    }
-
-    /// The next message; `None` after the last.
-    pub(super) async fn next(&mut self) -> io::Result<Option<String>> {
-        match &mut self.given {
-            Some(given) => Ok(given.next()),
-            None => self.input.next_line().await,
-        }
-    }
 }
 
 /// Sends each of `messages` (each line of `input` when there are none) as

@@ -7,6 +7,7 @@
 
 mod datagram;
 mod get;
+mod line_client;
 mod lines;
 
 use std::time::Duration;
@@ -17,7 +18,8 @@ use tokio::time::timeout;
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) use get::listing_entries;
 pub use get::{GetError, GetOptions, get};
-pub use lines::{LineOptions, chat, send};
+pub use line_client::LineOptions;
+pub use lines::{chat, send};
 
 /// Longest reply line a line client reads.
 const MAX_LINE: usize = 64 * 1024;

@@ -6,7 +6,7 @@ use toml::de::DeTable;
 
 use super::access::Rate;
 use super::error::{ConfigError, value_span};
-use super::listener::ListenerKeys;
+use super::keys::ListenerKeys;
 use super::{bounds, defaults};
 use crate::handler::HandlerConfig;
 

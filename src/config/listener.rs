@@ -1,5 +1,5 @@
 //! One `[[listener]]` table: the keys every listener has, declared once in
-//! [`ListenerKeys`] and validated here, and the settings of its handler,
+//! `ListenerKeys` (`keys`) and validated here, and the settings of its handler,
 //! which the handler's own file declares and validates. A key that is
 //! neither gets a "did you mean" from both sets.
 
@@ -7,15 +7,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Deserialize;
 use toml::Spanned;
 use toml::de::DeTable;
 
 use super::access::{Access, Rate, networks};
 use super::datagram::{self, Transport};
 use super::error::{ConfigError, Source, join_key, path_span, value_span};
+use super::keys::ListenerKeys;
 use super::proxy::{self, ProxyProtocol};
-use super::{bounds, defaults, deserialize_table};
+use super::{bounds, deserialize_table};
 use crate::conn::text::{QUOTE_MAX_BYTES, TextEncoding, quote};
 use crate::conn::{self};
 use crate::handler::{HANDLER_NAMES, HandlerConfig};
@@ -75,103 +75,6 @@ impl ListenerConfig {
             encoding: self.encoding,
         }
     }
-}
-
-/// The keys every listener has, as written in the file: the one list of
-/// them (see [`struct_keys`]).
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct ListenerKeys {
-    name: String,
-    bind: String,
-    handler: String,
-    #[serde(default = "default_backlog")]
-    backlog: u32,
-    #[serde(default = "default_max_connections")]
-    max_connections: usize,
-    #[serde(default = "default_idle_timeout", with = "humantime_serde")]
-    idle_timeout: Duration,
-    #[serde(default = "default_max_message_bytes")]
-    max_message_bytes: usize,
-    #[serde(default = "default_message_gap", with = "humantime_serde")]
-    message_gap: Duration,
-    #[serde(default = "default_first_message_timeout", with = "humantime_serde")]
-    first_message_timeout: Duration,
-    #[serde(default = "default_message_timeout", with = "humantime_serde")]
-    message_timeout: Duration,
-    #[serde(default = "default_tcp_keepalive", with = "humantime_serde")]
-    tcp_keepalive: Duration,
-    #[serde(default)]
-    allow: Vec<String>,
-    #[serde(default)]
-    deny: Vec<String>,
-    #[serde(default = "default_max_connections_per_source")]
-    max_connections_per_source: usize,
-    #[serde(default)]
-    connection_rate_per_source: Option<String>,
-    #[serde(default = "default_source_ipv6_prefix")]
-    source_ipv6_prefix: u8,
-    #[serde(default = "default_proxy_protocol")]
-    pub(super) proxy_protocol: String,
-    #[serde(default)]
-    pub(super) trusted_proxies: Vec<String>,
-    #[serde(default)]
-    pub(super) proxy_protocol_required: bool,
-    #[serde(default = "default_proxy_header_timeout", with = "humantime_serde")]
-    pub(super) proxy_header_timeout: Duration,
-    #[serde(default)]
-    encoding: TextEncoding,
-    #[serde(default = "default_transport")]
-    pub(super) transport: String,
-    #[serde(default)]
-    pub(super) max_datagram_bytes: Option<usize>,
-    #[serde(default)]
-    pub(super) receive_buffer_bytes: Option<usize>,
-    #[serde(default)]
-    pub(super) datagram_rate_per_source: Option<String>,
-    #[serde(default)]
-    pub(super) reply_bytes_per_source: Option<String>,
-}
-
-fn default_transport() -> String {
-    "tcp".into()
-}
-
-fn default_backlog() -> u32 {
-    defaults::BACKLOG
-}
-fn default_max_connections() -> usize {
-    defaults::MAX_CONNECTIONS
-}
-fn default_idle_timeout() -> Duration {
-    defaults::IDLE_TIMEOUT
-}
-fn default_max_message_bytes() -> usize {
-    defaults::MAX_MESSAGE_BYTES
-}
-fn default_message_gap() -> Duration {
-    defaults::MESSAGE_GAP
-}
-fn default_first_message_timeout() -> Duration {
-    defaults::FIRST_MESSAGE_TIMEOUT
-}
-fn default_message_timeout() -> Duration {
-    defaults::MESSAGE_TIMEOUT
-}
-fn default_tcp_keepalive() -> Duration {
-    defaults::TCP_KEEPALIVE
-}
-fn default_max_connections_per_source() -> usize {
-    defaults::MAX_CONNECTIONS_PER_SOURCE
-}
-fn default_source_ipv6_prefix() -> u8 {
-    defaults::SOURCE_IPV6_PREFIX
-}
-fn default_proxy_protocol() -> String {
-    "off".into()
-}
-fn default_proxy_header_timeout() -> Duration {
-    defaults::PROXY_HEADER_TIMEOUT
 }
 
 /// Parses and validates the listener table at `prefix` (`listener[2]`).

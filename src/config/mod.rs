@@ -8,6 +8,7 @@
 mod access;
 mod datagram;
 mod error;
+mod keys;
 mod listener;
 mod proxy;
 mod server;

@@ -10,7 +10,7 @@ use toml::de::DeTable;
 use super::access::networks;
 use super::bounds;
 use super::error::{ConfigError, value_span};
-use super::listener::ListenerKeys;
+use super::keys::ListenerKeys;
 use crate::conn::proxy_header::Versions;
 use crate::conn::text::{QUOTE_MAX_BYTES, quote};
 use crate::suggest;
