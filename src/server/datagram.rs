@@ -123,13 +123,13 @@ pub(crate) async fn receive_loop(listener: Arc<Listener>, with: DatagramLoop) {
                         }
                     };
                     taken += 1;
-                    let answer = Answer {
+                    let exchange = Exchange {
                         socket,
                         route: &current.route,
                         sources: &sources,
                         metrics: &current.metrics,
                     };
-                    if let Err(reason) = answer.datagram(n, peer, &current.buffer, &pending, &drain) {
+                    if let Err(reason) = exchange.datagram(n, peer, &current.buffer, &pending, &drain) {
                         drops.count(reason, peer.ip(), &current.metrics);
                     }
                 }
@@ -167,14 +167,14 @@ impl Current {
 }
 
 /// One datagram's way through the listener.
-struct Answer<'a> {
+struct Exchange<'a> {
     socket: &'a Arc<UdpSocket>,
     route: &'a Arc<Route>,
     sources: &'a Arc<Sources>,
     metrics: &'a DatagramMetrics,
 }
 
-impl Answer<'_> {
+impl Exchange<'_> {
     /// Takes the datagram of `n` bytes at the start of `buffer` from
     /// `peer`: checks it, asks the handler, and sends the reply now or from
     /// a task of its own. `Err`: dropped, why.
@@ -236,7 +236,7 @@ impl Answer<'_> {
                 drain.spawn(
                     async move {
                         if let Some(reply) = reply.await {
-                            let late = Answer {
+                            let late = Exchange {
                                 socket: &socket,
                                 route: &route,
                                 sources: &sources,
