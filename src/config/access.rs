@@ -29,6 +29,14 @@ impl Access {
         let ip = ip.to_canonical();
         self.deny.iter().any(|net| net.contains(&ip))
     }
+
+    /// True when the lists let `ip` in: `allow` is empty or lists it, and
+    /// `deny` does not (IPv4-mapped IPv6 as IPv4).
+    pub fn admits(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        (self.allow.is_empty() || self.allow.iter().any(|net| net.contains(&ip)))
+            && !self.deny.iter().any(|net| net.contains(&ip))
+    }
 }
 
 /// A rate with a burst: `per_second` on average, `burst` at once.

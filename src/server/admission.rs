@@ -147,11 +147,10 @@ impl Sources {
         access: &Access,
         peer: IpAddr,
     ) -> Result<SourceSlot, Refusal> {
-        let address = peer.to_canonical();
-        let allowed = access.allow.is_empty() || access.allow.iter().any(|n| n.contains(&address));
-        if !allowed || access.deny.iter().any(|n| n.contains(&address)) {
+        if !access.admits(peer) {
             return Err(Refusal::Denied);
         }
+        let address = peer.to_canonical();
         let source = source_of(address, access.source_ipv6_prefix);
         let mut table = self.table();
         let open = table.open.get(&source).copied().unwrap_or(0);
@@ -180,11 +179,10 @@ impl Sources {
         rate: Option<Rate>,
         peer: IpAddr,
     ) -> Result<(), Refusal> {
-        let address = peer.to_canonical();
-        let allowed = access.allow.is_empty() || access.allow.iter().any(|n| n.contains(&address));
-        if !allowed || access.deny.iter().any(|n| n.contains(&address)) {
+        if !access.admits(peer) {
             return Err(Refusal::Denied);
         }
+        let address = peer.to_canonical();
         match rate {
             None => Ok(()),
             Some(rate) => {

@@ -19,7 +19,7 @@ use super::admission::{Refusal, SourceSlot, Sources};
 use super::budget::ListenerBudget;
 use super::drain::Drain;
 use super::limit::ConnectionLimit;
-use crate::config::{Access, ListenerConfig, ProxyProtocol, Transport};
+use crate::config::{Access, Datagrams, ListenerConfig, ProxyProtocol, Transport};
 use crate::conn::proxy_header::{self, Proxied};
 use crate::conn::{self, Connection};
 use crate::handler::{AnyHandler, BuildContext};
@@ -128,6 +128,16 @@ impl PassedKind {
     }
 }
 
+/// A bound UDP socket made ready to serve: its receive buffer as `udp`
+/// says, non-blocking, on the runtime.
+fn datagram_socket(socket: std::net::UdpSocket, udp: &Datagrams) -> io::Result<Socket> {
+    if let Some(size) = udp.receive_buffer_bytes {
+        rustix::net::sockopt::set_socket_recv_buffer_size(&socket, size)?;
+    }
+    socket.set_nonblocking(true)?;
+    Ok(Socket::Datagram(Arc::new(UdpSocket::from_std(socket)?)))
+}
+
 /// A bound socket and the config it was bound for.
 #[derive(Debug)]
 pub(crate) struct Listener {
@@ -151,13 +161,8 @@ impl Listener {
         };
         if let Transport::Udp(udp) = &config.transport {
             let socket = std::net::UdpSocket::bind(config.bind).map_err(fail)?;
-            if let Some(size) = udp.receive_buffer_bytes {
-                rustix::net::sockopt::set_socket_recv_buffer_size(&socket, size)
-                    .map_err(|e| fail(e.into()))?;
-            }
-            socket.set_nonblocking(true).map_err(fail)?;
-            let socket = UdpSocket::from_std(socket).map_err(fail)?;
-            return Self::serving(Socket::Datagram(Arc::new(socket)), config, None).map_err(fail);
+            let socket = datagram_socket(socket, udp).map_err(fail)?;
+            return Self::serving(socket, config, None).map_err(fail);
         }
         let socket = if config.bind.is_ipv4() {
             TcpSocket::new_v4()
@@ -184,13 +189,7 @@ impl Listener {
                 socket.set_nonblocking(true)?;
                 Socket::Stream(TcpListener::from_std(socket)?)
             }
-            (PassedKind::Datagram(socket), Transport::Udp(udp)) => {
-                if let Some(size) = udp.receive_buffer_bytes {
-                    rustix::net::sockopt::set_socket_recv_buffer_size(&socket, size)?;
-                }
-                socket.set_nonblocking(true)?;
-                Socket::Datagram(Arc::new(UdpSocket::from_std(socket)?))
-            }
+            (PassedKind::Datagram(socket), Transport::Udp(udp)) => datagram_socket(socket, udp)?,
             (_, transport) => {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidInput,
