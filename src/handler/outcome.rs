@@ -7,6 +7,11 @@ use std::io;
 use crate::conn::ConnError;
 use crate::metrics::CloseReason;
 
+/// The reason told to a client whose address a reload denied while it was
+/// connected (`ERR access denied`); also its `reason` in
+/// `switchboard_error_replies_total`.
+pub(crate) const ACCESS_DENIED: &str = "access denied";
+
 /// How a conversation ended normally.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Ended {
@@ -92,6 +97,9 @@ impl HandlerError {
                 Some(("ERR too slow".to_owned(), "too slow"))
             }
             HandlerError::Refused(reason) => Some((format!("ERR {reason}"), reason)),
+            HandlerError::Conn(ConnError::Denied) => {
+                Some((format!("ERR {ACCESS_DENIED}"), ACCESS_DENIED))
+            }
             _ => None,
         }
     }
@@ -107,6 +115,7 @@ impl HandlerError {
                 CloseReason::Slow
             }
             HandlerError::Refused(_) => CloseReason::Refused,
+            HandlerError::Conn(ConnError::Denied) => CloseReason::Denied,
             HandlerError::Truncated { .. } => CloseReason::Truncated,
             HandlerError::Answered { reason, .. } => *reason,
             HandlerError::Conn(ConnError::Io(_)) if self.is_disconnect() => {

@@ -55,13 +55,17 @@ pub(crate) enum CloseReason {
     Truncated,
     /// A socket or file error on the server's side.
     Error,
-    /// Still open when the shutdown grace ran out, and dropped.
+    /// A reload's access lists no longer admit its client: it was told
+    /// `ERR access denied` and closed.
+    Denied,
+    /// Still open when the shutdown grace ran out, or its task panicked,
+    /// and dropped (reset).
     Dropped,
 }
 
 impl CloseReason {
     /// Every reason, in label order.
-    pub(crate) const ALL: [CloseReason; 11] = [
+    pub(crate) const ALL: [CloseReason; 12] = [
         CloseReason::ClientClosed,
         CloseReason::Completed,
         CloseReason::Farewell,
@@ -72,6 +76,7 @@ impl CloseReason {
         CloseReason::Refused,
         CloseReason::Truncated,
         CloseReason::Error,
+        CloseReason::Denied,
         CloseReason::Dropped,
     ];
 
@@ -88,6 +93,7 @@ impl CloseReason {
             CloseReason::Refused => "refused",
             CloseReason::Truncated => "truncated",
             CloseReason::Error => "error",
+            CloseReason::Denied => "denied",
             CloseReason::Dropped => "dropped",
         }
     }
