@@ -571,10 +571,12 @@ async fn serve(
     )
     .with_reload_signals(signals.clone());
     let (routes, source) = reloads;
+    // The reloads first: a request that arrives with (or after) a reload
+    // must find the connection's signals already fired.
     let result = tokio::select! {
         biased;
-        result = route.handler.serve(&mut conn) => result,
         never = follow_reloads(routes, source, signals) => match never {},
+        result = route.handler.serve(&mut conn) => result,
     };
     if let Err(err) = &result {
         if let Some((reply, reason)) = err.client_reply().filter(|_| !conn.reply_cut()) {
