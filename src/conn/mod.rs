@@ -702,6 +702,56 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_connection_whose_task_panics_is_reset_and_counted_as_dropped() {
+        let metrics = Arc::new(Metrics::new());
+        let (mut client, server) = tcp_pair().await;
+        let mut conn = counted_test_connection(server, metrics.listener("l", "h"));
+        let task = tokio::spawn(async move {
+            conn.send(b"part of a reply").await.expect("send");
+            panic!("a bug in a handler");
+        });
+        assert!(task.await.is_err_and(|e| e.is_panic()));
+        let mut got = Vec::new();
+        let end = client.read_to_end(&mut got).await;
+        let error = end.expect_err("a panicking connection ended with FIN");
+        assert_eq!(error.kind(), io::ErrorKind::ConnectionReset, "{error}");
+        let dropped = "switchboard_connections_closed_total{handler=\"h\",listener=\"l\",reason=\"dropped\"} ";
+        assert!(figure(&metrics, dropped).ends_with(" 1"));
+        assert!(figure(&metrics, "switchboard_connections_open{").ends_with(" 0"));
+    }
+
+    #[tokio::test]
+    async fn a_reply_cut_by_a_failed_write_ends_in_a_reset_and_a_whole_one_in_fin() {
+        let (mut client, server) = tcp_pair().await;
+        let mut conn = test_connection(server);
+        conn.send(b"whole\n").await.expect("send");
+        conn.close(CloseReason::Completed).await;
+        drop(conn);
+        let mut got = Vec::new();
+        client.read_to_end(&mut got).await.expect("a clean end");
+        assert_eq!(got, b"whole\n");
+
+        // A write that cannot finish (the client reads nothing) is cut by
+        // the caller: the close that follows must be a reset.
+        let (mut client, server) = tcp_pair().await;
+        let mut conn = test_connection(server);
+        let big = vec![1u8; 16 << 20];
+        let cut = timeout(Duration::from_millis(200), conn.send(&big)).await;
+        assert!(cut.is_err(), "16 MiB fit in the socket buffers");
+        assert!(conn.reply_cut());
+        conn.close(CloseReason::Completed).await;
+        drop(conn);
+        let end = timeout(Duration::from_secs(20), async {
+            let mut sink = Vec::new();
+            client.read_to_end(&mut sink).await
+        })
+        .await
+        .expect("neither end nor reset");
+        let error = end.expect_err("a cut reply ended with FIN");
+        assert_eq!(error.kind(), io::ErrorKind::ConnectionReset, "{error}");
+    }
+
+    #[tokio::test]
     async fn a_connection_counts_its_totals_once_when_dropped_and_dropped_unclosed() {
         let metrics = Arc::new(Metrics::new());
         let closed = |reason: &str| {

@@ -13,7 +13,7 @@ use process::ProcessFigures;
 
 use std::collections::HashSet;
 use std::fmt;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::Duration;
 
 use prometheus::core::Collector;
@@ -30,6 +30,27 @@ pub(crate) const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8"
 const DURATION_BUCKETS: &[f64] = &[
     0.001, 0.005, 0.025, 0.1, 0.5, 2.5, 10.0, 60.0, 300.0, 1800.0, 7200.0,
 ];
+
+/// Panics the panic hook caught since the process started: one count for
+/// the process, shown by every server's registry.
+static PANICS: LazyLock<IntCounter> = LazyLock::new(|| {
+    IntCounter::new(
+        "switchboard_panics_total",
+        "Panics caught since the process started (each also logged in one line); the process kept serving.",
+    )
+    .expect("valid metric")
+});
+
+/// Counts one panic in `switchboard_panics_total` (the panic hook's).
+pub(crate) fn count_panic() {
+    PANICS.inc();
+}
+
+/// The panics counted so far.
+#[cfg(test)]
+pub(crate) fn panics_counted() -> u64 {
+    PANICS.get()
+}
 
 /// Why a connection closed, as the `reason` label of
 /// `switchboard_connections_closed_total`.
@@ -329,6 +350,7 @@ impl Metrics {
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
+        register(&registry, PANICS.clone());
         let process = ProcessFigures::register(&registry);
         Metrics {
             registry,
