@@ -92,11 +92,18 @@ pub(crate) struct MinRate {
 impl MinRate {
     /// When `sent` bytes stop being enough: `started` + grace + the time
     /// those bytes take at the minimum rate.
+    /// Any rate and any count are valid: the arithmetic is wide, and a
+    /// deadline past what an `Instant` holds is a day after the start
+    /// (later than any send is allowed to stall anyway).
     fn deadline(self, started: Instant, sent: u64) -> Instant {
         let rate = self.bytes_per_second.max(1);
-        let earned = Duration::from_secs(sent / rate)
-            + Duration::from_nanos((sent % rate) * 1_000_000_000 / rate);
-        started + self.grace + earned
+        let nanos = u128::from(sent % rate) * 1_000_000_000 / u128::from(rate);
+        let earned = Duration::from_secs(sent / rate).saturating_add(Duration::from_nanos(
+            u64::try_from(nanos).unwrap_or(u64::MAX),
+        ));
+        started
+            .checked_add(self.grace.saturating_add(earned))
+            .unwrap_or_else(|| started + Duration::from_secs(86_400))
     }
 }
 
@@ -626,6 +633,19 @@ mod tests {
         assert_eq!(pace.deadline(t0, 0), t0 + Duration::from_secs(10));
         assert_eq!(pace.deadline(t0, 3000), t0 + Duration::from_secs(13));
         assert_eq!(pace.deadline(t0, 1500), t0 + Duration::from_millis(11_500));
+        // The largest rates and counts a config and a file can give.
+        let fastest = MinRate {
+            bytes_per_second: u64::MAX,
+            grace: Duration::ZERO,
+        };
+        let nanos = (u64::MAX - 1) as f64 / u64::MAX as f64 * 1e9;
+        let late = fastest.deadline(t0, u64::MAX - 1) - t0;
+        assert!(late.as_nanos().abs_diff(nanos as u128) < 2, "{late:?}");
+        let slowest = MinRate {
+            bytes_per_second: 1,
+            grace: Duration::from_secs(10),
+        };
+        assert!(slowest.deadline(t0, u64::MAX) > t0);
     }
 
     #[tokio::test(start_paused = true)]

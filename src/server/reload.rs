@@ -82,6 +82,10 @@ pub enum ReloadError {
     /// The server is shutting down.
     #[error("the server is shutting down")]
     Stopped,
+    /// Opening the histories panicked (a bug; the panic's line is in the
+    /// log): nothing changed, and the server serves on.
+    #[error("opening the histories panicked (see the panic's log line); nothing changed")]
+    Panicked,
 }
 
 /// What the plan needs to know of a running listener.
