@@ -372,6 +372,15 @@ async fn a_bot_client_the_reload_denies_is_told_so_and_closed_while_others_chat_
         assert!(!reply.starts_with("ERR"), "{name}: {reply}");
     }
     drop(open);
+    // Counted once every connection has closed.
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    while server.handle().status().connections > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "connections did not close"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
     let metrics = crate::metrics::scrape(server.addr("metrics")).await;
     for (name, handler) in [("kw", "keyword-bot"), ("rb", "random-bot")] {
         let figure =
@@ -382,6 +391,17 @@ async fn a_bot_client_the_reload_denies_is_told_so_and_closed_while_others_chat_
                 ",reason=\"access denied\""
             ),
             1.0,
+            "{name}"
+        );
+        let closed = |reason: &str| {
+            figure(
+                "switchboard_connections_closed_total",
+                &format!(",reason=\"{reason}\""),
+            )
+        };
+        assert_eq!(
+            (closed("denied"), closed("client_closed")),
+            (1.0, 1.0),
             "{name}"
         );
     }
