@@ -331,7 +331,7 @@ async fn an_open_keep_alive_connection_gets_no_file_the_reload_took_away() {
 }
 
 #[tokio::test]
-async fn a_bot_client_the_reload_denies_is_told_so_and_closed_while_others_chat_on() {
+async fn a_client_the_reload_denies_is_told_so_and_closed_while_others_chat_on() {
     let bots = |extra: &str| {
         [
             private_listener(
@@ -341,13 +341,14 @@ async fn a_bot_client_the_reload_denies_is_told_so_and_closed_while_others_chat_
                 &format!("{extra}\n[[listener.rules]]\nkeywords = [\"ping\"]\nreply = \"pong\"\n"),
             ),
             private_listener(19, "rb", "random-bot", extra),
+            private_listener(19, "echo", "echo", extra),
             private_listener(19, "metrics", "metrics", ""),
         ]
         .concat()
     };
     let mut server = TestServer::start(&bots(""));
     let mut open = Vec::new();
-    for name in ["kw", "rb"] {
+    for name in ["kw", "rb", "echo"] {
         let addr = server.addr(name);
         let mut denied = BufReader::new(connect_from(2, addr).await);
         let mut allowed = BufReader::new(connect_from(3, addr).await);
@@ -382,7 +383,11 @@ async fn a_bot_client_the_reload_denies_is_told_so_and_closed_while_others_chat_
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
     let metrics = crate::metrics::scrape(server.addr("metrics")).await;
-    for (name, handler) in [("kw", "keyword-bot"), ("rb", "random-bot")] {
+    for (name, handler) in [
+        ("kw", "keyword-bot"),
+        ("rb", "random-bot"),
+        ("echo", "echo"),
+    ] {
         let figure =
             |family: &str, more: &str| crate::metrics::of(&metrics, family, handler, name, more);
         assert_eq!(
