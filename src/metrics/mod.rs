@@ -62,7 +62,8 @@ pub(crate) enum CloseReason {
     Completed,
     /// The client said a farewell.
     Farewell,
-    /// The server asked it to finish (shutdown, or its listener removed).
+    /// The server asked it to finish (shutdown, or its listener removed),
+    /// or an HTTP connection's listener was reloaded with new settings.
     Shutdown,
     /// The client sent nothing, or read nothing, for the idle timeout.
     Idle,

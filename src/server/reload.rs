@@ -19,7 +19,8 @@ pub struct ReloadSummary {
     /// Listeners gone from the config: no longer accepting, their
     /// connections asked to finish.
     pub removed: Vec<String>,
-    /// Listeners whose settings changed; new connections get the new ones.
+    /// Listeners whose settings changed; new connections get the new ones
+    /// (open ones: see `ServerHandle::reload`).
     pub changed: Vec<String>,
     /// Listeners moved to a new address (their open connections stay).
     pub rebound: Vec<String>,
