@@ -104,7 +104,11 @@ async fn a_download_whose_reader_stalls_past_the_idle_timeout_ends_in_a_reset() 
         .expect("read");
     // The client stops reading: the send stalls, and the idle timeout ends
     // it. What sits in the buffers is then read, and must end in a reset.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let deadline = Instant::now() + crate::common::LIMIT;
+    while server.handle().status().connections > 0 {
+        assert!(Instant::now() < deadline, "the stalled send was not ended");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let mut rest = Vec::new();
     let end = tokio::time::timeout(crate::common::LIMIT, conn.read_to_end(&mut rest))
         .await
