@@ -412,3 +412,54 @@ async fn a_client_the_reload_denies_is_told_so_and_closed_while_others_chat_on()
     }
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_response_in_flight_during_a_reload_completes_then_the_connection_closes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data: Vec<u8> = (0..8u32 << 20).map(|i| (i % 251) as u8).collect();
+    std::fs::write(dir.path().join("big.bin"), &data).expect("write");
+    let files = |extra: &str| {
+        listener(
+            "files",
+            "download",
+            &format!("root = '{}'\n{extra}", dir.path().display()),
+        )
+    };
+    let mut server = TestServer::start(&files(""));
+    let mut conn = BufReader::new(connect(server.addr("files")).await);
+    conn.get_mut()
+        .write_all(b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("send");
+    let mut head = String::new();
+    loop {
+        let line = read_line(&mut conn).await;
+        if line.trim_end().is_empty() {
+            break;
+        }
+        head.push_str(&line);
+    }
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let mut first = vec![0u8; 1 << 20];
+    tokio::time::timeout(LIMIT, conn.read_exact(&mut first))
+        .await
+        .expect("no body in time")
+        .expect("body");
+    // A change to the listener while most of the body is still to come.
+    server
+        .reload(&files("chunk_size = 32768"))
+        .await
+        .expect("reload");
+    let mut rest = Vec::new();
+    tokio::time::timeout(LIMIT, conn.read_to_end(&mut rest))
+        .await
+        .expect("the connection stayed open after its response")
+        .expect("the response was cut, not completed");
+    first.extend_from_slice(&rest);
+    assert!(
+        first == data,
+        "the body is not the file: {} bytes",
+        first.len()
+    );
+    server.shutdown().await;
+}
