@@ -3,9 +3,12 @@
 //! A handler never touches the socket. It gets bounded operations only:
 //! wait until readable, read a chunk, read a message, write, send a file.
 //! Each of them enforces the idle timeout, and the reads race the server's
-//! shutdown, here and nowhere else. The connection also counts its bytes and
-//! reports its totals to the listener's metrics once, when it is dropped.
-//! It knows no config types: a listener hands it [`Settings`].
+//! shutdown (and a reload's verdict, [`ReloadSignals`]), here and nowhere
+//! else. The connection also counts its bytes and reports its totals to the
+//! listener's metrics once, when it is dropped. A connection that is not
+//! closed cleanly (a write cut short, its task aborted or panicking) ends
+//! with RST, never FIN, so that an incomplete reply never looks complete.
+//! It knows no config types: a listener hands it [`Settings`] and signals.
 
 mod file_send;
 mod framing;
@@ -89,11 +92,18 @@ pub(crate) struct MinRate {
 impl MinRate {
     /// When `sent` bytes stop being enough: `started` + grace + the time
     /// those bytes take at the minimum rate.
+    /// Any rate and any count are valid: the arithmetic is wide, and a
+    /// deadline past what an `Instant` holds is a day after the start
+    /// (later than any send is allowed to stall anyway).
     fn deadline(self, started: Instant, sent: u64) -> Instant {
         let rate = self.bytes_per_second.max(1);
-        let earned = Duration::from_secs(sent / rate)
-            + Duration::from_nanos((sent % rate) * 1_000_000_000 / rate);
-        started + self.grace + earned
+        let nanos = u128::from(sent % rate) * 1_000_000_000 / u128::from(rate);
+        let earned = Duration::from_secs(sent / rate).saturating_add(Duration::from_nanos(
+            u64::try_from(nanos).unwrap_or(u64::MAX),
+        ));
+        started
+            .checked_add(self.grace.saturating_add(earned))
+            .unwrap_or_else(|| started + Duration::from_secs(86_400))
     }
 }
 
@@ -120,6 +130,10 @@ pub(crate) enum ConnError {
     /// deadline (or every slot for reading off the workers stayed taken).
     #[error("the file's disk did not deliver in time")]
     DiskStalled,
+    /// A reload changed the access lists, and they no longer admit the
+    /// client (see [`ReloadSignals::denied`]).
+    #[error("access denied by the reloaded config")]
+    Denied,
     /// The socket or a file failed.
     #[error("i/o error: {0}")]
     Io(#[from] io::Error),
@@ -148,8 +162,21 @@ pub(crate) enum Incoming<T> {
     Shutdown,
 }
 
+/// What a reload tells an open connection; the listener decides, and
+/// fires them, when it replaces the route the connection was accepted on.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ReloadSignals {
+    /// Fired when the listener's settings were replaced: a request-response
+    /// protocol takes no further request on this connection (see
+    /// [`Connection::route_retired`]).
+    pub retired: CancellationToken,
+    /// Fired when the new access lists no longer admit the client: every
+    /// read ends with [`ConnError::Denied`].
+    pub denied: CancellationToken,
+}
+
 /// A client connection handed to a handler.
-pub(crate) struct Connection<S> {
+pub(crate) struct Connection<S: Io> {
     stream: Metered<S>,
     reader: MessageReader,
     peer: SocketAddr,
@@ -161,6 +188,13 @@ pub(crate) struct Connection<S> {
     /// must have, and the limit that stands for.
     first_message_by: Option<(Instant, Duration)>,
     close_reason: CloseReason,
+    reload: ReloadSignals,
+    /// True while a write is under way, and after one failed or was cut
+    /// short: the client holds an incomplete reply, so the end is a reset.
+    writing: bool,
+    /// True once FIN went out after the last reply ([`Connection::close`]).
+    /// A connection dropped before that ends with RST.
+    closed_cleanly: bool,
 }
 
 impl<S: Io> Connection<S> {
@@ -192,6 +226,37 @@ impl<S: Io> Connection<S> {
             metrics,
             opened,
             close_reason: CloseReason::Dropped,
+            reload: ReloadSignals::default(),
+            writing: false,
+            closed_cleanly: false,
+        }
+    }
+
+    /// Listens to what reloads tell this connection.
+    pub(crate) fn with_reload_signals(mut self, reload: ReloadSignals) -> Self {
+        self.reload = reload;
+        self
+    }
+
+    /// True when a reload replaced the settings this connection was
+    /// accepted with: a request-response protocol answers no further
+    /// request on it (the new settings apply to new connections).
+    pub(crate) fn route_retired(&self) -> bool {
+        self.reload.retired.is_cancelled()
+    }
+
+    /// [`Connection::read_chunk`] for a protocol waiting for its next
+    /// request: `None` as soon as the route is retired (see
+    /// [`Connection::route_retired`]), instead of waiting on.
+    pub(crate) async fn read_chunk_until_retired(
+        &mut self,
+        buf: &mut BytesMut,
+    ) -> Option<Result<Incoming<usize>, ConnError>> {
+        let retired = self.reload.retired.clone();
+        tokio::select! {
+            biased;
+            () = retired.cancelled() => None,
+            read = self.read_chunk(buf) => Some(read),
         }
     }
 
@@ -209,6 +274,9 @@ impl<S: Io> Connection<S> {
     /// holding a buffer meanwhile; bounded by the idle timeout, and ended
     /// by shutdown. In-memory streams return at once.
     pub(crate) async fn readable(&self) -> Result<Incoming<()>, ConnError> {
+        if self.reload.denied.is_cancelled() {
+            return Err(ConnError::Denied);
+        }
         let Some(tcp) = self.stream.get_ref().tcp() else {
             return Ok(Incoming::Data(()));
         };
@@ -219,6 +287,7 @@ impl<S: Io> Connection<S> {
         let mut probe = [0u8; 1];
         tokio::select! {
             biased;
+            () = self.reload.denied.cancelled() => Err(ConnError::Denied),
             () = self.shutdown.cancelled() => Ok(Incoming::Shutdown),
             peeked = timeout_at(until, tcp.peek(&mut probe)) => match peeked {
                 Ok(peeked) => peeked.map(|_| Incoming::Data(())).map_err(ConnError::from),
@@ -247,6 +316,7 @@ impl<S: Io> Connection<S> {
         let (until, timed_out) = self.wait_limit();
         let read = tokio::select! {
             biased;
+            () = self.reload.denied.cancelled() => return Err(ConnError::Denied),
             () = self.shutdown.cancelled() => return Ok(Incoming::Shutdown),
             read = timeout_at(until, self.stream.read_buf(buf)) => read,
         };
@@ -280,6 +350,7 @@ impl<S: Io> Connection<S> {
         }
         let read = tokio::select! {
             biased;
+            () = self.reload.denied.cancelled() => return Err(ConnError::Denied),
             () = self.shutdown.cancelled() => return Ok(Incoming::Shutdown),
             read = self.reader.next(&mut self.stream, self.first_message_by) => read?,
         };
@@ -294,10 +365,17 @@ impl<S: Io> Connection<S> {
 
     /// Writes all of `bytes`; a client that reads nothing for the idle timeout
     /// fails the write instead of holding the connection forever.
+    /// A send that fails (or whose future is dropped) leaves the reply
+    /// incomplete: the connection then ends with RST.
     pub(crate) async fn send(&mut self, bytes: &[u8]) -> Result<(), ConnError> {
         let limit = self.settings.idle_timeout;
+        self.writing = true;
         match timeout(limit, self.stream.write_all(bytes)).await {
-            Ok(result) => Ok(result?),
+            Ok(Ok(())) => {
+                self.writing = false;
+                Ok(())
+            }
+            Ok(Err(e)) => Err(e.into()),
             Err(_) => Err(ConnError::WriteStalled(limit)),
         }
     }
@@ -323,7 +401,26 @@ impl<S: Io> Connection<S> {
     /// disk never holds an async worker. Elsewhere the file is read into a
     /// buffer. Stops early if the file shrinks; a client that reads nothing
     /// for the idle timeout fails the send.
+    /// A send that fails (or whose future is dropped) leaves the reply
+    /// incomplete: the connection then ends with RST.
     pub(crate) async fn send_file(
+        &mut self,
+        head: &[u8],
+        file: std::fs::File,
+        start: u64,
+        len: u64,
+        chunk: usize,
+        pace: Option<MinRate>,
+    ) -> Result<u64, ConnError> {
+        self.writing = true;
+        let sent = self
+            .send_file_pieces(head, file, start, len, chunk, pace)
+            .await;
+        self.writing = sent.is_err();
+        sent
+    }
+
+    async fn send_file_pieces(
         &mut self,
         head: &[u8],
         file: std::fs::File,
@@ -388,12 +485,19 @@ impl<S: Io> Connection<S> {
     /// Sends FIN after everything written, then drains (bounded in time and
     /// bytes) what the client still sends, so the kernel does not answer
     /// unread input with RST and destroy the last reply. `reason` is what
-    /// the metrics count the connection as.
+    /// the metrics count the connection as. If a write was cut short (the
+    /// client holds an incomplete reply), it resets instead
+    /// ([`Connection::reset`]): a partial reply must not end like a whole one.
     pub(crate) async fn close(&mut self, reason: CloseReason) {
+        if self.writing {
+            self.reset(reason);
+            return;
+        }
         self.close_reason = reason;
         let deadline = Instant::now() + LINGER_TIME;
-        if timeout_at(deadline, self.stream.shutdown()).await.is_err() {
-            return;
+        match timeout_at(deadline, self.stream.shutdown()).await {
+            Ok(Ok(())) => self.closed_cleanly = true,
+            _ => return,
         }
         let mut sink = tokio::io::sink();
         // Read through the meter: these bytes came from the client too.
@@ -413,11 +517,17 @@ impl<S: Io> Connection<S> {
 
     /// Ends the connection with a reset (RST) instead of a close, so that
     /// the client sees an error rather than a clean end of its data.
-    /// `reason` is what the metrics count the connection as.
+    /// `reason` is what the metrics count the connection as. (A connection
+    /// dropped without [`Connection::close`] is reset too, when dropped.)
     pub(crate) fn reset(&mut self, reason: CloseReason) {
         self.close_reason = reason;
+        self.closed_cleanly = false;
+        self.arm_reset();
+    }
+
+    /// Sets `SO_LINGER` to zero: the socket's close then sends RST.
+    fn arm_reset(&self) {
         if let Some(tcp) = self.stream.get_ref().tcp() {
-            // Dropping a socket whose linger is zero sends RST.
             if let Err(e) = tcp.set_zero_linger() {
                 tracing::debug!(error = %e, "cannot set SO_LINGER to reset the connection");
             }
@@ -430,17 +540,29 @@ impl<S: Io> Connection<S> {
         self.metrics.error_reply(reason);
     }
 
+    /// True when a write failed or was cut short: the client holds an
+    /// incomplete reply, and nothing more may follow it (no `ERR` line).
+    pub(crate) fn reply_cut(&self) -> bool {
+        self.writing
+    }
+
     /// Bytes read from and written to the client so far.
     pub(crate) fn bytes(&self) -> (u64, u64) {
         self.stream.counts()
     }
 }
 
-impl<S> Drop for Connection<S> {
+impl<S: Io> Drop for Connection<S> {
     /// The one place a connection's totals are counted: after a normal
     /// close, and also when the shutdown grace ran out and its task was
-    /// dropped (counted as `dropped`).
+    /// dropped, or it panicked (counted as `dropped`). Unless FIN went out
+    /// after a whole reply, the socket is reset: whatever was cut (a
+    /// download at the end of the grace, a reply in flight) must reach the
+    /// client as an error, not as a clean end.
     fn drop(&mut self) {
+        if !self.closed_cleanly {
+            self.arm_reset();
+        }
         let (received, sent) = self.stream.counts();
         self.metrics
             .closed(self.close_reason, received, sent, self.opened.elapsed());
@@ -511,6 +633,19 @@ mod tests {
         assert_eq!(pace.deadline(t0, 0), t0 + Duration::from_secs(10));
         assert_eq!(pace.deadline(t0, 3000), t0 + Duration::from_secs(13));
         assert_eq!(pace.deadline(t0, 1500), t0 + Duration::from_millis(11_500));
+        // The largest rates and counts a config and a file can give.
+        let fastest = MinRate {
+            bytes_per_second: u64::MAX,
+            grace: Duration::ZERO,
+        };
+        let nanos = (u64::MAX - 1) as f64 / u64::MAX as f64 * 1e9;
+        let late = fastest.deadline(t0, u64::MAX - 1) - t0;
+        assert!(late.as_nanos().abs_diff(nanos as u128) < 2, "{late:?}");
+        let slowest = MinRate {
+            bytes_per_second: 1,
+            grace: Duration::from_secs(10),
+        };
+        assert!(slowest.deadline(t0, u64::MAX) > t0);
     }
 
     #[tokio::test(start_paused = true)]
@@ -578,11 +713,62 @@ mod tests {
             cold,
             "a warm file went to the blocking pool"
         );
+        conn.close(CloseReason::Completed).await;
         drop(conn);
         let got = reader.await.expect("reader");
         let want: Vec<u8> = (0..3usize << 20).map(|i| (i % 251) as u8).collect();
         assert_eq!(got.len(), 2 * want.len());
         assert!(got[..want.len()] == want[..] && got[want.len()..] == want[..]);
+    }
+
+    #[tokio::test]
+    async fn a_connection_whose_task_panics_is_reset_and_counted_as_dropped() {
+        let metrics = Arc::new(Metrics::new());
+        let (mut client, server) = tcp_pair().await;
+        let mut conn = counted_test_connection(server, metrics.listener("l", "h"));
+        let task = tokio::spawn(async move {
+            conn.send(b"part of a reply").await.expect("send");
+            panic!("a bug in a handler");
+        });
+        assert!(task.await.is_err_and(|e| e.is_panic()));
+        let mut got = Vec::new();
+        let end = client.read_to_end(&mut got).await;
+        let error = end.expect_err("a panicking connection ended with FIN");
+        assert_eq!(error.kind(), io::ErrorKind::ConnectionReset, "{error}");
+        let dropped = "switchboard_connections_closed_total{handler=\"h\",listener=\"l\",reason=\"dropped\"} ";
+        assert!(figure(&metrics, dropped).ends_with(" 1"));
+        assert!(figure(&metrics, "switchboard_connections_open{").ends_with(" 0"));
+    }
+
+    #[tokio::test]
+    async fn a_reply_cut_by_a_failed_write_ends_in_a_reset_and_a_whole_one_in_fin() {
+        let (mut client, server) = tcp_pair().await;
+        let mut conn = test_connection(server);
+        conn.send(b"whole\n").await.expect("send");
+        conn.close(CloseReason::Completed).await;
+        drop(conn);
+        let mut got = Vec::new();
+        client.read_to_end(&mut got).await.expect("a clean end");
+        assert_eq!(got, b"whole\n");
+
+        // A write that cannot finish (the client reads nothing) is cut by
+        // the caller: the close that follows must be a reset.
+        let (mut client, server) = tcp_pair().await;
+        let mut conn = test_connection(server);
+        let big = vec![1u8; 16 << 20];
+        let cut = timeout(Duration::from_millis(200), conn.send(&big)).await;
+        assert!(cut.is_err(), "16 MiB fit in the socket buffers");
+        assert!(conn.reply_cut());
+        conn.close(CloseReason::Completed).await;
+        drop(conn);
+        let end = timeout(Duration::from_secs(20), async {
+            let mut sink = Vec::new();
+            client.read_to_end(&mut sink).await
+        })
+        .await
+        .expect("neither end nor reset");
+        let error = end.expect_err("a cut reply ended with FIN");
+        assert_eq!(error.kind(), io::ErrorKind::ConnectionReset, "{error}");
     }
 
     #[tokio::test]

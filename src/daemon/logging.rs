@@ -1,7 +1,7 @@
 //! Logging: `tracing` lines on stderr through a buffered, non-blocking writer
 //! (a slow terminal or journal never stalls a connection), at most
-//! `log_lines_per_second` lines of connections a second (a flood of
-//! connections cannot make the log grow faster; what is dropped is
+//! `log_lines_per_second` lines of connections (and panics) a second (a
+//! flood of connections cannot make the log grow faster; what is dropped is
 //! counted, once a second; the daemon's own lines always pass), filtered by
 //! `RUST_LOG` or the config's `log_level`, as text or JSON, without ANSI
 //! colours when stderr is not a terminal, and without a timestamp of its own
@@ -12,18 +12,23 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use tracing::{Metadata, Subscriber};
 use tracing_appender::non_blocking::WorkerGuard;
-use tracing_subscriber::filter::{FilterExt, dynamic_filter_fn};
+use tracing_subscriber::filter::{DynFilterFn, FilterExt, dynamic_filter_fn};
+use tracing_subscriber::layer::Context;
 use tracing_subscriber::prelude::*;
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::{fmt, registry};
 
+use super::panics::PANIC_TARGET;
 use crate::config::{LogFormat, ServerConfig, log_filter};
 
 /// Bytes of log lines gathered into one write to stderr.
 const LOG_WRITE_BUFFER: usize = 64 * 1024;
 
-/// Installs the global subscriber. Keep the guard alive until exit: dropping
-/// it flushes the lines still buffered.
+/// Installs the global subscriber, and the panic hook that logs through it
+/// (`panics`). Keep the guard alive until exit: dropping it flushes the
+/// lines still buffered.
 pub fn init(server: &ServerConfig) -> anyhow::Result<WorkerGuard> {
     let filter = match std::env::var("RUST_LOG") {
         Ok(directives) if !directives.trim().is_empty() => log_filter(&directives)
@@ -38,24 +43,7 @@ pub fn init(server: &ServerConfig) -> anyhow::Result<WorkerGuard> {
     let stderr = BufWriter::with_capacity(LOG_WRITE_BUFFER, std::io::stderr());
     let (writer, guard) = tracing_appender::non_blocking(stderr);
     let budget = Arc::new(LineBudget::new(server.log_lines_per_second));
-    let allowed = budget.clone();
-    // The lines of connections and datagrams past the budget are dropped,
-    // and counted: they are what a flood makes. Those are the lines written
-    // inside a connection's span or a late datagram reply's, and the debug
-    // and trace lines of a listener's loop (a UDP listener's lines about
-    // each datagram). The daemon's own lines (start, reloads, refusal and
-    // drop summaries, warnings outside a connection) always pass, as do
-    // spans, which are not lines. Checked after the level filter, so that
-    // lines that would not be written do not spend the budget.
-    let within_budget = dynamic_filter_fn(move |meta, cx| {
-        let of_the_traffic = cx.lookup_current().is_some_and(|span| match span.name() {
-            CONNECTION_SPAN | DATAGRAM_SPAN => true,
-            LISTENER_SPAN => *meta.level() >= tracing::Level::DEBUG,
-            _ => false,
-        });
-        !meta.is_event() || !of_the_traffic || allowed.allow()
-    });
-    let filter = filter.and(within_budget);
+    let filter = filter.and(budget_filter(budget.clone()));
     let layer = fmt::layer()
         .with_writer(writer)
         .with_ansi(std::io::stderr().is_terminal());
@@ -67,11 +55,42 @@ pub fn init(server: &ServerConfig) -> anyhow::Result<WorkerGuard> {
         (LogFormat::Json, _) => registry().with(layer.json().with_filter(filter)).try_init(),
     };
     installed.map_err(|e| anyhow::anyhow!("cannot install the logger: {e}"))?;
+    // Once the log can take its lines: a panic is one of them.
+    super::panics::install();
     std::thread::Builder::new()
         .name("log-budget".into())
         .spawn(move || budget.report_suppressed())
         .map_err(|e| anyhow::anyhow!("cannot start the log budget's thread: {e}"))?;
     Ok(guard)
+}
+
+/// The budget's filter: lets a line through when it is not one that a
+/// flood makes, or when `budget` has room for it this second.
+///
+/// The lines of connections and datagrams past the budget are dropped, and
+/// counted: they are what a flood makes. Those are the lines written inside
+/// a connection's span or a late datagram reply's, the debug and trace
+/// lines of a listener's loop (a UDP listener's lines about each datagram),
+/// and panic lines (a panic that a client can trigger would otherwise
+/// flood the log). The daemon's own lines (start, reloads, refusal and drop
+/// summaries, warnings outside a connection) always pass, as do spans,
+/// which are not lines. Add it after the level filter, so that lines that
+/// would not be written do not spend the budget.
+pub(super) fn budget_filter<S>(
+    budget: Arc<LineBudget>,
+) -> DynFilterFn<S, impl Fn(&Metadata<'_>, &Context<'_, S>) -> bool>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    dynamic_filter_fn(move |meta, cx| {
+        let of_the_traffic = meta.target() == PANIC_TARGET
+            || cx.lookup_current().is_some_and(|span| match span.name() {
+                CONNECTION_SPAN | DATAGRAM_SPAN => true,
+                LISTENER_SPAN => *meta.level() >= tracing::Level::DEBUG,
+                _ => false,
+            });
+        !meta.is_event() || !of_the_traffic || budget.allow()
+    })
 }
 
 /// The name of a connection's span (`server::listener`): the lines in it
@@ -87,7 +106,7 @@ const LISTENER_SPAN: &str = "listener";
 const SUPPRESSED_TARGET: &str = "switchboard::log_budget";
 
 /// At most `per_second` lines a second; what is over is counted.
-struct LineBudget {
+pub(super) struct LineBudget {
     per_second: u64,
     started: Instant,
     /// The second (since `started`) that `used` counts.
@@ -97,7 +116,7 @@ struct LineBudget {
 }
 
 impl LineBudget {
-    fn new(per_second: u64) -> Self {
+    pub(super) fn new(per_second: u64) -> Self {
         LineBudget {
             per_second,
             started: Instant::now(),

@@ -1,11 +1,12 @@
 //! The daemon around the server: process signals (SIGTERM/SIGINT stop,
 //! SIGHUP reloads the config file), the service manager (the sockets it
 //! passed, claimed here and handed to the server; readiness, status,
-//! watchdog), logging, the descriptor budget, and the listener table shown
-//! at start (returned, for `main` to print).
+//! watchdog), logging and the panic hook, the descriptor budget, and the
+//! listener table shown at start (returned, for `main` to print).
 
 mod descriptors;
 pub(crate) mod logging;
+mod panics;
 mod signals;
 pub(crate) mod systemd;
 

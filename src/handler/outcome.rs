@@ -7,6 +7,11 @@ use std::io;
 use crate::conn::ConnError;
 use crate::metrics::CloseReason;
 
+/// The reason told to a client whose address a reload denied while it was
+/// connected (`ERR access denied`); also its `reason` in
+/// `switchboard_error_replies_total`.
+pub(crate) const ACCESS_DENIED: &str = "access denied";
+
 /// How a conversation ended normally.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Ended {
@@ -92,6 +97,9 @@ impl HandlerError {
                 Some(("ERR too slow".to_owned(), "too slow"))
             }
             HandlerError::Refused(reason) => Some((format!("ERR {reason}"), reason)),
+            HandlerError::Conn(ConnError::Denied) => {
+                Some((format!("ERR {ACCESS_DENIED}"), ACCESS_DENIED))
+            }
             _ => None,
         }
     }
@@ -107,6 +115,7 @@ impl HandlerError {
                 CloseReason::Slow
             }
             HandlerError::Refused(_) => CloseReason::Refused,
+            HandlerError::Conn(ConnError::Denied) => CloseReason::Denied,
             HandlerError::Truncated { .. } => CloseReason::Truncated,
             HandlerError::Answered { reason, .. } => *reason,
             HandlerError::Conn(ConnError::Io(_)) if self.is_disconnect() => {
@@ -117,13 +126,17 @@ impl HandlerError {
     }
 
     /// True when the connection must end with a reset (RST), not a close
-    /// (FIN), so that the client sees an error.
+    /// (FIN), so that the client sees an error: the reply was cut (a file
+    /// shrank, a deadline), or the server failed (a file's error, a panic
+    /// on the blocking pool), when the reply may not have begun: a raw
+    /// download's empty reply must not look like an empty file. (A write
+    /// cut short resets on its own: see `Connection::close`.)
     pub(crate) fn resets_connection(&self) -> bool {
         matches!(
             self,
             HandlerError::Truncated { .. }
                 | HandlerError::Conn(ConnError::ReaderTooSlow(_) | ConnError::DiskStalled)
-        )
+        ) || self.is_server_fault()
     }
 
     /// True when the fault is likely the server's (a file or socket failed in
@@ -145,5 +158,31 @@ impl HandlerError {
                 | io::ErrorKind::ConnectionAborted
                 | io::ErrorKind::UnexpectedEof
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_server_fault_or_a_cut_reply_resets_and_a_client_mistake_closes() {
+        let resets = |e: HandlerError| e.resets_connection();
+        // A panic on the blocking pool reaches a handler as such an error.
+        assert!(resets(io::Error::other("task panicked").into()));
+        assert!(resets(HandlerError::Conn(ConnError::DiskStalled)));
+        assert!(resets(HandlerError::Truncated {
+            sent: 1,
+            expected: 2
+        }));
+        assert!(resets(HandlerError::Conn(ConnError::ReaderTooSlow(1))));
+        assert!(!resets(
+            io::Error::from(io::ErrorKind::ConnectionReset).into()
+        ));
+        assert!(!resets(HandlerError::Refused("busy")));
+        assert!(!resets(HandlerError::Conn(ConnError::Denied)));
+        assert!(!resets(HandlerError::Conn(ConnError::Idle(
+            std::time::Duration::from_secs(1)
+        ))));
     }
 }

@@ -145,7 +145,9 @@ impl Template {
                 .render_into(ctx, last);
             }
         }
-        let (first, rest) = pieces.split_first().unwrap_or((&pieces[0], &[]));
+        let Some((first, rest)) = pieces.split_first() else {
+            return text.is_empty();
+        };
         let Some(mut remaining) = text.strip_prefix(first.as_str()) else {
             return false;
         };

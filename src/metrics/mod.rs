@@ -13,7 +13,7 @@ use process::ProcessFigures;
 
 use std::collections::HashSet;
 use std::fmt;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::Duration;
 
 use prometheus::core::Collector;
@@ -31,6 +31,27 @@ const DURATION_BUCKETS: &[f64] = &[
     0.001, 0.005, 0.025, 0.1, 0.5, 2.5, 10.0, 60.0, 300.0, 1800.0, 7200.0,
 ];
 
+/// Panics the panic hook caught since the process started: one count for
+/// the process, shown by every server's registry.
+static PANICS: LazyLock<IntCounter> = LazyLock::new(|| {
+    IntCounter::new(
+        "switchboard_panics_total",
+        "Panics caught since the process started (each also logged in one line); the process kept serving.",
+    )
+    .expect("valid metric")
+});
+
+/// Counts one panic in `switchboard_panics_total` (the panic hook's).
+pub(crate) fn count_panic() {
+    PANICS.inc();
+}
+
+/// The panics counted so far.
+#[cfg(test)]
+pub(crate) fn panics_counted() -> u64 {
+    PANICS.get()
+}
+
 /// Why a connection closed, as the `reason` label of
 /// `switchboard_connections_closed_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,7 +62,8 @@ pub(crate) enum CloseReason {
     Completed,
     /// The client said a farewell.
     Farewell,
-    /// The server asked it to finish (shutdown, or its listener removed).
+    /// The server asked it to finish (shutdown, or its listener removed),
+    /// or an HTTP connection's listener was reloaded with new settings.
     Shutdown,
     /// The client sent nothing, or read nothing, for the idle timeout.
     Idle,
@@ -55,13 +77,17 @@ pub(crate) enum CloseReason {
     Truncated,
     /// A socket or file error on the server's side.
     Error,
-    /// Still open when the shutdown grace ran out, and dropped.
+    /// A reload's access lists no longer admit its client: it was told
+    /// `ERR access denied` and closed.
+    Denied,
+    /// Still open when the shutdown grace ran out, or its task panicked,
+    /// and dropped (reset).
     Dropped,
 }
 
 impl CloseReason {
     /// Every reason, in label order.
-    pub(crate) const ALL: [CloseReason; 11] = [
+    pub(crate) const ALL: [CloseReason; 12] = [
         CloseReason::ClientClosed,
         CloseReason::Completed,
         CloseReason::Farewell,
@@ -72,6 +98,7 @@ impl CloseReason {
         CloseReason::Refused,
         CloseReason::Truncated,
         CloseReason::Error,
+        CloseReason::Denied,
         CloseReason::Dropped,
     ];
 
@@ -88,6 +115,7 @@ impl CloseReason {
             CloseReason::Refused => "refused",
             CloseReason::Truncated => "truncated",
             CloseReason::Error => "error",
+            CloseReason::Denied => "denied",
             CloseReason::Dropped => "dropped",
         }
     }
@@ -323,6 +351,7 @@ impl Metrics {
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
+        register(&registry, PANICS.clone());
         let process = ProcessFigures::register(&registry);
         Metrics {
             registry,

@@ -4,7 +4,7 @@
 //! connection from accept to close. A UDP listener's loop is `datagram`.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -21,7 +21,7 @@ use super::drain::Drain;
 use super::limit::ConnectionLimit;
 use crate::config::{Access, Datagrams, ListenerConfig, ProxyProtocol, Transport};
 use crate::conn::proxy_header::{self, Proxied};
-use crate::conn::{self, Connection};
+use crate::conn::{self, Connection, ReloadSignals};
 use crate::handler::{AnyHandler, BuildContext};
 use crate::history::Histories;
 use crate::metrics::{ListenerMetrics, Metrics};
@@ -45,7 +45,9 @@ pub struct BindError {
 
 /// What a listener's new connections get: its handler, their settings and
 /// the listener's counters. A reload swaps it; connections already open
-/// keep the one they started with.
+/// keep the one they started with, but are told that it was replaced
+/// (see [`follow_reloads`]): an HTTP connection takes no further request,
+/// and a client the new access lists deny is closed with `ERR access denied`.
 #[derive(Debug)]
 pub(crate) struct Route {
     pub(super) handler: AnyHandler,
@@ -326,7 +328,10 @@ impl Listener {
                 info!(after = ?since.elapsed(), "accepting again");
                 backoff = ACCEPT_BACKOFF_MIN;
             }
-            let route = route.borrow().clone();
+            // The route it is served with, marked seen in its own copy of
+            // the receiver: the connection follows the reloads after it.
+            let mut routes = route.clone();
+            let route = routes.borrow_and_update().clone();
             let proxy = route.proxy_protocol.as_ref();
             let via_proxy = proxy.is_some_and(|p| p.trusts(peer.ip()));
             let slot = if via_proxy {
@@ -373,7 +378,12 @@ impl Listener {
                 let Some((client, slot)) = admitted else {
                     return;
                 };
-                serve(stream, client, &route, finishing).await;
+                let source = Source {
+                    client: client.ip(),
+                    balancer: via_proxy.then(|| peer.ip()),
+                    checked: slot.is_some(),
+                };
+                serve(stream, client, &route, finishing, (routes, source)).await;
                 drop((permit, descriptors, slot));
             };
             drain.spawn(connection, span);
@@ -463,6 +473,52 @@ async fn admit_proxied(
     }
 }
 
+/// Who a connection's client is, as the access lists see it.
+#[derive(Debug, Clone, Copy)]
+struct Source {
+    /// The client: the socket's peer, or the address a PROXY header gave.
+    client: IpAddr,
+    /// The balancer it came through, if any (subject to `deny` only).
+    balancer: Option<IpAddr>,
+    /// False for a balancer's own connection (its health checks): `allow`
+    /// was not checked for it at accept, and is not after a reload.
+    checked: bool,
+}
+
+impl Source {
+    /// True when `access` lets this connection in, as the accept did.
+    fn admitted_by(&self, access: &Access) -> bool {
+        let balancer_denied = self.balancer.is_some_and(|b| access.denies(b));
+        let client_admitted = if self.checked {
+            access.admits(self.client)
+        } else {
+            !access.denies(self.client)
+        };
+        !balancer_denied && client_admitted
+    }
+}
+
+/// Follows the reloads of an open connection's listener: when its route
+/// is replaced, fires `signals.retired`, and `signals.denied` if the new
+/// access lists no longer admit `source`. Never returns: it ends when the
+/// connection does (a removed listener's connections are drained instead).
+async fn follow_reloads(
+    mut routes: watch::Receiver<Arc<Route>>,
+    source: Source,
+    signals: ReloadSignals,
+) -> std::convert::Infallible {
+    while routes.changed().await.is_ok() {
+        signals.retired.cancel();
+        let admitted = source.admitted_by(&routes.borrow_and_update().access);
+        if !admitted {
+            debug!("a reload denied this client's address");
+            signals.denied.cancel();
+            break;
+        }
+    }
+    std::future::pending().await
+}
+
 /// Probes between keepalive probes, at most, and how many unanswered probes
 /// end the connection: a vanished peer is noticed within `idle` + 30 s.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
@@ -481,8 +537,16 @@ fn keep_alive(stream: &TcpStream, idle: Duration) -> io::Result<()> {
     Ok(())
 }
 
-/// Runs one connection from open to close, with its log line and counts.
-async fn serve(stream: TcpStream, peer: SocketAddr, route: &Route, shutdown: CancellationToken) {
+/// Runs one connection from open to close, with its log line and counts,
+/// following the reloads of its listener (`reloads`: the route receiver and
+/// who the client is).
+async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    route: &Route,
+    shutdown: CancellationToken,
+    reloads: (watch::Receiver<Arc<Route>>, Source),
+) {
     let started = Instant::now();
     // Replies are small: they must not wait for Nagle and delayed ACKs.
     if let Err(e) = stream.set_nodelay(true) {
@@ -497,16 +561,25 @@ async fn serve(stream: TcpStream, peer: SocketAddr, route: &Route, shutdown: Can
     // does): at tens of thousands of connections a second a second line
     // would cost a fifth of the server's time.
     debug!("opened");
+    let signals = ReloadSignals::default();
     let mut conn = Connection::new(
         stream,
         peer,
         route.settings.clone(),
         shutdown,
         route.metrics.clone(),
-    );
-    let result = route.handler.serve(&mut conn).await;
+    )
+    .with_reload_signals(signals.clone());
+    let (routes, source) = reloads;
+    // The reloads first: a request that arrives with (or after) a reload
+    // must find the connection's signals already fired.
+    let result = tokio::select! {
+        biased;
+        never = follow_reloads(routes, source, signals) => match never {},
+        result = route.handler.serve(&mut conn) => result,
+    };
     if let Err(err) = &result {
-        if let Some((reply, reason)) = err.client_reply() {
+        if let Some((reply, reason)) = err.client_reply().filter(|_| !conn.reply_cut()) {
             route.metrics.error_reply(reason);
             let _ = conn.send_line(&reply).await;
         }

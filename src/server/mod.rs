@@ -139,8 +139,11 @@ impl ServerHandle {
     /// Applies `config` to the running server: new listeners are bound and
     /// served, removed ones stop accepting and their connections are asked
     /// to finish (and dropped after the grace period), changed settings
-    /// apply to new connections, and open connections of kept listeners are
-    /// not touched. If any new address cannot be bound, nothing changes.
+    /// apply to new connections, and the open connections of a changed
+    /// listener keep their settings, except that an HTTP connection takes
+    /// no further request and a client the new access lists deny is told
+    /// `ERR access denied` and closed. If any new address cannot be bound,
+    /// nothing changes.
     pub async fn reload(&self, config: Config) -> Result<ReloadSummary, ReloadError> {
         let (reply, answer) = oneshot::channel();
         self.requests

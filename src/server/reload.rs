@@ -19,7 +19,8 @@ pub struct ReloadSummary {
     /// Listeners gone from the config: no longer accepting, their
     /// connections asked to finish.
     pub removed: Vec<String>,
-    /// Listeners whose settings changed; new connections get the new ones.
+    /// Listeners whose settings changed; new connections get the new ones
+    /// (open ones: see `ServerHandle::reload`).
     pub changed: Vec<String>,
     /// Listeners moved to a new address (their open connections stay).
     pub rebound: Vec<String>,
@@ -82,6 +83,10 @@ pub enum ReloadError {
     /// The server is shutting down.
     #[error("the server is shutting down")]
     Stopped,
+    /// Opening the histories panicked (a bug; the panic's line is in the
+    /// log): nothing changed, and the server serves on.
+    #[error("opening the histories panicked (see the panic's log line); nothing changed")]
+    Panicked,
 }
 
 /// What the plan needs to know of a running listener.

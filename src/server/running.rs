@@ -299,7 +299,8 @@ impl RunState {
         .await;
         let histories = match opened {
             Ok(histories) => histories?,
-            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            // Logged and counted by the panic hook; the server serves on.
+            Err(e) if e.is_panic() => return Err(ReloadError::Panicked),
             Err(_) => return Err(ReloadError::Stopped),
         };
         let running: Vec<Running<'_>> = (self.running.iter())

@@ -2,11 +2,11 @@
 //! arrive within `first_message_timeout` of the connect, and a message must
 //! be complete within `message_timeout` of its first byte, however the
 //! bytes are dripped. The idle timeout still lets a chat pause between
-//! messages.
+//! messages. A reply cut by a deadline ends in a reset, never a clean end.
 
 use std::time::{Duration, Instant};
 
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::common::{TestServer, connect, connect_lines, listener, read_line, read_to_end};
 
@@ -79,5 +79,42 @@ async fn a_chat_may_pause_between_messages_longer_than_the_message_timeout() {
         // Longer than both deadlines, shorter than the idle timeout (5 min).
         tokio::time::sleep(Duration::from_millis(700)).await;
     }
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_download_whose_reader_stalls_past_the_idle_timeout_ends_in_a_reset() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let file: Vec<u8> = (0..64u32 << 20).map(|i| (i % 251) as u8).collect();
+    std::fs::write(root.path().join("big.bin"), file).expect("write");
+    let server = TestServer::start(&listener(
+        "files",
+        "download",
+        &format!(
+            "root = '{}'\nidle_timeout = \"500ms\"\nmin_send_rate = 0",
+            root.path().display()
+        ),
+    ));
+    let mut conn = connect(server.addr("files")).await;
+    conn.write_all(b"big.bin\n").await.expect("send");
+    let mut first = [0u8; 1024];
+    tokio::time::timeout(crate::common::LIMIT, conn.read_exact(&mut first))
+        .await
+        .expect("no data in time")
+        .expect("read");
+    // The client stops reading: the send stalls, and the idle timeout ends
+    // it. What sits in the buffers is then read, and must end in a reset.
+    let deadline = Instant::now() + crate::common::LIMIT;
+    while server.handle().status().connections > 0 {
+        assert!(Instant::now() < deadline, "the stalled send was not ended");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut rest = Vec::new();
+    let end = tokio::time::timeout(crate::common::LIMIT, conn.read_to_end(&mut rest))
+        .await
+        .expect("the server neither finished nor reset");
+    let error = end.expect_err("a stalled download ended like a whole file");
+    assert_eq!(error.kind(), std::io::ErrorKind::ConnectionReset, "{error}");
+    assert!(rest.len() + first.len() < 64 << 20);
     server.shutdown().await;
 }

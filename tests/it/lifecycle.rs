@@ -303,3 +303,85 @@ async fn accepted_sockets_have_tcp_keepalive_unless_it_is_off() {
     drop(timers);
     server.shutdown().await;
 }
+
+/// Reads what is left of `stream` (bounded in time): the bytes, and how it
+/// ended (`Ok`: a clean end, FIN; `Err`: the error, such as a reset).
+async fn read_rest(stream: &mut tokio::net::TcpStream) -> (Vec<u8>, std::io::Result<usize>) {
+    let mut rest = Vec::new();
+    let end = timeout(LIMIT, stream.read_to_end(&mut rest))
+        .await
+        .expect("the connection neither ended nor was reset");
+    (rest, end)
+}
+
+/// A server whose shutdown grace is 300 ms, serving a 64 MiB file, and a
+/// client (from `127.0.0.N`) that sent `request` and read its first KiB,
+/// then stops reading: the download cannot finish within the grace.
+async fn stalled_download(
+    n: u8,
+    request: &[u8],
+) -> (tempfile::TempDir, TestServer, tokio::net::TcpStream) {
+    let dir = tempfile::tempdir().unwrap();
+    big_file(&dir, 64 << 20);
+    let toml = format!(
+        "[server]\nshutdown_grace = \"300ms\"\n{}",
+        download_listener(&dir, "min_send_rate = 0")
+    );
+    let server = TestServer::start(&toml);
+    let mut stalled = crate::common::connect_from(n, server.addr("files")).await;
+    stalled.write_all(request).await.unwrap();
+    let mut some = [0u8; 1024];
+    timeout(LIMIT, stalled.read_exact(&mut some))
+        .await
+        .unwrap()
+        .unwrap();
+    (dir, server, stalled)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_raw_download_cut_by_the_shutdown_grace_ends_in_a_reset_not_a_clean_end() {
+    let (_dir, server, mut stalled) = stalled_download(21, b"big.bin\n").await;
+    assert_eq!(server.shutdown().await.abandoned, 1);
+    // The raw protocol has no length: only the reset tells the client that
+    // the file is not whole.
+    let (rest, end) = read_rest(&mut stalled).await;
+    let error = end.expect_err("a download cut by the grace ended like a whole file");
+    assert_eq!(error.kind(), std::io::ErrorKind::ConnectionReset, "{error}");
+    assert!(rest.len() < 64 << 20);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_body_cut_by_the_shutdown_grace_ends_in_a_reset() {
+    let (_dir, server, mut stalled) =
+        stalled_download(22, b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert_eq!(server.shutdown().await.abandoned, 1);
+    let (_, end) = read_rest(&mut stalled).await;
+    let error = end.expect_err("an HTTP body cut by the grace ended with FIN");
+    assert_eq!(error.kind(), std::io::ErrorKind::ConnectionReset, "{error}");
+}
+
+#[tokio::test]
+async fn a_whole_reply_still_ends_cleanly_even_with_unread_input_behind_it() {
+    let dir = tempfile::tempdir().unwrap();
+    big_file(&dir, 1 << 20);
+    let server = TestServer::start(&download_listener(&dir, ""));
+    // Input the server never reads follows the request: the close drains
+    // it, so the kernel does not answer it with RST.
+    let mut stream = connect(server.addr("files")).await;
+    let mut request = b"big.bin\n".to_vec();
+    request.extend_from_slice(&[b'x'; 4096]);
+    stream.write_all(&request).await.unwrap();
+    let (got, end) = read_rest(&mut stream).await;
+    assert_eq!(end.expect("a whole file ends with FIN"), 1 << 20);
+    assert!(got.iter().enumerate().all(|(i, b)| *b == (i % 251) as u8));
+    // And over HTTP, with the connection closed after the response.
+    let mut stream = connect(server.addr("files")).await;
+    stream
+        .write_all(b"GET /big.bin HTTP/1.1\r\nConnection: close\r\n\r\nunread")
+        .await
+        .unwrap();
+    let (got, end) = read_rest(&mut stream).await;
+    end.expect("a whole HTTP response ends with FIN");
+    assert!(got.len() > 1 << 20 && got.starts_with(b"HTTP/1.1 200"));
+    server.shutdown().await;
+}

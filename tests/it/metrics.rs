@@ -264,6 +264,13 @@ async fn netcat_gets_the_bare_text_and_http_gets_statuses() {
         let text = String::from_utf8(read_to_end(&mut conn).await).expect("UTF-8");
         assert!(text.starts_with("# HELP "), "{text}");
         assert!(text.contains("\nswitchboard_build_info{"), "{text}");
+        // Process-wide: no labels, and none in this process so far.
+        assert!(
+            text.contains(
+                "\n# TYPE switchboard_panics_total counter\nswitchboard_panics_total 0\n"
+            ),
+            "{text}"
+        );
     }
 
     let (head, body) = get(addr, "GET /metrics HTTP/1.0\r\n\r\n").await;

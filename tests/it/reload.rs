@@ -1,14 +1,20 @@
 //! Reloading a running server (what SIGHUP does, through `ServerHandle`):
 //! listeners added, removed, changed and moved, while open connections of
 //! the listeners that stay are kept; a reload that cannot bind changes
-//! nothing; the random-bot's history survives.
+//! nothing; the random-bot's history survives. A reload reaches the open
+//! connections of a changed listener at their next request: HTTP
+//! keep-alive takes no further request, and a client the new access lists
+//! deny is told `ERR access denied` and closed.
 
 use std::net::TcpListener as StdListener;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use tokio::io::BufReader;
+
 use crate::common::{
-    TestServer, ask, connect, connect_lines, listener, private_listener, read_to_end,
+    LIMIT, TestServer, ask, connect, connect_from, connect_lines, listener, private_listener,
+    read_line, read_to_end,
 };
 
 /// Sends a line on an echo connection and checks it comes back.
@@ -232,5 +238,228 @@ async fn a_new_listener_on_a_removed_listeners_address_takes_its_socket_over() {
     assert!(read_to_end(&mut open).await.is_empty());
     let mut bot = connect_lines(server.addr("new")).await;
     assert_eq!(ask(&mut bot, "ping\n").await, "pong");
+    server.shutdown().await;
+}
+
+/// One HTTP/1.1 keep-alive GET of `path` on `conn`; the response head and
+/// body (read by its Content-Length).
+async fn keep_alive_get(
+    conn: &mut BufReader<tokio::net::TcpStream>,
+    path: &str,
+) -> (String, Vec<u8>) {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+    conn.get_mut()
+        .write_all(request.as_bytes())
+        .await
+        .expect("send");
+    let mut head = String::new();
+    loop {
+        let line = read_line(conn).await;
+        if line.trim_end().is_empty() {
+            break;
+        }
+        head.push_str(&line);
+        head.push('\n');
+    }
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("Content-Length: "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no Content-Length in {head}"));
+    let mut body = vec![0u8; len];
+    tokio::time::timeout(LIMIT, conn.read_exact(&mut body))
+        .await
+        .expect("no body in time")
+        .expect("body");
+    (head, body)
+}
+
+#[tokio::test]
+async fn an_open_keep_alive_connection_gets_no_file_the_reload_took_away() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("public")).expect("mkdir");
+    std::fs::write(dir.path().join("public").join("open.txt"), b"open").expect("write");
+    std::fs::write(dir.path().join("secret.txt"), b"secret").expect("write");
+    let files = |root: &std::path::Path, extra: &str| {
+        private_listener(
+            18,
+            "files",
+            "download",
+            &format!("root = '{}'\n{extra}", root.display()),
+        )
+    };
+    let mut server = TestServer::start(&files(dir.path(), ""));
+    let addr = server.addr("files");
+    let mut denied = BufReader::new(connect_from(2, addr).await);
+    let mut allowed = BufReader::new(connect_from(3, addr).await);
+    for conn in [&mut denied, &mut allowed] {
+        let (head, body) = keep_alive_get(conn, "/secret.txt").await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert_eq!(body, b"secret");
+    }
+    // The root narrows to public/, and 127.0.0.2 is denied.
+    let summary = server
+        .reload(&files(&dir.path().join("public"), "deny = [\"127.0.0.2\"]"))
+        .await
+        .expect("reload");
+    assert_eq!(summary.changed, ["files"]);
+    // Both open connections take no further request: asked again for the
+    // old file, neither gets it (the connection was closed).
+    for conn in [&mut denied, &mut allowed] {
+        let _ = conn
+            .get_mut()
+            .write_all(b"GET /secret.txt HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await;
+        let mut rest = Vec::new();
+        let _ = tokio::time::timeout(LIMIT, conn.read_to_end(&mut rest))
+            .await
+            .expect("the connection stayed open after the reload");
+        let rest = String::from_utf8_lossy(&rest);
+        assert!(
+            !rest.contains("200 OK") && !rest.contains("secret"),
+            "{rest}"
+        );
+    }
+    // A new connection from the allowed client gets the new rules.
+    let mut fresh = BufReader::new(connect_from(3, addr).await);
+    let (head, body) = keep_alive_get(&mut fresh, "/open.txt").await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(body, b"open");
+    let (head, _) = keep_alive_get(&mut fresh, "/secret.txt").await;
+    assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_client_the_reload_denies_is_told_so_and_closed_while_others_chat_on() {
+    let bots = |extra: &str| {
+        [
+            private_listener(
+                19,
+                "kw",
+                "keyword-bot",
+                &format!("{extra}\n[[listener.rules]]\nkeywords = [\"ping\"]\nreply = \"pong\"\n"),
+            ),
+            private_listener(19, "rb", "random-bot", extra),
+            private_listener(19, "echo", "echo", extra),
+            private_listener(19, "metrics", "metrics", ""),
+        ]
+        .concat()
+    };
+    let mut server = TestServer::start(&bots(""));
+    let mut open = Vec::new();
+    for name in ["kw", "rb", "echo"] {
+        let addr = server.addr(name);
+        let mut denied = BufReader::new(connect_from(2, addr).await);
+        let mut allowed = BufReader::new(connect_from(3, addr).await);
+        ask(&mut denied, "ping\n").await;
+        ask(&mut allowed, "ping\n").await;
+        open.push((name, denied, allowed));
+    }
+    server
+        .reload(&bots("deny = [\"127.0.0.2/32\"]"))
+        .await
+        .expect("reload");
+    for (name, denied, allowed) in &mut open {
+        // Told once, without asking anything, and closed.
+        let mut rest = Vec::new();
+        tokio::time::timeout(LIMIT, denied.read_to_end(&mut rest))
+            .await
+            .expect("the denied client is still connected")
+            .expect("read");
+        assert_eq!(rest, b"ERR access denied\n", "{name}");
+        // The client that stays allowed chats on.
+        let reply = ask(allowed, "ping\n").await;
+        assert!(!reply.starts_with("ERR"), "{name}: {reply}");
+    }
+    drop(open);
+    // Counted once every connection has closed.
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    while server.handle().status().connections > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "connections did not close"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let metrics = crate::metrics::scrape(server.addr("metrics")).await;
+    for (name, handler) in [
+        ("kw", "keyword-bot"),
+        ("rb", "random-bot"),
+        ("echo", "echo"),
+    ] {
+        let figure =
+            |family: &str, more: &str| crate::metrics::of(&metrics, family, handler, name, more);
+        assert_eq!(
+            figure(
+                "switchboard_error_replies_total",
+                ",reason=\"access denied\""
+            ),
+            1.0,
+            "{name}"
+        );
+        let closed = |reason: &str| {
+            figure(
+                "switchboard_connections_closed_total",
+                &format!(",reason=\"{reason}\""),
+            )
+        };
+        assert_eq!(
+            (closed("denied"), closed("client_closed")),
+            (1.0, 1.0),
+            "{name}"
+        );
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_response_in_flight_during_a_reload_completes_then_the_connection_closes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data: Vec<u8> = (0..8u32 << 20).map(|i| (i % 251) as u8).collect();
+    std::fs::write(dir.path().join("big.bin"), &data).expect("write");
+    let files = |extra: &str| {
+        listener(
+            "files",
+            "download",
+            &format!("root = '{}'\n{extra}", dir.path().display()),
+        )
+    };
+    let mut server = TestServer::start(&files(""));
+    let mut conn = BufReader::new(connect(server.addr("files")).await);
+    conn.get_mut()
+        .write_all(b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("send");
+    let mut head = String::new();
+    loop {
+        let line = read_line(&mut conn).await;
+        if line.trim_end().is_empty() {
+            break;
+        }
+        head.push_str(&line);
+    }
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let mut first = vec![0u8; 1 << 20];
+    tokio::time::timeout(LIMIT, conn.read_exact(&mut first))
+        .await
+        .expect("no body in time")
+        .expect("body");
+    // A change to the listener while most of the body is still to come.
+    server
+        .reload(&files("chunk_size = 32768"))
+        .await
+        .expect("reload");
+    let mut rest = Vec::new();
+    tokio::time::timeout(LIMIT, conn.read_to_end(&mut rest))
+        .await
+        .expect("the connection stayed open after its response")
+        .expect("the response was cut, not completed");
+    first.extend_from_slice(&rest);
+    assert!(
+        first == data,
+        "the body is not the file: {} bytes",
+        first.len()
+    );
     server.shutdown().await;
 }

@@ -602,6 +602,17 @@ async fn read_head<S: Io>(
     let limit = conn.settings().message_timeout;
     let mut deadline = (!buf.is_empty()).then(|| Instant::now() + limit);
     loop {
+        // A reload replaced the listener's settings: they apply to new
+        // connections, so this one takes no further request. Idle, it
+        // closes (the client retries on a new connection); a request
+        // already (partly) read is answered 503 before the close.
+        if conn.route_retired() {
+            return Ok(if buf.is_empty() {
+                HeadRead::Shutdown
+            } else {
+                HeadRead::Refused(UNAVAILABLE)
+            });
+        }
         if !buf.is_empty() {
             match parse_head(buf) {
                 Ok(Some((request, len))) => {
@@ -622,7 +633,10 @@ async fn read_head<S: Io>(
                 Ok(read) => read,
                 Err(_) => return Ok(HeadRead::Refused(REQUEST_TIMEOUT)),
             },
-            None => conn.read_chunk(buf).await,
+            None => match conn.read_chunk_until_retired(buf).await {
+                Some(read) => read,
+                None => continue,
+            },
         };
         match read {
             Ok(Incoming::Data(_)) => {
