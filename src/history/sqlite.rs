@@ -172,6 +172,18 @@ impl OpenFile {
         }
     }
 
+    /// Closes a file deleted or replaced under it. SQLite leaves the log
+    /// of a moved file where it was, and the next database opened at the
+    /// path would read it as its own: the log is emptied into the old
+    /// file first (through the descriptor it has open, so a log someone
+    /// else put at the path is left alone).
+    fn let_go(self) {
+        let _ = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+        self.close();
+    }
+
     /// Closes the connection, then lets go of the lock.
     fn close(self) {
         let OpenFile { conn, lock, .. } = self;
@@ -197,10 +209,8 @@ impl Writer {
     fn file(&mut self) -> Result<&mut OpenFile, Failure> {
         let moved = self.file.as_ref().and_then(|file| file.moved(&self.path));
         if let Some(what) = moved {
-            // The old file's log goes into it, and its `-wal` and `-shm`
-            // names are freed for the new file.
             if let Some(old) = self.file.take() {
-                old.close();
+                old.let_go();
             }
             match OpenFile::open(&self.path, self.sync) {
                 Ok(file) => {
@@ -760,5 +770,112 @@ mod tests {
             .unwrap();
         assert_eq!(pick, Bytes::from_static(b"again"));
         assert_eq!(count(&reader).unwrap(), 1);
+    }
+
+    fn how_long(timeout: Duration) -> Recording {
+        Recording {
+            timeout,
+            ..how(100, 1 << 20)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_message_past_its_deadline_is_unknown_once_taken_and_not_stored_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.db");
+        let history = SqliteHistory::open(&path, SqliteSync::Normal).unwrap();
+        history
+            .record_and_pick(Bytes::from_static(b"first"), how(100, 1 << 20))
+            .await
+            .unwrap();
+        // Another connection holds the write lock: the writer's next
+        // commit waits for it (its busy timeout), past the messages'
+        // deadlines.
+        let blocker = Connection::open(&path).unwrap();
+        blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let taken = history.record_and_pick(
+            Bytes::from_static(b"taken"),
+            how_long(Duration::from_millis(800)),
+        );
+        let behind = async {
+            // Queued once the writer has taken the first into its commit
+            // (a wait: nothing outside the writer shows when it has).
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            history
+                .record_and_pick(
+                    Bytes::from_static(b"behind"),
+                    how_long(Duration::from_millis(100)),
+                )
+                .await
+        };
+        let (taken, behind) = tokio::join!(taken, behind);
+        assert!(matches!(taken, Err(Failure::Unknown(_))), "{taken:?}");
+        assert!(matches!(behind, Err(Failure::NotStored(_))), "{behind:?}");
+        blocker.execute_batch("COMMIT").unwrap();
+        // The lock gone, the commit the writer had begun completes: the
+        // message told "timeout" is stored, the one told "unavailable" not.
+        let pick = history
+            .record_and_pick(Bytes::from_static(b"after"), how(100, 1 << 20))
+            .await
+            .unwrap();
+        assert!(!pick.is_empty());
+        let reader = open_reader(&path).unwrap().unwrap();
+        assert_eq!(
+            tail(&reader, 10).unwrap(),
+            [b"first".to_vec(), b"taken".to_vec(), b"after".to_vec()]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_deleted_or_replaced_file_is_found_at_the_next_batch_and_the_path_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.db");
+        let history = SqliteHistory::open(&path, SqliteSync::Normal).unwrap();
+        let record = |text: &'static str| {
+            history.record_and_pick(Bytes::from_static(text.as_bytes()), how(100, 1 << 20))
+        };
+        for text in ["a", "b", "c"] {
+            record(text).await.unwrap();
+        }
+        std::fs::remove_file(&path).unwrap();
+        record("d").await.unwrap();
+        record("e").await.unwrap();
+        let reader = open_reader(&path).unwrap().unwrap();
+        assert_eq!(tail(&reader, 10).unwrap(), [b"d".to_vec(), b"e".to_vec()]);
+        drop(reader);
+
+        // Replaced: another history file renamed over the path is taken
+        // as it is, and goes on from its messages.
+        let other = dir.path().join("other.db");
+        {
+            let conn = open_writer(&other, SqliteSync::Normal).unwrap();
+            conn.execute("INSERT INTO messages (id, body) VALUES (7, x'78')", [])
+                .unwrap();
+        }
+        std::fs::rename(&other, &path).unwrap();
+        record("f").await.unwrap();
+        let reader = open_reader(&path).unwrap().unwrap();
+        assert_eq!(tail(&reader, 10).unwrap(), [b"x".to_vec(), b"f".to_vec()]);
+        drop(reader);
+
+        // A path that cannot be a file: each message is refused (not
+        // stored) until it can, tried again once a second.
+        std::fs::remove_file(&path).unwrap();
+        std::fs::create_dir(&path).unwrap();
+        let refused = record("g").await.unwrap_err();
+        assert!(matches!(refused, Failure::NotStored(_)), "{refused:?}");
+        std::fs::remove_dir(&path).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match record("h").await {
+                Ok(_) => break,
+                Err(Failure::NotStored(_)) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("not open again in time: {e:?}"),
+            }
+        }
+        let reader = open_reader(&path).unwrap().unwrap();
+        assert_eq!(tail(&reader, 10).unwrap(), [b"h".to_vec()]);
     }
 }
