@@ -272,7 +272,10 @@ mod tests {
                 "unix:///run/redis.sock?pass=s3cret&db=1",
                 "unix:///run/redis.sock?pass=***&db=1",
             ),
-            ("unix:/run/redis.sock?pass=s3cret", "unix:/run/redis.sock?pass=***"),
+            (
+                "unix:/run/redis.sock?pass=s3cret",
+                "unix:/run/redis.sock?pass=***",
+            ),
             (
                 "valkey+unix:///run/v.sock?PASS=s3cret",
                 "valkey+unix:///run/v.sock?PASS=***",
@@ -333,7 +336,10 @@ mod tests {
             !scrubbed.contains("p@ss") && !scrubbed.contains("p%40ss"),
             "{scrubbed}"
         );
-        assert!(scrubbed.contains("redis://app:***@127.0.0.1:1/0"), "{scrubbed}");
+        assert!(
+            scrubbed.contains("redis://app:***@127.0.0.1:1/0"),
+            "{scrubbed}"
+        );
         let unix = RedisUrl::parse("redis+unix:///x.sock?pass=s3+cret&db=1").unwrap();
         let scrubbed = unix.scrub("auth with 's3 cret' and s3+cret failed");
         assert_eq!(scrubbed, "auth with '***' and *** failed");

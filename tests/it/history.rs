@@ -676,7 +676,10 @@ fn the_history_command_says_what_it_cannot_read() {
 
 /// Sends one datagram to `addr` and returns the reply, within [`LIMIT`].
 async fn ask_udp(socket: &tokio::net::UdpSocket, addr: SocketAddr, message: &str) -> String {
-    socket.send_to(message.as_bytes(), addr).await.expect("send");
+    socket
+        .send_to(message.as_bytes(), addr)
+        .await
+        .expect("send");
     let mut buf = vec![0u8; 2048];
     let (n, _) = tokio::time::timeout(LIMIT, socket.recv_from(&mut buf))
         .await
@@ -689,7 +692,8 @@ async fn ask_udp(socket: &tokio::net::UdpSocket, addr: SocketAddr, message: &str
 /// with the file open might) until dropped: the daemon's writer waits.
 fn hold_write_lock(db: &Path) -> rusqlite::Connection {
     let conn = rusqlite::Connection::open(db).expect("open the history file");
-    conn.execute_batch("BEGIN IMMEDIATE").expect("take the write lock");
+    conn.execute_batch("BEGIN IMMEDIATE")
+        .expect("take the write lock");
     conn
 }
 
@@ -791,7 +795,10 @@ async fn a_sqlite_file_deleted_while_clients_chat_is_made_again_at_its_path_with
         "after-0\nafter-1\nafter-2\nafter-3\n"
     );
     let line = daemon.wait_for_log("history file was deleted");
-    assert!(line.contains("ERROR") && line.contains("history.db"), "{line}");
+    assert!(
+        line.contains("ERROR") && line.contains("history.db"),
+        "{line}"
+    );
     drop(conn);
     daemon.signal("TERM");
     assert!(daemon.wait_exit(LIMIT).success());
@@ -919,7 +926,13 @@ async fn the_outage_log_shows_no_redis_password_in_any_form_of_url() {
         "unix:///nonexistent/redis.sock?db=1&pass=pw%26five".to_owned(),
     ];
     let passwords = [
-        "pw-one", "pw-two", "pw%40three", "pw@three", "pw-four", "pw%26five", "pw&five",
+        "pw-one",
+        "pw-two",
+        "pw%40three",
+        "pw@three",
+        "pw-four",
+        "pw%26five",
+        "pw&five",
     ];
     let mut text = String::new();
     for (i, url) in urls.iter().enumerate() {
@@ -931,9 +944,9 @@ async fn the_outage_log_shows_no_redis_password_in_any_form_of_url() {
     let config = dir.path().join("switchboard.toml");
     fs::write(&config, text).expect("write config");
     let mut daemon = Daemon::start(&config);
-    for i in 0..urls.len() {
+    for (i, url) in urls.iter().enumerate() {
         let replies = chat(daemon.addr(&format!("bot{i}")), &messages("m", 1)).await;
-        assert_eq!(replies, ["ERR history unavailable"], "{}", urls[i]);
+        assert_eq!(replies, ["ERR history unavailable"], "{url}");
     }
     for _ in 0..urls.len() {
         daemon.wait_for_log("history unavailable:");
@@ -941,7 +954,14 @@ async fn the_outage_log_shows_no_redis_password_in_any_form_of_url() {
     daemon.signal("TERM");
     assert!(daemon.wait_exit(LIMIT).success());
     let log = daemon.log_now().join("\n");
-    assert_eq!(log.matches("history unavailable:").count(), urls.len(), "{log}");
-    assert!(log.contains("redis+unix:///nonexistent/redis.sock?pass=***"), "{log}");
+    assert_eq!(
+        log.matches("history unavailable:").count(),
+        urls.len(),
+        "{log}"
+    );
+    assert!(
+        log.contains("redis+unix:///nonexistent/redis.sock?pass=***"),
+        "{log}"
+    );
     assert_no_password(&log, &passwords);
 }
