@@ -194,12 +194,14 @@ pub(crate) fn all_sent<'a>(replies: &[String], sent: impl IntoIterator<Item = &'
 }
 
 /// Sends `message` on `conn` every 100 ms while the answer is `ERR history
-/// unavailable` (for [`LIMIT`] at most); returns the first other answer.
+/// unavailable` or `ERR history timeout` (for [`LIMIT`] at most); returns
+/// the first other answer.
 pub(crate) async fn ask_until_served(conn: &mut BufReader<TcpStream>, message: &str) -> String {
     let deadline = Instant::now() + LIMIT;
     loop {
         let reply = ask(conn, &format!("{message}\n")).await;
-        if reply != "ERR history unavailable" || Instant::now() > deadline {
+        let failed = reply == "ERR history unavailable" || reply == "ERR history timeout";
+        if !failed || Instant::now() > deadline {
             return reply;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
