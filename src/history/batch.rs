@@ -68,7 +68,7 @@ pub(super) async fn submit(
 ) -> Result<Bytes, Failure> {
     let timeout = how.timeout;
     let deadline = tokio::time::Instant::now() + timeout;
-    let (reply, picked) = oneshot::channel();
+    let (reply, mut picked) = oneshot::channel();
     let state = Arc::new(AtomicU8::new(QUEUED));
     let job = Job {
         message,
@@ -85,8 +85,12 @@ pub(super) async fn submit(
             )));
         }
     }
-    let answer = tokio::time::timeout_at(deadline, picked).await;
+    let answer = tokio::time::timeout_at(deadline, &mut picked).await;
     if let Ok(Ok(result)) = answer {
+        return result;
+    }
+    // An answer that came with the deadline is still the answer.
+    if let Ok(result) = picked.try_recv() {
         return result;
     }
     // No answer: the message is unrecorded if the backend had not taken
@@ -191,5 +195,52 @@ pub(super) fn answers(batch: Vec<Job>, picked: Result<Vec<Bytes>, Failure>) -> A
 pub(super) fn deliver(answers: Answers) {
     for (reply, answer) in answers {
         let _ = reply.send(answer);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::super::SqliteSync;
+    use super::*;
+
+    fn how() -> Recording {
+        Recording {
+            limits: Limits {
+                messages: 10,
+                bytes: 1 << 20,
+            },
+            timeout: Duration::from_secs(1),
+            sync: SqliteSync::Normal,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_deadline_before_the_claim_is_not_stored_and_after_it_unknown() {
+        let (queue, mut queued) = queue();
+        // Nobody takes it: not stored, and left out of the next batch.
+        let untaken = submit(&queue, Bytes::from_static(b"a"), how(), "test").await;
+        assert!(matches!(untaken, Err(Failure::NotStored(_))), "{untaken:?}");
+        let taken = tokio::spawn({
+            let queue = queue.clone();
+            async move { submit(&queue, Bytes::from_static(b"b"), how(), "test").await }
+        });
+        let mut batch = next(&mut queued, 8).await.expect("a batch");
+        claim(&mut batch);
+        let texts: Vec<&[u8]> = batch.iter().map(|job| &job.message[..]).collect();
+        assert_eq!(texts, [b"b"], "the abandoned message is left out");
+        // Claimed, then no answer in time: unknown.
+        let taken = taken.await.unwrap();
+        assert!(matches!(taken, Err(Failure::Unknown(_))), "{taken:?}");
+        // Claimed and answered: the pick.
+        let answered = tokio::spawn({
+            let queue = queue.clone();
+            async move { submit(&queue, Bytes::from_static(b"c"), how(), "test").await }
+        });
+        let mut batch = next(&mut queued, 8).await.expect("a batch");
+        claim(&mut batch);
+        deliver(answers(batch, Ok(vec![Bytes::from_static(b"pick")])));
+        assert_eq!(answered.await.unwrap(), Ok(Bytes::from_static(b"pick")));
     }
 }
