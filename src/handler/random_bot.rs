@@ -5,7 +5,8 @@
 //! in bytes; the oldest entries go first. Where it is kept (memory, SQLite,
 //! Redis) is its `[listener.history]` table (see `crate::history`); when
 //! that backend cannot answer, the client gets `ERR history unavailable`
-//! for that message and the chat goes on.
+//! (the message is not stored) or `ERR history timeout` (it may be) for
+//! that message, and the chat goes on.
 
 use std::sync::Arc;
 
@@ -18,7 +19,7 @@ use super::probe::{Probe, ProbeContext, Verdict, line_then_close, shown};
 use super::template::{Template, TemplateContext, TimeFormat};
 use super::{BuildContext, DatagramSource, Ended, Handler, HandlerError, Invalid};
 use crate::conn::{Connection, Io};
-use crate::history::{ENTRY_OVERHEAD, History, HistoryConfig, Limits, Recording, Unavailable};
+use crate::history::{ENTRY_OVERHEAD, History, HistoryConfig, HistoryError, Limits, Recording};
 
 /// History length, in messages, by default.
 const HISTORY_LIMIT: usize = 10_000;
@@ -28,8 +29,11 @@ const MAX_HISTORY_LIMIT: usize = 1_000_000;
 const MAX_HISTORY_BYTES: usize = 1 << 30;
 /// History size, in bytes of message text, by default.
 const HISTORY_BYTES: usize = 8 * 1024 * 1024;
-/// The `ERR` reply to a message the history could not take.
+/// The `ERR` reply to a message the history did not store.
 const HISTORY_UNAVAILABLE: &str = "history unavailable";
+/// The `ERR` reply to a message the history took and did not confirm in
+/// time: it may be stored, and served to others.
+const HISTORY_TIMEOUT: &str = "history timeout";
 /// Messages that end a chat by default (the seed's).
 const FAREWELL: &[&str] = &["bye"];
 
@@ -97,7 +101,8 @@ impl Bot for RandomBot {
         let message = Bytes::copy_from_slice(message);
         match self.history.record_and_pick(message, self.recording).await {
             Ok(pick) => Answer::Bytes(pick.to_vec()),
-            Err(Unavailable) => Answer::Error(HISTORY_UNAVAILABLE),
+            Err(HistoryError::Unavailable) => Answer::Error(HISTORY_UNAVAILABLE),
+            Err(HistoryError::Timeout) => Answer::Error(HISTORY_TIMEOUT),
         }
     }
 

@@ -53,7 +53,8 @@ pub struct HistoryConfig {
     /// sqlite: what a commit waits for, `normal` (the default: survives
     /// the process) or `full` (survives a power loss).
     pub sync: Option<SqliteSync>,
-    /// redis: `redis://[user:password@]host:port/db`.
+    /// redis: `redis://[user:password@]host:port/db` or
+    /// `redis+unix:///path?pass=password`; shown with `***` for the password.
     pub url: Option<RedisUrl>,
     /// redis: the key (default `switchboard:LISTENER`).
     pub key: Option<String>,
@@ -62,7 +63,9 @@ pub struct HistoryConfig {
     /// such as a TCP and a UDP random-bot.
     pub name: Option<String>,
     /// sqlite and redis: how long one message may wait for the history
-    /// (default 1s); past it the client gets `ERR history unavailable`.
+    /// (default 1s); past it the client gets `ERR history unavailable` if
+    /// the backend had not taken the message yet (not stored), or `ERR
+    /// history timeout` if it had (it may be stored).
     #[serde(default, with = "humantime_serde::option")]
     pub timeout: Option<Duration>,
 }

@@ -3,8 +3,9 @@
 //! across restarts and crashes; one process per file), or in Redis (shared
 //! by every process pointed at the same key). Every backend keeps the
 //! listener's two limits, messages and bytes, and answers "record this
-//! message and give me a random one"; a backend that cannot answer is
-//! [`Unavailable`], logged once per outage.
+//! message and give me a random one"; a backend that cannot answer gives a
+//! [`HistoryError`] that says whether the message is known not to be
+//! stored, or may be, logged once per outage.
 //!
 //! Histories are opened before the handlers that use them are built, by a
 //! server's [`Registry`], at start and at each reload, where an error can
@@ -18,6 +19,7 @@ mod config;
 mod inspect;
 mod memory;
 mod redis;
+mod redis_url;
 mod registry;
 mod sqlite;
 
@@ -32,7 +34,7 @@ pub use config::{Backend, HistoryConfig, Mistake};
 pub use inspect::{Inspect, Inspected, inspect};
 use memory::MemoryHistory;
 use redis::RedisHistory;
-pub use redis::RedisUrl;
+pub use redis_url::RedisUrl;
 pub use registry::HistoryOpenError;
 pub(crate) use registry::{Histories, Registry};
 use sqlite::SqliteHistory;
@@ -62,10 +64,42 @@ pub(crate) struct Recording {
     pub sync: SqliteSync,
 }
 
-/// The history could not answer; the client gets `ERR history unavailable`.
+/// Why a history did not answer a message, as the client is told.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("history unavailable")]
-pub(crate) struct Unavailable;
+pub(crate) enum HistoryError {
+    /// The message is known not to be stored: the queue stayed full, the
+    /// backend was down or refused it, or its deadline passed before the
+    /// backend took it. `ERR history unavailable`.
+    #[error("history unavailable")]
+    Unavailable,
+    /// The message went to the backend and no answer came (its deadline
+    /// passed, or the connection broke mid-call): it may be stored, and
+    /// served to others later. `ERR history timeout`.
+    #[error("history timeout")]
+    Timeout,
+}
+
+/// Why a backend did not answer a message, with the reason for the log.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum Failure {
+    /// Known not to be stored (never handed to the backend, refused by
+    /// it, or rolled back).
+    #[error("{0}")]
+    NotStored(String),
+    /// Handed to the backend, and its fate is unknown.
+    #[error("{0}")]
+    Unknown(String),
+}
+
+impl Failure {
+    /// What the client is told.
+    fn client_error(&self) -> HistoryError {
+        match self {
+            Failure::NotStored(_) => HistoryError::Unavailable,
+            Failure::Unknown(_) => HistoryError::Timeout,
+        }
+    }
+}
 
 /// An open history.
 #[derive(Debug)]
@@ -98,7 +132,7 @@ impl History {
         &self,
         message: Bytes,
         how: Recording,
-    ) -> Result<Bytes, Unavailable> {
+    ) -> Result<Bytes, HistoryError> {
         let picked = match &self.store {
             Store::Memory(memory) => return Ok(memory.record_and_pick(message, how.limits)),
             Store::Sqlite(sqlite) => sqlite.record_and_pick(message, how).await,
@@ -109,9 +143,9 @@ impl History {
                 self.outage.ended(&self.identity);
                 Ok(pick)
             }
-            Err(reason) => {
-                self.outage.failed(&self.identity, &reason);
-                Err(Unavailable)
+            Err(failure) => {
+                self.outage.failed(&self.identity, &failure);
+                Err(failure.client_error())
             }
         }
     }
@@ -126,7 +160,7 @@ struct Outage {
 }
 
 impl Outage {
-    fn failed(&self, history: &Identity, reason: &str) {
+    fn failed(&self, history: &Identity, reason: &Failure) {
         if self.failing.swap(true, Ordering::AcqRel) {
             self.failures.fetch_add(1, Ordering::Relaxed);
             return;
@@ -134,9 +168,9 @@ impl Outage {
         self.failures.store(1, Ordering::Relaxed);
         warn!(
             history = %history,
-            error = reason,
-            "history unavailable: each message gets `ERR history unavailable` until it is \
-             back (logged once until then)"
+            error = %reason,
+            "history unavailable: each message gets `ERR history unavailable` (not stored) or \
+             `ERR history timeout` (may be stored) until it is back (logged once until then)"
         );
     }
 

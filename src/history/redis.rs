@@ -23,12 +23,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, Script};
-use serde::{Deserialize, Deserializer};
+use redis::{RedisError, Script};
 use tokio::sync::mpsc;
 
 use super::batch::{self, Job};
-use super::{ENTRY_OVERHEAD, Recording};
+use super::redis_url::RedisUrl;
+use super::{ENTRY_OVERHEAD, Failure, Recording};
 
 /// Messages in one batch, at most.
 const MAX_BATCH: usize = 64;
@@ -117,79 +117,14 @@ end
 return out
 ";
 
-/// A Redis URL (`redis://[user:password@]host:port/db`), checked when the
-/// config is read. It shows without its password.
-#[derive(Clone, PartialEq, Eq, Hash)]
-pub struct RedisUrl(String);
-
-impl RedisUrl {
-    /// Checks that `url` is one the Redis client takes (nothing is
-    /// connected).
-    pub fn parse(url: &str) -> Result<RedisUrl, String> {
-        let scheme = url.split_once("://").map_or("", |(scheme, _)| scheme);
-        if scheme.eq_ignore_ascii_case("rediss") || scheme.eq_ignore_ascii_case("valkeys") {
-            return Err(
-                "TLS to Redis (rediss://) is not built into switchboard; use \
-                        redis:// on a trusted network, redis+unix:///path, or a TLS tunnel"
-                    .to_owned(),
-            );
-        }
-        // The client's own message is generic, and could one day show the
-        // URL: only what it expects is said.
-        Client::open(url).map_err(|_| {
-            "not a Redis URL; expected redis://[user:password@]host[:port][/db] \
-             or redis+unix:///path/to/socket"
-                .to_owned()
-        })?;
-        Ok(RedisUrl(url.to_owned()))
-    }
-
-    fn client(&self) -> redis::RedisResult<Client> {
-        Client::open(self.0.as_str())
-    }
-}
-
-impl<'de> Deserialize<'de> for RedisUrl {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        RedisUrl::parse(&text).map_err(serde::de::Error::custom)
-    }
-}
-
-/// The URL with its password, if any, replaced by `***`.
-impl fmt::Display for RedisUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let url = &self.0;
-        let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
-            return f.write_str(url);
-        };
-        let authority_end = url[scheme_end..]
-            .find('/')
-            .map_or(url.len(), |i| scheme_end + i);
-        let Some(at) = url[scheme_end..authority_end]
-            .rfind('@')
-            .map(|i| scheme_end + i)
-        else {
-            return f.write_str(url);
-        };
-        let userinfo = &url[scheme_end..at];
-        let user = userinfo.split_once(':').map_or("", |(user, _)| user);
-        write!(f, "{}{user}:***{}", &url[..scheme_end], &url[at..])
-    }
-}
-
-impl fmt::Debug for RedisUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "RedisUrl({self})")
-    }
-}
-
 /// A history under one Redis key. Dropping it ends its batch task once the
 /// queue is empty.
 pub(crate) struct RedisHistory {
     conn: ConnectionManager,
     key: String,
     queue: batch::Queue,
+    /// For taking its secrets out of the client's errors.
+    url: RedisUrl,
 }
 
 impl fmt::Debug for RedisHistory {
@@ -209,21 +144,28 @@ impl RedisHistory {
         key: &str,
         timeout: Duration,
     ) -> Result<RedisHistory, String> {
-        let client = url.client().map_err(|e| e.to_string())?;
+        let client = url.client().map_err(|e| url.scrub(&e.to_string()))?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(Some(timeout))
             .set_number_of_retries(1)
             .set_min_delay(Duration::from_millis(100))
             .set_max_delay(timeout);
-        let conn =
-            ConnectionManager::new_lazy_with_config(client, config).map_err(|e| e.to_string())?;
+        let conn = ConnectionManager::new_lazy_with_config(client, config)
+            .map_err(|e| url.scrub(&e.to_string()))?;
         let (queue, queued) = batch::queue();
-        tokio::spawn(send_batches(conn.clone(), key.to_owned(), timeout, queued));
+        tokio::spawn(send_batches(
+            conn.clone(),
+            url.clone(),
+            key.to_owned(),
+            timeout,
+            queued,
+        ));
         Ok(RedisHistory {
             conn,
             key: key.to_owned(),
             queue,
+            url: url.clone(),
         })
     }
 
@@ -233,8 +175,8 @@ impl RedisHistory {
         &self,
         message: Bytes,
         how: Recording,
-    ) -> Result<Bytes, String> {
-        batch::submit(&self.queue, message, how, "its batch task").await
+    ) -> Result<Bytes, Failure> {
+        batch::submit(&self.queue, message, how, "Redis").await
     }
 
     /// Messages kept.
@@ -243,7 +185,9 @@ impl RedisHistory {
         let mut query = redis::cmd("HMGET");
         query.arg(&self.key).arg("#first").arg("#last");
         let (first, last): (Option<u64>, Option<u64>) =
-            within(timeout, query.query_async(&mut conn)).await?;
+            within(&self.url, timeout, query.query_async(&mut conn))
+                .await
+                .map_err(|failure| failure.to_string())?;
         Ok(match (first, last) {
             (Some(first), Some(last)) if last >= first => last - first + 1,
             _ => 0,
@@ -256,7 +200,9 @@ impl RedisHistory {
         let script = Script::new(TAIL);
         let mut call = script.key(&self.key);
         call.arg(n);
-        within(timeout, call.invoke_async(&mut conn)).await
+        within(&self.url, timeout, call.invoke_async(&mut conn))
+            .await
+            .map_err(|failure| failure.to_string())
     }
 }
 
@@ -264,12 +210,17 @@ impl RedisHistory {
 /// call, and answers each message.
 async fn send_batches(
     mut conn: ConnectionManager,
+    url: RedisUrl,
     key: String,
     timeout: Duration,
     mut queue: mpsc::Receiver<Job>,
 ) {
     let script = Script::new(RECORD_AND_PICK);
-    while let Some(batch) = batch::next(&mut queue, MAX_BATCH).await {
+    while let Some(mut batch) = batch::next(&mut queue, MAX_BATCH).await {
+        batch::claim(&mut batch);
+        if batch.is_empty() {
+            continue;
+        }
         let limits = batch::tightest(&batch);
         let mut call = script.prepare_invoke();
         call.key(&key)
@@ -281,54 +232,37 @@ async fn send_batches(
             call.arg(&job.message[..])
                 .arg(rand::random_range(0..RANDOM_BOUND));
         }
-        let picked = within(timeout, call.invoke_async::<Vec<Vec<u8>>>(&mut conn))
+        let picked = within(&url, timeout, call.invoke_async::<Vec<Vec<u8>>>(&mut conn))
             .await
             .map(|picks| picks.into_iter().map(Bytes::from).collect());
         batch::deliver(batch::answers(batch, picked));
     }
 }
 
-/// What a Redis call answers within `timeout`, or why not.
+/// What a Redis call answers within `timeout`, or why not, without the
+/// secrets of `url`.
 async fn within<T>(
+    url: &RedisUrl,
     timeout: Duration,
     call: impl Future<Output = redis::RedisResult<T>>,
-) -> Result<T, String> {
+) -> Result<T, Failure> {
     match tokio::time::timeout(timeout, call).await {
-        Ok(answer) => answer.map_err(|e| e.to_string()),
-        Err(_) => Err(format!("no answer within {timeout:?}")),
+        Ok(answer) => answer.map_err(|e| failure(url, &e)),
+        Err(_) => Err(Failure::Unknown(format!(
+            "Redis did not answer within {timeout:?}"
+        ))),
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_url_shows_without_its_password() {
-        let shown = |url: &str| RedisUrl::parse(url).unwrap().to_string();
-        assert_eq!(
-            shown("redis://127.0.0.1:6379/0"),
-            "redis://127.0.0.1:6379/0"
-        );
-        assert_eq!(
-            shown("redis://app:s3cret@127.0.0.1:6379/0"),
-            "redis://app:***@127.0.0.1:6379/0"
-        );
-        assert_eq!(
-            shown("redis://:s3cret@localhost/2"),
-            "redis://:***@localhost/2"
-        );
-        let debug = format!("{:?}", RedisUrl::parse("redis://u:p%40ss@h:1/0").unwrap());
-        assert!(!debug.contains("p%40ss"), "{debug}");
-    }
-
-    #[test]
-    fn a_url_the_client_cannot_use_is_refused() {
-        assert!(RedisUrl::parse("http://127.0.0.1:6379").is_err());
-        assert!(RedisUrl::parse("not a url").is_err());
-        let tls = RedisUrl::parse("rediss://u:pw@10.0.0.1:6380/0").unwrap_err();
-        assert!(tls.contains("TLS") && !tls.contains("pw"), "{tls}");
-        assert!(RedisUrl::parse("redis://127.0.0.1:6379/notanumber").is_err());
-        assert!(RedisUrl::parse("redis+unix:///run/redis.sock").is_ok());
+/// What an error of the Redis client says of the call's messages: an
+/// answer of Redis (an error reply: the call did not run) or a refused
+/// connection means not stored; any other failure of the connection may
+/// have come after Redis ran the call.
+fn failure(url: &RedisUrl, err: &RedisError) -> Failure {
+    let reason = url.scrub(&err.to_string());
+    if err.is_io_error() && !err.is_connection_refusal() {
+        Failure::Unknown(reason)
+    } else {
+        Failure::NotStored(reason)
     }
 }

@@ -13,18 +13,28 @@
 //! while it runs, and a second process (or a second server in one process)
 //! gets a start-up error that names the file. Readers (`switchboard
 //! history`) open it read-only beside the writer, which WAL allows.
+//!
+//! A file deleted or replaced (renamed over) while the writer has it open
+//! is found at the next batch (the path's inode against the open one's,
+//! one `stat` a batch): the writer logs one ERROR line, lets go of the old
+//! file and opens (or creates) the one at the path, so that no message is
+//! committed into a file nobody can reach. While the path cannot be
+//! opened, each message is refused (`ERR history unavailable`) and the
+//! path is tried again once a second.
 
 use std::fs::{File, OpenOptions};
-use std::path::Path;
-use std::time::Duration;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use serde::Deserialize;
 use tokio::sync::mpsc;
+use tracing::{error, info};
 
 use super::batch::{self, Answers, Job};
-use super::{ENTRY_OVERHEAD, Limits, Recording};
+use super::{ENTRY_OVERHEAD, Failure, Limits, Recording};
 
 /// Messages committed in one transaction, at most.
 const MAX_BATCH: usize = 256;
@@ -37,6 +47,10 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const WAL_SIZE_LIMIT: i64 = 16 * 1024 * 1024;
 /// The page size of a file this code creates (`PRAGMA page_size`).
 const PAGE_SIZE: i64 = 1024;
+
+/// How often a lost history file (deleted, and its path not usable) is
+/// tried again.
+const REOPEN_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The schema this code writes (`PRAGMA user_version`).
 const SCHEMA_VERSION: i64 = 1;
@@ -97,15 +111,25 @@ struct Totals {
     bytes: u64,
 }
 
-impl SqliteHistory {
-    /// Opens (creating it if needed) the history file at `path`, takes its
-    /// lock, and starts its writer thread. Blocking: call it where waiting
-    /// for the disk is allowed, inside a tokio runtime.
-    pub(crate) fn open(path: &Path, sync: SqliteSync) -> Result<SqliteHistory, SqliteOpenError> {
+/// The file the writer thread has open.
+struct OpenFile {
+    /// Declared before the lock, so dropped before it: closing a
+    /// descriptor of the file drops the process's POSIX locks on it,
+    /// which SQLite's own locking relies on.
+    conn: Connection,
+    lock: File,
+    /// The file's device and inode, to tell when the path names another.
+    id: (u64, u64),
+    /// The sync level the connection has now.
+    sync: SqliteSync,
+    totals: Totals,
+}
+
+impl OpenFile {
+    /// Opens (creating it if needed) the history file at `path` and takes
+    /// its lock. Blocking.
+    fn open(path: &Path, sync: SqliteSync) -> Result<OpenFile, SqliteOpenError> {
         let unusable = SqliteOpenError::Unusable;
-        // Declared before the connection, so dropped after it: closing a
-        // descriptor of the file drops the process's POSIX locks on it,
-        // which SQLite's own locking relies on.
         let lock = OpenOptions::new()
             .read(true)
             .write(true)
@@ -121,19 +145,144 @@ impl SqliteHistory {
             Err(e) => return Err(unusable(format!("cannot lock: {e}"))),
         }
         let conn = open_writer(path, sync).map_err(unusable)?;
-        SqliteHistory::start(lock, conn, sync).map_err(unusable)
+        OpenFile::new(lock, conn, sync).map_err(unusable)
     }
 
-    /// Starts the tasks and the writer thread of a history over `conn`,
-    /// the file's read-write connection, whose lock is `lock`.
-    fn start(lock: File, conn: Connection, sync: SqliteSync) -> Result<SqliteHistory, String> {
+    /// The file of `lock`, its read-write connection `conn`.
+    fn new(lock: File, conn: Connection, sync: SqliteSync) -> Result<OpenFile, String> {
+        let meta = lock.metadata().map_err(|e| e.to_string())?;
         let totals = read_totals(&conn).map_err(|e| e.to_string())?;
+        Ok(OpenFile {
+            conn,
+            lock,
+            id: (meta.dev(), meta.ino()),
+            sync,
+            totals,
+        })
+    }
+
+    /// What happened to the file's path, if it no longer names this file.
+    fn moved(&self, path: &Path) -> Option<&'static str> {
+        match std::fs::metadata(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some("deleted"),
+            Ok(meta) if (meta.dev(), meta.ino()) != self.id => Some("replaced"),
+            // Anything else (a directory that cannot be searched now):
+            // nothing can be told, and the file stays in use.
+            _ => None,
+        }
+    }
+
+    /// Closes a file deleted or replaced under it. SQLite leaves the log
+    /// of a moved file where it was, and the next database opened at the
+    /// path would read it as its own: the log is emptied into the old
+    /// file first (through the descriptor it has open, so a log someone
+    /// else put at the path is left alone).
+    fn let_go(self) {
+        let _ = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+        self.close();
+    }
+
+    /// Closes the connection, then lets go of the lock.
+    fn close(self) {
+        let OpenFile { conn, lock, .. } = self;
+        drop(conn);
+        drop(lock);
+    }
+}
+
+/// The writer thread's state: the file at `path`, or why there is none.
+struct Writer {
+    path: PathBuf,
+    /// The sync level a file opened again starts with.
+    sync: SqliteSync,
+    file: Option<OpenFile>,
+    /// Why the file at the path could not be opened, and when to try again.
+    lost: Option<(String, Instant)>,
+}
+
+impl Writer {
+    /// The file to commit the next batch to: the one open, or the one at
+    /// the path now if the open one was deleted or replaced (one ERROR
+    /// line). `Err` while the path cannot be opened.
+    fn file(&mut self) -> Result<&mut OpenFile, Failure> {
+        let moved = self.file.as_ref().and_then(|file| file.moved(&self.path));
+        if let Some(what) = moved {
+            if let Some(old) = self.file.take() {
+                old.let_go();
+            }
+            match OpenFile::open(&self.path, self.sync) {
+                Ok(file) => {
+                    error!(
+                        path = %self.path.display(),
+                        messages = file.totals.count,
+                        "the history file was {what} while in use: the messages it held are \
+                         lost; the history goes on in the file now at its path"
+                    );
+                    self.file = Some(file);
+                }
+                Err(e) => {
+                    error!(
+                        path = %self.path.display(),
+                        error = %e,
+                        "the history file was {what} while in use, and cannot be opened at its \
+                         path: each message gets `ERR history unavailable` until it can (tried \
+                         once a second)"
+                    );
+                    self.lost = Some((e.to_string(), Instant::now() + REOPEN_INTERVAL));
+                }
+            }
+        } else if let Some((_, retry)) = &self.lost {
+            if Instant::now() >= *retry {
+                match OpenFile::open(&self.path, self.sync) {
+                    Ok(file) => {
+                        info!(
+                            path = %self.path.display(),
+                            messages = file.totals.count,
+                            "the history file is open again"
+                        );
+                        self.file = Some(file);
+                        self.lost = None;
+                    }
+                    Err(e) => self.lost = Some((e.to_string(), Instant::now() + REOPEN_INTERVAL)),
+                }
+            }
+        }
+        match (&mut self.file, &self.lost) {
+            (Some(file), _) => Ok(file),
+            (None, Some((reason, _))) => Err(Failure::NotStored(format!(
+                "the history file was lost and cannot be opened again: {reason}"
+            ))),
+            (None, None) => Err(Failure::NotStored("the history file is closed".to_owned())),
+        }
+    }
+}
+
+impl SqliteHistory {
+    /// Opens (creating it if needed) the history file at `path`, takes its
+    /// lock, and starts its writer thread. Blocking: call it where waiting
+    /// for the disk is allowed, inside a tokio runtime.
+    pub(crate) fn open(path: &Path, sync: SqliteSync) -> Result<SqliteHistory, SqliteOpenError> {
+        let file = OpenFile::open(path, sync)?;
+        SqliteHistory::start(path, file, sync).map_err(SqliteOpenError::Unusable)
+    }
+
+    /// Starts the tasks and the writer thread of a history over `file`,
+    /// open at `path`.
+    fn start(path: &Path, file: OpenFile, sync: SqliteSync) -> Result<SqliteHistory, String> {
+        let writer = Writer {
+            path: path.to_owned(),
+            sync,
+            file: Some(file),
+            lost: None,
+        };
         let (queue, queued) = batch::queue();
         let (batches, to_write) = mpsc::channel(1);
         let (answers, answered) = mpsc::channel(ANSWER_BATCHES);
         std::thread::Builder::new()
             .name("history-sqlite".into())
-            .spawn(move || write_loop(lock, conn, sync, totals, to_write, answers))
+            .spawn(move || write_loop(writer, to_write, answers))
             .map_err(|e| format!("cannot start its writer thread: {e}"))?;
         tokio::spawn(gather(queued, batches));
         tokio::spawn(deliver(answered));
@@ -147,8 +296,8 @@ impl SqliteHistory {
         &self,
         message: Bytes,
         how: Recording,
-    ) -> Result<Bytes, String> {
-        batch::submit(&self.queue, message, how, "its writer thread").await
+    ) -> Result<Bytes, Failure> {
+        batch::submit(&self.queue, message, how, "the SQLite writer").await
     }
 }
 
@@ -295,29 +444,33 @@ async fn gather(mut queue: mpsc::Receiver<Job>, batches: mpsc::Sender<Vec<Job>>)
 /// The writer thread: commits each batch as one transaction, and answers
 /// each message with its pick (or the error).
 fn write_loop(
-    lock: File,
-    mut conn: Connection,
-    mut sync: SqliteSync,
-    mut totals: Totals,
+    mut writer: Writer,
     mut batches: mpsc::Receiver<Vec<Job>>,
     answers: mpsc::Sender<Answers>,
 ) {
-    while let Some(batch) = batches.blocking_recv() {
-        // Listeners sharing the file may ask for different levels: a
-        // batch gets the strictest asked for in it.
-        let wanted = if batch.iter().any(|job| job.how.sync == SqliteSync::Full) {
-            SqliteSync::Full
-        } else {
-            SqliteSync::Normal
-        };
-        if wanted != sync
-            && conn
-                .pragma_update(None, "synchronous", wanted.pragma())
-                .is_ok()
-        {
-            sync = wanted;
+    while let Some(mut batch) = batches.blocking_recv() {
+        batch::claim(&mut batch);
+        if batch.is_empty() {
+            continue;
         }
-        let picked = commit(&mut conn, &mut totals, &batch).map_err(|e| e.to_string());
+        let picked = writer.file().and_then(|file| {
+            // Listeners sharing the file may ask for different levels: a
+            // batch gets the strictest asked for in it.
+            let wanted = if batch.iter().any(|job| job.how.sync == SqliteSync::Full) {
+                SqliteSync::Full
+            } else {
+                SqliteSync::Normal
+            };
+            if wanted != file.sync
+                && file
+                    .conn
+                    .pragma_update(None, "synchronous", wanted.pragma())
+                    .is_ok()
+            {
+                file.sync = wanted;
+            }
+            commit(&mut file.conn, &mut file.totals, &batch)
+        });
         // Only when the runtime is gone (shutting down) is there no one to
         // hand them to; the waiting connections are gone with it.
         if answers
@@ -327,37 +480,52 @@ fn write_loop(
             break;
         }
     }
-    // The connection first, then the lock (see `open`).
-    drop(conn);
-    drop(lock);
+    if let Some(file) = writer.file.take() {
+        file.close();
+    }
 }
 
 /// Inserts the batch, trims to the tightest limits in it, picks a random
 /// message for each, and commits; `totals` changes only if the commit did.
-/// (`BEGIN` and `COMMIT` are cached statements: parsing them again for
-/// every batch was a tenth of the writer's time.)
+/// A failure before the commit is rolled back (not stored); one of the
+/// commit itself is an I/O error that may have left it in the log, to be
+/// read at the next open (unknown). (`BEGIN` and `COMMIT` are cached
+/// statements: parsing them again for every batch was a tenth of the
+/// writer's time.)
 fn commit(
     conn: &mut Connection,
     totals: &mut Totals,
     batch: &[Job],
-) -> rusqlite::Result<Vec<Bytes>> {
-    conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+) -> Result<Vec<Bytes>, Failure> {
     let mut next = *totals;
-    let written = write_batch(conn, &mut next, batch);
-    let committed = written.and_then(|picks| {
-        conn.prepare_cached("COMMIT")?.execute([])?;
-        Ok(picks)
-    });
-    match committed {
-        Ok(picks) => {
-            *totals = next;
-            Ok(picks)
-        }
+    let written = conn
+        .prepare_cached("BEGIN IMMEDIATE")
+        .and_then(|mut begin| begin.execute([]))
+        .and_then(|_| write_batch(conn, &mut next, batch));
+    let picks = match written {
+        Ok(picks) => picks,
         Err(e) => {
             // Nothing of the batch stays; a failed rollback (no transaction
             // left) changes nothing either.
             let _ = conn.execute_batch("ROLLBACK");
-            Err(e)
+            return Err(Failure::NotStored(e.to_string()));
+        }
+    };
+    match conn
+        .prepare_cached("COMMIT")
+        .and_then(|mut commit| commit.execute([]))
+    {
+        Ok(_) => {
+            *totals = next;
+            Ok(picks)
+        }
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            if e.sqlite_error_code() == Some(rusqlite::ErrorCode::SystemIoFailure) {
+                Err(Failure::Unknown(e.to_string()))
+            } else {
+                Err(Failure::NotStored(e.to_string()))
+            }
         }
     }
 }
@@ -543,13 +711,15 @@ mod tests {
         let conn = open_writer(&path, SqliteSync::Normal).unwrap();
         // Stand-in for a file system remounted read-only: every write fails.
         conn.pragma_update(None, "query_only", true).unwrap();
-        let history = SqliteHistory::start(lock, conn, SqliteSync::Normal).unwrap();
+        let file = OpenFile::new(lock, conn, SqliteSync::Normal).unwrap();
+        let history = SqliteHistory::start(&path, file, SqliteSync::Normal).unwrap();
         for _ in 0..3 {
             let reason = history
                 .record_and_pick(Bytes::from_static(b"m"), how(10, 1 << 20))
                 .await
                 .unwrap_err();
-            assert!(reason.contains("readonly"), "{reason}");
+            assert!(matches!(reason, Failure::NotStored(_)), "{reason:?}");
+            assert!(reason.to_string().contains("readonly"), "{reason}");
         }
     }
 
@@ -572,7 +742,8 @@ mod tests {
             .unwrap();
         conn.pragma_update(None, "max_page_count", pages + 160)
             .unwrap();
-        let history = SqliteHistory::start(lock, conn, SqliteSync::Normal).unwrap();
+        let file = OpenFile::new(lock, conn, SqliteSync::Normal).unwrap();
+        let history = SqliteHistory::start(&path, file, SqliteSync::Normal).unwrap();
         let big = Bytes::from(vec![b'x'; 64 * 1024]);
         let (mut stored, mut failed) = (0, 0);
         for _ in 0..8 {
@@ -582,7 +753,8 @@ mod tests {
             {
                 Ok(_) => stored += 1,
                 Err(reason) => {
-                    assert!(reason.contains("full"), "{reason}");
+                    assert!(matches!(reason, Failure::NotStored(_)), "{reason:?}");
+                    assert!(reason.to_string().contains("full"), "{reason}");
                     failed += 1;
                 }
             }
@@ -598,5 +770,112 @@ mod tests {
             .unwrap();
         assert_eq!(pick, Bytes::from_static(b"again"));
         assert_eq!(count(&reader).unwrap(), 1);
+    }
+
+    fn how_long(timeout: Duration) -> Recording {
+        Recording {
+            timeout,
+            ..how(100, 1 << 20)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_message_past_its_deadline_is_unknown_once_taken_and_not_stored_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.db");
+        let history = SqliteHistory::open(&path, SqliteSync::Normal).unwrap();
+        history
+            .record_and_pick(Bytes::from_static(b"first"), how(100, 1 << 20))
+            .await
+            .unwrap();
+        // Another connection holds the write lock: the writer's next
+        // commit waits for it (its busy timeout), past the messages'
+        // deadlines.
+        let blocker = Connection::open(&path).unwrap();
+        blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let taken = history.record_and_pick(
+            Bytes::from_static(b"taken"),
+            how_long(Duration::from_millis(800)),
+        );
+        let behind = async {
+            // Queued once the writer has taken the first into its commit
+            // (a wait: nothing outside the writer shows when it has).
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            history
+                .record_and_pick(
+                    Bytes::from_static(b"behind"),
+                    how_long(Duration::from_millis(100)),
+                )
+                .await
+        };
+        let (taken, behind) = tokio::join!(taken, behind);
+        assert!(matches!(taken, Err(Failure::Unknown(_))), "{taken:?}");
+        assert!(matches!(behind, Err(Failure::NotStored(_))), "{behind:?}");
+        blocker.execute_batch("COMMIT").unwrap();
+        // The lock gone, the commit the writer had begun completes: the
+        // message told "timeout" is stored, the one told "unavailable" not.
+        let pick = history
+            .record_and_pick(Bytes::from_static(b"after"), how(100, 1 << 20))
+            .await
+            .unwrap();
+        assert!(!pick.is_empty());
+        let reader = open_reader(&path).unwrap().unwrap();
+        assert_eq!(
+            tail(&reader, 10).unwrap(),
+            [b"first".to_vec(), b"taken".to_vec(), b"after".to_vec()]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_deleted_or_replaced_file_is_found_at_the_next_batch_and_the_path_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.db");
+        let history = SqliteHistory::open(&path, SqliteSync::Normal).unwrap();
+        let record = |text: &'static str| {
+            history.record_and_pick(Bytes::from_static(text.as_bytes()), how(100, 1 << 20))
+        };
+        for text in ["a", "b", "c"] {
+            record(text).await.unwrap();
+        }
+        std::fs::remove_file(&path).unwrap();
+        record("d").await.unwrap();
+        record("e").await.unwrap();
+        let reader = open_reader(&path).unwrap().unwrap();
+        assert_eq!(tail(&reader, 10).unwrap(), [b"d".to_vec(), b"e".to_vec()]);
+        drop(reader);
+
+        // Replaced: another history file renamed over the path is taken
+        // as it is, and goes on from its messages.
+        let other = dir.path().join("other.db");
+        {
+            let conn = open_writer(&other, SqliteSync::Normal).unwrap();
+            conn.execute("INSERT INTO messages (id, body) VALUES (7, x'78')", [])
+                .unwrap();
+        }
+        std::fs::rename(&other, &path).unwrap();
+        record("f").await.unwrap();
+        let reader = open_reader(&path).unwrap().unwrap();
+        assert_eq!(tail(&reader, 10).unwrap(), [b"x".to_vec(), b"f".to_vec()]);
+        drop(reader);
+
+        // A path that cannot be a file: each message is refused (not
+        // stored) until it can, tried again once a second.
+        std::fs::remove_file(&path).unwrap();
+        std::fs::create_dir(&path).unwrap();
+        let refused = record("g").await.unwrap_err();
+        assert!(matches!(refused, Failure::NotStored(_)), "{refused:?}");
+        std::fs::remove_dir(&path).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match record("h").await {
+                Ok(_) => break,
+                Err(Failure::NotStored(_)) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("not open again in time: {e:?}"),
+            }
+        }
+        let reader = open_reader(&path).unwrap().unwrap();
+        assert_eq!(tail(&reader, 10).unwrap(), [b"h".to_vec()]);
     }
 }

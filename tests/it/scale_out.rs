@@ -6,7 +6,8 @@
 //! acknowledged message and the other serves; a replica stopped with
 //! SIGTERM closes its listener first while HAProxy sends new clients to
 //! the other, none of them failing; Redis killed and restarted mid-chat
-//! gives `ERR history unavailable`, then service.
+//! gives `ERR history unavailable` (or `ERR history timeout`), then
+//! service.
 //!
 //! Needs Debian's `haproxy` and `redis-server`; without them the test says
 //! so and passes, unless SWITCHBOARD_REQUIRE_BALANCERS and
@@ -286,7 +287,12 @@ async fn two_replicas_behind_haproxy_share_one_history_in_redis() {
     let reply = ask(&mut conn, "before-redis-loss\n").await;
     assert!(!reply.starts_with("ERR"), "{reply}");
     redis.kill();
-    assert_eq!(ask(&mut conn, "during\n").await, "ERR history unavailable");
+    // Not stored, or (sent on the connection Redis broke) its fate unknown.
+    let during = ask(&mut conn, "during\n").await;
+    assert!(
+        during == "ERR history unavailable" || during == "ERR history timeout",
+        "{during}"
+    );
     redis.restart();
     assert_eq!(
         ask_until_served(&mut conn, "redis-back").await,
