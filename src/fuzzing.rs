@@ -180,7 +180,9 @@ pub fn proxy_header(data: &[u8]) {
 /// it); a decoded path holds no NUL; a satisfiable range lies inside the
 /// file. The first 8 bytes are the file size for the range.
 pub fn http_request(data: &[u8]) {
-    use crate::handler::download_http_for_fuzzing::{self as http, MAX_HEAD_BYTES};
+    use crate::handler::download_http_for_fuzzing::is_request_line;
+    use crate::http::range::byte_range;
+    use crate::http::request::{MAX_HEAD_BYTES, parse_head};
     if data.len() < 8 {
         return;
     }
@@ -190,17 +192,17 @@ pub fn http_request(data: &[u8]) {
         .iter()
         .position(|&b| b == b'\n')
         .unwrap_or(bytes.len());
-    let _ = http::is_request_line(
+    let _ = is_request_line(
         bytes[..line_end]
             .strip_suffix(b"\r")
             .unwrap_or(&bytes[..line_end]),
     );
-    if let Ok(Some((request, len))) = http::parse_head(bytes) {
+    if let Ok(Some((request, len))) = parse_head(bytes) {
         assert!(
             len <= bytes.len() && len <= MAX_HEAD_BYTES,
             "head of {len} bytes"
         );
-        match http::parse_head(&bytes[..len]) {
+        match parse_head(&bytes[..len]) {
             Ok(Some((again, again_len))) => {
                 assert_eq!(again_len, len);
                 assert_eq!(again, request, "the head alone parses otherwise");
@@ -211,7 +213,7 @@ pub fn http_request(data: &[u8]) {
             assert!(!path.contains('\0'), "a NUL in {path:?}");
         }
         if let Some(range) = &request.range {
-            if let Some(Ok((start, len))) = http::byte_range(range, size) {
+            if let Some(Ok((start, len))) = byte_range(range, size) {
                 assert!(
                     len > 0 && start.checked_add(len).is_some_and(|end| end <= size),
                     "{range:?} on {size} bytes gave {start}+{len}"
@@ -220,7 +222,7 @@ pub fn http_request(data: &[u8]) {
         }
     }
     if let Ok(text) = std::str::from_utf8(bytes) {
-        if let Some(Ok((start, len))) = http::byte_range(text, size) {
+        if let Some(Ok((start, len))) = byte_range(text, size) {
             assert!(
                 len > 0 && start + len <= size,
                 "{text:?} on {size} bytes gave {start}+{len}"
