@@ -805,11 +805,16 @@ fn server_send_queue(server_port: u16, client_port: u16) -> Option<u64> {
 /// How much a client that reads nothing makes the server queue, once it
 /// stops growing, for a download listener with `extra` settings.
 async fn stalled_queue(dir: &Path, extra: &str) -> u64 {
+    stalled_queue_of(dir, extra, b"big.bin\n").await
+}
+
+/// [`stalled_queue`] for any request.
+async fn stalled_queue_of(dir: &Path, extra: &str, request: &[u8]) -> u64 {
     let server = TestServer::start(&download_listener("files", dir, extra));
     let addr = server.addr("files");
     let mut stream = connect_small_window(addr).await;
     let client_port = stream.local_addr().expect("local addr").port();
-    stream.write_all(b"big.bin\n").await.expect("send");
+    stream.write_all(request).await.expect("send");
     let (mut last, mut steady) = (0, 0);
     for _ in 0..200 {
         sleep(Duration::from_millis(20)).await;
@@ -847,5 +852,26 @@ async fn a_stalled_download_queues_no_more_than_its_send_buffer() {
     );
     eprintln!(
         "a stalled download queued {bounded} bytes with send_buffer = 65536, {autotuned} with the kernel's autotuning"
+    );
+}
+
+/// Finding 1: a listing goes out under `send_buffer` like a file: a
+/// client that never reads a big raw listing (10 000 names of 240 bytes)
+/// holds no more kernel memory than a stalled download.
+#[tokio::test]
+async fn a_stalled_listing_queues_no_more_than_its_send_buffer() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for i in 0..10_000 {
+        fs::write(dir.path().join(format!("{i:05}{}", "l".repeat(235))), b"").expect("write");
+    }
+    let bounded = stalled_queue_of(dir.path(), "send_buffer = 65536", b"\n").await;
+    let autotuned = stalled_queue_of(dir.path(), "send_buffer = 0", b"\n").await;
+    assert!(
+        bounded > 0 && bounded <= 512 * 1024,
+        "{bounded} bytes queued"
+    );
+    assert!(
+        autotuned > bounded,
+        "autotuned {autotuned}, bounded {bounded}"
     );
 }

@@ -426,7 +426,11 @@ fn split_responses(mut raw: &[u8], with_body: &[bool]) -> Vec<(String, Vec<u8>)>
         out.push((head, raw[..body_len].to_vec()));
         raw = &raw[body_len..];
     }
-    assert!(raw.is_empty(), "{} bytes after the last response", raw.len());
+    assert!(
+        raw.is_empty(),
+        "{} bytes after the last response",
+        raw.len()
+    );
     out
 }
 
@@ -543,13 +547,19 @@ fn a_pipelined_flood_of_listing_requests_renders_each_format_once() {
         assert!(mine.iter().all(|(_, b)| b == body), "GETs differ");
         for (head, _) in heads {
             assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
-            assert_eq!(header(head, "Content-Length"), Some(&*body.len().to_string()));
+            assert_eq!(
+                header(head, "Content-Length"),
+                Some(&*body.len().to_string())
+            );
         }
     }
     // A request after the flood, to know its lines are all logged.
     let mut marker = crate::cli::client(addr);
-    std::io::Write::write_all(&mut marker, b"GET /flood-done HTTP/1.1\r\nConnection: close\r\n\r\n")
-        .expect("send");
+    std::io::Write::write_all(
+        &mut marker,
+        b"GET /flood-done HTTP/1.1\r\nConnection: close\r\n\r\n",
+    )
+    .expect("send");
     let _ = std::io::Read::read_to_end(&mut marker, &mut Vec::new());
     daemon.wait_for_log("flood-done");
     let renders = daemon
@@ -589,7 +599,10 @@ async fn a_file_dated_outside_http_dates_is_served_without_last_modified() {
         fs::write(&path, b"dated\n").expect("write");
         let file = fs::File::options().write(true).open(&path).expect("open");
         file.set_modified(time).expect("set mtime");
-        let kept = fs::metadata(&path).expect("stat").modified().expect("mtime");
+        let kept = fs::metadata(&path)
+            .expect("stat")
+            .modified()
+            .expect("mtime");
         assert_eq!(kept, time, "the tmpfs did not keep the time of {name}");
     }
     let server = server(&root);
@@ -695,7 +708,9 @@ async fn if_match_and_if_unmodified_since_fail_with_412_and_a_future_date_is_ign
     let addr = server.addr("files");
     let first = exchange(addr, b"HEAD /a.txt HTTP/1.1\r\nConnection: close\r\n\r\n").await;
     let etag = header(&first, "ETag").expect("ETag").to_owned();
-    let modified = header(&first, "Last-Modified").expect("Last-Modified").to_owned();
+    let modified = header(&first, "Last-Modified")
+        .expect("Last-Modified")
+        .to_owned();
     let ask = |condition: String| async move {
         exchange(
             addr,
@@ -709,10 +724,19 @@ async fn if_match_and_if_unmodified_since_fail_with_412_and_a_future_date_is_ign
         ("If-Match: \"other\"".to_owned(), "412"),
         (format!("If-Match: W/{etag}"), "412"),
         (format!("If-Unmodified-Since: {modified}"), "200"),
-        ("If-Unmodified-Since: Sun, 06 Nov 1994 08:49:37 GMT".to_owned(), "412"),
-        (format!("If-Match: \"other\"\r\nIf-None-Match: {etag}"), "412"),
+        (
+            "If-Unmodified-Since: Sun, 06 Nov 1994 08:49:37 GMT".to_owned(),
+            "412",
+        ),
+        (
+            format!("If-Match: \"other\"\r\nIf-None-Match: {etag}"),
+            "412",
+        ),
         (format!("If-None-Match: {etag}"), "304"),
-        ("If-Modified-Since: Fri, 31 Dec 9999 23:59:59 GMT".to_owned(), "200"),
+        (
+            "If-Modified-Since: Fri, 31 Dec 9999 23:59:59 GMT".to_owned(),
+            "200",
+        ),
         (format!("If-Modified-Since: {modified}"), "304"),
     ];
     for (condition, status) in cases {
