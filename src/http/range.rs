@@ -57,9 +57,11 @@ pub(crate) fn unsatisfied_range(size: u64) -> String {
 mod tests {
     use super::*;
 
+    type Answer = Option<Result<(u64, u64), ()>>;
+
     #[test]
     fn ranges_of_a_100_byte_file() {
-        let cases: &[(&str, Option<Result<(u64, u64), ()>>)] = &[
+        let cases: &[(&str, Answer)] = &[
             ("bytes=0-9", Some(Ok((0, 10)))),
             ("bytes=90-", Some(Ok((90, 10)))),
             ("bytes=-10", Some(Ok((90, 10)))),

@@ -286,10 +286,12 @@ mod tests {
         }
     }
 
+    /// (has_body, keep_alive), or the refusal.
+    type Framing = Result<(bool, bool), Status>;
+
     #[test]
     fn framing_and_connection_fields_must_be_valid() {
-        // (fields, has_body, keep_alive) or the refusal
-        let cases: &[(&[u8], Result<(bool, bool), Status>)] = &[
+        let cases: &[(&[u8], Framing)] = &[
             (b"", Ok((false, true))),
             (b"Content-Length: 0\r\n", Ok((false, true))),
             (b"Content-Length: 28\r\n", Ok((true, true))),

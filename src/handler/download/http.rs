@@ -207,6 +207,9 @@ pub(super) async fn serve<S: Io>(
     }
 }
 
+// Made once a request and moved once: boxing the request would cost an
+// allocation for nothing.
+#[allow(clippy::large_enum_variant)]
 enum HeadRead {
     Request(Request),
     Closed,
