@@ -36,7 +36,10 @@ use crate::handler::{Ended, HandlerError};
 use crate::http::conditional::{self, Decision};
 use crate::http::etag::Validators;
 use crate::http::request::{MAX_HEAD_BYTES, Method, Request, parse_head};
-use crate::http::status::*;
+use crate::http::status::{
+    BAD_REQUEST, FORBIDDEN, METHOD_NOT_ALLOWED, NOT_FOUND, NOT_MODIFIED, OK, PARTIAL,
+    PRECONDITION_FAILED, RANGE_NOT_SATISFIABLE, REQUEST_TIMEOUT, Status, UNAVAILABLE,
+};
 use crate::http::{accept, content_type, date, range};
 
 pub(crate) use crate::http::request::is_request_line;
