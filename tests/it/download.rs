@@ -875,3 +875,38 @@ async fn a_stalled_listing_queues_no_more_than_its_send_buffer() {
         "autotuned {autotuned}, bounded {bounded}"
     );
 }
+
+/// Finding 1: a listing is held to `min_send_rate` like a file: a client
+/// that stops reading a big listing is reset after the grace, instead of
+/// holding its task (and the listing) until the idle timeout.
+#[tokio::test]
+async fn a_stalled_listing_reader_is_reset_at_min_send_rate() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for i in 0..10_000 {
+        fs::write(dir.path().join(format!("{i:05}{}", "r".repeat(235))), b"").expect("write");
+    }
+    // 8 MiB/s: the 2.4 MB listing is earned within a second after the
+    // 10 s grace; the client, reading nothing, is then late.
+    let server = TestServer::start(&download_listener(
+        "files",
+        dir.path(),
+        "min_send_rate = 8388608\nsend_buffer = 65536",
+    ));
+    let mut stream = connect_small_window(server.addr("files")).await;
+    stream.write_all(b"\n").await.expect("send");
+    let started = tokio::time::Instant::now();
+    let mut some = [0u8; 4096];
+    timeout(LIMIT, stream.read_exact(&mut some))
+        .await
+        .expect("no data")
+        .expect("read");
+    sleep(Duration::from_secs(12)).await;
+    let mut rest = Vec::new();
+    let end = timeout(LIMIT, stream.read_to_end(&mut rest))
+        .await
+        .expect("neither reset nor finished");
+    let error = end.expect_err("a stalled listing reader got a clean end");
+    assert_eq!(error.kind(), std::io::ErrorKind::ConnectionReset, "{error}");
+    assert!(started.elapsed() < Duration::from_secs(15));
+    server.shutdown().await;
+}
