@@ -174,59 +174,157 @@ pub fn proxy_header(data: &[u8]) {
     }
 }
 
-/// The download port's HTTP request head parser and `Range` header: no
-/// input panics; a parsed head is within the bound and its bytes; the head
-/// alone parses to the same request (what follows it is not read into
-/// it); a decoded path holds no NUL; a satisfiable range lies inside the
-/// file. The first 8 bytes are the file size for the range.
+/// The download port's HTTP: the request head parser, its framing-field
+/// checks, strict percent-decoding, `Range`, entity tags, HTTP-dates and
+/// the precondition order. No input panics; a parsed head is within the
+/// bound and its bytes; the head alone parses to the same request (what
+/// follows it is not read into it); a head that parsed has only valid
+/// framing fields (`Content-Length` digits, token lists, never both
+/// framings); a decoded path holds no NUL and encodes back to itself; a
+/// satisfiable range lies inside the file; a precondition failure or 304
+/// comes only from a field that asks for it. The first 8 bytes are the
+/// file size for the range and the file's time for the validators.
 pub fn http_request(data: &[u8]) {
-    use crate::handler::download_http_for_fuzzing::{self as http, MAX_HEAD_BYTES};
+    use crate::handler::download_http_for_fuzzing::is_request_line;
+    use crate::http::conditional::{self, Decision};
+    use crate::http::etag::{self, Validators};
+    use crate::http::range::byte_range;
+    use crate::http::request::{MAX_HEAD_BYTES, parse_head};
+    use crate::http::{accept, date, percent};
     if data.len() < 8 {
         return;
     }
     let (size, bytes) = data.split_at(8);
-    let size = u64::from_le_bytes(size.try_into().unwrap_or([0; 8])) % (1 << 40);
+    let seed = u64::from_le_bytes(size.try_into().unwrap_or([0; 8]));
+    let size = seed % (1 << 40);
     let line_end = bytes
         .iter()
         .position(|&b| b == b'\n')
         .unwrap_or(bytes.len());
-    let _ = http::is_request_line(
+    let _ = is_request_line(
         bytes[..line_end]
             .strip_suffix(b"\r")
             .unwrap_or(&bytes[..line_end]),
     );
-    if let Ok(Some((request, len))) = http::parse_head(bytes) {
+    if let Ok(Some((request, len))) = parse_head(bytes) {
         assert!(
             len <= bytes.len() && len <= MAX_HEAD_BYTES,
             "head of {len} bytes"
         );
-        match http::parse_head(&bytes[..len]) {
+        match parse_head(&bytes[..len]) {
             Ok(Some((again, again_len))) => {
                 assert_eq!(again_len, len);
                 assert_eq!(again, request, "the head alone parses otherwise");
             }
             other => panic!("the head alone did not parse: {other:?}"),
         }
+        framing_fields_are_valid(&bytes[..len]);
         if let Ok(path) = &request.path {
             assert!(!path.contains('\0'), "a NUL in {path:?}");
         }
         if let Some(range) = &request.range {
-            if let Some(Ok((start, len))) = http::byte_range(range, size) {
+            if let Some(Ok((start, len))) = byte_range(range, size) {
                 assert!(
                     len > 0 && start.checked_add(len).is_some_and(|end| end <= size),
                     "{range:?} on {size} bytes gave {start}+{len}"
                 );
             }
         }
+        let mtime = i64::from_le_bytes(seed.to_le_bytes());
+        let file = Validators::of(1, 2, size, mtime, 0);
+        let _ = file.last_modified();
+        let pre = request.preconditions();
+        let now =
+            date::from_unix_seconds(mtime.rem_euclid(1 << 35)).unwrap_or(std::time::UNIX_EPOCH);
+        match conditional::evaluate(&pre, &file, now) {
+            Decision::Failed => assert!(
+                pre.if_match.is_some() || pre.if_unmodified_since.is_some(),
+                "412 without If-Match or If-Unmodified-Since"
+            ),
+            Decision::NotModified => assert!(
+                pre.if_none_match.is_some() || pre.if_modified_since.is_some(),
+                "304 without If-None-Match or If-Modified-Since"
+            ),
+            Decision::Proceed { use_range } => {
+                assert!(use_range || pre.if_range.is_some(), "range dropped")
+            }
+        }
+        let _ = accept::prefers_html(request.accept.as_deref());
     }
     if let Ok(text) = std::str::from_utf8(bytes) {
-        if let Some(Ok((start, len))) = http::byte_range(text, size) {
+        if let Some(Ok((start, len))) = byte_range(text, size) {
             assert!(
                 len > 0 && start + len <= size,
                 "{text:?} on {size} bytes gave {start}+{len}"
             );
         }
+        if let Ok(path) = percent::decode(text) {
+            assert!(!path.contains('\0'), "a NUL in {path:?}");
+            let escapes_ok = text.match_indices('%').all(|(at, _)| {
+                text.as_bytes()
+                    .get(at + 1..at + 3)
+                    .is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit))
+            });
+            assert!(escapes_ok, "{text:?} decoded despite a bad escape");
+            assert_eq!(
+                percent::decode(&percent::encode_path(&path)).as_deref(),
+                Ok(path.as_str()),
+                "{path:?} does not round-trip"
+            );
+        }
+        let ours = "\"1-2-3-4\"";
+        if etag::matches_strongly(text, ours) {
+            assert!(
+                etag::matches_weakly(text, ours),
+                "strong but not weak: {text:?}"
+            );
+        }
+        if let Some(time) = date::parse(text) {
+            // Whatever parses formats back (httpdate's years are 1970-9999).
+            assert!(date::format(time).is_some(), "{text:?} does not format");
+        }
     }
+    // Any time at all, past year 9999 included, formats or is no date.
+    if let Some(time) = std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_secs(seed)) {
+        let _ = date::format(time);
+    }
+}
+
+/// Every framing field of a head that parsed is valid: `Content-Length`
+/// is digits (a list of one value), `Transfer-Encoding` and `Connection`
+/// are token lists, and the two framings never come together.
+fn framing_fields_are_valid(head: &[u8]) {
+    let mut fields = [httparse::EMPTY_HEADER; crate::http::request::MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut fields);
+    assert!(matches!(
+        parsed.parse(head),
+        Ok(httparse::Status::Complete(_))
+    ));
+    let token_list = |value: &[u8]| {
+        value
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b" \t,!#$%&'*+-.^_`|~".contains(&b))
+    };
+    let (mut length, mut chunked) = (false, false);
+    for field in parsed.headers.iter() {
+        if field.name.eq_ignore_ascii_case("content-length") {
+            length = true;
+            assert!(
+                field
+                    .value
+                    .iter()
+                    .all(|&b| b.is_ascii_digit() || b" \t,".contains(&b)),
+                "Content-Length {:?} accepted",
+                String::from_utf8_lossy(field.value)
+            );
+        } else if field.name.eq_ignore_ascii_case("transfer-encoding") {
+            chunked = true;
+            assert!(token_list(field.value), "Transfer-Encoding accepted");
+        } else if field.name.eq_ignore_ascii_case("connection") {
+            assert!(token_list(field.value), "Connection accepted");
+        }
+    }
+    assert!(!(length && chunked), "both framings accepted");
 }
 
 /// `switchboard get -r`'s reading of a server's listing: whatever the

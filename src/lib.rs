@@ -28,6 +28,9 @@ mod daemon;
 pub mod fuzzing;
 mod handler;
 pub mod history;
+/// HTTP/1.1's rules as pure functions (request heads, ranges, validators,
+/// preconditions, dates), below the download handler.
+mod http;
 mod metrics;
 mod probe;
 mod server;

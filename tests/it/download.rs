@@ -741,8 +741,8 @@ async fn a_download_over_max_downloads_is_told_busy() {
         .expect("no data")
         .expect("read");
     assert_refused(&fetch(addr, b"small.txt\n").await, "busy", "small.txt");
-    // Listings are not file sends: still served.
-    assert!(String::from_utf8_lossy(&fetch(addr, b"\n").await).contains("small.txt"));
+    // A listing is a send too: it takes a slot, and there is none.
+    assert_refused(&fetch(addr, b"\n").await, "busy", "the listing");
     // Once the stalled one is gone, files are sent again (bounded retries
     // while the server notices the close).
     drop(stalled);
@@ -805,11 +805,16 @@ fn server_send_queue(server_port: u16, client_port: u16) -> Option<u64> {
 /// How much a client that reads nothing makes the server queue, once it
 /// stops growing, for a download listener with `extra` settings.
 async fn stalled_queue(dir: &Path, extra: &str) -> u64 {
+    stalled_queue_of(dir, extra, b"big.bin\n").await
+}
+
+/// [`stalled_queue`] for any request.
+async fn stalled_queue_of(dir: &Path, extra: &str, request: &[u8]) -> u64 {
     let server = TestServer::start(&download_listener("files", dir, extra));
     let addr = server.addr("files");
     let mut stream = connect_small_window(addr).await;
     let client_port = stream.local_addr().expect("local addr").port();
-    stream.write_all(b"big.bin\n").await.expect("send");
+    stream.write_all(request).await.expect("send");
     let (mut last, mut steady) = (0, 0);
     for _ in 0..200 {
         sleep(Duration::from_millis(20)).await;
@@ -848,4 +853,60 @@ async fn a_stalled_download_queues_no_more_than_its_send_buffer() {
     eprintln!(
         "a stalled download queued {bounded} bytes with send_buffer = 65536, {autotuned} with the kernel's autotuning"
     );
+}
+
+/// Finding 1: a listing goes out under `send_buffer` like a file: a
+/// client that never reads a big raw listing (10 000 names of 240 bytes)
+/// holds no more kernel memory than a stalled download.
+#[tokio::test]
+async fn a_stalled_listing_queues_no_more_than_its_send_buffer() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for i in 0..10_000 {
+        fs::write(dir.path().join(format!("{i:05}{}", "l".repeat(235))), b"").expect("write");
+    }
+    let bounded = stalled_queue_of(dir.path(), "send_buffer = 65536", b"\n").await;
+    let autotuned = stalled_queue_of(dir.path(), "send_buffer = 0", b"\n").await;
+    assert!(
+        bounded > 0 && bounded <= 512 * 1024,
+        "{bounded} bytes queued"
+    );
+    assert!(
+        autotuned > bounded,
+        "autotuned {autotuned}, bounded {bounded}"
+    );
+}
+
+/// Finding 1: a listing is held to `min_send_rate` like a file: a client
+/// that stops reading a big listing is reset after the grace, instead of
+/// holding its task (and the listing) until the idle timeout.
+#[tokio::test]
+async fn a_stalled_listing_reader_is_reset_at_min_send_rate() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for i in 0..10_000 {
+        fs::write(dir.path().join(format!("{i:05}{}", "r".repeat(235))), b"").expect("write");
+    }
+    // 8 MiB/s: the 2.4 MB listing is earned within a second after the
+    // 10 s grace; the client, reading nothing, is then late.
+    let server = TestServer::start(&download_listener(
+        "files",
+        dir.path(),
+        "min_send_rate = 8388608\nsend_buffer = 65536",
+    ));
+    let mut stream = connect_small_window(server.addr("files")).await;
+    stream.write_all(b"\n").await.expect("send");
+    let started = tokio::time::Instant::now();
+    let mut some = [0u8; 4096];
+    timeout(LIMIT, stream.read_exact(&mut some))
+        .await
+        .expect("no data")
+        .expect("read");
+    sleep(Duration::from_secs(12)).await;
+    let mut rest = Vec::new();
+    let end = timeout(LIMIT, stream.read_to_end(&mut rest))
+        .await
+        .expect("neither reset nor finished");
+    let error = end.expect_err("a stalled listing reader got a clean end");
+    assert_eq!(error.kind(), std::io::ErrorKind::ConnectionReset, "{error}");
+    assert!(started.elapsed() < Duration::from_secs(15));
+    server.shutdown().await;
 }

@@ -386,3 +386,413 @@ async fn a_browser_gets_an_html_listing_with_escaped_names_and_curl_gets_text() 
     .await;
     assert!(text.ends_with("\r\n\r\na.txt\nbig.bin\nsub/\n"), "{text}");
 }
+
+/// A directory of `count` files with names of about 220 characters.
+fn long_names(dir: &Path, count: usize) {
+    fs::create_dir_all(dir).expect("mkdir");
+    for i in 0..count {
+        fs::write(dir.join(format!("{i:05}{}", "n".repeat(215))), b"").expect("write");
+    }
+}
+
+/// Connects with a small receive buffer, so that a client that stops
+/// reading holds the server's send quickly.
+async fn connect_small_window(addr: SocketAddr) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+    timeout(LIMIT, socket.connect(addr))
+        .await
+        .expect("connect timed out")
+        .expect("connect")
+}
+
+/// The responses of a pipelined exchange, split by their heads: each
+/// request is `true` when its response has a body (a GET).
+fn split_responses(mut raw: &[u8], with_body: &[bool]) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    for &has_body in with_body {
+        let end = raw
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("a whole head")
+            + 4;
+        let head = String::from_utf8_lossy(&raw[..end]).to_string();
+        let len: usize = header(&head, "Content-Length")
+            .expect("Content-Length")
+            .parse()
+            .expect("a number");
+        raw = &raw[end..];
+        let body_len = if has_body { len } else { 0 };
+        out.push((head, raw[..body_len].to_vec()));
+        raw = &raw[body_len..];
+    }
+    assert!(
+        raw.is_empty(),
+        "{} bytes after the last response",
+        raw.len()
+    );
+    out
+}
+
+const HTML_LISTING: &[u8] = b"GET / HTTP/1.1\r\nAccept: text/html\r\n\r\n";
+
+/// Finding 1: a listing is a send like a file's: it takes one of the
+/// `max_downloads` slots, and a request past them is told busy (503 with
+/// `Retry-After` over HTTP, `ERR busy` raw), while HEAD (no body) still
+/// answers with the cached page's length.
+#[tokio::test]
+async fn listings_take_a_download_slot_and_are_refused_busy_past_max_downloads() {
+    let base = tempfile::tempdir().expect("tempdir");
+    let root = base.path().join("root");
+    long_names(&root, 3000);
+    let server = TestServer::start(&common::listener(
+        "files",
+        "download",
+        &format!(
+            "root = '{}'\nmax_downloads = 3\nsend_buffer = 65536",
+            root.display()
+        ),
+    ));
+    let addr = server.addr("files");
+    let mut stalled = Vec::new();
+    for _ in 0..3 {
+        let mut conn = connect_small_window(addr).await;
+        conn.write_all(HTML_LISTING).await.expect("send");
+        let mut first = [0u8; 1024];
+        timeout(LIMIT, conn.read_exact(&mut first))
+            .await
+            .expect("no data")
+            .expect("read");
+        stalled.push(conn); // and never reads again
+    }
+    let busy = exchange(
+        addr,
+        b"GET / HTTP/1.1\r\nAccept: text/html\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(busy.starts_with("HTTP/1.1 503 "), "{busy}");
+    assert_eq!(header(&busy, "Retry-After"), Some("1"), "{busy}");
+    let raw = exchange(addr, b"\n").await;
+    assert_eq!(raw, "ERR busy\n");
+    let head = exchange(
+        addr,
+        b"HEAD / HTTP/1.1\r\nAccept: text/html\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+    let len: usize = header(&head, "Content-Length").unwrap().parse().unwrap();
+    assert!(len > 600_000 && len <= 4 << 20, "{len} bytes");
+    // The slots come back when the stalled readers go.
+    drop(stalled);
+    let mut page = Vec::new();
+    for _ in 0..100 {
+        let got = exchange_bytes(
+            addr,
+            b"GET / HTTP/1.1\r\nAccept: text/html\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        if got.starts_with(b"HTTP/1.1 200 ") {
+            page = got;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (_, body) = split_responses(&page, &[true]).remove(0);
+    assert_eq!(body.len(), len);
+    assert!(body.ends_with(b"</html>\n"));
+}
+
+/// Finding 1: a pipelined flood of HEADs and GETs of a big listing, HTML
+/// and text, renders each format once (the daemon logs each rendering),
+/// and every GET gets the same bytes, as long as the HEADs said.
+#[test]
+fn a_pipelined_flood_of_listing_requests_renders_each_format_once() {
+    let base = tempfile::tempdir().expect("tempdir");
+    let root = base.path().join("root");
+    long_names(&root, 3000);
+    let config = base.path().join("switchboard.toml");
+    fs::write(
+        &config,
+        common::listener("files", "download", &format!("root = '{}'", root.display())),
+    )
+    .expect("config");
+    let mut daemon = crate::cli::Daemon::start(&config);
+    let addr = daemon.addr("files");
+    let mut requests = Vec::new();
+    let mut with_body = Vec::new();
+    for i in 0..64 {
+        let (method, accept) = match i % 4 {
+            0 => ("GET", "text/html"),
+            1 => ("HEAD", "text/html"),
+            2 => ("GET", "text/plain"),
+            _ => ("HEAD", "text/plain"),
+        };
+        let close = if i == 63 { "Connection: close\r\n" } else { "" };
+        requests.extend_from_slice(
+            format!("{method} / HTTP/1.1\r\nAccept: {accept}\r\n{close}\r\n").as_bytes(),
+        );
+        with_body.push(method == "GET");
+    }
+    let mut conn = crate::cli::client(addr);
+    std::io::Write::write_all(&mut conn, &requests).expect("send");
+    let mut raw = Vec::new();
+    std::io::Read::read_to_end(&mut conn, &mut raw).expect("read");
+    let responses = split_responses(&raw, &with_body);
+    for format in 0..2 {
+        let mine: Vec<&(String, Vec<u8>)> = responses.iter().skip(format * 2).step_by(4).collect();
+        let heads: Vec<&(String, Vec<u8>)> =
+            responses.iter().skip(format * 2 + 1).step_by(4).collect();
+        let body = &mine[0].1;
+        assert!(body.len() > 600_000, "{} bytes", body.len());
+        assert!(mine.iter().all(|(_, b)| b == body), "GETs differ");
+        for (head, _) in heads {
+            assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+            assert_eq!(
+                header(head, "Content-Length"),
+                Some(&*body.len().to_string())
+            );
+        }
+    }
+    // A request after the flood, to know its lines are all logged.
+    let mut marker = crate::cli::client(addr);
+    std::io::Write::write_all(
+        &mut marker,
+        b"GET /flood-done HTTP/1.1\r\nConnection: close\r\n\r\n",
+    )
+    .expect("send");
+    let _ = std::io::Read::read_to_end(&mut marker, &mut Vec::new());
+    daemon.wait_for_log("flood-done");
+    let renders = daemon
+        .log_now()
+        .iter()
+        .filter(|line| line.contains("listing rendered"))
+        .count();
+    assert_eq!(renders, 2, "one HTML page and one text listing");
+}
+
+/// A writable tmpfs directory (tmpfs keeps any file time; ext4 clamps
+/// times past 2446), or `None` with a message saying the test is skipped.
+fn tmpfs_dir() -> Option<tempfile::TempDir> {
+    for base in ["/dev/shm", "/run/user"] {
+        if let Ok(dir) = tempfile::tempdir_in(base) {
+            return Some(dir);
+        }
+    }
+    eprintln!("skipped: no writable tmpfs (/dev/shm) for a file dated past year 9999");
+    None
+}
+
+/// Finding 2: a file dated year 10000 or later (or before 1970) has no
+/// HTTP-date: it is served without `Last-Modified` instead of panicking,
+/// and date conditions on it are ignored.
+#[tokio::test]
+async fn a_file_dated_outside_http_dates_is_served_without_last_modified() {
+    let Some(base) = tmpfs_dir() else {
+        return;
+    };
+    let root = base.path().join("root");
+    fs::create_dir(&root).expect("mkdir");
+    let far = std::time::UNIX_EPOCH + Duration::from_secs(253_402_300_800 + 86_400 * 400);
+    let old = std::time::UNIX_EPOCH - Duration::from_secs(86_400);
+    for (name, time) in [("far.txt", far), ("old.txt", old)] {
+        let path = root.join(name);
+        fs::write(&path, b"dated\n").expect("write");
+        let file = fs::File::options().write(true).open(&path).expect("open");
+        file.set_modified(time).expect("set mtime");
+        let kept = fs::metadata(&path)
+            .expect("stat")
+            .modified()
+            .expect("mtime");
+        assert_eq!(kept, time, "the tmpfs did not keep the time of {name}");
+    }
+    let server = server(&root);
+    let addr = server.addr("files");
+    for name in ["far.txt", "old.txt"] {
+        let plain = exchange(
+            addr,
+            format!("GET /{name} HTTP/1.1\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await;
+        assert!(plain.starts_with("HTTP/1.1 200 OK"), "{name}: {plain:?}");
+        assert!(plain.ends_with("\r\n\r\ndated\n"), "{name}: {plain:?}");
+        assert_eq!(header(&plain, "Last-Modified"), None, "{plain}");
+        assert!(header(&plain, "ETag").is_some(), "{plain}");
+        // Date conditions have nothing to compare with: ignored, and an
+        // If-Range date never matches (the whole file).
+        let conditions = [
+            "If-Modified-Since: Sun, 06 Nov 1994 08:49:37 GMT",
+            "If-Unmodified-Since: Sun, 06 Nov 1994 08:49:37 GMT",
+            "Range: bytes=0-1\r\nIf-Range: Sun, 06 Nov 1994 08:49:37 GMT",
+        ];
+        for condition in conditions {
+            let got = exchange(
+                addr,
+                format!("GET /{name} HTTP/1.1\r\n{condition}\r\nConnection: close\r\n\r\n")
+                    .as_bytes(),
+            )
+            .await;
+            assert!(got.starts_with("HTTP/1.1 200 OK"), "{condition}: {got:?}");
+            assert!(got.ends_with("\r\n\r\ndated\n"), "{condition}: {got:?}");
+        }
+    }
+    // The server goes on.
+    let a = exchange(addr, b"HEAD /far.txt HTTP/1.1\r\nConnection: close\r\n\r\n").await;
+    assert!(a.starts_with("HTTP/1.1 200 OK"), "{a}");
+}
+
+/// Finding 8: framing and connection fields that are not valid get 400
+/// and a close: what follows the head is never answered as a request.
+#[tokio::test]
+async fn invalid_framing_fields_get_400_and_a_close() {
+    let (_base, root) = root();
+    let server = server(&root);
+    let addr = server.addr("files");
+    // The "body" is a whole request: it must not be answered.
+    let smuggled = b"GET /big.bin HTTP/1.1\r\n\r\n";
+    let fields: &[&[u8]] = &[
+        b"Content-Length: 25\xa0\r\n",
+        b"Content-Length: +25\r\n",
+        b"Content-Length: 25\r\nContent-Length: 26\r\n",
+        b"Content-Length: 25, 26\r\n",
+        b"Content-Length: 25\r\nTransfer-Encoding: chunked\r\n",
+        b"Transfer-Encoding: chunked\xa0\r\n",
+        b"Connection: keep-alive\xa0\r\n",
+        b"Connection: keep alive\r\n",
+    ];
+    for field in fields {
+        let mut request = b"GET /a.txt HTTP/1.1\r\nHost: x\r\n".to_vec();
+        request.extend_from_slice(field);
+        request.extend_from_slice(b"\r\n");
+        request.extend_from_slice(smuggled);
+        let got = exchange(addr, &request).await;
+        let shown = String::from_utf8_lossy(field);
+        assert!(got.starts_with("HTTP/1.1 400 "), "{shown:?}: {got:?}");
+        assert_eq!(got.matches("HTTP/1.1 ").count(), 1, "{shown:?}: {got:?}");
+        assert_eq!(header(&got, "Connection"), Some("close"), "{shown:?}");
+    }
+    // A valid length: the body is not read as a request either (the
+    // response closes the connection).
+    let mut request = b"GET /a.txt HTTP/1.1\r\nContent-Length: 25\r\n\r\n".to_vec();
+    request.extend_from_slice(smuggled);
+    let got = exchange(addr, &request).await;
+    assert!(got.starts_with("HTTP/1.1 200 OK"), "{got}");
+    assert_eq!(got.matches("HTTP/1.1 ").count(), 1, "{got}");
+}
+
+/// Finding 8: a `%` not followed by two hexadecimal digits is a 400, not
+/// a guess (`%+a` used to decode as a newline).
+#[tokio::test]
+async fn bad_percent_escapes_get_400() {
+    let (_base, root) = root();
+    let server = server(&root);
+    let addr = server.addr("files");
+    for target in ["/a%+a.txt", "/a%-1.txt", "/a.txt%1", "/a.tx%7", "/%zz"] {
+        let got = exchange(
+            addr,
+            format!("GET {target} HTTP/1.1\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await;
+        assert!(got.starts_with("HTTP/1.1 400 "), "{target}: {got:?}");
+    }
+    let good = exchange(addr, b"GET /a%2etxt HTTP/1.1\r\nConnection: close\r\n\r\n").await;
+    assert!(good.ends_with("\r\n\r\nhello world\n"), "{good}");
+}
+
+/// Finding 8: `If-Match` and `If-Unmodified-Since` are preconditions
+/// (412 when false, before `If-None-Match`'s 304), and an
+/// `If-Modified-Since` in the future is ignored.
+#[tokio::test]
+async fn if_match_and_if_unmodified_since_fail_with_412_and_a_future_date_is_ignored() {
+    let (_base, root) = root();
+    let server = server(&root);
+    let addr = server.addr("files");
+    let first = exchange(addr, b"HEAD /a.txt HTTP/1.1\r\nConnection: close\r\n\r\n").await;
+    let etag = header(&first, "ETag").expect("ETag").to_owned();
+    let modified = header(&first, "Last-Modified")
+        .expect("Last-Modified")
+        .to_owned();
+    let ask = |condition: String| async move {
+        exchange(
+            addr,
+            format!("GET /a.txt HTTP/1.1\r\n{condition}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+    };
+    let cases = [
+        (format!("If-Match: {etag}"), "200"),
+        ("If-Match: *".to_owned(), "200"),
+        ("If-Match: \"other\"".to_owned(), "412"),
+        (format!("If-Match: W/{etag}"), "412"),
+        (format!("If-Unmodified-Since: {modified}"), "200"),
+        (
+            "If-Unmodified-Since: Sun, 06 Nov 1994 08:49:37 GMT".to_owned(),
+            "412",
+        ),
+        (
+            format!("If-Match: \"other\"\r\nIf-None-Match: {etag}"),
+            "412",
+        ),
+        (format!("If-None-Match: {etag}"), "304"),
+        (
+            "If-Modified-Since: Fri, 31 Dec 9999 23:59:59 GMT".to_owned(),
+            "200",
+        ),
+        (format!("If-Modified-Since: {modified}"), "304"),
+    ];
+    for (condition, status) in cases {
+        let got = ask(condition.clone()).await;
+        assert!(
+            got.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{condition}: {got:?}"
+        );
+        if status == "200" {
+            assert!(got.ends_with("hello world\n"), "{condition}: {got:?}");
+        }
+    }
+}
+
+/// Finding 11: the access log of a response cut short says what went
+/// out: the status and range of the head, the body's bytes sent, and
+/// `aborted`.
+#[test]
+fn the_access_log_of_an_aborted_download_says_what_was_sent() {
+    let base = tempfile::tempdir().expect("tempdir");
+    let root = base.path().join("root");
+    fs::create_dir(&root).expect("mkdir");
+    let big = fs::File::create(root.join("big.bin")).expect("create");
+    big.set_len(64 << 20).expect("sparse file");
+    let config = base.path().join("switchboard.toml");
+    fs::write(
+        &config,
+        common::listener("files", "download", &format!("root = '{}'", root.display())),
+    )
+    .expect("config");
+    let mut daemon = crate::cli::Daemon::start(&config);
+    let addr = daemon.addr("files");
+    for (range, status, logged_range) in [
+        ("", "status=200", "range=None"),
+        ("Range: bytes=1000-\r\n", "status=206", "1000-67108863"),
+    ] {
+        let mut conn = crate::cli::client(addr);
+        std::io::Write::write_all(
+            &mut conn,
+            format!("GET /big.bin HTTP/1.1\r\n{range}\r\n").as_bytes(),
+        )
+        .expect("send");
+        let mut some = vec![0u8; 256 * 1024];
+        std::io::Read::read_exact(&mut conn, &mut some).expect("read");
+        // Gone mid-file, with a reset.
+        rustix::net::sockopt::set_socket_linger(&conn, Some(Duration::ZERO)).expect("SO_LINGER");
+        drop(conn);
+        let line = daemon.wait_for_log("http request");
+        for expected in [status, logged_range, "aborted"] {
+            assert!(line.contains(expected), "{expected} not in {line}");
+        }
+        let bytes: u64 = line
+            .split_whitespace()
+            .find_map(|field| field.strip_prefix("bytes="))
+            .and_then(|b| b.parse().ok())
+            .unwrap_or_else(|| panic!("no bytes= in {line}"));
+        assert!((200 * 1024..64 << 20).contains(&bytes), "{bytes} in {line}");
+    }
+}

@@ -1,34 +1,55 @@
 //! Directory listings of the download handler: the names a client could
 //! request back, sorted, one a line, directories with a `/`, at most
-//! [`MAX_LISTING_ENTRIES`] of them. Listings are cached by directory and
-//! its modification time (a directory's mtime changes when an entry is
-//! added, removed or renamed), so a flood of listing requests reads a big
-//! directory once, not once each; and at most [`BUILDS_AT_ONCE`] are built
-//! at a time on the blocking pool, so listings cannot take it over.
+//! [`MAX_LISTING_ENTRIES`] of them; as text (the raw protocol, and
+//! `text/plain` over HTTP, in the listener's encoding) or as an HTML page
+//! (bounded by [`html::MAX_PAGE_BYTES`]).
+//!
+//! Every rendering is built once: on the blocking pool, at most
+//! [`BUILDS_AT_ONCE`] at a time, one build per listing however many
+//! requests wait for it, and cached by directory (device, inode), its
+//! modification time (which changes when an entry is added, removed or
+//! renamed), the format and the encoding. Requests share the cached bytes
+//! (`Bytes`: one buffer, no copy per request). The cache is bounded in
+//! entries and bytes.
 
 use std::collections::{BinaryHeap, HashMap};
 use std::fs;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::sync::Semaphore;
+use tokio::time::{Instant, timeout_at};
+use tracing::info;
 
 use super::paths::{Policy, check_confined, descriptor_path};
-use crate::conn::text::TextEncoding;
+use crate::conn::text::{QUOTE_MAX_BYTES, TextEncoding, quote};
+use crate::http::html;
 
 /// Listings built at once, at most, per listener.
 const BUILDS_AT_ONCE: usize = 4;
 
-/// How long a request waits for a turn to build a listing before it is
-/// told `ERR busy`.
+/// How long a request waits for a listing to be built (its turn, and the
+/// build) before it is told `ERR busy` (503 over HTTP).
 const BUILD_WAIT: Duration = Duration::from_secs(5);
 
-/// Directories whose listing is kept, and their text's bytes in all, at most.
-const CACHED_DIRECTORIES: usize = 256;
-const CACHED_BYTES: usize = 16 << 20;
+/// Renderings kept, and their bytes in all, at most.
+const CACHED_RENDERINGS: usize = 256;
+const CACHED_BYTES: usize = 32 << 20;
+
+/// What a listing is rendered as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) enum Format {
+    /// The names, one a line, in the listener's encoding (raw, and
+    /// `text/plain` over HTTP).
+    Text,
+    /// The HTML index page (UTF-8).
+    Html,
+}
 
 /// Why there is no listing.
 #[derive(Debug)]
@@ -39,112 +60,228 @@ pub(super) enum ListingError {
     Io(io::Error),
 }
 
+/// A rendering's identity: the directory (device, inode), the format, and
+/// the encoding (by name: it decides which names a client could send back).
+type Key = (u64, u64, Format, &'static str);
+
 /// The listings of one listener: a bounded cache, and turns to build one.
 #[derive(Debug)]
 pub(super) struct Listings {
-    cache: Mutex<HashMap<(u64, u64), Cached>>,
+    cache: Mutex<Cache>,
     builds: Arc<Semaphore>,
+    /// One gate per rendering being built, so that the requests that want
+    /// it wait for the one build instead of building it again.
+    building: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<()>>>>,
+    /// Renderings built (for the tests: a flood renders once).
+    renders: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct Cache {
+    entries: HashMap<Key, Cached>,
+    bytes: usize,
 }
 
 #[derive(Debug)]
 struct Cached {
     /// The directory's modification time (seconds, nanoseconds) it is of.
     mtime: (i64, i64),
-    text: Arc<str>,
+    body: Bytes,
 }
 
 impl Default for Listings {
     fn default() -> Self {
         Listings {
-            cache: Mutex::new(HashMap::new()),
+            cache: Mutex::new(Cache::default()),
             builds: Arc::new(Semaphore::new(BUILDS_AT_ONCE)),
+            building: Mutex::new(HashMap::new()),
+            renders: AtomicU64::new(0),
+        }
+    }
+}
+
+/// Removes a build's gate when its last waiter is done.
+struct Building<'a> {
+    listings: &'a Listings,
+    key: Key,
+    gate: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Drop for Building<'_> {
+    fn drop(&mut self) {
+        let mut building = lock(&self.listings.building);
+        // The map's reference and this one: nobody else waits on it.
+        if Arc::strong_count(&self.gate) <= 2 {
+            building.remove(&self.key);
         }
     }
 }
 
 impl Listings {
-    /// The listing of the opened directory `dir`: from the cache when the
-    /// directory has not changed since, else built on the blocking pool.
+    /// The listing of the opened directory `dir` (at `path`, below `root`)
+    /// as `format`: from the cache when the directory has not changed
+    /// since, else built on the blocking pool (once, however many ask).
     pub(super) async fn get(
         &self,
         root: Arc<Path>,
         dir: fs::File,
+        path: &Path,
         policy: Policy,
         encoding: TextEncoding,
-    ) -> Result<Arc<str>, ListingError> {
+        format: Format,
+    ) -> Result<Bytes, ListingError> {
         let meta = dir.metadata().map_err(ListingError::Io)?;
-        let key = (meta.dev(), meta.ino());
+        let key = (meta.dev(), meta.ino(), format, encoding.name());
         let mtime = (meta.mtime(), meta.mtime_nsec());
-        if let Some(text) = self.cached(key, mtime) {
-            return Ok(text);
+        if let Some(body) = self.cached(key, mtime) {
+            return Ok(body);
         }
-        let turn = tokio::time::timeout(BUILD_WAIT, self.builds.clone().acquire_owned())
+        let deadline = Instant::now() + BUILD_WAIT;
+        let gate = {
+            let mut building = lock(&self.building);
+            building.entry(key).or_default().clone()
+        };
+        let building = Building {
+            listings: self,
+            key,
+            gate,
+        };
+        let _built_here = timeout_at(deadline, building.gate.lock())
+            .await
+            .map_err(|_| ListingError::Busy)?;
+        // The build this one waited for may have made it.
+        if let Some(body) = self.cached(key, mtime) {
+            return Ok(body);
+        }
+        let turn = timeout_at(deadline, self.builds.clone().acquire_owned())
             .await
             .map_err(|_| ListingError::Busy)?
             .map_err(|_| ListingError::Busy)?;
-        // Another request may have built it while this one waited.
-        if let Some(text) = self.cached(key, mtime) {
-            return Ok(text);
-        }
-        let text: Arc<str> = tokio::task::spawn_blocking(move || {
+        let dir_name = path
+            .strip_prefix(&*root)
+            .map_or_else(|_| String::new(), |rel| rel.to_string_lossy().into_owned());
+        let shown = quote(&dir_name, QUOTE_MAX_BYTES);
+        let body = tokio::task::spawn_blocking(move || {
             let _turn = turn;
-            listing(&root, &dir, policy, encoding)
+            render(&root, &dir, &dir_name, policy, encoding, format)
         })
         .await
         .map_err(|e| ListingError::Io(io::Error::other(e)))?
-        .map_err(ListingError::Io)?
-        .into();
-        self.keep(key, mtime, text.clone());
-        Ok(text)
+        .map_err(ListingError::Io)?;
+        self.renders.fetch_add(1, Ordering::Relaxed);
+        // One line per rendering, not per request: renderings are bounded.
+        info!(dir = %shown, ?format, encoding = encoding.name(), bytes = body.len(), "listing rendered");
+        self.keep(key, mtime, body.clone());
+        Ok(body)
     }
 
-    fn cached(&self, key: (u64, u64), mtime: (i64, i64)) -> Option<Arc<str>> {
-        let cache = self.cache();
+    /// Renderings built so far.
+    #[cfg(test)]
+    pub(super) fn renders(&self) -> u64 {
+        self.renders.load(Ordering::Relaxed)
+    }
+
+    fn cached(&self, key: Key, mtime: (i64, i64)) -> Option<Bytes> {
+        let cache = lock(&self.cache);
         cache
+            .entries
             .get(&key)
             .filter(|cached| cached.mtime == mtime)
-            .map(|cached| cached.text.clone())
+            .map(|cached| cached.body.clone())
     }
 
-    /// Keeps a listing, making room within the bounds (any entries go:
+    /// Keeps a rendering, making room within the bounds (any entries go:
     /// they are all cheap to build again compared to a flood of them).
-    fn keep(&self, key: (u64, u64), mtime: (i64, i64), text: Arc<str>) {
-        let mut cache = self.cache();
-        cache.remove(&key);
-        let mut bytes: usize = cache.values().map(|c| c.text.len()).sum();
-        while !cache.is_empty()
-            && (cache.len() >= CACHED_DIRECTORIES || bytes + text.len() > CACHED_BYTES)
-        {
-            let Some(evicted) = cache.keys().next().copied() else {
+    fn keep(&self, key: Key, mtime: (i64, i64), body: Bytes) {
+        if body.len() > CACHED_BYTES {
+            return;
+        }
+        let mut cache = lock(&self.cache);
+        if let Some(gone) = cache.entries.remove(&key) {
+            cache.bytes -= gone.body.len();
+        }
+        while cache.entries.len() >= CACHED_RENDERINGS || cache.bytes + body.len() > CACHED_BYTES {
+            let Some(evicted) = cache.entries.keys().next().copied() else {
                 break;
             };
-            if let Some(gone) = cache.remove(&evicted) {
-                bytes -= gone.text.len();
+            if let Some(gone) = cache.entries.remove(&evicted) {
+                cache.bytes -= gone.body.len();
             }
         }
-        if text.len() <= CACHED_BYTES {
-            cache.insert(key, Cached { mtime, text });
-        }
+        cache.bytes += body.len();
+        cache.entries.insert(key, Cached { mtime, body });
     }
+}
 
-    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<(u64, u64), Cached>> {
-        // Every update leaves the map consistent: a poisoned lock is usable.
-        self.cache.lock().unwrap_or_else(PoisonError::into_inner)
-    }
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Every update leaves the map consistent: a poisoned lock is usable.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Renders the listing of `dir` (named `dir_name` below the root) as `format`.
+fn render(
+    root: &Path,
+    dir: &fs::File,
+    dir_name: &str,
+    policy: Policy,
+    encoding: TextEncoding,
+    format: Format,
+) -> io::Result<Bytes> {
+    let names = names(root, dir, policy, encoding)?;
+    Ok(match format {
+        Format::Text => Bytes::from(encoding.encode(&names.text()).into_owned()),
+        Format::Html => Bytes::from(
+            html::index_page(
+                dir_name,
+                &names.names,
+                names.stopped_after,
+                html::MAX_PAGE_BYTES,
+            )
+            .into_bytes(),
+        ),
+    })
 }
 
 /// A listing stops after this many entries, so a huge directory costs bounded memory.
 const MAX_LISTING_ENTRIES: usize = 10_000;
 
-/// The listing of an opened directory: the entries a client could request
-/// back, sorted, one a line, directories with "/". At most
-/// [`MAX_LISTING_ENTRIES`] (the first ones in sort order) are kept in memory.
+/// The names of a listing, sorted, and where it stopped if it did.
+struct Names {
+    names: Vec<String>,
+    stopped_after: Option<usize>,
+}
+
+impl Names {
+    /// One name a line, and a last line saying where the listing stops.
+    fn text(&self) -> String {
+        let mut text = String::new();
+        for name in &self.names {
+            text.push_str(name);
+            text.push('\n');
+        }
+        if let Some(after) = self.stopped_after {
+            text.push_str(&format!("(listing stops after {after} entries)\n"));
+        }
+        text
+    }
+}
+
+/// The listing of an opened directory as text: the entries a client could
+/// request back, sorted, one a line, directories with "/".
+#[cfg(test)]
 pub(super) fn listing(
     root: &Path,
     dir: &fs::File,
     policy: Policy,
     encoding: TextEncoding,
 ) -> io::Result<String> {
+    names(root, dir, policy, encoding).map(|names| names.text())
+}
+
+/// The entries of an opened directory that a client could request back,
+/// sorted, directories with "/". At most [`MAX_LISTING_ENTRIES`] (the
+/// first ones in sort order) are kept in memory.
+fn names(root: &Path, dir: &fs::File, policy: Policy, encoding: TextEncoding) -> io::Result<Names> {
     let allow_hidden = policy.allow_hidden;
     let mut names = BinaryHeap::new();
     let mut truncated = false;
@@ -190,17 +327,10 @@ pub(super) fn listing(
             truncated = true;
         }
     }
-    let mut text = String::new();
-    for name in names.into_sorted_vec() {
-        text.push_str(&name);
-        text.push('\n');
-    }
-    if truncated {
-        text.push_str(&format!(
-            "(listing stops after {MAX_LISTING_ENTRIES} entries)\n"
-        ));
-    }
-    Ok(text)
+    Ok(Names {
+        names: names.into_sorted_vec(),
+        stopped_after: truncated.then_some(MAX_LISTING_ENTRIES),
+    })
 }
 
 /// True when a client could send `name` back and get this entry: not hidden
@@ -224,26 +354,107 @@ mod tests {
         let root: Arc<Path> = Arc::from(fs::canonicalize(dir.path()).unwrap().as_path());
         fs::write(root.join("a"), b"a").unwrap();
         let listings = Listings::default();
-        let get = || async {
-            let handle = fs::File::open(&*root).unwrap();
-            listings
-                .get(root.clone(), handle, STRICT, TextEncoding::Utf8)
-                .await
-                .unwrap()
+        let get = |format| {
+            let (root, listings) = (root.clone(), &listings);
+            async move {
+                let handle = fs::File::open(&*root).unwrap();
+                listings
+                    .get(
+                        root.clone(),
+                        handle,
+                        &root,
+                        STRICT,
+                        TextEncoding::Utf8,
+                        format,
+                    )
+                    .await
+                    .unwrap()
+            }
         };
-        let first = get().await;
-        let second = get().await;
-        assert_eq!(&*first, "a\n");
-        assert!(
-            Arc::ptr_eq(&first, &second),
+        let first = get(Format::Text).await;
+        let second = get(Format::Text).await;
+        assert_eq!(&first[..], b"a\n");
+        assert_eq!(
+            first.as_ptr(),
+            second.as_ptr(),
             "the second came from the cache"
         );
+        let page = get(Format::Html).await;
+        assert!(
+            std::str::from_utf8(&page)
+                .unwrap()
+                .contains("<a href=\"/a\">a</a>"),
+            "{page:?}"
+        );
+        assert_eq!(get(Format::Html).await.as_ptr(), page.as_ptr());
+        assert_eq!(listings.renders(), 2, "one text, one page");
         // A new entry changes the directory's mtime: built again. (Set it
         // explicitly: two changes within one clock tick look the same.)
         fs::write(root.join("b"), b"b").unwrap();
         let later = std::time::SystemTime::now() + Duration::from_secs(5);
         fs::File::open(&*root).unwrap().set_modified(later).unwrap();
-        assert_eq!(&*get().await, "a\nb\n");
+        assert_eq!(&get(Format::Text).await[..], b"a\nb\n");
+        assert_eq!(listings.renders(), 3);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_flood_of_requests_for_one_listing_renders_it_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let root: Arc<Path> = Arc::from(fs::canonicalize(dir.path()).unwrap().as_path());
+        for i in 0..2000 {
+            fs::write(root.join(format!("{i:04}{}", "x".repeat(200))), b"").unwrap();
+        }
+        let listings = Arc::new(Listings::default());
+        let tasks: Vec<_> = (0..60)
+            .map(|_| {
+                let (root, listings) = (root.clone(), listings.clone());
+                tokio::spawn(async move {
+                    let handle = fs::File::open(&*root).unwrap();
+                    listings
+                        .get(
+                            root.clone(),
+                            handle,
+                            &root,
+                            STRICT,
+                            TextEncoding::Utf8,
+                            Format::Html,
+                        )
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        let mut pages = Vec::new();
+        for task in tasks {
+            pages.push(task.await.unwrap());
+        }
+        assert_eq!(listings.renders(), 1, "60 requests, one rendering");
+        assert!(
+            pages.iter().all(|p| p.as_ptr() == pages[0].as_ptr()),
+            "all share one buffer"
+        );
+    }
+
+    #[test]
+    fn the_cache_stays_within_its_bounds() {
+        let listings = Listings::default();
+        let big = Bytes::from(vec![b'x'; CACHED_BYTES / 3]);
+        for ino in 0..10 {
+            listings.keep((1, ino, Format::Html, "UTF-8"), (0, 0), big.clone());
+        }
+        let small = Bytes::from_static(b"a\n");
+        for ino in 100..(100 + 2 * CACHED_RENDERINGS as u64) {
+            listings.keep((1, ino, Format::Text, "UTF-8"), (0, 0), small.clone());
+        }
+        let cache = lock(&listings.cache);
+        assert!(
+            cache.entries.len() <= CACHED_RENDERINGS,
+            "{}",
+            cache.entries.len()
+        );
+        let bytes: usize = cache.entries.values().map(|c| c.body.len()).sum();
+        assert_eq!(bytes, cache.bytes);
+        assert!(bytes <= CACHED_BYTES, "{bytes}");
     }
 
     const STRICT: Policy = Policy {

@@ -27,8 +27,8 @@ use tracing::{debug, info};
 use super::probe::{Probe, ProbeContext, line_then_close, shown};
 use super::{BuildContext, Ended, Handler, HandlerError, Invalid};
 use crate::conn::text::{QUOTE_MAX_BYTES, TextEncoding, quote};
-use crate::conn::{Connection, Incoming, Io, MinRate};
-use listing::{ListingError, Listings};
+use crate::conn::{ConnError, Connection, Incoming, Io, MinRate};
+use listing::{Format, ListingError, Listings};
 use paths::{PARENT_DIR_REFUSED, Policy, Target, io_reason, open_root, resolve, resolve_cached};
 
 /// Bytes sent per write by default.
@@ -60,7 +60,10 @@ const MAX_CHUNK_SIZE: usize = 2 * 1024 * 1024;
 /// What the probe asks for: refused before anything on disk is touched.
 const PROBE_REQUEST: &str = "..";
 
-/// The refusal of a file send over `max_downloads`.
+/// A body at most this long goes out in one write with its head.
+const SMALL_BODY: usize = 16 * 1024;
+
+/// The refusal of a file or listing send over `max_downloads`.
 const BUSY: &str = "busy";
 
 /// Settings of the download handler.
@@ -169,6 +172,47 @@ impl Download {
         Ok(())
     }
 
+    /// Sends `head` (an HTTP response head, or nothing), then `body` (a
+    /// listing) under the same limits as a file: the send buffer, writes of
+    /// at most `chunk_size`, each within the idle timeout, and the minimum
+    /// rate. A client that never reads holds at most the send buffer of
+    /// kernel memory and the task until the first limit passes; the body
+    /// itself is shared, not copied.
+    async fn send_bytes<S: Io>(
+        &self,
+        conn: &mut Connection<S>,
+        head: &[u8],
+        body: &[u8],
+    ) -> Result<(), HandlerError> {
+        if self.send_buffer > 0 && body.len() > self.send_buffer {
+            conn.set_send_buffer(self.send_buffer);
+        }
+        if body.len() <= SMALL_BODY {
+            let mut reply = Vec::with_capacity(head.len() + body.len());
+            reply.extend_from_slice(head);
+            reply.extend_from_slice(body);
+            return Ok(conn.send(&reply).await?);
+        }
+        if !head.is_empty() {
+            conn.send(head).await?;
+        }
+        let started = tokio::time::Instant::now();
+        let mut sent = 0u64;
+        for chunk in body.chunks(self.chunk_size.max(1)) {
+            match self.pace {
+                Some(pace) => {
+                    let by = pace_deadline(pace, started, sent);
+                    tokio::time::timeout_at(by, conn.send(chunk))
+                        .await
+                        .map_err(|_| ConnError::ReaderTooSlow(pace.bytes_per_second))??;
+                }
+                None => conn.send(chunk).await?,
+            }
+            sent += chunk.len() as u64;
+        }
+        Ok(())
+    }
+
     /// Resolves a requested name: on the worker when the kernel's lookup
     /// cache holds the path, else on the blocking pool (the disk may wait).
     async fn resolve_target(&self, name: &str) -> Result<Target, HandlerError> {
@@ -185,13 +229,17 @@ impl Download {
             .map_err(HandlerError::Refused)
     }
 
+    /// The listing of the opened directory `dir` (at `path`) as `format`,
+    /// shared from the listing cache.
     async fn listing(
         &self,
         dir: fs::File,
+        path: &Path,
         encoding: TextEncoding,
-    ) -> Result<Arc<str>, HandlerError> {
+        format: Format,
+    ) -> Result<bytes::Bytes, HandlerError> {
         self.listings
-            .get(self.root.clone(), dir, self.policy, encoding)
+            .get(self.root.clone(), dir, path, self.policy, encoding, format)
             .await
             .map_err(|e| match e {
                 ListingError::Busy => HandlerError::Refused(BUSY),
@@ -288,9 +336,12 @@ impl Handler for Download {
         };
         match target {
             Target::Directory { handle, path } => {
-                let text = self.listing(handle, encoding).await?;
-                info!(dir = %quote(&path.to_string_lossy(), QUOTE_MAX_BYTES), "sending listing");
-                conn.send(&encoding.encode(&text)).await?;
+                let Ok(_sending) = self.sending.clone().try_acquire_owned() else {
+                    return Err(HandlerError::Refused(BUSY));
+                };
+                let text = self.listing(handle, &path, encoding, Format::Text).await?;
+                info!(dir = %quote(&path.to_string_lossy(), QUOTE_MAX_BYTES), bytes = text.len(), "sending listing");
+                self.send_bytes(conn, &[], &text).await?;
             }
             Target::File { file, path, meta } => {
                 let Ok(_sending) = self.sending.clone().try_acquire_owned() else {
@@ -337,6 +388,15 @@ impl Handler for Download {
             config.chunk_size
         )
     }
+}
+
+/// When `sent` bytes of a body stop being enough at the minimum rate: the
+/// start, the grace, and the time those bytes take at the rate.
+fn pace_deadline(pace: MinRate, started: tokio::time::Instant, sent: u64) -> tokio::time::Instant {
+    let rate = pace.bytes_per_second.max(1);
+    let earned = Duration::from_secs(sent / rate)
+        + Duration::from_nanos((sent % rate) * 1_000_000_000 / rate);
+    started + pace.grace + earned
 }
 
 /// A real path, or why not.

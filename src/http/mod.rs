@@ -1,0 +1,20 @@
+//! HTTP/1.1 as the download port speaks it, as pure functions: no sockets,
+//! files or clocks are touched here (the current time is passed in). One
+//! file a feature, each with its own table of tests: the request head and
+//! its field checks (`request`), percent-decoding (`percent`), `Range`
+//! (`range`), entity tags (`etag`), HTTP-dates (`date`), the precondition
+//! order of RFC 9110 §13.2.2 (`conditional`), `Accept` (`accept`),
+//! `Content-Type` by extension (`content_type`), the HTML index page
+//! (`html`) and the status codes (`status`). The download handler
+//! (`handler::download::http`) does the I/O around them.
+
+pub(crate) mod accept;
+pub(crate) mod conditional;
+pub(crate) mod content_type;
+pub(crate) mod date;
+pub(crate) mod etag;
+pub(crate) mod html;
+pub(crate) mod percent;
+pub(crate) mod range;
+pub(crate) mod request;
+pub(crate) mod status;
