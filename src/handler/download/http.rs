@@ -175,7 +175,7 @@ pub(super) async fn serve<S: Io>(
     buf.extend_from_slice(&conn.take_buffered());
     let mut served = 0u32;
     loop {
-        let request = match read_head(conn, &mut buf).await? {
+        let request = match read_head(conn, &mut buf, served == 0).await? {
             HeadRead::Request(request) => request,
             HeadRead::Closed => return Ok(Ended::ClientClosed),
             HeadRead::Shutdown => return Ok(Ended::Shutdown),
@@ -191,8 +191,10 @@ pub(super) async fn serve<S: Io>(
             }
         };
         served += 1;
-        let keep_alive =
-            request.keep_alive && !request.has_body && served < MAX_REQUESTS_PER_CONNECTION;
+        let keep_alive = request.keep_alive
+            && !request.has_body
+            && served < MAX_REQUESTS_PER_CONNECTION
+            && !conn.route_retired();
         let (done, sent) = respond(download, conn, &request, keep_alive).await;
         info!(
             method = %quote(&request.method_name, 16),
@@ -227,20 +229,21 @@ enum HeadRead {
 async fn read_head<S: Io>(
     conn: &mut Connection<S>,
     buf: &mut BytesMut,
+    first: bool,
 ) -> Result<HeadRead, HandlerError> {
     let limit = conn.settings().message_timeout;
     let mut deadline = (!buf.is_empty()).then(|| Instant::now() + limit);
     loop {
         // A reload replaced the listener's settings: they apply to new
-        // connections, so this one takes no further request. Idle, it
-        // closes (the client retries on a new connection); a request
-        // already (partly) read is answered 503 before the close.
-        if conn.route_retired() {
-            return Ok(if buf.is_empty() {
-                HeadRead::Shutdown
-            } else {
-                HeadRead::Refused(UNAVAILABLE)
-            });
+        // connections, so this one takes no further request and closes
+        // without an answer, idle or with a request (partly) read. A
+        // client retries an idempotent request that got no answer on a
+        // fresh connection (RFC 9112 §9.3.1), which the new rules serve.
+        // The connection's first request is answered (with
+        // `Connection: close`), under the rules of its accept, like a
+        // request in flight at the reload.
+        if !first && conn.route_retired() {
+            return Ok(HeadRead::Shutdown);
         }
         if !buf.is_empty() {
             match parse_head(buf) {
