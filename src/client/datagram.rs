@@ -93,7 +93,10 @@ where
                 .send(&datagram(enc, &message))
                 .await
                 .map_err(|e| explain(e, options))?;
-            let n = socket.recv(&mut buf).await.map_err(|e| explain(e, options))?;
+            let n = socket
+                .recv(&mut buf)
+                .await
+                .map_err(|e| explain(e, options))?;
             printer.reply(reply_line(&buf[..n])).await?;
         }
         Ok::<_, io::Error>(())

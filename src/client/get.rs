@@ -541,7 +541,9 @@ async fn try_request(
         env!("CARGO_PKG_VERSION")
     );
     if let Some((from, validator)) = resume {
-        request.push_str(&format!("Range: bytes={from}-\r\nIf-Range: {validator}\r\n"));
+        request.push_str(&format!(
+            "Range: bytes={from}-\r\nIf-Range: {validator}\r\n"
+        ));
     }
     request.push_str("\r\n");
     let late = || {
@@ -653,7 +655,9 @@ impl Stored {
 
 /// A validator fit to send back in `If-Range`: printable ASCII, bounded.
 fn plain_validator(text: &str) -> bool {
-    !text.is_empty() && text.len() <= MAX_VALIDATOR && text.bytes().all(|b| (b' '..=b'~').contains(&b))
+    !text.is_empty()
+        && text.len() <= MAX_VALIDATOR
+        && text.bytes().all(|b| (b' '..=b'~').contains(&b))
 }
 
 /// Fetches one file into `target` (through `target.part`).
@@ -966,7 +970,11 @@ async fn fetch_raw(run: &mut Run<'_>, name: &str, target: &Path) -> Result<PathB
     request.push(b'\n');
     match timeout_at(run.wait_until(), stream.write_all(&request)).await {
         Ok(written) => written?,
-        Err(_) => return Err(GetError::Failed(format!("{name}: the server does not read"))),
+        Err(_) => {
+            return Err(GetError::Failed(format!(
+                "{name}: the server does not read"
+            )));
+        }
     }
     let mut file = open_part(&part, 0)?;
     let mut buf = vec![0u8; 256 * 1024];
@@ -1024,7 +1032,13 @@ mod tests {
 
     #[test]
     fn only_plain_names_are_safe() {
-        for good in ["a.txt", "名字.txt", "with space", ".hidden", &"n".repeat(255)] {
+        for good in [
+            "a.txt",
+            "名字.txt",
+            "with space",
+            ".hidden",
+            &"n".repeat(255),
+        ] {
             assert!(safe_component(good), "{good}");
         }
         for bad in [
@@ -1068,7 +1082,10 @@ mod tests {
         assert_eq!(by_date.validator, date);
         assert!(by_date.is_version_of(&head_with(None, Some(date))));
         assert_eq!(Stored::of(&head_with(None, None), 10), None);
-        assert_eq!(Stored::of(&head_with(Some("\"a\r\nX: y\""), None), 10), None);
+        assert_eq!(
+            Stored::of(&head_with(Some("\"a\r\nX: y\""), None), 10),
+            None
+        );
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f.part.etag");
         strong.write(&path).unwrap();

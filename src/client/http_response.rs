@@ -128,7 +128,8 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(ResponseHead, usize)>, HeadError
             // Several values (or several fields) must all be the same number.
             let mut length = None;
             for part in value.ok_or(HeadError::BadContentLength)?.split(',') {
-                let n = decimal(part.trim_matches([' ', '\t'])).ok_or(HeadError::BadContentLength)?;
+                let n =
+                    decimal(part.trim_matches([' ', '\t'])).ok_or(HeadError::BadContentLength)?;
                 if length.is_some_and(|l| l != n) {
                     return Err(HeadError::BadContentLength);
                 }
@@ -376,22 +377,52 @@ mod tests {
             ("Content-Length: 10\r\nContent-Length: 10", Ok(())),
             ("Content-Length: +10", Err(HeadError::BadContentLength)),
             ("Content-Length: 10, 11", Err(HeadError::BadContentLength)),
-            ("Content-Length: 10\r\nContent-Length: 9", Err(HeadError::BadContentLength)),
-            ("Content-Length: 99999999999999999999999", Err(HeadError::BadContentLength)),
+            (
+                "Content-Length: 10\r\nContent-Length: 9",
+                Err(HeadError::BadContentLength),
+            ),
+            (
+                "Content-Length: 99999999999999999999999",
+                Err(HeadError::BadContentLength),
+            ),
             ("Content-Length: \u{a0}10", Err(HeadError::BadContentLength)),
             ("Transfer-Encoding: chunked", Ok(())),
-            ("Transfer-Encoding: gzip, chunked", Err(HeadError::UnsupportedTransferEncoding)),
-            ("Transfer-Encoding: chunked, chunked", Err(HeadError::UnsupportedTransferEncoding)),
-            ("Transfer-Encoding: identity", Err(HeadError::UnsupportedTransferEncoding)),
+            (
+                "Transfer-Encoding: gzip, chunked",
+                Err(HeadError::UnsupportedTransferEncoding),
+            ),
+            (
+                "Transfer-Encoding: chunked, chunked",
+                Err(HeadError::UnsupportedTransferEncoding),
+            ),
+            (
+                "Transfer-Encoding: identity",
+                Err(HeadError::UnsupportedTransferEncoding),
+            ),
             ("Content-Encoding: identity", Ok(())),
             ("Content-Encoding: gzip", Err(HeadError::ContentEncoded)),
-            ("Content-Encoding: identity, br", Err(HeadError::ContentEncoded)),
+            (
+                "Content-Encoding: identity, br",
+                Err(HeadError::ContentEncoded),
+            ),
             ("Content-Range: bytes 0-9/10", Ok(())),
-            ("Content-Range: bytes 5-4/10", Err(HeadError::BadContentRange)),
-            ("Content-Range: bytes 0-10/10", Err(HeadError::BadContentRange)),
-            ("Content-Range: bytes -1-9/10", Err(HeadError::BadContentRange)),
+            (
+                "Content-Range: bytes 5-4/10",
+                Err(HeadError::BadContentRange),
+            ),
+            (
+                "Content-Range: bytes 0-10/10",
+                Err(HeadError::BadContentRange),
+            ),
+            (
+                "Content-Range: bytes -1-9/10",
+                Err(HeadError::BadContentRange),
+            ),
             ("Content-Range: bytes */10", Err(HeadError::BadContentRange)),
-            ("Content-Range: items 0-9/10", Err(HeadError::BadContentRange)),
+            (
+                "Content-Range: items 0-9/10",
+                Err(HeadError::BadContentRange),
+            ),
             (
                 "Content-Length: 5\r\nTransfer-Encoding: chunked",
                 Err(HeadError::AmbiguousFraming),
@@ -401,7 +432,10 @@ mod tests {
             let got = parse(&format!("HTTP/1.1 200 OK\r\n{field}\r\n\r\n")).map(|_| ());
             assert_eq!(&got, expected, "{field}");
         }
-        assert!(matches!(parse("SSH-2.0\r\n\r\n"), Err(HeadError::Malformed(_))));
+        assert!(matches!(
+            parse("SSH-2.0\r\n\r\n"),
+            Err(HeadError::Malformed(_))
+        ));
     }
 
     /// Decodes `body` fed in pieces of `step` bytes.

@@ -143,10 +143,15 @@ async fn linger<W: AsyncWrite + Unpin>(
     printer: &mut Printer<'_, W>,
     until: Instant,
 ) -> io::Result<()> {
-    while let Ok(Ok(Some(reply))) = timeout_at(linger_until(until), replies.next()).await {
-        printer.reply(&reply).await?;
+    loop {
+        match timeout_at(linger_until(until), replies.next()).await {
+            Ok(Ok(Some(reply))) => printer.reply(&reply).await?,
+            // A line over the cap is the server's fault, said as such.
+            Ok(Err(e)) if e.kind() == io::ErrorKind::InvalidData => return Err(e),
+            // The close, a reset, or quiet: the last words are over.
+            Ok(Ok(None)) | Ok(Err(_)) | Err(_) => return Ok(()),
+        }
     }
-    Ok(())
 }
 
 /// An interactive chat: each line of `input` is sent, and every line the

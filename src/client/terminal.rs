@@ -98,7 +98,10 @@ mod tests {
             (b"cr\rover", "cr\\x0dover"),
             (b"nul\0bell\x07bs\x08", "nul\\x00bell\\x07bs\\x08"),
             (b"del\x7f", "del\\x7f"),
-            ("c1 \u{9b}2J \u{85} \u{80} \u{9f}".as_bytes(), "c1 \\u{9b}2J \\u{85} \\u{80} \\u{9f}"),
+            (
+                "c1 \u{9b}2J \u{85} \u{80} \u{9f}".as_bytes(),
+                "c1 \\u{9b}2J \\u{85} \\u{80} \\u{9f}",
+            ),
             (b"raw c1 \x9b2J", "raw c1 \\x9b2J"),
             (b"bad \xff\xfe utf8", "bad \\xff\\xfe utf8"),
             ("\u{a0}nbsp and é".as_bytes(), "\u{a0}nbsp and é"),
