@@ -309,7 +309,7 @@ fn honest_resume(request: &str) -> Vec<Step> {
 
 fn chunked_body() -> Vec<u8> {
     let file = true_file();
-    let mut body = format!("7;ext=x\r\n").into_bytes();
+    let mut body = b"7;ext=x\r\n".to_vec();
     body.extend_from_slice(&file[..7]);
     body.extend_from_slice(b"\r\nd\r\n");
     body.extend_from_slice(&file[7..]);
