@@ -9,7 +9,7 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite};
 use tokio::net::UdpSocket;
-use tokio::time::{Instant, timeout, timeout_at};
+use tokio::time::{timeout, timeout_at};
 
 use super::line_client::{LineOptions, Messages, Printer, linger_until, too_late};
 use crate::conn::text::TextEncoding;
@@ -81,7 +81,7 @@ where
     I: AsyncBufRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let deadline = Instant::now() + options.timeout;
+    let deadline = super::after(options.timeout);
     let mut printer = Printer::new(out, options, true);
     let exchange = async {
         let socket = open(options).await?;
@@ -139,7 +139,7 @@ where
         }
     }
     // A "port unreachable" that comes back now still says nothing listens.
-    let until = Instant::now() + options.timeout;
+    let until = super::after(options.timeout);
     while let Ok(received) = timeout_at(linger_until(until), socket.recv(&mut buf)).await {
         let n = received.map_err(|e| explain(e, options))?;
         printer.reply(reply_line(&buf[..n])).await?;

@@ -133,7 +133,7 @@ impl Run<'_> {
     /// When the current wait must end: after the timeout, and never after
     /// the deadline.
     fn wait_until(&self) -> Instant {
-        (Instant::now() + self.options.timeout).min(self.deadline)
+        super::after(self.options.timeout).min(self.deadline)
     }
 
     /// What a wait that ended at [`Run::wait_until`] means.
@@ -160,7 +160,7 @@ impl Run<'_> {
 pub async fn get(options: &GetOptions) -> Result<Vec<PathBuf>, GetError> {
     let mut run = Run {
         options,
-        deadline: Instant::now() + options.deadline,
+        deadline: super::after(options.deadline),
         dirs: 0,
         warnings: 0,
         stopped: None,

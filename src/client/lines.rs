@@ -111,7 +111,7 @@ where
     if options.udp {
         return super::datagram::send(options, messages, input, out).await;
     }
-    let deadline = Instant::now() + options.timeout;
+    let deadline = super::after(options.timeout);
     let mut printer = Printer::new(out, options, true);
     let exchange = async {
         let (mut replies, mut write) = open(options, deadline).await?;
@@ -130,7 +130,7 @@ where
         Ok(Ok(Some(replies))) => replies,
         Ok(Ok(None)) => return Ok(()),
         Ok(Err(e)) => return Err(e),
-        Err(_) => return Err(too_late("not done", options.timeout)),
+        Err(_) => return Err(too_late("no reply", options.timeout)),
     };
     let mut replies = replies;
     linger(&mut replies, &mut printer, deadline).await
@@ -168,7 +168,7 @@ where
     if options.udp {
         return super::datagram::chat(options, input, out).await;
     }
-    let (mut replies, mut write) = open(options, Instant::now() + options.timeout).await?;
+    let (mut replies, mut write) = open(options, super::after(options.timeout)).await?;
     let mut printer = Printer::new(out, options, false);
     let mut input = input.lines();
     let enc = options.encoding;
@@ -176,10 +176,10 @@ where
         tokio::select! {
             line = input.next_line() => match line? {
                 Some(line) if !line.is_empty() => {
-                    send_line(&mut write, enc, &line, Instant::now() + options.timeout).await?;
+                    send_line(&mut write, enc, &line, super::after(options.timeout)).await?;
                 }
                 _ => {
-                    let until = Instant::now() + options.timeout;
+                    let until = super::after(options.timeout);
                     let _ = timeout_at(until, write.shutdown()).await;
                     return linger(&mut replies, &mut printer, until).await;
                 }

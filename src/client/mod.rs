@@ -29,6 +29,15 @@ pub use terminal::{Shown, escape_bytes, escape_text};
 /// Longest reply line a line client reads.
 const MAX_LINE: usize = 64 * 1024;
 
+/// The instant `limit` from now; a limit too long to add (`--timeout
+/// 1000000000y`) is about thirty years, as good as never.
+fn after(limit: std::time::Duration) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    now.checked_add(limit)
+        .or_else(|| now.checked_add(Duration::from_secs(30 * 365 * 86_400)))
+        .unwrap_or(now)
+}
+
 /// Connects to `addr` (`host:port`) within `limit`.
 async fn connect(addr: &str, limit: Duration) -> std::io::Result<TcpStream> {
     match timeout(limit, TcpStream::connect(addr)).await {
