@@ -38,7 +38,7 @@ const MAX_LISTING: usize = 16 * 1024 * 1024;
 const MAX_DEPTH: usize = 32;
 /// Most files `-r` fetches in one run.
 const MAX_FILES: usize = 100_000;
-/// Most directories `-r` creates in one run.
+/// Most directories `-r` follows (creates, or enters again) in one run.
 const MAX_DIRS: usize = 10_000;
 /// Longest name (one component) taken from a listing, in bytes.
 const MAX_COMPONENT: usize = 255;
@@ -248,6 +248,13 @@ async fn mirror(
         }
         let local = into.join(entry_name);
         if is_dir {
+            // Every directory followed counts, new or not: a listing that
+            // names one directory many times is followed at most as often.
+            if run.dirs >= MAX_DIRS {
+                run.stopped = Some(format!("more than {MAX_DIRS} directories"));
+                return Ok(());
+            }
+            run.dirs += 1;
             match fs::symlink_metadata(&local) {
                 Ok(meta) if !meta.is_dir() => {
                     run.warn(&format!(
@@ -258,15 +265,10 @@ async fn mirror(
                 }
                 Ok(_) => {}
                 Err(_) => {
-                    if run.dirs >= MAX_DIRS {
-                        run.stopped = Some(format!("more than {MAX_DIRS} directories"));
-                        return Ok(());
-                    }
                     if let Err(e) = fs::create_dir(&local) {
                         run.warn(&format!("{}: {e}; skipped", local.display()));
                         continue;
                     }
-                    run.dirs += 1;
                 }
             }
             Box::pin(mirror(

@@ -810,6 +810,14 @@ async fn get_r_stops_at_its_cap_on_directories() {
     assert_output_clean(&out);
     let dirs = count_dirs(&dir.path().join("mirror"));
     assert!(dirs <= 10_000, "{dirs} directories created");
+    // One directory named again and again is followed as often.
+    fn again() -> Vec<u8> {
+        "a/\n".repeat(20_000).into_bytes()
+    }
+    let (out, took, _dir) = mirror(again, &[]).await;
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    assert_output_clean(&out);
 }
 
 #[tokio::test]
