@@ -539,7 +539,9 @@ fn history(
             ExitCode::SUCCESS
         }
         Err(e) => {
-            print_err(&format!("switchboard history: {e}"));
+            // A Redis server's words may be in it.
+            let line = format!("switchboard history: {e}");
+            print_err(&switchboard::client::escape_text(&line));
             ExitCode::from(EXIT_FAILURE)
         }
     }
