@@ -348,6 +348,61 @@ pub fn client_listing(data: &[u8]) {
     }
 }
 
+/// `switchboard get`'s reading of a server's response (after a first byte
+/// that sets how the body is split): the head parser never panics, and a
+/// head it accepts lies within the bytes given, has an ordered
+/// Content-Range and not both framings; the chunked decoder, fed what
+/// follows the head (or everything), gives the same bytes, the same end
+/// and the same error however the input is split, and never more bytes
+/// than it was given.
+pub fn client_response(data: &[u8]) {
+    use crate::client::http_response::{ChunkedDecoder, parse_head};
+    let Some((&step, response)) = data.split_first() else {
+        return;
+    };
+    let mut body = response;
+    if let Ok(Some((head, len))) = parse_head(response) {
+        assert!(
+            len <= response.len(),
+            "a head of {len} in {} bytes",
+            response.len()
+        );
+        if let Some(range) = head.content_range {
+            assert!(
+                range.first <= range.last && range.last < range.total,
+                "{range:?}"
+            );
+        }
+        assert!(!(head.chunked && head.content_length.is_some()), "{head:?}");
+        body = &response[len..];
+    }
+    let decode = |step: usize| {
+        let mut decoder = ChunkedDecoder::new();
+        let mut out = Vec::new();
+        let mut used = 0;
+        for piece in body.chunks(step) {
+            match decoder.feed(piece, &mut out) {
+                Ok(n) => {
+                    used += n;
+                    if n < piece.len() {
+                        break;
+                    }
+                }
+                Err(e) => return (Err(e), out, decoder.is_done()),
+            }
+        }
+        (Ok(used), out, decoder.is_done())
+    };
+    let (whole, whole_out, whole_done) = decode(body.len().max(1));
+    let (split, split_out, split_done) = decode(usize::from(step).max(1));
+    assert_eq!(whole, split, "the split changed the outcome");
+    assert_eq!(whole_done, split_done);
+    assert!(whole_out.len() <= body.len());
+    if whole.is_ok() {
+        assert_eq!(whole_out, split_out, "the split changed the data");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -368,9 +423,10 @@ mod tests {
             inputs
         };
         type Target = fn(&[u8]);
-        let targets: [(&str, Target); 7] = [
+        let targets: [(&str, Target); 8] = [
             ("config", config),
             ("client_listing", client_listing),
+            ("client_response", client_response),
             ("http_request", http_request),
             ("proxy_header", proxy_header),
             ("framing", framing),

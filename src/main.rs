@@ -74,8 +74,10 @@ enum Command {
     },
     /// Fetch a file (or with -r a directory tree) from a download listener:
     /// over HTTP into FILE.part, renamed when complete and the length
-    /// matches; -c resumes. Exit status: 0 ok, 1 network or server error,
-    /// 2 usage, 3 not found or refused, 4 incomplete (resume with -c).
+    /// matches; -c resumes, and only continues the same version of the
+    /// file. Exit status: 0 ok, 1 network or server error (or an answer
+    /// refused, or a mirror stopped at a cap), 2 usage, 3 not found or
+    /// refused by the server, 4 incomplete (resume with -c).
     #[command(
         after_help = "Examples:\n  switchboard get 127.0.0.1:1111 big.iso          # -> ./big.iso\n  switchboard get 127.0.0.1:1111 big.iso -c       # resume a cut download\n  switchboard get 127.0.0.1:1111 docs/ -r -o docs # mirror a directory\n  switchboard get 127.0.0.1:1111 a.txt --raw      # the tutorial's protocol"
     )]
@@ -99,6 +101,10 @@ enum Command {
         /// Print nothing but errors.
         #[arg(short, long)]
         quiet: bool,
+        /// Bound of the whole run, every file and listing of -r included
+        /// (e.g. "10m", "2h").
+        #[arg(long, default_value = "24h", value_parser = positive_duration)]
+        deadline: Duration,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -115,6 +121,10 @@ enum Command {
         /// Over UDP: each message is one datagram, each reply one datagram.
         #[arg(long)]
         udp: bool,
+        /// Write the server's bytes unchanged (by default, control
+        /// characters are shown as escapes such as \x1b).
+        #[arg(long)]
+        raw: bool,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -132,9 +142,14 @@ enum Command {
         /// Print the number of messages kept, as a bare number.
         #[arg(long, conflicts_with = "tail", required_unless_present = "tail")]
         count: bool,
-        /// Print the newest N messages, oldest first, one per line.
+        /// Print the newest N messages, oldest first, one per line
+        /// (decoded from the listener's encoding, control characters shown
+        /// as escapes such as \x1b).
         #[arg(long, value_name = "N")]
         tail: Option<usize>,
+        /// With --tail: write the messages' bytes as stored, unchanged.
+        #[arg(long, requires = "tail")]
+        raw: bool,
     },
     /// Chat with a line server: each line typed is sent, every line it
     /// sends is shown; an empty line or Ctrl-D ends the chat.
@@ -147,6 +162,10 @@ enum Command {
         /// Over UDP: each line is one datagram, each reply one datagram.
         #[arg(long)]
         udp: bool,
+        /// Write the server's bytes unchanged (by default, control
+        /// characters are shown as escapes such as \x1b).
+        #[arg(long)]
+        raw: bool,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -166,7 +185,10 @@ struct ClientArgs {
     /// The server's text encoding: utf-8 or gbk.
     #[arg(long, default_value = "utf-8", value_parser = encoding)]
     encoding: switchboard::TextEncoding,
-    /// Bound of the connect and of each wait for the server.
+    /// send: the deadline of the whole run. chat: the bound of the
+    /// connect, of each line sent, and of the wait for the server's last
+    /// words. get: the bound of the connect, of each wait for data, and of
+    /// each response head and listing as a whole (see --deadline).
     #[arg(long, default_value = "30s", value_parser = positive_duration)]
     timeout: Duration,
 }
@@ -228,6 +250,7 @@ fn main() -> ExitCode {
             recursive,
             raw,
             quiet,
+            deadline,
             client,
         } => {
             let options = switchboard::client::GetOptions {
@@ -240,11 +263,14 @@ fn main() -> ExitCode {
                 quiet,
                 encoding: client.encoding,
                 timeout: client.timeout,
+                deadline,
             };
             match client_runtime().map(|rt| rt.block_on(switchboard::client::get(&options))) {
                 Some(Ok(_)) => ExitCode::SUCCESS,
                 Some(Err(e)) => {
-                    print_err(&format!("switchboard get: {e}"));
+                    // The message may quote the server: escaped, always.
+                    let line = format!("switchboard get: {e}");
+                    print_err(&switchboard::client::escape_text(&line));
                     ExitCode::from(e.exit_status())
                 }
                 None => ExitCode::from(EXIT_FAILURE),
@@ -254,9 +280,10 @@ fn main() -> ExitCode {
             addr,
             messages,
             udp,
+            raw,
             client,
         } => {
-            let options = line_options(addr, udp, &client);
+            let options = line_options(addr, udp, raw, &client);
             run_lines("send", async move {
                 let stdin = tokio::io::BufReader::new(tokio::io::stdin());
                 let mut out = tokio::io::stdout();
@@ -268,18 +295,24 @@ fn main() -> ExitCode {
             listener,
             count,
             tail,
+            raw,
         } => match load(config_path(config).as_deref()) {
             Ok(config) => {
                 let what = match (count, tail) {
                     (_, Some(n)) => switchboard::history::Inspect::Tail(n),
                     _ => switchboard::history::Inspect::Count,
                 };
-                history(&config, &listener, what)
+                history(&config, &listener, what, shown(raw))
             }
             Err(e) => config_error(&e),
         },
-        Command::Chat { addr, udp, client } => {
-            let options = line_options(addr, udp, &client);
+        Command::Chat {
+            addr,
+            udp,
+            raw,
+            client,
+        } => {
+            let options = line_options(addr, udp, raw, &client);
             run_lines("chat", async move {
                 let stdin = tokio::io::BufReader::new(tokio::io::stdin());
                 let mut out = tokio::io::stdout();
@@ -289,12 +322,27 @@ fn main() -> ExitCode {
     }
 }
 
-fn line_options(addr: String, udp: bool, client: &ClientArgs) -> switchboard::client::LineOptions {
+fn line_options(
+    addr: String,
+    udp: bool,
+    raw: bool,
+    client: &ClientArgs,
+) -> switchboard::client::LineOptions {
     switchboard::client::LineOptions {
         addr,
         encoding: client.encoding,
         timeout: client.timeout,
         udp,
+        shown: shown(raw),
+    }
+}
+
+/// How a server's words are written: `--raw` passes their bytes through.
+fn shown(raw: bool) -> switchboard::client::Shown {
+    if raw {
+        switchboard::client::Shown::Raw
+    } else {
+        switchboard::client::Shown::Escaped
     }
 }
 
@@ -326,7 +374,8 @@ fn run_lines(
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            print_err(&format!("switchboard {command}: {e}"));
+            let line = format!("switchboard {command}: {e}");
+            print_err(&switchboard::client::escape_text(&line));
             ExitCode::from(EXIT_FAILURE)
         }
     }
@@ -446,8 +495,14 @@ fn probe(config: &Config, listeners: &[String], timeout: std::time::Duration) ->
 
 /// `switchboard history`: the count, or the newest messages, of the
 /// history of the random-bot listener called `name`. Messages are printed
-/// as stored (the listener's encoding), one per line.
-fn history(config: &Config, name: &str, what: switchboard::history::Inspect) -> ExitCode {
+/// one per line, decoded from the listener's encoding and escaped (or with
+/// `--raw`, as stored).
+fn history(
+    config: &Config,
+    name: &str,
+    what: switchboard::history::Inspect,
+    shown: switchboard::client::Shown,
+) -> ExitCode {
     let Some(listener) = config.listeners.iter().find(|l| l.name == name) else {
         let names: Vec<&str> = config.listeners.iter().map(|l| l.name.as_str()).collect();
         print_err(&format!(
@@ -476,7 +531,7 @@ fn history(config: &Config, name: &str, what: switchboard::history::Inspect) -> 
         Ok(switchboard::history::Inspected::Messages(messages)) => {
             let mut out = Vec::new();
             for message in messages {
-                out.extend_from_slice(&message);
+                out.extend_from_slice(&shown.render(&message, listener.encoding));
                 out.push(b'\n');
             }
             let mut stdout = std::io::stdout().lock();
@@ -484,7 +539,9 @@ fn history(config: &Config, name: &str, what: switchboard::history::Inspect) -> 
             ExitCode::SUCCESS
         }
         Err(e) => {
-            print_err(&format!("switchboard history: {e}"));
+            // A Redis server's words may be in it.
+            let line = format!("switchboard history: {e}");
+            print_err(&switchboard::client::escape_text(&line));
             ExitCode::from(EXIT_FAILURE)
         }
     }

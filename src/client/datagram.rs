@@ -1,7 +1,7 @@
 //! `send --udp` and `chat --udp`: the line clients over UDP, as the
 //! tutorial's UDP programs talk (`sendto`, then `recvfrom`): each message
 //! is one datagram (with its newline), each reply one datagram. Every wait
-//! is bounded; a reply longer than a datagram can be is impossible, so the
+//! is bounded, and so is `send`'s whole run; a reply longer than a datagram can be is impossible, so the
 //! buffer is one datagram's most.
 
 use std::io;
@@ -9,9 +9,9 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite};
 use tokio::net::UdpSocket;
-use tokio::time::timeout;
+use tokio::time::{timeout, timeout_at};
 
-use super::line_client::{LINGER, LineOptions, Messages, print};
+use super::line_client::{LineOptions, Messages, Printer, linger_until, too_late};
 use crate::conn::text::TextEncoding;
 
 /// The most a UDP datagram holds.
@@ -49,11 +49,10 @@ fn datagram(enc: TextEncoding, text: &str) -> Vec<u8> {
     bytes
 }
 
-/// A reply datagram as text, without its line ending.
-fn reply_text(enc: TextEncoding, reply: &[u8]) -> String {
+/// A reply datagram without its line ending.
+fn reply_line(reply: &[u8]) -> &[u8] {
     let reply = reply.strip_suffix(b"\n").unwrap_or(reply);
-    let reply = reply.strip_suffix(b"\r").unwrap_or(reply);
-    enc.decode(reply).into_owned()
+    reply.strip_suffix(b"\r").unwrap_or(reply)
 }
 
 /// What a refused datagram means here.
@@ -69,9 +68,9 @@ fn explain(e: io::Error, options: &LineOptions) -> io::Error {
 }
 
 /// `send --udp`: each message (each line of `input` when there are none)
-/// as a datagram, and its reply printed; a reply that does not come within
-/// the timeout is an error (UDP does not say whether the request or the
-/// reply was lost).
+/// as a datagram, and its reply printed; a reply that does not come by
+/// the deadline (`options.timeout` for the whole run) is an error (UDP
+/// does not say whether the request or the reply was lost).
 pub(super) async fn send<I, W>(
     options: &LineOptions,
     messages: Vec<String>,
@@ -82,42 +81,46 @@ where
     I: AsyncBufRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let socket = open(options).await?;
-    let mut messages = Messages::new(messages, input);
-    let enc = options.encoding;
-    let mut buf = vec![0u8; MAX_DATAGRAM];
-    while let Some(message) = messages.next().await? {
-        socket
-            .send(&datagram(enc, &message))
-            .await
-            .map_err(|e| explain(e, options))?;
-        match timeout(options.timeout, socket.recv(&mut buf)).await {
-            Ok(Ok(n)) => print(out, &reply_text(enc, &buf[..n])).await?,
-            Ok(Err(e)) => return Err(explain(e, options)),
-            Err(_) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!(
-                        "no reply within {} (the datagram or its reply may be lost, \
-                         or the server dropped it)",
-                        humantime::format_duration(options.timeout)
-                    ),
-                ));
-            }
+    let deadline = super::after(options.timeout);
+    let mut printer = Printer::new(out, options, true);
+    let exchange = async {
+        let socket = open(options).await?;
+        let mut messages = Messages::new(messages, input);
+        let enc = options.encoding;
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        while let Some(message) = messages.next().await? {
+            socket
+                .send(&datagram(enc, &message))
+                .await
+                .map_err(|e| explain(e, options))?;
+            let n = socket
+                .recv(&mut buf)
+                .await
+                .map_err(|e| explain(e, options))?;
+            printer.reply(reply_line(&buf[..n])).await?;
         }
+        Ok::<_, io::Error>(())
+    };
+    match timeout_at(deadline, exchange).await {
+        Ok(done) => done,
+        Err(_) => Err(too_late(
+            "no reply (the datagram or its reply may be lost, or the server dropped it)",
+            options.timeout,
+        )),
     }
-    Ok(())
 }
 
 /// `chat --udp`: each line typed is a datagram, every datagram that comes
 /// back is printed as it arrives; an empty line or the end of `input` ends
-/// it, after the replies still on their way (up to a second).
+/// it, after the replies still on their way (a second of quiet, at most
+/// `options.timeout` in all).
 pub(super) async fn chat<I, W>(options: &LineOptions, input: I, out: &mut W) -> io::Result<()>
 where
     I: AsyncBufRead + Unpin,
     W: AsyncWrite + Unpin,
 {
     let socket = open(options).await?;
+    let mut printer = Printer::new(out, options, false);
     let mut input = input.lines();
     let enc = options.encoding;
     let mut buf = vec![0u8; MAX_DATAGRAM];
@@ -131,14 +134,15 @@ where
             },
             reply = socket.recv(&mut buf) => {
                 let n = reply.map_err(|e| explain(e, options))?;
-                print(out, &reply_text(enc, &buf[..n])).await?;
+                printer.reply(reply_line(&buf[..n])).await?;
             }
         }
     }
     // A "port unreachable" that comes back now still says nothing listens.
-    while let Ok(received) = timeout(LINGER, socket.recv(&mut buf)).await {
+    let until = super::after(options.timeout);
+    while let Ok(received) = timeout_at(linger_until(until), socket.recv(&mut buf)).await {
         let n = received.map_err(|e| explain(e, options))?;
-        print(out, &reply_text(enc, &buf[..n])).await?;
+        printer.reply(reply_line(&buf[..n])).await?;
     }
     Ok(())
 }

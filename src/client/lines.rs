@@ -1,39 +1,45 @@
 //! `send` and `chat`: line clients for echo, keyword-bot and random-bot (or
 //! any line server), in UTF-8 or GBK, over TCP (here) or UDP (`datagram`,
-//! which they hand over to when asked).
+//! which they hand over to when asked). Every wait is bounded, and so is
+//! `send`'s whole run.
 
 use std::io;
 
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::time::timeout;
+use tokio::time::{Instant, timeout_at};
 
-use super::line_client::{LINGER, LineOptions, Messages, print};
+use super::line_client::{LineOptions, Messages, Printer, linger_until, too_late};
 use super::{MAX_LINE, connect};
 use crate::conn::text::TextEncoding;
 
 /// Reads one line (without its line ending) of at most [`MAX_LINE`] bytes;
-/// `None` at the end of the stream.
-async fn read_line<R: AsyncBufRead + Unpin>(reader: &mut R) -> io::Result<Option<Vec<u8>>> {
-    let mut line = Vec::new();
+/// `None` at the end of the stream. The bytes of a line not yet complete
+/// are kept in `partial`, so that a read cancelled (by `select!` or a
+/// deadline) loses nothing.
+async fn read_line<R: AsyncBufRead + Unpin>(
+    reader: &mut R,
+    partial: &mut Vec<u8>,
+) -> io::Result<Option<Vec<u8>>> {
     loop {
         let available = reader.fill_buf().await?;
         if available.is_empty() {
-            return Ok((!line.is_empty()).then_some(line));
+            return Ok((!partial.is_empty()).then(|| std::mem::take(partial)));
         }
         let (take, done) = match memchr::memchr(b'\n', available) {
             Some(at) => (at + 1, true),
             None => (available.len(), false),
         };
-        if line.len() + take > MAX_LINE + 1 {
+        if partial.len() + take > MAX_LINE + 1 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!("a reply line longer than {MAX_LINE} bytes"),
             ));
         }
-        line.extend_from_slice(&available[..take]);
+        partial.extend_from_slice(&available[..take]);
         reader.consume(take);
         if done {
+            let mut line = std::mem::take(partial);
             line.pop();
             if line.last() == Some(&b'\r') {
                 line.pop();
@@ -43,28 +49,55 @@ async fn read_line<R: AsyncBufRead + Unpin>(reader: &mut R) -> io::Result<Option
     }
 }
 
-/// Connects, and splits the connection into buffered replies and the
-/// writing half.
-async fn open(options: &LineOptions) -> io::Result<(BufReader<OwnedReadHalf>, OwnedWriteHalf)> {
-    let (read, write) = connect(&options.addr, options.timeout).await?.into_split();
-    Ok((BufReader::new(read), write))
+/// The server's side of a connection: its lines, and the one being read.
+struct Replies {
+    reader: BufReader<OwnedReadHalf>,
+    partial: Vec<u8>,
 }
 
-/// Writes `text` and a newline, in `enc`.
+impl Replies {
+    async fn next(&mut self) -> io::Result<Option<Vec<u8>>> {
+        read_line(&mut self.reader, &mut self.partial).await
+    }
+}
+
+/// Connects by `until`, and splits the connection into buffered replies
+/// and the writing half.
+async fn open(options: &LineOptions, until: Instant) -> io::Result<(Replies, OwnedWriteHalf)> {
+    let limit = until.saturating_duration_since(Instant::now());
+    let (read, write) = connect(&options.addr, limit).await?.into_split();
+    let replies = Replies {
+        reader: BufReader::new(read),
+        partial: Vec::new(),
+    };
+    Ok((replies, write))
+}
+
+/// Writes `text` and a newline, in `enc`, by `until` (a server that does
+/// not read cannot hold the client).
 async fn send_line<W: AsyncWrite + Unpin>(
     write: &mut W,
     enc: TextEncoding,
     text: &str,
+    until: Instant,
 ) -> io::Result<()> {
     let mut line = enc.encode(text).into_owned();
     line.push(b'\n');
-    write.write_all(&line).await
+    match timeout_at(until, write.write_all(&line)).await {
+        Ok(written) => written,
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "the server does not read what is sent",
+        )),
+    }
 }
 
 /// Sends each of `messages` (each line of `input` when there are none) as
 /// a line and prints the reply line to `out`; after the last one, prints
-/// what else the server says until it closes or is quiet for a second.
-/// Ends early, without an error, when the server closes.
+/// what else the server says until it closes, is quiet for a second, or
+/// the deadline comes. Ends early, without an error, when the server
+/// closes. The whole run is bounded by `options.timeout`: a message whose
+/// reply has not come by then is an error.
 pub async fn send<I, W>(
     options: &LineOptions,
     messages: Vec<String>,
@@ -78,46 +111,55 @@ where
     if options.udp {
         return super::datagram::send(options, messages, input, out).await;
     }
-    let (mut replies, mut write) = open(options).await?;
-    let mut messages = Messages::new(messages, input);
-    let enc = options.encoding;
-    while let Some(message) = messages.next().await? {
-        send_line(&mut write, enc, &message).await?;
-        match timeout(options.timeout, read_line(&mut replies)).await {
-            Ok(Ok(Some(reply))) => print(out, &enc.decode(&reply)).await?,
-            Ok(Ok(None)) => return Ok(()),
-            Ok(Err(e)) => return Err(e),
-            Err(_) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!(
-                        "no reply within {}",
-                        humantime::format_duration(options.timeout)
-                    ),
-                ));
+    let deadline = super::after(options.timeout);
+    let mut printer = Printer::new(out, options, true);
+    let exchange = async {
+        let (mut replies, mut write) = open(options, deadline).await?;
+        let mut messages = Messages::new(messages, input);
+        while let Some(message) = messages.next().await? {
+            send_line(&mut write, options.encoding, &message, deadline).await?;
+            match replies.next().await? {
+                Some(reply) => printer.reply(&reply).await?,
+                None => return Ok(None),
             }
         }
-    }
-    let _ = write.shutdown().await;
-    linger(&mut replies, enc, out).await
+        let _ = timeout_at(deadline, write.shutdown()).await;
+        Ok::<_, io::Error>(Some(replies))
+    };
+    let replies = match timeout_at(deadline, exchange).await {
+        Ok(Ok(Some(replies))) => replies,
+        Ok(Ok(None)) => return Ok(()),
+        Ok(Err(e)) => return Err(e),
+        Err(_) => return Err(too_late("no reply", options.timeout)),
+    };
+    let mut replies = replies;
+    linger(&mut replies, &mut printer, deadline).await
 }
 
-/// Prints the server's remaining lines until it closes or is quiet for [`LINGER`].
-async fn linger<R, W>(replies: &mut R, enc: TextEncoding, out: &mut W) -> io::Result<()>
-where
-    R: AsyncBufRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    while let Ok(Ok(Some(reply))) = timeout(LINGER, read_line(replies)).await {
-        print(out, &enc.decode(&reply)).await?;
+/// Prints the server's remaining lines until it closes, is quiet for
+/// [`LINGER`](super::line_client::LINGER), or `until` comes.
+async fn linger<W: AsyncWrite + Unpin>(
+    replies: &mut Replies,
+    printer: &mut Printer<'_, W>,
+    until: Instant,
+) -> io::Result<()> {
+    loop {
+        match timeout_at(linger_until(until), replies.next()).await {
+            Ok(Ok(Some(reply))) => printer.reply(&reply).await?,
+            // A line over the cap is the server's fault, said as such.
+            Ok(Err(e)) if e.kind() == io::ErrorKind::InvalidData => return Err(e),
+            // The close, a reset, or quiet: the last words are over.
+            Ok(Ok(None)) | Ok(Err(_)) | Err(_) => return Ok(()),
+        }
     }
-    Ok(())
 }
 
 /// An interactive chat: each line of `input` is sent, and every line the
 /// server sends is printed as it arrives. An empty line or the end of
-/// `input` ends it (after the server's last words); so does the server's
-/// close, which is said on `out`.
+/// `input` ends it (after the server's last words, for at most
+/// `options.timeout`); so does the server's close, which is said on
+/// `out`. The connect and each write are bounded by `options.timeout`;
+/// the chat itself lasts as long as the user wants.
 pub async fn chat<I, W>(options: &LineOptions, input: I, out: &mut W) -> io::Result<()>
 where
     I: AsyncBufRead + Unpin,
@@ -126,22 +168,26 @@ where
     if options.udp {
         return super::datagram::chat(options, input, out).await;
     }
-    let (mut replies, mut write) = open(options).await?;
+    let (mut replies, mut write) = open(options, super::after(options.timeout)).await?;
+    let mut printer = Printer::new(out, options, false);
     let mut input = input.lines();
     let enc = options.encoding;
     loop {
         tokio::select! {
             line = input.next_line() => match line? {
-                Some(line) if !line.is_empty() => send_line(&mut write, enc, &line).await?,
+                Some(line) if !line.is_empty() => {
+                    send_line(&mut write, enc, &line, super::after(options.timeout)).await?;
+                }
                 _ => {
-                    let _ = write.shutdown().await;
-                    return linger(&mut replies, enc, out).await;
+                    let until = super::after(options.timeout);
+                    let _ = timeout_at(until, write.shutdown()).await;
+                    return linger(&mut replies, &mut printer, until).await;
                 }
             },
-            reply = read_line(&mut replies) => match reply? {
-                Some(reply) => print(out, &enc.decode(&reply)).await?,
+            reply = replies.next() => match reply? {
+                Some(reply) => printer.reply(&reply).await?,
                 None => {
-                    print(out, "(the server closed the connection)").await?;
+                    printer.line(b"(the server closed the connection)").await?;
                     return Ok(());
                 }
             },

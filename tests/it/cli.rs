@@ -708,3 +708,78 @@ fn a_warning_says_when_max_connections_exceeds_the_open_file_limit() {
     daemon.signal("TERM");
     assert!(daemon.wait_exit(LIMIT).success());
 }
+
+/// `history --tail` writes stored messages decoded from the listener's
+/// encoding with every control character escaped, and `--raw` writes
+/// their bytes as stored; in UTF-8 and in GBK.
+#[tokio::test]
+async fn history_tail_escapes_stored_messages_unless_raw() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let gbk_hello = encoding_rs::GBK.encode("你好").0.into_owned();
+    let cases: [(&str, Vec<u8>, &str); 2] = [
+        (
+            "utf-8",
+            b"hi \x1b]52;c;ZXZpbA==\x07 \xc2\x9b2J \x9b \x7f".to_vec(),
+            "hi \\x1b]52;c;ZXZpbA==\\x07 \\u{9b}2J \\x9b \\x7f\n",
+        ),
+        (
+            "gbk",
+            [gbk_hello.as_slice(), b" \x1b]0;owned\x07\x1b[2J"].concat(),
+            "你好 \\x1b]0;owned\\x07\\x1b[2J\n",
+        ),
+    ];
+    for (encoding, message, shown) in cases {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let toml = format!(
+            "[[listener]]\nname = \"bot\"\nbind = \"127.0.0.1:0\"\nhandler = \"random-bot\"\n\
+             encoding = \"{encoding}\"\n[listener.history]\nbackend = \"sqlite\"\npath = \"{}\"\n",
+            dir.path().join("h.db").display()
+        );
+        let config = dir.path().join("c.toml");
+        std::fs::write(&config, &toml).expect("config");
+        let server = crate::common::TestServer::start(&toml);
+        let mut conn = tokio::net::TcpStream::connect(server.addr("bot"))
+            .await
+            .expect("connect");
+        conn.write_all(&[message.as_slice(), b"\n"].concat())
+            .await
+            .expect("send");
+        // The reply (the message itself, the only one kept) says it is stored.
+        let mut reply = Vec::new();
+        let read = async {
+            let mut byte = [0u8; 1];
+            while reply.len() < 4096 && conn.read(&mut byte).await.unwrap_or(0) == 1 {
+                if byte[0] == b'\n' {
+                    break;
+                }
+                reply.push(byte[0]);
+            }
+        };
+        tokio::time::timeout(LIMIT, read).await.expect("a reply");
+        assert_eq!(reply, message, "{encoding}");
+        drop(conn);
+        server.shutdown().await;
+        let tail = |raw: bool| {
+            let mut cmd = switchboard();
+            cmd.arg("history")
+                .arg("-c")
+                .arg(&config)
+                .args(["bot", "--tail", "5"]);
+            if raw {
+                cmd.arg("--raw");
+            }
+            output(&mut cmd)
+        };
+        let out = tail(false);
+        assert!(out.status.success(), "{encoding}: {out:?}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), shown, "{encoding}");
+        let raw = tail(true);
+        assert!(raw.status.success(), "{encoding}: {raw:?}");
+        assert_eq!(
+            raw.stdout,
+            [message.as_slice(), b"\n"].concat(),
+            "{encoding}"
+        );
+    }
+}

@@ -15,6 +15,7 @@ mod deploy;
 mod download;
 mod echo;
 mod history;
+mod hostile_server;
 mod http;
 mod lifecycle;
 mod metrics;
