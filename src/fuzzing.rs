@@ -356,7 +356,7 @@ pub fn client_listing(data: &[u8]) {
 /// and the same error however the input is split, and never more bytes
 /// than it was given.
 pub fn client_response(data: &[u8]) {
-    use crate::client::http_response::{ChunkedDecoder, parse_head};
+    use crate::http::response::{ChunkedDecoder, parse_head};
     let Some((&step, response)) = data.split_first() else {
         return;
     };

@@ -26,7 +26,7 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout_at};
 
 use super::connect;
-use super::http_response::{ChunkedDecoder, ResponseHead, parse_head};
+use crate::http::response::{ChunkedDecoder, ResponseHead, parse_head};
 use super::terminal::escape_bytes;
 use crate::conn::text::{QUOTE_MAX_BYTES, TextEncoding, percent_encode_path, quote};
 

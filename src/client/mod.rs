@@ -9,7 +9,6 @@
 
 mod datagram;
 mod get;
-pub mod http_response;
 mod line_client;
 mod lines;
 mod terminal;

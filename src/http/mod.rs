@@ -1,4 +1,4 @@
-//! HTTP/1.1 as the download port speaks it, as pure functions: no sockets,
+//! HTTP/1.1 as the download port and `switchboard get` speak it, as pure functions: no sockets,
 //! files or clocks are touched here (the current time is passed in). One
 //! file a feature, each with its own table of tests: the request head and
 //! its field checks (`request`), percent-decoding (`percent`), `Range`
@@ -6,7 +6,9 @@
 //! order of RFC 9110 §13.2.2 (`conditional`), `Accept` (`accept`),
 //! `Content-Type` by extension (`content_type`), the HTML index page
 //! (`html`) and the status codes (`status`). The download handler
-//! (`handler::download::http`) does the I/O around them.
+//! (`handler::download::http`) does the I/O around them. The client's side,
+//! a response head, `Content-Range` and chunked bodies (`response`), is
+//! read by `switchboard get` (`client::get`).
 
 pub(crate) mod accept;
 pub(crate) mod conditional;
@@ -17,4 +19,5 @@ pub(crate) mod html;
 pub(crate) mod percent;
 pub(crate) mod range;
 pub(crate) mod request;
+pub(crate) mod response;
 pub(crate) mod status;
