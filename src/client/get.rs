@@ -26,9 +26,9 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout_at};
 
 use super::connect;
-use crate::http::response::{ChunkedDecoder, ResponseHead, parse_head};
 use super::terminal::escape_bytes;
 use crate::conn::text::{QUOTE_MAX_BYTES, TextEncoding, percent_encode_path, quote};
+use crate::http::response::{ChunkedDecoder, ResponseHead, parse_head};
 
 /// Longest response head read.
 const MAX_HEAD: usize = 16 * 1024;
