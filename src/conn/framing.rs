@@ -54,6 +54,9 @@ pub(crate) struct MessageReader {
     eof: bool,
     /// A newline has been seen: messages end at newlines only.
     line_based: bool,
+    /// The last message returned ended at a newline (not at a quiet gap or
+    /// the peer's close).
+    ended_at_newline: bool,
 }
 
 /// Limits of a [`MessageReader`].
@@ -83,6 +86,7 @@ impl MessageReader {
             message_started: None,
             eof: false,
             line_based: false,
+            ended_at_newline: false,
         }
     }
 
@@ -90,6 +94,13 @@ impl MessageReader {
     pub(crate) fn take_buffered(&mut self) -> BytesMut {
         self.scanned = 0;
         std::mem::take(&mut self.buf)
+    }
+
+    /// True when the last message returned ended at a newline; false when
+    /// a quiet gap or the peer's close ended it (its last line may go on in
+    /// the bytes still to come).
+    pub(crate) fn ended_at_newline(&self) -> bool {
+        self.ended_at_newline
     }
 
     /// True when no bytes are buffered (and so no buffer is allocated).
@@ -110,6 +121,7 @@ impl MessageReader {
             if let Some(found) = memchr::memchr(b'\n', &self.buf[self.scanned..]) {
                 let end = self.scanned + found;
                 self.line_based = true;
+                self.ended_at_newline = true;
                 let mut message = self.buf.split_to(end + 1);
                 message.truncate(end);
                 return self.finish(message).map(Some);
@@ -124,6 +136,7 @@ impl MessageReader {
                     return Ok(None);
                 }
                 let message = self.buf.split();
+                self.ended_at_newline = false;
                 return self.finish(message).map(Some);
             }
 
@@ -167,6 +180,7 @@ impl MessageReader {
                 // The quiet gap: what has arrived is one message.
                 Err(_) => {
                     let message = self.buf.split();
+                    self.ended_at_newline = false;
                     return self.finish(message).map(Some);
                 }
             }

@@ -363,6 +363,13 @@ impl<S: Io> Connection<S> {
         })
     }
 
+    /// True when the last message [`Connection::next_message`] returned
+    /// ended at a newline; false when a quiet gap ended it, so that its last
+    /// line may go on in the bytes still to come.
+    pub(crate) fn last_message_ended_at_newline(&self) -> bool {
+        self.reader.ended_at_newline()
+    }
+
     /// Writes all of `bytes`; a client that reads nothing for the idle timeout
     /// fails the write instead of holding the connection forever.
     /// A send that fails (or whose future is dropped) leaves the reply

@@ -357,6 +357,58 @@ async fn a_slow_head_gets_408_at_the_message_timeout() {
     assert!(!rest.contains("408"), "{rest}");
 }
 
+/// The raw protocol ends a first line without a newline at a quiet gap;
+/// over HTTP the pause must change nothing: a request line whose line
+/// ending (or whose CR's LF) comes after the gap is still one request with
+/// its header fields, never a request without them followed by a second.
+#[tokio::test]
+async fn a_pause_inside_the_request_lines_ending_changes_nothing() {
+    let (_base, root) = root();
+    let server = TestServer::start(&common::listener(
+        "files",
+        "download",
+        &format!("root = '{}'\nmessage_gap = \"20ms\"", root.display()),
+    ));
+    let addr = server.addr("files");
+    let paused = |first: &'static [u8], rest: &'static [u8]| async move {
+        let mut conn = common::connect(addr).await;
+        conn.write_all(first).await.expect("send");
+        // Ten quiet gaps: the raw protocol's framing has ended the line.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        conn.write_all(rest).await.expect("send");
+        let mut got = Vec::new();
+        timeout(LIMIT, conn.read_to_end(&mut got))
+            .await
+            .expect("the server did not close")
+            .expect("read");
+        String::from_utf8_lossy(&got).to_string()
+    };
+    for (first, rest) in [
+        (
+            &b"GET /a.txt HTTP/1.1\r"[..],
+            &b"\nRange: bytes=1-3\r\nConnection: close\r\n\r\n"[..],
+        ),
+        (
+            b"GET /a.txt HTTP/1.1",
+            b"\r\nRange: bytes=1-3\r\nConnection: close\r\n\r\n",
+        ),
+    ] {
+        let got = paused(first, rest).await;
+        assert!(got.starts_with("HTTP/1.1 206 "), "{got}");
+        assert!(got.ends_with("\r\n\r\nell"), "{got}");
+        assert_eq!(got.matches("HTTP/1.1 ").count(), 1, "{got}");
+    }
+    // The bytes of a second request line after the pause are a (bad)
+    // header field of the first request, as they are without the pause.
+    let smuggled = paused(
+        b"GET /a.txt HTTP/1.1\r",
+        b"\nGET /big.bin HTTP/1.1\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(smuggled.starts_with("HTTP/1.1 400 "), "{smuggled}");
+    assert_eq!(smuggled.matches("HTTP/1.1 ").count(), 1, "{smuggled}");
+}
+
 #[tokio::test]
 async fn a_browser_gets_an_html_listing_with_escaped_names_and_curl_gets_text() {
     let (_base, root) = root();

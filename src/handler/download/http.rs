@@ -171,7 +171,12 @@ pub(super) async fn serve<S: Io>(
 ) -> Result<Ended, HandlerError> {
     let mut buf = BytesMut::with_capacity(first_line.len() + 2 + READ_CHUNK);
     buf.extend_from_slice(&first_line);
-    buf.extend_from_slice(b"\r\n");
+    // A request line that a pause ended (the quiet gap of the raw protocol)
+    // is not over: its line ending, and the header fields, are still to
+    // come, and must be read as part of this request, whatever the timing.
+    if conn.last_message_ended_at_newline() {
+        buf.extend_from_slice(b"\r\n");
+    }
     buf.extend_from_slice(&conn.take_buffered());
     let mut served = 0u32;
     loop {
