@@ -134,6 +134,11 @@ pub(crate) enum ConnError {
     /// client (see [`ReloadSignals::denied`]).
     #[error("access denied by the reloaded config")]
     Denied,
+    /// A reload replaced the listener's settings before the client sent
+    /// its first byte: the listener serves it under the new ones instead
+    /// (see [`Connection::reroute`]); never a client's error.
+    #[error("rerouted to the reloaded config")]
+    Rerouted,
     /// The socket or a file failed.
     #[error("i/o error: {0}")]
     Io(#[from] io::Error),
@@ -238,6 +243,33 @@ impl<S: Io> Connection<S> {
         self
     }
 
+    /// True while nothing of the client's has been read: no byte in, no
+    /// message started. Until then a reload sends the connection to the
+    /// listener's new settings ([`ConnError::Rerouted`]).
+    fn untouched(&self) -> bool {
+        self.first_message_by.is_some() && self.reader.is_empty() && self.bytes().0 == 0
+    }
+
+    /// Serves the connection, still untouched, under a reload's settings
+    /// from now on: the limits of its first message, its framing, and the
+    /// signals of its new route. Its first-message deadline still counts
+    /// from the accept.
+    pub(crate) fn reroute(&mut self, settings: Settings, reload: ReloadSignals) {
+        debug_assert!(self.untouched(), "a connection is rerouted before any byte");
+        self.reader = MessageReader::new(FrameLimits {
+            max_message_bytes: settings.max_message_bytes,
+            message_gap: settings.message_gap,
+            idle_timeout: settings.idle_timeout,
+            message_timeout: settings.message_timeout,
+        });
+        self.first_message_by = Some((
+            self.opened + settings.first_message_timeout,
+            settings.first_message_timeout,
+        ));
+        self.settings = settings;
+        self.reload = reload;
+    }
+
     /// True when a reload replaced the settings this connection was
     /// accepted with: a request-response protocol answers no further
     /// request on it (the new settings apply to new connections).
@@ -285,10 +317,12 @@ impl<S: Io> Connection<S> {
         // readable before anything arrived, and only a real read (or peek)
         // that would block clears that.
         let mut probe = [0u8; 1];
+        let untouched = self.untouched();
         tokio::select! {
             biased;
             () = self.reload.denied.cancelled() => Err(ConnError::Denied),
             () = self.shutdown.cancelled() => Ok(Incoming::Shutdown),
+            () = self.reload.retired.cancelled(), if untouched => Err(ConnError::Rerouted),
             peeked = timeout_at(until, tcp.peek(&mut probe)) => match peeked {
                 Ok(peeked) => peeked.map(|_| Incoming::Data(())).map_err(ConnError::from),
                 Err(_) => Err(timed_out),
@@ -314,10 +348,12 @@ impl<S: Io> Connection<S> {
         buf: &mut BytesMut,
     ) -> Result<Incoming<usize>, ConnError> {
         let (until, timed_out) = self.wait_limit();
+        let untouched = self.untouched();
         let read = tokio::select! {
             biased;
             () = self.reload.denied.cancelled() => return Err(ConnError::Denied),
             () = self.shutdown.cancelled() => return Ok(Incoming::Shutdown),
+            () = self.reload.retired.cancelled(), if untouched => return Err(ConnError::Rerouted),
             read = timeout_at(until, self.stream.read_buf(buf)) => read,
         };
         match read {
@@ -347,6 +383,11 @@ impl<S: Io> Connection<S> {
             if let Incoming::Shutdown = self.readable().await? {
                 return Ok(Incoming::Shutdown);
             }
+        }
+        // Checked here, not raced with the read below: once that has taken
+        // a byte, the connection is no longer untouched.
+        if self.untouched() && self.reload.retired.is_cancelled() {
+            return Err(ConnError::Rerouted);
         }
         let read = tokio::select! {
             biased;

@@ -116,6 +116,9 @@ impl HandlerError {
             }
             HandlerError::Refused(_) => CloseReason::Refused,
             HandlerError::Conn(ConnError::Denied) => CloseReason::Denied,
+            // The listener serves the connection again under the new
+            // settings; only if it could not would this end it.
+            HandlerError::Conn(ConnError::Rerouted) => CloseReason::Shutdown,
             HandlerError::Truncated { .. } => CloseReason::Truncated,
             HandlerError::Answered { reason, .. } => *reason,
             HandlerError::Conn(ConnError::Io(_)) if self.is_disconnect() => {

@@ -21,8 +21,8 @@ use super::drain::Drain;
 use super::limit::ConnectionLimit;
 use crate::config::{Access, Datagrams, ListenerConfig, ProxyProtocol, Transport};
 use crate::conn::proxy_header::{self, Proxied};
-use crate::conn::{self, Connection, ReloadSignals};
-use crate::handler::{AnyHandler, BuildContext};
+use crate::conn::{self, ConnError, Connection, ReloadSignals};
+use crate::handler::{AnyHandler, BuildContext, HandlerError};
 use crate::history::Histories;
 use crate::metrics::{ListenerMetrics, Metrics};
 
@@ -383,7 +383,7 @@ impl Listener {
                     balancer: via_proxy.then(|| peer.ip()),
                     checked: slot.is_some(),
                 };
-                serve(stream, client, &route, finishing, (routes, source)).await;
+                serve(stream, client, route, finishing, (routes, source)).await;
                 drop((permit, descriptors, slot));
             };
             drain.spawn(connection, span);
@@ -519,6 +519,10 @@ async fn follow_reloads(
     std::future::pending().await
 }
 
+/// Reloads a silent connection follows before its first byte, at most;
+/// past them it is closed (each reload could otherwise restart its wait).
+const MAX_REROUTES: u32 = 8;
+
 /// Probes between keepalive probes, at most, and how many unanswered probes
 /// end the connection: a vanished peer is noticed within `idle` + 30 s.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
@@ -543,7 +547,7 @@ fn keep_alive(stream: &TcpStream, idle: Duration) -> io::Result<()> {
 async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
-    route: &Route,
+    mut route: Arc<Route>,
     shutdown: CancellationToken,
     reloads: (watch::Receiver<Arc<Route>>, Source),
 ) {
@@ -561,7 +565,7 @@ async fn serve(
     // does): at tens of thousands of connections a second a second line
     // would cost a fifth of the server's time.
     debug!("opened");
-    let signals = ReloadSignals::default();
+    let mut signals = ReloadSignals::default();
     let mut conn = Connection::new(
         stream,
         peer,
@@ -570,13 +574,29 @@ async fn serve(
         route.metrics.clone(),
     )
     .with_reload_signals(signals.clone());
-    let (routes, source) = reloads;
-    // The reloads first: a request that arrives with (or after) a reload
-    // must find the connection's signals already fired.
-    let result = tokio::select! {
-        biased;
-        never = follow_reloads(routes, source, signals) => match never {},
-        result = route.handler.serve(&mut conn) => result,
+    let (mut routes, source) = reloads;
+    let mut reroutes = 0;
+    let result = loop {
+        // The reloads first: a request that arrives with (or after) a
+        // reload must find the connection's signals already fired.
+        let result = tokio::select! {
+            biased;
+            never = follow_reloads(routes.clone(), source, signals.clone()) => match never {},
+            result = route.handler.serve(&mut conn) => result,
+        };
+        // A reload came before the client's first byte: its first request
+        // is served under the new settings, as a new connection's would be
+        // (a connection opened early cannot keep what a reload took away).
+        match result {
+            Err(HandlerError::Conn(ConnError::Rerouted)) if reroutes < MAX_REROUTES => {
+                reroutes += 1;
+                route = routes.borrow_and_update().clone();
+                signals = ReloadSignals::default();
+                conn.reroute(route.settings.clone(), signals.clone());
+                debug!("rerouted to the reloaded config before the first byte");
+            }
+            result => break result,
+        }
     };
     if let Err(err) = &result {
         if let Some((reply, reason)) = err.client_reply().filter(|_| !conn.reply_cut()) {

@@ -330,6 +330,50 @@ async fn an_open_keep_alive_connection_gets_no_file_the_reload_took_away() {
     server.shutdown().await;
 }
 
+/// A connection that has sent nothing when a reload comes is served under
+/// the new settings, as a new connection would be: opening connections
+/// early cannot keep what a reload took away (the narrowed root, a rule).
+#[tokio::test]
+async fn a_connection_silent_until_after_a_reload_is_served_under_the_new_settings() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("public")).expect("mkdir");
+    std::fs::write(dir.path().join("public").join("open.txt"), b"open").expect("write");
+    std::fs::write(dir.path().join("secret.txt"), b"secret").expect("write");
+    let config = |root: &std::path::Path, reply: &str| {
+        listener("files", "download", &format!("root = '{}'", root.display()))
+            + &bot_with_reply("kw", reply)
+    };
+    let mut server = TestServer::start(&config(dir.path(), "pong"));
+    let (files, kw) = (server.addr("files"), server.addr("kw"));
+    let mut http = BufReader::new(connect(files).await);
+    let mut raw = connect(files).await;
+    let mut bot = connect_lines(kw).await;
+    // Accepted (their routes taken) before the reload.
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    while server.handle().status().connections < 3 {
+        assert!(tokio::time::Instant::now() < deadline, "not accepted");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    server
+        .reload(&config(&dir.path().join("public"), "PONG"))
+        .await
+        .expect("reload");
+    let (head, _) = keep_alive_get(&mut http, "/secret.txt").await;
+    assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+    let (head, body) = keep_alive_get(&mut http, "/open.txt").await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(body, b"open");
+    raw.write_all(b"secret.txt\n").await.expect("send");
+    let got = read_to_end(&mut raw).await;
+    assert!(
+        got.starts_with(b"ERR "),
+        "{:?}",
+        String::from_utf8_lossy(&got)
+    );
+    assert_eq!(ask(&mut bot, "ping\n").await, "PONG");
+    server.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_client_the_reload_denies_is_told_so_and_closed_while_others_chat_on() {
     let bots = |extra: &str| {
