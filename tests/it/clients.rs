@@ -452,7 +452,8 @@ async fn a_hostile_listing_cannot_make_get_write_outside_its_output_directory() 
 }
 
 /// The tutorial's download server, in spirit: reads a name, sends the
-/// file's bytes (or nothing) and closes.
+/// file's bytes (or, for a name it does not have, a line saying so) and
+/// closes.
 async fn tutorial_server(listener: TcpListener, content: Vec<u8>) {
     for _ in 0..4 {
         let Ok((mut stream, _)) = listener.accept().await else {
@@ -462,6 +463,8 @@ async fn tutorial_server(listener: TcpListener, content: Vec<u8>) {
         let n = stream.read(&mut name).await.unwrap_or(0);
         if name[..n].starts_with(b"file.bin") {
             let _ = stream.write_all(&content).await;
+        } else {
+            let _ = stream.write_all(b"no such file\n").await;
         }
     }
 }
