@@ -33,6 +33,9 @@ enum Step {
     Reset,
     /// Keeps the connection open, writing nothing.
     Hold,
+    /// Half-closes (FIN), then reads until the client closes, so that
+    /// what the client sends after it is not answered with a reset.
+    FinThenDrain,
 }
 
 /// Most bytes `Step::Endless` writes.
@@ -74,6 +77,19 @@ async fn play(mut stream: TcpStream, steps: Vec<Step>) {
             Step::Hold => {
                 // Until the client goes away.
                 let _ = tokio::time::timeout(LIMIT, stream.read(&mut [0u8; 1])).await;
+                return;
+            }
+            Step::FinThenDrain => {
+                let _ = stream.shutdown().await;
+                let drain = async {
+                    let mut buf = [0u8; 4096];
+                    for _ in 0..1024 {
+                        if matches!(stream.read(&mut buf).await, Ok(0) | Err(_)) {
+                            break;
+                        }
+                    }
+                };
+                let _ = tokio::time::timeout(LIMIT, drain).await;
                 return;
             }
         };
@@ -1250,4 +1266,39 @@ async fn get_r_refuses_a_file_that_is_not_http_after_an_http_listing() {
     .await;
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(!into.join("a").exists(), "{out:?}");
+}
+
+#[tokio::test]
+async fn send_fails_when_the_server_closes_before_every_reply_came() {
+    // One reply, then a close: two of three messages are unanswered.
+    let (one, _) = serve(Arc::new(|_: &str| {
+        vec![Step::Write(b"one\n".to_vec()), Step::FinThenDrain]
+    }))
+    .await;
+    let (out, _) = run(&["send", &one, "a", "b", "c"], b"").await;
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_eq!(out.stdout, b"one\n");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("after 1 of 3 replies"),
+        "{out:?}"
+    );
+    // A reply cut by the close, then more messages: exit 1, not printed whole.
+    let (cut, _) = serve(Arc::new(|_: &str| {
+        vec![Step::Write(b"half a rep".to_vec()), Step::FinThenDrain]
+    }))
+    .await;
+    let (out, _) = run(&["send", &cut, "a", "b"], b"").await;
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(out.stdout.is_empty(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("in the middle of reply 1"),
+        "{out:?}"
+    );
+    // The last message's reply ended by the close (the tutorial's servers
+    // write no newline): send has half-closed, so it is whole.
+    for (args, stdin) in [(vec!["send", &cut, "a"], &b""[..]), (vec!["send", &cut], b"a\n")] {
+        let (out, _) = run(&args, stdin).await;
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        assert_eq!(out.stdout, b"half a rep\n", "{args:?}");
+    }
 }
