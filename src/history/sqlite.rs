@@ -372,13 +372,21 @@ pub(crate) fn count(conn: &Connection) -> Result<u64, String> {
         .map_err(|e| e.to_string())
 }
 
-/// The newest `n` messages of a history file, oldest first.
-pub(crate) fn tail(conn: &Connection, n: usize) -> Result<Vec<Vec<u8>>, String> {
+/// The newest `n` messages of a history file, oldest first, each its first
+/// `max_bytes` at most (a longer one is never read whole into memory here),
+/// whether stored as a BLOB or, by another writer, as TEXT.
+pub(crate) fn tail(conn: &Connection, n: usize, max_bytes: usize) -> Result<Vec<Vec<u8>>, String> {
     let run = || -> rusqlite::Result<Vec<Vec<u8>>> {
-        let mut newest = conn.prepare("SELECT body FROM messages ORDER BY id DESC LIMIT ?1")?;
+        let mut newest = conn.prepare(
+            "SELECT substr(CAST(body AS BLOB), 1, ?2) FROM messages ORDER BY id DESC LIMIT ?1",
+        )?;
         let limit = i64::try_from(n).unwrap_or(i64::MAX);
+        let bound = i64::try_from(max_bytes).unwrap_or(i64::MAX);
         let mut rows: Vec<Vec<u8>> = newest
-            .query_map([limit], |row| row.get(0))?
+            .query_map([limit, bound], |row| {
+                // A NULL (another writer's) shows as an empty message.
+                Ok(row.get::<_, Option<Vec<u8>>>(0)?.unwrap_or_default())
+            })?
             .collect::<rusqlite::Result<_>>()?;
         rows.reverse();
         Ok(rows)

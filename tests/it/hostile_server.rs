@@ -1296,7 +1296,10 @@ async fn send_fails_when_the_server_closes_before_every_reply_came() {
     );
     // The last message's reply ended by the close (the tutorial's servers
     // write no newline): send has half-closed, so it is whole.
-    for (args, stdin) in [(vec!["send", &cut, "a"], &b""[..]), (vec!["send", &cut], b"a\n")] {
+    for (args, stdin) in [
+        (vec!["send", &cut, "a"], &b""[..]),
+        (vec!["send", &cut], b"a\n"),
+    ] {
         let (out, _) = run(&args, stdin).await;
         assert!(out.status.success(), "{args:?}: {out:?}");
         assert_eq!(out.stdout, b"half a rep\n", "{args:?}");
