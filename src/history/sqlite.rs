@@ -650,7 +650,7 @@ mod tests {
         let reader = open_reader(&path).unwrap().unwrap();
         assert_eq!(count(&reader).unwrap(), 4);
         assert_eq!(
-            tail(&reader, 2).unwrap(),
+            tail(&reader, 2, 1024).unwrap(),
             [b"iii".to_vec(), b"jjj".to_vec()]
         );
         // Bytes: room for two 3-byte messages with their overhead, not three.
@@ -663,7 +663,7 @@ mod tests {
             .unwrap();
         assert_eq!(count(&reader).unwrap(), 2);
         assert_eq!(
-            tail(&reader, 10).unwrap(),
+            tail(&reader, 10, 1024).unwrap(),
             [b"jjj".to_vec(), b"kkk".to_vec()]
         );
     }
@@ -829,7 +829,7 @@ mod tests {
         assert!(!pick.is_empty());
         let reader = open_reader(&path).unwrap().unwrap();
         assert_eq!(
-            tail(&reader, 10).unwrap(),
+            tail(&reader, 10, 1024).unwrap(),
             [b"first".to_vec(), b"taken".to_vec(), b"after".to_vec()]
         );
     }
@@ -849,7 +849,10 @@ mod tests {
         record("d").await.unwrap();
         record("e").await.unwrap();
         let reader = open_reader(&path).unwrap().unwrap();
-        assert_eq!(tail(&reader, 10).unwrap(), [b"d".to_vec(), b"e".to_vec()]);
+        assert_eq!(
+            tail(&reader, 10, 1024).unwrap(),
+            [b"d".to_vec(), b"e".to_vec()]
+        );
         drop(reader);
 
         // Replaced: another history file renamed over the path is taken
@@ -863,7 +866,10 @@ mod tests {
         std::fs::rename(&other, &path).unwrap();
         record("f").await.unwrap();
         let reader = open_reader(&path).unwrap().unwrap();
-        assert_eq!(tail(&reader, 10).unwrap(), [b"x".to_vec(), b"f".to_vec()]);
+        assert_eq!(
+            tail(&reader, 10, 1024).unwrap(),
+            [b"x".to_vec(), b"f".to_vec()]
+        );
         drop(reader);
 
         // A path that cannot be a file: each message is refused (not
@@ -884,6 +890,6 @@ mod tests {
             }
         }
         let reader = open_reader(&path).unwrap().unwrap();
-        assert_eq!(tail(&reader, 10).unwrap(), [b"h".to_vec()]);
+        assert_eq!(tail(&reader, 10, 1024).unwrap(), [b"h".to_vec()]);
     }
 }
