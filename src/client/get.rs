@@ -3,17 +3,23 @@
 //! complete and its length is the one announced; `-c` resumes a `.part`
 //! with `Range` and `If-Range`, and takes the server's 206 only when its
 //! validator, start and total are those of the `.part` (kept in
-//! `FILE.part.etag`). A server that does not speak HTTP (the tutorial's
-//! own) gets the raw protocol, with a warning that the size cannot be
-//! verified; `--raw` forces it. A reset or a short body is never a
-//! complete file: the `.part` stays.
+//! `FILE.part.etag`, never read or written through a symlink). A server
+//! whose first answer is bytes that are not HTTP (the tutorial's own) gets
+//! the raw protocol, with a warning that the size cannot be verified,
+//! unless it answered HTTP earlier in the run or the `.part` being resumed
+//! came over HTTP; a close without a byte is an error, never a sign of
+//! another protocol. `--raw` forces the raw protocol. A reset or a short
+//! body is never a complete file: the `.part` stays.
 //!
 //! Names from a server's listing are skipped, with a warning, unless they
 //! are plain relative names: no `..`, no absolute path, no control bytes,
 //! no empty or `.` component, at most 255 bytes (4096 for the whole
 //! path); nothing is ever followed through a symlink, so a hostile server
-//! cannot make it write outside the output directory. Every run has a
-//! deadline, every wait a bound, and `-r` caps files, directories and depth.
+//! cannot make it write outside the output directory. A listed file whose
+//! final name, `.part` or `.part.etag` is another of the run's paths or a
+//! directory is skipped, and the mirror then ends in an error. Every run
+//! has a deadline, every wait a bound, and `-r` caps files, directories
+//! and depth.
 
 use std::cell::Cell;
 use std::collections::HashSet;
@@ -50,6 +56,8 @@ const MAX_PATH: usize = 4096;
 const MAX_WARNINGS: usize = 20;
 /// Longest stored validator (`ETag` or date) sent back in `If-Range`.
 const MAX_VALIDATOR: usize = 256;
+/// What `FILE.part.etag` adds to a file's name.
+const PART_ETAG: &str = ".part.etag";
 /// Most interim (1xx) response heads skipped before the real one.
 const MAX_INTERIM: usize = 8;
 /// Longest `FILE.part.etag` read.
@@ -341,6 +349,14 @@ async fn mirror(
             if written.len() >= MAX_FILES {
                 run.stopped = Some(format!("more than {MAX_FILES} files"));
                 return Ok(());
+            }
+            if entry_name.len() + PART_ETAG.len() > MAX_COMPONENT {
+                run.skip(&format!(
+                    "skipped \"{}\": a name too long for its {PART_ETAG} (over {} bytes)",
+                    server_words(entry_name.as_bytes(), TextEncoding::Utf8),
+                    MAX_COMPONENT - PART_ETAG.len()
+                ));
+                continue;
             }
             // The file's final name, its `.part` and `.part.etag` must be
             // its own: not another listed file's (`f.part` beside `f`),

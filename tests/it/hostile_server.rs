@@ -1188,6 +1188,7 @@ async fn get_r_skips_names_that_collide_with_its_own_files_and_fails_incomplete(
         (&b"f\nf.part\n"[..], "\"f.part\""),
         (&b"x/\nx\n"[..], "\"x\""),
         (&b"a.part/\na\n"[..], "\"a\""),
+        (&[b'k'; 250][..], "\"kkkkk"),
     ] {
         let listings: &'static [(&'static str, &'static [u8])] =
             Box::leak(Box::new([("/d/", listing)]));
