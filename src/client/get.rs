@@ -1200,7 +1200,7 @@ async fn fetch_raw(run: &mut Run<'_>, name: &str, target: &Path) -> Result<PathB
         if first.len() < 512 {
             first.extend_from_slice(&buf[..n.min(512 - first.len())]);
         }
-        file.write_all(&buf[..n])?;
+        file.write_all(&buf[..n]).map_err(|e| at(&part, e))?;
         total += n as u64;
     }
     if first.starts_with(b"ERR ") && first.ends_with(b"\n") && total == first.len() as u64 {
@@ -1212,8 +1212,8 @@ async fn fetch_raw(run: &mut Run<'_>, name: &str, target: &Path) -> Result<PathB
             server_words(reason, options.encoding)
         )));
     }
-    file.sync_all()?;
-    fs::rename(&part, target)?;
+    file.sync_all().map_err(|e| at(&part, e))?;
+    fs::rename(&part, target).map_err(|e| at(&part, e))?;
     if !options.quiet {
         eprintln!(
             "{}: {total} bytes (raw protocol: the size could not be verified)",
