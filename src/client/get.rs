@@ -871,7 +871,7 @@ async fn fetch_http(
                     options.addr
                 )));
             }
-            Err(NotHttp::Raw) if stored.is_some() => {
+            Err(NotHttp::Raw) if options.resume && stored.is_some() => {
                 return Err(GetError::Failed(format!(
                     "{name}: {} answered something that is not HTTP, but {} came over HTTP (its \
                      validator is in {}); refused, both are kept as they were",
@@ -885,6 +885,9 @@ async fn fetch_http(
                     "{} does not speak HTTP; using the raw protocol (the size cannot be verified)",
                     options.addr
                 ));
+                // The .part about to be written is not the version a kept
+                // validator names.
+                let _ = fs::remove_file(&stored_path);
                 return fetch_raw(run, name, target).await;
             }
             Err(NotHttp::Error(e)) => return Err(e),

@@ -477,6 +477,10 @@ async fn against_a_server_of_the_tutorials_kind_get_falls_back_to_the_raw_protoc
     let content: Vec<u8> = (0..100_000u32).map(|i| (i % 253) as u8).collect();
     tokio::spawn(tutorial_server(listener, content.clone()));
     let out_file = base.path().join("file.bin");
+    // A validator left by an earlier HTTP download (no -c): it does not
+    // name what the raw protocol writes, so it goes.
+    let stale = base.path().join("file.bin.part.etag");
+    fs::write(&stale, "\"v0\"\n5\n").unwrap();
     let out = run(
         args(&["get", &addr, "file.bin", "-o", out_file.to_str().unwrap()]),
         b"",
@@ -485,6 +489,7 @@ async fn against_a_server_of_the_tutorials_kind_get_falls_back_to_the_raw_protoc
     assert!(out.status.success(), "{out:?}");
     assert!(text(&out.stderr).contains("does not speak HTTP"), "{out:?}");
     assert_eq!(fs::read(&out_file).unwrap(), content);
+    assert!(!stale.exists());
 }
 
 /// True when tmux runs here (required when SWITCHBOARD_REQUIRE_TMUX is set).
