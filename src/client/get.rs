@@ -3,20 +3,28 @@
 //! complete and its length is the one announced; `-c` resumes a `.part`
 //! with `Range` and `If-Range`, and takes the server's 206 only when its
 //! validator, start and total are those of the `.part` (kept in
-//! `FILE.part.etag`). A server that does not speak HTTP (the tutorial's
-//! own) gets the raw protocol, with a warning that the size cannot be
-//! verified; `--raw` forces it. A reset or a short body is never a
-//! complete file: the `.part` stays.
+//! `FILE.part.etag`, never read or written through a symlink). A server
+//! whose first answer is bytes that are not HTTP (the tutorial's own) gets
+//! the raw protocol, with a warning that the size cannot be verified,
+//! unless it answered HTTP earlier in the run or the `.part` being resumed
+//! came over HTTP; a close without a byte is an error, never a sign of
+//! another protocol. `--raw` forces the raw protocol. A reset or a short
+//! body is never a complete file: the `.part` stays.
 //!
 //! Names from a server's listing are skipped, with a warning, unless they
 //! are plain relative names: no `..`, no absolute path, no control bytes,
 //! no empty or `.` component, at most 255 bytes (4096 for the whole
 //! path); nothing is ever followed through a symlink, so a hostile server
-//! cannot make it write outside the output directory. Every run has a
-//! deadline, every wait a bound, and `-r` caps files, directories and depth.
+//! cannot make it write outside the output directory. A listed file whose
+//! final name, `.part` or `.part.etag` is another of the run's paths or a
+//! directory is skipped, and the mirror then ends in an error. Every run
+//! has a deadline, every wait a bound, and `-r` caps files, directories
+//! and depth.
 
+use std::cell::Cell;
+use std::collections::HashSet;
 use std::fs;
-use std::io::{self, IsTerminal, Seek, Write};
+use std::io::{self, IsTerminal, Read, Seek, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -27,7 +35,7 @@ use tokio::time::{Instant, timeout_at};
 
 use super::connect;
 use super::terminal::escape_bytes;
-use crate::conn::text::{QUOTE_MAX_BYTES, TextEncoding, percent_encode_path, quote};
+use crate::conn::text::{QUOTE_MAX_BYTES, TextEncoding, percent_encode_path};
 use crate::http::response::{ChunkedDecoder, ResponseHead, parse_head};
 
 /// Longest response head read.
@@ -48,6 +56,12 @@ const MAX_PATH: usize = 4096;
 const MAX_WARNINGS: usize = 20;
 /// Longest stored validator (`ETag` or date) sent back in `If-Range`.
 const MAX_VALIDATOR: usize = 256;
+/// What `FILE.part.etag` adds to a file's name.
+const PART_ETAG: &str = ".part.etag";
+/// Most interim (1xx) response heads skipped before the real one.
+const MAX_INTERIM: usize = 8;
+/// Longest `FILE.part.etag` read.
+const MAX_STORED: u64 = 1024;
 
 /// What to fetch, and how.
 #[derive(Debug, Clone)]
@@ -127,6 +141,16 @@ struct Run<'a> {
     warnings: usize,
     /// Why `-r` stopped before the end of the tree, if it did.
     stopped: Option<String>,
+    /// The server answered over HTTP in this run: an answer that is not
+    /// HTTP is then refused, never taken for the raw protocol.
+    spoke_http: Cell<bool>,
+    /// The paths `-r` has written or is writing (each file's final name,
+    /// `.part` and `.part.etag`): a listed name that would use one again
+    /// is skipped. Bounded by [`MAX_FILES`].
+    claimed: HashSet<PathBuf>,
+    /// Listed names `-r` could not save (they collide with another's paths
+    /// or a directory, or a symlink is in the way).
+    skipped: usize,
 }
 
 impl Run<'_> {
@@ -143,6 +167,13 @@ impl Run<'_> {
         } else {
             "stalled"
         }
+    }
+
+    /// Warns that a listed name is not saved, and counts it: the mirror
+    /// is then incomplete.
+    fn skip(&mut self, text: &str) {
+        self.skipped += 1;
+        self.warn(text);
     }
 
     /// Prints a warning (at most [`MAX_WARNINGS`] of them, then a count).
@@ -164,6 +195,9 @@ pub async fn get(options: &GetOptions) -> Result<Vec<PathBuf>, GetError> {
         dirs: 0,
         warnings: 0,
         stopped: None,
+        spoke_http: Cell::new(false),
+        claimed: HashSet::new(),
+        skipped: 0,
     };
     let name = options.name.trim_start_matches('/').to_owned();
     let last = name
@@ -179,12 +213,17 @@ pub async fn get(options: &GetOptions) -> Result<Vec<PathBuf>, GetError> {
         .unwrap_or_else(|| PathBuf::from(&last));
     if options.recursive {
         let mut written = Vec::new();
-        fs::create_dir_all(&output)?;
+        fs::create_dir_all(&output).map_err(|e| at(&output, e))?;
         mirror(&mut run, &name, &output, 0, 0, &mut written).await?;
         if run.warnings > MAX_WARNINGS {
             eprintln!("{} warnings in all", run.warnings);
         }
-        if let Some(why) = run.stopped {
+        let why = match (run.stopped, run.skipped) {
+            (Some(why), _) => Some(why),
+            (None, 0) => None,
+            (None, n) => Some(format!("{n} name(s) skipped")),
+        };
+        if let Some(why) = why {
             return Err(GetError::Failed(format!(
                 "the mirror is incomplete: {why} ({} file(s) written into {})",
                 written.len(),
@@ -197,6 +236,25 @@ pub async fn get(options: &GetOptions) -> Result<Vec<PathBuf>, GetError> {
         return Ok(written);
     }
     fetch_file(&mut run, &name, &output).await.map(|p| vec![p])
+}
+
+/// An error of the file system, naming the path it is about.
+fn at(path: &Path, e: io::Error) -> GetError {
+    GetError::Failed(format!("{}: {e}", path.display()))
+}
+
+/// The first of `paths` that is a symlink or a directory, said as such.
+fn in_the_way(paths: &[&Path]) -> Option<String> {
+    paths.iter().find_map(|path| {
+        let meta = fs::symlink_metadata(path).ok()?;
+        if meta.file_type().is_symlink() {
+            Some(format!("{} is a symlink", path.display()))
+        } else if meta.is_dir() {
+            Some(format!("{} is a directory", path.display()))
+        } else {
+            None
+        }
+    })
 }
 
 /// Fetches the tree under `dir` into `into` (an existing directory);
@@ -212,7 +270,7 @@ async fn mirror(
     if depth > MAX_DEPTH {
         run.warn(&format!(
             "{}: deeper than {MAX_DEPTH} levels, not followed",
-            quote(dir, QUOTE_MAX_BYTES)
+            server_words(dir.as_bytes(), TextEncoding::Utf8)
         ));
         return Ok(());
     }
@@ -230,9 +288,9 @@ async fn mirror(
             Ok(entry) => entry,
             Err(refused) => {
                 run.warn(&format!(
-                    "skipped the name \"{}\" from the server's listing (not a plain name of at \
-                     most {MAX_COMPONENT} bytes)",
-                    quote(refused, QUOTE_MAX_BYTES)
+                    "skipped the name \"{}\" from the server's listing (not a plain UTF-8 \
+                     name of at most {MAX_COMPONENT} bytes)",
+                    server_words(refused, TextEncoding::Utf8)
                 ));
                 continue;
             }
@@ -241,8 +299,8 @@ async fn mirror(
         if entry_path_len > MAX_PATH {
             run.warn(&format!(
                 "skipped \"{}\" in {}: a path over {MAX_PATH} bytes",
-                quote(entry_name, QUOTE_MAX_BYTES),
-                quote(&base, QUOTE_MAX_BYTES)
+                server_words(entry_name.as_bytes(), TextEncoding::Utf8),
+                server_words(base.as_bytes(), TextEncoding::Utf8)
             ));
             continue;
         }
@@ -255,9 +313,16 @@ async fn mirror(
                 return Ok(());
             }
             run.dirs += 1;
+            if run.claimed.contains(&local) {
+                run.skip(&format!(
+                    "{} is a file of this mirror; the directory is skipped",
+                    local.display()
+                ));
+                continue;
+            }
             match fs::symlink_metadata(&local) {
                 Ok(meta) if !meta.is_dir() => {
-                    run.warn(&format!(
+                    run.skip(&format!(
                         "{} exists and is not a directory; skipped",
                         local.display()
                     ));
@@ -266,7 +331,7 @@ async fn mirror(
                 Ok(_) => {}
                 Err(_) => {
                     if let Err(e) = fs::create_dir(&local) {
-                        run.warn(&format!("{}: {e}; skipped", local.display()));
+                        run.skip(&format!("{}: {e}; skipped", local.display()));
                         continue;
                     }
                 }
@@ -285,13 +350,35 @@ async fn mirror(
                 run.stopped = Some(format!("more than {MAX_FILES} files"));
                 return Ok(());
             }
-            if fs::symlink_metadata(&local).is_ok_and(|m| m.file_type().is_symlink()) {
-                run.warn(&format!(
-                    "{} is a symlink; not written through",
-                    local.display()
+            if entry_name.len() + PART_ETAG.len() > MAX_COMPONENT {
+                run.skip(&format!(
+                    "skipped \"{}\": a name too long for its {PART_ETAG} (over {} bytes)",
+                    server_words(entry_name.as_bytes(), TextEncoding::Utf8),
+                    MAX_COMPONENT - PART_ETAG.len()
                 ));
                 continue;
             }
+            // The file's final name, its `.part` and `.part.etag` must be
+            // its own: not another listed file's (`f.part` beside `f`),
+            // nor a directory or a symlink.
+            let (part, stored) = part_paths(&local);
+            let paths = [local.as_path(), part.as_path(), stored.as_path()];
+            if let Some(taken) = paths.iter().find(|p| run.claimed.contains(**p)) {
+                run.skip(&format!(
+                    "skipped \"{}\": {} is another file of this mirror",
+                    server_words(entry_name.as_bytes(), TextEncoding::Utf8),
+                    taken.display()
+                ));
+                continue;
+            }
+            if let Some(why) = in_the_way(&paths) {
+                run.skip(&format!(
+                    "skipped \"{}\": {why}; not written through",
+                    server_words(entry_name.as_bytes(), TextEncoding::Utf8)
+                ));
+                continue;
+            }
+            run.claimed.extend(paths.map(Path::to_owned));
             written.push(fetch_file(run, &format!("{base}{entry_name}"), &local).await?);
         }
     }
@@ -299,20 +386,26 @@ async fn mirror(
 }
 
 /// The entries of a listing (one name a line, a directory with a trailing
-/// `/`): each a plain name and whether it is a directory, or the line
-/// refused as unsafe. Blank lines are skipped.
-pub(crate) fn listing_entries(listing: &str) -> impl Iterator<Item = Result<(&str, bool), &str>> {
-    listing.lines().filter(|line| !line.is_empty()).map(|line| {
-        let (name, is_dir) = match line.strip_suffix('/') {
-            Some(dir) => (dir, true),
-            None => (line, false),
-        };
-        if safe_component(name) {
-            Ok((name, is_dir))
-        } else {
-            Err(line)
-        }
-    })
+/// `/`, lines ended by LF or CRLF): each a plain name and whether it is a
+/// directory, or the line refused as unsafe or not UTF-8. Blank lines are
+/// skipped.
+pub(crate) fn listing_entries(listing: &[u8]) -> impl Iterator<Item = Result<(&str, bool), &[u8]>> {
+    listing
+        .split(|&b| b == b'\n')
+        .map(|line| line.strip_suffix(b"\r").unwrap_or(line))
+        .filter(|line| !line.is_empty())
+        .map(|line| {
+            let text = std::str::from_utf8(line).map_err(|_| line)?;
+            let (name, is_dir) = match text.strip_suffix('/') {
+                Some(dir) => (dir, true),
+                None => (text, false),
+            };
+            if safe_component(name) {
+                Ok((name, is_dir))
+            } else {
+                Err(line)
+            }
+        })
 }
 
 /// True for a name that is one plain path component of at most
@@ -327,9 +420,10 @@ pub(crate) fn safe_component(name: &str) -> bool {
         && !name.chars().any(char::is_control)
 }
 
-/// A listing's text (one name a line, directories with a trailing `/`),
-/// read whole within the timeout.
-async fn fetch_listing(run: &Run<'_>, dir: &str) -> Result<String, GetError> {
+/// A listing's bytes (one name a line, directories with a trailing `/`;
+/// a raw listing decoded to UTF-8), read whole within the timeout. An
+/// HTTP listing must say where it ends (`Content-Length` or chunked).
+async fn fetch_listing(run: &Run<'_>, dir: &str) -> Result<Vec<u8>, GetError> {
     let options = run.options;
     let until = run.wait_until();
     let late = || GetError::Incomplete(format!("{dir}: the listing was not read in time"));
@@ -351,7 +445,10 @@ async fn fetch_listing(run: &Run<'_>, dir: &str) -> Result<String, GetError> {
                 server_words(reason, options.encoding)
             )));
         }
-        return Ok(options.encoding.decode(&body).into_owned());
+        return Ok(match options.encoding {
+            TextEncoding::Utf8 => body,
+            _ => options.encoding.decode(&body).into_owned().into_bytes(),
+        });
     }
     let (mut stream, head, rest) = request(run, dir, None).await?;
     match head.status {
@@ -375,8 +472,19 @@ async fn fetch_listing(run: &Run<'_>, dir: &str) -> Result<String, GetError> {
             "{dir}: a listing over {MAX_LISTING} bytes"
         )));
     }
+    let mut framing = match (head.chunked, head.content_length) {
+        (true, _) => Framing::Chunked(ChunkedDecoder::new()),
+        (false, Some(length)) => Framing::Length(length),
+        (false, None) => {
+            // A listing cut by a close would look whole: names would be
+            // missed without a word.
+            return Err(GetError::Failed(format!(
+                "{dir}: a listing without Content-Length or chunked framing: cannot tell \
+                 whether the listing is whole"
+            )));
+        }
+    };
     let mut body = Vec::new();
-    let mut framing = Framing::of(&head);
     let read = async {
         let mut pending = rest;
         let mut buf = vec![0u8; 64 * 1024];
@@ -390,7 +498,6 @@ async fn fetch_listing(run: &Run<'_>, dir: &str) -> Result<String, GetError> {
                 )));
             }
             match stream.read(&mut buf).await {
-                Ok(0) if framing.ends_at_close() => return Ok(()),
                 Ok(0) => {
                     return Err(GetError::Incomplete(
                         "the listing ended before its length".into(),
@@ -405,8 +512,7 @@ async fn fetch_listing(run: &Run<'_>, dir: &str) -> Result<String, GetError> {
         Ok(done) => done.map_err(|e| e.context(dir))?,
         Err(_) => return Err(late()),
     }
-    String::from_utf8(body)
-        .map_err(|_| GetError::Failed(format!("{dir}: a listing that is not UTF-8")))
+    Ok(body)
 }
 
 impl GetError {
@@ -451,22 +557,9 @@ enum Framing {
     Length(u64),
     /// At the last chunk.
     Chunked(ChunkedDecoder),
-    /// When the server closes (no length: only for a listing, whose
-    /// completeness nothing else can tell).
-    Close,
 }
 
 impl Framing {
-    fn of(head: &ResponseHead) -> Framing {
-        if head.chunked {
-            Framing::Chunked(ChunkedDecoder::new())
-        } else if let Some(length) = head.content_length {
-            Framing::Length(length)
-        } else {
-            Framing::Close
-        }
-    }
-
     /// Appends the body's bytes in `input` to `out`; true once the body is
     /// complete (bytes after its end are ignored).
     fn take(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<bool, GetError> {
@@ -483,15 +576,7 @@ impl Framing {
                     .map_err(|e| GetError::Failed(format!("a bad chunked body: {e}")))?;
                 Ok(decoder.is_done())
             }
-            Framing::Close => {
-                out.extend_from_slice(input);
-                Ok(false)
-            }
         }
-    }
-
-    fn ends_at_close(&self) -> bool {
-        matches!(self, Framing::Close)
     }
 }
 
@@ -560,32 +645,46 @@ async fn try_request(
     }
     let mut buf = Vec::with_capacity(4096);
     let mut chunk = [0u8; 4096];
+    // Bytes of interim (1xx) heads already skipped, and how many.
+    let mut skipped = 0;
+    let mut interim = 0;
     loop {
-        let n = match timeout_at(until, stream.read(&mut chunk)).await {
-            Ok(Ok(n)) => n,
-            Ok(Err(e)) => return Err(NotHttp::Error(e.into())),
-            Err(_) => return Err(late()),
-        };
-        buf.extend_from_slice(&chunk[..n]);
-        // An HTTP server always answers with a status line; anything else
-        // (another answer, or a close without a byte) is the raw protocol.
-        let could_be_http = if buf.len() >= 5 {
-            buf.starts_with(b"HTTP/")
-        } else {
-            !buf.is_empty() && b"HTTP/".starts_with(&buf)
-        };
-        if !could_be_http && (n == 0 || !buf.is_empty()) {
+        // Empty lines before a status line are skipped (as `httparse`
+        // does); what follows decides: a server that speaks HTTP answers
+        // with `HTTP/`, in any case (a lowercase one is refused below, as
+        // malformed, not taken for another protocol).
+        let answer = buf.trim_ascii_start();
+        let prefix = answer.len().min(5);
+        if !answer[..prefix].eq_ignore_ascii_case(&b"HTTP/"[..prefix]) {
+            if interim > 0 {
+                return Err(GetError::Failed(format!(
+                    "{name}: refused the response: not HTTP after an interim response"
+                ))
+                .into());
+            }
             return Err(NotHttp::Raw);
         }
         match parse_head(&buf) {
             Ok(Some((head, len))) => {
+                run.spoke_http.set(true);
+                if (100..200).contains(&head.status) && head.status != 101 {
+                    // 100 Continue, 103 Early Hints: the response follows.
+                    interim += 1;
+                    if interim > MAX_INTERIM {
+                        return Err(GetError::Failed(format!(
+                            "{name}: refused the response: more than {MAX_INTERIM} interim \
+                             (1xx) responses"
+                        ))
+                        .into());
+                    }
+                    skipped += len;
+                    buf.drain(..len);
+                    continue;
+                }
                 let rest = buf.get(len..).unwrap_or_default().to_vec();
                 return Ok((stream, head, rest));
             }
-            Ok(None) if n == 0 => {
-                return Err(GetError::Failed("the response ended inside its head".into()).into());
-            }
-            Ok(None) if buf.len() > MAX_HEAD => {
+            Ok(None) if skipped + buf.len() > MAX_HEAD => {
                 return Err(
                     GetError::Failed(format!("a response head over {MAX_HEAD} bytes")).into(),
                 );
@@ -595,6 +694,27 @@ async fn try_request(
                 return Err(GetError::Failed(format!("{name}: refused the response: {e}")).into());
             }
         }
+        let n = match timeout_at(until, stream.read(&mut chunk)).await {
+            Ok(Ok(n)) => n,
+            Ok(Err(e)) => return Err(NotHttp::Error(e.into())),
+            Err(_) => return Err(late()),
+        };
+        if n == 0 {
+            // A close without a word is no answer at all: not a sign of
+            // another protocol (a proxy that drops the request does it).
+            return Err(
+                GetError::Failed(if buf.trim_ascii().is_empty() && interim == 0 {
+                    format!(
+                        "{name}: the server closed the connection without answering (a server of \
+                     the raw protocol that answers nothing to HTTP needs --raw)"
+                    )
+                } else {
+                    format!("{name}: the response ended inside its head")
+                })
+                .into(),
+            );
+        }
+        buf.extend_from_slice(&chunk[..n]);
     }
 }
 
@@ -627,21 +747,55 @@ impl Stored {
         })
     }
 
-    /// Reads `FILE.part.etag`; `None` if it is missing or not two such lines.
-    fn read(path: &Path) -> Option<Stored> {
-        let text = fs::read(path).ok().filter(|t| t.len() <= 1024)?;
-        let text = String::from_utf8(text).ok()?;
+    /// Reads `FILE.part.etag`, never through a symlink (that is an
+    /// error); `None` if it is missing or not two such lines.
+    fn read(path: &Path) -> io::Result<Option<Stored>> {
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(path);
+        let file = match file {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        if !file.metadata()?.is_file() {
+            return Err(io::Error::other("not a regular file"));
+        }
+        let mut text = Vec::new();
+        file.take(MAX_STORED + 1).read_to_end(&mut text)?;
+        if text.len() as u64 > MAX_STORED {
+            return Ok(None);
+        }
+        let Ok(text) = String::from_utf8(text) else {
+            return Ok(None);
+        };
         let mut lines = text.lines();
-        let validator = lines.next().filter(|v| plain_validator(v))?;
-        let total = lines.next()?.parse().ok()?;
-        Some(Stored {
-            validator: validator.to_owned(),
-            total,
-        })
+        let Some(validator) = lines.next().filter(|v| plain_validator(v)) else {
+            return Ok(None);
+        };
+        Ok(lines
+            .next()
+            .and_then(|t| t.parse().ok())
+            .map(|total| Stored {
+                validator: validator.to_owned(),
+                total,
+            }))
     }
 
+    /// Writes `FILE.part.etag` (mode 0644), never through a symlink.
     fn write(&self, path: &Path) -> io::Result<()> {
-        fs::write(path, format!("{}\n{}\n", self.validator, self.total))
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o644)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(path)?;
+        if !file.metadata()?.is_file() {
+            return Err(io::Error::other("not a regular file"));
+        }
+        file.write_all(format!("{}\n{}\n", self.validator, self.total).as_bytes())
     }
 
     /// True when `head` (a 206) is of the stored version.
@@ -664,12 +818,30 @@ fn plain_validator(text: &str) -> bool {
 
 /// Fetches one file into `target` (through `target.part`).
 async fn fetch_file(run: &mut Run<'_>, name: &str, target: &Path) -> Result<PathBuf, GetError> {
+    let resume = run.options.resume;
+    fetch_http(run, name, target, resume).await
+}
+
+/// Fetches one file over HTTP (resuming its `.part` when `resume`), or
+/// over the raw protocol when the server answers something else and
+/// nothing says it speaks HTTP.
+async fn fetch_http(
+    run: &mut Run<'_>,
+    name: &str,
+    target: &Path,
+    resume: bool,
+) -> Result<PathBuf, GetError> {
     let options = run.options;
     if options.raw {
         return fetch_raw(run, name, target).await;
     }
     let (part, stored_path) = part_paths(target);
-    let have = if options.resume {
+    if let Some(why) = in_the_way(&[&part, &stored_path]) {
+        return Err(GetError::Failed(format!(
+            "{name}: {why}; refused (remove it)"
+        )));
+    }
+    let have = if resume {
         fs::symlink_metadata(&part)
             .ok()
             .filter(|m| m.is_file())
@@ -677,7 +849,7 @@ async fn fetch_file(run: &mut Run<'_>, name: &str, target: &Path) -> Result<Path
     } else {
         0
     };
-    let stored = Stored::read(&stored_path);
+    let stored = Stored::read(&stored_path).map_err(|e| at(&stored_path, e))?;
     let resume = match (&stored, have) {
         (_, 0) => None,
         (Some(stored), have) => Some((have, stored)),
@@ -692,11 +864,30 @@ async fn fetch_file(run: &mut Run<'_>, name: &str, target: &Path) -> Result<Path
     let (stream, head, rest) =
         match try_request(run, name, resume.map(|(h, s)| (h, s.validator.as_str()))).await {
             Ok(done) => done,
+            Err(NotHttp::Raw) if run.spoke_http.get() => {
+                return Err(GetError::Failed(format!(
+                    "{name}: {} answered something that is not HTTP, after answering HTTP in \
+                     this run; refused",
+                    options.addr
+                )));
+            }
+            Err(NotHttp::Raw) if options.resume && stored.is_some() => {
+                return Err(GetError::Failed(format!(
+                    "{name}: {} answered something that is not HTTP, but {} came over HTTP (its \
+                     validator is in {}); refused, both are kept as they were",
+                    options.addr,
+                    part.display(),
+                    stored_path.display()
+                )));
+            }
             Err(NotHttp::Raw) => {
                 run.warn(&format!(
                     "{} does not speak HTTP; using the raw protocol (the size cannot be verified)",
                     options.addr
                 ));
+                // The .part about to be written is not the version a kept
+                // validator names.
+                let _ = fs::remove_file(&stored_path);
                 return fetch_raw(run, name, target).await;
             }
             Err(NotHttp::Error(e)) => return Err(e),
@@ -756,26 +947,31 @@ async fn fetch_file(run: &mut Run<'_>, name: &str, target: &Path) -> Result<Path
             }
             (have, Some(range.total))
         }
-        416 if resume.is_some() => {
+        416 if let Some((have, stored)) = resume => {
+            drop(stream);
+            // The range starts at the end: the .part may be the whole file
+            // already, if the server says it is this version, this long.
+            if head.unsatisfied_total == Some(have)
+                && stored.total == have
+                && stored.is_version_of(&head)
+            {
+                fs::rename(&part, target).map_err(|e| at(&part, e))?;
+                let _ = fs::remove_file(&stored_path);
+                if !options.quiet {
+                    eprintln!(
+                        "{}: {have} bytes, the .part was already the whole file",
+                        super::escape_text(name)
+                    );
+                }
+                return Ok(target.to_owned());
+            }
+            let size = head
+                .unsatisfied_total
+                .map_or(String::new(), |t| format!(" (the file has {t} bytes)"));
             run.warn(&format!(
-                "{name}: the .part is longer than the file on the server; starting over"
+                "{name}: the server cannot resume at byte {have}{size}; starting over"
             ));
-            let _ = fs::remove_file(&part);
-            let _ = fs::remove_file(&stored_path);
-            let fresh = GetOptions {
-                resume: false,
-                ..options.clone()
-            };
-            let mut again = Run {
-                options: &fresh,
-                deadline: run.deadline,
-                dirs: run.dirs,
-                warnings: run.warnings,
-                stopped: None,
-            };
-            let done = Box::pin(fetch_file(&mut again, name, target)).await;
-            run.warnings = again.warnings;
-            return done;
+            return Box::pin(fetch_http(run, name, target, false)).await;
         }
         404 | 403 => {
             return Err(GetError::NotFound(format!(
@@ -795,20 +991,23 @@ async fn fetch_file(run: &mut Run<'_>, name: &str, target: &Path) -> Result<Path
         return Err(GetError::Failed(format!("{name}: no Content-Length")));
     }
     match total.and_then(|total| Stored::of(&head, total)) {
-        Some(version) if start == 0 => version.write(&stored_path)?,
+        Some(version) if start == 0 => version
+            .write(&stored_path)
+            .map_err(|e| at(&stored_path, e))?,
         Some(_) => {}
         None => {
             let _ = fs::remove_file(&stored_path);
         }
     }
-    let mut file = open_part(&part, start)?;
+    let mut file = open_part(&part, start).map_err(|e| at(&part, e))?;
     let framing = if head.chunked {
         Framing::Chunked(ChunkedDecoder::new())
     } else {
         Framing::Length(total.unwrap_or_default() - start)
     };
+    let started = std::time::Instant::now();
     let got = copy_body(run, name, stream, rest, &mut file, start, total, framing).await;
-    file.sync_all()?;
+    file.sync_all().map_err(|e| at(&part, e))?;
     let have = got.map_err(|e| {
         let kept = fs::metadata(&part).map_or(0, |m| m.len());
         let resumable = if fs::metadata(&stored_path).is_ok() {
@@ -829,8 +1028,24 @@ async fn fetch_file(run: &mut Run<'_>, name: &str, target: &Path) -> Result<Path
             part.display()
         )));
     }
-    fs::rename(&part, target)?;
+    fs::rename(&part, target).map_err(|e| at(&part, e))?;
     let _ = fs::remove_file(&stored_path);
+    if !options.quiet {
+        // Only now: a summary is said of a whole file, never before an error.
+        let secs = started.elapsed().as_secs_f64().max(1e-6);
+        eprintln!(
+            "{}: {} bytes in {:.2} s ({:.1} MB/s){}",
+            super::escape_text(name),
+            have,
+            secs,
+            (have - start) as f64 / secs / 1e6,
+            if start > 0 {
+                format!(", resumed at {start}")
+            } else {
+                String::new()
+            }
+        );
+    }
     Ok(target.to_owned())
 }
 
@@ -875,7 +1090,6 @@ async fn copy_body(
     mut framing: Framing,
 ) -> Result<u64, GetError> {
     let options = run.options;
-    let started = std::time::Instant::now();
     let bar = (!options.quiet && io::stderr().is_terminal()).then(|| {
         let bar = match total {
             Some(total) => indicatif::ProgressBar::new(total),
@@ -941,23 +1155,7 @@ async fn copy_body(
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
-    let have = outcome?;
-    if !options.quiet {
-        let secs = started.elapsed().as_secs_f64().max(1e-6);
-        eprintln!(
-            "{}: {} bytes in {:.2} s ({:.1} MB/s){}",
-            super::escape_text(name),
-            have,
-            secs,
-            (have - start) as f64 / secs / 1e6,
-            if start > 0 {
-                format!(", resumed at {start}")
-            } else {
-                String::new()
-            }
-        );
-    }
-    Ok(have)
+    outcome
 }
 
 /// The raw protocol: the name, a newline, and the file until the server
@@ -978,7 +1176,7 @@ async fn fetch_raw(run: &mut Run<'_>, name: &str, target: &Path) -> Result<PathB
             )));
         }
     }
-    let mut file = open_part(&part, 0)?;
+    let mut file = open_part(&part, 0).map_err(|e| at(&part, e))?;
     let mut buf = vec![0u8; 256 * 1024];
     let mut first = Vec::new();
     let mut total = 0u64;
@@ -1005,7 +1203,7 @@ async fn fetch_raw(run: &mut Run<'_>, name: &str, target: &Path) -> Result<PathB
         if first.len() < 512 {
             first.extend_from_slice(&buf[..n.min(512 - first.len())]);
         }
-        file.write_all(&buf[..n])?;
+        file.write_all(&buf[..n]).map_err(|e| at(&part, e))?;
         total += n as u64;
     }
     if first.starts_with(b"ERR ") && first.ends_with(b"\n") && total == first.len() as u64 {
@@ -1017,8 +1215,8 @@ async fn fetch_raw(run: &mut Run<'_>, name: &str, target: &Path) -> Result<PathB
             server_words(reason, options.encoding)
         )));
     }
-    file.sync_all()?;
-    fs::rename(&part, target)?;
+    file.sync_all().map_err(|e| at(&part, e))?;
+    fs::rename(&part, target).map_err(|e| at(&part, e))?;
     if !options.quiet {
         eprintln!(
             "{}: {total} bytes (raw protocol: the size could not be verified)",
@@ -1066,6 +1264,7 @@ mod tests {
             reason: "OK".into(),
             content_length: Some(10),
             content_range: None,
+            unsatisfied_total: None,
             etag: etag.map(str::to_owned),
             last_modified: date.map(str::to_owned),
             chunked: false,
@@ -1091,8 +1290,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f.part.etag");
         strong.write(&path).unwrap();
-        assert_eq!(Stored::read(&path), Some(strong));
+        assert_eq!(Stored::read(&path).unwrap(), Some(strong.clone()));
         fs::write(&path, "\"only a validator\"").unwrap();
-        assert_eq!(Stored::read(&path), None);
+        assert_eq!(Stored::read(&path).unwrap(), None);
+        // Never through a symlink: neither read nor written.
+        let victim = dir.path().join("victim");
+        fs::write(&victim, "\"secret\"\n42\n").unwrap();
+        let link = dir.path().join("l.part.etag");
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        assert!(Stored::read(&link).is_err());
+        assert!(strong.write(&link).is_err());
+        assert_eq!(fs::read(&victim).unwrap(), b"\"secret\"\n42\n");
     }
 }

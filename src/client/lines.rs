@@ -2,6 +2,12 @@
 //! any line server), in UTF-8 or GBK, over TCP (here) or UDP (`datagram`,
 //! which they hand over to when asked). Every wait is bounded, and so is
 //! `send`'s whole run.
+//!
+//! A reply is a line. `send` half-closes after its last message, so the
+//! last reply (and the server's last words) may end with the server's
+//! close instead of a newline, as the tutorial's servers do; a reply cut
+//! by a close before that, or a close before every message had its reply,
+//! is an error that says how many replies came.
 
 use std::io;
 
@@ -13,18 +19,33 @@ use super::line_client::{LineOptions, Messages, Printer, linger_until, too_late}
 use super::{MAX_LINE, connect};
 use crate::conn::text::TextEncoding;
 
-/// Reads one line (without its line ending) of at most [`MAX_LINE`] bytes;
-/// `None` at the end of the stream. The bytes of a line not yet complete
-/// are kept in `partial`, so that a read cancelled (by `select!` or a
-/// deadline) loses nothing.
+/// What the server said next.
+#[derive(Debug, PartialEq, Eq)]
+enum Said {
+    /// A line, without its line ending.
+    Line(Vec<u8>),
+    /// Bytes without a newline, then a clean close.
+    Cut(Vec<u8>),
+    /// A clean close.
+    Closed,
+}
+
+/// Reads one line (without its line ending) of at most [`MAX_LINE`] bytes,
+/// or what came before a clean close. The bytes of a line not yet
+/// complete are kept in `partial`, so that a read cancelled (by `select!`
+/// or a deadline) loses nothing.
 async fn read_line<R: AsyncBufRead + Unpin>(
     reader: &mut R,
     partial: &mut Vec<u8>,
-) -> io::Result<Option<Vec<u8>>> {
+) -> io::Result<Said> {
     loop {
         let available = reader.fill_buf().await?;
         if available.is_empty() {
-            return Ok((!partial.is_empty()).then(|| std::mem::take(partial)));
+            return Ok(if partial.is_empty() {
+                Said::Closed
+            } else {
+                Said::Cut(std::mem::take(partial))
+            });
         }
         let (take, done) = match memchr::memchr(b'\n', available) {
             Some(at) => (at + 1, true),
@@ -44,7 +65,7 @@ async fn read_line<R: AsyncBufRead + Unpin>(
             if line.last() == Some(&b'\r') {
                 line.pop();
             }
-            return Ok(Some(line));
+            return Ok(Said::Line(line));
         }
     }
 }
@@ -56,7 +77,7 @@ struct Replies {
 }
 
 impl Replies {
-    async fn next(&mut self) -> io::Result<Option<Vec<u8>>> {
+    async fn next(&mut self) -> io::Result<Said> {
         read_line(&mut self.reader, &mut self.partial).await
     }
 }
@@ -93,11 +114,13 @@ async fn send_line<W: AsyncWrite + Unpin>(
 }
 
 /// Sends each of `messages` (each line of `input` when there are none) as
-/// a line and prints the reply line to `out`; after the last one, prints
-/// what else the server says until it closes, is quiet for a second, or
-/// the deadline comes. Ends early, without an error, when the server
-/// closes. The whole run is bounded by `options.timeout`: a message whose
-/// reply has not come by then is an error.
+/// a line and prints the reply line to `out`, half-closing after the last
+/// message; then prints what else the server says until it closes, is
+/// quiet for a second, or the deadline comes. The last reply may end with
+/// the server's close instead of a newline; a close before every message
+/// has had its reply (or in the middle of an earlier one) is an error. The
+/// whole run is bounded by `options.timeout`: a message whose reply has
+/// not come by then is an error.
 pub async fn send<I, W>(
     options: &LineOptions,
     messages: Vec<String>,
@@ -113,17 +136,56 @@ where
     }
     let deadline = super::after(options.timeout);
     let mut printer = Printer::new(out, options, true);
+    let given = messages.len();
     let exchange = async {
         let (mut replies, mut write) = open(options, deadline).await?;
         let mut messages = Messages::new(messages, input);
-        while let Some(message) = messages.next().await? {
+        let (mut sent, mut got) = (0, 0);
+        // One message ahead, to half-close as soon as the last is sent.
+        let mut next = messages.next().await?;
+        let mut half_closed = false;
+        while let Some(message) = next.take() {
             send_line(&mut write, options.encoding, &message, deadline).await?;
-            match replies.next().await? {
-                Some(reply) => printer.reply(&reply).await?,
-                None => return Ok(None),
+            sent += 1;
+            next = messages.next().await?;
+            if next.is_none() {
+                let _ = timeout_at(deadline, write.shutdown()).await;
+                half_closed = true;
             }
+            let of = if given > 0 {
+                given
+            } else {
+                sent + usize::from(next.is_some())
+            };
+            match replies.next().await? {
+                Said::Line(reply) => printer.reply(&reply).await?,
+                // The last reply, ended by the close: it is whole.
+                Said::Cut(reply) if half_closed => {
+                    printer.reply(&reply).await?;
+                    return Ok(None);
+                }
+                Said::Cut(reply) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!(
+                            "the server closed the connection in the middle of reply {sent} \
+                             ({} bytes without a newline); {got} of {of} replies came",
+                            reply.len()
+                        ),
+                    ));
+                }
+                Said::Closed => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("the server closed the connection after {got} of {of} replies"),
+                    ));
+                }
+            }
+            got += 1;
         }
-        let _ = timeout_at(deadline, write.shutdown()).await;
+        if !half_closed {
+            let _ = timeout_at(deadline, write.shutdown()).await;
+        }
         Ok::<_, io::Error>(Some(replies))
     };
     let replies = match timeout_at(deadline, exchange).await {
@@ -145,11 +207,13 @@ async fn linger<W: AsyncWrite + Unpin>(
 ) -> io::Result<()> {
     loop {
         match timeout_at(linger_until(until), replies.next()).await {
-            Ok(Ok(Some(reply))) => printer.reply(&reply).await?,
+            Ok(Ok(Said::Line(reply))) => printer.reply(&reply).await?,
+            // The client has half-closed: words ended by the close are whole.
+            Ok(Ok(Said::Cut(reply))) => return printer.reply(&reply).await,
             // A line over the cap is the server's fault, said as such.
             Ok(Err(e)) if e.kind() == io::ErrorKind::InvalidData => return Err(e),
             // The close, a reset, or quiet: the last words are over.
-            Ok(Ok(None)) | Ok(Err(_)) | Err(_) => return Ok(()),
+            Ok(Ok(Said::Closed)) | Ok(Err(_)) | Err(_) => return Ok(()),
         }
     }
 }
@@ -185,8 +249,13 @@ where
                 }
             },
             reply = replies.next() => match reply? {
-                Some(reply) => printer.reply(&reply).await?,
-                None => {
+                Said::Line(reply) => printer.reply(&reply).await?,
+                Said::Cut(reply) => {
+                    printer.reply(&reply).await?;
+                    printer.line(b"(the server closed the connection)").await?;
+                    return Ok(());
+                }
+                Said::Closed => {
                     printer.line(b"(the server closed the connection)").await?;
                     return Ok(());
                 }

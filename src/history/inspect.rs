@@ -1,9 +1,27 @@
 //! `switchboard history`: what a listener's history holds, read from
-//! outside the daemon.
+//! outside the daemon. Each message shown is bounded ([`MAX_SHOWN`]), so
+//! hostile stored data cannot make `--tail` read it whole.
 
 use super::config::Identity;
 use super::redis::RedisHistory;
 use super::{HistoryConfig, sqlite};
+
+/// Most bytes of one message `--tail` shows; a longer one is cut there and
+/// marked with [`CUT_MARK`].
+pub const MAX_SHOWN: usize = 64 * 1024;
+/// What ends a message cut at [`MAX_SHOWN`] (ASCII, so that it reads the
+/// same in every listener's encoding).
+pub const CUT_MARK: &[u8] = b"...(cut)";
+
+/// `message` (read up to one byte past [`MAX_SHOWN`]), cut at
+/// [`MAX_SHOWN`] and marked when it is longer.
+fn mark_cut(mut message: Vec<u8>) -> Vec<u8> {
+    if message.len() > MAX_SHOWN {
+        message.truncate(MAX_SHOWN);
+        message.extend_from_slice(CUT_MARK);
+    }
+    message
+}
 
 /// What `switchboard history` shows of a listener's history.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,7 +63,12 @@ pub async fn inspect(
             };
             Ok(match what {
                 Inspect::Count => Inspected::Count(sqlite::count(&conn)?),
-                Inspect::Tail(n) => Inspected::Messages(sqlite::tail(&conn, n)?),
+                Inspect::Tail(n) => Inspected::Messages(
+                    sqlite::tail(&conn, n, MAX_SHOWN + 1)?
+                        .into_iter()
+                        .map(mark_cut)
+                        .collect(),
+                ),
             })
         })
         .await
@@ -55,7 +78,14 @@ pub async fn inspect(
             let redis = RedisHistory::open(&url, &key, timeout)?;
             Ok(match what {
                 Inspect::Count => Inspected::Count(redis.count(timeout).await?),
-                Inspect::Tail(n) => Inspected::Messages(redis.tail(n, timeout).await?),
+                Inspect::Tail(n) => Inspected::Messages(
+                    redis
+                        .tail(n, MAX_SHOWN + 1, timeout)
+                        .await?
+                        .into_iter()
+                        .map(mark_cut)
+                        .collect(),
+                ),
             })
         }
     }

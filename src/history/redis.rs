@@ -103,16 +103,19 @@ end
 return picks
 ";
 
+/// KEYS[1]: the hash. ARGV: the number of messages, the most bytes of each
+/// returned (a longer one is cut by Redis, not sent whole).
 const TAIL: &str = r"
 local h = KEYS[1]
 local n = tonumber(ARGV[1])
+local max_bytes = tonumber(ARGV[2])
 local last = tonumber(redis.call('HGET', h, '#last') or 0)
 local first = tonumber(redis.call('HGET', h, '#first') or 1)
 local from = math.max(first, last - n + 1)
 local out = {}
 for id = from, last do
   local m = redis.call('HGET', h, string.format('%d', id))
-  if m then table.insert(out, m) end
+  if m then table.insert(out, string.sub(m, 1, max_bytes)) end
 end
 return out
 ";
@@ -194,12 +197,18 @@ impl RedisHistory {
         })
     }
 
-    /// The newest `n` messages, oldest first.
-    pub(crate) async fn tail(&self, n: usize, timeout: Duration) -> Result<Vec<Vec<u8>>, String> {
+    /// The newest `n` messages, oldest first, each its first `max_bytes`
+    /// at most.
+    pub(crate) async fn tail(
+        &self,
+        n: usize,
+        max_bytes: usize,
+        timeout: Duration,
+    ) -> Result<Vec<Vec<u8>>, String> {
         let mut conn = self.conn.clone();
         let script = Script::new(TAIL);
         let mut call = script.key(&self.key);
-        call.arg(n);
+        call.arg(n).arg(max_bytes);
         within(&self.url, timeout, call.invoke_async(&mut conn))
             .await
             .map_err(|failure| failure.to_string())

@@ -372,13 +372,21 @@ pub(crate) fn count(conn: &Connection) -> Result<u64, String> {
         .map_err(|e| e.to_string())
 }
 
-/// The newest `n` messages of a history file, oldest first.
-pub(crate) fn tail(conn: &Connection, n: usize) -> Result<Vec<Vec<u8>>, String> {
+/// The newest `n` messages of a history file, oldest first, each its first
+/// `max_bytes` at most (a longer one is never read whole into memory here),
+/// whether stored as a BLOB or, by another writer, as TEXT.
+pub(crate) fn tail(conn: &Connection, n: usize, max_bytes: usize) -> Result<Vec<Vec<u8>>, String> {
     let run = || -> rusqlite::Result<Vec<Vec<u8>>> {
-        let mut newest = conn.prepare("SELECT body FROM messages ORDER BY id DESC LIMIT ?1")?;
+        let mut newest = conn.prepare(
+            "SELECT substr(CAST(body AS BLOB), 1, ?2) FROM messages ORDER BY id DESC LIMIT ?1",
+        )?;
         let limit = i64::try_from(n).unwrap_or(i64::MAX);
+        let bound = i64::try_from(max_bytes).unwrap_or(i64::MAX);
         let mut rows: Vec<Vec<u8>> = newest
-            .query_map([limit], |row| row.get(0))?
+            .query_map([limit, bound], |row| {
+                // A NULL (another writer's) shows as an empty message.
+                Ok(row.get::<_, Option<Vec<u8>>>(0)?.unwrap_or_default())
+            })?
             .collect::<rusqlite::Result<_>>()?;
         rows.reverse();
         Ok(rows)
@@ -642,7 +650,7 @@ mod tests {
         let reader = open_reader(&path).unwrap().unwrap();
         assert_eq!(count(&reader).unwrap(), 4);
         assert_eq!(
-            tail(&reader, 2).unwrap(),
+            tail(&reader, 2, 1024).unwrap(),
             [b"iii".to_vec(), b"jjj".to_vec()]
         );
         // Bytes: room for two 3-byte messages with their overhead, not three.
@@ -655,7 +663,7 @@ mod tests {
             .unwrap();
         assert_eq!(count(&reader).unwrap(), 2);
         assert_eq!(
-            tail(&reader, 10).unwrap(),
+            tail(&reader, 10, 1024).unwrap(),
             [b"jjj".to_vec(), b"kkk".to_vec()]
         );
     }
@@ -821,7 +829,7 @@ mod tests {
         assert!(!pick.is_empty());
         let reader = open_reader(&path).unwrap().unwrap();
         assert_eq!(
-            tail(&reader, 10).unwrap(),
+            tail(&reader, 10, 1024).unwrap(),
             [b"first".to_vec(), b"taken".to_vec(), b"after".to_vec()]
         );
     }
@@ -841,7 +849,10 @@ mod tests {
         record("d").await.unwrap();
         record("e").await.unwrap();
         let reader = open_reader(&path).unwrap().unwrap();
-        assert_eq!(tail(&reader, 10).unwrap(), [b"d".to_vec(), b"e".to_vec()]);
+        assert_eq!(
+            tail(&reader, 10, 1024).unwrap(),
+            [b"d".to_vec(), b"e".to_vec()]
+        );
         drop(reader);
 
         // Replaced: another history file renamed over the path is taken
@@ -855,7 +866,10 @@ mod tests {
         std::fs::rename(&other, &path).unwrap();
         record("f").await.unwrap();
         let reader = open_reader(&path).unwrap().unwrap();
-        assert_eq!(tail(&reader, 10).unwrap(), [b"x".to_vec(), b"f".to_vec()]);
+        assert_eq!(
+            tail(&reader, 10, 1024).unwrap(),
+            [b"x".to_vec(), b"f".to_vec()]
+        );
         drop(reader);
 
         // A path that cannot be a file: each message is refused (not
@@ -876,6 +890,6 @@ mod tests {
             }
         }
         let reader = open_reader(&path).unwrap().unwrap();
-        assert_eq!(tail(&reader, 10).unwrap(), [b"h".to_vec()]);
+        assert_eq!(tail(&reader, 10, 1024).unwrap(), [b"h".to_vec()]);
     }
 }

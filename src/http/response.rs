@@ -66,6 +66,11 @@ impl ContentRange {
     }
 }
 
+/// The TOTAL of `bytes */TOTAL` (a 416's `Content-Range`), strictly.
+fn unsatisfied_total(value: &str) -> Option<u64> {
+    decimal(value.trim().strip_prefix("bytes */")?)
+}
+
 /// A number of only ASCII digits (no sign, no space), that fits a u64.
 fn decimal(text: &str) -> Option<u64> {
     if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
@@ -85,6 +90,9 @@ pub struct ResponseHead {
     pub content_length: Option<u64>,
     /// `Content-Range` of a 206.
     pub content_range: Option<ContentRange>,
+    /// The `Content-Range: bytes */TOTAL` of a 416 (the standard answer to
+    /// a range that starts past the end): the representation's length.
+    pub unsatisfied_total: Option<u64>,
     /// `ETag`, as written.
     pub etag: Option<String>,
     /// `Last-Modified`, as written.
@@ -110,6 +118,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(ResponseHead, usize)>, HeadError
         reason: response.reason.unwrap_or("").to_owned(),
         content_length: None,
         content_range: None,
+        unsatisfied_total: None,
         etag: None,
         last_modified: None,
         chunked: false,
@@ -134,6 +143,15 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(ResponseHead, usize)>, HeadError
                 return Err(HeadError::BadContentLength);
             }
             head.content_length = length;
+        } else if name.eq_ignore_ascii_case("content-range") && head.status == 416 {
+            // Only a 416 may give the length alone; a second one must agree.
+            let total = value
+                .and_then(unsatisfied_total)
+                .ok_or(HeadError::BadContentRange)?;
+            if head.unsatisfied_total.is_some_and(|t| t != total) {
+                return Err(HeadError::BadContentRange);
+            }
+            head.unsatisfied_total = Some(total);
         } else if name.eq_ignore_ascii_case("content-range") {
             let range = value
                 .and_then(ContentRange::parse)
@@ -431,6 +449,35 @@ mod tests {
             parse("SSH-2.0\r\n\r\n"),
             Err(HeadError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn a_416_may_give_the_length_alone_and_only_a_416() {
+        let head = |status: &str, field: &str| {
+            parse(&format!("HTTP/1.1 {status}\r\n{field}\r\n\r\n"))
+                .map(|h| h.map(|(h, _)| (h.unsatisfied_total, h.content_range)))
+        };
+        let unsatisfiable = "416 Range Not Satisfiable";
+        assert_eq!(
+            head(unsatisfiable, "Content-Range: bytes */6000"),
+            Ok(Some((Some(6000), None)))
+        );
+        for bad in [
+            "Content-Range: bytes */",
+            "Content-Range: bytes */+6",
+            "Content-Range: bytes */6000\r\nContent-Range: bytes */7",
+            "Content-Range: bytes 0-9/10",
+        ] {
+            assert_eq!(
+                head(unsatisfiable, bad),
+                Err(HeadError::BadContentRange),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            head("206 Partial Content", "Content-Range: bytes */6000"),
+            Err(HeadError::BadContentRange)
+        );
     }
 
     /// Decodes `body` fed in pieces of `step` bytes.

@@ -783,3 +783,60 @@ async fn history_tail_escapes_stored_messages_unless_raw() {
         );
     }
 }
+
+#[test]
+fn history_tail_cuts_a_huge_message_and_reads_one_stored_as_text() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("history.db");
+    {
+        // Hostile stored data: one message of 1 MiB, one stored as TEXT.
+        let conn = rusqlite::Connection::open(&db).expect("open");
+        conn.execute_batch(
+            "CREATE TABLE messages (id INTEGER PRIMARY KEY, body BLOB NOT NULL);\
+             INSERT INTO messages (body) VALUES (CAST('first' AS BLOB));\
+             INSERT INTO messages (body) VALUES (zeroblob(1048576));\
+             INSERT INTO messages (body) VALUES ('stored as text');",
+        )
+        .expect("fill");
+    }
+    let config = crate::history::bot_config(
+        dir.path(),
+        "switchboard.toml",
+        "127.0.0.1:0",
+        "",
+        &format!("backend = \"sqlite\"\npath = \"{}\"", db.display()),
+    );
+    let tail = crate::history::history_cli(&config, &["--tail", "10"]);
+    let lines: Vec<&str> = tail.lines().collect();
+    assert_eq!(lines.len(), 3, "{} bytes", tail.len());
+    assert_eq!(lines[0], "first");
+    let cut = format!("{}...(cut)", "\\x00".repeat(64 * 1024));
+    assert!(lines[1] == cut, "{} bytes", lines[1].len());
+    assert_eq!(lines[2], "stored as text");
+}
+
+#[test]
+fn history_tail_from_redis_cuts_a_huge_message() {
+    if !crate::history::have_redis() {
+        return;
+    }
+    let redis = crate::history::Redis::start(&[]);
+    let filled = redis.command(
+        "EVAL \"redis.call('HSET', KEYS[1], '#first', 1, '#last', 2, '1', 'hello', '2', \
+         string.rep('x', 100000)) return 1\" 1 test:big",
+    );
+    assert_eq!(filled.as_deref(), Some(":1"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = crate::history::bot_config(
+        dir.path(),
+        "switchboard.toml",
+        "127.0.0.1:0",
+        "",
+        &format!(
+            "backend = \"redis\"\nurl = \"redis://127.0.0.1:{}/0\"\nkey = \"test:big\"",
+            redis.port
+        ),
+    );
+    let tail = crate::history::history_cli(&config, &["--tail", "10"]);
+    assert_eq!(tail, format!("hello\n{}...(cut)\n", "x".repeat(64 * 1024)));
+}

@@ -452,7 +452,8 @@ async fn a_hostile_listing_cannot_make_get_write_outside_its_output_directory() 
 }
 
 /// The tutorial's download server, in spirit: reads a name, sends the
-/// file's bytes (or nothing) and closes.
+/// file's bytes (or, for a name it does not have, a line saying so) and
+/// closes.
 async fn tutorial_server(listener: TcpListener, content: Vec<u8>) {
     for _ in 0..4 {
         let Ok((mut stream, _)) = listener.accept().await else {
@@ -462,6 +463,8 @@ async fn tutorial_server(listener: TcpListener, content: Vec<u8>) {
         let n = stream.read(&mut name).await.unwrap_or(0);
         if name[..n].starts_with(b"file.bin") {
             let _ = stream.write_all(&content).await;
+        } else {
+            let _ = stream.write_all(b"no such file\n").await;
         }
     }
 }
@@ -474,6 +477,10 @@ async fn against_a_server_of_the_tutorials_kind_get_falls_back_to_the_raw_protoc
     let content: Vec<u8> = (0..100_000u32).map(|i| (i % 253) as u8).collect();
     tokio::spawn(tutorial_server(listener, content.clone()));
     let out_file = base.path().join("file.bin");
+    // A validator left by an earlier HTTP download (no -c): it does not
+    // name what the raw protocol writes, so it goes.
+    let stale = base.path().join("file.bin.part.etag");
+    fs::write(&stale, "\"v0\"\n5\n").unwrap();
     let out = run(
         args(&["get", &addr, "file.bin", "-o", out_file.to_str().unwrap()]),
         b"",
@@ -482,6 +489,7 @@ async fn against_a_server_of_the_tutorials_kind_get_falls_back_to_the_raw_protoc
     assert!(out.status.success(), "{out:?}");
     assert!(text(&out.stderr).contains("does not speak HTTP"), "{out:?}");
     assert_eq!(fs::read(&out_file).unwrap(), content);
+    assert!(!stale.exists());
 }
 
 /// True when tmux runs here (required when SWITCHBOARD_REQUIRE_TMUX is set).

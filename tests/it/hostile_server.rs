@@ -33,6 +33,9 @@ enum Step {
     Reset,
     /// Keeps the connection open, writing nothing.
     Hold,
+    /// Half-closes (FIN), then reads until the client closes, so that
+    /// what the client sends after it is not answered with a reset.
+    FinThenDrain,
 }
 
 /// Most bytes `Step::Endless` writes.
@@ -74,6 +77,19 @@ async fn play(mut stream: TcpStream, steps: Vec<Step>) {
             Step::Hold => {
                 // Until the client goes away.
                 let _ = tokio::time::timeout(LIMIT, stream.read(&mut [0u8; 1])).await;
+                return;
+            }
+            Step::FinThenDrain => {
+                let _ = stream.shutdown().await;
+                let drain = async {
+                    let mut buf = [0u8; 4096];
+                    for _ in 0..1024 {
+                        if matches!(stream.read(&mut buf).await, Ok(0) | Err(_)) {
+                            break;
+                        }
+                    }
+                };
+                let _ = tokio::time::timeout(LIMIT, drain).await;
                 return;
             }
         };
@@ -858,4 +874,435 @@ async fn get_r_refuses_a_huge_listing_and_ends_a_dripped_one_in_time() {
     assert!(took < Duration::from_secs(5), "took {took:?}: {out:?}");
     assert!(!out.status.success(), "{out:?}");
     assert_output_clean(&out);
+}
+
+/// A raw-protocol request (not HTTP) gets `raw`; an HTTP one gets `http`.
+fn by_protocol(request: &str, http: Vec<u8>, raw: &[u8]) -> Vec<Step> {
+    if request.starts_with("GET ") {
+        vec![Step::Write(http)]
+    } else {
+        vec![Step::Write(raw.to_vec())]
+    }
+}
+
+fn closes_silently_then_raw(request: &str) -> Vec<Step> {
+    by_protocol(request, Vec::new(), b"not the file")
+}
+
+fn leading_crlf(_: &str) -> Vec<Step> {
+    let mut answer = b"\r\n".to_vec();
+    answer.extend_from_slice(&http("200 OK", &["Content-Length: 20", ETAG], &true_file()));
+    vec![Step::Write(answer)]
+}
+
+fn lowercase_http(request: &str) -> Vec<Step> {
+    by_protocol(
+        request,
+        b"http/1.1 200 OK\r\nContent-Length: 20\r\n\r\nabcdefghijklmnopqrst".to_vec(),
+        b"not the file",
+    )
+}
+
+fn not_http_then_raw(request: &str) -> Vec<Step> {
+    by_protocol(
+        request,
+        b"<html>not the file</html>".to_vec(),
+        b"not the file",
+    )
+}
+
+fn unsatisfied_then_whole(request: &str) -> Vec<Step> {
+    if request.contains("Range:") {
+        vec![Step::Write(http(
+            "416 Range Not Satisfiable",
+            &["Content-Range: bytes */20", "Content-Length: 0"],
+            b"",
+        ))]
+    } else {
+        whole(request)
+    }
+}
+
+fn interim_heads(_: &str) -> Vec<Step> {
+    let mut answer =
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n".to_vec();
+    answer.extend_from_slice(&http("200 OK", &["Content-Length: 20", ETAG], &true_file()));
+    vec![Step::Write(answer)]
+}
+
+fn endless_interim_heads(_: &str) -> Vec<Step> {
+    let mut answer = b"HTTP/1.1 100 Continue\r\n\r\n".repeat(9);
+    answer.extend_from_slice(&http("200 OK", &["Content-Length: 20", ETAG], &true_file()));
+    vec![Step::Write(answer)]
+}
+
+fn chunked_range_short(_: &str) -> Vec<Step> {
+    vec![Step::Write(http(
+        "206 Partial Content",
+        &[
+            ETAG,
+            "Content-Range: bytes 10-19/20",
+            "Transfer-Encoding: chunked",
+        ],
+        b"5\r\nklmno\r\n0\r\n\r\n",
+    ))]
+}
+
+#[tokio::test]
+async fn get_takes_the_raw_protocol_only_from_a_server_that_answers_something_else() {
+    let cases = [
+        GetCase {
+            name: "a close without a byte is no answer",
+            args: &[],
+            resume: false,
+            respond: closes_silently_then_raw,
+            outcome: Outcome::Failed(1),
+            within: 10,
+        },
+        GetCase {
+            name: "an empty line before the status line",
+            args: &[],
+            resume: false,
+            respond: leading_crlf,
+            outcome: Outcome::TrueFile,
+            within: 10,
+        },
+        GetCase {
+            name: "a lowercase http/1.1",
+            args: &[],
+            resume: false,
+            respond: lowercase_http,
+            outcome: Outcome::Failed(1),
+            within: 10,
+        },
+        GetCase {
+            name: "-c: a .part that came over HTTP, then an answer that is not HTTP",
+            args: &["-c"],
+            resume: true,
+            respond: not_http_then_raw,
+            outcome: Outcome::RefusedKeepingPart(1),
+            within: 10,
+        },
+        GetCase {
+            name: "-c: a .part that came over HTTP, then a close without a byte",
+            args: &["-c"],
+            resume: true,
+            respond: closes_silently_then_raw,
+            outcome: Outcome::RefusedKeepingPart(1),
+            within: 10,
+        },
+        GetCase {
+            name: "100 and 103 before the response",
+            args: &[],
+            resume: false,
+            respond: interim_heads,
+            outcome: Outcome::TrueFile,
+            within: 10,
+        },
+        GetCase {
+            name: "nine interim heads",
+            args: &[],
+            resume: false,
+            respond: endless_interim_heads,
+            outcome: Outcome::Failed(1),
+            within: 10,
+        },
+        GetCase {
+            name: "-c: a 416 with bytes */20 starts over",
+            args: &["-c"],
+            resume: true,
+            respond: unsatisfied_then_whole,
+            outcome: Outcome::TrueFile,
+            within: 10,
+        },
+    ];
+    let mut runs = Vec::new();
+    for case in cases {
+        runs.push((case.name, tokio::spawn(get_case(case))));
+    }
+    let mut failed = Vec::new();
+    for (name, run) in runs {
+        if run.await.is_err() {
+            failed.push(name);
+        }
+    }
+    assert!(failed.is_empty(), "failed cases: {failed:?}");
+}
+
+#[tokio::test]
+async fn get_c_keeps_the_part_and_its_validator_when_the_answer_is_not_http() {
+    let (addr, _) = serve(Arc::new(not_http_then_raw)).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let target = dir.path().join("f");
+    fs::write(dir.path().join("f.part"), &true_file()[..10]).expect("part");
+    fs::write(dir.path().join("f.part.etag"), "\"v1\"\n20\n").expect("validator");
+    let target = target.to_str().expect("utf-8");
+    let (out, _) = run(&["get", &addr, "f", "-c", "-o", target], b"").await;
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not HTTP"),
+        "{out:?}"
+    );
+    assert_eq!(
+        fs::read(dir.path().join("f.part")).ok(),
+        Some(true_file()[..10].to_vec())
+    );
+    assert_eq!(
+        fs::read_to_string(dir.path().join("f.part.etag")).ok(),
+        Some("\"v1\"\n20\n".to_owned())
+    );
+}
+
+#[tokio::test]
+async fn get_c_renames_a_part_that_a_416_says_is_whole_and_says_no_summary_before_an_error() {
+    // The .part has all 20 bytes; the 416 names its length and version.
+    let (addr, _) = serve(Arc::new(|request: &str| {
+        if request.contains("Range: bytes=20-") {
+            vec![Step::Write(http(
+                "416 Range Not Satisfiable",
+                &["Content-Range: bytes */20", ETAG, "Content-Length: 0"],
+                b"",
+            ))]
+        } else {
+            vec![Step::Write(http("500 No", &["Content-Length: 0"], b""))]
+        }
+    }))
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let target = dir.path().join("f");
+    fs::write(dir.path().join("f.part"), true_file()).expect("part");
+    fs::write(dir.path().join("f.part.etag"), "\"v1\"\n20\n").expect("validator");
+    let (out, _) = run(
+        &[
+            "get",
+            &addr,
+            "f",
+            "-c",
+            "-o",
+            target.to_str().expect("utf-8"),
+        ],
+        b"",
+    )
+    .await;
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(fs::read(&target).ok(), Some(true_file()));
+    assert!(!dir.path().join("f.part.etag").exists());
+    // A 206 whose chunked body ends short of its range: exit 4, and no
+    // "N bytes in ... resumed at" line, which is said of a whole file.
+    let (addr, _) = serve(Arc::new(chunked_range_short)).await;
+    fs::remove_file(&target).expect("rm");
+    fs::write(dir.path().join("f.part"), &true_file()[..10]).expect("part");
+    fs::write(dir.path().join("f.part.etag"), "\"v1\"\n20\n").expect("validator");
+    let (out, _) = run(
+        &[
+            "get",
+            &addr,
+            "f",
+            "-c",
+            "-o",
+            target.to_str().expect("utf-8"),
+        ],
+        b"",
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("bytes in"), "{stderr}");
+    assert!(!target.exists());
+}
+
+#[tokio::test]
+async fn get_never_reads_or_writes_the_validator_through_a_symlink() {
+    let (addr, requests) = serve(Arc::new(whole)).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let victim = dir.path().join("victim.txt");
+    let secret = "\"TOKEN-secret\"\n20\n";
+    for args in [&["-c"][..], &[][..]] {
+        fs::write(&victim, secret).expect("victim");
+        let target = dir.path().join("f");
+        fs::write(dir.path().join("f.part"), &true_file()[..10]).expect("part");
+        let link = dir.path().join("f.part.etag");
+        let _ = fs::remove_file(&link);
+        std::os::unix::fs::symlink(&victim, &link).expect("symlink");
+        let mut argv = vec!["get", &addr, "f", "-o", target.to_str().expect("utf-8")];
+        argv.extend_from_slice(args);
+        let (out, _) = run(&argv, b"").await;
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {out:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("symlink"),
+            "{out:?}"
+        );
+        assert_eq!(fs::read_to_string(&victim).ok().as_deref(), Some(secret));
+        assert!(!target.exists());
+    }
+    let sent = requests.lock().expect("requests").join("");
+    assert!(!sent.contains("TOKEN"), "{sent}");
+}
+
+/// `get -r` against a server of these listings (by directory path, the
+/// rest empty; framed by `framing`, or else a length) whose every file
+/// holds its own path.
+async fn mirror_tree(
+    listings: &'static [(&'static str, &'static [u8])],
+    framing: &'static str,
+) -> (Output, tempfile::TempDir) {
+    let (addr, _) = serve(Arc::new(move |request: &str| {
+        let target = request.split(' ').nth(1).unwrap_or("/");
+        if target.ends_with('/') {
+            let body = listings
+                .iter()
+                .find(|(dir, _)| *dir == target)
+                .map_or(&b""[..], |(_, body)| body);
+            let length = format!("Content-Length: {}", body.len());
+            let framing = if framing.is_empty() { &length } else { framing };
+            return vec![Step::Write(http("200 OK", &[framing], body))];
+        }
+        vec![Step::Write(http(
+            "200 OK",
+            &[&format!("Content-Length: {}", target.len())],
+            target.as_bytes(),
+        ))]
+    }))
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let into = dir.path().join("m");
+    let (out, _) = run(
+        &[
+            "get",
+            &addr,
+            "d/",
+            "-r",
+            "-o",
+            into.to_str().expect("utf-8"),
+        ],
+        b"",
+    )
+    .await;
+    (out, dir)
+}
+
+#[tokio::test]
+async fn get_r_skips_names_that_collide_with_its_own_files_and_fails_incomplete() {
+    for (listing, skipped) in [
+        (&b"f.part\nf.part.etag\nf\n"[..], "\"f\""),
+        (&b"f\nf.part\n"[..], "\"f.part\""),
+        (&b"x/\nx\n"[..], "\"x\""),
+        (&b"a.part/\na\n"[..], "\"a\""),
+        (&[b'k'; 250][..], "\"kkkkk"),
+    ] {
+        let listings: &'static [(&'static str, &'static [u8])] =
+            Box::leak(Box::new([("/d/", listing)]));
+        let (out, dir) = mirror_tree(listings, "").await;
+        assert_eq!(out.status.code(), Some(1), "{listing:?}: {out:?}");
+        assert_output_clean(&out);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("1 name(s) skipped"), "{stderr}");
+        assert!(stderr.contains(&format!("skipped {skipped}")), "{stderr}");
+        assert!(!stderr.contains("os error"), "{stderr}");
+        // Every file written holds its own name's bytes.
+        for entry in fs::read_dir(dir.path().join("m"))
+            .expect("mirror")
+            .flatten()
+        {
+            if entry.file_type().is_ok_and(|t| t.is_file()) {
+                let name = entry.file_name().into_string().expect("utf-8");
+                assert_eq!(
+                    fs::read_to_string(entry.path()).ok(),
+                    Some(format!("/d/{name}")),
+                    "{listing:?}"
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn get_r_skips_lines_that_are_not_utf8_and_escapes_names_like_the_terminal() {
+    let (out, dir) =
+        mirror_tree(&[("/d/", b"good\nbad\xff\xfename\n\x1b]0;t\x07\nok\n")], "").await;
+    assert!(out.status.success(), "{out:?}");
+    assert_output_clean(&out);
+    assert!(dir.path().join("m/good").exists() && dir.path().join("m/ok").exists());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("bad\\xff\\xfename"), "{stderr}");
+    assert!(stderr.contains("\\x1b]0;t\\x07"), "{stderr}");
+    assert!(!stderr.contains("\\u{1b}"), "{stderr}");
+}
+
+#[tokio::test]
+async fn get_r_refuses_a_listing_that_ends_at_a_close() {
+    // No Content-Length, no chunked framing: a cut would look whole.
+    let (out, dir) = mirror_tree(&[("/d/", b"a\nb\n")], "Content-Type: text/plain").await;
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot tell whether the listing is whole"),
+        "{out:?}"
+    );
+    assert!(!dir.path().join("m/a").exists());
+}
+
+#[tokio::test]
+async fn get_r_refuses_a_file_that_is_not_http_after_an_http_listing() {
+    let (addr, _) = serve(Arc::new(|request: &str| {
+        if request.starts_with("GET /d/ ") {
+            vec![Step::Write(http("200 OK", &["Content-Length: 2"], b"a\n"))]
+        } else {
+            vec![Step::Write(b"not the file".to_vec())]
+        }
+    }))
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let into = dir.path().join("m");
+    let (out, _) = run(
+        &[
+            "get",
+            &addr,
+            "d/",
+            "-r",
+            "-o",
+            into.to_str().expect("utf-8"),
+        ],
+        b"",
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(!into.join("a").exists(), "{out:?}");
+}
+
+#[tokio::test]
+async fn send_fails_when_the_server_closes_before_every_reply_came() {
+    // One reply, then a close: two of three messages are unanswered.
+    let (one, _) = serve(Arc::new(|_: &str| {
+        vec![Step::Write(b"one\n".to_vec()), Step::FinThenDrain]
+    }))
+    .await;
+    let (out, _) = run(&["send", &one, "a", "b", "c"], b"").await;
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_eq!(out.stdout, b"one\n");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("after 1 of 3 replies"),
+        "{out:?}"
+    );
+    // A reply cut by the close, then more messages: exit 1, not printed whole.
+    let (cut, _) = serve(Arc::new(|_: &str| {
+        vec![Step::Write(b"half a rep".to_vec()), Step::FinThenDrain]
+    }))
+    .await;
+    let (out, _) = run(&["send", &cut, "a", "b"], b"").await;
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(out.stdout.is_empty(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("in the middle of reply 1"),
+        "{out:?}"
+    );
+    // The last message's reply ended by the close (the tutorial's servers
+    // write no newline): send has half-closed, so it is whole.
+    for (args, stdin) in [
+        (vec!["send", &cut, "a"], &b""[..]),
+        (vec!["send", &cut], b"a\n"),
+    ] {
+        let (out, _) = run(&args, stdin).await;
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        assert_eq!(out.stdout, b"half a rep\n", "{args:?}");
+    }
 }
