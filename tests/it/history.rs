@@ -869,6 +869,18 @@ fn switchboard_check_shows_no_redis_password_in_any_form_of_url() {
             &["pw-seven"],
             "valkey://:***@127.0.0.1",
         ),
+        // Query keys the client does not read: every value masked, whatever
+        // the key's name, but those of the harmless keys it reads.
+        (
+            "redis://127.0.0.1/0?apikey=k-1&api_key=k-2&credential=k-3&credentials=k-4&key=k-5",
+            &["k-1", "k-2", "k-3", "k-4", "k-5"],
+            "redis://127.0.0.1/0?apikey=***&api_key=***&credential=***&credentials=***&key=***",
+        ),
+        (
+            "redis+unix:///run/redis.sock?db=2&pw=k-6&private=k-7&sessionid=k-8&user=app&x=k-9",
+            &["k-6", "k-7", "k-8", "k-9"],
+            "redis+unix:///run/redis.sock?db=2&pw=***&private=***&sessionid=***&user=app&x=***",
+        ),
     ];
     for (i, (url, passwords, shown)) in usable.iter().enumerate() {
         let config = bot_config(
