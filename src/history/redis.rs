@@ -237,14 +237,13 @@ impl Connections {
         ConnectionManager::new_lazy_with_config(self.client.clone(), self.config.clone())
     }
 
-    /// After a call failed with an error of the client: `conn` becomes a
-    /// fresh manager, unless one was made less than
-    /// [`FRESH_CONNECTION_EVERY`] ago. The error does not say whether it
+    /// After a call failed with an error of the client, at `now`: `conn`
+    /// becomes a fresh manager, unless one was made less than
+    /// [`FRESH_CONNECTION_EVERY`] before. The error does not say whether it
     /// came from making the connection (which the manager would keep) or
     /// from Redis answering the script (a server error reply); a fresh
     /// manager after the latter costs one connection a second at most.
-    fn replace(&mut self, conn: &mut ConnectionManager) {
-        let now = Instant::now();
+    fn replace(&mut self, conn: &mut ConnectionManager, now: Instant) {
         if self
             .replaced
             .is_some_and(|at| now.duration_since(at) < FRESH_CONNECTION_EVERY)
@@ -290,7 +289,7 @@ async fn send_batches(
         let answer =
             tokio::time::timeout(timeout, call.invoke_async::<Vec<Vec<u8>>>(&mut conn)).await;
         if let Ok(Err(_)) = &answer {
-            connections.replace(&mut conn);
+            connections.replace(&mut conn, Instant::now());
         }
         let picked =
             judged(&url, timeout, answer).map(|picks| picks.into_iter().map(Bytes::from).collect());
@@ -333,5 +332,28 @@ fn failure(url: &RedisUrl, err: &RedisError) -> Failure {
         Failure::Unknown(reason)
     } else {
         Failure::NotStored(reason)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_failed_connection_is_replaced_at_most_once_a_second() {
+        let url = RedisUrl::parse("redis://127.0.0.1:1/0").expect("a Redis URL");
+        let client = url.client().expect("a client");
+        let mut connections = Connections::new(client, Duration::from_millis(100));
+        let mut conn = connections.fresh().expect("a lazy manager");
+        let start = Instant::now();
+        connections.replace(&mut conn, start);
+        assert_eq!(connections.replaced, Some(start), "the first failure");
+        for later in [Duration::ZERO, FRESH_CONNECTION_EVERY / 2] {
+            connections.replace(&mut conn, start + later);
+            assert_eq!(connections.replaced, Some(start), "{later:?} later");
+        }
+        let due = start + FRESH_CONNECTION_EVERY;
+        connections.replace(&mut conn, due);
+        assert_eq!(connections.replaced, Some(due));
     }
 }
