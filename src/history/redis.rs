@@ -213,8 +213,11 @@ impl RedisHistory {
 struct Connections {
     client: Client,
     config: ConnectionManagerConfig,
-    /// When the last fresh one was made by [`Connections::replace`].
+    /// When the last fresh one was made by [`Connections::refresh`].
     replaced: Option<Instant>,
+    /// Whether the last call that answered failed with an error of the
+    /// client, and no fresh manager was made since.
+    failed: bool,
 }
 
 impl Connections {
@@ -229,6 +232,7 @@ impl Connections {
             client,
             config,
             replaced: None,
+            failed: false,
         }
     }
 
@@ -237,17 +241,24 @@ impl Connections {
         ConnectionManager::new_lazy_with_config(self.client.clone(), self.config.clone())
     }
 
-    /// After a call failed with an error of the client, at `now`: `conn`
-    /// becomes a fresh manager, unless one was made less than
-    /// [`FRESH_CONNECTION_EVERY`] before. The error does not say whether it
-    /// came from making the connection (which the manager would keep) or
-    /// from Redis answering the script (a server error reply); a fresh
-    /// manager after the latter costs one connection a second at most.
-    fn replace(&mut self, conn: &mut ConnectionManager, now: Instant) {
-        if self
+    /// Notes how a call that answered ended: `failed`, with an error of
+    /// the client.
+    fn answered(&mut self, failed: bool) {
+        self.failed = failed;
+    }
+
+    /// At `now`, after a failed call (see [`Connections::answered`]):
+    /// `conn` becomes a fresh manager, unless one was made less than
+    /// [`FRESH_CONNECTION_EVERY`] before (then the next call does it, if
+    /// that one is due). The error does not say whether it came from
+    /// making the connection (which the manager would keep) or from Redis
+    /// answering the script (a server error reply); a fresh manager after
+    /// the latter costs one connection a second at most.
+    fn refresh(&mut self, conn: &mut ConnectionManager, now: Instant) {
+        let due = self
             .replaced
-            .is_some_and(|at| now.duration_since(at) < FRESH_CONNECTION_EVERY)
-        {
+            .is_none_or(|at| now.duration_since(at) >= FRESH_CONNECTION_EVERY);
+        if !self.failed || !due {
             return;
         }
         // Made from the config the first one was made from, so it cannot
@@ -255,6 +266,7 @@ impl Connections {
         if let Ok(fresh) = self.fresh() {
             *conn = fresh;
             self.replaced = Some(now);
+            self.failed = false;
         }
     }
 }
@@ -286,10 +298,15 @@ async fn send_batches(
             call.arg(&job.message[..])
                 .arg(rand::random_range(0..RANDOM_BOUND));
         }
+        // A failure less than a second after the last fresh manager is
+        // made up for here, so that the first message after a quiet time
+        // finds a fresh connection.
+        connections.refresh(&mut conn, Instant::now());
         let answer =
             tokio::time::timeout(timeout, call.invoke_async::<Vec<Vec<u8>>>(&mut conn)).await;
-        if let Ok(Err(_)) = &answer {
-            connections.replace(&mut conn, Instant::now());
+        if let Ok(result) = &answer {
+            connections.answered(result.is_err());
+            connections.refresh(&mut conn, Instant::now());
         }
         let picked =
             judged(&url, timeout, answer).map(|picks| picks.into_iter().map(Bytes::from).collect());
@@ -346,14 +363,24 @@ mod tests {
         let mut connections = Connections::new(client, Duration::from_millis(100));
         let mut conn = connections.fresh().expect("a lazy manager");
         let start = Instant::now();
-        connections.replace(&mut conn, start);
+        connections.refresh(&mut conn, start);
+        assert_eq!(connections.replaced, None, "nothing failed yet");
+        connections.answered(true);
+        connections.refresh(&mut conn, start);
         assert_eq!(connections.replaced, Some(start), "the first failure");
+        // Failures within the second: no fresh manager, until it is due
+        // (at the next call, whether more failed or not).
         for later in [Duration::ZERO, FRESH_CONNECTION_EVERY / 2] {
-            connections.replace(&mut conn, start + later);
+            connections.answered(true);
+            connections.refresh(&mut conn, start + later);
             assert_eq!(connections.replaced, Some(start), "{later:?} later");
         }
         let due = start + FRESH_CONNECTION_EVERY;
-        connections.replace(&mut conn, due);
+        connections.refresh(&mut conn, due);
+        assert_eq!(connections.replaced, Some(due));
+        // A call that worked: nothing to replace, however late.
+        connections.answered(false);
+        connections.refresh(&mut conn, due + 10 * FRESH_CONNECTION_EVERY);
         assert_eq!(connections.replaced, Some(due));
     }
 }
