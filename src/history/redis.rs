@@ -16,14 +16,20 @@
 //! while Redis is down) and reconnected by itself; every batch has the
 //! timeout, and the queue is bounded ([`QUEUE`]), so nothing piles up
 //! while Redis is slow.
+//!
+//! The manager reconnects by itself only after an I/O error: a connection
+//! that failed otherwise (a wrong password, a refused `SELECT`) stays
+//! failed in it for good. So a batch that fails with an error of the
+//! client makes the batch task replace its manager with a fresh lazy one,
+//! at most once every [`FRESH_CONNECTION_EVERY`].
 
 use std::fmt;
 use std::future::Future;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{RedisError, Script};
+use redis::{Client, RedisError, RedisResult, Script};
 use tokio::sync::mpsc;
 
 use super::batch::{self, Job};
@@ -37,6 +43,8 @@ const MAX_BATCH: usize = 64;
 const MAX_TRIM_PER_CALL: usize = 1000;
 /// Random numbers for the pick stay below this, exact in Lua's doubles.
 const RANDOM_BOUND: u64 = 1 << 48;
+/// The batch task replaces a failed connection at most this often.
+const FRESH_CONNECTION_EVERY: Duration = Duration::from_secs(1);
 
 /// KEYS[1]: the hash. ARGV: max messages, max bytes, the overhead counted
 /// per message, the most to trim, then (message, random number) per
@@ -148,16 +156,11 @@ impl RedisHistory {
         timeout: Duration,
     ) -> Result<RedisHistory, String> {
         let client = url.client().map_err(|e| url.scrub(&e.to_string()))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(1)
-            .set_min_delay(Duration::from_millis(100))
-            .set_max_delay(timeout);
-        let conn = ConnectionManager::new_lazy_with_config(client, config)
-            .map_err(|e| url.scrub(&e.to_string()))?;
+        let connections = Connections::new(client, timeout);
+        let conn = connections.fresh().map_err(|e| url.scrub(&e.to_string()))?;
         let (queue, queued) = batch::queue();
         tokio::spawn(send_batches(
+            connections,
             conn.clone(),
             url.clone(),
             key.to_owned(),
@@ -215,9 +218,72 @@ impl RedisHistory {
     }
 }
 
+/// How the batch task makes its connections, and when it last made one.
+struct Connections {
+    client: Client,
+    config: ConnectionManagerConfig,
+    /// When the last fresh one was made by [`Connections::refresh`].
+    replaced: Option<Instant>,
+    /// Whether the last call that answered failed with an error of the
+    /// client, and no fresh manager was made since.
+    failed: bool,
+}
+
+impl Connections {
+    fn new(client: Client, timeout: Duration) -> Connections {
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(1)
+            .set_min_delay(Duration::from_millis(100))
+            .set_max_delay(timeout);
+        Connections {
+            client,
+            config,
+            replaced: None,
+            failed: false,
+        }
+    }
+
+    /// A manager that connects on its first call.
+    fn fresh(&self) -> RedisResult<ConnectionManager> {
+        ConnectionManager::new_lazy_with_config(self.client.clone(), self.config.clone())
+    }
+
+    /// Notes how a call that answered ended: `failed`, with an error of
+    /// the client.
+    fn answered(&mut self, failed: bool) {
+        self.failed = failed;
+    }
+
+    /// At `now`, after a failed call (see [`Connections::answered`]):
+    /// `conn` becomes a fresh manager, unless one was made less than
+    /// [`FRESH_CONNECTION_EVERY`] before (then the next call does it, if
+    /// that one is due). The error does not say whether it came from
+    /// making the connection (which the manager would keep) or from Redis
+    /// answering the script (a server error reply); a fresh manager after
+    /// the latter costs one connection a second at most.
+    fn refresh(&mut self, conn: &mut ConnectionManager, now: Instant) {
+        let due = self
+            .replaced
+            .is_none_or(|at| now.duration_since(at) >= FRESH_CONNECTION_EVERY);
+        if !self.failed || !due {
+            return;
+        }
+        // Made from the config the first one was made from, so it cannot
+        // fail where that one did not; if it did, the old one stays.
+        if let Ok(fresh) = self.fresh() {
+            *conn = fresh;
+            self.replaced = Some(now);
+            self.failed = false;
+        }
+    }
+}
+
 /// The batch task of one history: records each batch with one script
 /// call, and answers each message.
 async fn send_batches(
+    mut connections: Connections,
     mut conn: ConnectionManager,
     url: RedisUrl,
     key: String,
@@ -241,9 +307,18 @@ async fn send_batches(
             call.arg(&job.message[..])
                 .arg(rand::random_range(0..RANDOM_BOUND));
         }
-        let picked = within(&url, timeout, call.invoke_async::<Vec<Vec<u8>>>(&mut conn))
-            .await
-            .map(|picks| picks.into_iter().map(Bytes::from).collect());
+        // A failure less than a second after the last fresh manager is
+        // made up for here, so that the first message after a quiet time
+        // finds a fresh connection.
+        connections.refresh(&mut conn, Instant::now());
+        let answer =
+            tokio::time::timeout(timeout, call.invoke_async::<Vec<Vec<u8>>>(&mut conn)).await;
+        if let Ok(result) = &answer {
+            connections.answered(result.is_err());
+            connections.refresh(&mut conn, Instant::now());
+        }
+        let picked =
+            judged(&url, timeout, answer).map(|picks| picks.into_iter().map(Bytes::from).collect());
         batch::deliver(batch::answers(batch, picked));
     }
 }
@@ -253,9 +328,19 @@ async fn send_batches(
 async fn within<T>(
     url: &RedisUrl,
     timeout: Duration,
-    call: impl Future<Output = redis::RedisResult<T>>,
+    call: impl Future<Output = RedisResult<T>>,
 ) -> Result<T, Failure> {
-    match tokio::time::timeout(timeout, call).await {
+    judged(url, timeout, tokio::time::timeout(timeout, call).await)
+}
+
+/// What a Redis call answered within `timeout` (`Err`: it did not), or
+/// why not, without the secrets of `url`.
+fn judged<T>(
+    url: &RedisUrl,
+    timeout: Duration,
+    answer: Result<RedisResult<T>, tokio::time::error::Elapsed>,
+) -> Result<T, Failure> {
+    match answer {
         Ok(answer) => answer.map_err(|e| failure(url, &e)),
         Err(_) => Err(Failure::Unknown(format!(
             "Redis did not answer within {timeout:?}"
@@ -273,5 +358,38 @@ fn failure(url: &RedisUrl, err: &RedisError) -> Failure {
         Failure::Unknown(reason)
     } else {
         Failure::NotStored(reason)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_failed_connection_is_replaced_at_most_once_a_second() {
+        let url = RedisUrl::parse("redis://127.0.0.1:1/0").expect("a Redis URL");
+        let client = url.client().expect("a client");
+        let mut connections = Connections::new(client, Duration::from_millis(100));
+        let mut conn = connections.fresh().expect("a lazy manager");
+        let start = Instant::now();
+        connections.refresh(&mut conn, start);
+        assert_eq!(connections.replaced, None, "nothing failed yet");
+        connections.answered(true);
+        connections.refresh(&mut conn, start);
+        assert_eq!(connections.replaced, Some(start), "the first failure");
+        // Failures within the second: no fresh manager, until it is due
+        // (at the next call, whether more failed or not).
+        for later in [Duration::ZERO, FRESH_CONNECTION_EVERY / 2] {
+            connections.answered(true);
+            connections.refresh(&mut conn, start + later);
+            assert_eq!(connections.replaced, Some(start), "{later:?} later");
+        }
+        let due = start + FRESH_CONNECTION_EVERY;
+        connections.refresh(&mut conn, due);
+        assert_eq!(connections.replaced, Some(due));
+        // A call that worked: nothing to replace, however late.
+        connections.answered(false);
+        connections.refresh(&mut conn, due + 10 * FRESH_CONNECTION_EVERY);
+        assert_eq!(connections.replaced, Some(due));
     }
 }

@@ -3,8 +3,9 @@
 //! client's own included). A password shows as `***` in each form the
 //! Redis client takes one: `redis://:pw@host`, `redis://user:pw@host`,
 //! and the `pass` query of `redis+unix:` and `unix:` URLs; and in forms it
-//! does not take, in case one is ever written (any password-like query
-//! key, a user name alone, text that is not a URL at all).
+//! does not take, in case one is ever written (the value of any query key
+//! but the few harmless ones the client reads, a user name alone, text
+//! that is not a URL at all).
 
 use std::fmt;
 
@@ -13,6 +14,11 @@ use serde::{Deserialize, Deserializer};
 
 /// What a masked secret shows as.
 const MASK: &str = "***";
+/// The query keys whose values show: those the Redis client reads that
+/// hold no secret (it reads `pass` too, and nothing else). Any other key's
+/// value is masked, whatever its name: a list of secret-looking names
+/// always misses one (`apikey`, `pw`, `sessionid`, ...).
+const SHOWN_QUERY_KEYS: [&str; 3] = ["db", "user", "protocol"];
 
 /// A Redis URL (`redis://[user:password@]host:port/db`), checked when the
 /// config is read. It shows without its password.
@@ -114,8 +120,8 @@ enum Scope {
     InText,
 }
 
-/// `text` with each password (a URL's user info, a password-like query
-/// value) replaced by `***`.
+/// `text` with each password (a URL's user info, a query value but those
+/// of [`SHOWN_QUERY_KEYS`]) replaced by `***`.
 fn mask(text: &str, scope: Scope) -> String {
     let mut masked = String::with_capacity(text.len());
     let mut rest = text;
@@ -175,9 +181,8 @@ fn is_user_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '~' | '%')
 }
 
-/// Calls `found` with the byte range of each value of a password-like
-/// query key (`pass`, `password`, `auth`, ..., decoded, any case) in
-/// `text`. A value runs to the next `&` (the query's separator); inside
+/// Calls `found` with the byte range of each value of a query key in
+/// `text` that may be a secret (any key but [`SHOWN_QUERY_KEYS`]). A value runs to the next `&` (the query's separator); inside
 /// some text, also to a space or a quote.
 fn for_each_secret_value(text: &str, scope: Scope, mut found: impl FnMut(std::ops::Range<usize>)) {
     let bytes = text.as_bytes();
@@ -207,12 +212,11 @@ fn for_each_secret_value(text: &str, scope: Scope, mut found: impl FnMut(std::op
     }
 }
 
-/// Whether a query key (as written) names a secret.
+/// Whether the value of a query key (as written) may be a secret: unless
+/// the key is, decoded as the client decodes it, one of
+/// [`SHOWN_QUERY_KEYS`] (exactly: the client does not read `DB` as `db`).
 fn is_secret_key(key: &str) -> bool {
-    let key = percent_decode(key, true).to_lowercase();
-    ["pass", "pwd", "secret", "token", "auth"]
-        .iter()
-        .any(|word| key.contains(word))
+    !SHOWN_QUERY_KEYS.contains(&percent_decode(key, true).as_str())
 }
 
 /// `text` with `%XX` escapes decoded (and `+` as a space, in a query), as
@@ -293,8 +297,21 @@ mod tests {
                 "redis+unix:///run/redis.sock?pass=s3cret#frag",
                 "redis+unix:///run/redis.sock?pass=***",
             ),
-            // Not read by the client, masked all the same.
+            // Not read by the client, masked all the same: every key's
+            // value but those of the harmless keys the client reads.
             ("redis://h/0?password=s3cret", "redis://h/0?password=***"),
+            (
+                "redis://h/0?apikey=s3a&api_key=s3b&credential=s3c&credentials=s3d",
+                "redis://h/0?apikey=***&api_key=***&credential=***&credentials=***",
+            ),
+            (
+                "redis://h/0?key=s3e&pw=s3f&private=s3g&sessionid=s3h",
+                "redis://h/0?key=***&pw=***&private=***&sessionid=***",
+            ),
+            (
+                "redis+unix:///r.sock?user=app&x=s3i&DB=s3j&d%62=1&protocol=3&=s3k",
+                "redis+unix:///r.sock?user=app&x=***&DB=***&d%62=1&protocol=3&=***",
+            ),
             (
                 "redis+unix:///run/redis.sock?pass=a@b",
                 "redis+unix:///run/redis.sock?pass=***",
@@ -351,6 +368,10 @@ mod tests {
         assert_eq!(
             scrubbed,
             "see \"redis://u:***@h/0\" and redis+unix:///y?db=2&password=*** done"
+        );
+        assert_eq!(
+            unix.scrub("at redis://h/0?db=2&apikey=k3y&user=u ok"),
+            "at redis://h/0?db=2&apikey=***&user=u ok"
         );
         // When in doubt, all between `://` and the last `@`.
         assert_eq!(

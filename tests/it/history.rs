@@ -4,7 +4,8 @@
 //! starts from the new backend's history, two processes on one Redis key
 //! share a history, and Redis lost, slow or back is answered with
 //! `ERR history unavailable` (not stored) or `ERR history timeout` (taken,
-//! fate unknown) and then normal service. A SQLite file deleted under the
+//! fate unknown) and then normal service, also when Redis was down or
+//! refused the password at the first message. A SQLite file deleted under the
 //! daemon is replaced at its path, and no Redis password is ever shown. (Two replicas behind
 //! HAProxy: `scale_out.rs`.)
 //!
@@ -868,6 +869,18 @@ fn switchboard_check_shows_no_redis_password_in_any_form_of_url() {
             &["pw-seven"],
             "valkey://:***@127.0.0.1",
         ),
+        // Query keys the client does not read: every value masked, whatever
+        // the key's name, but those of the harmless keys it reads.
+        (
+            "redis://127.0.0.1/0?apikey=k-1&api_key=k-2&credential=k-3&credentials=k-4&key=k-5",
+            &["k-1", "k-2", "k-3", "k-4", "k-5"],
+            "redis://127.0.0.1/0?apikey=***&api_key=***&credential=***&credentials=***&key=***",
+        ),
+        (
+            "redis+unix:///run/redis.sock?db=2&pw=k-6&private=k-7&sessionid=k-8&user=app&x=k-9",
+            &["k-6", "k-7", "k-8", "k-9"],
+            "redis+unix:///run/redis.sock?db=2&pw=***&private=***&sessionid=***&user=app&x=***",
+        ),
     ];
     for (i, (url, passwords, shown)) in usable.iter().enumerate() {
         let config = bot_config(
@@ -966,4 +979,171 @@ async fn the_outage_log_shows_no_redis_password_in_any_form_of_url() {
         "{log}"
     );
     assert_no_password(&log, &passwords);
+}
+
+/// Sends `message` on `conn` every 100 ms while the answer is `ERR history
+/// unavailable`, for `within` at most; returns the last answer and when it
+/// came.
+async fn ask_while_unavailable(
+    conn: &mut BufReader<TcpStream>,
+    message: &str,
+    within: Duration,
+) -> (String, Duration) {
+    let started = Instant::now();
+    loop {
+        let reply = ask(conn, &format!("{message}\n")).await;
+        if reply != "ERR history unavailable" || started.elapsed() > within {
+            return (reply, started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Asks until served (a few seconds at most) and checks the log said the
+/// outage once, and its end.
+async fn served_again_within_seconds(daemon: &mut Daemon, conn: &mut BufReader<TcpStream>) {
+    let (reply, after) = ask_while_unavailable(conn, "back", Duration::from_secs(6)).await;
+    assert_eq!(reply, "back", "still not served after {after:?}");
+    daemon.wait_for_log("history available again");
+    let unavailable = daemon
+        .log_now()
+        .iter()
+        .filter(|l| l.contains("history unavailable:"))
+        .count();
+    assert_eq!(unavailable, 1, "the outage was logged {unavailable} times");
+}
+
+#[tokio::test]
+async fn a_redis_history_whose_first_connection_is_refused_connects_once_redis_is_up() {
+    if !have_redis() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut redis = Redis {
+        child: None,
+        port: closed_port(),
+        extra: Vec::new(),
+    };
+    let config = bot_config(
+        dir.path(),
+        "switchboard.toml",
+        "127.0.0.1:0",
+        "",
+        &format!(
+            "backend = \"redis\"\nurl = \"redis://127.0.0.1:{}/0\"\ntimeout = \"500ms\"",
+            redis.port
+        ),
+    );
+    let mut daemon = Daemon::start(&config);
+    let mut conn: BufReader<TcpStream> = BufReader::new(connect(daemon.addr("bot")).await);
+    for i in 0..3 {
+        assert_eq!(
+            ask(&mut conn, &format!("down-{i}\n")).await,
+            "ERR history unavailable"
+        );
+    }
+    redis.restart();
+    served_again_within_seconds(&mut daemon, &mut conn).await;
+    drop(conn);
+    daemon.signal("TERM");
+    assert!(daemon.wait_exit(LIMIT).success());
+}
+
+#[tokio::test]
+async fn a_redis_history_refused_for_its_password_at_first_connects_once_the_acl_is_fixed() {
+    if !have_redis() {
+        return;
+    }
+    let redis = Redis::start(&["--user", "app", "on", ">old-pw", "~*", "&*", "+@all"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = bot_config(
+        dir.path(),
+        "switchboard.toml",
+        "127.0.0.1:0",
+        "",
+        &format!(
+            "backend = \"redis\"\nurl = \"redis://app:new-pw@127.0.0.1:{}/0\"\ntimeout = \"500ms\"",
+            redis.port
+        ),
+    );
+    let mut daemon = Daemon::start(&config);
+    let mut conn: BufReader<TcpStream> = BufReader::new(connect(daemon.addr("bot")).await);
+    for i in 0..3 {
+        assert_eq!(
+            ask(&mut conn, &format!("refused-{i}\n")).await,
+            "ERR history unavailable"
+        );
+    }
+    assert_eq!(
+        redis
+            .command("ACL SETUSER app resetpass >new-pw")
+            .as_deref(),
+        Some("+OK")
+    );
+    served_again_within_seconds(&mut daemon, &mut conn).await;
+    drop(conn);
+    daemon.signal("TERM");
+    assert!(daemon.wait_exit(LIMIT).success());
+    assert_no_password(&daemon.log_now().join("\n"), &["new-pw", "old-pw"]);
+}
+
+#[tokio::test]
+async fn a_redis_history_that_reconnects_into_a_wrong_password_connects_once_the_acl_is_fixed() {
+    if !have_redis() {
+        return;
+    }
+    let mut redis = Redis::start(&["--user", "app", "on", ">the-pw", "~*", "&*", "+@all"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = bot_config(
+        dir.path(),
+        "switchboard.toml",
+        "127.0.0.1:0",
+        "",
+        &format!(
+            "backend = \"redis\"\nurl = \"redis://app:the-pw@127.0.0.1:{}/0\"\ntimeout = \"500ms\"",
+            redis.port
+        ),
+    );
+    let mut daemon = Daemon::start(&config);
+    let mut conn: BufReader<TcpStream> = BufReader::new(connect(daemon.addr("bot")).await);
+    assert_eq!(ask(&mut conn, "first\n").await, "first");
+    // Redis comes back with another password for the user: the client's
+    // reconnection is refused, not for I/O.
+    redis.extra = ["--user", "app", "on", ">other-pw", "~*", "&*", "+@all"]
+        .map(String::from)
+        .to_vec();
+    redis.restart();
+    // The first may have gone out on the connection Redis broke.
+    let reply = ask(&mut conn, "refused\n").await;
+    assert!(
+        reply == "ERR history unavailable" || reply == "ERR history timeout",
+        "{reply}"
+    );
+    for i in 0..3 {
+        assert_eq!(
+            ask(&mut conn, &format!("refused-{i}\n")).await,
+            "ERR history unavailable"
+        );
+    }
+    assert_eq!(
+        redis
+            .command("ACL SETUSER app resetpass >the-pw")
+            .as_deref(),
+        Some("+OK")
+    );
+    // After a quiet second (the most a failed connection is kept), the
+    // very next message finds a fresh connection.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(ask(&mut conn, "back\n").await, "back");
+    daemon.wait_for_log("history available again");
+    let unavailable = daemon
+        .log_now()
+        .iter()
+        .filter(|l| l.contains("history unavailable:"))
+        .count();
+    assert_eq!(unavailable, 1, "the outage was logged {unavailable} times");
+    drop(conn);
+    daemon.signal("TERM");
+    assert!(daemon.wait_exit(LIMIT).success());
+    assert_no_password(&daemon.log_now().join("\n"), &["the-pw", "other-pw"]);
 }
