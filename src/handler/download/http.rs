@@ -11,7 +11,8 @@
 //! `Accept-Ranges`, one `Range` as 206 or 416, `If-Match`,
 //! `If-Unmodified-Since`, `If-None-Match`, `If-Modified-Since` and
 //! `If-Range`) and of directories (the raw listing as `text/plain`, or an
-//! HTML page when `Accept` prefers it, both from the listing cache). Bodies
+//! HTML page when `Accept` prefers it, both from the listing cache; without
+//! validators, so only `If-Match: *` and `If-None-Match: *` hold). Bodies
 //! hold one of the listener's `max_downloads` slots and go out under its
 //! send buffer and minimum rate. Keep-alive, at most
 //! [`MAX_REQUESTS_PER_CONNECTION`] requests a connection.
@@ -353,8 +354,8 @@ async fn build(
         HandlerError::Refused(reason) if reason != MISSING => FORBIDDEN,
         _ => NOT_FOUND,
     })?;
-    // Validators and `Date` are of one instant (taken after the resolve,
-    // which may wait).
+    // A file's validators and its `Date` are of one instant, taken after
+    // the resolve (which may wait), so `Last-Modified` is never later.
     let now = SystemTime::now();
     match target {
         Target::Directory { handle, path } => {
@@ -405,7 +406,9 @@ async fn build(
             };
             Ok(Response {
                 status: OK,
-                at: now,
+                // After the rendering, which may take a while; a listing
+                // has no `Last-Modified` to keep below it.
+                at: SystemTime::now(),
                 headers: vec![("Content-Type", content_type)],
                 body,
             })
