@@ -186,7 +186,8 @@ pub fn proxy_header(data: &[u8]) {
 /// a field that asks for it; `Last-Modified` is never later than now, and
 /// an `If-Range` date matches only a date a second old. The first 8 bytes
 /// are the file size for the range and the file's time for the
-/// validators (now is derived from them too, before or after it).
+/// validators; the input's length says where now is (after that time, at
+/// it, or before it: a file dated in the future).
 pub fn http_request(data: &[u8]) {
     use crate::handler::download_http_for_fuzzing::is_request_line;
     use crate::http::conditional::{self, Decision};
@@ -239,8 +240,11 @@ pub fn http_request(data: &[u8]) {
             }
         }
         let mtime = i64::from_le_bytes(seed.to_le_bytes());
-        let now =
-            date::from_unix_seconds(mtime.rem_euclid(1 << 35)).unwrap_or(std::time::UNIX_EPOCH);
+        // Now is two seconds after the file's time, the same second, a
+        // second before it or long before it (a file dated in the future).
+        let offset = [2, 0, -1, -(1 << 34)][bytes.len() % 4];
+        let now = date::from_unix_seconds(mtime.rem_euclid(1 << 35) + offset)
+            .unwrap_or(std::time::UNIX_EPOCH);
         let file = Validators::of(1, 2, size, mtime, 0, now);
         let _ = file.last_modified();
         if let Some(modified) = file.modified {
