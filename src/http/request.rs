@@ -4,7 +4,10 @@
 //! (`Content-Length`, `Transfer-Encoding`, `Connection`) must be valid, or
 //! the request is refused with 400 and the connection closed: a server
 //! that skipped a framing field it could not read would answer a body as
-//! the next request.
+//! the next request. A field sent several times is one value joined by
+//! commas (RFC 9110 §5.3), for the fields that are no lists too (`Range`,
+//! `If-Range`, the dates): their joined value is not valid, so they are
+//! ignored or do not match, rather than one of the values being picked.
 
 use super::percent;
 use super::status::{BAD_REQUEST, HEADERS_TOO_LARGE, Status, URI_TOO_LONG};
