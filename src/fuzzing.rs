@@ -181,9 +181,13 @@ pub fn proxy_header(data: &[u8]) {
 /// follows it is not read into it); a head that parsed has only valid
 /// framing fields (`Content-Length` digits, token lists, never both
 /// framings); a decoded path holds no NUL and encodes back to itself; a
-/// satisfiable range lies inside the file; a precondition failure or 304
-/// comes only from a field that asks for it. The first 8 bytes are the
-/// file size for the range and the file's time for the validators.
+/// satisfiable range lies inside the file, and a head with several
+/// `Range` fields has none; a precondition failure or 304 comes only from
+/// a field that asks for it; `Last-Modified` is never later than now, and
+/// an `If-Range` date matches only a date a second old. The first 8 bytes
+/// are the file size for the range and the file's time for the
+/// validators; the input's length says where now is (after that time, at
+/// it, or before it: a file dated in the future).
 pub fn http_request(data: &[u8]) {
     use crate::handler::download_http_for_fuzzing::is_request_line;
     use crate::http::conditional::{self, Decision};
@@ -218,7 +222,8 @@ pub fn http_request(data: &[u8]) {
             }
             other => panic!("the head alone did not parse: {other:?}"),
         }
-        framing_fields_are_valid(&bytes[..len]);
+        let head = &bytes[..len];
+        framing_fields_are_valid(head);
         if let Ok(path) = &request.path {
             assert!(!path.contains('\0'), "a NUL in {path:?}");
         }
@@ -228,15 +233,49 @@ pub fn http_request(data: &[u8]) {
                     len > 0 && start.checked_add(len).is_some_and(|end| end <= size),
                     "{range:?} on {size} bytes gave {start}+{len}"
                 );
+                assert!(
+                    fields_named(head, "range") == 1,
+                    "a range from several Range fields: {range:?}"
+                );
             }
         }
         let mtime = i64::from_le_bytes(seed.to_le_bytes());
-        let file = Validators::of(1, 2, size, mtime, 0);
+        // Now is two seconds after the file's time, the same second, a
+        // second before it or long before it (a file dated in the future).
+        let offset = [2, 0, -1, -(1 << 34)][bytes.len() % 4];
+        let now = date::from_unix_seconds(mtime.rem_euclid(1 << 35) + offset)
+            .unwrap_or(std::time::UNIX_EPOCH);
+        let file = Validators::of(1, 2, size, mtime, 0, now);
         let _ = file.last_modified();
+        if let Some(modified) = file.modified {
+            assert!(
+                modified <= now,
+                "Last-Modified {modified:?} after now {now:?}"
+            );
+        }
         let pre = request.preconditions();
-        let now =
-            date::from_unix_seconds(mtime.rem_euclid(1 << 35)).unwrap_or(std::time::UNIX_EPOCH);
-        match conditional::evaluate(&pre, &file, now) {
+        if let Some(validator) = pre.if_range {
+            if !validator.trim().starts_with('"') && !file.modified_is_strong {
+                assert_eq!(
+                    conditional::evaluate(
+                        &conditional::Preconditions {
+                            if_range: Some(validator),
+                            ..Default::default()
+                        },
+                        Some(&file),
+                        now
+                    ),
+                    Decision::Proceed { use_range: false },
+                    "If-Range {validator:?} matched a date changed less than a second ago"
+                );
+            }
+        }
+        let listing = conditional::evaluate(&pre, None, now);
+        assert!(
+            listing != Decision::NotModified || pre.if_none_match.is_some(),
+            "a listing's 304 without If-None-Match"
+        );
+        match conditional::evaluate(&pre, Some(&file), now) {
             Decision::Failed => assert!(
                 pre.if_match.is_some() || pre.if_unmodified_since.is_some(),
                 "412 without If-Match or If-Unmodified-Since"
@@ -272,7 +311,7 @@ pub fn http_request(data: &[u8]) {
                 "{path:?} does not round-trip"
             );
         }
-        let ours = "\"1-2-3-4\"";
+        let ours = Some("\"1-2-3-4\"");
         if etag::matches_strongly(text, ours) {
             assert!(
                 etag::matches_weakly(text, ours),
@@ -288,6 +327,18 @@ pub fn http_request(data: &[u8]) {
     if let Some(time) = std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_secs(seed)) {
         let _ = date::format(time);
     }
+}
+
+/// How many fields of the head that parsed are named `name`.
+fn fields_named(head: &[u8], name: &str) -> usize {
+    let mut fields = [httparse::EMPTY_HEADER; crate::http::request::MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut fields);
+    let _ = parsed.parse(head);
+    parsed
+        .headers
+        .iter()
+        .filter(|field| field.name.eq_ignore_ascii_case(name))
+        .count()
 }
 
 /// Every framing field of a head that parsed is valid: `Content-Length`

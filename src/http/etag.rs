@@ -7,23 +7,37 @@ use std::time::SystemTime;
 use super::date;
 
 /// What identifies a version of a file: a strong `ETag` from its device,
-/// inode, size and modification time, and that time when it is an
-/// HTTP-date (`None`: no `Last-Modified`, and date conditions cannot hold
-/// or are ignored).
+/// inode, size and modification time, and that time as its
+/// `Last-Modified` date (`None`: no `Last-Modified`, and date conditions
+/// cannot hold or are ignored).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Validators {
     pub etag: String,
+    /// The modification time's second, never later than now's (RFC 9110
+    /// §8.8.2.1): what `Last-Modified` says and what every date
+    /// condition compares with.
     pub modified: Option<SystemTime>,
+    /// `modified` is a strong validator (§8.8.2.2): the file changed at
+    /// least a second ago. Only then may an `If-Range` date match.
+    pub modified_is_strong: bool,
 }
 
 impl Validators {
-    /// The validators of a file from its metadata's numbers (`st_dev`,
-    /// `st_ino`, `st_size`, `st_mtime` and its nanoseconds).
-    pub(crate) fn of(dev: u64, ino: u64, size: u64, mtime: i64, mtime_nsec: i64) -> Validators {
+    /// The validators at `now` of a file from its metadata's numbers
+    /// (`st_dev`, `st_ino`, `st_size`, `st_mtime` and its nanoseconds).
+    pub(crate) fn of(
+        dev: u64,
+        ino: u64,
+        size: u64,
+        mtime: i64,
+        mtime_nsec: i64,
+        now: SystemTime,
+    ) -> Validators {
         let mtime_ns = i128::from(mtime) * 1_000_000_000 + i128::from(mtime_nsec);
         Validators {
             etag: format!("\"{dev:x}-{ino:x}-{size:x}-{mtime_ns:x}\""),
-            modified: date::from_unix_seconds(mtime),
+            modified: date::last_modified(mtime, now),
+            modified_is_strong: date::is_strong(mtime, mtime_nsec, now),
         }
     }
 
@@ -78,24 +92,26 @@ fn tags(list: &str) -> Option<Vec<Tag<'_>>> {
 }
 
 /// `If-Match`: `*`, or one of the tags compared strongly (a weak tag never
-/// matches). A malformed list matches nothing.
-pub(crate) fn matches_strongly(list: &str, ours: &str) -> bool {
+/// matches) with `ours` (`None`: a representation without a tag, which
+/// only `*` matches). A malformed list matches nothing.
+pub(crate) fn matches_strongly(list: &str, ours: Option<&str>) -> bool {
     tags(list).is_some_and(|tags| {
         tags.iter().any(|tag| match tag {
             Tag::Any => true,
-            Tag::Tag { weak, opaque } => !weak && *opaque == ours,
+            Tag::Tag { weak, opaque } => !weak && Some(*opaque) == ours,
         })
     })
 }
 
-/// `If-None-Match`: `*`, or one of the tags compared weakly. A malformed
-/// list matches nothing.
-pub(crate) fn matches_weakly(list: &str, ours: &str) -> bool {
-    let ours = ours.strip_prefix("W/").unwrap_or(ours);
+/// `If-None-Match`: `*`, or one of the tags compared weakly with `ours`
+/// (`None`: a representation without a tag, which only `*` matches). A
+/// malformed list matches nothing.
+pub(crate) fn matches_weakly(list: &str, ours: Option<&str>) -> bool {
+    let ours = ours.map(|ours| ours.strip_prefix("W/").unwrap_or(ours));
     tags(list).is_some_and(|tags| {
         tags.iter().any(|tag| match tag {
             Tag::Any => true,
-            Tag::Tag { opaque, .. } => *opaque == ours,
+            Tag::Tag { opaque, .. } => Some(*opaque) == ours,
         })
     })
 }
@@ -127,23 +143,48 @@ mod tests {
             (",,", false, false),
         ];
         for (list, strong, weak) in cases {
-            assert_eq!(matches_strongly(list, OURS), strong, "strong {list:?}");
-            assert_eq!(matches_weakly(list, OURS), weak, "weak {list:?}");
+            assert_eq!(
+                matches_strongly(list, Some(OURS)),
+                strong,
+                "strong {list:?}"
+            );
+            assert_eq!(matches_weakly(list, Some(OURS)), weak, "weak {list:?}");
+            // Without a tag of ours (a listing), only `*` matches.
+            let any = list.trim() == "*";
+            assert_eq!(matches_strongly(list, None), any, "untagged {list:?}");
+            assert_eq!(matches_weakly(list, None), any, "untagged {list:?}");
         }
     }
 
     #[test]
     fn validators_of_a_file() {
-        let v = Validators::of(0x801, 0x1234, 12, 784_111_777, 5);
+        use std::time::{Duration, UNIX_EPOCH};
+        // 2023-11-14T22:13:20.5Z
+        let now = UNIX_EPOCH + Duration::from_millis(1_700_000_000_500);
+        let v = Validators::of(0x801, 0x1234, 12, 784_111_777, 5, now);
         assert_eq!(v.etag, "\"801-1234-c-ae1b981bc490a05\"");
         assert_eq!(
             v.last_modified().as_deref(),
             Some("Sun, 06 Nov 1994 08:49:37 GMT")
         );
-        let far = Validators::of(1, 2, 3, 253_402_300_800, 0);
+        assert!(v.modified_is_strong);
+        let far = Validators::of(1, 2, 3, 253_402_300_800, 0, now);
         assert_eq!((far.modified, far.last_modified()), (None, None));
-        let before = Validators::of(1, 2, 3, -1, 0);
+        let before = Validators::of(1, 2, 3, -1, 0, now);
         assert_eq!((before.modified, before.last_modified()), (None, None));
         assert!(before.etag.starts_with("\"1-2-3-"), "{}", before.etag);
+        // Dated in the future (year 3000): dated now, never strong; the
+        // tag keeps the file's own time.
+        let future = Validators::of(1, 2, 3, 32_503_680_000, 0, now);
+        assert_eq!(
+            future.last_modified().as_deref(),
+            Some("Tue, 14 Nov 2023 22:13:20 GMT")
+        );
+        assert!(!future.modified_is_strong);
+        assert_eq!(future.etag, "\"1-2-3-1c31444bf84f80000\"");
+        // Changed within the last second: its date, but weak.
+        let fresh = Validators::of(1, 2, 3, 1_700_000_000, 0, now);
+        assert_eq!(fresh.modified, future.modified);
+        assert!(!fresh.modified_is_strong);
     }
 }

@@ -1,6 +1,7 @@
 //! One byte range (RFC 9110 §14.2): the `Range` header against a file's
-//! size, and the `Content-Range` of the answer. Several ranges, other
-//! units or a malformed header are ignored (the whole file is sent).
+//! size, and the `Content-Range` of the answer. Several ranges, several
+//! `Range` fields (joined by commas), other units or a malformed header
+//! are ignored (the whole file is sent).
 
 /// A `Range` header's one byte range against a file of `size` bytes:
 /// `None` when the header is to be ignored (not bytes, several ranges, or
@@ -76,6 +77,11 @@ mod tests {
             ("bytes=+1-2", None),
             ("bytes=1", None),
             ("bytes=99999999999999999999999-", None),
+            // Two `Range` fields, joined by the request parser: ignored.
+            ("bytes=5-, bytes=0-1", None),
+            ("bytes=5-, bytes=5-", None),
+            ("bytes=5-, ", None),
+            (", bytes=5-", None),
         ];
         for (header, expected) in cases {
             assert_eq!(byte_range(header, 100), *expected, "{header:?}");

@@ -4,7 +4,10 @@
 //! (`Content-Length`, `Transfer-Encoding`, `Connection`) must be valid, or
 //! the request is refused with 400 and the connection closed: a server
 //! that skipped a framing field it could not read would answer a body as
-//! the next request.
+//! the next request. A field sent several times is one value joined by
+//! commas (RFC 9110 §5.3), for the fields that are no lists too (`Range`,
+//! `If-Range`, the dates): their joined value is not valid, so they are
+//! ignored or do not match, rather than one of the values being picked.
 
 use super::percent;
 use super::status::{BAD_REQUEST, HEADERS_TOO_LARGE, Status, URI_TOO_LONG};
@@ -155,25 +158,23 @@ pub(crate) fn parse_head(buf: &[u8]) -> Result<Option<(Request, usize)>, Status>
         } else {
             // Other fields are only read; bytes that are not UTF-8
             // (obs-text) become U+FFFD, which no validator or date holds.
-            let value = || String::from_utf8_lossy(raw).into_owned();
             let slot = match name.to_ascii_lowercase().as_str() {
                 "range" => &mut request.range,
                 "if-range" => &mut request.if_range,
                 "if-modified-since" => &mut request.if_modified_since,
                 "if-unmodified-since" => &mut request.if_unmodified_since,
                 "accept" => &mut request.accept,
-                // Lists: several fields are one list (RFC 9110 §5.3).
-                "if-match" => {
-                    append_list(&mut request.if_match, &value());
-                    continue;
-                }
-                "if-none-match" => {
-                    append_list(&mut request.if_none_match, &value());
-                    continue;
-                }
+                "if-match" => &mut request.if_match,
+                "if-none-match" => &mut request.if_none_match,
                 _ => continue,
             };
-            *slot = Some(value());
+            // Several fields of a name are one value joined by commas
+            // (RFC 9110 §5.3): a list for the lists (`Accept`, `If-Match`,
+            // `If-None-Match`); for the others, which are no lists, a
+            // value that is not valid (two `Range` fields are no range
+            // and are ignored, two dates are no date, two `If-Range`
+            // validators match nothing), never the first or the last.
+            append_list(slot, &String::from_utf8_lossy(raw));
         }
     }
     // Both framings at once is how requests are smuggled (RFC 9112 §6.1).
@@ -356,6 +357,78 @@ mod tests {
         );
         assert_eq!(r.range.as_deref(), Some("bytes=1-\u{fffd}"));
         assert_eq!(r.accept.as_deref(), Some("text/html"));
+    }
+
+    #[test]
+    fn a_field_sent_twice_is_one_joined_value() {
+        // (fields, the Range, the If-Range, the If-Modified-Since, the Accept)
+        type Joined = (
+            &'static [u8],
+            Option<&'static str>,
+            Option<&'static str>,
+            Option<&'static str>,
+            Option<&'static str>,
+        );
+        let cases: &[Joined] = &[
+            (b"Range: bytes=5-\r\n", Some("bytes=5-"), None, None, None),
+            (
+                b"Range: bytes=5-\r\nRange: bytes=0-1\r\n",
+                Some("bytes=5-, bytes=0-1"),
+                None,
+                None,
+                None,
+            ),
+            (
+                b"Range: bytes=5-\r\nRange: bytes=5-\r\n",
+                Some("bytes=5-, bytes=5-"),
+                None,
+                None,
+                None,
+            ),
+            (
+                b"Range:\r\nRange: bytes=5-\r\n",
+                Some(", bytes=5-"),
+                None,
+                None,
+                None,
+            ),
+            (
+                b"If-Range: \"a\"\r\nIf-Range: \"b\"\r\n",
+                None,
+                Some("\"a\", \"b\""),
+                None,
+                None,
+            ),
+            (
+                b"If-Modified-Since: x\r\nIf-Modified-Since: y\r\n",
+                None,
+                None,
+                Some("x, y"),
+                None,
+            ),
+            (
+                b"Accept: text/plain\r\nAccept: text/html\r\n",
+                None,
+                None,
+                None,
+                Some("text/plain, text/html"),
+            ),
+        ];
+        for (fields, range, if_range, ims, accept) in cases {
+            let r = head(fields).expect("parses");
+            let got = (
+                r.range.as_deref(),
+                r.if_range.as_deref(),
+                r.if_modified_since.as_deref(),
+                r.accept.as_deref(),
+            );
+            assert_eq!(
+                got,
+                (*range, *if_range, *ims, *accept),
+                "{:?}",
+                String::from_utf8_lossy(fields)
+            );
+        }
     }
 
     #[test]

@@ -848,3 +848,206 @@ fn the_access_log_of_an_aborted_download_says_what_was_sent() {
         assert!((200 * 1024..64 << 20).contains(&bytes), "{bytes} in {line}");
     }
 }
+
+/// The HTTP-date of the second `time` is in (1970 to 9999).
+fn http_date(time: std::time::SystemTime) -> String {
+    httpdate::fmt_http_date(time)
+}
+
+/// Sets the modification time of `path`, and checks that it was kept.
+fn set_mtime(path: &Path, time: std::time::SystemTime) {
+    let file = fs::File::options().write(true).open(path).expect("open");
+    file.set_modified(time).expect("set mtime");
+    let kept = fs::metadata(path).expect("stat").modified().expect("mtime");
+    assert_eq!(
+        kept, time,
+        "the file system did not keep the time of {path:?}"
+    );
+}
+
+/// Attack F4 (a): an `If-Range` date matches only a `Last-Modified` that
+/// is a strong validator (RFC 9110 §13.1.5): a file changed less than a
+/// second ago may change again within the same second without its date
+/// changing, so a resume with its date gets the whole file, never the
+/// new version's bytes spliced onto the old one's. A file changed a while
+/// ago still resumes.
+#[tokio::test]
+async fn an_if_range_date_of_a_file_changed_this_second_gets_the_whole_file() {
+    let (_base, root) = root();
+    let server = server(&root);
+    let addr = server.addr("files");
+    let resume = |modified: String| async move {
+        exchange(
+            addr,
+            format!(
+                "GET /ir.txt HTTP/1.1\r\nRange: bytes=5-\r\nIf-Range: {modified}\r\n\
+                 Connection: close\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await
+    };
+    let head = || async move {
+        exchange(addr, b"HEAD /ir.txt HTTP/1.1\r\nConnection: close\r\n\r\n").await
+    };
+    let path = root.join("ir.txt");
+    // Changed ten seconds ago: its date is strong, the range applies.
+    fs::write(&path, b"AAAAAAAAAA").expect("write");
+    set_mtime(
+        &path,
+        std::time::SystemTime::now() - Duration::from_secs(10),
+    );
+    let first = head().await;
+    let modified = header(&first, "Last-Modified").expect("Last-Modified");
+    let got = resume(modified.to_owned()).await;
+    assert!(got.starts_with("HTTP/1.1 206 "), "{got}");
+    assert!(got.ends_with("\r\n\r\nAAAAA"), "{got}");
+    // Written, fetched and rewritten within one second (the attacker's
+    // sequence): the resume gets the whole new version. The server's
+    // clock is only known to be within a second of the write when the
+    // whole exchange took less than that, so a slow round is tried again.
+    for _ in 0..5 {
+        let written = std::time::SystemTime::now();
+        fs::write(&path, b"AAAAAAAAAA").expect("write");
+        set_mtime(&path, written);
+        let first = head().await;
+        let modified = header(&first, "Last-Modified")
+            .expect("Last-Modified")
+            .to_owned();
+        assert_eq!(modified, http_date(written), "{first}");
+        fs::write(&path, b"BBBBBBBBBB").expect("rewrite");
+        set_mtime(&path, written);
+        let got = resume(modified).await;
+        if written.elapsed().unwrap_or(Duration::MAX) >= Duration::from_secs(1) {
+            continue;
+        }
+        assert!(got.starts_with("HTTP/1.1 200 OK"), "{got}");
+        assert!(got.ends_with("\r\n\r\nBBBBBBBBBB"), "{got}");
+        assert_eq!(header(&got, "Content-Range"), None, "{got}");
+        return;
+    }
+    eprintln!("skipped: no round within a second of the write (a slow machine)");
+}
+
+/// Attack F4 (b): a file dated in the future (an hour ahead, year 3000,
+/// the last second of 9999) is served with `Last-Modified` equal to the
+/// response's `Date`, never later (RFC 9110 §8.8.2.1), and `If-Range`
+/// with either its own date or the one served gets the whole file (the
+/// date served is "now": not a strong validator). Years past 2446 need a
+/// tmpfs (ext4 clamps them); without one only the hour ahead is tried.
+#[tokio::test]
+async fn a_file_dated_in_the_future_is_served_as_modified_now() {
+    let tmpfs = tmpfs_dir();
+    let far = tmpfs.is_some();
+    let base = tmpfs.unwrap_or_else(|| tempfile::tempdir().expect("tempdir"));
+    let root = base.path().join("root");
+    fs::create_dir(&root).expect("mkdir");
+    let now = std::time::SystemTime::now();
+    let mut dated = vec![("hour.txt", now + Duration::from_secs(3600))];
+    if far {
+        dated.push((
+            "y3000.txt",
+            std::time::UNIX_EPOCH + Duration::from_secs(32_503_680_000),
+        ));
+        dated.push((
+            "y9999.txt",
+            std::time::UNIX_EPOCH + Duration::from_secs(253_402_300_799),
+        ));
+    }
+    for (name, time) in &dated {
+        let path = root.join(name);
+        fs::write(&path, b"0123456789").expect("write");
+        set_mtime(&path, *time);
+    }
+    let server = server(&root);
+    let addr = server.addr("files");
+    for (name, time) in &dated {
+        let plain = exchange(
+            addr,
+            format!("GET /{name} HTTP/1.1\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await;
+        assert!(plain.starts_with("HTTP/1.1 200 OK"), "{name}: {plain}");
+        let served = header(&plain, "Last-Modified").expect("Last-Modified");
+        assert_eq!(Some(served), header(&plain, "Date"), "{name}: {plain}");
+        for validator in [http_date(*time), served.to_owned()] {
+            let got = exchange(
+                addr,
+                format!(
+                    "GET /{name} HTTP/1.1\r\nRange: bytes=5-\r\nIf-Range: {validator}\r\n\
+                     Connection: close\r\n\r\n"
+                )
+                .as_bytes(),
+            )
+            .await;
+            assert!(
+                got.starts_with("HTTP/1.1 200 OK"),
+                "{name} {validator}: {got}"
+            );
+            assert!(got.ends_with("\r\n\r\n0123456789"), "{name}: {got}");
+        }
+    }
+}
+
+/// Attack F7: a listing exists, so `If-None-Match: *` is a 304 for it as
+/// for a file; it has no entity tag, so `If-Match` with one is a 412 and
+/// `If-None-Match` with one does not hold.
+#[tokio::test]
+async fn if_none_match_star_on_a_listing_is_304() {
+    let (_base, root) = root();
+    let server = server(&root);
+    let addr = server.addr("files");
+    let cases = [
+        ("GET", "If-None-Match: *", "HTTP/1.1 304 "),
+        ("HEAD", "If-None-Match: *", "HTTP/1.1 304 "),
+        ("GET", "If-None-Match: \"x\"", "HTTP/1.1 200 OK"),
+        ("GET", "If-Match: *", "HTTP/1.1 200 OK"),
+        ("GET", "If-Match: \"x\"", "HTTP/1.1 412 "),
+    ];
+    for (method, condition, status) in cases {
+        let got = exchange(
+            addr,
+            format!("{method} / HTTP/1.1\r\n{condition}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await;
+        assert!(got.starts_with(status), "{method} {condition}: {got}");
+        if status == "HTTP/1.1 304 " {
+            assert!(got.ends_with("\r\n\r\n"), "a 304 has no body: {got}");
+        } else if method == "GET" && status == "HTTP/1.1 200 OK" {
+            assert!(got.ends_with("\r\n\r\na.txt\nbig.bin\nsub/\n"), "{got}");
+        }
+    }
+}
+
+/// Attack F7: `Range` is not a list, so a request with two `Range`
+/// fields (different or the same) has no valid range: the whole file
+/// (RFC 9110 §14.2 lets a server ignore `Range`), never one of them.
+#[tokio::test]
+async fn two_range_fields_are_ignored() {
+    let (_base, root) = root();
+    let server = server(&root);
+    let addr = server.addr("files");
+    for ranges in [
+        "Range: bytes=0-1\r\nRange: bytes=6-10",
+        "Range: bytes=6-\r\nRange: bytes=6-",
+        "Range: bytes=6-\r\nRange: ",
+    ] {
+        let got = exchange(
+            addr,
+            format!("GET /a.txt HTTP/1.1\r\n{ranges}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await;
+        assert!(got.starts_with("HTTP/1.1 200 OK"), "{ranges:?}: {got}");
+        assert!(got.ends_with("\r\n\r\nhello world\n"), "{ranges:?}: {got}");
+    }
+    // One of them alone is a range.
+    let one = exchange(
+        addr,
+        b"GET /a.txt HTTP/1.1\r\nRange: bytes=6-\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(
+        one.ends_with("\r\n\r\nworld\n") && one.starts_with("HTTP/1.1 206 "),
+        "{one}"
+    );
+}

@@ -11,7 +11,8 @@
 //! `Accept-Ranges`, one `Range` as 206 or 416, `If-Match`,
 //! `If-Unmodified-Since`, `If-None-Match`, `If-Modified-Since` and
 //! `If-Range`) and of directories (the raw listing as `text/plain`, or an
-//! HTML page when `Accept` prefers it, both from the listing cache). Bodies
+//! HTML page when `Accept` prefers it, both from the listing cache; without
+//! validators, so only `If-Match: *` and `If-None-Match: *` hold). Bodies
 //! hold one of the listener's `max_downloads` slots and go out under its
 //! send buffer and minimum rate. Keep-alive, at most
 //! [`MAX_REQUESTS_PER_CONNECTION`] requests a connection.
@@ -52,6 +53,9 @@ const READ_CHUNK: usize = 4096;
 /// A response: status, headers, and what follows them.
 struct Response {
     status: Status,
+    /// The time its `Date` says: the one its validators were taken at, so
+    /// that `Last-Modified` is never later than `Date`.
+    at: SystemTime,
     headers: Vec<(&'static str, Cow<'static, str>)>,
     body: Body,
 }
@@ -89,6 +93,7 @@ impl Response {
         }
         Response {
             status,
+            at: SystemTime::now(),
             headers,
             body: Body::Bytes(status.error_body()),
         }
@@ -107,7 +112,7 @@ impl Response {
     fn head(&self, keep_alive: bool) -> Vec<u8> {
         let mut head = String::with_capacity(HEAD_CAPACITY);
         let _ = write!(head, "HTTP/1.1 {} {}\r\n", self.status.0, self.status.1);
-        push_date_now(&mut head);
+        push_date(&mut head, self.at);
         let _ = write!(
             head,
             "Server: switchboard\r\nConnection: {}\r\n",
@@ -128,15 +133,14 @@ impl Response {
 /// it is built without growing.
 const HEAD_CAPACITY: usize = 384;
 
-/// Appends the `Date` header for now (none if the clock is outside
-/// HTTP-date's range). It changes once a second, so each worker thread
-/// formats it once a second, not once a response.
-fn push_date_now(out: &mut String) {
+/// Appends the `Date` header for `now` (none if it is outside HTTP-date's
+/// range). It changes once a second, so each worker thread formats it
+/// once a second, not once a response.
+fn push_date(out: &mut String, now: SystemTime) {
     use std::cell::RefCell;
     thread_local! {
         static DATE: RefCell<(u64, Option<String>)> = const { RefCell::new((u64::MAX, None)) };
     }
-    let now = SystemTime::now();
     let second = now
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -355,8 +359,25 @@ async fn build(
         HandlerError::Refused(reason) if reason != MISSING => FORBIDDEN,
         _ => NOT_FOUND,
     })?;
+    // A file's validators and its `Date` are of one instant, taken after
+    // the resolve (which may wait), so `Last-Modified` is never later.
+    let now = SystemTime::now();
     match target {
         Target::Directory { handle, path } => {
+            // A listing has no validators: `If-None-Match: *` (it exists)
+            // is a 304, `If-Match` with a tag a 412; dates are ignored.
+            match conditional::evaluate(&request.preconditions(), None, now) {
+                Decision::Failed => return Err(PRECONDITION_FAILED),
+                Decision::NotModified => {
+                    return Ok(Response {
+                        status: NOT_MODIFIED,
+                        at: now,
+                        headers: Vec::new(),
+                        body: Body::Length(0),
+                    });
+                }
+                Decision::Proceed { .. } => {}
+            }
             let (format, content_type) = if accept::prefers_html(request.accept.as_deref()) {
                 (Format::Html, Cow::Borrowed("text/html; charset=utf-8"))
             } else {
@@ -390,6 +411,9 @@ async fn build(
             };
             Ok(Response {
                 status: OK,
+                // After the rendering, which may take a while; a listing
+                // has no `Last-Modified` to keep below it.
+                at: SystemTime::now(),
                 headers: vec![("Content-Type", content_type)],
                 body,
             })
@@ -402,6 +426,7 @@ async fn build(
                 meta.size(),
                 meta.mtime(),
                 meta.mtime_nsec(),
+                now,
             );
             let mut headers = Vec::with_capacity(6);
             headers.push(("ETag", Cow::Owned(version.etag.clone())));
@@ -409,21 +434,19 @@ async fn build(
                 headers.push(("Last-Modified", Cow::Owned(date)));
             }
             headers.push(("Accept-Ranges", Cow::Borrowed("bytes")));
-            let use_range = match conditional::evaluate(
-                &request.preconditions(),
-                &version,
-                SystemTime::now(),
-            ) {
-                Decision::Failed => return Err(PRECONDITION_FAILED),
-                Decision::NotModified => {
-                    return Ok(Response {
-                        status: NOT_MODIFIED,
-                        headers,
-                        body: Body::Length(0),
-                    });
-                }
-                Decision::Proceed { use_range } => use_range,
-            };
+            let use_range =
+                match conditional::evaluate(&request.preconditions(), Some(&version), now) {
+                    Decision::Failed => return Err(PRECONDITION_FAILED),
+                    Decision::NotModified => {
+                        return Ok(Response {
+                            status: NOT_MODIFIED,
+                            at: now,
+                            headers,
+                            body: Body::Length(0),
+                        });
+                    }
+                    Decision::Proceed { use_range } => use_range,
+                };
             headers.push(("Content-Type", Cow::Borrowed(content_type::of_path(&path))));
             let range = match (&request.range, request.method) {
                 (Some(header), Method::Get) if use_range => range::byte_range(header, len),
@@ -449,6 +472,7 @@ async fn build(
             if request.method == Method::Head {
                 return Ok(Response {
                     status,
+                    at: now,
                     headers,
                     body: Body::Length(part),
                 });
@@ -458,6 +482,7 @@ async fn build(
             };
             Ok(Response {
                 status,
+                at: now,
                 headers,
                 body: Body::File {
                     file,
