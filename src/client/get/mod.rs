@@ -1,0 +1,257 @@
+//! `get`: fetches a file (or, with `-r`, a directory tree) from a download
+//! listener, over HTTP into `FILE.part`, renamed to `FILE` only when it is
+//! complete and its length is the one announced; `-c` resumes a `.part`
+//! with `Range` and `If-Range`, and takes the server's 206 only when its
+//! validator, start and total are those of the `.part` (kept in
+//! `FILE.part.etag`, never read or written through a symlink). A server
+//! whose first answer is bytes that are not HTTP (the tutorial's own) gets
+//! the raw protocol, with a warning that the size cannot be verified,
+//! unless it answered HTTP earlier in the run or the `.part` being resumed
+//! came over HTTP; a close without a byte is an error, never a sign of
+//! another protocol. `--raw` forces the raw protocol. A reset or a short
+//! body is never a complete file: the `.part` stays.
+//!
+//! Names from a server's listing are skipped, with a warning, unless they
+//! are plain relative names: no `..`, no absolute path, no control bytes,
+//! no empty or `.` component, at most 255 bytes (4096 for the whole
+//! path); nothing is ever followed through a symlink, so a hostile server
+//! cannot make it write outside the output directory. A listed file whose
+//! final name, `.part` or `.part.etag` is another of the run's paths or a
+//! directory is skipped, and the mirror then ends in an error. Every run
+//! has a deadline, every wait a bound, and `-r` caps files, directories
+//! and depth.
+//!
+//! This module holds the options, the errors, one run's state and
+//! `get` itself; `mirror` follows listings for `-r`, `file` fetches one
+//! file, `exchange` is one HTTP request and its response head, and `part`
+//! is a file's `.part` and `.part.etag` on disk.
+
+mod exchange;
+mod file;
+mod mirror;
+mod part;
+
+use std::cell::Cell;
+use std::collections::HashSet;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use super::connect;
+use super::terminal::escape_bytes;
+use crate::conn::text::{QUOTE_MAX_BYTES, TextEncoding};
+use file::fetch_file;
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) use mirror::listing_entries;
+use mirror::mirror;
+
+/// Most warnings printed in one run; the rest are counted.
+const MAX_WARNINGS: usize = 20;
+
+/// What to fetch, and how.
+#[derive(Debug, Clone)]
+pub struct GetOptions {
+    /// `host:port` of the download listener.
+    pub addr: String,
+    /// The name on the server (a file, or a directory with `recursive`).
+    pub name: String,
+    /// Where to write: the file, or the directory for `-r` (default: the
+    /// name's last component, in the current directory).
+    pub output: Option<PathBuf>,
+    /// Resume a `.part` left by an earlier run.
+    pub resume: bool,
+    /// Fetch a directory tree through its listings.
+    pub recursive: bool,
+    /// Use the raw protocol (the tutorial's), without sizes or resume.
+    pub raw: bool,
+    /// Print nothing but errors.
+    pub quiet: bool,
+    /// Encoding of names in the raw protocol.
+    pub encoding: TextEncoding,
+    /// Bound of the connect, of each wait for data, and of each response
+    /// head and listing as a whole.
+    pub timeout: Duration,
+    /// Bound of the whole run (every file and listing of `-r`).
+    pub deadline: Duration,
+}
+
+/// Why a fetch failed; each has its exit status.
+#[derive(Debug, thiserror::Error)]
+pub enum GetError {
+    /// The network or the server failed, or the server's answer was refused
+    /// (exit status 1).
+    #[error("{0}")]
+    Failed(String),
+    /// The server does not have it or refused it (exit status 3).
+    #[error("{0}")]
+    NotFound(String),
+    /// The transfer ended early; the `.part` is kept for `-c` (exit status 4).
+    #[error("{0}")]
+    Incomplete(String),
+}
+
+impl GetError {
+    /// The exit status: 1, 3 or 4.
+    pub fn exit_status(&self) -> u8 {
+        match self {
+            GetError::Failed(_) => 1,
+            GetError::NotFound(_) => 3,
+            GetError::Incomplete(_) => 4,
+        }
+    }
+
+    /// The same error, its message prefixed with `what: `.
+    fn context(self, what: &str) -> GetError {
+        match self {
+            GetError::Failed(m) => GetError::Failed(format!("{what}: {m}")),
+            GetError::NotFound(m) => GetError::NotFound(format!("{what}: {m}")),
+            GetError::Incomplete(m) => GetError::Incomplete(format!("{what}: {m}")),
+        }
+    }
+
+    /// The same error, `suffix` added to its message.
+    fn with_suffix(self, suffix: &str) -> GetError {
+        match self {
+            GetError::Failed(m) => GetError::Failed(m + suffix),
+            GetError::NotFound(m) => GetError::NotFound(m + suffix),
+            GetError::Incomplete(m) => GetError::Incomplete(m + suffix),
+        }
+    }
+}
+
+impl From<io::Error> for GetError {
+    fn from(e: io::Error) -> Self {
+        GetError::Failed(e.to_string())
+    }
+}
+
+/// A server's words (a reason phrase, an `ERR` line) fit to quote: bounded
+/// and escaped for a terminal.
+fn server_words(bytes: &[u8], encoding: TextEncoding) -> String {
+    let cut = &bytes[..bytes.len().min(QUOTE_MAX_BYTES)];
+    let mut words = escape_bytes(cut, encoding);
+    if cut.len() < bytes.len() {
+        words.push_str("...");
+    }
+    words
+}
+
+/// One run of `get`: its options, deadline, and what `-r` has counted.
+struct Run<'a> {
+    options: &'a GetOptions,
+    deadline: Instant,
+    dirs: usize,
+    warnings: usize,
+    /// Why `-r` stopped before the end of the tree, if it did.
+    stopped: Option<String>,
+    /// The server answered over HTTP in this run: an answer that is not
+    /// HTTP is then refused, never taken for the raw protocol.
+    spoke_http: Cell<bool>,
+    /// The paths `-r` has written or is writing (each file's final name,
+    /// `.part` and `.part.etag`): a listed name that would use one again
+    /// is skipped. Bounded by `-r`'s cap on files (`mirror::MAX_FILES`).
+    claimed: HashSet<PathBuf>,
+    /// Listed names `-r` could not save (they collide with another's paths
+    /// or a directory, or a symlink is in the way).
+    skipped: usize,
+}
+
+impl Run<'_> {
+    /// When the current wait must end: after the timeout, and never after
+    /// the deadline.
+    fn wait_until(&self) -> Instant {
+        super::after(self.options.timeout).min(self.deadline)
+    }
+
+    /// What a wait that ended at [`Run::wait_until`] means.
+    fn why_late(&self) -> &'static str {
+        if Instant::now() >= self.deadline {
+            "the deadline passed"
+        } else {
+            "stalled"
+        }
+    }
+
+    /// Warns that a listed name is not saved, and counts it: the mirror
+    /// is then incomplete.
+    fn skip(&mut self, text: &str) {
+        self.skipped += 1;
+        self.warn(text);
+    }
+
+    /// Prints a warning (at most [`MAX_WARNINGS`] of them, then a count).
+    fn warn(&mut self, text: &str) {
+        self.warnings += 1;
+        if self.warnings <= MAX_WARNINGS {
+            eprintln!("warning: {}", super::escape_text(text));
+        } else if self.warnings == MAX_WARNINGS + 1 {
+            eprintln!("warning: more warnings follow; they are not shown");
+        }
+    }
+}
+
+/// Fetches what `options` names; returns the paths written.
+pub async fn get(options: &GetOptions) -> Result<Vec<PathBuf>, GetError> {
+    let mut run = Run {
+        options,
+        deadline: super::after(options.deadline),
+        dirs: 0,
+        warnings: 0,
+        stopped: None,
+        spoke_http: Cell::new(false),
+        claimed: HashSet::new(),
+        skipped: 0,
+    };
+    let name = options.name.trim_start_matches('/').to_owned();
+    let last = name
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .filter(|n| !n.is_empty())
+        .unwrap_or("download")
+        .to_owned();
+    let output = options
+        .output
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(&last));
+    if options.recursive {
+        let mut written = Vec::new();
+        fs::create_dir_all(&output).map_err(|e| at(&output, e))?;
+        mirror(&mut run, &name, &output, 0, 0, &mut written).await?;
+        if run.warnings > MAX_WARNINGS {
+            eprintln!("{} warnings in all", run.warnings);
+        }
+        let why = match (run.stopped, run.skipped) {
+            (Some(why), _) => Some(why),
+            (None, 0) => None,
+            (None, n) => Some(format!("{n} name(s) skipped")),
+        };
+        if let Some(why) = why {
+            return Err(GetError::Failed(format!(
+                "the mirror is incomplete: {why} ({} file(s) written into {})",
+                written.len(),
+                output.display()
+            )));
+        }
+        if !options.quiet {
+            eprintln!("{} file(s) into {}", written.len(), output.display());
+        }
+        return Ok(written);
+    }
+    fetch_file(&mut run, &name, &output).await.map(|p| vec![p])
+}
+
+/// An error of the file system, naming the path it is about.
+fn at(path: &Path, e: io::Error) -> GetError {
+    GetError::Failed(format!("{}: {e}", path.display()))
+}
+
+/// Connects by `until`.
+async fn connect_by(run: &Run<'_>, until: Instant) -> Result<TcpStream, GetError> {
+    let limit = until.saturating_duration_since(Instant::now());
+    Ok(connect(&run.options.addr, limit).await?)
+}
