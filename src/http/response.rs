@@ -97,6 +97,8 @@ pub struct ResponseHead {
     pub etag: Option<String>,
     /// `Last-Modified`, as written.
     pub last_modified: Option<String>,
+    /// `Date`, as written.
+    pub date: Option<String>,
     /// The body is in chunked framing.
     pub chunked: bool,
 }
@@ -121,6 +123,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(ResponseHead, usize)>, HeadError
         unsatisfied_total: None,
         etag: None,
         last_modified: None,
+        date: None,
         chunked: false,
     };
     for header in response.headers.iter() {
@@ -182,6 +185,8 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(ResponseHead, usize)>, HeadError
             head.etag = value.map(str::to_owned);
         } else if name.eq_ignore_ascii_case("last-modified") {
             head.last_modified = value.map(str::to_owned);
+        } else if name.eq_ignore_ascii_case("date") {
+            head.date = value.map(str::to_owned);
         }
     }
     if head.chunked && head.content_length.is_some() {

@@ -50,10 +50,13 @@ pub(super) struct Stored {
 }
 
 impl Stored {
-    /// The validator of a response: its strong `ETag`, or its date.
+    /// The validator of a response: its strong `ETag`, or else its
+    /// `Last-Modified` when that is a strong validator too: at least a
+    /// second before the response's `Date` (RFC 9110 §13.1.5: a file
+    /// changed within that second may change again under the same date).
     pub(super) fn of(head: &ResponseHead, total: u64) -> Option<Stored> {
         let strong = head.etag.as_deref().filter(|e| e.starts_with('"'));
-        let validator = strong.or(head.last_modified.as_deref())?;
+        let validator = strong.or(strong_date(head))?;
         plain_validator(validator).then(|| Stored {
             validator: validator.to_owned(),
             total,
@@ -122,6 +125,15 @@ impl Stored {
     }
 }
 
+/// The `Last-Modified` of `head` when it is at least a second before its
+/// `Date` (both HTTP-dates), else `None`.
+fn strong_date(head: &ResponseHead) -> Option<&str> {
+    let modified = head.last_modified.as_deref()?;
+    let at = crate::http::date::parse(head.date.as_deref()?)?;
+    let changed = crate::http::date::parse(modified)?;
+    (at.duration_since(changed).ok()? >= std::time::Duration::from_secs(1)).then_some(modified)
+}
+
 /// A validator fit to send back in `If-Range`: printable ASCII, bounded.
 fn plain_validator(text: &str) -> bool {
     !text.is_empty()
@@ -147,7 +159,7 @@ pub(super) fn open_part(part: &Path, start: u64) -> io::Result<fs::File> {
 mod tests {
     use super::*;
 
-    fn head_with(etag: Option<&str>, date: Option<&str>) -> ResponseHead {
+    fn head_with(etag: Option<&str>, modified: Option<&str>) -> ResponseHead {
         ResponseHead {
             status: 200,
             reason: "OK".into(),
@@ -155,7 +167,8 @@ mod tests {
             content_range: None,
             unsatisfied_total: None,
             etag: etag.map(str::to_owned),
-            last_modified: date.map(str::to_owned),
+            last_modified: modified.map(str::to_owned),
+            date: Some("Sun, 06 Dec 2026 08:00:00 GMT".to_owned()),
             chunked: false,
         }
     }
@@ -172,6 +185,12 @@ mod tests {
         assert_eq!(by_date.validator, date);
         assert!(by_date.is_version_of(&head_with(None, Some(date))));
         assert_eq!(Stored::of(&head_with(None, None), 10), None);
+        // A date less than a second before the response's is weak: not kept.
+        let fresh = "Sun, 06 Dec 2026 08:00:00 GMT";
+        assert_eq!(Stored::of(&head_with(None, Some(fresh)), 10), None);
+        let mut undated = head_with(None, Some(date));
+        undated.date = None;
+        assert_eq!(Stored::of(&undated, 10), None);
         assert_eq!(
             Stored::of(&head_with(Some("\"a\r\nX: y\""), None), 10),
             None
