@@ -19,6 +19,7 @@ pub(crate) mod text;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -178,6 +179,38 @@ pub(crate) struct ReloadSignals {
     /// Fired when the new access lists no longer admit the client: every
     /// read ends with [`ConnError::Denied`].
     pub denied: CancellationToken,
+    /// What was fired, readable without the tokens' locks (a connection
+    /// asks at every request).
+    fired: Arc<Fired>,
+}
+
+/// The verdicts of [`ReloadSignals`], as flags.
+#[derive(Debug, Default)]
+struct Fired {
+    retired: AtomicBool,
+    denied: AtomicBool,
+}
+
+impl ReloadSignals {
+    /// The listener's settings were replaced.
+    pub(crate) fn retire(&self) {
+        self.fired.retired.store(true, Ordering::Release);
+        self.retired.cancel();
+    }
+
+    /// The new access lists no longer admit the client.
+    pub(crate) fn deny(&self) {
+        self.fired.denied.store(true, Ordering::Release);
+        self.denied.cancel();
+    }
+
+    fn is_retired(&self) -> bool {
+        self.fired.retired.load(Ordering::Acquire)
+    }
+
+    fn is_denied(&self) -> bool {
+        self.fired.denied.load(Ordering::Acquire)
+    }
 }
 
 /// A client connection handed to a handler.
@@ -274,7 +307,7 @@ impl<S: Io> Connection<S> {
     /// accepted with: a request-response protocol answers no further
     /// request on it (the new settings apply to new connections).
     pub(crate) fn route_retired(&self) -> bool {
-        self.reload.retired.is_cancelled()
+        self.reload.is_retired()
     }
 
     /// [`Connection::read_chunk`] for a protocol waiting for its next
@@ -284,12 +317,18 @@ impl<S: Io> Connection<S> {
         &mut self,
         buf: &mut BytesMut,
     ) -> Option<Result<Incoming<usize>, ConnError>> {
-        let retired = self.reload.retired.clone();
-        tokio::select! {
+        // `read_chunk`'s race, with the retirement in it (fields borrowed
+        // apart: no clone of a token, which takes its lock, per request).
+        // A denial always comes with a retirement: the retirement answers
+        // both (one waiter less per request).
+        let (until, timed_out) = self.wait_limit();
+        let read = tokio::select! {
             biased;
-            () = retired.cancelled() => None,
-            read = self.read_chunk(buf) => Some(read),
-        }
+            () = self.reload.retired.cancelled() => return None,
+            () = self.shutdown.cancelled() => return Some(Ok(Incoming::Shutdown)),
+            read = timeout_at(until, self.stream.read_buf(buf)) => read,
+        };
+        Some(self.chunk_read(read, timed_out))
     }
 
     /// The client's address.
@@ -306,7 +345,7 @@ impl<S: Io> Connection<S> {
     /// holding a buffer meanwhile; bounded by the idle timeout, and ended
     /// by shutdown. In-memory streams return at once.
     pub(crate) async fn readable(&self) -> Result<Incoming<()>, ConnError> {
-        if self.reload.denied.is_cancelled() {
+        if self.reload.is_denied() {
             return Err(ConnError::Denied);
         }
         let Some(tcp) = self.stream.get_ref().tcp() else {
@@ -356,6 +395,15 @@ impl<S: Io> Connection<S> {
             () = self.reload.retired.cancelled(), if untouched => return Err(ConnError::Rerouted),
             read = timeout_at(until, self.stream.read_buf(buf)) => read,
         };
+        self.chunk_read(read, timed_out)
+    }
+
+    /// What one bounded read of a chunk came to.
+    fn chunk_read(
+        &mut self,
+        read: Result<io::Result<usize>, tokio::time::error::Elapsed>,
+        timed_out: ConnError,
+    ) -> Result<Incoming<usize>, ConnError> {
         match read {
             Ok(Ok(0)) => Ok(Incoming::Closed),
             Ok(Ok(n)) => {
@@ -386,7 +434,7 @@ impl<S: Io> Connection<S> {
         }
         // Checked here, not raced with the read below: once that has taken
         // a byte, the connection is no longer untouched.
-        if self.untouched() && self.reload.retired.is_cancelled() {
+        if self.untouched() && self.reload.is_retired() {
             return Err(ConnError::Rerouted);
         }
         let read = tokio::select! {

@@ -508,11 +508,11 @@ async fn follow_reloads(
     signals: ReloadSignals,
 ) -> std::convert::Infallible {
     while routes.changed().await.is_ok() {
-        signals.retired.cancel();
+        signals.retire();
         let admitted = source.admitted_by(&routes.borrow_and_update().access);
         if !admitted {
             debug!("a reload denied this client's address");
-            signals.denied.cancel();
+            signals.deny();
             break;
         }
     }
