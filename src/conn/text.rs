@@ -68,21 +68,6 @@ pub(crate) fn quote(text: &str, max: usize) -> String {
     out
 }
 
-/// Percent-encodes a path for a URL: keeps `/` and the unreserved
-/// characters (`A-Z a-z 0-9 - . _ ~`), escapes every other byte.
-pub(crate) fn percent_encode_path(path: &str) -> String {
-    use std::fmt::Write as _;
-    let mut out = String::with_capacity(path.len());
-    for b in path.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'/') {
-            out.push(b as char);
-        } else {
-            let _ = write!(out, "%{b:02X}");
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

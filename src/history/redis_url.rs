@@ -222,27 +222,16 @@ fn is_secret_key(key: &str) -> bool {
 /// `text` with `%XX` escapes decoded (and `+` as a space, in a query), as
 /// the Redis client's URL parser reads it; invalid UTF-8 is replaced.
 fn percent_decode(text: &str, query: bool) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    let hex = |at: usize| bytes.get(at).and_then(|b| char::from(*b).to_digit(16));
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' => {
-                if let (Some(high), Some(low)) = (hex(i + 1), hex(i + 2)) {
-                    // Two hex digits: below 256.
-                    out.push(u8::try_from(high * 16 + low).unwrap_or(b'?'));
-                    i += 3;
-                    continue;
-                }
-                out.push(b'%');
-            }
-            b'+' if query => out.push(b' '),
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    // `+` first, so that an escaped `%2B` stays a plus; a `%` without two
+    // hex digits stays as it is, as in the URL parser.
+    let text = if query {
+        std::borrow::Cow::Owned(text.replace('+', " "))
+    } else {
+        std::borrow::Cow::Borrowed(text)
+    };
+    percent_encoding::percent_decode_str(&text)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 #[cfg(test)]

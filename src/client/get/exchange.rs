@@ -10,7 +10,7 @@ use tokio::net::TcpStream;
 use tokio::time::timeout_at;
 
 use super::{GetError, Run, connect_by};
-use crate::conn::text::percent_encode_path;
+use crate::http::percent;
 use crate::http::response::{ChunkedDecoder, ResponseHead, parse_head};
 
 /// Longest response head read.
@@ -112,7 +112,7 @@ pub(super) async fn try_request(
     let mut request = format!(
         "GET /{} HTTP/1.1\r\nHost: {}\r\nUser-Agent: switchboard/{}\r\nAccept: */*\r\n\
          Accept-Encoding: identity\r\nConnection: close\r\n",
-        percent_encode_path(name),
+        percent::encode_path(name),
         options.addr,
         env!("CARGO_PKG_VERSION")
     );
