@@ -437,6 +437,10 @@ async fn a_browser_gets_an_html_listing_with_escaped_names_and_curl_gets_text() 
     )
     .await;
     assert!(text.ends_with("\r\n\r\na.txt\nbig.bin\nsub/\n"), "{text}");
+    // Either is chosen by `Accept`: a cache must not give one for the other.
+    for response in [&html, &text] {
+        assert_eq!(header(response, "Vary"), Some("Accept"), "{response}");
+    }
 }
 
 /// A directory of `count` files with names of about 220 characters.

@@ -129,6 +129,10 @@ impl Response {
     }
 }
 
+/// A listing is HTML or text as `Accept` asks: a cache must key it by
+/// `Accept` too (RFC 9110 §12.5.5), or a browser's page reaches curl.
+const VARY_ACCEPT: (&str, Cow<'static, str>) = ("Vary", Cow::Borrowed("Accept"));
+
 /// Room for a typical response head (a file's is about 280 bytes), so that
 /// it is built without growing.
 const HEAD_CAPACITY: usize = 384;
@@ -372,7 +376,7 @@ async fn build(
                     return Ok(Response {
                         status: NOT_MODIFIED,
                         at: now,
-                        headers: Vec::new(),
+                        headers: vec![VARY_ACCEPT],
                         body: Body::Length(0),
                     });
                 }
@@ -414,7 +418,7 @@ async fn build(
                 // After the rendering, which may take a while; a listing
                 // has no `Last-Modified` to keep below it.
                 at: SystemTime::now(),
-                headers: vec![("Content-Type", content_type)],
+                headers: vec![("Content-Type", content_type), VARY_ACCEPT],
                 body,
             })
         }
