@@ -289,9 +289,17 @@ mod tests {
     #[test]
     fn a_small_body_is_read_only_from_the_page_cache() {
         let (_dir, f) = cold_file(8192);
+        // A NOWAIT read of evicted pages starts readahead, and on fast
+        // storage it may finish in time (a CI run saw it): so the contract
+        // checked here is "all or nothing", not "never from disk".
         let mut buf = b"head".to_vec();
-        assert!(!read_cached(&f, 0, 8192, &mut buf), "evicted: not read");
-        assert_eq!(buf, b"head");
+        if read_cached(&f, 0, 8192, &mut buf) {
+            assert_eq!(buf.len(), 4 + 8192);
+            assert_eq!(buf[4..8], [0, 1, 2, 3]);
+        } else {
+            assert_eq!(buf, b"head", "not read: nothing appended");
+        }
+        buf.truncate(4);
         read_through(&f, 0, 8192).expect("read");
         assert!(read_cached(&f, 100, 8000, &mut buf));
         assert_eq!(buf.len(), 4 + 8000);
