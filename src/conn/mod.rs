@@ -10,6 +10,7 @@
 //! with RST, never FIN, so that an incomplete reply never looks complete.
 //! It knows no config types: a listener hands it [`Settings`] and signals.
 
+pub(crate) mod access;
 mod file_send;
 mod framing;
 mod metered;
@@ -30,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 pub(crate) use framing::{FrameError, FrameLimits, MessageReader};
 
+use access::{Outcome, ResponseRecord};
 use file_send::{SendDeadlines, SendReport};
 use metered::Metered;
 use text::TextEncoding;
@@ -233,6 +235,19 @@ pub(crate) struct Connection<S: Io> {
     /// True once FIN went out after the last reply ([`Connection::close`]).
     /// A connection dropped before that ends with RST.
     closed_cleanly: bool,
+    /// The response being sent, logged by `Drop` if the task is dropped
+    /// before the handler logs it.
+    response_in_flight: Option<ResponseRecord>,
+    /// A sendfile under way: its bytes are counted when it ends, or by
+    /// `Drop` if the task is dropped first.
+    sendfile_progress: Option<SendfileProgress>,
+}
+
+/// Where a sendfile started, and how far it got.
+#[derive(Debug, Clone, Copy)]
+struct SendfileProgress {
+    start: u64,
+    offset: u64,
 }
 
 impl<S: Io> Connection<S> {
@@ -267,6 +282,8 @@ impl<S: Io> Connection<S> {
             reload: ReloadSignals::default(),
             writing: false,
             closed_cleanly: false,
+            response_in_flight: None,
+            sendfile_progress: None,
         }
     }
 
@@ -550,9 +567,24 @@ impl<S: Io> Connection<S> {
         if let Some(tcp) = self.stream.get_ref().tcp() {
             let file = Arc::new(file);
             let mut report = SendReport::default();
-            let sent =
-                file_send::sendfile(tcp, &file, end, chunk, &deadlines, &mut offset, &mut report)
-                    .await;
+            // The offset lives in the connection while the kernel sends,
+            // so that a drop mid-send (the shutdown grace ran out) still
+            // counts and logs what went out.
+            let progress = self
+                .sendfile_progress
+                .insert(SendfileProgress { start, offset });
+            let sent = file_send::sendfile(
+                tcp,
+                &file,
+                end,
+                chunk,
+                &deadlines,
+                &mut progress.offset,
+                &mut report,
+            )
+            .await;
+            offset = progress.offset;
+            self.sendfile_progress = None;
             // What went out, also on an error.
             self.stream.count_sent(offset - start);
             self.metrics.file_cache_misses(report.cache_misses);
@@ -646,6 +678,19 @@ impl<S: Io> Connection<S> {
     pub(crate) fn bytes(&self) -> (u64, u64) {
         self.stream.counts()
     }
+
+    /// A response starts: it is logged by [`Connection::end_response`],
+    /// or, should the connection be dropped first, when it is.
+    pub(crate) fn begin_response(&mut self, record: ResponseRecord) {
+        self.response_in_flight = Some(record);
+    }
+
+    /// The response under way ended as `outcome`: writes its log line.
+    pub(crate) fn end_response(&mut self, outcome: Outcome) {
+        if let Some(record) = self.response_in_flight.take() {
+            record.log(self.stream.counts().1, outcome);
+        }
+    }
 }
 
 impl<S: Io> Drop for Connection<S> {
@@ -656,6 +701,13 @@ impl<S: Io> Drop for Connection<S> {
     /// download at the end of the grace, a reply in flight) must reach the
     /// client as an error, not as a clean end.
     fn drop(&mut self) {
+        if let Some(progress) = self.sendfile_progress.take() {
+            self.stream
+                .count_sent(progress.offset.saturating_sub(progress.start));
+        }
+        if let Some(record) = self.response_in_flight.take() {
+            record.log(self.stream.counts().1, Outcome::Dropped);
+        }
         if !self.closed_cleanly {
             self.arm_reset();
         }

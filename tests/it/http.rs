@@ -826,7 +826,7 @@ fn the_access_log_of_an_aborted_download_says_what_was_sent() {
     let mut daemon = crate::cli::Daemon::start(&config);
     let addr = daemon.addr("files");
     for (range, status, logged_range) in [
-        ("", "status=200", "range=None"),
+        ("", "status=200", "range=-"),
         ("Range: bytes=1000-\r\n", "status=206", "1000-67108863"),
     ] {
         let mut conn = crate::cli::client(addr);
@@ -851,6 +851,46 @@ fn the_access_log_of_an_aborted_download_says_what_was_sent() {
             .unwrap_or_else(|| panic!("no bytes= in {line}"));
         assert!((200 * 1024..64 << 20).contains(&bytes), "{bytes} in {line}");
     }
+}
+
+/// A download still going when the shutdown grace runs out is dropped
+/// with its connection, and still gets its access log line: status, the
+/// body's bytes sent, and `dropped`.
+#[test]
+fn the_access_log_of_a_download_dropped_at_the_end_of_the_grace_says_what_was_sent() {
+    let base = tempfile::tempdir().expect("tempdir");
+    let root = base.path().join("root");
+    fs::create_dir(&root).expect("mkdir");
+    let big = fs::File::create(root.join("big.bin")).expect("create");
+    big.set_len(64 << 20).expect("sparse file");
+    let config = base.path().join("switchboard.toml");
+    fs::write(
+        &config,
+        format!(
+            "[server]\nshutdown_grace = \"300ms\"\n\n{}",
+            common::listener("files", "download", &format!("root = '{}'", root.display()))
+        ),
+    )
+    .expect("config");
+    let mut daemon = crate::cli::Daemon::start(&config);
+    let mut conn = crate::cli::client(daemon.addr("files"));
+    std::io::Write::write_all(&mut conn, b"GET /big.bin HTTP/1.1\r\n\r\n").expect("send");
+    let mut some = vec![0u8; 256 * 1024];
+    std::io::Read::read_exact(&mut conn, &mut some).expect("read");
+    // The client stops reading; the daemon is asked to stop.
+    daemon.signal("TERM");
+    let line = daemon.wait_for_log("http request");
+    for expected in ["status=200", "range=-", "outcome=dropped"] {
+        assert!(line.contains(expected), "{expected} not in {line}");
+    }
+    let bytes: u64 = line
+        .split_whitespace()
+        .find_map(|field| field.strip_prefix("bytes="))
+        .and_then(|b| b.parse().ok())
+        .unwrap_or_else(|| panic!("no bytes= in {line}"));
+    assert!((200 * 1024..64 << 20).contains(&bytes), "{bytes} in {line}");
+    assert!(daemon.wait_exit(Duration::from_secs(10)).success());
+    drop(conn);
 }
 
 /// The HTTP-date of the second `time` is in (1970 to 9999).

@@ -31,6 +31,7 @@ use tracing::info;
 use super::listing::Format;
 use super::paths::{MISSING, Target};
 use super::{BUSY, Download};
+use crate::conn::access::{Outcome, ResponseRecord};
 use crate::conn::text::{QUOTE_MAX_BYTES, TextEncoding, quote};
 use crate::conn::{ConnError, Connection, Incoming, Io};
 use crate::handler::{Ended, HandlerError};
@@ -161,15 +162,6 @@ fn push_date(out: &mut String, now: SystemTime) {
     });
 }
 
-/// What the access log says of a response: the head that went out, the
-/// body's bytes that did, and whether all of it did.
-struct Served {
-    status: Status,
-    bytes: u64,
-    range: Option<(u64, u64)>,
-    complete: bool,
-}
-
 /// Serves HTTP on `conn`, whose first line was `first_line` (a request
 /// line), until the client closes, asks to, or the request bound is met.
 pub(super) async fn serve<S: Io>(
@@ -208,17 +200,7 @@ pub(super) async fn serve<S: Io>(
             && !request.has_body
             && served < MAX_REQUESTS_PER_CONNECTION
             && !conn.route_retired();
-        let (done, sent) = respond(download, conn, &request, keep_alive).await;
-        info!(
-            method = %quote(&request.method_name, 16),
-            path = %quote(&request.target, QUOTE_MAX_BYTES),
-            status = done.status.0,
-            bytes = done.bytes,
-            range = ?done.range.map(|(start, len)| format!("{start}-{}", start + len - 1)),
-            outcome = if done.complete { "complete" } else { "aborted" },
-            "http request"
-        );
-        sent?;
+        respond(download, conn, &request, keep_alive).await?;
         if !keep_alive {
             return Ok(Ended::Completed);
         }
@@ -296,14 +278,14 @@ async fn read_head<S: Io>(
     }
 }
 
-/// Answers one request: what went out (also when the send failed), and
-/// how the send ended.
+/// Answers one request, and logs it (the connection logs it instead if it
+/// is dropped mid-response).
 async fn respond<S: Io>(
     download: &Download,
     conn: &mut Connection<S>,
     request: &Request,
     keep_alive: bool,
-) -> (Served, Result<(), HandlerError>) {
+) -> Result<(), HandlerError> {
     let response = build(download, request, conn.settings().encoding)
         .await
         .unwrap_or_else(Response::error);
@@ -314,7 +296,14 @@ async fn respond<S: Io>(
     };
     let head = response.head(keep_alive);
     let head_only = request.method == Method::Head;
-    let (_, before) = conn.bytes();
+    conn.begin_response(ResponseRecord {
+        method: quote(&request.method_name, 16),
+        path: quote(&request.target, QUOTE_MAX_BYTES),
+        status: status.0,
+        range,
+        head_bytes: head.len() as u64,
+        sent_before: conn.bytes().1,
+    });
     let sent = match response.body {
         Body::Bytes(body) if !head_only => {
             let mut reply = head.clone();
@@ -338,15 +327,12 @@ async fn respond<S: Io>(
         }
         _ => conn.send(&head).await.map_err(HandlerError::from),
     };
-    // The head goes first: whatever went out past it is the body's.
-    let bytes = (conn.bytes().1 - before).saturating_sub(head.len() as u64);
-    let served = Served {
-        status,
-        bytes,
-        range,
-        complete: sent.is_ok(),
-    };
-    (served, sent)
+    conn.end_response(if sent.is_ok() {
+        Outcome::Complete
+    } else {
+        Outcome::Aborted
+    });
+    sent
 }
 
 /// The response to a request, or the error status.
