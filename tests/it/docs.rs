@@ -632,7 +632,13 @@ fn links(text: &str) -> Vec<String> {
         if in_code {
             continue;
         }
-        let mut rest = line;
+        // Inline code (`[text](x.md)` shown as an example) is no link.
+        let outside_code: String = line
+            .split('`')
+            .step_by(2)
+            .collect::<Vec<_>>()
+            .join(" ");
+        let mut rest = outside_code.as_str();
         while let Some(at) = rest.find("](") {
             let after = &rest[at + 2..];
             let Some(end) = after.find(')') else { break };
