@@ -38,7 +38,7 @@ use crate::common::LIMIT;
 
 /// At least this many commands are extracted, so that a parsing mistake (a
 /// renamed fence, a moved page) cannot make the test pass by running nothing.
-const MIN_COMMANDS: usize = 40;
+const MIN_COMMANDS: usize = 50;
 
 /// The pages whose examples are run, relative to the crate's root.
 fn pages() -> Vec<PathBuf> {
@@ -231,18 +231,9 @@ fn prefixes(piece: &Piece<'_>, s: &str) -> Vec<usize> {
             .filter(|w| s.starts_with(**w))
             .map(|w| w.len())
             .collect(),
-        Piece::Any => s
-            .char_indices()
-            .map(|(i, _)| i)
-            .chain([s.len()])
-            .collect(),
+        Piece::Any => s.char_indices().map(|(i, _)| i).chain([s.len()]).collect(),
         Piece::Number => {
-            let digits = |from: usize| {
-                s[from..]
-                    .bytes()
-                    .take_while(u8::is_ascii_digit)
-                    .count()
-            };
+            let digits = |from: usize| s[from..].bytes().take_while(u8::is_ascii_digit).count();
             let whole = digits(0);
             if whole == 0 {
                 return Vec::new();
@@ -465,10 +456,9 @@ impl Daemon {
 async fn run(daemon: &Daemon, example: &Example) -> Option<String> {
     let command = daemon.rewrite(&example.command);
     let bin_dir = Path::new(BIN).parent().expect("the binary's directory");
-    let path = std::env::join_paths(
-        std::iter::once(bin_dir.to_path_buf())
-            .chain(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())),
-    )
+    let path = std::env::join_paths(std::iter::once(bin_dir.to_path_buf()).chain(
+        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()),
+    ))
     .expect("a PATH");
     let mut child = Command::new("sh")
         .arg("-c")
@@ -575,7 +565,10 @@ fn every_toml_example_with_a_listener_loads() {
             loaded += 1;
         }
     }
-    assert!(loaded >= 3, "only {loaded} toml examples with a [[listener]]");
+    assert!(
+        loaded >= 3,
+        "only {loaded} toml examples with a [[listener]]"
+    );
 }
 
 /// GitHub's anchor for a heading: lower case, punctuation other than `-`
@@ -633,11 +626,7 @@ fn links(text: &str) -> Vec<String> {
             continue;
         }
         // Inline code (`[text](x.md)` shown as an example) is no link.
-        let outside_code: String = line
-            .split('`')
-            .step_by(2)
-            .collect::<Vec<_>>()
-            .join(" ");
+        let outside_code: String = line.split('`').step_by(2).collect::<Vec<_>>().join(" ");
         let mut rest = outside_code.as_str();
         while let Some(at) = rest.find("](") {
             let after = &rest[at + 2..];
@@ -701,10 +690,19 @@ fn the_output_patterns_match_what_they_say_and_nothing_else() {
     assert!(yes("<html>", "<html>"));
     assert!(!yes("exact", "exact "));
     let lines = |s: &[&str]| s.iter().map(|l| (*l).to_owned()).collect::<Vec<_>>();
-    assert!(output_matches(&lines(&["a", "...", "z"]), &["a", "b", "c", "z"]));
+    assert!(output_matches(
+        &lines(&["a", "...", "z"]),
+        &["a", "b", "c", "z"]
+    ));
     assert!(output_matches(&lines(&["a", "...", "z"]), &["a", "z"]));
     assert!(!output_matches(&lines(&["a", "...", "z"]), &["a", "b"]));
     assert!(!output_matches(&lines(&["a"]), &["a", "b"]));
-    assert_eq!(anchor("UDP listeners (`transport = \"udp\"`)"), "udp-listeners-transport--udp");
-    assert_eq!(anchor("Behind a load balancer (PROXY protocol)"), "behind-a-load-balancer-proxy-protocol");
+    assert_eq!(
+        anchor("UDP listeners (`transport = \"udp\"`)"),
+        "udp-listeners-transport--udp"
+    );
+    assert_eq!(
+        anchor("Behind a load balancer (PROXY protocol)"),
+        "behind-a-load-balancer-proxy-protocol"
+    );
 }
