@@ -509,11 +509,13 @@ async fn every_console_example_of_the_docs_runs_as_shown() {
     let (mut ran, mut skipped) = (0, 0);
     let mut failures = Vec::new();
     for block in &blocks {
-        let needs: Vec<&str> = block
+        let mut needs: Vec<&str> = block
             .examples
             .iter()
             .flat_map(|e| tools_in(&e.command))
             .collect();
+        needs.sort_unstable();
+        needs.dedup();
         let missing: Vec<&str> = needs
             .into_iter()
             .filter(|tool| !*available.entry(tool).or_insert_with(|| have(tool)))
