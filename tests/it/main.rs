@@ -12,6 +12,7 @@ mod clients;
 mod config;
 mod deadlines;
 mod deploy;
+mod docs;
 mod download;
 mod echo;
 mod history;
