@@ -6,6 +6,7 @@ use std::ops::Range;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
+use super::hint;
 use crate::suggest;
 
 /// A configuration mistake, printed as one line:
@@ -86,8 +87,8 @@ impl Source<'_> {
             (Some(span), Some((_, table))) => key_at(table, span.start),
             _ => None,
         };
-        let key = match (found, table) {
-            (Some(key), Some((prefix, _))) => Some(join_key(prefix, &key)),
+        let mut key = match (&found, table) {
+            (Some(key), Some((prefix, _))) => Some(join_key(prefix, key)),
             // A missing field points at its table: name the field it lacks.
             (None, Some((prefix, _))) => Some(match missing_field(err.message()) {
                 Some(field) => join_key(prefix, field),
@@ -97,6 +98,28 @@ impl Source<'_> {
             (_, None) => None,
         };
         let mut message = err.message().to_owned();
+        // A table header written twice: which table, and how to write it.
+        let duplicate = match (&span, table) {
+            (Some(span), None) if message == "duplicate key" => {
+                hint::duplicate_table(self.text, span.start)
+            }
+            _ => None,
+        };
+        if let Some((table_key, fix)) = duplicate {
+            key = Some(table_key);
+            message = fix;
+        }
+        // A value of the wrong type: an example of the right one.
+        let value = match (&found, table) {
+            (Some(found), Some((_, table))) => value_at(table, found),
+            _ => None,
+        };
+        if let Some(hinted) = key
+            .as_deref()
+            .and_then(|key| hint::wrong_type(&message, key, value))
+        {
+            message = hinted;
+        }
         if message.starts_with("invalid type: map, expected a sequence") {
             message.push_str(
                 "; write an array of tables with double brackets, one [[...]] table per item",
@@ -164,14 +187,33 @@ pub(crate) fn value_span(table: &DeTable<'_>, key: &str) -> Option<Range<usize>>
 /// or `rules[1].keywords`; if the path is only partly there, the span of
 /// the deepest part that is.
 pub(crate) fn path_span(table: &DeTable<'_>, path: &str) -> Option<Range<usize>> {
+    walk(table, path).1
+}
+
+/// The value at a key path relative to `table` (`rules[1].keywords`), if
+/// it is there.
+fn value_at<'a, 'i>(table: &'a DeTable<'i>, path: &str) -> Option<&'a DeValue<'i>> {
+    walk(table, path).0
+}
+
+/// The value at a key path relative to `table`, if it is there, and the
+/// span of the deepest part of the path that is.
+fn walk<'a, 'i>(
+    table: &'a DeTable<'i>,
+    path: &str,
+) -> (Option<&'a DeValue<'i>>, Option<Range<usize>>) {
     let mut found = None;
     let mut current = Some(table);
-    for segment in path.split('.') {
+    let mut segments = path.split('.').peekable();
+    while let Some(segment) = segments.next() {
         let (name, index) = match segment.split_once('[') {
             Some((name, rest)) => (name, rest.trim_end_matches(']').parse::<usize>().ok()),
             None => (segment, None),
         };
-        let Some((_, mut value)) = current?.iter().find(|(k, _)| k.get_ref() == name) else {
+        let Some(table) = current else {
+            break;
+        };
+        let Some((_, mut value)) = table.iter().find(|(k, _)| k.get_ref() == name) else {
             break;
         };
         if let Some(i) = index {
@@ -182,9 +224,12 @@ pub(crate) fn path_span(table: &DeTable<'_>, path: &str) -> Option<Range<usize>>
             }
         }
         found = Some(value.span());
+        if segments.peek().is_none() {
+            return (Some(value.get_ref()), found);
+        }
         current = value.get_ref().as_table();
     }
-    found
+    (None, found)
 }
 
 /// The deepest dotted key whose key or value covers `offset`.

@@ -8,6 +8,7 @@
 mod access;
 mod datagram;
 mod error;
+mod hint;
 mod keys;
 mod listener;
 mod proxy;

@@ -170,6 +170,17 @@ fn invalid_fixtures_cover_every_documented_mistake() {
         "misspelled-handler",
         "misspelled-server-key",
         "zero-request-timeout",
+        "listener-table-twice",
+        "listener-table-after-array",
+        "listener-array-after-table",
+        "rules-table-twice",
+        "wrong-type-duration",
+        "wrong-type-server-duration",
+        "wrong-type-size",
+        "wrong-type-address",
+        "wrong-type-list",
+        "wrong-type-keywords",
+        "wrong-type-boolean",
     ] {
         assert!(
             names.iter().any(|n| n == required),
