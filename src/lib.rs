@@ -37,7 +37,7 @@ mod server;
 mod struct_keys;
 mod suggest;
 
-pub use config::{Config, ConfigError};
+pub use config::{Config, ConfigError, ConfigWarning};
 pub use conn::text::TextEncoding;
 pub use daemon::logging::init as init_logging;
 pub use daemon::systemd::{ActivatedSockets, ActivationError};

@@ -213,6 +213,10 @@ fn main() -> ExitCode {
         }
         Command::Check(after) => match load(config_path(after).as_deref()) {
             Ok(config) => {
+                // Valid, so exit 0; what is doubtful goes to stderr.
+                for warning in &config.warnings {
+                    print_err(&format!("switchboard: warning: {warning}"));
+                }
                 print_out(&check_report(&config));
                 ExitCode::SUCCESS
             }

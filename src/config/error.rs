@@ -6,6 +6,7 @@ use std::ops::Range;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
+use super::hint;
 use crate::suggest;
 
 /// A configuration mistake, printed as one line:
@@ -24,31 +25,83 @@ pub struct ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.file)?;
-        if let Some((line, column)) = self.position {
-            write!(f, ":{line}:{column}")?;
-        }
-        f.write_str(": ")?;
-        if let Some(key) = &self.key {
-            write!(f, "key `{key}`: ")?;
-        }
-        // One line, whatever the underlying message looked like.
-        let mut lines = self
-            .message
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty());
-        if let Some(first) = lines.next() {
-            f.write_str(first)?;
-        }
-        for more in lines {
-            write!(f, "; {more}")?;
-        }
-        Ok(())
+        located(
+            f,
+            &self.file,
+            self.position,
+            self.key.as_deref(),
+            &self.message,
+        )
     }
 }
 
 impl std::error::Error for ConfigError {}
+
+/// Something in a valid config that is likely not what was meant (a
+/// keyword-bot without rules), printed as one line like a
+/// [`ConfigError`]: `FILE:LINE:COLUMN: key `KEY`: WHAT`. `check` prints
+/// it, the daemon logs it at start and on each reload; it stops neither.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigWarning {
+    /// The file the config came from (or `<embedded default>`, `<string>`).
+    pub file: String,
+    /// 1-based line and column of what it is about.
+    pub position: Option<(usize, usize)>,
+    /// The dotted key it is about (`listener[2]`), when known.
+    pub key: Option<String>,
+    /// What is doubtful, and what to do about it.
+    pub message: String,
+}
+
+impl From<ConfigError> for ConfigWarning {
+    fn from(e: ConfigError) -> Self {
+        ConfigWarning {
+            file: e.file,
+            position: e.position,
+            key: e.key,
+            message: e.message,
+        }
+    }
+}
+
+impl fmt::Display for ConfigWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        located(
+            f,
+            &self.file,
+            self.position,
+            self.key.as_deref(),
+            &self.message,
+        )
+    }
+}
+
+/// `FILE:LINE:COLUMN: key `KEY`: WHAT`, on one line whatever the message
+/// looked like.
+fn located(
+    f: &mut fmt::Formatter<'_>,
+    file: &str,
+    position: Option<(usize, usize)>,
+    key: Option<&str>,
+    message: &str,
+) -> fmt::Result {
+    f.write_str(file)?;
+    if let Some((line, column)) = position {
+        write!(f, ":{line}:{column}")?;
+    }
+    f.write_str(": ")?;
+    if let Some(key) = key {
+        write!(f, "key `{key}`: ")?;
+    }
+    let mut lines = message.lines().map(str::trim).filter(|l| !l.is_empty());
+    if let Some(first) = lines.next() {
+        f.write_str(first)?;
+    }
+    for more in lines {
+        write!(f, "; {more}")?;
+    }
+    Ok(())
+}
 
 /// The text of one config file, for turning byte offsets into positions and keys.
 pub(crate) struct Source<'a> {
@@ -86,8 +139,8 @@ impl Source<'_> {
             (Some(span), Some((_, table))) => key_at(table, span.start),
             _ => None,
         };
-        let key = match (found, table) {
-            (Some(key), Some((prefix, _))) => Some(join_key(prefix, &key)),
+        let mut key = match (&found, table) {
+            (Some(key), Some((prefix, _))) => Some(join_key(prefix, key)),
             // A missing field points at its table: name the field it lacks.
             (None, Some((prefix, _))) => Some(match missing_field(err.message()) {
                 Some(field) => join_key(prefix, field),
@@ -97,6 +150,28 @@ impl Source<'_> {
             (_, None) => None,
         };
         let mut message = err.message().to_owned();
+        // A table header written twice: which table, and how to write it.
+        let duplicate = match (&span, table) {
+            (Some(span), None) if message == "duplicate key" => {
+                hint::duplicate_table(self.text, span.start)
+            }
+            _ => None,
+        };
+        if let Some((table_key, fix)) = duplicate {
+            key = Some(table_key);
+            message = fix;
+        }
+        // A value of the wrong type: an example of the right one.
+        let value = match (&found, table) {
+            (Some(found), Some((_, table))) => value_at(table, found),
+            _ => None,
+        };
+        if let Some(hinted) = key
+            .as_deref()
+            .and_then(|key| hint::wrong_type(&message, key, value))
+        {
+            message = hinted;
+        }
         if message.starts_with("invalid type: map, expected a sequence") {
             message.push_str(
                 "; write an array of tables with double brackets, one [[...]] table per item",
@@ -164,14 +239,33 @@ pub(crate) fn value_span(table: &DeTable<'_>, key: &str) -> Option<Range<usize>>
 /// or `rules[1].keywords`; if the path is only partly there, the span of
 /// the deepest part that is.
 pub(crate) fn path_span(table: &DeTable<'_>, path: &str) -> Option<Range<usize>> {
+    walk(table, path).1
+}
+
+/// The value at a key path relative to `table` (`rules[1].keywords`), if
+/// it is there.
+fn value_at<'a, 'i>(table: &'a DeTable<'i>, path: &str) -> Option<&'a DeValue<'i>> {
+    walk(table, path).0
+}
+
+/// The value at a key path relative to `table`, if it is there, and the
+/// span of the deepest part of the path that is.
+fn walk<'a, 'i>(
+    table: &'a DeTable<'i>,
+    path: &str,
+) -> (Option<&'a DeValue<'i>>, Option<Range<usize>>) {
     let mut found = None;
     let mut current = Some(table);
-    for segment in path.split('.') {
+    let mut segments = path.split('.').peekable();
+    while let Some(segment) = segments.next() {
         let (name, index) = match segment.split_once('[') {
             Some((name, rest)) => (name, rest.trim_end_matches(']').parse::<usize>().ok()),
             None => (segment, None),
         };
-        let Some((_, mut value)) = current?.iter().find(|(k, _)| k.get_ref() == name) else {
+        let Some(table) = current else {
+            break;
+        };
+        let Some((_, mut value)) = table.iter().find(|(k, _)| k.get_ref() == name) else {
             break;
         };
         if let Some(i) = index {
@@ -182,9 +276,12 @@ pub(crate) fn path_span(table: &DeTable<'_>, path: &str) -> Option<Range<usize>>
             }
         }
         found = Some(value.span());
+        if segments.peek().is_none() {
+            return (Some(value.get_ref()), found);
+        }
         current = value.get_ref().as_table();
     }
-    found
+    (None, found)
 }
 
 /// The deepest dotted key whose key or value covers `offset`.

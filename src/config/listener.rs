@@ -12,7 +12,7 @@ use toml::de::DeTable;
 
 use super::access::{Access, Rate, networks};
 use super::datagram::{self, Transport};
-use super::error::{ConfigError, Source, join_key, path_span, value_span};
+use super::error::{ConfigError, ConfigWarning, Source, join_key, path_span, value_span};
 use super::keys::ListenerKeys;
 use super::proxy::{self, ProxyProtocol};
 use super::{bounds, deserialize_table};
@@ -77,11 +77,13 @@ impl ListenerConfig {
     }
 }
 
-/// Parses and validates the listener table at `prefix` (`listener[2]`).
+/// Parses and validates the listener table at `prefix` (`listener[2]`),
+/// adding what its handler finds doubtful to `warnings`.
 pub(super) fn parse(
     src: &Source<'_>,
     prefix: &str,
     table: Spanned<DeTable<'_>>,
+    warnings: &mut Vec<ConfigWarning>,
 ) -> Result<ListenerConfig, ConfigError> {
     let span = table.span();
     let common_keys = struct_keys::<ListenerKeys>();
@@ -136,6 +138,14 @@ pub(super) fn parse(
         .validate()
         .map_err(|invalid| fail(&invalid.key, invalid.message))?;
 
+    // At the listener's `[[listener]]` line.
+    warnings.extend(handler.warnings().into_iter().map(|doubt| {
+        let message = format!(
+            "listener \"{}\": {doubt}",
+            quote(&keys.name, bounds::NAME_LEN)
+        );
+        ConfigWarning::from(src.error(Some(span.clone()), Some(prefix.to_owned()), message))
+    }));
     let transport = datagram::parse(&keys, table, &handler, &fail)?;
     let access = access(&keys, &fail)?;
     let proxy_protocol = proxy::parse(&keys, table, &fail)?;

@@ -8,6 +8,7 @@
 mod access;
 mod datagram;
 mod error;
+mod hint;
 mod keys;
 mod listener;
 mod proxy;
@@ -23,7 +24,7 @@ use toml::de::{DeTable, DeValue};
 
 pub use access::{Access, Rate};
 pub use datagram::{Datagrams, Transport};
-pub use error::ConfigError;
+pub use error::{ConfigError, ConfigWarning};
 use error::{Source, join_key, value_span};
 pub use listener::ListenerConfig;
 pub use proxy::ProxyProtocol;
@@ -137,6 +138,9 @@ pub struct Config {
     pub server: ServerConfig,
     /// The listeners, in file order.
     pub listeners: Vec<ListenerConfig>,
+    /// What is valid but likely not meant, in file order (see
+    /// [`ConfigWarning`]).
+    pub warnings: Vec<ConfigWarning>,
 }
 
 impl Config {
@@ -217,9 +221,10 @@ impl Config {
         }
         let mut listeners = Vec::with_capacity(listener_tables.len());
         let mut names: HashMap<String, usize> = HashMap::new();
+        let mut warnings = Vec::new();
         for (i, table) in listener_tables.into_iter().enumerate() {
             let prefix = format!("listener[{i}]");
-            let listener = listener::parse(&src, &prefix, table.clone())?;
+            let listener = listener::parse(&src, &prefix, table.clone(), &mut warnings)?;
             let span_of = |key: &str| value_span(table.get_ref(), key);
             if let Some(first) = names.insert(listener.name.clone(), i) {
                 return Err(src.error(
@@ -251,6 +256,7 @@ impl Config {
             source: name.to_owned(),
             server,
             listeners,
+            warnings,
         })
     }
 
@@ -327,6 +333,7 @@ mod tests {
         );
         assert!(config.listeners.iter().all(|l| l.bind.ip().is_loopback()));
         assert!(config.listeners.iter().all(|l| l.backlog == 128));
+        assert_eq!(config.warnings, []);
         // The UDP robots answer as the TCP ones do, and share the TCP
         // random-bot's history.
         let (tcp, udp) = (

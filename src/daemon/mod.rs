@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{Notify, oneshot};
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::server::{PassedSocket, Server, ServerHandle, ShutdownReport, StartError};
@@ -78,6 +78,7 @@ impl Daemon {
         config_path: Option<PathBuf>,
         mut activated: ActivatedSockets,
     ) -> Result<Daemon, DaemonError> {
+        log_warnings(config);
         // Before anything is bound: no signal may find the default action (exit).
         let signals = Signals::install().map_err(DaemonError::Signals)?;
         // Before the server reads it for its descriptor budget.
@@ -226,6 +227,7 @@ async fn load_and_apply(handle: &ServerHandle, path: PathBuf) -> Result<(), Stri
         )),
     };
     let config = loaded.inspect_err(|_| handle.reload_failed())?;
+    log_warnings(&config);
     match handle.reload(config).await {
         Ok(summary) => {
             info!("reloaded: {summary}");
@@ -233,6 +235,13 @@ async fn load_and_apply(handle: &ServerHandle, path: PathBuf) -> Result<(), Stri
         }
         // The whole chain: "listener "x": cannot listen on ...: Address in use".
         Err(e) => Err(format!("{:#}", anyhow::Error::from(e))),
+    }
+}
+
+/// Logs each warning of a config (see [`crate::ConfigWarning`]) at warn.
+fn log_warnings(config: &Config) {
+    for warning in &config.warnings {
+        warn!("config: {warning}");
     }
 }
 

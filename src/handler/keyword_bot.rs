@@ -197,6 +197,20 @@ impl Handler for KeywordBot {
     fn summary(config: &KeywordBotConfig) -> String {
         format!("rules={}", config.rules.len())
     }
+
+    /// Without rules it answers every message with its default reply:
+    /// valid, but rarely meant (a `[[listener.rules]]` table left out, or
+    /// written under another listener).
+    fn warnings(config: &KeywordBotConfig) -> Vec<String> {
+        if !config.rules.is_empty() {
+            return Vec::new();
+        }
+        vec![
+            "a keyword-bot without rules answers every message with its default reply; \
+             add a [[listener.rules]] table (keywords = [...], reply = \"...\") after this listener"
+                .to_owned(),
+        ]
+    }
 }
 
 #[cfg(test)]

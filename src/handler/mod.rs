@@ -100,6 +100,13 @@ pub(crate) trait Handler: Sized + Send + Sync + 'static {
 
     /// Its settings in one line, for `check` (empty when it has none).
     fn summary(config: &Self::Config) -> String;
+
+    /// What is valid in its settings but likely not what was meant (a
+    /// keyword-bot without rules), one message each, about its listener:
+    /// `check` prints them, the daemon logs them at start and on a reload.
+    fn warnings(_config: &Self::Config) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// What building a handler may use besides its own settings.
@@ -230,6 +237,13 @@ macro_rules! handlers {
             pub fn summary(&self) -> String {
                 match self {
                     $( HandlerConfig::$variant(c) => $module::$handler::summary(c), )+
+                }
+            }
+
+            /// See [`Handler::warnings`].
+            pub(crate) fn warnings(&self) -> Vec<String> {
+                match self {
+                    $( HandlerConfig::$variant(c) => $module::$handler::warnings(c), )+
                 }
             }
 

@@ -171,6 +171,35 @@ fn a_missing_config_file_exits_78_and_says_so() {
     assert!(error.contains("cannot read config file"), "{error}");
 }
 
+/// A config that is valid but doubtful (a keyword-bot without rules):
+/// `check` says so on stderr, in one line naming file, line and column,
+/// and still exits 0 with its report on stdout.
+#[test]
+fn check_prints_a_warning_on_stderr_and_exits_0() {
+    for path in fixtures("warning") {
+        let out = output(switchboard().arg("check").arg("-c").arg(&path));
+        let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}: {:?}\n{stderr}",
+            path.display(),
+            out.status
+        );
+        assert!(
+            stdout.starts_with(&format!("{}: OK, ", path.display())),
+            "{stdout}"
+        );
+        let lines: Vec<&str> = stderr.lines().collect();
+        let [line] = lines[..] else {
+            panic!("{}: expected one stderr line: {stderr:?}", path.display());
+        };
+        let warning = line
+            .strip_prefix("switchboard: warning: ")
+            .unwrap_or_else(|| panic!("not a warning: {line:?}"));
+        assert_matches_expectation(&path, warning);
+    }
+}
+
 #[test]
 fn check_prints_every_listener_of_a_valid_config() {
     for path in fixtures("valid") {

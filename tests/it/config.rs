@@ -1,4 +1,4 @@
-//! Config loading against the fixture files: every valid one loads, every invalid one fails with one line naming file, line, column and key.
+//! Config loading against the fixture files: every valid one loads, every invalid one fails with one line naming file, line, column and key, and every warning one loads with its one warning.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -110,6 +110,29 @@ fn every_valid_fixture_loads() {
             .unwrap_or_else(|e| panic!("{} should be valid: {e}", path.display()));
         assert_eq!(config.source, path.display().to_string());
         assert!(!config.listeners.is_empty(), "{}", path.display());
+        assert!(
+            config.warnings.is_empty(),
+            "{}: a valid fixture warns nothing (see fixtures/warning): {:?}",
+            path.display(),
+            config.warnings
+        );
+    }
+}
+
+#[test]
+fn every_warning_fixture_loads_with_one_warning_at_its_position() {
+    for path in fixtures("warning") {
+        let config = Config::from_file(&path)
+            .unwrap_or_else(|e| panic!("{} should be valid: {e}", path.display()));
+        let [warning] = &config.warnings[..] else {
+            panic!(
+                "{}: expected one warning, got {:?}",
+                path.display(),
+                config.warnings
+            );
+        };
+        assert_eq!(warning.file, path.display().to_string());
+        assert_matches_expectation(&path, &warning.to_string());
     }
 }
 
@@ -170,6 +193,17 @@ fn invalid_fixtures_cover_every_documented_mistake() {
         "misspelled-handler",
         "misspelled-server-key",
         "zero-request-timeout",
+        "listener-table-twice",
+        "listener-table-after-array",
+        "listener-array-after-table",
+        "rules-table-twice",
+        "wrong-type-duration",
+        "wrong-type-server-duration",
+        "wrong-type-size",
+        "wrong-type-address",
+        "wrong-type-list",
+        "wrong-type-keywords",
+        "wrong-type-boolean",
     ] {
         assert!(
             names.iter().any(|n| n == required),

@@ -333,6 +333,78 @@ fn sighup_applies_a_changed_file_and_keeps_open_connections() {
     assert_eq!(daemon.wait_exit(LIMIT).code(), Some(0));
 }
 
+/// A keyword-bot without rules starts and serves (with its default
+/// reply), and the daemon logs a warning naming the file and the
+/// listener's line: at start, and again on a SIGHUP reload of a file
+/// that has one; a reload of a file without one logs none.
+#[test]
+fn a_keyword_bot_without_rules_is_logged_as_a_warning_at_start_and_on_reload() {
+    const WARNING: &str = "a keyword-bot without rules";
+    let echo = listener_at("echo", any_port(), "echo", "");
+    let quiet = listener_at(
+        "quiet",
+        any_port(),
+        "keyword-bot",
+        "default_reply = \"no rules\"",
+    );
+    let (_dir, config) = config_dir(&[echo.as_str(), &quiet].concat());
+    let file = config.display().to_string();
+    let mut daemon = Daemon::start(&config);
+    let line = daemon.wait_for_log(WARNING);
+    assert!(line.contains("WARN"), "{line}");
+    let row = echo.lines().count() + 1;
+    assert!(
+        line.contains(&format!(
+            "{file}:{row}:1: key `listener[1]`: listener \"quiet\": "
+        )),
+        "{line}"
+    );
+    // A warning, not an error: the bot serves.
+    assert_eq!(ask(&mut bot(daemon.addr("quiet")), "hello"), "no rules");
+
+    // Rules given: the reload warns nothing.
+    std::fs::write(
+        &config,
+        [echo.as_str(), &ping_bot_at("quiet", any_port(), "pong")].concat(),
+    )
+    .expect("rewrite config");
+    daemon.signal("HUP");
+    let seen = daemon.log.len();
+    daemon.wait_for_log("reloaded:");
+    let warned: Vec<&String> = daemon.log[seen..]
+        .iter()
+        .filter(|l| l.contains(WARNING))
+        .collect();
+    assert!(warned.is_empty(), "{warned:?}");
+    assert_eq!(ask(&mut bot(daemon.addr("quiet")), "ping"), "pong");
+
+    // A reload that adds a bot without rules warns about it.
+    let added = listener_at("added", any_port(), "keyword-bot", "");
+    std::fs::write(
+        &config,
+        [
+            echo.as_str(),
+            &ping_bot_at("quiet", any_port(), "pong"),
+            &added,
+        ]
+        .concat(),
+    )
+    .expect("rewrite config");
+    daemon.signal("HUP");
+    let line = daemon.wait_for_log(WARNING);
+    assert!(line.contains("WARN"), "{line}");
+    let row = echo.lines().count() + ping_bot_at("quiet", any_port(), "pong").lines().count() + 1;
+    assert!(
+        line.contains(&format!(
+            "{file}:{row}:1: key `listener[2]`: listener \"added\": "
+        )),
+        "{line}"
+    );
+    daemon.wait_for_log("reloaded:");
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait_exit(LIMIT).code(), Some(0));
+}
+
 /// The address in the daemon's `listening` log line of listener `name`
 /// (read already).
 fn listening_addr(daemon: &Daemon, name: &str) -> SocketAddr {
