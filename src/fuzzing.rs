@@ -288,7 +288,7 @@ pub fn http_request(data: &[u8]) {
                 assert!(use_range || pre.if_range.is_some(), "range dropped")
             }
         }
-        let _ = accept::prefers_html(request.accept.as_deref());
+        let _ = accept::prefers_plain(request.accept.as_deref());
     }
     if let Ok(text) = std::str::from_utf8(bytes) {
         if let Some(Ok((start, len))) = byte_range(text, size) {
