@@ -379,16 +379,24 @@ fn have_chromium() -> bool {
     found
 }
 
-/// A browser run, in a process group of its own: the group (renderer,
-/// GPU and zygote processes included) is killed when it is dropped.
-struct Browser(Child);
+/// A browser run, in a process group of its own. Dropped before it was
+/// seen to exit (a timeout, a failed assertion), the group is killed:
+/// the browser and its renderer, GPU and zygote processes. (Its process
+/// is not reaped until then, so the group's id is still its own.)
+struct Browser {
+    child: Child,
+    exited: bool,
+}
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        if let Some(pid) = rustix::process::Pid::from_raw(self.0.id() as i32) {
+        if self.exited {
+            return;
+        }
+        if let Some(pid) = rustix::process::Pid::from_raw(self.child.id() as i32) {
             let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
         }
-        let _ = self.0.wait();
+        let _ = self.child.wait();
     }
 }
 
@@ -412,8 +420,11 @@ fn dump_dom(url: &str, profile: &Path, limit: Duration) -> String {
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
     std::os::unix::process::CommandExt::process_group(&mut command, 0);
-    let mut browser = Browser(command.spawn().expect("start chromium"));
-    let mut stdout = browser.0.stdout.take().expect("stdout is piped");
+    let mut browser = Browser {
+        child: command.spawn().expect("start chromium"),
+        exited: false,
+    };
+    let mut stdout = browser.child.stdout.take().expect("stdout is piped");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut dom = Vec::new();
@@ -426,7 +437,8 @@ fn dump_dom(url: &str, profile: &Path, limit: Duration) -> String {
         .unwrap_or_else(|_| panic!("chromium gave no DOM within {limit:?}"))
         .expect("read chromium's output");
     let status = loop {
-        if let Some(status) = browser.0.try_wait().expect("wait") {
+        if let Some(status) = browser.child.try_wait().expect("wait") {
+            browser.exited = true;
             break status;
         }
         assert!(started.elapsed() < limit, "chromium did not exit");
