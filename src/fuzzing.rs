@@ -180,7 +180,8 @@ pub fn proxy_header(data: &[u8]) {
 /// bound and its bytes; the head alone parses to the same request (what
 /// follows it is not read into it); a head that parsed has only valid
 /// framing fields (`Content-Length` digits, token lists, never both
-/// framings); a decoded path holds no NUL and encodes back to itself; a
+/// framings); a decoded path holds no NUL, has no leading `/` (nor has
+/// the redirect built from it) and encodes back to itself; a
 /// satisfiable range lies inside the file, and a head with several
 /// `Range` fields has none; a precondition failure or 304 comes only from
 /// a field that asks for it; `Last-Modified` is never later than now, and
@@ -226,6 +227,10 @@ pub fn http_request(data: &[u8]) {
         framing_fields_are_valid(head);
         if let Ok(path) = &request.path {
             assert!(!path.contains('\0'), "a NUL in {path:?}");
+            // Leading slashes are merged: a redirect built from the name
+            // cannot start with `//` (another host).
+            assert!(!path.starts_with('/'), "a leading slash in {path:?}");
+            assert!(!percent::directory_location(path).starts_with("//"));
         }
         if let Some(range) = &request.range {
             if let Some(Ok((start, len))) = byte_range(range, size) {
@@ -288,7 +293,7 @@ pub fn http_request(data: &[u8]) {
                 assert!(use_range || pre.if_range.is_some(), "range dropped")
             }
         }
-        let _ = accept::prefers_html(request.accept.as_deref());
+        let _ = accept::prefers_plain(request.accept.as_deref());
     }
     if let Ok(text) = std::str::from_utf8(bytes) {
         if let Some(Ok((start, len))) = byte_range(text, size) {

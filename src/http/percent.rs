@@ -48,6 +48,21 @@ pub(crate) fn encode_path(path: &str) -> String {
     utf8_percent_encode(path, PATH_KEEPS).to_string()
 }
 
+/// The `Location` of the directory `name` (a decoded path below the
+/// root, without its leading `/`) with its trailing slash: `/` and its
+/// components, escaped, each followed by `/`. Empty components and `.`
+/// are left out, so it never starts with `//` (another host's address, an
+/// open redirect) and a query is not carried over.
+pub(crate) fn directory_location(name: &str) -> String {
+    let mut location = String::with_capacity(name.len() + 2);
+    location.push('/');
+    for part in name.split('/').filter(|p| !p.is_empty() && *p != ".") {
+        location.push_str(&encode_path(part));
+        location.push('/');
+    }
+    location
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -77,6 +92,24 @@ mod tests {
                 *expected,
                 "{text:?}"
             );
+        }
+    }
+
+    #[test]
+    fn a_directory_location_has_one_leading_slash_and_a_trailing_one() {
+        let cases = [
+            ("docs", "/docs/"),
+            ("docs/nested", "/docs/nested/"),
+            ("/evil.example", "/evil.example/"),
+            ("//evil.example", "/evil.example/"),
+            ("./a//b/.", "/a/b/"),
+            ("a b/é", "/a%20b/%C3%A9/"),
+            ("50%?x#y", "/50%25%3Fx%23y/"),
+            ("", "/"),
+        ];
+        for (name, location) in cases {
+            assert_eq!(directory_location(name), location, "{name:?}");
+            assert!(!directory_location(name).starts_with("//"));
         }
     }
 

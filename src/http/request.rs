@@ -252,7 +252,9 @@ fn append_list(list: &mut Option<String>, more: &str) {
 
 /// The resolver's name for a request target: the path of an origin-form
 /// (`/a/b?q`) or absolute-form (`http://host/a/b`) target, percent-decoded
-/// strictly (as UTF-8), without its leading `/`.
+/// strictly (as UTF-8), without its leading `/`s: `//a` and `/%2Fa` are
+/// `a`, as nginx merges slashes, and no name sent on (a redirect's
+/// `Location`) can begin with `//`, which would name another host.
 fn path_of(target: &str) -> Result<String, Status> {
     let path = if let Some(rest) = target
         .strip_prefix("http://")
@@ -266,7 +268,11 @@ fn path_of(target: &str) -> Result<String, Status> {
     let Some(path) = path.strip_prefix('/') else {
         return Err(BAD_REQUEST);
     };
-    percent::decode(path).map_err(|_| BAD_REQUEST)
+    let decoded = percent::decode(path).map_err(|_| BAD_REQUEST)?;
+    Ok(match decoded.strip_prefix('/') {
+        Some(rest) => rest.trim_start_matches('/').to_owned(),
+        None => decoded,
+    })
 }
 
 #[cfg(test)]
@@ -438,6 +444,10 @@ mod tests {
             ("/a%20b?q=%zz", Ok("a b")),
             ("http://host/x/y", Ok("x/y")),
             ("http://host", Ok("")),
+            ("//evil.example", Ok("evil.example")),
+            ("///a//b/", Ok("a//b/")),
+            ("/%2F%2Fevil.example/", Ok("evil.example/")),
+            ("http://host//evil.example", Ok("evil.example")),
             ("/%+a", Err(BAD_REQUEST)),
             ("/%-1", Err(BAD_REQUEST)),
             ("/%1", Err(BAD_REQUEST)),

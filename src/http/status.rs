@@ -6,6 +6,7 @@ pub(crate) struct Status(pub u16, pub &'static str);
 
 pub(crate) const OK: Status = Status(200, "OK");
 pub(crate) const PARTIAL: Status = Status(206, "Partial Content");
+pub(crate) const MOVED_PERMANENTLY: Status = Status(301, "Moved Permanently");
 pub(crate) const NOT_MODIFIED: Status = Status(304, "Not Modified");
 pub(crate) const BAD_REQUEST: Status = Status(400, "Bad Request");
 pub(crate) const FORBIDDEN: Status = Status(403, "Forbidden");

@@ -19,6 +19,7 @@ mod history;
 mod hostile_server;
 mod http;
 mod lifecycle;
+mod listings;
 mod metrics;
 mod output;
 mod probe;

@@ -110,7 +110,8 @@ pub(super) async fn try_request(
     let until = run.wait_until();
     let mut stream = connect_by(run, until).await?;
     let mut request = format!(
-        "GET /{} HTTP/1.1\r\nHost: {}\r\nUser-Agent: switchboard/{}\r\nAccept: */*\r\n\
+        "GET /{} HTTP/1.1\r\nHost: {}\r\nUser-Agent: switchboard/{}\r\n\
+         Accept: text/plain, */*;q=0.9\r\n\
          Accept-Encoding: identity\r\nConnection: close\r\n",
         percent::encode_path(name),
         options.addr,

@@ -10,9 +10,14 @@
 //! and HEAD of files (`Content-Length`, `Last-Modified`, a strong `ETag`,
 //! `Accept-Ranges`, one `Range` as 206 or 416, `If-Match`,
 //! `If-Unmodified-Since`, `If-None-Match`, `If-Modified-Since` and
-//! `If-Range`) and of directories (the raw listing as `text/plain`, or an
-//! HTML page when `Accept` prefers it, both from the listing cache; without
-//! validators, so only `If-Match: *` and `If-None-Match: *` hold). Bodies
+//! `If-Range`) and of directories (an HTML page with sizes and dates, or
+//! the raw listing as `text/plain` when `Accept` ranks it above HTML, both
+//! from the listing cache; without validators, so only `If-Match: *` and
+//! `If-None-Match: *` hold; a directory named without its trailing slash
+//! gets a 301 to the name with it, so that the page's relative `../`
+//! leads to its parent). Every response has one access log line: its
+//! status, the body's bytes that went out, its range (`-` for none), and
+//! whether it went out whole. Bodies
 //! hold one of the listener's `max_downloads` slots and go out under its
 //! send buffer and minimum rate. Keep-alive, at most
 //! [`MAX_REQUESTS_PER_CONNECTION`] requests a connection.
@@ -39,10 +44,10 @@ use crate::http::conditional::{self, Decision};
 use crate::http::etag::Validators;
 use crate::http::request::{MAX_HEAD_BYTES, Method, Request, parse_head};
 use crate::http::status::{
-    BAD_REQUEST, FORBIDDEN, METHOD_NOT_ALLOWED, NOT_FOUND, NOT_MODIFIED, OK, PARTIAL,
-    PRECONDITION_FAILED, RANGE_NOT_SATISFIABLE, REQUEST_TIMEOUT, Status, UNAVAILABLE,
+    BAD_REQUEST, FORBIDDEN, METHOD_NOT_ALLOWED, MOVED_PERMANENTLY, NOT_FOUND, NOT_MODIFIED, OK,
+    PARTIAL, PRECONDITION_FAILED, RANGE_NOT_SATISFIABLE, REQUEST_TIMEOUT, Status, UNAVAILABLE,
 };
-use crate::http::{accept, content_type, date, range};
+use crate::http::{accept, content_type, date, html, percent, range};
 
 pub(crate) use crate::http::request::is_request_line;
 
@@ -191,7 +196,12 @@ pub(super) async fn serve<S: Io>(
                     reply.extend_from_slice(body);
                 }
                 conn.send(&reply).await?;
-                info!(status = status.0, "http request refused");
+                info!(
+                    status = status.0,
+                    bytes = response.content_length(),
+                    range = %"-",
+                    "http request refused"
+                );
                 return Ok(Ended::Completed);
             }
         };
@@ -344,8 +354,8 @@ async fn build(
     if request.method == Method::Other {
         return Err(METHOD_NOT_ALLOWED);
     }
-    let path = request.path.as_ref().map_err(|status| *status)?;
-    let target = download.resolve_target(path).await.map_err(|e| match e {
+    let name = request.path.as_ref().map_err(|status| *status)?;
+    let target = download.resolve_target(name).await.map_err(|e| match e {
         HandlerError::Refused(reason) if reason != MISSING => FORBIDDEN,
         _ => NOT_FOUND,
     })?;
@@ -353,6 +363,21 @@ async fn build(
     // the resolve (which may wait), so `Last-Modified` is never later.
     let now = SystemTime::now();
     match target {
+        Target::Directory { .. } if !name.is_empty() && !name.ends_with('/') => {
+            // `/docs/nested` is `/docs/nested/`: a relative link on its
+            // page (`../`) must resolve against the slashed name.
+            let location = percent::directory_location(name);
+            let body = html::moved_page(&location).into_bytes();
+            Ok(Response {
+                status: MOVED_PERMANENTLY,
+                at: now,
+                headers: vec![
+                    ("Location", Cow::Owned(location)),
+                    ("Content-Type", Cow::Borrowed("text/html; charset=utf-8")),
+                ],
+                body: Body::Bytes(body),
+            })
+        }
         Target::Directory { handle, path } => {
             // A listing has no validators: `If-None-Match: *` (it exists)
             // is a 304, `If-Match` with a tag a 412; dates are ignored.
@@ -368,13 +393,13 @@ async fn build(
                 }
                 Decision::Proceed { .. } => {}
             }
-            let (format, content_type) = if accept::prefers_html(request.accept.as_deref()) {
-                (Format::Html, Cow::Borrowed("text/html; charset=utf-8"))
-            } else {
+            let (format, content_type) = if accept::prefers_plain(request.accept.as_deref()) {
                 (
                     Format::Text,
                     Cow::Owned(format!("text/plain; charset={}", encoding.name())),
                 )
+            } else {
+                (Format::Html, Cow::Borrowed("text/html; charset=utf-8"))
             };
             // A body holds a slot while it is sent; a HEAD takes the length
             // of the same cached rendering, and sends nothing.

@@ -11,6 +11,15 @@
 //! renamed), the format and the encoding. Requests share the cached bytes
 //! (`Bytes`: one buffer, no copy per request). The cache is bounded in
 //! entries and bytes.
+//!
+//! The HTML page also shows each entry's size and modification time,
+//! which change without the directory's modification time changing (a
+//! file written to, a subdirectory's own entries): a cached page is
+//! therefore used for [`HTML_FRESH_FOR`] at most, then built again. A
+//! flood of requests still builds a page at most once per that window
+//! per directory, while a page shows a file that grows within that long.
+//! The text listing has names only, which the directory's modification
+//! time covers: it is kept until that changes.
 
 use std::collections::{BinaryHeap, HashMap};
 use std::fs;
@@ -36,6 +45,10 @@ const BUILDS_AT_ONCE: usize = 4;
 /// How long a request waits for a listing to be built (its turn, and the
 /// build) before it is told `ERR busy` (503 over HTTP).
 const BUILD_WAIT: Duration = Duration::from_secs(5);
+
+/// How long a cached HTML page is used before it is built again (its
+/// sizes and times may have changed without the directory's mtime).
+const HTML_FRESH_FOR: Duration = Duration::from_secs(2);
 
 /// Renderings kept, and their bytes in all, at most.
 const CACHED_RENDERINGS: usize = 256;
@@ -74,6 +87,8 @@ pub(super) struct Listings {
     building: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<()>>>>,
     /// Renderings built (for the tests: a flood renders once).
     renders: AtomicU64,
+    /// How long a cached HTML page is used ([`HTML_FRESH_FOR`]).
+    html_fresh_for: Duration,
 }
 
 #[derive(Debug, Default)]
@@ -86,6 +101,8 @@ struct Cache {
 struct Cached {
     /// The directory's modification time (seconds, nanoseconds) it is of.
     mtime: (i64, i64),
+    /// When it was built (before the directory was read).
+    built: std::time::Instant,
     body: Bytes,
 }
 
@@ -96,6 +113,7 @@ impl Default for Listings {
             builds: Arc::new(Semaphore::new(BUILDS_AT_ONCE)),
             building: Mutex::new(HashMap::new()),
             renders: AtomicU64::new(0),
+            html_fresh_for: HTML_FRESH_FOR,
         }
     }
 }
@@ -118,6 +136,15 @@ impl Drop for Building<'_> {
 }
 
 impl Listings {
+    /// Listings whose HTML pages are used for `html_fresh_for` (tests).
+    #[cfg(test)]
+    fn with_html_fresh_for(html_fresh_for: Duration) -> Listings {
+        Listings {
+            html_fresh_for,
+            ..Listings::default()
+        }
+    }
+
     /// The listing of the opened directory `dir` (at `path`, below `root`)
     /// as `format`: from the cache when the directory has not changed
     /// since, else built on the blocking pool (once, however many ask).
@@ -161,6 +188,7 @@ impl Listings {
             .strip_prefix(&*root)
             .map_or_else(|_| String::new(), |rel| rel.to_string_lossy().into_owned());
         let shown = quote(&dir_name, QUOTE_MAX_BYTES);
+        let built = std::time::Instant::now();
         let body = tokio::task::spawn_blocking(move || {
             let _turn = turn;
             render(&root, &dir, &dir_name, policy, encoding, format)
@@ -171,7 +199,7 @@ impl Listings {
         self.renders.fetch_add(1, Ordering::Relaxed);
         // One line per rendering, not per request: renderings are bounded.
         info!(dir = %shown, ?format, encoding = encoding.name(), bytes = body.len(), "listing rendered");
-        self.keep(key, mtime, body.clone());
+        self.keep(key, mtime, built, body.clone());
         Ok(body)
     }
 
@@ -181,18 +209,21 @@ impl Listings {
         self.renders.load(Ordering::Relaxed)
     }
 
+    /// A cached rendering of the directory as it is now: of its
+    /// modification time, and for a page, fresh.
     fn cached(&self, key: Key, mtime: (i64, i64)) -> Option<Bytes> {
         let cache = lock(&self.cache);
         cache
             .entries
             .get(&key)
             .filter(|cached| cached.mtime == mtime)
+            .filter(|cached| key.2 != Format::Html || cached.built.elapsed() < self.html_fresh_for)
             .map(|cached| cached.body.clone())
     }
 
     /// Keeps a rendering, making room within the bounds (any entries go:
     /// they are all cheap to build again compared to a flood of them).
-    fn keep(&self, key: Key, mtime: (i64, i64), body: Bytes) {
+    fn keep(&self, key: Key, mtime: (i64, i64), built: std::time::Instant, body: Bytes) {
         if body.len() > CACHED_BYTES {
             return;
         }
@@ -209,7 +240,7 @@ impl Listings {
             }
         }
         cache.bytes += body.len();
-        cache.entries.insert(key, Cached { mtime, body });
+        cache.entries.insert(key, Cached { mtime, built, body });
     }
 }
 
@@ -227,13 +258,13 @@ fn render(
     encoding: TextEncoding,
     format: Format,
 ) -> io::Result<Bytes> {
-    let names = names(root, dir, policy, encoding)?;
+    let names = names(root, dir, policy, encoding, format)?;
     Ok(match format {
         Format::Text => Bytes::from(encoding.encode(&names.text()).into_owned()),
         Format::Html => Bytes::from(
             html::index_page(
                 dir_name,
-                &names.names,
+                &names.entries,
                 names.stopped_after,
                 html::MAX_PAGE_BYTES,
             )
@@ -245,9 +276,9 @@ fn render(
 /// A listing stops after this many entries, so a huge directory costs bounded memory.
 const MAX_LISTING_ENTRIES: usize = 10_000;
 
-/// The names of a listing, sorted, and where it stopped if it did.
+/// The entries of a listing, in order, and where it stopped if it did.
 struct Names {
-    names: Vec<String>,
+    entries: Vec<html::Entry>,
     stopped_after: Option<usize>,
 }
 
@@ -255,8 +286,8 @@ impl Names {
     /// One name a line, and a last line saying where the listing stops.
     fn text(&self) -> String {
         let mut text = String::new();
-        for name in &self.names {
-            text.push_str(name);
+        for entry in &self.entries {
+            text.push_str(&entry.name);
             text.push('\n');
         }
         if let Some(after) = self.stopped_after {
@@ -264,6 +295,17 @@ impl Names {
         }
         text
     }
+}
+
+/// An entry in a listing's order: for the page, directories first (`file`
+/// false), then by name; for the text, by name alone (`file` always false).
+/// The name is unique, so the fields after it never decide.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Ordered {
+    file: bool,
+    name: String,
+    size: Option<u64>,
+    modified: Option<i64>,
 }
 
 /// The listing of an opened directory as text: the entries a client could
@@ -275,15 +317,26 @@ pub(super) fn listing(
     policy: Policy,
     encoding: TextEncoding,
 ) -> io::Result<String> {
-    names(root, dir, policy, encoding).map(|names| names.text())
+    names(root, dir, policy, encoding, Format::Text).map(|names| names.text())
 }
 
 /// The entries of an opened directory that a client could request back,
-/// sorted, directories with "/". At most [`MAX_LISTING_ENTRIES`] (the
-/// first ones in sort order) are kept in memory.
-fn names(root: &Path, dir: &fs::File, policy: Policy, encoding: TextEncoding) -> io::Result<Names> {
+/// directories with "/": sorted by name for the text, directories first
+/// for the page. At most [`MAX_LISTING_ENTRIES`] (the first ones in that
+/// order) are kept in memory. The page shows sizes and times: an entry
+/// not already inspected (to follow a symlink or count hard links) is
+/// inspected once it is among those kept, so a huge directory costs at
+/// most that many more `stat` calls.
+fn names(
+    root: &Path,
+    dir: &fs::File,
+    policy: Policy,
+    encoding: TextEncoding,
+    format: Format,
+) -> io::Result<Names> {
     let allow_hidden = policy.allow_hidden;
-    let mut names = BinaryHeap::new();
+    let details = format == Format::Html;
+    let mut kept = BinaryHeap::new();
     let mut truncated = false;
     // Read through the descriptor, so the directory checked is the one listed.
     for entry in fs::read_dir(descriptor_path(dir))? {
@@ -298,37 +351,68 @@ fn names(root: &Path, dir: &fs::File, policy: Policy, encoding: TextEncoding) ->
         let Ok(mut kind) = entry.file_type() else {
             continue;
         };
+        // What the entry leads to, when it had to be looked at anyway.
+        let mut meta = None;
         if kind.is_symlink() {
             // Listed only if it resolves to something servable inside the root.
             let real = match fs::canonicalize(entry.path()) {
                 Ok(real) if check_confined(root, &real, allow_hidden).is_ok() => real,
                 _ => continue,
             };
-            let Ok(meta) = fs::metadata(&real) else {
+            let Ok(target) = fs::metadata(&real) else {
                 continue;
             };
-            kind = meta.file_type();
+            kind = target.file_type();
+            meta = Some(target);
         }
-        if kind.is_dir() {
-            names.push(format!("{name}/"));
-        } else if kind.is_file() {
+        let is_dir = kind.is_dir();
+        if kind.is_file() && !policy.allow_hard_links {
             // A file that would be refused is not listed either.
-            let hard_linked = !policy.allow_hard_links
-                && fs::metadata(entry.path()).is_ok_and(|meta| meta.nlink() > 1);
-            if hard_linked {
+            if meta.is_none() {
+                meta = fs::metadata(entry.path()).ok();
+            }
+            if meta.as_ref().is_some_and(|meta| meta.nlink() > 1) {
                 continue;
             }
-            names.push(name);
-        } else {
+        } else if !is_dir && !kind.is_file() {
             continue;
         }
-        if names.len() > MAX_LISTING_ENTRIES {
-            names.pop(); // the last in sort order
+        let (size, modified) = match &meta {
+            Some(meta) if details => (Some(meta.len()), Some(meta.mtime())),
+            _ => (None, None),
+        };
+        kept.push(Ordered {
+            file: details && !is_dir,
+            name: if is_dir { format!("{name}/") } else { name },
+            size,
+            modified,
+        });
+        if kept.len() > MAX_LISTING_ENTRIES {
+            kept.pop(); // the last in order
             truncated = true;
         }
     }
+    let base = descriptor_path(dir);
+    let entries = kept
+        .into_sorted_vec()
+        .into_iter()
+        .map(|mut entry| {
+            if details && entry.modified.is_none() {
+                if let Ok(meta) = fs::metadata(base.join(entry.name.trim_end_matches('/'))) {
+                    entry.size = Some(meta.len());
+                    entry.modified = Some(meta.mtime());
+                }
+            }
+            html::Entry {
+                is_dir: entry.name.ends_with('/'),
+                name: entry.name,
+                size: entry.size,
+                modified: entry.modified,
+            }
+        })
+        .collect();
     Ok(Names {
-        names: names.into_sorted_vec(),
+        entries,
         stopped_after: truncated.then_some(MAX_LISTING_ENTRIES),
     })
 }
@@ -353,7 +437,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root: Arc<Path> = Arc::from(fs::canonicalize(dir.path()).unwrap().as_path());
         fs::write(root.join("a"), b"a").unwrap();
-        let listings = Listings::default();
+        // Pages fresh for as long as the test takes, however slow.
+        let listings = Listings::with_html_fresh_for(Duration::from_secs(3600));
         let get = |format| {
             let (root, listings) = (root.clone(), &listings);
             async move {
@@ -383,7 +468,7 @@ mod tests {
         assert!(
             std::str::from_utf8(&page)
                 .unwrap()
-                .contains("<a href=\"/a\">a</a>"),
+                .contains("<a href=\"/a\">a</a></td><td class=\"s\" title=\"1 byte\">"),
             "{page:?}"
         );
         assert_eq!(get(Format::Html).await.as_ptr(), page.as_ptr());
@@ -404,7 +489,7 @@ mod tests {
         for i in 0..2000 {
             fs::write(root.join(format!("{i:04}{}", "x".repeat(200))), b"").unwrap();
         }
-        let listings = Arc::new(Listings::default());
+        let listings = Arc::new(Listings::with_html_fresh_for(Duration::from_secs(3600)));
         let tasks: Vec<_> = (0..60)
             .map(|_| {
                 let (root, listings) = (root.clone(), listings.clone());
@@ -435,16 +520,124 @@ mod tests {
         );
     }
 
+    /// A page shows sizes and times, which change without the directory's
+    /// mtime: a cached page is used only while fresh.
+    #[tokio::test]
+    async fn a_page_is_built_again_once_it_is_no_longer_fresh() {
+        let dir = tempfile::tempdir().unwrap();
+        let root: Arc<Path> = Arc::from(fs::canonicalize(dir.path()).unwrap().as_path());
+        fs::write(root.join("grows"), b"ab").unwrap();
+        async fn page(listings: &Listings, root: &Arc<Path>) -> String {
+            let handle = fs::File::open(&**root).unwrap();
+            let body = listings
+                .get(
+                    root.clone(),
+                    handle,
+                    root,
+                    STRICT,
+                    TextEncoding::Utf8,
+                    Format::Html,
+                )
+                .await
+                .unwrap();
+            String::from_utf8(body.to_vec()).unwrap()
+        }
+        let (fresh, stale) = (
+            Listings::with_html_fresh_for(Duration::from_secs(3600)),
+            Listings::with_html_fresh_for(Duration::ZERO),
+        );
+        for listings in [&fresh, &stale] {
+            assert!(page(listings, &root).await.contains("title=\"2 bytes\""));
+        }
+        // Written to: the directory's mtime stays.
+        let before = fs::metadata(&*root).unwrap().modified().unwrap();
+        fs::write(root.join("grows"), b"abcd").unwrap();
+        assert_eq!(fs::metadata(&*root).unwrap().modified().unwrap(), before);
+        assert!(
+            page(&fresh, &root).await.contains("title=\"2 bytes\""),
+            "cached"
+        );
+        assert!(
+            page(&stale, &root).await.contains("title=\"4 bytes\""),
+            "built again"
+        );
+        assert_eq!((fresh.renders(), stale.renders()), (1, 2));
+    }
+
+    #[test]
+    fn a_page_lists_directories_first_with_sizes_and_times() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = fs::canonicalize(dir.path()).unwrap();
+        fs::create_dir(root.join("b-dir")).unwrap();
+        fs::create_dir(root.join("z-dir")).unwrap();
+        fs::write(root.join("a-file"), vec![0u8; 2048]).unwrap();
+        fs::write(root.join("c-file"), b"c").unwrap();
+        std::os::unix::fs::symlink("a-file", root.join("to-a")).unwrap();
+        let old = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+        fs::File::open(root.join("z-dir"))
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        let handle = fs::File::open(&root).unwrap();
+        let names = names(&root, &handle, STRICT, TextEncoding::Utf8, Format::Html).unwrap();
+        let shown: Vec<(&str, Option<u64>)> = names
+            .entries
+            .iter()
+            .map(|e| (e.name.as_str(), (!e.is_dir).then_some(e.size).flatten()))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                ("b-dir/", None),
+                ("z-dir/", None),
+                ("a-file", Some(2048)),
+                ("c-file", Some(1)),
+                ("to-a", Some(2048)),
+            ]
+        );
+        assert_eq!(names.entries[1].modified, Some(1_000_000_000));
+        assert!(names.entries.iter().all(|e| e.modified.is_some()));
+        // The text keeps its order: by name alone.
+        let text = listing(&root, &handle, STRICT, TextEncoding::Utf8).unwrap();
+        assert_eq!(text, "a-file\nb-dir/\nc-file\nto-a\nz-dir/\n");
+    }
+
+    #[test]
+    fn a_long_page_keeps_the_directories_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = fs::canonicalize(dir.path()).unwrap();
+        for i in 0..MAX_LISTING_ENTRIES + 5 {
+            fs::write(root.join(format!("f{i:06}")), b"").unwrap();
+        }
+        fs::create_dir(root.join("zz-last-by-name")).unwrap();
+        let handle = fs::File::open(&root).unwrap();
+        let names = names(&root, &handle, STRICT, TextEncoding::Utf8, Format::Html).unwrap();
+        assert_eq!(names.entries.len(), MAX_LISTING_ENTRIES);
+        assert_eq!(names.entries[0].name, "zz-last-by-name/");
+        assert_eq!(names.entries[1].name, "f000000");
+        assert_eq!(names.stopped_after, Some(MAX_LISTING_ENTRIES));
+    }
+
     #[test]
     fn the_cache_stays_within_its_bounds() {
         let listings = Listings::default();
         let big = Bytes::from(vec![b'x'; CACHED_BYTES / 3]);
         for ino in 0..10 {
-            listings.keep((1, ino, Format::Html, "UTF-8"), (0, 0), big.clone());
+            listings.keep(
+                (1, ino, Format::Html, "UTF-8"),
+                (0, 0),
+                std::time::Instant::now(),
+                big.clone(),
+            );
         }
         let small = Bytes::from_static(b"a\n");
         for ino in 100..(100 + 2 * CACHED_RENDERINGS as u64) {
-            listings.keep((1, ino, Format::Text, "UTF-8"), (0, 0), small.clone());
+            listings.keep(
+                (1, ino, Format::Text, "UTF-8"),
+                (0, 0),
+                std::time::Instant::now(),
+                small.clone(),
+            );
         }
         let cache = lock(&listings.cache);
         assert!(
