@@ -21,7 +21,7 @@ use tokio::time::timeout;
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) use get::listing_entries;
 pub use get::{GetError, GetOptions, get};
-pub use line_client::LineOptions;
+pub use line_client::{LineOptions, Sent};
 pub use lines::{chat, send};
 pub use terminal::{Shown, escape_bytes, escape_text};
 
