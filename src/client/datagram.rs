@@ -114,8 +114,10 @@ where
 /// back is printed as it arrives; an empty line or the end of `input` ends
 /// it, after the replies still on their way (a second of quiet, at most
 /// `options.timeout` in all). A farewell (`options.farewell`) ends it
-/// after the next datagram that comes back, its goodbye, as the server's
-/// close does over TCP; none within `options.timeout` is an error.
+/// once its reply, the goodbye, came (after the replies still due to the
+/// datagrams before it: each datagram has one), as the server's close
+/// does over TCP; a reply that does not come within `options.timeout` is
+/// an error.
 pub(super) async fn chat<I, W>(options: &LineOptions, input: I, out: &mut W) -> io::Result<()>
 where
     I: AsyncBufRead + Unpin,
@@ -126,26 +128,36 @@ where
     let mut input = input.lines();
     let enc = options.encoding;
     let mut buf = vec![0u8; MAX_DATAGRAM];
+    // Datagrams sent whose reply has not come: each has one.
+    let mut unanswered = 0usize;
     loop {
         tokio::select! {
             line = input.next_line() => match line? {
                 Some(line) if options.is_farewell(&line) => {
                     socket.send(&datagram(enc, &line)).await.map_err(|e| explain(e, options))?;
-                    return match timeout(options.timeout, socket.recv(&mut buf)).await {
-                        Ok(received) => {
-                            let n = received.map_err(|e| explain(e, options))?;
-                            printer.reply(reply_line(&buf[..n])).await
+                    // The goodbye is the reply after those still due.
+                    for _ in 0..=unanswered {
+                        match timeout(options.timeout, socket.recv(&mut buf)).await {
+                            Ok(received) => {
+                                let n = received.map_err(|e| explain(e, options))?;
+                                printer.reply(reply_line(&buf[..n])).await?;
+                            }
+                            Err(_) => {
+                                return Err(too_late("no reply to the farewell", options.timeout));
+                            }
                         }
-                        Err(_) => Err(too_late("no reply to the farewell", options.timeout)),
-                    };
+                    }
+                    return Ok(());
                 }
                 Some(line) if !line.is_empty() => {
                     socket.send(&datagram(enc, &line)).await.map_err(|e| explain(e, options))?;
+                    unanswered += 1;
                 }
                 _ => break,
             },
             reply = socket.recv(&mut buf) => {
                 let n = reply.map_err(|e| explain(e, options))?;
+                unanswered = unanswered.saturating_sub(1);
                 printer.reply(reply_line(&buf[..n])).await?;
             }
         }

@@ -39,9 +39,8 @@ fn after(limit: std::time::Duration) -> tokio::time::Instant {
 
 /// Connects to `addr` (`host:port`) within `limit`; an error names `addr`.
 async fn connect(addr: &str, limit: Duration) -> std::io::Result<TcpStream> {
-    let named = |e: std::io::Error| {
-        std::io::Error::new(e.kind(), format!("cannot connect to {addr}: {e}"))
-    };
+    let named =
+        |e: std::io::Error| std::io::Error::new(e.kind(), format!("cannot connect to {addr}: {e}"));
     match timeout(limit, TcpStream::connect(addr)).await {
         Ok(stream) => {
             let stream = stream.map_err(named)?;

@@ -221,7 +221,10 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(ResponseHead, usize)>, HeadError
         } else if name.eq_ignore_ascii_case("content-type") {
             head.content_type = value.map(str::to_owned);
         } else if name.eq_ignore_ascii_case("vary") {
-            let names = value.unwrap_or("").split(',').map(|v| v.trim_matches([' ', '\t']));
+            let names = value
+                .unwrap_or("")
+                .split(',')
+                .map(|v| v.trim_matches([' ', '\t']));
             for field in names.filter(|v| !v.is_empty()) {
                 if head.vary.len() < MAX_VARY {
                     head.vary.push(field.to_ascii_lowercase());
@@ -438,9 +441,13 @@ mod tests {
         assert_eq!(head.vary, ["accept-encoding", "accept", "origin"]);
         assert!(head.varies_by("Accept"));
         assert!(!head.varies_by("Cookie"));
-        let (star, _) = parse("HTTP/1.1 200 OK\r\nVary: *\r\n\r\n").unwrap().unwrap();
+        let (star, _) = parse("HTTP/1.1 200 OK\r\nVary: *\r\n\r\n")
+            .unwrap()
+            .unwrap();
         assert!(star.varies_by("Accept"));
-        let (plain, _) = parse("HTTP/1.1 200 OK\r\nContent-Type: ;x\r\n\r\n").unwrap().unwrap();
+        let (plain, _) = parse("HTTP/1.1 200 OK\r\nContent-Type: ;x\r\n\r\n")
+            .unwrap()
+            .unwrap();
         assert_eq!(plain.media_type(), None);
         assert!(plain.vary.is_empty() && plain.location.is_none());
         // Vary is bounded.

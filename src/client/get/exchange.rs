@@ -338,18 +338,27 @@ mod tests {
     fn a_redirect_to_the_name_and_a_slash_or_a_listing_names_a_directory() {
         let directories = [
             ("docs", "HTTP/1.1 301 Moved Permanently\r\nLocation: /docs/"),
-            ("docs", "HTTP/1.1 308 Permanent Redirect\r\nLocation: /docs/?x=1"),
+            (
+                "docs",
+                "HTTP/1.1 308 Permanent Redirect\r\nLocation: /docs/?x=1",
+            ),
             ("/a b/c", "HTTP/1.1 301 Moved\r\nLocation: /a%20b/c/"),
             ("docs", "HTTP/1.1 302 Found\r\nLocation: http://h:1/docs/"),
             ("docs", "HTTP/1.1 301 Moved\r\nLocation: //h:1/docs/#top"),
-            ("名字", "HTTP/1.1 301 Moved\r\nLocation: /%E5%90%8D%E5%AD%97/"),
+            (
+                "名字",
+                "HTTP/1.1 301 Moved\r\nLocation: /%E5%90%8D%E5%AD%97/",
+            ),
             // Today's listing of a directory asked without its slash.
             (
                 "docs",
                 "HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nVary: Accept",
             ),
             // Tomorrow's, in HTML.
-            ("docs", "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nVary: Accept-Encoding, Accept"),
+            (
+                "docs",
+                "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nVary: Accept-Encoding, Accept",
+            ),
         ];
         for (name, text) in directories {
             assert!(names_a_directory(name, &head(text)), "{name} {text:?}");
@@ -361,9 +370,18 @@ mod tests {
             ("docs", "HTTP/1.1 301 Moved"),
             ("docs", "HTTP/1.1 301 Moved\r\nLocation: /%zz/"),
             ("a.txt", "HTTP/1.1 200 OK\r\nContent-Type: text/plain"),
-            ("a.txt", "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nVary: Accept-Encoding"),
-            ("a.png", "HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nVary: Accept"),
-            ("docs", "HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nVary: Accept"),
+            (
+                "a.txt",
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nVary: Accept-Encoding",
+            ),
+            (
+                "a.png",
+                "HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nVary: Accept",
+            ),
+            (
+                "docs",
+                "HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nVary: Accept",
+            ),
         ];
         for (name, text) in files {
             assert!(!names_a_directory(name, &head(text)), "{name} {text:?}");

@@ -72,37 +72,36 @@ async fn fetch_http(
         }
     };
     let validator = resume.map(|(h, s)| (h, s.validator.as_str()));
-    let (stream, head, rest) =
-        match try_request(run, name, validator, Accept::Any).await {
-            Ok(done) => done,
-            Err(NotHttp::Raw) if run.spoke_http.get() => {
-                return Err(GetError::Failed(format!(
-                    "{name}: {} answered something that is not HTTP, after answering HTTP in \
+    let (stream, head, rest) = match try_request(run, name, validator, Accept::Any).await {
+        Ok(done) => done,
+        Err(NotHttp::Raw) if run.spoke_http.get() => {
+            return Err(GetError::Failed(format!(
+                "{name}: {} answered something that is not HTTP, after answering HTTP in \
                      this run; refused",
-                    options.addr
-                )));
-            }
-            Err(NotHttp::Raw) if options.resume && stored.is_some() => {
-                return Err(GetError::Failed(format!(
-                    "{name}: {} answered something that is not HTTP, but {} came over HTTP (its \
+                options.addr
+            )));
+        }
+        Err(NotHttp::Raw) if options.resume && stored.is_some() => {
+            return Err(GetError::Failed(format!(
+                "{name}: {} answered something that is not HTTP, but {} came over HTTP (its \
                      validator is in {}); refused, both are kept as they were",
-                    options.addr,
-                    part.display(),
-                    stored_path.display()
-                )));
-            }
-            Err(NotHttp::Raw) => {
-                run.warn(&format!(
-                    "{} does not speak HTTP; using the raw protocol (the size cannot be verified)",
-                    options.addr
-                ));
-                // The .part about to be written is not the version a kept
-                // validator names.
-                let _ = fs::remove_file(&stored_path);
-                return fetch_raw(run, name, target).await;
-            }
-            Err(NotHttp::Error(e)) => return Err(e),
-        };
+                options.addr,
+                part.display(),
+                stored_path.display()
+            )));
+        }
+        Err(NotHttp::Raw) => {
+            run.warn(&format!(
+                "{} does not speak HTTP; using the raw protocol (the size cannot be verified)",
+                options.addr
+            ));
+            // The .part about to be written is not the version a kept
+            // validator names.
+            let _ = fs::remove_file(&stored_path);
+            return fetch_raw(run, name, target).await;
+        }
+        Err(NotHttp::Error(e)) => return Err(e),
+    };
     if names_a_directory(name, &head) {
         drop(stream);
         return Err(if options.recursive {
@@ -237,7 +236,17 @@ async fn fetch_http(
         Framing::Length(total.unwrap_or_default() - start)
     };
     let started = std::time::Instant::now();
-    let got = copy_body(run, name, stream, rest, (&mut file, &part), start, total, framing).await;
+    let got = copy_body(
+        run,
+        name,
+        stream,
+        rest,
+        (&mut file, &part),
+        start,
+        total,
+        framing,
+    )
+    .await;
     file.sync_all().map_err(|e| at(&part, e))?;
     let have = got.map_err(|e| {
         let kept = fs::metadata(&part).map_or(0, |m| m.len());
@@ -386,11 +395,7 @@ async fn fetch_raw(run: &mut Run<'_>, name: &str, target: &Path) -> Result<PathB
             )));
         }
     }
-    warn_part_left(
-        run,
-        &part,
-        "starting over (the raw protocol cannot resume)",
-    );
+    warn_part_left(run, &part, "starting over (the raw protocol cannot resume)");
     let mut file = open_part(&part, 0).map_err(|e| at(&part, e))?;
     let mut buf = vec![0u8; 256 * 1024];
     let mut first = Vec::new();
