@@ -20,6 +20,53 @@ const EXIT_CONFIG: u8 = 78;
 const EXIT_FAILURE: u8 = 1;
 /// Exit status for a command-line mistake (as clap uses).
 const EXIT_USAGE: u8 = 2;
+/// Exit status of `send` when a reply was an `ERR ...` line.
+const EXIT_REFUSED: u8 = 3;
+
+/// `get --help`'s last part: examples and exit statuses.
+const GET_HELP: &str = "\
+Examples:
+  switchboard get 127.0.0.1:1111 big.iso          # -> ./big.iso
+  switchboard get 127.0.0.1:1111 big.iso -c       # resume a cut download
+  switchboard get 127.0.0.1:1111 docs -r -o docs  # mirror a directory
+  switchboard get 127.0.0.1:1111 a.txt --raw      # the tutorial's protocol
+
+Exit status:
+  0  the file (or the whole tree) was saved
+  1  a network or server error, an answer refused, a port that is not a
+     download listener, a file in the way, or a mirror incomplete
+  2  a command-line mistake, or a directory named without -r
+  3  not found, or refused by the server (404, 403, an ERR line)
+  4  the transfer broke off; FILE.part is kept: run again with -c";
+
+/// `send --help`'s last part: examples and exit statuses.
+const SEND_HELP: &str = "\
+Examples:
+  switchboard send 127.0.0.1:10086 hello time
+  printf 'a\\nb\\n' | switchboard send 127.0.0.1:10010
+  switchboard send 127.0.0.1:10086 你好 --encoding gbk
+  switchboard send --udp 127.0.0.1:10010 hello
+
+Exit status:
+  0  every message had its reply, and none was an ERR line
+  1  a network error: no connection, no reply in time, the server closed
+     before every reply came (or, over UDP, nothing listens)
+  2  a command-line mistake
+  3  every reply came, but one or more were ERR lines (the server refused)";
+
+/// `chat --help`'s last part: examples and exit statuses.
+const CHAT_HELP: &str = "\
+Examples:
+  switchboard chat 127.0.0.1:10087
+  switchboard chat --udp 127.0.0.1:10087
+  switchboard chat --udp 127.0.0.1:10087 --farewell ciao
+
+Exit status:
+  0  the chat ended: an empty line, Ctrl-D, the server's close, or over UDP
+     the reply to a farewell
+  1  a network error: no connection, a line not taken in time, nothing
+     listens (UDP), or no reply to the farewell in time (UDP)
+  2  a command-line mistake";
 
 /// An async TCP and UDP server daemon: TOML-configured listeners routed to
 /// echo, download, keyword-bot, random-bot and metrics (Prometheus) handlers.
@@ -75,12 +122,8 @@ enum Command {
     /// Fetch a file (or with -r a directory tree) from a download listener:
     /// over HTTP into FILE.part, renamed when complete and the length
     /// matches; -c resumes, and only continues the same version of the
-    /// file. Exit status: 0 ok, 1 network or server error (or an answer
-    /// refused, or a mirror stopped at a cap), 2 usage, 3 not found or
-    /// refused by the server, 4 incomplete (resume with -c).
-    #[command(
-        after_help = "Examples:\n  switchboard get 127.0.0.1:1111 big.iso          # -> ./big.iso\n  switchboard get 127.0.0.1:1111 big.iso -c       # resume a cut download\n  switchboard get 127.0.0.1:1111 docs/ -r -o docs # mirror a directory\n  switchboard get 127.0.0.1:1111 a.txt --raw      # the tutorial's protocol"
-    )]
+    /// file.
+    #[command(after_help = GET_HELP)]
     Get {
         /// The download listener, HOST:PORT.
         addr: String,
@@ -110,9 +153,7 @@ enum Command {
     },
     /// Send each MESSAGE (or each line of stdin) as a line to a line server
     /// (echo, keyword-bot, random-bot) and print each reply.
-    #[command(
-        after_help = "Examples:\n  switchboard send 127.0.0.1:10086 hello time\n  printf 'a\\nb\\n' | switchboard send 127.0.0.1:10010\n  switchboard send 127.0.0.1:10086 你好 --encoding gbk\n  switchboard send --udp 127.0.0.1:10010 hello"
-    )]
+    #[command(after_help = SEND_HELP)]
     Send {
         /// The server, HOST:PORT.
         addr: String,
@@ -152,16 +193,21 @@ enum Command {
         raw: bool,
     },
     /// Chat with a line server: each line typed is sent, every line it
-    /// sends is shown; an empty line or Ctrl-D ends the chat.
-    #[command(
-        after_help = "Examples:\n  switchboard chat 127.0.0.1:10087\n  switchboard chat --udp 127.0.0.1:10087"
-    )]
+    /// sends is shown; an empty line or Ctrl-D ends the chat, and so does
+    /// the server's close (a bot's goodbye to a farewell) or, over UDP, the
+    /// reply to a farewell (--farewell).
+    #[command(after_help = CHAT_HELP)]
     Chat {
         /// The server, HOST:PORT.
         addr: String,
         /// Over UDP: each line is one datagram, each reply one datagram.
         #[arg(long)]
         udp: bool,
+        /// Over UDP, a message that ends the chat once its reply came, as the
+        /// server's close does over TCP (the random-bot's `farewell`; give it
+        /// again for more than one, or "" for none).
+        #[arg(long, value_name = "WORD", default_value = "bye")]
+        farewell: Vec<String>,
         /// Write the server's bytes unchanged (by default, control
         /// characters are shown as escapes such as \x1b).
         #[arg(long)]
@@ -287,11 +333,18 @@ fn main() -> ExitCode {
             raw,
             client,
         } => {
-            let options = line_options(addr, udp, raw, &client);
+            let options = line_options(addr, udp, raw, Vec::new(), &client);
             run_lines("send", async move {
                 let stdin = tokio::io::BufReader::new(tokio::io::stdin());
                 let mut out = tokio::io::stdout();
-                switchboard::client::send(&options, messages, stdin, &mut out).await
+                let sent = switchboard::client::send(&options, messages, stdin, &mut out).await?;
+                if sent.refusals > 0 {
+                    return Ok(Err(format!(
+                        "{} of {} replies were ERR lines (the server refused)",
+                        sent.refusals, sent.replies
+                    )));
+                }
+                Ok(Ok(()))
             })
         }
         Command::History {
@@ -314,13 +367,16 @@ fn main() -> ExitCode {
             addr,
             udp,
             raw,
+            farewell,
             client,
         } => {
-            let options = line_options(addr, udp, raw, &client);
+            let options = line_options(addr, udp, raw, farewell, &client);
             run_lines("chat", async move {
                 let stdin = tokio::io::BufReader::new(tokio::io::stdin());
                 let mut out = tokio::io::stdout();
-                switchboard::client::chat(&options, stdin, &mut out).await
+                switchboard::client::chat(&options, stdin, &mut out)
+                    .await
+                    .map(Ok)
             })
         }
     }
@@ -330,6 +386,7 @@ fn line_options(
     addr: String,
     udp: bool,
     raw: bool,
+    farewell: Vec<String>,
     client: &ClientArgs,
 ) -> switchboard::client::LineOptions {
     switchboard::client::LineOptions {
@@ -338,6 +395,7 @@ fn line_options(
         timeout: client.timeout,
         udp,
         shown: shown(raw),
+        farewell,
     }
 }
 
@@ -364,10 +422,11 @@ fn client_runtime() -> Option<tokio::runtime::Runtime> {
     }
 }
 
-/// Runs a line client writing to stdout; exit status 1 on a network error.
+/// Runs a line client writing to stdout; exit status 1 on a network error,
+/// 3 when the run went through but the server refused (`Ok(Err(why))`).
 fn run_lines(
     command: &str,
-    client: impl std::future::Future<Output = std::io::Result<()>>,
+    client: impl std::future::Future<Output = std::io::Result<Result<(), String>>>,
 ) -> ExitCode {
     let Some(runtime) = client_runtime() else {
         return ExitCode::from(EXIT_FAILURE);
@@ -376,7 +435,11 @@ fn run_lines(
     // Stdin may still be read by a blocking thread: do not wait for it.
     runtime.shutdown_background();
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(why)) => {
+            print_err(&format!("switchboard {command}: {why}"));
+            ExitCode::from(EXIT_REFUSED)
+        }
         Err(e) => {
             let line = format!("switchboard {command}: {e}");
             print_err(&switchboard::client::escape_text(&line));

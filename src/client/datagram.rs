@@ -11,7 +11,7 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite};
 use tokio::net::UdpSocket;
 use tokio::time::{timeout, timeout_at};
 
-use super::line_client::{LineOptions, Messages, Printer, linger_until, too_late};
+use super::line_client::{LineOptions, Messages, Printer, Sent, linger_until, too_late};
 use crate::conn::text::TextEncoding;
 
 /// The most a UDP datagram holds.
@@ -76,7 +76,7 @@ pub(super) async fn send<I, W>(
     messages: Vec<String>,
     input: I,
     out: &mut W,
-) -> io::Result<()>
+) -> io::Result<Sent>
 where
     I: AsyncBufRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -102,7 +102,7 @@ where
         Ok::<_, io::Error>(())
     };
     match timeout_at(deadline, exchange).await {
-        Ok(done) => done,
+        Ok(done) => done.map(|()| printer.sent()),
         Err(_) => Err(too_late(
             "no reply (the datagram or its reply may be lost, or the server dropped it)",
             options.timeout,
@@ -113,7 +113,11 @@ where
 /// `chat --udp`: each line typed is a datagram, every datagram that comes
 /// back is printed as it arrives; an empty line or the end of `input` ends
 /// it, after the replies still on their way (a second of quiet, at most
-/// `options.timeout` in all).
+/// `options.timeout` in all). A farewell (`options.farewell`) ends it
+/// once its reply, the goodbye, came (after the replies still due to the
+/// datagrams before it: each datagram has one), as the server's close
+/// does over TCP; a reply that does not come within `options.timeout` is
+/// an error.
 pub(super) async fn chat<I, W>(options: &LineOptions, input: I, out: &mut W) -> io::Result<()>
 where
     I: AsyncBufRead + Unpin,
@@ -124,16 +128,36 @@ where
     let mut input = input.lines();
     let enc = options.encoding;
     let mut buf = vec![0u8; MAX_DATAGRAM];
+    // Datagrams sent whose reply has not come: each has one.
+    let mut unanswered = 0usize;
     loop {
         tokio::select! {
             line = input.next_line() => match line? {
+                Some(line) if options.is_farewell(&line) => {
+                    socket.send(&datagram(enc, &line)).await.map_err(|e| explain(e, options))?;
+                    // The goodbye is the reply after those still due.
+                    for _ in 0..=unanswered {
+                        match timeout(options.timeout, socket.recv(&mut buf)).await {
+                            Ok(received) => {
+                                let n = received.map_err(|e| explain(e, options))?;
+                                printer.reply(reply_line(&buf[..n])).await?;
+                            }
+                            Err(_) => {
+                                return Err(too_late("no reply to the farewell", options.timeout));
+                            }
+                        }
+                    }
+                    return Ok(());
+                }
                 Some(line) if !line.is_empty() => {
                     socket.send(&datagram(enc, &line)).await.map_err(|e| explain(e, options))?;
+                    unanswered += 1;
                 }
                 _ => break,
             },
             reply = socket.recv(&mut buf) => {
                 let n = reply.map_err(|e| explain(e, options))?;
+                unanswered = unanswered.saturating_sub(1);
                 printer.reply(reply_line(&buf[..n])).await?;
             }
         }

@@ -1,7 +1,8 @@
 //! What the line clients share, over TCP (`lines`) and UDP (`datagram`):
 //! their options, the messages `send` sends, how a reply is printed
-//! (escaped unless `--raw`), and the bounds of a run: `send`'s deadline
-//! and its cap on all the replies it prints.
+//! (escaped unless `--raw`) and counted (`send` fails when one is an
+//! `ERR ...` line), the words that end a chat over UDP, and the bounds of
+//! a run: `send`'s deadline and its cap on all the replies it prints.
 
 use std::io;
 use std::time::Duration;
@@ -31,6 +32,38 @@ pub struct LineOptions {
     pub udp: bool,
     /// How the server's words are written: escaped, or raw (`--raw`).
     pub shown: Shown,
+    /// `chat` over UDP: messages that end the chat once their reply came
+    /// (the server's farewells; over TCP the server's close ends it).
+    /// Compared trimmed and case-insensitively, as the server does; empty
+    /// ones never match.
+    pub farewell: Vec<String>,
+}
+
+impl LineOptions {
+    /// True when `message` is one of the farewells.
+    pub(super) fn is_farewell(&self, message: &str) -> bool {
+        let message = message.trim().to_lowercase();
+        !message.is_empty()
+            && self
+                .farewell
+                .iter()
+                .any(|f| f.trim().to_lowercase() == message)
+    }
+}
+
+/// What `send` got: how many reply lines, and how many of them were
+/// refusals (`ERR ...` lines, as the servers say an error).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Sent {
+    /// Reply lines printed (the server's last words included).
+    pub replies: usize,
+    /// Of them, lines that are `ERR` or begin with `ERR `.
+    pub refusals: usize,
+}
+
+/// True for a line that says an error: `ERR`, or `ERR ` and a reason.
+fn is_refusal(line: &[u8]) -> bool {
+    line == b"ERR" || line.starts_with(b"ERR ")
 }
 
 /// Most bytes of replies `send` prints in one run.
@@ -44,6 +77,7 @@ pub(super) struct Printer<'a, W> {
     shown: Shown,
     capped: bool,
     printed: usize,
+    sent: Sent,
 }
 
 impl<'a, W: AsyncWrite + Unpin> Printer<'a, W> {
@@ -54,7 +88,13 @@ impl<'a, W: AsyncWrite + Unpin> Printer<'a, W> {
             shown: options.shown,
             capped,
             printed: 0,
+            sent: Sent::default(),
         }
+    }
+
+    /// The reply lines printed so far, and the refusals among them.
+    pub(super) fn sent(&self) -> Sent {
+        self.sent
     }
 
     /// Prints a reply line (its bytes, without the line ending).
@@ -65,6 +105,10 @@ impl<'a, W: AsyncWrite + Unpin> Printer<'a, W> {
                 io::ErrorKind::InvalidData,
                 format!("the server sent more than {MAX_REPLIES} bytes of replies"),
             ));
+        }
+        self.sent.replies += 1;
+        if is_refusal(line) {
+            self.sent.refusals += 1;
         }
         let shown = self.shown.render(line, self.encoding);
         self.line(&shown).await
@@ -112,6 +156,35 @@ impl<I: AsyncBufRead + Unpin> Messages<I> {
         match &mut self.given {
             Some(given) => Ok(given.next()),
             None => self.input.next_line().await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_are_err_lines_and_farewells_match_as_the_server_does() {
+        for line in [&b"ERR"[..], b"ERR no such file", b"ERR "] {
+            assert!(is_refusal(line), "{line:?}");
+        }
+        for line in [&b"ERROR"[..], b"err x", b" ERR x", b"", b"OK ERR x"] {
+            assert!(!is_refusal(line), "{line:?}");
+        }
+        let options = LineOptions {
+            addr: String::new(),
+            encoding: TextEncoding::Utf8,
+            timeout: Duration::from_secs(1),
+            udp: true,
+            shown: Shown::Escaped,
+            farewell: vec!["bye".into(), " Ciao ".into(), "".into()],
+        };
+        for message in ["bye", " BYE ", "ciao", "Ciao"] {
+            assert!(options.is_farewell(message), "{message:?}");
+        }
+        for message in ["", "  ", "bye bye", "goodbye"] {
+            assert!(!options.is_farewell(message), "{message:?}");
         }
     }
 }

@@ -15,7 +15,7 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt, BufRea
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::time::{Instant, timeout_at};
 
-use super::line_client::{LineOptions, Messages, Printer, linger_until, too_late};
+use super::line_client::{LineOptions, Messages, Printer, Sent, linger_until, too_late};
 use super::{MAX_LINE, connect};
 use crate::conn::text::TextEncoding;
 
@@ -120,13 +120,14 @@ async fn send_line<W: AsyncWrite + Unpin>(
 /// the server's close instead of a newline; a close before every message
 /// has had its reply (or in the middle of an earlier one) is an error. The
 /// whole run is bounded by `options.timeout`: a message whose reply has
-/// not come by then is an error.
+/// not come by then is an error. Returns how many replies came, and how
+/// many were `ERR ...` lines.
 pub async fn send<I, W>(
     options: &LineOptions,
     messages: Vec<String>,
     input: I,
     out: &mut W,
-) -> io::Result<()>
+) -> io::Result<Sent>
 where
     I: AsyncBufRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -190,12 +191,13 @@ where
     };
     let replies = match timeout_at(deadline, exchange).await {
         Ok(Ok(Some(replies))) => replies,
-        Ok(Ok(None)) => return Ok(()),
+        Ok(Ok(None)) => return Ok(printer.sent()),
         Ok(Err(e)) => return Err(e),
         Err(_) => return Err(too_late("no reply", options.timeout)),
     };
     let mut replies = replies;
-    linger(&mut replies, &mut printer, deadline).await
+    linger(&mut replies, &mut printer, deadline).await?;
+    Ok(printer.sent())
 }
 
 /// Prints the server's remaining lines until it closes, is quiet for
@@ -222,7 +224,8 @@ async fn linger<W: AsyncWrite + Unpin>(
 /// server sends is printed as it arrives. An empty line or the end of
 /// `input` ends it (after the server's last words, for at most
 /// `options.timeout`); so does the server's close, which is said on
-/// `out`. The connect and each write are bounded by `options.timeout`;
+/// `out` (over TCP, a bot closes after its goodbye to a farewell; over
+/// UDP, `options.farewell` ends the chat after the reply). The connect and each write are bounded by `options.timeout`;
 /// the chat itself lasts as long as the user wants.
 pub async fn chat<I, W>(options: &LineOptions, input: I, out: &mut W) -> io::Result<()>
 where

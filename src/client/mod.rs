@@ -21,7 +21,7 @@ use tokio::time::timeout;
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) use get::listing_entries;
 pub use get::{GetError, GetOptions, get};
-pub use line_client::LineOptions;
+pub use line_client::{LineOptions, Sent};
 pub use lines::{chat, send};
 pub use terminal::{Shown, escape_bytes, escape_text};
 
@@ -37,17 +37,22 @@ fn after(limit: std::time::Duration) -> tokio::time::Instant {
         .unwrap_or(now)
 }
 
-/// Connects to `addr` (`host:port`) within `limit`.
+/// Connects to `addr` (`host:port`) within `limit`; an error names `addr`.
 async fn connect(addr: &str, limit: Duration) -> std::io::Result<TcpStream> {
+    let named =
+        |e: std::io::Error| std::io::Error::new(e.kind(), format!("cannot connect to {addr}: {e}"));
     match timeout(limit, TcpStream::connect(addr)).await {
         Ok(stream) => {
-            let stream = stream?;
-            stream.set_nodelay(true)?;
+            let stream = stream.map_err(named)?;
+            stream.set_nodelay(true).map_err(named)?;
             Ok(stream)
         }
         Err(_) => Err(std::io::Error::new(
             std::io::ErrorKind::TimedOut,
-            format!("no connection within {}", humantime::format_duration(limit)),
+            format!(
+                "cannot connect to {addr}: no connection within {}",
+                humantime::format_duration(limit)
+            ),
         )),
     }
 }

@@ -101,6 +101,32 @@ pub struct ResponseHead {
     pub date: Option<String>,
     /// The body is in chunked framing.
     pub chunked: bool,
+    /// `Location` (of a redirect), as written.
+    pub location: Option<String>,
+    /// `Content-Type`, as written.
+    pub content_type: Option<String>,
+    /// The field names of every `Vary` field, lowercased (`*` included).
+    pub vary: Vec<String>,
+}
+
+/// Most field names kept from `Vary` fields.
+const MAX_VARY: usize = 16;
+
+impl ResponseHead {
+    /// True when the response varies by the request field `name` (or by
+    /// everything, `Vary: *`): another request could get another body.
+    pub fn varies_by(&self, name: &str) -> bool {
+        self.vary
+            .iter()
+            .any(|v| v == "*" || v.eq_ignore_ascii_case(name))
+    }
+
+    /// The media type of `Content-Type`, lowercased, without parameters.
+    pub fn media_type(&self) -> Option<String> {
+        let value = self.content_type.as_deref()?;
+        let media = value.split(';').next().unwrap_or("").trim();
+        (!media.is_empty()).then(|| media.to_ascii_lowercase())
+    }
 }
 
 /// Parses a response head at the start of `buf`: `Ok(None)` when more bytes
@@ -125,6 +151,9 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(ResponseHead, usize)>, HeadError
         last_modified: None,
         date: None,
         chunked: false,
+        location: None,
+        content_type: None,
+        vary: Vec::new(),
     };
     for header in response.headers.iter() {
         let name = header.name;
@@ -187,6 +216,20 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(ResponseHead, usize)>, HeadError
             head.last_modified = value.map(str::to_owned);
         } else if name.eq_ignore_ascii_case("date") {
             head.date = value.map(str::to_owned);
+        } else if name.eq_ignore_ascii_case("location") {
+            head.location = value.map(str::to_owned);
+        } else if name.eq_ignore_ascii_case("content-type") {
+            head.content_type = value.map(str::to_owned);
+        } else if name.eq_ignore_ascii_case("vary") {
+            let names = value
+                .unwrap_or("")
+                .split(',')
+                .map(|v| v.trim_matches([' ', '\t']));
+            for field in names.filter(|v| !v.is_empty()) {
+                if head.vary.len() < MAX_VARY {
+                    head.vary.push(field.to_ascii_lowercase());
+                }
+            }
         }
     }
     if head.chunked && head.content_length.is_some() {
@@ -385,6 +428,32 @@ mod tests {
         assert!(head.last_modified.is_some());
         assert!(!head.chunked);
         assert_eq!(parse("HTTP/1.1 200 OK\r\nContent-Le"), Ok(None));
+    }
+
+    #[test]
+    fn location_content_type_and_vary_are_kept() {
+        let text = "HTTP/1.1 301 Moved Permanently\r\nLocation: /docs/\r\n\
+                    Content-Type: Text/HTML; charset=utf-8\r\nVary: Accept-Encoding, accept\r\n\
+                    Vary: Origin\r\n\r\n";
+        let (head, _) = parse(text).unwrap().unwrap();
+        assert_eq!(head.location.as_deref(), Some("/docs/"));
+        assert_eq!(head.media_type().as_deref(), Some("text/html"));
+        assert_eq!(head.vary, ["accept-encoding", "accept", "origin"]);
+        assert!(head.varies_by("Accept"));
+        assert!(!head.varies_by("Cookie"));
+        let (star, _) = parse("HTTP/1.1 200 OK\r\nVary: *\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(star.varies_by("Accept"));
+        let (plain, _) = parse("HTTP/1.1 200 OK\r\nContent-Type: ;x\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(plain.media_type(), None);
+        assert!(plain.vary.is_empty() && plain.location.is_none());
+        // Vary is bounded.
+        let many = format!("HTTP/1.1 200 OK\r\nVary: {}\r\n\r\n", "a,".repeat(100));
+        let (many, _) = parse(&many).unwrap().unwrap();
+        assert_eq!(many.vary.len(), MAX_VARY);
     }
 
     #[test]

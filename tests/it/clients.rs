@@ -578,3 +578,266 @@ async fn on_a_terminal_get_shows_a_progress_bar_with_bytes_rate_and_eta() {
     assert!(bar.contains("/7.63 MiB"), "no total in {bar:?}");
     assert!(bar.contains("/s"), "no rate in {bar:?}");
 }
+
+/// A download listener serving `root`, with `docs/a.txt` in it.
+fn docs_server(base: &Path) -> TestServer {
+    let root = base.join("root");
+    fs::create_dir_all(root.join("docs")).unwrap();
+    fs::write(root.join("docs").join("a.txt"), b"alpha\n").unwrap();
+    TestServer::start(&common::listener(
+        "files",
+        "download",
+        &format!("root = '{}'", root.display()),
+    ))
+}
+
+#[tokio::test]
+async fn get_of_a_directory_without_r_fails_with_2_and_says_to_use_r() {
+    let base = tempfile::tempdir().expect("tempdir");
+    let server = docs_server(base.path());
+    let addr = server.addr("files").to_string();
+    let out_dir = base.path().join("out");
+    fs::create_dir_all(&out_dir).unwrap();
+    // Without its slash (the server's answer tells), and with it.
+    for name in ["docs", "docs/", "/"] {
+        let target = out_dir.join("docs");
+        let out = run(
+            args(&["get", &addr, name, "-o", target.to_str().unwrap()]),
+            b"",
+        )
+        .await;
+        assert_eq!(out.status.code(), Some(2), "{name}: {out:?}");
+        let shown = if name == "/" { "/" } else { name };
+        assert!(
+            text(&out.stderr).contains(&format!(
+                "{shown} is a directory on the server; use get -r {shown}"
+            )),
+            "{name}: {out:?}"
+        );
+        assert!(!target.exists(), "{name}: the listing was saved as a file");
+        assert!(!out_dir.join("docs.part").exists(), "{name}");
+    }
+    // As it says: -r fetches the tree.
+    let tree = out_dir.join("tree");
+    let out = run(
+        args(&["get", &addr, "docs", "-r", "-o", tree.to_str().unwrap()]),
+        b"",
+    )
+    .await;
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(fs::read(tree.join("a.txt")).unwrap(), b"alpha\n");
+}
+
+#[tokio::test]
+async fn get_errors_name_the_path_or_the_server_and_say_what_to_do() {
+    let base = tempfile::tempdir().expect("tempdir");
+    let server = docs_server(base.path());
+    let addr = server.addr("files").to_string();
+    // A file where -r would put the tree.
+    let in_the_way = base.path().join("docs");
+    fs::write(&in_the_way, b"an earlier download").unwrap();
+    let out = run(
+        args(&[
+            "get",
+            &addr,
+            "docs",
+            "-r",
+            "-o",
+            in_the_way.to_str().unwrap(),
+        ]),
+        b"",
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "{} exists and is not a directory",
+            in_the_way.display()
+        )) && stderr.contains("remove it")
+            && stderr.contains("-o DIR"),
+        "{out:?}"
+    );
+    assert_eq!(fs::read(&in_the_way).unwrap(), b"an earlier download");
+    // A port where nothing listens: the address is named.
+    let closed = crate::deploy::free_addr().to_string();
+    for command in [
+        args(&[
+            "get",
+            &closed,
+            "a.txt",
+            "-o",
+            base.path().join("x").to_str().unwrap(),
+        ]),
+        args(&["send", &closed, "x"]),
+    ] {
+        let out = run(command.clone(), b"").await;
+        assert_eq!(out.status.code(), Some(1), "{command:?}: {out:?}");
+        assert!(
+            text(&out.stderr).contains(&format!("cannot connect to {closed}")),
+            "{command:?}: {out:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn get_without_c_next_to_a_part_says_it_starts_over_even_with_q() {
+    let base = tempfile::tempdir().expect("tempdir");
+    let server = docs_server(base.path());
+    let addr = server.addr("files").to_string();
+    let target = base.path().join("a.txt");
+    let part = base.path().join("a.txt.part");
+    fs::write(&part, b"alp").unwrap();
+    let out = run(
+        args(&[
+            "get",
+            &addr,
+            "docs/a.txt",
+            "-q",
+            "-o",
+            target.to_str().unwrap(),
+        ]),
+        b"",
+    )
+    .await;
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        text(&out.stderr).contains(&format!(
+            "{} is left from an earlier download; starting over (use -c to resume it)",
+            part.display()
+        )),
+        "{out:?}"
+    );
+    assert_eq!(fs::read(&target).unwrap(), b"alpha\n");
+    assert!(!part.exists());
+    // No .part: nothing to say.
+    let out = run(
+        args(&[
+            "get",
+            &addr,
+            "docs/a.txt",
+            "-q",
+            "-o",
+            target.to_str().unwrap(),
+        ]),
+        b"",
+    )
+    .await;
+    assert!(out.status.success(), "{out:?}");
+    assert!(out.stderr.is_empty(), "{out:?}");
+}
+
+#[tokio::test]
+async fn get_pointed_at_a_bot_says_it_is_not_a_download_listener_within_seconds() {
+    let server = TestServer::start(&bots("utf-8"));
+    let base = tempfile::tempdir().expect("tempdir");
+    for bot in ["keywords", "random"] {
+        let addr = server.addr(bot).to_string();
+        let target = base.path().join(bot);
+        let started = std::time::Instant::now();
+        let out = run(
+            args(&["get", &addr, "a.txt", "-o", target.to_str().unwrap()]),
+            b"",
+        )
+        .await;
+        let took = started.elapsed();
+        assert_eq!(out.status.code(), Some(1), "{bot}: {out:?}");
+        assert!(
+            took < std::time::Duration::from_secs(6),
+            "{bot}: took {took:?}"
+        );
+        let stderr = text(&out.stderr);
+        assert!(
+            stderr.contains(&format!(
+                "{addr} is not a download listener: it answered \""
+            )),
+            "{bot}: {out:?}"
+        );
+        assert!(!target.exists(), "{bot}");
+        assert!(!base.path().join(format!("{bot}.part")).exists(), "{bot}");
+    }
+    // The keyword-bot's answer is quoted, bounded.
+    let addr = server.addr("keywords").to_string();
+    let out = run(args(&["get", &addr, "a.txt", "-o", "/nonexistent/x"]), b"").await;
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("我不能明白您的意思"), "{out:?}");
+    assert!(stderr.len() < 1024, "{stderr}");
+}
+
+/// Runs `switchboard ARGS`, writing `stdin` but keeping it open, as a
+/// person at a terminal does: the command must end on its own.
+async fn run_stdin_open(args: Vec<String>, stdin: &[u8]) -> Output {
+    let stdin = stdin.to_vec();
+    tokio::task::spawn_blocking(move || {
+        let mut child = switchboard()
+            .args(&args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start switchboard");
+        let mut input = child.stdin.take().expect("stdin");
+        input.write_all(&stdin).expect("write stdin");
+        input.flush().expect("flush stdin");
+        let out = crate::cli::wait_output(child, std::time::Duration::from_secs(10));
+        drop(input);
+        out
+    })
+    .await
+    .expect("client thread")
+}
+
+#[tokio::test]
+async fn chat_over_udp_ends_after_the_reply_to_the_farewell_as_over_tcp() {
+    let toml = format!(
+        "{}{}",
+        common::listener("random", "random-bot", ""),
+        common::listener(
+            "ciao",
+            "random-bot",
+            "farewell = [\"ciao\"]\ngoodbye_reply = \"a presto\""
+        ),
+    )
+    .replace("handler = ", "transport = \"udp\"\nhandler = ");
+    let server = TestServer::start(&toml);
+    let random = server.addr("random").to_string();
+    let out = run_stdin_open(args(&["chat", "--udp", &random]), b"hello\nbye\n").await;
+    assert!(out.status.success(), "{out:?}");
+    let lines: Vec<String> = text(&out.stdout).lines().map(str::to_owned).collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(lines[0], "hello");
+    // The farewell word is the server's to choose: --farewell follows it.
+    let ciao = server.addr("ciao").to_string();
+    let out = run_stdin_open(
+        args(&["chat", "--udp", &ciao, "--farewell", "ciao"]),
+        b"Ciao\n",
+    )
+    .await;
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(text(&out.stdout), "a presto\n");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn send_exits_3_when_a_reply_is_an_err_line() {
+    let base = tempfile::tempdir().expect("tempdir");
+    let server = docs_server(base.path());
+    // The download listener's raw protocol refuses a name it does not have
+    // with an ERR line.
+    let addr = server.addr("files").to_string();
+    let out = run(args(&["send", &addr, "no-such-file"]), b"").await;
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert!(text(&out.stdout).starts_with("ERR "), "{out:?}");
+    assert!(
+        text(&out.stderr).contains("1 of 1 replies were ERR lines"),
+        "{out:?}"
+    );
+    // Replies that are not ERR lines: 0.
+    let bots = TestServer::start(&bots("utf-8"));
+    let out = run(
+        args(&["send", &bots.addr("echo").to_string(), "ERROR is fine"]),
+        b"",
+    )
+    .await;
+    assert!(out.status.success(), "{out:?}");
+}

@@ -1306,3 +1306,187 @@ async fn send_fails_when_the_server_closes_before_every_reply_came() {
         assert_eq!(out.stdout, b"half a rep\n", "{args:?}");
     }
 }
+
+/// A server of tomorrow's listings: `/d` is redirected to `/d/`; `/d/`
+/// is an HTML page unless `Accept` asks for `text/plain`, then the text
+/// listing; `/d/a` is a file; `/e` redirects elsewhere; `/h` is a
+/// directory's HTML listing served without a redirect.
+fn listings_of_tomorrow(request: &str) -> Vec<Step> {
+    let target = request.split(' ').nth(1).unwrap_or("/");
+    let text = request
+        .lines()
+        .any(|l| l.eq_ignore_ascii_case("accept: text/plain"));
+    let response = match target {
+        "/d" => http(
+            "301 Moved Permanently",
+            &["Location: /d/", "Content-Length: 0"],
+            b"",
+        ),
+        "/e" => http(
+            "302 Found",
+            &["Location: /elsewhere/", "Content-Length: 0"],
+            b"",
+        ),
+        "/d/" if text => http(
+            "200 OK",
+            &[
+                "Content-Type: text/plain; charset=utf-8",
+                "Vary: Accept",
+                "Content-Length: 2",
+            ],
+            b"a\n",
+        ),
+        "/d/" | "/h" => http(
+            "200 OK",
+            &[
+                "Content-Type: text/html; charset=utf-8",
+                "Vary: Accept",
+                "Content-Length: 34",
+            ],
+            b"<html><a href=\"a\">a</a></html>\n\n\n\n",
+        ),
+        "/d/a" => http("200 OK", &["Content-Length: 3", ETAG], b"aaa"),
+        _ => http("404 Not Found", &["Content-Length: 0"], b""),
+    };
+    vec![Step::Write(response)]
+}
+
+#[tokio::test]
+async fn get_tells_a_directory_by_its_redirect_or_its_html_listing_and_r_asks_for_text() {
+    let (addr, requests) = serve(Arc::new(listings_of_tomorrow)).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let target = dir.path().join("d");
+    let path = target.to_str().expect("utf-8");
+    for name in ["d", "d/"] {
+        let (out, took) = run(&["get", &addr, name, "-o", path], b"").await;
+        assert_eq!(out.status.code(), Some(2), "{name}: {out:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(&format!(
+                "{name} is a directory on the server; use get -r {name}"
+            )),
+            "{name}: {out:?}"
+        );
+        assert!(took < Duration::from_secs(10), "{name}: {took:?}");
+        assert!(!target.exists(), "{name}");
+    }
+    // A server that answers a directory without its slash with its HTML
+    // listing (no redirect): a listing, not a file.
+    let (out, _) = run(&["get", &addr, "h", "-o", path], b"").await;
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(!target.exists());
+    // A redirect elsewhere is said, with where to.
+    let (out, _) = run(&["get", &addr, "e", "-o", path], b"").await;
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("HTTP 302 Found (to /elsewhere/;"),
+        "{out:?}"
+    );
+    // -r asks for the text listing, and mirrors from it.
+    let into = dir.path().join("m");
+    let (out, _) = run(
+        &["get", &addr, "d", "-r", "-o", into.to_str().expect("utf-8")],
+        b"",
+    )
+    .await;
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(fs::read(into.join("a")).ok(), Some(b"aaa".to_vec()));
+    let seen = requests.lock().expect("requests").clone();
+    let listing = seen
+        .iter()
+        .find(|r| r.starts_with("GET /d/ "))
+        .expect("a listing request");
+    assert!(listing.contains("\r\nAccept: text/plain\r\n"), "{listing}");
+    assert_output_clean(&out);
+}
+
+#[tokio::test]
+async fn get_r_refuses_an_html_listing() {
+    // A server that sends its HTML page whatever Accept says.
+    let (addr, _) = serve(Arc::new(|request: &str| {
+        if request.starts_with("GET /d/ ") {
+            let body = b"<html><a href=\"x\">x</a></html>\n";
+            vec![Step::Write(http(
+                "200 OK",
+                &[
+                    "Content-Type: text/html",
+                    &format!("Content-Length: {}", body.len()),
+                ],
+                body,
+            ))]
+        } else {
+            vec![Step::Write(http("200 OK", &["Content-Length: 1"], b"x"))]
+        }
+    }))
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let into = dir.path().join("m");
+    let (out, _) = run(
+        &[
+            "get",
+            &addr,
+            "d/",
+            "-r",
+            "-o",
+            into.to_str().expect("utf-8"),
+        ],
+        b"",
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("listing as HTML"),
+        "{out:?}"
+    );
+    assert_eq!(fs::read_dir(&into).map(Iterator::count).ok(), Some(0));
+}
+
+#[tokio::test]
+async fn get_against_a_server_that_greets_and_holds_fails_quickly_quoting_it() {
+    // A bot that greets first (before any request), then holds the line.
+    let (addr, _) = serve(Arc::new(|_: &str| {
+        vec![
+            Step::Write(b"Welcome to the bot \x1b[2J\n".to_vec()),
+            Step::Hold,
+        ]
+    }))
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let target = dir.path().join("f");
+    let (out, took) = run(
+        &["get", &addr, "f", "-o", target.to_str().expect("utf-8")],
+        b"",
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(took < Duration::from_secs(6), "took {took:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&format!(
+            "{addr} is not a download listener: it answered \"Welcome to the bot \\x1b[2J"
+        )),
+        "{out:?}"
+    );
+    assert_output_clean(&out);
+    assert!(!target.exists());
+}
+
+#[tokio::test]
+async fn send_exits_3_when_a_reply_over_tcp_or_udp_is_an_err_line() {
+    let (tcp, _) = serve(Arc::new(|_: &str| {
+        vec![
+            Step::Write(b"fine\nERR no such thing\n".to_vec()),
+            Step::FinThenDrain,
+        ]
+    }))
+    .await;
+    let (out, _) = run(&["send", &tcp, "a", "b"], b"").await;
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert_eq!(out.stdout, b"fine\nERR no such thing\n");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("1 of 2 replies were ERR lines"),
+        "{out:?}"
+    );
+    let udp = serve_udp(b"ERR busy\n".to_vec()).await;
+    let (out, _) = run(&["send", "--udp", &udp, "a"], b"").await;
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert_eq!(out.stdout, b"ERR busy\n");
+}

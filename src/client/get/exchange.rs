@@ -3,13 +3,16 @@
 //! bounded in size and time), and how the body after it ends. A first
 //! answer that is not HTTP is told apart ([`NotHttp::Raw`]) so the caller
 //! can choose the raw protocol; a close without a byte is an error, never
-//! a sign of another protocol.
+//! a sign of another protocol, and so is a server that answers something
+//! else but keeps the connection open ([`NOT_HTTP_GRACE`]): a bot, not a
+//! download listener. [`names_a_directory`] tells a directory's answer
+//! (a redirect to `NAME/`, or a listing) from a file's.
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout_at;
 
-use super::{GetError, Run, connect_by};
+use super::{GetError, Run, connect_by, net, server_words};
 use crate::http::percent;
 use crate::http::response::{ChunkedDecoder, ResponseHead, parse_head};
 
@@ -17,6 +20,77 @@ use crate::http::response::{ChunkedDecoder, ResponseHead, parse_head};
 const MAX_HEAD: usize = 16 * 1024;
 /// Most interim (1xx) response heads skipped before the real one.
 const MAX_INTERIM: usize = 8;
+/// After a first answer that is not HTTP, how long the server has to
+/// close: a server of the raw protocol takes the request line for a name,
+/// answers it and closes at once; one that keeps talking or holds the
+/// connection (a bot's greeting, its reply to each line) is not a download
+/// listener.
+pub(super) const NOT_HTTP_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// What `Accept` a request sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Accept {
+    /// A file: whatever it is.
+    Any,
+    /// A listing for `-r`: the text one, a name a line (a server that
+    /// would send HTML to a browser sends text for this).
+    Text,
+}
+
+impl Accept {
+    fn value(self) -> &'static str {
+        match self {
+            Accept::Any => "*/*",
+            Accept::Text => "text/plain",
+        }
+    }
+}
+
+/// True when `head`, the answer to `GET /name`, says that `name` is a
+/// directory: a redirect (3xx) to `name/`, or a listing (a 200 in
+/// `text/plain` or `text/html` that varies by `Accept`: a file's body
+/// never does, a listing's is text or HTML as `Accept` asks).
+pub(super) fn names_a_directory(name: &str, head: &ResponseHead) -> bool {
+    match head.status {
+        300..=399 => head
+            .location
+            .as_deref()
+            .is_some_and(|location| redirects_to_directory(name, location)),
+        200 => {
+            head.varies_by("accept")
+                && matches!(
+                    head.media_type().as_deref(),
+                    Some("text/plain" | "text/html")
+                )
+        }
+        _ => false,
+    }
+}
+
+/// True when `location` (absolute, or a path) is the path of `name/`.
+fn redirects_to_directory(name: &str, location: &str) -> bool {
+    // `scheme://authority/path`, or `//authority/path`: the path.
+    let after_scheme = match location.split_once("://") {
+        Some((scheme, rest))
+            if !scheme.is_empty() && scheme.bytes().all(|b| b.is_ascii_alphabetic()) =>
+        {
+            Some(rest)
+        }
+        _ => location.strip_prefix("//"),
+    };
+    let path = match after_scheme {
+        Some(rest) => rest.find('/').map_or("/", |at| &rest[at..]),
+        None => location,
+    };
+    let path = path.split(['?', '#']).next().unwrap_or("");
+    let Ok(path) = percent::decode(path) else {
+        return false;
+    };
+    let name = name.trim_matches('/');
+    path.strip_prefix('/')
+        .and_then(|p| p.strip_suffix('/'))
+        .is_some_and(|p| p == name)
+}
 
 /// Reads until the server closes, at most `max` bytes; a reset is an error.
 pub(super) async fn read_to_end_bounded(
@@ -89,8 +163,9 @@ pub(super) async fn request(
     run: &Run<'_>,
     name: &str,
     resume: Option<(u64, &str)>,
+    accept: Accept,
 ) -> Result<(TcpStream, ResponseHead, Vec<u8>), GetError> {
-    match try_request(run, name, resume).await {
+    match try_request(run, name, resume, accept).await {
         Ok(done) => Ok(done),
         Err(NotHttp::Raw) => Err(GetError::Failed(format!(
             "{}: the server does not speak HTTP (try --raw)",
@@ -105,17 +180,18 @@ pub(super) async fn try_request(
     run: &Run<'_>,
     name: &str,
     resume: Option<(u64, &str)>,
+    accept: Accept,
 ) -> Result<(TcpStream, ResponseHead, Vec<u8>), NotHttp> {
     let options = run.options;
     let until = run.wait_until();
     let mut stream = connect_by(run, until).await?;
     let mut request = format!(
-        "GET /{} HTTP/1.1\r\nHost: {}\r\nUser-Agent: switchboard/{}\r\n\
-         Accept: text/plain, */*;q=0.9\r\n\
+        "GET /{} HTTP/1.1\r\nHost: {}\r\nUser-Agent: switchboard/{}\r\nAccept: {}\r\n\
          Accept-Encoding: identity\r\nConnection: close\r\n",
         percent::encode_path(name),
         options.addr,
-        env!("CARGO_PKG_VERSION")
+        env!("CARGO_PKG_VERSION"),
+        accept.value()
     );
     if let Some((from, validator)) = resume {
         request.push_str(&format!(
@@ -125,12 +201,13 @@ pub(super) async fn try_request(
     request.push_str("\r\n");
     let late = || {
         NotHttp::Error(GetError::Failed(format!(
-            "no response head in time ({})",
+            "{name}: no response head from {} in time ({})",
+            options.addr,
             run.why_late()
         )))
     };
     match timeout_at(until, stream.write_all(request.as_bytes())).await {
-        Ok(written) => written.map_err(|e| NotHttp::Error(e.into()))?,
+        Ok(written) => written.map_err(|e| net(run, &format!("{name}: sending the request"), e))?,
         Err(_) => return Err(late()),
     }
     let mut buf = Vec::with_capacity(4096);
@@ -152,7 +229,7 @@ pub(super) async fn try_request(
                 ))
                 .into());
             }
-            return Err(NotHttp::Raw);
+            return Err(not_http(run, &mut stream, buf, until).await);
         }
         match parse_head(&buf) {
             Ok(Some((head, len))) => {
@@ -175,9 +252,10 @@ pub(super) async fn try_request(
                 return Ok((stream, head, rest));
             }
             Ok(None) if skipped + buf.len() > MAX_HEAD => {
-                return Err(
-                    GetError::Failed(format!("a response head over {MAX_HEAD} bytes")).into(),
-                );
+                return Err(GetError::Failed(format!(
+                    "{name}: a response head over {MAX_HEAD} bytes"
+                ))
+                .into());
             }
             Ok(None) => {}
             Err(e) => {
@@ -186,7 +264,13 @@ pub(super) async fn try_request(
         }
         let n = match timeout_at(until, stream.read(&mut chunk)).await {
             Ok(Ok(n)) => n,
-            Ok(Err(e)) => return Err(NotHttp::Error(e.into())),
+            Ok(Err(e)) => {
+                return Err(NotHttp::Error(net(
+                    run,
+                    &format!("{name}: reading the response head"),
+                    e,
+                )));
+            }
             Err(_) => return Err(late()),
         };
         if n == 0 {
@@ -205,5 +289,102 @@ pub(super) async fn try_request(
             );
         }
         buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Most bytes read of an answer that is not HTTP, while waiting for the
+/// close of a server of the raw protocol.
+const MAX_NOT_HTTP: usize = 64 * 1024;
+
+/// What a first answer that is not HTTP (`answer`, so far) means: a server
+/// of the raw protocol closes (or resets) within [`NOT_HTTP_GRACE`], and
+/// gets the raw protocol; one that keeps the connection open, or talks on
+/// past [`MAX_NOT_HTTP`] bytes, is not a download listener.
+async fn not_http(
+    run: &Run<'_>,
+    stream: &mut TcpStream,
+    mut answer: Vec<u8>,
+    until: tokio::time::Instant,
+) -> NotHttp {
+    let by = (tokio::time::Instant::now() + NOT_HTTP_GRACE).min(until);
+    let mut chunk = [0u8; 4096];
+    while answer.len() <= MAX_NOT_HTTP {
+        match timeout_at(by, stream.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return NotHttp::Raw,
+            Ok(Ok(n)) => answer.extend_from_slice(&chunk[..n]),
+            Err(_) => break,
+        }
+    }
+    NotHttp::Error(GetError::Failed(format!(
+        "{} is not a download listener: it answered \"{}\" to an HTTP request and kept the \
+         connection open (a download listener answers HTTP, or the raw protocol and closes); \
+         check the port",
+        run.options.addr,
+        server_words(answer.trim_ascii(), run.options.encoding)
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::response::parse_head;
+
+    fn head(text: &str) -> ResponseHead {
+        let text = format!("{text}\r\n\r\n");
+        parse_head(text.as_bytes()).unwrap().unwrap().0
+    }
+
+    #[test]
+    fn a_redirect_to_the_name_and_a_slash_or_a_listing_names_a_directory() {
+        let directories = [
+            ("docs", "HTTP/1.1 301 Moved Permanently\r\nLocation: /docs/"),
+            (
+                "docs",
+                "HTTP/1.1 308 Permanent Redirect\r\nLocation: /docs/?x=1",
+            ),
+            ("/a b/c", "HTTP/1.1 301 Moved\r\nLocation: /a%20b/c/"),
+            ("docs", "HTTP/1.1 302 Found\r\nLocation: http://h:1/docs/"),
+            ("docs", "HTTP/1.1 301 Moved\r\nLocation: //h:1/docs/#top"),
+            (
+                "名字",
+                "HTTP/1.1 301 Moved\r\nLocation: /%E5%90%8D%E5%AD%97/",
+            ),
+            // Today's listing of a directory asked without its slash.
+            (
+                "docs",
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nVary: Accept",
+            ),
+            // Tomorrow's, in HTML.
+            (
+                "docs",
+                "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nVary: Accept-Encoding, Accept",
+            ),
+        ];
+        for (name, text) in directories {
+            assert!(names_a_directory(name, &head(text)), "{name} {text:?}");
+        }
+        let files = [
+            ("docs", "HTTP/1.1 301 Moved\r\nLocation: /elsewhere/"),
+            ("docs", "HTTP/1.1 301 Moved\r\nLocation: /docs"),
+            ("docs", "HTTP/1.1 301 Moved\r\nLocation: /a/docs/"),
+            ("docs", "HTTP/1.1 301 Moved"),
+            ("docs", "HTTP/1.1 301 Moved\r\nLocation: /%zz/"),
+            ("a.txt", "HTTP/1.1 200 OK\r\nContent-Type: text/plain"),
+            (
+                "a.txt",
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nVary: Accept-Encoding",
+            ),
+            (
+                "a.png",
+                "HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nVary: Accept",
+            ),
+            (
+                "docs",
+                "HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nVary: Accept",
+            ),
+        ];
+        for (name, text) in files {
+            assert!(!names_a_directory(name, &head(text)), "{name} {text:?}");
+        }
     }
 }

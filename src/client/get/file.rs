@@ -15,9 +15,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout_at;
 
-use super::exchange::{Framing, NotHttp, try_request};
+use super::exchange::{Accept, Framing, NotHttp, names_a_directory, try_request};
 use super::part::{Stored, in_the_way, open_part, part_paths};
-use super::{GetError, Run, at, connect_by, server_words};
+use super::{GetError, Run, at, connect_by, is_a_directory, net, progress, server_words};
 use crate::client::escape_text;
 use crate::conn::text::TextEncoding;
 use crate::http::response::ChunkedDecoder;
@@ -71,37 +71,47 @@ async fn fetch_http(
             None
         }
     };
-    let (stream, head, rest) =
-        match try_request(run, name, resume.map(|(h, s)| (h, s.validator.as_str()))).await {
-            Ok(done) => done,
-            Err(NotHttp::Raw) if run.spoke_http.get() => {
-                return Err(GetError::Failed(format!(
-                    "{name}: {} answered something that is not HTTP, after answering HTTP in \
+    let validator = resume.map(|(h, s)| (h, s.validator.as_str()));
+    let (stream, head, rest) = match try_request(run, name, validator, Accept::Any).await {
+        Ok(done) => done,
+        Err(NotHttp::Raw) if run.spoke_http.get() => {
+            return Err(GetError::Failed(format!(
+                "{name}: {} answered something that is not HTTP, after answering HTTP in \
                      this run; refused",
-                    options.addr
-                )));
-            }
-            Err(NotHttp::Raw) if options.resume && stored.is_some() => {
-                return Err(GetError::Failed(format!(
-                    "{name}: {} answered something that is not HTTP, but {} came over HTTP (its \
+                options.addr
+            )));
+        }
+        Err(NotHttp::Raw) if options.resume && stored.is_some() => {
+            return Err(GetError::Failed(format!(
+                "{name}: {} answered something that is not HTTP, but {} came over HTTP (its \
                      validator is in {}); refused, both are kept as they were",
-                    options.addr,
-                    part.display(),
-                    stored_path.display()
-                )));
-            }
-            Err(NotHttp::Raw) => {
-                run.warn(&format!(
-                    "{} does not speak HTTP; using the raw protocol (the size cannot be verified)",
-                    options.addr
-                ));
-                // The .part about to be written is not the version a kept
-                // validator names.
-                let _ = fs::remove_file(&stored_path);
-                return fetch_raw(run, name, target).await;
-            }
-            Err(NotHttp::Error(e)) => return Err(e),
-        };
+                options.addr,
+                part.display(),
+                stored_path.display()
+            )));
+        }
+        Err(NotHttp::Raw) => {
+            run.warn(&format!(
+                "{} does not speak HTTP; using the raw protocol (the size cannot be verified)",
+                options.addr
+            ));
+            // The .part about to be written is not the version a kept
+            // validator names.
+            let _ = fs::remove_file(&stored_path);
+            return fetch_raw(run, name, target).await;
+        }
+        Err(NotHttp::Error(e)) => return Err(e),
+    };
+    if names_a_directory(name, &head) {
+        drop(stream);
+        return Err(if options.recursive {
+            GetError::Failed(format!(
+                "{name} is a directory on the server, but its listing names it as a file"
+            ))
+        } else {
+            is_a_directory(&options.name)
+        });
+    }
     let refuse = |why: String| {
         GetError::Failed(format!(
             "{name}: refused the server's answer to the resume: {why}; {} is kept as it was \
@@ -191,8 +201,15 @@ async fn fetch_http(
             )));
         }
         other => {
+            let to = match (&head.location, other) {
+                (Some(location), 300..=399) => format!(
+                    " (to {}; get does not follow redirects)",
+                    server_words(location.as_bytes(), TextEncoding::Utf8)
+                ),
+                _ => String::new(),
+            };
             return Err(GetError::Failed(format!(
-                "{name}: HTTP {other} {}",
+                "{name}: HTTP {other} {}{to}",
                 server_words(head.reason.as_bytes(), TextEncoding::Utf8)
             )));
         }
@@ -209,6 +226,9 @@ async fn fetch_http(
             let _ = fs::remove_file(&stored_path);
         }
     }
+    if start == 0 && !options.resume {
+        warn_part_left(run, &part, "starting over (use -c to resume it)");
+    }
     let mut file = open_part(&part, start).map_err(|e| at(&part, e))?;
     let framing = if head.chunked {
         Framing::Chunked(ChunkedDecoder::new())
@@ -216,7 +236,17 @@ async fn fetch_http(
         Framing::Length(total.unwrap_or_default() - start)
     };
     let started = std::time::Instant::now();
-    let got = copy_body(run, name, stream, rest, &mut file, start, total, framing).await;
+    let got = copy_body(
+        run,
+        name,
+        stream,
+        rest,
+        (&mut file, &part),
+        start,
+        total,
+        framing,
+    )
+    .await;
     file.sync_all().map_err(|e| at(&part, e))?;
     let have = got.map_err(|e| {
         let kept = fs::metadata(&part).map_or(0, |m| m.len());
@@ -259,37 +289,40 @@ async fn fetch_http(
     Ok(target.to_owned())
 }
 
-/// Copies the body into `file` until `framing` says it is complete, with a
-/// progress bar on a terminal; returns the length now. A close, a reset,
-/// a stall or the deadline before the end is an error, and so is a
-/// decoded body longer than `total`.
+/// Warns that `part`, left by an earlier run, is about to be written
+/// over, and what happens (printed even with `-q`: bytes are lost).
+fn warn_part_left(run: &mut Run<'_>, part: &Path, what: &str) {
+    if fs::symlink_metadata(part).is_ok_and(|m| m.is_file()) {
+        run.warn(&format!(
+            "{} is left from an earlier download; {what}",
+            part.display()
+        ));
+    }
+}
+
+/// Copies the body into `file` (the `.part` at `path`) until `framing`
+/// says it is complete, with a progress bar on a terminal; returns the
+/// length now. A close, a reset, a stall or the deadline before the end is
+/// an error, and so is a decoded body longer than `total`.
 #[allow(clippy::too_many_arguments)]
 async fn copy_body(
     run: &Run<'_>,
     name: &str,
     mut stream: TcpStream,
     first: Vec<u8>,
-    file: &mut fs::File,
+    (file, path): (&mut fs::File, &Path),
     start: u64,
     total: Option<u64>,
     mut framing: Framing,
 ) -> Result<u64, GetError> {
     let options = run.options;
     let bar = (!options.quiet && io::stderr().is_terminal()).then(|| {
-        let bar = match total {
-            Some(total) => indicatif::ProgressBar::new(total),
-            None => indicatif::ProgressBar::no_length(),
-        };
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-            .progress_chars("=> "),
-        );
-        bar.set_message(escape_text(name).into_owned());
-        bar.set_position(start);
-        bar
+        progress::bar(
+            &escape_text(name),
+            start,
+            total,
+            indicatif::ProgressDrawTarget::stderr(),
+        )
     });
     let mut have = start;
     let mut pending = first;
@@ -309,7 +342,7 @@ async fn copy_body(
             )));
         }
         if let Err(e) = file.write_all(&data) {
-            break Err(e.into());
+            break Err(GetError::Failed(format!("writing {}: {e}", path.display())));
         }
         if let Some(bar) = &bar {
             bar.set_position(have);
@@ -354,13 +387,15 @@ async fn fetch_raw(run: &mut Run<'_>, name: &str, target: &Path) -> Result<PathB
     let mut request = options.encoding.encode(name).into_owned();
     request.push(b'\n');
     match timeout_at(run.wait_until(), stream.write_all(&request)).await {
-        Ok(written) => written?,
+        Ok(written) => written.map_err(|e| net(run, &format!("{name}: sending the name"), e))?,
         Err(_) => {
             return Err(GetError::Failed(format!(
-                "{name}: the server does not read"
+                "{name}: the server ({}) does not read",
+                options.addr
             )));
         }
     }
+    warn_part_left(run, &part, "starting over (the raw protocol cannot resume)");
     let mut file = open_part(&part, 0).map_err(|e| at(&part, e))?;
     let mut buf = vec![0u8; 256 * 1024];
     let mut first = Vec::new();

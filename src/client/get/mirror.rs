@@ -13,10 +13,10 @@ use std::path::{Path, PathBuf};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::timeout_at;
 
-use super::exchange::{Framing, read_to_end_bounded, request};
+use super::exchange::{Accept, Framing, read_to_end_bounded, request};
 use super::file::fetch_file;
 use super::part::{PART_ETAG, in_the_way, part_paths};
-use super::{GetError, Run, connect_by, server_words};
+use super::{GetError, Run, connect_by, net, server_words};
 use crate::conn::text::TextEncoding;
 use crate::http::response::ChunkedDecoder;
 
@@ -209,7 +209,8 @@ async fn fetch_listing(run: &Run<'_>, dir: &str) -> Result<Vec<u8>, GetError> {
         request.push(b'\n');
         timeout_at(until, stream.write_all(&request))
             .await
-            .map_err(|_| late())??;
+            .map_err(|_| late())?
+            .map_err(|e| net(run, &format!("{dir}: sending the name"), e))?;
         let body = match timeout_at(until, read_to_end_bounded(&mut stream, MAX_LISTING)).await {
             Ok(body) => body.map_err(|e| e.context(dir))?,
             Err(_) => return Err(late()),
@@ -226,8 +227,16 @@ async fn fetch_listing(run: &Run<'_>, dir: &str) -> Result<Vec<u8>, GetError> {
             _ => options.encoding.decode(&body).into_owned().into_bytes(),
         });
     }
-    let (mut stream, head, rest) = request(run, dir, None).await?;
+    let (mut stream, head, rest) = request(run, dir, None, Accept::Text).await?;
     match head.status {
+        // Asked for text, a server may still send its HTML page: its
+        // lines are not names.
+        200 if head.media_type().is_some_and(|t| t == "text/html") => {
+            return Err(GetError::Failed(format!(
+                "{dir}: the server sent its listing as HTML, though text/plain was asked for; \
+                 get -r reads the text listing only"
+            )));
+        }
         200 => {}
         404 | 403 => {
             return Err(GetError::NotFound(format!(

@@ -23,13 +23,22 @@
 //!
 //! This module holds the options, the errors, one run's state and
 //! `get` itself; `mirror` follows listings for `-r`, `file` fetches one
-//! file, `exchange` is one HTTP request and its response head, and `part`
-//! is a file's `.part` and `.part.etag` on disk.
+//! file, `exchange` is one HTTP request and its response head, `part`
+//! is a file's `.part` and `.part.etag` on disk, and `progress` the bar.
+//!
+//! A directory named without `-r` is an error (exit status 2) that says
+//! to use `-r`: a name ending in `/`, or an answer that is a directory's
+//! (a redirect to the name and a slash, or a listing). A server that
+//! answers an HTTP request with something else and keeps the connection
+//! open is not a download listener: an error within two seconds, quoting
+//! what it said. Every error names the file, the path or the server it is
+//! about.
 
 mod exchange;
 mod file;
 mod mirror;
 mod part;
+mod progress;
 
 use std::cell::Cell;
 use std::collections::HashSet;
@@ -92,13 +101,18 @@ pub enum GetError {
     /// The transfer ended early; the `.part` is kept for `-c` (exit status 4).
     #[error("{0}")]
     Incomplete(String),
+    /// The command cannot do what it was asked as asked: a directory
+    /// without `-r` (exit status 2, as for a command-line mistake).
+    #[error("{0}")]
+    Usage(String),
 }
 
 impl GetError {
-    /// The exit status: 1, 3 or 4.
+    /// The exit status: 1, 2, 3 or 4.
     pub fn exit_status(&self) -> u8 {
         match self {
             GetError::Failed(_) => 1,
+            GetError::Usage(_) => 2,
             GetError::NotFound(_) => 3,
             GetError::Incomplete(_) => 4,
         }
@@ -110,6 +124,7 @@ impl GetError {
             GetError::Failed(m) => GetError::Failed(format!("{what}: {m}")),
             GetError::NotFound(m) => GetError::NotFound(format!("{what}: {m}")),
             GetError::Incomplete(m) => GetError::Incomplete(format!("{what}: {m}")),
+            GetError::Usage(m) => GetError::Usage(format!("{what}: {m}")),
         }
     }
 
@@ -119,14 +134,21 @@ impl GetError {
             GetError::Failed(m) => GetError::Failed(m + suffix),
             GetError::NotFound(m) => GetError::NotFound(m + suffix),
             GetError::Incomplete(m) => GetError::Incomplete(m + suffix),
+            GetError::Usage(m) => GetError::Usage(m + suffix),
         }
     }
 }
 
-impl From<io::Error> for GetError {
-    fn from(e: io::Error) -> Self {
-        GetError::Failed(e.to_string())
-    }
+/// The error of a directory asked for without `-r`: `name` as typed.
+fn is_a_directory(name: &str) -> GetError {
+    let shown = if name.trim_matches('/').is_empty() {
+        "/"
+    } else {
+        name
+    };
+    GetError::Usage(format!(
+        "{shown} is a directory on the server; use get -r {shown} to fetch the tree"
+    ))
 }
 
 /// A server's words (a reason phrase, an `ERR` line) fit to quote: bounded
@@ -218,8 +240,18 @@ pub async fn get(options: &GetOptions) -> Result<Vec<PathBuf>, GetError> {
         .output
         .clone()
         .unwrap_or_else(|| PathBuf::from(&last));
+    if !options.recursive && (name.is_empty() || name.ends_with('/')) {
+        return Err(is_a_directory(&options.name));
+    }
     if options.recursive {
         let mut written = Vec::new();
+        if fs::symlink_metadata(&output).is_ok_and(|m| !m.is_dir()) {
+            return Err(GetError::Failed(format!(
+                "{} exists and is not a directory, so the tree cannot go into it; remove it, \
+                 or name another directory with -o DIR",
+                output.display()
+            )));
+        }
         fs::create_dir_all(&output).map_err(|e| at(&output, e))?;
         mirror(&mut run, &name, &output, 0, 0, &mut written).await?;
         if run.warnings > MAX_WARNINGS {
@@ -250,8 +282,16 @@ fn at(path: &Path, e: io::Error) -> GetError {
     GetError::Failed(format!("{}: {e}", path.display()))
 }
 
+/// An error of the network, naming the server and what was being done.
+fn net(run: &Run<'_>, doing: &str, e: io::Error) -> GetError {
+    GetError::Failed(format!("{doing} ({}): {e}", run.options.addr))
+}
+
 /// Connects by `until`.
 async fn connect_by(run: &Run<'_>, until: Instant) -> Result<TcpStream, GetError> {
     let limit = until.saturating_duration_since(Instant::now());
-    Ok(connect(&run.options.addr, limit).await?)
+    // `connect` names the address in its errors.
+    connect(&run.options.addr, limit)
+        .await
+        .map_err(|e| GetError::Failed(e.to_string()))
 }

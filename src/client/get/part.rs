@@ -170,6 +170,9 @@ mod tests {
             last_modified: modified.map(str::to_owned),
             date: Some("Sun, 06 Dec 2026 08:00:00 GMT".to_owned()),
             chunked: false,
+            location: None,
+            content_type: None,
+            vary: Vec::new(),
         }
     }
 
