@@ -224,8 +224,9 @@ async fn linger<W: AsyncWrite + Unpin>(
 /// server sends is printed as it arrives. An empty line or the end of
 /// `input` ends it (after the server's last words, for at most
 /// `options.timeout`); so does the server's close, which is said on
-/// `out` (over TCP, a bot closes after its goodbye to a farewell; over
-/// UDP, `options.farewell` ends the chat after the reply). The connect and each write are bounded by `options.timeout`;
+/// `out` unless it follows a farewell (`options.farewell`: over TCP, a
+/// bot closes after its goodbye to one; over UDP, the chat ends after the
+/// reply). The connect and each write are bounded by `options.timeout`;
 /// the chat itself lasts as long as the user wants.
 pub async fn chat<I, W>(options: &LineOptions, input: I, out: &mut W) -> io::Result<()>
 where
@@ -239,11 +240,14 @@ where
     let mut printer = Printer::new(out, options, false);
     let mut input = input.lines();
     let enc = options.encoding;
+    // After a farewell, the server's close is the expected end, not news.
+    let mut farewell_sent = false;
     loop {
         tokio::select! {
             line = input.next_line() => match line? {
                 Some(line) if !line.is_empty() => {
                     send_line(&mut write, enc, &line, super::after(options.timeout)).await?;
+                    farewell_sent = options.is_farewell(&line);
                 }
                 _ => {
                     let until = super::after(options.timeout);
@@ -259,7 +263,9 @@ where
                     return Ok(());
                 }
                 Said::Closed => {
-                    printer.line(b"(the server closed the connection)").await?;
+                    if !farewell_sent {
+                        printer.line(b"(the server closed the connection)").await?;
+                    }
                     return Ok(());
                 }
             },

@@ -818,6 +818,27 @@ async fn chat_over_udp_ends_after_the_reply_to_the_farewell_as_over_tcp() {
     server.shutdown().await;
 }
 
+/// Over TCP a bot's close after its goodbye is the end of the chat, not
+/// news: nothing is said of it, as when the user's Ctrl-D came first (the
+/// docs' chat example once got either output by the race). Any other
+/// close is said.
+#[tokio::test]
+async fn chat_over_tcp_ends_quietly_when_the_server_closes_after_a_farewell() {
+    let server = TestServer::start(&common::listener("random", "random-bot", ""));
+    let random = server.addr("random").to_string();
+    let out = run_stdin_open(args(&["chat", &random]), b"first\nbye\n").await;
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(text(&out.stdout), "first\nbye\n");
+    // A close that follows no farewell is said.
+    let out = run_stdin_open(args(&["chat", &random, "--farewell", "ciao"]), b"bye\n").await;
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        text(&out.stdout),
+        "bye\n(the server closed the connection)\n"
+    );
+    server.shutdown().await;
+}
+
 #[tokio::test]
 async fn send_exits_3_when_a_reply_is_an_err_line() {
     let base = tempfile::tempdir().expect("tempdir");

@@ -155,7 +155,9 @@ fn is_a_directory(name: &str) -> GetError {
 /// and escaped for a terminal.
 fn server_words(bytes: &[u8], encoding: TextEncoding) -> String {
     let cut = &bytes[..bytes.len().min(QUOTE_MAX_BYTES)];
-    let mut words = escape_bytes(cut, encoding);
+    // An error is one line: the line breaks of what the server said are
+    // shown, not obeyed.
+    let mut words = escape_bytes(cut, encoding).replace('\n', "\\n");
     if cut.len() < bytes.len() {
         words.push_str("...");
     }
@@ -294,4 +296,24 @@ async fn connect_by(run: &Run<'_>, until: Instant) -> Result<TcpStream, GetError
     connect(&run.options.addr, limit)
         .await
         .map_err(|e| GetError::Failed(e.to_string()))
+}
+
+#[cfg(test)]
+mod server_words_tests {
+    use super::*;
+
+    #[test]
+    fn server_words_are_one_bounded_line() {
+        let cases: [(&[u8], &str); 3] = [
+            (b"hello", "hello"),
+            (b"a\nb\r\nc", "a\\nb\\x0d\\nc"),
+            (b"\x1b[2J", "\\x1b[2J"),
+        ];
+        for (said, shown) in cases {
+            assert_eq!(server_words(said, TextEncoding::Utf8), shown);
+        }
+        let long = vec![b'x'; 10 * QUOTE_MAX_BYTES];
+        let shown = server_words(&long, TextEncoding::Utf8);
+        assert!(shown.len() <= QUOTE_MAX_BYTES + 3 && shown.ends_with("..."));
+    }
 }
