@@ -9,7 +9,7 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite};
 use tokio::net::UdpSocket;
-use tokio::time::{timeout, timeout_at};
+use tokio::time::{Instant, timeout, timeout_at};
 
 use super::line_client::{LineOptions, Messages, Printer, Sent, linger_until, too_late};
 use crate::conn::text::TextEncoding;
@@ -163,8 +163,13 @@ where
         }
     }
     // A "port unreachable" that comes back now still says nothing listens.
+    // Checked before each receive: one that never has to wait (a flood of
+    // datagrams) is never timed out, whatever its deadline.
     let until = super::after(options.timeout);
-    while let Ok(received) = timeout_at(linger_until(until), socket.recv(&mut buf)).await {
+    while Instant::now() < until {
+        let Ok(received) = timeout_at(linger_until(until), socket.recv(&mut buf)).await else {
+            break;
+        };
         let n = received.map_err(|e| explain(e, options))?;
         printer.reply(reply_line(&buf[..n])).await?;
     }

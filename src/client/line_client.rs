@@ -99,7 +99,8 @@ impl<'a, W: AsyncWrite + Unpin> Printer<'a, W> {
 
     /// Prints a reply line (its bytes, without the line ending).
     pub(super) async fn reply(&mut self, line: &[u8]) -> io::Result<()> {
-        self.printed = self.printed.saturating_add(line.len());
+        // With its line ending: a flood of empty lines counts too.
+        self.printed = self.printed.saturating_add(line.len() + 1);
         if self.capped && self.printed > MAX_REPLIES {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,

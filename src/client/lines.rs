@@ -207,7 +207,9 @@ async fn linger<W: AsyncWrite + Unpin>(
     printer: &mut Printer<'_, W>,
     until: Instant,
 ) -> io::Result<()> {
-    loop {
+    // Checked before each read: a read that never has to wait (a flood of
+    // lines) is never timed out, whatever its deadline.
+    while Instant::now() < until {
         match timeout_at(linger_until(until), replies.next()).await {
             Ok(Ok(Said::Line(reply))) => printer.reply(&reply).await?,
             // The client has half-closed: words ended by the close are whole.
@@ -218,6 +220,7 @@ async fn linger<W: AsyncWrite + Unpin>(
             Ok(Ok(Said::Closed)) | Ok(Err(_)) | Err(_) => return Ok(()),
         }
     }
+    Ok(())
 }
 
 /// An interactive chat: each line of `input` is sent, and every line the

@@ -29,6 +29,9 @@ enum Step {
     Drip(Vec<u8>),
     /// Writes a byte, forever (up to a bound far past any cap).
     Endless,
+    /// Writes these bytes again and again as fast as the client reads
+    /// them, for up to [`LIMIT`] (a flood of short lines).
+    Flood(Vec<u8>),
     /// Resets the connection (RST).
     Reset,
     /// Keeps the connection open, writing nothing.
@@ -68,6 +71,12 @@ async fn play(mut stream: TcpStream, steps: Vec<Step>) {
                 while sent < ENDLESS_BOUND && stream.write_all(&block).await.is_ok() {
                     sent += block.len();
                 }
+                true
+            }
+            Step::Flood(bytes) => {
+                let block = bytes.repeat((64 * 1024 / bytes.len().max(1)).max(1));
+                let started = Instant::now();
+                while started.elapsed() < LIMIT && stream.write_all(&block).await.is_ok() {}
                 true
             }
             Step::Reset => {
@@ -707,6 +716,69 @@ async fn send_ends_by_its_deadline_while_the_server_trickles_lines() {
     assert!(took < Duration::from_secs(4), "took {took:?}: {out:?}");
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert_output_clean(&out);
+}
+
+/// A flood of lines the client never has to wait for (empty ones count
+/// for nothing against the cap on printed replies) must not outlast the
+/// deadline of `send`, nor the wait for a chat's last words.
+#[tokio::test]
+async fn send_and_chat_end_by_their_deadline_while_the_server_floods_lines() {
+    for line in [&b"\n"[..], b"ERR no\n"] {
+        let (addr, _) = serve(Arc::new(move |_: &str| {
+            vec![Step::Write(b"first\n".to_vec()), Step::Flood(line.to_vec())]
+        }))
+        .await;
+        for args in [
+            vec!["send", &addr, "hi", "--timeout", "2s"],
+            vec!["chat", &addr, "--timeout", "2s"],
+        ] {
+            let (out, took) = run(&args, b"hi\n").await;
+            assert!(
+                took < Duration::from_secs(6),
+                "{args:?} {line:?}: took {took:?}, status {:?}, {} bytes of output",
+                out.status,
+                out.stdout.len()
+            );
+            assert!(
+                String::from_utf8_lossy(&out.stdout).starts_with("first\n"),
+                "{args:?}: {:?}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
+
+/// After the last line typed, `chat --udp` waits for the replies still on
+/// their way: a second of quiet, never past its timeout, however many
+/// datagrams keep coming.
+#[tokio::test]
+async fn chat_over_udp_ends_by_its_timeout_while_the_server_floods_datagrams() {
+    let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind udp");
+    let addr = socket.local_addr().expect("addr").to_string();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 65_536];
+        let Ok((_, from)) = socket.recv_from(&mut buf).await else {
+            return;
+        };
+        let started = Instant::now();
+        while started.elapsed() < LIMIT {
+            for _ in 0..64 {
+                let _ = socket.send_to(b"flood\n", from).await;
+            }
+            tokio::task::yield_now().await;
+        }
+    });
+    let (out, took) = run(&["chat", "--udp", &addr, "--timeout", "2s"], b"hi\n").await;
+    assert!(
+        took < Duration::from_secs(6),
+        "took {took:?}, status {:?}, {} bytes of output",
+        out.status,
+        out.stdout.len()
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("flood\n"),
+        "{out:?}"
+    );
 }
 
 #[tokio::test]

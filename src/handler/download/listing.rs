@@ -12,6 +12,16 @@
 //! (`Bytes`: one buffer, no copy per request). The cache is bounded in
 //! entries and bytes.
 //!
+//! A rendering outlives the cache while a slow client is still sent it:
+//! the renderings alive anywhere (cached or being sent) are counted, and
+//! no new one is built while they hold [`LIVE_BYTES`] or more (the
+//! request is told `ERR busy`, 503 over HTTP), so that clients reading
+//! slowly, each holding a rendering built after the last, cannot pin one
+//! page a build until memory runs out. A page built again that came out
+//! the same as the one cached (a directory that did not change) is not
+//! kept twice: the cached buffer is shared on, so a flood of slow readers
+//! of one unchanged directory holds one buffer, not one a build.
+//!
 //! The HTML page also shows each entry's size and modification time,
 //! which change without the directory's modification time changing (a
 //! file written to, a subdirectory's own entries): a cached page is
@@ -26,7 +36,7 @@ use std::fs;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -53,6 +63,11 @@ const HTML_FRESH_FOR: Duration = Duration::from_secs(2);
 /// Renderings kept, and their bytes in all, at most.
 const CACHED_RENDERINGS: usize = 256;
 const CACHED_BYTES: usize = 32 << 20;
+
+/// The bytes of renderings alive (cached, or held by a response being
+/// sent) at or over which no new one is built. Builds under way may pass
+/// it by at most [`BUILDS_AT_ONCE`] renderings.
+const LIVE_BYTES: usize = 2 * CACHED_BYTES;
 
 /// What a listing is rendered as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -89,6 +104,40 @@ pub(super) struct Listings {
     renders: AtomicU64,
     /// How long a cached HTML page is used ([`HTML_FRESH_FOR`]).
     html_fresh_for: Duration,
+    /// The bytes of the renderings alive, cached or being sent.
+    live: Arc<AtomicUsize>,
+    /// No rendering is built while `live` is at this or more ([`LIVE_BYTES`]).
+    max_live: usize,
+}
+
+/// A rendering's buffer, counted in [`Listings::live`] until the last
+/// response holding it (or the cache) lets it go.
+struct Counted {
+    bytes: Vec<u8>,
+    live: Arc<AtomicUsize>,
+}
+
+impl Counted {
+    /// `bytes` as a shared buffer, counted in `live` while it exists.
+    fn shared(bytes: Vec<u8>, live: &Arc<AtomicUsize>) -> Bytes {
+        live.fetch_add(bytes.len(), Ordering::Relaxed);
+        Bytes::from_owner(Counted {
+            bytes,
+            live: live.clone(),
+        })
+    }
+}
+
+impl AsRef<[u8]> for Counted {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.live.fetch_sub(self.bytes.len(), Ordering::Relaxed);
+    }
 }
 
 #[derive(Debug, Default)]
@@ -114,6 +163,8 @@ impl Default for Listings {
             building: Mutex::new(HashMap::new()),
             renders: AtomicU64::new(0),
             html_fresh_for: HTML_FRESH_FOR,
+            live: Arc::new(AtomicUsize::new(0)),
+            max_live: LIVE_BYTES,
         }
     }
 }
@@ -143,6 +194,23 @@ impl Listings {
             html_fresh_for,
             ..Listings::default()
         }
+    }
+
+    /// Listings that build nothing while `max_live` bytes of renderings
+    /// are alive (tests).
+    #[cfg(test)]
+    fn with_max_live(html_fresh_for: Duration, max_live: usize) -> Listings {
+        Listings {
+            html_fresh_for,
+            max_live,
+            ..Listings::default()
+        }
+    }
+
+    /// The bytes of the renderings alive, cached or held by responses.
+    #[cfg(test)]
+    fn live_bytes(&self) -> usize {
+        self.live.load(Ordering::Relaxed)
     }
 
     /// The listing of the opened directory `dir` (at `path`, below `root`)
@@ -184,12 +252,17 @@ impl Listings {
             .await
             .map_err(|_| ListingError::Busy)?
             .map_err(|_| ListingError::Busy)?;
+        // Slow clients still hold renderings the cache let go: build no
+        // more until they are sent (or their clients cut off).
+        if self.live.load(Ordering::Relaxed) >= self.max_live {
+            return Err(ListingError::Busy);
+        }
         let dir_name = path
             .strip_prefix(&*root)
             .map_or_else(|_| String::new(), |rel| rel.to_string_lossy().into_owned());
         let shown = quote(&dir_name, QUOTE_MAX_BYTES);
         let built = std::time::Instant::now();
-        let body = tokio::task::spawn_blocking(move || {
+        let rendered = tokio::task::spawn_blocking(move || {
             let _turn = turn;
             render(&root, &dir, &dir_name, policy, encoding, format)
         })
@@ -198,7 +271,13 @@ impl Listings {
         .map_err(ListingError::Io)?;
         self.renders.fetch_add(1, Ordering::Relaxed);
         // One line per rendering, not per request: renderings are bounded.
-        info!(dir = %shown, ?format, encoding = encoding.name(), bytes = body.len(), "listing rendered");
+        info!(dir = %shown, ?format, encoding = encoding.name(), bytes = rendered.len(), "listing rendered");
+        // The same as the one cached (stale, but unchanged): share that
+        // buffer on rather than keep a second copy alive.
+        let body = match self.cached_any(key) {
+            Some(cached) if cached[..] == rendered[..] => cached,
+            _ => Counted::shared(rendered, &self.live),
+        };
         self.keep(key, mtime, built, body.clone());
         Ok(body)
     }
@@ -218,6 +297,14 @@ impl Listings {
             .get(&key)
             .filter(|cached| cached.mtime == mtime)
             .filter(|cached| key.2 != Format::Html || cached.built.elapsed() < self.html_fresh_for)
+            .map(|cached| cached.body.clone())
+    }
+
+    /// The cached rendering of `key`, however old.
+    fn cached_any(&self, key: Key) -> Option<Bytes> {
+        lock(&self.cache)
+            .entries
+            .get(&key)
             .map(|cached| cached.body.clone())
     }
 
@@ -257,19 +344,17 @@ fn render(
     policy: Policy,
     encoding: TextEncoding,
     format: Format,
-) -> io::Result<Bytes> {
+) -> io::Result<Vec<u8>> {
     let names = names(root, dir, policy, encoding, format)?;
     Ok(match format {
-        Format::Text => Bytes::from(encoding.encode(&names.text()).into_owned()),
-        Format::Html => Bytes::from(
-            html::index_page(
-                dir_name,
-                &names.entries,
-                names.stopped_after,
-                html::MAX_PAGE_BYTES,
-            )
-            .into_bytes(),
-        ),
+        Format::Text => encoding.encode(&names.text()).into_owned(),
+        Format::Html => html::index_page(
+            dir_name,
+            &names.entries,
+            names.stopped_after,
+            html::MAX_PAGE_BYTES,
+        )
+        .into_bytes(),
     })
 }
 
@@ -518,6 +603,91 @@ mod tests {
             pages.iter().all(|p| p.as_ptr() == pages[0].as_ptr()),
             "all share one buffer"
         );
+    }
+
+    /// The HTML page of `root` from `listings` (its root directory).
+    async fn root_page(listings: &Listings, root: &Arc<Path>) -> Result<Bytes, ListingError> {
+        let handle = fs::File::open(&**root).unwrap();
+        listings
+            .get(
+                root.clone(),
+                handle,
+                root,
+                STRICT,
+                TextEncoding::Utf8,
+                Format::Html,
+            )
+            .await
+    }
+
+    /// Slow clients each holding a page built after the last one cached
+    /// must not pin one buffer a build: a page built again the same as
+    /// the one cached shares that buffer.
+    #[tokio::test]
+    async fn an_unchanged_page_built_again_shares_the_cached_buffer() {
+        let dir = tempfile::tempdir().unwrap();
+        let root: Arc<Path> = Arc::from(fs::canonicalize(dir.path()).unwrap().as_path());
+        for i in 0..50 {
+            fs::write(root.join(format!("{i:03}{}", "x".repeat(100))), b"a").unwrap();
+        }
+        // Never fresh: every request builds the page again.
+        let listings = Listings::with_html_fresh_for(Duration::ZERO);
+        let mut held = Vec::new();
+        for _ in 0..20 {
+            held.push(root_page(&listings, &root).await.unwrap());
+        }
+        assert_eq!(listings.renders(), 20, "built each time");
+        assert!(
+            held.iter().all(|page| page.as_ptr() == held[0].as_ptr()),
+            "one buffer for one unchanged page"
+        );
+        assert_eq!(listings.live_bytes(), held[0].len(), "one page alive");
+        drop(held);
+        assert_eq!(
+            listings.live_bytes(),
+            root_page(&listings, &root).await.unwrap().len(),
+            "the cached one"
+        );
+    }
+
+    /// Pages that differ (a file growing between builds), each still held
+    /// by a slow client: once they hold the bound, no page is built (busy)
+    /// until they let go.
+    #[tokio::test]
+    async fn no_page_is_built_while_the_pages_alive_hold_the_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let root: Arc<Path> = Arc::from(fs::canonicalize(dir.path()).unwrap().as_path());
+        for i in 0..50 {
+            fs::write(root.join(format!("{i:03}{}", "x".repeat(100))), b"a").unwrap();
+        }
+        let page_bytes = root_page(&Listings::default(), &root).await.unwrap().len();
+        let max_live = 5 * page_bytes;
+        let listings = Listings::with_max_live(Duration::ZERO, max_live);
+        let mut held = Vec::new();
+        let mut busy = false;
+        for size in 1..=50usize {
+            // A new size: the page differs from the one before.
+            fs::write(root.join("grows"), vec![b'g'; size]).unwrap();
+            match root_page(&listings, &root).await {
+                Ok(page) => held.push(page),
+                Err(ListingError::Busy) => {
+                    busy = true;
+                    break;
+                }
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+        assert!(busy, "50 different pages held, never busy");
+        let alive: usize = held.iter().map(Bytes::len).sum();
+        assert!(
+            alive <= max_live + 2 * page_bytes,
+            "{alive} bytes alive, bound {max_live}"
+        );
+        assert_eq!(listings.live_bytes(), alive);
+        // The slow clients are done: pages are built again.
+        drop(held);
+        fs::write(root.join("grows"), b"").unwrap();
+        assert!(root_page(&listings, &root).await.is_ok());
     }
 
     /// A page shows sizes and times, which change without the directory's
