@@ -78,7 +78,7 @@ pub(super) async fn chat<S: Io>(
         if text.trim().is_empty() {
             continue;
         }
-        trace!(message = %quote(&text, QUOTE_MAX_BYTES), "received");
+        trace!(message = quote(&text, QUOTE_MAX_BYTES).as_str(), "received");
         let answer = bot.answer(&message, &text, &who(conn)).await;
         let farewell = matches!(answer, Answer::Farewell(_));
         if let Answer::Error(reason) = answer {
@@ -108,7 +108,7 @@ pub(super) async fn datagram(
     if text.trim().is_empty() {
         return None;
     }
-    trace!(message = %quote(&text, QUOTE_MAX_BYTES), "received");
+    trace!(message = quote(&text, QUOTE_MAX_BYTES).as_str(), "received");
     let who = Who {
         peer: from.peer,
         listener: &from.settings.listener,

@@ -40,6 +40,33 @@ fn a_hostile_file_name_is_logged_in_one_bounded_line() {
     assert_eq!(daemon.wait_exit(LIMIT).code(), Some(0));
 }
 
+/// A name with spaces cannot pass for fields of its line (attacker's pass
+/// of issue 21: `hello.txt status=200 outcome=complete` read as fields).
+#[test]
+fn a_name_with_spaces_is_logged_in_quotes_and_adds_no_fields() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let toml = listener_at(
+        "files",
+        any_port(),
+        "download",
+        &format!("root = '{}'", toml_literal(dir.path())),
+    );
+    let (_config_dir, config) = config_dir(&toml);
+    let mut daemon = Daemon::start(&config);
+    let mut conn = client(daemon.addr("files"));
+    conn.write_all(b"x.txt status=200 bytes=1 outcome=complete\n")
+        .expect("send");
+    let mut reply = Vec::new();
+    conn.read_to_end(&mut reply).expect("reply");
+    let line = daemon.wait_for_log("download refused");
+    assert!(
+        line.contains(r#"name="x.txt status=200 bytes=1 outcome=complete" reason="#),
+        "{line}"
+    );
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait_exit(LIMIT).code(), Some(0));
+}
+
 #[test]
 fn a_huge_name_in_the_config_is_quoted_only_in_part() {
     let name = "n".repeat(100_000);

@@ -330,7 +330,7 @@ impl Handler for Download {
         let target = match self.resolve_target(&name).await {
             Ok(target) => target,
             Err(e) => {
-                info!(name = %quote(&name, QUOTE_MAX_BYTES), reason = %e, "download refused");
+                info!(name = quote(&name, QUOTE_MAX_BYTES).as_str(), reason = %e, "download refused");
                 return Err(e);
             }
         };
@@ -340,14 +340,22 @@ impl Handler for Download {
                     return Err(HandlerError::Refused(BUSY));
                 };
                 let text = self.listing(handle, &path, encoding, Format::Text).await?;
-                info!(dir = %quote(&path.to_string_lossy(), QUOTE_MAX_BYTES), bytes = text.len(), "sending listing");
+                info!(
+                    dir = quote(&path.to_string_lossy(), QUOTE_MAX_BYTES).as_str(),
+                    bytes = text.len(),
+                    "sending listing"
+                );
                 self.send_bytes(conn, &[], &text).await?;
             }
             Target::File { file, path, meta } => {
                 let Ok(_sending) = self.sending.clone().try_acquire_owned() else {
                     return Err(HandlerError::Refused(BUSY));
                 };
-                info!(file = %quote(&path.to_string_lossy(), QUOTE_MAX_BYTES), bytes = meta.len(), "sending file");
+                info!(
+                    file = quote(&path.to_string_lossy(), QUOTE_MAX_BYTES).as_str(),
+                    bytes = meta.len(),
+                    "sending file"
+                );
                 self.send_range(conn, &[], file, 0, meta.len()).await?;
             }
         }
