@@ -223,6 +223,9 @@ struct ConfigArg {
     /// TOML config file; without it the embedded default runs.
     #[arg(short, long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// The config file, given without -c (`switchboard check my.toml`).
+    #[arg(value_name = "FILE", conflicts_with = "config")]
+    file: Option<PathBuf>,
 }
 
 /// What every client command takes.
@@ -251,7 +254,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let command = cli.command.unwrap_or(Command::Run(ConfigArg::default()));
     // `-c FILE` before the command, or after it.
-    let config_path = |after: ConfigArg| after.config.or(cli.config.clone());
+    let config_path = |after: ConfigArg| after.config.or(after.file).or(cli.config.clone());
     match command {
         Command::DefaultConfig => {
             print_out(config::EMBEDDED_DEFAULT);
@@ -465,6 +468,18 @@ fn run(config: Config, path: Option<PathBuf>, activated: ActivatedSockets) -> Ex
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             print_err(&format!("switchboard: {e:#}"));
+            let in_use = e.chain().any(|cause| {
+                cause
+                    .downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::AddrInUse)
+            });
+            if in_use {
+                print_err(
+                    "switchboard: another program (another switchboard?) listens there: stop it, \
+                     or give the listener another bind in a config of your own \
+                     (switchboard default-config > my.toml, edit it, switchboard -c my.toml)",
+                );
+            }
             let config_mistake = e
                 .downcast_ref::<DaemonError>()
                 .is_some_and(DaemonError::is_config_mistake);

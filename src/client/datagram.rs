@@ -20,6 +20,7 @@ const MAX_DATAGRAM: usize = 65_536;
 /// A socket connected to the server (so that only its datagrams arrive,
 /// and an ICMP "port unreachable" is an error here).
 async fn open(options: &LineOptions) -> io::Result<UdpSocket> {
+    super::check_address(&options.addr)?;
     let resolve = tokio::net::lookup_host(options.addr.as_str());
     let server: SocketAddr = match timeout(options.timeout, resolve).await {
         Ok(addrs) => addrs?

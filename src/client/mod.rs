@@ -37,8 +37,39 @@ fn after(limit: std::time::Duration) -> tokio::time::Instant {
         .unwrap_or(now)
 }
 
+/// What is wrong with `addr` as a server's address, if a glance can tell:
+/// the usual slips (a URL, no port) get what to write instead of the
+/// resolver's "invalid socket address".
+fn address_mistake(addr: &str) -> Option<String> {
+    if let Some((_, rest)) = addr.split_once("://") {
+        let host_port = rest.split('/').next().unwrap_or(rest);
+        return Some(format!(
+            "ADDR is HOST:PORT, not a URL: write {host_port} (the file's name is its own argument)"
+        ));
+    }
+    let port = addr.rsplit_once(':').map(|(_, port)| port);
+    if !port.is_some_and(|port| !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit())) {
+        return Some(format!(
+            "ADDR is HOST:PORT: {addr} has no port (for example 127.0.0.1:1111)"
+        ));
+    }
+    None
+}
+
+/// [`address_mistake`] as the error a connect would give, naming `addr`.
+fn check_address(addr: &str) -> std::io::Result<()> {
+    match address_mistake(addr) {
+        Some(mistake) => Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("cannot connect to {addr}: {mistake}"),
+        )),
+        None => Ok(()),
+    }
+}
+
 /// Connects to `addr` (`host:port`) within `limit`; an error names `addr`.
 async fn connect(addr: &str, limit: Duration) -> std::io::Result<TcpStream> {
+    check_address(addr)?;
     let named =
         |e: std::io::Error| std::io::Error::new(e.kind(), format!("cannot connect to {addr}: {e}"));
     match timeout(limit, TcpStream::connect(addr)).await {
@@ -54,5 +85,37 @@ async fn connect(addr: &str, limit: Duration) -> std::io::Result<TcpStream> {
                 humantime::format_duration(limit)
             ),
         )),
+    }
+}
+
+#[cfg(test)]
+mod address_tests {
+    use super::address_mistake;
+
+    #[test]
+    fn the_usual_slips_in_an_address_say_what_to_write() {
+        let cases = [
+            ("127.0.0.1:1111", None),
+            ("localhost:10086", None),
+            ("[::1]:10010", None),
+            (
+                "http://127.0.0.1:1111/hello.txt",
+                Some("write 127.0.0.1:1111 "),
+            ),
+            ("127.0.0.1", Some("has no port")),
+            ("127.0.0.1:", Some("has no port")),
+            ("127.0.0.1:http", Some("has no port")),
+            ("[::1]", Some("has no port")),
+        ];
+        for (addr, says) in cases {
+            let got = address_mistake(addr);
+            match says {
+                None => assert_eq!(got, None, "{addr}"),
+                Some(part) => assert!(
+                    got.as_deref().is_some_and(|m| m.contains(part)),
+                    "{addr}: {got:?}"
+                ),
+            }
+        }
     }
 }

@@ -53,13 +53,26 @@ pub(super) fn wrong_type(message: &str, key: &str, found: Option<&DeValue<'_>>) 
     }
     let (head, expected) = message.rsplit_once(", expected ")?;
     let kind = Expected::from_serde(expected)?;
-    // A value of the right type out of range (-1 for a count) is not a
-    // matter of form; a duration that does not parse is.
+    // `allow[1]`: an item of the list `allow`.
+    let last = key.rsplit('.').next().unwrap_or(key);
+    // A negative number for a count: serde's "expected usize" says it in
+    // Rust's words; a count is 0 or more.
+    if invalid_value
+        && kind == Expected::WholeNumber
+        && expected.starts_with('u')
+        && integer(found).is_some_and(|n| n < 0)
+    {
+        let name = last.split('[').next().unwrap_or(last);
+        return Some(format!(
+            "{head}, expected a whole number of 0 or more, such as {name} = {}",
+            example_number(name)
+        ));
+    }
+    // A value of the right type out of range (too big for its type) is
+    // not a matter of form; a duration that does not parse is.
     if invalid_value && kind != Expected::Duration {
         return None;
     }
-    // `allow[1]`: an item of the list `allow`.
-    let last = key.rsplit('.').next().unwrap_or(key);
     let (name, in_list) = match last.split_once('[') {
         Some((name, _)) => (name, true),
         None => (last, false),

@@ -138,7 +138,8 @@ fn every_invalid_fixture_exits_78_with_one_line_naming_file_line_and_column() {
 #[test]
 fn the_config_option_works_before_and_after_the_command() {
     let path = Path::new("tests/fixtures/invalid/duplicate-name.toml");
-    for args in [&["check", "-c"][..], &["-c"], &["--config"]] {
+    // `check FILE`, without -c, is what a new user types first.
+    for args in [&["check", "-c"][..], &["-c"], &["--config"], &["check"]] {
         let mut cmd = switchboard();
         cmd.args(args).arg(path);
         if args[0] != "check" {
@@ -351,8 +352,14 @@ fn a_port_in_use_exits_1_naming_the_listener() {
         stderr.contains(&format!("listener \"busy\": cannot listen on {addr}")),
         "{stderr}"
     );
-    // The cause is said once, not repeated by the error chain.
+    // The cause is said once, not repeated by the error chain, and what
+    // to do follows it.
     assert_eq!(stderr.matches("in use").count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("another program (another switchboard?) listens there")
+            && stderr.contains("switchboard default-config > my.toml"),
+        "{stderr}"
+    );
     drop(taken);
 }
 

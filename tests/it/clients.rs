@@ -839,6 +839,29 @@ async fn chat_over_tcp_ends_quietly_when_the_server_closes_after_a_farewell() {
     server.shutdown().await;
 }
 
+/// The usual slips in ADDR (no port, a URL) say what to write, over TCP
+/// and UDP, instead of the resolver's "invalid socket address".
+#[tokio::test]
+async fn an_address_without_a_port_or_written_as_a_url_says_what_to_write() {
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &["send", "127.0.0.1", "hi"],
+            "ADDR is HOST:PORT: 127.0.0.1 has no port",
+        ),
+        (&["send", "--udp", "127.0.0.1", "hi"], "has no port"),
+        (&["chat", "localhost"], "has no port"),
+        (
+            &["get", "http://127.0.0.1:1111", "hello.txt"],
+            "not a URL: write 127.0.0.1:1111",
+        ),
+    ];
+    for (command, says) in cases {
+        let out = run(args(command), b"").await;
+        assert_eq!(out.status.code(), Some(1), "{command:?}: {out:?}");
+        assert!(text(&out.stderr).contains(says), "{command:?}: {out:?}");
+    }
+}
+
 #[tokio::test]
 async fn send_exits_3_when_a_reply_is_an_err_line() {
     let base = tempfile::tempdir().expect("tempdir");
