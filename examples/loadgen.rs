@@ -549,10 +549,10 @@ fn raise_nofile_limit() -> Option<u64> {
         current: limit.maximum,
         maximum: limit.maximum,
     };
-    if limit.current != limit.maximum {
-        if let Err(e) = setrlimit(Resource::Nofile, raised) {
-            eprintln!("loadgen: cannot raise RLIMIT_NOFILE: {e}");
-        }
+    if limit.current != limit.maximum
+        && let Err(e) = setrlimit(Resource::Nofile, raised)
+    {
+        eprintln!("loadgen: cannot raise RLIMIT_NOFILE: {e}");
     }
     getrlimit(Resource::Nofile).current
 }

@@ -133,17 +133,17 @@ pub(super) fn parse(
                     ),
                 ));
             }
-            if let Some(size) = keys.receive_buffer_bytes {
-                if !bounds::RECEIVE_BUFFER_BYTES.contains(&size) {
-                    return Err(fail(
-                        "receive_buffer_bytes",
-                        format!(
-                            "receive_buffer_bytes must be between {} and {}",
-                            bounds::RECEIVE_BUFFER_BYTES.start(),
-                            bounds::RECEIVE_BUFFER_BYTES.end()
-                        ),
-                    ));
-                }
+            if let Some(size) = keys.receive_buffer_bytes
+                && !bounds::RECEIVE_BUFFER_BYTES.contains(&size)
+            {
+                return Err(fail(
+                    "receive_buffer_bytes",
+                    format!(
+                        "receive_buffer_bytes must be between {} and {}",
+                        bounds::RECEIVE_BUFFER_BYTES.start(),
+                        bounds::RECEIVE_BUFFER_BYTES.end()
+                    ),
+                ));
             }
             let rate = match keys.datagram_rate_per_source.as_deref() {
                 None | Some("0") | Some("") => None,

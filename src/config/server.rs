@@ -130,19 +130,19 @@ pub(super) fn validate(
             ),
         ));
     }
-    if let Some(threads) = server.worker_threads {
-        if !bounds::WORKER_THREADS.contains(&threads) {
-            let (span, key) = at("worker_threads");
-            return Err(src.error(
-                span,
-                key,
-                format!(
-                    "worker_threads must be between {} and {} (leave it out for one per CPU)",
-                    bounds::WORKER_THREADS.start(),
-                    bounds::WORKER_THREADS.end()
-                ),
-            ));
-        }
+    if let Some(threads) = server.worker_threads
+        && !bounds::WORKER_THREADS.contains(&threads)
+    {
+        let (span, key) = at("worker_threads");
+        return Err(src.error(
+            span,
+            key,
+            format!(
+                "worker_threads must be between {} and {} (leave it out for one per CPU)",
+                bounds::WORKER_THREADS.start(),
+                bounds::WORKER_THREADS.end()
+            ),
+        ));
     }
     Ok(())
 }

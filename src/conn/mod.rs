@@ -602,10 +602,10 @@ impl<S: Io> Connection<S> {
             }
             self.send(&buf[..n]).await?;
             sent += n as u64;
-            if let (by, late @ ConnError::ReaderTooSlow(_)) = deadlines.next_write(sent) {
-                if Instant::now() > by {
-                    return Err(late);
-                }
+            if let (by, late @ ConnError::ReaderTooSlow(_)) = deadlines.next_write(sent)
+                && Instant::now() > by
+            {
+                return Err(late);
             }
         }
     }
@@ -636,10 +636,10 @@ impl<S: Io> Connection<S> {
     /// Bounds the socket's send buffer to `bytes` (`SO_SNDBUF`), which also
     /// turns the kernel's autotuning off for it.
     pub(crate) fn set_send_buffer(&self, bytes: usize) {
-        if let Some(tcp) = self.stream.get_ref().tcp() {
-            if let Err(e) = rustix::net::sockopt::set_socket_send_buffer_size(tcp, bytes) {
-                tracing::debug!(error = %e, "cannot set SO_SNDBUF");
-            }
+        if let Some(tcp) = self.stream.get_ref().tcp()
+            && let Err(e) = rustix::net::sockopt::set_socket_send_buffer_size(tcp, bytes)
+        {
+            tracing::debug!(error = %e, "cannot set SO_SNDBUF");
         }
     }
 
@@ -655,10 +655,10 @@ impl<S: Io> Connection<S> {
 
     /// Sets `SO_LINGER` to zero: the socket's close then sends RST.
     fn arm_reset(&self) {
-        if let Some(tcp) = self.stream.get_ref().tcp() {
-            if let Err(e) = tcp.set_zero_linger() {
-                tracing::debug!(error = %e, "cannot set SO_LINGER to reset the connection");
-            }
+        if let Some(tcp) = self.stream.get_ref().tcp()
+            && let Err(e) = tcp.set_zero_linger()
+        {
+            tracing::debug!(error = %e, "cannot set SO_LINGER to reset the connection");
         }
     }
 

@@ -45,10 +45,10 @@ impl Handler for Echo {
         let mut buffer: Option<BytesMut> = None;
         let mut chunks_in_turn = 0;
         loop {
-            if buffer.is_none() {
-                if let Incoming::Shutdown = conn.readable().await? {
-                    return Ok(Ended::Shutdown);
-                }
+            if buffer.is_none()
+                && let Incoming::Shutdown = conn.readable().await?
+            {
+                return Ok(Ended::Shutdown);
             }
             let buf = buffer.get_or_insert_with(|| BytesMut::with_capacity(ECHO_CHUNK));
             buf.clear();

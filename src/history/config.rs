@@ -121,13 +121,13 @@ impl HistoryConfig {
         if backend == Backend::Memory && self.timeout.is_some() {
             return Err(not_for("timeout", "sqlite and redis"));
         }
-        if let Some(timeout) = self.timeout {
-            if timeout < Duration::from_millis(1) || timeout > MAX_TIMEOUT {
-                return Err((
-                    "timeout",
-                    format!("timeout must be between 1ms and {MAX_TIMEOUT:?}"),
-                ));
-            }
+        if let Some(timeout) = self.timeout
+            && (timeout < Duration::from_millis(1) || timeout > MAX_TIMEOUT)
+        {
+            return Err((
+                "timeout",
+                format!("timeout must be between 1ms and {MAX_TIMEOUT:?}"),
+            ));
         }
         match backend {
             Backend::Memory => {}
@@ -148,18 +148,17 @@ impl HistoryConfig {
                             .to_owned(),
                     ));
                 }
-                if let Some(key) = &self.key {
-                    if key.is_empty()
+                if let Some(key) = &self.key
+                    && (key.is_empty()
                         || key.len() > MAX_KEY_BYTES
-                        || key.chars().any(char::is_control)
-                    {
-                        return Err((
-                            "key",
-                            format!(
-                                "key must be 1 to {MAX_KEY_BYTES} bytes, with no control characters"
-                            ),
-                        ));
-                    }
+                        || key.chars().any(char::is_control))
+                {
+                    return Err((
+                        "key",
+                        format!(
+                            "key must be 1 to {MAX_KEY_BYTES} bytes, with no control characters"
+                        ),
+                    ));
                 }
             }
         }

@@ -162,10 +162,10 @@ fn userinfo(text: &str, scope: Scope) -> Option<(usize, usize)> {
             Scope::InText => tail.find(ends_url_in_text),
         }
         .unwrap_or(tail.len());
-        if let Some(at) = tail[..end].rfind('@') {
-            if at > 0 {
-                return Some((start, start + at));
-            }
+        if let Some(at) = tail[..end].rfind('@')
+            && at > 0
+        {
+            return Some((start, start + at));
         }
         from = start;
     }

@@ -233,20 +233,20 @@ impl Writer {
                     self.lost = Some((e.to_string(), Instant::now() + REOPEN_INTERVAL));
                 }
             }
-        } else if let Some((_, retry)) = &self.lost {
-            if Instant::now() >= *retry {
-                match OpenFile::open(&self.path, self.sync) {
-                    Ok(file) => {
-                        info!(
-                            path = %self.path.display(),
-                            messages = file.totals.count,
-                            "the history file is open again"
-                        );
-                        self.file = Some(file);
-                        self.lost = None;
-                    }
-                    Err(e) => self.lost = Some((e.to_string(), Instant::now() + REOPEN_INTERVAL)),
+        } else if let Some((_, retry)) = &self.lost
+            && Instant::now() >= *retry
+        {
+            match OpenFile::open(&self.path, self.sync) {
+                Ok(file) => {
+                    info!(
+                        path = %self.path.display(),
+                        messages = file.totals.count,
+                        "the history file is open again"
+                    );
+                    self.file = Some(file);
+                    self.lost = None;
                 }
+                Err(e) => self.lost = Some((e.to_string(), Instant::now() + REOPEN_INTERVAL)),
             }
         }
         match (&mut self.file, &self.lost) {

@@ -57,10 +57,9 @@ pub(crate) fn evaluate(
         }
     } else if let (Some(since), Some(modified)) =
         (pre.if_unmodified_since.and_then(date::parse), modified)
+        && modified > since
     {
-        if modified > since {
-            return Decision::Failed;
-        }
+        return Decision::Failed;
     }
     if let Some(list) = pre.if_none_match {
         if etag::matches_weakly(list, tag) {

@@ -556,10 +556,10 @@ async fn serve(
     if let Err(e) = stream.set_nodelay(true) {
         debug!(error = %e, "cannot set TCP_NODELAY");
     }
-    if let Some(idle) = route.tcp_keepalive {
-        if let Err(e) = keep_alive(&stream, idle) {
-            debug!(error = %e, "cannot set TCP keepalive");
-        }
+    if let Some(idle) = route.tcp_keepalive
+        && let Err(e) = keep_alive(&stream, idle)
+    {
+        debug!(error = %e, "cannot set TCP keepalive");
     }
     // One line per connection at info, when it closes (as an access log
     // does): at tens of thousands of connections a second a second line
@@ -598,11 +598,11 @@ async fn serve(
             result => break result,
         }
     };
-    if let Err(err) = &result {
-        if let Some((reply, reason)) = err.client_reply().filter(|_| !conn.reply_cut()) {
-            route.metrics.error_reply(reason);
-            let _ = conn.send_line(&reply).await;
-        }
+    if let Err(err) = &result
+        && let Some((reply, reason)) = err.client_reply().filter(|_| !conn.reply_cut())
+    {
+        route.metrics.error_reply(reason);
+        let _ = conn.send_line(&reply).await;
     }
     let reason = match &result {
         Ok(ended) => ended.close_reason(),

@@ -441,10 +441,10 @@ impl RunningListener {
                 Transport::Udp(old) => old.receive_buffer_bytes,
                 Transport::Tcp => None,
             };
-            if let (Some(size), true) = (size, size != before) {
-                if let Err(e) = self.socket.set_receive_buffer(size) {
-                    warn!(listener = new.name, error = %e, "cannot change the receive buffer");
-                }
+            if let (Some(size), true) = (size, size != before)
+                && let Err(e) = self.socket.set_receive_buffer(size)
+            {
+                warn!(listener = new.name, error = %e, "cannot change the receive buffer");
             }
         }
         if new.backlog != self.config.backlog {

@@ -482,11 +482,12 @@ fn names(
         .into_sorted_vec()
         .into_iter()
         .map(|mut entry| {
-            if details && entry.modified.is_none() {
-                if let Ok(meta) = fs::metadata(base.join(entry.name.trim_end_matches('/'))) {
-                    entry.size = Some(meta.len());
-                    entry.modified = Some(meta.mtime());
-                }
+            if details
+                && entry.modified.is_none()
+                && let Ok(meta) = fs::metadata(base.join(entry.name.trim_end_matches('/')))
+            {
+                entry.size = Some(meta.len());
+                entry.modified = Some(meta.mtime());
             }
             html::Entry {
                 is_dir: entry.name.ends_with('/'),

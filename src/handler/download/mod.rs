@@ -216,11 +216,10 @@ impl Download {
     /// Resolves a requested name: on the worker when the kernel's lookup
     /// cache holds the path, else on the blocking pool (the disk may wait).
     async fn resolve_target(&self, name: &str) -> Result<Target, HandlerError> {
-        if let Some(root_dir) = &self.root_dir {
-            if let Some(resolved) = resolve_cached(&self.root, root_dir.as_fd(), name, self.policy)
-            {
-                return resolved.map_err(HandlerError::Refused);
-            }
+        if let Some(root_dir) = &self.root_dir
+            && let Some(resolved) = resolve_cached(&self.root, root_dir.as_fd(), name, self.policy)
+        {
+            return resolved.map_err(HandlerError::Refused);
         }
         let (root, name, policy) = (self.root.clone(), name.to_owned(), self.policy);
         tokio::task::spawn_blocking(move || resolve(&root, &name, policy))
