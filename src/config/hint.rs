@@ -537,12 +537,25 @@ mod tests {
         )
         .unwrap();
         assert!(h.ends_with("such as keywords = [\"a\\\"b\"]"), "{h}");
-        // Not a wrong type, or no kind it knows, or out of range: nothing added.
+        // A negative count: said in a config's words, not Rust's.
         assert_eq!(
             hint(
                 "invalid value: integer `-1`, expected usize",
                 "listener[0].max_connections",
                 "-1"
+            )
+            .as_deref(),
+            Some(
+                "invalid value: integer `-1`, expected a whole number of 0 or more, \
+                 such as max_connections = 4096"
+            )
+        );
+        // Not a wrong type, or no kind it knows, or out of range: nothing added.
+        assert_eq!(
+            hint(
+                "invalid value: integer `300`, expected u8",
+                "listener[0].source_ipv6_prefix",
+                "300"
             ),
             None
         );
