@@ -172,6 +172,9 @@ impl Source<'_> {
         {
             message = hinted;
         }
+        if let Some(example) = hint::missing_field(&message) {
+            message = format!("{message}; add it, for example {example}");
+        }
         if message.starts_with("invalid type: map, expected a sequence") {
             message.push_str(
                 "; write an array of tables with double brackets, one [[...]] table per item",

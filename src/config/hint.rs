@@ -108,6 +108,21 @@ pub(super) fn wrong_type(message: &str, key: &str, found: Option<&DeValue<'_>>) 
     Some(hinted)
 }
 
+/// For serde's "missing field `root`": the line that would be there, for
+/// the keys a table must have. `None` for any other message.
+pub(super) fn missing_field(message: &str) -> Option<&'static str> {
+    let field = message.strip_prefix("missing field `")?.strip_suffix('`')?;
+    Some(match field {
+        "name" => "name = \"files\" (unique in the file)",
+        "bind" => "bind = \"127.0.0.1:1111\"",
+        "handler" => "handler = \"download\"",
+        "root" => "root = \"/srv/files\" (the directory to serve)",
+        "keywords" => "keywords = [\"hello\"]",
+        "reply" => "reply = \"hi\"",
+        _ => return None,
+    })
+}
+
 /// True for a key that counts bytes (`max_message_bytes`, `chunk_size`,
 /// `send_buffer`).
 fn is_size(name: &str) -> bool {
@@ -560,6 +575,12 @@ mod tests {
             None
         );
         assert_eq!(hint("missing field `name`", "listener[0]", "1"), None);
+        assert_eq!(
+            missing_field("missing field `root`"),
+            Some("root = \"/srv/files\" (the directory to serve)")
+        );
+        assert_eq!(missing_field("missing field `color`"), None);
+        assert_eq!(missing_field("unknown field `root`"), None);
         assert_eq!(
             hint(
                 "invalid type: integer `1`, expected struct HistoryKeys",
