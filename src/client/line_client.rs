@@ -78,6 +78,17 @@ pub(super) struct Printer<'a, W> {
     capped: bool,
     printed: usize,
     sent: Sent,
+    /// The hint to try `--encoding gbk` was given (once a run).
+    encoding_hinted: bool,
+}
+
+/// True for a reply that is not UTF-8 but is GBK: the server is probably
+/// a GBK listener, and `--encoding gbk` would show its words.
+fn reads_as_gbk_not_utf8(line: &[u8]) -> bool {
+    std::str::from_utf8(line).is_err()
+        && encoding_rs::GBK
+            .decode_without_bom_handling_and_without_replacement(line)
+            .is_some()
 }
 
 impl<'a, W: AsyncWrite + Unpin> Printer<'a, W> {
@@ -89,6 +100,7 @@ impl<'a, W: AsyncWrite + Unpin> Printer<'a, W> {
             capped,
             printed: 0,
             sent: Sent::default(),
+            encoding_hinted: false,
         }
     }
 
@@ -110,6 +122,16 @@ impl<'a, W: AsyncWrite + Unpin> Printer<'a, W> {
         self.sent.replies += 1;
         if is_refusal(line) {
             self.sent.refusals += 1;
+        }
+        if self.encoding == TextEncoding::Utf8
+            && !self.encoding_hinted
+            && reads_as_gbk_not_utf8(line)
+        {
+            self.encoding_hinted = true;
+            eprintln!(
+                "switchboard: the server's words are not UTF-8 but read as GBK: \
+                 for a GBK listener, add --encoding gbk"
+            );
         }
         let shown = self.shown.render(line, self.encoding);
         self.line(&shown).await
@@ -164,6 +186,14 @@ impl<I: AsyncBufRead + Unpin> Messages<I> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reply_in_gbk_is_told_from_utf8_and_from_noise() {
+        assert!(reads_as_gbk_not_utf8(b"\xc4\xe3\xba\xc3")); // 你好 in GBK
+        assert!(!reads_as_gbk_not_utf8("你好".as_bytes()));
+        assert!(!reads_as_gbk_not_utf8(b"plain"));
+        assert!(!reads_as_gbk_not_utf8(b"\xff\xff"));
+    }
 
     #[test]
     fn refusals_are_err_lines_and_farewells_match_as_the_server_does() {

@@ -839,6 +839,22 @@ async fn chat_over_tcp_ends_quietly_when_the_server_closes_after_a_farewell() {
     server.shutdown().await;
 }
 
+/// A GBK listener's words, read as UTF-8, are escapes: `send` says once
+/// that `--encoding gbk` would show them, and says nothing with it.
+#[tokio::test]
+async fn a_gbk_reply_read_as_utf8_gets_a_hint_to_use_encoding_gbk() {
+    let server = TestServer::start(&bots("gbk"));
+    let at = server.addr("keywords").to_string();
+    let out = run(args(&["send", &at, "hello", "hello"]), b"").await;
+    assert!(out.status.success(), "{out:?}");
+    let stderr = text(&out.stderr);
+    assert_eq!(stderr.matches("add --encoding gbk").count(), 1, "{stderr}");
+    let out = run(args(&["send", &at, "hello", "--encoding", "gbk"]), b"").await;
+    assert_eq!(text(&out.stdout), "你好呀\n");
+    assert_eq!(text(&out.stderr), "", "{out:?}");
+    server.shutdown().await;
+}
+
 /// The usual slips in ADDR (no port, a URL) say what to write, over TCP
 /// and UDP, instead of the resolver's "invalid socket address".
 #[tokio::test]
