@@ -98,9 +98,9 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the server (the default when no command is given).
-    Run(ConfigArg),
+    Run(ConfigFileArg),
     /// Validate the config and print the listeners it defines.
-    Check(ConfigArg),
+    Check(ConfigFileArg),
     /// Print the embedded default config (a documented example of every key).
     DefaultConfig,
     /// Check that the listeners of the config serve, each with the handler
@@ -175,13 +175,14 @@ enum Command {
     #[command(
         after_help = "Examples:\n  switchboard history -c /etc/switchboard/switchboard.toml random-bot --count\n  switchboard history -c switchboard.toml random-bot --tail 20"
     )]
+    #[command(group(clap::ArgGroup::new("what").required(true).args(["count", "tail"])))]
     History {
         #[command(flatten)]
         config: ConfigArg,
         /// The random-bot listener, by name.
         listener: String,
         /// Print the number of messages kept, as a bare number.
-        #[arg(long, conflicts_with = "tail", required_unless_present = "tail")]
+        #[arg(long)]
         count: bool,
         /// Print the newest N messages, oldest first, one per line
         /// (decoded from the listener's encoding, control characters shown
@@ -223,9 +224,25 @@ struct ConfigArg {
     /// TOML config file; without it the embedded default runs.
     #[arg(short, long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// The config file, given without -c (`switchboard check my.toml`).
+}
+
+/// The config file of `run` and `check`, with or without `-c`
+/// (`switchboard check my.toml`, what a new user types first).
+#[derive(Debug, Default, clap::Args)]
+struct ConfigFileArg {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// The config file, given without -c.
     #[arg(value_name = "FILE", conflicts_with = "config")]
     file: Option<PathBuf>,
+}
+
+impl ConfigFileArg {
+    fn into_config_arg(self) -> ConfigArg {
+        ConfigArg {
+            config: self.config.config.or(self.file),
+        }
+    }
 }
 
 /// What every client command takes.
@@ -252,15 +269,17 @@ fn encoding(text: &str) -> Result<switchboard::TextEncoding, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let command = cli.command.unwrap_or(Command::Run(ConfigArg::default()));
+    let command = cli
+        .command
+        .unwrap_or(Command::Run(ConfigFileArg::default()));
     // `-c FILE` before the command, or after it.
-    let config_path = |after: ConfigArg| after.config.or(after.file).or(cli.config.clone());
+    let config_path = |after: ConfigArg| after.config.or(cli.config.clone());
     match command {
         Command::DefaultConfig => {
             print_out(config::EMBEDDED_DEFAULT);
             ExitCode::SUCCESS
         }
-        Command::Check(after) => match load(config_path(after).as_deref()) {
+        Command::Check(after) => match load(config_path(after.into_config_arg()).as_deref()) {
             Ok(config) => {
                 // Valid, so exit 0; what is doubtful goes to stderr.
                 for warning in &config.warnings {
@@ -272,7 +291,7 @@ fn main() -> ExitCode {
             Err(e) => config_error(&e),
         },
         Command::Run(after) => {
-            let path = config_path(after);
+            let path = config_path(after.into_config_arg());
             // Before anything else opens a descriptor: the numbers systemd
             // passed must still be the sockets it passed.
             let activated = match ActivatedSockets::from_env() {

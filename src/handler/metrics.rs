@@ -320,7 +320,7 @@ impl Handler for MetricsHandler {
 
     fn summary(config: &MetricsConfig) -> String {
         format!(
-            "path={PATH} request_timeout={}",
+            "serves {PATH} request_timeout={}",
             humantime::format_duration(config.request_timeout)
         )
     }
