@@ -25,9 +25,10 @@
 //! The HTML page also shows each entry's size and modification time,
 //! which change without the directory's modification time changing (a
 //! file written to, a subdirectory's own entries): a cached page is
-//! therefore used for [`HTML_FRESH_FOR`] at most, then built again. A
-//! flood of requests still builds a page at most once per that window
-//! per directory, while a page shows a file that grows within that long.
+//! therefore used for [`HTML_FRESH_FOR`] (or, for a page slow to build,
+//! [`FRESH_PER_BUILD`] times its build), then built again. A flood of
+//! requests still builds a page at most once per that window per
+//! directory, while a page shows a file that grows within that long.
 //! The text listing has names only, which the directory's modification
 //! time covers: it is kept until that changes.
 
@@ -59,6 +60,13 @@ const BUILD_WAIT: Duration = Duration::from_secs(5);
 /// How long a cached HTML page is used before it is built again (its
 /// sizes and times may have changed without the directory's mtime).
 const HTML_FRESH_FOR: Duration = Duration::from_secs(2);
+
+/// A page is used at least this many times as long as its build took,
+/// up to [`MAX_HTML_FRESH_FOR`]: a flood of requests for a huge directory
+/// (10^5 entries took 0.76 s to build) spends at most a twentieth of a
+/// core rebuilding its page, not a third.
+const FRESH_PER_BUILD: u32 = 20;
+const MAX_HTML_FRESH_FOR: Duration = Duration::from_secs(30);
 
 /// Renderings kept, and their bytes in all, at most.
 const CACHED_RENDERINGS: usize = 256;
@@ -152,6 +160,9 @@ struct Cached {
     mtime: (i64, i64),
     /// When it was built (before the directory was read).
     built: std::time::Instant,
+    /// How long a page is used: the listings' window, or longer for a
+    /// page that was slow to build ([`FRESH_PER_BUILD`]).
+    fresh_for: Duration,
     body: Bytes,
 }
 
@@ -296,7 +307,7 @@ impl Listings {
             .entries
             .get(&key)
             .filter(|cached| cached.mtime == mtime)
-            .filter(|cached| key.2 != Format::Html || cached.built.elapsed() < self.html_fresh_for)
+            .filter(|cached| key.2 != Format::Html || cached.built.elapsed() < cached.fresh_for)
             .map(|cached| cached.body.clone())
     }
 
@@ -327,7 +338,24 @@ impl Listings {
             }
         }
         cache.bytes += body.len();
-        cache.entries.insert(key, Cached { mtime, built, body });
+        let fresh_for = if self.html_fresh_for.is_zero() {
+            Duration::ZERO
+        } else {
+            let slow = built
+                .elapsed()
+                .saturating_mul(FRESH_PER_BUILD)
+                .min(MAX_HTML_FRESH_FOR);
+            self.html_fresh_for.max(slow)
+        };
+        cache.entries.insert(
+            key,
+            Cached {
+                mtime,
+                built,
+                fresh_for,
+                body,
+            },
+        );
     }
 }
 
@@ -692,6 +720,31 @@ mod tests {
     }
 
     /// A page shows sizes and times, which change without the directory's
+    /// A page that was slow to build is used for twenty times its build,
+    /// so a flood cannot keep a core rebuilding a huge directory's page.
+    #[test]
+    fn a_page_slow_to_build_is_used_for_longer() {
+        let listings = Listings::with_html_fresh_for(Duration::from_millis(1));
+        let key = (1, 7, Format::Html, "UTF-8");
+        let page = Bytes::from_static(b"<html>");
+        let now = std::time::Instant::now();
+        // Built in about 50 ms: fresh for about a second, though the
+        // window is 1 ms.
+        listings.keep(key, (0, 0), now - Duration::from_millis(50), page.clone());
+        assert!(listings.cached(key, (0, 0)).is_some());
+        let fresh_for = lock(&listings.cache).entries[&key].fresh_for;
+        assert!(
+            (Duration::from_millis(1000)..=MAX_HTML_FRESH_FOR).contains(&fresh_for),
+            "{fresh_for:?}"
+        );
+        // Built an hour ago (by the instant it began): at most the cap.
+        listings.keep(key, (0, 0), now - Duration::from_secs(3600), page);
+        assert_eq!(
+            lock(&listings.cache).entries[&key].fresh_for,
+            MAX_HTML_FRESH_FOR
+        );
+    }
+
     /// mtime: a cached page is used only while fresh.
     #[tokio::test]
     async fn a_page_is_built_again_once_it_is_no_longer_fresh() {
