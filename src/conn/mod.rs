@@ -15,6 +15,7 @@ mod file_send;
 mod framing;
 mod metered;
 pub(crate) mod proxy_header;
+mod stream;
 pub(crate) mod text;
 
 use std::io;
@@ -24,12 +25,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+#[cfg(test)]
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout, timeout_at};
 use tokio_util::sync::CancellationToken;
 
 pub(crate) use framing::{FrameError, FrameLimits, MessageReader};
+pub(crate) use stream::Io;
 
 use access::{Outcome, ResponseRecord};
 use file_send::{SendDeadlines, SendReport};
@@ -43,24 +46,6 @@ use crate::metrics::{CloseReason, ListenerMetrics};
 /// makes the kernel send RST, which can destroy the reply in flight.
 const LINGER_TIME: Duration = Duration::from_secs(1);
 const LINGER_BYTES: u64 = 256 * 1024;
-
-/// What a connection's stream must be: a TCP socket in production, an
-/// in-memory `tokio::io::duplex` in unit tests. A TCP socket also offers the
-/// fast paths: waiting for data without a buffer, and zero-copy file sends.
-pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send + Sync {
-    /// The TCP socket under this stream, if it is one.
-    fn tcp(&self) -> Option<&TcpStream> {
-        None
-    }
-}
-
-impl Io for TcpStream {
-    fn tcp(&self) -> Option<&TcpStream> {
-        Some(self)
-    }
-}
-
-impl Io for tokio::io::DuplexStream {}
 
 /// The per-listener settings a connection needs.
 #[derive(Debug, Clone, PartialEq)]
@@ -365,7 +350,9 @@ impl<S: Io> Connection<S> {
         if self.reload.is_denied() {
             return Err(ConnError::Denied);
         }
-        let Some(tcp) = self.stream.get_ref().tcp() else {
+        // Only a plaintext socket can be peeked; through anything else
+        // (an in-memory stream, TLS) the read itself waits.
+        let Some(tcp) = self.stream.get_ref().plaintext() else {
             return Ok(Incoming::Data(()));
         };
         let (until, timed_out) = self.wait_limit();
@@ -564,7 +551,7 @@ impl<S: Io> Connection<S> {
         if !head.is_empty() {
             self.send(head).await?;
         }
-        if let Some(tcp) = self.stream.get_ref().tcp() {
+        if let Some(tcp) = self.stream.get_ref().plaintext() {
             let file = Arc::new(file);
             let mut report = SendReport::default();
             // The offset lives in the connection while the kernel sends,
@@ -636,8 +623,8 @@ impl<S: Io> Connection<S> {
     /// Bounds the socket's send buffer to `bytes` (`SO_SNDBUF`), which also
     /// turns the kernel's autotuning off for it.
     pub(crate) fn set_send_buffer(&self, bytes: usize) {
-        if let Some(tcp) = self.stream.get_ref().tcp()
-            && let Err(e) = rustix::net::sockopt::set_socket_send_buffer_size(tcp, bytes)
+        if let Some(socket) = self.stream.get_ref().socket()
+            && let Err(e) = rustix::net::sockopt::set_socket_send_buffer_size(socket, bytes)
         {
             tracing::debug!(error = %e, "cannot set SO_SNDBUF");
         }
@@ -655,8 +642,8 @@ impl<S: Io> Connection<S> {
 
     /// Sets `SO_LINGER` to zero: the socket's close then sends RST.
     fn arm_reset(&self) {
-        if let Some(tcp) = self.stream.get_ref().tcp()
-            && let Err(e) = tcp.set_zero_linger()
+        if let Some(socket) = self.stream.get_ref().socket()
+            && let Err(e) = rustix::net::sockopt::set_socket_linger(socket, Some(Duration::ZERO))
         {
             tracing::debug!(error = %e, "cannot set SO_LINGER to reset the connection");
         }
@@ -867,6 +854,110 @@ mod tests {
         let want: Vec<u8> = (0..3usize << 20).map(|i| (i % 251) as u8).collect();
         assert_eq!(got.len(), 2 * want.len());
         assert!(got[..want.len()] == want[..] && got[want.len()..] == want[..]);
+    }
+
+    /// A stream over a TCP socket whose bytes are not the socket's (what a
+    /// TLS stream is): it gives its socket for options, not for plaintext.
+    /// It counts the bytes written through it.
+    struct SocketOnly {
+        tcp: TcpStream,
+        written: u64,
+    }
+
+    impl tokio::io::AsyncRead for SocketOnly {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<io::Result<()>> {
+            std::pin::Pin::new(&mut self.tcp).poll_read(cx, buf)
+        }
+    }
+
+    impl tokio::io::AsyncWrite for SocketOnly {
+        fn poll_write(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<io::Result<usize>> {
+            let poll = std::pin::Pin::new(&mut self.tcp).poll_write(cx, buf);
+            if let std::task::Poll::Ready(Ok(n)) = poll {
+                self.written += n as u64;
+            }
+            poll
+        }
+
+        fn poll_flush(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<io::Result<()>> {
+            std::pin::Pin::new(&mut self.tcp).poll_flush(cx)
+        }
+
+        fn poll_shutdown(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<io::Result<()>> {
+            std::pin::Pin::new(&mut self.tcp).poll_shutdown(cx)
+        }
+    }
+
+    impl stream::SocketOptions for SocketOnly {
+        fn socket(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+            use std::os::fd::AsFd;
+            Some(self.tcp.as_fd())
+        }
+    }
+
+    impl stream::PlaintextSocket for SocketOnly {}
+
+    /// Through a stream that is not plaintext, a file goes through the
+    /// stream (never sendfile past it), whole; and a cut still ends in a
+    /// reset, through the socket it gives for options.
+    #[tokio::test]
+    async fn a_stream_that_is_not_plaintext_gets_files_through_it_and_still_resets() {
+        let (_dir, file) = file_send::cold_file(1 << 20);
+        let (client, server) = tcp_pair().await;
+        let server = SocketOnly {
+            tcp: server,
+            written: 0,
+        };
+        let mut conn = test_connection(server);
+        let reader = tokio::spawn(async move {
+            let mut client = client;
+            let mut got = Vec::new();
+            client.read_to_end(&mut got).await.expect("read");
+            got
+        });
+        let sent = conn
+            .send_file(b"head\n", file, 0, 1 << 20, 65536, None)
+            .await;
+        assert_eq!(sent.expect("sent"), 1 << 20);
+        assert_eq!(
+            conn.stream.get_ref().written,
+            5 + (1 << 20),
+            "bytes went past the stream"
+        );
+        conn.close(CloseReason::Completed).await;
+        drop(conn);
+        let got = reader.await.expect("reader");
+        let want: Vec<u8> = (0..1usize << 20).map(|i| (i % 251) as u8).collect();
+        assert!(got.starts_with(b"head\n") && got[5..] == want[..]);
+
+        let (mut client, server) = tcp_pair().await;
+        let mut conn = test_connection(SocketOnly {
+            tcp: server,
+            written: 0,
+        });
+        conn.send(b"part of a reply").await.expect("send");
+        conn.reset(CloseReason::Completed);
+        drop(conn);
+        let mut got = Vec::new();
+        let error = client
+            .read_to_end(&mut got)
+            .await
+            .expect_err("ended with FIN");
+        assert_eq!(error.kind(), io::ErrorKind::ConnectionReset, "{error}");
     }
 
     #[tokio::test]
