@@ -86,7 +86,7 @@ pub fn download_path(data: &[u8]) {
 /// The metrics handler's request line and the bots' reply templates: they
 /// accept or refuse, never panic; a template renders.
 pub fn request_line_and_template(data: &[u8]) {
-    let _ = crate::handler::http_request_line_for_fuzzing(data);
+    let _ = crate::http::request::request_line(data);
     if let Ok(text) = std::str::from_utf8(data) {
         crate::handler::template_for_fuzzing(text);
     }

@@ -20,6 +20,10 @@ use tokio::time::{Instant, timeout_at};
 use super::probe::{Probe, ProbeContext, Verdict, shown};
 use super::{BuildContext, Ended, Handler, HandlerError, Invalid};
 use crate::conn::{ConnError, Connection, Incoming, Io};
+use crate::http::request::request_line;
+use crate::http::status::{
+    HEADERS_TOO_LARGE, METHOD_NOT_ALLOWED, NOT_FOUND, OK, REQUEST_TIMEOUT, Status, URI_TOO_LONG,
+};
 use crate::metrics::{CONTENT_TYPE, CloseReason, Metrics};
 
 /// The path the figures are served at.
@@ -29,7 +33,7 @@ const PATH: &str = "/metrics";
 const MAX_HEADERS: usize = 100;
 
 /// How long a client has for its whole request, by default.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The longest `request_timeout`.
 const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(3600);
@@ -44,7 +48,7 @@ pub struct MetricsConfig {
 }
 
 fn default_request_timeout() -> Duration {
-    REQUEST_TIMEOUT
+    DEFAULT_REQUEST_TIMEOUT
 }
 
 /// The metrics handler.
@@ -62,51 +66,24 @@ enum Request {
     Http { head_only: bool, status: Status },
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Status {
-    Ok,
-    NotFound,
-    MethodNotAllowed,
-    RequestTimeout,
-    UriTooLong,
-    HeadersTooLarge,
+/// What the metrics count a connection that got `status` as.
+fn close_reason(status: Status) -> CloseReason {
+    match status {
+        REQUEST_TIMEOUT => CloseReason::Slow,
+        URI_TOO_LONG | HEADERS_TOO_LARGE => CloseReason::Limit,
+        _ => CloseReason::Completed,
+    }
 }
 
-impl Status {
-    fn line(self) -> &'static str {
-        match self {
-            Status::Ok => "200 OK",
-            Status::NotFound => "404 Not Found",
-            Status::MethodNotAllowed => "405 Method Not Allowed",
-            Status::RequestTimeout => "408 Request Timeout",
-            Status::UriTooLong => "414 URI Too Long",
-            Status::HeadersTooLarge => "431 Request Header Fields Too Large",
-        }
-    }
-
-    /// What the metrics count a connection that got this status as.
-    fn close_reason(self) -> CloseReason {
-        match self {
-            Status::RequestTimeout => CloseReason::Slow,
-            Status::UriTooLong | Status::HeadersTooLarge => CloseReason::Limit,
-            _ => CloseReason::Completed,
-        }
-    }
-
-    /// The status for a request that could not be read: a line over
-    /// `max_message_bytes` (the request line's or a header's), or a request
-    /// not complete in time. `None` for other errors.
-    fn for_error(err: &HandlerError, in_headers: bool) -> Option<Status> {
-        match err {
-            HandlerError::Conn(ConnError::MessageTooLong(_)) if in_headers => {
-                Some(Status::HeadersTooLarge)
-            }
-            HandlerError::Conn(ConnError::MessageTooLong(_)) => Some(Status::UriTooLong),
-            HandlerError::Conn(ConnError::Idle(_) | ConnError::TooSlow(_)) => {
-                Some(Status::RequestTimeout)
-            }
-            _ => None,
-        }
+/// The status for a request that could not be read: a line over
+/// `max_message_bytes` (the request line's or a header's), or a request
+/// not complete in time. `None` for other errors.
+fn status_for_error(err: &HandlerError, in_headers: bool) -> Option<Status> {
+    match err {
+        HandlerError::Conn(ConnError::MessageTooLong(_)) if in_headers => Some(HEADERS_TOO_LARGE),
+        HandlerError::Conn(ConnError::MessageTooLong(_)) => Some(URI_TOO_LONG),
+        HandlerError::Conn(ConnError::Idle(_) | ConnError::TooSlow(_)) => Some(REQUEST_TIMEOUT),
+        _ => None,
     }
 }
 
@@ -120,7 +97,7 @@ impl MetricsHandler {
         conn: &mut Connection<S>,
     ) -> Result<Option<Request>, HandlerError> {
         let deadline = Instant::now() + self.request_timeout;
-        let failed = |err: HandlerError, in_headers: bool| match Status::for_error(&err, in_headers)
+        let failed = |err: HandlerError, in_headers: bool| match status_for_error(&err, in_headers)
         {
             Some(status) => Ok(Some(Request::Http {
                 head_only: false,
@@ -135,14 +112,17 @@ impl MetricsHandler {
             Ok(Incoming::Shutdown) => return Ok(None),
             Err(err) => return failed(err, false),
         };
-        let Some((method, target)) = http_request_line(&first) else {
+        // The request line of every HTTP speaker here; a target that is
+        // not UTF-8 is no path of ours.
+        let Some((method, target)) = request_line(&first) else {
             return Ok(Some(Request::Text));
         };
-        let head_only = method == "HEAD";
-        let mut status = match (method, request_path(target)) {
-            ("GET" | "HEAD", PATH) => Status::Ok,
-            ("GET" | "HEAD", _) => Status::NotFound,
-            _ => Status::MethodNotAllowed,
+        let head_only = method == b"HEAD";
+        let path = std::str::from_utf8(target).map_or("", request_path);
+        let mut status = match (method, path) {
+            (b"GET" | b"HEAD", PATH) => OK,
+            (b"GET" | b"HEAD", _) => NOT_FOUND,
+            _ => METHOD_NOT_ALLOWED,
         };
         // The headers are read (and ignored), so that the close does not
         // cut into a request still arriving.
@@ -153,7 +133,7 @@ impl MetricsHandler {
                 Ok(Incoming::Data(_)) => {
                     headers += 1;
                     if headers > MAX_HEADERS {
-                        status = Status::HeadersTooLarge;
+                        status = HEADERS_TOO_LARGE;
                         break;
                     }
                 }
@@ -182,19 +162,19 @@ async fn send_response<S: Io>(
     head_only: bool,
     body: Vec<u8>,
 ) -> Result<(), HandlerError> {
-    let (content_type, body) = match status {
-        Status::Ok => (CONTENT_TYPE, body),
-        other => (
+    let (content_type, body) = if status == OK {
+        (CONTENT_TYPE, body)
+    } else {
+        (
             "text/plain; charset=utf-8",
-            format!("{}\n", other.line()).into_bytes(),
-        ),
+            format!("{status}\n").into_bytes(),
+        )
     };
     let mut response = format!(
-        "HTTP/1.1 {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n",
-        status.line(),
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n",
         body.len()
     );
-    if status == Status::MethodNotAllowed {
+    if status == METHOD_NOT_ALLOWED {
         response.push_str("Allow: GET, HEAD\r\n");
     }
     response.push_str("\r\n");
@@ -216,18 +196,6 @@ async fn next_line<S: Io>(
         Ok(line) => Ok(line?),
         Err(_) => Err(ConnError::Idle(limit).into()),
     }
-}
-
-/// `METHOD SP target SP HTTP/1.x`, as (method, target): any method in
-/// capitals, any target without spaces (`/path`, `http://host/path`, `*`).
-pub(crate) fn http_request_line(line: &[u8]) -> Option<(&str, &str)> {
-    let line = std::str::from_utf8(line).ok()?;
-    let mut parts = line.split(' ');
-    let (method, target, version) = (parts.next()?, parts.next()?, parts.next()?);
-    let is_token = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_uppercase());
-    let http = matches!(version, "HTTP/1.0" | "HTTP/1.1");
-    (parts.next().is_none() && http && is_token(method) && !target.is_empty())
-        .then_some((method, target))
 }
 
 /// The path of a request target, without its query: `/metrics?x` and
@@ -281,17 +249,18 @@ impl Handler for MetricsHandler {
             }
             Request::Http { head_only, status } => (head_only, status),
         };
-        if status.close_reason() != CloseReason::Completed {
+        if close_reason(status) != CloseReason::Completed {
             // 408, 414, 431: said in HTTP here, so no `ERR` line after it.
             send_response(conn, status, false, Vec::new()).await?;
             return Err(HandlerError::Answered {
-                what: status.line(),
-                reason: status.close_reason(),
+                status,
+                reason: close_reason(status),
             });
         }
-        let body = match status {
-            Status::Ok => self.render().await?,
-            _ => Vec::new(),
+        let body = if status == OK {
+            self.render().await?
+        } else {
+            Vec::new()
         };
         send_response(conn, status, head_only, body).await?;
         Ok(Ended::Completed)
@@ -337,29 +306,5 @@ mod tests {
         assert_eq!(request_path("http://host:9100/metrics"), "/metrics");
         assert_eq!(request_path("http://host"), "/");
         assert_eq!(request_path("*"), "*");
-    }
-
-    #[test]
-    fn only_an_http_request_line_is_http() {
-        assert_eq!(
-            http_request_line(b"GET /metrics HTTP/1.1"),
-            Some(("GET", "/metrics"))
-        );
-        assert_eq!(
-            http_request_line(b"HEAD /x?y HTTP/1.0"),
-            Some(("HEAD", "/x?y"))
-        );
-        for not_http in [
-            &b""[..],
-            b"GET /metrics",
-            b"GET /metrics HTTP/2",
-            b"get /metrics HTTP/1.1",
-            b"GET  HTTP/1.1",
-            b"GET /metrics HTTP/1.1 extra",
-            b"GET  /metrics HTTP/1.1",
-            b"\xff /metrics HTTP/1.1",
-        ] {
-            assert_eq!(http_request_line(not_http), None, "{not_http:?}");
-        }
     }
 }

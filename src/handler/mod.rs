@@ -34,7 +34,6 @@ pub(crate) use download::http as download_http_for_fuzzing;
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) use download::resolve_for_fuzzing;
 #[cfg(any(test, feature = "fuzzing"))]
-pub(crate) use metrics::http_request_line as http_request_line_for_fuzzing;
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) use template::template_for_fuzzing;
 

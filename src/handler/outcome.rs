@@ -70,10 +70,10 @@ pub(crate) enum HandlerError {
     Refused(&'static str),
     /// The handler has already told the client why it stops, in its own
     /// protocol (an HTTP status): no `ERR` line follows.
-    #[error("{what}")]
+    #[error("{status}")]
     Answered {
         /// What it said.
-        what: &'static str,
+        status: crate::http::status::Status,
         /// What the metrics count it as.
         reason: CloseReason,
     },

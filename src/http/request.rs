@@ -23,21 +23,25 @@ pub(crate) const MAX_TARGET_BYTES: usize = 4096;
 /// an upper-case method, one space, a target without spaces, one space,
 /// `HTTP/1.0` or `HTTP/1.1`.
 pub(crate) fn is_request_line(line: &[u8]) -> bool {
-    let Some(rest) = line
+    request_line(line).is_some()
+}
+
+/// `METHOD SP target SP HTTP/1.x`, as (method, target): a method of 1 to
+/// 16 capitals, a target of visible ASCII or bytes over 0x7f (spaces and
+/// control bytes are not a target). What every HTTP speaker here (the
+/// download port, the metrics handler) takes for a request line.
+pub(crate) fn request_line(line: &[u8]) -> Option<(&[u8], &[u8])> {
+    let rest = line
         .strip_suffix(b" HTTP/1.1")
-        .or_else(|| line.strip_suffix(b" HTTP/1.0"))
-    else {
-        return false;
-    };
-    let Some(space) = rest.iter().position(|&b| b == b' ') else {
-        return false;
-    };
+        .or_else(|| line.strip_suffix(b" HTTP/1.0"))?;
+    let space = rest.iter().position(|&b| b == b' ')?;
     let (method, target) = rest.split_at(space);
     let target = target.get(1..).unwrap_or_default();
-    (1..=16).contains(&method.len())
+    ((1..=16).contains(&method.len())
         && method.iter().all(u8::is_ascii_uppercase)
         && !target.is_empty()
-        && target.iter().all(|&b| b.is_ascii_graphic() || b >= 0x80)
+        && target.iter().all(|&b| b.is_ascii_graphic() || b >= 0x80))
+    .then_some((method, target))
 }
 
 /// The methods served; the others get 405.
@@ -496,6 +500,26 @@ mod tests {
         for (line, expected) in cases {
             assert_eq!(
                 is_request_line(line),
+                *expected,
+                "{:?}",
+                String::from_utf8_lossy(line)
+            );
+        }
+        // The parts, and more lines that are not requests.
+        type Parts<'a> = Option<(&'a [u8], &'a [u8])>;
+        let parts: &[(&[u8], Parts)] = &[
+            (b"GET /metrics HTTP/1.1", Some((b"GET", b"/metrics"))),
+            (b"HEAD /x?y HTTP/1.0", Some((b"HEAD", b"/x?y"))),
+            (b"", None),
+            (b"GET /metrics", None),
+            (b"GET /metrics HTTP/1.1 extra", None),
+            (b"GET  /metrics HTTP/1.1", None),
+            (b"\xff /metrics HTTP/1.1", None),
+            (b"GETTINGTOOLONGMETHOD / HTTP/1.1", None),
+        ];
+        for (line, expected) in parts {
+            assert_eq!(
+                request_line(line),
                 *expected,
                 "{:?}",
                 String::from_utf8_lossy(line)

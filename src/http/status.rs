@@ -1,4 +1,5 @@
-//! The response statuses the download port answers with.
+//! The response statuses the HTTP speakers here (the download port, the
+//! metrics handler) answer with.
 
 /// A response status and its reason phrase.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,6 +19,13 @@ pub(crate) const URI_TOO_LONG: Status = Status(414, "URI Too Long");
 pub(crate) const RANGE_NOT_SATISFIABLE: Status = Status(416, "Range Not Satisfiable");
 pub(crate) const HEADERS_TOO_LARGE: Status = Status(431, "Request Header Fields Too Large");
 pub(crate) const UNAVAILABLE: Status = Status(503, "Service Unavailable");
+
+impl std::fmt::Display for Status {
+    /// The status line's code and reason: `404 Not Found`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.0, self.1)
+    }
+}
 
 impl Status {
     /// The one-line text body of an error response: `404 not found`.
