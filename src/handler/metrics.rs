@@ -11,7 +11,7 @@
 //! per line, [`MAX_HEADERS`] lines and `request_timeout` in all.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::BytesMut;
 use serde::Deserialize;
@@ -20,6 +20,7 @@ use tokio::time::{Instant, timeout_at};
 use super::probe::{Probe, ProbeContext, Verdict, shown};
 use super::{BuildContext, Ended, Handler, HandlerError, Invalid};
 use crate::conn::{ConnError, Connection, Incoming, Io};
+use crate::http::head;
 use crate::http::request::request_line;
 use crate::http::status::{
     HEADERS_TOO_LARGE, METHOD_NOT_ALLOWED, NOT_FOUND, OK, REQUEST_TIMEOUT, Status, URI_TOO_LONG,
@@ -170,15 +171,9 @@ async fn send_response<S: Io>(
             format!("{status}\n").into_bytes(),
         )
     };
-    let mut response = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n",
-        body.len()
-    );
-    if status == METHOD_NOT_ALLOWED {
-        response.push_str("Allow: GET, HEAD\r\n");
-    }
-    response.push_str("\r\n");
-    let mut response = response.into_bytes();
+    let allow = (status == METHOD_NOT_ALLOWED).then_some(("Allow", "GET, HEAD"));
+    let fields = [("Content-Type", content_type)].into_iter().chain(allow);
+    let mut response = head::write(status, SystemTime::now(), false, body.len() as u64, fields);
     if !head_only {
         response.extend_from_slice(&body);
     }

@@ -23,7 +23,6 @@
 //! [`MAX_REQUESTS_PER_CONNECTION`] requests a connection.
 
 use std::borrow::Cow;
-use std::fmt::Write as _;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::time::SystemTime;
@@ -47,7 +46,7 @@ use crate::http::status::{
     BAD_REQUEST, FORBIDDEN, METHOD_NOT_ALLOWED, MOVED_PERMANENTLY, NOT_FOUND, NOT_MODIFIED, OK,
     PARTIAL, PRECONDITION_FAILED, RANGE_NOT_SATISFIABLE, REQUEST_TIMEOUT, Status, UNAVAILABLE,
 };
-use crate::http::{accept, content_type, date, html, percent, range};
+use crate::http::{accept, content_type, head, html, percent, range};
 
 pub(crate) use crate::http::request::is_request_line;
 
@@ -116,56 +115,21 @@ impl Response {
 
     /// The status line and the headers, with the blank line.
     fn head(&self, keep_alive: bool) -> Vec<u8> {
-        let mut head = String::with_capacity(HEAD_CAPACITY);
-        let _ = write!(head, "HTTP/1.1 {} {}\r\n", self.status.0, self.status.1);
-        push_date(&mut head, self.at);
-        let _ = write!(
-            head,
-            "Server: switchboard\r\nConnection: {}\r\n",
-            if keep_alive { "keep-alive" } else { "close" }
-        );
-        if self.status != NOT_MODIFIED {
-            let _ = write!(head, "Content-Length: {}\r\n", self.content_length());
-        }
-        for (name, value) in &self.headers {
-            let _ = write!(head, "{name}: {value}\r\n");
-        }
-        head.push_str("\r\n");
-        head.into_bytes()
+        head::write(
+            self.status,
+            self.at,
+            keep_alive,
+            self.content_length(),
+            self.headers
+                .iter()
+                .map(|(name, value)| (*name, value.as_ref())),
+        )
     }
 }
 
 /// A listing is HTML or text as `Accept` asks: a cache must key it by
 /// `Accept` too (RFC 9110 §12.5.5), or a browser's page reaches curl.
 const VARY_ACCEPT: (&str, Cow<'static, str>) = ("Vary", Cow::Borrowed("Accept"));
-
-/// Room for a typical response head (a file's is about 280 bytes), so that
-/// it is built without growing.
-const HEAD_CAPACITY: usize = 384;
-
-/// Appends the `Date` header for `now` (none if it is outside HTTP-date's
-/// range). It changes once a second, so each worker thread formats it
-/// once a second, not once a response.
-fn push_date(out: &mut String, now: SystemTime) {
-    use std::cell::RefCell;
-    thread_local! {
-        static DATE: RefCell<(u64, Option<String>)> = const { RefCell::new((u64::MAX, None)) };
-    }
-    let second = now
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    DATE.with_borrow_mut(|(cached_second, text)| {
-        if *cached_second != second {
-            *text = date::format(now);
-            *cached_second = second;
-        }
-        if let Some(text) = text {
-            out.push_str("Date: ");
-            out.push_str(text);
-            out.push_str("\r\n");
-        }
-    });
-}
 
 /// Serves HTTP on `conn`, whose first line was `first_line` (a request
 /// line), until the client closes, asks to, or the request bound is met.
