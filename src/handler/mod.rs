@@ -26,7 +26,7 @@ pub use download::DownloadConfig;
 pub use echo::EchoConfig;
 pub use keyword_bot::{KeywordBotConfig, KeywordRule};
 pub use metrics::MetricsConfig;
-pub(crate) use outcome::{Ended, HandlerError};
+pub(crate) use outcome::{Ended, HandlerError, Refusal};
 pub use random_bot::RandomBotConfig;
 
 #[cfg(any(test, feature = "fuzzing"))]

@@ -49,6 +49,72 @@ impl fmt::Display for Ended {
 }
 
 /// Why a conversation ended early.
+/// Why a request was refused: the client is told its text (`ERR not
+/// found`, or over HTTP the status [`Refusal::is_missing`] and
+/// [`Refusal::is_busy`] choose), and the metrics count it under that text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// The name leads nowhere.
+    NotFound,
+    /// `..` in a name (the probe asks for it: nothing on disk is touched).
+    ParentDir,
+    /// A name starting with `/`.
+    Absolute,
+    /// A NUL byte in a name.
+    NulByte,
+    /// A component starting with `.`, not allowed.
+    Hidden,
+    /// The real path is outside the root (a symlink out).
+    OutsideRoot,
+    /// Neither a regular file nor a directory (a FIFO, a device).
+    NotServable,
+    /// A regular file with more than one hard link, not allowed.
+    HardLinked,
+    /// The file system said no.
+    PermissionDenied,
+    /// A symlink loop.
+    SymlinkLoop,
+    /// A name over the file system's limit.
+    NameTooLong,
+    /// Another read error.
+    CannotRead,
+    /// The opened path could not be checked again by its descriptor.
+    CannotVerify,
+    /// Every slot is in use, or a listing's build did not come in time.
+    Busy,
+    /// The server is shutting down.
+    ShuttingDown,
+}
+
+impl Refusal {
+    /// The text the client gets after `ERR `.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Refusal::NotFound => "not found",
+            Refusal::ParentDir => "'..' is not allowed",
+            Refusal::Absolute => "absolute paths are not allowed",
+            Refusal::NulByte => "invalid name: NUL byte",
+            Refusal::Hidden => "hidden files are not served",
+            Refusal::OutsideRoot => "outside the download root",
+            Refusal::NotServable => "not a regular file or directory",
+            Refusal::HardLinked => "hard-linked files are not served",
+            Refusal::PermissionDenied => "permission denied",
+            Refusal::SymlinkLoop => "too many levels of symbolic links",
+            Refusal::NameTooLong => "name too long",
+            Refusal::CannotRead => "cannot read",
+            Refusal::CannotVerify => "cannot verify the path",
+            Refusal::Busy => "busy",
+            Refusal::ShuttingDown => "server shutting down",
+        }
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum HandlerError {
     /// The connection's own limits ended it (idle, too long, too slow),
@@ -67,7 +133,7 @@ pub(crate) enum HandlerError {
     /// The request was refused; the reason (one of a fixed set) is told to
     /// the client.
     #[error("refused: {0}")]
-    Refused(&'static str),
+    Refused(Refusal),
     /// The handler has already told the client why it stops, in its own
     /// protocol (an HTTP status): no `ERR` line follows.
     #[error("{status}")]
@@ -96,7 +162,7 @@ impl HandlerError {
             HandlerError::Conn(ConnError::TooSlow(_)) => {
                 Some(("ERR too slow".to_owned(), "too slow"))
             }
-            HandlerError::Refused(reason) => Some((format!("ERR {reason}"), reason)),
+            HandlerError::Refused(reason) => Some((format!("ERR {reason}"), reason.as_str())),
             HandlerError::Conn(ConnError::Denied) => {
                 Some((format!("ERR {ACCESS_DENIED}"), ACCESS_DENIED))
             }
@@ -169,6 +235,35 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_refusal_has_its_own_text() {
+        use Refusal::*;
+        let all = [
+            NotFound,
+            ParentDir,
+            Absolute,
+            NulByte,
+            Hidden,
+            OutsideRoot,
+            NotServable,
+            HardLinked,
+            PermissionDenied,
+            SymlinkLoop,
+            NameTooLong,
+            CannotRead,
+            CannotVerify,
+            Busy,
+            ShuttingDown,
+        ];
+        let texts: std::collections::HashSet<&str> = all.iter().map(|r| r.as_str()).collect();
+        assert_eq!(
+            texts.len(),
+            all.len(),
+            "two refusals share a text (a metrics label)"
+        );
+        assert_eq!(Refusal::ParentDir.to_string(), "'..' is not allowed");
+    }
+
+    #[test]
     fn a_server_fault_or_a_cut_reply_resets_and_a_client_mistake_closes() {
         let resets = |e: HandlerError| e.resets_connection();
         // A panic on the blocking pool reaches a handler as such an error.
@@ -182,7 +277,7 @@ mod tests {
         assert!(!resets(
             io::Error::from(io::ErrorKind::ConnectionReset).into()
         ));
-        assert!(!resets(HandlerError::Refused("busy")));
+        assert!(!resets(HandlerError::Refused(Refusal::Busy)));
         assert!(!resets(HandlerError::Conn(ConnError::Denied)));
         assert!(!resets(HandlerError::Conn(ConnError::Idle(
             std::time::Duration::from_secs(1)

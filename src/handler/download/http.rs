@@ -32,13 +32,13 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant, timeout_at};
 use tracing::info;
 
+use super::Download;
 use super::listing::Format;
-use super::paths::{MISSING, Target};
-use super::{BUSY, Download};
+use super::paths::Target;
 use crate::conn::access::{Outcome, ResponseRecord};
 use crate::conn::text::{QUOTE_MAX_BYTES, TextEncoding, quote};
 use crate::conn::{ConnError, Connection, Incoming, Io};
-use crate::handler::{Ended, HandlerError};
+use crate::handler::{Ended, HandlerError, Refusal};
 use crate::http::conditional::{self, Decision};
 use crate::http::etag::Validators;
 use crate::http::request::{MAX_HEAD_BYTES, Method, Request, parse_head};
@@ -320,7 +320,7 @@ async fn build(
     }
     let name = request.path.as_ref().map_err(|status| *status)?;
     let target = download.resolve_target(name).await.map_err(|e| match e {
-        HandlerError::Refused(reason) if reason != MISSING => FORBIDDEN,
+        HandlerError::Refused(reason) if reason != Refusal::NotFound => FORBIDDEN,
         _ => NOT_FOUND,
     })?;
     // A file's validators and its `Date` are of one instant, taken after
@@ -381,7 +381,7 @@ async fn build(
                 .listing(handle, &path, encoding, format)
                 .await
                 .map_err(|e| match e {
-                    HandlerError::Refused(BUSY) => UNAVAILABLE,
+                    HandlerError::Refused(Refusal::Busy) => UNAVAILABLE,
                     _ => FORBIDDEN,
                 })?;
             let body = match slot {

@@ -881,7 +881,7 @@ mod tests {
 
     fn refused(root: &Path, name: &str) -> &'static str {
         match resolve(root, name, STRICT) {
-            Err(reason) => reason,
+            Err(reason) => reason.as_str(),
             Ok(target) => panic!("{name:?} was not refused: {target:?}"),
         }
     }

@@ -25,11 +25,11 @@ use tokio::sync::Semaphore;
 use tracing::{debug, info};
 
 use super::probe::{Probe, ProbeContext, line_then_close, shown};
-use super::{BuildContext, Ended, Handler, HandlerError, Invalid};
+use super::{BuildContext, Ended, Handler, HandlerError, Invalid, Refusal};
 use crate::conn::text::{QUOTE_MAX_BYTES, TextEncoding, quote};
 use crate::conn::{ConnError, Connection, Incoming, Io, MinRate};
 use listing::{Format, ListingError, Listings};
-use paths::{PARENT_DIR_REFUSED, Policy, Target, io_reason, open_root, resolve, resolve_cached};
+use paths::{Policy, Target, io_reason, open_root, resolve, resolve_cached};
 
 /// Bytes sent per write by default.
 const CHUNK_SIZE: usize = 64 * 1024;
@@ -62,9 +62,6 @@ const PROBE_REQUEST: &str = "..";
 
 /// A body at most this long goes out in one write with its head.
 const SMALL_BODY: usize = 16 * 1024;
-
-/// The refusal of a file or listing send over `max_downloads`.
-const BUSY: &str = "busy";
 
 /// Settings of the download handler.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -241,7 +238,7 @@ impl Download {
             .get(self.root.clone(), dir, path, self.policy, encoding, format)
             .await
             .map_err(|e| match e {
-                ListingError::Busy => HandlerError::Refused(BUSY),
+                ListingError::Busy => HandlerError::Refused(Refusal::Busy),
                 ListingError::Io(e) => HandlerError::Refused(io_reason(&e)),
             })
     }
@@ -319,7 +316,7 @@ impl Handler for Download {
         let request = match conn.next_message().await? {
             Incoming::Data(request) => request,
             Incoming::Closed => return Ok(Ended::ClientClosed),
-            Incoming::Shutdown => return Err(HandlerError::Refused("server shutting down")),
+            Incoming::Shutdown => return Err(HandlerError::Refused(Refusal::ShuttingDown)),
         };
         if http::is_request_line(&request) {
             return http::serve(self, conn, request).await;
@@ -336,7 +333,7 @@ impl Handler for Download {
         match target {
             Target::Directory { handle, path } => {
                 let Ok(_sending) = self.sending.clone().try_acquire_owned() else {
-                    return Err(HandlerError::Refused(BUSY));
+                    return Err(HandlerError::Refused(Refusal::Busy));
                 };
                 let text = self.listing(handle, &path, encoding, Format::Text).await?;
                 info!(
@@ -348,7 +345,7 @@ impl Handler for Download {
             }
             Target::File { file, path, meta } => {
                 let Ok(_sending) = self.sending.clone().try_acquire_owned() else {
-                    return Err(HandlerError::Refused(BUSY));
+                    return Err(HandlerError::Refused(Refusal::Busy));
                 };
                 info!(
                     file = quote(&path.to_string_lossy(), QUOTE_MAX_BYTES).as_str(),
@@ -366,7 +363,7 @@ impl Handler for Download {
     fn probe(_config: &DownloadConfig, ctx: &ProbeContext<'_>) -> Probe {
         let mut send = ctx.encoding.encode(PROBE_REQUEST).into_owned();
         send.push(b'\n');
-        let expected = format!("ERR {PARENT_DIR_REFUSED}");
+        let expected = format!("ERR {}", Refusal::ParentDir);
         Probe {
             send,
             check: line_then_close(ctx.encoding, "answered", move |line| {
@@ -408,7 +405,7 @@ fn pace_deadline(pace: MinRate, started: tokio::time::Instant, sent: u64) -> tok
 
 /// A real path, or why not.
 #[cfg(any(test, feature = "fuzzing"))]
-pub(crate) type Resolved = Result<PathBuf, &'static str>;
+pub(crate) type Resolved = Result<PathBuf, Refusal>;
 
 /// What `name` resolves to under `root` (hidden names refused), by the
 /// blocking resolver and by the fast path (`None`: it deferred), for the

@@ -20,11 +20,7 @@ use rustix::fs::{Mode, OFlags, ResolveFlags};
 
 use tracing::warn;
 
-/// The refusal of a name that leads nowhere.
-pub(super) const MISSING: &str = "not found";
-
-/// Why `..` is refused (the probe asks for it: nothing on disk is touched).
-pub(super) const PARENT_DIR_REFUSED: &str = "'..' is not allowed";
+use crate::handler::Refusal;
 
 /// Which names the root's rules let through.
 #[derive(Debug, Clone, Copy)]
@@ -52,21 +48,21 @@ pub(super) enum Target {
 
 /// Refuses, by its text alone, a name with a NUL byte, `..`, an absolute
 /// path, or (unless allowed) a hidden component.
-fn check_name(name: &str, allow_hidden: bool) -> Result<(), &'static str> {
+fn check_name(name: &str, allow_hidden: bool) -> Result<(), Refusal> {
     if name.contains('\0') {
-        return Err("invalid name: NUL byte");
+        return Err(Refusal::NulByte);
     }
     for component in Path::new(name).components() {
         match component {
             Component::Normal(part)
                 if !allow_hidden && part.as_encoded_bytes().starts_with(b".") =>
             {
-                return Err("hidden files are not served");
+                return Err(Refusal::Hidden);
             }
             Component::Normal(_) | Component::CurDir => {}
-            Component::ParentDir => return Err(PARENT_DIR_REFUSED),
+            Component::ParentDir => return Err(Refusal::ParentDir),
             Component::RootDir | Component::Prefix(_) => {
-                return Err("absolute paths are not allowed");
+                return Err(Refusal::Absolute);
             }
         }
     }
@@ -108,7 +104,7 @@ pub(super) fn resolve_cached(
     root_fd: BorrowedFd<'_>,
     name: &str,
     policy: Policy,
-) -> Option<Result<Target, &'static str>> {
+) -> Option<Result<Target, Refusal>> {
     if let Err(refused) = check_name(name, policy.allow_hidden) {
         return Some(Err(refused));
     }
@@ -135,10 +131,10 @@ pub(super) fn resolve_cached(
     };
     let meta = handle.metadata().ok()?;
     if !meta.is_dir() && !meta.is_file() {
-        return Some(Err(NOT_SERVABLE));
+        return Some(Err(Refusal::NotServable));
     }
     if meta.is_file() && meta.nlink() > 1 && !policy.allow_hard_links {
-        return Some(Err(HARD_LINKED));
+        return Some(Err(Refusal::HardLinked));
     }
     // No symlink was followed and `..` is refused: the real path is the
     // root and the name's components.
@@ -161,7 +157,7 @@ pub(super) fn resolve_cached(
 
 /// Resolves a requested name under `root` (canonical) and opens it, or says
 /// why not. It may wait for the disk: run it on the blocking pool.
-pub(super) fn resolve(root: &Path, name: &str, policy: Policy) -> Result<Target, &'static str> {
+pub(super) fn resolve(root: &Path, name: &str, policy: Policy) -> Result<Target, Refusal> {
     let allow_hidden = policy.allow_hidden;
     check_name(name, allow_hidden)?;
     let requested = Path::new(name);
@@ -170,7 +166,7 @@ pub(super) fn resolve(root: &Path, name: &str, policy: Policy) -> Result<Target,
     check_confined(root, &path, allow_hidden)?;
     let meta = fs::metadata(&path).map_err(|e| io_reason(&e))?;
     if !meta.is_file() && !meta.is_dir() {
-        return Err(NOT_SERVABLE);
+        return Err(Refusal::NotServable);
     }
     // O_NONBLOCK: a FIFO swapped in after the check must not block the open.
     let handle = fs::OpenOptions::new()
@@ -182,12 +178,12 @@ pub(super) fn resolve(root: &Path, name: &str, policy: Policy) -> Result<Target,
     // check and the open: check again what was really opened, by descriptor.
     let real = fs::read_link(descriptor_path(&handle)).map_err(|e| {
         warn!(error = %e, "cannot read /proc/self/fd to verify an opened path");
-        "cannot verify the path"
+        Refusal::CannotVerify
     })?;
     check_confined(root, &real, allow_hidden)?;
     let meta = handle.metadata().map_err(|e| io_reason(&e))?;
     if meta.is_file() && meta.nlink() > 1 && !policy.allow_hard_links {
-        return Err(HARD_LINKED);
+        return Err(Refusal::HardLinked);
     }
     if meta.is_dir() {
         Ok(Target::Directory { handle, path: real })
@@ -198,12 +194,9 @@ pub(super) fn resolve(root: &Path, name: &str, policy: Policy) -> Result<Target,
             path: real,
         })
     } else {
-        Err(NOT_SERVABLE)
+        Err(Refusal::NotServable)
     }
 }
-
-const NOT_SERVABLE: &str = "not a regular file or directory";
-const HARD_LINKED: &str = "hard-linked files are not served";
 
 /// The `/proc` path that names an open file by its descriptor.
 pub(super) fn descriptor_path(file: &impl AsRawFd) -> PathBuf {
@@ -212,32 +205,26 @@ pub(super) fn descriptor_path(file: &impl AsRawFd) -> PathBuf {
 
 /// Refuses a real (symlink-free) path outside the root or, unless hidden
 /// names are allowed, with a component starting with ".".
-pub(super) fn check_confined(
-    root: &Path,
-    real: &Path,
-    allow_hidden: bool,
-) -> Result<(), &'static str> {
-    let inside = real
-        .strip_prefix(root)
-        .map_err(|_| "outside the download root")?;
+pub(super) fn check_confined(root: &Path, real: &Path, allow_hidden: bool) -> Result<(), Refusal> {
+    let inside = real.strip_prefix(root).map_err(|_| Refusal::OutsideRoot)?;
     let hidden = inside
         .components()
         .any(|c| c.as_os_str().as_encoded_bytes().starts_with(b"."));
     if hidden && !allow_hidden {
-        return Err("hidden files are not served");
+        return Err(Refusal::Hidden);
     }
     Ok(())
 }
 
 /// A client-facing reason for a failed file-system call (no paths leaked).
-pub(super) fn io_reason(err: &io::Error) -> &'static str {
+pub(super) fn io_reason(err: &io::Error) -> Refusal {
     match err.kind() {
-        io::ErrorKind::NotFound => MISSING,
-        io::ErrorKind::PermissionDenied => "permission denied",
-        _ if err.raw_os_error() == Some(libc::ELOOP) => "too many levels of symbolic links",
-        _ if err.raw_os_error() == Some(libc::ENOTDIR) => MISSING,
-        _ if err.raw_os_error() == Some(libc::ENAMETOOLONG) => "name too long",
-        _ => "cannot read",
+        io::ErrorKind::NotFound => Refusal::NotFound,
+        io::ErrorKind::PermissionDenied => Refusal::PermissionDenied,
+        _ if err.raw_os_error() == Some(libc::ELOOP) => Refusal::SymlinkLoop,
+        _ if err.raw_os_error() == Some(libc::ENOTDIR) => Refusal::NotFound,
+        _ if err.raw_os_error() == Some(libc::ENAMETOOLONG) => Refusal::NameTooLong,
+        _ => Refusal::CannotRead,
     }
 }
 
@@ -262,7 +249,7 @@ mod tests {
         fs::write(base.join("secret"), b"SECRET").unwrap();
         fs::hard_link(base.join("secret"), root.join("linked")).unwrap();
         fs::write(root.join("plain"), b"p").unwrap();
-        assert_eq!(refused(&root, "linked"), HARD_LINKED);
+        assert_eq!(refused(&root, "linked"), Refusal::HardLinked.as_str());
         let allowed = Policy {
             allow_hard_links: true,
             ..STRICT
@@ -284,7 +271,7 @@ mod tests {
     }
 
     /// What a resolution gave, comparably: the real path or the refusal.
-    fn outcome(resolved: Result<Target, &'static str>) -> Result<PathBuf, &'static str> {
+    fn outcome(resolved: Result<Target, Refusal>) -> Result<PathBuf, Refusal> {
         resolved.map(|target| match target {
             Target::File { path, .. } | Target::Directory { path, .. } => path,
         })
@@ -362,7 +349,7 @@ mod tests {
 
     fn refused(root: &Path, name: &str) -> &'static str {
         match resolve(root, name, STRICT) {
-            Err(reason) => reason,
+            Err(reason) => reason.as_str(),
             Ok(target) => panic!("{name:?} was not refused: {target:?}"),
         }
     }
