@@ -24,83 +24,61 @@ pub struct ConfigError {
 }
 
 impl fmt::Display for ConfigError {
+    /// `FILE:LINE:COLUMN: key `KEY`: WHAT`, on one line whatever the
+    /// message looked like.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        located(
-            f,
-            &self.file,
-            self.position,
-            self.key.as_deref(),
-            &self.message,
-        )
+        f.write_str(&self.file)?;
+        if let Some((line, column)) = self.position {
+            write!(f, ":{line}:{column}")?;
+        }
+        f.write_str(": ")?;
+        if let Some(key) = &self.key {
+            write!(f, "key `{key}`: ")?;
+        }
+        let mut lines = self
+            .message
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty());
+        if let Some(first) = lines.next() {
+            f.write_str(first)?;
+        }
+        for more in lines {
+            write!(f, "; {more}")?;
+        }
+        Ok(())
     }
 }
 
 impl std::error::Error for ConfigError {}
 
 /// Something in a valid config that is likely not what was meant (a
-/// keyword-bot without rules), printed as one line like a
-/// [`ConfigError`]: `FILE:LINE:COLUMN: key `KEY`: WHAT`. `check` prints
-/// it, the daemon logs it at start and on each reload; it stops neither.
+/// keyword-bot without rules): a place and a text like a [`ConfigError`]'s,
+/// printed the same way, `FILE:LINE:COLUMN: key `KEY`: WHAT`. `check`
+/// prints it, the daemon logs it at start and on each reload; it stops
+/// neither.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigWarning {
-    /// The file the config came from (or `<embedded default>`, `<string>`).
-    pub file: String,
-    /// 1-based line and column of what it is about.
-    pub position: Option<(usize, usize)>,
-    /// The dotted key it is about (`listener[2]`), when known.
-    pub key: Option<String>,
-    /// What is doubtful, and what to do about it.
-    pub message: String,
-}
+pub struct ConfigWarning(pub ConfigError);
 
 impl From<ConfigError> for ConfigWarning {
     fn from(e: ConfigError) -> Self {
-        ConfigWarning {
-            file: e.file,
-            position: e.position,
-            key: e.key,
-            message: e.message,
-        }
+        ConfigWarning(e)
+    }
+}
+
+impl std::ops::Deref for ConfigWarning {
+    type Target = ConfigError;
+
+    /// Its file, position, key and message.
+    fn deref(&self) -> &ConfigError {
+        &self.0
     }
 }
 
 impl fmt::Display for ConfigWarning {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        located(
-            f,
-            &self.file,
-            self.position,
-            self.key.as_deref(),
-            &self.message,
-        )
+        self.0.fmt(f)
     }
-}
-
-/// `FILE:LINE:COLUMN: key `KEY`: WHAT`, on one line whatever the message
-/// looked like.
-fn located(
-    f: &mut fmt::Formatter<'_>,
-    file: &str,
-    position: Option<(usize, usize)>,
-    key: Option<&str>,
-    message: &str,
-) -> fmt::Result {
-    f.write_str(file)?;
-    if let Some((line, column)) = position {
-        write!(f, ":{line}:{column}")?;
-    }
-    f.write_str(": ")?;
-    if let Some(key) = key {
-        write!(f, "key `{key}`: ")?;
-    }
-    let mut lines = message.lines().map(str::trim).filter(|l| !l.is_empty());
-    if let Some(first) = lines.next() {
-        f.write_str(first)?;
-    }
-    for more in lines {
-        write!(f, "; {more}")?;
-    }
-    Ok(())
 }
 
 /// The text of one config file, for turning byte offsets into positions and keys.

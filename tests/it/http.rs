@@ -834,23 +834,35 @@ async fn if_match_and_if_unmodified_since_fail_with_412_and_a_future_date_is_ign
     }
 }
 
-/// Finding 11: the access log of a response cut short says what went
-/// out: the status and range of the head, the body's bytes sent, and
-/// `aborted`.
-#[test]
-fn the_access_log_of_an_aborted_download_says_what_was_sent() {
+/// The `bytes=` field of an access log line.
+fn logged_bytes(line: &str) -> u64 {
+    line.split_whitespace()
+        .find_map(|field| field.strip_prefix("bytes="))
+        .and_then(|b| b.parse().ok())
+        .unwrap_or_else(|| panic!("no bytes= in {line}"))
+}
+
+/// A daemon whose download listener serves a 64 MiB sparse `big.bin`,
+/// with `server` (a `[server]` table, or nothing) before the listener.
+fn big_file_daemon(server: &str) -> (tempfile::TempDir, crate::cli::Daemon) {
     let base = tempfile::tempdir().expect("tempdir");
     let root = base.path().join("root");
     fs::create_dir(&root).expect("mkdir");
     let big = fs::File::create(root.join("big.bin")).expect("create");
     big.set_len(64 << 20).expect("sparse file");
     let config = base.path().join("switchboard.toml");
-    fs::write(
-        &config,
-        common::listener("files", "download", &format!("root = '{}'", root.display())),
-    )
-    .expect("config");
-    let mut daemon = crate::cli::Daemon::start(&config);
+    let listener = common::listener("files", "download", &format!("root = '{}'", root.display()));
+    fs::write(&config, format!("{server}{listener}")).expect("config");
+    let daemon = crate::cli::Daemon::start(&config);
+    (base, daemon)
+}
+
+/// Finding 11: the access log of a response cut short says what went
+/// out: the status and range of the head, the body's bytes sent, and
+/// `aborted`.
+#[test]
+fn the_access_log_of_an_aborted_download_says_what_was_sent() {
+    let (_base, mut daemon) = big_file_daemon("");
     let addr = daemon.addr("files");
     for (range, status, logged_range) in [
         ("", "status=200", "range=-"),
@@ -871,11 +883,7 @@ fn the_access_log_of_an_aborted_download_says_what_was_sent() {
         for expected in [status, logged_range, "aborted"] {
             assert!(line.contains(expected), "{expected} not in {line}");
         }
-        let bytes: u64 = line
-            .split_whitespace()
-            .find_map(|field| field.strip_prefix("bytes="))
-            .and_then(|b| b.parse().ok())
-            .unwrap_or_else(|| panic!("no bytes= in {line}"));
+        let bytes = logged_bytes(&line);
         assert!((200 * 1024..64 << 20).contains(&bytes), "{bytes} in {line}");
     }
 }
@@ -885,21 +893,7 @@ fn the_access_log_of_an_aborted_download_says_what_was_sent() {
 /// body's bytes sent, and `dropped`.
 #[test]
 fn the_access_log_of_a_download_dropped_at_the_end_of_the_grace_says_what_was_sent() {
-    let base = tempfile::tempdir().expect("tempdir");
-    let root = base.path().join("root");
-    fs::create_dir(&root).expect("mkdir");
-    let big = fs::File::create(root.join("big.bin")).expect("create");
-    big.set_len(64 << 20).expect("sparse file");
-    let config = base.path().join("switchboard.toml");
-    fs::write(
-        &config,
-        format!(
-            "[server]\nshutdown_grace = \"300ms\"\n\n{}",
-            common::listener("files", "download", &format!("root = '{}'", root.display()))
-        ),
-    )
-    .expect("config");
-    let mut daemon = crate::cli::Daemon::start(&config);
+    let (_base, mut daemon) = big_file_daemon("[server]\nshutdown_grace = \"300ms\"\n\n");
     let mut conn = crate::cli::client(daemon.addr("files"));
     std::io::Write::write_all(&mut conn, b"GET /big.bin HTTP/1.1\r\n\r\n").expect("send");
     let mut some = vec![0u8; 256 * 1024];
@@ -910,11 +904,7 @@ fn the_access_log_of_a_download_dropped_at_the_end_of_the_grace_says_what_was_se
     for expected in ["status=200", "range=-", "outcome=dropped"] {
         assert!(line.contains(expected), "{expected} not in {line}");
     }
-    let bytes: u64 = line
-        .split_whitespace()
-        .find_map(|field| field.strip_prefix("bytes="))
-        .and_then(|b| b.parse().ok())
-        .unwrap_or_else(|| panic!("no bytes= in {line}"));
+    let bytes = logged_bytes(&line);
     assert!((200 * 1024..64 << 20).contains(&bytes), "{bytes} in {line}");
     assert!(daemon.wait_exit(Duration::from_secs(10)).success());
     drop(conn);

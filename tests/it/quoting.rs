@@ -13,8 +13,9 @@ use crate::deploy::{any_port, config_dir, listener_at, toml_literal};
 /// field's bound and its cut marker: no line may be longer.
 const LOG_LINE_MAX: usize = 1024;
 
-#[test]
-fn a_hostile_file_name_is_logged_in_one_bounded_line() {
+/// A daemon with a download listener on an empty root (the dirs live as
+/// long as the returned guards).
+fn download_daemon() -> ((tempfile::TempDir, tempfile::TempDir), Daemon) {
     let dir = tempfile::tempdir().expect("tempdir");
     let toml = listener_at(
         "files",
@@ -22,8 +23,14 @@ fn a_hostile_file_name_is_logged_in_one_bounded_line() {
         "download",
         &format!("root = '{}'", toml_literal(dir.path())),
     );
-    let (_config_dir, config) = config_dir(&toml);
-    let mut daemon = Daemon::start(&config);
+    let (config_dir, config) = config_dir(&toml);
+    let daemon = Daemon::start(&config);
+    ((dir, config_dir), daemon)
+}
+
+#[test]
+fn a_hostile_file_name_is_logged_in_one_bounded_line() {
+    let (_dirs, mut daemon) = download_daemon();
     // 65 535 bytes of 0x01 (each escaped as 6 characters), then a newline:
     // one byte under max_message_bytes.
     let mut name = vec![1u8; 65_535];
@@ -44,15 +51,7 @@ fn a_hostile_file_name_is_logged_in_one_bounded_line() {
 /// of issue 21: `hello.txt status=200 outcome=complete` read as fields).
 #[test]
 fn a_name_with_spaces_is_logged_in_quotes_and_adds_no_fields() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let toml = listener_at(
-        "files",
-        any_port(),
-        "download",
-        &format!("root = '{}'", toml_literal(dir.path())),
-    );
-    let (_config_dir, config) = config_dir(&toml);
-    let mut daemon = Daemon::start(&config);
+    let (_dirs, mut daemon) = download_daemon();
     let mut conn = client(daemon.addr("files"));
     conn.write_all(b"x.txt status=200 bytes=1 outcome=complete\n")
         .expect("send");
