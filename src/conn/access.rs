@@ -57,6 +57,12 @@ impl fmt::Display for RangeField {
     }
 }
 
+/// True when the access log is written (its level is on): otherwise no
+/// record is made, and a request costs no quoting or allocation for it.
+pub(crate) fn wanted() -> bool {
+    tracing::enabled!(tracing::Level::INFO)
+}
+
 impl ResponseRecord {
     /// The body's bytes sent, from the connection's count now.
     pub(crate) fn body_bytes(&self, sent_now: u64) -> u64 {

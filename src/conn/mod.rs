@@ -530,7 +530,6 @@ impl<S: Io> Connection<S> {
         pace: Option<MinRate>,
     ) -> Result<u64, ConnError> {
         let chunk = chunk.max(1);
-        let mut offset = start;
         let end = start.saturating_add(len);
         let deadlines = SendDeadlines {
             stall: self.settings.idle_timeout,
@@ -557,9 +556,10 @@ impl<S: Io> Connection<S> {
             // The offset lives in the connection while the kernel sends,
             // so that a drop mid-send (the shutdown grace ran out) still
             // counts and logs what went out.
-            let progress = self
-                .sendfile_progress
-                .insert(SendfileProgress { start, offset });
+            let progress = self.sendfile_progress.insert(SendfileProgress {
+                start,
+                offset: start,
+            });
             let sent = file_send::sendfile(
                 tcp,
                 &file,
@@ -570,12 +570,12 @@ impl<S: Io> Connection<S> {
                 &mut report,
             )
             .await;
-            offset = progress.offset;
+            let sent_bytes = progress.offset - start;
             self.sendfile_progress = None;
             // What went out, also on an error.
-            self.stream.count_sent(offset - start);
+            self.stream.count_sent(sent_bytes);
             self.metrics.file_cache_misses(report.cache_misses);
-            return sent.map(|()| offset - start);
+            return sent.map(|()| sent_bytes);
         }
         let mut file = tokio::fs::File::from_std(file);
         file.seek(std::io::SeekFrom::Start(start)).await?;

@@ -35,7 +35,7 @@ use tracing::info;
 use super::Download;
 use super::listing::Format;
 use super::paths::Target;
-use crate::conn::access::{Outcome, ResponseRecord};
+use crate::conn::access::{self, Outcome, ResponseRecord};
 use crate::conn::text::{QUOTE_MAX_BYTES, TextEncoding, quote};
 use crate::conn::{ConnError, Connection, Incoming, Io};
 use crate::handler::{Ended, HandlerError, Refusal};
@@ -270,14 +270,16 @@ async fn respond<S: Io>(
     };
     let head = response.head(keep_alive);
     let head_only = request.method == Method::Head;
-    conn.begin_response(ResponseRecord {
-        method: quote(&request.method_name, 16),
-        path: quote(&request.target, QUOTE_MAX_BYTES),
-        status: status.0,
-        range,
-        head_bytes: head.len() as u64,
-        sent_before: conn.bytes().1,
-    });
+    if access::wanted() {
+        conn.begin_response(ResponseRecord {
+            method: quote(&request.method_name, 16),
+            path: quote(&request.target, QUOTE_MAX_BYTES),
+            status: status.0,
+            range,
+            head_bytes: head.len() as u64,
+            sent_before: conn.bytes().1,
+        });
+    }
     let sent = match response.body {
         Body::Bytes(body) if !head_only => {
             let mut reply = head.clone();
