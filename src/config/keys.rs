@@ -64,6 +64,9 @@ pub(super) struct ListenerKeys {
     pub(super) datagram_rate_per_source: Option<String>,
     #[serde(default)]
     pub(super) reply_bytes_per_source: Option<String>,
+    /// `[listener.tls]`.
+    #[serde(default)]
+    pub(super) tls: Option<crate::tls::settings::TlsKeys>,
 }
 
 fn default_transport() -> String {

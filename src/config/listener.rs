@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use toml::Spanned;
 use toml::de::DeTable;
@@ -21,6 +21,10 @@ use crate::conn::{self};
 use crate::handler::{HANDLER_NAMES, HandlerConfig};
 use crate::struct_keys::struct_keys;
 use crate::suggest;
+use crate::tls::TlsSettings;
+use crate::tls::material::{LoadError, load_certificate, load_client_roots};
+use crate::tls::rotation::EXPIRY_WARNING;
+use crate::tls::settings::TlsKeys;
 
 /// One validated `[[listener]]`.
 #[derive(Debug, Clone, PartialEq)]
@@ -56,6 +60,8 @@ pub struct ListenerConfig {
     pub transport: Transport,
     /// Which handler serves the connections, with its settings.
     pub handler: HandlerConfig,
+    /// `[listener.tls]`: TLS on this TCP listener (`None`: plaintext).
+    pub tls: Option<TlsSettings>,
 }
 
 impl ListenerConfig {
@@ -97,7 +103,7 @@ pub(super) fn parse(
         };
         target.insert(key.clone(), value.clone());
     }
-    let keys: ListenerKeys = deserialize_table(src, prefix, Spanned::new(span.clone(), common))
+    let mut keys: ListenerKeys = deserialize_table(src, prefix, Spanned::new(span.clone(), common))
         .map_err(|err| misspelled_required_key(src, err, prefix, &settings))?;
     let table = table.get_ref();
     let fail = |key: &str, message: String| {
@@ -149,6 +155,7 @@ pub(super) fn parse(
     let transport = datagram::parse(&keys, table, &handler, &fail)?;
     let access = access(&keys, &fail)?;
     let proxy_protocol = proxy::parse(&keys, table, &fail)?;
+    let tls = tls(keys.tls.take(), &transport, &fail, warnings)?;
     Ok(ListenerConfig {
         name: keys.name,
         bind,
@@ -165,7 +172,56 @@ pub(super) fn parse(
         encoding: keys.encoding,
         transport,
         handler,
+        tls,
     })
+}
+
+/// The `[listener.tls]` table, validated, with its files read once to
+/// check them (they are read again when the listener starts).
+fn tls(
+    keys: Option<TlsKeys>,
+    transport: &Transport,
+    fail: &impl Fn(&str, String) -> ConfigError,
+    warnings: &mut Vec<ConfigWarning>,
+) -> Result<Option<TlsSettings>, ConfigError> {
+    let Some(keys) = keys else {
+        return Ok(None);
+    };
+    if transport.is_udp() {
+        return Err(fail(
+            "tls",
+            "TLS is for TCP listeners: a UDP listener cannot have a [listener.tls] table \
+             (DTLS is not supported)"
+                .into(),
+        ));
+    }
+    let settings = keys
+        .validate()
+        .map_err(|invalid| fail(&format!("tls.{}", invalid.key), invalid.message))?;
+    let at = |e: &LoadError| format!("tls.{}", e.part().key());
+    let served = load_certificate(&settings).map_err(|e| fail(&at(&e), e.to_string()))?;
+    if let Some((ca, _)) = &settings.client_ca {
+        load_client_roots(ca).map_err(|e| fail(&at(&e), e.to_string()))?;
+    }
+    let now = SystemTime::now();
+    if let Some(expires) = served.not_after {
+        let when = httpdate::fmt_http_date(expires);
+        let doubt = if served.expired(now) {
+            Some(format!(
+                "the certificate {} expired on {when}; clients will refuse it",
+                settings.cert.display()
+            ))
+        } else if expires.duration_since(now).unwrap_or_default() < EXPIRY_WARNING {
+            Some(format!(
+                "the certificate {} expires on {when}, in less than 14 days",
+                settings.cert.display()
+            ))
+        } else {
+            None
+        };
+        warnings.extend(doubt.map(|doubt| ConfigWarning::from(fail("tls.cert", doubt))));
+    }
+    Ok(Some(settings))
 }
 
 /// A required key that is missing may be there misspelled (`hndler`):

@@ -32,7 +32,7 @@ use tokio::time::{Instant, timeout, timeout_at};
 use tokio_util::sync::CancellationToken;
 
 pub(crate) use framing::{FrameError, FrameLimits, MessageReader};
-pub(crate) use stream::Io;
+pub(crate) use stream::{Io, ServerStream};
 
 use access::{Outcome, ResponseRecord};
 use file_send::{SendDeadlines, SendReport};

@@ -12,12 +12,17 @@
 //!   one; through TLS every byte must pass the stream.
 //!
 //! [`Io`] is a stream with both, each of which may say "none here" (an
-//! in-memory stream of the unit tests has neither).
+//! in-memory stream of the unit tests has neither). [`ServerStream`] is
+//! what an accepted connection is: TCP, or TLS over TCP.
 
+use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, BorrowedFd};
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
 
 /// The TCP socket under a stream, for socket options.
 pub(crate) trait SocketOptions {
@@ -36,8 +41,8 @@ pub(crate) trait PlaintextSocket {
     }
 }
 
-/// What a connection's stream must be: a TCP socket in production (later
-/// a TLS stream too), an in-memory `tokio::io::duplex` in unit tests.
+/// What a connection's stream must be: a [`ServerStream`] in production,
+/// an in-memory `tokio::io::duplex` in unit tests.
 pub(crate) trait Io:
     AsyncRead + AsyncWrite + Unpin + Send + Sync + SocketOptions + PlaintextSocket
 {
@@ -62,3 +67,99 @@ impl PlaintextSocket for TcpStream {
 
 impl SocketOptions for tokio::io::DuplexStream {}
 impl PlaintextSocket for tokio::io::DuplexStream {}
+
+/// An accepted connection's stream: plaintext TCP, or TLS over TCP (boxed:
+/// a TLS session's state is tens of KiB, which a plaintext connection
+/// should not carry).
+#[derive(Debug)]
+pub(crate) enum ServerStream {
+    /// The socket itself.
+    Plain(TcpStream),
+    /// TLS over the socket, after its handshake.
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl SocketOptions for ServerStream {
+    fn socket(&self) -> Option<BorrowedFd<'_>> {
+        match self {
+            ServerStream::Plain(tcp) => Some(tcp.as_fd()),
+            ServerStream::Tls(tls) => Some(tls.get_ref().0.as_fd()),
+        }
+    }
+}
+
+impl PlaintextSocket for ServerStream {
+    fn plaintext(&self) -> Option<&TcpStream> {
+        match self {
+            ServerStream::Plain(tcp) => Some(tcp),
+            ServerStream::Tls(_) => None,
+        }
+    }
+}
+
+impl AsyncRead for ServerStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ServerStream::Plain(tcp) => Pin::new(tcp).poll_read(cx, buf),
+            // A client that closes without TLS's close_notify has ended
+            // its requests: to a server that reads requests it is an end of
+            // stream. (The truncation close_notify guards against matters
+            // to a reader of responses; our clients do check it.)
+            ServerStream::Tls(tls) => match Pin::new(tls.as_mut()).poll_read(cx, buf) {
+                Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                    Poll::Ready(Ok(()))
+                }
+                poll => poll,
+            },
+        }
+    }
+}
+
+impl AsyncWrite for ServerStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            ServerStream::Plain(tcp) => Pin::new(tcp).poll_write(cx, buf),
+            ServerStream::Tls(tls) => Pin::new(tls.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            ServerStream::Plain(tcp) => Pin::new(tcp).poll_write_vectored(cx, bufs),
+            ServerStream::Tls(tls) => Pin::new(tls.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            ServerStream::Plain(tcp) => tcp.is_write_vectored(),
+            ServerStream::Tls(tls) => tls.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ServerStream::Plain(tcp) => Pin::new(tcp).poll_flush(cx),
+            ServerStream::Tls(tls) => Pin::new(tls.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ServerStream::Plain(tcp) => Pin::new(tcp).poll_shutdown(cx),
+            ServerStream::Tls(tls) => Pin::new(tls.as_mut()).poll_shutdown(cx),
+        }
+    }
+}

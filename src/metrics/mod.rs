@@ -212,6 +212,9 @@ pub struct Metrics {
     datagrams_sent: IntCounterVec,
     datagrams_dropped: IntCounterVec,
     reloads: IntCounterVec,
+    tls_handshakes: IntCounterVec,
+    tls_rotations: IntCounterVec,
+    tls_expiry: IntGaugeVec,
     process: ProcessFigures,
     /// The (listener, handler) pairs of the config being served: the
     /// series of other pairs are removed once their connections are gone.
@@ -302,6 +305,27 @@ impl Metrics {
             "Datagrams a UDP listener dropped, or whose reply it did not send, by reason.",
             &["reason"],
         );
+        let tls_handshakes = counters(
+            "switchboard_tls_handshakes_total",
+            "TLS handshakes, by result: ok, or why one failed.",
+            &["result"],
+        );
+        let tls_rotations = counters(
+            "switchboard_tls_rotations_total",
+            "Re-reads of a listener's certificate that served a new one (ok) or kept the old one (failed).",
+            &["result"],
+        );
+        let tls_expiry = register(
+            &registry,
+            IntGaugeVec::new(
+                Opts::new(
+                    "switchboard_tls_certificate_expiry_timestamp_seconds",
+                    "When the certificate a TLS listener serves expires (seconds since the epoch).",
+                ),
+                LISTENER_LABELS,
+            )
+            .expect("valid metric"),
+        );
         let open = register(
             &registry,
             IntGaugeVec::new(
@@ -371,6 +395,9 @@ impl Metrics {
             datagrams_sent,
             datagrams_dropped,
             reloads,
+            tls_handshakes,
+            tls_rotations,
+            tls_expiry,
             process,
             live: Mutex::new(HashSet::new()),
         }
@@ -392,6 +419,7 @@ impl Metrics {
             duration: self.duration.with_label_values(&labels),
             labels: [name.to_owned(), handler.to_owned()],
             error_reasons: Mutex::new(Vec::new()),
+            tls_results: Mutex::new(Vec::new()),
             metrics: self.clone(),
         })
     }
@@ -450,6 +478,8 @@ pub(crate) struct ListenerMetrics {
     /// The `reason`s of `switchboard_error_replies_total` it has used (a
     /// few of a fixed set), so that [`ListenerMetrics::forget`] finds them.
     error_reasons: Mutex<Vec<&'static str>>,
+    /// The `result`s of `switchboard_tls_handshakes_total` it has used.
+    tls_results: Mutex<Vec<&'static str>>,
     metrics: Arc<Metrics>,
 }
 
@@ -560,6 +590,22 @@ impl ListenerMetrics {
                 reason.label(),
             ]);
         }
+        for result in self
+            .tls_results
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+        {
+            let _ = m
+                .tls_handshakes
+                .remove_label_values(&[listener.as_str(), handler, result]);
+        }
+        for result in ["ok", "failed"] {
+            let _ = m
+                .tls_rotations
+                .remove_label_values(&[listener.as_str(), handler, result]);
+        }
+        let _ = m.tls_expiry.remove_label_values(&labels);
         for reason in CloseReason::ALL {
             let _ = m
                 .closed
@@ -616,6 +662,56 @@ impl ListenerMetrics {
                 .file_cache_misses
                 .with_label_values(&self.labels)
                 .inc_by(n);
+        }
+    }
+
+    /// A TLS handshake ended: `result` is `ok` or one of a fixed set of
+    /// failure reasons.
+    pub(crate) fn tls_handshake(&self, result: &'static str) {
+        let [listener, handler] = &self.labels;
+        self.metrics
+            .tls_handshakes
+            .with_label_values(&[listener.as_str(), handler, result])
+            .inc();
+        let mut used = self
+            .tls_results
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if !used.contains(&result) {
+            used.push(result);
+        }
+    }
+
+    /// A re-read of the certificate served a new one, or kept the old one.
+    pub(crate) fn tls_rotation(&self, ok: bool) {
+        let [listener, handler] = &self.labels;
+        let result = if ok { "ok" } else { "failed" };
+        // Both results exist once either does: a failure is a rate.
+        for r in ["ok", "failed"] {
+            let counter =
+                self.metrics
+                    .tls_rotations
+                    .with_label_values(&[listener.as_str(), handler, r]);
+            if r == result {
+                counter.inc();
+            }
+        }
+    }
+
+    /// The expiry of the certificate now served (`None`: unknown).
+    pub(crate) fn tls_certificate_expiry(&self, at: Option<i64>) {
+        match at {
+            Some(at) => self
+                .metrics
+                .tls_expiry
+                .with_label_values(&self.labels)
+                .set(at),
+            None => {
+                let _ = self
+                    .metrics
+                    .tls_expiry
+                    .remove_label_values(&[self.labels[0].as_str(), self.labels[1].as_str()]);
+            }
         }
     }
 

@@ -21,10 +21,12 @@ use super::drain::Drain;
 use super::limit::ConnectionLimit;
 use crate::config::{Access, Datagrams, ListenerConfig, ProxyProtocol, Transport};
 use crate::conn::proxy_header::{self, Proxied};
-use crate::conn::{self, ConnError, Connection, ReloadSignals};
+use crate::conn::{self, ConnError, Connection, ReloadSignals, ServerStream};
 use crate::handler::{AnyHandler, BuildContext, HandlerError};
 use crate::history::Histories;
 use crate::metrics::{ListenerMetrics, Metrics};
+use crate::tls::Mode;
+use crate::tls::service::{HandshakeError, SessionInfo, TlsService, starts_tls};
 
 /// First and longest pause after an accept error (out of descriptors, ...).
 const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
@@ -60,12 +62,22 @@ pub(crate) struct Route {
     pub(super) transport: Transport,
     /// Descriptors one connection may hold (the socket, and a file).
     descriptors_per_connection: u32,
+    /// The listener's TLS, if it has any.
+    tls: Option<TlsService>,
 }
 
 impl Route {
     /// Its listener's counters.
     pub(crate) fn metrics(&self) -> &Arc<ListenerMetrics> {
         &self.metrics
+    }
+
+    /// Re-reads its TLS certificate's files, if it has TLS (SIGHUP).
+    /// Blocking: reads files.
+    pub(crate) fn reload_tls(&self) {
+        if let Some(tls) = &self.tls {
+            tls.reload();
+        }
     }
 
     /// The route of a listener's config, built with the histories opened
@@ -83,7 +95,11 @@ impl Route {
             metrics: &metrics,
             histories,
         };
+        let tls = config.tls.as_ref().map(|settings| {
+            TlsService::new(settings, &metrics, previous.and_then(|r| r.tls.as_ref()))
+        });
         Route {
+            tls,
             handler: AnyHandler::build(&config.handler, &ctx, previous.map(|r| &r.handler)),
             settings,
             metrics,
@@ -363,7 +379,9 @@ impl Listener {
                 listener = %route.settings.listener,
                 peer = field::Empty,
                 via = field::Empty,
-                id
+                id,
+                tls = field::Empty,
+                client_cert = field::Empty,
             );
             let finishing = drain.finishing();
             let sources = sources.clone();
@@ -376,6 +394,11 @@ impl Listener {
                     admitted = admitted => admitted,
                 };
                 let Some((client, slot)) = admitted else {
+                    return;
+                };
+                prepare_socket(&stream, &route);
+                // After admission: a refused source never costs a handshake.
+                let Some(stream) = secure(stream, &route, &finishing).await else {
                     return;
                 };
                 let source = Source {
@@ -541,26 +564,90 @@ fn keep_alive(stream: &TcpStream, idle: Duration) -> io::Result<()> {
     Ok(())
 }
 
+/// Sets an admitted connection's socket options.
+fn prepare_socket(stream: &TcpStream, route: &Route) {
+    // Replies are small: they must not wait for Nagle and delayed ACKs.
+    if let Err(e) = stream.set_nodelay(true) {
+        debug!(error = %e, "cannot set TCP_NODELAY");
+    }
+    if let Some(idle) = route.tcp_keepalive
+        && let Err(e) = keep_alive(stream, idle)
+    {
+        debug!(error = %e, "cannot set TCP keepalive");
+    }
+}
+
+/// The stream an admitted connection is served over: the socket itself on
+/// a plaintext listener; after a TLS handshake on a TLS one (with
+/// `mode = "optional"`, when its first byte is a TLS record). `None`: the
+/// handshake failed (counted, and logged in one line) or the server is
+/// shutting down.
+async fn secure(
+    stream: TcpStream,
+    route: &Route,
+    shutdown: &CancellationToken,
+) -> Option<ServerStream> {
+    let Some(tls) = &route.tls else {
+        return Some(ServerStream::Plain(stream));
+    };
+    if tls.mode() == Mode::Optional {
+        // The first byte decides; a peek leaves it for whoever reads next.
+        // A plaintext client may take its time to type a first line.
+        let mut first = [0u8; 1];
+        let peeked = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => return None,
+            peeked = tokio::time::timeout(route.settings.first_message_timeout, stream.peek(&mut first)) => peeked,
+        };
+        match peeked {
+            Ok(Ok(1)) if starts_tls(first[0]) => {}
+            // Plaintext, a close, or silence: the connection's own reads
+            // and deadlines deal with it.
+            Ok(Ok(_)) | Err(_) => return Some(ServerStream::Plain(stream)),
+            Ok(Err(e)) => {
+                debug!(error = %e, "closed before its first byte");
+                return None;
+            }
+        }
+    }
+    let handshake = tokio::select! {
+        biased;
+        () = shutdown.cancelled() => Err(HandshakeError::Shutdown),
+        handshake = tls.handshake(stream) => handshake,
+    };
+    match handshake {
+        Ok(stream) => {
+            route.metrics.tls_handshake("ok");
+            let info = SessionInfo::of(&stream);
+            let span = tracing::Span::current();
+            span.record(
+                "tls",
+                field::display(format_args!("{} {}", info.version, info.cipher)),
+            );
+            if let Some(subject) = &info.client_subject {
+                span.record("client_cert", field::debug(subject));
+            }
+            Some(ServerStream::Tls(Box::new(stream)))
+        }
+        Err(e) => {
+            route.metrics.tls_handshake(e.label());
+            info!(reason = e.label(), "TLS handshake failed: {e}");
+            None
+        }
+    }
+}
+
 /// Runs one connection from open to close, with its log line and counts,
 /// following the reloads of its listener (`reloads`: the route receiver and
 /// who the client is).
 async fn serve(
-    stream: TcpStream,
+    stream: ServerStream,
     peer: SocketAddr,
     mut route: Arc<Route>,
     shutdown: CancellationToken,
     reloads: (watch::Receiver<Arc<Route>>, Source),
 ) {
     let started = Instant::now();
-    // Replies are small: they must not wait for Nagle and delayed ACKs.
-    if let Err(e) = stream.set_nodelay(true) {
-        debug!(error = %e, "cannot set TCP_NODELAY");
-    }
-    if let Some(idle) = route.tcp_keepalive
-        && let Err(e) = keep_alive(&stream, idle)
-    {
-        debug!(error = %e, "cannot set TCP keepalive");
-    }
     // One line per connection at info, when it closes (as an access log
     // does): at tens of thousands of connections a second a second line
     // would cost a fifth of the server's time.

@@ -382,6 +382,9 @@ impl RunState {
                     if kept.config != *new {
                         kept.apply(new, &self.metrics, &self.histories);
                         summary.changed.push(new.name.clone());
+                    } else {
+                        // Unchanged, but its certificate may be renewed.
+                        kept.route.borrow().reload_tls();
                     }
                     running.push(kept);
                 }

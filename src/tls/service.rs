@@ -1,0 +1,392 @@
+//! A listener's TLS as its connections meet it: the rustls server config
+//! built from the settings (versions, client certificates, the rotating
+//! pair), the bounded handshake with its failure reasons, and what a
+//! finished handshake tells the logs.
+
+use std::io;
+use std::sync::Arc;
+
+use rustls::server::WebPkiClientVerifier;
+use rustls::{ServerConfig, SupportedProtocolVersion};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+use tracing::{error, info_span};
+
+use super::material::{LoadError, describe, load_certificate, load_client_roots, provider};
+use super::rotation::ServedPair;
+use super::settings::{ClientAuth, MinVersion, Mode, TlsSettings};
+use crate::metrics::ListenerMetrics;
+
+/// Why a handshake did not finish: a small, fixed set, for the metrics'
+/// `reason` label and the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum HandshakeError {
+    /// It did not finish within `handshake_timeout`.
+    #[error("the TLS handshake took too long")]
+    Timeout,
+    /// The client closed (or reset) the connection during it.
+    #[error("the client closed the connection during the TLS handshake")]
+    Closed,
+    /// What the client sent is not TLS, or is broken TLS.
+    #[error("the client did not speak TLS")]
+    NotTls,
+    /// No version or cipher suite the client offered is one we speak.
+    #[error("no TLS version or cipher suite in common with the client")]
+    Incompatible,
+    /// A client certificate is required and none was presented.
+    #[error("the client presented no certificate")]
+    NoClientCertificate,
+    /// The client's certificate is not signed by `client_ca`, expired, or
+    /// otherwise invalid.
+    #[error("the client's certificate was rejected")]
+    BadClientCertificate,
+    /// The client rejected our certificate (or ended with another alert).
+    #[error("the client sent a TLS alert: it did not accept the handshake")]
+    ClientAlert,
+    /// The listener has no certificate to serve (its files did not load).
+    #[error("no certificate to serve")]
+    NoCertificate,
+    /// The server is shutting down.
+    #[error("the server is shutting down")]
+    Shutdown,
+    /// Anything else (a socket error).
+    #[error("the TLS handshake failed")]
+    Other,
+}
+
+impl HandshakeError {
+    /// The metrics' `result` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            HandshakeError::Timeout => "timeout",
+            HandshakeError::Closed => "closed",
+            HandshakeError::NotTls => "not_tls",
+            HandshakeError::Incompatible => "incompatible",
+            HandshakeError::NoClientCertificate => "no_client_certificate",
+            HandshakeError::BadClientCertificate => "bad_client_certificate",
+            HandshakeError::ClientAlert => "client_alert",
+            HandshakeError::NoCertificate => "no_certificate",
+            HandshakeError::Shutdown => "shutdown",
+            HandshakeError::Other => "other",
+        }
+    }
+
+    /// Every label, for the tests.
+    #[cfg(test)]
+    pub const LABELS: [&'static str; 10] = [
+        "timeout",
+        "closed",
+        "not_tls",
+        "incompatible",
+        "no_client_certificate",
+        "bad_client_certificate",
+        "client_alert",
+        "no_certificate",
+        "shutdown",
+        "other",
+    ];
+
+    /// The reason of an error tokio-rustls returned.
+    fn of(e: &io::Error) -> HandshakeError {
+        use rustls::Error as Tls;
+        if let Some(tls) = e.get_ref().and_then(|inner| inner.downcast_ref::<Tls>()) {
+            return match tls {
+                Tls::NoCertificatesPresented => HandshakeError::NoClientCertificate,
+                Tls::InvalidCertificate(_) => HandshakeError::BadClientCertificate,
+                Tls::PeerIncompatible(_) => HandshakeError::Incompatible,
+                Tls::AlertReceived(_) => HandshakeError::ClientAlert,
+                Tls::General(_) => HandshakeError::NoCertificate,
+                Tls::InvalidMessage(_)
+                | Tls::InappropriateMessage { .. }
+                | Tls::InappropriateHandshakeMessage { .. }
+                | Tls::PeerMisbehaved(_)
+                | Tls::DecryptError => HandshakeError::NotTls,
+                _ => HandshakeError::Other,
+            };
+        }
+        match e.kind() {
+            io::ErrorKind::UnexpectedEof
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe => HandshakeError::Closed,
+            _ => HandshakeError::Other,
+        }
+    }
+}
+
+/// The handshake's outcome as the log shows it: version, cipher suite and
+/// the client certificate's subject.
+#[derive(Debug, Clone)]
+pub struct SessionInfo {
+    /// `TLSv1.3`.
+    pub version: &'static str,
+    /// `TLS13_AES_256_GCM_SHA384`.
+    pub cipher: &'static str,
+    /// The client certificate's subject, with mutual TLS.
+    pub client_subject: Option<String>,
+}
+
+impl SessionInfo {
+    /// What a finished handshake negotiated.
+    pub fn of(stream: &TlsStream<TcpStream>) -> SessionInfo {
+        let (_, conn) = stream.get_ref();
+        let version = match conn.protocol_version() {
+            Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
+            Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
+            _ => "TLS",
+        };
+        let cipher = conn
+            .negotiated_cipher_suite()
+            .and_then(|s| s.suite().as_str())
+            .unwrap_or("unknown");
+        let client_subject = conn
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .map(|leaf| describe(leaf).1);
+        SessionInfo {
+            version,
+            cipher,
+            client_subject,
+        }
+    }
+}
+
+/// A listener's TLS: what new connections are handed.
+#[derive(Debug)]
+pub struct TlsService {
+    settings: TlsSettings,
+    /// `None` when the files did not load (then every handshake is
+    /// refused: closed, not plaintext).
+    ready: Option<Ready>,
+}
+
+struct Ready {
+    acceptor: TlsAcceptor,
+    pair: Arc<ServedPair>,
+}
+
+impl std::fmt::Debug for Ready {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ready")
+            .field("pair", &self.pair)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TlsService {
+    /// The TLS of a listener's config. `previous` is the service it
+    /// replaces: its pair is kept (and re-read) when the files are the
+    /// same, so a reload does not start a second watch of them. Blocking:
+    /// reads files.
+    pub(crate) fn new(
+        settings: &TlsSettings,
+        metrics: &Arc<ListenerMetrics>,
+        previous: Option<&TlsService>,
+    ) -> TlsService {
+        let same_files = |pair: &&Arc<ServedPair>| {
+            let old = pair.settings();
+            old.cert == settings.cert
+                && old.key == settings.key
+                && old.check_interval == settings.check_interval
+        };
+        let kept = previous
+            .and_then(|p| p.ready.as_ref())
+            .map(|r| &r.pair)
+            .filter(same_files)
+            .cloned();
+        let ready = match Self::ready(settings, metrics, kept) {
+            Ok(ready) => Some(ready),
+            Err(e) => {
+                metrics.tls_rotation(false);
+                error!(listener = %metrics.labels().0, error = %e, "TLS not ready: every handshake is refused until the files load");
+                None
+            }
+        };
+        TlsService {
+            settings: settings.clone(),
+            ready,
+        }
+    }
+
+    fn ready(
+        settings: &TlsSettings,
+        metrics: &Arc<ListenerMetrics>,
+        kept: Option<Arc<ServedPair>>,
+    ) -> Result<Ready, LoadError> {
+        let pair = match kept {
+            Some(pair) => {
+                pair.reload();
+                pair
+            }
+            None => {
+                let pair = ServedPair::new(
+                    settings.clone(),
+                    load_certificate(settings)?,
+                    metrics.clone(),
+                );
+                let (listener, _) = metrics.labels();
+                pair.watch(info_span!("tls_watch", listener = %listener));
+                pair
+            }
+        };
+        let versions: &[&SupportedProtocolVersion] = match settings.min_version {
+            MinVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
+            MinVersion::Tls13 => &[&rustls::version::TLS13],
+        };
+        let builder = ServerConfig::builder_with_provider(provider())
+            .with_protocol_versions(versions)
+            .map_err(|e| LoadError::Pem {
+                part: super::material::Part::Cert,
+                path: settings.cert.clone(),
+                what: e.to_string(),
+            })?;
+        let builder = match &settings.client_ca {
+            None => builder.with_no_client_auth(),
+            Some((path, auth)) => {
+                let roots = Arc::new(load_client_roots(path)?);
+                let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider());
+                let verifier = match auth {
+                    ClientAuth::Required => verifier,
+                    ClientAuth::Optional => verifier.allow_unauthenticated(),
+                };
+                let verifier = verifier.build().map_err(|e| LoadError::Pem {
+                    part: super::material::Part::ClientCa,
+                    path: path.clone(),
+                    what: e.to_string(),
+                })?;
+                builder.with_client_cert_verifier(verifier)
+            }
+        };
+        let config = builder.with_cert_resolver(pair.clone());
+        Ok(Ready {
+            acceptor: TlsAcceptor::from(Arc::new(config)),
+            pair,
+        })
+    }
+
+    /// TLS only, or plaintext too.
+    pub fn mode(&self) -> Mode {
+        self.settings.mode
+    }
+
+    /// Re-reads the certificate's files (SIGHUP). Blocking.
+    pub fn reload(&self) {
+        if let Some(ready) = &self.ready {
+            ready.pair.reload();
+        }
+    }
+
+    /// Runs the handshake on `stream`, within `handshake_timeout`. The
+    /// bytes it reads are bounded by rustls (a handshake message is at
+    /// most 64 KiB).
+    pub async fn handshake(
+        &self,
+        stream: TcpStream,
+    ) -> Result<TlsStream<TcpStream>, HandshakeError> {
+        let Some(ready) = &self.ready else {
+            return Err(HandshakeError::NoCertificate);
+        };
+        match tokio::time::timeout(
+            self.settings.handshake_timeout,
+            ready.acceptor.accept(stream),
+        )
+        .await
+        {
+            Err(_) => Err(HandshakeError::Timeout),
+            Ok(Err(e)) => Err(HandshakeError::of(&e)),
+            Ok(Ok(stream)) => Ok(stream),
+        }
+    }
+}
+
+/// The first byte of a TLS connection: a handshake record's content type.
+pub const HANDSHAKE_RECORD: u8 = 0x16;
+
+/// True when a connection whose first byte is `first` starts a TLS
+/// handshake (on a port with `mode = "optional"`). No text protocol the
+/// handlers speak starts with 0x16 (a control character), and HTTP never.
+pub fn starts_tls(first: u8) -> bool {
+    first == HANDSHAKE_RECORD
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_handshake_record_starts_tls() {
+        let table: &[(u8, bool)] = &[
+            (0x16, true),
+            (b'G', false),
+            (b'H', false),
+            (b'\n', false),
+            (0x15, false),
+            (0x17, false),
+            (0x80, false),
+            (0x00, false),
+        ];
+        for (first, tls) in table {
+            assert_eq!(starts_tls(*first), *tls, "{first:#x}");
+        }
+    }
+
+    #[test]
+    fn every_handshake_error_has_a_listed_label() {
+        let all = [
+            HandshakeError::Timeout,
+            HandshakeError::Closed,
+            HandshakeError::NotTls,
+            HandshakeError::Incompatible,
+            HandshakeError::NoClientCertificate,
+            HandshakeError::BadClientCertificate,
+            HandshakeError::ClientAlert,
+            HandshakeError::NoCertificate,
+            HandshakeError::Shutdown,
+            HandshakeError::Other,
+        ];
+        let labels: Vec<&str> = all.iter().map(|e| e.label()).collect();
+        assert_eq!(labels, HandshakeError::LABELS);
+    }
+
+    #[test]
+    fn rustls_errors_map_to_reasons() {
+        let wrap = |e: rustls::Error| io::Error::new(io::ErrorKind::InvalidData, e);
+        let table = [
+            (
+                wrap(rustls::Error::NoCertificatesPresented),
+                HandshakeError::NoClientCertificate,
+            ),
+            (
+                wrap(rustls::Error::InvalidCertificate(
+                    rustls::CertificateError::UnknownIssuer,
+                )),
+                HandshakeError::BadClientCertificate,
+            ),
+            (
+                wrap(rustls::Error::PeerIncompatible(
+                    rustls::PeerIncompatible::NoCipherSuitesInCommon,
+                )),
+                HandshakeError::Incompatible,
+            ),
+            (
+                wrap(rustls::Error::InvalidMessage(
+                    rustls::InvalidMessage::InvalidContentType,
+                )),
+                HandshakeError::NotTls,
+            ),
+            (
+                io::Error::from(io::ErrorKind::UnexpectedEof),
+                HandshakeError::Closed,
+            ),
+            (
+                io::Error::from(io::ErrorKind::ConnectionReset),
+                HandshakeError::Closed,
+            ),
+            (io::Error::other("?"), HandshakeError::Other),
+        ];
+        for (error, reason) in table {
+            assert_eq!(HandshakeError::of(&error), reason, "{error}");
+        }
+    }
+}
