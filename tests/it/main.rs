@@ -2,6 +2,7 @@
 //! talked to over real TCP. One test binary (faster to build and link) with a
 //! module per concern.
 
+mod certs;
 mod common;
 
 mod admission;

@@ -1,0 +1,84 @@
+//! Test certificates, made with rcgen: a CA, server certificates for
+//! `localhost` and 127.0.0.1 (valid for a chosen number of days, or
+//! expired), and client certificates, written as PEM files.
+
+use std::path::{Path, PathBuf};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose,
+};
+use time::{Duration, OffsetDateTime};
+
+/// A certificate and its key, as PEM files.
+#[derive(Debug, Clone)]
+pub struct Pair {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// A CA whose certificate is at `ca_pem`, which signs what it is asked for.
+pub struct Pki {
+    dir: PathBuf,
+    ca: CertifiedIssuer<'static, KeyPair>,
+    /// The CA's certificate (PEM).
+    pub ca_pem: PathBuf,
+}
+
+fn named(cn: &str) -> DistinguishedName {
+    let mut name = DistinguishedName::new();
+    name.push(DnType::CommonName, cn);
+    name
+}
+
+impl Pki {
+    /// A new CA called `cn`, its files in `dir`.
+    pub fn new(dir: &Path, cn: &str) -> Pki {
+        let mut params = CertificateParams::default();
+        params.distinguished_name = named(cn);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let key = KeyPair::generate().unwrap();
+        let ca = CertifiedIssuer::self_signed(params, key).unwrap();
+        let ca_pem = dir.join(format!("{}-ca.pem", cn.replace(' ', "_")));
+        std::fs::write(&ca_pem, ca.pem()).unwrap();
+        Pki {
+            dir: dir.to_owned(),
+            ca,
+            ca_pem,
+        }
+    }
+
+    /// A server certificate for `localhost` and 127.0.0.1, valid from a
+    /// day ago for `days` days from now (negative: expired), in
+    /// `stem.pem` and `stem.key`.
+    pub fn server(&self, stem: &str, days: i64) -> Pair {
+        let mut params = CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+        params.distinguished_name = named("localhost");
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        self.sign(stem, params, days)
+    }
+
+    /// A client certificate whose subject is `CN=cn`.
+    pub fn client(&self, stem: &str, cn: &str) -> Pair {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name = named(cn);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        self.sign(stem, params, 30)
+    }
+
+    fn sign(&self, stem: &str, mut params: CertificateParams, days: i64) -> Pair {
+        let now = OffsetDateTime::now_utc();
+        params.not_before = now - Duration::days(2).max(Duration::days(1 - days));
+        params.not_after = now + Duration::days(days);
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.ca).unwrap();
+        let pair = Pair {
+            cert: self.dir.join(format!("{stem}.pem")),
+            key: self.dir.join(format!("{stem}.key")),
+        };
+        std::fs::write(&pair.cert, cert.pem()).unwrap();
+        std::fs::write(&pair.key, key.serialize_pem()).unwrap();
+        pair
+    }
+}
