@@ -674,9 +674,13 @@ fn check_report(config: &Config) -> String {
                 udp.max_datagram_bytes, udp.reply_bytes_per_source
             ),
         };
-        let addr = match &l.transport {
-            Transport::Tcp => l.bind.to_string(),
-            Transport::Udp(_) => format!("{}/udp", l.bind),
+        let addr = match (&l.transport, &l.tls) {
+            (Transport::Udp(_), _) => format!("{}/udp", l.bind),
+            (Transport::Tcp, None) => l.bind.to_string(),
+            (Transport::Tcp, Some(tls)) => match tls.mode {
+                switchboard::tls::Mode::Required => format!("{}/tls", l.bind),
+                switchboard::tls::Mode::Optional => format!("{}/tls+plain", l.bind),
+            },
         };
         report.push_str(&format!(
             "  {:<16} {:<12} {:<22} {common} encoding={}{detail}\n",
