@@ -1,0 +1,815 @@
+//! TLS on the listeners, against clients the project did not write:
+//! `openssl s_client` (TLS 1.2 and 1.3), curl, wget, `ncat --ssl` and a
+//! Python `ssl` version of the tutorial's TCP client get the right bytes
+//! from every handler; mutual TLS; plaintext and TLS on one port; the
+//! certificate rotated by a file change and by SIGHUP while connections
+//! stay open; the handshake's timeout, its place after admission, and the
+//! config's errors. A rustls client in the test reads which certificate
+//! is served.
+//!
+//! Without openssl, curl, wget, ncat or python3 the tests that need them
+//! say so and pass, unless SWITCHBOARD_REQUIRE_HTTP_CLIENTS is set (as CI
+//! sets it).
+
+use std::fs;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::RootCertStore;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::timeout;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+use crate::certs::{Pair, Pki};
+use crate::common::{self, LIMIT, TestServer, connect, connect_from};
+use crate::http::{have, run};
+use crate::metrics::{of, scrape};
+
+/// The `[listener.tls]` table serving `pair`, with more keys.
+fn tls_table(pair: &Pair, extra: &str) -> String {
+    format!(
+        "[listener.tls]\ncert = '{}'\nkey = '{}'\n{extra}\n",
+        pair.cert.display(),
+        pair.key.display()
+    )
+}
+
+/// A rustls client config trusting `ca` (PEM), presenting `client` if given.
+fn client_config(ca: &Path, client: Option<&Pair>) -> Arc<rustls::ClientConfig> {
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    let config = match client {
+        None => builder.with_no_client_auth(),
+        Some(pair) => {
+            let chain = CertificateDer::pem_file_iter(&pair.cert)
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+            let key = rustls_pki_types::PrivateKeyDer::from_pem_file(&pair.key).unwrap();
+            builder.with_client_auth_cert(chain, key).unwrap()
+        }
+    };
+    Arc::new(config)
+}
+
+/// Connects with TLS to `addr` as `localhost`.
+async fn tls_connect(
+    addr: SocketAddr,
+    config: Arc<rustls::ClientConfig>,
+) -> std::io::Result<TlsStream<tokio::net::TcpStream>> {
+    let tcp = connect(addr).await;
+    let name = ServerName::try_from("localhost").unwrap();
+    timeout(LIMIT, TlsConnector::from(config).connect(name, tcp))
+        .await
+        .expect("handshake timed out")
+}
+
+/// The leaf certificate a TLS connection was served.
+fn served_leaf(stream: &TlsStream<tokio::net::TcpStream>) -> Vec<u8> {
+    let (_, conn) = stream.get_ref();
+    conn.peer_certificates().unwrap()[0].as_ref().to_vec()
+}
+
+/// The DER of the first certificate of a PEM file.
+fn leaf_of(pem: &Path) -> Vec<u8> {
+    CertificateDer::pem_file_iter(pem)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .as_ref()
+        .to_vec()
+}
+
+/// Sends `line` and reads one reply line over `stream`.
+async fn ask_tls(stream: &mut TlsStream<tokio::net::TcpStream>, line: &str) -> String {
+    stream.write_all(line.as_bytes()).await.unwrap();
+    let mut reply = Vec::new();
+    let mut byte = [0u8; 1];
+    while !reply.ends_with(b"\n") {
+        let n = timeout(LIMIT, stream.read(&mut byte))
+            .await
+            .expect("reply timed out")
+            .unwrap();
+        assert!(n > 0, "closed after {reply:?}");
+        reply.push(byte[0]);
+    }
+    String::from_utf8(reply).unwrap().trim_end().to_owned()
+}
+
+/// True when the openssl CLI runs (it has `version`, not `--version`).
+fn have_openssl() -> bool {
+    let found = Command::new("openssl")
+        .arg("version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found && std::env::var_os("SWITCHBOARD_REQUIRE_HTTP_CLIENTS").is_some() {
+        panic!("openssl is required (SWITCHBOARD_REQUIRE_HTTP_CLIENTS is set) but does not run");
+    }
+    if !found {
+        eprintln!("skipped: openssl is not installed");
+    }
+    found
+}
+
+/// What the server sends until it closes or resets the connection.
+async fn until_closed(stream: &mut tokio::net::TcpStream) -> Vec<u8> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match timeout(LIMIT, stream.read(&mut buf))
+            .await
+            .expect("never closed")
+        {
+            Ok(0) | Err(_) => return got,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+/// A root with a 300 KB file of varied bytes.
+fn root(dir: &Path) -> std::path::PathBuf {
+    let root = dir.join("root");
+    fs::create_dir_all(&root).unwrap();
+    let big: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    fs::write(root.join("big.bin"), big).unwrap();
+    root
+}
+
+/// Runs `openssl s_client` at `version` (`-tls1_2`, `-tls1_3`) against
+/// `addr`, sending `input`; returns what it printed.
+async fn s_client(addr: SocketAddr, ca: &Path, version: &str, input: &str) -> Vec<u8> {
+    let mut command = Command::new("sh");
+    command.arg("-c").arg(format!(
+        "(printf '%s' \"$INPUT\"; sleep 1) | timeout 20 openssl s_client -quiet -no_ign_eof \
+         -verify_return_error -connect {addr} -servername localhost -CAfile '{}' {version} \
+         2>/dev/null",
+        ca.display()
+    ));
+    command.env("INPUT", input);
+    run(command).await.stdout
+}
+
+#[tokio::test]
+async fn real_tls_clients_get_the_right_bytes_from_each_handler() {
+    if !(have_openssl() && ["curl", "wget", "python3"].iter().all(|t| have(t))) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "Test CA");
+    let pair = pki.server("server", 30);
+    let root = root(dir.path());
+    let tls = tls_table(&pair, "");
+    let config = [
+        common::listener("echo", "echo", &tls),
+        common::listener(
+            "kw",
+            "keyword-bot",
+            &format!(
+                "default_reply = \"?\"\n[[listener.rules]]\nkeywords = [\"hello\"]\nreply = \"hi there\"\n{tls}"
+            ),
+        ),
+        common::listener("rb", "random-bot", &tls),
+        common::listener("metrics", "metrics", &tls),
+        common::listener(
+            "files",
+            "download",
+            &format!("root = '{}'\n{tls}", root.display()),
+        ),
+    ]
+    .concat();
+    let server = TestServer::start(&config);
+    let ca = &pki.ca_pem;
+
+    // openssl s_client, both versions, to the echo handler.
+    for version in ["-tls1_2", "-tls1_3"] {
+        let out = s_client(server.addr("echo"), ca, version, "over tls\n").await;
+        assert_eq!(out, b"over tls\n", "s_client {version}");
+    }
+    let out = s_client(server.addr("kw"), ca, "-tls1_3", "hello\n").await;
+    assert_eq!(out, b"hi there\n");
+
+    // The tutorial's TCP client, with its socket wrapped in TLS.
+    let python = format!(
+        r#"
+import socket, ssl, sys
+ctx = ssl.create_default_context(cafile="{ca}")
+for port, message in (({rb}, "remember me"), ({kw}, "hello")):
+    tcp_socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    tcp_socket.settimeout(10)
+    tcp_socket = ctx.wrap_socket(tcp_socket, server_hostname="localhost")
+    tcp_socket.connect(("127.0.0.1", port))
+    tcp_socket.send(message.encode())
+    recv_data = tcp_socket.recv(1024)
+    print(recv_data.decode().strip(), tcp_socket.version())
+    tcp_socket.close()
+"#,
+        ca = ca.display(),
+        rb = server.addr("rb").port(),
+        kw = server.addr("kw").port(),
+    );
+    let mut command = Command::new("timeout");
+    command.args(["20", "python3"]);
+    command.arg("-c").arg(&python);
+    let out = run(command).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "remember me TLSv1.3\nhi there TLSv1.3\n"
+    );
+
+    // curl: a file, a resumed one, and the metrics.
+    let files = server.addr("files");
+    let url = format!("https://localhost:{}/big.bin", files.port());
+    let resolve = format!("localhost:{}:127.0.0.1", files.port());
+    let saved = dir.path().join("curl.bin");
+    let whole = fs::read(root.join("big.bin")).unwrap();
+    fs::write(&saved, &whole[..123_457]).unwrap();
+    let mut curl = Command::new("curl");
+    curl.args(["-sS", "--fail", "--max-time", "20", "--cacert"])
+        .arg(ca)
+        .args(["--resolve", &resolve, "-C", "-", "-o"])
+        .arg(&saved)
+        .arg(&url);
+    let out = run(curl).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(fs::read(&saved).unwrap() == whole, "curl -C - over HTTPS");
+
+    let wget_saved = dir.path().join("wget.bin");
+    let mut wget = Command::new("wget");
+    wget.args(["-q", "--timeout=20", "--tries=1", "--ca-certificate"])
+        .arg(ca)
+        .arg("-O")
+        .arg(&wget_saved)
+        .arg(format!("https://localhost:{}/big.bin", files.port()));
+    let out = run(wget).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(fs::read(&wget_saved).unwrap() == whole, "wget over HTTPS");
+
+    // The raw protocol over TLS, to the same port.
+    let out = s_client(files, ca, "-tls1_2", "big.bin\n").await;
+    assert!(
+        out == whole,
+        "raw download over s_client: {} bytes",
+        out.len()
+    );
+
+    let mut curl = Command::new("curl");
+    curl.args(["-sS", "--fail", "--max-time", "20", "--cacert"])
+        .arg(ca)
+        .arg(format!(
+            "https://localhost:{}/metrics",
+            server.addr("metrics").port()
+        ));
+    let out = run(curl).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("switchboard_tls_handshakes_total{handler=\"download\",listener=\"files\",result=\"ok\"}"),
+        "{text}"
+    );
+    assert!(text.contains(
+        "switchboard_tls_certificate_expiry_timestamp_seconds{handler=\"echo\",listener=\"echo\"}"
+    ));
+}
+
+#[tokio::test]
+async fn ncat_reads_a_file_over_tls() {
+    if !have("ncat") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "Test CA");
+    let pair = pki.server("server", 30);
+    let root = root(dir.path());
+    let server = TestServer::start(&common::listener(
+        "files",
+        "download",
+        &format!("root = '{}'\n{}", root.display(), tls_table(&pair, "")),
+    ));
+    let mut command = Command::new("sh");
+    command.arg("-c").arg(format!(
+        "printf 'big.bin\\n' | timeout 20 ncat --ssl --ssl-trustfile '{}' localhost {}",
+        pki.ca_pem.display(),
+        server.addr("files").port()
+    ));
+    let out = run(command).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.stdout == fs::read(root.join("big.bin")).unwrap());
+}
+
+#[tokio::test]
+async fn mutual_tls_refuses_clients_without_the_right_certificate_and_counts_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "Test CA");
+    let other = Pki::new(dir.path(), "Other CA");
+    let pair = pki.server("server", 30);
+    let alice = pki.client("alice", "alice");
+    let mallory = other.client("mallory", "mallory");
+    let tls = tls_table(
+        &pair,
+        &format!(
+            "client_ca = '{}'\nclient_auth = \"required\"",
+            pki.ca_pem.display()
+        ),
+    );
+    let server = TestServer::start(
+        &[
+            common::listener("echo", "echo", &tls),
+            common::listener("metrics", "metrics", ""),
+        ]
+        .concat(),
+    );
+    let addr = server.addr("echo");
+
+    let mut served = tls_connect(addr, client_config(&pki.ca_pem, Some(&alice)))
+        .await
+        .unwrap();
+    assert_eq!(
+        ask_tls(&mut served, "with a certificate\n").await,
+        "with a certificate"
+    );
+
+    // In TLS 1.3 the client learns of the refusal on its first read.
+    for client in [None, Some(&mallory)] {
+        let refused = async {
+            let mut stream = tls_connect(addr, client_config(&pki.ca_pem, client)).await?;
+            stream.write_all(b"let me in\n").await?;
+            let mut buf = [0u8; 64];
+            let n = timeout(LIMIT, stream.read(&mut buf))
+                .await
+                .expect("read timed out")?;
+            Ok::<usize, std::io::Error>(n)
+        };
+        assert!(
+            !matches!(refused.await, Ok(n) if n > 0),
+            "a client without the right certificate was served"
+        );
+    }
+    let figures = scrape(server.addr("metrics")).await;
+    let count = |result: &str| {
+        of(
+            &figures,
+            "switchboard_tls_handshakes_total",
+            "echo",
+            "echo",
+            &format!(",result=\"{result}\""),
+        )
+    };
+    assert_eq!(count("ok"), 1.0);
+    assert_eq!(count("no_client_certificate"), 1.0);
+    assert_eq!(count("bad_client_certificate"), 1.0);
+}
+
+#[test]
+fn the_client_certificate_subject_and_the_cipher_are_in_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "Test CA");
+    let pair = pki.server("server", 30);
+    let alice = pki.client("alice", "alice");
+    let config = dir.path().join("tls.toml");
+    fs::write(
+        &config,
+        common::listener(
+            "echo",
+            "echo",
+            &tls_table(&pair, &format!("client_ca = '{}'", pki.ca_pem.display())),
+        ),
+    )
+    .unwrap();
+    let mut daemon = crate::cli::Daemon::start(&config);
+    let addr = daemon.addr("echo");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let mut stream = tls_connect(addr, client_config(&pki.ca_pem, Some(&alice)))
+            .await
+            .unwrap();
+        assert_eq!(ask_tls(&mut stream, "hi\n").await, "hi");
+        stream.shutdown().await.unwrap();
+    });
+    let line = daemon.wait_for_log("closed");
+    for expected in [
+        "tls=TLSv1.3 TLS13_",
+        "client_cert=\"CN=alice\"",
+        "reason=client closed",
+    ] {
+        assert!(line.contains(expected), "{expected} not in {line}");
+    }
+}
+
+#[tokio::test]
+async fn an_optional_tls_port_serves_plaintext_and_tls() {
+    if !have("curl") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "Test CA");
+    let pair = pki.server("server", 30);
+    let root = root(dir.path());
+    let server = TestServer::start(&common::listener(
+        "files",
+        "download",
+        &format!(
+            "root = '{}'\n{}",
+            root.display(),
+            tls_table(&pair, "mode = \"optional\"")
+        ),
+    ));
+    let addr = server.addr("files");
+    let whole = fs::read(root.join("big.bin")).unwrap();
+    // Raw, as netcat would.
+    let mut plain = connect(addr).await;
+    plain.write_all(b"big.bin\n").await.unwrap();
+    assert!(common::read_to_end(&mut plain).await == whole);
+    // HTTP and HTTPS.
+    for scheme in ["http", "https"] {
+        let mut curl = Command::new("curl");
+        curl.args(["-sS", "--fail", "--max-time", "20", "--cacert"])
+            .arg(&pki.ca_pem)
+            .arg(format!("{scheme}://localhost:{}/big.bin", addr.port()));
+        let out = run(curl).await;
+        assert!(
+            out.status.success(),
+            "{scheme}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.stdout == whole, "{scheme}");
+    }
+    // A raw name over TLS.
+    let mut tls = tls_connect(addr, client_config(&pki.ca_pem, None))
+        .await
+        .unwrap();
+    tls.write_all(b"big.bin\n").await.unwrap();
+    let mut got = Vec::new();
+    timeout(LIMIT, tls.read_to_end(&mut got))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(got == whole);
+}
+
+/// Writes `from`'s files over `to`'s, as a renewal would (a rename over
+/// the old file, so no reader sees half a file).
+fn install(from: &Pair, to: &Pair) {
+    for (src, dst) in [(&from.cert, &to.cert), (&from.key, &to.key)] {
+        let tmp = dst.with_extension("tmp");
+        fs::copy(src, &tmp).unwrap();
+        fs::rename(&tmp, dst).unwrap();
+    }
+}
+
+/// Connects until the served leaf is `want`'s, within [`LIMIT`].
+async fn until_served(
+    addr: SocketAddr,
+    ca: &Path,
+    want: &Path,
+) -> TlsStream<tokio::net::TcpStream> {
+    let want = leaf_of(want);
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    loop {
+        let stream = tls_connect(addr, client_config(ca, None)).await.unwrap();
+        if served_leaf(&stream) == want {
+            return stream;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the new certificate was never served"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_renewed_certificate_is_served_without_a_restart_and_a_broken_one_is_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "Test CA");
+    let live = pki.server("live", 30);
+    let server = TestServer::start(
+        &[
+            common::listener(
+                "echo",
+                "echo",
+                &tls_table(&live, "check_interval = \"100ms\""),
+            ),
+            common::listener("metrics", "metrics", ""),
+        ]
+        .concat(),
+    );
+    let addr = server.addr("echo");
+    let ca = &pki.ca_pem;
+    let mut before = tls_connect(addr, client_config(ca, None)).await.unwrap();
+    assert_eq!(ask_tls(&mut before, "one\n").await, "one");
+    assert_eq!(served_leaf(&before), leaf_of(&live.cert));
+
+    // Renewal by a file change: new handshakes get the new pair, the open
+    // connection goes on.
+    let renewed = pki.server("renewed", 60);
+    let renewed_cert = renewed.cert.clone();
+    install(&renewed, &live);
+    let mut after = until_served(addr, ca, &renewed_cert).await;
+    assert_eq!(ask_tls(&mut after, "two\n").await, "two");
+    assert_eq!(ask_tls(&mut before, "still here\n").await, "still here");
+
+    // A key that does not go with the certificate: the old pair stays.
+    let third = pki.server("third", 90);
+    fs::copy(&third.cert, &live.cert).unwrap();
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    let failed = loop {
+        let figures = scrape(server.addr("metrics")).await;
+        let failed = of(
+            &figures,
+            "switchboard_tls_rotations_total",
+            "echo",
+            "echo",
+            ",result=\"failed\"",
+        );
+        if failed > 0.0 || tokio::time::Instant::now() > deadline {
+            break figures;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        of(
+            &failed,
+            "switchboard_tls_rotations_total",
+            "echo",
+            "echo",
+            ",result=\"failed\""
+        ),
+        1.0
+    );
+    assert_eq!(
+        of(
+            &failed,
+            "switchboard_tls_rotations_total",
+            "echo",
+            "echo",
+            ",result=\"ok\""
+        ),
+        1.0
+    );
+    let stream = tls_connect(addr, client_config(ca, None)).await.unwrap();
+    assert_eq!(
+        served_leaf(&stream),
+        leaf_of(&renewed_cert),
+        "the broken pair was served"
+    );
+    // Its expiry is the renewed certificate's, 60 days from now.
+    let expiry = of(
+        &failed,
+        "switchboard_tls_certificate_expiry_timestamp_seconds",
+        "echo",
+        "echo",
+        "",
+    );
+    let in_days = (expiry
+        - std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64())
+        / 86_400.0;
+    assert!((59.0..=60.5).contains(&in_days), "expiry in {in_days} days");
+    // The key follows: the pair is whole again.
+    fs::copy(&third.key, &live.key).unwrap();
+    until_served(addr, ca, &third.cert).await;
+}
+
+#[tokio::test]
+async fn a_reload_rereads_an_unchanged_listeners_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "Test CA");
+    let live = pki.server("live", 30);
+    let config = common::listener("echo", "echo", &tls_table(&live, "check_interval = \"0s\""));
+    let mut server = TestServer::start(&config);
+    let ca = &pki.ca_pem;
+    let mut open = tls_connect(server.addr("echo"), client_config(ca, None))
+        .await
+        .unwrap();
+    let renewed = pki.server("renewed", 60);
+    install(&renewed, &live);
+    // No watch: still the old one until the reload.
+    let stream = tls_connect(server.addr("echo"), client_config(ca, None))
+        .await
+        .unwrap();
+    assert_ne!(served_leaf(&stream), leaf_of(&renewed.cert));
+    let summary = server.reload(&config).await.unwrap();
+    assert!(
+        summary.is_empty(),
+        "a certificate change is not a listener change: {summary}"
+    );
+    let stream = tls_connect(server.addr("echo"), client_config(ca, None))
+        .await
+        .unwrap();
+    assert_eq!(served_leaf(&stream), leaf_of(&renewed.cert));
+    assert_eq!(ask_tls(&mut open, "kept\n").await, "kept");
+}
+
+#[tokio::test]
+async fn a_silent_client_is_closed_at_the_handshake_timeout_and_a_refused_one_costs_no_handshake() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "Test CA");
+    let pair = pki.server("server", 30);
+    let server = TestServer::start(
+        &[
+            common::listener(
+                "echo",
+                "echo",
+                &format!(
+                    "deny = [\"127.0.0.3\"]\n{}",
+                    tls_table(&pair, "handshake_timeout = \"300ms\"")
+                ),
+            ),
+            common::listener("metrics", "metrics", ""),
+        ]
+        .concat(),
+    );
+    let addr = server.addr("echo");
+    let started = tokio::time::Instant::now();
+    let mut silent = connect_from(2, addr).await;
+    assert!(common::read_to_end(&mut silent).await.is_empty());
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+    let mut refused = connect_from(3, addr).await;
+    refused.write_all(&[0x16, 3, 1]).await.ok();
+    assert!(until_closed(&mut refused).await.len() < 64);
+    // Not TLS at all on a TLS-only port.
+    let mut garbage = connect_from(4, addr).await;
+    garbage.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+    let answer = until_closed(&mut garbage).await;
+    assert!(!answer.windows(4).any(|w| w == b"HTTP"), "{answer:?}");
+    let figures = scrape(server.addr("metrics")).await;
+    let handshakes = |r: &str| {
+        of(
+            &figures,
+            "switchboard_tls_handshakes_total",
+            "echo",
+            "echo",
+            &format!(",result=\"{r}\""),
+        )
+    };
+    assert_eq!(handshakes("timeout"), 1.0);
+    assert_eq!(handshakes("not_tls"), 1.0);
+    assert!(
+        !figures
+            .keys()
+            .any(|k| k.starts_with("switchboard_tls_handshakes_total")
+                && k.contains("result=\"ok\"")),
+        "a handshake was counted for the refused source"
+    );
+    assert_eq!(
+        of(
+            &figures,
+            "switchboard_connections_refused_total",
+            "echo",
+            "echo",
+            ",reason=\"denied\""
+        ),
+        1.0
+    );
+}
+
+#[test]
+fn config_mistakes_in_the_tls_table_name_the_key_and_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "Test CA");
+    let good = pki.server("good", 30);
+    let other = pki.server("other", 30);
+    let garbage = dir.path().join("garbage.pem");
+    fs::write(&garbage, "not a certificate\n").unwrap();
+    let missing = dir.path().join("missing.pem");
+    let pair = |cert: &Path, key: &Path| Pair {
+        cert: cert.to_owned(),
+        key: key.to_owned(),
+    };
+    let table: Vec<(String, &str, &str)> = vec![
+        (
+            common::listener(
+                "u",
+                "echo",
+                &format!("transport = \"udp\"\n{}", tls_table(&good, "")),
+            ),
+            "listener[0].tls",
+            "TLS is for TCP listeners",
+        ),
+        (
+            common::listener("e", "echo", &tls_table(&pair(&missing, &good.key), "")),
+            "listener[0].tls.cert",
+            "missing.pem",
+        ),
+        (
+            common::listener("e", "echo", &tls_table(&pair(&garbage, &good.key), "")),
+            "listener[0].tls.cert",
+            "no certificate in it",
+        ),
+        (
+            common::listener("e", "echo", &tls_table(&pair(&good.cert, &garbage), "")),
+            "listener[0].tls.key",
+            "no private key in it",
+        ),
+        (
+            common::listener("e", "echo", &tls_table(&pair(&good.cert, &other.key), "")),
+            "listener[0].tls.key",
+            "does not go with",
+        ),
+        (
+            common::listener("e", "echo", &tls_table(&good, "client_ca = 'nowhere.pem'")),
+            "listener[0].tls.client_ca",
+            "nowhere.pem",
+        ),
+        (
+            common::listener("e", "echo", &tls_table(&good, "min_version = \"1.1\"")),
+            "listener[0].tls.min_version",
+            "\"1.2\"",
+        ),
+        (
+            common::listener("e", "echo", &tls_table(&good, "sni = true")),
+            "listener[0].tls.sni",
+            "unknown field `sni`",
+        ),
+    ];
+    for (toml, key, words) in table {
+        let err = switchboard::Config::from_toml(&toml, "t.toml").expect_err(&toml);
+        let text = err.to_string();
+        assert_eq!(
+            err.key.as_deref(),
+            Some(key).filter(|k| !k.is_empty()),
+            "{text}"
+        );
+        assert!(text.starts_with("t.toml:"), "{text}");
+        assert!(text.contains(words), "{words:?} not in {text}");
+    }
+    // Expired and soon to expire: warnings, not refusals.
+    for (days, words) in [(-1, "expired on"), (5, "in less than 14 days")] {
+        let cert = pki.server(&format!("d{days}"), days);
+        let config = switchboard::Config::from_toml(
+            &common::listener("e", "echo", &tls_table(&cert, "")),
+            "t.toml",
+        )
+        .unwrap();
+        let warning = config
+            .warnings
+            .iter()
+            .map(|w| w.to_string())
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(warning.contains(words), "{warning}");
+        assert!(warning.contains("listener[0].tls.cert"), "{warning}");
+    }
+}
+
+/// A certificate file larger than any PEM file is refused, not read whole.
+#[test]
+fn an_oversized_certificate_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "Test CA");
+    let good = pki.server("good", 30);
+    let huge = dir.path().join("huge.pem");
+    let file = fs::File::create(&huge).unwrap();
+    file.set_len(64 * 1024 * 1024).unwrap();
+    let toml = common::listener(
+        "e",
+        "echo",
+        &tls_table(
+            &Pair {
+                cert: huge,
+                key: good.key,
+            },
+            "",
+        ),
+    );
+    let err = switchboard::Config::from_toml(&toml, "t.toml").unwrap_err();
+    assert!(err.to_string().contains("larger than"), "{err}");
+    let _ = Stdio::null();
+}
