@@ -125,10 +125,13 @@ enum Command {
     /// file.
     #[command(after_help = GET_HELP)]
     Get {
-        /// The download listener, HOST:PORT.
+        /// The download listener, HOST:PORT; or a URL, http://HOST:PORT/NAME
+        /// or https://HOST:PORT/NAME (TLS), which names the file too.
+        #[arg(value_name = "ADDR|URL")]
         addr: String,
-        /// The name on the server (a file, or a directory with -r).
-        name: String,
+        /// The name on the server (a file, or a directory with -r); not
+        /// given when the URL has it.
+        name: Option<String>,
         /// Where to write (default: the name's last part, here).
         #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,
@@ -162,6 +165,10 @@ enum Command {
         /// Over UDP: each message is one datagram, each reply one datagram.
         #[arg(long)]
         udp: bool,
+        /// Over TLS (TCP only): the server's certificate is checked against
+        /// the system's CAs (or --cacert) and the host of ADDR.
+        #[arg(long, conflicts_with = "udp")]
+        tls: bool,
         /// Write the server's bytes unchanged (by default, control
         /// characters are shown as escapes such as \x1b).
         #[arg(long)]
@@ -204,6 +211,10 @@ enum Command {
         /// Over UDP: each line is one datagram, each reply one datagram.
         #[arg(long)]
         udp: bool,
+        /// Over TLS (TCP only): the server's certificate is checked against
+        /// the system's CAs (or --cacert) and the host of ADDR.
+        #[arg(long, conflicts_with = "udp")]
+        tls: bool,
         /// Over UDP, a message that ends the chat once its reply came, as the
         /// server's close does over TCP (the random-bot's `farewell`; give it
         /// again for more than one, or "" for none).
@@ -257,6 +268,78 @@ struct ClientArgs {
     /// each response head and listing as a whole (see --deadline).
     #[arg(long, default_value = "30s", value_parser = positive_duration)]
     timeout: Duration,
+    #[command(flatten)]
+    tls: TlsArgs,
+}
+
+/// How a client's TLS is verified (`get https://`, `send --tls`, `chat --tls`).
+#[derive(Debug, clap::Args)]
+struct TlsArgs {
+    /// TLS: trust only the CA certificates in FILE (PEM), not the system's.
+    #[arg(long, value_name = "FILE", conflicts_with = "insecure")]
+    cacert: Option<PathBuf>,
+    /// TLS: do not verify the server's certificate at all (a warning says so).
+    #[arg(long)]
+    insecure: bool,
+    /// TLS: present this client certificate chain (PEM), for a server that
+    /// asks for one (mutual TLS); needs --key.
+    #[arg(long, value_name = "FILE", requires = "key")]
+    cert: Option<PathBuf>,
+    /// TLS: the private key of --cert (PEM).
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    key: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    /// True when a TLS flag was given.
+    fn any(&self) -> bool {
+        self.cacert.is_some() || self.insecure || self.cert.is_some()
+    }
+
+    /// The client's TLS when `on`; `None` when off. A TLS flag without TLS,
+    /// or a file that cannot be used, is said as `switchboard COMMAND: ...`,
+    /// and is the exit status to return (2).
+    fn client_tls(
+        &self,
+        command: &str,
+        on: bool,
+        how_on: &str,
+    ) -> Result<Option<switchboard::client::ClientTls>, ExitCode> {
+        if !on {
+            if self.any() {
+                print_err(&format!(
+                    "switchboard {command}: --cacert, --insecure, --cert and --key are for TLS: \
+                     {how_on}"
+                ));
+                return Err(ExitCode::from(EXIT_USAGE));
+            }
+            return Ok(None);
+        }
+        let trust = match (&self.cacert, self.insecure) {
+            (Some(file), _) => switchboard::client::Trust::CaFile(file.clone()),
+            (None, true) => switchboard::client::Trust::Insecure,
+            (None, false) => switchboard::client::Trust::System,
+        };
+        let options = switchboard::client::TlsOptions {
+            trust,
+            identity: self.cert.clone().zip(self.key.clone()),
+        };
+        match switchboard::client::ClientTls::new(&options) {
+            Ok(tls) => {
+                if tls.insecure() {
+                    print_err(&format!(
+                        "switchboard {command}: warning: --insecure: the server's certificate is \
+                         not verified; anyone on the path can pose as the server"
+                    ));
+                }
+                Ok(Some(tls))
+            }
+            Err(e) => {
+                print_err(&format!("switchboard {command}: {e}"));
+                Err(ExitCode::from(EXIT_USAGE))
+            }
+        }
+    }
 }
 
 fn encoding(text: &str) -> Result<switchboard::TextEncoding, String> {
@@ -325,9 +408,25 @@ fn main() -> ExitCode {
             deadline,
             client,
         } => {
+            let target = match switchboard::client::get_target(&addr, name.as_deref()) {
+                Ok(target) => target,
+                Err(e) => {
+                    print_err(&switchboard::client::escape_text(&format!(
+                        "switchboard get: {e}"
+                    )));
+                    return ExitCode::from(EXIT_USAGE);
+                }
+            };
+            let tls = match client
+                .tls
+                .client_tls("get", target.https, "use an https:// URL")
+            {
+                Ok(tls) => tls,
+                Err(code) => return code,
+            };
             let options = switchboard::client::GetOptions {
-                addr,
-                name,
+                addr: target.addr,
+                name: target.name,
                 output,
                 resume,
                 recursive,
@@ -336,6 +435,7 @@ fn main() -> ExitCode {
                 encoding: client.encoding,
                 timeout: client.timeout,
                 deadline,
+                tls,
             };
             match client_runtime().map(|rt| rt.block_on(switchboard::client::get(&options))) {
                 Some(Ok(_)) => ExitCode::SUCCESS,
@@ -352,10 +452,15 @@ fn main() -> ExitCode {
             addr,
             messages,
             udp,
+            tls,
             raw,
             client,
         } => {
-            let options = line_options(addr, udp, raw, Vec::new(), &client);
+            let tls = match client.tls.client_tls("send", tls, "add --tls") {
+                Ok(tls) => tls,
+                Err(code) => return code,
+            };
+            let options = line_options(addr, udp, raw, Vec::new(), tls, &client);
             run_lines("send", async move {
                 let stdin = tokio::io::BufReader::new(tokio::io::stdin());
                 let mut out = tokio::io::stdout();
@@ -388,11 +493,16 @@ fn main() -> ExitCode {
         Command::Chat {
             addr,
             udp,
+            tls,
             raw,
             farewell,
             client,
         } => {
-            let options = line_options(addr, udp, raw, farewell, &client);
+            let tls = match client.tls.client_tls("chat", tls, "add --tls") {
+                Ok(tls) => tls,
+                Err(code) => return code,
+            };
+            let options = line_options(addr, udp, raw, farewell, tls, &client);
             run_lines("chat", async move {
                 let stdin = tokio::io::BufReader::new(tokio::io::stdin());
                 let mut out = tokio::io::stdout();
@@ -409,6 +519,7 @@ fn line_options(
     udp: bool,
     raw: bool,
     farewell: Vec<String>,
+    tls: Option<switchboard::client::ClientTls>,
     client: &ClientArgs,
 ) -> switchboard::client::LineOptions {
     switchboard::client::LineOptions {
@@ -418,6 +529,7 @@ fn line_options(
         udp,
         shown: shown(raw),
         farewell,
+        tls,
     }
 }
 

@@ -47,10 +47,9 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use super::connect;
+use super::stream::Stream;
 use super::terminal::escape_bytes;
 use crate::conn::text::{QUOTE_MAX_BYTES, TextEncoding};
 use file::fetch_file;
@@ -86,6 +85,8 @@ pub struct GetOptions {
     pub timeout: Duration,
     /// Bound of the whole run (every file and listing of `-r`).
     pub deadline: Duration,
+    /// Talk TLS (an `https://` URL).
+    pub tls: Option<super::ClientTls>,
 }
 
 /// Why a fetch failed; each has its exit status.
@@ -289,13 +290,21 @@ fn net(run: &Run<'_>, doing: &str, e: io::Error) -> GetError {
     GetError::Failed(format!("{doing} ({}): {e}", run.options.addr))
 }
 
-/// Connects by `until`.
-async fn connect_by(run: &Run<'_>, until: Instant) -> Result<TcpStream, GetError> {
-    let limit = until.saturating_duration_since(Instant::now());
-    // `connect` names the address in its errors.
-    connect(&run.options.addr, limit)
-        .await
-        .map_err(|e| GetError::Failed(e.to_string()))
+/// What to try against a port that does not speak TLS.
+const PLAIN_HINT: &str = "try http://";
+
+/// Connects by `until` (with the TLS handshake, by `until` too, for
+/// `https://`).
+async fn connect_by(run: &Run<'_>, until: Instant) -> Result<Stream, GetError> {
+    // `Stream::open` names the address in its errors.
+    Stream::open(
+        &run.options.addr,
+        run.options.tls.as_ref(),
+        until,
+        PLAIN_HINT,
+    )
+    .await
+    .map_err(|e| GetError::Failed(e.to_string()))
 }
 
 #[cfg(test)]
