@@ -30,14 +30,19 @@ Examples:
   switchboard get 127.0.0.1:1111 big.iso -c       # resume a cut download
   switchboard get 127.0.0.1:1111 docs -r -o docs  # mirror a directory
   switchboard get 127.0.0.1:1111 a.txt --raw      # the tutorial's protocol
+  switchboard get https://localhost:8443/big.iso --cacert ca.pem   # over TLS
 
 Exit status:
   0  the file (or the whole tree) was saved
   1  a network or server error, an answer refused, a port that is not a
-     download listener, a file in the way, or a mirror incomplete
-  2  a command-line mistake, or a directory named without -r
+     download listener, a file in the way, or a mirror incomplete; a TLS
+     failure: a certificate not trusted, for another name or expired, a
+     port that does not speak TLS, a client certificate required or refused
+  2  a command-line mistake, or a directory named without -r; a --cacert,
+     --cert or --key file that cannot be used, or no system CAs
   3  not found, or refused by the server (404, 403, an ERR line)
-  4  the transfer broke off; FILE.part is kept: run again with -c";
+  4  the transfer broke off; FILE.part is kept: run again with -c (over TLS,
+     a raw download the server closed without close_notify)";
 
 /// `send --help`'s last part: examples and exit statuses.
 const SEND_HELP: &str = "\
@@ -46,12 +51,16 @@ Examples:
   printf 'a\\nb\\n' | switchboard send 127.0.0.1:10010
   switchboard send 127.0.0.1:10086 你好 --encoding gbk
   switchboard send --udp 127.0.0.1:10010 hello
+  switchboard send --tls localhost:10443 hello --cacert ca.pem
 
 Exit status:
   0  every message had its reply, and none was an ERR line
   1  a network error: no connection, no reply in time, the server closed
-     before every reply came (or, over UDP, nothing listens)
-  2  a command-line mistake
+     before every reply came (or, over UDP, nothing listens); a TLS
+     failure (see get --help), or a close without close_notify (what came
+     may be truncated)
+  2  a command-line mistake (--tls with --udp); a --cacert, --cert or --key
+     file that cannot be used, or no system CAs
   3  every reply came, but one or more were ERR lines (the server refused)";
 
 /// `chat --help`'s last part: examples and exit statuses.
@@ -60,13 +69,26 @@ Examples:
   switchboard chat 127.0.0.1:10087
   switchboard chat --udp 127.0.0.1:10087
   switchboard chat --udp 127.0.0.1:10087 --farewell ciao
+  switchboard chat --tls localhost:10443 --cacert ca.pem
 
 Exit status:
   0  the chat ended: an empty line, Ctrl-D, the server's close, or over UDP
      the reply to a farewell
   1  a network error: no connection, a line not taken in time, nothing
-     listens (UDP), or no reply to the farewell in time (UDP)
-  2  a command-line mistake";
+     listens (UDP), or no reply to the farewell in time (UDP); a TLS
+     failure (see get --help), or a close without close_notify
+  2  a command-line mistake (--tls with --udp); a --cacert, --cert or --key
+     file that cannot be used, or no system CAs";
+
+/// `probe --help`'s last part: exit statuses.
+const PROBE_HELP: &str = "\
+Exit status:
+  0  every listener serves (a `warn` line, such as a TLS certificate that
+     expires within 14 days, is still a pass: health checks must not fail
+     a server that works; alert on the expiry metric, or grep for warn)
+  1  a listener does not serve, or serves an expired TLS certificate
+  2  a command-line mistake, or a listener the config does not have
+  78 the config has a mistake";
 
 /// An async TCP and UDP server daemon: TOML-configured listeners routed to
 /// echo, download, keyword-bot, random-bot and metrics (Prometheus) handlers.
@@ -109,6 +131,12 @@ enum Command {
     /// farewell, download must refuse `..`, metrics must be scraped. One line
     /// per listener; exit status 0 only if all of them pass (for health
     /// checks).
+    ///
+    /// A listener with [listener.tls] is probed over TLS (its certificate is
+    /// accepted whoever signed it, as the config is the probe's own): an
+    /// expired certificate fails, one that expires within 14 days passes
+    /// with a `warn` line.
+    #[command(after_help = PROBE_HELP)]
     Probe {
         #[command(flatten)]
         config: ConfigArg,
@@ -689,13 +717,19 @@ fn probe(config: &Config, listeners: &[String], timeout: std::time::Duration) ->
     let mut report = String::new();
     for r in &results {
         let millis = r.elapsed.as_secs_f64() * 1000.0;
-        report.push_str(&match &r.outcome {
-            Ok(how) => format!(
+        report.push_str(&match (&r.outcome, &r.warning) {
+            (Ok(how), None) => format!(
                 "ok    {:<16} {:<22} {how} in {millis:.1} ms\n",
                 r.name,
                 r.shown_addr()
             ),
-            Err(why) => format!("FAIL  {:<16} {:<22} {why}\n", r.name, r.shown_addr()),
+            // Still a pass (exit 0): the server works today.
+            (Ok(how), Some(warning)) => format!(
+                "warn  {:<16} {:<22} {how} in {millis:.1} ms; {warning}\n",
+                r.name,
+                r.shown_addr()
+            ),
+            (Err(why), _) => format!("FAIL  {:<16} {:<22} {why}\n", r.name, r.shown_addr()),
         });
     }
     print_out(&report);

@@ -30,15 +30,15 @@ pub use line_client::{LineOptions, Sent};
 pub use lines::{chat, send};
 pub use target::{GetTarget, get_target};
 pub use terminal::{Shown, escape_bytes, escape_text};
-pub(crate) use tls::peer_expiry;
 pub use tls::{ClientTls, TlsOptions, TlsSetupError, Trust};
+pub(crate) use tls::{peer_expiry, rustls_error};
 
 /// Longest reply line a line client reads.
 const MAX_LINE: usize = 64 * 1024;
 
 /// The instant `limit` from now; a limit too long to add (`--timeout
 /// 1000000000y`) is about thirty years, as good as never.
-fn after(limit: std::time::Duration) -> tokio::time::Instant {
+pub(crate) fn after(limit: std::time::Duration) -> tokio::time::Instant {
     let now = tokio::time::Instant::now();
     now.checked_add(limit)
         .or_else(|| now.checked_add(Duration::from_secs(30 * 365 * 86_400)))
