@@ -169,6 +169,7 @@ impl ClientTls {
         plain_hint: &str,
     ) -> io::Result<TlsStream<TcpStream>> {
         let name = server_name(addr)?;
+        let limit = until.saturating_duration_since(Instant::now());
         let connector = TlsConnector::from(self.config.clone());
         match timeout_at(until, connector.connect(name, tcp)).await {
             Ok(Ok(stream)) => Ok(stream),
@@ -178,9 +179,7 @@ impl ClientTls {
                 format!(
                     "{addr}: no TLS handshake within {} (the server accepted the connection but \
                      did not answer TLS)",
-                    humantime::format_duration(round(
-                        until.saturating_duration_since(Instant::now())
-                    ))
+                    humantime::format_duration(round(limit))
                 ),
             )),
         }
@@ -304,9 +303,11 @@ fn alert_words(alert: AlertDescription) -> String {
     }
 }
 
-/// A duration shown to the millisecond.
+/// A duration shown to a tenth of a second (what is left of a bound
+/// after the connect: `1s`, not `998ms 312us`).
 fn round(d: Duration) -> Duration {
-    Duration::from_millis(d.as_millis().try_into().unwrap_or(u64::MAX))
+    let tenths = d.as_millis().div_ceil(100);
+    Duration::from_millis(u64::try_from(tenths * 100).unwrap_or(u64::MAX))
 }
 
 /// A certificate time as an HTTP date.

@@ -53,7 +53,8 @@ impl Pki {
     /// day ago for `days` days from now (negative: expired), in
     /// `stem.pem` and `stem.key`.
     pub fn server(&self, stem: &str, days: i64) -> Pair {
-        let mut params = CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+        let mut params =
+            CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
         params.distinguished_name = named("localhost");
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         self.sign(stem, params, days)

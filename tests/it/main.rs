@@ -28,4 +28,5 @@ mod proxy_protocol;
 mod quoting;
 mod reload;
 mod scale_out;
+mod tls_clients;
 mod udp;
