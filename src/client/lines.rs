@@ -8,6 +8,10 @@
 //! close instead of a newline, as the tutorial's servers do; a reply cut
 //! by a close before that, or a close before every message had its reply,
 //! is an error that says how many replies came.
+//!
+//! With `--tls` the connection is TLS (`stream`); there a close without
+//! the server's `close_notify` may have cut what came, so it is an error
+//! wherever it comes, the wait for last words included.
 
 use std::io;
 

@@ -856,3 +856,32 @@ async fn a_close_without_close_notify_is_never_taken_for_a_whole_answer() {
     assert!(out.status.success(), "{out:?}");
     assert_eq!(out.stdout, [RAW_BODY, b"\n"].concat());
 }
+
+#[tokio::test]
+async fn get_takes_an_http_url_as_well_as_addr_and_name() {
+    let base = tempfile::tempdir().expect("tempdir");
+    let root = download_root(base.path());
+    let server = TestServer::start(&common::listener(
+        "files",
+        "download",
+        &format!("root = '{}'", path(&root)),
+    ));
+    let addr = server.addr("files");
+    let out_file = base.path().join("c.txt");
+    let url = format!("http://{addr}/d/e/c%20%E5%90%8D.txt");
+    let (out, _) = run(&["get", &url, "-o", path(&out_file)], b"").await;
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(fs::read(&out_file).unwrap(), b"deep\n");
+    // The URL names the file, or NAME does: not both, and not neither.
+    for args in [
+        vec!["get".to_owned(), url.clone(), "a.txt".to_owned()],
+        vec!["get".to_owned(), addr.to_string()],
+        vec!["get".to_owned(), format!("ftp://{addr}/a.txt")],
+    ] {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (out, _) = run(&args, b"").await;
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+        assert_eq!(text(&out.stderr).lines().count(), 1, "{out:?}");
+    }
+    server.shutdown().await;
+}

@@ -378,8 +378,8 @@ async fn copy_body(
 
 /// The raw protocol: the name, a newline, and the file until the server
 /// closes. The size cannot be verified, but a reset (how a server cuts a
-/// transfer short) is an error, never an end; an `ERR ...` line alone is a
-/// refusal.
+/// transfer short) is an error, never an end, and so is, over TLS, a close
+/// without `close_notify`; an `ERR ...` line alone is a refusal.
 async fn fetch_raw(run: &mut Run<'_>, name: &str, target: &Path) -> Result<PathBuf, GetError> {
     let options = run.options;
     let (part, _) = part_paths(target);

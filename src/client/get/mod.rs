@@ -26,6 +26,12 @@
 //! file, `exchange` is one HTTP request and its response head, `part`
 //! is a file's `.part` and `.part.etag` on disk, and `progress` the bar.
 //!
+//! With an `https://` URL every connection is TLS (`client::stream`): the
+//! same exchanges, through it. HTTP bodies have their length, so a close
+//! without `close_notify` changes nothing there; the raw protocol's only
+//! end is the close, so over TLS one without `close_notify` is an
+//! incomplete file (exit status 4), never a whole one.
+//!
 //! A directory named without `-r` is an error (exit status 2) that says
 //! to use `-r`: a name ending in `/`, or an answer that is a directory's
 //! (a redirect to the name and a slash, or a listing). A server that
