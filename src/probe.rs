@@ -271,12 +271,17 @@ async fn exchange(
     let client = ClientTls::unverified().map_err(|e| e.to_string())?;
     // The whole probe is bounded by its caller; this bound is never reached.
     let until = crate::client::after(Duration::from_secs(3600));
-    let mut stream = client
+    let wants_certificate = matches!(tls.client_ca, Some((_, ClientAuth::Required)));
+    let mut stream = match client
         .handshake(stream, &addr.to_string(), until, PLAIN_HINT)
         .await
-        .map_err(|e| e.to_string())?;
+    {
+        Ok(stream) => stream,
+        // TLS 1.2 refuses a client without a certificate in the handshake.
+        Err(e) if wants_certificate && refused_for_no_certificate(&e) => return Ok("handshook"),
+        Err(e) => return Err(e.to_string()),
+    };
     *warning = expiry_verdict(peer_expiry(&stream), SystemTime::now())?;
-    let wants_certificate = matches!(tls.client_ca, Some((_, ClientAuth::Required)));
     match converse(&mut stream, &probe.send, &probe).await {
         Err(Failure::Read(e)) if wants_certificate && refused_for_no_certificate(&e) => {
             Ok("handshook")

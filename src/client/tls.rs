@@ -201,7 +201,14 @@ impl ClientTls {
                 _ => io::Error::new(kind, format!("{addr}: TLS handshake: {e}")),
             };
         };
-        io::Error::new(kind, self.say(tls, addr, plain_hint))
+        let words = self.say(tls, addr, plain_hint);
+        io::Error::new(
+            kind,
+            Explained {
+                words,
+                source: tls.clone(),
+            },
+        )
     }
 
     fn say(&self, tls: &rustls::Error, addr: &str, plain_hint: &str) -> String {
@@ -284,10 +291,22 @@ fn versions(
         .map_err(|e| TlsSetupError::Provider(e.to_string()))
 }
 
-/// The rustls error inside an I/O error of tokio-rustls, if it is one.
+/// A TLS failure said in words, with the rustls error it was.
+#[derive(Debug, thiserror::Error)]
+#[error("{words}")]
+struct Explained {
+    words: String,
+    #[source]
+    source: rustls::Error,
+}
+
+/// The rustls error inside an I/O error of tokio-rustls (or of
+/// [`ClientTls::explain`]), if it is one.
 pub(crate) fn rustls_error(e: &io::Error) -> Option<&rustls::Error> {
-    e.get_ref()
-        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    let inner = e.get_ref()?;
+    inner
+        .downcast_ref::<rustls::Error>()
+        .or_else(|| inner.downcast_ref::<Explained>().map(|x| &x.source))
 }
 
 /// An alert as words.
