@@ -291,9 +291,10 @@ struct ClientArgs {
     #[arg(long, default_value = "utf-8", value_parser = encoding)]
     encoding: switchboard::TextEncoding,
     /// send: the deadline of the whole run. chat: the bound of the
-    /// connect, of each line sent, and of the wait for the server's last
-    /// words. get: the bound of the connect, of each wait for data, and of
-    /// each response head and listing as a whole (see --deadline).
+    /// connect (with its TLS handshake), of each line sent, and of the wait
+    /// for the server's last words. get: the bound of the connect (with its
+    /// TLS handshake), of each wait for data, and of each response head and
+    /// listing as a whole (see --deadline).
     #[arg(long, default_value = "30s", value_parser = positive_duration)]
     timeout: Duration,
     #[command(flatten)]

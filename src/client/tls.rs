@@ -247,7 +247,7 @@ impl ClientTls {
                         "{addr}'s certificate is not valid yet (is this machine's clock right?)"
                     )
                 }
-                other => format!("{addr}'s certificate was refused: {other:?}"),
+                _ => format!("{addr}'s certificate was refused ({tls})"),
             },
             rustls::Error::InvalidMessage(_)
             | rustls::Error::InappropriateMessage { .. }
