@@ -30,14 +30,19 @@ Examples:
   switchboard get 127.0.0.1:1111 big.iso -c       # resume a cut download
   switchboard get 127.0.0.1:1111 docs -r -o docs  # mirror a directory
   switchboard get 127.0.0.1:1111 a.txt --raw      # the tutorial's protocol
+  switchboard get https://localhost:8443/big.iso --cacert ca.pem   # over TLS
 
 Exit status:
   0  the file (or the whole tree) was saved
   1  a network or server error, an answer refused, a port that is not a
-     download listener, a file in the way, or a mirror incomplete
-  2  a command-line mistake, or a directory named without -r
+     download listener, a file in the way, or a mirror incomplete; a TLS
+     failure: a certificate not trusted, for another name or expired, a
+     port that does not speak TLS, a client certificate required or refused
+  2  a command-line mistake, or a directory named without -r; a --cacert,
+     --cert or --key file that cannot be used, or no system CAs
   3  not found, or refused by the server (404, 403, an ERR line)
-  4  the transfer broke off; FILE.part is kept: run again with -c";
+  4  the transfer broke off; FILE.part is kept: run again with -c (over TLS,
+     a raw download the server closed without close_notify)";
 
 /// `send --help`'s last part: examples and exit statuses.
 const SEND_HELP: &str = "\
@@ -46,12 +51,16 @@ Examples:
   printf 'a\\nb\\n' | switchboard send 127.0.0.1:10010
   switchboard send 127.0.0.1:10086 你好 --encoding gbk
   switchboard send --udp 127.0.0.1:10010 hello
+  switchboard send --tls localhost:10443 hello --cacert ca.pem
 
 Exit status:
   0  every message had its reply, and none was an ERR line
   1  a network error: no connection, no reply in time, the server closed
-     before every reply came (or, over UDP, nothing listens)
-  2  a command-line mistake
+     before every reply came (or, over UDP, nothing listens); a TLS
+     failure (see get --help), or a close without close_notify (what came
+     may be truncated)
+  2  a command-line mistake (--tls with --udp); a --cacert, --cert or --key
+     file that cannot be used, or no system CAs
   3  every reply came, but one or more were ERR lines (the server refused)";
 
 /// `chat --help`'s last part: examples and exit statuses.
@@ -60,13 +69,26 @@ Examples:
   switchboard chat 127.0.0.1:10087
   switchboard chat --udp 127.0.0.1:10087
   switchboard chat --udp 127.0.0.1:10087 --farewell ciao
+  switchboard chat --tls localhost:10443 --cacert ca.pem
 
 Exit status:
   0  the chat ended: an empty line, Ctrl-D, the server's close, or over UDP
      the reply to a farewell
   1  a network error: no connection, a line not taken in time, nothing
-     listens (UDP), or no reply to the farewell in time (UDP)
-  2  a command-line mistake";
+     listens (UDP), or no reply to the farewell in time (UDP); a TLS
+     failure (see get --help), or a close without close_notify
+  2  a command-line mistake (--tls with --udp); a --cacert, --cert or --key
+     file that cannot be used, or no system CAs";
+
+/// `probe --help`'s last part: exit statuses.
+const PROBE_HELP: &str = "\
+Exit status:
+  0  every listener serves (a `warn` line, such as a TLS certificate that
+     expires within 14 days, is still a pass: health checks must not fail
+     a server that works; alert on the expiry metric, or grep for warn)
+  1  a listener does not serve, or serves an expired TLS certificate
+  2  a command-line mistake, or a listener the config does not have
+  78 the config has a mistake";
 
 /// An async TCP and UDP server daemon: TOML-configured listeners routed to
 /// echo, download, keyword-bot, random-bot and metrics (Prometheus) handlers.
@@ -109,6 +131,12 @@ enum Command {
     /// farewell, download must refuse `..`, metrics must be scraped. One line
     /// per listener; exit status 0 only if all of them pass (for health
     /// checks).
+    ///
+    /// A listener with [listener.tls] is probed over TLS (its certificate is
+    /// accepted whoever signed it, as the config is the probe's own): an
+    /// expired certificate fails, one that expires within 14 days passes
+    /// with a `warn` line.
+    #[command(after_help = PROBE_HELP)]
     Probe {
         #[command(flatten)]
         config: ConfigArg,
@@ -125,10 +153,13 @@ enum Command {
     /// file.
     #[command(after_help = GET_HELP)]
     Get {
-        /// The download listener, HOST:PORT.
+        /// The download listener, HOST:PORT; or a URL, http://HOST:PORT/NAME
+        /// or https://HOST:PORT/NAME (TLS), which names the file too.
+        #[arg(value_name = "ADDR|URL")]
         addr: String,
-        /// The name on the server (a file, or a directory with -r).
-        name: String,
+        /// The name on the server (a file, or a directory with -r); not
+        /// given when the URL has it.
+        name: Option<String>,
         /// Where to write (default: the name's last part, here).
         #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,
@@ -162,6 +193,10 @@ enum Command {
         /// Over UDP: each message is one datagram, each reply one datagram.
         #[arg(long)]
         udp: bool,
+        /// Over TLS (TCP only): the server's certificate is checked against
+        /// the system's CAs (or --cacert) and the host of ADDR.
+        #[arg(long, conflicts_with = "udp")]
+        tls: bool,
         /// Write the server's bytes unchanged (by default, control
         /// characters are shown as escapes such as \x1b).
         #[arg(long)]
@@ -204,6 +239,10 @@ enum Command {
         /// Over UDP: each line is one datagram, each reply one datagram.
         #[arg(long)]
         udp: bool,
+        /// Over TLS (TCP only): the server's certificate is checked against
+        /// the system's CAs (or --cacert) and the host of ADDR.
+        #[arg(long, conflicts_with = "udp")]
+        tls: bool,
         /// Over UDP, a message that ends the chat once its reply came, as the
         /// server's close does over TCP (the random-bot's `farewell`; give it
         /// again for more than one, or "" for none).
@@ -252,11 +291,84 @@ struct ClientArgs {
     #[arg(long, default_value = "utf-8", value_parser = encoding)]
     encoding: switchboard::TextEncoding,
     /// send: the deadline of the whole run. chat: the bound of the
-    /// connect, of each line sent, and of the wait for the server's last
-    /// words. get: the bound of the connect, of each wait for data, and of
-    /// each response head and listing as a whole (see --deadline).
+    /// connect (with its TLS handshake), of each line sent, and of the wait
+    /// for the server's last words. get: the bound of the connect (with its
+    /// TLS handshake), of each wait for data, and of each response head and
+    /// listing as a whole (see --deadline).
     #[arg(long, default_value = "30s", value_parser = positive_duration)]
     timeout: Duration,
+    #[command(flatten)]
+    tls: TlsArgs,
+}
+
+/// How a client's TLS is verified (`get https://`, `send --tls`, `chat --tls`).
+#[derive(Debug, clap::Args)]
+struct TlsArgs {
+    /// TLS: trust only the CA certificates in FILE (PEM), not the system's.
+    #[arg(long, value_name = "FILE", conflicts_with = "insecure")]
+    cacert: Option<PathBuf>,
+    /// TLS: do not verify the server's certificate at all (a warning says so).
+    #[arg(long)]
+    insecure: bool,
+    /// TLS: present this client certificate chain (PEM), for a server that
+    /// asks for one (mutual TLS); needs --key.
+    #[arg(long, value_name = "FILE", requires = "key")]
+    cert: Option<PathBuf>,
+    /// TLS: the private key of --cert (PEM).
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    key: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    /// True when a TLS flag was given.
+    fn any(&self) -> bool {
+        self.cacert.is_some() || self.insecure || self.cert.is_some()
+    }
+
+    /// The client's TLS when `on`; `None` when off. A TLS flag without TLS,
+    /// or a file that cannot be used, is said as `switchboard COMMAND: ...`,
+    /// and is the exit status to return (2).
+    fn client_tls(
+        &self,
+        command: &str,
+        on: bool,
+        how_on: &str,
+    ) -> Result<Option<switchboard::client::ClientTls>, ExitCode> {
+        if !on {
+            if self.any() {
+                print_err(&format!(
+                    "switchboard {command}: --cacert, --insecure, --cert and --key are for TLS: \
+                     {how_on}"
+                ));
+                return Err(ExitCode::from(EXIT_USAGE));
+            }
+            return Ok(None);
+        }
+        let trust = match (&self.cacert, self.insecure) {
+            (Some(file), _) => switchboard::client::Trust::CaFile(file.clone()),
+            (None, true) => switchboard::client::Trust::Insecure,
+            (None, false) => switchboard::client::Trust::System,
+        };
+        let options = switchboard::client::TlsOptions {
+            trust,
+            identity: self.cert.clone().zip(self.key.clone()),
+        };
+        match switchboard::client::ClientTls::new(&options) {
+            Ok(tls) => {
+                if tls.insecure() {
+                    print_err(&format!(
+                        "switchboard {command}: warning: --insecure: the server's certificate is \
+                         not verified; anyone on the path can pose as the server"
+                    ));
+                }
+                Ok(Some(tls))
+            }
+            Err(e) => {
+                print_err(&format!("switchboard {command}: {e}"));
+                Err(ExitCode::from(EXIT_USAGE))
+            }
+        }
+    }
 }
 
 fn encoding(text: &str) -> Result<switchboard::TextEncoding, String> {
@@ -325,9 +437,25 @@ fn main() -> ExitCode {
             deadline,
             client,
         } => {
+            let target = match switchboard::client::get_target(&addr, name.as_deref()) {
+                Ok(target) => target,
+                Err(e) => {
+                    print_err(&switchboard::client::escape_text(&format!(
+                        "switchboard get: {e}"
+                    )));
+                    return ExitCode::from(EXIT_USAGE);
+                }
+            };
+            let tls = match client
+                .tls
+                .client_tls("get", target.https, "use an https:// URL")
+            {
+                Ok(tls) => tls,
+                Err(code) => return code,
+            };
             let options = switchboard::client::GetOptions {
-                addr,
-                name,
+                addr: target.addr,
+                name: target.name,
                 output,
                 resume,
                 recursive,
@@ -336,6 +464,7 @@ fn main() -> ExitCode {
                 encoding: client.encoding,
                 timeout: client.timeout,
                 deadline,
+                tls,
             };
             match client_runtime().map(|rt| rt.block_on(switchboard::client::get(&options))) {
                 Some(Ok(_)) => ExitCode::SUCCESS,
@@ -352,10 +481,15 @@ fn main() -> ExitCode {
             addr,
             messages,
             udp,
+            tls,
             raw,
             client,
         } => {
-            let options = line_options(addr, udp, raw, Vec::new(), &client);
+            let tls = match client.tls.client_tls("send", tls, "add --tls") {
+                Ok(tls) => tls,
+                Err(code) => return code,
+            };
+            let options = line_options(addr, udp, raw, Vec::new(), tls, &client);
             run_lines("send", async move {
                 let stdin = tokio::io::BufReader::new(tokio::io::stdin());
                 let mut out = tokio::io::stdout();
@@ -388,11 +522,16 @@ fn main() -> ExitCode {
         Command::Chat {
             addr,
             udp,
+            tls,
             raw,
             farewell,
             client,
         } => {
-            let options = line_options(addr, udp, raw, farewell, &client);
+            let tls = match client.tls.client_tls("chat", tls, "add --tls") {
+                Ok(tls) => tls,
+                Err(code) => return code,
+            };
+            let options = line_options(addr, udp, raw, farewell, tls, &client);
             run_lines("chat", async move {
                 let stdin = tokio::io::BufReader::new(tokio::io::stdin());
                 let mut out = tokio::io::stdout();
@@ -409,6 +548,7 @@ fn line_options(
     udp: bool,
     raw: bool,
     farewell: Vec<String>,
+    tls: Option<switchboard::client::ClientTls>,
     client: &ClientArgs,
 ) -> switchboard::client::LineOptions {
     switchboard::client::LineOptions {
@@ -418,6 +558,7 @@ fn line_options(
         udp,
         shown: shown(raw),
         farewell,
+        tls,
     }
 }
 
@@ -577,13 +718,19 @@ fn probe(config: &Config, listeners: &[String], timeout: std::time::Duration) ->
     let mut report = String::new();
     for r in &results {
         let millis = r.elapsed.as_secs_f64() * 1000.0;
-        report.push_str(&match &r.outcome {
-            Ok(how) => format!(
+        report.push_str(&match (&r.outcome, &r.warning) {
+            (Ok(how), None) => format!(
                 "ok    {:<16} {:<22} {how} in {millis:.1} ms\n",
                 r.name,
                 r.shown_addr()
             ),
-            Err(why) => format!("FAIL  {:<16} {:<22} {why}\n", r.name, r.shown_addr()),
+            // Still a pass (exit 0): the server works today.
+            (Ok(how), Some(warning)) => format!(
+                "warn  {:<16} {:<22} {how} in {millis:.1} ms; {warning}\n",
+                r.name,
+                r.shown_addr()
+            ),
+            (Err(why), _) => format!("FAIL  {:<16} {:<22} {why}\n", r.name, r.shown_addr()),
         });
     }
     print_out(&report);

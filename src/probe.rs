@@ -5,18 +5,32 @@
 //! must answer is in the handler's own file (its `probe`); this runner
 //! connects, sends, reads (at most [`MAX_REPLY`] bytes, within the time
 //! limit) and asks the handler's check after every read.
+//!
+//! A listener with `[listener.tls]` (either mode) is probed over TLS,
+//! after the PROXY header if it takes one. The probe checks its own
+//! config's listeners, so it accepts the certificate served whatever its
+//! issuer and names, but reads the leaf's expiry: an expired certificate
+//! fails, one that expires within [`EXPIRY_WARNING`] (14 days) passes with
+//! a warning. A listener that requires a client certificate is probed up
+//! to the handshake (the probe has none): it passes when the server
+//! refuses the probe for want of one, after serving its certificate.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use std::time::SystemTime;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, timeout};
 
+use crate::client::{ClientTls, peer_expiry};
 use crate::config::{Config, ListenerConfig};
 use crate::conn::proxy_header::{self, Versions};
 use crate::handler::probe::{Probe, ProbeContext, Verdict};
+use crate::tls::ClientAuth;
+use crate::tls::rotation::EXPIRY_WARNING;
 
 /// Most bytes of an answer a probe reads.
 const MAX_REPLY: usize = 64 * 1024;
@@ -30,9 +44,14 @@ pub struct ProbeResult {
     pub addr: SocketAddr,
     /// True for a UDP listener (probed with a datagram).
     pub udp: bool,
+    /// True for a listener probed over TLS.
+    pub tls: bool,
     /// How it went: what the listener showed (one word, such as `echoed`
     /// or `answered`), or why it failed.
     pub outcome: Result<&'static str, String>,
+    /// What is doubtful about a listener that passed: its certificate
+    /// expires within [`EXPIRY_WARNING`].
+    pub warning: Option<String>,
     /// How long it took.
     pub elapsed: Duration,
 }
@@ -43,10 +62,13 @@ impl ProbeResult {
         self.outcome.is_ok()
     }
 
-    /// The address probed as an operator reads it: `/udp` after a UDP one.
+    /// The address probed as an operator reads it: `/udp` after a UDP
+    /// one, `/tls` after one probed over TLS.
     pub fn shown_addr(&self) -> String {
         if self.udp {
             format!("{}/udp", self.addr)
+        } else if self.tls {
+            format!("{}/tls", self.addr)
         } else {
             self.addr.to_string()
         }
@@ -96,7 +118,9 @@ pub async fn probe(
             name: l.name.clone(),
             addr: probe_address(l.bind),
             udp: l.transport.is_udp(),
+            tls: l.tls.is_some(),
             outcome: Err("the probe did not finish".to_owned()),
+            warning: None,
             elapsed: Duration::ZERO,
         })
         .collect();
@@ -127,10 +151,11 @@ pub fn probe_address(bind: SocketAddr) -> SocketAddr {
 async fn probe_one(listener: &ListenerConfig, limit: Duration) -> ProbeResult {
     let addr = probe_address(listener.bind);
     let started = Instant::now();
+    let mut warning = None;
     let outcome = if addr.port() == 0 {
         Err("port 0 is chosen when the server starts: nothing to probe".to_owned())
     } else {
-        match timeout(limit, exchange(listener, addr)).await {
+        match timeout(limit, exchange(listener, addr, &mut warning)).await {
             Ok(outcome) => outcome,
             Err(_) => Err(format!(
                 "no answer within {}",
@@ -142,8 +167,39 @@ async fn probe_one(listener: &ListenerConfig, limit: Duration) -> ProbeResult {
         name: listener.name.clone(),
         addr,
         udp: listener.transport.is_udp(),
+        tls: listener.tls.is_some(),
+        warning: warning.filter(|_| outcome.is_ok()),
         outcome,
         elapsed: started.elapsed(),
+    }
+}
+
+/// What the served certificate's expiry, `not_after`, means at `now`:
+/// an error once it has passed, a warning within [`EXPIRY_WARNING`].
+pub(crate) fn expiry_verdict(
+    not_after: Option<SystemTime>,
+    now: SystemTime,
+) -> Result<Option<String>, String> {
+    let Some(at) = not_after else {
+        return Err("the served certificate's expiry cannot be read".to_owned());
+    };
+    let date = httpdate::fmt_http_date(at);
+    match at.duration_since(now) {
+        Err(_) | Ok(Duration::ZERO) => Err(format!(
+            "the served certificate expired on {date}; clients refuse it"
+        )),
+        Ok(left) if left < EXPIRY_WARNING => {
+            let days = left.as_secs() / 86_400;
+            Ok(Some(format!(
+                "the served certificate expires on {date}, in {}",
+                match days {
+                    0 => "less than a day".to_owned(),
+                    1 => "1 day".to_owned(),
+                    n => format!("{n} days"),
+                }
+            )))
+        }
+        Ok(_) => Ok(None),
     }
 }
 
@@ -186,7 +242,11 @@ fn handler_probe(listener: &ListenerConfig, peer: SocketAddr) -> Probe {
     })
 }
 
-async fn exchange(listener: &ListenerConfig, addr: SocketAddr) -> Result<&'static str, String> {
+async fn exchange(
+    listener: &ListenerConfig,
+    addr: SocketAddr,
+    warning: &mut Option<String>,
+) -> Result<&'static str, String> {
     if listener.transport.is_udp() {
         return exchange_datagram(listener, addr).await;
     }
@@ -196,12 +256,81 @@ async fn exchange(listener: &ListenerConfig, addr: SocketAddr) -> Result<&'stati
     let peer = stream.local_addr().map_err(|e| format!("connect: {e}"))?;
     let probe = handler_probe(listener, peer);
     let mut send = proxy_header_for(listener, peer, addr)?;
-    send.extend_from_slice(&probe.send);
+    let Some(tls) = &listener.tls else {
+        send.extend_from_slice(&probe.send);
+        return converse(&mut stream, &send, &probe)
+            .await
+            .map_err(Failure::into_words);
+    };
     if !send.is_empty() {
         stream
             .write_all(&send)
             .await
-            .map_err(|e| format!("send: {e}"))?;
+            .map_err(|e| format!("send the PROXY header: {e}"))?;
+    }
+    let client = ClientTls::unverified().map_err(|e| e.to_string())?;
+    // The whole probe is bounded by its caller; this bound is never reached.
+    let until = crate::client::after(Duration::from_secs(3600));
+    let wants_certificate = matches!(tls.client_ca, Some((_, ClientAuth::Required)));
+    let mut stream = match client
+        .handshake(stream, &addr.to_string(), until, PLAIN_HINT)
+        .await
+    {
+        Ok(stream) => stream,
+        // TLS 1.2 refuses a client without a certificate in the handshake.
+        Err(e) if wants_certificate && refused_for_no_certificate(&e) => return Ok("handshook"),
+        Err(e) => return Err(e.to_string()),
+    };
+    *warning = expiry_verdict(peer_expiry(&stream), SystemTime::now())?;
+    match converse(&mut stream, &probe.send, &probe).await {
+        Err(Failure::Read(e)) if wants_certificate && refused_for_no_certificate(&e) => {
+            Ok("handshook")
+        }
+        done => done.map_err(Failure::into_words),
+    }
+}
+
+/// What to check when a listener the config says speaks TLS does not.
+const PLAIN_HINT: &str = "(is the daemon running this config? SIGHUP reloads it)";
+
+/// True when the server ended the TLS session for want of a client
+/// certificate (TLS 1.3 says it after the client's side of the handshake).
+fn refused_for_no_certificate(e: &std::io::Error) -> bool {
+    matches!(
+        crate::client::rustls_error(e),
+        Some(rustls::Error::AlertReceived(
+            rustls::AlertDescription::CertificateRequired
+                | rustls::AlertDescription::HandshakeFailure
+        ))
+    )
+}
+
+/// Why a conversation failed: the check's words, or a read's error.
+enum Failure {
+    Said(String),
+    Read(std::io::Error),
+}
+
+impl Failure {
+    fn into_words(self) -> String {
+        match self {
+            Failure::Said(words) => words,
+            Failure::Read(e) => format!("read: {e}"),
+        }
+    }
+}
+
+/// Sends `send` and reads the answer until the probe's check decides.
+async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    send: &[u8],
+    probe: &Probe,
+) -> Result<&'static str, Failure> {
+    if !send.is_empty() {
+        stream
+            .write_all(send)
+            .await
+            .map_err(|e| Failure::Said(format!("send: {e}")))?;
     }
     let mut reply = Vec::new();
     let mut closed = false;
@@ -209,19 +338,18 @@ async fn exchange(listener: &ListenerConfig, addr: SocketAddr) -> Result<&'stati
     loop {
         match (probe.check)(&reply, closed) {
             Verdict::Pass(how) => return Ok(how),
-            Verdict::Fail(why) => return Err(why),
+            Verdict::Fail(why) => return Err(Failure::Said(why)),
             Verdict::More if closed => {
-                return Err("closed before answering in full".to_owned());
+                return Err(Failure::Said("closed before answering in full".to_owned()));
             }
             Verdict::More if reply.len() >= MAX_REPLY => {
-                return Err(format!("no answer within the first {MAX_REPLY} bytes"));
+                return Err(Failure::Said(format!(
+                    "no answer within the first {MAX_REPLY} bytes"
+                )));
             }
             Verdict::More => {}
         }
-        let n = stream
-            .read(&mut buf)
-            .await
-            .map_err(|e| format!("read: {e}"))?;
+        let n = stream.read(&mut buf).await.map_err(Failure::Read)?;
         closed = n == 0;
         reply.extend_from_slice(&buf[..n]);
     }

@@ -37,6 +37,8 @@ pub struct LineOptions {
     /// Compared trimmed and case-insensitively, as the server does; empty
     /// ones never match.
     pub farewell: Vec<String>,
+    /// Talk TLS (`--tls`; TCP only).
+    pub tls: Option<super::ClientTls>,
 }
 
 impl LineOptions {
@@ -210,6 +212,7 @@ mod tests {
             udp: true,
             shown: Shown::Escaped,
             farewell: vec!["bye".into(), " Ciao ".into(), "".into()],
+            tls: None,
         };
         for message in ["bye", " BYE ", "ciao", "Ciao"] {
             assert!(options.is_farewell(message), "{message:?}");

@@ -8,15 +8,21 @@
 //! close instead of a newline, as the tutorial's servers do; a reply cut
 //! by a close before that, or a close before every message had its reply,
 //! is an error that says how many replies came.
+//!
+//! With `--tls` the connection is TLS (`stream`); there a close without
+//! the server's `close_notify` may have cut what came, so it is an error
+//! wherever it comes, the wait for last words included.
 
 use std::io;
 
-use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt, BufReader};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{
+    AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt, BufReader, ReadHalf, WriteHalf,
+};
 use tokio::time::{Instant, timeout_at};
 
+use super::MAX_LINE;
 use super::line_client::{LineOptions, Messages, Printer, Sent, linger_until, too_late};
-use super::{MAX_LINE, connect};
+use super::stream::{Stream, is_truncation};
 use crate::conn::text::TextEncoding;
 
 /// What the server said next.
@@ -72,7 +78,7 @@ async fn read_line<R: AsyncBufRead + Unpin>(
 
 /// The server's side of a connection: its lines, and the one being read.
 struct Replies {
-    reader: BufReader<OwnedReadHalf>,
+    reader: BufReader<ReadHalf<Stream>>,
     partial: Vec<u8>,
 }
 
@@ -82,11 +88,15 @@ impl Replies {
     }
 }
 
-/// Connects by `until`, and splits the connection into buffered replies
-/// and the writing half.
-async fn open(options: &LineOptions, until: Instant) -> io::Result<(Replies, OwnedWriteHalf)> {
-    let limit = until.saturating_duration_since(Instant::now());
-    let (read, write) = connect(&options.addr, limit).await?.into_split();
+/// What to try against a port that does not speak TLS.
+const PLAIN_HINT: &str = "try without --tls";
+
+/// Connects by `until` (with the TLS handshake, by `until` too, with
+/// `--tls`), and splits the connection into buffered replies and the
+/// writing half.
+async fn open(options: &LineOptions, until: Instant) -> io::Result<(Replies, WriteHalf<Stream>)> {
+    let stream = Stream::open(&options.addr, options.tls.as_ref(), until, PLAIN_HINT).await?;
+    let (read, write) = tokio::io::split(stream);
     let replies = Replies {
         reader: BufReader::new(read),
         partial: Vec::new(),
@@ -158,7 +168,20 @@ where
             } else {
                 sent + usize::from(next.is_some())
             };
-            match replies.next().await? {
+            let said = replies.next().await.map_err(|e| {
+                if is_truncation(&e) {
+                    io::Error::new(
+                        e.kind(),
+                        format!(
+                            "the server closed the connection without TLS close_notify after \
+                             {got} of {of} replies: what came may be truncated"
+                        ),
+                    )
+                } else {
+                    e
+                }
+            })?;
+            match said {
                 Said::Line(reply) => printer.reply(&reply).await?,
                 // The last reply, ended by the close: it is whole.
                 Said::Cut(reply) if half_closed => {
@@ -216,6 +239,15 @@ async fn linger<W: AsyncWrite + Unpin>(
             Ok(Ok(Said::Cut(reply))) => return printer.reply(&reply).await,
             // A line over the cap is the server's fault, said as such.
             Ok(Err(e)) if e.kind() == io::ErrorKind::InvalidData => return Err(e),
+            // Over TLS, a close without close_notify may have cut the
+            // last words: not an end to take as whole.
+            Ok(Err(e)) if is_truncation(&e) => {
+                return Err(io::Error::new(
+                    e.kind(),
+                    "the server closed the connection without TLS close_notify after the \
+                     last reply: its last words may be truncated",
+                ));
+            }
             // The close, a reset, or quiet: the last words are over.
             Ok(Ok(Said::Closed)) | Ok(Err(_)) | Err(_) => return Ok(()),
         }

@@ -5,13 +5,18 @@
 //! protocol). Every connect, read and write is bounded in time, every run
 //! has a deadline, and every line, listing and response head is bounded
 //! in size. Nothing a server says reaches a terminal unescaped (`terminal`)
-//! unless `--raw` asks for its bytes.
+//! unless `--raw` asks for its bytes. Over TCP each speaks plaintext or
+//! TLS (`tls`: `get https://`, `send --tls`, `chat --tls`) through one
+//! stream type (`stream`); `target` reads `get`'s address or URL.
 
 mod datagram;
 mod get;
 mod line_client;
 mod lines;
+mod stream;
+mod target;
 mod terminal;
+mod tls;
 
 use std::time::Duration;
 
@@ -23,14 +28,17 @@ pub(crate) use get::listing_entries;
 pub use get::{GetError, GetOptions, get};
 pub use line_client::{LineOptions, Sent};
 pub use lines::{chat, send};
+pub use target::{GetTarget, get_target};
 pub use terminal::{Shown, escape_bytes, escape_text};
+pub use tls::{ClientTls, TlsOptions, TlsSetupError, Trust};
+pub(crate) use tls::{peer_expiry, rustls_error};
 
 /// Longest reply line a line client reads.
 const MAX_LINE: usize = 64 * 1024;
 
 /// The instant `limit` from now; a limit too long to add (`--timeout
 /// 1000000000y`) is about thirty years, as good as never.
-fn after(limit: std::time::Duration) -> tokio::time::Instant {
+pub(crate) fn after(limit: std::time::Duration) -> tokio::time::Instant {
     let now = tokio::time::Instant::now();
     now.checked_add(limit)
         .or_else(|| now.checked_add(Duration::from_secs(30 * 365 * 86_400)))
@@ -41,10 +49,15 @@ fn after(limit: std::time::Duration) -> tokio::time::Instant {
 /// the usual slips (a URL, no port) get what to write instead of the
 /// resolver's "invalid socket address".
 fn address_mistake(addr: &str) -> Option<String> {
-    if let Some((_, rest)) = addr.split_once("://") {
+    if let Some((scheme, rest)) = addr.split_once("://") {
         let host_port = rest.split('/').next().unwrap_or(rest);
+        let tls = if scheme.eq_ignore_ascii_case("https") {
+            " with --tls"
+        } else {
+            ""
+        };
         return Some(format!(
-            "ADDR is HOST:PORT, not a URL: write {host_port} (the file's name is its own argument)"
+            "ADDR is HOST:PORT, not a URL: write {host_port}{tls}"
         ));
     }
     let port = addr.rsplit_once(':').map(|(_, port)| port);
@@ -100,7 +113,11 @@ mod address_tests {
             ("[::1]:10010", None),
             (
                 "http://127.0.0.1:1111/hello.txt",
-                Some("write 127.0.0.1:1111 "),
+                Some("write 127.0.0.1:1111"),
+            ),
+            (
+                "https://127.0.0.1:1111",
+                Some("write 127.0.0.1:1111 with --tls"),
             ),
             ("127.0.0.1", Some("has no port")),
             ("127.0.0.1:", Some("has no port")),

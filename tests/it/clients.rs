@@ -856,10 +856,11 @@ async fn a_gbk_reply_read_as_utf8_gets_a_hint_to_use_encoding_gbk() {
 }
 
 /// The usual slips in ADDR (no port, a URL) say what to write, over TCP
-/// and UDP, instead of the resolver's "invalid socket address".
+/// and UDP, instead of the resolver's "invalid socket address" (`get`
+/// takes a URL: `tls_clients.rs`).
 #[tokio::test]
 async fn an_address_without_a_port_or_written_as_a_url_says_what_to_write() {
-    let cases: [(&[&str], &str); 4] = [
+    let cases: [(&[&str], &str); 5] = [
         (
             &["send", "127.0.0.1", "hi"],
             "ADDR is HOST:PORT: 127.0.0.1 has no port",
@@ -867,8 +868,12 @@ async fn an_address_without_a_port_or_written_as_a_url_says_what_to_write() {
         (&["send", "--udp", "127.0.0.1", "hi"], "has no port"),
         (&["chat", "localhost"], "has no port"),
         (
-            &["get", "http://127.0.0.1:1111", "hello.txt"],
+            &["send", "http://127.0.0.1:1111", "hello.txt"],
             "not a URL: write 127.0.0.1:1111",
+        ),
+        (
+            &["chat", "https://127.0.0.1:1111/"],
+            "not a URL: write 127.0.0.1:1111 with --tls",
         ),
     ];
     for (command, says) in cases {

@@ -29,4 +29,5 @@ mod quoting;
 mod reload;
 mod scale_out;
 mod tls;
+mod tls_clients;
 mod udp;

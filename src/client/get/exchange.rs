@@ -9,10 +9,10 @@
 //! (a redirect to `NAME/`, or a listing) from a file's.
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::time::timeout_at;
 
 use super::{GetError, Run, connect_by, net, server_words};
+use crate::client::stream::Stream;
 use crate::http::percent;
 use crate::http::response::{ChunkedDecoder, ResponseHead, parse_head};
 
@@ -94,7 +94,7 @@ fn redirects_to_directory(name: &str, location: &str) -> bool {
 
 /// Reads until the server closes, at most `max` bytes; a reset is an error.
 pub(super) async fn read_to_end_bounded(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     max: usize,
 ) -> Result<Vec<u8>, GetError> {
     let mut body = Vec::new();
@@ -164,7 +164,7 @@ pub(super) async fn request(
     name: &str,
     resume: Option<(u64, &str)>,
     accept: Accept,
-) -> Result<(TcpStream, ResponseHead, Vec<u8>), GetError> {
+) -> Result<(Stream, ResponseHead, Vec<u8>), GetError> {
     match try_request(run, name, resume, accept).await {
         Ok(done) => Ok(done),
         Err(NotHttp::Raw) => Err(GetError::Failed(format!(
@@ -181,7 +181,7 @@ pub(super) async fn try_request(
     name: &str,
     resume: Option<(u64, &str)>,
     accept: Accept,
-) -> Result<(TcpStream, ResponseHead, Vec<u8>), NotHttp> {
+) -> Result<(Stream, ResponseHead, Vec<u8>), NotHttp> {
     let options = run.options;
     let until = run.wait_until();
     let mut stream = connect_by(run, until).await?;
@@ -302,7 +302,7 @@ const MAX_NOT_HTTP: usize = 64 * 1024;
 /// past [`MAX_NOT_HTTP`] bytes, is not a download listener.
 async fn not_http(
     run: &Run<'_>,
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     mut answer: Vec<u8>,
     until: tokio::time::Instant,
 ) -> NotHttp {

@@ -12,13 +12,13 @@ use std::io::{self, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::time::timeout_at;
 
 use super::exchange::{Accept, Framing, NotHttp, names_a_directory, try_request};
 use super::part::{Stored, in_the_way, open_part, part_paths};
 use super::{GetError, Run, at, connect_by, is_a_directory, net, progress, server_words};
 use crate::client::escape_text;
+use crate::client::stream::{Stream, is_truncation};
 use crate::conn::text::TextEncoding;
 use crate::http::response::ChunkedDecoder;
 
@@ -308,7 +308,7 @@ fn warn_part_left(run: &mut Run<'_>, part: &Path, what: &str) {
 async fn copy_body(
     run: &Run<'_>,
     name: &str,
-    mut stream: TcpStream,
+    mut stream: Stream,
     first: Vec<u8>,
     (file, path): (&mut fs::File, &Path),
     start: u64,
@@ -378,8 +378,8 @@ async fn copy_body(
 
 /// The raw protocol: the name, a newline, and the file until the server
 /// closes. The size cannot be verified, but a reset (how a server cuts a
-/// transfer short) is an error, never an end; an `ERR ...` line alone is a
-/// refusal.
+/// transfer short) is an error, never an end, and so is, over TLS, a close
+/// without `close_notify`; an `ERR ...` line alone is a refusal.
 async fn fetch_raw(run: &mut Run<'_>, name: &str, target: &Path) -> Result<PathBuf, GetError> {
     let options = run.options;
     let (part, _) = part_paths(target);
@@ -403,6 +403,16 @@ async fn fetch_raw(run: &mut Run<'_>, name: &str, target: &Path) -> Result<PathB
     loop {
         let n = match timeout_at(run.wait_until(), stream.read(&mut buf)).await {
             Ok(Ok(n)) => n,
+            // Over TLS, the raw protocol's end is the server's close_notify:
+            // a close without it may have cut the file, which has no length.
+            Ok(Err(e)) if is_truncation(&e) => {
+                return Err(GetError::Incomplete(format!(
+                    "{name}: the server closed the connection without TLS close_notify after \
+                     {total} bytes: the file may be truncated (the raw protocol has no length); \
+                     {} is kept",
+                    part.display()
+                )));
+            }
             Ok(Err(e)) => {
                 return Err(GetError::Incomplete(format!(
                     "{name}: {e} after {total} bytes; {} is kept",

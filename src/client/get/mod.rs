@@ -26,6 +26,12 @@
 //! file, `exchange` is one HTTP request and its response head, `part`
 //! is a file's `.part` and `.part.etag` on disk, and `progress` the bar.
 //!
+//! With an `https://` URL every connection is TLS (`client::stream`): the
+//! same exchanges, through it. HTTP bodies have their length, so a close
+//! without `close_notify` changes nothing there; the raw protocol's only
+//! end is the close, so over TLS one without `close_notify` is an
+//! incomplete file (exit status 4), never a whole one.
+//!
 //! A directory named without `-r` is an error (exit status 2) that says
 //! to use `-r`: a name ending in `/`, or an answer that is a directory's
 //! (a redirect to the name and a slash, or a listing). A server that
@@ -47,10 +53,9 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use super::connect;
+use super::stream::Stream;
 use super::terminal::escape_bytes;
 use crate::conn::text::{QUOTE_MAX_BYTES, TextEncoding};
 use file::fetch_file;
@@ -86,6 +91,8 @@ pub struct GetOptions {
     pub timeout: Duration,
     /// Bound of the whole run (every file and listing of `-r`).
     pub deadline: Duration,
+    /// Talk TLS (an `https://` URL).
+    pub tls: Option<super::ClientTls>,
 }
 
 /// Why a fetch failed; each has its exit status.
@@ -289,13 +296,21 @@ fn net(run: &Run<'_>, doing: &str, e: io::Error) -> GetError {
     GetError::Failed(format!("{doing} ({}): {e}", run.options.addr))
 }
 
-/// Connects by `until`.
-async fn connect_by(run: &Run<'_>, until: Instant) -> Result<TcpStream, GetError> {
-    let limit = until.saturating_duration_since(Instant::now());
-    // `connect` names the address in its errors.
-    connect(&run.options.addr, limit)
-        .await
-        .map_err(|e| GetError::Failed(e.to_string()))
+/// What to try against a port that does not speak TLS.
+const PLAIN_HINT: &str = "try http://";
+
+/// Connects by `until` (with the TLS handshake, by `until` too, for
+/// `https://`).
+async fn connect_by(run: &Run<'_>, until: Instant) -> Result<Stream, GetError> {
+    // `Stream::open` names the address in its errors.
+    Stream::open(
+        &run.options.addr,
+        run.options.tls.as_ref(),
+        until,
+        PLAIN_HINT,
+    )
+    .await
+    .map_err(|e| GetError::Failed(e.to_string()))
 }
 
 #[cfg(test)]
