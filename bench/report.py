@@ -30,6 +30,10 @@ METRIC = {
     "hold": ("bytes_per_connection", "B/conn", False),
     "requests": ("reqs_per_sec", "req/s", True),
     "datagrams": ("datagrams_per_sec", "datagram/s", True),
+    "tls-handshake": ("handshakes_per_sec", "handshake/s", True),
+    "tls-requests": ("reqs_per_sec", "req/s", True),
+    "tls-download": ("mb_per_sec", "MB/s", True),
+    "tls-hold": ("bytes_per_connection", "B/conn", False),
 }
 
 # kind -> other fields shown (medians)
@@ -40,6 +44,10 @@ EXTRA = {
     "datagrams": ["p50_us", "p99_us", "lost"],
     "download": ["rss_max_bytes"],
     "hold": ["connections_opened", "answered", "rss_before_bytes", "rss_idle_bytes"],
+    "tls-handshake": ["p50_us", "p99_us", "client_busy"],
+    "tls-requests": ["p50_us", "p99_us", "client_busy"],
+    "tls-download": ["rss_max_bytes", "client_busy"],
+    "tls-hold": ["connections_opened", "answered", "rss_before_bytes", "rss_idle_bytes"],
 }
 
 # kind -> [(the server switchboard is divided by, target ratio or None)]
@@ -50,6 +58,11 @@ RATIO_TARGETS = {
     "download": [("ceiling", 0.95)],
     "requests": [("nginx", 1.0)],
     "datagrams": [("ceiling", 0.9)],
+    "tls-handshake": [("nginx", 1.0)],
+    "tls-requests": [("nginx", 1.0)],
+    "tls-download": [("nginx", 0.9)],
+    # Reported beside nginx's, no target (lower is better).
+    "tls-hold": [("nginx", None)],
 }
 
 # switchboard listeners measured against switchboard itself, not against
@@ -80,6 +93,9 @@ CPU_COST = {
     "lines": ("server_cpu_us_per_msg", "µs per message"),
     "requests": ("server_cpu_us_per_req", "µs per request"),
     "datagrams": ("server_cpu_us_per_datagram", "µs per datagram"),
+    "tls-handshake": ("server_cpu_us_per_handshake", "µs per handshake"),
+    "tls-requests": ("server_cpu_us_per_req", "µs per request"),
+    "tls-download": ("server_cpu_us_per_mb", "µs per MB sent"),
 }
 
 # Resamples of the bootstrap confidence interval of a ratio.
@@ -138,6 +154,8 @@ def fmt_num(value, field):
         return f"{value:,.0f} µs"
     if field == "mb_per_sec":
         return f"{value:,.1f}"
+    if field.endswith("_busy"):
+        return f"{value:.0%}"
     return f"{value:,.0f}"
 
 

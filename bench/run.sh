@@ -3,7 +3,8 @@
 # case against switchboard, the ceiling servers (examples/ceiling_echo.rs,
 # examples/ceiling_file.rs) and the peers a user would pick instead (socat,
 # ncat), interleaved round by round, and writes the table of medians and
-# ratios (bench/report.py).
+# ratios (bench/report.py). The tls case compares switchboard's TLS with
+# nginx's (see "tls" below).
 #
 #   bench/run.sh            full run: ROUNDS rounds of DURATION-second runs,
 #                           writes bench/results.jsonl and bench/RESULTS.md
@@ -16,18 +17,43 @@
 #   ECHO_SESSIONS=5         sessions per echo run, each on fresh connections
 #                           (one set of loopback connections keeps a fast or a
 #                           slow pace for its life; sessions average over them)
-#   CASES="echo connect lines datagrams download requests hold"   which kinds of case to run
+#   CASES="echo connect lines datagrams download requests hold tls"   which kinds of case to run
+#   TLS_HOLD=2000           idle TLS connections of the tls case's memory run
 #   HOLD_50K=1              also hold 50 000 idle connections
 #   HOLD_SECS=5             how long the hold case keeps its connections idle
 #   FILE_MB=1024            size of the download file (rounded up to 16 MiB)
 #   REPEAT=2                downloads per client in the download case
 #   LINES_CONNS=8           connections of the lines case
-#   BASE_PORT=23100         ports used: BASE_PORT .. BASE_PORT+27 on 127.0.0.1, kept
+#   BASE_PORT=23100         ports used: BASE_PORT .. BASE_PORT+31 on 127.0.0.1, kept
 #                           below the ephemeral range (ip_local_port_range)
 #   SERVER_CPU=0 LOAD_CPU=1 cores for taskset
 #   NO_INSTALL=1            do not apt-get install socat / ncat
 #   OUT_DIR=DIR             where results.jsonl and RESULTS.md go
 #   LOADGEN=PATH            use this load generator instead of building examples/loadgen.rs
+#
+# The tls case: switchboard against nginx (one process, as in the requests
+# case), both with the same self-signed P-256 ECDSA certificate made for
+# the run, TLS 1.3 only, X25519 only (nginx: ssl_protocols TLSv1.3,
+# ssl_ecdh_curve X25519; switchboard: min_version = "1.3", and the client
+# offers X25519 alone), session caches and tickets at each one's default,
+# access logs off on both (switchboard at RUST_LOG=warn). Four runs:
+#   tls-handshake w8   full handshakes/s: loadgen's handshake mode (8
+#                      workers: connect, handshake, close_notify, wait for
+#                      the server's close; no resumption, no verification of
+#                      the certificate or the signature, so that the client's
+#                      core does less than the server's) against
+#                      switchboard's echo listener with TLS and nginx
+#                      `stream` with `ssl` (return "")
+#   tls-requests c8    keep-alive HTTPS GETs of a 1 KiB file: wrk (OpenSSL),
+#                      1 thread, 8 connections, against switchboard's
+#                      download port with TLS and nginx `http` with `ssl`
+#   tls-download c4    HTTPS download of the big file: wrk, 4 connections,
+#                      MB/s over the run (bytes read, whole responses or not)
+#   tls-hold N         N idle TLS connections after the handshake (loadgen
+#                      tls-hold): server RSS growth per connection, then
+#                      each must still answer a GET
+# Each records the server's CPU per unit (handshake, request, MB) and the
+# client's own busy share, so a client-bound run shows as such.
 #
 # Everything listens on 127.0.0.1 only, and every wait is bounded.
 set -euo pipefail
@@ -70,7 +96,8 @@ else
   OUT_DIR=${OUT_DIR:-$root/bench}
   suffix=
 fi
-CASES=${CASES:-echo connect lines datagrams download requests hold}
+CASES=${CASES:-echo connect lines datagrams download requests hold tls}
+TLS_HOLD=${TLS_HOLD:-2000}
 LINES_CONNS=${LINES_CONNS:-8}
 BASE_PORT=${BASE_PORT:-23100}
 HOLD_50K=${HOLD_50K:-0}
@@ -215,6 +242,14 @@ else
   note "nginx not installed: the requests case runs switchboard alone"
 fi
 
+# wrk (Debian's, linked with OpenSSL) for the HTTPS runs of the tls case.
+have_wrk=0
+if have wrk; then
+  have_wrk=1
+elif [[ " $CASES " == *" tls "* ]]; then
+  note "wrk not installed: the tls case's HTTPS request and download runs are skipped"
+fi
+
 # --- pinning
 server_pin=()
 load_pin=()
@@ -265,17 +300,23 @@ p_sb_random_redis=$((BASE_PORT + 25))
 p_redis=$((BASE_PORT + 26))
 # The UDP echo ceiling (switchboard's UDP echo shares the echo's port number).
 p_ceiling_udp=$((BASE_PORT + 27))
+# The tls case: switchboard's echo and download with TLS, nginx http and stream with ssl.
+p_sb_tls_echo=$((BASE_PORT + 28))
+p_sb_tls_download=$((BASE_PORT + 29))
+p_nginx_tls=$((BASE_PORT + 30))
+p_nginx_stream_tls=$((BASE_PORT + 31))
 # Ports inside the ephemeral range could be taken by the clients' own
 # sockets (the connect case leaves thousands in TIME_WAIT), and a listener
 # cannot bind next to those.
 if [ -r /proc/sys/net/ipv4/ip_local_port_range ]; then
   read -r lo hi < /proc/sys/net/ipv4/ip_local_port_range
-  if [ "$BASE_PORT" -le "$hi" ] && [ $((BASE_PORT + 27)) -ge "$lo" ]; then
-    note "ports $BASE_PORT-$((BASE_PORT + 27)) overlap the ephemeral range $lo-$hi: a bind may fail (set BASE_PORT)"
+  if [ "$BASE_PORT" -le "$hi" ] && [ $((BASE_PORT + 31)) -ge "$lo" ]; then
+    note "ports $BASE_PORT-$((BASE_PORT + 31)) overlap the ephemeral range $lo-$hi: a bind may fail (set BASE_PORT)"
   fi
 fi
 for p in $p_sb_echo $p_sb_download $p_sb_keyword $p_sb_random $p_sb_refused $p_sb_proxied $p_ceiling_echo \
-  $p_ceiling_file $p_socat $p_socat_nodelay $p_ncat $p_nginx $p_sb_random_sqlite $p_sb_random_redis $p_redis; do
+  $p_ceiling_file $p_socat $p_socat_nodelay $p_ncat $p_nginx $p_sb_random_sqlite $p_sb_random_redis $p_redis \
+  $p_sb_tls_echo $p_sb_tls_download $p_nginx_tls $p_nginx_stream_tls; do
   if port_open "$p"; then
     echo "run.sh: 127.0.0.1:$p is already in use; pick other ports with BASE_PORT=..." >&2
     exit 1
@@ -367,6 +408,62 @@ printf '\n[[listener]]\nname = "random-bot-sqlite"\nbind = "127.0.0.1:%s"\nhandl
   "$p_sb_random_sqlite" "$work/random-bot.db" >> "$config"
 printf '\n[[listener]]\nname = "random-bot-redis"\nbind = "127.0.0.1:%s"\nhandler = "random-bot"\n[listener.history]\nbackend = "redis"\nurl = "redis://127.0.0.1:%s/0"\n' \
   "$p_sb_random_redis" "$p_redis" >> "$config"
+# The tls case: one certificate for both servers (P-256 ECDSA, self-signed,
+# for localhost and 127.0.0.1), switchboard's echo and download listeners
+# with TLS 1.3 only, and nginx's http and stream with ssl, TLS 1.3, X25519.
+tls_dir=$work/tls
+nginx_tls_conf=$work/nginx-tls.conf
+if [[ " $CASES " == *" tls "* ]]; then
+  mkdir -p "$tls_dir"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 -subj /CN=localhost \
+    -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
+    -keyout "$tls_dir/key.pem" -out "$tls_dir/cert.pem" 2> "$work/openssl.log" \
+    || { echo "bench: could not make the test certificate" >&2; cat "$work/openssl.log" >&2; exit 1; }
+  chmod a+rx "$tls_dir" && chmod a+r "$tls_dir/key.pem" "$tls_dir/cert.pem"
+  printf '\n[[listener]]\nname = "echo-tls"\nbind = "127.0.0.1:%s"\nhandler = "echo"\nbacklog = 4096\n[listener.tls]\ncert = "%s"\nkey = "%s"\nmin_version = "1.3"\n' \
+    "$p_sb_tls_echo" "$tls_dir/cert.pem" "$tls_dir/key.pem" >> "$config"
+  printf '\n[[listener]]\nname = "download-tls"\nbind = "127.0.0.1:%s"\nhandler = "download"\nroot = "%s"\nallow_hard_links = true\nbacklog = 4096\n[listener.tls]\ncert = "%s"\nkey = "%s"\nmin_version = "1.3"\n' \
+    "$p_sb_tls_download" "$serve_dir" "$tls_dir/cert.pem" "$tls_dir/key.pem" >> "$config"
+  # The stream module is dynamic in Debian's nginx: loaded by path (a
+  # config given with -c does not include modules-enabled/).
+  stream_module=
+  for m in /usr/lib/nginx/modules/ngx_stream_module.so /usr/share/nginx/modules/ngx_stream_module.so; do
+    [ -f "$m" ] && stream_module=$m && break
+  done
+  {
+    [ -n "$stream_module" ] && echo "load_module $stream_module;"
+    cat << EOF
+daemon off;
+master_process off;
+worker_processes 1;
+pid $work/nginx-tls.pid;
+error_log $work/nginx-tls-error.log;
+events { worker_connections $((TLS_HOLD + 1000)); }
+http {
+  access_log off;
+  keepalive_requests 1000;
+  keepalive_timeout 300s;
+  ssl_certificate $tls_dir/cert.pem;
+  ssl_certificate_key $tls_dir/key.pem;
+  ssl_protocols TLSv1.3;
+  ssl_ecdh_curve X25519;
+  server { listen 127.0.0.1:$p_nginx_tls ssl; root $serve_dir; }
+}
+EOF
+    if [ -n "$stream_module" ]; then
+      cat << EOF
+stream {
+  ssl_certificate $tls_dir/cert.pem;
+  ssl_certificate_key $tls_dir/key.pem;
+  ssl_protocols TLSv1.3;
+  ssl_ecdh_curve X25519;
+  server { listen 127.0.0.1:$p_nginx_stream_tls ssl; return ""; }
+}
+EOF
+    fi
+  } > "$nginx_tls_conf"
+  [ -n "$stream_module" ] || note "nginx's stream module not found: the tls handshake run is switchboard's alone"
+fi
 "$switchboard" check -c "$config" > /dev/null
 if [[ $history_variants == *redis* ]]; then
   "${server_pin[@]}" redis-server --port "$p_redis" --bind 127.0.0.1 --save "" --appendonly no \
@@ -391,18 +488,32 @@ start_server() {
         connect:switchboard:refused) port=$p_sb_refused ;;
         connect:switchboard:proxy-v2) port=$p_sb_proxied ;;
         requests:*) port=$p_sb_download ;;
+        tls-handshake:*) port=$p_sb_tls_echo ;;
+        tls-*) port=$p_sb_tls_download ;;
         # The embedded default's UDP echo, on the echo's port number.
         datagrams:*) port=$p_sb_echo ;;
         *) port=$p_sb_echo ;;
       esac
       # Access logs off on both sides of the requests case (nginx: access_log off).
-      if [ "$kind" = requests ]; then
+      if [ "$kind" = requests ] || [[ $kind == tls-* ]]; then
         cmd=(env RUST_LOG=warn "$switchboard" -c "$config")
       fi
       ;;
     nginx)
-      port=$p_nginx
-      cmd=(nginx -c "$nginx_conf" -p "$work" -e "$work/nginx-error.log")
+      case $kind in
+        tls-handshake)
+          port=$p_nginx_stream_tls
+          cmd=(nginx -c "$nginx_tls_conf" -p "$work" -e "$work/nginx-tls-error.log")
+          ;;
+        tls-*)
+          port=$p_nginx_tls
+          cmd=(nginx -c "$nginx_tls_conf" -p "$work" -e "$work/nginx-tls-error.log")
+          ;;
+        *)
+          port=$p_nginx
+          cmd=(nginx -c "$nginx_conf" -p "$work" -e "$work/nginx-error.log")
+          ;;
+      esac
       ;;
     ceiling)
       if [ "$kind" = datagrams ]; then
@@ -476,7 +587,7 @@ record() {
 
 # number JSON: the case's main number, for the console.
 number() {
-  grep -o -E '"(mb_per_sec|conns_per_sec|msgs_per_sec|reqs_per_sec|datagrams_per_sec|bytes_per_connection)":[0-9.e+-]+' <<< "$1" | head -1
+  grep -o -E '"(mb_per_sec|handshakes_per_sec|conns_per_sec|msgs_per_sec|reqs_per_sec|datagrams_per_sec|bytes_per_connection)":[0-9.e+-]+' <<< "$1" | head -1
 }
 
 # run_one LABEL CASE KIND ROUND TIMEOUT LOADGEN-ARGS...
@@ -546,6 +657,144 @@ run_case() {
   done
 }
 
+# cpu_ticks PID: utime+stime+cutime+cstime of /proc/PID/stat (USER_HZ = 100).
+cpu_ticks() {
+  local stat
+  stat=$(cat "/proc/$1/stat" 2> /dev/null) || return 1
+  stat=${stat##*) }
+  awk '{ print $12 + $13 + $14 + $15 }' <<< "$stat"
+}
+
+# The wrk script: its summary as one line of JSON (exact counts, not the
+# rounded figures wrk prints).
+wrk_lua=$work/summary.lua
+cat > "$wrk_lua" << 'EOF'
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format('WRKJSON {"requests":%d,"bytes":%d,"wrk_duration_us":%d,'
+    .. '"err_connect":%d,"err_read":%d,"err_write":%d,"err_status":%d,"err_timeout":%d,'
+    .. '"p50_us":%d,"p99_us":%d,"max_us":%d}\n',
+    summary.requests, summary.bytes, summary.duration, e.connect, e.read, e.write,
+    e.status, e.timeout, latency:percentile(50), latency:percentile(99), latency.max))
+end
+EOF
+
+# run_wrk LABEL CASE KIND ROUND TIMEOUT CONNECTIONS PATH: one wrk run (1
+# thread, pinned to the load core) against https://127.0.0.1:PORT/PATH;
+# records a line like loadgen's, with the server's CPU per unit of work
+# (request, MB), its peak RSS (VmHWM), and wrk's own CPU share.
+run_wrk() {
+  local label=$1 case_name=$2 kind=$3 round=$4 limit=$5 conns=$6 path=$7
+  printf '    %-24s %-16s round %d: ' "$case_name" "$label" "$round"
+  if ! start_server "$label" "$kind"; then
+    echo "server did not start"
+    record "$label" "$case_name" "$round" "" "server did not start"
+    return 0
+  fi
+  local out=$work/wrk.out times=$work/wrk.time status=0 before after hwm pid=$server_pid
+  before=$(cpu_ticks "$server_pid" || echo "")
+  local began=$EPOCHREALTIME
+  timeout --foreground -k 5 "$limit" "${load_pin[@]}" /usr/bin/time -o "$times" -f 'WRKTIME %U %S %e' \
+    wrk -t1 -c"$conns" -d"${DURATION}s" --timeout "$((limit - 10))s" -s "$wrk_lua" \
+    "https://127.0.0.1:$port$path" > "$out" 2>&1 || status=$?
+  local ended=$EPOCHREALTIME
+  after=$(cpu_ticks "$server_pid" || echo "")
+  hwm=$(awk '/^VmHWM:/ { print $2 * 1024 }' "/proc/$server_pid/status" 2> /dev/null || echo "")
+  local up=1
+  alive "$server_pid" || up=0
+  stop_server
+  local line why=
+  line=$(python3 - "$out" "$times" "$kind" "$conns" "$DURATION" "${before:-}" "${after:-}" "${hwm:-}" \
+    "$began" "$ended" "$pid" << 'EOF'
+import json, sys
+out, times, kind, conns, duration, before, after, hwm, began, ended, pid = sys.argv[1:]
+w = None
+for l in open(out, errors="replace"):
+    if l.startswith("WRKJSON "):
+        w = json.loads(l[8:])
+if w is None:
+    sys.exit(0)
+secs = w["wrk_duration_us"] / 1e6
+r = {"mode": kind, "client": "wrk", "connections": int(conns), "duration_s": float(duration)}
+r.update(w)
+errors = sum(w[k] for k in ("err_connect", "err_read", "err_write", "err_status", "err_timeout"))
+r["errors"] = errors
+r["completed"] = w["requests"]
+r["reqs_per_sec"] = w["requests"] / secs
+r["mb_per_sec"] = w["bytes"] / 1e6 / secs
+cpu = (float(after) - float(before)) / 100 if before and after else None
+wall = float(ended) - float(began)
+r["server_pid"] = int(pid)
+r["server_cpu_s"] = cpu
+r["server_busy"] = cpu / wall if cpu is not None else None
+r["rss_max_bytes"] = int(hwm) if hwm else None
+if cpu is not None and w["requests"]:
+    r["server_cpu_us_per_req"] = cpu * 1e6 / w["requests"]
+if cpu is not None and w["bytes"]:
+    r["server_cpu_us_per_mb"] = cpu * 1e6 / (w["bytes"] / 1e6)
+try:
+    t = next(l for l in open(times) if l.startswith("WRKTIME")).split()
+    r["client_cpu_s"] = float(t[1]) + float(t[2])
+    r["client_busy"] = r["client_cpu_s"] / float(t[3])
+except (OSError, StopIteration, ValueError, IndexError):
+    pass
+# Status errors (non-2xx) fail a run; a read error at the very end of a
+# download run (wrk closing mid-body) does not.
+r["ok"] = w["requests"] > 0 and w["err_status"] == 0 and w["err_connect"] == 0 and w["err_timeout"] == 0
+print(json.dumps(r, separators=(",", ":")))
+EOF
+  )
+  if [ "$up" = 0 ]; then
+    why="the server exited during the run"
+  elif [ -z "$line" ]; then
+    why="wrk exit $status: $(tail -n 1 "$out" | tr -d '\000-\037' | cut -c1-300)"
+  elif [[ $line == *'"ok":false'* ]]; then
+    why="wrk: $(grep -o -E '"(requests|err_[a-z]+)":[0-9]+' <<< "$line" | tr '\n' ' ')"
+  fi
+  record "$label" "$case_name" "$round" "$line" "$why"
+  if [ -n "$why" ]; then
+    echo "FAILED ($why)"
+  else
+    grep -o -E '"(reqs_per_sec|mb_per_sec)":[0-9.e+-]+' <<< "$line" | tr '\n' ' '
+    echo
+  fi
+}
+
+# check_tls LABEL KIND: before the timed runs, one server's HTTPS answers
+# (curl, verifying the certificate): the small file byte for byte, the
+# first MiB of the big one, TLS 1.3 with X25519. A failure is recorded.
+check_tls() {
+  local label=$1 kind=$2 why=
+  if ! start_server "$label" "$kind"; then
+    record "$label" "tls-check" 0 "" "server did not start"
+    return 0
+  fi
+  local url=https://localhost:$port
+  local curl_tls=(curl -sS --max-time 20 --cacert "$tls_dir/cert.pem" --resolve "localhost:$port:127.0.0.1" --tlsv1.3)
+  "${curl_tls[@]}" -o "$work/small.got" "$url/small-1k.bin" 2> "$work/curl.err" \
+    && cmp -s "$work/small.got" "$serve_dir/small-1k.bin" \
+    || why="the 1 KiB file over HTTPS differs ($(head -c 200 "$work/curl.err"))"
+  if [ -z "$why" ]; then
+    "${curl_tls[@]}" -r 0-1048575 -o "$work/range.got" "$url/$file_name" 2> "$work/curl.err" \
+      && head -c 1048576 "$file" | cmp -s - "$work/range.got" \
+      || why="the big file's first MiB over HTTPS differs ($(head -c 200 "$work/curl.err"))"
+  fi
+  if [ -z "$why" ]; then
+    local hello
+    hello=$(timeout 10 openssl s_client -connect "127.0.0.1:$port" -servername localhost -tls1_3 \
+      -groups X25519 < /dev/null 2>&1 || true)
+    grep -q -e 'Server Temp Key: X25519' -e 'Peer Temp Key: X25519' -e 'Negotiated TLS1.3 group: X25519' <<< "$hello" \
+      || why="openssl s_client did not negotiate X25519"
+  fi
+  stop_server
+  if [ -n "$why" ]; then
+    record "$label" "tls-check" 0 "" "$why"
+    echo "    tls check $label: FAILED ($why)"
+  else
+    echo "    tls check $label: ok (1 KiB file, first MiB of $file_name, TLS 1.3 with X25519)"
+  fi
+}
+
 wants() { [[ " $CASES " == *" $1 "* ]]; }
 human() { case $1 in 65536) echo 64K ;; 1048576) echo 1M ;; *) echo "$1" ;; esac; }
 
@@ -605,10 +854,40 @@ if wants hold; then
   done
 fi
 
+if wants tls; then
+  tls_servers="switchboard ${peers_http[*]}"
+  tls_hs_servers=switchboard
+  [ -n "${stream_module:-}" ] && tls_hs_servers="$tls_hs_servers ${peers_http[*]}"
+  say "case: tls (checks)"
+  for label in $tls_servers; do check_tls "$label" tls-requests; done
+  run_case "tls-handshake w8" tls-handshake "$t_short" "$tls_hs_servers" --workers 8
+  if [ "$have_wrk" = 1 ]; then
+    say "case: tls-requests c8"
+    for round in $(seq "$ROUNDS"); do
+      for label in $tls_servers; do
+        run_wrk "$label" "tls-requests c8" tls-requests "$round" "$t_short" 8 /small-1k.bin
+      done
+    done
+    say "warming the page cache ($file_name)"
+    cat "$file" > /dev/null
+    say "case: tls-download c4"
+    for round in $(seq "$ROUNDS"); do
+      for label in $tls_servers; do
+        run_wrk "$label" "tls-download c4" tls-download "$round" $((DURATION + 120)) 4 "/$file_name"
+      done
+    done
+  fi
+  run_case "tls-hold $TLS_HOLD" tls-hold $((DURATION + HOLD_SECS + 120)) "$tls_servers" \
+    --connections "$TLS_HOLD" --hold "$HOLD_SECS" --path /small-1k.bin --expect-size 1024
+fi
+
+# Other work on the machine during the run shows in the load average (the
+# interleaved rounds spread it over the servers, but it widens the spread).
+note "load average at the end of the run (1, 5, 15 min): $(cut -d' ' -f1-3 /proc/loadavg 2> /dev/null || echo unknown) on $(nproc) CPUs"
 say "report"
 python3 "$root/bench/report.py" --results "$results" --out "$report" \
   --command "$command_line" --notes "$notes" \
-  --settings "rounds=$ROUNDS duration=${DURATION}s echo_sessions=$ECHO_SESSIONS file=$((blocks * 16))MiB repeat=$REPEAT hold=${HOLD_SECS}s lines_connections=$LINES_CONNS"
+  --settings "rounds=$ROUNDS duration=${DURATION}s echo_sessions=$ECHO_SESSIONS file=$((blocks * 16))MiB repeat=$REPEAT hold=${HOLD_SECS}s lines_connections=$LINES_CONNS tls_hold=$TLS_HOLD"
 echo "results: $results"
 echo "report:  $report"
 if [ "$peer_failures" -gt 0 ]; then

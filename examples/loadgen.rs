@@ -6,7 +6,16 @@
 //! loadgen --addr 127.0.0.1:10010 hold --connections 10000  # idle connections; server RSS per connection
 //! loadgen --addr 127.0.0.1:1111 download --file F --expect-size N --expect-sha256 HEX   # MB/s
 //! loadgen --addr 127.0.0.1:10086 lines --connections 8     # bot request/reply rate, p50/p99
+//! loadgen --addr 127.0.0.1:8443 tls-handshake --workers 8      # full TLS 1.3 handshakes/s (no resumption)
+//! loadgen --addr 127.0.0.1:8443 tls-hold --connections 2000 --path /f --expect-size N   # RSS per idle TLS connection
 //! ```
+//!
+//! The TLS modes (`tls-handshake`, `tls-hold`) speak TLS 1.3 with X25519 only,
+//! resume no session, and do not verify the server's certificate or its
+//! handshake signature: the server still does all its work (key exchange,
+//! signing), and the load generator's core is spared an ECDSA verification
+//! per handshake, which costs more than the server's signature and would
+//! make the client the limit. Never use this client for anything else.
 //!
 //! Each mode prints a small table, then exactly one JSON line starting with
 //! `{"mode":"..."` that holds every parameter and result (`null` where a
@@ -103,6 +112,42 @@ enum Mode {
     /// verifying every reply; datagrams/s and latency. A reply that does
     /// not come within 100 ms counts as lost (reported, not an error).
     Datagrams(DatagramsArgs),
+    /// Full TLS 1.3 handshakes (X25519, no resumption), each on a new
+    /// connection: connect, handshake, close_notify, wait for the server's
+    /// close; handshakes/s and latency, and the load generator's own CPU.
+    TlsHandshake(HandshakeArgs),
+    /// Open many TLS connections, complete each handshake, keep them idle,
+    /// then check that each still answers an HTTP GET; server RSS per
+    /// connection (any HTTPS server: switchboard's download port, nginx).
+    TlsHold(TlsHoldArgs),
+}
+
+#[derive(Debug, Args)]
+struct HandshakeArgs {
+    /// Workers, each with one handshake in flight.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    workers: u32,
+    /// Server name sent in the ClientHello (SNI).
+    #[arg(long, default_value = "localhost", value_name = "NAME")]
+    server_name: String,
+}
+
+#[derive(Debug, Args)]
+struct TlsHoldArgs {
+    #[arg(long, default_value_t = 2_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    connections: u32,
+    /// Seconds the connections stay idle once all are open.
+    #[arg(long, default_value_t = 2.0, value_name = "SECS", value_parser = secs)]
+    hold: f64,
+    /// The path each connection GETs after the hold, e.g. /small.txt.
+    #[arg(long, value_name = "PATH")]
+    path: String,
+    /// Expected body length of that GET.
+    #[arg(long, value_name = "BYTES")]
+    expect_size: u64,
+    /// Server name sent in the ClientHello (SNI).
+    #[arg(long, default_value = "localhost", value_name = "NAME")]
+    server_name: String,
 }
 
 #[derive(Debug, Args)]
@@ -469,6 +514,7 @@ fn main() -> ExitCode {
     };
     let nominal = match &cli.mode {
         Mode::Hold(args) => args.hold,
+        Mode::TlsHold(args) => args.hold,
         _ => cli.duration,
     };
     let deadline_s = cli.deadline.unwrap_or(nominal + DEADLINE_SLACK_SECS);
@@ -525,6 +571,8 @@ async fn run(cli: &Cli, ctx: &Ctx) -> anyhow::Result<Report> {
         Mode::Lines(args) => lines(ctx, args).await?,
         Mode::Requests(args) => requests(ctx, args).await?,
         Mode::Datagrams(args) => datagrams(ctx, args).await?,
+        Mode::TlsHandshake(args) => handshake(ctx, args).await?,
+        Mode::TlsHold(args) => tls_hold(ctx, args, &server).await?,
     };
     // The server's CPU time per unit of work: with the load generator as
     // the limit, equal rates can hide unequal costs.
@@ -535,7 +583,8 @@ async fn run(cli: &Cli, ctx: &Ctx) -> anyhow::Result<Report> {
         Mode::Lines(_) => Some(("completed", "server_cpu_us_per_msg", 1.0)),
         Mode::Requests(_) => Some(("completed", "server_cpu_us_per_req", 1.0)),
         Mode::Datagrams(_) => Some(("completed", "server_cpu_us_per_datagram", 1.0)),
-        Mode::Hold(_) => None,
+        Mode::TlsHandshake(_) => Some(("completed", "server_cpu_us_per_handshake", 1.0)),
+        Mode::Hold(_) | Mode::TlsHold(_) => None,
     };
     server.finish(&mut report, work);
     Ok(report)
@@ -1540,6 +1589,287 @@ async fn download(ctx: &Ctx, args: &DownloadArgs) -> anyhow::Result<Report> {
     }
     if fetches == 0 {
         report.fail("no fetch completed");
+    }
+    Ok(report)
+}
+
+/// The TLS client of the `tls-handshake` and `tls-hold` modes: TLS 1.3, X25519,
+/// no resumption, and no verification (see the module's documentation).
+mod tls_client {
+    use std::sync::Arc;
+
+    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+    use rustls::crypto::CryptoProvider;
+    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+    use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
+
+    /// Accepts any certificate and any handshake signature, unchecked.
+    #[derive(Debug)]
+    struct Unverified(Arc<CryptoProvider>);
+
+    impl ServerCertVerifier for Unverified {
+        fn verify_server_cert(
+            &self,
+            _: &CertificateDer<'_>,
+            _: &[CertificateDer<'_>],
+            _: &ServerName<'_>,
+            _: &[u8],
+            _: UnixTime,
+        ) -> Result<ServerCertVerified, rustls::Error> {
+            Ok(ServerCertVerified::assertion())
+        }
+
+        fn verify_tls12_signature(
+            &self,
+            _: &[u8],
+            _: &CertificateDer<'_>,
+            _: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            Ok(HandshakeSignatureValid::assertion())
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            _: &[u8],
+            _: &CertificateDer<'_>,
+            _: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            Ok(HandshakeSignatureValid::assertion())
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.0.signature_verification_algorithms.supported_schemes()
+        }
+    }
+
+    /// The client configuration: ring (as the server's, which says why
+    /// it is kept though deprecated), TLS 1.3 only, X25519 only.
+    #[allow(deprecated)]
+    pub(super) fn config() -> anyhow::Result<Arc<ClientConfig>> {
+        let provider = Arc::new(CryptoProvider {
+            kx_groups: vec![rustls::crypto::ring::kx_group::X25519],
+            ..rustls::crypto::ring::default_provider()
+        });
+        let mut config = ClientConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(Unverified(provider)))
+            .with_no_client_auth();
+        config.resumption = rustls::client::Resumption::disabled();
+        Ok(Arc::new(config))
+    }
+}
+
+type TlsStream = tokio_rustls::client::TlsStream<TcpStream>;
+
+/// A TLS connection to `addr`, handshake complete, bounded by [`IO_TIMEOUT`].
+async fn open_tls(
+    connector: &tokio_rustls::TlsConnector,
+    addr: SocketAddr,
+    name: &rustls::pki_types::ServerName<'static>,
+) -> anyhow::Result<TlsStream> {
+    let stream = open(addr).await?;
+    let tls = timeout(IO_TIMEOUT, connector.connect(name.clone(), stream))
+        .await
+        .context("handshake timed out")?
+        .context("handshake")?;
+    Ok(tls)
+}
+
+/// The process's own CPU time so far, in seconds.
+fn own_cpu_seconds() -> Option<f64> {
+    read_cpu_seconds(std::process::id())
+}
+
+/// Puts what was negotiated on `tls` into the report; fails the run
+/// unless it is TLS 1.3 with X25519.
+fn put_negotiated(report: &mut Report, tls: &TlsStream) {
+    let conn = tls.get_ref().1;
+    let version = conn.protocol_version().map(|v| format!("{v:?}"));
+    let suite = conn
+        .negotiated_cipher_suite()
+        .map(|s| format!("{:?}", s.suite()));
+    let group = conn
+        .negotiated_key_exchange_group()
+        .map(|g| format!("{:?}", g.name()));
+    let ok = version.as_deref() == Some("TLSv1_3") && group.as_deref() == Some("X25519");
+    report.put("tls_version", version.as_deref().unwrap_or("?"));
+    report.put("cipher", suite.as_deref().unwrap_or("?"));
+    report.put("kx_group", group.as_deref().unwrap_or("?"));
+    if !ok {
+        report.fail(format!(
+            "negotiated {version:?} with {group:?}, expected TLS 1.3 with X25519"
+        ));
+    }
+}
+
+fn server_name(name: &str) -> anyhow::Result<rustls::pki_types::ServerName<'static>> {
+    rustls::pki_types::ServerName::try_from(name.to_owned())
+        .with_context(|| format!("--server-name {name}: not a DNS name or IP"))
+}
+
+/// One full handshake: connect, handshake, close_notify, then read until
+/// the server closes (what it says, and a reset, count as its close).
+async fn handshake_once(
+    connector: &tokio_rustls::TlsConnector,
+    addr: SocketAddr,
+    name: &rustls::pki_types::ServerName<'static>,
+) -> anyhow::Result<()> {
+    let mut tls = open_tls(connector, addr, name).await?;
+    tls.shutdown().await?;
+    let mut buf = [0u8; 512];
+    let mut total = 0usize;
+    loop {
+        match tls.read(&mut buf).await {
+            Ok(0) | Err(_) => return Ok(()),
+            Ok(n) => {
+                total += n;
+                ensure!(total <= MAX_REPLY, "the server kept sending after the handshake");
+            }
+        }
+    }
+}
+
+async fn handshake(ctx: &Ctx, args: &HandshakeArgs) -> anyhow::Result<Report> {
+    let mut report = Report::new("tls-handshake", ctx);
+    report.put("duration_s", ctx.duration.as_secs_f64());
+    report.put("workers", args.workers);
+    let connector = tokio_rustls::TlsConnector::from(tls_client::config()?);
+    let name = server_name(&args.server_name)?;
+    // One handshake first, for what the server negotiates.
+    let first = open_tls(&connector, ctx.addr, &name).await?;
+    put_negotiated(&mut report, &first);
+    drop(first);
+    let cpu_before = own_cpu_seconds();
+    let started = Instant::now();
+    let (addr, end) = (ctx.addr, Instant::now() + ctx.duration);
+    let mut set = JoinSet::new();
+    for _ in 0..args.workers {
+        let (connector, name) = (connector.clone(), name.clone());
+        let mut s = Samples::new(LATENCY_CAP / args.workers as usize);
+        set.spawn(async move {
+            while Instant::now() < end {
+                let began = Instant::now();
+                let result = timeout(IO_TIMEOUT, handshake_once(&connector, addr, &name)).await;
+                if !s.record(began, end, result) {
+                    sleep(Duration::from_millis(1)).await;
+                }
+            }
+            s
+        });
+    }
+    Samples::join(set, &mut report, "handshakes_per_sec", ctx.duration).await;
+    let cpu = match (own_cpu_seconds(), cpu_before) {
+        (Some(after), Some(before)) => Some(after - before),
+        _ => None,
+    };
+    report.put("client_cpu_s", cpu);
+    report.put(
+        "client_busy",
+        cpu.map(|cpu| cpu / started.elapsed().as_secs_f64()),
+    );
+    Ok(report)
+}
+
+async fn tls_hold(ctx: &Ctx, args: &TlsHoldArgs, rss: &ServerSampler) -> anyhow::Result<Report> {
+    let n = args.connections as usize;
+    let hold = Duration::from_secs_f64(args.hold);
+    let mut report = Report::new("tls-hold", ctx);
+    report.put("connections", n);
+    report.put("hold_s", args.hold);
+    ensure!(
+        args.path.starts_with('/') && !args.path.contains(['\r', '\n', ' ']),
+        "--path must be an absolute path without spaces"
+    );
+    let request: Arc<[u8]> = format!("GET {} HTTP/1.1\r\nHost: bench\r\n\r\n", args.path)
+        .into_bytes()
+        .into();
+    let connector = tokio_rustls::TlsConnector::from(tls_client::config()?);
+    let name = server_name(&args.server_name)?;
+    let start = Instant::now();
+    let open_by = ctx
+        .deadline
+        .checked_sub(hold + IO_TIMEOUT * 3)
+        .unwrap_or(start)
+        .max(start + IO_TIMEOUT);
+    let gate = Arc::new(Semaphore::new(CONNECT_CONCURRENCY));
+    let mut set = JoinSet::new();
+    for _ in 0..n {
+        let permit = gate.clone().acquire_owned().await?;
+        if Instant::now() >= open_by {
+            break;
+        }
+        let (connector, name, addr) = (connector.clone(), name.clone(), ctx.addr);
+        set.spawn(async move {
+            let tls = open_tls(&connector, addr, &name).await;
+            drop(permit);
+            tls
+        });
+    }
+    let (mut streams, mut failed, mut first) = (Vec::with_capacity(n), 0u64, None);
+    while let Some(joined) = set.join_next().await {
+        match joined {
+            Ok(Ok(tls)) => streams.push(tls),
+            Ok(Err(e)) => {
+                failed += 1;
+                first.get_or_insert_with(|| format!("{e:#}"));
+            }
+            Err(e) => {
+                failed += 1;
+                first.get_or_insert_with(|| e.to_string());
+            }
+        }
+    }
+    let open_time = start.elapsed();
+    let opened = streams.len() as u64;
+    if let Some(first) = &first {
+        eprintln!("loadgen: tls-hold: {failed} connection(s) failed, the first: {first}");
+    }
+    if let Some(tls) = streams.first() {
+        put_negotiated(&mut report, tls);
+    }
+    sleep(hold).await;
+    let rss_idle = rss.now();
+    // Every connection must still answer a GET.
+    let mut set = JoinSet::new();
+    for stream in streams {
+        let permit = gate.clone().acquire_owned().await?;
+        let (request, expect) = (request.clone(), args.expect_size);
+        set.spawn(async move {
+            let mut stream = BufReader::new(stream);
+            let get = async {
+                stream.write_all(&request).await?;
+                http_response(&mut stream, expect).await
+            };
+            let answered = matches!(timeout(IO_TIMEOUT, get).await, Ok(Ok(_)));
+            drop(permit);
+            (answered, stream)
+        });
+    }
+    let (mut answered, mut keep) = (0u64, Vec::with_capacity(n));
+    while let Some(joined) = set.join_next().await {
+        if let Ok((ok, stream)) = joined {
+            answered += u64::from(ok);
+            keep.push(stream);
+        }
+    }
+    drop(keep);
+    report.put("connections_opened", opened);
+    report.put("connect_errors", failed);
+    report.put("open_s", open_time.as_secs_f64());
+    report.put("answered", answered);
+    report.put("rss_idle_bytes", rss_idle);
+    let per_connection = match (rss.before, rss_idle) {
+        (Some(before), Some(idle)) if opened > 0 => {
+            Some((idle as f64 - before as f64) / opened as f64)
+        }
+        _ => None,
+    };
+    report.put("bytes_per_connection", per_connection);
+    if opened == 0 {
+        report.fail("no connection opened");
+    } else if answered < opened {
+        report.fail(format!("only {answered} of {opened} connections answered a GET"));
     }
     Ok(report)
 }
