@@ -1724,7 +1724,10 @@ async fn handshake_once(
             Ok(0) | Err(_) => return Ok(()),
             Ok(n) => {
                 total += n;
-                ensure!(total <= MAX_REPLY, "the server kept sending after the handshake");
+                ensure!(
+                    total <= MAX_REPLY,
+                    "the server kept sending after the handshake"
+                );
             }
         }
     }
@@ -1869,7 +1872,9 @@ async fn tls_hold(ctx: &Ctx, args: &TlsHoldArgs, rss: &ServerSampler) -> anyhow:
     if opened == 0 {
         report.fail("no connection opened");
     } else if answered < opened {
-        report.fail(format!("only {answered} of {opened} connections answered a GET"));
+        report.fail(format!(
+            "only {answered} of {opened} connections answered a GET"
+        ));
     }
     Ok(report)
 }
