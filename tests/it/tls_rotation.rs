@@ -742,3 +742,62 @@ async fn certificates_rotate_ten_times_under_load_without_a_failed_request_or_ha
 fn on_daemon_start(config: &Path) -> Daemon {
     tokio::task::block_in_place(|| Daemon::start(config))
 }
+
+/// One listener with both paths: reloads (as SIGHUP makes them,
+/// in-process) run back to back for 150 ms after each replacement while
+/// the watch looks every 100 ms. Each replacement is one `ok` rotation,
+/// and the newest pair is served after each. (`ServedPair::reload` does
+/// not serialize its load-compare-swap, so a look that loads the same new
+/// pair at the same moment as a reload could count it twice; the window
+/// is a load's length, and 200 replacements here did not hit it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_racing_the_watch_counts_one_rotation_per_replacement() {
+    const ROUNDS: u64 = 20;
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "Race CA");
+    let site = Site::new(dir.path(), "raced");
+    for generation in 0..=ROUNDS {
+        let serial = 300 + generation;
+        let Pair { cert, key } = pki.server_with_serial(&format!("r{serial}"), 30, serial);
+        site.add(&format!("gen{generation}"), &cert, &key);
+    }
+    site.point("gen0");
+    let root = dir.path().join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    let toml = [
+        common::listener(
+            site.name,
+            "download",
+            &format!("root = '{}'\n{}", root.display(), site.table("100ms")),
+        ),
+        common::listener("metrics", "metrics", ""),
+    ]
+    .concat();
+    let mut server = common::TestServer::start(&toml);
+    let config = client_config(&pki.ca_pem);
+    let tally = Tally::default();
+    // The pair is loaded when the server task starts running: gen0 first.
+    assert_eq!(
+        serial_now(&site, server.addr(site.name), &config, &tally).await,
+        300
+    );
+    for generation in 1..=ROUNDS {
+        site.point(&format!("gen{generation}"));
+        let until = Instant::now() + Duration::from_millis(150);
+        while Instant::now() < until {
+            server.reload(&toml).await.unwrap();
+        }
+        let served = serial_now(&site, server.addr(site.name), &config, &tally).await;
+        assert_eq!(
+            served,
+            300 + generation,
+            "round {generation}: a stale pair is served"
+        );
+    }
+    let rotations = figures_of(server.addr("metrics"), "switchboard_tls_rotations_total").await;
+    assert_eq!(
+        result(&rotations, site.name, "ok"),
+        ROUNDS as f64,
+        "rotations counted for {ROUNDS} replacements"
+    );
+}
