@@ -30,4 +30,5 @@ mod reload;
 mod scale_out;
 mod tls;
 mod tls_clients;
+mod tls_rotation;
 mod udp;
