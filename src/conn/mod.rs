@@ -513,11 +513,29 @@ impl<S: Io> Connection<S> {
         pace: Option<MinRate>,
     ) -> Result<u64, ConnError> {
         self.writing = true;
-        let sent = self
+        let sent = match self
             .send_file_pieces(head, file, start, len, chunk, pace)
-            .await;
+            .await
+        {
+            Ok(sent) => self.flush().await.map(|()| sent),
+            Err(e) => Err(e),
+        };
         self.writing = sent.is_err();
         sent
+    }
+
+    /// Pushes out what the stream still holds, bounded by the idle
+    /// timeout. Over TLS a write that met a full socket returns once the
+    /// TLS layer has taken the bytes, with its last records still in that
+    /// layer's buffer: a reply is not out until flushed (seen: a 1 MiB
+    /// HTTPS range whose last 16 KiB never came). On TCP it does nothing.
+    async fn flush(&mut self) -> Result<(), ConnError> {
+        let limit = self.settings.idle_timeout;
+        match timeout(limit, self.stream.flush()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e.into()),
+            Err(_) => Err(ConnError::WriteStalled(limit)),
+        }
     }
 
     async fn send_file_pieces(
