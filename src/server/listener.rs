@@ -625,7 +625,11 @@ async fn secure(
                 field::display(format_args!("{} {}", info.version, info.cipher)),
             );
             if let Some(subject) = &info.client_subject {
-                span.record("client_cert", field::debug(subject));
+                // The client's own words (its CA signed them, but a CN may
+                // hold newlines, escapes, kilobytes): escaped and bounded,
+                // as every line of the connection carries them.
+                let quoted = conn::text::quote(subject, conn::text::QUOTE_MAX_BYTES);
+                span.record("client_cert", field::display(format_args!("\"{quoted}\"")));
             }
             Some(ServerStream::Tls(Box::new(stream)))
         }

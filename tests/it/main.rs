@@ -29,5 +29,6 @@ mod quoting;
 mod reload;
 mod scale_out;
 mod tls;
+mod tls_attack;
 mod tls_clients;
 mod udp;
