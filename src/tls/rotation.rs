@@ -107,6 +107,9 @@ impl ServedPair {
     /// theirs); one that does not load leaves the old one, with one error
     /// line and a count. Blocking: reads files.
     pub fn reload(&self) -> Rotation {
+        // Named in each line: a re-read runs on the blocking pool or in
+        // the reload, outside any listener's span.
+        let listener = self.metrics.labels().0;
         let now = stamps(&self.settings);
         if let Ok(mut seen) = self.seen.lock() {
             *seen = now;
@@ -118,8 +121,8 @@ impl ServedPair {
                 let (subject, expiry) = (new.subject.clone(), new.expiry_timestamp());
                 if new.expired(SystemTime::now()) {
                     warn!(
-                        subject,
-                        "the new certificate has expired; serving it anyway"
+                        listener,
+                        subject, "the new certificate has expired; serving it anyway"
                     );
                 }
                 match self.current.write() {
@@ -127,7 +130,7 @@ impl ServedPair {
                     Err(poisoned) => *poisoned.into_inner() = Arc::new(new),
                 }
                 self.metrics.tls_certificate_expiry(expiry);
-                info!(subject, expires = expiry, "certificate rotated");
+                info!(listener, subject, expires = expiry, "certificate rotated");
                 Rotation::Rotated
             }
         };
@@ -135,7 +138,7 @@ impl ServedPair {
             Rotation::Rotated => self.metrics.tls_rotation(true),
             Rotation::Failed(e) => {
                 self.metrics.tls_rotation(false);
-                error!(error = %e, "new certificate not loaded; the old one is still served");
+                error!(listener, error = %e, "new certificate not loaded; the old one is still served");
             }
             Rotation::Unchanged => {}
         }
