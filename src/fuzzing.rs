@@ -8,6 +8,73 @@ use std::time::Duration;
 
 use crate::config::Config;
 
+/// The opening bytes of a connection to a port with `mode = "optional"`:
+/// the first byte decides between plaintext and TLS, and a TLS opening is
+/// fed to the listener's rustls server (its config: versions, the
+/// resolver of the rotating pair) as a client would send it, in pieces.
+/// Nothing panics; what the server answers is bounded (a handshake flight
+/// and an alert, never more than 64 KiB for any input); plaintext is never
+/// taken for TLS.
+pub fn tls_opening(data: &[u8]) {
+    use std::sync::Arc;
+
+    use crate::tls::service::{TlsService, starts_tls};
+
+    static SERVICE: OnceLock<TlsService> = OnceLock::new();
+    let Some(&first) = data.first() else {
+        return;
+    };
+    if !starts_tls(first) {
+        assert_ne!(first, 0x16, "a TLS record taken for plaintext");
+        return;
+    }
+    let service = SERVICE.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("switchboard-fuzz-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        std::fs::write(&cert, include_str!("../fuzz/tls/cert.pem")).expect("write cert");
+        std::fs::write(&key, include_str!("../fuzz/tls/key.pem")).expect("write key");
+        let settings = crate::tls::TlsSettings {
+            cert,
+            key,
+            client_ca: None,
+            min_version: crate::tls::MinVersion::Tls12,
+            handshake_timeout: Duration::from_secs(10),
+            mode: crate::tls::Mode::Optional,
+            check_interval: None,
+        };
+        let metrics = Arc::new(crate::metrics::Metrics::new()).listener("fuzz", "echo");
+        TlsService::new(&settings, &metrics, None)
+    });
+    let config = service.server_config().expect("the fuzz certificate loads");
+    let mut conn = rustls::ServerConnection::new(config).expect("a server connection");
+    let mut answered = Vec::new();
+    // In pieces of up to 700 bytes, as a network would deliver them.
+    for piece in data.chunks(700) {
+        let mut piece = piece;
+        while !piece.is_empty() {
+            match conn.read_tls(&mut piece) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+            let failed = conn.process_new_packets().is_err();
+            while conn.wants_write() {
+                if conn.write_tls(&mut answered).is_err() {
+                    break;
+                }
+            }
+            assert!(
+                answered.len() <= 64 * 1024,
+                "answered {} bytes",
+                answered.len()
+            );
+            if failed {
+                return;
+            }
+        }
+    }
+}
+
 /// The config loader: any text loads or fails with one line that names the
 /// file (and never panics).
 pub fn config(data: &[u8]) {
@@ -481,7 +548,8 @@ mod tests {
             inputs
         };
         type Target = fn(&[u8]);
-        let targets: [(&str, Target); 8] = [
+        let targets: [(&str, Target); 9] = [
+            ("tls_opening", tls_opening),
             ("config", config),
             ("client_listing", client_listing),
             ("client_response", client_response),

@@ -258,7 +258,11 @@ impl TlsService {
                 builder.with_client_cert_verifier(verifier)
             }
         };
-        let config = builder.with_cert_resolver(pair.clone());
+        let mut config = builder.with_cert_resolver(pair.clone());
+        // Our order of cipher suites (AEADs only, strongest first), not
+        // the client's: a client cannot talk the server down to its
+        // weakest suite (testssl.sh rates a client-chosen order HIGH).
+        config.ignore_client_order = true;
         Ok(Ready {
             acceptor: TlsAcceptor::from(Arc::new(config)),
             pair,
@@ -268,6 +272,12 @@ impl TlsService {
     /// TLS only, or plaintext too.
     pub fn mode(&self) -> Mode {
         self.settings.mode
+    }
+
+    /// The rustls config new handshakes get (`None`: not ready).
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub(crate) fn server_config(&self) -> Option<Arc<ServerConfig>> {
+        self.ready.as_ref().map(|r| r.acceptor.config().clone())
     }
 
     /// Re-reads the certificate's files (SIGHUP). Blocking.

@@ -5,8 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType,
-    ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, CertifiedIssuer, CrlDistributionPoint, DistinguishedName,
+    DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -57,6 +57,10 @@ impl Pki {
             CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
         params.distinguished_name = named("localhost");
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        // Where a real CA says its revocation list is (never fetched here).
+        params.crl_distribution_points = vec![CrlDistributionPoint {
+            uris: vec!["http://127.0.0.1/test-ca.crl".into()],
+        }];
         self.sign(stem, params, days)
     }
 

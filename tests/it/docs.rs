@@ -550,9 +550,48 @@ async fn every_console_example_of_the_docs_runs_as_shown() {
     eprintln!("ran {ran} documented commands, skipped {skipped}");
 }
 
+/// An example's paths made real: the certificate files of a
+/// `[listener.tls]` (and its client CA) become test files made here, and a
+/// download `root` that does not exist on this machine (`/srv/files`)
+/// becomes an empty directory; every other line is checked as written.
+fn with_local_files(toml: &str, dir: &std::path::Path) -> String {
+    let pki = crate::certs::Pki::new(dir, "Docs CA");
+    let pair = pki.server("docs", 90);
+    let local = |key: &str, line: &str| -> Option<String> {
+        let value = line
+            .strip_prefix(key)?
+            .trim_start()
+            .strip_prefix('=')?
+            .trim();
+        let path = value.split('#').next()?.trim().trim_matches(['"', '\'']);
+        let local = match key {
+            "cert" => pair.cert.clone(),
+            "key" => pair.key.clone(),
+            "client_ca" => pki.ca_pem.clone(),
+            _ if Path::new(path).is_dir() => return None,
+            _ => {
+                let root = dir.join("root");
+                std::fs::create_dir_all(&root).expect("mkdir");
+                root
+            }
+        };
+        Some(format!("{key} = '{}'", local.display()))
+    };
+    toml.lines()
+        .map(|line| {
+            ["cert", "key", "client_ca", "root"]
+                .iter()
+                .find_map(|key| local(key, line))
+                .unwrap_or_else(|| line.to_owned())
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 #[test]
 fn every_toml_example_with_a_listener_loads() {
     let mut loaded = 0;
+    let files = tempfile::tempdir().expect("tempdir");
     for path in pages() {
         let text = read(&path);
         for (start, lines) in fenced(&text, "toml") {
@@ -560,6 +599,11 @@ fn every_toml_example_with_a_listener_loads() {
             if !toml.contains("[[listener]]") {
                 continue;
             }
+            let toml = if toml.contains("[listener.tls]") {
+                with_local_files(&toml, files.path())
+            } else {
+                toml
+            };
             let name = format!("{}:{start}", shown(&path));
             if let Err(e) = switchboard::Config::from_toml(&toml, &name) {
                 panic!("{name}: the example does not load: {e}");

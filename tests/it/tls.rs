@@ -813,3 +813,141 @@ fn an_oversized_certificate_file_is_refused() {
     assert!(err.to_string().contains("larger than"), "{err}");
     let _ = Stdio::null();
 }
+
+/// True when testssl.sh (Debian's package `testssl.sh`, command `testssl`)
+/// runs; required when SWITCHBOARD_REQUIRE_TESTSSL is set (as CI sets it).
+fn have_testssl() -> bool {
+    let found = Command::new("testssl")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found && std::env::var_os("SWITCHBOARD_REQUIRE_TESTSSL").is_some() {
+        panic!("testssl is required (SWITCHBOARD_REQUIRE_TESTSSL is set) but does not run");
+    }
+    if !found {
+        eprintln!("skipped: testssl (Debian's testssl.sh) is not installed");
+    }
+    found
+}
+
+/// testssl.sh against a listener with the default TLS settings (and a
+/// certificate as a CA would issue it: 90 days, a CRL location) finds
+/// nothing of severity HIGH or CRITICAL. Its summary is in docs/tls.md.
+#[tokio::test]
+async fn testssl_finds_nothing_high_or_critical_in_the_default_settings() {
+    if !have_testssl() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "Test CA");
+    let pair = pki.server("server", 90);
+    let root = root(dir.path());
+    let server = TestServer::start(&common::listener(
+        "files",
+        "download",
+        &format!("root = '{}'\n{}", root.display(), tls_table(&pair, "")),
+    ));
+    let report = dir.path().join("testssl.json");
+    let mut command = Command::new("timeout");
+    command
+        .args([
+            "300",
+            "testssl",
+            "--quiet",
+            "--color",
+            "0",
+            "--warnings",
+            "batch",
+        ])
+        .arg("--add-ca")
+        .arg(&pki.ca_pem)
+        .args(["--severity", "HIGH", "--jsonfile"])
+        .arg(&report)
+        .arg(server.addr("files").to_string());
+    let out = run(command).await;
+    let json = fs::read_to_string(&report).unwrap_or_else(|e| {
+        panic!(
+            "no report ({e}); testssl said: {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    });
+    // A flat JSON array of findings, one `"severity" : "..."` each.
+    let findings: Vec<&str> = json
+        .split('{')
+        .filter(|f| f.contains("\"severity\""))
+        .collect();
+    let bad: Vec<&&str> = findings
+        .iter()
+        .filter(|f| {
+            f.contains("\"severity\"     : \"HIGH\"")
+                || f.contains("\"severity\"     : \"CRITICAL\"")
+                || f.contains("\"severity\": \"HIGH\"")
+                || f.contains("\"severity\": \"CRITICAL\"")
+        })
+        .collect();
+    assert!(bad.is_empty(), "testssl found: {bad:#?}");
+    // The scan ran: it reached the server and looked at its protocols.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("TLS 1.3") && stdout.contains("offered"),
+        "{stdout}"
+    );
+}
+
+/// contrib/certbot/switchboard-deploy-hook, run as certbot runs it (with
+/// RENEWED_LINEAGE), puts a renewed pair where a running listener reads
+/// it, which then serves it without a restart. Needs root (it sets the
+/// files' owner); skipped otherwise.
+#[tokio::test]
+async fn the_certbot_deploy_hook_installs_a_renewal_that_is_then_served() {
+    let uid = Command::new("id").arg("-u").output().unwrap();
+    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+        eprintln!("skipped: the certbot hook sets the files' owner, which needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "Test CA");
+    let tls_dir = dir.path().join("tls");
+    let lineage = dir.path().join("live");
+    fs::create_dir_all(&lineage).unwrap();
+    let install = |pair: &Pair| {
+        fs::copy(&pair.cert, lineage.join("fullchain.pem")).unwrap();
+        fs::copy(&pair.key, lineage.join("privkey.pem")).unwrap();
+        let hook =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/certbot/switchboard-deploy-hook");
+        let out = Command::new(hook)
+            .env("RENEWED_LINEAGE", &lineage)
+            .env("SWITCHBOARD_TLS_DIR", &tls_dir)
+            .env("SWITCHBOARD_TLS_GROUP", "root")
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let first = pki.server("first", 30);
+    install(&first);
+    let served = Pair {
+        cert: tls_dir.join("fullchain.pem"),
+        key: tls_dir.join("privkey.pem"),
+    };
+    let server = TestServer::start(&common::listener(
+        "echo",
+        "echo",
+        &tls_table(&served, "check_interval = \"100ms\""),
+    ));
+    let addr = server.addr("echo");
+    let stream = tls_connect(addr, client_config(&pki.ca_pem, None))
+        .await
+        .unwrap();
+    assert_eq!(served_leaf(&stream), leaf_of(&first.cert));
+    let renewed = pki.server("renewed", 90);
+    install(&renewed);
+    until_served(addr, &pki.ca_pem, &renewed.cert).await;
+    use std::os::unix::fs::PermissionsExt;
+    let mode = fs::metadata(&served.key).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o640, "the key is readable by owner and group only");
+}
