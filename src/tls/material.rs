@@ -256,8 +256,22 @@ pub fn load_certificate(settings: &TlsSettings) -> Result<ServedCertificate, Loa
 
 /// Reads the CAs of client certificates.
 pub fn load_client_roots(path: &Path) -> Result<RootCertStore, LoadError> {
+    client_roots(path, load_client_cas(path)?)
+}
+
+/// The certificates of the client CAs' file at `path`, as read (a reload
+/// compares them with those trusted).
+pub fn load_client_cas(path: &Path) -> Result<Vec<CertificateDer<'static>>, LoadError> {
+    certificates(Part::ClientCa, path)
+}
+
+/// The trust store of client CAs read from `path`.
+pub fn client_roots(
+    path: &Path,
+    cas: Vec<CertificateDer<'static>>,
+) -> Result<RootCertStore, LoadError> {
     let mut roots = RootCertStore::empty();
-    for cert in certificates(Part::ClientCa, path)? {
+    for cert in cas {
         roots.add(cert).map_err(|e| LoadError::Pem {
             part: Part::ClientCa,
             path: path.to_owned(),

@@ -4,16 +4,19 @@
 //! finished handshake tells the logs.
 
 use std::io;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ServerConfig, SupportedProtocolVersion};
+use rustls_pki_types::CertificateDer;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
-use tracing::{error, info_span};
+use tracing::{error, info, info_span};
 
-use super::material::{LoadError, describe, load_certificate, load_client_roots, provider};
+use super::material::{
+    LoadError, Part, client_roots, describe, load_certificate, load_client_cas, provider,
+};
 use super::rotation::ServedPair;
 use super::settings::{ClientAuth, MinVersion, Mode, TlsSettings};
 use crate::metrics::ListenerMetrics;
@@ -162,8 +165,33 @@ pub struct TlsService {
 }
 
 struct Ready {
-    acceptor: TlsAcceptor,
+    /// What new handshakes get; a reload that finds other client CAs
+    /// replaces it.
+    accepting: RwLock<Accepting>,
     pair: Arc<ServedPair>,
+    metrics: Arc<ListenerMetrics>,
+}
+
+/// The rustls config handshakes are run with, and the client CAs it
+/// trusts (empty without `client_ca`), as read.
+struct Accepting {
+    acceptor: TlsAcceptor,
+    client_cas: Vec<CertificateDer<'static>>,
+}
+
+impl Ready {
+    /// What is read of the current [`Accepting`].
+    fn with_accepting<R>(&self, read: impl FnOnce(&Accepting) -> R) -> R {
+        match self.accepting.read() {
+            Ok(accepting) => read(&accepting),
+            Err(poisoned) => read(&poisoned.into_inner()),
+        }
+    }
+
+    /// The acceptor of new handshakes (a shared config: cheap to clone).
+    fn acceptor(&self) -> TlsAcceptor {
+        self.with_accepting(|a| a.acceptor.clone())
+    }
 }
 
 impl std::fmt::Debug for Ready {
@@ -230,42 +258,18 @@ impl TlsService {
                 pair
             }
         };
-        let versions: &[&SupportedProtocolVersion] = match settings.min_version {
-            MinVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
-            MinVersion::Tls13 => &[&rustls::version::TLS13],
+        let client_cas = match &settings.client_ca {
+            Some((path, _)) => load_client_cas(path)?,
+            None => Vec::new(),
         };
-        let builder = ServerConfig::builder_with_provider(provider())
-            .with_protocol_versions(versions)
-            .map_err(|e| LoadError::Pem {
-                part: super::material::Part::Cert,
-                path: settings.cert.clone(),
-                what: e.to_string(),
-            })?;
-        let builder = match &settings.client_ca {
-            None => builder.with_no_client_auth(),
-            Some((path, auth)) => {
-                let roots = Arc::new(load_client_roots(path)?);
-                let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider());
-                let verifier = match auth {
-                    ClientAuth::Required => verifier,
-                    ClientAuth::Optional => verifier.allow_unauthenticated(),
-                };
-                let verifier = verifier.build().map_err(|e| LoadError::Pem {
-                    part: super::material::Part::ClientCa,
-                    path: path.clone(),
-                    what: e.to_string(),
-                })?;
-                builder.with_client_cert_verifier(verifier)
-            }
-        };
-        let mut config = builder.with_cert_resolver(pair.clone());
-        // Our order of cipher suites (AEADs only, strongest first), not
-        // the client's: a client cannot talk the server down to its
-        // weakest suite (testssl.sh rates a client-chosen order HIGH).
-        config.ignore_client_order = true;
+        let acceptor = acceptor(settings, &pair, &client_cas)?;
         Ok(Ready {
-            acceptor: TlsAcceptor::from(Arc::new(config)),
+            accepting: RwLock::new(Accepting {
+                acceptor,
+                client_cas,
+            }),
             pair,
+            metrics: metrics.clone(),
         })
     }
 
@@ -277,13 +281,46 @@ impl TlsService {
     /// The rustls config new handshakes get (`None`: not ready).
     #[cfg(any(test, feature = "fuzzing"))]
     pub(crate) fn server_config(&self) -> Option<Arc<ServerConfig>> {
-        self.ready.as_ref().map(|r| r.acceptor.config().clone())
+        self.ready.as_ref().map(|r| r.acceptor().config().clone())
     }
 
-    /// Re-reads the certificate's files (SIGHUP). Blocking.
+    /// Re-reads the certificate's files, and the client CAs' (SIGHUP):
+    /// a CA taken out of `client_ca` is trusted by no handshake after it.
+    /// Blocking.
     pub fn reload(&self) {
-        if let Some(ready) = &self.ready {
-            ready.pair.reload();
+        let Some(ready) = &self.ready else { return };
+        ready.pair.reload();
+        let Some((path, _)) = &self.settings.client_ca else {
+            return;
+        };
+        let listener = ready.metrics.labels().0;
+        let reread = load_client_cas(path).and_then(|cas| {
+            if ready.with_accepting(|a| a.client_cas == cas) {
+                return Ok(None);
+            }
+            let acceptor = acceptor(&self.settings, &ready.pair, &cas)?;
+            Ok(Some(Accepting {
+                acceptor,
+                client_cas: cas,
+            }))
+        });
+        match reread {
+            Ok(None) => {}
+            Ok(Some(new)) => {
+                let count = new.client_cas.len();
+                match ready.accepting.write() {
+                    Ok(mut accepting) => *accepting = new,
+                    Err(poisoned) => *poisoned.into_inner() = new,
+                }
+                info!(
+                    listener,
+                    cas = count,
+                    "client CAs re-read: new handshakes trust these"
+                );
+            }
+            Err(e) => {
+                error!(listener, error = %e, "client CAs not re-read; the old ones are still trusted");
+            }
         }
     }
 
@@ -299,7 +336,7 @@ impl TlsService {
         };
         match tokio::time::timeout(
             self.settings.handshake_timeout,
-            ready.acceptor.accept(stream),
+            ready.acceptor().accept(stream),
         )
         .await
         {
@@ -308,6 +345,49 @@ impl TlsService {
             Ok(Ok(stream)) => Ok(stream),
         }
     }
+}
+
+/// The rustls config of `settings`, serving `pair`, trusting `client_cas`
+/// (read from `client_ca`) for client certificates.
+fn acceptor(
+    settings: &TlsSettings,
+    pair: &Arc<ServedPair>,
+    client_cas: &[CertificateDer<'static>],
+) -> Result<TlsAcceptor, LoadError> {
+    let versions: &[&SupportedProtocolVersion] = match settings.min_version {
+        MinVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
+        MinVersion::Tls13 => &[&rustls::version::TLS13],
+    };
+    let builder = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(versions)
+        .map_err(|e| LoadError::Pem {
+            part: Part::Cert,
+            path: settings.cert.clone(),
+            what: e.to_string(),
+        })?;
+    let builder = match &settings.client_ca {
+        None => builder.with_no_client_auth(),
+        Some((path, auth)) => {
+            let roots = Arc::new(client_roots(path, client_cas.to_vec())?);
+            let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider());
+            let verifier = match auth {
+                ClientAuth::Required => verifier,
+                ClientAuth::Optional => verifier.allow_unauthenticated(),
+            };
+            let verifier = verifier.build().map_err(|e| LoadError::Pem {
+                part: Part::ClientCa,
+                path: path.clone(),
+                what: e.to_string(),
+            })?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder.with_cert_resolver(pair.clone());
+    // Our order of cipher suites (AEADs only, strongest first), not
+    // the client's: a client cannot talk the server down to its
+    // weakest suite (testssl.sh rates a client-chosen order HIGH).
+    config.ignore_client_order = true;
+    Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
 /// The first byte of a TLS connection: a handshake record's content type.
