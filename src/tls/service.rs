@@ -17,6 +17,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tracing::{error, info, info_span};
 
+use super::capped::{CapReached, Capped};
 use super::material::{
     LoadError, Part, client_roots, describe, load_certificate, load_client_cas, provider,
 };
@@ -96,6 +97,10 @@ impl HandshakeError {
     /// The reason of an error tokio-rustls returned.
     fn of(e: &io::Error) -> HandshakeError {
         use rustls::Error as Tls;
+        if e.get_ref().is_some_and(|inner| inner.is::<CapReached>()) {
+            // More than any handshake sends: not TLS as clients speak it.
+            return HandshakeError::NotTls;
+        }
         if let Some(tls) = e.get_ref().and_then(|inner| inner.downcast_ref::<Tls>()) {
             return match tls {
                 Tls::NoCertificatesPresented => HandshakeError::NoClientCertificate,
@@ -135,7 +140,7 @@ pub struct SessionInfo {
 
 impl SessionInfo {
     /// What a finished handshake negotiated.
-    pub fn of(stream: &TlsStream<TcpStream>) -> SessionInfo {
+    pub fn of(stream: &TlsStream<Capped>) -> SessionInfo {
         let (_, conn) = stream.get_ref();
         let version = match conn.protocol_version() {
             Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
@@ -330,25 +335,41 @@ impl TlsService {
     /// Runs the handshake on `stream`, within `handshake_timeout`. The
     /// bytes it reads are bounded by rustls (a handshake message is at
     /// most 64 KiB).
-    pub async fn handshake(
-        &self,
-        stream: TcpStream,
-    ) -> Result<TlsStream<TcpStream>, HandshakeError> {
+    pub async fn handshake(&self, stream: TcpStream) -> Result<TlsStream<Capped>, HandshakeError> {
         let Some(ready) = &self.ready else {
             return Err(HandshakeError::NoCertificate);
         };
+        let cap = match self.settings.client_ca {
+            None => MAX_HANDSHAKE_BYTES,
+            Some(_) => MAX_HANDSHAKE_BYTES_WITH_CLIENT_CERTIFICATE,
+        };
         match tokio::time::timeout(
             self.settings.handshake_timeout,
-            ready.acceptor().accept(stream),
+            ready.acceptor().accept(Capped::new(stream, cap)),
         )
         .await
         {
             Err(_) => Err(HandshakeError::Timeout),
             Ok(Err(e)) => Err(HandshakeError::of(&e)),
-            Ok(Ok(stream)) => Ok(stream),
+            Ok(Ok(mut stream)) => {
+                stream.get_mut().0.uncap();
+                Ok(stream)
+            }
         }
     }
 }
+
+/// Most bytes a client may send during a handshake without client
+/// certificates: a ClientHello is a few KiB (with a post-quantum key
+/// share, a retry after HelloRetryRequest, or TLS 1.2's last flight,
+/// still under 8 KiB). rustls holds a handshake message of up to 64 KiB
+/// until it is whole: without this cap any client could make the server
+/// hold that much (74 KiB a connection, measured) until `handshake_timeout`.
+pub const MAX_HANDSHAKE_BYTES: usize = 16 * 1024;
+
+/// The same with client certificates, whose chain (at most
+/// [`MAX_CLIENT_INTERMEDIATES`] intermediates) comes in the handshake.
+pub const MAX_HANDSHAKE_BYTES_WITH_CLIENT_CERTIFICATE: usize = 64 * 1024;
 
 /// Most intermediates a client certificate may come with. A client PKI
 /// has one or two; a chain of many that all name the same issuer costs

@@ -551,3 +551,49 @@ async fn a_client_chain_of_many_bogus_intermediates_is_refused_before_it_costs()
         "2 bogus chains took {took:?}"
     );
 }
+
+/// A ClientHello of 40 KB that never ends: rustls would hold it (up to
+/// 64 KiB a connection, 74 KiB of RSS measured) until `handshake_timeout`,
+/// for any client. A handshake without client certificates now reads at
+/// most 16 KiB: this one is refused at once, as not TLS.
+#[tokio::test]
+async fn an_endless_client_hello_is_refused_when_it_passes_what_a_handshake_needs() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "Test CA");
+    let pair = pki.server("server", 30);
+    let server = TestServer::start(
+        &[
+            common::listener(
+                "echo",
+                "echo",
+                &tls_table(&pair.cert, &pair.key, "handshake_timeout = \"5s\""),
+            ),
+            common::listener("metrics", "metrics", ""),
+        ]
+        .concat(),
+    );
+    // A handshake message announcing 65 000 bytes, 40 000 of them sent in
+    // records of 16 KiB.
+    let mut body = vec![0x01, 0x00, 0xfd, 0xe8];
+    body.resize(40_000, 0x03);
+    let mut records = Vec::new();
+    for chunk in body.chunks(16_384) {
+        records.extend_from_slice(&[0x16, 0x03, 0x01]);
+        records.extend_from_slice(&u16::try_from(chunk.len()).unwrap().to_be_bytes());
+        records.extend_from_slice(chunk);
+    }
+    let mut stream = connect(server.addr("echo")).await;
+    let started = Instant::now();
+    let _ = stream.write_all(&records).await;
+    let mut buf = [0u8; 64];
+    let read = timeout(WAIT, stream.read(&mut buf))
+        .await
+        .expect("still open");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(2), "held for {took:?}");
+    let figures = scrape(server.addr("metrics")).await;
+    let not_tls =
+        "switchboard_tls_handshakes_total{handler=\"echo\",listener=\"echo\",result=\"not_tls\"}";
+    assert_eq!(figures.get(not_tls).copied(), Some(1.0));
+}
