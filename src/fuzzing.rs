@@ -75,6 +75,31 @@ pub fn tls_opening(data: &[u8]) {
     }
 }
 
+/// `get`'s address or URL: any text gives a target or one line saying
+/// what to write (never a panic); a target has a port, and a URL's name
+/// never starts with `/`.
+pub fn client_url(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let (addr, name) = match text.split_once('\n') {
+        Some((addr, name)) => (addr, Some(name)),
+        None => (text, None),
+    };
+    match crate::client::target::get_target(addr, name) {
+        Ok(target) => {
+            assert!(target.addr.contains(':'), "no port in {target:?}");
+            if addr.contains("://") {
+                assert!(
+                    !target.name.starts_with('/') || name.is_some(),
+                    "{target:?}"
+                );
+            }
+        }
+        Err(message) => assert!(!message.is_empty()),
+    }
+}
+
 /// The config loader: any text loads or fails with one line that names the
 /// file (and never panics).
 pub fn config(data: &[u8]) {
@@ -548,7 +573,8 @@ mod tests {
             inputs
         };
         type Target = fn(&[u8]);
-        let targets: [(&str, Target); 9] = [
+        let targets: [(&str, Target); 10] = [
+            ("client_url", client_url),
             ("tls_opening", tls_opening),
             ("config", config),
             ("client_listing", client_listing),

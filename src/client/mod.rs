@@ -14,7 +14,7 @@ mod get;
 mod line_client;
 mod lines;
 mod stream;
-mod target;
+pub(crate) mod target;
 mod terminal;
 mod tls;
 

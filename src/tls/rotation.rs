@@ -5,7 +5,7 @@
 
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
 use std::time::{Duration, SystemTime};
 
 use rustls::server::{ClientHello, ResolvesServerCert};
@@ -69,6 +69,10 @@ pub struct ServedPair {
     /// The files' stamps when last read (whether or not they loaded), so
     /// that a broken file is reported once, not at every look.
     seen: Mutex<Stamps>,
+    /// Held for a whole re-read: the watch and a SIGHUP never load, compare
+    /// and swap at once (which could count one renewal twice, or put back
+    /// an older pair loaded before a newer one).
+    reloading: Mutex<()>,
     metrics: Arc<ListenerMetrics>,
 }
 
@@ -85,6 +89,7 @@ impl ServedPair {
             settings,
             current: RwLock::new(Arc::new(first)),
             seen: Mutex::new(seen),
+            reloading: Mutex::new(()),
             metrics,
         })
     }
@@ -107,9 +112,14 @@ impl ServedPair {
     /// theirs); one that does not load leaves the old one, with one error
     /// line and a count. Blocking: reads files.
     pub fn reload(&self) -> Rotation {
+        let _one_at_a_time = self
+            .reloading
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         // Named in each line: a re-read runs on the blocking pool or in
         // the reload, outside any listener's span.
         let listener = self.metrics.labels().0;
+        // Stamped before the read: a change during it is seen at the next look.
         let now = stamps(&self.settings);
         if let Ok(mut seen) = self.seen.lock() {
             *seen = now;

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, CrlDistributionPoint, DistinguishedName,
-    DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose,
+    DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SerialNumber,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -61,6 +61,17 @@ impl Pki {
         params.crl_distribution_points = vec![CrlDistributionPoint {
             uris: vec!["http://127.0.0.1/test-ca.crl".into()],
         }];
+        self.sign(stem, params, days)
+    }
+
+    /// Like [`Pki::server`], with the serial number `serial` (so that a
+    /// test can tell which of several certificates is served).
+    pub fn server_with_serial(&self, stem: &str, days: i64, serial: u64) -> Pair {
+        let mut params =
+            CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+        params.distinguished_name = named("localhost");
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.serial_number = Some(SerialNumber::from(serial));
         self.sign(stem, params, days)
     }
 

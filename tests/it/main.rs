@@ -31,4 +31,5 @@ mod scale_out;
 mod tls;
 mod tls_attack;
 mod tls_clients;
+mod tls_rotation;
 mod udp;
