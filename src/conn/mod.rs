@@ -272,6 +272,19 @@ impl<S: Io> Connection<S> {
         }
     }
 
+    /// Counts this connection from `accepted` rather than from now: the
+    /// first message's deadline and the duration include what came before
+    /// the handler (the PROXY header, the wait for a first byte, the TLS
+    /// handshake), so those waits do not add up to more than the limit.
+    pub(crate) fn accepted_at(mut self, accepted: Instant) -> Self {
+        self.opened = accepted;
+        self.first_message_by = Some((
+            accepted + self.settings.first_message_timeout,
+            self.settings.first_message_timeout,
+        ));
+        self
+    }
+
     /// Listens to what reloads tell this connection.
     pub(crate) fn with_reload_signals(mut self, reload: ReloadSignals) -> Self {
         self.reload = reload;
@@ -470,7 +483,14 @@ impl<S: Io> Connection<S> {
     pub(crate) async fn send(&mut self, bytes: &[u8]) -> Result<(), ConnError> {
         let limit = self.settings.idle_timeout;
         self.writing = true;
-        match timeout(limit, self.stream.write_all(bytes)).await {
+        // The flush matters through TLS only: a write may leave the last
+        // records in the session's buffer when the socket is full, and
+        // nothing else would send them before the client's next request.
+        let write = async {
+            self.stream.write_all(bytes).await?;
+            self.stream.flush().await
+        };
+        match timeout(limit, write).await {
             Ok(Ok(())) => {
                 self.writing = false;
                 Ok(())
@@ -585,16 +605,28 @@ impl<S: Io> Connection<S> {
         loop {
             let n = file.read(&mut buf).await?;
             if n == 0 {
-                return Ok(sent);
+                break;
             }
-            self.send(&buf[..n]).await?;
-            sent += n as u64;
-            if let (by, late @ ConnError::ReaderTooSlow(_)) = deadlines.next_write(sent)
-                && Instant::now() > by
-            {
-                return Err(late);
+            // Each write within the stall limit and the minimum rate, as
+            // each sendfile call is: a reader that stalls is ended at its
+            // deadline, not after a whole chunk's idle timeout.
+            let mut at = 0;
+            while at < n {
+                let (by, late) = deadlines.next_write(sent);
+                let wrote = timeout_at(by, self.stream.write(&buf[at..n]))
+                    .await
+                    .map_err(|_| late)??;
+                if wrote == 0 {
+                    return Err(io::Error::from(io::ErrorKind::WriteZero).into());
+                }
+                at += wrote;
+                sent += wrote as u64;
             }
         }
+        // The records still in the TLS session's buffer go out too.
+        let (by, late) = deadlines.next_write(sent);
+        timeout_at(by, self.stream.flush()).await.map_err(|_| late)??;
+        Ok(sent)
     }
 
     /// Sends FIN after everything written, then drains (bounded in time and

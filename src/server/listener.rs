@@ -385,6 +385,7 @@ impl Listener {
             );
             let finishing = drain.finishing();
             let sources = sources.clone();
+            let accepted = Instant::now();
             let connection = async move {
                 let admitted = admit_proxied(&stream, peer, via_proxy, slot, &route, &sources);
                 // Shutdown does not wait for a header still on its way.
@@ -406,7 +407,7 @@ impl Listener {
                     balancer: via_proxy.then(|| peer.ip()),
                     checked: slot.is_some(),
                 };
-                serve(stream, client, route, finishing, (routes, source)).await;
+                serve(stream, client, route, finishing, (routes, source), accepted).await;
                 drop((permit, descriptors, slot));
             };
             drain.spawn(connection, span);
@@ -650,8 +651,8 @@ async fn serve(
     mut route: Arc<Route>,
     shutdown: CancellationToken,
     reloads: (watch::Receiver<Arc<Route>>, Source),
+    accepted: Instant,
 ) {
-    let started = Instant::now();
     // One line per connection at info, when it closes (as an access log
     // does): at tens of thousands of connections a second a second line
     // would cost a fifth of the server's time.
@@ -664,7 +665,8 @@ async fn serve(
         shutdown,
         route.metrics.clone(),
     )
-    .with_reload_signals(signals.clone());
+    .with_reload_signals(signals.clone())
+    .accepted_at(accepted);
     let (mut routes, source) = reloads;
     let mut reroutes = 0;
     let result = loop {
@@ -704,7 +706,7 @@ async fn serve(
         _ => conn.close(reason).await,
     }
     let (bytes_in, bytes_out) = conn.bytes();
-    let duration = started.elapsed();
+    let duration = accepted.elapsed();
     match result {
         Ok(ended) => info!(?duration, bytes_in, bytes_out, reason = %ended, "closed"),
         Err(err) if err.is_server_fault() => {

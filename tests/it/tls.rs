@@ -951,3 +951,105 @@ async fn the_certbot_deploy_hook_installs_a_renewal_that_is_then_served() {
     let mode = fs::metadata(&served.key).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o640, "the key is readable by owner and group only");
 }
+
+/// A keep-alive HTTPS response is sent whole to a client that paused
+/// before reading it: the last TLS records must not wait in the session's
+/// buffer for a next request that the client will not send before it has
+/// the whole response (they did: a write through TLS may return with
+/// records still buffered when the socket is full).
+#[tokio::test]
+async fn a_keep_alive_https_response_reaches_a_client_that_paused_before_reading() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "Test CA");
+    let pair = pki.server("server", 30);
+    let root = dir.path().join("root");
+    fs::create_dir_all(&root).unwrap();
+    let body: Vec<u8> = (0..3_000_000u32).map(|i| (i * 13 % 251) as u8).collect();
+    fs::write(root.join("big.bin"), &body).unwrap();
+    let server = TestServer::start(&common::listener(
+        "files",
+        "download",
+        &format!("root = '{}'\nsend_buffer = 65536\n{}", root.display(), tls_table(&pair, "")),
+    ));
+    let mut stream = tls_connect(server.addr("files"), client_config(&pki.ca_pem, None))
+        .await
+        .unwrap();
+    for round in 0..2 {
+        stream
+            .write_all(b"GET /big.bin HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .await
+            .unwrap();
+        // Let the server fill every buffer on the way before reading.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        let head_end = loop {
+            let n = timeout(Duration::from_secs(5), stream.read(&mut buf))
+                .await
+                .unwrap_or_else(|_| panic!("round {round}: stuck after {} bytes", got.len()))
+                .unwrap();
+            assert!(n > 0, "closed");
+            got.extend_from_slice(&buf[..n]);
+            if let Some(at) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                break at + 4;
+            }
+        };
+        while got.len() < head_end + body.len() {
+            let n = timeout(Duration::from_secs(5), stream.read(&mut buf))
+                .await
+                .unwrap_or_else(|_| {
+                    panic!(
+                        "round {round}: the response stopped at {} of {} body bytes",
+                        got.len() - head_end,
+                        body.len()
+                    )
+                })
+                .unwrap();
+            assert!(n > 0, "closed");
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert!(got[head_end..] == body[..], "round {round}: the body differs");
+    }
+}
+
+/// A TLS download to a reader that stopped reading is reset once it falls
+/// under `min_send_rate` (after its 10 s grace), as a plaintext one is,
+/// not after the whole idle timeout: through TLS each write is bounded by
+/// the rate's deadline too.
+#[tokio::test]
+async fn a_stalled_tls_download_is_reset_at_the_minimum_rate() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "Test CA");
+    let pair = pki.server("server", 30);
+    let root = dir.path().join("root");
+    fs::create_dir_all(&root).unwrap();
+    let size = 64 * 1024 * 1024;
+    fs::File::create(root.join("big.bin")).unwrap().set_len(size).unwrap();
+    let server = TestServer::start(&common::listener(
+        "files",
+        "download",
+        &format!(
+            "root = '{}'\nmin_send_rate = 1000000\nsend_buffer = 65536\n{}",
+            root.display(),
+            tls_table(&pair, "")
+        ),
+    ));
+    let mut stream = tls_connect(server.addr("files"), client_config(&pki.ca_pem, None))
+        .await
+        .unwrap();
+    stream.write_all(b"big.bin\n").await.unwrap();
+    // Read a little, then stop for longer than the grace.
+    let mut buf = vec![0u8; 64 * 1024];
+    stream.read(&mut buf).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let mut total = 0u64;
+    let ended = loop {
+        match timeout(LIMIT, stream.read(&mut buf)).await.expect("never ended") {
+            Ok(0) => break Ok(()),
+            Ok(n) => total += n as u64,
+            Err(e) => break Err(e),
+        }
+    };
+    assert!(ended.is_err(), "a whole file after a 12 s stall: {total} bytes, then a clean end");
+    assert!(total < size / 2, "{total} bytes came after the stall");
+}

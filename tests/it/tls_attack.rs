@@ -379,12 +379,12 @@ async fn connections_mid_handshake_end_at_once_at_shutdown() {
 }
 
 /// On a port with `mode = "optional"`, a client that sends nothing must be
-/// closed at `first_message_timeout`, as on a plaintext port. It is held
-/// twice as long: `secure` peeks for the first byte for the whole
-/// `first_message_timeout`, then hands the plaintext stream to a
-/// connection whose own first-message deadline starts only then.
+/// closed at `first_message_timeout`, as on a plaintext port. It was held
+/// twice as long: `secure` peeked for the first byte for the whole
+/// `first_message_timeout`, then handed the plaintext stream to a
+/// connection whose own first-message deadline started only then (the
+/// connection now counts from the accept).
 #[tokio::test]
-#[ignore = "found, not fixed: Connection::new must take the accept's instant (src/conn/mod.rs)"]
 async fn a_silent_client_on_an_optional_port_is_closed_at_the_first_message_timeout() {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(dir.path(), "Test CA");
