@@ -625,7 +625,9 @@ impl<S: Io> Connection<S> {
         }
         // The records still in the TLS session's buffer go out too.
         let (by, late) = deadlines.next_write(sent);
-        timeout_at(by, self.stream.flush()).await.map_err(|_| late)??;
+        timeout_at(by, self.stream.flush())
+            .await
+            .map_err(|_| late)??;
         Ok(sent)
     }
 

@@ -107,6 +107,23 @@ impl ServedPair {
         }
     }
 
+    /// Like [`ServedPair::reload`], unless a re-read is already under way
+    /// (which reads the same files): then `None` at once. For the reload's
+    /// own thread, which must not wait on a watch stuck in a slow read.
+    pub fn try_reload(&self) -> Option<Rotation> {
+        let busy = match self.reloading.try_lock() {
+            Ok(guard) => {
+                drop(guard);
+                false
+            }
+            Err(std::sync::TryLockError::Poisoned(_)) => false,
+            Err(std::sync::TryLockError::WouldBlock) => true,
+        };
+        // The lock is taken again inside: a re-read that starts between
+        // the two only makes this one wait for it, as `reload` would.
+        (!busy).then(|| self.reload())
+    }
+
     /// Re-reads the files: a pair that loads and differs from the one
     /// served replaces it for new handshakes (open connections keep
     /// theirs); one that does not load leaves the old one, with one error

@@ -252,7 +252,9 @@ impl TlsService {
     ) -> Result<Ready, LoadError> {
         let pair = match kept {
             Some(pair) => {
-                pair.reload();
+                // Not waiting on a watch stuck in a slow read: that read
+                // serves whatever it finds.
+                pair.try_reload();
                 pair
             }
             None => {

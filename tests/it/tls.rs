@@ -969,7 +969,11 @@ async fn a_keep_alive_https_response_reaches_a_client_that_paused_before_reading
     let server = TestServer::start(&common::listener(
         "files",
         "download",
-        &format!("root = '{}'\nsend_buffer = 65536\n{}", root.display(), tls_table(&pair, "")),
+        &format!(
+            "root = '{}'\nsend_buffer = 65536\n{}",
+            root.display(),
+            tls_table(&pair, "")
+        ),
     ));
     let mut stream = tls_connect(server.addr("files"), client_config(&pki.ca_pem, None))
         .await
@@ -1008,7 +1012,10 @@ async fn a_keep_alive_https_response_reaches_a_client_that_paused_before_reading
             assert!(n > 0, "closed");
             got.extend_from_slice(&buf[..n]);
         }
-        assert!(got[head_end..] == body[..], "round {round}: the body differs");
+        assert!(
+            got[head_end..] == body[..],
+            "round {round}: the body differs"
+        );
     }
 }
 
@@ -1024,7 +1031,10 @@ async fn a_stalled_tls_download_is_reset_at_the_minimum_rate() {
     let root = dir.path().join("root");
     fs::create_dir_all(&root).unwrap();
     let size = 64 * 1024 * 1024;
-    fs::File::create(root.join("big.bin")).unwrap().set_len(size).unwrap();
+    fs::File::create(root.join("big.bin"))
+        .unwrap()
+        .set_len(size)
+        .unwrap();
     let server = TestServer::start(&common::listener(
         "files",
         "download",
@@ -1044,12 +1054,18 @@ async fn a_stalled_tls_download_is_reset_at_the_minimum_rate() {
     tokio::time::sleep(Duration::from_secs(12)).await;
     let mut total = 0u64;
     let ended = loop {
-        match timeout(LIMIT, stream.read(&mut buf)).await.expect("never ended") {
+        match timeout(LIMIT, stream.read(&mut buf))
+            .await
+            .expect("never ended")
+        {
             Ok(0) => break Ok(()),
             Ok(n) => total += n as u64,
             Err(e) => break Err(e),
         }
     };
-    assert!(ended.is_err(), "a whole file after a 12 s stall: {total} bytes, then a clean end");
+    assert!(
+        ended.is_err(),
+        "a whole file after a 12 s stall: {total} bytes, then a clean end"
+    );
     assert!(total < size / 2, "{total} bytes came after the stall");
 }
