@@ -1069,3 +1069,108 @@ async fn a_stalled_tls_download_is_reset_at_the_minimum_rate() {
     );
     assert!(total < size / 2, "{total} bytes came after the stall");
 }
+
+/// Every handler answers each of `openssl s_client`, `ncat --ssl` and the
+/// tutorial's TCP client over Python's `ssl`, with the bytes it would send
+/// over plaintext: echo its input, the keyword-bot its rule's reply, the
+/// random-bot the message (its history's only entry), the download port a
+/// file by its raw name, the metrics handler a scrape over HTTP.
+#[tokio::test]
+async fn every_handler_answers_s_client_ncat_and_python_over_tls() {
+    if !(have_openssl() && have("ncat") && have("python3")) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "Test CA");
+    let pair = pki.server("server", 30);
+    let root = dir.path().join("root");
+    fs::create_dir_all(&root).unwrap();
+    fs::write(root.join("hello.txt"), "hello over tls\n").unwrap();
+    let tls = tls_table(&pair, "");
+    let config = [
+        common::listener("echo", "echo", &tls),
+        common::listener(
+            "kw",
+            "keyword-bot",
+            &format!(
+                "default_reply = \"?\"\n[[listener.rules]]\nkeywords = [\"hello\"]\nreply = \"hi there\"\n{tls}"
+            ),
+        ),
+        common::listener("rb", "random-bot", &tls),
+        common::listener("metrics", "metrics", &tls),
+        common::listener("files", "download", &format!("root = '{}'\n{tls}", root.display())),
+    ]
+    .concat();
+    let server = TestServer::start(&config);
+    let ca = pki.ca_pem.display().to_string();
+    // (listener, what is sent, what must be in the answer)
+    let cases = [
+        ("echo", "ping\n", "ping\n"),
+        ("kw", "hello\n", "hi there\n"),
+        ("rb", "only me\n", "only me\n"),
+        ("files", "hello.txt\n", "hello over tls\n"),
+        (
+            "metrics",
+            "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            "switchboard_build_info",
+        ),
+    ];
+    for (name, input, expected) in cases {
+        let port = server.addr(name).port();
+        let clients = [
+            (
+                "s_client",
+                format!(
+                    "(printf '%s' \"$INPUT\"; sleep 1) | timeout 20 openssl s_client -quiet -no_ign_eof \
+                     -verify_return_error -connect 127.0.0.1:{port} -servername localhost -CAfile '{ca}' 2>/dev/null"
+                ),
+            ),
+            (
+                "ncat",
+                format!(
+                    "(printf '%s' \"$INPUT\"; sleep 1) | timeout 20 ncat --ssl --ssl-trustfile '{ca}' localhost {port}"
+                ),
+            ),
+            (
+                "python",
+                format!(
+                    "timeout 20 python3 -c '
+import os, socket, ssl, time
+ctx = ssl.create_default_context(cafile=\"{ca}\")
+tcp_socket = ctx.wrap_socket(socket.create_connection((\"127.0.0.1\", {port}), 10), server_hostname=\"localhost\")
+tcp_socket.send(os.environ[\"INPUT\"].encode())
+got = b\"\"
+deadline = time.time() + 10
+while time.time() < deadline:
+    tcp_socket.settimeout(max(0.1, deadline - time.time()))
+    try:
+        recv_data = tcp_socket.recv(4096)
+    except (socket.timeout, ssl.SSLError):
+        break
+    if not recv_data:
+        break
+    got += recv_data
+    if os.environ[\"EXPECTED\"].encode() in got:
+        break
+print(got.decode(), end=\"\")
+'"
+                ),
+            ),
+        ];
+        for (client, script) in clients {
+            let mut command = Command::new("sh");
+            command
+                .arg("-c")
+                .arg(&script)
+                .env("INPUT", input)
+                .env("EXPECTED", expected);
+            let out = run(command).await;
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                text.contains(expected),
+                "{client} to {name}: {text:?} (stderr {})",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
