@@ -272,6 +272,19 @@ impl<S: Io> Connection<S> {
         }
     }
 
+    /// Counts this connection from `accepted` rather than from now: the
+    /// first message's deadline and the duration include what came before
+    /// the handler (the PROXY header, the wait for a first byte, the TLS
+    /// handshake), so those waits do not add up to more than the limit.
+    pub(crate) fn accepted_at(mut self, accepted: Instant) -> Self {
+        self.opened = accepted;
+        self.first_message_by = Some((
+            accepted + self.settings.first_message_timeout,
+            self.settings.first_message_timeout,
+        ));
+        self
+    }
+
     /// Listens to what reloads tell this connection.
     pub(crate) fn with_reload_signals(mut self, reload: ReloadSignals) -> Self {
         self.reload = reload;
@@ -470,7 +483,14 @@ impl<S: Io> Connection<S> {
     pub(crate) async fn send(&mut self, bytes: &[u8]) -> Result<(), ConnError> {
         let limit = self.settings.idle_timeout;
         self.writing = true;
-        match timeout(limit, self.stream.write_all(bytes)).await {
+        // The flush matters through TLS only: a write may leave the last
+        // records in the session's buffer when the socket is full, and
+        // nothing else would send them before the client's next request.
+        let write = async {
+            self.stream.write_all(bytes).await?;
+            self.stream.flush().await
+        };
+        match timeout(limit, write).await {
             Ok(Ok(())) => {
                 self.writing = false;
                 Ok(())
@@ -513,29 +533,11 @@ impl<S: Io> Connection<S> {
         pace: Option<MinRate>,
     ) -> Result<u64, ConnError> {
         self.writing = true;
-        let sent = match self
+        let sent = self
             .send_file_pieces(head, file, start, len, chunk, pace)
-            .await
-        {
-            Ok(sent) => self.flush().await.map(|()| sent),
-            Err(e) => Err(e),
-        };
+            .await;
         self.writing = sent.is_err();
         sent
-    }
-
-    /// Pushes out what the stream still holds, bounded by the idle
-    /// timeout. Over TLS a write that met a full socket returns once the
-    /// TLS layer has taken the bytes, with its last records still in that
-    /// layer's buffer: a reply is not out until flushed (seen: a 1 MiB
-    /// HTTPS range whose last 16 KiB never came). On TCP it does nothing.
-    async fn flush(&mut self) -> Result<(), ConnError> {
-        let limit = self.settings.idle_timeout;
-        match timeout(limit, self.stream.flush()).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(e.into()),
-            Err(_) => Err(ConnError::WriteStalled(limit)),
-        }
     }
 
     async fn send_file_pieces(
@@ -606,25 +608,38 @@ impl<S: Io> Connection<S> {
             Vec::with_capacity(usize::try_from(len).map_or(chunk, |len| len.clamp(1, chunk)));
         let mut sent = 0u64;
         while sent < len {
-            let at = start.saturating_add(sent);
+            let offset = start.saturating_add(sent);
             let want = usize::try_from(len - sent).map_or(chunk, |left| left.min(chunk));
             buf.clear();
-            if !file_send::read_cached(&file, at, want, &mut buf) {
+            if !file_send::read_cached(&file, offset, want, &mut buf) {
                 self.metrics.file_cache_misses(1);
-                buf = read_blocking(&file, at, want, buf).await?;
+                buf = read_blocking(&file, offset, want, buf).await?;
                 if buf.is_empty() {
                     // The file is shorter now.
-                    return Ok(sent);
+                    break;
                 }
             }
-            self.send(&buf).await?;
-            sent += buf.len() as u64;
-            if let (by, late @ ConnError::ReaderTooSlow(_)) = deadlines.next_write(sent)
-                && Instant::now() > by
-            {
-                return Err(late);
+            // Each write within the stall limit and the minimum rate, as
+            // each sendfile call is: a reader that stalls is ended at its
+            // deadline, not after a whole chunk's idle timeout.
+            let mut at = 0;
+            while at < buf.len() {
+                let (by, late) = deadlines.next_write(sent);
+                let wrote = timeout_at(by, self.stream.write(&buf[at..]))
+                    .await
+                    .map_err(|_| late)??;
+                if wrote == 0 {
+                    return Err(io::Error::from(io::ErrorKind::WriteZero).into());
+                }
+                at += wrote;
+                sent += wrote as u64;
             }
         }
+        // The records still in the TLS session's buffer go out too.
+        let (by, late) = deadlines.next_write(sent);
+        timeout_at(by, self.stream.flush())
+            .await
+            .map_err(|_| late)??;
         Ok(sent)
     }
 

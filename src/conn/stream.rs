@@ -13,7 +13,8 @@
 //!
 //! [`Io`] is a stream with both, each of which may say "none here" (an
 //! in-memory stream of the unit tests has neither). [`ServerStream`] is
-//! what an accepted connection is: TCP, or TLS over TCP.
+//! what an accepted connection is: TCP, or TLS over TCP ([`Capped`]: the
+//! bytes a handshake may read are bounded).
 
 use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, BorrowedFd};
@@ -23,6 +24,8 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
+
+use crate::tls::capped::Capped;
 
 /// The TCP socket under a stream, for socket options.
 pub(crate) trait SocketOptions {
@@ -76,14 +79,14 @@ pub(crate) enum ServerStream {
     /// The socket itself.
     Plain(TcpStream),
     /// TLS over the socket, after its handshake.
-    Tls(Box<TlsStream<TcpStream>>),
+    Tls(Box<TlsStream<Capped>>),
 }
 
 impl SocketOptions for ServerStream {
     fn socket(&self) -> Option<BorrowedFd<'_>> {
         match self {
             ServerStream::Plain(tcp) => Some(tcp.as_fd()),
-            ServerStream::Tls(tls) => Some(tls.get_ref().0.as_fd()),
+            ServerStream::Tls(tls) => Some(tls.get_ref().0.tcp().as_fd()),
         }
     }
 }

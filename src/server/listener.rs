@@ -19,14 +19,14 @@ use super::admission::{Refusal, SourceSlot, Sources};
 use super::budget::ListenerBudget;
 use super::drain::Drain;
 use super::limit::ConnectionLimit;
+use super::opening::{prepare_socket, secure};
 use crate::config::{Access, Datagrams, ListenerConfig, ProxyProtocol, Transport};
 use crate::conn::proxy_header::{self, Proxied};
 use crate::conn::{self, ConnError, Connection, ReloadSignals, ServerStream};
 use crate::handler::{AnyHandler, BuildContext, HandlerError};
 use crate::history::Histories;
 use crate::metrics::{ListenerMetrics, Metrics};
-use crate::tls::Mode;
-use crate::tls::service::{HandshakeError, SessionInfo, TlsService, starts_tls};
+use crate::tls::service::TlsService;
 
 /// First and longest pause after an accept error (out of descriptors, ...).
 const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
@@ -385,6 +385,7 @@ impl Listener {
             );
             let finishing = drain.finishing();
             let sources = sources.clone();
+            let accepted = Instant::now();
             let connection = async move {
                 let admitted = admit_proxied(&stream, peer, via_proxy, slot, &route, &sources);
                 // Shutdown does not wait for a header still on its way.
@@ -396,9 +397,16 @@ impl Listener {
                 let Some((client, slot)) = admitted else {
                     return;
                 };
-                prepare_socket(&stream, &route);
+                prepare_socket(&stream, route.tcp_keepalive);
                 // After admission: a refused source never costs a handshake.
-                let Some(stream) = secure(stream, &route, &finishing).await else {
+                let opened = secure(
+                    stream,
+                    route.tls.as_ref(),
+                    route.settings.first_message_timeout,
+                    &route.metrics,
+                    &finishing,
+                );
+                let Some(stream) = opened.await else {
                     return;
                 };
                 let source = Source {
@@ -406,7 +414,7 @@ impl Listener {
                     balancer: via_proxy.then(|| peer.ip()),
                     checked: slot.is_some(),
                 };
-                serve(stream, client, route, finishing, (routes, source)).await;
+                serve(stream, client, route, finishing, (routes, source), accepted).await;
                 drop((permit, descriptors, slot));
             };
             drain.spawn(connection, span);
@@ -546,97 +554,6 @@ async fn follow_reloads(
 /// past them it is closed (each reload could otherwise restart its wait).
 const MAX_REROUTES: u32 = 8;
 
-/// Probes between keepalive probes, at most, and how many unanswered probes
-/// end the connection: a vanished peer is noticed within `idle` + 30 s.
-const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
-const KEEPALIVE_PROBES: u32 = 3;
-
-/// Turns on TCP keepalive: after `idle` without traffic the kernel probes
-/// the peer, and closes the connection when it does not answer, so a peer
-/// that vanished (power, network) does not hold its descriptor for the
-/// whole idle timeout.
-fn keep_alive(stream: &TcpStream, idle: Duration) -> io::Result<()> {
-    use rustix::net::sockopt;
-    sockopt::set_socket_keepalive(stream, true)?;
-    sockopt::set_tcp_keepidle(stream, idle)?;
-    sockopt::set_tcp_keepintvl(stream, idle.min(KEEPALIVE_INTERVAL))?;
-    sockopt::set_tcp_keepcnt(stream, KEEPALIVE_PROBES)?;
-    Ok(())
-}
-
-/// Sets an admitted connection's socket options.
-fn prepare_socket(stream: &TcpStream, route: &Route) {
-    // Replies are small: they must not wait for Nagle and delayed ACKs.
-    if let Err(e) = stream.set_nodelay(true) {
-        debug!(error = %e, "cannot set TCP_NODELAY");
-    }
-    if let Some(idle) = route.tcp_keepalive
-        && let Err(e) = keep_alive(stream, idle)
-    {
-        debug!(error = %e, "cannot set TCP keepalive");
-    }
-}
-
-/// The stream an admitted connection is served over: the socket itself on
-/// a plaintext listener; after a TLS handshake on a TLS one (with
-/// `mode = "optional"`, when its first byte is a TLS record). `None`: the
-/// handshake failed (counted, and logged in one line) or the server is
-/// shutting down.
-async fn secure(
-    stream: TcpStream,
-    route: &Route,
-    shutdown: &CancellationToken,
-) -> Option<ServerStream> {
-    let Some(tls) = &route.tls else {
-        return Some(ServerStream::Plain(stream));
-    };
-    if tls.mode() == Mode::Optional {
-        // The first byte decides; a peek leaves it for whoever reads next.
-        // A plaintext client may take its time to type a first line.
-        let mut first = [0u8; 1];
-        let peeked = tokio::select! {
-            biased;
-            () = shutdown.cancelled() => return None,
-            peeked = tokio::time::timeout(route.settings.first_message_timeout, stream.peek(&mut first)) => peeked,
-        };
-        match peeked {
-            Ok(Ok(1)) if starts_tls(first[0]) => {}
-            // Plaintext, a close, or silence: the connection's own reads
-            // and deadlines deal with it.
-            Ok(Ok(_)) | Err(_) => return Some(ServerStream::Plain(stream)),
-            Ok(Err(e)) => {
-                debug!(error = %e, "closed before its first byte");
-                return None;
-            }
-        }
-    }
-    let handshake = tokio::select! {
-        biased;
-        () = shutdown.cancelled() => Err(HandshakeError::Shutdown),
-        handshake = tls.handshake(stream) => handshake,
-    };
-    match handshake {
-        Ok(stream) => {
-            route.metrics.tls_handshake("ok");
-            let info = SessionInfo::of(&stream);
-            let span = tracing::Span::current();
-            span.record(
-                "tls",
-                field::display(format_args!("{} {}", info.version, info.cipher)),
-            );
-            if let Some(subject) = &info.client_subject {
-                span.record("client_cert", field::debug(subject));
-            }
-            Some(ServerStream::Tls(Box::new(stream)))
-        }
-        Err(e) => {
-            route.metrics.tls_handshake(e.label());
-            info!(reason = e.label(), "TLS handshake failed: {e}");
-            None
-        }
-    }
-}
-
 /// Runs one connection from open to close, with its log line and counts,
 /// following the reloads of its listener (`reloads`: the route receiver and
 /// who the client is).
@@ -646,8 +563,8 @@ async fn serve(
     mut route: Arc<Route>,
     shutdown: CancellationToken,
     reloads: (watch::Receiver<Arc<Route>>, Source),
+    accepted: Instant,
 ) {
-    let started = Instant::now();
     // One line per connection at info, when it closes (as an access log
     // does): at tens of thousands of connections a second a second line
     // would cost a fifth of the server's time.
@@ -660,7 +577,8 @@ async fn serve(
         shutdown,
         route.metrics.clone(),
     )
-    .with_reload_signals(signals.clone());
+    .with_reload_signals(signals.clone())
+    .accepted_at(accepted);
     let (mut routes, source) = reloads;
     let mut reroutes = 0;
     let result = loop {
@@ -700,7 +618,7 @@ async fn serve(
         _ => conn.close(reason).await,
     }
     let (bytes_in, bytes_out) = conn.bytes();
-    let duration = started.elapsed();
+    let duration = accepted.elapsed();
     match result {
         Ok(ended) => info!(?duration, bytes_in, bytes_out, reason = %ended, "closed"),
         Err(err) if err.is_server_fault() => {

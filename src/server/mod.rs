@@ -10,6 +10,7 @@ mod datagram;
 mod drain;
 mod limit;
 mod listener;
+mod opening;
 mod reload;
 mod running;
 

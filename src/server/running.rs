@@ -383,8 +383,19 @@ impl RunState {
                         kept.apply(new, &self.metrics, &self.histories);
                         summary.changed.push(new.name.clone());
                     } else {
-                        // Unchanged, but its certificate may be renewed.
-                        kept.route.borrow().reload_tls();
+                        // Unchanged, but its certificate may be renewed:
+                        // read off the async workers, and not waited for
+                        // beyond a bound (a hung file system must not hang
+                        // the reload; the read goes on, and serves what it
+                        // finds).
+                        let route = kept.route.borrow().clone();
+                        let read = tokio::task::spawn_blocking(move || route.reload_tls());
+                        if tokio::time::timeout(TLS_REREAD_WAIT, read).await.is_err() {
+                            warn!(
+                                listener = new.name,
+                                "the certificate's files are still being read; the reload goes on without waiting"
+                            );
+                        }
                     }
                     running.push(kept);
                 }
@@ -431,6 +442,10 @@ impl RunState {
         Ok(summary)
     }
 }
+
+/// How long a reload waits for an unchanged TLS listener's certificate
+/// files to be read again.
+const TLS_REREAD_WAIT: Duration = Duration::from_secs(5);
 
 impl RunningListener {
     /// New settings for the connections accepted from now on.

@@ -57,6 +57,18 @@ pub enum LoadError {
         #[source]
         source: io::Error,
     },
+    /// The path names something other than a regular file (a FIFO, a
+    /// device, a directory), which is not read: opening a FIFO would wait
+    /// for a writer forever, and a device never ends.
+    #[error("{} is not a regular file (it is {what}): a certificate or key must be a file", path.display())]
+    NotAFile {
+        /// Which file.
+        part: Part,
+        /// Its path.
+        path: PathBuf,
+        /// What it is instead.
+        what: &'static str,
+    },
     /// The file is larger than any PEM file of its kind.
     #[error("{} is larger than {MAX_PEM_BYTES} bytes: not a PEM certificate or key", path.display())]
     TooLarge {
@@ -93,6 +105,7 @@ impl LoadError {
         match self {
             LoadError::Read { part, .. }
             | LoadError::TooLarge { part, .. }
+            | LoadError::NotAFile { part, .. }
             | LoadError::Pem { part, .. } => *part,
             LoadError::Mismatch { .. } => Part::Key,
         }
@@ -136,14 +149,49 @@ impl ServedCertificate {
     }
 }
 
-/// Reads a file of at most [`MAX_PEM_BYTES`].
+/// What a file that is not a regular one is, for the error.
+fn kind_of(file_type: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if file_type.is_dir() {
+        "a directory"
+    } else if file_type.is_fifo() {
+        "a FIFO"
+    } else if file_type.is_char_device() {
+        "a character device"
+    } else if file_type.is_block_device() {
+        "a block device"
+    } else if file_type.is_socket() {
+        "a socket"
+    } else {
+        "not a file"
+    }
+}
+
+/// Reads a regular file of at most [`MAX_PEM_BYTES`]. It is opened
+/// `O_NONBLOCK` and checked before any read: a FIFO put where a
+/// certificate was (or a symlink to `/dev/zero`, or a directory) is an
+/// error at once, not an open that waits for a writer forever on the
+/// thread that reads it (the start, a reload, the file watch).
 fn read_bounded(part: Part, path: &Path) -> Result<Vec<u8>, LoadError> {
+    use std::os::unix::fs::OpenOptionsExt;
     let read = |source| LoadError::Read {
         part,
         path: path.to_owned(),
         source,
     };
-    let file = std::fs::File::open(path).map_err(read)?;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(read)?;
+    let file_type = file.metadata().map_err(read)?.file_type();
+    if !file_type.is_file() {
+        return Err(LoadError::NotAFile {
+            part,
+            path: path.to_owned(),
+            what: kind_of(file_type),
+        });
+    }
     let mut bytes = Vec::new();
     file.take(MAX_PEM_BYTES + 1)
         .read_to_end(&mut bytes)
@@ -208,8 +256,22 @@ pub fn load_certificate(settings: &TlsSettings) -> Result<ServedCertificate, Loa
 
 /// Reads the CAs of client certificates.
 pub fn load_client_roots(path: &Path) -> Result<RootCertStore, LoadError> {
+    client_roots(path, load_client_cas(path)?)
+}
+
+/// The certificates of the client CAs' file at `path`, as read (a reload
+/// compares them with those trusted).
+pub fn load_client_cas(path: &Path) -> Result<Vec<CertificateDer<'static>>, LoadError> {
+    certificates(Part::ClientCa, path)
+}
+
+/// The trust store of client CAs read from `path`.
+pub fn client_roots(
+    path: &Path,
+    cas: Vec<CertificateDer<'static>>,
+) -> Result<RootCertStore, LoadError> {
     let mut roots = RootCertStore::empty();
-    for cert in certificates(Part::ClientCa, path)? {
+    for cert in cas {
         roots.add(cert).map_err(|e| LoadError::Pem {
             part: Part::ClientCa,
             path: path.to_owned(),

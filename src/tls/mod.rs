@@ -8,6 +8,7 @@
 //! through it in bounded chunks, as `sendfile(2)` cannot encrypt (and
 //! kernel TLS is not used).
 
+pub(crate) mod capped;
 pub(crate) mod material;
 pub(crate) mod rotation;
 pub(crate) mod service;

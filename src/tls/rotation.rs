@@ -107,12 +107,35 @@ impl ServedPair {
         }
     }
 
+    /// Like [`ServedPair::reload`], unless a re-read is already under way
+    /// (which reads the same files): then `None` at once. For the reload's
+    /// own thread, which must not wait on a watch stuck in a slow read.
+    pub fn try_reload(&self) -> Option<Rotation> {
+        let busy = match self.reloading.try_lock() {
+            Ok(guard) => {
+                drop(guard);
+                false
+            }
+            Err(std::sync::TryLockError::Poisoned(_)) => false,
+            Err(std::sync::TryLockError::WouldBlock) => true,
+        };
+        // The lock is taken again inside: a re-read that starts between
+        // the two only makes this one wait for it, as `reload` would.
+        (!busy).then(|| self.reload())
+    }
+
     /// Re-reads the files: a pair that loads and differs from the one
     /// served replaces it for new handshakes (open connections keep
     /// theirs); one that does not load leaves the old one, with one error
     /// line and a count. Blocking: reads files.
     pub fn reload(&self) -> Rotation {
-        let _one_at_a_time = self.reloading.lock().unwrap_or_else(PoisonError::into_inner);
+        let _one_at_a_time = self
+            .reloading
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        // Named in each line: a re-read runs on the blocking pool or in
+        // the reload, outside any listener's span.
+        let listener = self.metrics.labels().0;
         // Stamped before the read: a change during it is seen at the next look.
         let now = stamps(&self.settings);
         if let Ok(mut seen) = self.seen.lock() {
@@ -125,8 +148,8 @@ impl ServedPair {
                 let (subject, expiry) = (new.subject.clone(), new.expiry_timestamp());
                 if new.expired(SystemTime::now()) {
                     warn!(
-                        subject,
-                        "the new certificate has expired; serving it anyway"
+                        listener,
+                        subject, "the new certificate has expired; serving it anyway"
                     );
                 }
                 match self.current.write() {
@@ -134,7 +157,7 @@ impl ServedPair {
                     Err(poisoned) => *poisoned.into_inner() = Arc::new(new),
                 }
                 self.metrics.tls_certificate_expiry(expiry);
-                info!(subject, expires = expiry, "certificate rotated");
+                info!(listener, subject, expires = expiry, "certificate rotated");
                 Rotation::Rotated
             }
         };
@@ -142,7 +165,7 @@ impl ServedPair {
             Rotation::Rotated => self.metrics.tls_rotation(true),
             Rotation::Failed(e) => {
                 self.metrics.tls_rotation(false);
-                error!(error = %e, "new certificate not loaded; the old one is still served");
+                error!(listener, error = %e, "new certificate not loaded; the old one is still served");
             }
             Rotation::Unchanged => {}
         }

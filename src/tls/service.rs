@@ -4,16 +4,23 @@
 //! finished handshake tells the logs.
 
 use std::io;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
+use rustls::client::danger::HandshakeSignatureValid;
 use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, SignatureScheme};
 use rustls::{ServerConfig, SupportedProtocolVersion};
+use rustls_pki_types::{CertificateDer, UnixTime};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
-use tracing::{error, info_span};
+use tracing::{error, info, info_span};
 
-use super::material::{LoadError, describe, load_certificate, load_client_roots, provider};
+use super::capped::{CapReached, Capped};
+use super::material::{
+    LoadError, Part, client_roots, describe, load_certificate, load_client_cas, provider,
+};
 use super::rotation::ServedPair;
 use super::settings::{ClientAuth, MinVersion, Mode, TlsSettings};
 use crate::metrics::ListenerMetrics;
@@ -90,6 +97,10 @@ impl HandshakeError {
     /// The reason of an error tokio-rustls returned.
     fn of(e: &io::Error) -> HandshakeError {
         use rustls::Error as Tls;
+        if e.get_ref().is_some_and(|inner| inner.is::<CapReached>()) {
+            // More than any handshake sends: not TLS as clients speak it.
+            return HandshakeError::NotTls;
+        }
         if let Some(tls) = e.get_ref().and_then(|inner| inner.downcast_ref::<Tls>()) {
             return match tls {
                 Tls::NoCertificatesPresented => HandshakeError::NoClientCertificate,
@@ -129,7 +140,7 @@ pub struct SessionInfo {
 
 impl SessionInfo {
     /// What a finished handshake negotiated.
-    pub fn of(stream: &TlsStream<TcpStream>) -> SessionInfo {
+    pub fn of(stream: &TlsStream<Capped>) -> SessionInfo {
         let (_, conn) = stream.get_ref();
         let version = match conn.protocol_version() {
             Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
@@ -162,8 +173,33 @@ pub struct TlsService {
 }
 
 struct Ready {
-    acceptor: TlsAcceptor,
+    /// What new handshakes get; a reload that finds other client CAs
+    /// replaces it.
+    accepting: RwLock<Accepting>,
     pair: Arc<ServedPair>,
+    metrics: Arc<ListenerMetrics>,
+}
+
+/// The rustls config handshakes are run with, and the client CAs it
+/// trusts (empty without `client_ca`), as read.
+struct Accepting {
+    acceptor: TlsAcceptor,
+    client_cas: Vec<CertificateDer<'static>>,
+}
+
+impl Ready {
+    /// What is read of the current [`Accepting`].
+    fn with_accepting<R>(&self, read: impl FnOnce(&Accepting) -> R) -> R {
+        match self.accepting.read() {
+            Ok(accepting) => read(&accepting),
+            Err(poisoned) => read(&poisoned.into_inner()),
+        }
+    }
+
+    /// The acceptor of new handshakes (a shared config: cheap to clone).
+    fn acceptor(&self) -> TlsAcceptor {
+        self.with_accepting(|a| a.acceptor.clone())
+    }
 }
 
 impl std::fmt::Debug for Ready {
@@ -216,7 +252,9 @@ impl TlsService {
     ) -> Result<Ready, LoadError> {
         let pair = match kept {
             Some(pair) => {
-                pair.reload();
+                // Not waiting on a watch stuck in a slow read: that read
+                // serves whatever it finds.
+                pair.try_reload();
                 pair
             }
             None => {
@@ -230,42 +268,18 @@ impl TlsService {
                 pair
             }
         };
-        let versions: &[&SupportedProtocolVersion] = match settings.min_version {
-            MinVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
-            MinVersion::Tls13 => &[&rustls::version::TLS13],
+        let client_cas = match &settings.client_ca {
+            Some((path, _)) => load_client_cas(path)?,
+            None => Vec::new(),
         };
-        let builder = ServerConfig::builder_with_provider(provider())
-            .with_protocol_versions(versions)
-            .map_err(|e| LoadError::Pem {
-                part: super::material::Part::Cert,
-                path: settings.cert.clone(),
-                what: e.to_string(),
-            })?;
-        let builder = match &settings.client_ca {
-            None => builder.with_no_client_auth(),
-            Some((path, auth)) => {
-                let roots = Arc::new(load_client_roots(path)?);
-                let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider());
-                let verifier = match auth {
-                    ClientAuth::Required => verifier,
-                    ClientAuth::Optional => verifier.allow_unauthenticated(),
-                };
-                let verifier = verifier.build().map_err(|e| LoadError::Pem {
-                    part: super::material::Part::ClientCa,
-                    path: path.clone(),
-                    what: e.to_string(),
-                })?;
-                builder.with_client_cert_verifier(verifier)
-            }
-        };
-        let mut config = builder.with_cert_resolver(pair.clone());
-        // Our order of cipher suites (AEADs only, strongest first), not
-        // the client's: a client cannot talk the server down to its
-        // weakest suite (testssl.sh rates a client-chosen order HIGH).
-        config.ignore_client_order = true;
+        let acceptor = acceptor(settings, &pair, &client_cas)?;
         Ok(Ready {
-            acceptor: TlsAcceptor::from(Arc::new(config)),
+            accepting: RwLock::new(Accepting {
+                acceptor,
+                client_cas,
+            }),
             pair,
+            metrics: metrics.clone(),
         })
     }
 
@@ -277,37 +291,195 @@ impl TlsService {
     /// The rustls config new handshakes get (`None`: not ready).
     #[cfg(any(test, feature = "fuzzing"))]
     pub(crate) fn server_config(&self) -> Option<Arc<ServerConfig>> {
-        self.ready.as_ref().map(|r| r.acceptor.config().clone())
+        self.ready.as_ref().map(|r| r.acceptor().config().clone())
     }
 
-    /// Re-reads the certificate's files (SIGHUP). Blocking.
+    /// Re-reads the certificate's files, and the client CAs' (SIGHUP):
+    /// a CA taken out of `client_ca` is trusted by no handshake after it.
+    /// Blocking.
     pub fn reload(&self) {
-        if let Some(ready) = &self.ready {
-            ready.pair.reload();
+        let Some(ready) = &self.ready else { return };
+        ready.pair.reload();
+        let Some((path, _)) = &self.settings.client_ca else {
+            return;
+        };
+        let listener = ready.metrics.labels().0;
+        let reread = load_client_cas(path).and_then(|cas| {
+            if ready.with_accepting(|a| a.client_cas == cas) {
+                return Ok(None);
+            }
+            let acceptor = acceptor(&self.settings, &ready.pair, &cas)?;
+            Ok(Some(Accepting {
+                acceptor,
+                client_cas: cas,
+            }))
+        });
+        match reread {
+            Ok(None) => {}
+            Ok(Some(new)) => {
+                let count = new.client_cas.len();
+                match ready.accepting.write() {
+                    Ok(mut accepting) => *accepting = new,
+                    Err(poisoned) => *poisoned.into_inner() = new,
+                }
+                info!(
+                    listener,
+                    cas = count,
+                    "client CAs re-read: new handshakes trust these"
+                );
+            }
+            Err(e) => {
+                error!(listener, error = %e, "client CAs not re-read; the old ones are still trusted");
+            }
         }
     }
 
     /// Runs the handshake on `stream`, within `handshake_timeout`. The
     /// bytes it reads are bounded by rustls (a handshake message is at
     /// most 64 KiB).
-    pub async fn handshake(
-        &self,
-        stream: TcpStream,
-    ) -> Result<TlsStream<TcpStream>, HandshakeError> {
+    pub async fn handshake(&self, stream: TcpStream) -> Result<TlsStream<Capped>, HandshakeError> {
         let Some(ready) = &self.ready else {
             return Err(HandshakeError::NoCertificate);
         };
+        let cap = match self.settings.client_ca {
+            None => MAX_HANDSHAKE_BYTES,
+            Some(_) => MAX_HANDSHAKE_BYTES_WITH_CLIENT_CERTIFICATE,
+        };
         match tokio::time::timeout(
             self.settings.handshake_timeout,
-            ready.acceptor.accept(stream),
+            ready.acceptor().accept(Capped::new(stream, cap)),
         )
         .await
         {
             Err(_) => Err(HandshakeError::Timeout),
             Ok(Err(e)) => Err(HandshakeError::of(&e)),
-            Ok(Ok(stream)) => Ok(stream),
+            Ok(Ok(mut stream)) => {
+                stream.get_mut().0.uncap();
+                Ok(stream)
+            }
         }
     }
+}
+
+/// Most bytes a client may send during a handshake without client
+/// certificates: a ClientHello is a few KiB (with a post-quantum key
+/// share, a retry after HelloRetryRequest, or TLS 1.2's last flight,
+/// still under 8 KiB). rustls holds a handshake message of up to 64 KiB
+/// until it is whole: without this cap any client could make the server
+/// hold that much (74 KiB a connection, measured) until `handshake_timeout`.
+pub const MAX_HANDSHAKE_BYTES: usize = 16 * 1024;
+
+/// The same with client certificates, whose chain (at most
+/// [`MAX_CLIENT_INTERMEDIATES`] intermediates) comes in the handshake.
+pub const MAX_HANDSHAKE_BYTES_WITH_CLIENT_CERTIFICATE: usize = 64 * 1024;
+
+/// Most intermediates a client certificate may come with. A client PKI
+/// has one or two; a chain of many that all name the same issuer costs
+/// the verifier a signature check per candidate (about 70 ms of CPU for
+/// a hundred, on the connection's async worker, from a client no CA
+/// signed), so a longer one is refused before it is looked at.
+pub const MAX_CLIENT_INTERMEDIATES: usize = 4;
+
+/// The client certificate verifier, refusing chains longer than
+/// [`MAX_CLIENT_INTERMEDIATES`] before webpki's path building sees them.
+#[derive(Debug)]
+struct ShortChains(Arc<dyn ClientCertVerifier>);
+
+impl ClientCertVerifier for ShortChains {
+    fn offer_client_auth(&self) -> bool {
+        self.0.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.0.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.0.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        if intermediates.len() > MAX_CLIENT_INTERMEDIATES {
+            return Err(rustls::Error::InvalidCertificate(
+                CertificateError::ApplicationVerificationFailure,
+            ));
+        }
+        self.0.verify_client_cert(end_entity, intermediates, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+
+    fn requires_raw_public_keys(&self) -> bool {
+        self.0.requires_raw_public_keys()
+    }
+}
+
+/// The rustls config of `settings`, serving `pair`, trusting `client_cas`
+/// (read from `client_ca`) for client certificates.
+fn acceptor(
+    settings: &TlsSettings,
+    pair: &Arc<ServedPair>,
+    client_cas: &[CertificateDer<'static>],
+) -> Result<TlsAcceptor, LoadError> {
+    let versions: &[&SupportedProtocolVersion] = match settings.min_version {
+        MinVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
+        MinVersion::Tls13 => &[&rustls::version::TLS13],
+    };
+    let builder = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(versions)
+        .map_err(|e| LoadError::Pem {
+            part: Part::Cert,
+            path: settings.cert.clone(),
+            what: e.to_string(),
+        })?;
+    let builder = match &settings.client_ca {
+        None => builder.with_no_client_auth(),
+        Some((path, auth)) => {
+            let roots = Arc::new(client_roots(path, client_cas.to_vec())?);
+            let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider());
+            let verifier = match auth {
+                ClientAuth::Required => verifier,
+                ClientAuth::Optional => verifier.allow_unauthenticated(),
+            };
+            let verifier = verifier.build().map_err(|e| LoadError::Pem {
+                part: Part::ClientCa,
+                path: path.clone(),
+                what: e.to_string(),
+            })?;
+            builder.with_client_cert_verifier(Arc::new(ShortChains(verifier)))
+        }
+    };
+    let mut config = builder.with_cert_resolver(pair.clone());
+    // Our order of cipher suites (AEADs only, strongest first), not
+    // the client's: a client cannot talk the server down to its
+    // weakest suite (testssl.sh rates a client-chosen order HIGH).
+    config.ignore_client_order = true;
+    Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
 /// The first byte of a TLS connection: a handshake record's content type.

@@ -29,6 +29,7 @@ mod quoting;
 mod reload;
 mod scale_out;
 mod tls;
+mod tls_attack;
 mod tls_clients;
 mod tls_rotation;
 mod udp;

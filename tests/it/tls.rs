@@ -951,3 +951,226 @@ async fn the_certbot_deploy_hook_installs_a_renewal_that_is_then_served() {
     let mode = fs::metadata(&served.key).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o640, "the key is readable by owner and group only");
 }
+
+/// A keep-alive HTTPS response is sent whole to a client that paused
+/// before reading it: the last TLS records must not wait in the session's
+/// buffer for a next request that the client will not send before it has
+/// the whole response (they did: a write through TLS may return with
+/// records still buffered when the socket is full).
+#[tokio::test]
+async fn a_keep_alive_https_response_reaches_a_client_that_paused_before_reading() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "Test CA");
+    let pair = pki.server("server", 30);
+    let root = dir.path().join("root");
+    fs::create_dir_all(&root).unwrap();
+    let body: Vec<u8> = (0..3_000_000u32).map(|i| (i * 13 % 251) as u8).collect();
+    fs::write(root.join("big.bin"), &body).unwrap();
+    let server = TestServer::start(&common::listener(
+        "files",
+        "download",
+        &format!(
+            "root = '{}'\nsend_buffer = 65536\n{}",
+            root.display(),
+            tls_table(&pair, "")
+        ),
+    ));
+    let mut stream = tls_connect(server.addr("files"), client_config(&pki.ca_pem, None))
+        .await
+        .unwrap();
+    for round in 0..2 {
+        stream
+            .write_all(b"GET /big.bin HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .await
+            .unwrap();
+        // Let the server fill every buffer on the way before reading.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        let head_end = loop {
+            let n = timeout(Duration::from_secs(5), stream.read(&mut buf))
+                .await
+                .unwrap_or_else(|_| panic!("round {round}: stuck after {} bytes", got.len()))
+                .unwrap();
+            assert!(n > 0, "closed");
+            got.extend_from_slice(&buf[..n]);
+            if let Some(at) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                break at + 4;
+            }
+        };
+        while got.len() < head_end + body.len() {
+            let n = timeout(Duration::from_secs(5), stream.read(&mut buf))
+                .await
+                .unwrap_or_else(|_| {
+                    panic!(
+                        "round {round}: the response stopped at {} of {} body bytes",
+                        got.len() - head_end,
+                        body.len()
+                    )
+                })
+                .unwrap();
+            assert!(n > 0, "closed");
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert!(
+            got[head_end..] == body[..],
+            "round {round}: the body differs"
+        );
+    }
+}
+
+/// A TLS download to a reader that stopped reading is reset once it falls
+/// under `min_send_rate` (after its 10 s grace), as a plaintext one is,
+/// not after the whole idle timeout: through TLS each write is bounded by
+/// the rate's deadline too.
+#[tokio::test]
+async fn a_stalled_tls_download_is_reset_at_the_minimum_rate() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "Test CA");
+    let pair = pki.server("server", 30);
+    let root = dir.path().join("root");
+    fs::create_dir_all(&root).unwrap();
+    let size = 64 * 1024 * 1024;
+    fs::File::create(root.join("big.bin"))
+        .unwrap()
+        .set_len(size)
+        .unwrap();
+    let server = TestServer::start(&common::listener(
+        "files",
+        "download",
+        &format!(
+            "root = '{}'\nmin_send_rate = 1000000\nsend_buffer = 65536\n{}",
+            root.display(),
+            tls_table(&pair, "")
+        ),
+    ));
+    let mut stream = tls_connect(server.addr("files"), client_config(&pki.ca_pem, None))
+        .await
+        .unwrap();
+    stream.write_all(b"big.bin\n").await.unwrap();
+    // Read a little, then stop for longer than the grace.
+    let mut buf = vec![0u8; 64 * 1024];
+    assert!(stream.read(&mut buf).await.unwrap() > 0, "nothing came");
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let mut total = 0u64;
+    let ended = loop {
+        match timeout(LIMIT, stream.read(&mut buf))
+            .await
+            .expect("never ended")
+        {
+            Ok(0) => break Ok(()),
+            Ok(n) => total += n as u64,
+            Err(e) => break Err(e),
+        }
+    };
+    assert!(
+        ended.is_err(),
+        "a whole file after a 12 s stall: {total} bytes, then a clean end"
+    );
+    assert!(total < size / 2, "{total} bytes came after the stall");
+}
+
+/// Every handler answers each of `openssl s_client`, `ncat --ssl` and the
+/// tutorial's TCP client over Python's `ssl`, with the bytes it would send
+/// over plaintext: echo its input, the keyword-bot its rule's reply, the
+/// random-bot the message (its history's only entry), the download port a
+/// file by its raw name, the metrics handler a scrape over HTTP.
+#[tokio::test]
+async fn every_handler_answers_s_client_ncat_and_python_over_tls() {
+    if !(have_openssl() && have("ncat") && have("python3")) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "Test CA");
+    let pair = pki.server("server", 30);
+    let root = dir.path().join("root");
+    fs::create_dir_all(&root).unwrap();
+    fs::write(root.join("hello.txt"), "hello over tls\n").unwrap();
+    let tls = tls_table(&pair, "");
+    let config = [
+        common::listener("echo", "echo", &tls),
+        common::listener(
+            "kw",
+            "keyword-bot",
+            &format!(
+                "default_reply = \"?\"\n[[listener.rules]]\nkeywords = [\"hello\"]\nreply = \"hi there\"\n{tls}"
+            ),
+        ),
+        common::listener("rb", "random-bot", &tls),
+        common::listener("metrics", "metrics", &tls),
+        common::listener("files", "download", &format!("root = '{}'\n{tls}", root.display())),
+    ]
+    .concat();
+    let server = TestServer::start(&config);
+    let ca = pki.ca_pem.display().to_string();
+    // (listener, what is sent, what must be in the answer)
+    let cases = [
+        ("echo", "ping\n", "ping\n"),
+        ("kw", "hello\n", "hi there\n"),
+        ("rb", "only me\n", "only me\n"),
+        ("files", "hello.txt\n", "hello over tls\n"),
+        (
+            "metrics",
+            "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            "switchboard_build_info",
+        ),
+    ];
+    for (name, input, expected) in cases {
+        let port = server.addr(name).port();
+        let clients = [
+            (
+                "s_client",
+                format!(
+                    "(printf '%s' \"$INPUT\"; sleep 1) | timeout 20 openssl s_client -quiet -no_ign_eof \
+                     -verify_return_error -connect 127.0.0.1:{port} -servername localhost -CAfile '{ca}' 2>/dev/null"
+                ),
+            ),
+            (
+                "ncat",
+                format!(
+                    "(printf '%s' \"$INPUT\"; sleep 1) | timeout 20 ncat --ssl --ssl-trustfile '{ca}' localhost {port}"
+                ),
+            ),
+            (
+                "python",
+                format!(
+                    "timeout 20 python3 -c '
+import os, socket, ssl, time
+ctx = ssl.create_default_context(cafile=\"{ca}\")
+tcp_socket = ctx.wrap_socket(socket.create_connection((\"127.0.0.1\", {port}), 10), server_hostname=\"localhost\")
+tcp_socket.send(os.environ[\"INPUT\"].encode())
+got = b\"\"
+deadline = time.time() + 10
+while time.time() < deadline:
+    tcp_socket.settimeout(max(0.1, deadline - time.time()))
+    try:
+        recv_data = tcp_socket.recv(4096)
+    except (socket.timeout, ssl.SSLError):
+        break
+    if not recv_data:
+        break
+    got += recv_data
+    if os.environ[\"EXPECTED\"].encode() in got:
+        break
+print(got.decode(), end=\"\")
+'"
+                ),
+            ),
+        ];
+        for (client, script) in clients {
+            let mut command = Command::new("sh");
+            command
+                .arg("-c")
+                .arg(&script)
+                .env("INPUT", input)
+                .env("EXPECTED", expected);
+            let out = run(command).await;
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                text.contains(expected),
+                "{client} to {name}: {text:?} (stderr {})",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
