@@ -613,7 +613,12 @@ impl<S: Io> Connection<S> {
             buf.clear();
             if !file_send::read_cached(&file, offset, want, &mut buf) {
                 self.metrics.file_cache_misses(1);
-                buf = read_blocking(&file, offset, want, buf).await?;
+                // Bounded as a write is: a disk that does not deliver ends
+                // the send (DiskStalled), as on the sendfile path.
+                let (by, _) = deadlines.next_write(sent);
+                buf = timeout_at(by, read_blocking(&file, offset, want, buf))
+                    .await
+                    .map_err(|_| ConnError::DiskStalled)??;
                 if buf.is_empty() {
                     // The file is shorter now.
                     break;
