@@ -28,6 +28,7 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
 use crate::tls::material::{MAX_PEM_BYTES, provider};
+use crate::tls::words::{certificate_problem, key_problem};
 
 /// Whose certificates the client trusts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,13 +120,21 @@ impl ClientTls {
             Some((cert, key)) => {
                 let chain = certificates("--cert", cert)?;
                 let key_der = private_key(key)?;
-                builder.with_client_auth_cert(chain, key_der).map_err(|e| {
-                    TlsSetupError::Mismatch {
-                        cert: cert.clone(),
-                        key: key.clone(),
-                        why: e.to_string(),
-                    }
-                })?
+                builder
+                    .with_client_auth_cert(chain, key_der)
+                    .map_err(|e| match &e {
+                        // The certificate itself, not the pair.
+                        rustls::Error::InvalidCertificate(problem) => TlsSetupError::File {
+                            flag: "--cert",
+                            path: cert.clone(),
+                            why: certificate_problem(problem).to_owned(),
+                        },
+                        _ => TlsSetupError::Mismatch {
+                            cert: cert.clone(),
+                            key: key.clone(),
+                            why: key_problem(&e),
+                        },
+                    })?
             }
         };
         Ok(ClientTls {
@@ -247,7 +256,10 @@ impl ClientTls {
                         "{addr}'s certificate is not valid yet (is this machine's clock right?)"
                     )
                 }
-                _ => format!("{addr}'s certificate was refused ({tls})"),
+                other => format!(
+                    "{addr}'s certificate was refused: {}",
+                    certificate_problem(other)
+                ),
             },
             rustls::Error::InvalidMessage(_)
             | rustls::Error::InappropriateMessage { .. }

@@ -16,6 +16,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::settings::TlsSettings;
+use super::words::key_problem;
 
 /// Largest PEM file read: a chain of a few certificates is a few KiB, a
 /// CA bundle (every public root) about 200 KiB.
@@ -245,7 +246,7 @@ pub fn load_certificate(settings: &TlsSettings) -> Result<ServedCertificate, Loa
         CertifiedKey::from_der(chain, key, &provider()).map_err(|e| LoadError::Mismatch {
             cert: settings.cert.clone(),
             key: settings.key.clone(),
-            what: e.to_string(),
+            what: key_problem(&e),
         })?;
     Ok(ServedCertificate {
         certified: Arc::new(certified),

@@ -13,5 +13,6 @@ pub(crate) mod material;
 pub(crate) mod rotation;
 pub(crate) mod service;
 pub(crate) mod settings;
+pub(crate) mod words;
 
 pub use settings::{ClientAuth, MinVersion, Mode, TlsSettings};

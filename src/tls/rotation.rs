@@ -146,6 +146,7 @@ impl ServedPair {
             Ok(new) if same_pair(&new.certified, &self.current().certified) => Rotation::Unchanged,
             Ok(new) => {
                 let (subject, expiry) = (new.subject.clone(), new.expiry_timestamp());
+                let expires = new.not_after.map(httpdate::fmt_http_date);
                 if new.expired(SystemTime::now()) {
                     warn!(
                         listener,
@@ -157,7 +158,7 @@ impl ServedPair {
                     Err(poisoned) => *poisoned.into_inner() = Arc::new(new),
                 }
                 self.metrics.tls_certificate_expiry(expiry);
-                info!(listener, subject, expires = expiry, "certificate rotated");
+                info!(listener, subject, expires, "certificate rotated");
                 Rotation::Rotated
             }
         };

@@ -23,6 +23,7 @@ use super::material::{
 };
 use super::rotation::ServedPair;
 use super::settings::{ClientAuth, MinVersion, Mode, TlsSettings};
+use super::words::certificate_problem;
 use crate::metrics::ListenerMetrics;
 
 /// Why a handshake did not finish: a small, fixed set, for the metrics'
@@ -46,8 +47,8 @@ pub enum HandshakeError {
     NoClientCertificate,
     /// The client's certificate is not signed by `client_ca`, expired, or
     /// otherwise invalid.
-    #[error("the client's certificate was rejected")]
-    BadClientCertificate,
+    #[error("the client's certificate was rejected: {0}")]
+    BadClientCertificate(&'static str),
     /// The client rejected our certificate (or ended with another alert).
     #[error("the client sent a TLS alert: it did not accept the handshake")]
     ClientAlert,
@@ -71,7 +72,7 @@ impl HandshakeError {
             HandshakeError::NotTls => "not_tls",
             HandshakeError::Incompatible => "incompatible",
             HandshakeError::NoClientCertificate => "no_client_certificate",
-            HandshakeError::BadClientCertificate => "bad_client_certificate",
+            HandshakeError::BadClientCertificate(_) => "bad_client_certificate",
             HandshakeError::ClientAlert => "client_alert",
             HandshakeError::NoCertificate => "no_certificate",
             HandshakeError::Shutdown => "shutdown",
@@ -104,7 +105,9 @@ impl HandshakeError {
         if let Some(tls) = e.get_ref().and_then(|inner| inner.downcast_ref::<Tls>()) {
             return match tls {
                 Tls::NoCertificatesPresented => HandshakeError::NoClientCertificate,
-                Tls::InvalidCertificate(_) => HandshakeError::BadClientCertificate,
+                Tls::InvalidCertificate(cert) => {
+                    HandshakeError::BadClientCertificate(certificate_problem(cert))
+                }
                 Tls::PeerIncompatible(_) => HandshakeError::Incompatible,
                 Tls::AlertReceived(_) => HandshakeError::ClientAlert,
                 Tls::General(_) => HandshakeError::NoCertificate,
@@ -521,7 +524,7 @@ mod tests {
             HandshakeError::NotTls,
             HandshakeError::Incompatible,
             HandshakeError::NoClientCertificate,
-            HandshakeError::BadClientCertificate,
+            HandshakeError::BadClientCertificate("x"),
             HandshakeError::ClientAlert,
             HandshakeError::NoCertificate,
             HandshakeError::Shutdown,
@@ -543,7 +546,7 @@ mod tests {
                 wrap(rustls::Error::InvalidCertificate(
                     rustls::CertificateError::UnknownIssuer,
                 )),
-                HandshakeError::BadClientCertificate,
+                HandshakeError::BadClientCertificate("it is not signed by a trusted CA"),
             ),
             (
                 wrap(rustls::Error::PeerIncompatible(

@@ -1174,3 +1174,91 @@ print(got.decode(), end=\"\")
         }
     }
 }
+
+/// The certificate docs/tls.md's quick start makes (its own `openssl req`
+/// command, read from the page) serves switchboard's own clients as well
+/// as curl: `get --cacert` over HTTPS and `send --tls --cacert`.
+#[tokio::test]
+async fn the_quick_start_certificate_of_the_docs_works_with_our_own_clients() {
+    if !(have_openssl() && have("curl")) {
+        return;
+    }
+    let page =
+        fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/tls.md")).unwrap();
+    let mut command = String::new();
+    for line in page
+        .lines()
+        .skip_while(|l| !l.starts_with("$ openssl req -x509"))
+    {
+        let line = line.trim_start_matches("$ ").trim();
+        match line.strip_suffix('\\') {
+            Some(part) => command.push_str(part),
+            None => {
+                command.push_str(line);
+                break;
+            }
+        }
+    }
+    assert!(
+        command.contains("-keyout key.pem"),
+        "no quick-start command in docs/tls.md: {command}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let made = Command::new("sh")
+        .arg("-c")
+        .arg(&command)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{command}: {}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let pair = Pair {
+        cert: dir.path().join("cert.pem"),
+        key: dir.path().join("key.pem"),
+    };
+    let root = dir.path().join("root");
+    fs::create_dir_all(&root).unwrap();
+    fs::write(root.join("hello.txt"), "hello\n").unwrap();
+    let tls = tls_table(&pair, "");
+    let server = TestServer::start(
+        &[
+            common::listener(
+                "files",
+                "download",
+                &format!("root = '{}'\n{tls}", root.display()),
+            ),
+            common::listener("echo", "echo", &tls),
+        ]
+        .concat(),
+    );
+    let files = server.addr("files").port();
+    let mut get = Command::new(crate::cli::BIN);
+    get.current_dir(dir.path())
+        .args(["get", "--cacert", "cert.pem"])
+        .arg(format!("https://localhost:{files}/hello.txt"));
+    let out = run(get).await;
+    assert!(
+        out.status.success(),
+        "get: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        fs::read_to_string(dir.path().join("hello.txt")).unwrap(),
+        "hello\n"
+    );
+    let mut send = Command::new(crate::cli::BIN);
+    send.current_dir(dir.path())
+        .args(["send", "--tls", "--cacert", "cert.pem"])
+        .arg(format!("localhost:{}", server.addr("echo").port()))
+        .arg("ping");
+    let out = run(send).await;
+    assert!(
+        out.status.success(),
+        "send: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "ping\n");
+}
