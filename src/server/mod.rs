@@ -75,15 +75,20 @@ pub struct BoundListener {
     pub activated: bool,
     /// True for a UDP listener.
     pub udp: bool,
+    /// Its TLS mode, if it speaks TLS.
+    pub tls: Option<crate::tls::Mode>,
 }
 
 impl BoundListener {
-    /// Its address as an operator reads it: `/udp` after a UDP one's.
+    /// Its address as an operator reads it: `/udp` after a UDP one's,
+    /// `/tls` after a TLS one's (`/tls+plain` with `mode = "optional"`),
+    /// as `switchboard check` shows it.
     pub fn shown_addr(&self) -> String {
-        if self.udp {
-            format!("{}/udp", self.addr)
-        } else {
-            self.addr.to_string()
+        match (self.udp, self.tls) {
+            (true, _) => format!("{}/udp", self.addr),
+            (false, None) => self.addr.to_string(),
+            (false, Some(crate::tls::Mode::Required)) => format!("{}/tls", self.addr),
+            (false, Some(crate::tls::Mode::Optional)) => format!("{}/tls+plain", self.addr),
         }
     }
 }
@@ -307,6 +312,7 @@ pub(crate) fn bound_listener(config: &ListenerConfig, socket: &Listener) -> Boun
         handler: config.handler.name(),
         activated: socket.activated(),
         udp: config.transport.is_udp(),
+        tls: config.tls.as_ref().map(|tls| tls.mode),
     }
 }
 

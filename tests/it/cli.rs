@@ -454,8 +454,12 @@ impl Daemon {
                 }
                 _ => self.fail(&format!("unexpected listener line {line:?}")),
             };
-            // A UDP listener's address is shown with `/udp` after it.
-            let addr = addr.strip_suffix("/udp").unwrap_or(addr);
+            // A UDP listener's address is shown with `/udp` after it, a
+            // TLS listener's with `/tls` or `/tls+plain`.
+            let addr = ["/udp", "/tls", "/tls+plain"]
+                .iter()
+                .find_map(|suffix| addr.strip_suffix(suffix))
+                .unwrap_or(addr);
             let addr: SocketAddr = addr
                 .parse()
                 .unwrap_or_else(|e| panic!("bad address in {line:?}: {e}"));

@@ -408,6 +408,12 @@ fn the_client_certificate_subject_and_the_cipher_are_in_the_log() {
     .unwrap();
     let mut daemon = crate::cli::Daemon::start(&config);
     let addr = daemon.addr("echo");
+    // The start's table says which listeners speak TLS, as check does.
+    assert!(
+        daemon.table[0].ends_with(&format!("{addr}/tls")),
+        "{:?}",
+        daemon.table
+    );
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let mut stream = tls_connect(addr, client_config(&pki.ca_pem, Some(&alice)))
