@@ -9,82 +9,18 @@ use std::net::SocketAddr;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rustls::RootCertStore;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::timeout;
-use tokio_rustls::TlsConnector;
-use tokio_rustls::client::TlsStream;
 
-use crate::certs::{Pair, Pki};
+use crate::certs::{Pair, Pki, client_config, leaf_of, tls_connect, tls_table};
 use crate::common::{self, TestServer, connect};
 use crate::metrics::scrape;
 
 /// The longest any wait of these tests may take: each test is bounded by
 /// a few of them, well under ten seconds.
 const WAIT: Duration = Duration::from_secs(5);
-
-/// The `[listener.tls]` table serving `pair`, with more keys.
-fn tls_table(cert: &Path, key: &Path, extra: &str) -> String {
-    format!(
-        "[listener.tls]\ncert = '{}'\nkey = '{}'\n{extra}\n",
-        cert.display(),
-        key.display()
-    )
-}
-
-/// A rustls client config trusting `ca` (PEM), presenting `client` if given.
-fn client_config(ca: &Path, client: Option<&Pair>) -> Arc<rustls::ClientConfig> {
-    let mut roots = RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(ca).unwrap() {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    #[allow(deprecated)]
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots);
-    let config = match client {
-        None => builder.with_no_client_auth(),
-        Some(pair) => {
-            let chain = CertificateDer::pem_file_iter(&pair.cert)
-                .unwrap()
-                .map(Result::unwrap)
-                .collect();
-            let key = rustls_pki_types::PrivateKeyDer::from_pem_file(&pair.key).unwrap();
-            builder.with_client_auth_cert(chain, key).unwrap()
-        }
-    };
-    Arc::new(config)
-}
-
-/// Connects with TLS to `addr` as `localhost`, within [`WAIT`].
-async fn tls_connect(
-    addr: SocketAddr,
-    config: Arc<rustls::ClientConfig>,
-) -> std::io::Result<TlsStream<tokio::net::TcpStream>> {
-    let tcp = connect(addr).await;
-    let name = ServerName::try_from("localhost").unwrap();
-    timeout(WAIT, TlsConnector::from(config).connect(name, tcp))
-        .await
-        .expect("handshake timed out")
-}
-
-/// The DER of the first certificate of a PEM file.
-fn leaf_of(pem: &Path) -> Vec<u8> {
-    CertificateDer::pem_file_iter(pem)
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .as_ref()
-        .to_vec()
-}
 
 /// Makes a FIFO at `path` (mkfifo(1): the crate forbids unsafe code).
 fn mkfifo(path: &Path) {

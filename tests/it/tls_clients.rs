@@ -70,15 +70,6 @@ fn sha256(file: &Path) -> String {
         .collect()
 }
 
-/// A `[listener.tls]` table serving `pair`, and `extra` keys.
-fn tls_table(pair: &Pair, extra: &str) -> String {
-    format!(
-        "[listener.tls]\ncert = '{}'\nkey = '{}'\n{extra}\n",
-        path(&pair.cert),
-        path(&pair.key)
-    )
-}
-
 /// A download root: `a.txt`, a 3 MiB `big.bin`, and a `d/` tree.
 fn download_root(base: &Path) -> std::path::PathBuf {
     let root = base.join("root");
@@ -98,7 +89,7 @@ fn tls_download(root: &Path, pair: &Pair) -> String {
     common::listener(
         "files",
         "download",
-        &format!("root = '{}'\n{}", path(root), tls_table(pair, "")),
+        &format!("root = '{}'\n{}", path(root), pair.tls_table("")),
     )
 }
 
@@ -252,13 +243,13 @@ async fn get_over_https_is_byte_exact_resumes_a_cut_download_and_mirrors_a_tree(
 fn tls_bots(pair: &Pair, extra: &str) -> String {
     format!(
         "{}{}",
-        common::listener("echo", "echo", &tls_table(pair, extra)),
+        common::listener("echo", "echo", &pair.tls_table(extra)),
         common::listener(
             "keywords",
             "keyword-bot",
             &format!(
                 "[[listener.rules]]\nkeywords = [\"hello\"]\nreply = \"hi there\"\n{}",
-                tls_table(pair, extra)
+                pair.tls_table(extra)
             ),
         ),
     )
@@ -323,8 +314,8 @@ async fn trust_is_checked_and_each_failure_is_one_line_with_what_to_do() {
         "{}{}{}{}",
         tls_download(&root, &pair),
         common::listener("plain", "echo", ""),
-        common::private_listener(2, "elsewhere", "echo", &tls_table(&pair, "")),
-        common::listener("old", "echo", &tls_table(&expired, "")),
+        common::private_listener(2, "elsewhere", "echo", &pair.tls_table("")),
+        common::listener("old", "echo", &expired.tls_table("")),
     );
     let server = TestServer::start(&toml);
     let files = server.addr("files").port();
@@ -550,21 +541,21 @@ async fn probe_over_tls_warns_of_a_certificate_within_14_days_and_fails_an_expir
     // Each listener's table, at the address the server gave it.
     let tables = |addr: &dyn Fn(&str) -> SocketAddr| {
         [
-            listener_at("good", addr("good"), "echo", &tls_table(&good, "")),
+            listener_at("good", addr("good"), "echo", &good.tls_table("")),
             listener_at(
                 "either",
                 addr("either"),
                 "keyword-bot",
-                &tls_table(&good, "mode = \"optional\""),
+                &good.tls_table("mode = \"optional\""),
             ),
             listener_at(
                 "files",
                 addr("files"),
                 "download",
-                &format!("root = '{}'\n{}", path(&root), tls_table(&soon, "")),
+                &format!("root = '{}'\n{}", path(&root), soon.tls_table("")),
             ),
-            listener_at("mutual", addr("mutual"), "echo", &tls_table(&good, &mutual)),
-            listener_at("old", addr("old"), "echo", &tls_table(&expired, "")),
+            listener_at("mutual", addr("mutual"), "echo", &good.tls_table(&mutual)),
+            listener_at("old", addr("old"), "echo", &expired.tls_table("")),
         ]
         .concat()
     };

@@ -42,9 +42,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rustls::RootCertStore;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, ServerName};
+use rustls_pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout};
@@ -121,17 +119,7 @@ impl Site {
 /// A client config trusting `ca`, with resumption off: every handshake
 /// is a full one, and shows the certificate served now.
 fn client_config(ca: &Path) -> Arc<rustls::ClientConfig> {
-    let mut roots = RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(ca).unwrap() {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    #[allow(deprecated)] // ring is the provider the daemon uses (see docs/tls.md)
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let mut config = (*crate::certs::client_config(ca, None)).clone();
     config.resumption = rustls::client::Resumption::disabled();
     Arc::new(config)
 }
