@@ -17,19 +17,28 @@
 #   ECHO_SESSIONS=5         sessions per echo run, each on fresh connections
 #                           (one set of loopback connections keeps a fast or a
 #                           slow pace for its life; sessions average over them)
-#   CASES="echo connect lines datagrams download requests hold tls"   which kinds of case to run
+#   CASES="echo connect lines datagrams download requests wrk hold tls"   which kinds of case to run
 #   TLS_HOLD=2000           idle TLS connections of the tls case's memory run
+#   HTTP_HOLD=5000          idle HTTP keep-alive connections of the hold case's HTTP run
 #   HOLD_50K=1              also hold 50 000 idle connections
 #   HOLD_SECS=5             how long the hold case keeps its connections idle
 #   FILE_MB=1024            size of the download file (rounded up to 16 MiB)
 #   REPEAT=2                downloads per client in the download case
-#   LINES_CONNS=8           connections of the lines case
+#   LINES_CONNS="8 64"      connections of the lines case, one run each
 #   BASE_PORT=23100         ports used: BASE_PORT .. BASE_PORT+31 on 127.0.0.1, kept
 #                           below the ephemeral range (ip_local_port_range)
 #   SERVER_CPU=0 LOAD_CPU=1 cores for taskset
 #   NO_INSTALL=1            do not apt-get install socat / ncat
 #   OUT_DIR=DIR             where results.jsonl and RESULTS.md go
 #   LOADGEN=PATH            use this load generator instead of building examples/loadgen.rs
+#
+# The wrk case: keep-alive GETs by wrk (a load tool nobody here wrote), 1
+# thread and 64 connections, against switchboard's download port (at
+# RUST_LOG=warn: no access log) and nginx (one process, sendfile on, access
+# log off): a 1 KiB file (requests/s, CPU per request) and a 1 MiB file
+# (requests/s, CPU per MB). The hold case also holds HTTP_HOLD idle
+# keep-alive connections on each of them, each after one GET (loadgen hold
+# --path): server RSS growth per connection, then each must answer again.
 #
 # The tls case: switchboard against nginx (one process, as in the requests
 # case), both with the same self-signed P-256 ECDSA certificate made for
@@ -84,6 +93,7 @@ if [ "$quick" = 1 ]; then
   FILE_MB=${FILE_MB:-256}
   REPEAT=${REPEAT:-1}
   ECHO_SESSIONS=${ECHO_SESSIONS:-2}
+  HTTP_HOLD=${HTTP_HOLD:-2000}
   OUT_DIR=${OUT_DIR:-$root/target/bench}
   suffix=-quick
 else
@@ -96,9 +106,10 @@ else
   OUT_DIR=${OUT_DIR:-$root/bench}
   suffix=
 fi
-CASES=${CASES:-echo connect lines datagrams download requests hold tls}
+CASES=${CASES:-echo connect lines datagrams download requests wrk hold tls}
 TLS_HOLD=${TLS_HOLD:-2000}
-LINES_CONNS=${LINES_CONNS:-8}
+HTTP_HOLD=${HTTP_HOLD:-5000}
+LINES_CONNS=${LINES_CONNS:-8 64}
 BASE_PORT=${BASE_PORT:-23100}
 HOLD_50K=${HOLD_50K:-0}
 
@@ -246,8 +257,8 @@ fi
 have_wrk=0
 if have wrk; then
   have_wrk=1
-elif [[ " $CASES " == *" tls "* ]]; then
-  note "wrk not installed: the tls case's HTTPS request and download runs are skipped"
+elif [[ " $CASES " == *" tls "* || " $CASES " == *" wrk "* ]]; then
+  note "wrk not installed: the wrk case and the tls case's HTTPS request and download runs are skipped"
 fi
 
 # --- pinning
@@ -265,7 +276,7 @@ fi
 # each side (both processes inherit this limit).
 hold_counts=(10000)
 [ "$HOLD_50K" = 1 ] && hold_counts+=(50000)
-want_fds=$((${hold_counts[-1]} + 1000))
+want_fds=$((${hold_counts[-1]} > HTTP_HOLD ? ${hold_counts[-1]} + 1000 : HTTP_HOLD + 1000))
 if [ "$(ulimit -Hn)" != unlimited ] && [ "$(ulimit -Hn)" -lt "$want_fds" ]; then
   ulimit -Hn "$want_fds" 2> /dev/null || true # works as root
 fi
@@ -345,9 +356,10 @@ file_sha=$(cat "$file.sha256")
 serve_dir=$work/serve
 mkdir -p "$serve_dir"
 ln "$file" "$serve_dir/$file_name" 2> /dev/null || cp "$file" "$serve_dir/$file_name"
-# The small file of the requests case.
+# The small file of the requests case, and the 1 MiB one of the wrk case.
 head -c 1024 /dev/urandom > "$serve_dir/small-1k.bin"
-chmod a+rx "$work" "$serve_dir" && chmod a+r "$serve_dir/small-1k.bin" "$serve_dir/$file_name"
+head -c 1M /dev/urandom > "$serve_dir/medium-1m.bin"
+chmod a+rx "$work" "$serve_dir" && chmod a+r "$serve_dir/small-1k.bin" "$serve_dir/medium-1m.bin" "$serve_dir/$file_name"
 # nginx for the same file: one process (master_process off, so its CPU time
 # is one process's, as switchboard's is), sendfile on, access log off on
 # both (switchboard logs at warn for this case: see start_server).
@@ -358,7 +370,7 @@ master_process off;
 worker_processes 1;
 pid $work/nginx.pid;
 error_log $work/nginx-error.log;
-events { worker_connections 4096; }
+events { worker_connections $((HTTP_HOLD + 1000)); }
 http {
   access_log off;
   sendfile on;
@@ -487,7 +499,7 @@ start_server() {
         lines:switchboard:random-bot-redis) port=$p_sb_random_redis ;;
         connect:switchboard:refused) port=$p_sb_refused ;;
         connect:switchboard:proxy-v2) port=$p_sb_proxied ;;
-        requests:*) port=$p_sb_download ;;
+        requests:* | wrk:* | hold-http:*) port=$p_sb_download ;;
         tls-handshake:*) port=$p_sb_tls_echo ;;
         tls-*) port=$p_sb_tls_download ;;
         # The embedded default's UDP echo, on the echo's port number.
@@ -495,7 +507,7 @@ start_server() {
         *) port=$p_sb_echo ;;
       esac
       # Access logs off on both sides of the requests case (nginx: access_log off).
-      if [ "$kind" = requests ] || [[ $kind == tls-* ]]; then
+      if [ "$kind" = requests ] || [ "$kind" = wrk ] || [ "$kind" = hold-http ] || [[ $kind == tls-* ]]; then
         cmd=(env RUST_LOG=warn "$switchboard" -c "$config")
       fi
       ;;
@@ -601,8 +613,10 @@ run_one() {
     record "$label" "$case_name" "$round" "" "server did not start"
     return 0
   fi
-  local out=$work/loadgen.out err=$work/loadgen.err status=0
-  timeout --foreground -k 5 "$limit" "${load_pin[@]}" "$loadgen" "$kind" --addr "127.0.0.1:$port" \
+  local out=$work/loadgen.out err=$work/loadgen.err status=0 mode=$kind
+  # The HTTP keep-alive hold is loadgen's hold with --path.
+  [ "$kind" = hold-http ] && mode=hold
+  timeout --foreground -k 5 "$limit" "${load_pin[@]}" "$loadgen" "$mode" --addr "127.0.0.1:$port" \
     --duration "$DURATION" --deadline $((limit - 10)) --json-only --server-pid "$server_pid" \
     "$@" > "$out" 2> "$err" || status=$?
   local up=1
@@ -680,7 +694,8 @@ end
 EOF
 
 # run_wrk LABEL CASE KIND ROUND TIMEOUT CONNECTIONS PATH: one wrk run (1
-# thread, pinned to the load core) against https://127.0.0.1:PORT/PATH;
+# thread, pinned to the load core) against http://127.0.0.1:PORT/PATH
+# (https:// for the tls-* kinds);
 # records a line like loadgen's, with the server's CPU per unit of work
 # (request, MB), its peak RSS (VmHWM), and wrk's own CPU share.
 run_wrk() {
@@ -693,10 +708,12 @@ run_wrk() {
   fi
   local out=$work/wrk.out times=$work/wrk.time status=0 before after hwm pid=$server_pid
   before=$(cpu_ticks "$server_pid" || echo "")
+  local scheme=http
+  [[ $kind == tls-* ]] && scheme=https
   local began=$EPOCHREALTIME
   timeout --foreground -k 5 "$limit" "${load_pin[@]}" /usr/bin/time -o "$times" -f 'WRKTIME %U %S %e' \
     wrk -t1 -c"$conns" -d"${DURATION}s" --timeout "$((limit - 10))s" -s "$wrk_lua" \
-    "https://127.0.0.1:$port$path" > "$out" 2>&1 || status=$?
+    "$scheme://127.0.0.1:$port$path" > "$out" 2>&1 || status=$?
   local ended=$EPOCHREALTIME
   after=$(cpu_ticks "$server_pid" || echo "")
   hwm=$(awk '/^VmHWM:/ { print $2 * 1024 }' "/proc/$server_pid/status" 2> /dev/null || echo "")
@@ -824,9 +841,11 @@ if wants connect; then
 fi
 
 if wants lines; then
-  run_case "lines c$LINES_CONNS" lines "$t_short" \
-    "switchboard:keyword-bot switchboard:random-bot $history_variants ceiling" \
-    --connections "$LINES_CONNS" --message hello
+  for conns in $LINES_CONNS; do
+    run_case "lines c$conns" lines "$t_short" \
+      "switchboard:keyword-bot switchboard:random-bot $history_variants ceiling" \
+      --connections "$conns" --message hello
+  done
 fi
 
 if wants datagrams; then
@@ -849,11 +868,26 @@ if wants requests; then
     --connections 8 --path /small-1k.bin --expect-size 1024
 fi
 
+if wants wrk && [ "$have_wrk" = 1 ]; then
+  for size in 1K 1M; do
+    path=/small-1k.bin
+    [ "$size" = 1M ] && path=/medium-1m.bin
+    say "case: wrk c64 $size"
+    for round in $(seq "$ROUNDS"); do
+      for label in switchboard ${peers_http[*]}; do
+        run_wrk "$label" "wrk c64 $size" wrk "$round" "$t_short" 64 "$path"
+      done
+    done
+  done
+fi
+
 if wants hold; then
   for n in "${hold_counts[@]}"; do
     run_case "hold $n" hold $((DURATION + HOLD_SECS + 120)) "switchboard" \
       --connections "$n" --hold "$HOLD_SECS"
   done
+  run_case "hold-http $HTTP_HOLD" hold-http $((DURATION + HOLD_SECS + 120)) "switchboard ${peers_http[*]}" \
+    --connections "$HTTP_HOLD" --hold "$HOLD_SECS" --path /small-1k.bin --expect-size 1024
 fi
 
 if wants tls; then
@@ -889,7 +923,7 @@ note "load average at the end of the run (1, 5, 15 min): $(cut -d' ' -f1-3 /proc
 say "report"
 python3 "$root/bench/report.py" --results "$results" --out "$report" \
   --command "$command_line" --notes "$notes" \
-  --settings "rounds=$ROUNDS duration=${DURATION}s echo_sessions=$ECHO_SESSIONS file=$((blocks * 16))MiB repeat=$REPEAT hold=${HOLD_SECS}s lines_connections=$LINES_CONNS tls_hold=$TLS_HOLD"
+  --settings "rounds=$ROUNDS duration=${DURATION}s echo_sessions=$ECHO_SESSIONS file=$((blocks * 16))MiB repeat=$REPEAT hold=${HOLD_SECS}s lines_connections=${LINES_CONNS// /,} http_hold=$HTTP_HOLD tls_hold=$TLS_HOLD"
 echo "results: $results"
 echo "report:  $report"
 if [ "$peer_failures" -gt 0 ]; then

@@ -4,6 +4,7 @@
 //! loadgen --addr 127.0.0.1:10010 echo --connections 4      # MB/s through echo, every byte verified
 //! loadgen --addr 127.0.0.1:10010 connect --workers 8       # connections/s, p50/p99 latency (--proxy-v2: behind a PROXY header)
 //! loadgen --addr 127.0.0.1:10010 hold --connections 10000  # idle connections; server RSS per connection
+//! loadgen --addr 127.0.0.1:1111 hold --connections 2000 --path /f --expect-size N   # idle HTTP keep-alive connections
 //! loadgen --addr 127.0.0.1:1111 download --file F --expect-size N --expect-sha256 HEX   # MB/s
 //! loadgen --addr 127.0.0.1:10086 lines --connections 8     # bot request/reply rate, p50/p99
 //! loadgen --addr 127.0.0.1:8443 tls-handshake --workers 8      # full TLS 1.3 handshakes/s (no resumption)
@@ -214,7 +215,18 @@ struct HoldArgs {
     /// Seconds the connections stay idle once all are open.
     #[arg(long, default_value_t = 2.0, value_name = "SECS", value_parser = secs)]
     hold: f64,
+    /// HTTP keep-alive instead of echo: each connection GETs this path
+    /// once before the hold (so the server holds an idle keep-alive
+    /// connection after a request) and once after it, instead of a ping.
+    #[arg(long, value_name = "PATH", requires = "expect_size")]
+    path: Option<String>,
+    /// Expected body length of those GETs.
+    #[arg(long, value_name = "BYTES", requires = "path")]
+    expect_size: Option<u64>,
 }
+
+/// Client read buffer of a held connection: a small response fits.
+const HOLD_READ_BUFFER: usize = 2048;
 
 #[derive(Debug, Args)]
 struct DownloadArgs {
@@ -1338,32 +1350,77 @@ async fn hold(
     if failed > 0 {
         eprintln!("loadgen: hold: {failed} connect(s) failed: {first}");
     }
+    let request: Option<Arc<[u8]>> = match &args.path {
+        Some(path) => {
+            ensure!(
+                path.starts_with('/') && !path.contains(['\r', '\n', ' ']),
+                "--path must be an absolute path without spaces"
+            );
+            Some(
+                format!("GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n")
+                    .into_bytes()
+                    .into(),
+            )
+        }
+        None => None,
+    };
+    let expect = args.expect_size.unwrap_or(0);
+    let gate = Arc::new(Semaphore::new(CONNECT_CONCURRENCY));
+    // One exchange on every connection: a GET (HTTP) or a ping (echo);
+    // returns the connections with how many answered.
+    let exchange_all = |streams: Vec<BufReader<TcpStream>>| {
+        let (gate, request) = (gate.clone(), request.clone());
+        async move {
+            let mut set = JoinSet::new();
+            for mut stream in streams {
+                let permit = gate.clone().acquire_owned().await?;
+                let request = request.clone();
+                set.spawn(async move {
+                    let exchange = async {
+                        if let Some(request) = &request {
+                            stream.write_all(request).await?;
+                            return http_response(&mut stream, expect).await;
+                        }
+                        stream.write_all(b"ping\n").await?;
+                        let mut back = [0u8; 5];
+                        stream.read_exact(&mut back).await?;
+                        anyhow::Ok(&back == b"ping\n")
+                    };
+                    let answered = matches!(timeout(IO_TIMEOUT, exchange).await, Ok(Ok(true)));
+                    drop(permit);
+                    (answered, stream)
+                });
+            }
+            let (mut answered, mut kept) = (0u64, Vec::with_capacity(set.len()));
+            while let Some(joined) = set.join_next().await {
+                if let Ok((ok, stream)) = joined {
+                    answered += u64::from(ok);
+                    kept.push(stream);
+                }
+            }
+            anyhow::Ok((answered, kept))
+        }
+    };
+    let mut streams: Vec<_> = streams
+        .into_iter()
+        .map(|s| BufReader::with_capacity(HOLD_READ_BUFFER, s))
+        .collect();
+    if request.is_some() {
+        // The request before the hold: the server then holds a keep-alive
+        // connection that has served one, as after a browser's first page.
+        let (served, kept) = exchange_all(streams).await?;
+        report.put("served_before_hold", served);
+        if served < opened {
+            report.fail(format!(
+                "only {served} of {opened} connections answered the first GET"
+            ));
+        }
+        streams = kept;
+    }
     sleep(hold).await;
     let rss_idle = rss.now();
-    // Every connection must still answer: "ping\n" comes back from echo.
-    let gate = Arc::new(Semaphore::new(CONNECT_CONCURRENCY));
-    let mut set = JoinSet::new();
-    for mut stream in streams {
-        let permit = gate.clone().acquire_owned().await?;
-        set.spawn(async move {
-            let ping = async {
-                stream.write_all(b"ping\n").await?;
-                let mut back = [0u8; 5];
-                stream.read_exact(&mut back).await?;
-                anyhow::Ok(&back == b"ping\n")
-            };
-            let answered = matches!(timeout(IO_TIMEOUT, ping).await, Ok(Ok(true)));
-            drop(permit);
-            (answered, stream)
-        });
-    }
-    let (mut answered, mut keep) = (0u64, Vec::with_capacity(n));
-    while let Some(joined) = set.join_next().await {
-        if let Ok((ok, stream)) = joined {
-            answered += u64::from(ok);
-            keep.push(stream);
-        }
-    }
+    // Every connection must still answer.
+    let (answered, keep) = exchange_all(streams).await?;
     drop(keep);
     report.put("connections_opened", opened);
     report.put("connect_errors", failed);
