@@ -477,7 +477,8 @@ def build(runs, command, settings, notes):
         cost_rows,
         "Not measured (the runs carry no server CPU time).",
         intro=(
-            "Not a target: what each unit of work cost the server, from its /proc CPU time "
+            "What each unit of work cost the server (its targets are in the ratios above), "
+            "from its /proc CPU time "
             "over the run (switchboard, the ceilings and nginx, one process; socat and ncat "
             "fork per connection, and their children's time is not counted reliably). Where the load generator is the "
             "limit (server busy well below 100%), equal rates can hide unequal costs; this "
