@@ -511,7 +511,9 @@ impl<S: Io> Connection<S> {
 
     /// Sends `head` (an HTTP response head; empty for the raw protocol),
     /// then the `len` bytes of `file` from `start`, at most `chunk` bytes a
-    /// call; returns the bytes of the file sent. A body of at most
+    /// write through a buffer, and at most the larger of `chunk` and
+    /// [`file_send::SENDFILE_STEP`] a sendfile call; returns the bytes of
+    /// the file sent. A body of at most
     /// [`file_send::SMALL_BODY`] bytes that the page cache holds goes out
     /// with the head in one write.
     /// On a TCP socket this is sendfile(2): the bytes go from the page cache
@@ -584,7 +586,7 @@ impl<S: Io> Connection<S> {
                 tcp,
                 &file,
                 end,
-                chunk,
+                chunk.max(file_send::SENDFILE_STEP),
                 &deadlines,
                 &mut progress.offset,
                 &mut report,

@@ -69,7 +69,8 @@ const SMALL_BODY: usize = 16 * 1024;
 pub struct DownloadConfig {
     /// Directory served; resolved to an absolute path without symlinks at load.
     pub root: PathBuf,
-    /// Bytes sent per write.
+    /// Bytes sent per write through a buffer (TLS, listings); a sendfile
+    /// call asks for at least 1 MiB.
     #[serde(default = "default_chunk_size")]
     pub chunk_size: usize,
     /// Serve names starting with `.`.
