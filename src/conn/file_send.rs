@@ -73,6 +73,12 @@ pub(super) struct SendReport {
     pub cache_misses: u64,
 }
 
+/// What a sendfile call asks for at least. The call takes what the socket
+/// has room for and returns at once, so asking for more costs no waiting:
+/// in 64 KiB calls a 1 MiB GET took 17 sendfile calls where nginx makes
+/// one (`strace -c` under wrk).
+pub(super) const SENDFILE_STEP: usize = 1024 * 1024;
+
 /// Sends `file` from `offset` up to `end` with sendfile(2), at most `chunk`
 /// a call, advancing `offset`; stops early if the file shrinks.
 pub(super) async fn sendfile(
@@ -85,21 +91,35 @@ pub(super) async fn sendfile(
     report: &mut SendReport,
 ) -> Result<(), ConnError> {
     let start = *offset;
-    // Bytes before this were just read through the page cache: not probed again.
-    let mut warmed_until = start;
+    // Bytes before this were just probed as cached, or read through the
+    // page cache: not probed again.
+    let mut cached_until = start;
     let mut memory_backed = None;
     while *offset < end {
         let (until, late) = deadlines.next_write(*offset - start);
         let left = end - *offset;
         let want = usize::try_from(left).map_or(chunk, |left| left.min(chunk));
-        let past_warmed = *offset + want as u64 > warmed_until;
-        let cold = past_warmed
-            && match residency(file, *offset, want) {
-                Residency::Cached => false,
+        let past_known = *offset + want as u64 > cached_until;
+        // One probe of a range of PROBE_AHEAD rather than of each call's:
+        // its stride, not the calls, decides how many system calls it takes.
+        let ahead = usize::try_from(left).map_or(PROBE_AHEAD, |left| left.min(PROBE_AHEAD));
+        let ahead = want.max(ahead);
+        let cold = past_known
+            && match residency(file, *offset, ahead) {
+                Residency::Cached => {
+                    cached_until = *offset + ahead as u64;
+                    false
+                }
                 Residency::NotCached => true,
                 // A file system that cannot say: in memory anyway (tmpfs),
                 // or read on the blocking pool to be safe.
-                Residency::Unknown => !*memory_backed.get_or_insert_with(|| is_memory_backed(file)),
+                Residency::Unknown => {
+                    let in_memory = *memory_backed.get_or_insert_with(|| is_memory_backed(file));
+                    if in_memory {
+                        cached_until = end;
+                    }
+                    !in_memory
+                }
             };
         if cold {
             report.cache_misses += 1;
@@ -108,8 +128,9 @@ pub(super) async fn sendfile(
             timeout_at(until, warm(file, *offset, ahead))
                 .await
                 .map_err(|_| ConnError::DiskStalled)??;
-            warmed_until = *offset + ahead as u64;
+            cached_until = *offset + ahead as u64;
         }
+        let mut waited = false;
         let send = async {
             loop {
                 tcp.writable().await?;
@@ -118,12 +139,17 @@ pub(super) async fn sendfile(
                         .map_err(io::Error::from)
                 });
                 match sent {
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => waited = true,
                     other => return other,
                 }
             }
         };
         let sent = timeout_at(until, send).await.map_err(|_| late)??;
+        // While the client was slow, the pages probed ahead may have been
+        // evicted: probed again before the next call.
+        if waited {
+            cached_until = cached_until.min(*offset);
+        }
         if sent == 0 {
             break;
         }
@@ -136,6 +162,11 @@ const PAGE: u64 = 4096;
 
 /// Distance between the bytes probed in a range.
 const PROBE_STRIDE: u64 = 128 * 1024;
+
+/// Bytes probed at once ahead of a send: 9 probes a MiB, where probing
+/// each 64 KiB call took 32 (over half the server's system calls in 1 MiB
+/// GETs).
+const PROBE_AHEAD: usize = 1024 * 1024;
 
 /// Whether a range of a file is in the page cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
