@@ -21,11 +21,12 @@ pub(crate) mod text;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 #[cfg(test)]
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout, timeout_at};
@@ -46,6 +47,8 @@ use crate::metrics::{CloseReason, ListenerMetrics};
 /// makes the kernel send RST, which can destroy the reply in flight.
 const LINGER_TIME: Duration = Duration::from_secs(1);
 const LINGER_BYTES: u64 = 256 * 1024;
+/// The read size of that drain.
+const LINGER_SCRATCH: usize = 4096;
 
 /// The per-listener settings a connection needs.
 #[derive(Debug, Clone, PartialEq)]
@@ -157,46 +160,74 @@ pub(crate) enum Incoming<T> {
 
 /// What a reload tells an open connection; the listener decides, and
 /// fires them, when it replaces the route the connection was accepted on.
+/// One allocation a connection: the verdicts are flags (a connection asks
+/// at every request, without a lock), and one `Notify` wakes the waits.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct ReloadSignals {
-    /// Fired when the listener's settings were replaced: a request-response
-    /// protocol takes no further request on this connection (see
-    /// [`Connection::route_retired`]).
-    pub retired: CancellationToken,
-    /// Fired when the new access lists no longer admit the client: every
-    /// read ends with [`ConnError::Denied`].
-    pub denied: CancellationToken,
-    /// What was fired, readable without the tokens' locks (a connection
-    /// asks at every request).
-    fired: Arc<Fired>,
+    state: Arc<ReloadState>,
 }
 
-/// The verdicts of [`ReloadSignals`], as flags.
 #[derive(Debug, Default)]
-struct Fired {
-    retired: AtomicBool,
-    denied: AtomicBool,
+struct ReloadState {
+    /// [`RETIRED`] and [`DENIED`], once fired.
+    fired: AtomicU8,
+    /// Woken when a verdict is fired.
+    changed: tokio::sync::Notify,
 }
+
+/// The listener's settings were replaced.
+const RETIRED: u8 = 1;
+/// The new access lists no longer admit the client.
+const DENIED: u8 = 2;
 
 impl ReloadSignals {
-    /// The listener's settings were replaced.
+    /// The listener's settings were replaced: a request-response protocol
+    /// takes no further request on this connection (see
+    /// [`Connection::route_retired`]).
     pub(crate) fn retire(&self) {
-        self.fired.retired.store(true, Ordering::Release);
-        self.retired.cancel();
+        self.fire(RETIRED);
     }
 
-    /// The new access lists no longer admit the client.
+    /// The new access lists no longer admit the client: every read ends
+    /// with [`ConnError::Denied`]. (A denial retires the route too.)
     pub(crate) fn deny(&self) {
-        self.fired.denied.store(true, Ordering::Release);
-        self.denied.cancel();
+        self.fire(RETIRED | DENIED);
+    }
+
+    fn fire(&self, verdict: u8) {
+        self.state.fired.fetch_or(verdict, Ordering::Release);
+        self.state.changed.notify_waiters();
     }
 
     fn is_retired(&self) -> bool {
-        self.fired.retired.load(Ordering::Acquire)
+        self.state.fired.load(Ordering::Acquire) & RETIRED != 0
     }
 
     fn is_denied(&self) -> bool {
-        self.fired.denied.load(Ordering::Acquire)
+        self.state.fired.load(Ordering::Acquire) & DENIED != 0
+    }
+
+    /// Returns once the route is retired (see [`ReloadSignals::retire`]).
+    pub(crate) async fn retired(&self) {
+        self.fired(RETIRED).await;
+    }
+
+    /// Returns once the client is denied (see [`ReloadSignals::deny`]).
+    pub(crate) async fn denied(&self) {
+        self.fired(DENIED).await;
+    }
+
+    async fn fired(&self, verdict: u8) {
+        loop {
+            // Registered before the flag is read: a verdict fired between
+            // the two still wakes this wait.
+            let mut changed = std::pin::pin!(self.state.changed.notified());
+            changed.as_mut().enable();
+            if self.state.fired.load(Ordering::Acquire) & verdict != 0 {
+                return;
+            }
+            changed.await;
+        }
     }
 }
 
@@ -243,6 +274,7 @@ impl<S: Io> Connection<S> {
         settings: Settings,
         shutdown: CancellationToken,
         metrics: Arc<ListenerMetrics>,
+        reload: ReloadSignals,
     ) -> Self {
         metrics.opened();
         let opened = Instant::now();
@@ -264,7 +296,7 @@ impl<S: Io> Connection<S> {
             metrics,
             opened,
             close_reason: CloseReason::Dropped,
-            reload: ReloadSignals::default(),
+            reload,
             writing: false,
             closed_cleanly: false,
             response_in_flight: None,
@@ -282,12 +314,6 @@ impl<S: Io> Connection<S> {
             accepted + self.settings.first_message_timeout,
             self.settings.first_message_timeout,
         ));
-        self
-    }
-
-    /// Listens to what reloads tell this connection.
-    pub(crate) fn with_reload_signals(mut self, reload: ReloadSignals) -> Self {
-        self.reload = reload;
         self
     }
 
@@ -339,7 +365,7 @@ impl<S: Io> Connection<S> {
         let (until, timed_out) = self.wait_limit();
         let read = tokio::select! {
             biased;
-            () = self.reload.retired.cancelled() => return None,
+            () = self.reload.retired() => return None,
             () = self.shutdown.cancelled() => return Some(Ok(Incoming::Shutdown)),
             read = timeout_at(until, self.stream.read_buf(buf)) => read,
         };
@@ -376,14 +402,43 @@ impl<S: Io> Connection<S> {
         let untouched = self.untouched();
         tokio::select! {
             biased;
-            () = self.reload.denied.cancelled() => Err(ConnError::Denied),
+            () = self.reload.denied() => Err(ConnError::Denied),
             () = self.shutdown.cancelled() => Ok(Incoming::Shutdown),
-            () = self.reload.retired.cancelled(), if untouched => Err(ConnError::Rerouted),
+            () = self.reload.retired(), if untouched => Err(ConnError::Rerouted),
             peeked = timeout_at(until, tcp.peek(&mut probe)) => match peeked {
                 Ok(peeked) => peeked.map(|_| Incoming::Data(())).map_err(ConnError::from),
                 Err(_) => Err(timed_out),
             },
         }
+    }
+
+    /// [`Connection::readable`] for a protocol waiting for its next
+    /// request, without holding a buffer meanwhile: `None` as soon as the
+    /// route is retired (see [`Connection::route_retired`]). A readiness
+    /// wait, not a peek: after the last request's read (shorter than its
+    /// buffer) the socket's readiness was cleared, so it costs no system
+    /// call; a readiness left over only means a read that finds nothing
+    /// and waits as [`Connection::read_chunk_until_retired`] does. Through
+    /// anything but a plaintext socket it returns at once.
+    pub(crate) async fn readable_until_retired(
+        &self,
+    ) -> Option<Result<Incoming<()>, ConnError>> {
+        let Some(tcp) = self.stream.get_ref().plaintext() else {
+            return Some(Ok(Incoming::Data(())));
+        };
+        let (until, timed_out) = self.wait_limit();
+        // A denial always comes with a retirement: the retirement answers both.
+        let ready = tokio::select! {
+            biased;
+            () = self.reload.retired() => return None,
+            () = self.shutdown.cancelled() => return Some(Ok(Incoming::Shutdown)),
+            ready = timeout_at(until, tcp.readable()) => ready,
+        };
+        Some(match ready {
+            Ok(Ok(())) => Ok(Incoming::Data(())),
+            Ok(Err(e)) => Err(e.into()),
+            Err(_) => Err(timed_out),
+        })
     }
 
     /// How long a wait for the client may last: the idle timeout, or less
@@ -407,9 +462,9 @@ impl<S: Io> Connection<S> {
         let untouched = self.untouched();
         let read = tokio::select! {
             biased;
-            () = self.reload.denied.cancelled() => return Err(ConnError::Denied),
+            () = self.reload.denied() => return Err(ConnError::Denied),
             () = self.shutdown.cancelled() => return Ok(Incoming::Shutdown),
-            () = self.reload.retired.cancelled(), if untouched => return Err(ConnError::Rerouted),
+            () = self.reload.retired(), if untouched => return Err(ConnError::Rerouted),
             read = timeout_at(until, self.stream.read_buf(buf)) => read,
         };
         self.chunk_read(read, timed_out)
@@ -456,7 +511,7 @@ impl<S: Io> Connection<S> {
         }
         let read = tokio::select! {
             biased;
-            () = self.reload.denied.cancelled() => return Err(ConnError::Denied),
+            () = self.reload.denied() => return Err(ConnError::Denied),
             () = self.shutdown.cancelled() => return Ok(Incoming::Shutdown),
             read = self.reader.next(&mut self.stream, self.first_message_by) => read?,
         };
@@ -665,10 +720,28 @@ impl<S: Io> Connection<S> {
             Ok(Ok(())) => self.closed_cleanly = true,
             _ => return,
         }
-        let mut sink = tokio::io::sink();
         // Read through the meter: these bytes came from the client too.
-        let mut unread = (&mut self.stream).take(LINGER_BYTES);
-        let _ = timeout_at(deadline, tokio::io::copy(&mut unread, &mut sink)).await;
+        // Into a scratch buffer on the stack of each poll: `tokio::io::copy`
+        // allocated (and zeroed) 8 KiB for every connection closed, most of
+        // which have nothing left to read.
+        let mut left = LINGER_BYTES;
+        let stream = &mut self.stream;
+        let drained = std::future::poll_fn(|cx| {
+            let mut scratch = [std::mem::MaybeUninit::<u8>::uninit(); LINGER_SCRATCH];
+            while left > 0 {
+                let want = usize::try_from(left).map_or(LINGER_SCRATCH, |l| l.min(LINGER_SCRATCH));
+                let mut buf = tokio::io::ReadBuf::uninit(&mut scratch[..want]);
+                match std::pin::Pin::new(&mut *stream).poll_read(cx, &mut buf) {
+                    Poll::Ready(Ok(())) if !buf.filled().is_empty() => {
+                        left -= buf.filled().len() as u64;
+                    }
+                    Poll::Ready(_) => break,
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+            Poll::Ready(())
+        });
+        let _ = timeout_at(deadline, drained).await;
     }
 
     /// Bounds the socket's send buffer to `bytes` (`SO_SNDBUF`), which also
@@ -780,6 +853,7 @@ fn counted_test_connection<S: Io>(stream: S, metrics: Arc<ListenerMetrics>) -> C
         settings,
         CancellationToken::new(),
         metrics,
+        ReloadSignals::default(),
     )
 }
 

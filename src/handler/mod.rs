@@ -298,13 +298,17 @@ macro_rules! handlers {
                 }
             }
 
-            /// Serves one connection; see [`Handler::serve`].
+            /// Serves one connection; see [`Handler::serve`]. Each handler's
+            /// future is boxed: inline, every connection's task would be as
+            /// large as the largest handler's state (an idle echo
+            /// connection paying for HTTP's), and an idle connection's
+            /// memory is mostly its task.
             pub(crate) async fn serve<S: Io>(
                 &self,
                 conn: &mut Connection<S>,
             ) -> Result<Ended, HandlerError> {
                 match self {
-                    $( AnyHandler::$variant(h) => h.serve(conn).await, )+
+                    $( AnyHandler::$variant(h) => Box::pin(h.serve(conn)).await, )+
                 }
             }
         }

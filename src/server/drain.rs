@@ -60,8 +60,21 @@ impl Drain {
     /// Runs a connection's task in its tracing span; it is dropped (closing
     /// its socket) if it is still running when the grace period ends.
     pub(crate) fn spawn(&self, connection: impl Future<Output = ()> + Send + 'static, span: Span) {
+        self.spawn_built(move || connection, span);
+    }
+
+    /// [`Drain::spawn`] for the future that `build` makes, made inside the
+    /// task. A future handed over whole is stored in the task twice (once as
+    /// what the task captured, once while it runs), and every idle
+    /// connection pays for that; `build` should capture only what the
+    /// connection's future is made from.
+    pub(crate) fn spawn_built<F>(&self, build: impl FnOnce() -> F + Send + 'static, span: Span)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
         let abort = self.abort.clone();
         let task = async move {
+            let connection = build();
             tokio::select! {
                 () = connection => {}
                 () = abort.cancelled() => warn!("dropped: the shutdown grace period is over"),

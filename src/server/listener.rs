@@ -386,7 +386,9 @@ impl Listener {
             let finishing = drain.finishing();
             let sources = sources.clone();
             let accepted = Instant::now();
-            let connection = async move {
+            // Built in the task (see `Drain::spawn_built`): an idle
+            // connection's memory is mostly its task's future.
+            let connection = move || async move {
                 let admitted = admit_proxied(&stream, peer, via_proxy, slot, &route, &sources);
                 // Shutdown does not wait for a header still on its way.
                 let admitted = tokio::select! {
@@ -417,7 +419,7 @@ impl Listener {
                 serve(stream, client, route, finishing, (routes, source), accepted).await;
                 drop((permit, descriptors, slot));
             };
-            drain.spawn(connection, span);
+            drain.spawn_built(connection, span);
         }
         debug!("stopped accepting");
     }
@@ -478,7 +480,14 @@ async fn admit_proxied(
         return Some((peer, slot));
     };
     span.record("via", field::display(peer));
-    let client = match proxy_header::read(stream, proxy.versions, proxy.header_timeout).await {
+    // Boxed: only connections through a balancer carry the header's read
+    // (and its buffer) in their task.
+    let header = Box::pin(proxy_header::read(
+        stream,
+        proxy.versions,
+        proxy.header_timeout,
+    ));
+    let client = match header.await {
         Ok(Proxied::Client(client)) => client,
         // The balancer speaking for itself (its health checks): not a
         // client, so not subject to `allow` or the per-source limits
@@ -530,7 +539,7 @@ impl Source {
 }
 
 /// Follows the reloads of an open connection's listener: when its route
-/// is replaced, fires `signals.retired`, and `signals.denied` if the new
+/// is replaced, retires `signals`, and denies them if the new
 /// access lists no longer admit `source`. Never returns: it ends when the
 /// connection does (a removed listener's connections are drained instead).
 async fn follow_reloads(
@@ -576,8 +585,8 @@ async fn serve(
         route.settings.clone(),
         shutdown,
         route.metrics.clone(),
+        signals.clone(),
     )
-    .with_reload_signals(signals.clone())
     .accepted_at(accepted);
     let (mut routes, source) = reloads;
     let mut reroutes = 0;
