@@ -209,22 +209,36 @@ impl ReloadSignals {
 
     /// Returns once the route is retired (see [`ReloadSignals::retire`]).
     pub(crate) async fn retired(&self) {
-        self.fired(RETIRED).await;
+        let _ = self.fired(RETIRED).await;
     }
 
     /// Returns once the client is denied (see [`ReloadSignals::deny`]).
     pub(crate) async fn denied(&self) {
-        self.fired(DENIED).await;
+        let _ = self.fired(DENIED).await;
     }
 
-    async fn fired(&self, verdict: u8) {
+    /// What ends a read under way: [`ConnError::Denied`], or while the
+    /// connection is `untouched` its retirement, [`ConnError::Rerouted`].
+    /// One wait for both (each wait is room in every connection's task).
+    async fn verdict(&self, untouched: bool) -> ConnError {
+        let ends = if untouched { RETIRED | DENIED } else { DENIED };
+        if self.fired(ends).await & DENIED != 0 {
+            ConnError::Denied
+        } else {
+            ConnError::Rerouted
+        }
+    }
+
+    /// Returns the verdicts fired, once one of `any_of` is.
+    async fn fired(&self, any_of: u8) -> u8 {
         loop {
-            // Registered before the flag is read: a verdict fired between
+            // Registered before the flags are read: a verdict fired between
             // the two still wakes this wait.
             let mut changed = std::pin::pin!(self.state.changed.notified());
             changed.as_mut().enable();
-            if self.state.fired.load(Ordering::Acquire) & verdict != 0 {
-                return;
+            let fired = self.state.fired.load(Ordering::Acquire);
+            if fired & any_of != 0 {
+                return fired;
             }
             changed.await;
         }
@@ -236,7 +250,7 @@ pub(crate) struct Connection<S: Io> {
     stream: Metered<S>,
     reader: MessageReader,
     peer: SocketAddr,
-    settings: Settings,
+    settings: Arc<Settings>,
     shutdown: CancellationToken,
     metrics: Arc<ListenerMetrics>,
     opened: Instant,
@@ -252,8 +266,9 @@ pub(crate) struct Connection<S: Io> {
     /// A connection dropped before that ends with RST.
     closed_cleanly: bool,
     /// The response being sent, logged by `Drop` if the task is dropped
-    /// before the handler logs it.
-    response_in_flight: Option<ResponseRecord>,
+    /// before the handler logs it. Boxed: only an HTTP response logged at
+    /// `info` has one, and every connection would carry its room.
+    response_in_flight: Option<Box<ResponseRecord>>,
     /// A sendfile under way: its bytes are counted when it ends, or by
     /// `Drop` if the task is dropped first.
     sendfile_progress: Option<SendfileProgress>,
@@ -271,7 +286,7 @@ impl<S: Io> Connection<S> {
     pub(crate) fn new(
         stream: S,
         peer: SocketAddr,
-        settings: Settings,
+        settings: Arc<Settings>,
         shutdown: CancellationToken,
         metrics: Arc<ListenerMetrics>,
         reload: ReloadSignals,
@@ -328,7 +343,7 @@ impl<S: Io> Connection<S> {
     /// from now on: the limits of its first message, its framing, and the
     /// signals of its new route. Its first-message deadline still counts
     /// from the accept.
-    pub(crate) fn reroute(&mut self, settings: Settings, reload: ReloadSignals) {
+    pub(crate) fn reroute(&mut self, settings: Arc<Settings>, reload: ReloadSignals) {
         debug_assert!(self.untouched(), "a connection is rerouted before any byte");
         self.reader = MessageReader::new(FrameLimits {
             max_message_bytes: settings.max_message_bytes,
@@ -402,9 +417,11 @@ impl<S: Io> Connection<S> {
         let untouched = self.untouched();
         tokio::select! {
             biased;
-            () = self.reload.denied() => Err(ConnError::Denied),
+            verdict = self.reload.verdict(untouched) => match verdict {
+                ConnError::Rerouted if self.shutdown.is_cancelled() => Ok(Incoming::Shutdown),
+                verdict => Err(verdict),
+            },
             () = self.shutdown.cancelled() => Ok(Incoming::Shutdown),
-            () = self.reload.retired(), if untouched => Err(ConnError::Rerouted),
             peeked = timeout_at(until, tcp.peek(&mut probe)) => match peeked {
                 Ok(peeked) => peeked.map(|_| Incoming::Data(())).map_err(ConnError::from),
                 Err(_) => Err(timed_out),
@@ -420,9 +437,7 @@ impl<S: Io> Connection<S> {
     /// call; a readiness left over only means a read that finds nothing
     /// and waits as [`Connection::read_chunk_until_retired`] does. Through
     /// anything but a plaintext socket it returns at once.
-    pub(crate) async fn readable_until_retired(
-        &self,
-    ) -> Option<Result<Incoming<()>, ConnError>> {
+    pub(crate) async fn readable_until_retired(&self) -> Option<Result<Incoming<()>, ConnError>> {
         let Some(tcp) = self.stream.get_ref().plaintext() else {
             return Some(Ok(Incoming::Data(())));
         };
@@ -462,9 +477,11 @@ impl<S: Io> Connection<S> {
         let untouched = self.untouched();
         let read = tokio::select! {
             biased;
-            () = self.reload.denied() => return Err(ConnError::Denied),
+            verdict = self.reload.verdict(untouched) => return match verdict {
+                ConnError::Rerouted if self.shutdown.is_cancelled() => Ok(Incoming::Shutdown),
+                verdict => Err(verdict),
+            },
             () = self.shutdown.cancelled() => return Ok(Incoming::Shutdown),
-            () = self.reload.retired(), if untouched => return Err(ConnError::Rerouted),
             read = timeout_at(until, self.stream.read_buf(buf)) => read,
         };
         self.chunk_read(read, timed_out)
@@ -793,7 +810,7 @@ impl<S: Io> Connection<S> {
     /// A response starts: it is logged by [`Connection::end_response`],
     /// or, should the connection be dropped first, when it is.
     pub(crate) fn begin_response(&mut self, record: ResponseRecord) {
-        self.response_in_flight = Some(record);
+        self.response_in_flight = Some(Box::new(record));
     }
 
     /// The response under way ended as `outcome`: writes its log line.
@@ -850,7 +867,7 @@ fn counted_test_connection<S: Io>(stream: S, metrics: Arc<ListenerMetrics>) -> C
     Connection::new(
         stream,
         "127.0.0.1:1".parse().expect("address"),
-        settings,
+        Arc::new(settings),
         CancellationToken::new(),
         metrics,
         ReloadSignals::default(),

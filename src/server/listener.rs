@@ -53,7 +53,8 @@ pub struct BindError {
 #[derive(Debug)]
 pub(crate) struct Route {
     pub(super) handler: AnyHandler,
-    pub(super) settings: conn::Settings,
+    /// Shared by its connections (each would otherwise carry a copy).
+    pub(super) settings: Arc<conn::Settings>,
     pub(super) metrics: Arc<ListenerMetrics>,
     tcp_keepalive: Option<Duration>,
     pub(super) access: Access,
@@ -101,7 +102,7 @@ impl Route {
         Route {
             tls,
             handler: AnyHandler::build(&config.handler, &ctx, previous.map(|r| &r.handler)),
-            settings,
+            settings: Arc::new(settings),
             metrics,
             tcp_keepalive: config.tcp_keepalive,
             access: config.access.clone(),
@@ -386,9 +387,7 @@ impl Listener {
             let finishing = drain.finishing();
             let sources = sources.clone();
             let accepted = Instant::now();
-            // Built in the task (see `Drain::spawn_built`): an idle
-            // connection's memory is mostly its task's future.
-            let connection = move || async move {
+            let connection = async move {
                 let admitted = admit_proxied(&stream, peer, via_proxy, slot, &route, &sources);
                 // Shutdown does not wait for a header still on its way.
                 let admitted = tokio::select! {
@@ -419,7 +418,7 @@ impl Listener {
                 serve(stream, client, route, finishing, (routes, source), accepted).await;
                 drop((permit, descriptors, slot));
             };
-            drain.spawn_built(connection, span);
+            drain.spawn(connection, span);
         }
         debug!("stopped accepting");
     }

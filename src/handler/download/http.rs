@@ -177,7 +177,10 @@ pub(super) async fn serve<S: Io>(
             && !request.has_body
             && served < MAX_REQUESTS_PER_CONNECTION
             && !conn.route_retired();
-        respond(download, conn, &request, keep_alive).await?;
+        // Boxed for the request's life: an idle keep-alive connection
+        // carries only what waiting for the next head needs, not room for a
+        // response under way (2 KB more a connection).
+        Box::pin(respond(download, conn, &request, keep_alive)).await?;
         if !keep_alive {
             return Ok(Ended::Completed);
         }
@@ -234,7 +237,9 @@ async fn read_head<S: Io>(
             match conn.readable_until_retired().await {
                 None => continue,
                 Some(Ok(Incoming::Data(()))) => {}
-                Some(Ok(Incoming::Closed) | Err(ConnError::Idle(_))) => return Ok(HeadRead::Closed),
+                Some(Ok(Incoming::Closed) | Err(ConnError::Idle(_))) => {
+                    return Ok(HeadRead::Closed);
+                }
                 Some(Ok(Incoming::Shutdown)) => return Ok(HeadRead::Shutdown),
                 Some(Err(e)) => return Err(e.into()),
             }
