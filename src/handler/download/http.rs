@@ -177,10 +177,7 @@ pub(super) async fn serve<S: Io>(
             && !request.has_body
             && served < MAX_REQUESTS_PER_CONNECTION
             && !conn.route_retired();
-        // Boxed for the request's life: an idle keep-alive connection
-        // carries only what waiting for the next head needs, not room for a
-        // response under way (2 KB more a connection).
-        Box::pin(respond(download, conn, &request, keep_alive)).await?;
+        respond(download, conn, &request, keep_alive).await?;
         if !keep_alive {
             return Ok(Ended::Completed);
         }
