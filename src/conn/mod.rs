@@ -413,7 +413,11 @@ impl<S: Io> Connection<S> {
         // A one-byte peek, not `readable()`: tokio reports a new socket
         // readable before anything arrived, and only a real read (or peek)
         // that would block clears that.
+        // Polled, not tokio's `peek` future: that one holds its own waiter
+        // (232 bytes), and this wait is room in every idle connection's task.
         let mut probe = [0u8; 1];
+        let mut probe = tokio::io::ReadBuf::new(&mut probe);
+        let peek = std::future::poll_fn(|cx| tcp.poll_peek(cx, &mut probe));
         let untouched = self.untouched();
         tokio::select! {
             biased;
@@ -422,7 +426,7 @@ impl<S: Io> Connection<S> {
                 verdict => Err(verdict),
             },
             () = self.shutdown.cancelled() => Ok(Incoming::Shutdown),
-            peeked = timeout_at(until, tcp.peek(&mut probe)) => match peeked {
+            peeked = timeout_at(until, peek) => match peeked {
                 Ok(peeked) => peeked.map(|_| Incoming::Data(())).map_err(ConnError::from),
                 Err(_) => Err(timed_out),
             },
@@ -447,7 +451,8 @@ impl<S: Io> Connection<S> {
             biased;
             () = self.reload.retired() => return None,
             () = self.shutdown.cancelled() => return Some(Ok(Incoming::Shutdown)),
-            ready = timeout_at(until, tcp.readable()) => ready,
+            // Polled, as `readable`'s peek is (no waiter of its own).
+            ready = timeout_at(until, std::future::poll_fn(|cx| tcp.poll_read_ready(cx))) => ready,
         };
         Some(match ready {
             Ok(Ok(())) => Ok(Incoming::Data(())),
