@@ -21,11 +21,12 @@ pub(crate) mod text;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 #[cfg(test)]
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout, timeout_at};
@@ -46,6 +47,8 @@ use crate::metrics::{CloseReason, ListenerMetrics};
 /// makes the kernel send RST, which can destroy the reply in flight.
 const LINGER_TIME: Duration = Duration::from_secs(1);
 const LINGER_BYTES: u64 = 256 * 1024;
+/// The read size of that drain.
+const LINGER_SCRATCH: usize = 4096;
 
 /// The per-listener settings a connection needs.
 #[derive(Debug, Clone, PartialEq)]
@@ -157,46 +160,88 @@ pub(crate) enum Incoming<T> {
 
 /// What a reload tells an open connection; the listener decides, and
 /// fires them, when it replaces the route the connection was accepted on.
+/// One allocation a connection: the verdicts are flags (a connection asks
+/// at every request, without a lock), and one `Notify` wakes the waits.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct ReloadSignals {
-    /// Fired when the listener's settings were replaced: a request-response
-    /// protocol takes no further request on this connection (see
-    /// [`Connection::route_retired`]).
-    pub retired: CancellationToken,
-    /// Fired when the new access lists no longer admit the client: every
-    /// read ends with [`ConnError::Denied`].
-    pub denied: CancellationToken,
-    /// What was fired, readable without the tokens' locks (a connection
-    /// asks at every request).
-    fired: Arc<Fired>,
+    state: Arc<ReloadState>,
 }
 
-/// The verdicts of [`ReloadSignals`], as flags.
 #[derive(Debug, Default)]
-struct Fired {
-    retired: AtomicBool,
-    denied: AtomicBool,
+struct ReloadState {
+    /// [`RETIRED`] and [`DENIED`], once fired.
+    fired: AtomicU8,
+    /// Woken when a verdict is fired.
+    changed: tokio::sync::Notify,
 }
+
+/// The listener's settings were replaced.
+const RETIRED: u8 = 1;
+/// The new access lists no longer admit the client.
+const DENIED: u8 = 2;
 
 impl ReloadSignals {
-    /// The listener's settings were replaced.
+    /// The listener's settings were replaced: a request-response protocol
+    /// takes no further request on this connection (see
+    /// [`Connection::route_retired`]).
     pub(crate) fn retire(&self) {
-        self.fired.retired.store(true, Ordering::Release);
-        self.retired.cancel();
+        self.fire(RETIRED);
     }
 
-    /// The new access lists no longer admit the client.
+    /// The new access lists no longer admit the client: every read ends
+    /// with [`ConnError::Denied`]. (A denial retires the route too.)
     pub(crate) fn deny(&self) {
-        self.fired.denied.store(true, Ordering::Release);
-        self.denied.cancel();
+        self.fire(RETIRED | DENIED);
+    }
+
+    fn fire(&self, verdict: u8) {
+        self.state.fired.fetch_or(verdict, Ordering::Release);
+        self.state.changed.notify_waiters();
     }
 
     fn is_retired(&self) -> bool {
-        self.fired.retired.load(Ordering::Acquire)
+        self.state.fired.load(Ordering::Acquire) & RETIRED != 0
     }
 
     fn is_denied(&self) -> bool {
-        self.fired.denied.load(Ordering::Acquire)
+        self.state.fired.load(Ordering::Acquire) & DENIED != 0
+    }
+
+    /// Returns once the route is retired (see [`ReloadSignals::retire`]).
+    pub(crate) async fn retired(&self) {
+        let _ = self.fired(RETIRED).await;
+    }
+
+    /// Returns once the client is denied (see [`ReloadSignals::deny`]).
+    pub(crate) async fn denied(&self) {
+        let _ = self.fired(DENIED).await;
+    }
+
+    /// What ends a read under way: [`ConnError::Denied`], or while the
+    /// connection is `untouched` its retirement, [`ConnError::Rerouted`].
+    /// One wait for both (each wait is room in every connection's task).
+    async fn verdict(&self, untouched: bool) -> ConnError {
+        let ends = if untouched { RETIRED | DENIED } else { DENIED };
+        if self.fired(ends).await & DENIED != 0 {
+            ConnError::Denied
+        } else {
+            ConnError::Rerouted
+        }
+    }
+
+    /// Returns the verdicts fired, once one of `any_of` is.
+    async fn fired(&self, any_of: u8) -> u8 {
+        loop {
+            // Registered before the flags are read: a verdict fired between
+            // the two still wakes this wait.
+            let mut changed = std::pin::pin!(self.state.changed.notified());
+            changed.as_mut().enable();
+            let fired = self.state.fired.load(Ordering::Acquire);
+            if fired & any_of != 0 {
+                return fired;
+            }
+            changed.await;
+        }
     }
 }
 
@@ -205,7 +250,7 @@ pub(crate) struct Connection<S: Io> {
     stream: Metered<S>,
     reader: MessageReader,
     peer: SocketAddr,
-    settings: Settings,
+    settings: Arc<Settings>,
     shutdown: CancellationToken,
     metrics: Arc<ListenerMetrics>,
     opened: Instant,
@@ -221,8 +266,9 @@ pub(crate) struct Connection<S: Io> {
     /// A connection dropped before that ends with RST.
     closed_cleanly: bool,
     /// The response being sent, logged by `Drop` if the task is dropped
-    /// before the handler logs it.
-    response_in_flight: Option<ResponseRecord>,
+    /// before the handler logs it. Boxed: only an HTTP response logged at
+    /// `info` has one, and every connection would carry its room.
+    response_in_flight: Option<Box<ResponseRecord>>,
     /// A sendfile under way: its bytes are counted when it ends, or by
     /// `Drop` if the task is dropped first.
     sendfile_progress: Option<SendfileProgress>,
@@ -240,9 +286,10 @@ impl<S: Io> Connection<S> {
     pub(crate) fn new(
         stream: S,
         peer: SocketAddr,
-        settings: Settings,
+        settings: Arc<Settings>,
         shutdown: CancellationToken,
         metrics: Arc<ListenerMetrics>,
+        reload: ReloadSignals,
     ) -> Self {
         metrics.opened();
         let opened = Instant::now();
@@ -264,7 +311,7 @@ impl<S: Io> Connection<S> {
             metrics,
             opened,
             close_reason: CloseReason::Dropped,
-            reload: ReloadSignals::default(),
+            reload,
             writing: false,
             closed_cleanly: false,
             response_in_flight: None,
@@ -285,12 +332,6 @@ impl<S: Io> Connection<S> {
         self
     }
 
-    /// Listens to what reloads tell this connection.
-    pub(crate) fn with_reload_signals(mut self, reload: ReloadSignals) -> Self {
-        self.reload = reload;
-        self
-    }
-
     /// True while nothing of the client's has been read: no byte in, no
     /// message started. Until then a reload sends the connection to the
     /// listener's new settings ([`ConnError::Rerouted`]).
@@ -302,7 +343,7 @@ impl<S: Io> Connection<S> {
     /// from now on: the limits of its first message, its framing, and the
     /// signals of its new route. Its first-message deadline still counts
     /// from the accept.
-    pub(crate) fn reroute(&mut self, settings: Settings, reload: ReloadSignals) {
+    pub(crate) fn reroute(&mut self, settings: Arc<Settings>, reload: ReloadSignals) {
         debug_assert!(self.untouched(), "a connection is rerouted before any byte");
         self.reader = MessageReader::new(FrameLimits {
             max_message_bytes: settings.max_message_bytes,
@@ -339,7 +380,7 @@ impl<S: Io> Connection<S> {
         let (until, timed_out) = self.wait_limit();
         let read = tokio::select! {
             biased;
-            () = self.reload.retired.cancelled() => return None,
+            () = self.reload.retired() => return None,
             () = self.shutdown.cancelled() => return Some(Ok(Incoming::Shutdown)),
             read = timeout_at(until, self.stream.read_buf(buf)) => read,
         };
@@ -372,18 +413,52 @@ impl<S: Io> Connection<S> {
         // A one-byte peek, not `readable()`: tokio reports a new socket
         // readable before anything arrived, and only a real read (or peek)
         // that would block clears that.
+        // Polled, not tokio's `peek` future: that one holds its own waiter
+        // (232 bytes), and this wait is room in every idle connection's task.
         let mut probe = [0u8; 1];
+        let mut probe = tokio::io::ReadBuf::new(&mut probe);
+        let peek = std::future::poll_fn(|cx| tcp.poll_peek(cx, &mut probe));
         let untouched = self.untouched();
         tokio::select! {
             biased;
-            () = self.reload.denied.cancelled() => Err(ConnError::Denied),
+            verdict = self.reload.verdict(untouched) => match verdict {
+                ConnError::Rerouted if self.shutdown.is_cancelled() => Ok(Incoming::Shutdown),
+                verdict => Err(verdict),
+            },
             () = self.shutdown.cancelled() => Ok(Incoming::Shutdown),
-            () = self.reload.retired.cancelled(), if untouched => Err(ConnError::Rerouted),
-            peeked = timeout_at(until, tcp.peek(&mut probe)) => match peeked {
+            peeked = timeout_at(until, peek) => match peeked {
                 Ok(peeked) => peeked.map(|_| Incoming::Data(())).map_err(ConnError::from),
                 Err(_) => Err(timed_out),
             },
         }
+    }
+
+    /// [`Connection::readable`] for a protocol waiting for its next
+    /// request, without holding a buffer meanwhile: `None` as soon as the
+    /// route is retired (see [`Connection::route_retired`]). A readiness
+    /// wait, not a peek: after the last request's read (shorter than its
+    /// buffer) the socket's readiness was cleared, so it costs no system
+    /// call; a readiness left over only means a read that finds nothing
+    /// and waits as [`Connection::read_chunk_until_retired`] does. Through
+    /// anything but a plaintext socket it returns at once.
+    pub(crate) async fn readable_until_retired(&self) -> Option<Result<Incoming<()>, ConnError>> {
+        let Some(tcp) = self.stream.get_ref().plaintext() else {
+            return Some(Ok(Incoming::Data(())));
+        };
+        let (until, timed_out) = self.wait_limit();
+        // A denial always comes with a retirement: the retirement answers both.
+        let ready = tokio::select! {
+            biased;
+            () = self.reload.retired() => return None,
+            () = self.shutdown.cancelled() => return Some(Ok(Incoming::Shutdown)),
+            // Polled, as `readable`'s peek is (no waiter of its own).
+            ready = timeout_at(until, std::future::poll_fn(|cx| tcp.poll_read_ready(cx))) => ready,
+        };
+        Some(match ready {
+            Ok(Ok(())) => Ok(Incoming::Data(())),
+            Ok(Err(e)) => Err(e.into()),
+            Err(_) => Err(timed_out),
+        })
     }
 
     /// How long a wait for the client may last: the idle timeout, or less
@@ -407,9 +482,11 @@ impl<S: Io> Connection<S> {
         let untouched = self.untouched();
         let read = tokio::select! {
             biased;
-            () = self.reload.denied.cancelled() => return Err(ConnError::Denied),
+            verdict = self.reload.verdict(untouched) => return match verdict {
+                ConnError::Rerouted if self.shutdown.is_cancelled() => Ok(Incoming::Shutdown),
+                verdict => Err(verdict),
+            },
             () = self.shutdown.cancelled() => return Ok(Incoming::Shutdown),
-            () = self.reload.retired.cancelled(), if untouched => return Err(ConnError::Rerouted),
             read = timeout_at(until, self.stream.read_buf(buf)) => read,
         };
         self.chunk_read(read, timed_out)
@@ -456,7 +533,7 @@ impl<S: Io> Connection<S> {
         }
         let read = tokio::select! {
             biased;
-            () = self.reload.denied.cancelled() => return Err(ConnError::Denied),
+            () = self.reload.denied() => return Err(ConnError::Denied),
             () = self.shutdown.cancelled() => return Ok(Incoming::Shutdown),
             read = self.reader.next(&mut self.stream, self.first_message_by) => read?,
         };
@@ -667,10 +744,28 @@ impl<S: Io> Connection<S> {
             Ok(Ok(())) => self.closed_cleanly = true,
             _ => return,
         }
-        let mut sink = tokio::io::sink();
         // Read through the meter: these bytes came from the client too.
-        let mut unread = (&mut self.stream).take(LINGER_BYTES);
-        let _ = timeout_at(deadline, tokio::io::copy(&mut unread, &mut sink)).await;
+        // Into a scratch buffer on the stack of each poll: `tokio::io::copy`
+        // allocated (and zeroed) 8 KiB for every connection closed, most of
+        // which have nothing left to read.
+        let mut left = LINGER_BYTES;
+        let stream = &mut self.stream;
+        let drained = std::future::poll_fn(|cx| {
+            let mut scratch = [std::mem::MaybeUninit::<u8>::uninit(); LINGER_SCRATCH];
+            while left > 0 {
+                let want = usize::try_from(left).map_or(LINGER_SCRATCH, |l| l.min(LINGER_SCRATCH));
+                let mut buf = tokio::io::ReadBuf::uninit(&mut scratch[..want]);
+                match std::pin::Pin::new(&mut *stream).poll_read(cx, &mut buf) {
+                    Poll::Ready(Ok(())) if !buf.filled().is_empty() => {
+                        left -= buf.filled().len() as u64;
+                    }
+                    Poll::Ready(_) => break,
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+            Poll::Ready(())
+        });
+        let _ = timeout_at(deadline, drained).await;
     }
 
     /// Bounds the bytes the socket queues that the network has not taken
@@ -729,7 +824,7 @@ impl<S: Io> Connection<S> {
     /// A response starts: it is logged by [`Connection::end_response`],
     /// or, should the connection be dropped first, when it is.
     pub(crate) fn begin_response(&mut self, record: ResponseRecord) {
-        self.response_in_flight = Some(record);
+        self.response_in_flight = Some(Box::new(record));
     }
 
     /// The response under way ended as `outcome`: writes its log line.
@@ -786,9 +881,10 @@ fn counted_test_connection<S: Io>(stream: S, metrics: Arc<ListenerMetrics>) -> C
     Connection::new(
         stream,
         "127.0.0.1:1".parse().expect("address"),
-        settings,
+        Arc::new(settings),
         CancellationToken::new(),
         metrics,
+        ReloadSignals::default(),
     )
 }
 

@@ -2,10 +2,12 @@
 //! finish (handlers watch [`Drain::finishing`]), then, when the grace period
 //! is over, the rest are dropped.
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::time::timeout;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, Span, info, warn};
 
@@ -60,14 +62,11 @@ impl Drain {
     /// Runs a connection's task in its tracing span; it is dropped (closing
     /// its socket) if it is still running when the grace period ends.
     pub(crate) fn spawn(&self, connection: impl Future<Output = ()> + Send + 'static, span: Span) {
-        let abort = self.abort.clone();
-        let task = async move {
-            tokio::select! {
-                () = connection => {}
-                () = abort.cancelled() => warn!("dropped: the shutdown grace period is over"),
-            }
-        };
-        let task = task.instrument(span);
+        let task = Abortable {
+            connection,
+            abort: self.abort.clone().cancelled_owned(),
+        }
+        .instrument(span);
         match &self.parent {
             Some(parent) => self.tracker.spawn(parent.track_future(task)),
             None => self.tracker.spawn(task),
@@ -100,6 +99,35 @@ impl Drain {
         // Each task ends at its next poll; this wait is short but still bounded.
         let _ = timeout(ABORT_WAIT, self.tracker.wait()).await;
         ShutdownReport { abandoned }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A connection's future, dropped when the grace period is over. A
+    /// struct, not an `async` block: a block would store the connection's
+    /// future twice (what it captured, and the running copy), and an idle
+    /// connection's memory is mostly its task.
+    struct Abortable<F> {
+        #[pin]
+        connection: F,
+        #[pin]
+        abort: WaitForCancellationFutureOwned,
+    }
+}
+
+impl<F: Future<Output = ()>> Future for Abortable<F> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.project();
+        if this.connection.poll(cx).is_ready() {
+            return Poll::Ready(());
+        }
+        if this.abort.poll(cx).is_ready() {
+            warn!("dropped: the shutdown grace period is over");
+            return Poll::Ready(());
+        }
+        Poll::Pending
     }
 }
 

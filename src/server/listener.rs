@@ -53,7 +53,8 @@ pub struct BindError {
 #[derive(Debug)]
 pub(crate) struct Route {
     pub(super) handler: AnyHandler,
-    pub(super) settings: conn::Settings,
+    /// Shared by its connections (each would otherwise carry a copy).
+    pub(super) settings: Arc<conn::Settings>,
     pub(super) metrics: Arc<ListenerMetrics>,
     tcp_keepalive: Option<Duration>,
     pub(super) access: Access,
@@ -101,7 +102,7 @@ impl Route {
         Route {
             tls,
             handler: AnyHandler::build(&config.handler, &ctx, previous.map(|r| &r.handler)),
-            settings,
+            settings: Arc::new(settings),
             metrics,
             tcp_keepalive: config.tcp_keepalive,
             access: config.access.clone(),
@@ -478,7 +479,14 @@ async fn admit_proxied(
         return Some((peer, slot));
     };
     span.record("via", field::display(peer));
-    let client = match proxy_header::read(stream, proxy.versions, proxy.header_timeout).await {
+    // Boxed: only connections through a balancer carry the header's read
+    // (and its buffer) in their task.
+    let header = Box::pin(proxy_header::read(
+        stream,
+        proxy.versions,
+        proxy.header_timeout,
+    ));
+    let client = match header.await {
         Ok(Proxied::Client(client)) => client,
         // The balancer speaking for itself (its health checks): not a
         // client, so not subject to `allow` or the per-source limits
@@ -530,7 +538,7 @@ impl Source {
 }
 
 /// Follows the reloads of an open connection's listener: when its route
-/// is replaced, fires `signals.retired`, and `signals.denied` if the new
+/// is replaced, retires `signals`, and denies them if the new
 /// access lists no longer admit `source`. Never returns: it ends when the
 /// connection does (a removed listener's connections are drained instead).
 async fn follow_reloads(
@@ -576,8 +584,8 @@ async fn serve(
         route.settings.clone(),
         shutdown,
         route.metrics.clone(),
+        signals.clone(),
     )
-    .with_reload_signals(signals.clone())
     .accepted_at(accepted);
     let (mut routes, source) = reloads;
     let mut reroutes = 0;

@@ -87,7 +87,9 @@ pub(super) async fn secure(
     let handshake = tokio::select! {
         biased;
         () = shutdown.cancelled() => Err(HandshakeError::Shutdown),
-        handshake = tls.handshake(stream) => handshake,
+        // Boxed: a plaintext connection's task does not carry the
+        // handshake's state (every idle connection pays for its task's size).
+        handshake = Box::pin(tls.handshake(stream)) => handshake,
     };
     match handshake {
         Ok(stream) => {

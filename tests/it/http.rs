@@ -1113,3 +1113,36 @@ async fn two_range_fields_are_ignored() {
         "{one}"
     );
 }
+
+/// An idle keep-alive connection (waiting for its next request without a
+/// buffer) is still closed by the idle timeout, and not before it.
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed_at_the_idle_timeout() {
+    let (_dir, root) = root();
+    let server = TestServer::start(&common::listener(
+        "files",
+        "download",
+        &format!("root = '{}'\nidle_timeout = \"700ms\"", root.display()),
+    ));
+    let mut conn = common::connect(server.addr("files")).await;
+    conn.write_all(b"HEAD /a.txt HTTP/1.1\r\n\r\n")
+        .await
+        .expect("send");
+    let mut first = [0u8; 17];
+    conn.read_exact(&mut first).await.expect("first response");
+    assert_eq!(&first, b"HTTP/1.1 200 OK\r\n");
+    let idle_since = std::time::Instant::now();
+    let mut rest = Vec::new();
+    timeout(LIMIT, conn.read_to_end(&mut rest))
+        .await
+        .expect("the idle keep-alive connection was never closed")
+        .expect("read");
+    let idle = idle_since.elapsed();
+    assert!(
+        idle >= Duration::from_millis(500) && idle < Duration::from_secs(5),
+        "closed after {idle:?} idle"
+    );
+    // The rest of the first response's head, and nothing after it.
+    let rest = String::from_utf8_lossy(&rest);
+    assert!(!rest.contains("HTTP/1.1"), "{rest}");
+}

@@ -507,3 +507,39 @@ async fn a_response_in_flight_during_a_reload_completes_then_the_connection_clos
     );
     server.shutdown().await;
 }
+
+/// An idle keep-alive connection, which waits for its next request without
+/// a buffer (a readiness wait), is still reached by a reload: it closes
+/// without the client sending anything, and the next connection gets the
+/// new rules.
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed_by_a_reload_without_a_request() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("a.txt"), b"a").expect("write");
+    let files = |extra: &str| {
+        private_listener(
+            23,
+            "files",
+            "download",
+            &format!("root = '{}'\n{extra}", dir.path().display()),
+        )
+    };
+    let mut server = TestServer::start(&files(""));
+    let addr = server.addr("files");
+    let mut idle = BufReader::new(connect_from(4, addr).await);
+    let (head, body) = keep_alive_get(&mut idle, "/a.txt").await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(body, b"a");
+    // Idle now, between requests: the reload must reach it.
+    let summary = server
+        .reload(&files("idle_timeout = \"4m\""))
+        .await
+        .expect("reload");
+    assert_eq!(summary.changed, ["files"]);
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(LIMIT, idle.read_to_end(&mut rest))
+        .await
+        .expect("the idle keep-alive connection stayed open after the reload");
+    assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+    server.shutdown().await;
+}

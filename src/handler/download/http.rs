@@ -140,6 +140,9 @@ pub(super) async fn serve<S: Io>(
 ) -> Result<Ended, HandlerError> {
     let mut buf = BytesMut::with_capacity(first_line.len() + 2 + READ_CHUNK);
     buf.extend_from_slice(&first_line);
+    // It holds the reader's buffer (it was split from it): not kept while
+    // the connection lives.
+    drop(first_line);
     // A request line that a pause ended (the quiet gap of the raw protocol)
     // is not over: its line ending, and the header fields, are still to
     // come, and must be read as part of this request, whatever the timing.
@@ -222,6 +225,20 @@ async fn read_head<S: Io>(
                 }
                 Ok(None) => {}
                 Err(status) => return Ok(HeadRead::Refused(status)),
+            }
+        }
+        if deadline.is_none() && buf.is_empty() {
+            // Between requests: an idle keep-alive connection holds no
+            // buffer, and a reload still reaches it.
+            *buf = BytesMut::new();
+            match conn.readable_until_retired().await {
+                None => continue,
+                Some(Ok(Incoming::Data(()))) => {}
+                Some(Ok(Incoming::Closed) | Err(ConnError::Idle(_))) => {
+                    return Ok(HeadRead::Closed);
+                }
+                Some(Ok(Incoming::Shutdown)) => return Ok(HeadRead::Shutdown),
+                Some(Err(e)) => return Err(e.into()),
             }
         }
         buf.reserve(

@@ -243,6 +243,50 @@ impl Download {
                 ListingError::Io(e) => HandlerError::Refused(io_reason(&e)),
             })
     }
+
+    /// Serves a raw-protocol request: `request` names a file, or a
+    /// directory for its listing.
+    async fn serve_raw<S: Io>(
+        &self,
+        conn: &mut Connection<S>,
+        request: bytes::BytesMut,
+    ) -> Result<Ended, HandlerError> {
+        let encoding = conn.settings().encoding;
+        let name = encoding.decode(&request).trim().to_owned();
+        let target = match self.resolve_target(&name).await {
+            Ok(target) => target,
+            Err(e) => {
+                info!(name = quote(&name, QUOTE_MAX_BYTES).as_str(), reason = %e, "download refused");
+                return Err(e);
+            }
+        };
+        match target {
+            Target::Directory { handle, path } => {
+                let Ok(_sending) = self.sending.clone().try_acquire_owned() else {
+                    return Err(HandlerError::Refused(Refusal::Busy));
+                };
+                let text = self.listing(handle, &path, encoding, Format::Text).await?;
+                info!(
+                    dir = quote(&path.to_string_lossy(), QUOTE_MAX_BYTES).as_str(),
+                    bytes = text.len(),
+                    "sending listing"
+                );
+                self.send_bytes(conn, &[], &text).await?;
+            }
+            Target::File { file, path, meta } => {
+                let Ok(_sending) = self.sending.clone().try_acquire_owned() else {
+                    return Err(HandlerError::Refused(Refusal::Busy));
+                };
+                info!(
+                    file = quote(&path.to_string_lossy(), QUOTE_MAX_BYTES).as_str(),
+                    bytes = meta.len(),
+                    "sending file"
+                );
+                self.send_range(conn, &[], file, 0, meta.len()).await?;
+            }
+        }
+        Ok(Ended::Completed)
+    }
 }
 
 impl Handler for Download {
@@ -322,41 +366,9 @@ impl Handler for Download {
         if http::is_request_line(&request) {
             return http::serve(self, conn, request).await;
         }
-        let encoding = conn.settings().encoding;
-        let name = encoding.decode(&request).trim().to_owned();
-        let target = match self.resolve_target(&name).await {
-            Ok(target) => target,
-            Err(e) => {
-                info!(name = quote(&name, QUOTE_MAX_BYTES).as_str(), reason = %e, "download refused");
-                return Err(e);
-            }
-        };
-        match target {
-            Target::Directory { handle, path } => {
-                let Ok(_sending) = self.sending.clone().try_acquire_owned() else {
-                    return Err(HandlerError::Refused(Refusal::Busy));
-                };
-                let text = self.listing(handle, &path, encoding, Format::Text).await?;
-                info!(
-                    dir = quote(&path.to_string_lossy(), QUOTE_MAX_BYTES).as_str(),
-                    bytes = text.len(),
-                    "sending listing"
-                );
-                self.send_bytes(conn, &[], &text).await?;
-            }
-            Target::File { file, path, meta } => {
-                let Ok(_sending) = self.sending.clone().try_acquire_owned() else {
-                    return Err(HandlerError::Refused(Refusal::Busy));
-                };
-                info!(
-                    file = quote(&path.to_string_lossy(), QUOTE_MAX_BYTES).as_str(),
-                    bytes = meta.len(),
-                    "sending file"
-                );
-                self.send_range(conn, &[], file, 0, meta.len()).await?;
-            }
-        }
-        Ok(Ended::Completed)
+        // Boxed: an idle HTTP keep-alive connection (served above) does not
+        // carry room for the raw protocol's send.
+        Box::pin(self.serve_raw(conn, request)).await
     }
 
     /// `..` must be refused with its `ERR` line, then the close: a request
