@@ -443,22 +443,35 @@ impl<S: Io> Connection<S> {
     /// ended by the quiet gap; at most `max_message_bytes`. Shutdown wins
     /// over a read.
     pub(crate) async fn next_message(&mut self) -> Result<Incoming<BytesMut>, ConnError> {
-        if self.reader.is_empty() {
-            // Wait for data before the reader allocates its buffer.
+        // The verdicts already given, without waiting on them: a client
+        // whose messages are always there is still stopped by them.
+        if self.reload.is_denied() {
+            return Err(ConnError::Denied);
+        }
+        if self.shutdown.is_cancelled() {
+            return Ok(Incoming::Shutdown);
+        }
+        if self.untouched() {
+            // Until its first byte a reload reroutes the connection, so
+            // the wait for that byte takes none (a peek), and races the
+            // retirement too.
             if let Incoming::Shutdown = self.readable().await? {
                 return Ok(Incoming::Shutdown);
             }
+            // Checked here, not raced with the read below: once that has
+            // taken a byte, the connection is no longer untouched.
+            if self.untouched() && self.reload.is_retired() {
+                return Err(ConnError::Rerouted);
+            }
         }
-        // Checked here, not raced with the read below: once that has taken
-        // a byte, the connection is no longer untouched.
-        if self.untouched() && self.reload.is_retired() {
-            return Err(ConnError::Rerouted);
-        }
+        // The read first: the signals are waited on (each a waiter to add
+        // and remove) only when it has to wait. The reader holds no buffer
+        // while it waits for a message's first byte.
         let read = tokio::select! {
             biased;
+            read = self.reader.next(&mut self.stream, self.first_message_by) => read?,
             () = self.reload.denied.cancelled() => return Err(ConnError::Denied),
             () = self.shutdown.cancelled() => return Ok(Incoming::Shutdown),
-            read = self.reader.next(&mut self.stream, self.first_message_by) => read?,
         };
         Ok(match read {
             Some(message) => {
@@ -483,6 +496,23 @@ impl<S: Io> Connection<S> {
     pub(crate) async fn send(&mut self, bytes: &[u8]) -> Result<(), ConnError> {
         let limit = self.settings.idle_timeout;
         self.writing = true;
+        // A short reply on a plaintext socket (a bot's) usually fits in the
+        // socket's buffer at once: one write, without a timer to set up.
+        let mut bytes = bytes;
+        if let Some(tcp) = self.stream.get_ref().plaintext() {
+            match tcp.try_write(bytes) {
+                Ok(written) => {
+                    self.stream.count_sent(written as u64);
+                    bytes = &bytes[written..];
+                    if bytes.is_empty() {
+                        self.writing = false;
+                        return Ok(());
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
         // The flush matters through TLS only: a write may leave the last
         // records in the session's buffer when the socket is full, and
         // nothing else would send them before the client's next request.

@@ -87,8 +87,8 @@ pub(crate) struct RandomBot {
 
 impl RandomBot {
     fn is_farewell(&self, text: &str) -> bool {
-        let text = text.trim().to_lowercase();
-        self.farewell.contains(&text)
+        let text = chat::lowercase(text.trim());
+        self.farewell.iter().any(|farewell| *farewell == *text)
     }
 }
 
@@ -100,7 +100,12 @@ impl Bot for RandomBot {
         // Copied, so the history never pins the read buffer.
         let message = Bytes::copy_from_slice(message);
         match self.history.record_and_pick(message, self.recording).await {
-            Ok(pick) => Answer::Bytes(pick.to_vec()),
+            Ok(pick) => {
+                // With room for the line ending: one allocation.
+                let mut reply = Vec::with_capacity(pick.len() + 1);
+                reply.extend_from_slice(&pick);
+                Answer::Bytes(reply)
+            }
             Err(HistoryError::Unavailable) => Answer::Error(HISTORY_UNAVAILABLE),
             Err(HistoryError::Timeout) => Answer::Error(HISTORY_TIMEOUT),
         }
