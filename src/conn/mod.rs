@@ -22,6 +22,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -157,6 +158,10 @@ pub(crate) enum Incoming<T> {
 
 /// What a reload tells an open connection; the listener decides, and
 /// fires them, when it replaces the route the connection was accepted on.
+/// It fires them in the connection's own task, and polls the connection
+/// after that: so a wait that cannot afford a waiter per read (the next
+/// message) may read the flags at each poll instead of waiting on the
+/// tokens.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct ReloadSignals {
     /// Fired when the listener's settings were replaced: a request-response
@@ -464,13 +469,18 @@ impl<S: Io> Connection<S> {
                 return Err(ConnError::Rerouted);
             }
         }
-        // The read first: the signals are waited on (each a waiter to add
-        // and remove) only when it has to wait. The reader holds no buffer
-        // while it waits for a message's first byte.
+        // The read first: the shutdown is waited on (a waiter to add and
+        // remove) only when the read has to wait. A denial is read from its
+        // flag at every poll, not waited on: it is fired in this task (see
+        // [`ReloadSignals`]). The reader holds no buffer while it waits for
+        // a message's first byte.
+        let reload = &self.reload;
         let read = tokio::select! {
             biased;
             read = self.reader.next(&mut self.stream, self.first_message_by) => read?,
-            () = self.reload.denied.cancelled() => return Err(ConnError::Denied),
+            () = std::future::poll_fn(|_| {
+                if reload.is_denied() { Poll::Ready(()) } else { Poll::Pending }
+            }) => return Err(ConnError::Denied),
             () = self.shutdown.cancelled() => return Ok(Incoming::Shutdown),
         };
         Ok(match read {
