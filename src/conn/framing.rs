@@ -244,7 +244,7 @@ fn read_into_empty<R: AsyncRead>(
     let mut chunk = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
     let mut read = ReadBuf::uninit(&mut chunk[..READ_CHUNK.min(room)]);
     ready!(io.poll_read(cx, &mut read))?;
-    buf.extend_from_slice(read.filled());
+    *buf = BytesMut::from(read.filled());
     Poll::Ready(Ok(read.filled().len()))
 }
 

@@ -175,8 +175,18 @@ mod tests {
     #[test]
     fn lowercase_is_str_to_lowercase_and_borrows_when_nothing_changes() {
         for text in [
-            "hello", "Hello", "HELLO there", "你好", "你好 NAME", "ΟΔΟΣ", "όσος", "straße",
-            "İstanbul", "ǅ", "", "42",
+            "hello",
+            "Hello",
+            "HELLO there",
+            "你好",
+            "你好 NAME",
+            "ΟΔΟΣ",
+            "όσος",
+            "straße",
+            "İstanbul",
+            "ǅ",
+            "",
+            "42",
         ] {
             let lower = lowercase(text);
             assert_eq!(lower, text.to_lowercase(), "{text:?}");
