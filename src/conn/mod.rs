@@ -20,13 +20,14 @@ pub(crate) mod text;
 
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::Poll;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 #[cfg(test)]
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout, timeout_at};
@@ -508,19 +509,26 @@ impl<S: Io> Connection<S> {
         self.writing = true;
         // A short reply on a plaintext socket (a bot's) usually fits in the
         // socket's buffer at once: one write, without a timer to set up.
+        // Polled, not `try_write`: the write spends the task's budget, so
+        // a client whose buffered messages are answered without a read
+        // cannot keep the worker from its other tasks.
         let mut bytes = bytes;
-        if let Some(tcp) = self.stream.get_ref().plaintext() {
-            match tcp.try_write(bytes) {
-                Ok(written) => {
-                    self.stream.count_sent(written as u64);
+        if self.stream.get_ref().plaintext().is_some() {
+            let stream = &mut self.stream;
+            let first = std::future::poll_fn(|cx| {
+                Poll::Ready(Pin::new(&mut *stream).poll_write(cx, bytes))
+            })
+            .await;
+            match first {
+                Poll::Ready(Ok(written)) => {
                     bytes = &bytes[written..];
                     if bytes.is_empty() {
                         self.writing = false;
                         return Ok(());
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(e.into()),
+                Poll::Ready(Err(e)) => return Err(e.into()),
+                Poll::Pending => {}
             }
         }
         // The flush matters through TLS only: a write may leave the last
