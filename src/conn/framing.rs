@@ -13,10 +13,13 @@
 //! caller's (the connection's first message).
 
 use std::io;
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 use tokio::time::{Instant, timeout, timeout_at};
 
 /// Bytes reserved per read; the buffer is allocated only when data arrives.
@@ -122,7 +125,13 @@ impl MessageReader {
                 let end = self.scanned + found;
                 self.line_based = true;
                 self.ended_at_newline = true;
-                let mut message = self.buf.split_to(end + 1);
+                // A buffer that ends with this line is taken whole: no
+                // second handle on it to count (`split_to`'s shared form).
+                let mut message = if end + 1 == self.buf.len() {
+                    std::mem::take(&mut self.buf)
+                } else {
+                    self.buf.split_to(end + 1)
+                };
                 message.truncate(end);
                 return self.finish(message).map(Some);
             }
@@ -140,7 +149,12 @@ impl MessageReader {
                 return self.finish(message).map(Some);
             }
 
-            let wait = if self.buf.is_empty() || self.line_based {
+            let was_empty = self.buf.is_empty();
+            if !was_empty && self.message_started.is_none() {
+                // The first byte came with the read that just returned.
+                self.message_started = Some(Instant::now());
+            }
+            let wait = if was_empty || self.line_based {
                 self.idle_timeout
             } else {
                 self.message_gap
@@ -155,21 +169,15 @@ impl MessageReader {
             };
             // Never read more than the longest acceptable message plus "\r\n".
             let room = self.max_message_bytes + 2 - self.buf.len();
-            self.buf.reserve(READ_CHUNK.min(room));
-            let was_empty = self.buf.is_empty();
-            let mut limited = (&mut *io).take(room as u64);
             let read = match deadline {
                 Some((at, limit)) if at <= Instant::now() + wait => {
-                    match timeout_at(at, limited.read_buf(&mut self.buf)).await {
+                    match timeout_at(at, self.read_more(io, room)).await {
                         Ok(read) => Ok(read),
                         Err(_) => return Err(FrameError::TooSlow(limit)),
                     }
                 }
-                _ => timeout(wait, limited.read_buf(&mut self.buf)).await,
+                _ => timeout(wait, self.read_more(io, room)).await,
             };
-            if was_empty && !self.buf.is_empty() {
-                self.message_started = Some(Instant::now());
-            }
             match read {
                 Ok(Ok(0)) => self.eof = true,
                 Ok(Ok(_)) => {}
@@ -185,6 +193,24 @@ impl MessageReader {
                 }
             }
         }
+    }
+
+    /// One read of at most `room` bytes (and [`READ_CHUNK`]) appended to the
+    /// buffer. Into an empty buffer the read goes through a buffer on the
+    /// stack, copied into one of the size that came: a connection waiting
+    /// for its next message holds no buffer (no peek before the read), and
+    /// a message that came whole costs one allocation of its size.
+    async fn read_more<R: AsyncRead + Unpin>(
+        &mut self,
+        io: &mut R,
+        room: usize,
+    ) -> io::Result<usize> {
+        if !self.buf.is_empty() {
+            self.buf.reserve(READ_CHUNK.min(room));
+            return (&mut *io).take(room as u64).read_buf(&mut self.buf).await;
+        }
+        let buf = &mut self.buf;
+        std::future::poll_fn(|cx| read_into_empty(Pin::new(&mut *io), cx, buf, room)).await
     }
 
     fn finish(&mut self, mut message: BytesMut) -> Result<BytesMut, FrameError> {
@@ -205,6 +231,21 @@ impl MessageReader {
         }
         Ok(message)
     }
+}
+
+/// See [`MessageReader::read_more`]: one read through a stack buffer,
+/// whose bytes are copied into `buf` (empty).
+fn read_into_empty<R: AsyncRead>(
+    io: Pin<&mut R>,
+    cx: &mut Context<'_>,
+    buf: &mut BytesMut,
+    room: usize,
+) -> Poll<io::Result<usize>> {
+    let mut chunk = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
+    let mut read = ReadBuf::uninit(&mut chunk[..READ_CHUNK.min(room)]);
+    ready!(io.poll_read(cx, &mut read))?;
+    *buf = BytesMut::from(read.filled());
+    Poll::Ready(Ok(read.filled().len()))
 }
 
 #[cfg(test)]

@@ -20,13 +20,14 @@ pub(crate) mod text;
 
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::task::Poll;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 #[cfg(test)]
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout, timeout_at};
@@ -162,6 +163,9 @@ pub(crate) enum Incoming<T> {
 /// fires them, when it replaces the route the connection was accepted on.
 /// One allocation a connection: the verdicts are flags (a connection asks
 /// at every request, without a lock), and one `Notify` wakes the waits.
+/// The listener fires them in the connection's own task, and polls the
+/// connection after that: so a wait that cannot afford a waiter per read
+/// (the next message) may read the flags at each poll instead of waiting.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct ReloadSignals {
     state: Arc<ReloadState>,
@@ -210,11 +214,6 @@ impl ReloadSignals {
     /// Returns once the route is retired (see [`ReloadSignals::retire`]).
     pub(crate) async fn retired(&self) {
         let _ = self.fired(RETIRED).await;
-    }
-
-    /// Returns once the client is denied (see [`ReloadSignals::deny`]).
-    pub(crate) async fn denied(&self) {
-        let _ = self.fired(DENIED).await;
     }
 
     /// What ends a read under way: [`ConnError::Denied`], or while the
@@ -520,22 +519,40 @@ impl<S: Io> Connection<S> {
     /// ended by the quiet gap; at most `max_message_bytes`. Shutdown wins
     /// over a read.
     pub(crate) async fn next_message(&mut self) -> Result<Incoming<BytesMut>, ConnError> {
-        if self.reader.is_empty() {
-            // Wait for data before the reader allocates its buffer.
+        // The verdicts already given, without waiting on them: a client
+        // whose messages are always there is still stopped by them.
+        if self.reload.is_denied() {
+            return Err(ConnError::Denied);
+        }
+        if self.shutdown.is_cancelled() {
+            return Ok(Incoming::Shutdown);
+        }
+        if self.untouched() {
+            // Until its first byte a reload reroutes the connection, so
+            // the wait for that byte takes none (a peek), and races the
+            // retirement too.
             if let Incoming::Shutdown = self.readable().await? {
                 return Ok(Incoming::Shutdown);
             }
+            // Checked here, not raced with the read below: once that has
+            // taken a byte, the connection is no longer untouched.
+            if self.untouched() && self.reload.is_retired() {
+                return Err(ConnError::Rerouted);
+            }
         }
-        // Checked here, not raced with the read below: once that has taken
-        // a byte, the connection is no longer untouched.
-        if self.untouched() && self.reload.is_retired() {
-            return Err(ConnError::Rerouted);
-        }
+        // The read first: the shutdown is waited on (a waiter to add and
+        // remove) only when the read has to wait. A denial is read from its
+        // flag at every poll, not waited on: it is fired in this task (see
+        // [`ReloadSignals`]). The reader holds no buffer while it waits for
+        // a message's first byte.
+        let reload = &self.reload;
         let read = tokio::select! {
             biased;
-            () = self.reload.denied() => return Err(ConnError::Denied),
-            () = self.shutdown.cancelled() => return Ok(Incoming::Shutdown),
             read = self.reader.next(&mut self.stream, self.first_message_by) => read?,
+            () = std::future::poll_fn(|_| {
+                if reload.is_denied() { Poll::Ready(()) } else { Poll::Pending }
+            }) => return Err(ConnError::Denied),
+            () = self.shutdown.cancelled() => return Ok(Incoming::Shutdown),
         };
         Ok(match read {
             Some(message) => {
@@ -560,6 +577,30 @@ impl<S: Io> Connection<S> {
     pub(crate) async fn send(&mut self, bytes: &[u8]) -> Result<(), ConnError> {
         let limit = self.settings.idle_timeout;
         self.writing = true;
+        // A short reply on a plaintext socket (a bot's) usually fits in the
+        // socket's buffer at once: one write, without a timer to set up.
+        // Polled, not `try_write`: the write spends the task's budget, so
+        // a client whose buffered messages are answered without a read
+        // cannot keep the worker from its other tasks.
+        let mut bytes = bytes;
+        if self.stream.get_ref().plaintext().is_some() {
+            let stream = &mut self.stream;
+            let first = std::future::poll_fn(|cx| {
+                Poll::Ready(Pin::new(&mut *stream).poll_write(cx, bytes))
+            })
+            .await;
+            match first {
+                Poll::Ready(Ok(written)) => {
+                    bytes = &bytes[written..];
+                    if bytes.is_empty() {
+                        self.writing = false;
+                        return Ok(());
+                    }
+                }
+                Poll::Ready(Err(e)) => return Err(e.into()),
+                Poll::Pending => {}
+            }
+        }
         // The flush matters through TLS only: a write may leave the last
         // records in the session's buffer when the socket is full, and
         // nothing else would send them before the client's next request.

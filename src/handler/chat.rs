@@ -3,6 +3,7 @@
 //! down (then the bot says its goodbye); and the same answer to one
 //! datagram on a UDP listener. Each bot only decides its answers.
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::net::SocketAddr;
 
@@ -122,15 +123,41 @@ pub(super) async fn datagram(
 }
 
 impl Answer {
-    /// The answer as the line the client gets, in `encoding`.
+    /// The answer as the line the client gets, in `encoding`. A reply
+    /// already in the wire's encoding (UTF-8 text, bytes) becomes the line
+    /// in place: no copy.
     fn into_line(self, encoding: TextEncoding) -> Vec<u8> {
+        let text_line = |reply: String| match encoding.encode(&reply) {
+            Cow::Borrowed(_) => reply.into_bytes(),
+            Cow::Owned(encoded) => encoded,
+        };
         let mut line = match self {
-            Answer::Text(reply) | Answer::Farewell(reply) => encoding.encode(&reply).into_owned(),
+            Answer::Text(reply) | Answer::Farewell(reply) => text_line(reply),
             Answer::Bytes(reply) => reply,
-            Answer::Error(reason) => encoding.encode(&format!("ERR {reason}")).into_owned(),
+            Answer::Error(reason) => text_line(format!("ERR {reason}")),
         };
         line.push(b'\n');
         line
+    }
+}
+
+/// `text` lowercased as `str::to_lowercase` does it, borrowed when that
+/// changes nothing (the usual message): no allocation per message.
+pub(super) fn lowercase(text: &str) -> Cow<'_, str> {
+    let unchanged = if text.is_ascii() {
+        !text.bytes().any(|b| b.is_ascii_uppercase())
+    } else {
+        // A character that lowercases to itself alone; a final sigma
+        // (the one rule that looks at the context) is `Σ`, which does not.
+        text.chars().all(|c| {
+            let mut lower = c.to_lowercase();
+            lower.next() == Some(c) && lower.next().is_none()
+        })
+    };
+    if unchanged {
+        Cow::Borrowed(text)
+    } else {
+        Cow::Owned(text.to_lowercase())
     }
 }
 
@@ -138,5 +165,36 @@ fn who<S: Io>(conn: &Connection<S>) -> Who<'_> {
     Who {
         peer: conn.peer(),
         listener: &conn.settings().listener,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lowercase_is_str_to_lowercase_and_borrows_when_nothing_changes() {
+        for text in [
+            "hello",
+            "Hello",
+            "HELLO there",
+            "你好",
+            "你好 NAME",
+            "ΟΔΟΣ",
+            "όσος",
+            "straße",
+            "İstanbul",
+            "ǅ",
+            "",
+            "42",
+        ] {
+            let lower = lowercase(text);
+            assert_eq!(lower, text.to_lowercase(), "{text:?}");
+            assert_eq!(
+                matches!(lower, Cow::Borrowed(_)),
+                text.to_lowercase() == text,
+                "{text:?}"
+            );
+        }
     }
 }

@@ -90,7 +90,7 @@ impl Rules {
 
     /// The reply template for a message.
     fn reply_for(&self, message: &str) -> &Template {
-        let message = message.to_lowercase();
+        let message = chat::lowercase(message);
         self.rules
             .iter()
             .find(|(keywords, _)| keywords.iter().any(|k| message.contains(k.as_str())))

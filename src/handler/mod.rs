@@ -92,6 +92,14 @@ pub(crate) trait Handler: Sized + Send + Sync + 'static {
         std::future::ready(None)
     }
 
+    /// True when its reply to a datagram may wait (for a history on disk
+    /// or across the network); false when [`Handler::datagram`] is always
+    /// ready at its first poll, which lets the receive loop answer from
+    /// its own buffer, with no copy of the datagram and no task.
+    fn datagram_waits(&self) -> bool {
+        false
+    }
+
     /// Descriptors one connection may hold at once (the socket, plus a file).
     fn descriptors_per_connection(_config: &Self::Config) -> u64 {
         1
@@ -295,6 +303,13 @@ macro_rules! handlers {
             ) -> Option<Vec<u8>> {
                 match self {
                     $( AnyHandler::$variant(h) => h.datagram(datagram, from).await, )+
+                }
+            }
+
+            /// See [`Handler::datagram_waits`].
+            pub(crate) fn datagram_waits(&self) -> bool {
+                match self {
+                    $( AnyHandler::$variant(h) => h.datagram_waits(), )+
                 }
             }
 

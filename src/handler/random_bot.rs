@@ -19,7 +19,9 @@ use super::probe::{Probe, ProbeContext, Verdict, line_then_close, shown};
 use super::template::{Template, TemplateContext, TimeFormat};
 use super::{BuildContext, DatagramSource, Ended, Handler, HandlerError, Invalid};
 use crate::conn::{Connection, Io};
-use crate::history::{ENTRY_OVERHEAD, History, HistoryConfig, HistoryError, Limits, Recording};
+use crate::history::{
+    Backend, ENTRY_OVERHEAD, History, HistoryConfig, HistoryError, Limits, Recording,
+};
 
 /// History length, in messages, by default.
 const HISTORY_LIMIT: usize = 10_000;
@@ -83,12 +85,14 @@ pub(crate) struct RandomBot {
     goodbye_reply: Template,
     time_format: TimeFormat,
     answered: IntCounter,
+    /// Its history answers after a wait (SQLite, Redis), not at once (memory).
+    history_waits: bool,
 }
 
 impl RandomBot {
     fn is_farewell(&self, text: &str) -> bool {
-        let text = text.trim().to_lowercase();
-        self.farewell.contains(&text)
+        let text = chat::lowercase(text.trim());
+        self.farewell.iter().any(|farewell| *farewell == *text)
     }
 }
 
@@ -100,7 +104,12 @@ impl Bot for RandomBot {
         // Copied, so the history never pins the read buffer.
         let message = Bytes::copy_from_slice(message);
         match self.history.record_and_pick(message, self.recording).await {
-            Ok(pick) => Answer::Bytes(pick.to_vec()),
+            Ok(pick) => {
+                // With room for the line ending: one allocation.
+                let mut reply = Vec::with_capacity(pick.len() + 1);
+                reply.extend_from_slice(&pick);
+                Answer::Bytes(reply)
+            }
             Err(HistoryError::Unavailable) => Answer::Error(HISTORY_UNAVAILABLE),
             Err(HistoryError::Timeout) => Answer::Error(HISTORY_TIMEOUT),
         }
@@ -177,6 +186,7 @@ impl Handler for RandomBot {
             goodbye_reply: config.goodbye_reply.clone(),
             time_format: config.time_format.clone(),
             answered: ctx.metrics.messages_answered(),
+            history_waits: config.history.backend != Backend::Memory,
         }
     }
 
@@ -192,6 +202,10 @@ impl Handler for RandomBot {
 
     async fn datagram(&self, datagram: &[u8], from: &DatagramSource<'_>) -> Option<Vec<u8>> {
         chat::datagram(self, datagram, from, &self.answered).await
+    }
+
+    fn datagram_waits(&self) -> bool {
+        self.history_waits
     }
 
     /// The first farewell, with a second line behind it: the goodbye reply

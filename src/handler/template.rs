@@ -163,11 +163,24 @@ impl Template {
         remaining.ends_with(last.as_str())
     }
 
-    /// Fills the placeholders into a new string.
+    /// Fills the placeholders into a new string, allocated once for the
+    /// usual reply (with room for the line ending the bots add).
     pub fn render(&self, ctx: &TemplateContext<'_>) -> String {
-        let mut out = String::new();
+        let mut out = String::with_capacity(self.usual_len() + 1);
         self.render_into(ctx, &mut out);
         out
+    }
+
+    /// About how long a rendering is: the literal text, and a guess for
+    /// each placeholder (a time, an address, a name).
+    fn usual_len(&self) -> usize {
+        self.parts
+            .iter()
+            .map(|part| match part {
+                Part::Literal(text) => text.len(),
+                Part::Time | Part::Peer | Part::Listener | Part::Keywords => 32,
+            })
+            .sum()
     }
 }
 

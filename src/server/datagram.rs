@@ -7,6 +7,8 @@
 //! - a reply that is ready at once (echo, keyword-bot, a random-bot's
 //!   memory history) is sent at once, with a non-blocking `send_to`: when
 //!   the socket's send buffer is full the reply is dropped and counted;
+//!   a handler that says it never waits (`Handler::datagram_waits`) is
+//!   answered from the receive buffer itself, with no copy and no box;
 //! - a reply that waits for a history (SQLite, Redis) goes to a task of
 //!   its own, within [`PENDING_KIB`] of memory per listener (each counts
 //!   [`PENDING_BASE_KIB`] and three times its datagram: the datagram, its
@@ -218,6 +220,26 @@ impl Exchange<'_> {
                 Refusal::TooFast => DropReason::TooFast,
                 _ => DropReason::Denied,
             });
+        }
+        if !self.route.handler.datagram_waits() {
+            // Answered at once, from the receive buffer: no copy, no box.
+            let from = DatagramSource {
+                peer,
+                settings: &self.route.settings,
+                metrics: &self.route.metrics,
+            };
+            let reply = std::pin::pin!(self.route.handler.datagram(&buffer[..n], &from));
+            let mut cx = Context::from_waker(Waker::noop());
+            return match reply.poll(&mut cx) {
+                Poll::Ready(None) => Ok(()),
+                Poll::Ready(Some(reply)) => self.send(&reply, n, peer),
+                // A handler that says it answers at once and did not: its
+                // reply is lost, and counted.
+                Poll::Pending => {
+                    debug_assert!(false, "a reply that was to be ready at once waited");
+                    Err(DropReason::Busy)
+                }
+            };
         }
         let request = buffer[..n].to_vec();
         let route = self.route.clone();
