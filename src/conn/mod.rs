@@ -809,20 +809,13 @@ impl<S: Io> Connection<S> {
         let _ = timeout_at(deadline, drained).await;
     }
 
-    /// Bounds the bytes the socket queues that the network has not taken
-    /// yet to about `bytes` (`TCP_NOTSENT_LOWAT`), leaving the send
-    /// buffer's size to the kernel's autotuning. A client that stops
-    /// reading closes its window, and then everything queued is unsent: it
-    /// holds about this much kernel memory (80 KB at 64 KiB, where a 64 KiB
-    /// `SO_SNDBUF` let it hold 175 KB). A fixed `SO_SNDBUF` bounds the bytes
-    /// in flight too, and with them the rate on a path whose round trip
-    /// holds more than it (512 KiB, doubled, is 5 MB/s at 100 ms).
-    pub(crate) fn limit_unsent(&self, bytes: usize) {
-        if let Some(socket) = self.stream.get_ref().socket() {
-            let lowat = u32::try_from(bytes).unwrap_or(u32::MAX);
-            if let Err(e) = socket2::SockRef::from(&socket).set_tcp_notsent_lowat(lowat) {
-                tracing::debug!(error = %e, "cannot set TCP_NOTSENT_LOWAT");
-            }
+    /// Bounds the socket's send buffer to `bytes` (`SO_SNDBUF`), which also
+    /// turns the kernel's autotuning off for it.
+    pub(crate) fn set_send_buffer(&self, bytes: usize) {
+        if let Some(socket) = self.stream.get_ref().socket()
+            && let Err(e) = rustix::net::sockopt::set_socket_send_buffer_size(socket, bytes)
+        {
+            tracing::debug!(error = %e, "cannot set SO_SNDBUF");
         }
     }
 

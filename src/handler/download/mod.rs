@@ -44,8 +44,8 @@ const MIN_SEND_RATE_GRACE: Duration = Duration::from_secs(10);
 /// Files sent at once by default.
 const MAX_DOWNLOADS: usize = 256;
 
-/// The unsent bytes a file send queues by default (`TCP_NOTSENT_LOWAT`):
-/// with `max_downloads` stalled readers, about 256 × 256 KiB of kernel memory.
+/// The send buffer of a file send by default (the kernel doubles it): with
+/// `max_downloads` stalled readers, at most 256 × 512 KiB of kernel memory.
 const SEND_BUFFER: usize = 256 * 1024;
 
 /// The largest `send_buffer`.
@@ -88,9 +88,9 @@ pub struct DownloadConfig {
     /// `ERR busy`. Bounds the kernel memory that stalled readers can hold.
     #[serde(default = "default_max_downloads")]
     pub max_downloads: usize,
-    /// The most bytes of a file send that the socket queues unsent, in
-    /// bytes (`TCP_NOTSENT_LOWAT`; the send buffer is the kernel's
-    /// autotuning). 0: no limit, which lets a stalled reader hold several MB.
+    /// The socket send buffer of a file send, in bytes (`SO_SNDBUF`; the
+    /// kernel doubles it for its bookkeeping). 0: the kernel's autotuning,
+    /// which lets a stalled reader hold several MB.
     #[serde(default = "default_send_buffer")]
     pub send_buffer: usize,
 }
@@ -144,7 +144,7 @@ impl Download {
     ) -> Result<(), HandlerError> {
         // A range smaller than the buffer cannot fill it: no call needed.
         if self.send_buffer > 0 && len > self.send_buffer as u64 {
-            conn.limit_unsent(self.send_buffer);
+            conn.set_send_buffer(self.send_buffer);
         }
         let (_, before) = conn.bytes();
         let sent = conn
@@ -183,7 +183,7 @@ impl Download {
         body: &[u8],
     ) -> Result<(), HandlerError> {
         if self.send_buffer > 0 && body.len() > self.send_buffer {
-            conn.limit_unsent(self.send_buffer);
+            conn.set_send_buffer(self.send_buffer);
         }
         if body.len() <= SMALL_BODY {
             let mut reply = Vec::with_capacity(head.len() + body.len());
