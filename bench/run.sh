@@ -383,7 +383,8 @@ EOF
 # --- switchboard's config: the embedded default (so its defaults, default
 # logging included, are what is measured), with the bench's ports and root,
 # a short shutdown grace, and for the echo listener (the first one) room for
-# the hold case: up to 50 000 connections, and a backlog that 10 000
+# the hold case, and for the download listener room for its HTTP run: up
+# to 50 000 connections, and a backlog that 10 000
 # simultaneous connects do not overflow (the seed's 128 would, and dropped
 # handshakes retry after a second: the hold case would time that), and a
 # first-message deadline longer than the hold (its connections say nothing);
@@ -400,6 +401,7 @@ config=$work/switchboard.toml
   -e "0,/^backlog = .*/s//backlog = 4096/" \
   -e "0,/^first_message_timeout = .*/s//first_message_timeout = \"10m\"/" \
   -e "s/^allow_hard_links = .*/allow_hard_links = true/" \
+  -e "/^handler = \"download\"/a max_connections = 60000\nbacklog = 4096" \
   > "$config"
 for expected in "$p_sb_echo" "$p_sb_download" "$p_sb_keyword" "$p_sb_random" "60000" "4096" "10m" "allow_hard_links = true" "$serve_dir"; do
   grep -q "$expected" "$config" || { echo "bench: could not adapt the default config ($expected)" >&2; exit 1; }

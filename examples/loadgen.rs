@@ -1442,7 +1442,7 @@ async fn hold(
         report.fail("no connection opened");
     } else if answered < opened {
         report.fail(format!(
-            "only {answered} of {opened} connections answered ping"
+            "only {answered} of {opened} connections answered after the hold"
         ));
     }
     Ok(report)
