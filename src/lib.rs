@@ -36,6 +36,7 @@ mod probe;
 mod server;
 mod struct_keys;
 mod suggest;
+mod tar;
 pub mod tls;
 
 pub use config::{Config, ConfigError, ConfigWarning};

@@ -82,6 +82,9 @@ pub(crate) enum Refusal {
     CannotVerify,
     /// Every slot is in use, or a listing's build did not come in time.
     Busy,
+    /// A folder asked for as a tar stream has more members or levels
+    /// than an archive may.
+    ArchiveTooLarge,
     /// The server is shutting down.
     ShuttingDown,
 }
@@ -104,6 +107,7 @@ impl Refusal {
             Refusal::CannotRead => "cannot read",
             Refusal::CannotVerify => "cannot verify the path",
             Refusal::Busy => "busy",
+            Refusal::ArchiveTooLarge => "folder too large to archive",
             Refusal::ShuttingDown => "server shutting down",
         }
     }
@@ -129,6 +133,14 @@ pub(crate) enum HandlerError {
         sent: u64,
         /// The file's size when the send began.
         expected: u64,
+    },
+    /// A file of a folder being sent as a tar stream changed (size, time,
+    /// identity) or went away since the folder was walked: what follows
+    /// would not be the archive promised, so the stream is reset.
+    #[error("a file changed while its folder was archived: {member}")]
+    ArchiveChanged {
+        /// The member's name, quoted and bounded for the log.
+        member: String,
     },
     /// The request was refused; the reason (one of a fixed set) is told to
     /// the client.
@@ -185,7 +197,9 @@ impl HandlerError {
             // The listener serves the connection again under the new
             // settings; only if it could not would this end it.
             HandlerError::Conn(ConnError::Rerouted) => CloseReason::Shutdown,
-            HandlerError::Truncated { .. } => CloseReason::Truncated,
+            HandlerError::Truncated { .. } | HandlerError::ArchiveChanged { .. } => {
+                CloseReason::Truncated
+            }
             HandlerError::Answered { reason, .. } => *reason,
             HandlerError::Conn(ConnError::Io(_)) if self.is_disconnect() => {
                 CloseReason::ClientClosed
@@ -204,6 +218,7 @@ impl HandlerError {
         matches!(
             self,
             HandlerError::Truncated { .. }
+                | HandlerError::ArchiveChanged { .. }
                 | HandlerError::Conn(ConnError::ReaderTooSlow(_) | ConnError::DiskStalled)
         ) || self.is_server_fault()
     }
@@ -252,6 +267,7 @@ mod tests {
             CannotRead,
             CannotVerify,
             Busy,
+            ArchiveTooLarge,
             ShuttingDown,
         ];
         let texts: std::collections::HashSet<&str> = all.iter().map(|r| r.as_str()).collect();
@@ -274,6 +290,9 @@ mod tests {
             expected: 2
         }));
         assert!(resets(HandlerError::Conn(ConnError::ReaderTooSlow(1))));
+        assert!(resets(HandlerError::ArchiveChanged {
+            member: "a/b".into()
+        }));
         assert!(!resets(
             io::Error::from(io::ErrorKind::ConnectionReset).into()
         ));

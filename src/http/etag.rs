@@ -41,6 +41,17 @@ impl Validators {
         }
     }
 
+    /// The validators at `now` of a representation with a strong tag of
+    /// its own, whose newest part changed at `mtime` (seconds and
+    /// nanoseconds; `None`: no `Last-Modified`).
+    pub(crate) fn tagged(etag: String, mtime: Option<(i64, i64)>, now: SystemTime) -> Validators {
+        Validators {
+            etag,
+            modified: mtime.and_then(|(secs, _)| date::last_modified(secs, now)),
+            modified_is_strong: mtime.is_some_and(|(secs, nsec)| date::is_strong(secs, nsec, now)),
+        }
+    }
+
     /// The `Last-Modified` value, when there is one.
     pub(crate) fn last_modified(&self) -> Option<String> {
         self.modified.and_then(date::format)

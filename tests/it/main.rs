@@ -6,6 +6,7 @@ mod certs;
 mod common;
 
 mod admission;
+mod archives;
 mod balancers;
 mod bots;
 mod cli;

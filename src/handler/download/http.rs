@@ -33,6 +33,7 @@ use tokio::time::{Instant, timeout_at};
 use tracing::info;
 
 use super::Download;
+use super::archive::{Archive, archived_folder};
 use super::listing::Format;
 use super::paths::Target;
 use crate::conn::access::{self, Outcome, ResponseRecord};
@@ -61,7 +62,7 @@ struct Response {
     /// The time its `Date` says: the one its validators were taken at, so
     /// that `Last-Modified` is never later than `Date`.
     at: SystemTime,
-    headers: Vec<(&'static str, Cow<'static, str>)>,
+    headers: Headers,
     body: Body,
 }
 
@@ -78,6 +79,14 @@ enum Body {
     /// `max_downloads` slots.
     File {
         file: fs::File,
+        start: u64,
+        len: u64,
+        slot: OwnedSemaphorePermit,
+    },
+    /// `len` bytes from `start` of a folder's tar stream, holding one of
+    /// the listener's `max_downloads` slots.
+    Archive {
+        archive: Archive,
         start: u64,
         len: u64,
         slot: OwnedSemaphorePermit,
@@ -108,7 +117,7 @@ impl Response {
         match &self.body {
             Body::Bytes(bytes) => bytes.len() as u64,
             Body::Shared { bytes, .. } => bytes.len() as u64,
-            Body::File { len, .. } => *len,
+            Body::File { len, .. } | Body::Archive { len, .. } => *len,
             Body::Length(len) => *len,
         }
     }
@@ -282,7 +291,9 @@ async fn respond<S: Io>(
         .unwrap_or_else(Response::error);
     let status = response.status;
     let range = match &response.body {
-        Body::File { start, len, .. } if status == PARTIAL => Some((*start, *len)),
+        Body::File { start, len, .. } | Body::Archive { start, len, .. } if status == PARTIAL => {
+            Some((*start, *len))
+        }
         _ => None,
     };
     let head = response.head(keep_alive);
@@ -318,6 +329,18 @@ async fn respond<S: Io>(
             drop(slot);
             sent
         }
+        Body::Archive {
+            archive,
+            start,
+            len,
+            slot,
+        } if !head_only => {
+            let sent = download
+                .send_archive(conn, &head, &archive, start, len)
+                .await;
+            drop(slot);
+            sent
+        }
         _ => conn.send(&head).await.map_err(HandlerError::from),
     };
     conn.end_response(if sent.is_ok() {
@@ -338,10 +361,15 @@ async fn build(
         return Err(METHOD_NOT_ALLOWED);
     }
     let name = request.path.as_ref().map_err(|status| *status)?;
-    let target = download.resolve_target(name).await.map_err(|e| match e {
-        HandlerError::Refused(reason) if reason != Refusal::NotFound => FORBIDDEN,
-        _ => NOT_FOUND,
-    })?;
+    let target = match download.resolve_target(name).await {
+        Ok(target) => target,
+        Err(HandlerError::Refused(Refusal::NotFound | Refusal::Hidden))
+            if let Some(folder) = archived_folder(name) =>
+        {
+            return archive(download, request, folder).await;
+        }
+        Err(e) => return Err(refusal_status(&e)),
+    };
     // A file's validators and its `Date` are of one instant, taken after
     // the resolve (which may wait), so `Last-Modified` is never later.
     let now = SystemTime::now();
@@ -417,7 +445,6 @@ async fn build(
             })
         }
         Target::File { file, path, meta } => {
-            let len = meta.len();
             let version = Validators::of(
                 meta.dev(),
                 meta.ino(),
@@ -426,47 +453,12 @@ async fn build(
                 meta.mtime_nsec(),
                 now,
             );
-            let mut headers = Vec::with_capacity(6);
-            headers.push(("ETag", Cow::Owned(version.etag.clone())));
-            if let Some(date) = version.last_modified() {
-                headers.push(("Last-Modified", Cow::Owned(date)));
-            }
-            headers.push(("Accept-Ranges", Cow::Borrowed("bytes")));
-            let use_range =
-                match conditional::evaluate(&request.preconditions(), Some(&version), now) {
-                    Decision::Failed => return Err(PRECONDITION_FAILED),
-                    Decision::NotModified => {
-                        return Ok(Response {
-                            status: NOT_MODIFIED,
-                            at: now,
-                            headers,
-                            body: Body::Length(0),
-                        });
-                    }
-                    Decision::Proceed { use_range } => use_range,
+            let content_type = Cow::Borrowed(content_type::of_path(&path));
+            let (status, start, part, headers) =
+                match select(request, &version, meta.len(), content_type, now)? {
+                    Selected::Answered(response) => return Ok(response),
+                    Selected::Part(part) => part,
                 };
-            headers.push(("Content-Type", Cow::Borrowed(content_type::of_path(&path))));
-            let range = match (&request.range, request.method) {
-                (Some(header), Method::Get) if use_range => range::byte_range(header, len),
-                _ => None,
-            };
-            let (status, start, part) = match range {
-                None => (OK, 0, len),
-                Some(Ok((start, part))) => {
-                    headers.push((
-                        "Content-Range",
-                        Cow::Owned(range::content_range(start, part, len)),
-                    ));
-                    (PARTIAL, start, part)
-                }
-                Some(Err(())) => {
-                    let mut response = Response::error(RANGE_NOT_SATISFIABLE);
-                    response
-                        .headers
-                        .push(("Content-Range", Cow::Owned(range::unsatisfied_range(len))));
-                    return Ok(response);
-                }
-            };
             if request.method == Method::Head {
                 return Ok(Response {
                     status,
@@ -491,4 +483,149 @@ async fn build(
             })
         }
     }
+}
+
+/// The status of a refused name.
+fn refusal_status(e: &HandlerError) -> Status {
+    match e {
+        HandlerError::Refused(Refusal::NotFound) => NOT_FOUND,
+        HandlerError::Refused(Refusal::Busy) => UNAVAILABLE,
+        HandlerError::Refused(_) => FORBIDDEN,
+        _ => NOT_FOUND,
+    }
+}
+
+/// The response to a GET or HEAD of `folder`'s tar stream (`NAME.tar` with
+/// no such file): validated, ranged and resumed as a file is, from the
+/// archive's layout (its length and entity tag are known before a byte
+/// is sent); a HEAD walks the folder too.
+async fn archive(download: &Download, request: &Request, folder: &str) -> Result<Response, Status> {
+    // A body holds a slot from before the walk: a flood of GETs does not
+    // walk more folders than it could send.
+    let slot = match request.method {
+        Method::Get => Some(
+            download
+                .sending
+                .clone()
+                .try_acquire_owned()
+                .map_err(|_| UNAVAILABLE)?,
+        ),
+        _ => None,
+    };
+    let archive = download
+        .open_archive(folder)
+        .await
+        .map_err(|e| refusal_status(&e))?;
+    let now = SystemTime::now();
+    let layout = archive.layout();
+    let version = Validators::tagged(layout.etag(), layout.newest_mtime(), now);
+    let content_type = Cow::Borrowed("application/x-tar");
+    let (status, start, part, mut headers) =
+        match select(request, &version, layout.len(), content_type, now)? {
+            Selected::Answered(response) => return Ok(response),
+            Selected::Part(part) => part,
+        };
+    if let Some(top) = layout.entries().next() {
+        headers.push((
+            "Content-Disposition",
+            Cow::Owned(content_disposition(&top.name)),
+        ));
+    }
+    let body = match slot {
+        Some(slot) => Body::Archive {
+            archive,
+            start,
+            len: part,
+            slot,
+        },
+        None => Body::Length(part),
+    };
+    Ok(Response {
+        status,
+        at: now,
+        headers,
+        body,
+    })
+}
+
+/// `attachment`, named `TOP.tar`: as a quoted ASCII name (what curl's
+/// `-J` and wget's `--content-disposition` read; other bytes become `_`)
+/// and in UTF-8 (RFC 6266 §4.3, for browsers). The name is a directory's,
+/// so it has no `/`.
+fn content_disposition(top: &str) -> String {
+    let ascii: String = top
+        .chars()
+        .map(|c| match c {
+            ' ' | '-' | '.' | '_' | '(' | ')' | '+' | ',' => c,
+            c if c.is_ascii_alphanumeric() => c,
+            _ => '_',
+        })
+        .collect();
+    format!(
+        "attachment; filename=\"{ascii}.tar\"; filename*=UTF-8''{}.tar",
+        percent::encode_path(top)
+    )
+}
+
+/// What a GET or HEAD of a representation (`len` bytes, with `version`'s
+/// validators) is answered with.
+enum Selected {
+    /// The answer, without the representation (304, 416).
+    Answered(Response),
+    /// The status (200, 206), the part's first byte and length, and the
+    /// headers so far.
+    Part((Status, u64, u64, Headers)),
+}
+
+type Headers = Vec<(&'static str, Cow<'static, str>)>;
+
+/// The preconditions, then the range, of `request` against a
+/// representation of `len` bytes: 412 as the error.
+fn select(
+    request: &Request,
+    version: &Validators,
+    len: u64,
+    content_type: Cow<'static, str>,
+    now: SystemTime,
+) -> Result<Selected, Status> {
+    let mut headers = Vec::with_capacity(7);
+    headers.push(("ETag", Cow::Owned(version.etag.clone())));
+    if let Some(date) = version.last_modified() {
+        headers.push(("Last-Modified", Cow::Owned(date)));
+    }
+    headers.push(("Accept-Ranges", Cow::Borrowed("bytes")));
+    let use_range = match conditional::evaluate(&request.preconditions(), Some(version), now) {
+        Decision::Failed => return Err(PRECONDITION_FAILED),
+        Decision::NotModified => {
+            return Ok(Selected::Answered(Response {
+                status: NOT_MODIFIED,
+                at: now,
+                headers,
+                body: Body::Length(0),
+            }));
+        }
+        Decision::Proceed { use_range } => use_range,
+    };
+    headers.push(("Content-Type", content_type));
+    let range = match (&request.range, request.method) {
+        (Some(header), Method::Get) if use_range => range::byte_range(header, len),
+        _ => None,
+    };
+    Ok(Selected::Part(match range {
+        None => (OK, 0, len, headers),
+        Some(Ok((start, part))) => {
+            headers.push((
+                "Content-Range",
+                Cow::Owned(range::content_range(start, part, len)),
+            ));
+            (PARTIAL, start, part, headers)
+        }
+        Some(Err(())) => {
+            let mut response = Response::error(RANGE_NOT_SATISFIABLE);
+            response
+                .headers
+                .push(("Content-Range", Cow::Owned(range::unsatisfied_range(len))));
+            return Ok(Selected::Answered(response));
+        }
+    }))
 }

@@ -8,6 +8,7 @@
 //! other, and every listing (`listing`), on the blocking pool. A first line
 //! that is an HTTP request line switches the connection to HTTP (`http`).
 
+mod archive;
 pub(crate) mod http;
 mod listing;
 mod paths;
@@ -28,6 +29,7 @@ use super::probe::{Probe, ProbeContext, line_then_close, shown};
 use super::{BuildContext, Ended, Handler, HandlerError, Invalid, Refusal};
 use crate::conn::text::{QUOTE_MAX_BYTES, TextEncoding, quote};
 use crate::conn::{ConnError, Connection, Incoming, Io, MinRate};
+use archive::{Archives, archived_folder};
 use listing::{Format, ListingError, Listings};
 use paths::{Policy, Target, io_reason, open_root, resolve, resolve_cached};
 
@@ -123,6 +125,8 @@ pub(crate) struct Download {
     send_buffer: usize,
     /// Listings, cached and built a few at a time.
     listings: Arc<Listings>,
+    /// Folders as tar streams: walked a few at a time, their layouts bounded.
+    archives: Arc<Archives>,
     max_downloads: usize,
     files_sent: IntCounter,
     file_bytes_sent: IntCounter,
@@ -255,6 +259,11 @@ impl Download {
         let name = encoding.decode(&request).trim().to_owned();
         let target = match self.resolve_target(&name).await {
             Ok(target) => target,
+            Err(HandlerError::Refused(Refusal::NotFound | Refusal::Hidden))
+                if let Some(folder) = archived_folder(&name) =>
+            {
+                return self.serve_raw_archive(conn, folder).await;
+            }
             Err(e) => {
                 info!(name = quote(&name, QUOTE_MAX_BYTES).as_str(), reason = %e, "download refused");
                 return Err(e);
@@ -285,6 +294,35 @@ impl Download {
                 self.send_range(conn, &[], file, 0, meta.len()).await?;
             }
         }
+        Ok(Ended::Completed)
+    }
+
+    /// Serves a raw-protocol request for a folder's tar stream (`NAME.tar`
+    /// with no such file): the whole archive.
+    async fn serve_raw_archive<S: Io>(
+        &self,
+        conn: &mut Connection<S>,
+        folder: &str,
+    ) -> Result<Ended, HandlerError> {
+        let Ok(_sending) = self.sending.clone().try_acquire_owned() else {
+            return Err(HandlerError::Refused(Refusal::Busy));
+        };
+        let archive = match self.open_archive(folder).await {
+            Ok(archive) => archive,
+            Err(e) => {
+                info!(folder = quote(folder, QUOTE_MAX_BYTES).as_str(), reason = %e, "archive refused");
+                return Err(e);
+            }
+        };
+        let layout = archive.layout();
+        info!(
+            folder = quote(folder, QUOTE_MAX_BYTES).as_str(),
+            entries = layout.entries().len(),
+            bytes = layout.len(),
+            "sending archive"
+        );
+        self.send_archive(conn, &[], &archive, 0, layout.len())
+            .await?;
         Ok(Ended::Completed)
     }
 }
@@ -351,6 +389,7 @@ impl Handler for Download {
             send_buffer: config.send_buffer,
             // New: the root, its rules or the encoding may have changed.
             listings: Arc::new(Listings::default()),
+            archives: Arc::new(Archives::default()),
             max_downloads: config.max_downloads,
             files_sent,
             file_bytes_sent,
