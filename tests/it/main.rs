@@ -16,6 +16,7 @@ mod deploy;
 mod docs;
 mod download;
 mod echo;
+mod fairness;
 mod history;
 mod hostile_server;
 mod http;
