@@ -1193,3 +1193,33 @@ async fn a_crlf_after_a_request_leaves_the_connection_idle() {
         String::from_utf8_lossy(&all)
     );
 }
+
+/// Keep-alive is bounded: of requests pipelined past
+/// `MAX_REQUESTS_PER_CONNECTION` (1000) in one write, 1000 are answered,
+/// the last with `Connection: close`, and then the connection ends.
+#[tokio::test]
+async fn pipelined_requests_past_the_keep_alive_bound_end_at_the_thousandth() {
+    let (_dir, root) = root();
+    let server = server(&root);
+    let mut conn = common::connect(server.addr("files")).await;
+    let requests = b"HEAD /a.txt HTTP/1.1\r\nHost: x\r\n\r\n".repeat(1005);
+    let (mut read, mut write) = conn.split();
+    let (_, all) = tokio::join!(write.write_all(&requests), async {
+        // Until the end, or a reset (whatever came before it counts).
+        let mut all = Vec::new();
+        let read_all = async { while read.read_buf(&mut all).await.is_ok_and(|n| n > 0) {} };
+        timeout(LIMIT, read_all)
+            .await
+            .expect("the connection was never closed");
+        all
+    });
+    let text = String::from_utf8_lossy(&all);
+    let answered = text.matches("HTTP/1.1 200 OK\r\n").count();
+    assert_eq!(answered, 1000, "{} bytes back", all.len());
+    let last = text
+        .rsplit("HTTP/1.1 200 OK\r\n")
+        .next()
+        .unwrap_or_default();
+    assert!(last.contains("Connection: close\r\n"), "{last}");
+    assert_eq!(text.matches("Connection: close\r\n").count(), 1);
+}
