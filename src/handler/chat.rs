@@ -77,6 +77,10 @@ pub(super) async fn chat<S: Io>(
         let encoding = conn.settings().encoding;
         let text = encoding.decode(&message);
         if text.trim().is_empty() {
+            // No reply, so no write spends the task's budget: a client that
+            // streams blank lines (4 KiB of them a read) would otherwise
+            // keep the worker from its other tasks for 128 reads at a time.
+            tokio::task::coop::consume_budget().await;
             continue;
         }
         trace!(message = quote(&text, QUOTE_MAX_BYTES).as_str(), "received");

@@ -1146,3 +1146,143 @@ async fn an_idle_keep_alive_connection_is_closed_at_the_idle_timeout() {
     let rest = String::from_utf8_lossy(&rest);
     assert!(!rest.contains("HTTP/1.1"), "{rest}");
 }
+
+/// The CRLF some clients send after a request (RFC 9112 §2.2: a server
+/// should ignore at least one empty line before a request line) leaves a
+/// keep-alive connection idle: no head has begun, so no 408 at the
+/// `message_timeout`, and (issue 23) no buffer is held while it waits.
+#[tokio::test]
+#[ignore = "attack: read_head (src/handler/download/http.rs) counts buffered CRLFs as a begun \
+            head: the connection keeps its 4 KiB buffer (HTTP hold of 2000: 8.7 KB a connection \
+            with a stray CRLF, 4.6 without) and gets 408 at message_timeout; fix (verified \
+            against this test): at read_head's entry, before `deadline` is set, clear a buf of \
+            CR and LF bytes only (at entry only: CRLFs that come later still begin a head, so \
+            a client streaming them gets its 408)"]
+async fn a_crlf_after_a_request_leaves_the_connection_idle() {
+    let (_dir, root) = root();
+    let server = TestServer::start(&common::listener(
+        "files",
+        "download",
+        &format!(
+            "root = '{}'\nmessage_timeout = \"500ms\"\nidle_timeout = \"20s\"",
+            root.display()
+        ),
+    ));
+    let mut conn = common::connect(server.addr("files")).await;
+    conn.write_all(b"HEAD /a.txt HTTP/1.1\r\n\r\n\r\n")
+        .await
+        .expect("send");
+    // The first response (a HEAD: its head only), then well past the
+    // message timeout: nothing more.
+    let mut got = Vec::new();
+    let waited = std::time::Instant::now();
+    while waited.elapsed() < Duration::from_millis(1500) {
+        let _ = timeout(Duration::from_millis(100), conn.read_buf(&mut got)).await;
+    }
+    let got = String::from_utf8_lossy(&got);
+    assert!(got.starts_with("HTTP/1.1 200 OK\r\n"), "{got}");
+    assert!(!got.contains("408"), "{got}");
+    // And the connection still serves.
+    conn.write_all(b"HEAD /a.txt HTTP/1.1\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("send the second request");
+    let all = common::read_to_end(&mut conn).await;
+    assert!(
+        String::from_utf8_lossy(&all).contains("HTTP/1.1 200 OK"),
+        "{}",
+        String::from_utf8_lossy(&all)
+    );
+}
+
+/// Keep-alive is bounded: of requests pipelined past
+/// `MAX_REQUESTS_PER_CONNECTION` (1000) in one write, 1000 are answered,
+/// the last with `Connection: close`, and then the connection ends.
+#[tokio::test]
+async fn pipelined_requests_past_the_keep_alive_bound_end_at_the_thousandth() {
+    let (_dir, root) = root();
+    let server = server(&root);
+    let mut conn = common::connect(server.addr("files")).await;
+    let requests = b"HEAD /a.txt HTTP/1.1\r\nHost: x\r\n\r\n".repeat(1005);
+    let (mut read, mut write) = conn.split();
+    let (_, all) = tokio::join!(write.write_all(&requests), async {
+        // Until the end, or a reset (whatever came before it counts).
+        let mut all = Vec::new();
+        let read_all = async { while read.read_buf(&mut all).await.is_ok_and(|n| n > 0) {} };
+        timeout(LIMIT, read_all)
+            .await
+            .expect("the connection was never closed");
+        all
+    });
+    let text = String::from_utf8_lossy(&all);
+    let answered = text.matches("HTTP/1.1 200 OK\r\n").count();
+    assert_eq!(answered, 1000, "{} bytes back", all.len());
+    let last = text
+        .rsplit("HTTP/1.1 200 OK\r\n")
+        .next()
+        .unwrap_or_default();
+    assert!(last.contains("Connection: close\r\n"), "{last}");
+    assert_eq!(text.matches("Connection: close\r\n").count(), 1);
+}
+
+/// The first request's head is bounded by `message_timeout` from its first
+/// byte, as every message is: a request line dripped just under the quiet
+/// gap, then its header fields dripped too, gets its 408 at the message
+/// timeout, not at the request line's time plus a whole timeout more.
+#[tokio::test]
+#[ignore = "attack: the first head gets message_timeout twice: the raw protocol's reader bounds \
+            the request line, then read_head (src/handler/download/http.rs) starts a new \
+            deadline for the rest (1.5 s limit: 408 after 2.83 s, measured on the release build); \
+            fix: hand serve() the instant the first line's first byte came (the reader's \
+            message_started, through Connection) and start the first head's deadline there"]
+async fn a_dripped_first_head_gets_408_at_the_message_timeout_from_its_first_byte() {
+    let (_dir, root) = root();
+    let server = TestServer::start(&common::listener(
+        "files",
+        "download",
+        &format!(
+            "root = '{}'\nmessage_timeout = \"1s\"\nmessage_gap = \"300ms\"",
+            root.display()
+        ),
+    ));
+    let mut conn = common::connect(server.addr("files")).await;
+    conn.set_nodelay(true).expect("nodelay");
+    let started = std::time::Instant::now();
+    // The request line over about 0.6 s, a byte every 15 ms (under the gap).
+    let line = format!("GET /a.txt?{} HTTP/1.1\r\n", "x".repeat(14));
+    for byte in line.as_bytes() {
+        conn.write_all(&[*byte]).await.expect("send a byte");
+        tokio::time::sleep(Duration::from_millis(15)).await;
+    }
+    let line_took = started.elapsed();
+    // Then header fields, a byte every 20 ms, until the server answers.
+    let field = b"X-a: b\r\n";
+    let mut got = [0u8; 12];
+    let mut at = 0;
+    let answered = loop {
+        if conn
+            .write_all(&field[at % field.len()..][..1])
+            .await
+            .is_err()
+        {
+            break None;
+        }
+        at += 1;
+        match timeout(Duration::from_millis(20), conn.read(&mut got)).await {
+            Ok(Ok(n)) if n > 0 => break Some(started.elapsed()),
+            Ok(_) => break None,
+            Err(_) if started.elapsed() > LIMIT => break None,
+            Err(_) => {}
+        }
+    };
+    let after = answered.expect("no answer to the dripped head");
+    assert_eq!(
+        &got,
+        b"HTTP/1.1 408",
+        "{:?} after {after:?} (the request line took {line_took:?})",
+        String::from_utf8_lossy(&got)
+    );
+    assert!(
+        after < Duration::from_millis(1400),
+        "the 408 came {after:?} after the head's first byte (message_timeout 1 s)"
+    );
+}

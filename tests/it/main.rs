@@ -17,6 +17,7 @@ mod deploy;
 mod docs;
 mod download;
 mod echo;
+mod fairness;
 mod history;
 mod hostile_server;
 mod http;
