@@ -550,10 +550,6 @@ async fn an_idle_keep_alive_connection_is_closed_by_a_reload_without_a_request()
 /// answer at once, as an idle one does, not with a 408 at the end of the
 /// head's `message_timeout` (20 s here; 30 s by default).
 #[tokio::test]
-#[ignore = "attack: read_head (src/handler/download/http.rs) waits for the rest of a begun head \
-            with read_chunk, which races only a denial, not the retirement; fix: in its \
-            `Some(deadline)` arm, when `!first`, read with read_chunk_until_retired (None: \
-            `continue`, so that the loop's top returns Shutdown)"]
 async fn a_keep_alive_connection_with_its_next_head_begun_is_closed_by_a_reload() {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("a.txt"), b"a").expect("write");

@@ -213,6 +213,13 @@ async fn read_head<S: Io>(
     first: bool,
 ) -> Result<HeadRead, HandlerError> {
     let limit = conn.settings().message_timeout;
+    // The empty lines some clients send after a request (RFC 9112 §2.2)
+    // begin no head: the connection is idle, and holds no buffer. Only
+    // here: empty lines that come later do begin one, so a client that
+    // streams them is bounded by the head's limits.
+    if buf.iter().all(|b| matches!(b, b'\r' | b'\n')) {
+        buf.clear();
+    }
     let mut deadline = (!buf.is_empty()).then(|| Instant::now() + limit);
     loop {
         // A reload replaced the listener's settings: they apply to new
@@ -256,6 +263,13 @@ async fn read_head<S: Io>(
                 .max(1),
         );
         let read = match deadline {
+            Some(deadline) if !first => {
+                match timeout_at(deadline, conn.read_chunk_until_retired(buf)).await {
+                    Ok(Some(read)) => read,
+                    Ok(None) => continue,
+                    Err(_) => return Ok(HeadRead::Refused(REQUEST_TIMEOUT)),
+                }
+            }
             Some(deadline) => match timeout_at(deadline, conn.read_chunk(buf)).await {
                 Ok(read) => read,
                 Err(_) => return Ok(HeadRead::Refused(REQUEST_TIMEOUT)),
