@@ -17,7 +17,7 @@
 #   ECHO_SESSIONS=5         sessions per echo run, each on fresh connections
 #                           (one set of loopback connections keeps a fast or a
 #                           slow pace for its life; sessions average over them)
-#   CASES="echo connect lines datagrams download requests wrk hold tls"   which kinds of case to run
+#   CASES="echo connect lines datagrams download tar requests wrk hold tls"   which kinds of case to run
 #   TLS_HOLD=2000           idle TLS connections of the tls case's memory run
 #   HTTP_HOLD=5000          idle HTTP keep-alive connections of the hold case's HTTP run
 #   HOLD_50K=1              also hold 50 000 idle connections
@@ -39,6 +39,13 @@
 # (requests/s, CPU per MB). The hold case also holds HTTP_HOLD idle
 # keep-alive connections on each of them, each after one GET (loadgen hold
 # --path): server RSS growth per connection, then each must answer again.
+#
+# The tar case: a folder as one tar stream (NAME.tar), over the raw
+# protocol, one client, beside the raw download of one file of the same
+# total size, in the same run: a folder of FILE_MB/16 files of 16 MiB (64
+# for the full run: MB/s against the single file's) and one of 10 000 files
+# of 4 KiB (files/s, and MB/s against a single file of 40 MB). The folders
+# are built once in target/bench/data and hard-linked into the served root.
 #
 # The tls case: switchboard against nginx (one process, as in the requests
 # case), both with the same self-signed P-256 ECDSA certificate made for
@@ -106,7 +113,7 @@ else
   OUT_DIR=${OUT_DIR:-$root/bench}
   suffix=
 fi
-CASES=${CASES:-echo connect lines datagrams download requests wrk hold tls}
+CASES=${CASES:-echo connect lines datagrams download tar requests wrk hold tls}
 TLS_HOLD=${TLS_HOLD:-2000}
 HTTP_HOLD=${HTTP_HOLD:-5000}
 LINES_CONNS=${LINES_CONNS:-8 64}
@@ -360,6 +367,37 @@ ln "$file" "$serve_dir/$file_name" 2> /dev/null || cp "$file" "$serve_dir/$file_
 head -c 1024 /dev/urandom > "$serve_dir/small-1k.bin"
 head -c 1M /dev/urandom > "$serve_dir/medium-1m.bin"
 chmod a+rx "$work" "$serve_dir" && chmod a+r "$serve_dir/small-1k.bin" "$serve_dir/medium-1m.bin" "$serve_dir/$file_name"
+# The tar case's folders (see the top), hard-linked into the served root
+# (a folder's archive holds what is in it, not what a symlink leads to):
+# the big file split in 16 MiB files, and 10 000 files of 4 KiB; beside
+# them the single 40 MB file they are measured against.
+tar_files=$blocks
+tar_small=10000
+if [[ " $CASES " == *" tar "* ]]; then
+  if [ ! -d "$data/tar-$tar_files" ] || [ "$(ls "$data/tar-$tar_files" | wc -l)" != "$tar_files" ]; then
+    say "creating $data/tar-$tar_files ($tar_files files of 16 MiB)"
+    rm -rf "$data/tar-$tar_files" && mkdir -p "$data/tar-$tar_files"
+    split -b 16M -d -a 3 "$file" "$data/tar-$tar_files/f"
+  fi
+  if [ ! -d "$data/tar-small" ] || [ "$(ls "$data/tar-small" | wc -l)" != "$tar_small" ]; then
+    say "creating $data/tar-small ($tar_small files of 4 KiB)"
+    rm -rf "$data/tar-small" && mkdir -p "$data/tar-small"
+    python3 -c "
+import os, sys
+for i in range(int(sys.argv[2])):
+    with open(os.path.join(sys.argv[1], f'f{i:05d}'), 'wb') as f:
+        f.write(os.urandom(4096))
+" "$data/tar-small" "$tar_small"
+  fi
+  cp -al "$data/tar-$tar_files" "$serve_dir/big-folder"
+  cp -al "$data/tar-small" "$serve_dir/small-folder"
+  head -c $((tar_small * 4096)) "$file" > "$serve_dir/small-single.bin"
+  # The archives' lengths: a 512-byte header a member (the folder's own,
+  # then each file's: short names, no pax header), the bodies padded to
+  # 512 (these are multiples), and the two zero blocks of the end.
+  tar_big_size=$(((1 + tar_files) * 512 + tar_files * 16 * 1024 * 1024 + 1024))
+  tar_small_size=$(((1 + tar_small) * 512 + tar_small * 4096 + 1024))
+fi
 # nginx for the same file: one process (master_process off, so its CPU time
 # is one process's, as switchboard's is), sendfile on, access log off on
 # both (switchboard logs at warn for this case: see start_server).
@@ -494,7 +532,7 @@ start_server() {
     switchboard*)
       cmd=("$switchboard" -c "$config")
       case $kind:$label in
-        download:*) port=$p_sb_download ;;
+        download:* | tar:*) port=$p_sb_download ;;
         lines:switchboard:keyword-bot) port=$p_sb_keyword ;;
         lines:switchboard:random-bot) port=$p_sb_random ;;
         lines:switchboard:random-bot-sqlite) port=$p_sb_random_sqlite ;;
@@ -616,8 +654,10 @@ run_one() {
     return 0
   fi
   local out=$work/loadgen.out err=$work/loadgen.err status=0 mode=$kind
-  # The HTTP keep-alive hold is loadgen's hold with --path.
+  # The HTTP keep-alive hold is loadgen's hold with --path; a tar stream
+  # is a download.
   [ "$kind" = hold-http ] && mode=hold
+  [ "$kind" = tar ] && mode=download
   timeout --foreground -k 5 "$limit" "${load_pin[@]}" "$loadgen" "$mode" --addr "127.0.0.1:$port" \
     --duration "$DURATION" --deadline $((limit - 10)) --json-only --server-pid "$server_pid" \
     "$@" > "$out" 2> "$err" || status=$?
@@ -664,6 +704,10 @@ run_case() {
         run_one "$label" "$case_name" "$kind" "$round" "$limit" "$@" --refused
       elif [ "$label" = switchboard:proxy-v2 ]; then
         run_one "$label" "$case_name" "$kind" "$round" "$limit" "$@" --proxy-v2
+      elif [ "$kind" = tar ] && [ "$label" = switchboard:single ]; then
+        run_one "$label" "$case_name" "$kind" "$round" "$limit" "${tar_single_args[@]}" "$@"
+      elif [ "$kind" = tar ]; then
+        run_one "$label" "$case_name" "$kind" "$round" "$limit" "${tar_archive_args[@]}" "$@"
       elif [ "$label" = switchboard:http ] && [ "$kind" = download ]; then
         run_one "$label" "$case_name" "$kind" "$round" "$limit" "$@" --http
       else
@@ -863,6 +907,25 @@ if wants download; then
       --file "$file_name" --clients "$clients" --repeat "$REPEAT" \
       --expect-size "$file_size" --expect-sha256 "$file_sha"
   done
+fi
+
+if wants tar; then
+  say "warming the page cache (the tar case's folders)"
+  cat "$serve_dir"/big-folder/* "$serve_dir"/small-folder/* "$serve_dir/small-single.bin" > /dev/null
+  # Once, by GNU tar: the archive lists every member.
+  start_server switchboard tar
+  members=$(exec 3<> "/dev/tcp/127.0.0.1/$port" && printf 'small-folder.tar\n' >&3 && timeout 60 tar -t <&3 | wc -l)
+  stop_server
+  [ "$members" = $((tar_small + 1)) ] \
+    || { echo "bench: GNU tar listed $members members of small-folder.tar, not $((tar_small + 1))" >&2; exit 1; }
+  tar_archive_args=(--file big-folder.tar --expect-size "$tar_big_size")
+  tar_single_args=(--file "$file_name" --expect-size "$file_size" --expect-sha256 "$file_sha")
+  run_case "tar ${tar_files}x16M" tar $((DURATION + 300)) "switchboard switchboard:single" \
+    --clients 1 --repeat "$REPEAT"
+  tar_archive_args=(--file small-folder.tar --expect-size "$tar_small_size")
+  tar_single_args=(--file small-single.bin --expect-size $((tar_small * 4096)))
+  run_case "tar ${tar_small}x4K" tar $((DURATION + 120)) "switchboard switchboard:single" \
+    --clients 1 --repeat $((REPEAT * 10))
 fi
 
 if wants requests; then
