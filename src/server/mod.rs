@@ -10,6 +10,7 @@ mod datagram;
 mod drain;
 mod limit;
 mod listener;
+mod open;
 mod opening;
 mod reload;
 mod running;
@@ -292,6 +293,7 @@ impl Server {
         }
         // Stops the accept loops too: theirs are child tokens of the drain's.
         self.drain.begin();
+        state.shut_down_connections();
         let grace = state.stop_accepting().await;
         // Close the listening sockets now, not at exit: new clients are
         // refused at once (a load balancer's check fails and it moves on)
