@@ -169,8 +169,9 @@ pub(crate) struct Connection<S: Io> {
     opened: Instant,
     /// The one timer of the connection's waits, reset at each wait (a
     /// later deadline is an atomic update, not a trip to the timer wheel
-    /// and back per wait as a timer per wait was). Boxed: it is pinned.
-    timer: Pin<Box<Sleep>>,
+    /// and back per wait as a timer per wait was). Boxed: it is pinned;
+    /// made at the first wait.
+    timer: Option<Pin<Box<Sleep>>>,
     /// Until the first message (echo: the first bytes) has arrived: when it
     /// must have, and the limit that stands for.
     first_message_by: Option<(Instant, Duration)>,
@@ -226,7 +227,7 @@ impl<S: Io> Connection<S> {
             settings,
             metrics,
             opened,
-            timer: Box::pin(tokio::time::sleep_until(opened)),
+            timer: None,
             close_reason: CloseReason::Dropped,
             signals,
             writing: false,
@@ -543,18 +544,23 @@ impl<S: Io> Connection<S> {
         // The flush matters through TLS only: a write may leave the last
         // records in the session's buffer when the socket is full, and
         // nothing else would send them before the client's next request.
+        // Polled, not `write_all` and `flush` futures: this wait is room in
+        // every echo connection's task.
         let stream = &mut self.stream;
-        let mut write = std::pin::pin!(async move {
-            stream.write_all(bytes).await?;
-            stream.flush().await
-        });
+        let write = move |cx: &mut std::task::Context<'_>| -> Poll<io::Result<()>> {
+            while !bytes.is_empty() {
+                match Pin::new(&mut *stream).poll_write(cx, bytes) {
+                    Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                    Poll::Ready(Ok(written)) => bytes = &bytes[written..],
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+            Pin::new(&mut *stream).poll_flush(cx)
+        };
         // The connection's timer; no signal ends a write.
         let until = Instant::now() + limit;
-        match wait_for(&self.signals, &mut self.timer, until, 0, |cx| {
-            write.as_mut().poll(cx)
-        })
-        .await
-        {
+        match wait_for(&self.signals, &mut self.timer, until, 0, write).await {
             Ok(Ok(())) => {
                 self.writing = false;
                 Ok(())
@@ -726,8 +732,12 @@ impl<S: Io> Connection<S> {
             return;
         }
         self.close_reason = reason;
+        // Both steps on the connection's timer: this wait is room in every
+        // connection's task.
         let deadline = Instant::now() + LINGER_TIME;
-        match timeout_at(deadline, self.stream.shutdown()).await {
+        let stream = &mut self.stream;
+        let shutdown = |cx: &mut std::task::Context<'_>| Pin::new(&mut *stream).poll_shutdown(cx);
+        match wait_for(&self.signals, &mut self.timer, deadline, 0, shutdown).await {
             Ok(Ok(())) => self.closed_cleanly = true,
             _ => return,
         }
@@ -737,7 +747,7 @@ impl<S: Io> Connection<S> {
         // which have nothing left to read.
         let mut left = LINGER_BYTES;
         let stream = &mut self.stream;
-        let drained = std::future::poll_fn(|cx| {
+        let drained = |cx: &mut std::task::Context<'_>| {
             let mut scratch = [std::mem::MaybeUninit::<u8>::uninit(); LINGER_SCRATCH];
             while left > 0 {
                 let want = usize::try_from(left).map_or(LINGER_SCRATCH, |l| l.min(LINGER_SCRATCH));
@@ -751,8 +761,8 @@ impl<S: Io> Connection<S> {
                 }
             }
             Poll::Ready(())
-        });
-        let _ = timeout_at(deadline, drained).await;
+        };
+        let _ = wait_for(&self.signals, &mut self.timer, deadline, 0, drained).await;
     }
 
     /// Bounds the socket's send buffer to `bytes` (`SO_SNDBUF`), which also
@@ -853,12 +863,18 @@ enum Interrupted {
 /// a connection, not one a wait, and no waiter of its own for the signals.
 fn wait_for<'a, T>(
     signals: &'a Signals,
-    timer: &'a mut Pin<Box<Sleep>>,
+    timer: &'a mut Option<Pin<Box<Sleep>>>,
     until: Instant,
     ends: u8,
     mut event: impl FnMut(&mut std::task::Context<'_>) -> Poll<T> + 'a,
 ) -> impl Future<Output = Result<T, Interrupted>> + 'a {
-    timer.as_mut().reset(until);
+    let timer = match timer {
+        Some(timer) => {
+            timer.as_mut().reset(until);
+            timer
+        }
+        None => timer.insert(Box::pin(tokio::time::sleep_until(until))),
+    };
     std::future::poll_fn(move |cx| {
         let fired = signals.poll_fired(cx) & ends;
         if fired != 0 {
@@ -963,6 +979,7 @@ async fn read_blocking(
 mod tests {
     use super::*;
     use crate::metrics::Metrics;
+    use tokio::time::timeout;
 
     fn figure(metrics: &Metrics, line_start: &str) -> String {
         let text = String::from_utf8(metrics.render()).expect("UTF-8");

@@ -21,6 +21,8 @@ pub(crate) const RETIRED: u8 = 1;
 pub(crate) const DENIED: u8 = 2;
 /// The server (or this listener) is shutting down: finish.
 pub(crate) const SHUTDOWN: u8 = 4;
+/// The shutdown's grace period is over: the connection's task is dropped.
+pub(crate) const ABORTED: u8 = 8;
 
 /// A connection's signals; clones share them (the listener's registry
 /// keeps one, the connection another).
@@ -31,7 +33,7 @@ pub(crate) struct Signals {
 
 #[derive(Debug, Default)]
 struct State {
-    /// [`RETIRED`], [`DENIED`] and [`SHUTDOWN`], once fired.
+    /// [`RETIRED`], [`DENIED`], [`SHUTDOWN`] and [`ABORTED`], once fired.
     fired: AtomicU8,
     /// The connection's task, woken when a signal is fired.
     waker: AtomicWaker,
@@ -53,7 +55,8 @@ pub(crate) struct Source {
 }
 
 impl Signals {
-    /// Fires `signals` (any of [`RETIRED`], [`DENIED`], [`SHUTDOWN`]) and
+    /// Fires `signals` (any of [`RETIRED`], [`DENIED`], [`SHUTDOWN`],
+    /// [`ABORTED`]) and
     /// wakes the connection's task. A denial retires too.
     pub(crate) fn fire(&self, signals: u8) {
         let signals = if signals & DENIED != 0 {

@@ -388,7 +388,9 @@ impl Listener {
             // Reached by reloads and the shutdown from now on.
             let signals = Signals::default();
             let registration = open.register(&signals);
-            let with = Accepted {
+            let task_signals = signals.clone();
+            let mut with = Accepted {
+                slot,
                 routes: routes.clone(),
                 sources: sources.clone(),
                 registration,
@@ -397,42 +399,69 @@ impl Listener {
                 accepted: Instant::now(),
             };
             let connection = async move {
-                let admitted =
-                    admit_proxied(&stream, peer, via_proxy, slot, &route, &with.sources);
-                // Shutdown does not wait for a header still on its way.
-                let admitted = tokio::select! {
-                    biased;
-                    _ = signals.any_of(SHUTDOWN) => None,
-                    admitted = admitted => admitted,
+                // In a scope of its own: what only the opening needs is
+                // not kept in the task while the connection is served.
+                let mut conn = {
+                    let admitted = admit_proxied(
+                        &stream,
+                        peer,
+                        via_proxy,
+                        &mut with.slot,
+                        &route,
+                        &with.sources,
+                    );
+                    // Shutdown does not wait for a header still on its way.
+                    let admitted = tokio::select! {
+                        biased;
+                        _ = signals.any_of(SHUTDOWN) => None,
+                        admitted = admitted => admitted,
+                    };
+                    let Some(client) = admitted else {
+                        return;
+                    };
+                    with.registration.open().admitted(
+                        &with.routes,
+                        &signals,
+                        Source {
+                            client: client.ip(),
+                            balancer: via_proxy.then(|| peer.ip()),
+                            checked: with.slot.is_some(),
+                        },
+                    );
+                    prepare_socket(&stream, route.tcp_keepalive);
+                    // After admission: a refused source never costs a handshake.
+                    let opened = secure(
+                        stream,
+                        route.tls.as_ref(),
+                        route.settings.first_message_timeout,
+                        &route.metrics,
+                        &signals,
+                    );
+                    let Some(stream) = opened.await else {
+                        return;
+                    };
+                    // One line per connection at info, when it closes (as an
+                    // access log does): at tens of thousands of connections a
+                    // second a second line would cost a fifth of the server's
+                    // time.
+                    debug!("opened");
+                    // Made here, not in `serve`: what a task moves is stored
+                    // again where it goes, and the stream is most of it.
+                    Connection::new(
+                        stream,
+                        client,
+                        route.settings.clone(),
+                        route.metrics.clone(),
+                        signals,
+                    )
+                    .accepted_at(with.accepted)
                 };
-                let Some((client, slot)) = admitted else {
-                    return;
-                };
-                with.registration.open().admitted(
-                    &with.routes,
-                    &signals,
-                    Source {
-                        client: client.ip(),
-                        balancer: via_proxy.then(|| peer.ip()),
-                        checked: slot.is_some(),
-                    },
-                );
-                prepare_socket(&stream, route.tcp_keepalive);
-                // After admission: a refused source never costs a handshake.
-                let opened = secure(
-                    stream,
-                    route.tls.as_ref(),
-                    route.settings.first_message_timeout,
-                    &route.metrics,
-                    &signals,
-                );
-                let Some(stream) = opened.await else {
-                    return;
-                };
-                serve(stream, client, route, signals, &with).await;
-                drop((with, slot));
+                serve(&mut conn, route, &with).await;
+                // The connection is counted closed before its places under
+                // the limits are given back.
+                drop((conn, with));
             };
-            drain.spawn(connection, span);
+            drain.spawn_connection(connection, span, task_signals);
         }
         debug!("stopped accepting");
     }
@@ -480,19 +509,20 @@ fn refuse(
 /// accept, holding `slot`), or for a connection from a trusted proxy the
 /// address its PROXY protocol header gives, which is admitted here (access
 /// lists, per-source limits) as the socket's peer would have been at
-/// accept. `None`: refused, and already counted.
+/// accept, its place among its source's connections then put in `slot`.
+/// `None`: refused, and already counted.
 async fn admit_proxied(
     stream: &TcpStream,
     peer: SocketAddr,
     via_proxy: bool,
-    slot: Option<SourceSlot>,
+    slot: &mut Option<SourceSlot>,
     route: &Route,
     sources: &Arc<Sources>,
-) -> Option<(SocketAddr, Option<SourceSlot>)> {
+) -> Option<SocketAddr> {
     let span = tracing::Span::current();
     let Some(proxy) = route.proxy_protocol.as_ref().filter(|_| via_proxy) else {
         span.record("peer", field::display(peer));
-        return Some((peer, slot));
+        return Some(peer);
     };
     span.record("via", field::display(peer));
     // Boxed: only connections through a balancer carry the header's read
@@ -509,7 +539,8 @@ async fn admit_proxied(
         // (`deny` was checked at accept).
         Ok(Proxied::Local) => {
             span.record("peer", field::display(peer));
-            return Some((peer, None));
+            *slot = None;
+            return Some(peer);
         }
         Err(e) => {
             span.record("peer", field::display(peer));
@@ -520,7 +551,10 @@ async fn admit_proxied(
     };
     span.record("peer", field::display(client));
     match sources.admit(&route.access, client.ip()) {
-        Ok(slot) => Some((client, Some(slot))),
+        Ok(admitted) => {
+            *slot = Some(admitted);
+            Some(client)
+        }
         Err(refusal) => {
             refuse(stream, route, sources, refusal, client);
             None
@@ -531,6 +565,9 @@ async fn admit_proxied(
 /// What a connection's task keeps from its accept until it ends, in one
 /// place (each value the task moves is stored again where it goes).
 struct Accepted {
+    /// Its place among its source's connections (`None` for a balancer's
+    /// own connection, until its PROXY header names the client).
+    slot: Option<SourceSlot>,
     /// The listener's route, as reloads replace it.
     routes: watch::Receiver<Arc<Route>>,
     /// The listener's per-source state (a PROXY header's client is
@@ -552,31 +589,13 @@ const MAX_REROUTES: u32 = 8;
 
 /// Runs one connection from open to close, with its log line and counts,
 /// under the route of its accept, or the one a reload rerouted it to.
-async fn serve(
-    stream: ServerStream,
-    peer: SocketAddr,
-    mut route: Arc<Route>,
-    signals: Signals,
-    with: &Accepted,
-) {
-    // One line per connection at info, when it closes (as an access log
-    // does): at tens of thousands of connections a second a second line
-    // would cost a fifth of the server's time.
-    debug!("opened");
+async fn serve(conn: &mut Connection<ServerStream>, mut route: Arc<Route>, with: &Accepted) {
     let accepted = with.accepted;
-    let mut conn = Connection::new(
-        stream,
-        peer,
-        route.settings.clone(),
-        route.metrics.clone(),
-        signals,
-    )
-    .accepted_at(accepted);
     let mut reroutes = 0;
     let result = loop {
         // A reload fires the connection's signals before it returns: a
         // request that arrives after it finds them fired.
-        let result = route.handler.serve(&mut conn).await;
+        let result = route.handler.serve(conn).await;
         // A reload came before the client's first byte: its first request
         // is served under the new settings, as a new connection's would be
         // (a connection opened early cannot keep what a reload took away).
@@ -597,7 +616,9 @@ async fn serve(
         && let Some((reply, reason)) = err.client_reply().filter(|_| !conn.reply_cut())
     {
         route.metrics.error_reply(reason);
-        let _ = conn.send_line(&reply).await;
+        // Boxed: few connections end with an error reply, and every
+        // connection's task would carry room for the write.
+        let _ = Box::pin(conn.send_line(&reply)).await;
     }
     let reason = match &result {
         Ok(ended) => ended.close_reason(),

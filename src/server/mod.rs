@@ -293,7 +293,6 @@ impl Server {
         }
         // Stops the accept loops too: theirs are child tokens of the drain's.
         self.drain.begin();
-        state.shut_down_connections();
         let grace = state.stop_accepting().await;
         // Close the listening sockets now, not at exit: new clients are
         // refused at once (a load balancer's check fails and it moves on)

@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use super::listener::Route;
 use crate::config::Access;
 use crate::conn::Signals;
-use crate::conn::signals::{DENIED, RETIRED, SHUTDOWN, Source};
+use crate::conn::signals::{ABORTED, DENIED, RETIRED, SHUTDOWN, Source};
 
 /// A listener's open connections.
 #[derive(Debug, Default)]
@@ -27,9 +27,10 @@ struct Inner {
     slots: Vec<Option<Signals>>,
     /// The free slots.
     free: Vec<usize>,
-    /// Set by [`OpenConnections::shut_down`]: a connection added later is
-    /// told at once.
-    shutting_down: bool,
+    /// Fired at every connection added from now on: [`SHUTDOWN`] once
+    /// [`OpenConnections::shut_down`] was called, [`ABORTED`] once
+    /// [`OpenConnections::abort`] was.
+    fired_at_open: u8,
 }
 
 /// A connection's place in its listener's [`OpenConnections`], given up
@@ -50,8 +51,8 @@ impl OpenConnections {
     /// Adds a connection; told at once if the listener is shutting down.
     pub(crate) fn register(self: &Arc<Self>, signals: &Signals) -> Registration {
         let mut inner = self.lock();
-        if inner.shutting_down {
-            signals.fire(SHUTDOWN);
+        if inner.fired_at_open != 0 {
+            signals.fire(inner.fired_at_open);
         }
         let slot = match inner.free.pop() {
             Some(slot) => {
@@ -79,10 +80,20 @@ impl OpenConnections {
     /// Tells every open connection (and every one added from now on) to
     /// finish.
     pub(crate) fn shut_down(&self) {
+        self.fire_all(SHUTDOWN);
+    }
+
+    /// Drops every open connection's task (and every one added from now
+    /// on): the shutdown's grace period is over.
+    pub(crate) fn abort(&self) {
+        self.fire_all(SHUTDOWN | ABORTED);
+    }
+
+    fn fire_all(&self, signal: u8) {
         let mut inner = self.lock();
-        inner.shutting_down = true;
+        inner.fired_at_open |= signal;
         for signals in inner.slots.iter().flatten() {
-            signals.fire(SHUTDOWN);
+            signals.fire(signal);
         }
     }
 

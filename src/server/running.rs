@@ -19,7 +19,6 @@ use super::datagram::{self, DatagramLoop};
 use super::drain::Drain;
 use super::limit::ConnectionLimit;
 use super::listener::{AcceptLoop, Listener, Route};
-use super::open::OpenConnections;
 use super::reload::{self, Parked, ReloadError, ReloadSummary, Running, SocketSource};
 use super::{bound_listener, stopped};
 use crate::config::{Config, ListenerConfig, ServerConfig, Transport};
@@ -78,8 +77,6 @@ struct RunningListener {
     config: ListenerConfig,
     socket: Arc<Listener>,
     route: watch::Sender<Arc<Route>>,
-    /// Its open connections (a reload retires them, a shutdown ends them).
-    open: Arc<OpenConnections>,
     limit: Arc<ConnectionLimit>,
     /// Its per-source state (open connections, rate buckets).
     sources: Arc<Sources>,
@@ -184,13 +181,6 @@ impl RunState {
         self.running.len()
     }
 
-    /// Tells every open connection to finish (the server is stopping).
-    pub(super) fn shut_down_connections(&self) {
-        for running in &self.running {
-            running.open.shut_down();
-        }
-    }
-
     /// Waits for every accept loop to return (they were stopped by the
     /// server's drain); returns the shutdown grace of the config last applied.
     pub(super) async fn stop_accepting(&mut self) -> Duration {
@@ -210,7 +200,7 @@ impl RunState {
         config: &ListenerConfig,
         previous: Option<RunningListener>,
     ) -> RunningListener {
-        let (route, open, limit, sources, own_descriptors, drain) = match previous {
+        let (route, limit, sources, own_descriptors, drain) = match previous {
             Some(old) => {
                 let route = Route::new(
                     config,
@@ -218,11 +208,12 @@ impl RunState {
                     Some(&old.route.borrow()),
                     &self.histories,
                 );
-                old.open.replace_route(&old.route, route);
+                old.drain
+                    .open_connections()
+                    .replace_route(&old.route, route);
                 old.limit.resize(config.max_connections);
                 (
                     old.route,
-                    old.open,
                     old.limit,
                     old.sources,
                     old.own_descriptors,
@@ -236,7 +227,6 @@ impl RunState {
                     None,
                     &self.histories,
                 ))),
-                Arc::new(OpenConnections::default()),
                 Arc::new(ConnectionLimit::new(config.max_connections)),
                 Arc::new(Sources::default()),
                 // Sized by the next rebalance.
@@ -260,7 +250,7 @@ impl RunState {
             let socket = socket.clone();
             let with = AcceptLoop {
                 route: route.subscribe(),
-                open: open.clone(),
+                open: drain.open_connections().clone(),
                 limit: limit.clone(),
                 sources: sources.clone(),
                 descriptors: ListenerBudget {
@@ -281,7 +271,6 @@ impl RunState {
             config,
             socket,
             route,
-            open,
             limit,
             sources,
             own_descriptors,
@@ -465,7 +454,9 @@ impl RunningListener {
     /// New settings for the connections accepted from now on.
     fn apply(&mut self, new: &ListenerConfig, metrics: &Arc<Metrics>, histories: &Histories) {
         let route = Route::new(new, metrics, Some(&self.route.borrow()), histories);
-        self.open.replace_route(&self.route, route);
+        self.drain
+            .open_connections()
+            .replace_route(&self.route, route);
         self.limit.resize(new.max_connections);
         if let Transport::Udp(udp) = &new.transport {
             let size = udp.receive_buffer_bytes;
@@ -497,7 +488,6 @@ impl RunningListener {
     /// descriptors they hold of its share stay out of `budget` until then.
     fn retire(self, grace: Duration, budget: &Arc<DescriptorBudget>) {
         self.drain.begin();
-        self.open.shut_down();
         let span = info_span!("listener", listener = self.config.name);
         let drain = self.drain;
         let held = self.own_descriptors.in_use() as u64;
