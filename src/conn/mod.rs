@@ -173,8 +173,8 @@ pub(crate) struct Connection<S: Io> {
     /// made at the first wait.
     timer: Option<Pin<Box<Sleep>>>,
     /// Until the first message (echo: the first bytes) has arrived: when it
-    /// must have, and the limit that stands for.
-    first_message_by: Option<(Instant, Duration)>,
+    /// must have (the settings' `first_message_timeout` after the accept).
+    first_message_by: Option<Instant>,
     close_reason: CloseReason,
     /// The shutdown and a reload's verdicts, fired by the listener.
     signals: Signals,
@@ -220,10 +220,7 @@ impl<S: Io> Connection<S> {
                 message_timeout: settings.message_timeout,
             }),
             peer,
-            first_message_by: Some((
-                opened + settings.first_message_timeout,
-                settings.first_message_timeout,
-            )),
+            first_message_by: Some(opened + settings.first_message_timeout),
             settings,
             metrics,
             opened,
@@ -243,10 +240,7 @@ impl<S: Io> Connection<S> {
     /// handshake), so those waits do not add up to more than the limit.
     pub(crate) fn accepted_at(mut self, accepted: Instant) -> Self {
         self.opened = accepted;
-        self.first_message_by = Some((
-            accepted + self.settings.first_message_timeout,
-            self.settings.first_message_timeout,
-        ));
+        self.first_message_by = Some(accepted + self.settings.first_message_timeout);
         self
     }
 
@@ -269,10 +263,7 @@ impl<S: Io> Connection<S> {
             idle_timeout: settings.idle_timeout,
             message_timeout: settings.message_timeout,
         });
-        self.first_message_by = Some((
-            self.opened + settings.first_message_timeout,
-            settings.first_message_timeout,
-        ));
+        self.first_message_by = Some(self.opened + settings.first_message_timeout);
         self.settings = settings;
     }
 
@@ -405,7 +396,9 @@ impl<S: Io> Connection<S> {
         let idle = self.settings.idle_timeout;
         let idle_until = Instant::now() + idle;
         match self.first_message_by {
-            Some((by, limit)) if by < idle_until => (by, ConnError::TooSlow(limit)),
+            Some(by) if by < idle_until => {
+                (by, ConnError::TooSlow(self.settings.first_message_timeout))
+            }
             _ => (idle_until, ConnError::Idle(idle)),
         }
     }
@@ -479,7 +472,9 @@ impl<S: Io> Connection<S> {
         // to wait. The reader holds no buffer while it waits for a
         // message's first byte.
         let signals = &self.signals;
-        let mut read = std::pin::pin!(self.reader.next(&mut self.stream, self.first_message_by));
+        let first_message_by =
+            (self.first_message_by).map(|by| (by, self.settings.first_message_timeout));
+        let mut read = std::pin::pin!(self.reader.next(&mut self.stream, first_message_by));
         let read = std::future::poll_fn(|cx| {
             if let Poll::Ready(read) = read.as_mut().poll(cx) {
                 return Poll::Ready(Ok(read));

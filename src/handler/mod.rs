@@ -356,7 +356,7 @@ mod tests {
         let own = std::mem::size_of_val(&echo::Echo.serve(&mut conn));
         eprintln!("dispatch {dispatch} bytes, echo {own} bytes");
         assert!(dispatch <= 128, "the dispatch's future is {dispatch} bytes");
-        assert!(own <= 1024, "echo's future is {own} bytes");
+        assert!(own <= 256, "echo's future is {own} bytes");
     }
 
     /// An HTTP keep-alive connection waits for its next request in a
@@ -388,6 +388,6 @@ mod tests {
         let mut conn = test_connection(server);
         let own = std::mem::size_of_val(&download.serve(&mut conn));
         eprintln!("download {own} bytes");
-        assert!(own <= 1024, "download's future is {own} bytes");
+        assert!(own <= 512, "download's future is {own} bytes");
     }
 }

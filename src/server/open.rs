@@ -178,6 +178,53 @@ fn admitted_by(source: &Source, access: &Access) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
+    use crate::history::Histories;
+    use crate::metrics::Metrics;
+
+    /// An echo listener's route, denying `deny` (TOML strings).
+    fn route(deny: &str) -> Route {
+        let toml = format!(
+            "[[listener]]\nname = \"e\"\nbind = \"127.0.0.1:0\"\nhandler = \"echo\"\ndeny = [{deny}]\n"
+        );
+        let config = Config::from_toml(&toml, "t.toml").expect("config");
+        let metrics = Arc::new(Metrics::new());
+        Route::new(&config.listeners[0], &metrics, None, &Histories::default())
+    }
+
+    fn client(ip: &str) -> Source {
+        Source {
+            client: ip.parse().expect("address"),
+            balancer: None,
+            checked: true,
+        }
+    }
+
+    #[test]
+    fn a_reload_retires_every_connection_and_denies_who_it_no_longer_admits_even_mid_header() {
+        let open = Arc::new(OpenConnections::default());
+        let (routes, receiver) = watch::channel(Arc::new(route("")));
+        let denied = Signals::default();
+        let _denied = open.register(&denied);
+        open.admitted(&receiver, &denied, client("10.0.0.1"));
+        let kept = Signals::default();
+        let _kept = open.register(&kept);
+        open.admitted(&receiver, &kept, client("10.0.0.2"));
+        // Still reading its PROXY header: who it is is not known yet.
+        let pending = Signals::default();
+        let _pending = open.register(&pending);
+        open.replace_route(&routes, route("\"10.0.0.1\", \"10.0.0.3\""));
+        assert_eq!(denied.fired(), RETIRED | DENIED);
+        assert_eq!(kept.fired(), RETIRED);
+        assert_eq!(pending.fired(), RETIRED);
+        // Its header names a client the reload denies.
+        open.admitted(&receiver, &pending, client("10.0.0.3"));
+        assert_eq!(pending.fired(), RETIRED | DENIED);
+        // Rerouted: the new route, and the retirement taken back.
+        let now = open.reroute(&receiver, &kept);
+        assert!(Arc::ptr_eq(&now, &routes.borrow()));
+        assert_eq!(kept.fired(), 0);
+    }
 
     #[test]
     fn a_closed_connection_leaves_and_its_slot_is_reused() {

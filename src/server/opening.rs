@@ -71,7 +71,8 @@ pub(super) async fn secure(
         let peeked = tokio::select! {
             biased;
             _ = signals.any_of(SHUTDOWN) => return None,
-            peeked = tokio::time::timeout(first_message_timeout, stream.peek(&mut first)) => peeked,
+            // Boxed: only these connections carry the peek and its timer.
+            peeked = Box::pin(tokio::time::timeout(first_message_timeout, stream.peek(&mut first))) => peeked,
         };
         match peeked {
             Ok(Ok(1)) if starts_tls(first[0]) => {}
