@@ -3,7 +3,7 @@
 //! A handler never touches the socket. It gets bounded operations only:
 //! wait until readable, read a chunk, read a message, write, send a file.
 //! Each of them enforces the idle timeout, and the reads race the server's
-//! shutdown (and a reload's verdict, [`ReloadSignals`]), here and nowhere
+//! shutdown (and a reload's verdict, [`Signals`]), here and nowhere
 //! else. The connection also counts its bytes and reports its totals to the
 //! listener's metrics once, when it is dropped. A connection that is not
 //! closed cleanly (a write cut short, its task aborted or panicking) ends
@@ -15,6 +15,7 @@ mod file_send;
 mod framing;
 mod metered;
 pub(crate) mod proxy_header;
+pub(crate) mod signals;
 mod stream;
 pub(crate) mod text;
 
@@ -22,7 +23,6 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::task::Poll;
 use std::time::Duration;
 
@@ -30,10 +30,10 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 #[cfg(test)]
 use tokio::net::TcpStream;
-use tokio::time::{Instant, timeout, timeout_at};
-use tokio_util::sync::CancellationToken;
+use tokio::time::{Instant, Sleep, timeout_at};
 
 pub(crate) use framing::{FrameError, FrameLimits, MessageReader};
+pub(crate) use signals::Signals;
 pub(crate) use stream::{Io, ServerStream};
 
 use access::{Outcome, ResponseRecord};
@@ -123,7 +123,7 @@ pub(crate) enum ConnError {
     #[error("the file's disk did not deliver in time")]
     DiskStalled,
     /// A reload changed the access lists, and they no longer admit the
-    /// client (see [`ReloadSignals::denied`]).
+    /// client (see [`signals::DENIED`]).
     #[error("access denied by the reloaded config")]
     Denied,
     /// A reload replaced the listener's settings before the client sent
@@ -159,105 +159,25 @@ pub(crate) enum Incoming<T> {
     Shutdown,
 }
 
-/// What a reload tells an open connection; the listener decides, and
-/// fires them, when it replaces the route the connection was accepted on.
-/// One allocation a connection: the verdicts are flags (a connection asks
-/// at every request, without a lock), and one `Notify` wakes the waits.
-/// The listener fires them in the connection's own task, and polls the
-/// connection after that: so a wait that cannot afford a waiter per read
-/// (the next message) may read the flags at each poll instead of waiting.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct ReloadSignals {
-    state: Arc<ReloadState>,
-}
-
-#[derive(Debug, Default)]
-struct ReloadState {
-    /// [`RETIRED`] and [`DENIED`], once fired.
-    fired: AtomicU8,
-    /// Woken when a verdict is fired.
-    changed: tokio::sync::Notify,
-}
-
-/// The listener's settings were replaced.
-const RETIRED: u8 = 1;
-/// The new access lists no longer admit the client.
-const DENIED: u8 = 2;
-
-impl ReloadSignals {
-    /// The listener's settings were replaced: a request-response protocol
-    /// takes no further request on this connection (see
-    /// [`Connection::route_retired`]).
-    pub(crate) fn retire(&self) {
-        self.fire(RETIRED);
-    }
-
-    /// The new access lists no longer admit the client: every read ends
-    /// with [`ConnError::Denied`]. (A denial retires the route too.)
-    pub(crate) fn deny(&self) {
-        self.fire(RETIRED | DENIED);
-    }
-
-    fn fire(&self, verdict: u8) {
-        self.state.fired.fetch_or(verdict, Ordering::Release);
-        self.state.changed.notify_waiters();
-    }
-
-    fn is_retired(&self) -> bool {
-        self.state.fired.load(Ordering::Acquire) & RETIRED != 0
-    }
-
-    fn is_denied(&self) -> bool {
-        self.state.fired.load(Ordering::Acquire) & DENIED != 0
-    }
-
-    /// Returns once the route is retired (see [`ReloadSignals::retire`]).
-    pub(crate) async fn retired(&self) {
-        let _ = self.fired(RETIRED).await;
-    }
-
-    /// What ends a read under way: [`ConnError::Denied`], or while the
-    /// connection is `untouched` its retirement, [`ConnError::Rerouted`].
-    /// One wait for both (each wait is room in every connection's task).
-    async fn verdict(&self, untouched: bool) -> ConnError {
-        let ends = if untouched { RETIRED | DENIED } else { DENIED };
-        if self.fired(ends).await & DENIED != 0 {
-            ConnError::Denied
-        } else {
-            ConnError::Rerouted
-        }
-    }
-
-    /// Returns the verdicts fired, once one of `any_of` is.
-    async fn fired(&self, any_of: u8) -> u8 {
-        loop {
-            // Registered before the flags are read: a verdict fired between
-            // the two still wakes this wait.
-            let mut changed = std::pin::pin!(self.state.changed.notified());
-            changed.as_mut().enable();
-            let fired = self.state.fired.load(Ordering::Acquire);
-            if fired & any_of != 0 {
-                return fired;
-            }
-            changed.await;
-        }
-    }
-}
-
 /// A client connection handed to a handler.
 pub(crate) struct Connection<S: Io> {
     stream: Metered<S>,
     reader: MessageReader,
     peer: SocketAddr,
     settings: Arc<Settings>,
-    shutdown: CancellationToken,
     metrics: Arc<ListenerMetrics>,
     opened: Instant,
+    /// The one timer of the connection's waits, reset at each wait (a
+    /// later deadline is an atomic update, not a trip to the timer wheel
+    /// and back per wait as a timer per wait was). Boxed: it is pinned;
+    /// made at the first wait.
+    timer: Option<Pin<Box<Sleep>>>,
     /// Until the first message (echo: the first bytes) has arrived: when it
-    /// must have, and the limit that stands for.
-    first_message_by: Option<(Instant, Duration)>,
+    /// must have (the settings' `first_message_timeout` after the accept).
+    first_message_by: Option<Instant>,
     close_reason: CloseReason,
-    reload: ReloadSignals,
+    /// The shutdown and a reload's verdicts, fired by the listener.
+    signals: Signals,
     /// True while a write is under way, and after one failed or was cut
     /// short: the client holds an incomplete reply, so the end is a reset.
     writing: bool,
@@ -286,9 +206,8 @@ impl<S: Io> Connection<S> {
         stream: S,
         peer: SocketAddr,
         settings: Arc<Settings>,
-        shutdown: CancellationToken,
         metrics: Arc<ListenerMetrics>,
-        reload: ReloadSignals,
+        signals: Signals,
     ) -> Self {
         metrics.opened();
         let opened = Instant::now();
@@ -301,16 +220,13 @@ impl<S: Io> Connection<S> {
                 message_timeout: settings.message_timeout,
             }),
             peer,
-            first_message_by: Some((
-                opened + settings.first_message_timeout,
-                settings.first_message_timeout,
-            )),
+            first_message_by: Some(opened + settings.first_message_timeout),
             settings,
-            shutdown,
             metrics,
             opened,
+            timer: None,
             close_reason: CloseReason::Dropped,
-            reload,
+            signals,
             writing: false,
             closed_cleanly: false,
             response_in_flight: None,
@@ -324,10 +240,7 @@ impl<S: Io> Connection<S> {
     /// handshake), so those waits do not add up to more than the limit.
     pub(crate) fn accepted_at(mut self, accepted: Instant) -> Self {
         self.opened = accepted;
-        self.first_message_by = Some((
-            accepted + self.settings.first_message_timeout,
-            self.settings.first_message_timeout,
-        ));
+        self.first_message_by = Some(accepted + self.settings.first_message_timeout);
         self
     }
 
@@ -339,10 +252,10 @@ impl<S: Io> Connection<S> {
     }
 
     /// Serves the connection, still untouched, under a reload's settings
-    /// from now on: the limits of its first message, its framing, and the
-    /// signals of its new route. Its first-message deadline still counts
-    /// from the accept.
-    pub(crate) fn reroute(&mut self, settings: Arc<Settings>, reload: ReloadSignals) {
+    /// from now on: the limits of its first message and its framing (the
+    /// listener renews its signals). Its first-message deadline still
+    /// counts from the accept.
+    pub(crate) fn reroute(&mut self, settings: Arc<Settings>) {
         debug_assert!(self.untouched(), "a connection is rerouted before any byte");
         self.reader = MessageReader::new(FrameLimits {
             max_message_bytes: settings.max_message_bytes,
@@ -350,19 +263,20 @@ impl<S: Io> Connection<S> {
             idle_timeout: settings.idle_timeout,
             message_timeout: settings.message_timeout,
         });
-        self.first_message_by = Some((
-            self.opened + settings.first_message_timeout,
-            settings.first_message_timeout,
-        ));
+        self.first_message_by = Some(self.opened + settings.first_message_timeout);
         self.settings = settings;
-        self.reload = reload;
+    }
+
+    /// Its signals (the listener's registry holds them too).
+    pub(crate) fn signals(&self) -> &Signals {
+        &self.signals
     }
 
     /// True when a reload replaced the settings this connection was
     /// accepted with: a request-response protocol answers no further
     /// request on it (the new settings apply to new connections).
     pub(crate) fn route_retired(&self) -> bool {
-        self.reload.is_retired()
+        self.signals.fired() & signals::RETIRED != 0
     }
 
     /// [`Connection::read_chunk`] for a protocol waiting for its next
@@ -372,18 +286,23 @@ impl<S: Io> Connection<S> {
         &mut self,
         buf: &mut BytesMut,
     ) -> Option<Result<Incoming<usize>, ConnError>> {
-        // `read_chunk`'s race, with the retirement in it (fields borrowed
-        // apart: no clone of a token, which takes its lock, per request).
-        // A denial always comes with a retirement: the retirement answers
-        // both (one waiter less per request).
+        // A denial always comes with a retirement: the retirement answers both.
         let (until, timed_out) = self.wait_limit();
-        let read = tokio::select! {
-            biased;
-            () = self.reload.retired() => return None,
-            () = self.shutdown.cancelled() => return Some(Ok(Incoming::Shutdown)),
-            read = timeout_at(until, self.stream.read_buf(buf)) => read,
-        };
-        Some(self.chunk_read(read, timed_out))
+        let mut read = std::pin::pin!(self.stream.read_buf(buf));
+        let waited = wait_for(
+            &self.signals,
+            &mut self.timer,
+            until,
+            signals::RETIRED | signals::SHUTDOWN,
+            |cx| read.as_mut().poll(cx),
+        )
+        .await;
+        Some(match waited {
+            Ok(read) => self.chunk_read(read),
+            Err(Interrupted::TimedOut) => Err(timed_out),
+            Err(Interrupted::Signal(fired)) if fired & signals::RETIRED != 0 => return None,
+            Err(Interrupted::Signal(_)) => Ok(Incoming::Shutdown),
+        })
     }
 
     /// The client's address.
@@ -396,11 +315,21 @@ impl<S: Io> Connection<S> {
         &self.settings
     }
 
+    /// The signals a read waits on: the shutdown and a denial, and while
+    /// the connection is untouched its retirement (a reroute).
+    fn read_ends(&self) -> u8 {
+        if self.untouched() {
+            signals::RETIRED | signals::DENIED | signals::SHUTDOWN
+        } else {
+            signals::DENIED | signals::SHUTDOWN
+        }
+    }
+
     /// Waits until the client has sent something (or closed), without
     /// holding a buffer meanwhile; bounded by the idle timeout, and ended
     /// by shutdown. In-memory streams return at once.
-    pub(crate) async fn readable(&self) -> Result<Incoming<()>, ConnError> {
-        if self.reload.is_denied() {
+    pub(crate) async fn readable(&mut self) -> Result<Incoming<()>, ConnError> {
+        if self.signals.fired() & signals::DENIED != 0 {
             return Err(ConnError::Denied);
         }
         // Only a plaintext socket can be peeked; through anything else
@@ -409,26 +338,21 @@ impl<S: Io> Connection<S> {
             return Ok(Incoming::Data(()));
         };
         let (until, timed_out) = self.wait_limit();
+        let ends = self.read_ends();
         // A one-byte peek, not `readable()`: tokio reports a new socket
         // readable before anything arrived, and only a real read (or peek)
         // that would block clears that.
         // Polled, not tokio's `peek` future: that one holds its own waiter
         // (232 bytes), and this wait is room in every idle connection's task.
         let mut probe = [0u8; 1];
-        let mut probe = tokio::io::ReadBuf::new(&mut probe);
-        let peek = std::future::poll_fn(|cx| tcp.poll_peek(cx, &mut probe));
-        let untouched = self.untouched();
-        tokio::select! {
-            biased;
-            verdict = self.reload.verdict(untouched) => match verdict {
-                ConnError::Rerouted if self.shutdown.is_cancelled() => Ok(Incoming::Shutdown),
-                verdict => Err(verdict),
-            },
-            () = self.shutdown.cancelled() => Ok(Incoming::Shutdown),
-            peeked = timeout_at(until, peek) => match peeked {
-                Ok(peeked) => peeked.map(|_| Incoming::Data(())).map_err(ConnError::from),
-                Err(_) => Err(timed_out),
-            },
+        let peeked = wait_for(&self.signals, &mut self.timer, until, ends, |cx| {
+            tcp.poll_peek(cx, &mut tokio::io::ReadBuf::new(&mut probe))
+        })
+        .await;
+        match peeked {
+            Ok(peeked) => peeked.map(|_| Incoming::Data(())).map_err(ConnError::from),
+            Err(Interrupted::TimedOut) => Err(timed_out),
+            Err(Interrupted::Signal(fired)) => interrupted(fired),
         }
     }
 
@@ -440,23 +364,29 @@ impl<S: Io> Connection<S> {
     /// call; a readiness left over only means a read that finds nothing
     /// and waits as [`Connection::read_chunk_until_retired`] does. Through
     /// anything but a plaintext socket it returns at once.
-    pub(crate) async fn readable_until_retired(&self) -> Option<Result<Incoming<()>, ConnError>> {
+    pub(crate) async fn readable_until_retired(
+        &mut self,
+    ) -> Option<Result<Incoming<()>, ConnError>> {
         let Some(tcp) = self.stream.get_ref().plaintext() else {
             return Some(Ok(Incoming::Data(())));
         };
         let (until, timed_out) = self.wait_limit();
         // A denial always comes with a retirement: the retirement answers both.
-        let ready = tokio::select! {
-            biased;
-            () = self.reload.retired() => return None,
-            () = self.shutdown.cancelled() => return Some(Ok(Incoming::Shutdown)),
+        let ready = wait_for(
+            &self.signals,
+            &mut self.timer,
+            until,
+            signals::RETIRED | signals::SHUTDOWN,
             // Polled, as `readable`'s peek is (no waiter of its own).
-            ready = timeout_at(until, std::future::poll_fn(|cx| tcp.poll_read_ready(cx))) => ready,
-        };
+            |cx| tcp.poll_read_ready(cx),
+        )
+        .await;
         Some(match ready {
             Ok(Ok(())) => Ok(Incoming::Data(())),
             Ok(Err(e)) => Err(e.into()),
-            Err(_) => Err(timed_out),
+            Err(Interrupted::TimedOut) => Err(timed_out),
+            Err(Interrupted::Signal(fired)) if fired & signals::RETIRED != 0 => return None,
+            Err(Interrupted::Signal(_)) => Ok(Incoming::Shutdown),
         })
     }
 
@@ -466,7 +396,9 @@ impl<S: Io> Connection<S> {
         let idle = self.settings.idle_timeout;
         let idle_until = Instant::now() + idle;
         match self.first_message_by {
-            Some((by, limit)) if by < idle_until => (by, ConnError::TooSlow(limit)),
+            Some(by) if by < idle_until => {
+                (by, ConnError::TooSlow(self.settings.first_message_timeout))
+            }
             _ => (idle_until, ConnError::Idle(idle)),
         }
     }
@@ -478,33 +410,28 @@ impl<S: Io> Connection<S> {
         buf: &mut BytesMut,
     ) -> Result<Incoming<usize>, ConnError> {
         let (until, timed_out) = self.wait_limit();
-        let untouched = self.untouched();
-        let read = tokio::select! {
-            biased;
-            verdict = self.reload.verdict(untouched) => return match verdict {
-                ConnError::Rerouted if self.shutdown.is_cancelled() => Ok(Incoming::Shutdown),
-                verdict => Err(verdict),
-            },
-            () = self.shutdown.cancelled() => return Ok(Incoming::Shutdown),
-            read = timeout_at(until, self.stream.read_buf(buf)) => read,
-        };
-        self.chunk_read(read, timed_out)
+        let ends = self.read_ends();
+        let mut read = std::pin::pin!(self.stream.read_buf(buf));
+        let waited = wait_for(&self.signals, &mut self.timer, until, ends, |cx| {
+            read.as_mut().poll(cx)
+        })
+        .await;
+        match waited {
+            Ok(read) => self.chunk_read(read),
+            Err(Interrupted::TimedOut) => Err(timed_out),
+            Err(Interrupted::Signal(fired)) => interrupted(fired),
+        }
     }
 
-    /// What one bounded read of a chunk came to.
-    fn chunk_read(
-        &mut self,
-        read: Result<io::Result<usize>, tokio::time::error::Elapsed>,
-        timed_out: ConnError,
-    ) -> Result<Incoming<usize>, ConnError> {
+    /// What one read of a chunk came to.
+    fn chunk_read(&mut self, read: io::Result<usize>) -> Result<Incoming<usize>, ConnError> {
         match read {
-            Ok(Ok(0)) => Ok(Incoming::Closed),
-            Ok(Ok(n)) => {
+            Ok(0) => Ok(Incoming::Closed),
+            Ok(n) => {
                 self.first_message_by = None;
                 Ok(Incoming::Data(n))
             }
-            Ok(Err(e)) => Err(e.into()),
-            Err(_) => Err(timed_out),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -519,12 +446,13 @@ impl<S: Io> Connection<S> {
     /// ended by the quiet gap; at most `max_message_bytes`. Shutdown wins
     /// over a read.
     pub(crate) async fn next_message(&mut self) -> Result<Incoming<BytesMut>, ConnError> {
-        // The verdicts already given, without waiting on them: a client
+        // The signals already fired, without waiting on them: a client
         // whose messages are always there is still stopped by them.
-        if self.reload.is_denied() {
+        let fired = self.signals.fired();
+        if fired & signals::DENIED != 0 {
             return Err(ConnError::Denied);
         }
-        if self.shutdown.is_cancelled() {
+        if fired & signals::SHUTDOWN != 0 {
             return Ok(Incoming::Shutdown);
         }
         if self.untouched() {
@@ -536,23 +464,30 @@ impl<S: Io> Connection<S> {
             }
             // Checked here, not raced with the read below: once that has
             // taken a byte, the connection is no longer untouched.
-            if self.untouched() && self.reload.is_retired() {
+            if self.untouched() && self.route_retired() {
                 return Err(ConnError::Rerouted);
             }
         }
-        // The read first: the shutdown is waited on (a waiter to add and
-        // remove) only when the read has to wait. A denial is read from its
-        // flag at every poll, not waited on: it is fired in this task (see
-        // [`ReloadSignals`]). The reader holds no buffer while it waits for
-        // a message's first byte.
-        let reload = &self.reload;
-        let read = tokio::select! {
-            biased;
-            read = self.reader.next(&mut self.stream, self.first_message_by) => read?,
-            () = std::future::poll_fn(|_| {
-                if reload.is_denied() { Poll::Ready(()) } else { Poll::Pending }
-            }) => return Err(ConnError::Denied),
-            () = self.shutdown.cancelled() => return Ok(Incoming::Shutdown),
+        // The read first: the signals are looked at only when the read has
+        // to wait. The reader holds no buffer while it waits for a
+        // message's first byte.
+        let signals = &self.signals;
+        let first_message_by =
+            (self.first_message_by).map(|by| (by, self.settings.first_message_timeout));
+        let mut read = std::pin::pin!(self.reader.next(&mut self.stream, first_message_by));
+        let read = std::future::poll_fn(|cx| {
+            if let Poll::Ready(read) = read.as_mut().poll(cx) {
+                return Poll::Ready(Ok(read));
+            }
+            match signals.poll_fired(cx) & (signals::DENIED | signals::SHUTDOWN) {
+                0 => Poll::Pending,
+                fired => Poll::Ready(Err(fired)),
+            }
+        })
+        .await;
+        let read = match read {
+            Ok(read) => read?,
+            Err(fired) => return interrupted(fired),
         };
         Ok(match read {
             Some(message) => {
@@ -604,11 +539,23 @@ impl<S: Io> Connection<S> {
         // The flush matters through TLS only: a write may leave the last
         // records in the session's buffer when the socket is full, and
         // nothing else would send them before the client's next request.
-        let write = async {
-            self.stream.write_all(bytes).await?;
-            self.stream.flush().await
+        // Polled, not `write_all` and `flush` futures: this wait is room in
+        // every echo connection's task.
+        let stream = &mut self.stream;
+        let write = move |cx: &mut std::task::Context<'_>| -> Poll<io::Result<()>> {
+            while !bytes.is_empty() {
+                match Pin::new(&mut *stream).poll_write(cx, bytes) {
+                    Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                    Poll::Ready(Ok(written)) => bytes = &bytes[written..],
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+            Pin::new(&mut *stream).poll_flush(cx)
         };
-        match timeout(limit, write).await {
+        // The connection's timer; no signal ends a write.
+        let until = Instant::now() + limit;
+        match wait_for(&self.signals, &mut self.timer, until, 0, write).await {
             Ok(Ok(())) => {
                 self.writing = false;
                 Ok(())
@@ -780,8 +727,12 @@ impl<S: Io> Connection<S> {
             return;
         }
         self.close_reason = reason;
+        // Both steps on the connection's timer: this wait is room in every
+        // connection's task.
         let deadline = Instant::now() + LINGER_TIME;
-        match timeout_at(deadline, self.stream.shutdown()).await {
+        let stream = &mut self.stream;
+        let shutdown = |cx: &mut std::task::Context<'_>| Pin::new(&mut *stream).poll_shutdown(cx);
+        match wait_for(&self.signals, &mut self.timer, deadline, 0, shutdown).await {
             Ok(Ok(())) => self.closed_cleanly = true,
             _ => return,
         }
@@ -791,7 +742,7 @@ impl<S: Io> Connection<S> {
         // which have nothing left to read.
         let mut left = LINGER_BYTES;
         let stream = &mut self.stream;
-        let drained = std::future::poll_fn(|cx| {
+        let drained = |cx: &mut std::task::Context<'_>| {
             let mut scratch = [std::mem::MaybeUninit::<u8>::uninit(); LINGER_SCRATCH];
             while left > 0 {
                 let want = usize::try_from(left).map_or(LINGER_SCRATCH, |l| l.min(LINGER_SCRATCH));
@@ -805,8 +756,8 @@ impl<S: Io> Connection<S> {
                 }
             }
             Poll::Ready(())
-        });
-        let _ = timeout_at(deadline, drained).await;
+        };
+        let _ = wait_for(&self.signals, &mut self.timer, deadline, 0, drained).await;
     }
 
     /// Bounds the socket's send buffer to `bytes` (`SO_SNDBUF`), which also
@@ -893,6 +844,60 @@ impl<S: Io> Drop for Connection<S> {
     }
 }
 
+/// Why a wait ended without its event.
+enum Interrupted {
+    /// These of the signals it waited on were fired.
+    Signal(u8),
+    /// Its deadline passed.
+    TimedOut,
+}
+
+/// Polls `event` until it is ready, or one of the signals `ends` is fired
+/// (looked at first: a verdict or the shutdown wins over the client), or
+/// `until` passes. Resets the connection's `timer` to `until`: one timer
+/// a connection, not one a wait, and no waiter of its own for the signals.
+fn wait_for<'a, T>(
+    signals: &'a Signals,
+    timer: &'a mut Option<Pin<Box<Sleep>>>,
+    until: Instant,
+    ends: u8,
+    mut event: impl FnMut(&mut std::task::Context<'_>) -> Poll<T> + 'a,
+) -> impl Future<Output = Result<T, Interrupted>> + 'a {
+    let timer = match timer {
+        Some(timer) => {
+            timer.as_mut().reset(until);
+            timer
+        }
+        None => timer.insert(Box::pin(tokio::time::sleep_until(until))),
+    };
+    std::future::poll_fn(move |cx| {
+        let fired = signals.poll_fired(cx) & ends;
+        if fired != 0 {
+            return Poll::Ready(Err(Interrupted::Signal(fired)));
+        }
+        if let Poll::Ready(ready) = event(cx) {
+            return Poll::Ready(Ok(ready));
+        }
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(Interrupted::TimedOut)),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+}
+
+/// What the signals `fired` (of those a read waits on) make of it: a
+/// denial, the shutdown, or (only an untouched connection waits on it)
+/// the retirement, a reroute.
+fn interrupted<T>(fired: u8) -> Result<Incoming<T>, ConnError> {
+    if fired & signals::DENIED != 0 {
+        Err(ConnError::Denied)
+    } else if fired & signals::SHUTDOWN != 0 {
+        Ok(Incoming::Shutdown)
+    } else {
+        Err(ConnError::Rerouted)
+    }
+}
+
 /// A connection over an in-memory stream, with test settings: generous
 /// timeouts, 1 KiB messages, UTF-8.
 #[cfg(test)]
@@ -916,9 +921,8 @@ fn counted_test_connection<S: Io>(stream: S, metrics: Arc<ListenerMetrics>) -> C
         stream,
         "127.0.0.1:1".parse().expect("address"),
         Arc::new(settings),
-        CancellationToken::new(),
         metrics,
-        ReloadSignals::default(),
+        Signals::default(),
     )
 }
 
@@ -970,6 +974,7 @@ async fn read_blocking(
 mod tests {
     use super::*;
     use crate::metrics::Metrics;
+    use tokio::time::timeout;
 
     fn figure(metrics: &Metrics, line_start: &str) -> String {
         let text = String::from_utf8(metrics.render()).expect("UTF-8");

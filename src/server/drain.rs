@@ -3,6 +3,7 @@
 //! is over, the rest are dropped.
 
 use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -10,6 +11,10 @@ use tokio::time::timeout;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, Span, info, warn};
+
+use super::open::OpenConnections;
+use crate::conn::Signals;
+use crate::conn::signals::ABORTED;
 
 /// The connections of a running server (or of one listener) and the two
 /// stages of stopping them: first they are asked to finish (handlers watch
@@ -23,6 +28,10 @@ pub(crate) struct Drain {
     abort: CancellationToken,
     /// The server's tracker, which counts this listener's connections too.
     parent: Option<TaskTracker>,
+    /// Its connections' signals, which its stages fire.
+    open: Arc<OpenConnections>,
+    /// The child drains' connections, which this drain's stages reach too.
+    children: Arc<Mutex<Vec<Weak<OpenConnections>>>>,
 }
 
 /// How a drain ended.
@@ -41,11 +50,38 @@ impl Drain {
     /// A drain for a part of the connections: it finishes and aborts with
     /// this one, and can also be finished and waited for on its own.
     pub(crate) fn child(&self) -> Drain {
-        Drain {
+        let child = Drain {
             tracker: TaskTracker::new(),
             finish: self.finish.child_token(),
             abort: self.abort.child_token(),
             parent: Some(self.tracker.clone()),
+            open: Arc::default(),
+            children: Arc::default(),
+        };
+        let mut children = self.children.lock().unwrap_or_else(PoisonError::into_inner);
+        // Bounded by the listeners alive: those gone are pruned here.
+        children.retain(|open| open.strong_count() > 0);
+        children.push(Arc::downgrade(&child.open));
+        if self.finish.is_cancelled() {
+            child.open.shut_down();
+        }
+        if self.abort.is_cancelled() {
+            child.open.abort();
+        }
+        child
+    }
+
+    /// Its connections, which a reload (and its stages) reach.
+    pub(crate) fn open_connections(&self) -> &Arc<OpenConnections> {
+        &self.open
+    }
+
+    /// Calls `fire` with its connections and its child drains'.
+    fn reach(&self, fire: impl Fn(&OpenConnections)) {
+        fire(&self.open);
+        let children = self.children.lock().unwrap_or_else(PoisonError::into_inner);
+        for open in children.iter().filter_map(Weak::upgrade) {
+            fire(&open);
         }
     }
 
@@ -59,8 +95,30 @@ impl Drain {
         self.tracker.len()
     }
 
-    /// Runs a connection's task in its tracing span; it is dropped (closing
-    /// its socket) if it is still running when the grace period ends.
+    /// Runs a client connection's task in its tracing span; `signals` are
+    /// its (registered in [`Drain::open_connections`]): it is dropped
+    /// (closing its socket) if it is still running when the grace period
+    /// ends. No waiter of its own for that: the drain fires its signals.
+    pub(crate) fn spawn_connection(
+        &self,
+        connection: impl Future<Output = ()> + Send + 'static,
+        span: Span,
+        signals: Signals,
+    ) {
+        let task = Droppable {
+            connection,
+            signals,
+        }
+        .instrument(span);
+        match &self.parent {
+            Some(parent) => self.tracker.spawn(parent.track_future(task)),
+            None => self.tracker.spawn(task),
+        };
+    }
+
+    /// Runs a task of the connections' (a late datagram reply) in its
+    /// tracing span; it is dropped if it is still running when the grace
+    /// period ends.
     pub(crate) fn spawn(&self, connection: impl Future<Output = ()> + Send + 'static, span: Span) {
         let task = Abortable {
             connection,
@@ -76,6 +134,7 @@ impl Drain {
     /// Asks every connection to finish and the accept loops to stop.
     pub(crate) fn begin(&self) {
         self.finish.cancel();
+        self.reach(OpenConnections::shut_down);
     }
 
     /// Waits up to `grace` for the connections to finish, then drops the
@@ -96,6 +155,7 @@ impl Drain {
             "shutdown grace expired; dropping the remaining connections"
         );
         self.abort.cancel();
+        self.reach(OpenConnections::abort);
         // Each task ends at its next poll; this wait is short but still bounded.
         let _ = timeout(ABORT_WAIT, self.tracker.wait()).await;
         ShutdownReport { abandoned }
@@ -112,6 +172,29 @@ pin_project_lite::pin_project! {
         connection: F,
         #[pin]
         abort: WaitForCancellationFutureOwned,
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A client connection's future, dropped when its signals say the
+    /// grace period is over ([`ABORTED`]).
+    struct Droppable<F> {
+        #[pin]
+        connection: F,
+        signals: Signals,
+    }
+}
+
+impl<F: Future<Output = ()>> Future for Droppable<F> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.project();
+        if this.signals.poll_fired(cx) & ABORTED != 0 {
+            warn!("dropped: the shutdown grace period is over");
+            return Poll::Ready(());
+        }
+        this.connection.poll(cx)
     }
 }
 
@@ -167,6 +250,36 @@ mod tests {
             dropped.try_recv(),
             Err(tokio::sync::oneshot::error::TryRecvError::Closed)
         ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_server_drain_tells_its_listeners_connections_to_finish_then_drops_them() {
+        use crate::conn::signals::SHUTDOWN;
+        let server = Drain::new();
+        let listener = server.child();
+        let (alive, mut dropped) = tokio::sync::oneshot::channel::<()>();
+        let (told, mut finish_seen) = tokio::sync::oneshot::channel::<()>();
+        let signals = Signals::default();
+        let registration = listener.open_connections().register(&signals);
+        let own = signals.clone();
+        // A connection that hears the request to finish, and ignores it.
+        let connection = async move {
+            let _alive = (alive, registration);
+            own.any_of(SHUTDOWN).await;
+            let _ = told.send(());
+            std::future::pending::<()>().await;
+        };
+        listener.spawn_connection(connection, Span::none(), signals);
+        server.begin();
+        let report = server.wait(Duration::from_secs(10)).await;
+        assert!(finish_seen.try_recv().is_ok(), "not told to finish");
+        assert_eq!(report.abandoned, 1);
+        // Its task (and so its registration and socket) is gone.
+        assert!(matches!(
+            dropped.try_recv(),
+            Err(tokio::sync::oneshot::error::TryRecvError::Closed)
+        ));
+        assert_eq!(listener.open_connections().len(), 0);
     }
 
     #[tokio::test(start_paused = true)]

@@ -4,13 +4,13 @@
 //! connection from accept to close. A UDP listener's loop is `datagram`.
 
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpSocket, TcpStream, UdpSocket};
-use tokio::sync::watch;
+use tokio::sync::{OwnedSemaphorePermit, watch};
 use tokio::time::{Instant, sleep};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, field, info, info_span, warn};
@@ -19,10 +19,12 @@ use super::admission::{Refusal, SourceSlot, Sources};
 use super::budget::ListenerBudget;
 use super::drain::Drain;
 use super::limit::ConnectionLimit;
+use super::open::{OpenConnections, Registration};
 use super::opening::{prepare_socket, secure};
 use crate::config::{Access, Datagrams, ListenerConfig, ProxyProtocol, Transport};
 use crate::conn::proxy_header::{self, Proxied};
-use crate::conn::{self, ConnError, Connection, ReloadSignals, ServerStream};
+use crate::conn::signals::{SHUTDOWN, Source};
+use crate::conn::{self, ConnError, Connection, ServerStream, Signals};
 use crate::handler::{AnyHandler, BuildContext, HandlerError};
 use crate::history::Histories;
 use crate::metrics::{ListenerMetrics, Metrics};
@@ -48,7 +50,7 @@ pub struct BindError {
 /// What a listener's new connections get: its handler, their settings and
 /// the listener's counters. A reload swaps it; connections already open
 /// keep the one they started with, but are told that it was replaced
-/// (see [`follow_reloads`]): an HTTP connection takes no further request,
+/// (see [`OpenConnections::replace_route`]): an HTTP connection takes no further request,
 /// and a client the new access lists deny is closed with `ERR access denied`.
 #[derive(Debug)]
 pub(crate) struct Route {
@@ -292,7 +294,8 @@ impl Listener {
     /// closes when the last `Arc` of this listener is dropped.
     pub(crate) async fn accept_loop(&self, with: AcceptLoop) {
         let AcceptLoop {
-            route,
+            route: routes,
+            open,
             limit,
             sources,
             descriptors,
@@ -312,7 +315,7 @@ impl Listener {
                 permit = limit.acquire() => permit,
             };
             // Before the accept, which is a descriptor itself.
-            let cost = route.borrow().descriptors_per_connection;
+            let cost = routes.borrow().descriptors_per_connection;
             let descriptors = tokio::select! {
                 biased;
                 () = stop.cancelled() => break,
@@ -345,10 +348,8 @@ impl Listener {
                 info!(after = ?since.elapsed(), "accepting again");
                 backoff = ACCEPT_BACKOFF_MIN;
             }
-            // The route it is served with, marked seen in its own copy of
-            // the receiver: the connection follows the reloads after it.
-            let mut routes = route.clone();
-            let route = routes.borrow_and_update().clone();
+            // The route it is served with.
+            let route = routes.borrow().clone();
             let proxy = route.proxy_protocol.as_ref();
             let via_proxy = proxy.is_some_and(|p| p.trusts(peer.ip()));
             let slot = if via_proxy {
@@ -384,41 +385,83 @@ impl Listener {
                 tls = field::Empty,
                 client_cert = field::Empty,
             );
-            let finishing = drain.finishing();
-            let sources = sources.clone();
-            let accepted = Instant::now();
-            let connection = async move {
-                let admitted = admit_proxied(&stream, peer, via_proxy, slot, &route, &sources);
-                // Shutdown does not wait for a header still on its way.
-                let admitted = tokio::select! {
-                    biased;
-                    () = finishing.cancelled() => None,
-                    admitted = admitted => admitted,
-                };
-                let Some((client, slot)) = admitted else {
-                    return;
-                };
-                prepare_socket(&stream, route.tcp_keepalive);
-                // After admission: a refused source never costs a handshake.
-                let opened = secure(
-                    stream,
-                    route.tls.as_ref(),
-                    route.settings.first_message_timeout,
-                    &route.metrics,
-                    &finishing,
-                );
-                let Some(stream) = opened.await else {
-                    return;
-                };
-                let source = Source {
-                    client: client.ip(),
-                    balancer: via_proxy.then(|| peer.ip()),
-                    checked: slot.is_some(),
-                };
-                serve(stream, client, route, finishing, (routes, source), accepted).await;
-                drop((permit, descriptors, slot));
+            // Reached by reloads and the shutdown from now on.
+            let signals = Signals::default();
+            let registration = open.register(&signals);
+            let task_signals = signals.clone();
+            let mut with = Accepted {
+                slot,
+                routes: routes.clone(),
+                sources: sources.clone(),
+                registration,
+                _permit: permit,
+                _descriptors: descriptors,
+                accepted: Instant::now(),
             };
-            drain.spawn(connection, span);
+            let connection = async move {
+                // In a scope of its own: what only the opening needs is
+                // not kept in the task while the connection is served.
+                let mut conn = {
+                    let admitted = admit_proxied(
+                        &stream,
+                        peer,
+                        via_proxy,
+                        &mut with.slot,
+                        &route,
+                        &with.sources,
+                    );
+                    // Shutdown does not wait for a header still on its way.
+                    let admitted = tokio::select! {
+                        biased;
+                        _ = signals.any_of(SHUTDOWN) => None,
+                        admitted = admitted => admitted,
+                    };
+                    let Some(client) = admitted else {
+                        return;
+                    };
+                    with.registration.open().admitted(
+                        &with.routes,
+                        &signals,
+                        Source {
+                            client: client.ip(),
+                            balancer: via_proxy.then(|| peer.ip()),
+                            checked: with.slot.is_some(),
+                        },
+                    );
+                    prepare_socket(&stream, route.tcp_keepalive);
+                    // After admission: a refused source never costs a handshake.
+                    let opened = secure(
+                        stream,
+                        route.tls.as_ref(),
+                        route.settings.first_message_timeout,
+                        &route.metrics,
+                        &signals,
+                    );
+                    let Some(stream) = opened.await else {
+                        return;
+                    };
+                    // One line per connection at info, when it closes (as an
+                    // access log does): at tens of thousands of connections a
+                    // second a second line would cost a fifth of the server's
+                    // time.
+                    debug!("opened");
+                    // Made here, not in `serve`: what a task moves is stored
+                    // again where it goes, and the stream is most of it.
+                    Connection::new(
+                        stream,
+                        client,
+                        route.settings.clone(),
+                        route.metrics.clone(),
+                        signals,
+                    )
+                    .accepted_at(with.accepted)
+                };
+                serve(&mut conn, route, &with).await;
+                // The connection is counted closed before its places under
+                // the limits are given back.
+                drop((conn, with));
+            };
+            drain.spawn_connection(connection, span, task_signals);
         }
         debug!("stopped accepting");
     }
@@ -428,6 +471,8 @@ impl Listener {
 pub(crate) struct AcceptLoop {
     /// The listener's current route (a reload swaps it).
     pub route: watch::Receiver<Arc<Route>>,
+    /// Its open connections, which its reloads and shutdown reach.
+    pub open: Arc<OpenConnections>,
     /// Its `max_connections`.
     pub limit: Arc<ConnectionLimit>,
     /// Its per-source state.
@@ -464,19 +509,20 @@ fn refuse(
 /// accept, holding `slot`), or for a connection from a trusted proxy the
 /// address its PROXY protocol header gives, which is admitted here (access
 /// lists, per-source limits) as the socket's peer would have been at
-/// accept. `None`: refused, and already counted.
+/// accept, its place among its source's connections then put in `slot`.
+/// `None`: refused, and already counted.
 async fn admit_proxied(
     stream: &TcpStream,
     peer: SocketAddr,
     via_proxy: bool,
-    slot: Option<SourceSlot>,
+    slot: &mut Option<SourceSlot>,
     route: &Route,
     sources: &Arc<Sources>,
-) -> Option<(SocketAddr, Option<SourceSlot>)> {
+) -> Option<SocketAddr> {
     let span = tracing::Span::current();
     let Some(proxy) = route.proxy_protocol.as_ref().filter(|_| via_proxy) else {
         span.record("peer", field::display(peer));
-        return Some((peer, slot));
+        return Some(peer);
     };
     span.record("via", field::display(peer));
     // Boxed: only connections through a balancer carry the header's read
@@ -493,7 +539,8 @@ async fn admit_proxied(
         // (`deny` was checked at accept).
         Ok(Proxied::Local) => {
             span.record("peer", field::display(peer));
-            return Some((peer, None));
+            *slot = None;
+            return Some(peer);
         }
         Err(e) => {
             span.record("peer", field::display(peer));
@@ -504,7 +551,10 @@ async fn admit_proxied(
     };
     span.record("peer", field::display(client));
     match sources.admit(&route.access, client.ip()) {
-        Ok(slot) => Some((client, Some(slot))),
+        Ok(admitted) => {
+            *slot = Some(admitted);
+            Some(client)
+        }
         Err(refusal) => {
             refuse(stream, route, sources, refusal, client);
             None
@@ -512,50 +562,25 @@ async fn admit_proxied(
     }
 }
 
-/// Who a connection's client is, as the access lists see it.
-#[derive(Debug, Clone, Copy)]
-struct Source {
-    /// The client: the socket's peer, or the address a PROXY header gave.
-    client: IpAddr,
-    /// The balancer it came through, if any (subject to `deny` only).
-    balancer: Option<IpAddr>,
-    /// False for a balancer's own connection (its health checks): `allow`
-    /// was not checked for it at accept, and is not after a reload.
-    checked: bool,
-}
-
-impl Source {
-    /// True when `access` lets this connection in, as the accept did.
-    fn admitted_by(&self, access: &Access) -> bool {
-        let balancer_denied = self.balancer.is_some_and(|b| access.denies(b));
-        let client_admitted = if self.checked {
-            access.admits(self.client)
-        } else {
-            !access.denies(self.client)
-        };
-        !balancer_denied && client_admitted
-    }
-}
-
-/// Follows the reloads of an open connection's listener: when its route
-/// is replaced, retires `signals`, and denies them if the new
-/// access lists no longer admit `source`. Never returns: it ends when the
-/// connection does (a removed listener's connections are drained instead).
-async fn follow_reloads(
-    mut routes: watch::Receiver<Arc<Route>>,
-    source: Source,
-    signals: ReloadSignals,
-) -> std::convert::Infallible {
-    while routes.changed().await.is_ok() {
-        signals.retire();
-        let admitted = source.admitted_by(&routes.borrow_and_update().access);
-        if !admitted {
-            debug!("a reload denied this client's address");
-            signals.deny();
-            break;
-        }
-    }
-    std::future::pending().await
+/// What a connection's task keeps from its accept until it ends, in one
+/// place (each value the task moves is stored again where it goes).
+struct Accepted {
+    /// Its place among its source's connections (`None` for a balancer's
+    /// own connection, until its PROXY header names the client).
+    slot: Option<SourceSlot>,
+    /// The listener's route, as reloads replace it.
+    routes: watch::Receiver<Arc<Route>>,
+    /// The listener's per-source state (a PROXY header's client is
+    /// admitted there).
+    sources: Arc<Sources>,
+    /// Its place among the listener's open connections.
+    registration: Registration,
+    /// Its place under `max_connections`, held until it ends.
+    _permit: OwnedSemaphorePermit,
+    /// Its descriptors in the budget, held until it ends.
+    _descriptors: OwnedSemaphorePermit,
+    /// When it was accepted.
+    accepted: Instant,
 }
 
 /// Reloads a silent connection follows before its first byte, at most;
@@ -563,49 +588,25 @@ async fn follow_reloads(
 const MAX_REROUTES: u32 = 8;
 
 /// Runs one connection from open to close, with its log line and counts,
-/// following the reloads of its listener (`reloads`: the route receiver and
-/// who the client is).
-async fn serve(
-    stream: ServerStream,
-    peer: SocketAddr,
-    mut route: Arc<Route>,
-    shutdown: CancellationToken,
-    reloads: (watch::Receiver<Arc<Route>>, Source),
-    accepted: Instant,
-) {
-    // One line per connection at info, when it closes (as an access log
-    // does): at tens of thousands of connections a second a second line
-    // would cost a fifth of the server's time.
-    debug!("opened");
-    let mut signals = ReloadSignals::default();
-    let mut conn = Connection::new(
-        stream,
-        peer,
-        route.settings.clone(),
-        shutdown,
-        route.metrics.clone(),
-        signals.clone(),
-    )
-    .accepted_at(accepted);
-    let (mut routes, source) = reloads;
+/// under the route of its accept, or the one a reload rerouted it to.
+async fn serve(conn: &mut Connection<ServerStream>, mut route: Arc<Route>, with: &Accepted) {
+    let accepted = with.accepted;
     let mut reroutes = 0;
     let result = loop {
-        // The reloads first: a request that arrives with (or after) a
-        // reload must find the connection's signals already fired.
-        let result = tokio::select! {
-            biased;
-            never = follow_reloads(routes.clone(), source, signals.clone()) => match never {},
-            result = route.handler.serve(&mut conn) => result,
-        };
+        // A reload fires the connection's signals before it returns: a
+        // request that arrives after it finds them fired.
+        let result = route.handler.serve(conn).await;
         // A reload came before the client's first byte: its first request
         // is served under the new settings, as a new connection's would be
         // (a connection opened early cannot keep what a reload took away).
         match result {
             Err(HandlerError::Conn(ConnError::Rerouted)) if reroutes < MAX_REROUTES => {
                 reroutes += 1;
-                route = routes.borrow_and_update().clone();
-                signals = ReloadSignals::default();
-                conn.reroute(route.settings.clone(), signals.clone());
+                route = with
+                    .registration
+                    .open()
+                    .reroute(&with.routes, conn.signals());
+                conn.reroute(route.settings.clone());
                 debug!("rerouted to the reloaded config before the first byte");
             }
             result => break result,
@@ -615,7 +616,9 @@ async fn serve(
         && let Some((reply, reason)) = err.client_reply().filter(|_| !conn.reply_cut())
     {
         route.metrics.error_reply(reason);
-        let _ = conn.send_line(&reply).await;
+        // Boxed: few connections end with an error reply, and every
+        // connection's task would carry room for the write.
+        let _ = Box::pin(conn.send_line(&reply)).await;
     }
     let reason = match &result {
         Ok(ended) => ended.close_reason(),

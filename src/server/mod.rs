@@ -10,6 +10,7 @@ mod datagram;
 mod drain;
 mod limit;
 mod listener;
+mod open;
 mod opening;
 mod reload;
 mod running;

@@ -8,10 +8,10 @@ use std::io;
 use std::time::Duration;
 
 use tokio::net::TcpStream;
-use tokio_util::sync::CancellationToken;
 use tracing::{debug, field, info};
 
-use crate::conn::{self, ServerStream};
+use crate::conn::signals::SHUTDOWN;
+use crate::conn::{self, ServerStream, Signals};
 use crate::metrics::ListenerMetrics;
 use crate::tls::Mode;
 use crate::tls::service::{HandshakeError, SessionInfo, TlsService, starts_tls};
@@ -59,7 +59,7 @@ pub(super) async fn secure(
     tls: Option<&TlsService>,
     first_message_timeout: Duration,
     metrics: &ListenerMetrics,
-    shutdown: &CancellationToken,
+    signals: &Signals,
 ) -> Option<ServerStream> {
     let Some(tls) = tls else {
         return Some(ServerStream::Plain(stream));
@@ -70,8 +70,9 @@ pub(super) async fn secure(
         let mut first = [0u8; 1];
         let peeked = tokio::select! {
             biased;
-            () = shutdown.cancelled() => return None,
-            peeked = tokio::time::timeout(first_message_timeout, stream.peek(&mut first)) => peeked,
+            _ = signals.any_of(SHUTDOWN) => return None,
+            // Boxed: only these connections carry the peek and its timer.
+            peeked = Box::pin(tokio::time::timeout(first_message_timeout, stream.peek(&mut first))) => peeked,
         };
         match peeked {
             Ok(Ok(1)) if starts_tls(first[0]) => {}
@@ -86,7 +87,7 @@ pub(super) async fn secure(
     }
     let handshake = tokio::select! {
         biased;
-        () = shutdown.cancelled() => Err(HandshakeError::Shutdown),
+        _ = signals.any_of(SHUTDOWN) => Err(HandshakeError::Shutdown),
         // Boxed: a plaintext connection's task does not carry the
         // handshake's state (every idle connection pays for its task's size).
         handshake = Box::pin(tls.handshake(stream)) => handshake,

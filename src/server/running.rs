@@ -208,7 +208,9 @@ impl RunState {
                     Some(&old.route.borrow()),
                     &self.histories,
                 );
-                old.route.send_replace(Arc::new(route));
+                old.drain
+                    .open_connections()
+                    .replace_route(&old.route, route);
                 old.limit.resize(config.max_connections);
                 (
                     old.route,
@@ -248,6 +250,7 @@ impl RunState {
             let socket = socket.clone();
             let with = AcceptLoop {
                 route: route.subscribe(),
+                open: drain.open_connections().clone(),
                 limit: limit.clone(),
                 sources: sources.clone(),
                 descriptors: ListenerBudget {
@@ -451,7 +454,9 @@ impl RunningListener {
     /// New settings for the connections accepted from now on.
     fn apply(&mut self, new: &ListenerConfig, metrics: &Arc<Metrics>, histories: &Histories) {
         let route = Route::new(new, metrics, Some(&self.route.borrow()), histories);
-        self.route.send_replace(Arc::new(route));
+        self.drain
+            .open_connections()
+            .replace_route(&self.route, route);
         self.limit.resize(new.max_connections);
         if let Transport::Udp(udp) = &new.transport {
             let size = udp.receive_buffer_bytes;

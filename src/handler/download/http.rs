@@ -161,36 +161,67 @@ pub(super) async fn serve<S: Io>(
     buf.extend_from_slice(&conn.take_buffered());
     let mut served = 0u32;
     loop {
-        let request = match read_head(conn, &mut buf, served == 0).await? {
-            HeadRead::Request(request) => request,
-            HeadRead::Closed => return Ok(Ended::ClientClosed),
-            HeadRead::Shutdown => return Ok(Ended::Shutdown),
-            HeadRead::Refused(status) => {
-                let response = Response::error(status);
-                let mut reply = response.head(false);
-                if let Body::Bytes(body) = &response.body {
-                    reply.extend_from_slice(body);
+        if served > 0 && buf.is_empty() {
+            // Between requests: an idle keep-alive connection holds no
+            // buffer and none of a request's state (below, boxed), and a
+            // reload still reaches it.
+            buf = BytesMut::new();
+            match conn.readable_until_retired().await {
+                // Retired by a reload: its new rules are for new connections.
+                None => return Ok(Ended::Shutdown),
+                Some(Ok(Incoming::Data(()))) => {}
+                Some(Ok(Incoming::Closed) | Err(ConnError::Idle(_))) => {
+                    return Ok(Ended::ClientClosed);
                 }
-                conn.send(&reply).await?;
-                info!(
-                    status = status.0,
-                    bytes = response.content_length(),
-                    range = %"-",
-                    "http request refused"
-                );
-                return Ok(Ended::Completed);
+                Some(Ok(Incoming::Shutdown)) => return Ok(Ended::Shutdown),
+                Some(Err(e)) => return Err(e.into()),
             }
-        };
-        served += 1;
-        let keep_alive = request.keep_alive
-            && !request.has_body
-            && served < MAX_REQUESTS_PER_CONNECTION
-            && !conn.route_retired();
-        respond(download, conn, &request, keep_alive).await?;
-        if !keep_alive {
-            return Ok(Ended::Completed);
+        }
+        // Boxed for the request's life: the head's read and the response
+        // are most of this connection's state, and only while it has a
+        // request under way.
+        if let Some(ended) = Box::pin(serve_one(download, conn, &mut buf, &mut served)).await? {
+            return Ok(ended);
         }
     }
+}
+
+/// Reads and answers one request of `conn` (its head may have begun in
+/// `buf`); `served` counts it. `Some`: the connection ends; `None`: it
+/// is kept alive for the next request.
+async fn serve_one<S: Io>(
+    download: &Download,
+    conn: &mut Connection<S>,
+    buf: &mut BytesMut,
+    served: &mut u32,
+) -> Result<Option<Ended>, HandlerError> {
+    let request = match read_head(conn, buf, *served == 0).await? {
+        HeadRead::Request(request) => request,
+        HeadRead::Closed => return Ok(Some(Ended::ClientClosed)),
+        HeadRead::Shutdown => return Ok(Some(Ended::Shutdown)),
+        HeadRead::Refused(status) => {
+            let response = Response::error(status);
+            let mut reply = response.head(false);
+            if let Body::Bytes(body) = &response.body {
+                reply.extend_from_slice(body);
+            }
+            conn.send(&reply).await?;
+            info!(
+                status = status.0,
+                bytes = response.content_length(),
+                range = %"-",
+                "http request refused"
+            );
+            return Ok(Some(Ended::Completed));
+        }
+    };
+    *served += 1;
+    let keep_alive = request.keep_alive
+        && !request.has_body
+        && *served < MAX_REQUESTS_PER_CONNECTION
+        && !conn.route_retired();
+    respond(download, conn, &request, keep_alive).await?;
+    Ok((!keep_alive).then_some(Ended::Completed))
 }
 
 // Made once a request and moved once: boxing the request would cost an
@@ -204,8 +235,9 @@ enum HeadRead {
 }
 
 /// Reads until `buf` starts with a whole request head (or the head is
-/// refused); consumes the head from `buf`. Between requests only the idle
-/// timeout applies; once a head has begun, it must be complete within the
+/// refused); consumes the head from `buf`. Between requests (the caller
+/// has waited for the first byte, holding no buffer) only the idle timeout
+/// applies; once a head has begun, it must be complete within the
 /// listener's `message_timeout`.
 async fn read_head<S: Io>(
     conn: &mut Connection<S>,
@@ -241,20 +273,6 @@ async fn read_head<S: Io>(
                 }
                 Ok(None) => {}
                 Err(status) => return Ok(HeadRead::Refused(status)),
-            }
-        }
-        if deadline.is_none() && buf.is_empty() {
-            // Between requests: an idle keep-alive connection holds no
-            // buffer, and a reload still reaches it.
-            *buf = BytesMut::new();
-            match conn.readable_until_retired().await {
-                None => continue,
-                Some(Ok(Incoming::Data(()))) => {}
-                Some(Ok(Incoming::Closed) | Err(ConnError::Idle(_))) => {
-                    return Ok(HeadRead::Closed);
-                }
-                Some(Ok(Incoming::Shutdown)) => return Ok(HeadRead::Shutdown),
-                Some(Err(e)) => return Err(e.into()),
             }
         }
         buf.reserve(
