@@ -126,22 +126,30 @@ impl History {
         }
     }
 
-    /// Records `message`, trims to the limits, and returns a random message
-    /// kept (possibly `message`).
+    /// Records `message`, trims to the limits, and appends a random message
+    /// kept (possibly `message`) to `reply`, with room for one byte more (a
+    /// line ending). A memory history copies it under its lock: no handle
+    /// on the entry to count.
     pub(crate) async fn record_and_pick(
         &self,
         message: Bytes,
         how: Recording,
-    ) -> Result<Bytes, HistoryError> {
+        reply: &mut Vec<u8>,
+    ) -> Result<(), HistoryError> {
         let picked = match &self.store {
-            Store::Memory(memory) => return Ok(memory.record_and_pick(message, how.limits)),
+            Store::Memory(memory) => {
+                memory.record_and_pick(message, how.limits, reply);
+                return Ok(());
+            }
             Store::Sqlite(sqlite) => sqlite.record_and_pick(message, how).await,
             Store::Redis(redis) => redis.record_and_pick(message, how).await,
         };
         match picked {
             Ok(pick) => {
                 self.outage.ended(&self.identity);
-                Ok(pick)
+                reply.reserve(pick.len() + 1);
+                reply.extend_from_slice(&pick);
+                Ok(())
             }
             Err(failure) => {
                 self.outage.failed(&self.identity, &failure);
