@@ -93,21 +93,23 @@ pub(super) async fn chat<S: Io>(
     }
 }
 
-/// The reply of `bot` to one datagram: its message is the datagram less
-/// one trailing newline; a blank one gets no reply, as over TCP. A
-/// farewell gets the goodbye (there is nothing to close).
+/// The reply of `bot` to one datagram, written into `reply` (empty); true
+/// when there is one: its message is the datagram less one trailing
+/// newline; a blank one gets no reply, as over TCP. A farewell gets the
+/// goodbye (there is nothing to close).
 pub(super) async fn datagram(
     bot: &impl Bot,
     datagram: &[u8],
     from: &DatagramSource<'_>,
     answered: &IntCounter,
-) -> Option<Vec<u8>> {
+    reply: &mut Vec<u8>,
+) -> bool {
     let message = datagram.strip_suffix(b"\n").unwrap_or(datagram);
     let message = message.strip_suffix(b"\r").unwrap_or(message);
     let encoding = from.settings.encoding;
     let text = encoding.decode(message);
     if text.trim().is_empty() {
-        return None;
+        return false;
     }
     trace!(message = quote(&text, QUOTE_MAX_BYTES).as_str(), "received");
     let who = Who {
@@ -119,7 +121,8 @@ pub(super) async fn datagram(
         from.metrics.error_reply(reason);
     }
     answered.inc();
-    Some(answer.into_line(encoding))
+    answer.append_line(encoding, reply);
+    true
 }
 
 impl Answer {
@@ -138,6 +141,16 @@ impl Answer {
         };
         line.push(b'\n');
         line
+    }
+
+    /// [`Answer::into_line`] appended to `out`; when `out` is empty, the
+    /// line takes its place (no copy of the reply).
+    fn append_line(self, encoding: TextEncoding, out: &mut Vec<u8>) {
+        if out.is_empty() {
+            *out = self.into_line(encoding);
+        } else {
+            out.extend_from_slice(&self.into_line(encoding));
+        }
     }
 }
 
