@@ -105,7 +105,11 @@ impl Bot for RandomBot {
         let message = Bytes::copy_from_slice(message);
         // The pick, with room for the line ending: one allocation.
         let mut reply = Vec::new();
-        match self.history.record_and_pick(message, self.recording, &mut reply).await {
+        match self
+            .history
+            .record_and_pick(message, self.recording, &mut reply)
+            .await
+        {
             Ok(()) => Answer::Bytes(reply),
             Err(HistoryError::Unavailable) => Answer::Error(HISTORY_UNAVAILABLE),
             Err(HistoryError::Timeout) => Answer::Error(HISTORY_TIMEOUT),
