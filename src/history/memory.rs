@@ -41,9 +41,7 @@ impl MemoryHistory {
             }
         }
         let pick = rand::random_range(0..entries.messages.len());
-        let pick = &entries.messages[pick];
-        reply.reserve(pick.len() + 1);
-        reply.extend_from_slice(pick);
+        super::append_pick(reply, &entries.messages[pick]);
     }
 
     /// Messages kept, and the bytes they are counted as.
