@@ -113,7 +113,9 @@ pub fn config(data: &[u8]) {
 
 /// Message framing: the messages of a byte stream are each at most the
 /// limit and hold no newline; without an error, they and their line
-/// endings are the whole stream. The first byte sets the limit (1 to 256).
+/// endings are the whole stream; a line said to be buffered comes with no
+/// read (from a stream that has ended). The first byte sets the limit (1
+/// to 256).
 pub fn framing(data: &[u8]) {
     let Some((&limit, stream)) = data.split_first() else {
         return;
@@ -129,7 +131,21 @@ pub fn framing(data: &[u8]) {
     let mut io = stream;
     let mut rebuilt = Vec::new();
     loop {
-        match runtime.block_on(reader.next(&mut io, None)) {
+        let buffered = reader.line_buffered();
+        let next = if buffered {
+            let mut ended: &[u8] = &[];
+            let next = runtime.block_on(reader.next(&mut ended, None));
+            // Or it is too long, which needs no read to know either.
+            assert!(
+                matches!(next, Ok(Some(_)) if reader.ended_at_newline())
+                    || matches!(next, Err(crate::conn::FrameError::TooLong(_))),
+                "a buffered line did not come whole without a read"
+            );
+            next
+        } else {
+            runtime.block_on(reader.next(&mut io, None))
+        };
+        match next {
             Ok(Some(message)) => {
                 assert!(message.len() <= limit, "message over the limit");
                 assert!(!message.contains(&b'\n'), "a message holds a newline");

@@ -111,6 +111,17 @@ impl MessageReader {
         self.buf.is_empty()
     }
 
+    /// True when a whole line is already buffered (a client that sends
+    /// before its replies come): [`MessageReader::next`] returns it
+    /// without reading. The bytes searched in vain are not searched again.
+    pub(crate) fn line_buffered(&mut self) -> bool {
+        if memchr::memchr(b'\n', &self.buf[self.scanned..]).is_some() {
+            return true;
+        }
+        self.scanned = self.buf.len();
+        false
+    }
+
     /// The next message without its line ending; `None` once the peer has
     /// closed and every byte was returned. `deadline` (when, and the limit
     /// it stands for) also bounds it. Cancel-safe: bytes already read stay
@@ -465,6 +476,32 @@ mod tests {
             };
             proptest::prop_assert_eq!(messages(&stream, &cuts), expected);
         }
+    }
+
+    #[tokio::test]
+    async fn a_buffered_line_is_seen_before_it_is_read() {
+        let (mut client, mut server) = tokio::io::duplex(1024);
+        let mut r = reader(100);
+        assert!(!r.line_buffered(), "nothing read yet");
+        client.write_all(b"one\ntwo\nthr").await.unwrap();
+        assert_eq!(
+            &r.next(&mut server, None).await.unwrap().unwrap()[..],
+            b"one"
+        );
+        assert!(r.line_buffered(), "\"two\" is buffered");
+        assert_eq!(
+            &r.next(&mut server, None).await.unwrap().unwrap()[..],
+            b"two"
+        );
+        // "thr" is no line yet, asked twice (the second search starts past it).
+        assert!(!r.line_buffered());
+        assert!(!r.line_buffered());
+        client.write_all(b"ee\n").await.unwrap();
+        assert_eq!(
+            &r.next(&mut server, None).await.unwrap().unwrap()[..],
+            b"three"
+        );
+        assert!(!r.line_buffered());
     }
 
     #[tokio::test]

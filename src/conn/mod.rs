@@ -498,6 +498,13 @@ impl<S: Io> Connection<S> {
         })
     }
 
+    /// True when the next message is already read (a client that sends
+    /// before its replies come): [`Connection::next_message`] returns it
+    /// without waiting, unless a shutdown or a denial comes first.
+    pub(crate) fn message_buffered(&mut self) -> bool {
+        self.reader.line_buffered()
+    }
+
     /// True when the last message [`Connection::next_message`] returned
     /// ended at a newline; false when a quiet gap ended it, so that its last
     /// line may go on in the bytes still to come.

@@ -13,7 +13,7 @@ use tracing::trace;
 use super::template::Template;
 use super::{DatagramSource, Ended, HandlerError};
 use crate::conn::text::{QUOTE_MAX_BYTES, TextEncoding, quote};
-use crate::conn::{Connection, Incoming, Io};
+use crate::conn::{ConnError, Connection, Incoming, Io};
 
 /// A bot's last words by default, on farewell or shutdown (the seed's).
 const GOODBYE_REPLY: &str = "bye";
@@ -58,60 +58,123 @@ pub(super) trait Bot: Sync {
     fn goodbye(&self, who: &Who<'_>) -> String;
 }
 
+/// Replies gathered into one write at most: a client that sends several
+/// messages before reading gets their replies together (one system call
+/// for several), bounded in replies and bytes (past these bytes, one more
+/// reply at most, itself bounded by the longest message or template).
+const REPLIES_PER_WRITE: usize = 64;
+const REPLY_BYTES_PER_WRITE: usize = 16 * 1024;
+
+/// Replies answered and not yet written, and how many.
+#[derive(Default)]
+struct Replies {
+    bytes: Vec<u8>,
+    count: u64,
+}
+
+impl Replies {
+    /// Room for the reply to a message that is already read.
+    fn has_room(&self) -> bool {
+        self.count < REPLIES_PER_WRITE as u64 && self.bytes.len() < REPLY_BYTES_PER_WRITE
+    }
+
+    /// Writes the replies gathered, and counts them as answered; the
+    /// buffer goes with them (a connection waiting for its next message
+    /// holds none).
+    async fn write<S: Io>(
+        &mut self,
+        conn: &mut Connection<S>,
+        answered: &IntCounter,
+    ) -> Result<(), ConnError> {
+        if self.count == 0 {
+            return Ok(());
+        }
+        let bytes = std::mem::take(&mut self.bytes);
+        conn.send(&bytes).await?;
+        answered.inc_by(std::mem::take(&mut self.count));
+        Ok(())
+    }
+}
+
 /// Runs the chat of `bot` on `conn`, counting every message answered.
+/// Messages already read when one is answered (a client that sends before
+/// its replies come) are answered before the write, their replies written
+/// together; the write never waits for more input.
 pub(super) async fn chat<S: Io>(
     bot: &impl Bot,
     conn: &mut Connection<S>,
     answered: &IntCounter,
 ) -> Result<Ended, HandlerError> {
+    let mut replies = Replies::default();
     loop {
-        let message = match conn.next_message().await? {
-            Incoming::Data(message) => message,
-            Incoming::Closed => return Ok(Ended::ClientClosed),
-            Incoming::Shutdown => {
+        let message = match conn.next_message().await {
+            Ok(Incoming::Data(message)) => message,
+            // Whatever ends the chat, the replies already given go first.
+            Ok(Incoming::Closed) => {
+                replies.write(conn, answered).await?;
+                return Ok(Ended::ClientClosed);
+            }
+            Ok(Incoming::Shutdown) => {
+                replies.write(conn, answered).await?;
                 let goodbye = bot.goodbye(&who(conn));
                 conn.send_line(&goodbye).await?;
                 return Ok(Ended::Shutdown);
             }
+            Err(e) => {
+                replies.write(conn, answered).await?;
+                return Err(e.into());
+            }
         };
         let encoding = conn.settings().encoding;
         let text = encoding.decode(&message);
-        if text.trim().is_empty() {
-            // No reply, so no write spends the task's budget: a client that
-            // streams blank lines (4 KiB of them a read) would otherwise
-            // keep the worker from its other tasks for 128 reads at a time.
-            tokio::task::coop::consume_budget().await;
+        if !text.trim().is_empty() {
+            trace!(message = quote(&text, QUOTE_MAX_BYTES).as_str(), "received");
+            let answer = bot.answer(&message, &text, &who(conn)).await;
+            let farewell = matches!(answer, Answer::Farewell(_));
+            if let Answer::Error(reason) = answer {
+                conn.count_error_reply(reason);
+            }
+            answer.append_line(encoding, &mut replies.bytes);
+            replies.count += 1;
+            if farewell {
+                replies.write(conn, answered).await?;
+                return Ok(Ended::Farewell);
+            }
+        }
+        if replies.has_room() && conn.message_buffered() {
+            // The next message is here: its reply joins this write. Each
+            // message still spends the task's budget, as its own write
+            // did, so a client that sends without reading cannot hold
+            // the worker longer than one that reads.
+            tokio::task::consume_budget().await;
             continue;
         }
-        trace!(message = quote(&text, QUOTE_MAX_BYTES).as_str(), "received");
-        let answer = bot.answer(&message, &text, &who(conn)).await;
-        let farewell = matches!(answer, Answer::Farewell(_));
-        if let Answer::Error(reason) = answer {
-            conn.count_error_reply(reason);
-        }
-        conn.send(&answer.into_line(encoding)).await?;
-        answered.inc();
-        if farewell {
-            return Ok(Ended::Farewell);
+        // `Replies::write`, inline: this is every message's path.
+        if replies.count > 0 {
+            let bytes = std::mem::take(&mut replies.bytes);
+            conn.send(&bytes).await?;
+            answered.inc_by(std::mem::take(&mut replies.count));
         }
     }
 }
 
-/// The reply of `bot` to one datagram: its message is the datagram less
-/// one trailing newline; a blank one gets no reply, as over TCP. A
-/// farewell gets the goodbye (there is nothing to close).
+/// The reply of `bot` to one datagram, written into `reply` (empty); true
+/// when there is one: its message is the datagram less one trailing
+/// newline; a blank one gets no reply, as over TCP. A farewell gets the
+/// goodbye (there is nothing to close).
 pub(super) async fn datagram(
     bot: &impl Bot,
     datagram: &[u8],
     from: &DatagramSource<'_>,
     answered: &IntCounter,
-) -> Option<Vec<u8>> {
+    reply: &mut Vec<u8>,
+) -> bool {
     let message = datagram.strip_suffix(b"\n").unwrap_or(datagram);
     let message = message.strip_suffix(b"\r").unwrap_or(message);
     let encoding = from.settings.encoding;
     let text = encoding.decode(message);
     if text.trim().is_empty() {
-        return None;
+        return false;
     }
     trace!(message = quote(&text, QUOTE_MAX_BYTES).as_str(), "received");
     let who = Who {
@@ -123,7 +186,8 @@ pub(super) async fn datagram(
         from.metrics.error_reply(reason);
     }
     answered.inc();
-    Some(answer.into_line(encoding))
+    answer.append_line(encoding, reply);
+    true
 }
 
 impl Answer {
@@ -142,6 +206,16 @@ impl Answer {
         };
         line.push(b'\n');
         line
+    }
+
+    /// [`Answer::into_line`] appended to `out`; when `out` is empty, the
+    /// line takes its place (no copy of the reply).
+    fn append_line(self, encoding: TextEncoding, out: &mut Vec<u8>) {
+        if out.is_empty() {
+            *out = self.into_line(encoding);
+        } else {
+            out.extend_from_slice(&self.into_line(encoding));
+        }
     }
 }
 

@@ -76,8 +76,14 @@ impl Handler for Echo {
     const DATAGRAMS: bool = true;
 
     /// Every byte comes back, as it came: the datagram itself.
-    async fn datagram(&self, datagram: &[u8], _from: &DatagramSource<'_>) -> Option<Vec<u8>> {
-        Some(datagram.to_vec())
+    async fn datagram(
+        &self,
+        datagram: &[u8],
+        _from: &DatagramSource<'_>,
+        reply: &mut Vec<u8>,
+    ) -> bool {
+        reply.extend_from_slice(datagram);
+        true
     }
 
     fn probe(_config: &EchoConfig, ctx: &ProbeContext<'_>) -> Probe {

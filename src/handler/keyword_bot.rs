@@ -150,8 +150,13 @@ impl Handler for KeywordBot {
 
     const DATAGRAMS: bool = true;
 
-    async fn datagram(&self, datagram: &[u8], from: &DatagramSource<'_>) -> Option<Vec<u8>> {
-        chat::datagram(self, datagram, from, &self.answered).await
+    async fn datagram(
+        &self,
+        datagram: &[u8],
+        from: &DatagramSource<'_>,
+        reply: &mut Vec<u8>,
+    ) -> bool {
+        chat::datagram(self, datagram, from, &self.answered, reply).await
     }
 
     /// A message with a random token must get the reply the rules give it

@@ -81,15 +81,18 @@ pub(crate) trait Handler: Sized + Send + Sync + 'static {
     /// True when it can serve a UDP listener (see [`Handler::datagram`]).
     const DATAGRAMS: bool = false;
 
-    /// The reply to one datagram, sent back to its sender (`None`: no
-    /// reply). Called only when [`Handler::DATAGRAMS`] is true.
+    /// The reply to one datagram, sent back to its sender: written into
+    /// `reply` (empty, and reused from datagram to datagram, so that a
+    /// reply costs no allocation), true when there is one. Called only
+    /// when [`Handler::DATAGRAMS`] is true.
     fn datagram(
         &self,
         datagram: &[u8],
         from: &DatagramSource<'_>,
-    ) -> impl Future<Output = Option<Vec<u8>>> + Send {
-        let _ = (datagram, from);
-        std::future::ready(None)
+        reply: &mut Vec<u8>,
+    ) -> impl Future<Output = bool> + Send {
+        let _ = (datagram, from, reply);
+        std::future::ready(false)
     }
 
     /// True when its reply to a datagram may wait (for a history on disk
@@ -300,9 +303,10 @@ macro_rules! handlers {
                 &self,
                 datagram: &[u8],
                 from: &DatagramSource<'_>,
-            ) -> Option<Vec<u8>> {
+                reply: &mut Vec<u8>,
+            ) -> bool {
                 match self {
-                    $( AnyHandler::$variant(h) => h.datagram(datagram, from).await, )+
+                    $( AnyHandler::$variant(h) => h.datagram(datagram, from, reply).await, )+
                 }
             }
 

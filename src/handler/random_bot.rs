@@ -103,13 +103,14 @@ impl Bot for RandomBot {
         }
         // Copied, so the history never pins the read buffer.
         let message = Bytes::copy_from_slice(message);
-        match self.history.record_and_pick(message, self.recording).await {
-            Ok(pick) => {
-                // With room for the line ending: one allocation.
-                let mut reply = Vec::with_capacity(pick.len() + 1);
-                reply.extend_from_slice(&pick);
-                Answer::Bytes(reply)
-            }
+        // The pick, with room for the line ending: one allocation.
+        let mut reply = Vec::new();
+        match self
+            .history
+            .record_and_pick(message, self.recording, &mut reply)
+            .await
+        {
+            Ok(()) => Answer::Bytes(reply),
             Err(HistoryError::Unavailable) => Answer::Error(HISTORY_UNAVAILABLE),
             Err(HistoryError::Timeout) => Answer::Error(HISTORY_TIMEOUT),
         }
@@ -200,8 +201,13 @@ impl Handler for RandomBot {
 
     const DATAGRAMS: bool = true;
 
-    async fn datagram(&self, datagram: &[u8], from: &DatagramSource<'_>) -> Option<Vec<u8>> {
-        chat::datagram(self, datagram, from, &self.answered).await
+    async fn datagram(
+        &self,
+        datagram: &[u8],
+        from: &DatagramSource<'_>,
+        reply: &mut Vec<u8>,
+    ) -> bool {
+        chat::datagram(self, datagram, from, &self.answered, reply).await
     }
 
     fn datagram_waits(&self) -> bool {

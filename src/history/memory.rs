@@ -23,9 +23,12 @@ struct Entries {
 
 impl MemoryHistory {
     /// Records `message`, drops the oldest entries past `limits` (the newest
-    /// always stays), and returns a uniformly random entry (possibly
-    /// `message` itself).
-    pub(crate) fn record_and_pick(&self, message: Bytes, limits: Limits) -> Bytes {
+    /// always stays), and appends a uniformly random entry (possibly
+    /// `message` itself) to `reply`, with room for one byte more (a line
+    /// ending). Copied under the lock, not cloned: a clone of a `Bytes` made
+    /// from a `Vec` allocates its shared form, and the caller copies the
+    /// pick into its reply anyway.
+    pub(crate) fn record_and_pick(&self, message: Bytes, limits: Limits, reply: &mut Vec<u8>) {
         let mut entries = self.entries();
         entries.bytes += message.len() + ENTRY_OVERHEAD;
         entries.messages.push_back(message);
@@ -38,7 +41,7 @@ impl MemoryHistory {
             }
         }
         let pick = rand::random_range(0..entries.messages.len());
-        entries.messages[pick].clone()
+        super::append_pick(reply, &entries.messages[pick]);
     }
 
     /// Messages kept, and the bytes they are counted as.
@@ -63,22 +66,37 @@ mod tests {
         Limits { messages, bytes }
     }
 
+    /// Records `message` and returns the pick alone.
+    fn pick(history: &MemoryHistory, message: Vec<u8>, limits: Limits) -> Vec<u8> {
+        let mut reply = Vec::new();
+        history.record_and_pick(Bytes::from(message), limits, &mut reply);
+        reply
+    }
+
+    #[test]
+    fn the_pick_is_appended_to_the_reply() {
+        let history = MemoryHistory::default();
+        let mut reply = b"head:".to_vec();
+        history.record_and_pick(Bytes::from_static(b"only"), limits(10, 1000), &mut reply);
+        assert_eq!(reply, b"head:only");
+    }
+
     #[test]
     fn history_is_bounded_in_entries_and_bytes() {
         let history = MemoryHistory::default();
         for i in 0..10u8 {
-            history.record_and_pick(Bytes::from(vec![i; 10]), limits(3, 1000));
+            pick(&history, vec![i; 10], limits(3, 1000));
         }
         assert_eq!(history.size(), (3, 3 * (10 + ENTRY_OVERHEAD)));
         // Room for two entries of 10 bytes and their overhead, not three.
         let history = MemoryHistory::default();
         let tight = limits(100, 2 * (10 + ENTRY_OVERHEAD) + 5);
         for i in 0..10u8 {
-            let pick = history.record_and_pick(Bytes::from(vec![i; 10]), tight);
+            let picked = pick(&history, vec![i; 10], tight);
             assert!(
-                pick[0] + 2 >= i,
+                picked[0] + 2 >= i,
                 "picked a dropped entry {} at {i}",
-                pick[0]
+                picked[0]
             );
         }
         assert_eq!(history.size(), (2, 2 * (10 + ENTRY_OVERHEAD)));
@@ -88,7 +106,7 @@ mod tests {
     fn a_flood_of_one_byte_messages_is_bounded_by_history_bytes() {
         let history = MemoryHistory::default();
         for i in 0..100_000u32 {
-            history.record_and_pick(Bytes::from(vec![(i % 251) as u8]), limits(1 << 20, 1 << 20));
+            pick(&history, vec![(i % 251) as u8], limits(1 << 20, 1 << 20));
         }
         let (entries, bytes) = history.size();
         assert!(bytes <= 1 << 20, "{bytes} bytes counted");
@@ -106,8 +124,7 @@ mod tests {
         let mut seen_older = [false; 5];
         for i in 0..1000u32 {
             let recorded = u8::try_from(i % 5).expect("below 5");
-            let picked =
-                history.record_and_pick(Bytes::from(vec![recorded]), limits(5, 100_000))[0];
+            let picked = pick(&history, vec![recorded], limits(5, 100_000))[0];
             if picked != recorded {
                 seen_older[usize::from(picked)] = true;
             }

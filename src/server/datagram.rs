@@ -31,6 +31,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
+use rustix::net::{RecvFlags, SendFlags};
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
@@ -122,7 +124,7 @@ pub(crate) async fn receive_loop(listener: Arc<Listener>, with: DatagramLoop) {
                 }
                 let mut taken = 0;
                 while taken < DATAGRAMS_PER_TURN {
-                    let (n, peer) = match socket.try_recv_from(&mut current.buffer) {
+                    let (n, peer) = match try_receive(socket, &mut current.buffer) {
                         Ok(received) => received,
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                         // An ICMP error of an earlier reply, or the like:
@@ -140,7 +142,8 @@ pub(crate) async fn receive_loop(listener: Arc<Listener>, with: DatagramLoop) {
                         sources: &sources,
                         metrics: &current.metrics,
                     };
-                    if let Err(reason) = exchange.datagram(n, peer, &current.buffer, &pending, &drain) {
+                    let datagram = &current.buffer[..n];
+                    if let Err(reason) = exchange.datagram(datagram, peer, &mut current.reply, &pending, &drain) {
                         drops.count(reason, peer.ip(), &current.metrics);
                     }
                 }
@@ -165,6 +168,9 @@ struct Current {
     /// One byte longer than `max_datagram_bytes`: a datagram that fills it
     /// is too big (the kernel cuts what does not fit, silently).
     buffer: Vec<u8>,
+    /// The reply to a datagram answered at once, reused (cleared each
+    /// time): as long as the longest reply given, which a handler bounds.
+    reply: Vec<u8>,
 }
 
 impl Current {
@@ -177,6 +183,7 @@ impl Current {
             metrics: route.metrics.datagrams(),
             route,
             buffer: vec![0; max + 1],
+            reply: Vec::new(),
         }
     }
 }
@@ -190,17 +197,18 @@ struct Exchange<'a> {
 }
 
 impl Exchange<'_> {
-    /// Takes the datagram of `n` bytes at the start of `buffer` from
-    /// `peer`: checks it, asks the handler, and sends the reply now or from
-    /// a task of its own. `Err`: dropped, why.
+    /// Takes `datagram` from `peer`: checks it, asks the handler, and
+    /// sends the reply now (written into `reply`, a buffer reused from
+    /// datagram to datagram) or from a task of its own. `Err`: dropped, why.
     fn datagram(
         &self,
-        n: usize,
+        datagram: &[u8],
         peer: SocketAddr,
-        buffer: &[u8],
+        reply: &mut Vec<u8>,
         pending: &Arc<Semaphore>,
         drain: &Drain,
     ) -> Result<(), DropReason> {
+        let n = datagram.len();
         self.metrics.received.inc();
         self.metrics.bytes_received.inc_by(n as u64);
         let Transport::Udp(udp) = &self.route.transport else {
@@ -222,17 +230,21 @@ impl Exchange<'_> {
             });
         }
         if !self.route.handler.datagram_waits() {
-            // Answered at once, from the receive buffer: no copy, no box.
+            // Answered at once, from the receive buffer into the reused
+            // reply buffer: no copy of the datagram, no box, no allocation.
             let from = DatagramSource {
                 peer,
                 settings: &self.route.settings,
                 metrics: &self.route.metrics,
             };
-            let reply = std::pin::pin!(self.route.handler.datagram(&buffer[..n], &from));
-            let mut cx = Context::from_waker(Waker::noop());
-            return match reply.poll(&mut cx) {
-                Poll::Ready(None) => Ok(()),
-                Poll::Ready(Some(reply)) => self.send(&reply, n, peer),
+            reply.clear();
+            let answered = {
+                let answer = std::pin::pin!(self.route.handler.datagram(datagram, &from, reply));
+                answer.poll(&mut Context::from_waker(Waker::noop()))
+            };
+            return match answered {
+                Poll::Ready(false) => Ok(()),
+                Poll::Ready(true) => self.send(reply, n, peer),
                 // A handler that says it answers at once and did not: its
                 // reply is lost, and counted.
                 Poll::Pending => {
@@ -241,7 +253,7 @@ impl Exchange<'_> {
                 }
             };
         }
-        let request = buffer[..n].to_vec();
+        let request = datagram.to_vec();
         let route = self.route.clone();
         let mut reply = Box::pin(async move {
             let from = DatagramSource {
@@ -249,7 +261,9 @@ impl Exchange<'_> {
                 settings: &route.settings,
                 metrics: &route.metrics,
             };
-            route.handler.datagram(&request, &from).await
+            let mut reply = Vec::new();
+            let answered = route.handler.datagram(&request, &from, &mut reply).await;
+            answered.then_some(reply)
         });
         // Most replies are ready at once: try before paying for a task.
         let mut cx = Context::from_waker(Waker::noop());
@@ -308,7 +322,7 @@ impl Exchange<'_> {
             debug!(%peer, bytes = reply.len(), "reply dropped: over the source's reply budget");
             return Err(DropReason::ReplyBudget);
         }
-        match self.socket.try_send_to(reply, peer) {
+        match try_send(self.socket, reply, peer) {
             Ok(sent) => {
                 self.metrics.sent.inc();
                 self.metrics.bytes_sent.inc_by(sent as u64);
@@ -320,6 +334,28 @@ impl Exchange<'_> {
             }
         }
     }
+}
+
+/// One datagram off `socket` into `buffer`, never waiting: its length and
+/// its sender. Tokio's `try_recv_from` by a direct system call: no libc
+/// cancellation point, no conversions through std and mio (about 60
+/// instructions a datagram).
+fn try_receive(socket: &UdpSocket, buffer: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+    socket.try_io(Interest::READABLE, || {
+        let (n, _, from) = rustix::net::recvfrom(socket, &mut *buffer, RecvFlags::empty())?;
+        let from = from
+            .and_then(|from| SocketAddr::try_from(from).ok())
+            .ok_or_else(|| io::Error::other("a datagram with no IP source address"))?;
+        Ok((n, from))
+    })
+}
+
+/// `reply` to `to` through `socket`, never waiting (tokio's `try_send_to`
+/// by a direct system call, as [`try_receive`]).
+fn try_send(socket: &UdpSocket, reply: &[u8], to: SocketAddr) -> io::Result<usize> {
+    socket.try_io(Interest::WRITABLE, || {
+        Ok(rustix::net::sendto(socket, reply, SendFlags::empty(), &to)?)
+    })
 }
 
 /// Drops since the last log line, by reason, and the last source.

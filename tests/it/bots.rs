@@ -68,6 +68,62 @@ async fn two_messages_in_one_write_get_two_replies() {
     assert_eq!(read_line(&mut conn).await, "我是python29号");
 }
 
+/// Messages sent before their replies are read are answered together
+/// (their replies gathered into a few writes): every reply comes, in order.
+#[tokio::test]
+async fn pipelined_messages_get_every_reply_in_order() {
+    let server = keyword_bot("");
+    let mut conn = connect_lines(server.addr("kw")).await;
+    let mut batch = Vec::new();
+    for i in 0..300 {
+        batch.extend_from_slice(if i % 3 == 0 {
+            b"hello\n"
+        } else if i % 3 == 1 {
+            b"\n"
+        } else {
+            b"NAME?\n"
+        });
+    }
+    conn.get_mut().write_all(&batch).await.unwrap();
+    // Blank lines get no reply: 200 replies, alternating.
+    for i in 0..200 {
+        let want = if i % 2 == 0 {
+            "你好"
+        } else {
+            "我是python29号"
+        };
+        assert_eq!(read_line(&mut conn).await, want, "reply {i}");
+    }
+    assert_eq!(ask(&mut conn, "hello\n").await, "你好");
+}
+
+/// The replies to the messages before a bad one are written before the
+/// error that ends the connection.
+#[tokio::test]
+async fn replies_before_a_too_long_message_come_before_its_error() {
+    let server = keyword_bot("max_message_bytes = 100");
+    let mut stream = connect(server.addr("kw")).await;
+    let mut batch = b"hello\nname\n".to_vec();
+    batch.extend_from_slice(&[b'a'; 5000]);
+    stream.write_all(&batch).await.unwrap();
+    let rest = read_to_end(&mut stream).await;
+    assert_eq!(
+        String::from_utf8_lossy(&rest),
+        "你好\n我是python29号\nERR message too long\n"
+    );
+}
+
+/// A farewell among pipelined messages: the replies before it, the
+/// goodbye, the close, and nothing for what came after it.
+#[tokio::test]
+async fn a_pipelined_farewell_ends_the_chat_after_the_replies_before_it() {
+    let server = TestServer::start(&listener("rb", "random-bot", ""));
+    let mut stream = connect(server.addr("rb")).await;
+    stream.write_all(b"hi\nhi\nbye\nho\n").await.unwrap();
+    let rest = read_to_end(&mut stream).await;
+    assert_eq!(String::from_utf8_lossy(&rest), "hi\nhi\nbye\n");
+}
+
 #[tokio::test]
 async fn a_message_split_over_writes_is_one_message() {
     // The parts arrive ~30 ms apart, far below the 2s quiet gap: the server
