@@ -80,10 +80,12 @@ pub(super) struct SendReport {
 pub(super) const SENDFILE_STEP: usize = 1024 * 1024;
 
 /// How soon after a full socket the client must have freed room (a third
-/// of the buffer: when the kernel wakes a writer) to count as keeping up.
-/// At the default 256 KiB `send_buffer`, a client reading at 17 MB/s or
-/// more: its send buffer is then grown (`send_budget`).
-const KEPT_UP_WAIT: Duration = Duration::from_millis(10);
+/// of the buffer: when the kernel wakes a writer) to count as keeping up:
+/// at the default 256 KiB `send_buffer`, a client reading 1.7 MB/s or
+/// more. Its send buffer is then grown (`send_budget`). Not shorter: under
+/// wrk's 64 connections each one is served every 50 ms or so, however
+/// fast the whole, and a stalled reader never frees room at all.
+const KEPT_UP_WAIT: Duration = Duration::from_millis(100);
 
 /// Sends `file` from `offset` up to `end` with sendfile(2), at most `chunk`
 /// a call, advancing `offset`; stops early if the file shrinks. Calls
