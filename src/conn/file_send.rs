@@ -178,41 +178,6 @@ pub(super) async fn sendfile(
     Ok(())
 }
 
-/// Writes `head` (an HTTP response head) with `MSG_MORE`: the kernel holds
-/// it for the file's first segment instead of sending a segment of its
-/// own, which on loopback woke the client once more a response and ran its
-/// receive path on the server's core (a tenth of the server's CPU in 1 MiB
-/// GETs under wrk). The sendfile that follows pushes it; so does any later
-/// write, or the close.
-pub(super) async fn send_head(
-    tcp: &TcpStream,
-    head: &[u8],
-    deadlines: &SendDeadlines,
-) -> Result<(), ConnError> {
-    let mut at = 0;
-    while at < head.len() {
-        let (until, late) = deadlines.next_write(0);
-        let write = async {
-            loop {
-                tcp.writable().await?;
-                let sent = tcp.try_io(Interest::WRITABLE, || {
-                    let flags = rustix::net::SendFlags::MORE | rustix::net::SendFlags::NOSIGNAL;
-                    rustix::net::send(tcp, &head[at..], flags).map_err(io::Error::from)
-                });
-                match sent {
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    other => return other,
-                }
-            }
-        };
-        match timeout_at(until, write).await.map_err(|_| late)?? {
-            0 => return Err(io::Error::from(io::ErrorKind::WriteZero).into()),
-            n => at += n,
-        }
-    }
-    Ok(())
-}
-
 /// The page size the probes reason in (the smallest the kernel caches).
 const PAGE: u64 = 4096;
 

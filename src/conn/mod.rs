@@ -279,20 +279,11 @@ pub(crate) struct Connection<S: Io> {
     send_grant: Option<SendGrant>,
 }
 
-/// Where a sendfile started, and how far it got, after a head of `head`
-/// bytes.
+/// Where a sendfile started, and how far it got.
 #[derive(Debug, Clone, Copy)]
 struct SendfileProgress {
-    head: u64,
     start: u64,
     offset: u64,
-}
-
-impl SendfileProgress {
-    /// Bytes sent: the head and the file's.
-    fn sent(&self) -> u64 {
-        self.head + self.offset.saturating_sub(self.start)
-    }
 }
 
 impl<S: Io> Connection<S> {
@@ -714,16 +705,16 @@ impl<S: Io> Connection<S> {
                 return Ok(len);
             }
         }
+        if !head.is_empty() {
+            self.send(head).await?;
+        }
         if let Some(tcp) = self.stream.get_ref().plaintext() {
-            // Counted with the file's bytes below: `tcp` borrows the stream.
-            file_send::send_head(tcp, head, &deadlines).await?;
             let file = Arc::new(file);
             let mut report = SendReport::default();
             // The offset lives in the connection while the kernel sends,
             // so that a drop mid-send (the shutdown grace ran out) still
             // counts and logs what went out.
             let progress = self.sendfile_progress.insert(SendfileProgress {
-                head: head.len() as u64,
                 start,
                 offset: start,
             });
@@ -755,12 +746,9 @@ impl<S: Io> Connection<S> {
             let sent_bytes = progress.offset - start;
             self.sendfile_progress = None;
             // What went out, also on an error.
-            self.stream.count_sent(head.len() as u64 + sent_bytes);
+            self.stream.count_sent(sent_bytes);
             self.metrics.file_cache_misses(report.cache_misses);
             return sent.map(|()| sent_bytes);
-        }
-        if !head.is_empty() {
-            self.send(head).await?;
         }
         // Through a buffer (TLS): each chunk is read on the worker straight
         // from the page cache when it holds all of it (`preadv2(RWF_NOWAIT)`
@@ -929,7 +917,8 @@ impl<S: Io> Drop for Connection<S> {
     /// client as an error, not as a clean end.
     fn drop(&mut self) {
         if let Some(progress) = self.sendfile_progress.take() {
-            self.stream.count_sent(progress.sent());
+            self.stream
+                .count_sent(progress.offset.saturating_sub(progress.start));
         }
         if let Some(record) = self.response_in_flight.take() {
             record.log(self.stream.counts().1, Outcome::Dropped);
