@@ -153,7 +153,10 @@ mod tests {
         assert_eq!(grow(&budget, 256 << 10, &mut grant), Some(1 << 20));
         assert_eq!(grow(&budget, 256 << 10, &mut grant), Some(2 << 20));
         assert_eq!(grow(&budget, 256 << 10, &mut grant), None, "at the largest");
-        assert_eq!(budget.in_use.load(Ordering::Acquire), (2 << 20) - (256 << 10));
+        assert_eq!(
+            budget.in_use.load(Ordering::Acquire),
+            (2 << 20) - (256 << 10)
+        );
         assert_eq!(budget.gauge.get(), (2 << 20) - (256 << 10));
         drop(grant);
         assert_eq!(budget.in_use.load(Ordering::Acquire), 0);

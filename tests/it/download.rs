@@ -948,7 +948,10 @@ async fn read_more(stream: &mut tokio::net::TcpStream, bytes: usize) {
 async fn downloads_closed(server: &TestServer) {
     let deadline = tokio::time::Instant::now() + LIMIT;
     while server.handle().status().connections > 0 {
-        assert!(tokio::time::Instant::now() < deadline, "connections did not close");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "connections did not close"
+        );
         sleep(Duration::from_millis(10)).await;
     }
 }
@@ -1040,7 +1043,11 @@ async fn stalled_after_fast(dir: &Path, extra: &str, readers: usize) -> u64 {
             .iter()
             .map(|&p| server_send_queue(addr.port(), p).unwrap_or(0))
             .sum();
-        steady = if now == last && now > 0 { steady + 1 } else { 0 };
+        steady = if now == last && now > 0 {
+            steady + 1
+        } else {
+            0
+        };
         last = now;
         if steady == 10 {
             break;
@@ -1073,7 +1080,10 @@ async fn readers_that_stall_after_growing_queue_no_more_than_the_budget_allows()
     // grants, which add up to the budget at most; and a segment of slack
     // a socket.
     let bound = 2 * (readers as u64 * base + budget) + readers as u64 * 65536;
-    assert!(bounded > 0 && bounded <= bound, "{bounded} bytes queued, bound {bound}");
+    assert!(
+        bounded > 0 && bounded <= bound,
+        "{bounded} bytes queued, bound {bound}"
+    );
     assert!(
         unbounded > bound,
         "with a budget of 1 GiB, {unbounded} bytes queued: the readers did not grow"
