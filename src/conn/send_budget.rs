@@ -22,7 +22,8 @@ use prometheus::IntGauge;
 /// The largest send buffer a grant grows a socket's to (`SO_SNDBUF`; the
 /// kernel doubles it): 4 MiB of queue, the most the kernel's autotuning
 /// gives a socket by default (`tcp_wmem`), and enough that a 1 MiB
-/// response goes out in one sendfile call.
+/// response goes out in one sendfile call. The kernel caps it at
+/// `net.core.wmem_max` (212 992 on a stock kernel, where nothing grows).
 pub(crate) const MAX_GROWN_SEND_BUFFER: usize = 2 << 20;
 
 /// The smallest growth worth a system call.
