@@ -131,11 +131,18 @@ pub(crate) fn grow(
     base: usize,
     grant: &mut Option<SendGrant>,
 ) -> Option<usize> {
-    let grant = grant.get_or_insert_with(|| SendGrant {
+    let mut held = grant.take().unwrap_or_else(|| SendGrant {
         budget: Arc::clone(budget),
         bytes: 0,
     });
-    grant.double(base).then(|| grant.buffer(base))
+    let grew = held.double(base);
+    let buffer = held.buffer(base);
+    // An empty grant is not kept: a connection holds one only while its
+    // socket may queue more than `base`.
+    if held.bytes > 0 {
+        *grant = Some(held);
+    }
+    grew.then_some(buffer)
 }
 
 #[cfg(test)]
@@ -173,6 +180,7 @@ mod tests {
         // is all the first grant gets.
         assert_eq!(a.as_ref().map(|g| g.bytes), Some(1 << 20));
         assert_eq!(grow(&budget, 64 << 10, &mut b), None, "spent");
+        assert!(b.is_none(), "nothing held when nothing was granted");
         drop(a);
         assert_eq!(grow(&budget, 64 << 10, &mut b), Some(128 << 10));
     }
