@@ -5,7 +5,7 @@
 //! wait for the disk when the pages it sends are not in the page cache: on a
 //! cold, slow disk that stalls every other connection of the worker. So
 //! before each call the range is probed with `preadv2(RWF_NOWAIT)`, which
-//! answers at once whether its bytes (one every 128 KiB, and the last) are
+//! answers at once whether its bytes (one every 256 KiB, and the last) are
 //! cached; a range that is not is read on the blocking pool first, 512 KiB
 //! ahead (at most [`MAX_WARMING`] reads at a time in the process), and only
 //! then sent from the cache. A file system that cannot answer (tmpfs) is
@@ -79,8 +79,19 @@ pub(super) struct SendReport {
 /// one (`strace -c` under wrk).
 pub(super) const SENDFILE_STEP: usize = 1024 * 1024;
 
+/// How soon after a full socket the client must have freed room (a third
+/// of the buffer: when the kernel wakes a writer) to count as keeping up:
+/// at the default 256 KiB `send_buffer`, a client reading 1.7 MB/s or
+/// more. Its send buffer is then grown (`send_budget`). Not shorter: under
+/// wrk's 64 connections each one is served every 50 ms or so, however
+/// fast the whole, and a stalled reader never frees room at all.
+const KEPT_UP_WAIT: Duration = Duration::from_millis(100);
+
 /// Sends `file` from `offset` up to `end` with sendfile(2), at most `chunk`
-/// a call, advancing `offset`; stops early if the file shrinks.
+/// a call, advancing `offset`; stops early if the file shrinks. Calls
+/// `kept_up` when the socket was full and the client freed room within
+/// [`KEPT_UP_WAIT`], before the next call.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn sendfile(
     tcp: &TcpStream,
     file: &Arc<File>,
@@ -89,6 +100,7 @@ pub(super) async fn sendfile(
     deadlines: &SendDeadlines,
     offset: &mut u64,
     report: &mut SendReport,
+    kept_up: &mut impl FnMut(),
 ) -> Result<(), ConnError> {
     let start = *offset;
     // Bytes before this were just probed as cached, or read through the
@@ -130,16 +142,26 @@ pub(super) async fn sendfile(
                 .map_err(|_| ConnError::DiskStalled)??;
             cached_until = *offset + ahead as u64;
         }
-        let mut waited = false;
+        let mut waited_long = false;
         let send = async {
+            let mut full_since: Option<Instant> = None;
             loop {
                 tcp.writable().await?;
+                if let Some(full) = full_since.take() {
+                    let waited = full.elapsed();
+                    if waited <= KEPT_UP_WAIT {
+                        kept_up();
+                    }
+                    waited_long |= waited >= REPROBE_AFTER;
+                }
                 let sent = tcp.try_io(Interest::WRITABLE, || {
                     rustix::fs::sendfile(tcp, file, Some(&mut *offset), want)
                         .map_err(io::Error::from)
                 });
                 match sent {
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => waited = true,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        full_since = Some(Instant::now());
+                    }
                     other => return other,
                 }
             }
@@ -147,7 +169,7 @@ pub(super) async fn sendfile(
         let sent = timeout_at(until, send).await.map_err(|_| late)??;
         // While the client was slow, the pages probed ahead may have been
         // evicted: probed again before the next call.
-        if waited {
+        if waited_long {
             cached_until = cached_until.min(*offset);
         }
         if sent == 0 {
@@ -160,13 +182,22 @@ pub(super) async fn sendfile(
 /// The page size the probes reason in (the smallest the kernel caches).
 const PAGE: u64 = 4096;
 
-/// Distance between the bytes probed in a range.
-const PROBE_STRIDE: u64 = 128 * 1024;
+/// Distance between the bytes probed in a range: 4 a MiB. At 128 KiB
+/// (and every range probed again after each wait for the socket) the
+/// probes were a tenth of the server's CPU in a download of a cached file
+/// with a grown send buffer (`perf record`, bench/ab-download.sh).
+const PROBE_STRIDE: u64 = 256 * 1024;
 
-/// Bytes probed at once ahead of a send: 9 probes a MiB, where probing
-/// each 64 KiB call took 32 (over half the server's system calls in 1 MiB
-/// GETs).
-const PROBE_AHEAD: usize = 1024 * 1024;
+/// Bytes probed at once ahead of a send: 9 probes for 2 MiB, where probing
+/// each 64 KiB call took 32 a MiB (over half the server's system calls in
+/// 1 MiB GETs).
+const PROBE_AHEAD: usize = 2 * 1024 * 1024;
+
+/// A wait for the socket at least this long has the range ahead probed
+/// again: the pages may have been evicted meanwhile. Not after every wait:
+/// a client that keeps up makes the sender wait at every round, for
+/// milliseconds, in which pages just read are not evicted.
+const REPROBE_AFTER: Duration = Duration::from_secs(1);
 
 /// Whether a range of a file is in the page cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

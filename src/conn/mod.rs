@@ -15,6 +15,7 @@ mod file_send;
 mod framing;
 mod metered;
 pub(crate) mod proxy_header;
+pub(crate) mod send_budget;
 pub(crate) mod signals;
 mod stream;
 pub(crate) mod text;
@@ -39,6 +40,7 @@ pub(crate) use stream::{Io, ServerStream};
 use access::{Outcome, ResponseRecord};
 use file_send::{SendDeadlines, SendReport};
 use metered::Metered;
+use send_budget::{SendBuffer, SendGrant};
 use text::TextEncoding;
 
 use crate::metrics::{CloseReason, ListenerMetrics};
@@ -191,6 +193,10 @@ pub(crate) struct Connection<S: Io> {
     /// A sendfile under way: its bytes are counted when it ends, or by
     /// `Drop` if the task is dropped first.
     sendfile_progress: Option<SendfileProgress>,
+    /// Send-buffer growth this connection's file sends earned from the
+    /// listener's budget, kept while the socket may hold what it paid for:
+    /// given back when the connection is dropped.
+    send_grant: Option<SendGrant>,
 }
 
 /// Where a sendfile started, and how far it got.
@@ -231,6 +237,7 @@ impl<S: Io> Connection<S> {
             closed_cleanly: false,
             response_in_flight: None,
             sendfile_progress: None,
+            send_grant: None,
         }
     }
 
@@ -597,6 +604,10 @@ impl<S: Io> Connection<S> {
     /// for the idle timeout fails the send.
     /// A send that fails (or whose future is dropped) leaves the reply
     /// incomplete: the connection then ends with RST.
+    /// The socket's send buffer starts at `buffer.base` (unless an earlier
+    /// send on this connection grew it); a sendfile whose client frees
+    /// room quickly grows it from `buffer.budget` (`send_budget`).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn send_file(
         &mut self,
         head: &[u8],
@@ -605,15 +616,21 @@ impl<S: Io> Connection<S> {
         len: u64,
         chunk: usize,
         pace: Option<MinRate>,
+        buffer: SendBuffer<'_>,
     ) -> Result<u64, ConnError> {
+        // A range smaller than the buffer cannot fill it: no call needed.
+        if buffer.base > 0 && len > buffer.base as u64 && self.send_grant.is_none() {
+            self.set_send_buffer(buffer.base);
+        }
         self.writing = true;
         let sent = self
-            .send_file_pieces(head, file, start, len, chunk, pace)
+            .send_file_pieces(head, file, start, len, chunk, pace, buffer)
             .await;
         self.writing = sent.is_err();
         sent
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn send_file_pieces(
         &mut self,
         head: &[u8],
@@ -622,6 +639,7 @@ impl<S: Io> Connection<S> {
         len: u64,
         chunk: usize,
         pace: Option<MinRate>,
+        buffer: SendBuffer<'_>,
     ) -> Result<u64, ConnError> {
         let chunk = chunk.max(1);
         let end = start.saturating_add(len);
@@ -654,6 +672,20 @@ impl<S: Io> Connection<S> {
                 start,
                 offset: start,
             });
+            let grant = &mut self.send_grant;
+            let mut kept_up = || {
+                let (Some(budget), base) = (buffer.budget, buffer.base) else {
+                    return;
+                };
+                if base == 0 {
+                    return;
+                }
+                if let Some(bytes) = send_budget::grow(budget, base, grant)
+                    && let Err(e) = rustix::net::sockopt::set_socket_send_buffer_size(tcp, bytes)
+                {
+                    tracing::debug!(error = %e, "cannot grow SO_SNDBUF");
+                }
+            };
             let sent = file_send::sendfile(
                 tcp,
                 &file,
@@ -662,6 +694,7 @@ impl<S: Io> Connection<S> {
                 &deadlines,
                 &mut progress.offset,
                 &mut report,
+                &mut kept_up,
             )
             .await;
             let sent_bytes = progress.offset - start;
@@ -764,7 +797,15 @@ impl<S: Io> Connection<S> {
             }
             Poll::Ready(())
         };
-        let _ = wait_for(&self.signals, &mut self.timer, deadline, 0, drained).await;
+        let answered = wait_for(&self.signals, &mut self.timer, deadline, 0, drained)
+            .await
+            .is_ok();
+        // A client that has not closed in time may not have read what a
+        // grown send buffer queued either: a reset frees that queue now,
+        // where a closed socket would keep it after its grant came back.
+        if !answered && self.send_grant.is_some() {
+            self.arm_reset();
+        }
     }
 
     /// Bounds the socket's send buffer to `bytes` (`SO_SNDBUF`), which also
@@ -983,6 +1024,12 @@ mod tests {
     use crate::metrics::Metrics;
     use tokio::time::timeout;
 
+    /// A file send with the kernel's send buffer, never grown.
+    const NO_GROWTH: SendBuffer<'static> = SendBuffer {
+        base: 0,
+        budget: None,
+    };
+
     fn figure(metrics: &Metrics, line_start: &str) -> String {
         let text = String::from_utf8(metrics.render()).expect("UTF-8");
         text.lines()
@@ -1039,7 +1086,9 @@ mod tests {
             grace: Duration::from_secs(10),
         };
         let file = std::fs::File::open(&path).expect("open");
-        let sent = conn.send_file(&[], file, 0, 100_000, 512, Some(pace)).await;
+        let sent = conn
+            .send_file(&[], file, 0, 100_000, 512, Some(pace), NO_GROWTH)
+            .await;
         assert!(
             matches!(sent, Err(ConnError::ReaderTooSlow(1000))),
             "{sent:?}"
@@ -1061,7 +1110,9 @@ mod tests {
             client.read_to_end(&mut got).await.expect("read");
             got
         });
-        let sent = conn.send_file(&[], file, 0, 3 << 20, 65536, None).await;
+        let sent = conn
+            .send_file(&[], file, 0, 3 << 20, 65536, None, NO_GROWTH)
+            .await;
         assert_eq!(sent.expect("sent"), 3 << 20);
         let misses = |m: &Metrics| {
             figure(m, "switchboard_file_cache_misses_total{")
@@ -1074,7 +1125,9 @@ mod tests {
         let cold = misses(&metrics);
         assert!((1..=12).contains(&cold), "{cold} cache misses");
         // Sent again, now from the page cache: no trip to the blocking pool.
-        let again = conn.send_file(&[], reopen, 0, 3 << 20, 65536, None).await;
+        let again = conn
+            .send_file(&[], reopen, 0, 3 << 20, 65536, None, NO_GROWTH)
+            .await;
         assert_eq!(again.expect("sent again"), 3 << 20);
         assert_eq!(
             misses(&metrics),
@@ -1163,7 +1216,7 @@ mod tests {
             got
         });
         let sent = conn
-            .send_file(b"head\n", file, 0, 1 << 20, 65536, None)
+            .send_file(b"head\n", file, 0, 1 << 20, 65536, None, NO_GROWTH)
             .await;
         assert_eq!(sent.expect("sent"), 1 << 20);
         assert_eq!(

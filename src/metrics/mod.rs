@@ -206,6 +206,7 @@ pub struct Metrics {
     files_sent: IntCounterVec,
     file_bytes_sent: IntCounterVec,
     file_cache_misses: IntCounterVec,
+    send_budget_in_use: IntGaugeVec,
     error_replies: IntCounterVec,
     refused: IntCounterVec,
     datagrams_received: IntCounterVec,
@@ -326,6 +327,17 @@ impl Metrics {
             )
             .expect("valid metric"),
         );
+        let send_budget_in_use = register(
+            &registry,
+            IntGaugeVec::new(
+                Opts::new(
+                    "switchboard_send_budget_bytes_in_use",
+                    "Bytes of a download listener's send_budget that its connections' grown send buffers hold now.",
+                ),
+                LISTENER_LABELS,
+            )
+            .expect("valid metric"),
+        );
         let open = register(
             &registry,
             IntGaugeVec::new(
@@ -389,6 +401,7 @@ impl Metrics {
             files_sent,
             file_bytes_sent,
             file_cache_misses,
+            send_budget_in_use,
             error_replies,
             refused,
             datagrams_received,
@@ -582,6 +595,7 @@ impl ListenerMetrics {
             let _ = family.remove_label_values(&labels);
         }
         let _ = m.open.remove_label_values(&labels);
+        let _ = m.send_budget_in_use.remove_label_values(&labels);
         let _ = m.duration.remove_label_values(&labels);
         for reason in DropReason::ALL {
             let _ = m.datagrams_dropped.remove_label_values(&[
@@ -652,6 +666,13 @@ impl ListenerMetrics {
             self.metrics.files_sent.with_label_values(&self.labels),
             self.metrics.file_bytes_sent.with_label_values(&self.labels),
         )
+    }
+
+    /// The gauge of the bytes of the listener's send budget in use.
+    pub(crate) fn send_budget_in_use(&self) -> IntGauge {
+        self.metrics
+            .send_budget_in_use
+            .with_label_values(&self.labels)
     }
 
     /// `n` file ranges were read on the blocking pool before they were

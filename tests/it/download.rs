@@ -902,3 +902,193 @@ async fn a_stalled_listing_reader_is_reset_at_min_send_rate() {
     stalls_then_is_reset(server.addr("files"), b"\n").await;
     server.shutdown().await;
 }
+
+/// A download listener `files` on `dir` with `extra` keys, and a metrics
+/// listener `metrics`.
+fn with_metrics(dir: &Path, extra: &str) -> String {
+    download_listener("files", dir, extra) + &common::listener("metrics", "metrics", "")
+}
+
+/// Bytes of the download listener's send budget in use now.
+async fn budget_in_use(server: &TestServer) -> f64 {
+    let figures = crate::metrics::scrape(server.addr("metrics")).await;
+    crate::metrics::of(
+        &figures,
+        "switchboard_send_budget_bytes_in_use",
+        "download",
+        "files",
+        "",
+    )
+}
+
+/// Asks for big.bin and reads `bytes` of it as fast as it comes.
+async fn read_fast(addr: SocketAddr, bytes: usize) -> tokio::net::TcpStream {
+    let mut stream = common::connect(addr).await;
+    stream.write_all(b"big.bin\n").await.expect("send");
+    read_more(&mut stream, bytes).await;
+    stream
+}
+
+/// Reads `bytes` more, as fast as they come.
+async fn read_more(stream: &mut tokio::net::TcpStream, bytes: usize) {
+    let mut buf = vec![0u8; 1 << 20];
+    let mut left = bytes;
+    while left > 0 {
+        let want = left.min(buf.len());
+        let n = timeout(LIMIT, stream.read(&mut buf[..want]))
+            .await
+            .expect("read timed out")
+            .expect("read");
+        assert!(n > 0, "the file ended early");
+        left -= n;
+    }
+}
+
+/// Waits until no connection is open (the scrapes' included).
+async fn downloads_closed(server: &TestServer) {
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    while server.handle().status().connections > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "connections did not close"
+        );
+        sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_fast_reader_grows_its_send_buffer_from_the_budget_and_gives_it_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    sparse_file(&dir.path().join("big.bin"), 1 << 30);
+    let server = TestServer::start(&with_metrics(dir.path(), "send_buffer = 65536"));
+    assert_eq!(budget_in_use(&server).await, 0.0);
+    let stream = read_fast(server.addr("files"), 64 << 20).await;
+    let grown = budget_in_use(&server).await;
+    // Doubled from 64 KiB at least once, at most to 2 MiB.
+    assert!(
+        grown >= 65536.0 && grown <= ((2 << 20) - 65536) as f64,
+        "{grown} bytes of the budget in use"
+    );
+    drop(stream);
+    downloads_closed(&server).await;
+    assert_eq!(budget_in_use(&server).await, 0.0, "the grant came back");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_spent_send_budget_grows_nothing_more_until_a_grant_comes_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    sparse_file(&dir.path().join("big.bin"), 1 << 30);
+    let budget = 256 * 1024;
+    let server = TestServer::start(&with_metrics(
+        dir.path(),
+        &format!("send_buffer = 65536\nsend_budget = {budget}"),
+    ));
+    let addr = server.addr("files");
+    // The first reader spends it all: 64 KiB doubled to 2 MiB would take
+    // more than the budget.
+    let mut first = read_fast(addr, 64 << 20).await;
+    let mut spent = budget_in_use(&server).await;
+    for _ in 0..20 {
+        if spent >= budget as f64 {
+            break;
+        }
+        read_more(&mut first, 64 << 20).await;
+        spent = budget_in_use(&server).await;
+    }
+    assert_eq!(spent, budget as f64, "the first reader spent the budget");
+    // A second fast reader still gets its file (the base buffer), and
+    // the budget is never overdrawn.
+    let mut second = read_fast(addr, 64 << 20).await;
+    assert_eq!(budget_in_use(&server).await, budget as f64);
+    // The first one leaves: its grant comes back, and the second grows.
+    drop(first);
+    let mut regrown = 0.0;
+    for _ in 0..20 {
+        read_more(&mut second, 64 << 20).await;
+        regrown = budget_in_use(&server).await;
+        if regrown > 0.0 {
+            break;
+        }
+    }
+    assert!(
+        regrown > 0.0 && regrown <= budget as f64,
+        "{regrown} bytes of the budget in use after the first reader left"
+    );
+    drop(second);
+    downloads_closed(&server).await;
+    assert_eq!(budget_in_use(&server).await, 0.0);
+    server.shutdown().await;
+}
+
+/// What `readers` clients that read fast, then stop, make the server
+/// queue in all, once the queues stop growing.
+async fn stalled_after_fast(dir: &Path, extra: &str, readers: usize) -> u64 {
+    let server = TestServer::start(&download_listener("files", dir, extra));
+    let addr = server.addr("files");
+    let mut streams = Vec::new();
+    for _ in 0..readers {
+        let mut stream = read_fast(addr, 32 << 20).await;
+        read_more(&mut stream, 32 << 20).await;
+        streams.push(stream);
+    }
+    let ports: Vec<u16> = streams
+        .iter()
+        .map(|s| s.local_addr().expect("local addr").port())
+        .collect();
+    let (mut last, mut steady) = (0, 0);
+    for _ in 0..300 {
+        sleep(Duration::from_millis(20)).await;
+        let now: u64 = ports
+            .iter()
+            .map(|&p| server_send_queue(addr.port(), p).unwrap_or(0))
+            .sum();
+        steady = if now == last && now > 0 {
+            steady + 1
+        } else {
+            0
+        };
+        last = now;
+        if steady == 10 {
+            break;
+        }
+    }
+    drop(streams);
+    server.shutdown().await;
+    last
+}
+
+#[tokio::test]
+async fn readers_that_stall_after_growing_queue_no_more_than_the_budget_allows() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    sparse_file(&dir.path().join("big.bin"), 1 << 30);
+    let readers = 6;
+    let (base, budget) = (65536u64, 256 * 1024u64);
+    let bounded = stalled_after_fast(
+        dir.path(),
+        &format!("send_buffer = {base}\nsend_budget = {budget}"),
+        readers,
+    )
+    .await;
+    let unbounded = stalled_after_fast(
+        dir.path(),
+        &format!("send_buffer = {base}\nsend_budget = {}", 1u64 << 30),
+        readers,
+    )
+    .await;
+    // The kernel doubles each SO_SNDBUF: every reader's base, and the
+    // grants, which add up to the budget at most; and a segment of slack
+    // a socket.
+    let bound = 2 * (readers as u64 * base + budget) + readers as u64 * 65536;
+    assert!(
+        bounded > 0 && bounded <= bound,
+        "{bounded} bytes queued, bound {bound}"
+    );
+    assert!(
+        unbounded > bound,
+        "with a budget of 1 GiB, {unbounded} bytes queued: the readers did not grow"
+    );
+    eprintln!(
+        "{readers} readers stalled after growing queued {bounded} bytes with a budget of {budget}, {unbounded} with 1 GiB"
+    );
+}

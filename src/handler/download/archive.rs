@@ -31,6 +31,7 @@ use tokio::time::{Instant, timeout_at};
 
 use super::paths::{Policy, Target, check_confined, io_reason};
 use super::{Download, pace_deadline};
+use crate::conn::send_budget::SendBuffer;
 use crate::conn::text::{QUOTE_MAX_BYTES, quote};
 use crate::conn::{ConnError, Connection, Io, MinRate};
 use crate::handler::{HandlerError, Refusal};
@@ -321,8 +322,12 @@ impl Download {
                     }
                     let watch = file.try_clone()?;
                     let pace = self.pace.map(|pace| continued(pace, started, sent));
+                    let buffer = SendBuffer {
+                        base: self.send_buffer,
+                        budget: self.send_budget.as_ref(),
+                    };
                     let went = conn
-                        .send_file(&batch, file, offset, len, self.chunk_size, pace)
+                        .send_file(&batch, file, offset, len, self.chunk_size, pace, buffer)
                         .await?;
                     batch.clear();
                     sent += len;

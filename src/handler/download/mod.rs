@@ -27,6 +27,7 @@ use tracing::{debug, info};
 
 use super::probe::{Probe, ProbeContext, line_then_close, shown};
 use super::{BuildContext, Ended, Handler, HandlerError, Invalid, Refusal};
+use crate::conn::send_budget::{SendBudget, SendBuffer};
 use crate::conn::text::{QUOTE_MAX_BYTES, TextEncoding, quote};
 use crate::conn::{ConnError, Connection, Incoming, Io, MinRate};
 use archive::{Archives, archived_folder};
@@ -52,6 +53,9 @@ const SEND_BUFFER: usize = 256 * 1024;
 
 /// The largest `send_buffer`.
 const MAX_SEND_BUFFER: usize = 64 << 20;
+
+/// The largest `send_budget`: 1 TiB.
+const MAX_SEND_BUDGET: usize = 1 << 40;
 
 /// The largest `max_downloads`.
 const MAX_MAX_DOWNLOADS: usize = 1_000_000;
@@ -95,6 +99,21 @@ pub struct DownloadConfig {
     /// which lets a stalled reader hold several MB.
     #[serde(default = "default_send_buffer")]
     pub send_buffer: usize,
+    /// Bytes of send buffer (`SO_SNDBUF`, as `send_buffer`) by which this
+    /// listener's file sends may grow past `send_buffer` in all, while
+    /// their clients keep up; a grant is kept until its connection ends.
+    /// Unset: `max_downloads` × `send_buffer`. 0: no growth.
+    #[serde(default)]
+    pub send_budget: Option<usize>,
+}
+
+impl DownloadConfig {
+    /// `send_budget`, or its default.
+    fn send_budget_bytes(&self) -> usize {
+        self.send_budget
+            .unwrap_or_else(|| self.max_downloads.saturating_mul(self.send_buffer))
+            .min(MAX_SEND_BUDGET)
+    }
 }
 
 fn default_chunk_size() -> usize {
@@ -123,6 +142,8 @@ pub(crate) struct Download {
     /// One permit per file being sent.
     sending: Arc<Semaphore>,
     send_buffer: usize,
+    /// What file sends grow their send buffer from (`None`: no growth).
+    send_budget: Option<Arc<SendBudget>>,
     /// Listings, cached and built a few at a time.
     listings: Arc<Listings>,
     /// Folders as tar streams: walked a few at a time, their layouts bounded.
@@ -146,13 +167,13 @@ impl Download {
         start: u64,
         len: u64,
     ) -> Result<(), HandlerError> {
-        // A range smaller than the buffer cannot fill it: no call needed.
-        if self.send_buffer > 0 && len > self.send_buffer as u64 {
-            conn.set_send_buffer(self.send_buffer);
-        }
         let (_, before) = conn.bytes();
+        let buffer = SendBuffer {
+            base: self.send_buffer,
+            budget: self.send_budget.as_ref(),
+        };
         let sent = conn
-            .send_file(head, file, start, len, self.chunk_size, self.pace)
+            .send_file(head, file, start, len, self.chunk_size, self.pace, buffer)
             .await;
         // The head goes first: whatever went out past it is the file's.
         let file_bytes = (conn.bytes().1 - before).saturating_sub(head.len() as u64);
@@ -348,6 +369,12 @@ impl Handler for Download {
                 format!("send_buffer must be at most {MAX_SEND_BUFFER} (0: the kernel's)"),
             ));
         }
+        if config.send_budget.is_some_and(|b| b > MAX_SEND_BUDGET) {
+            return Err(Invalid::at(
+                "send_budget",
+                format!("send_budget must be at most {MAX_SEND_BUDGET} (0: no growth)"),
+            ));
+        }
         if !(1..=MAX_MAX_DOWNLOADS).contains(&config.max_downloads) {
             return Err(Invalid::at(
                 "max_downloads",
@@ -373,6 +400,14 @@ impl Handler for Download {
             }
             _ => Arc::new(Semaphore::new(config.max_downloads)),
         };
+        // Kept over a reload unless its size changed: the grants of the
+        // sends under way are still counted in it.
+        let total = config.send_budget_bytes();
+        let send_budget = match previous.and_then(|p| p.send_budget.as_ref()) {
+            Some(budget) if budget.total() == total => Some(budget.clone()),
+            _ => (total > 0 && config.send_buffer > 0)
+                .then(|| SendBudget::new(total, ctx.metrics.send_budget_in_use())),
+        };
         Download {
             root: Arc::from(config.root.as_path()),
             root_dir: open_root(&config.root).map(Arc::new),
@@ -387,6 +422,7 @@ impl Handler for Download {
             }),
             sending,
             send_buffer: config.send_buffer,
+            send_budget,
             // New: the root, its rules or the encoding may have changed.
             listings: Arc::new(Listings::default()),
             archives: Arc::new(Archives::default()),
