@@ -48,9 +48,13 @@ pub(super) fn write(entry: &Entry, out: &mut Vec<u8>) -> usize {
         out.extend_from_slice(&records);
         pad(out);
     }
+    let fallback;
     let (prefix, short) = match split {
         Some((prefix, short)) => (prefix, short),
-        None => (&b""[..], fallback_name(&name)),
+        None => {
+            fallback = fallback_name(&name);
+            (&b""[..], fallback.as_slice())
+        }
     };
     Ustar {
         prefix,
@@ -99,10 +103,25 @@ fn ustar_split(name: &[u8]) -> Option<(&[u8], &[u8])> {
         .map(|i| (&name[..i], &name[i + 1..]))
 }
 
-/// The `ustar` name field under a pax `path` record: the name's last 100
-/// bytes, for readers that ignore pax (never used by those that do).
-fn fallback_name(name: &[u8]) -> &[u8] {
-    &name[name.len().saturating_sub(100)..]
+/// The `ustar` name field under a pax `path` record, for readers that
+/// ignore pax (never used by those that do): the name's first 100 bytes,
+/// so the member stays under the archive's top directory. A last
+/// component cut to `.`, `..` or nothing is made `_`s: never a name that
+/// leads up, or a file that reads as a directory. (The last 100 bytes, cut
+/// anywhere, could begin `../` or leave the top directory.)
+fn fallback_name(name: &[u8]) -> Vec<u8> {
+    let mut short = name[..name.len().min(100)].to_vec();
+    let last = short.iter().rposition(|&b| b == b'/').map_or(0, |i| i + 1);
+    match &short[last..] {
+        b"." | b".." => short[last..].fill(b'_'),
+        b"" if short.len() < name.len() => {
+            if let Some(slash) = short.last_mut() {
+                *slash = b'_';
+            }
+        }
+        _ => {}
+    }
+    short
 }
 
 /// Appends one pax record, `"<length> <key>=<value>\n"`, where the length
@@ -296,6 +315,54 @@ mod tests {
             let member = &out[len - 512..];
             assert_eq!(member[156], b'0');
             assert!(checksum_holds(member));
+        }
+    }
+
+    /// The `ustar` name under a pax `path` record, as a reader that
+    /// ignores pax records sees it (GNU tar `--pax-option=delete=path`).
+    fn fallback_seen(name: &str) -> String {
+        let mut out = Vec::new();
+        let len = write(&entry(name, EntryKind::File, 1, 0), &mut out);
+        assert_eq!(out[156], b'x', "{name} needs a pax record");
+        let member = &out[len - 512..];
+        let prefix = field(member, 345..500);
+        let short = String::from_utf8_lossy(&member[..100])
+            .trim_end_matches('\0')
+            .to_owned();
+        if prefix.is_empty() {
+            short
+        } else {
+            format!("{prefix}/{short}")
+        }
+    }
+
+    #[test]
+    fn a_reader_without_pax_sees_a_name_under_the_top_directory_without_dot_dot() {
+        let cases = [
+            format!("photos/é../{}", "y".repeat(97)),
+            format!("photos/{}", "f".repeat(101)),
+            format!("photos/{}", "h".repeat(255)),
+            format!("photos/{}/x", "d".repeat(200)),
+            format!("photos/é{}../z", "a".repeat(89)),
+            format!("photos/é{}/..hidden", "a".repeat(89)),
+            format!("photos/é{}/../z", "a".repeat(88)),
+            format!("photos/é{}/z", "a".repeat(90)),
+            format!("photos/{}", "é".repeat(100)),
+        ];
+        for name in cases {
+            let seen = fallback_seen(&name);
+            assert!(
+                seen.starts_with("photos/"),
+                "{name:?} is {seen:?} without pax"
+            );
+            assert!(
+                !seen.split('/').any(|c| c == ".." || c == "."),
+                "{name:?} is {seen:?} without pax"
+            );
+            assert!(
+                !seen.ends_with('/'),
+                "the file {name:?} reads as the folder {seen:?}"
+            );
         }
     }
 

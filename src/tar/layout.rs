@@ -16,6 +16,10 @@ const TRAILER: u64 = 2 * BLOCK;
 pub(crate) struct Layout {
     members: Vec<Member>,
     len: u64,
+    /// Of every member: computed with the layout (off the async workers,
+    /// where the walk runs), not per request.
+    etag: String,
+    newest_mtime: Option<(i64, i64)>,
 }
 
 #[derive(Debug)]
@@ -68,7 +72,7 @@ impl Layout {
         entries.sort_unstable_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
         let mut scratch = Vec::new();
         let mut start = 0;
-        let members = entries
+        let members: Vec<Member> = entries
             .into_iter()
             .map(|entry| {
                 scratch.clear();
@@ -83,9 +87,16 @@ impl Layout {
                 member
             })
             .collect();
+        let etag = etag(&members);
+        let newest_mtime = members
+            .iter()
+            .map(|m| (m.entry.mtime, m.entry.mtime_nsec))
+            .max();
         Layout {
             members,
             len: start + TRAILER,
+            etag,
+            newest_mtime,
         }
     }
 
@@ -113,37 +124,13 @@ impl Layout {
     /// member's name, type, size, mode, modification time (to the
     /// nanosecond), device and inode, quoted.
     pub(crate) fn etag(&self) -> String {
-        let mut digest = Sha256::new();
-        digest.update(b"switchboard tar 1\0");
-        for member in &self.members {
-            let e = &member.entry;
-            digest.update((e.name.len() as u64).to_le_bytes());
-            digest.update(e.name.as_bytes());
-            digest.update([e.kind as u8]);
-            digest.update(e.body_len().to_le_bytes());
-            digest.update((e.mode & 0o777).to_le_bytes());
-            digest.update(e.mtime.to_le_bytes());
-            digest.update(e.mtime_nsec.to_le_bytes());
-            digest.update(e.dev.to_le_bytes());
-            digest.update(e.inode.to_le_bytes());
-        }
-        let hash = digest.finalize();
-        let mut tag = String::with_capacity(2 + 4 + 32);
-        tag.push_str("\"tar-");
-        for byte in &hash[..16] {
-            tag.push_str(&format!("{byte:02x}"));
-        }
-        tag.push('"');
-        tag
+        self.etag.clone()
     }
 
     /// The newest modification time among the members (seconds and
     /// nanoseconds), `None` for an empty archive.
     pub(crate) fn newest_mtime(&self) -> Option<(i64, i64)> {
-        self.members
-            .iter()
-            .map(|m| (m.entry.mtime, m.entry.mtime_nsec))
-            .max()
+        self.newest_mtime
     }
 
     /// The pieces of the `len` bytes from byte `first` (clipped to the
@@ -160,6 +147,32 @@ impl Layout {
             member,
         }
     }
+}
+
+/// The strong entity tag of an archive of `members` ([`Layout::etag`]).
+fn etag(members: &[Member]) -> String {
+    let mut digest = Sha256::new();
+    digest.update(b"switchboard tar 1\0");
+    for member in members {
+        let e = &member.entry;
+        digest.update((e.name.len() as u64).to_le_bytes());
+        digest.update(e.name.as_bytes());
+        digest.update([e.kind as u8]);
+        digest.update(e.body_len().to_le_bytes());
+        digest.update((e.mode & 0o777).to_le_bytes());
+        digest.update(e.mtime.to_le_bytes());
+        digest.update(e.mtime_nsec.to_le_bytes());
+        digest.update(e.dev.to_le_bytes());
+        digest.update(e.inode.to_le_bytes());
+    }
+    let hash = digest.finalize();
+    let mut tag = String::with_capacity(2 + 4 + 32);
+    tag.push_str("\"tar-");
+    for byte in &hash[..16] {
+        tag.push_str(&format!("{byte:02x}"));
+    }
+    tag.push('"');
+    tag
 }
 
 /// The pieces of a byte range of an archive ([`Layout::pieces`]).

@@ -6,6 +6,7 @@ mod certs;
 mod common;
 
 mod admission;
+mod archive_attack;
 mod archives;
 mod balancers;
 mod bots;

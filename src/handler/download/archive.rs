@@ -15,8 +15,11 @@
 //!
 //! Bounded: at most [`MAX_ENTRIES`] members and [`MAX_DEPTH`] levels (a
 //! larger tree is refused, never cut short), a few walks at a time, and
-//! no new walk while the layouts alive (walked, or held by archives being
-//! sent) take [`LIVE_BYTES`] or more.
+//! the layouts alive (being walked, or held by archives being sent) never
+//! over [`LIVE_BYTES`]: each member is charged as the walk finds it (its
+//! name can be 4 KB, so the entry count alone bounds nothing), and a walk
+//! that would pass the budget stops. The walk, the sort and the entity tag
+//! run on the blocking pool, never on an async worker.
 
 use std::ffi::CStr;
 use std::io;
@@ -56,17 +59,15 @@ pub(super) const MAX_DEPTH: usize = 32;
 const WALKS_AT_ONCE: usize = 4;
 
 /// The layouts' bytes alive (being walked, or held by archives being
-/// sent) at or over which no new walk starts: the request is told
-/// `ERR busy` (503 over HTTP).
+/// sent) that no walk passes: one that would is stopped, and the request
+/// is told `ERR busy` (503 over HTTP), or that the folder is too large
+/// when its layout alone would pass it.
 const LIVE_BYTES: usize = 64 << 20;
 
-/// The bytes a layout holds, about: each member's entry and name, and its
-/// place in the layout.
-fn layout_bytes(entries: &[Entry]) -> usize {
-    entries
-        .iter()
-        .map(|e| std::mem::size_of::<Entry>() + 16 + e.name.len())
-        .sum()
+/// The bytes a member takes in a layout, about: its entry and name, and
+/// its place in the layout.
+fn member_bytes(entry: &Entry) -> usize {
+    std::mem::size_of::<Entry>() + 16 + entry.name.len()
 }
 
 /// Why a folder cannot be archived.
@@ -76,6 +77,8 @@ pub(super) enum WalkError {
     TooManyEntries,
     #[error("directories nested more than {MAX_DEPTH} levels")]
     TooDeep,
+    #[error("a layout over the listener's budget for archives")]
+    TooLarge,
     #[error("too many archives being prepared or sent")]
     Busy,
     #[error(transparent)]
@@ -108,11 +111,43 @@ impl Default for Archives {
 #[derive(Debug)]
 pub(super) struct Walked {
     pub(super) layout: Layout,
-    bytes: usize,
-    live: Arc<AtomicUsize>,
+    _charge: Charge,
 }
 
-impl Drop for Walked {
+/// The bytes a walk or a layout holds of its listener's budget, given back
+/// when it ends (a walk that stops included).
+#[derive(Debug)]
+struct Charge {
+    bytes: usize,
+    live: Arc<AtomicUsize>,
+    max_live: usize,
+}
+
+impl Charge {
+    fn new(live: Arc<AtomicUsize>, max_live: usize) -> Charge {
+        Charge {
+            bytes: 0,
+            live,
+            max_live,
+        }
+    }
+
+    /// Charges `bytes` more: refused when this charge alone would pass
+    /// the budget (too large), or the listener's layouts together (busy).
+    fn add(&mut self, bytes: usize) -> Result<(), WalkError> {
+        if self.bytes.saturating_add(bytes) > self.max_live {
+            return Err(WalkError::TooLarge);
+        }
+        let before = self.live.fetch_add(bytes, Ordering::Relaxed);
+        self.bytes += bytes;
+        if before.saturating_add(bytes) > self.max_live {
+            return Err(WalkError::Busy);
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Charge {
     fn drop(&mut self) {
         self.live.fetch_sub(self.bytes, Ordering::Relaxed);
     }
@@ -149,19 +184,27 @@ impl Archives {
         }
         let dir_path = dir_path.to_path_buf();
         let max_entries = self.max_entries;
-        let entries = tokio::task::spawn_blocking(move || {
+        let mut charge = Charge::new(self.live.clone(), self.max_live);
+        // The sort and the entity tag read every name: on the blocking
+        // pool too, as the walk.
+        tokio::task::spawn_blocking(move || {
             let _turn = turn;
-            walk(&root, dir.as_fd(), &dir_path, &top, policy, max_entries)
+            let entries = walk(
+                &root,
+                dir.as_fd(),
+                &dir_path,
+                &top,
+                policy,
+                max_entries,
+                &mut charge,
+            )?;
+            Ok(Walked {
+                layout: Layout::new(entries),
+                _charge: charge,
+            })
         })
         .await
-        .map_err(io::Error::other)??;
-        let bytes = layout_bytes(&entries);
-        self.live.fetch_add(bytes, Ordering::Relaxed);
-        Ok(Walked {
-            layout: Layout::new(entries),
-            bytes,
-            live: self.live.clone(),
-        })
+        .map_err(io::Error::other)?
     }
 
     /// The bytes of the layouts alive (tests).
@@ -232,7 +275,9 @@ impl Download {
             .await
             .map_err(|e| {
                 HandlerError::Refused(match e {
-                    WalkError::TooManyEntries | WalkError::TooDeep => Refusal::ArchiveTooLarge,
+                    WalkError::TooManyEntries | WalkError::TooDeep | WalkError::TooLarge => {
+                        Refusal::ArchiveTooLarge
+                    }
                     WalkError::Busy => Refusal::Busy,
                     WalkError::Io(e) => io_reason(&e),
                 })
@@ -460,7 +505,10 @@ fn changed(entry: &Entry) -> HandlerError {
 
 /// The entries of the archive of the directory `dir` (open, at the real
 /// path `dir_path` below `root`), named under `top`: the directory itself,
-/// then what is below it, in walk order (the layout sorts them).
+/// then what is below it, in walk order (the layout sorts them). Each is
+/// charged to `charge` as it is found. The walk's memory is about twice
+/// its charge at most: the directories still to read have names no longer
+/// than their members', and the entries' vector grows by doubling.
 fn walk(
     root: &Path,
     dir: BorrowedFd<'_>,
@@ -468,12 +516,15 @@ fn walk(
     top: &str,
     policy: Policy,
     max_entries: usize,
+    charge: &mut Charge,
 ) -> Result<Vec<Entry>, WalkError> {
-    let mut entries = vec![entry(
+    let top_entry = entry(
         top.to_owned(),
         EntryKind::Directory,
         &rustix::fs::fstat(dir).map_err(io::Error::from)?,
-    )];
+    );
+    charge.add(member_bytes(&top_entry))?;
+    let mut entries = vec![top_entry];
     // Directories still to read: their path below `dir` ("" for `dir`)
     // and their depth.
     let mut pending = vec![(String::new(), 0usize)];
@@ -526,6 +577,7 @@ fn walk(
                 if entries.len() >= max_entries {
                     return Err(WalkError::TooManyEntries);
                 }
+                charge.add(member_bytes(&found))?;
                 entries.push(found);
             }
         }
@@ -627,7 +679,16 @@ mod tests {
     ) -> Result<Vec<Entry>, WalkError> {
         let path = root.join(dir);
         let handle = fs::File::open(&path).unwrap();
-        walk(root, handle.as_fd(), &path, dir, policy, max_entries)
+        let mut charge = Charge::new(Arc::new(AtomicUsize::new(0)), usize::MAX);
+        walk(
+            root,
+            handle.as_fd(),
+            &path,
+            dir,
+            policy,
+            max_entries,
+            &mut charge,
+        )
     }
 
     fn names(entries: &[Entry]) -> Vec<(String, EntryKind, u64)> {
@@ -711,7 +772,12 @@ mod tests {
     #[tokio::test]
     async fn no_walk_starts_while_the_layouts_alive_hold_the_budget() {
         let (_base, root) = tree();
-        let archives = Archives::with_limits(1, MAX_ENTRIES);
+        let photos_bytes: usize = walked(&root, "photos", STRICT, MAX_ENTRIES)
+            .unwrap()
+            .iter()
+            .map(member_bytes)
+            .sum();
+        let archives = Archives::with_limits(photos_bytes, MAX_ENTRIES);
         let path = root.join("photos");
         let walk = || {
             let dir = fs::File::open(&path).unwrap();
@@ -724,5 +790,51 @@ mod tests {
         drop(first);
         assert_eq!(archives.live_bytes(), 0);
         assert!(walk().await.is_ok());
+    }
+
+    /// Found by attack2: the budget was checked only before a walk, and a
+    /// walk's names were not counted until it ended (one walk of 100 000
+    /// names of 3.8 KB held ~400 MB, 4 at once 1.5 GB).
+    #[tokio::test]
+    async fn a_walk_charges_the_budget_as_it_goes_and_never_passes_it() {
+        let (_base, root) = tree();
+        let wide = root.join("wide");
+        fs::create_dir(&wide).unwrap();
+        for i in 0..60 {
+            fs::write(wide.join(format!("{i:03}{}", "n".repeat(247))), b"").unwrap();
+        }
+        let wide_bytes: usize = walked(&root, "wide", STRICT, MAX_ENTRIES)
+            .unwrap()
+            .iter()
+            .map(member_bytes)
+            .sum();
+        async fn walk_in(archives: &Archives, root: &Arc<Path>) -> Result<Walked, WalkError> {
+            let path = root.join("wide");
+            let dir = fs::File::open(&path).unwrap();
+            archives
+                .walk(root.clone(), dir, &path, "wide".into(), STRICT)
+                .await
+        }
+        // Alone over the budget: refused, and nothing stays charged.
+        let small = Archives::with_limits(wide_bytes / 2, MAX_ENTRIES);
+        assert!(matches!(
+            walk_in(&small, &root).await,
+            Err(WalkError::TooLarge)
+        ));
+        assert_eq!(small.live_bytes(), 0);
+        // Room for one: a second while the first is held would pass it.
+        let archives = Archives::with_limits(wide_bytes + wide_bytes / 2, MAX_ENTRIES);
+        let first = walk_in(&archives, &root).await.unwrap();
+        assert_eq!(archives.live_bytes(), wide_bytes);
+        let second = walk_in(&archives, &root).await;
+        assert!(
+            matches!(second, Err(WalkError::Busy)),
+            "a second walk took the live bytes to {}, over the budget of {}",
+            archives.live_bytes(),
+            wide_bytes + wide_bytes / 2
+        );
+        assert_eq!(archives.live_bytes(), wide_bytes);
+        drop(first);
+        assert_eq!(archives.live_bytes(), 0);
     }
 }
