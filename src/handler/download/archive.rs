@@ -607,7 +607,17 @@ fn servable_file(stat: &Stat, policy: Policy) -> bool {
 fn linked_file(root: &Path, path: &Path, policy: Policy) -> Option<Stat> {
     let real = std::fs::canonicalize(path).ok()?;
     check_confined(root, &real, policy.allow_hidden).ok()?;
-    let stat = rustix::fs::stat(&real).ok()?;
+    // The real path has no symlink: one swapped in since is not followed
+    // (a stat by path would report a file outside the root).
+    let handle = rustix::fs::openat2(
+        rustix::fs::CWD,
+        &real,
+        OFlags::PATH | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::NO_SYMLINKS,
+    )
+    .ok()?;
+    let stat = rustix::fs::fstat(&handle).ok()?;
     (FileType::from_raw_mode(stat.st_mode) == FileType::RegularFile && servable_file(&stat, policy))
         .then_some(stat)
 }
