@@ -488,3 +488,92 @@ async fn over_http_the_root_s_archive_is_named_after_it() {
     assert_eq!(saved, fetch(server.addr("dl"), b".tar\n").await);
     server.shutdown().await;
 }
+
+/// A process's memory line (`VmRSS`, `VmHWM`) from /proc, in bytes.
+fn memory_of(pid: u32, field: &str) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+    let line = status
+        .lines()
+        .find(|line| line.starts_with(field))
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"));
+    let kib: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("bad line {line:?}"));
+    kib * 1024
+}
+
+/// Reads `request`'s answer from `addr` to its end over std TCP, keeping
+/// none of it; the byte count.
+fn drain_raw(addr: SocketAddr, request: &[u8]) -> u64 {
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(LIMIT)).expect("timeout");
+    std::io::Write::write_all(&mut stream, request).expect("send");
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return total,
+            Ok(n) => total += n as u64,
+            Err(e) => panic!("after {total} bytes: {e}"),
+        }
+    }
+}
+
+/// The bound: streaming a 4 GiB tree grows the server's memory by
+/// at most 8 MiB over what a small folder's archive left it with, because
+/// the stream holds one file at a time and sends it by sendfile. The
+/// tree: 64 sparse files of 64 MiB and 1 000 files of 4 KiB (so both the
+/// sendfile and the batched path run). A separate process, so that the
+/// measure is the server's alone.
+#[test]
+fn streaming_a_four_gib_tree_grows_the_server_by_at_most_8_mib() {
+    let base = tempfile::tempdir().expect("tempdir");
+    let big = base.path().join("big");
+    fs::create_dir_all(big.join("small")).unwrap();
+    for i in 0..64 {
+        fs::File::create(big.join(format!("part{i:02}.img")))
+            .and_then(|f| f.set_len(64 << 20))
+            .unwrap();
+    }
+    for i in 0..1000 {
+        fs::write(big.join(format!("small/{i:04}")), contents(i, 4096)).unwrap();
+    }
+    let warm = base.path().join("warm");
+    fs::create_dir(&warm).unwrap();
+    for i in 0..100 {
+        fs::write(warm.join(format!("{i}")), contents(i, 100_000)).unwrap();
+    }
+    let config = base.path().join("switchboard.toml");
+    fs::write(
+        &config,
+        common::listener(
+            "dl",
+            "download",
+            &format!("root = '{}'\nmin_send_rate = 0", base.path().display()),
+        ),
+    )
+    .unwrap();
+    let mut daemon = crate::cli::Daemon::start(&config);
+    let addr = daemon.addr("dl");
+    let pid = daemon.child.id();
+    // Warm: the runtime's blocking threads, the buffers, the allocator.
+    for _ in 0..2 {
+        assert!(drain_raw(addr, b"warm.tar\n") > 10_000_000);
+    }
+    let before = memory_of(pid, "VmRSS:");
+    let sent = drain_raw(addr, b"big.tar\n");
+    // Headers for big/, big/small/ and 1 064 files, the bodies, the end.
+    let expected = 1066 * 512 + 64 * (64 << 20) + 1000 * 4096 + 1024;
+    assert_eq!(sent, expected);
+    let peak = memory_of(pid, "VmHWM:");
+    let grown = peak.saturating_sub(before);
+    if grown > 8 << 20 {
+        daemon.fail(&format!(
+            "RSS {before} B before, peak {peak} B: grew {grown} B streaming 4 GiB"
+        ));
+    }
+    daemon.signal("TERM");
+    daemon.wait_exit(LIMIT);
+}
