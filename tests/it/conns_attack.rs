@@ -1,0 +1,125 @@
+//! Hostile clients against the connection machinery of issue 23 (attack3):
+//! the send budget's grants, the registry of open connections (reloads,
+//! denials, the drain) and the one timer per connection.
+
+use std::fs;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::{Instant, sleep, timeout};
+
+use crate::common::{self, LIMIT, TestServer};
+
+/// A download listener `files` rooted at `root`, and a metrics listener.
+fn files_and_metrics(root: &Path, extra: &str) -> String {
+    let root = root.display().to_string().replace('\\', "\\\\");
+    common::listener("files", "download", &format!("root = \"{root}\"\n{extra}"))
+        + &common::listener("metrics", "metrics", "")
+}
+
+/// Bytes of `files`' send budget in use now.
+async fn budget_in_use(server: &TestServer) -> f64 {
+    let figures = crate::metrics::scrape(server.addr("metrics")).await;
+    crate::metrics::of(
+        &figures,
+        "switchboard_send_budget_bytes_in_use",
+        "download",
+        "files",
+        "",
+    )
+}
+
+/// The server side's send queue (`tx_queue` in /proc/net/tcp) of the
+/// connection between `server_port` and `client_port`, whatever its state
+/// (an orphaned socket included); `None` once no such socket exists.
+fn server_send_queue(server_port: u16, client_port: u16) -> Option<u64> {
+    let table = fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let port = |field: &str| u16::from_str_radix(field.rsplit(':').next()?, 16).ok();
+        let matches = port(fields[1])? == server_port && port(fields[2])? == client_port;
+        let tx = fields[4].split(':').next()?;
+        matches.then(|| u64::from_str_radix(tx, 16).ok())?
+    })
+}
+
+/// Reads `bytes` of `stream` as fast as they come.
+async fn read_fast(stream: &mut tokio::net::TcpStream, bytes: usize) {
+    let mut buf = vec![0u8; 1 << 20];
+    let mut left = bytes;
+    while left > 0 {
+        let want = left.min(buf.len());
+        let n = timeout(LIMIT, stream.read(&mut buf[..want]))
+            .await
+            .expect("read timed out")
+            .expect("read");
+        assert!(n > 0, "the file ended early");
+        left -= n;
+    }
+}
+
+/// A client whose send buffer grew from the budget (it read fast), then
+/// half-closes and reads nothing more. The server's send ends (the rest
+/// of the file fits in the grown queue and the client's window), its
+/// close finds the client's FIN at once, so it neither waits nor resets,
+/// and the grant goes back to the budget, while the orphaned socket still
+/// holds the grown queue, at a zero window, for as long as the client
+/// keeps its end open (over a minute measured; the kernel probes the
+/// window and the client answers). Another client can then grow from the
+/// same budget: what stalled grown queues take is no longer bounded by
+/// `send_budget`. Measured (release build, send_buffer 64 KiB): 8 such
+/// clients one after another left 11.3 MB queued in orphans with the
+/// budget's gauge at 0, for 90 s and more.
+#[tokio::test]
+#[ignore = "attack3: a half-closed client keeps its grown queue after its grant came back; fix in conn/mod.rs close() (TCP_USER_TIMEOUT), see /work/notes/attack3.md"]
+async fn a_grown_queue_does_not_outlive_its_grant_when_the_client_half_closes_without_reading() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base: u64 = 65536;
+    // 32 MiB read fast (the buffer grows to 2 MiB), and 2 MiB more that
+    // the grown queue and the client's small window hold between them.
+    let fast = 32usize << 20;
+    fs::File::create(dir.path().join("big.bin"))
+        .and_then(|f| f.set_len(fast as u64 + (2 << 20)))
+        .expect("make a sparse file");
+    let server = TestServer::start(&files_and_metrics(
+        dir.path(),
+        &format!("send_buffer = {base}\nidle_timeout = \"30s\""),
+    ));
+    let addr: SocketAddr = server.addr("files");
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(256 * 1024).expect("SO_RCVBUF");
+    let mut stream = timeout(LIMIT, socket.connect(addr))
+        .await
+        .expect("connect timed out")
+        .expect("connect");
+    let client_port = stream.local_addr().expect("local addr").port();
+    stream.write_all(b"big.bin\n").await.expect("send");
+    read_fast(&mut stream, fast).await;
+    let grown = budget_in_use(&server).await;
+    assert!(grown > 0.0, "the reader did not grow its send buffer");
+    // Half-closed, and nothing read from now on (the stream stays open).
+    stream.shutdown().await.expect("half-close");
+    let deadline = Instant::now() + LIMIT;
+    while budget_in_use(&server).await > 0.0 {
+        assert!(Instant::now() < deadline, "the grant never came back");
+        sleep(Duration::from_millis(20)).await;
+    }
+    // The grant is back: within a few seconds the socket may queue no
+    // more than its base buffer would have (doubled by the kernel, and a
+    // segment of slack).
+    let bound = 2 * base + 65536;
+    let mut queued = server_send_queue(addr.port(), client_port).unwrap_or(0);
+    let until = Instant::now() + Duration::from_secs(4);
+    while queued > bound && Instant::now() < until {
+        sleep(Duration::from_millis(100)).await;
+        queued = server_send_queue(addr.port(), client_port).unwrap_or(0);
+    }
+    assert!(
+        queued <= bound,
+        "{queued} bytes still queued for a client whose grant of {grown} bytes came back (bound {bound})"
+    );
+    drop(stream);
+    server.shutdown().await;
+}
