@@ -123,3 +123,92 @@ async fn a_grown_queue_does_not_outlive_its_grant_when_the_client_half_closes_wi
     drop(stream);
     server.shutdown().await;
 }
+
+/// Whether `stream` (a client that sent "a\n" to an echo listener) is
+/// still served: it sends "b\n" and is echoed, where a denied client gets
+/// `ERR access denied` and a close, and a refused one a close.
+async fn still_echoed(mut stream: tokio::net::TcpStream) -> bool {
+    if stream.write_all(b"b\n").await.is_err() {
+        return false;
+    }
+    let mut got = Vec::new();
+    let mut buf = [0u8; 256];
+    let until = Instant::now() + Duration::from_millis(500);
+    loop {
+        match tokio::time::timeout_at(until, stream.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => got.extend_from_slice(&buf[..n]),
+            _ => return false,
+        }
+        let text = String::from_utf8_lossy(&got);
+        if text.contains("denied") {
+            return false;
+        }
+        if text.contains("b\n") {
+            return true;
+        }
+    }
+}
+
+/// A reload that denies a source races the accept loop: the loop reads
+/// the route (and checks the access lists) before it registers the
+/// connection in the listener's registry, so a reload whose
+/// `replace_route` runs between the two neither retires nor denies that
+/// connection (it was not registered yet), and `admitted` sees no
+/// retirement to check against: it is served under the old route, access
+/// included, until the next reload. Probabilistic: clients from
+/// 127.0.0.3 connect as fast as they can while a reload denies them, over
+/// and over for a few seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "attack3: the accept loop reads the route before it registers the connection; fix in server/listener.rs, see /work/notes/attack3.md"]
+async fn a_client_accepted_while_a_reload_denies_it_is_not_served() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let allow = common::listener("e", "echo", "");
+    let deny = common::listener("e", "echo", "deny = [\"127.0.0.3\"]");
+    let mut server = TestServer::start(&allow);
+    let addr = server.addr("e");
+    let (mut rounds, mut clients, mut escaped) = (0, 0, 0);
+    let end = Instant::now() + Duration::from_secs(8);
+    while Instant::now() < end && escaped == 0 {
+        server.reload(&allow).await.expect("reload");
+        let stop = Arc::new(AtomicBool::new(false));
+        let floods: Vec<_> = (0..4)
+            .map(|_| {
+                let stop = Arc::clone(&stop);
+                tokio::spawn(async move {
+                    let mut held = Vec::new();
+                    while !stop.load(Ordering::Relaxed) && held.len() < 400 {
+                        let mut stream = common::connect_from(3, addr).await;
+                        if stream.write_all(b"a\n").await.is_ok() {
+                            held.push(stream);
+                        }
+                    }
+                    held
+                })
+            })
+            .collect();
+        sleep(Duration::from_millis(3)).await;
+        server.reload(&deny).await.expect("reload");
+        sleep(Duration::from_millis(2)).await;
+        stop.store(true, Ordering::Relaxed);
+        let mut checks = Vec::new();
+        for flood in floods {
+            for stream in flood.await.expect("flood") {
+                checks.push(tokio::spawn(still_echoed(stream)));
+            }
+        }
+        clients += checks.len();
+        for check in checks {
+            escaped += usize::from(check.await.expect("check"));
+        }
+        rounds += 1;
+    }
+    eprintln!(
+        "{rounds} denying reloads, {clients} clients of the denied source, {escaped} still served"
+    );
+    assert_eq!(
+        escaped, 0,
+        "{escaped} clients still served after the reload that denies them ({rounds} rounds)"
+    );
+    server.shutdown().await;
+}
