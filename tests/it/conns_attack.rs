@@ -212,3 +212,94 @@ async fn a_client_accepted_while_a_reload_denies_it_is_not_served() {
     );
     server.shutdown().await;
 }
+
+/// Waits until `files`' send budget is all back (the gauge at 0).
+async fn budget_back(server: &TestServer, path: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let in_use = budget_in_use(server).await;
+        if in_use == 0.0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{path}: {in_use} bytes of the budget still in use 5 s after the connection's end began"
+        );
+        sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// An HTTP keep-alive client that fetched 32 MiB of big.bin as fast as it
+/// came (its send buffer grew), and now waits idle, reading nothing.
+async fn grown_keep_alive(server: &TestServer) -> tokio::net::TcpStream {
+    let mut stream = common::connect(server.addr("files")).await;
+    let len = 32usize << 20;
+    let request = format!(
+        "GET /big.bin HTTP/1.1\r\nHost: x\r\nRange: bytes=0-{}\r\n\r\n",
+        len - 1
+    );
+    stream.write_all(request.as_bytes()).await.expect("send");
+    // The head, then the body: read up to its end.
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = timeout(LIMIT, stream.read(&mut byte))
+            .await
+            .expect("head timed out")
+            .expect("read head");
+        assert_eq!(n, 1, "closed in the head");
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 206"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    read_fast(&mut stream, len).await;
+    let grown = budget_in_use(server).await;
+    assert!(grown > 0.0, "the keep-alive reader did not grow");
+    stream
+}
+
+/// The send budget's grant comes back on every way a grown connection
+/// ends: the client's reset mid-download, the idle timeout of a keep-alive
+/// connection, and a reload that retires it (each with a client that
+/// neither reads nor closes afterwards).
+#[tokio::test]
+async fn a_grant_comes_back_however_its_connection_ends() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    fs::File::create(dir.path().join("big.bin"))
+        .and_then(|f| f.set_len(1 << 30))
+        .expect("make a sparse file");
+    let config = |idle: &str| {
+        files_and_metrics(
+            dir.path(),
+            &format!("send_buffer = 65536\nidle_timeout = \"{idle}\""),
+        )
+    };
+    let mut server = TestServer::start(&config("2s"));
+    // A reset mid-download.
+    let mut stream = common::connect(server.addr("files")).await;
+    stream.write_all(b"big.bin\n").await.expect("send");
+    read_fast(&mut stream, 32 << 20).await;
+    assert!(
+        budget_in_use(&server).await > 0.0,
+        "the raw reader did not grow"
+    );
+    rustix::net::sockopt::set_socket_linger(&stream, Some(Duration::ZERO)).expect("SO_LINGER");
+    drop(stream);
+    budget_back(&server, "reset mid-download").await;
+    // Idle after a grown response, until the idle timeout.
+    let idle = grown_keep_alive(&server).await;
+    budget_back(&server, "idle timeout").await;
+    drop(idle);
+    // Idle after a grown response, retired by a reload: under an idle
+    // timeout far longer than the wait for the gauge, so that only the
+    // retirement can end it.
+    server.reload(&config("30s")).await.expect("reload");
+    let retired = grown_keep_alive(&server).await;
+    server.reload(&config("31s")).await.expect("reload");
+    budget_back(&server, "retired by a reload").await;
+    drop(retired);
+    server.shutdown().await;
+}
