@@ -13,6 +13,7 @@ mod bots;
 mod cli;
 mod clients;
 mod config;
+mod conns_attack;
 mod deadlines;
 mod deploy;
 mod docs;
