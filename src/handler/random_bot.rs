@@ -10,7 +10,6 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use prometheus::IntCounter;
 use serde::Deserialize;
 
@@ -101,8 +100,6 @@ impl Bot for RandomBot {
         if self.is_farewell(text) {
             return Answer::Farewell(self.goodbye(who));
         }
-        // Copied, so the history never pins the read buffer.
-        let message = Bytes::copy_from_slice(message);
         // The pick, with room for the line ending: one allocation.
         let mut reply = Vec::new();
         match self

@@ -1,10 +1,16 @@
-//! The history in the process's memory: a deque of messages under one
-//! lock, bounded in messages and bytes. Lost when the process ends.
+//! The history in the process's memory: the messages end to end in one
+//! ring of bytes, with where each starts, under one lock; bounded in
+//! messages and bytes. Lost when the process ends.
+//!
+//! One ring, not an allocation per message: a message costs no allocation
+//! or free (a `Bytes` each cost a malloc when recorded and a free when
+//! dropped, about 200 instructions), and the entries a message touches
+//! (the newest, the oldest dropped, the pick) are in two compact arrays,
+//! not scattered over 10 000 allocations that the connections' own state
+//! then competes with in the cache.
 
 use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard, PoisonError};
-
-use bytes::Bytes;
 
 use super::{ENTRY_OVERHEAD, Limits};
 
@@ -16,44 +22,98 @@ pub(crate) struct MemoryHistory {
 
 #[derive(Debug, Default)]
 struct Entries {
-    messages: VecDeque<Bytes>,
+    /// The messages' text, oldest first, end to end.
+    text: VecDeque<u8>,
+    /// Where each message starts, oldest first, counted in bytes recorded
+    /// since the history was made (so dropping the oldest moves nothing).
+    starts: VecDeque<usize>,
+    /// Bytes recorded and dropped since: where `text` begins in that count.
+    dropped: usize,
     /// The text of the messages kept, plus [`ENTRY_OVERHEAD`] each.
     bytes: usize,
+}
+
+impl Entries {
+    /// Drops the oldest message, if any.
+    fn drop_oldest(&mut self) {
+        if self.starts.pop_front().is_none() {
+            return;
+        }
+        let next = self
+            .starts
+            .front()
+            .copied()
+            .unwrap_or(self.dropped + self.text.len());
+        let len = next - self.dropped;
+        self.text.drain(..len);
+        self.dropped = next;
+        self.bytes -= len + ENTRY_OVERHEAD;
+    }
+
+    /// Appends `message`, growing the ring at most to `limit` bytes (or
+    /// what this message needs): doubling, so that appends stay cheap,
+    /// but never to twice what the limits keep.
+    fn push(&mut self, message: &[u8], limit: usize) {
+        let needed = self.text.len() + message.len();
+        if needed > self.text.capacity() {
+            let target = (self.text.capacity() * 2).min(limit).max(needed);
+            self.text.reserve_exact(target - self.text.len());
+        }
+        self.starts.push_back(self.dropped + self.text.len());
+        self.text.extend(message);
+        self.bytes += message.len() + ENTRY_OVERHEAD;
+    }
+
+    /// Message `i` (oldest first) appended to `reply`.
+    fn append(&self, i: usize, reply: &mut Vec<u8>) {
+        let start = self.starts[i] - self.dropped;
+        let end = self
+            .starts
+            .get(i + 1)
+            .map_or(self.text.len(), |next| next - self.dropped);
+        let (front, back) = self.text.as_slices();
+        let (first, second) = if end <= front.len() {
+            (&front[start..end], &[][..])
+        } else if start >= front.len() {
+            (&back[start - front.len()..end - front.len()], &[][..])
+        } else {
+            (&front[start..], &back[..end - front.len()])
+        };
+        super::append_pick_parts(reply, first, second);
+    }
 }
 
 impl MemoryHistory {
     /// Records `message`, drops the oldest entries past `limits` (the newest
     /// always stays), and appends a uniformly random entry (possibly
     /// `message` itself) to `reply`, with room for one byte more (a line
-    /// ending). Copied under the lock, not cloned: a clone of a `Bytes` made
-    /// from a `Vec` allocates its shared form, and the caller copies the
-    /// pick into its reply anyway.
-    pub(crate) fn record_and_pick(&self, message: Bytes, limits: Limits, reply: &mut Vec<u8>) {
+    /// ending). Copied under the lock: no handle on the entry to count.
+    pub(crate) fn record_and_pick(&self, message: &[u8], limits: Limits, reply: &mut Vec<u8>) {
         let mut entries = self.entries();
-        entries.bytes += message.len() + ENTRY_OVERHEAD;
-        entries.messages.push_back(message);
-        while entries.messages.len() > limits.messages
-            || (entries.bytes > limits.bytes && entries.messages.len() > 1)
+        // The oldest go first, until the new one fits (the same entries
+        // as appending it and trimming after, without the ring growing
+        // past the limit for a moment).
+        let cost = message.len() + ENTRY_OVERHEAD;
+        while !entries.starts.is_empty()
+            && (entries.starts.len() >= limits.messages || entries.bytes + cost > limits.bytes)
         {
-            match entries.messages.pop_front() {
-                Some(old) => entries.bytes -= old.len() + ENTRY_OVERHEAD,
-                None => break,
-            }
+            entries.drop_oldest();
         }
-        let pick = rand::random_range(0..entries.messages.len());
-        super::append_pick(reply, &entries.messages[pick]);
+        entries.push(message, limits.bytes.saturating_sub(ENTRY_OVERHEAD));
+        let pick = rand::random_range(0..entries.starts.len());
+        entries.append(pick, reply);
     }
 
     /// Messages kept, and the bytes they are counted as.
     #[cfg(test)]
     fn size(&self) -> (usize, usize) {
         let entries = self.entries();
-        (entries.messages.len(), entries.bytes)
+        (entries.starts.len(), entries.bytes)
     }
 
     fn entries(&self) -> MutexGuard<'_, Entries> {
-        // A panic cannot leave `Entries` half-updated in a way that matters,
-        // so a poisoned lock is still usable.
+        // Nothing under the lock panics half-way (only an allocation can
+        // fail, and that aborts), so a poisoned lock is still usable.
         self.entries.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -69,7 +129,7 @@ mod tests {
     /// Records `message` and returns the pick alone.
     fn pick(history: &MemoryHistory, message: Vec<u8>, limits: Limits) -> Vec<u8> {
         let mut reply = Vec::new();
-        history.record_and_pick(Bytes::from(message), limits, &mut reply);
+        history.record_and_pick(&message, limits, &mut reply);
         reply
     }
 
@@ -77,8 +137,25 @@ mod tests {
     fn the_pick_is_appended_to_the_reply() {
         let history = MemoryHistory::default();
         let mut reply = b"head:".to_vec();
-        history.record_and_pick(Bytes::from_static(b"only"), limits(10, 1000), &mut reply);
+        history.record_and_pick(b"only", limits(10, 1000), &mut reply);
         assert_eq!(reply, b"head:only");
+    }
+
+    #[test]
+    fn every_pick_is_a_whole_message_kept_as_the_ring_wraps() {
+        // Lengths 1..=13 in turn, each message its own byte: the ring's
+        // text wraps around its end at many offsets, and every pick must
+        // still be one of the last seven messages, whole.
+        let history = MemoryHistory::default();
+        let message = |i: usize| vec![u8::try_from(i % 251).expect("below 251"); 1 + i % 13];
+        for i in 0..5000 {
+            let picked = pick(&history, message(i), limits(7, 1 << 20));
+            assert!(
+                (i.saturating_sub(6)..=i).any(|j| picked == message(j)),
+                "pick {picked:?} at {i} is not one of the last seven messages"
+            );
+        }
+        assert_eq!(history.size().0, 7);
     }
 
     #[test]

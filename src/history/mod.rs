@@ -132,17 +132,27 @@ impl History {
     /// on the entry to count.
     pub(crate) async fn record_and_pick(
         &self,
-        message: Bytes,
+        message: &[u8],
         how: Recording,
         reply: &mut Vec<u8>,
     ) -> Result<(), HistoryError> {
+        // SQLite and Redis queue a copy (so the history never pins the
+        // caller's read buffer); memory copies into its ring.
         let picked = match &self.store {
             Store::Memory(memory) => {
                 memory.record_and_pick(message, how.limits, reply);
                 return Ok(());
             }
-            Store::Sqlite(sqlite) => sqlite.record_and_pick(message, how).await,
-            Store::Redis(redis) => redis.record_and_pick(message, how).await,
+            Store::Sqlite(sqlite) => {
+                sqlite
+                    .record_and_pick(Bytes::copy_from_slice(message), how)
+                    .await
+            }
+            Store::Redis(redis) => {
+                redis
+                    .record_and_pick(Bytes::copy_from_slice(message), how)
+                    .await
+            }
         };
         match picked {
             Ok(pick) => {
@@ -162,12 +172,20 @@ impl History {
 /// an empty reply gets one allocation of that size (through `reserve`,
 /// Vec's growth path costs about 170 instructions more).
 fn append_pick(reply: &mut Vec<u8>, pick: &[u8]) {
+    append_pick_parts(reply, pick, &[]);
+}
+
+/// [`append_pick`] of a pick in two parts (`first`, then `second`), as a
+/// ring holds a message that wraps around its end.
+fn append_pick_parts(reply: &mut Vec<u8>, first: &[u8], second: &[u8]) {
+    let len = first.len() + second.len();
     if reply.capacity() == 0 {
-        *reply = Vec::with_capacity(pick.len() + 1);
+        *reply = Vec::with_capacity(len + 1);
     } else {
-        reply.reserve(pick.len() + 1);
+        reply.reserve(len + 1);
     }
-    reply.extend_from_slice(pick);
+    reply.extend_from_slice(first);
+    reply.extend_from_slice(second);
 }
 
 /// Failures in a row, so that an outage is logged when it starts and when

@@ -138,6 +138,65 @@ async fn the_tutorials_udp_programs_get_their_replies_in_utf8_and_gbk() {
     server.shutdown().await;
 }
 
+/// Datagrams that wait together (the loop takes many in one wake-up, and
+/// reuses its buffers from one to the next) are each answered to their
+/// own sender, with their own bytes, in the order each sender sent. 20
+/// sockets on 4 source addresses send three datagrams each, all before
+/// reading a reply, so the loop finds many at once.
+#[tokio::test]
+async fn datagrams_that_wait_together_are_each_answered_to_their_own_sender_in_order() {
+    let server = TestServer::start(
+        &[
+            udp_listener("echo", "echo", ""),
+            udp_listener("bot", "keyword-bot", HELLO_RULE),
+        ]
+        .concat(),
+    );
+    // Every other client greets (the bot answers "你好"); the others get
+    // the default reply. Lengths differ, so a reply sent to the wrong
+    // client, or cut at another's end, shows.
+    let message = |i: usize, round: usize| {
+        let greeting = if i.is_multiple_of(2) { "hello " } else { "" };
+        format!("{greeting}{i} {round} {}", "x".repeat(i * 37 % 300))
+    };
+    for listener in ["echo", "bot"] {
+        let addr = server.addr(listener);
+        let mut clients = Vec::new();
+        for i in 0..20u8 {
+            clients.push(client_from(1 + i % 4).await);
+        }
+        for round in 0..3 {
+            for (i, client) in clients.iter().enumerate() {
+                client
+                    .send_to(message(i, round).as_bytes(), addr)
+                    .await
+                    .expect("send");
+            }
+        }
+        let mut buf = vec![0u8; 65_536];
+        for (i, client) in clients.iter().enumerate() {
+            for round in 0..3 {
+                let (n, from) = timeout(LIMIT, client.recv_from(&mut buf))
+                    .await
+                    .expect("no reply")
+                    .expect("receive");
+                assert_eq!(from, addr);
+                let expected = match (listener, i % 2) {
+                    ("echo", _) => message(i, round).into_bytes(),
+                    (_, 0) => "你好\n".as_bytes().to_vec(),
+                    _ => "我不能明白您的意思,好尴尬啊...\n".as_bytes().to_vec(),
+                };
+                assert_eq!(
+                    String::from_utf8_lossy(&buf[..n]),
+                    String::from_utf8_lossy(&expected),
+                    "{listener}: client {i}, round {round}"
+                );
+            }
+        }
+    }
+    server.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_bot_strips_one_newline_skips_blank_datagrams_and_answers_a_farewell() {
     let server = TestServer::start(
