@@ -389,72 +389,30 @@ impl Listener {
             let signals = Signals::default();
             let registration = open.register(&signals);
             let task_signals = signals.clone();
-            let mut with = Accepted {
-                slot,
-                routes: routes.clone(),
-                sources: sources.clone(),
-                registration,
-                _permit: permit,
-                _descriptors: descriptors,
-                accepted: Instant::now(),
-            };
+            // Boxed, and the task's only capture: what only the opening
+            // needs (the socket before it is a `Connection`, the accept's
+            // peer, the signals' second handle) is freed once it is done,
+            // where a capture would take room in the task for its whole
+            // life (every idle connection pays for its task's size).
+            let opening = Box::new(Opening {
+                stream,
+                peer,
+                via_proxy,
+                route,
+                signals,
+                with: Accepted {
+                    slot,
+                    routes: routes.clone(),
+                    sources: sources.clone(),
+                    registration,
+                    _permit: permit,
+                    _descriptors: descriptors,
+                    accepted: Instant::now(),
+                },
+            });
             let connection = async move {
-                // In a scope of its own: what only the opening needs is
-                // not kept in the task while the connection is served.
-                let mut conn = {
-                    let admitted = admit_proxied(
-                        &stream,
-                        peer,
-                        via_proxy,
-                        &mut with.slot,
-                        &route,
-                        &with.sources,
-                    );
-                    // Shutdown does not wait for a header still on its way.
-                    let admitted = tokio::select! {
-                        biased;
-                        _ = signals.any_of(SHUTDOWN) => None,
-                        admitted = admitted => admitted,
-                    };
-                    let Some(client) = admitted else {
-                        return;
-                    };
-                    with.registration.open().admitted(
-                        &with.routes,
-                        &signals,
-                        Source {
-                            client: client.ip(),
-                            balancer: via_proxy.then(|| peer.ip()),
-                            checked: with.slot.is_some(),
-                        },
-                    );
-                    prepare_socket(&stream, route.tcp_keepalive);
-                    // After admission: a refused source never costs a handshake.
-                    let opened = secure(
-                        stream,
-                        route.tls.as_ref(),
-                        route.settings.first_message_timeout,
-                        &route.metrics,
-                        &signals,
-                    );
-                    let Some(stream) = opened.await else {
-                        return;
-                    };
-                    // One line per connection at info, when it closes (as an
-                    // access log does): at tens of thousands of connections a
-                    // second a second line would cost a fifth of the server's
-                    // time.
-                    debug!("opened");
-                    // Made here, not in `serve`: what a task moves is stored
-                    // again where it goes, and the stream is most of it.
-                    Connection::new(
-                        stream,
-                        client,
-                        route.settings.clone(),
-                        route.metrics.clone(),
-                        signals,
-                    )
-                    .accepted_at(with.accepted)
+                let Some((mut conn, route, with)) = open_connection(opening).await else {
+                    return;
                 };
                 serve(&mut conn, route, &with).await;
                 // The connection is counted closed before its places under
@@ -465,6 +423,85 @@ impl Listener {
         }
         debug!("stopped accepting");
     }
+}
+
+/// What a connection's opening works with: taken apart by
+/// [`open_connection`], which turns it into the connection served.
+struct Opening {
+    stream: TcpStream,
+    /// The socket's peer (a balancer's, when `via_proxy`).
+    peer: SocketAddr,
+    /// It came from a trusted balancer: a PROXY header says who the client is.
+    via_proxy: bool,
+    /// The route of its accept.
+    route: Arc<Route>,
+    signals: Signals,
+    with: Accepted,
+}
+
+/// Opens an accepted connection: admission of a balancer's client, the
+/// socket's options, TLS. `None`: refused, failed or shut down (already
+/// counted).
+async fn open_connection(
+    opening: Box<Opening>,
+) -> Option<(Connection<ServerStream>, Arc<Route>, Accepted)> {
+    let Opening {
+        stream,
+        peer,
+        via_proxy,
+        route,
+        signals,
+        mut with,
+    } = *opening;
+    let admitted = admit_proxied(
+        &stream,
+        peer,
+        via_proxy,
+        &mut with.slot,
+        &route,
+        &with.sources,
+    );
+    // Shutdown does not wait for a header still on its way.
+    let admitted = tokio::select! {
+        biased;
+        _ = signals.any_of(SHUTDOWN) => None,
+        admitted = admitted => admitted,
+    };
+    let client = admitted?;
+    with.registration.open().admitted(
+        &with.routes,
+        &signals,
+        Source {
+            client: client.ip(),
+            balancer: via_proxy.then(|| peer.ip()),
+            checked: with.slot.is_some(),
+        },
+    );
+    prepare_socket(&stream, route.tcp_keepalive);
+    // After admission: a refused source never costs a handshake.
+    let opened = secure(
+        stream,
+        route.tls.as_ref(),
+        route.settings.first_message_timeout,
+        &route.metrics,
+        &signals,
+    );
+    let stream = opened.await?;
+    // One line per connection at info, when it closes (as an access log
+    // does): at tens of thousands of connections a second a second line
+    // would cost a fifth of the server's time.
+    debug!("opened");
+    // Made here, not in `serve`: what a task moves is stored again where
+    // it goes, and the stream is most of it.
+    let conn = Connection::new(
+        stream,
+        client,
+        route.settings.clone(),
+        route.metrics.clone(),
+        signals,
+    )
+    .accepted_at(with.accepted);
+    Some((conn, route, with))
 }
 
 /// What an accept loop works with.
