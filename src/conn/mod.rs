@@ -251,6 +251,11 @@ impl<S: Io> Connection<S> {
         self
     }
 
+    /// When it was opened (accepted, after [`Connection::accepted_at`]).
+    pub(crate) fn opened(&self) -> Instant {
+        self.opened
+    }
+
     /// True while nothing of the client's has been read: no byte in, no
     /// message started. Until then a reload sends the connection to the
     /// listener's new settings ([`ConnError::Rerouted`]).

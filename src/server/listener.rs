@@ -25,7 +25,7 @@ use crate::config::{Access, Datagrams, ListenerConfig, ProxyProtocol, Transport}
 use crate::conn::proxy_header::{self, Proxied};
 use crate::conn::signals::{SHUTDOWN, Source};
 use crate::conn::{self, ConnError, Connection, ServerStream, Signals};
-use crate::handler::{AnyHandler, BuildContext, HandlerError};
+use crate::handler::{AnyHandler, BuildContext, Ended, HandlerError};
 use crate::history::Histories;
 use crate::metrics::{ListenerMetrics, Metrics};
 use crate::tls::service::TlsService;
@@ -400,14 +400,14 @@ impl Listener {
                 via_proxy,
                 route,
                 signals,
+                sources: sources.clone(),
+                accepted: Instant::now(),
                 with: Accepted {
                     slot,
                     routes: routes.clone(),
-                    sources: sources.clone(),
                     registration,
                     _permit: permit,
                     _descriptors: descriptors,
-                    accepted: Instant::now(),
                 },
             });
             let connection = async move {
@@ -436,6 +436,11 @@ struct Opening {
     /// The route of its accept.
     route: Arc<Route>,
     signals: Signals,
+    /// The listener's per-source state (a PROXY header's client is
+    /// admitted there).
+    sources: Arc<Sources>,
+    /// When it was accepted.
+    accepted: Instant,
     with: Accepted,
 }
 
@@ -451,16 +456,11 @@ async fn open_connection(
         via_proxy,
         route,
         signals,
+        sources,
+        accepted,
         mut with,
     } = *opening;
-    let admitted = admit_proxied(
-        &stream,
-        peer,
-        via_proxy,
-        &mut with.slot,
-        &route,
-        &with.sources,
-    );
+    let admitted = admit_proxied(&stream, peer, via_proxy, &mut with.slot, &route, &sources);
     // Shutdown does not wait for a header still on its way.
     let admitted = tokio::select! {
         biased;
@@ -500,7 +500,7 @@ async fn open_connection(
         route.metrics.clone(),
         signals,
     )
-    .accepted_at(with.accepted);
+    .accepted_at(accepted);
     Some((conn, route, with))
 }
 
@@ -607,17 +607,12 @@ struct Accepted {
     slot: Option<SourceSlot>,
     /// The listener's route, as reloads replace it.
     routes: watch::Receiver<Arc<Route>>,
-    /// The listener's per-source state (a PROXY header's client is
-    /// admitted there).
-    sources: Arc<Sources>,
     /// Its place among the listener's open connections.
     registration: Registration,
     /// Its place under `max_connections`, held until it ends.
     _permit: OwnedSemaphorePermit,
     /// Its descriptors in the budget, held until it ends.
     _descriptors: OwnedSemaphorePermit,
-    /// When it was accepted.
-    accepted: Instant,
 }
 
 /// Reloads a silent connection follows before its first byte, at most;
@@ -627,7 +622,6 @@ const MAX_REROUTES: u32 = 8;
 /// Runs one connection from open to close, with its log line and counts,
 /// under the route of its accept, or the one a reload rerouted it to.
 async fn serve(conn: &mut Connection<ServerStream>, mut route: Arc<Route>, with: &Accepted) {
-    let accepted = with.accepted;
     let mut reroutes = 0;
     let result = loop {
         // A reload fires the connection's signals before it returns: a
@@ -649,6 +643,18 @@ async fn serve(conn: &mut Connection<ServerStream>, mut route: Arc<Route>, with:
             result => break result,
         }
     };
+    // Boxed: the end's writes (an error reply, the close) are not room
+    // that every task carries while its connection is served.
+    Box::pin(finish(conn, &route, result)).await;
+}
+
+/// Ends a served connection: its error reply if it has one, the close,
+/// and its log line.
+async fn finish(
+    conn: &mut Connection<ServerStream>,
+    route: &Route,
+    result: Result<Ended, HandlerError>,
+) {
     if let Err(err) = &result
         && let Some((reply, reason)) = err.client_reply().filter(|_| !conn.reply_cut())
     {
@@ -666,7 +672,7 @@ async fn serve(conn: &mut Connection<ServerStream>, mut route: Arc<Route>, with:
         _ => conn.close(reason).await,
     }
     let (bytes_in, bytes_out) = conn.bytes();
-    let duration = accepted.elapsed();
+    let duration = conn.opened().elapsed();
     match result {
         Ok(ended) => info!(?duration, bytes_in, bytes_out, reason = %ended, "closed"),
         Err(err) if err.is_server_fault() => {
