@@ -251,6 +251,11 @@ impl<S: Io> Connection<S> {
         self
     }
 
+    /// When it was opened (accepted, after [`Connection::accepted_at`]).
+    pub(crate) fn opened(&self) -> Instant {
+        self.opened
+    }
+
     /// True while nothing of the client's has been read: no byte in, no
     /// message started. Until then a reload sends the connection to the
     /// listener's new settings ([`ConnError::Rerouted`]).
@@ -453,6 +458,28 @@ impl<S: Io> Connection<S> {
     /// ended by the quiet gap; at most `max_message_bytes`. Shutdown wins
     /// over a read.
     pub(crate) async fn next_message(&mut self) -> Result<Incoming<BytesMut>, ConnError> {
+        if let Some(early) = self.before_message().await? {
+            return Ok(early);
+        }
+        self.read_message().await
+    }
+
+    /// [`Connection::next_message`] with the message's read boxed, made
+    /// only once the client has sent its first byte: a handler that first
+    /// waits for one message and then speaks another protocol (download's
+    /// HTTP) does not carry room for the framing's read for the rest of
+    /// the connection, while it waits between requests.
+    pub(crate) async fn first_message(&mut self) -> Result<Incoming<BytesMut>, ConnError> {
+        if let Some(early) = self.before_message().await? {
+            return Ok(early);
+        }
+        Box::pin(self.read_message()).await
+    }
+
+    /// What comes before a message's read: the signals already fired, and
+    /// until the first byte the wait for it. `Some`: the message is not to
+    /// be read (a shutdown).
+    async fn before_message(&mut self) -> Result<Option<Incoming<BytesMut>>, ConnError> {
         // The signals already fired, without waiting on them: a client
         // whose messages are always there is still stopped by them.
         let fired = self.signals.fired();
@@ -460,14 +487,14 @@ impl<S: Io> Connection<S> {
             return Err(ConnError::Denied);
         }
         if fired & signals::SHUTDOWN != 0 {
-            return Ok(Incoming::Shutdown);
+            return Ok(Some(Incoming::Shutdown));
         }
         if self.untouched() {
             // Until its first byte a reload reroutes the connection, so
             // the wait for that byte takes none (a peek), and races the
             // retirement too.
             if let Incoming::Shutdown = self.readable().await? {
-                return Ok(Incoming::Shutdown);
+                return Ok(Some(Incoming::Shutdown));
             }
             // Checked here, not raced with the read below: once that has
             // taken a byte, the connection is no longer untouched.
@@ -475,6 +502,11 @@ impl<S: Io> Connection<S> {
                 return Err(ConnError::Rerouted);
             }
         }
+        Ok(None)
+    }
+
+    /// The message's read (after [`Connection::before_message`]).
+    async fn read_message(&mut self) -> Result<Incoming<BytesMut>, ConnError> {
         // The read first: the signals are looked at only when the read has
         // to wait. The reader holds no buffer while it waits for a
         // message's first byte.

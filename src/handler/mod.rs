@@ -392,6 +392,9 @@ mod tests {
         let mut conn = test_connection(server);
         let own = std::mem::size_of_val(&download.serve(&mut conn));
         eprintln!("download {own} bytes");
-        assert!(own <= 512, "download's future is {own} bytes");
+        // 248 B: the first message's read is boxed once its first byte is
+        // in (it was 456 B with it), and the keep-alive loop does not keep
+        // the first line.
+        assert!(own <= 256, "download's future is {own} bytes");
     }
 }

@@ -142,11 +142,16 @@ const VARY_ACCEPT: (&str, Cow<'static, str>) = ("Vary", Cow::Borrowed("Accept"))
 
 /// Serves HTTP on `conn`, whose first line was `first_line` (a request
 /// line), until the client closes, asks to, or the request bound is met.
-pub(super) async fn serve<S: Io>(
-    download: &Download,
-    conn: &mut Connection<S>,
+///
+/// Not `async` itself: the first request's bytes are gathered before the
+/// keep-alive loop's future is made, so that the first line is not room
+/// in it (an argument of an `async fn` is stored twice, for its whole
+/// life), and an idle keep-alive connection's task is that much smaller.
+pub(super) fn serve<'a, S: Io>(
+    download: &'a Download,
+    conn: &'a mut Connection<S>,
     first_line: BytesMut,
-) -> Result<Ended, HandlerError> {
+) -> impl Future<Output = Result<Ended, HandlerError>> + Send + 'a {
     let mut buf = BytesMut::with_capacity(first_line.len() + 2 + READ_CHUNK);
     buf.extend_from_slice(&first_line);
     // It holds the reader's buffer (it was split from it): not kept while
@@ -159,6 +164,15 @@ pub(super) async fn serve<S: Io>(
         buf.extend_from_slice(b"\r\n");
     }
     buf.extend_from_slice(&conn.take_buffered());
+    keep_alive(download, conn, buf)
+}
+
+/// Serves the requests of `conn`, the first of which has begun in `buf`.
+async fn keep_alive<S: Io>(
+    download: &Download,
+    conn: &mut Connection<S>,
+    mut buf: BytesMut,
+) -> Result<Ended, HandlerError> {
     let mut served = 0u32;
     loop {
         if served > 0 && buf.is_empty() {

@@ -433,7 +433,9 @@ impl Handler for Download {
     }
 
     async fn serve<S: Io>(&self, conn: &mut Connection<S>) -> Result<Ended, HandlerError> {
-        let request = match conn.next_message().await? {
+        // Its read boxed, made once the first byte is in: an idle HTTP
+        // keep-alive connection's task does not carry room for it.
+        let request = match conn.first_message().await? {
             Incoming::Data(request) => request,
             Incoming::Closed => return Ok(Ended::ClientClosed),
             Incoming::Shutdown => return Err(HandlerError::Refused(Refusal::ShuttingDown)),
