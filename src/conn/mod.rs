@@ -799,6 +799,15 @@ impl<S: Io> Connection<S> {
             return;
         }
         self.close_reason = reason;
+        // What the socket still queues must not outlive the connection
+        // for long: a client that half-closed without reading answers the
+        // FIN at once, and the orphaned socket would keep its queue (up to
+        // the autotuned or grown send buffer: megabytes, counted in no
+        // limit, and a grant already given back) for as long as the client
+        // holds a zero window and answers the kernel's probes. The kernel
+        // resets it once the queue has waited this long unsent at a zero
+        // window, or unacknowledged; a client that reads on is not affected.
+        self.limit_unsent_time(LINGER_TIME);
         // Both steps on the connection's timer: this wait is room in every
         // connection's task.
         let deadline = Instant::now() + LINGER_TIME;
@@ -858,6 +867,18 @@ impl<S: Io> Connection<S> {
         self.close_reason = reason;
         self.closed_cleanly = false;
         self.arm_reset();
+    }
+
+    /// Sets `TCP_USER_TIMEOUT`: the kernel resets the connection once what
+    /// it queued has waited `limit` for the client (unacknowledged, or
+    /// unsent at a zero window), also after the socket was closed.
+    fn limit_unsent_time(&self, limit: Duration) {
+        let millis = u32::try_from(limit.as_millis()).unwrap_or(u32::MAX);
+        if let Some(socket) = self.stream.get_ref().socket()
+            && let Err(e) = rustix::net::sockopt::set_tcp_user_timeout(socket, millis)
+        {
+            tracing::debug!(error = %e, "cannot set TCP_USER_TIMEOUT");
+        }
     }
 
     /// Sets `SO_LINGER` to zero: the socket's close then sends RST.

@@ -23,7 +23,7 @@ use super::open::{OpenConnections, Registration};
 use super::opening::{prepare_socket, secure};
 use crate::config::{Access, Datagrams, ListenerConfig, ProxyProtocol, Transport};
 use crate::conn::proxy_header::{self, Proxied};
-use crate::conn::signals::{SHUTDOWN, Source};
+use crate::conn::signals::{RETIRED, SHUTDOWN, Source};
 use crate::conn::{self, ConnError, Connection, ServerStream, Signals};
 use crate::handler::{AnyHandler, BuildContext, Ended, HandlerError};
 use crate::history::Histories;
@@ -388,6 +388,14 @@ impl Listener {
             // Reached by reloads and the shutdown from now on.
             let signals = Signals::default();
             let registration = open.register(&signals);
+            // A reload between the route's read above and this
+            // registration did not reach this connection: it was admitted
+            // under the replaced route, so it is retired as the reload's
+            // connections were (and checked against the new access lists
+            // once admitted).
+            if !Arc::ptr_eq(&route, &routes.borrow()) {
+                signals.fire(RETIRED);
+            }
             let task_signals = signals.clone();
             // Boxed, and the task's only capture: what only the opening
             // needs (the socket before it is a `Connection`, the accept's

@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tracing::{debug, field, info};
 
-use crate::conn::signals::SHUTDOWN;
+use crate::conn::signals::{DENIED, SHUTDOWN};
 use crate::conn::{self, ServerStream, Signals};
 use crate::metrics::ListenerMetrics;
 use crate::tls::Mode;
@@ -70,7 +70,9 @@ pub(super) async fn secure(
         let mut first = [0u8; 1];
         let peeked = tokio::select! {
             biased;
-            _ = signals.any_of(SHUTDOWN) => return None,
+            // A reload that denies the client ends the wait too, as it
+            // does a plaintext connection's.
+            _ = signals.any_of(SHUTDOWN | DENIED) => return None,
             // Boxed: only these connections carry the peek and its timer.
             peeked = Box::pin(tokio::time::timeout(first_message_timeout, stream.peek(&mut first))) => peeked,
         };
@@ -87,7 +89,14 @@ pub(super) async fn secure(
     }
     let handshake = tokio::select! {
         biased;
-        _ = signals.any_of(SHUTDOWN) => Err(HandshakeError::Shutdown),
+        fired = signals.any_of(SHUTDOWN | DENIED) => {
+            if fired & SHUTDOWN == 0 {
+                // A denied client costs no further handshake.
+                debug!("a reload denied this client during its TLS handshake");
+                return None;
+            }
+            Err(HandshakeError::Shutdown)
+        }
         // Boxed: a plaintext connection's task does not carry the
         // handshake's state (every idle connection pays for its task's size).
         handshake = Box::pin(tls.handshake(stream)) => handshake,

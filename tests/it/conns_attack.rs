@@ -73,7 +73,6 @@ async fn read_fast(stream: &mut tokio::net::TcpStream, bytes: usize) {
 /// clients one after another left 11.3 MB queued in orphans with the
 /// budget's gauge at 0, for 90 s and more.
 #[tokio::test]
-#[ignore = "attack3: a half-closed client keeps its grown queue after its grant came back; fix in conn/mod.rs close() (TCP_USER_TIMEOUT), see /work/notes/attack3.md"]
 async fn a_grown_queue_does_not_outlive_its_grant_when_the_client_half_closes_without_reading() {
     let dir = tempfile::tempdir().expect("tempdir");
     let base: u64 = 65536;
@@ -159,7 +158,6 @@ async fn still_echoed(mut stream: tokio::net::TcpStream) -> bool {
 /// 127.0.0.3 connect as fast as they can while a reload denies them, over
 /// and over for a few seconds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "attack3: the accept loop reads the route before it registers the connection; fix in server/listener.rs, see /work/notes/attack3.md"]
 async fn a_client_accepted_while_a_reload_denies_it_is_not_served() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -326,7 +324,6 @@ async fn open_for(stream: &mut tokio::net::TcpStream, limit: Duration) -> Durati
 /// `first_message_timeout` (10 s and 30 s by default), and a denied client
 /// still costs the server a handshake.
 #[tokio::test]
-#[ignore = "attack3: TLS handshakes and the optional-TLS peek do not race a denial; fix in server/opening.rs, see /work/notes/attack3.md"]
 async fn a_reload_denies_a_client_in_its_tls_handshake_or_before_its_first_byte() {
     let dir = tempfile::tempdir().expect("tempdir");
     let pki = crate::certs::Pki::new(dir.path(), "Test CA");
@@ -385,7 +382,6 @@ async fn a_reload_denies_a_client_in_its_tls_handshake_or_before_its_first_byte(
 /// Older than issue 23, and the same root as the grant's orphan: any
 /// handler whose reply fits in the queue.
 #[tokio::test]
-#[ignore = "attack3: an orphaned echo socket keeps its unread queue while the client holds a zero window; fix in conn/mod.rs close() (TCP_USER_TIMEOUT), see /work/notes/attack3.md"]
 async fn an_echo_client_that_half_closes_without_reading_leaves_no_queue_behind() {
     let server = TestServer::start(&common::listener("e", "echo", ""));
     let addr = server.addr("e");
