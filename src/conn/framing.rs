@@ -54,6 +54,9 @@ pub(crate) struct MessageReader {
     message_timeout: Duration,
     /// When the first byte of the message being read arrived.
     message_started: Option<Instant>,
+    /// When the first byte of the last message returned arrived, if it
+    /// came before the read that ended the message.
+    returned_started: Option<Instant>,
     eof: bool,
     /// A newline has been seen: messages end at newlines only.
     line_based: bool,
@@ -87,6 +90,7 @@ impl MessageReader {
             idle_timeout: limits.idle_timeout,
             message_timeout: limits.message_timeout,
             message_started: None,
+            returned_started: None,
             eof: false,
             line_based: false,
             ended_at_newline: false,
@@ -104,6 +108,12 @@ impl MessageReader {
     /// the bytes still to come).
     pub(crate) fn ended_at_newline(&self) -> bool {
         self.ended_at_newline
+    }
+
+    /// When the first byte of the last message returned arrived; `None`
+    /// when the message came whole with the read that returned it.
+    pub(crate) fn returned_started(&self) -> Option<Instant> {
+        self.returned_started
     }
 
     /// True when no bytes are buffered (and so no buffer is allocated).
@@ -226,6 +236,7 @@ impl MessageReader {
 
     fn finish(&mut self, mut message: BytesMut) -> Result<BytesMut, FrameError> {
         self.scanned = 0;
+        self.returned_started = self.message_started;
         if message.last() == Some(&b'\r') {
             message.truncate(message.len() - 1);
         }

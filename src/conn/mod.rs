@@ -447,6 +447,14 @@ impl<S: Io> Connection<S> {
         }
     }
 
+    /// When the first byte of the last message [`Connection::next_message`]
+    /// returned arrived, if before the read that ended it: a handler that
+    /// goes on reading the same request itself (download's HTTP head after
+    /// its request line) keeps the request's deadline from there.
+    pub(crate) fn last_message_started(&self) -> Option<Instant> {
+        self.reader.returned_started()
+    }
+
     /// The bytes read past the last message and not yet returned (a
     /// handler that switches protocol after the first line parses them
     /// itself from then on).

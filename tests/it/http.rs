@@ -1223,11 +1223,6 @@ async fn pipelined_requests_past_the_keep_alive_bound_end_at_the_thousandth() {
 /// gap, then its header fields dripped too, gets its 408 at the message
 /// timeout, not at the request line's time plus a whole timeout more.
 #[tokio::test]
-#[ignore = "attack: the first head gets message_timeout twice: the raw protocol's reader bounds \
-            the request line, then read_head (src/handler/download/http.rs) starts a new \
-            deadline for the rest (1.5 s limit: 408 after 2.83 s, measured on the release build); \
-            fix: hand serve() the instant the first line's first byte came (the reader's \
-            message_started, through Connection) and start the first head's deadline there"]
 async fn a_dripped_first_head_gets_408_at_the_message_timeout_from_its_first_byte() {
     let (_dir, root) = root();
     let server = TestServer::start(&common::listener(

@@ -266,7 +266,10 @@ async fn read_head<S: Io>(
     if buf.iter().all(|b| matches!(b, b'\r' | b'\n')) {
         buf.clear();
     }
-    let mut deadline = (!buf.is_empty()).then(|| Instant::now() + limit);
+    // The first head began with its request line, read by the raw
+    // protocol's reader: its limit runs from that line's first byte.
+    let began = first.then(|| conn.last_message_started()).flatten();
+    let mut deadline = (!buf.is_empty()).then(|| began.unwrap_or_else(Instant::now) + limit);
     loop {
         // A reload replaced the listener's settings: they apply to new
         // connections, so this one takes no further request and closes
