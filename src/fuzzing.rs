@@ -567,49 +567,6 @@ pub fn client_response(data: &[u8]) {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The targets' invariants hold on their committed seed corpora
-    /// (`fuzz/corpus/TARGET/`), and on every invalid config fixture.
-    #[test]
-    fn the_seed_corpora_pass() {
-        let seeds = |target: &str| -> Vec<Vec<u8>> {
-            let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("fuzz/corpus")
-                .join(target);
-            let inputs: Vec<Vec<u8>> = std::fs::read_dir(&dir)
-                .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-                .map(|entry| std::fs::read(entry.expect("entry").path()).expect("read seed"))
-                .collect();
-            assert!(!inputs.is_empty(), "no seeds in {}", dir.display());
-            inputs
-        };
-        type Target = fn(&[u8]);
-        let targets: [(&str, Target); 10] = [
-            ("client_url", client_url),
-            ("tls_opening", tls_opening),
-            ("config", config),
-            ("client_listing", client_listing),
-            ("client_response", client_response),
-            ("http_request", http_request),
-            ("proxy_header", proxy_header),
-            ("framing", framing),
-            ("download_path", download_path),
-            ("request_line_and_template", request_line_and_template),
-        ];
-        for (target, run) in targets {
-            for input in seeds(target) {
-                run(&input);
-            }
-        }
-        for fixture in std::fs::read_dir("tests/fixtures/invalid").expect("fixtures") {
-            config(&std::fs::read(fixture.expect("entry").path()).expect("read"));
-        }
-    }
-}
-
 /// Folders as tar streams, both ways. The first bytes make a tree (names
 /// of plain, non-ASCII and long components, sizes, times before 1970 and
 /// far after), laid out as the server does (`tar::Layout`): the pieces of
@@ -756,4 +713,48 @@ pub fn tar_roundtrip(data: &[u8]) {
     }
     assert!(members.next().is_none(), "members missing");
     assert_eq!(pos, bytes.len(), "bytes after the end blocks");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The targets' invariants hold on their committed seed corpora
+    /// (`fuzz/corpus/TARGET/`), and on every invalid config fixture.
+    #[test]
+    fn the_seed_corpora_pass() {
+        let seeds = |target: &str| -> Vec<Vec<u8>> {
+            let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("fuzz/corpus")
+                .join(target);
+            let inputs: Vec<Vec<u8>> = std::fs::read_dir(&dir)
+                .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+                .map(|entry| std::fs::read(entry.expect("entry").path()).expect("read seed"))
+                .collect();
+            assert!(!inputs.is_empty(), "no seeds in {}", dir.display());
+            inputs
+        };
+        type Target = fn(&[u8]);
+        let targets: [(&str, Target); 11] = [
+            ("client_url", client_url),
+            ("tls_opening", tls_opening),
+            ("config", config),
+            ("client_listing", client_listing),
+            ("client_response", client_response),
+            ("http_request", http_request),
+            ("proxy_header", proxy_header),
+            ("framing", framing),
+            ("download_path", download_path),
+            ("request_line_and_template", request_line_and_template),
+            ("tar_roundtrip", tar_roundtrip),
+        ];
+        for (target, run) in targets {
+            for input in seeds(target) {
+                run(&input);
+            }
+        }
+        for fixture in std::fs::read_dir("tests/fixtures/invalid").expect("fixtures") {
+            config(&std::fs::read(fixture.expect("entry").path()).expect("read"));
+        }
+    }
 }
