@@ -223,6 +223,9 @@ struct Answer {
     body: Vec<u8>,
     /// After the body: write zeros until the client goes.
     then_zeros: bool,
+    /// After the body: reset the connection (RST), as the server does
+    /// when a file changes while it is sent.
+    then_reset: bool,
 }
 
 /// A fake download server answering every request on `listener`.
@@ -263,6 +266,11 @@ async fn fake_server(listener: TcpListener, answer: Answer) {
             if answer.then_zeros {
                 let zeros = vec![0u8; 64 * 1024];
                 while stream.write_all(&zeros).await.is_ok() {}
+            }
+            if answer.then_reset {
+                // Give the client the bytes before the reset.
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                let _ = stream.set_zero_linger();
             }
         });
     }
@@ -336,6 +344,7 @@ fn whole(body: Vec<u8>) -> Answer {
         content_length: body.len() as u64,
         body,
         then_zeros: false,
+        then_reset: false,
     }
 }
 
@@ -424,6 +433,7 @@ async fn a_huge_pax_header_is_refused_at_once_without_reading_it() {
         content_length: 1 << 40,
         body,
         then_zeros: true,
+        then_reset: false,
     };
     let (out, _, took) = against(base.path(), answer).await;
     assert_eq!(out.status.code(), Some(1), "{out:?}");
@@ -456,11 +466,26 @@ async fn a_stream_shorter_than_its_members_is_incomplete_never_a_file() {
         content_length: full.len() as u64,
         body: full[..50_000].to_vec(),
         then_zeros: false,
+        then_reset: false,
     };
     let (out, out_dir, _) = against(base.path(), answer).await;
     assert_eq!(out.status.code(), Some(4), "{out:?}");
     assert!(stderr(&out).contains("closed the connection"), "{out:?}");
     assert!(!out_dir.join("big").exists());
+    // Reset mid-member (the server's way to end a file that changed).
+    let base = tempfile::tempdir().unwrap();
+    let answer = Answer {
+        archive_head: true,
+        content_length: full.len() as u64,
+        body: full[..50_000].to_vec(),
+        then_zeros: false,
+        then_reset: true,
+    };
+    let (out, out_dir, _) = against(base.path(), answer).await;
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    assert!(stderr(&out).contains("broke off"), "{out:?}");
+    assert!(!out_dir.join("big").exists());
+    assert!(out_dir.join("big.part").exists());
     // Whole members but no end blocks: incomplete too.
     let base = tempfile::tempdir().unwrap();
     let mut endless = member("top/", b'5', b"");
@@ -501,6 +526,7 @@ async fn against_a_server_without_archives_get_r_falls_back_to_the_listings() {
         content_length: 4,
         body: b"file".to_vec(),
         then_zeros: false,
+        then_reset: false,
     };
     let (out, _, _) = against(base.path(), answer).await;
     assert_eq!(out.status.code(), Some(3), "the listing's 404: {out:?}");
