@@ -567,6 +567,154 @@ pub fn client_response(data: &[u8]) {
     }
 }
 
+/// Folders as tar streams, both ways. The first bytes make a tree (names
+/// of plain, non-ASCII and long components, sizes, times before 1970 and
+/// far after), laid out as the server does (`tar::Layout`): the pieces of
+/// the whole archive are exactly its computed length, and the client's
+/// reader (`tar::read`), fed in pieces of sizes the input chooses, gives
+/// back every member, in order, with its name, kind, size, time and body.
+/// The same bytes as a stream of their own never panic the reader nor
+/// make it loop: each call takes bytes or says something.
+pub fn tar_roundtrip(data: &[u8]) {
+    use crate::tar::read::{Event, Kind, Reader};
+    use crate::tar::{Entry, EntryKind, Layout, Piece};
+
+    // Whatever the bytes are, as an archive of their own.
+    let mut reader = Reader::new();
+    let mut pos = 0;
+    for step in 0.. {
+        assert!(step <= 4 * data.len() + 4, "the reader does not progress");
+        let chunk = &data[pos..(pos + 1 + step % 700).min(data.len())];
+        match reader.next(chunk) {
+            Ok((n, event)) => {
+                assert!(n <= chunk.len());
+                pos += n;
+                if event == Event::End || (event == Event::More && pos == data.len()) {
+                    break;
+                }
+                assert!(n > 0 || event != Event::More, "More without taking bytes");
+            }
+            Err(_) => break,
+        }
+    }
+
+    // A tree from the bytes: one entry for each 6 bytes.
+    const PIECES: [&str; 6] = ["a", "photos", "照片", "é..", "x y", ".hidden"];
+    let mut entries = Vec::new();
+    for (i, spec) in data.chunks_exact(6).take(64).enumerate() {
+        let depth = 1 + usize::from(spec[0] % 4);
+        let mut name = String::from("top");
+        for level in 0..depth {
+            name.push('/');
+            let piece = PIECES[usize::from(spec[1].wrapping_add(level as u8)) % PIECES.len()];
+            let repeat = if spec[2] & 0x80 != 0 {
+                1 + usize::from(spec[2] % 40)
+            } else {
+                1
+            };
+            name.push_str(&piece.repeat(repeat));
+        }
+        name.push_str(&format!("{i}"));
+        let kind = if spec[3] & 1 == 0 {
+            EntryKind::File
+        } else {
+            EntryKind::Directory
+        };
+        let size = u64::from(u16::from_le_bytes([spec[3] >> 1, spec[4]])) % 3000;
+        let mtime = match spec[5] % 4 {
+            0 => -i64::from(spec[5]) * 1_000_003,
+            1 => 0o777_7777_7777 + i64::from(spec[5]),
+            _ => i64::from(spec[5]) * 86_400 * 365,
+        };
+        entries.push(Entry {
+            name,
+            kind,
+            size,
+            mode: 0o644,
+            mtime,
+            mtime_nsec: 0,
+            dev: 1,
+            inode: i as u64,
+        });
+    }
+    let layout = Layout::new(entries);
+    let body_byte = |member: usize, offset: u64| (member as u64 * 31 + offset * 7) as u8;
+    let mut bytes = Vec::new();
+    let mut header = Vec::new();
+    for piece in layout.pieces(0, layout.len()) {
+        match piece {
+            Piece::Header { member, skip, len } => {
+                header.clear();
+                layout.header(member, &mut header);
+                bytes.extend_from_slice(&header[skip..skip + len]);
+            }
+            Piece::Body {
+                member,
+                offset,
+                len,
+            } => {
+                bytes.extend((offset..offset + len).map(|o| body_byte(member, o)));
+            }
+            Piece::Zeros(len) => bytes.resize(bytes.len() + len as usize, 0),
+        }
+    }
+    assert_eq!(
+        bytes.len() as u64,
+        layout.len(),
+        "the computed length is not the bytes'"
+    );
+
+    let mut reader = Reader::new();
+    let mut members = layout.entries().enumerate();
+    let mut current: Option<(usize, u64)> = None;
+    let mut pos = 0;
+    let mut step = 0usize;
+    loop {
+        step += 1;
+        let feed = 1 + usize::from(data.get(step % data.len().max(1)).copied().unwrap_or(0)) * 13;
+        let chunk = &bytes[pos..(pos + feed).min(bytes.len())];
+        let (n, event) = reader.next(chunk).expect("the server's archive reads back");
+        pos += n;
+        match event {
+            Event::More => assert!(pos < bytes.len(), "the archive ended without its end"),
+            Event::Member(m) => {
+                let (index, entry) = members.next().expect("a member the layout does not have");
+                let mut name = entry.name.clone().into_bytes();
+                let kind = match entry.kind {
+                    EntryKind::File => Kind::File,
+                    EntryKind::Directory => {
+                        name.push(b'/');
+                        Kind::Directory
+                    }
+                };
+                assert_eq!(m.path, name);
+                assert_eq!(m.kind, kind);
+                assert_eq!(m.size, entry.body_len());
+                assert_eq!(m.mtime, entry.mtime);
+                current = Some((index, 0));
+            }
+            Event::Data(d) => {
+                let (index, seen) = current.as_mut().expect("data outside a member");
+                for (i, &b) in d.iter().enumerate() {
+                    assert_eq!(
+                        b,
+                        body_byte(*index, *seen + i as u64),
+                        "a body byte differs"
+                    );
+                }
+                *seen += d.len() as u64;
+            }
+            Event::MemberEnd => {
+                let (index, seen) = current.take().expect("an end outside a member");
+                assert_eq!(seen, layout.entry(index).body_len());
+            }
+            Event::End => break,
+        }
+    }
+    assert!(members.next().is_none(), "members missing");
+    assert_eq!(pos, bytes.len(), "bytes after the end blocks");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -587,7 +735,7 @@ mod tests {
             inputs
         };
         type Target = fn(&[u8]);
-        let targets: [(&str, Target); 10] = [
+        let targets: [(&str, Target); 11] = [
             ("client_url", client_url),
             ("tls_opening", tls_opening),
             ("config", config),
@@ -598,6 +746,7 @@ mod tests {
             ("framing", framing),
             ("download_path", download_path),
             ("request_line_and_template", request_line_and_template),
+            ("tar_roundtrip", tar_roundtrip),
         ];
         for (target, run) in targets {
             for input in seeds(target) {

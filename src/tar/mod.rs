@@ -13,6 +13,7 @@
 
 mod header;
 mod layout;
+pub(crate) mod read;
 
 pub(crate) use header::BLOCK;
 pub(crate) use layout::{Layout, Piece};

@@ -20,6 +20,7 @@ mod docs;
 mod download;
 mod echo;
 mod fairness;
+mod get_archive;
 mod history;
 mod hostile_server;
 mod http;

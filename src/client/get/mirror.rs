@@ -23,15 +23,15 @@ use crate::http::response::ChunkedDecoder;
 /// Longest listing read for `-r`.
 const MAX_LISTING: usize = 16 * 1024 * 1024;
 /// Deepest directory tree `-r` follows.
-const MAX_DEPTH: usize = 32;
+pub(super) const MAX_DEPTH: usize = 32;
 /// Most files `-r` fetches in one run.
-const MAX_FILES: usize = 100_000;
+pub(super) const MAX_FILES: usize = 100_000;
 /// Most directories `-r` follows (creates, or enters again) in one run.
-const MAX_DIRS: usize = 10_000;
+pub(super) const MAX_DIRS: usize = 10_000;
 /// Longest name (one component) taken from a listing, in bytes.
-const MAX_COMPONENT: usize = 255;
+pub(super) const MAX_COMPONENT: usize = 255;
 /// Longest path (from the top of the mirror) taken from a listing, in bytes.
-const MAX_PATH: usize = 4096;
+pub(super) const MAX_PATH: usize = 4096;
 
 /// Fetches the tree under `dir` into `into` (an existing directory);
 /// `path_len` is the length of `dir` below the top of the mirror.
@@ -187,7 +187,7 @@ pub(crate) fn listing_entries(listing: &[u8]) -> impl Iterator<Item = Result<(&s
 /// True for a name that is one plain path component of at most
 /// [`MAX_COMPONENT`] bytes: not empty, `.` or `..`, no `/`, `\` or
 /// control characters (C0, DEL, C1).
-fn safe_component(name: &str) -> bool {
+pub(super) fn safe_component(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= MAX_COMPONENT
         && name != "."

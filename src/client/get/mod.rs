@@ -21,6 +21,10 @@
 //! has a deadline, every wait a bound, and `-r` caps files, directories
 //! and depth.
 //!
+//! `-r` asks first for the folder as one tar stream (`NAME.tar`, one
+//! connection, extracted as it arrives under the same rules; `archive`),
+//! and mirrors through the listings when the server does not offer it.
+//!
 //! This module holds the options, the errors, one run's state and
 //! `get` itself; `mirror` follows listings for `-r`, `file` fetches one
 //! file, `exchange` is one HTTP request and its response head, `part`
@@ -40,6 +44,7 @@
 //! what it said. Every error names the file, the path or the server it is
 //! about.
 
+mod archive;
 mod exchange;
 mod file;
 mod mirror;
@@ -262,7 +267,13 @@ pub async fn get(options: &GetOptions) -> Result<Vec<PathBuf>, GetError> {
             )));
         }
         fs::create_dir_all(&output).map_err(|e| at(&output, e))?;
-        mirror(&mut run, &name, &output, 0, 0, &mut written).await?;
+        // One tar stream when the server offers the folder as one; the
+        // listings otherwise (and always over the raw protocol).
+        let streamed =
+            !options.raw && archive::fetch_tree(&mut run, &name, &output, &mut written).await?;
+        if !streamed {
+            mirror(&mut run, &name, &output, 0, 0, &mut written).await?;
+        }
         if run.warnings > MAX_WARNINGS {
             eprintln!("{} warnings in all", run.warnings);
         }

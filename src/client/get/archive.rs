@@ -1,0 +1,454 @@
+//! `-r` through one tar stream: a switchboard server answers `NAME.tar`
+//! for a folder `NAME` with the folder as one POSIX tar archive, and the
+//! tree is extracted as it arrives, over one connection, never buffered
+//! (one header block, or one pax header of at most 64 KiB, and one read's
+//! bytes are held at a time).
+//!
+//! The answer is taken for the folder's archive only when it says so:
+//! `Content-Type: application/x-tar` and an entity tag `"tar-` followed by
+//! hex digits, which the server gives its archives and never a file (a
+//! file's tag is hex digits and dashes only: a real file `NAME.tar`, which
+//! the server serves in preference, is never extracted as the folder).
+//! Any other answer (`404` from an older server, a file, `403` for a
+//! folder too large to archive, a server of the raw protocol) falls back
+//! to the mirror through listings.
+//!
+//! Every member is checked as a listing's names are: its first member
+//! must be the folder itself, every other must lie under it, each
+//! component a plain name ([`safe_component`]), at most [`MAX_PATH`]
+//! bytes and [`MAX_DEPTH`] levels deep; only regular files and directories
+//! are created, never through a symlink, and a member whose paths are
+//! another's or a directory's is skipped. Skipped members end the run in
+//! an error, as skipped names do. Files are written to `FILE.part` and
+//! renamed when their last byte is in, with their modification time; a
+//! stream that ends before the archive's end blocks is an incomplete
+//! transfer (exit status 4), with the file being written left as `.part`.
+
+use std::fs;
+use std::io::{self, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use tokio::io::AsyncReadExt;
+use tokio::time::timeout_at;
+
+use super::exchange::{Accept, Framing, NotHttp, try_request};
+use super::mirror::{MAX_COMPONENT, MAX_DEPTH, MAX_DIRS, MAX_FILES, MAX_PATH, safe_component};
+use super::part::{in_the_way, open_part, part_paths};
+use super::{GetError, Run, at, progress, server_words};
+use crate::client::escape_text;
+use crate::conn::text::TextEncoding;
+use crate::http::response::{ChunkedDecoder, ResponseHead};
+use crate::tar::read::{Event, Kind, Member, Reader};
+
+/// True when `head` is a switchboard server's archive of a folder.
+pub(super) fn is_folder_archive(head: &ResponseHead) -> bool {
+    let tagged = head
+        .etag
+        .as_deref()
+        .and_then(|tag| tag.strip_prefix("\"tar-"))
+        .and_then(|rest| rest.strip_suffix('"'))
+        .is_some_and(|hex| !hex.is_empty() && hex.bytes().all(|b| b.is_ascii_hexdigit()));
+    tagged && head.media_type().as_deref() == Some("application/x-tar")
+}
+
+/// The member being read.
+enum Current {
+    /// Written to `part`, renamed to `target` at its end.
+    File {
+        file: fs::File,
+        part: PathBuf,
+        target: PathBuf,
+        mtime: i64,
+    },
+    /// Read past: a directory, or a member skipped.
+    Nothing,
+}
+
+/// Fetches the tree `dir` (`""` for the root) into `into` through one tar
+/// stream; `Ok(false)` when the server does not offer it (nothing was
+/// written: the caller mirrors through listings).
+pub(super) async fn fetch_tree(
+    run: &mut Run<'_>,
+    dir: &str,
+    into: &Path,
+    written: &mut Vec<PathBuf>,
+) -> Result<bool, GetError> {
+    let folder = dir.trim_matches('/');
+    let name = format!("{folder}.tar");
+    let (mut stream, head, rest) = match try_request(run, &name, None, Accept::Any).await {
+        Ok(done) => done,
+        Err(NotHttp::Raw) => return Ok(false),
+        Err(NotHttp::Error(e)) => return Err(e),
+    };
+    if head.status != 200 || !is_folder_archive(&head) {
+        return Ok(false);
+    }
+    let mut framing = match (head.chunked, head.content_length) {
+        (true, _) => Framing::Chunked(ChunkedDecoder::new()),
+        (false, Some(length)) => Framing::Length(length),
+        (false, None) => {
+            return Err(GetError::Failed(format!(
+                "{name}: an archive without Content-Length or chunked framing: cannot tell \
+                 whether it is whole"
+            )));
+        }
+    };
+    let expected_top = folder.rsplit('/').next().filter(|t| !t.is_empty());
+    let mut extract = Extract {
+        into,
+        expected_top,
+        top: None,
+        written,
+    };
+    let bar = (!run.options.quiet && io::stderr().is_terminal()).then(|| {
+        progress::bar(
+            &escape_text(&name),
+            0,
+            head.content_length,
+            indicatif::ProgressDrawTarget::stderr(),
+        )
+    });
+    let started = std::time::Instant::now();
+    let mut reader = Reader::new();
+    let mut current = Current::Nothing;
+    let mut received = 0u64;
+    let mut pending = rest;
+    let mut body = Vec::with_capacity(256 * 1024);
+    let mut buf = vec![0u8; 256 * 1024];
+    let outcome = loop {
+        body.clear();
+        let framed_end = match framing.take(&pending, &mut body) {
+            Ok(done) => done,
+            Err(e) => break Err(e.context(&name)),
+        };
+        received += body.len() as u64;
+        if let Some(bar) = &bar {
+            bar.set_position(received);
+        }
+        match extract.feed(run, &mut reader, &mut current, &body) {
+            Ok(true) => break Ok(()),
+            Ok(false) => {}
+            Err(e) => break Err(e.context(&name)),
+        }
+        if run.stopped.is_some() {
+            break Ok(());
+        }
+        if framed_end {
+            break Err(GetError::Incomplete(format!(
+                "{name}: the archive ended after {received} bytes, before its end blocks"
+            )));
+        }
+        match timeout_at(run.wait_until(), stream.read(&mut buf)).await {
+            Ok(Ok(0)) => {
+                break Err(GetError::Incomplete(format!(
+                    "{name}: the server closed the connection after {received} bytes of the \
+                     archive"
+                )));
+            }
+            Ok(Ok(n)) => pending = buf[..n].to_vec(),
+            Ok(Err(e)) => {
+                break Err(GetError::Incomplete(format!(
+                    "{name}: the connection broke off after {received} bytes of the archive ({e})"
+                )));
+            }
+            Err(_) => {
+                break Err(GetError::Incomplete(format!(
+                    "{name}: {} after {received} bytes of the archive",
+                    run.why_late()
+                )));
+            }
+        }
+    };
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    if let Err(e) = outcome {
+        return Err(match current {
+            Current::File { part, .. } => e.with_suffix(&format!("; {} is kept", part.display())),
+            Current::Nothing => e,
+        });
+    }
+    if !run.options.quiet {
+        let secs = started.elapsed().as_secs_f64().max(1e-6);
+        eprintln!(
+            "{}: {received} bytes as one tar stream in {secs:.2} s ({:.1} MB/s)",
+            escape_text(&name),
+            received as f64 / secs / 1e6,
+        );
+    }
+    Ok(true)
+}
+
+/// Where the members go, and what the archive has shown so far.
+struct Extract<'a> {
+    into: &'a Path,
+    /// The folder's own name, which its archive's first member must be
+    /// (`None` for the root, whose name the server chooses).
+    expected_top: Option<&'a str>,
+    /// The first member's name: every other lies under it.
+    top: Option<String>,
+    written: &'a mut Vec<PathBuf>,
+}
+
+impl Extract<'_> {
+    /// Reads `bytes` of the archive into the tree; true at the archive's end.
+    fn feed(
+        &mut self,
+        run: &mut Run<'_>,
+        reader: &mut Reader,
+        current: &mut Current,
+        bytes: &[u8],
+    ) -> Result<bool, GetError> {
+        let mut pos = 0;
+        loop {
+            let (n, event) = reader
+                .next(&bytes[pos..])
+                .map_err(|e| GetError::Failed(format!("refused the archive: {e}")))?;
+            pos += n;
+            match event {
+                Event::More => return Ok(false),
+                Event::End => {
+                    if self.top.is_none() {
+                        return Err(GetError::Failed("an empty archive".into()));
+                    }
+                    return Ok(true);
+                }
+                Event::Member(member) => {
+                    *current = self.begin(run, member)?;
+                    if run.stopped.is_some() {
+                        return Ok(false);
+                    }
+                }
+                Event::Data(data) => {
+                    if let Current::File { file, part, .. } = current {
+                        file.write_all(data).map_err(|e| {
+                            GetError::Failed(format!("writing {}: {e}", part.display()))
+                        })?;
+                    }
+                }
+                Event::MemberEnd => {
+                    if let Current::File {
+                        file,
+                        part,
+                        target,
+                        mtime,
+                    } = std::mem::replace(current, Current::Nothing)
+                    {
+                        file.sync_all().map_err(|e| at(&part, e))?;
+                        if let Some(time) = system_time(mtime) {
+                            // A time the file system cannot hold is no reason
+                            // to fail: the bytes are what matter.
+                            let _ = file.set_modified(time);
+                        }
+                        drop(file);
+                        fs::rename(&part, &target).map_err(|e| at(&part, e))?;
+                        let (_, stored) = part_paths(&target);
+                        let _ = fs::remove_file(stored);
+                        self.written.push(target);
+                    }
+                }
+            }
+        }
+    }
+
+    /// What to do with `member`: a file to write, or nothing (a directory,
+    /// made here, or a member skipped with a warning).
+    fn begin(&mut self, run: &mut Run<'_>, member: Member) -> Result<Current, GetError> {
+        let shown = server_words(&member.path, TextEncoding::Utf8);
+        let Ok(path) = std::str::from_utf8(&member.path) else {
+            run.skip(&format!("skipped the member \"{shown}\": not UTF-8"));
+            return Ok(Current::Nothing);
+        };
+        let path = match member.kind {
+            Kind::Directory => path.strip_suffix('/').unwrap_or(path),
+            _ => path,
+        };
+        let mut components = path.split('/');
+        let first = components.next().unwrap_or("");
+        let Some(top) = &self.top else {
+            // The first member is the folder itself.
+            let fits = member.kind == Kind::Directory
+                && safe_component(path)
+                && self.expected_top.is_none_or(|t| t == path);
+            if !fits {
+                return Err(GetError::Failed(format!(
+                    "refused the archive: its first member, \"{shown}\", is not the folder{}",
+                    self.expected_top
+                        .map_or(String::new(), |t| format!(" {}/", escape_text(t)))
+                )));
+            }
+            self.top = Some(path.to_owned());
+            return Ok(Current::Nothing);
+        };
+        let rest: Vec<&str> = components.collect();
+        if first != top || rest.is_empty() {
+            run.skip(&format!(
+                "skipped the member \"{shown}\": not under the folder {}/",
+                escape_text(top)
+            ));
+            return Ok(Current::Nothing);
+        }
+        if !rest.iter().all(|c| safe_component(c)) {
+            run.skip(&format!(
+                "skipped the member \"{shown}\": not a plain relative name (no .., no absolute \
+                 path, no control characters, at most {MAX_COMPONENT} bytes a name)"
+            ));
+            return Ok(Current::Nothing);
+        }
+        let relative_len = path.len() - first.len() - 1;
+        if relative_len > MAX_PATH || rest.len() > MAX_DEPTH + 1 {
+            run.skip(&format!(
+                "skipped the member \"{shown}\": over {MAX_PATH} bytes or {MAX_DEPTH} levels deep"
+            ));
+            return Ok(Current::Nothing);
+        }
+        let (parents, last) = match member.kind {
+            Kind::Directory => (&rest[..], None),
+            Kind::File => (&rest[..rest.len() - 1], rest.last().copied()),
+            Kind::Other(flag) => {
+                run.skip(&format!(
+                    "skipped the member \"{shown}\": a {}; only files and directories are \
+                     extracted",
+                    kind_name(flag)
+                ));
+                return Ok(Current::Nothing);
+            }
+        };
+        let Some(parent) = self.directory(run, parents, &shown)? else {
+            return Ok(Current::Nothing);
+        };
+        let Some(last) = last else {
+            return Ok(Current::Nothing);
+        };
+        if self.written.len() >= MAX_FILES {
+            run.stopped = Some(format!("more than {MAX_FILES} files"));
+            return Ok(Current::Nothing);
+        }
+        if last.len() + ".part".len() > MAX_COMPONENT {
+            run.skip(&format!(
+                "skipped the member \"{shown}\": a name too long for its .part (over {} bytes)",
+                MAX_COMPONENT - ".part".len()
+            ));
+            return Ok(Current::Nothing);
+        }
+        let target = parent.join(last);
+        let (part, stored) = part_paths(&target);
+        let paths = [target.as_path(), part.as_path(), stored.as_path()];
+        if let Some(taken) = paths.iter().find(|p| run.claimed.contains(**p)) {
+            run.skip(&format!(
+                "skipped the member \"{shown}\": {} is another member's",
+                taken.display()
+            ));
+            return Ok(Current::Nothing);
+        }
+        if let Some(why) = in_the_way(&paths) {
+            run.skip(&format!(
+                "skipped the member \"{shown}\": {why}; not written through"
+            ));
+            return Ok(Current::Nothing);
+        }
+        run.claimed.extend(paths.map(Path::to_owned));
+        let file = open_part(&part, 0).map_err(|e| at(&part, e))?;
+        Ok(Current::File {
+            file,
+            part,
+            target,
+            mtime: member.mtime,
+        })
+    }
+
+    /// The directory `components` below the output directory, made (each
+    /// level) where it is missing; `None`, with the member skipped, when a
+    /// level is a file, a symlink or another member's file.
+    fn directory(
+        &mut self,
+        run: &mut Run<'_>,
+        components: &[&str],
+        shown: &str,
+    ) -> Result<Option<PathBuf>, GetError> {
+        let mut at_path = self.into.to_path_buf();
+        for component in components {
+            at_path.push(component);
+            if run.claimed.contains(&at_path) {
+                run.skip(&format!(
+                    "skipped the member \"{shown}\": {} is a file of this archive",
+                    at_path.display()
+                ));
+                return Ok(None);
+            }
+            match fs::symlink_metadata(&at_path) {
+                Ok(meta) if meta.is_dir() => {}
+                Ok(_) => {
+                    run.skip(&format!(
+                        "skipped the member \"{shown}\": {} exists and is not a directory",
+                        at_path.display()
+                    ));
+                    return Ok(None);
+                }
+                Err(_) => {
+                    if run.dirs >= MAX_DIRS {
+                        run.stopped = Some(format!("more than {MAX_DIRS} directories"));
+                        return Ok(None);
+                    }
+                    run.dirs += 1;
+                    fs::create_dir(&at_path).map_err(|e| at(&at_path, e))?;
+                }
+            }
+        }
+        Ok(Some(at_path))
+    }
+}
+
+/// What a tar type flag is, said.
+fn kind_name(flag: u8) -> &'static str {
+    match flag {
+        b'1' => "hard link",
+        b'2' => "symlink",
+        b'3' => "character device",
+        b'4' => "block device",
+        b'6' => "FIFO",
+        b'g' => "global pax header",
+        b'L' | b'K' => "GNU long name",
+        _ => "member of another type",
+    }
+}
+
+/// `mtime` (seconds since 1970) as a time, if it is one.
+fn system_time(mtime: i64) -> Option<SystemTime> {
+    let magnitude = Duration::from_secs(mtime.unsigned_abs());
+    if mtime >= 0 {
+        SystemTime::UNIX_EPOCH.checked_add(magnitude)
+    } else {
+        SystemTime::UNIX_EPOCH.checked_sub(magnitude)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::response::parse_head;
+
+    fn head(text: &str) -> ResponseHead {
+        let text = format!("{text}\r\n\r\n");
+        parse_head(text.as_bytes()).unwrap().unwrap().0
+    }
+
+    #[test]
+    fn only_the_server_s_folder_archive_is_taken_for_one() {
+        let archive = "HTTP/1.1 200 OK\r\nContent-Type: application/x-tar\r\n\
+                       ETag: \"tar-0123456789abcdef0123456789abcdef\"";
+        assert!(is_folder_archive(&head(archive)));
+        for file in [
+            // A real file photos.tar: the tag of a file.
+            "HTTP/1.1 200 OK\r\nContent-Type: application/x-tar\r\nETag: \"803-1a2b-400-17f\"",
+            "HTTP/1.1 200 OK\r\nContent-Type: application/x-tar",
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nETag: \"tar-0123\"",
+            "HTTP/1.1 200 OK\r\nContent-Type: application/x-tar\r\nETag: W/\"tar-0123\"",
+            "HTTP/1.1 200 OK\r\nContent-Type: application/x-tar\r\nETag: \"tar-\"",
+            "HTTP/1.1 200 OK\r\nContent-Type: application/x-tar\r\nETag: \"tar-xyz\"",
+        ] {
+            assert!(!is_folder_archive(&head(file)), "{file}");
+        }
+    }
+}
