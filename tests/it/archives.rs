@@ -220,7 +220,9 @@ async fn only_a_folder_s_name_with_tar_is_an_archive() {
     for request in [
         "missing.tar\n",
         "file.txt.tar\n",
-        "photos/.tar\n",
+        "photos//.tar\n",
+        "photos/..tar\n",
+        "..tar\n",
         "photos.tar/\n",
     ] {
         let reply = fetch(addr, request.as_bytes()).await;
@@ -229,6 +231,15 @@ async fn only_a_folder_s_name_with_tar_is_an_archive() {
     assert_eq!(
         fetch(addr, b"../photos.tar\n").await,
         b"ERR '..' is not allowed\n"
+    );
+    // A folder's own `.tar` inside it is the folder too, as `.tar` is the
+    // root: the same archive, byte for byte.
+    let archive = fetch(addr, b"photos.tar\n").await;
+    assert!(archive.len() > 3_000_000);
+    assert_eq!(fetch(addr, b"photos/.tar\n").await, archive);
+    assert_eq!(
+        fetch(addr, b"photos/2026/.tar\n").await,
+        fetch(addr, b"photos/2026.tar\n").await
     );
     server.shutdown().await;
 }

@@ -214,12 +214,20 @@ impl Archives {
     }
 }
 
-/// The folder a requested name asks for as a tar stream: `NAME.tar` is the
-/// folder `NAME`, and `.tar` the root (`""`). `None` for any other name
-/// (a trailing `/` before `.tar` included).
+/// The folder a requested name asks for as a tar stream: `NAME.tar` and
+/// `NAME/.tar` are the folder `NAME`, and `.tar` the root (`""`), as a
+/// folder's own `.tar` inside it. `None` for any other name: no other
+/// spelling of a folder (`NAME/.tar` with `NAME` ending in `/`, `..tar`,
+/// `NAME/..tar`) is one.
 pub(super) fn archived_folder(name: &str) -> Option<&str> {
-    let folder = name.strip_suffix(".tar")?;
-    (folder.is_empty() || !folder.ends_with('/')).then_some(folder)
+    if name == ".tar" {
+        return Some("");
+    }
+    let folder = name
+        .strip_suffix("/.tar")
+        .or_else(|| name.strip_suffix(".tar"))?;
+    let last = folder.rsplit('/').next().unwrap_or(folder);
+    (!matches!(last, "" | "." | "..")).then_some(folder)
 }
 
 /// The name of an archive's top directory: the folder's last component,
@@ -699,6 +707,29 @@ mod tests {
             max_entries,
             &mut charge,
         )
+    }
+
+    #[test]
+    fn a_folder_is_named_with_tar_after_it_or_inside_it() {
+        let cases = [
+            (".tar", Some("")),
+            ("photos.tar", Some("photos")),
+            ("photos/.tar", Some("photos")),
+            ("a/b.tar", Some("a/b")),
+            ("a/b/.tar", Some("a/b")),
+            ("photos/", None),
+            ("photos", None),
+            ("photos//.tar", None),
+            ("photos/.tar/", None),
+            ("..tar", None),
+            ("photos/..tar", None),
+            ("photos/.../.tar", Some("photos/...")),
+            ("/.tar", None),
+            ("tar", None),
+        ];
+        for (name, folder) in cases {
+            assert_eq!(archived_folder(name), folder, "{name:?}");
+        }
     }
 
     fn names(entries: &[Entry]) -> Vec<(String, EntryKind, u64)> {
