@@ -166,7 +166,10 @@ enum Command {
         /// Resume FILE.part left by an earlier run (Range and If-Range).
         #[arg(short = 'c', long = "continue")]
         resume: bool,
-        /// Fetch a directory tree through its listings, into the output directory.
+        /// Fetch a directory tree into the output directory: as one tar
+        /// stream (NAME.tar) when the server offers it, else through its
+        /// listings, a request per file (where -c resumes each file).
+        /// A tar stream cut short is fetched again whole.
         #[arg(short, long)]
         recursive: bool,
         /// Use the raw protocol (no size check, no resume).
