@@ -352,7 +352,7 @@ impl Extract<'_> {
         let target = parent.join(last);
         let (part, stored) = part_paths(&target);
         let paths = [target.as_path(), part.as_path(), stored.as_path()];
-        if let Some(taken) = paths.iter().find(|p| run.claimed.contains(**p)) {
+        if let Some(taken) = paths.iter().find(|p| run.claimed.contains(p)) {
             run.skip(&format!(
                 "skipped the member \"{shown}\": {} is another member's",
                 taken.display()
@@ -365,7 +365,9 @@ impl Extract<'_> {
             ));
             return Ok(Current::Nothing);
         }
-        run.claimed.extend(paths.map(Path::to_owned));
+        for path in paths {
+            run.claimed.insert(path);
+        }
         let file = open_part(&part, 0).map_err(|e| at(&part, e))?;
         Ok(Current::File {
             file,
