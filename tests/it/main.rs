@@ -21,6 +21,7 @@ mod download;
 mod echo;
 mod fairness;
 mod get_archive;
+mod get_archive_attack;
 mod history;
 mod hostile_server;
 mod http;

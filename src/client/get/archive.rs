@@ -41,6 +41,10 @@ use crate::conn::text::TextEncoding;
 use crate::http::response::{ChunkedDecoder, ResponseHead};
 use crate::tar::read::{Event, Kind, Member, Reader};
 
+/// Most members read from one archive: the folder, and as many files and
+/// directories as `-r` takes.
+const MAX_MEMBERS: usize = 1 + MAX_FILES + MAX_DIRS;
+
 /// True when `head` is a switchboard server's archive of a folder.
 pub(super) fn is_folder_archive(head: &ResponseHead) -> bool {
     let tagged = head
@@ -99,6 +103,7 @@ pub(super) async fn fetch_tree(
         into,
         expected_top,
         top: None,
+        members: 0,
         written,
     };
     let bar = (!run.options.quiet && io::stderr().is_terminal()).then(|| {
@@ -188,6 +193,9 @@ struct Extract<'a> {
     expected_top: Option<&'a str>,
     /// The first member's name: every other lies under it.
     top: Option<String>,
+    /// Members read so far, skipped ones and directories that exist
+    /// already included: capped by [`MAX_MEMBERS`].
+    members: usize,
     written: &'a mut Vec<PathBuf>,
 }
 
@@ -255,6 +263,15 @@ impl Extract<'_> {
     /// What to do with `member`: a file to write, or nothing (a directory,
     /// made here, or a member skipped with a warning).
     fn begin(&mut self, run: &mut Run<'_>, member: Member) -> Result<Current, GetError> {
+        // Every member counts, as every directory followed does in the
+        // mirror: the same directory, a skipped link or a global header
+        // sent over and over creates nothing, but must not hold the run
+        // until its deadline.
+        self.members += 1;
+        if self.members > MAX_MEMBERS {
+            run.stopped = Some(format!("more than {MAX_MEMBERS} members in the archive"));
+            return Ok(Current::Nothing);
+        }
         let shown = server_words(&member.path, TextEncoding::Utf8);
         let Ok(path) = std::str::from_utf8(&member.path) else {
             run.skip(&format!("skipped the member \"{shown}\": not UTF-8"));
@@ -335,7 +352,7 @@ impl Extract<'_> {
         let target = parent.join(last);
         let (part, stored) = part_paths(&target);
         let paths = [target.as_path(), part.as_path(), stored.as_path()];
-        if let Some(taken) = paths.iter().find(|p| run.claimed.contains(**p)) {
+        if let Some(taken) = paths.iter().find(|p| run.claimed.contains(p)) {
             run.skip(&format!(
                 "skipped the member \"{shown}\": {} is another member's",
                 taken.display()
@@ -348,7 +365,9 @@ impl Extract<'_> {
             ));
             return Ok(Current::Nothing);
         }
-        run.claimed.extend(paths.map(Path::to_owned));
+        for path in paths {
+            run.claimed.insert(path);
+        }
         let file = open_part(&part, 0).map_err(|e| at(&part, e))?;
         Ok(Current::File {
             file,

@@ -139,7 +139,7 @@ pub(super) async fn mirror(
             // nor a directory or a symlink.
             let (part, stored) = part_paths(&local);
             let paths = [local.as_path(), part.as_path(), stored.as_path()];
-            if let Some(taken) = paths.iter().find(|p| run.claimed.contains(**p)) {
+            if let Some(taken) = paths.iter().find(|p| run.claimed.contains(p)) {
                 run.skip(&format!(
                     "skipped \"{}\": {} is another file of this mirror",
                     server_words(entry_name.as_bytes(), TextEncoding::Utf8),
@@ -154,7 +154,9 @@ pub(super) async fn mirror(
                 ));
                 continue;
             }
-            run.claimed.extend(paths.map(Path::to_owned));
+            for path in paths {
+                run.claimed.insert(path);
+            }
             written.push(fetch_file(run, &format!("{base}{entry_name}"), &local).await?);
         }
     }

@@ -45,6 +45,7 @@
 //! about.
 
 mod archive;
+mod claimed;
 mod exchange;
 mod file;
 mod mirror;
@@ -52,7 +53,6 @@ mod part;
 mod progress;
 
 use std::cell::Cell;
-use std::collections::HashSet;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -189,8 +189,9 @@ struct Run<'a> {
     spoke_http: Cell<bool>,
     /// The paths `-r` has written or is writing (each file's final name,
     /// `.part` and `.part.etag`): a listed name that would use one again
-    /// is skipped. Bounded by `-r`'s cap on files (`mirror::MAX_FILES`).
-    claimed: HashSet<PathBuf>,
+    /// is skipped. Bounded by `-r`'s cap on files (`mirror::MAX_FILES`),
+    /// 8 bytes a path.
+    claimed: claimed::Claimed,
     /// Listed names `-r` could not save (they collide with another's paths
     /// or a directory, or a symlink is in the way).
     skipped: usize,
@@ -239,7 +240,7 @@ pub async fn get(options: &GetOptions) -> Result<Vec<PathBuf>, GetError> {
         warnings: 0,
         stopped: None,
         spoke_http: Cell::new(false),
-        claimed: HashSet::new(),
+        claimed: claimed::Claimed::default(),
         skipped: 0,
     };
     let name = options.name.trim_start_matches('/').to_owned();
