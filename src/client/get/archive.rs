@@ -76,7 +76,7 @@ pub(super) async fn fetch_tree(
     run: &mut Run<'_>,
     dir: &str,
     into: &Path,
-    written: &mut Vec<PathBuf>,
+    written: &mut usize,
 ) -> Result<bool, GetError> {
     let folder = dir.trim_matches('/');
     let name = format!("{folder}.tar");
@@ -196,7 +196,7 @@ struct Extract<'a> {
     /// Members read so far, skipped ones and directories that exist
     /// already included: capped by [`MAX_MEMBERS`].
     members: usize,
-    written: &'a mut Vec<PathBuf>,
+    written: &'a mut usize,
 }
 
 impl Extract<'_> {
@@ -253,7 +253,7 @@ impl Extract<'_> {
                         fs::rename(&part, &target).map_err(|e| at(&part, e))?;
                         let (_, stored) = part_paths(&target);
                         let _ = fs::remove_file(stored);
-                        self.written.push(target);
+                        *self.written += 1;
                     }
                 }
             }
@@ -338,7 +338,7 @@ impl Extract<'_> {
         let Some(last) = last else {
             return Ok(Current::Nothing);
         };
-        if self.written.len() >= MAX_FILES {
+        if *self.written >= MAX_FILES {
             run.stopped = Some(format!("more than {MAX_FILES} files"));
             return Ok(Current::Nothing);
         }

@@ -8,7 +8,7 @@
 //! and depth are capped.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::timeout_at;
@@ -41,7 +41,7 @@ pub(super) async fn mirror(
     into: &Path,
     depth: usize,
     path_len: usize,
-    written: &mut Vec<PathBuf>,
+    written: &mut usize,
 ) -> Result<(), GetError> {
     if depth > MAX_DEPTH {
         run.warn(&format!(
@@ -122,7 +122,7 @@ pub(super) async fn mirror(
             ))
             .await?;
         } else {
-            if written.len() >= MAX_FILES {
+            if *written >= MAX_FILES {
                 run.stopped = Some(format!("more than {MAX_FILES} files"));
                 return Ok(());
             }
@@ -157,7 +157,8 @@ pub(super) async fn mirror(
             for path in paths {
                 run.claimed.insert(path);
             }
-            written.push(fetch_file(run, &format!("{base}{entry_name}"), &local).await?);
+            fetch_file(run, &format!("{base}{entry_name}"), &local).await?;
+            *written += 1;
         }
     }
     Ok(())
