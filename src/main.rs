@@ -42,7 +42,8 @@ Exit status:
      --cert or --key file that cannot be used, or no system CAs
   3  not found, or refused by the server (404, 403, an ERR line)
   4  the transfer broke off; FILE.part is kept: run again with -c (over TLS,
-     a raw download the server closed without close_notify)";
+     a raw download the server closed without close_notify); a tree that
+     came as one tar stream is fetched again whole by the next get -r";
 
 /// `send --help`'s last part: examples and exit statuses.
 const SEND_HELP: &str = "\

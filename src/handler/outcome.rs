@@ -82,9 +82,12 @@ pub(crate) enum Refusal {
     CannotVerify,
     /// Every slot is in use, or a listing's build did not come in time.
     Busy,
-    /// A folder asked for as a tar stream has more members or levels
-    /// than an archive may.
+    /// A folder asked for as a tar stream has more members than an
+    /// archive may, or a layout over the listener's memory for them.
     ArchiveTooLarge,
+    /// A folder asked for as a tar stream is nested deeper than an
+    /// archive may be.
+    ArchiveTooDeep,
     /// The server is shutting down.
     ShuttingDown,
 }
@@ -108,6 +111,7 @@ impl Refusal {
             Refusal::CannotVerify => "cannot verify the path",
             Refusal::Busy => "busy",
             Refusal::ArchiveTooLarge => "folder too large to archive",
+            Refusal::ArchiveTooDeep => "folder too deep to archive",
             Refusal::ShuttingDown => "server shutting down",
         }
     }
@@ -268,6 +272,7 @@ mod tests {
             CannotVerify,
             Busy,
             ArchiveTooLarge,
+            ArchiveTooDeep,
             ShuttingDown,
         ];
         let texts: std::collections::HashSet<&str> = all.iter().map(|r| r.as_str()).collect();

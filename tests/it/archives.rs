@@ -245,7 +245,7 @@ async fn only_a_folder_s_name_with_tar_is_an_archive() {
 }
 
 #[tokio::test]
-async fn a_tree_too_deep_is_refused_with_one_line() {
+async fn a_tree_too_deep_is_refused_with_one_line_saying_so() {
     let base = tempfile::tempdir().unwrap();
     let mut deep = base.path().join("deep");
     for _ in 0..40 {
@@ -254,7 +254,19 @@ async fn a_tree_too_deep_is_refused_with_one_line() {
     fs::create_dir_all(&deep).unwrap();
     let server = server(base.path(), "");
     let reply = fetch(server.addr("dl"), b"deep.tar\n").await;
-    assert_eq!(reply, b"ERR folder too large to archive\n");
+    assert_eq!(reply, b"ERR folder too deep to archive\n");
+    // Over HTTP the body says why, as the raw protocol's line does.
+    let reply = fetch(
+        server.addr("dl"),
+        b"GET /deep.tar HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let reply = String::from_utf8(reply).unwrap();
+    assert!(reply.starts_with("HTTP/1.1 403 Forbidden\r\n"), "{reply}");
+    assert!(
+        reply.ends_with("\r\n\r\n403 forbidden: folder too deep to archive\n"),
+        "{reply}"
+    );
     server.shutdown().await;
 }
 

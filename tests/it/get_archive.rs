@@ -40,6 +40,26 @@ async fn run(args: &[&str]) -> Output {
     .expect("client thread")
 }
 
+/// Runs `switchboard ARGS` in the directory `cwd`, off the runtime,
+/// bounded: where `get` saves without `-o`.
+async fn run_in(cwd: &Path, args: &[&str]) -> Output {
+    let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
+    let cwd = cwd.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let child = crate::cli::switchboard()
+            .args(&args)
+            .current_dir(cwd)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start switchboard");
+        crate::cli::wait_output(child, LIMIT)
+    })
+    .await
+    .expect("client thread")
+}
+
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -454,6 +474,11 @@ async fn a_stream_shorter_than_its_members_is_incomplete_never_a_file() {
     let (out, out_dir, _) = against(base.path(), whole(lying)).await;
     assert_eq!(out.status.code(), Some(4), "{out:?}");
     assert!(stderr(&out).contains("before its end blocks"), "{out:?}");
+    // It does not promise a resume -r cannot do.
+    assert!(
+        stderr(&out).contains("starts over when get -r runs again"),
+        "{out:?}"
+    );
     assert!(!out_dir.join("big").exists());
     assert_eq!(fs::metadata(out_dir.join("big.part")).unwrap().len(), 1000);
     // Cut mid-member: the response says more than the server sends.
@@ -619,4 +644,79 @@ async fn get_of_name_tar_saves_curl_s_bytes_and_c_completes_half_of_it() {
     );
     assert_eq!(fs::read(&half).unwrap(), whole);
     assert!(!part.exists());
+}
+
+#[tokio::test]
+async fn a_folder_refused_as_an_archive_says_why_and_a_deep_one_ends_in_an_error() {
+    let base = tempfile::tempdir().unwrap();
+    let root = base.path().join("root");
+    let mut deep = root.join("deep");
+    fs::create_dir_all(&deep).unwrap();
+    fs::write(deep.join("top.txt"), b"top").unwrap();
+    for i in 0..40 {
+        deep.push(format!("d{i}"));
+    }
+    fs::create_dir_all(&deep).unwrap();
+    fs::write(deep.join("bottom.txt"), b"bottom").unwrap();
+    let server = server(&root);
+    let addr = server.addr("dl").to_string();
+    let out_dir = base.path().join("out");
+    let out = run(&["get", &addr, "deep", "-r", "-o", out_dir.to_str().unwrap()]).await;
+    let said = stderr(&out);
+    // The server's reason is quoted before the fallback to the listings,
+    assert!(
+        said.contains("deep.tar: the server did not send the folder as one archive (403 forbidden: folder too deep to archive)"),
+        "{said}"
+    );
+    // which fetch what lies within the depth limit, name what does not,
+    // and end in an error: the tree on disk is not the server's.
+    assert_eq!(fs::read(out_dir.join("top.txt")).unwrap(), b"top");
+    assert!(said.contains("deeper than 32 levels"), "{said}");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        said.contains("the mirror is incomplete: 1 name(s) skipped"),
+        "{said}"
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn get_r_of_a_file_says_so_and_leaves_no_directory_and_a_folder_s_tar_is_not_hidden() {
+    let (base, root) = photos();
+    let server = server(&root);
+    let addr = server.addr("dl").to_string();
+    let cwd = base.path().join("cwd");
+    fs::create_dir(&cwd).unwrap();
+    let out = run_in(&cwd, &["get", &addr, "photos/f2.bin", "-r"]).await;
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert!(
+        stderr(&out).contains("if photos/f2.bin is a file, get without -r saves it"),
+        "{out:?}"
+    );
+    assert_eq!(
+        fs::read_dir(&cwd).unwrap().count(),
+        0,
+        "nothing left behind"
+    );
+    // A directory that was there before stays.
+    fs::create_dir(cwd.join("f2.bin")).unwrap();
+    let out = run_in(&cwd, &["get", &addr, "photos/f2.bin", "-r"]).await;
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert!(cwd.join("f2.bin").is_dir());
+    fs::remove_dir(cwd.join("f2.bin")).unwrap();
+    // A folder's own archive is saved under the folder's name; the
+    // root's as download.tar.
+    let out = run_in(&cwd, &["get", &addr, "photos/2026/.tar", "-q"]).await;
+    assert!(out.status.success(), "{out:?}");
+    let out = run_in(&cwd, &["get", &addr, "/.tar", "-q"]).await;
+    assert!(out.status.success(), "{out:?}");
+    let mut saved: Vec<String> = fs::read_dir(&cwd)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    saved.sort();
+    assert_eq!(saved, ["2026.tar", "download.tar"]);
+    let archive = fs::read(cwd.join("2026.tar")).unwrap();
+    assert_eq!(&archive[..5], b"2026/", "the folder's archive");
+    server.shutdown().await;
 }

@@ -10,8 +10,9 @@
 //! file's tag is hex digits and dashes only: a real file `NAME.tar`, which
 //! the server serves in preference, is never extracted as the folder).
 //! Any other answer (`404` from an older server, a file, `403` for a
-//! folder too large to archive, a server of the raw protocol) falls back
-//! to the mirror through listings.
+//! folder too large or too deep to archive, a server of the raw protocol)
+//! falls back to the mirror through listings; a `403` or `503` with a
+//! warning that quotes the server's reason.
 //!
 //! Every member is checked as a listing's names are: its first member
 //! must be the folder itself, every other must lie under it, each
@@ -32,7 +33,7 @@ use std::time::{Duration, SystemTime};
 use tokio::io::AsyncReadExt;
 use tokio::time::timeout_at;
 
-use super::exchange::{Accept, Framing, NotHttp, try_request};
+use super::exchange::{Accept, Framing, NotHttp, error_words, try_request};
 use super::mirror::{MAX_COMPONENT, MAX_DEPTH, MAX_DIRS, MAX_FILES, MAX_PATH, safe_component};
 use super::part::{in_the_way, open_part, part_paths};
 use super::{GetError, Run, at, progress, server_words};
@@ -85,6 +86,17 @@ pub(super) async fn fetch_tree(
         Err(NotHttp::Raw) => return Ok(false),
         Err(NotHttp::Error(e)) => return Err(e),
     };
+    if matches!(head.status, 403 | 503) {
+        // A server with archives that would not make this one (too large,
+        // too deep, busy): the listings may still serve the tree, but the
+        // user should know why it comes a file at a time.
+        let words = error_words(run, &mut stream, &head, &rest).await;
+        run.warn(&format!(
+            "{name}: the server did not send the folder as one archive ({words}); fetching it \
+             through its listings, a request per file"
+        ));
+        return Ok(false);
+    }
     if head.status != 200 || !is_folder_archive(&head) {
         return Ok(false);
     }
@@ -169,9 +181,18 @@ pub(super) async fn fetch_tree(
         bar.finish_and_clear();
     }
     if let Err(e) = outcome {
-        return Err(match current {
+        let e = match current {
             Current::File { part, .. } => e.with_suffix(&format!("; {} is kept", part.display())),
             Current::Nothing => e,
+        };
+        // A tar stream is not resumed member by member: -c does not apply
+        // to it, and the run must not say it does.
+        return Err(match e {
+            GetError::Incomplete(_) => e.with_suffix(
+                "; a folder's tar stream starts over when get -r runs again (to resume one, \
+                 save it as a file: get NAME.tar, then get NAME.tar -c)",
+            ),
+            e => e,
         });
     }
     if !run.options.quiet {

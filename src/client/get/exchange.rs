@@ -13,6 +13,7 @@ use tokio::time::timeout_at;
 
 use super::{GetError, Run, connect_by, net, server_words};
 use crate::client::stream::Stream;
+use crate::conn::text::TextEncoding;
 use crate::http::percent;
 use crate::http::response::{ChunkedDecoder, ResponseHead, parse_head};
 
@@ -112,6 +113,55 @@ pub(super) async fn read_to_end_bounded(
         }
         body.extend_from_slice(&buf[..n]);
     }
+}
+
+/// Longest error body read for its words.
+const MAX_ERROR_BODY: usize = 512;
+
+/// What an error answer says: the first line of its body when that is a
+/// short `text/plain` with a `Content-Length` (a switchboard server's
+/// `403 forbidden: hidden files are not served`), else its status and
+/// reason phrase (`404 Not Found`). At most [`MAX_ERROR_BODY`] bytes are
+/// read, within the run's wait; bounded and escaped for a terminal.
+pub(super) async fn error_words(
+    run: &Run<'_>,
+    stream: &mut Stream,
+    head: &ResponseHead,
+    rest: &[u8],
+) -> String {
+    let fallback = || {
+        format!(
+            "{} {}",
+            head.status,
+            server_words(head.reason.as_bytes(), TextEncoding::Utf8)
+        )
+    };
+    let length = match head.content_length {
+        Some(length) if !head.chunked && length as usize <= MAX_ERROR_BODY => length as usize,
+        _ => return fallback(),
+    };
+    if head.media_type().as_deref() != Some("text/plain") {
+        return fallback();
+    }
+    let mut body = rest[..rest.len().min(length)].to_vec();
+    let mut buf = [0u8; MAX_ERROR_BODY];
+    while body.len() < length {
+        match timeout_at(
+            run.wait_until(),
+            stream.read(&mut buf[..length - body.len()]),
+        )
+        .await
+        {
+            Ok(Ok(n)) if n > 0 => body.extend_from_slice(&buf[..n]),
+            _ => return fallback(),
+        }
+    }
+    let line = body.split(|&b| b == b'\n').next().unwrap_or_default();
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    if line.is_empty() {
+        return fallback();
+    }
+    server_words(line, TextEncoding::Utf8)
 }
 
 /// How a response body ends.

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::timeout_at;
 
-use super::exchange::{Accept, Framing, NotHttp, names_a_directory, try_request};
+use super::exchange::{Accept, Framing, NotHttp, error_words, names_a_directory, try_request};
 use super::part::{Stored, in_the_way, open_part, part_paths};
 use super::{GetError, Run, at, connect_by, is_a_directory, net, progress, server_words};
 use crate::client::escape_text;
@@ -72,7 +72,7 @@ async fn fetch_http(
         }
     };
     let validator = resume.map(|(h, s)| (h, s.validator.as_str()));
-    let (stream, head, rest) = match try_request(run, name, validator, Accept::Any).await {
+    let (mut stream, head, rest) = match try_request(run, name, validator, Accept::Any).await {
         Ok(done) => done,
         Err(NotHttp::Raw) if run.spoke_http.get() => {
             return Err(GetError::Failed(format!(
@@ -194,11 +194,8 @@ async fn fetch_http(
             return Box::pin(fetch_http(run, name, target, false)).await;
         }
         404 | 403 => {
-            return Err(GetError::NotFound(format!(
-                "{name}: {} {}",
-                head.status,
-                server_words(head.reason.as_bytes(), TextEncoding::Utf8)
-            )));
+            let words = error_words(run, &mut stream, &head, &rest).await;
+            return Err(GetError::NotFound(format!("{name}: {words}")));
         }
         other => {
             let to = match (&head.location, other) {

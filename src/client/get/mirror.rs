@@ -13,7 +13,7 @@ use std::path::Path;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::timeout_at;
 
-use super::exchange::{Accept, Framing, read_to_end_bounded, request};
+use super::exchange::{Accept, Framing, error_words, read_to_end_bounded, request};
 use super::file::fetch_file;
 use super::part::{PART_ETAG, in_the_way, part_paths};
 use super::{GetError, Run, connect_by, net, server_words};
@@ -44,7 +44,9 @@ pub(super) async fn mirror(
     written: &mut usize,
 ) -> Result<(), GetError> {
     if depth > MAX_DEPTH {
-        run.warn(&format!(
+        // A name not saved: the mirror is incomplete (exit 1), as at the
+        // other caps.
+        run.skip(&format!(
             "{}: deeper than {MAX_DEPTH} levels, not followed",
             server_words(dir.as_bytes(), TextEncoding::Utf8)
         ));
@@ -242,11 +244,18 @@ async fn fetch_listing(run: &Run<'_>, dir: &str) -> Result<Vec<u8>, GetError> {
         }
         200 => {}
         404 | 403 => {
-            return Err(GetError::NotFound(format!(
-                "{dir}: {} {}",
-                head.status,
-                server_words(head.reason.as_bytes(), TextEncoding::Utf8)
-            )));
+            let words = error_words(run, &mut stream, &head, &rest).await;
+            // The folder named on the command line (no other was listed
+            // yet) is not there: perhaps it is a file.
+            let hint = if head.status == 404 && run.dirs == 0 {
+                format!(
+                    " (get -r fetches a folder; if {} is a file, get without -r saves it)",
+                    dir.trim_end_matches('/')
+                )
+            } else {
+                String::new()
+            };
+            return Err(GetError::NotFound(format!("{dir}: {words}{hint}")));
         }
         other => {
             return Err(GetError::Failed(format!(

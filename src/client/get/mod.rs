@@ -246,17 +246,10 @@ pub async fn get(options: &GetOptions) -> Result<usize, GetError> {
         skipped: 0,
     };
     let name = options.name.trim_start_matches('/').to_owned();
-    let last = name
-        .trim_end_matches('/')
-        .rsplit('/')
-        .next()
-        .filter(|n| !n.is_empty())
-        .unwrap_or("download")
-        .to_owned();
     let output = options
         .output
         .clone()
-        .unwrap_or_else(|| PathBuf::from(&last));
+        .unwrap_or_else(|| PathBuf::from(default_output(&name)));
     if !options.recursive && (name.is_empty() || name.ends_with('/')) {
         return Err(is_a_directory(&options.name));
     }
@@ -269,13 +262,26 @@ pub async fn get(options: &GetOptions) -> Result<usize, GetError> {
                 output.display()
             )));
         }
+        let created = !output.exists();
         fs::create_dir_all(&output).map_err(|e| at(&output, e))?;
         // One tar stream when the server offers the folder as one; the
         // listings otherwise (and always over the raw protocol).
-        let streamed =
-            !options.raw && archive::fetch_tree(&mut run, &name, &output, &mut written).await?;
-        if !streamed {
-            mirror(&mut run, &name, &output, 0, 0, &mut written).await?;
+        let fetched = async {
+            let streamed =
+                !options.raw && archive::fetch_tree(&mut run, &name, &output, &mut written).await?;
+            if !streamed {
+                mirror(&mut run, &name, &output, 0, 0, &mut written).await?;
+            }
+            Ok::<(), GetError>(())
+        }
+        .await;
+        if let Err(e) = fetched {
+            if created {
+                // Nothing is left behind for a tree that never came (a
+                // directory that is not empty stays).
+                let _ = fs::remove_dir(&output);
+            }
+            return Err(e);
         }
         if run.warnings > MAX_WARNINGS {
             eprintln!("{} warnings in all", run.warnings);
@@ -298,6 +304,22 @@ pub async fn get(options: &GetOptions) -> Result<usize, GetError> {
         return Ok(written);
     }
     fetch_file(&mut run, &name, &output).await.map(|_| 1)
+}
+
+/// Where `get` saves `name` when no `-o` is given, in the current
+/// directory: its last component; for a folder's own archive
+/// (`docs/.tar`) the folder's name with `.tar`, never a hidden `.tar`; and
+/// `download` (or `download.tar`) for the root, which has no name.
+fn default_output(name: &str) -> String {
+    let mut parts = name.trim_end_matches('/').rsplit('/');
+    match parts.next().filter(|n| !n.is_empty()) {
+        Some(".tar") => {
+            let folder = parts.next().filter(|n| !n.is_empty()).unwrap_or("download");
+            format!("{folder}.tar")
+        }
+        Some(last) => last.to_owned(),
+        None => "download".to_owned(),
+    }
 }
 
 /// An error of the file system, naming the path it is about.
@@ -330,6 +352,23 @@ async fn connect_by(run: &Run<'_>, until: Instant) -> Result<Stream, GetError> {
 #[cfg(test)]
 mod server_words_tests {
     use super::*;
+
+    #[test]
+    fn the_default_output_is_the_last_name_and_never_a_hidden_tar() {
+        let cases = [
+            ("big.iso", "big.iso"),
+            ("docs/nested/a.txt", "a.txt"),
+            ("docs/", "docs"),
+            ("docs.tar", "docs.tar"),
+            ("docs/.tar", "docs.tar"),
+            ("docs/nested/.tar", "nested.tar"),
+            (".tar", "download.tar"),
+            ("", "download"),
+        ];
+        for (name, output) in cases {
+            assert_eq!(default_output(name), output, "{name:?}");
+        }
+    }
 
     #[test]
     fn server_words_are_one_bounded_line() {

@@ -283,9 +283,8 @@ impl Download {
             .await
             .map_err(|e| {
                 HandlerError::Refused(match e {
-                    WalkError::TooManyEntries | WalkError::TooDeep | WalkError::TooLarge => {
-                        Refusal::ArchiveTooLarge
-                    }
+                    WalkError::TooManyEntries | WalkError::TooLarge => Refusal::ArchiveTooLarge,
+                    WalkError::TooDeep => Refusal::ArchiveTooDeep,
                     WalkError::Busy => Refusal::Busy,
                     WalkError::Io(e) => io_reason(&e),
                 })

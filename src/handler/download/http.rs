@@ -95,9 +95,58 @@ enum Body {
     Length(u64),
 }
 
+/// A request answered with an error status; for a name the download's
+/// rules refuse, also why (its body says what the raw protocol's `ERR`
+/// line says).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Refused {
+    status: Status,
+    reason: Option<Refusal>,
+}
+
+impl From<Status> for Refused {
+    fn from(status: Status) -> Refused {
+        Refused {
+            status,
+            reason: None,
+        }
+    }
+}
+
+impl Refused {
+    /// The answer to a name refused with `e`: not found, busy, or
+    /// forbidden with its reason.
+    fn of(e: &HandlerError) -> Refused {
+        match e {
+            HandlerError::Refused(Refusal::NotFound) => NOT_FOUND.into(),
+            HandlerError::Refused(Refusal::Busy) => UNAVAILABLE.into(),
+            HandlerError::Refused(reason) => Refused {
+                status: FORBIDDEN,
+                reason: Some(*reason),
+            },
+            _ => NOT_FOUND.into(),
+        }
+    }
+
+    /// The one-line text body: `403 forbidden: hidden files are not
+    /// served`.
+    fn body(self) -> Vec<u8> {
+        match self.reason {
+            Some(reason) => format!(
+                "{} {}: {reason}\n",
+                self.status.0,
+                self.status.1.to_ascii_lowercase()
+            )
+            .into_bytes(),
+            None => self.status.error_body(),
+        }
+    }
+}
+
 impl Response {
     /// A one-line text body saying what went wrong.
-    fn error(status: Status) -> Response {
+    fn error(refused: Refused) -> Response {
+        let status = refused.status;
         let mut headers = vec![("Content-Type", Cow::Borrowed("text/plain; charset=utf-8"))];
         if status == METHOD_NOT_ALLOWED {
             headers.push(("Allow", Cow::Borrowed("GET, HEAD")));
@@ -109,7 +158,7 @@ impl Response {
             status,
             at: SystemTime::now(),
             headers,
-            body: Body::Bytes(status.error_body()),
+            body: Body::Bytes(refused.body()),
         }
     }
 
@@ -214,7 +263,7 @@ async fn serve_one<S: Io>(
         HeadRead::Closed => return Ok(Some(Ended::ClientClosed)),
         HeadRead::Shutdown => return Ok(Some(Ended::Shutdown)),
         HeadRead::Refused(status) => {
-            let response = Response::error(status);
+            let response = Response::error(status.into());
             let mut reply = response.head(false);
             if let Body::Bytes(body) = &response.body {
                 reply.extend_from_slice(body);
@@ -405,9 +454,9 @@ async fn build(
     download: &Download,
     request: &Request,
     encoding: TextEncoding,
-) -> Result<Response, Status> {
+) -> Result<Response, Refused> {
     if request.method == Method::Other {
-        return Err(METHOD_NOT_ALLOWED);
+        return Err(METHOD_NOT_ALLOWED.into());
     }
     let name = request.path.as_ref().map_err(|status| *status)?;
     let target = match download.resolve_target(name).await {
@@ -417,7 +466,7 @@ async fn build(
         {
             return archive(download, request, folder).await;
         }
-        Err(e) => return Err(refusal_status(&e)),
+        Err(e) => return Err(Refused::of(&e)),
     };
     // A file's validators and its `Date` are of one instant, taken after
     // the resolve (which may wait), so `Last-Modified` is never later.
@@ -442,7 +491,7 @@ async fn build(
             // A listing has no validators: `If-None-Match: *` (it exists)
             // is a 304, `If-Match` with a tag a 412; dates are ignored.
             match conditional::evaluate(&request.preconditions(), None, now) {
-                Decision::Failed => return Err(PRECONDITION_FAILED),
+                Decision::Failed => return Err(PRECONDITION_FAILED.into()),
                 Decision::NotModified => {
                     return Ok(Response {
                         status: NOT_MODIFIED,
@@ -477,8 +526,12 @@ async fn build(
                 .listing(handle, &path, encoding, format)
                 .await
                 .map_err(|e| match e {
-                    HandlerError::Refused(Refusal::Busy) => UNAVAILABLE,
-                    _ => FORBIDDEN,
+                    HandlerError::Refused(Refusal::Busy) => UNAVAILABLE.into(),
+                    HandlerError::Refused(reason) => Refused {
+                        status: FORBIDDEN,
+                        reason: Some(reason),
+                    },
+                    _ => Refused::from(FORBIDDEN),
                 })?;
             let body = match slot {
                 Some(slot) => Body::Shared { bytes, slot },
@@ -517,7 +570,7 @@ async fn build(
                 });
             }
             let Ok(slot) = download.sending.clone().try_acquire_owned() else {
-                return Err(UNAVAILABLE);
+                return Err(UNAVAILABLE.into());
             };
             Ok(Response {
                 status,
@@ -534,21 +587,15 @@ async fn build(
     }
 }
 
-/// The status of a refused name.
-fn refusal_status(e: &HandlerError) -> Status {
-    match e {
-        HandlerError::Refused(Refusal::NotFound) => NOT_FOUND,
-        HandlerError::Refused(Refusal::Busy) => UNAVAILABLE,
-        HandlerError::Refused(_) => FORBIDDEN,
-        _ => NOT_FOUND,
-    }
-}
-
 /// The response to a GET or HEAD of `folder`'s tar stream (`NAME.tar` with
 /// no such file): validated, ranged and resumed as a file is, from the
 /// archive's layout (its length and entity tag are known before a byte
 /// is sent); a HEAD walks the folder too.
-async fn archive(download: &Download, request: &Request, folder: &str) -> Result<Response, Status> {
+async fn archive(
+    download: &Download,
+    request: &Request,
+    folder: &str,
+) -> Result<Response, Refused> {
     // A body holds a slot from before the walk: a flood of GETs does not
     // walk more folders than it could send.
     let slot = match request.method {
@@ -561,10 +608,17 @@ async fn archive(download: &Download, request: &Request, folder: &str) -> Result
         ),
         _ => None,
     };
-    let archive = download
-        .open_archive(folder)
-        .await
-        .map_err(|e| refusal_status(&e))?;
+    let archive = match download.open_archive(folder).await {
+        Ok(archive) => archive,
+        Err(e) => {
+            // A folder that is not there is the access log's 404; a
+            // refusal says why here.
+            if !matches!(e, HandlerError::Refused(Refusal::NotFound)) {
+                info!(folder = quote(folder, QUOTE_MAX_BYTES).as_str(), reason = %e, "archive refused");
+            }
+            return Err(Refused::of(&e));
+        }
+    };
     let now = SystemTime::now();
     let layout = archive.layout();
     let version = Validators::tagged(layout.etag(), layout.newest_mtime(), now);
@@ -644,7 +698,7 @@ fn select(
     }
     headers.push(("Accept-Ranges", Cow::Borrowed("bytes")));
     let use_range = match conditional::evaluate(&request.preconditions(), Some(version), now) {
-        Decision::Failed => return Err(PRECONDITION_FAILED),
+        Decision::Failed => return Err(PRECONDITION_FAILED.into()),
         Decision::NotModified => {
             return Ok(Selected::Answered(Response {
                 status: NOT_MODIFIED,
@@ -670,11 +724,48 @@ fn select(
             (PARTIAL, start, part, headers)
         }
         Some(Err(())) => {
-            let mut response = Response::error(RANGE_NOT_SATISFIABLE);
+            let mut response = Response::error(RANGE_NOT_SATISFIABLE.into());
             response
                 .headers
                 .push(("Content-Range", Cow::Owned(range::unsatisfied_range(len))));
             return Ok(Selected::Answered(response));
         }
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_s_body_says_why_in_the_raw_protocol_s_words() {
+        let cases = [
+            (
+                Refused::of(&HandlerError::Refused(Refusal::Hidden)),
+                FORBIDDEN,
+                "403 forbidden: hidden files are not served\n",
+            ),
+            (
+                Refused::of(&HandlerError::Refused(Refusal::ArchiveTooDeep)),
+                FORBIDDEN,
+                "403 forbidden: folder too deep to archive\n",
+            ),
+            // Not found and busy say no more than their status.
+            (
+                Refused::of(&HandlerError::Refused(Refusal::NotFound)),
+                NOT_FOUND,
+                "404 not found\n",
+            ),
+            (
+                Refused::of(&HandlerError::Refused(Refusal::Busy)),
+                UNAVAILABLE,
+                "503 service unavailable\n",
+            ),
+            (Refused::from(BAD_REQUEST), BAD_REQUEST, "400 bad request\n"),
+        ];
+        for (refused, status, body) in cases {
+            assert_eq!(refused.status, status);
+            assert_eq!(String::from_utf8(refused.body()).unwrap(), body);
+        }
+    }
 }
