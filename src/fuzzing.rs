@@ -589,6 +589,11 @@ pub fn tar_roundtrip(data: &[u8]) {
             Ok((n, event)) => {
                 assert!(n <= chunk.len());
                 pos += n;
+                // A resume point is a block boundary, past the bytes
+                // read by a body's padding at most.
+                let point = reader.resume_point();
+                assert!(point.is_multiple_of(512), "resume point {point}");
+                assert!(point <= (pos as u64).div_ceil(512) * 512, "{point} past {pos}");
                 if event == Event::End || (event == Event::More && pos == data.len()) {
                     break;
                 }
@@ -713,6 +718,50 @@ pub fn tar_roundtrip(data: &[u8]) {
     }
     assert!(members.next().is_none(), "members missing");
     assert_eq!(pos, bytes.len(), "bytes after the end blocks");
+
+    // Cut anywhere: the members read whole before the cut, then those a
+    // reader resumed at the resume point reads, are all the members once.
+    let cut = data.get(..4).map_or(0, |b| {
+        u32::from_le_bytes(b.try_into().unwrap_or_default()) as usize % (bytes.len() + 1)
+    });
+    let mut names: Vec<Vec<u8>> = Vec::new();
+    let mut reader = Reader::new();
+    let mut current = None;
+    let mut pos = 0;
+    while pos < cut {
+        let (n, event) = reader.next(&bytes[pos..cut]).expect("reads back");
+        pos += n;
+        match event {
+            Event::More | Event::End => break,
+            Event::Member(m) => current = Some(m.path),
+            Event::Data(_) => {}
+            Event::MemberEnd => names.extend(current.take()),
+        }
+    }
+    let point = reader.resume_point();
+    let mut reader = Reader::resumed_at(point);
+    let mut pos = usize::try_from(point).expect("within the archive");
+    loop {
+        let (n, event) = reader.next(&bytes[pos..]).expect("the rest reads back");
+        pos += n;
+        match event {
+            Event::More => panic!("the rest ended without its end"),
+            Event::Member(m) => names.push(m.path),
+            Event::Data(_) | Event::MemberEnd => {}
+            Event::End => break,
+        }
+    }
+    let expected: Vec<Vec<u8>> = layout
+        .entries()
+        .map(|e| {
+            let mut name = e.name.clone().into_bytes();
+            if e.kind == EntryKind::Directory {
+                name.push(b'/');
+            }
+            name
+        })
+        .collect();
+    assert_eq!(names, expected, "cut at {cut}, resumed at {point}");
 }
 
 #[cfg(test)]

@@ -42,8 +42,8 @@ Exit status:
      --cert or --key file that cannot be used, or no system CAs
   3  not found, or refused by the server (404, 403, an ERR line)
   4  the transfer broke off; FILE.part is kept: run again with -c (over TLS,
-     a raw download the server closed without close_notify); a tree that
-     came as one tar stream is fetched again whole by the next get -r";
+     a raw download the server closed without close_notify); get -r -c
+     resumes a cut tar stream";
 
 /// `send --help`'s last part: examples and exit statuses.
 const SEND_HELP: &str = "\
@@ -164,13 +164,16 @@ enum Command {
         /// Where to write (default: the name's last part, here).
         #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,
-        /// Resume FILE.part left by an earlier run (Range and If-Range).
+        /// Resume FILE.part left by an earlier run (Range and If-Range);
+        /// with -r, also a cut tar stream, from its first member not yet
+        /// whole.
         #[arg(short = 'c', long = "continue")]
         resume: bool,
         /// Fetch a directory tree into the output directory: as one tar
         /// stream (NAME.tar) when the server offers it, else through its
-        /// listings, a request per file (where -c resumes each file).
-        /// A tar stream cut short is fetched again whole.
+        /// listings, a request per file. With -c, a cut tar stream
+        /// resumes at its first member not yet whole (one record in DIR
+        /// says where), and cut files of the listings resume each.
         #[arg(short, long)]
         recursive: bool,
         /// Use the raw protocol (no size check, no resume).

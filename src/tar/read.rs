@@ -116,6 +116,14 @@ pub(crate) struct Reader {
     pax: Option<Pax>,
     /// A body ended: [`Event::MemberEnd`] is due.
     end_due: bool,
+    /// Bytes taken so far.
+    taken: u64,
+    /// Where the member being read began (its pax header's block, or its
+    /// own header's), or the next one begins: [`Reader::resume_point`].
+    member_start: u64,
+    /// Where the member after the one whose body just ended begins, once
+    /// its [`Event::MemberEnd`] is returned.
+    next_start: u64,
 }
 
 impl Default for Reader {
@@ -131,15 +139,49 @@ impl Reader {
             buf: Vec::with_capacity(BLOCK_LEN),
             pax: None,
             end_due: false,
+            taken: 0,
+            member_start: 0,
+            next_start: 0,
         }
+    }
+
+    /// A reader of the same archive from `offset`, a member boundary
+    /// (a [`Reader::resume_point`] of an earlier reader): the bytes from
+    /// there are read as if from the start.
+    pub(crate) fn resumed_at(offset: u64) -> Reader {
+        Reader {
+            taken: offset,
+            member_start: offset,
+            next_start: offset,
+            ..Reader::new()
+        }
+    }
+
+    /// The offset in the archive from which a reader resumed there
+    /// ([`Reader::resumed_at`]) reads what this one has not yet reported
+    /// whole: the first block of the member whose header or body is being
+    /// read (a pax header's, when it has one), or of the next member once
+    /// a member's body has ended (past its padding, which may not have
+    /// been read yet). Every member before it was reported with its
+    /// [`Event::MemberEnd`].
+    pub(crate) fn resume_point(&self) -> u64 {
+        self.member_start
     }
 
     /// Reads from `input`: how many of its bytes were taken, and what they
     /// held. Call again with the bytes after those taken until
     /// [`Event::More`] (then with more bytes) or [`Event::End`].
     pub(crate) fn next<'a>(&mut self, input: &'a [u8]) -> Result<(usize, Event<'a>), TarError> {
+        let (n, event) = self.step(input)?;
+        self.taken += n as u64;
+        Ok((n, event))
+    }
+
+    /// [`Reader::next`], without counting the bytes taken.
+    fn step<'a>(&mut self, input: &'a [u8]) -> Result<(usize, Event<'a>), TarError> {
         if self.end_due {
             self.end_due = false;
+            self.member_start = self.next_start;
             return Ok((0, Event::MemberEnd));
         }
         let mut taken = 0;
@@ -150,6 +192,7 @@ impl Reader {
                 State::Body { left, pad } => {
                     if left == 0 {
                         self.state = State::Pad { left: pad };
+                        self.member_start = self.taken + taken as u64 + pad;
                         return Ok((taken, Event::MemberEnd));
                     }
                     if rest.is_empty() {
@@ -161,6 +204,7 @@ impl Reader {
                     if left == 0 {
                         self.state = State::Pad { left: pad };
                         self.end_due = true;
+                        self.next_start = self.taken + (taken + n) as u64 + pad;
                     }
                     return Ok((taken + n, Event::Data(&rest[..n])));
                 }
@@ -176,6 +220,10 @@ impl Reader {
                     self.state = State::Header;
                 }
                 State::Header | State::SecondZero => {
+                    if self.state == State::Header && self.buf.is_empty() && self.pax.is_none() {
+                        // A member (or the end) begins here.
+                        self.member_start = self.taken + taken as u64;
+                    }
                     let n = (BLOCK_LEN - self.buf.len()).min(rest.len());
                     self.buf.extend_from_slice(&rest[..n]);
                     taken += n;
@@ -485,6 +533,77 @@ mod tests {
         }
         out.resize(out.len() + 1024, 0);
         out
+    }
+
+    /// The members of `bytes` read by a reader resumed at `offset`.
+    fn read_from(bytes: &[u8], offset: u64) -> Vec<(Member, Vec<u8>)> {
+        let mut reader = Reader::resumed_at(offset);
+        let mut members: Vec<(Member, Vec<u8>)> = Vec::new();
+        let mut pos = offset as usize;
+        loop {
+            let (n, event) = reader.next(&bytes[pos..]).unwrap();
+            pos += n;
+            match event {
+                Event::More => panic!("the archive ended early"),
+                Event::Member(m) => members.push((m, Vec::new())),
+                Event::Data(d) => members.last_mut().unwrap().1.extend_from_slice(d),
+                Event::MemberEnd => {}
+                Event::End => return members,
+            }
+        }
+    }
+
+    #[test]
+    fn a_reader_resumed_at_its_resume_point_reads_the_members_not_yet_whole() {
+        let long = format!("top/{}", "n".repeat(150));
+        let entries = vec![
+            (entry("top", EntryKind::Directory, 0, 1), vec![]),
+            (entry("top/a", EntryKind::File, 0, 1), vec![]),
+            (entry("top/b", EntryKind::File, 700, 1), vec![3u8; 700]),
+            (entry(&long, EntryKind::File, 1024, 1), vec![4u8; 1024]),
+            (entry("top/é", EntryKind::File, 5, -7), vec![5u8; 5]),
+        ];
+        let bytes = archive(&entries);
+        let whole = read_all(&bytes, 512).unwrap();
+        for step in [1, 7, 511, 512, 513, 4096] {
+            // Cut after every `step` bytes: what a resumed reader reads
+            // from the resume point, after the members completed before
+            // the cut, is the whole archive's members.
+            let mut cut = 0;
+            while cut <= bytes.len() {
+                let mut reader = Reader::new();
+                let mut done: Vec<Member> = Vec::new();
+                let mut current: Option<Member> = None;
+                let mut pos = 0;
+                while pos < cut {
+                    let (n, event) = reader.next(&bytes[pos..cut]).unwrap();
+                    pos += n;
+                    match event {
+                        Event::More | Event::End => break,
+                        Event::Member(m) => current = Some(m),
+                        Event::Data(_) => {}
+                        Event::MemberEnd => done.extend(current.take()),
+                    }
+                }
+                let point = reader.resume_point();
+                assert_eq!(point % 512, 0, "a block boundary");
+                // Past the cut by a body's padding at most, which is
+                // never needed.
+                assert!(
+                    point <= (cut as u64).div_ceil(512) * 512,
+                    "{point} past the cut {cut}"
+                );
+                let rest = read_from(&bytes, point);
+                let names: Vec<_> = done
+                    .iter()
+                    .map(|m| m.path.clone())
+                    .chain(rest.iter().map(|(m, _)| m.path.clone()))
+                    .collect();
+                let expected: Vec<_> = whole.iter().map(|(m, _)| m.path.clone()).collect();
+                assert_eq!(names, expected, "cut at {cut}, resumed at {point}");
+                cut += step;
+            }
+        }
     }
 
     #[test]

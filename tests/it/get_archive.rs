@@ -474,13 +474,16 @@ async fn a_stream_shorter_than_its_members_is_incomplete_never_a_file() {
     let (out, out_dir, _) = against(base.path(), whole(lying)).await;
     assert_eq!(out.status.code(), Some(4), "{out:?}");
     assert!(stderr(&out).contains("before its end blocks"), "{out:?}");
-    // It does not promise a resume -r cannot do.
+    // The member in progress goes (it comes again whole on a resume),
+    // and the record says where to resume: at its header.
+    assert!(!out_dir.join("big").exists());
+    assert!(!out_dir.join("big.part").exists());
     assert!(
-        stderr(&out).contains("starts over when get -r runs again"),
+        stderr(&out).contains("get -r -c resumes it at byte 512"),
         "{out:?}"
     );
-    assert!(!out_dir.join("big").exists());
-    assert_eq!(fs::metadata(out_dir.join("big.part")).unwrap().len(), 1000);
+    let record = fs::read_to_string(out_dir.join(".switchboard-get-r.resume")).unwrap();
+    assert!(record.contains("\nat 512\n"), "{record}");
     // Cut mid-member: the response says more than the server sends.
     let base = tempfile::tempdir().unwrap();
     let mut full = member("top/", b'5', b"");
@@ -510,7 +513,7 @@ async fn a_stream_shorter_than_its_members_is_incomplete_never_a_file() {
     assert_eq!(out.status.code(), Some(4), "{out:?}");
     assert!(stderr(&out).contains("broke off"), "{out:?}");
     assert!(!out_dir.join("big").exists());
-    assert!(out_dir.join("big.part").exists());
+    assert!(!out_dir.join("big.part").exists());
     // Whole members but no end blocks: incomplete too.
     let base = tempfile::tempdir().unwrap();
     let mut endless = member("top/", b'5', b"");
@@ -718,5 +721,122 @@ async fn get_r_of_a_file_says_so_and_leaves_no_directory_and_a_folder_s_tar_is_n
     assert_eq!(saved, ["2026.tar", "download.tar"]);
     let archive = fs::read(cwd.join("2026.tar")).unwrap();
     assert_eq!(&archive[..5], b"2026/", "the folder's archive");
+    server.shutdown().await;
+}
+
+/// A relay in front of `back` that passes the first `limit` bytes of the
+/// server's answer on its first connection, then closes it; later
+/// connections pass whole. Returns its address and the request heads
+/// it saw.
+async fn cutting_relay(
+    back: SocketAddr,
+    limit: u64,
+) -> (SocketAddr, Arc<std::sync::Mutex<Vec<String>>>) {
+    let front = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = front.local_addr().unwrap();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let heads = seen.clone();
+    tokio::spawn(async move {
+        let mut first = true;
+        while let Ok((mut client, _)) = front.accept().await {
+            let cut = std::mem::take(&mut first);
+            let heads = heads.clone();
+            tokio::spawn(async move {
+                let Ok(server) = TcpStream::connect(back).await else {
+                    return;
+                };
+                let (mut from_server, mut to_server) = server.into_split();
+                let (mut from_client, mut to_client) = client.split();
+                // The request is small: read its head, keep it, pass it on.
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && head.len() < 16 * 1024 {
+                    if from_client.read_exact(&mut byte).await.is_err() {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                heads
+                    .lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(&head).into_owned());
+                if to_server.write_all(&head).await.is_err() {
+                    return;
+                }
+                let limit = if cut { limit } else { u64::MAX };
+                let mut limited = (&mut from_server).take(limit);
+                let _ = tokio::io::copy(&mut limited, &mut to_client).await;
+            });
+        }
+    });
+    (addr, seen)
+}
+
+#[tokio::test]
+async fn get_r_c_resumes_a_cut_tar_stream_at_its_first_member_not_yet_whole() {
+    let (base, root) = photos();
+    let server = server(&root);
+    // Cut inside the 3 MB file, after the smaller members came whole.
+    let (addr, heads) = cutting_relay(server.addr("dl"), 1_500_000).await;
+    let addr = addr.to_string();
+    let out_dir = base.path().join("out");
+    let args = [
+        "get",
+        &addr,
+        "photos",
+        "-r",
+        "-o",
+        out_dir.to_str().unwrap(),
+    ];
+    let out = run(&args).await;
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    let said = stderr(&out);
+    assert!(said.contains("get -r -c resumes it at byte"), "{said}");
+    let record = out_dir.join(".switchboard-get-r.resume");
+    assert!(record.is_file());
+    let written_before: usize = fs::read_dir(&out_dir)
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().is_file())
+        .count();
+    assert!(written_before >= 2, "some members came whole first");
+    // -c asks for the rest only, from a block boundary, and the tree
+    // is the source's, with no record or .part left.
+    let mut resumed = args.to_vec();
+    resumed.push("-c");
+    let out = run(&resumed).await;
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        stderr(&out).contains("resuming at byte"),
+        "{}",
+        stderr(&out)
+    );
+    let heads = heads.lock().unwrap().clone();
+    assert_eq!(heads.len(), 2, "{heads:?}");
+    let range = heads[1]
+        .lines()
+        .find_map(|l| l.strip_prefix("Range: bytes="))
+        .expect("a Range");
+    let from: u64 = range.trim_end_matches('-').parse().unwrap();
+    assert!(from > 0 && from.is_multiple_of(512) && from <= 1_500_000, "{range}");
+    assert!(heads[1].contains("If-Range: \"tar-"), "{}", heads[1]);
+    assert!(!record.exists());
+    assert_eq!(tree(&out_dir), tree(&root.join("photos")));
+    // A record of a folder that changed since: fetched whole again.
+    let (addr, _) = cutting_relay(server.addr("dl"), 1_500_000).await;
+    let addr = addr.to_string();
+    let again = base.path().join("again");
+    let args = ["get", &addr, "photos", "-r", "-o", again.to_str().unwrap()];
+    assert_eq!(run(&args).await.status.code(), Some(4));
+    fs::write(root.join("photos/new.txt"), b"new").unwrap();
+    let mut resumed = args.to_vec();
+    resumed.push("-c");
+    let out = run(&resumed).await;
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        stderr(&out).contains("the folder changed on the server"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(tree(&again), tree(&root.join("photos")));
     server.shutdown().await;
 }

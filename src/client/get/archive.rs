@@ -23,7 +23,9 @@
 //! an error, as skipped names do. Files are written to `FILE.part` and
 //! renamed when their last byte is in, with their modification time; a
 //! stream that ends before the archive's end blocks is an incomplete
-//! transfer (exit status 4), with the file being written left as `.part`.
+//! transfer (exit status 4): the file being written is removed, and a
+//! record (`tar_resume`) lets `-c` ask for the rest of the same archive
+//! from the first member not yet whole.
 
 use std::fs;
 use std::io::{self, IsTerminal, Write};
@@ -36,6 +38,7 @@ use tokio::time::timeout_at;
 use super::exchange::{Accept, Framing, NotHttp, error_words, try_request};
 use super::mirror::{MAX_COMPONENT, MAX_DEPTH, MAX_DIRS, MAX_FILES, MAX_PATH, safe_component};
 use super::part::{in_the_way, open_part, part_paths};
+use super::tar_resume::{RECORD_NAME, TarResume, record_path, remove_record};
 use super::{GetError, Run, at, progress, server_words};
 use crate::client::escape_text;
 use crate::conn::text::TextEncoding;
@@ -81,7 +84,20 @@ pub(super) async fn fetch_tree(
 ) -> Result<bool, GetError> {
     let folder = dir.trim_matches('/');
     let name = format!("{folder}.tar");
-    let (mut stream, head, rest) = match try_request(run, &name, None, Accept::Any).await {
+    let expected_top = folder.rsplit('/').next().filter(|t| !t.is_empty());
+    // -c: the record of a stream of this folder cut earlier resumes it
+    // where its first member not yet whole begins; without -c a record
+    // is stale (the tree is fetched again whole).
+    let record = if run.options.resume {
+        TarResume::read(into)
+            .map_err(|e| at(&record_path(into), e))?
+            .filter(|r| expected_top.is_none_or(|t| t == r.top))
+    } else {
+        remove_record(into);
+        None
+    };
+    let range = record.as_ref().map(|r| (r.at, r.etag.as_str()));
+    let (mut stream, head, rest) = match try_request(run, &name, range, Accept::Any).await {
         Ok(done) => done,
         Err(NotHttp::Raw) => return Ok(false),
         Err(NotHttp::Error(e)) => return Err(e),
@@ -97,9 +113,30 @@ pub(super) async fn fetch_tree(
         ));
         return Ok(false);
     }
-    if head.status != 200 || !is_folder_archive(&head) {
+    if !matches!(head.status, 200 | 206) || !is_folder_archive(&head) {
         return Ok(false);
     }
+    let resumed = match (head.status, record) {
+        (206, Some(record)) => {
+            check_continues(&record, &head).map_err(|e| e.context(&name))?;
+            Some(record)
+        }
+        (206, None) => {
+            return Err(GetError::Failed(format!(
+                "{name}: a 206 to a request without a range"
+            )));
+        }
+        (_, record) => {
+            if record.is_some() {
+                run.warn(&format!(
+                    "{name}: the folder changed on the server (or cannot resume); fetching it \
+                     whole again"
+                ));
+            }
+            remove_record(into);
+            None
+        }
+    };
     let mut framing = match (head.chunked, head.content_length) {
         (true, _) => Framing::Chunked(ChunkedDecoder::new()),
         (false, Some(length)) => Framing::Length(length),
@@ -110,26 +147,47 @@ pub(super) async fn fetch_tree(
             )));
         }
     };
-    let expected_top = folder.rsplit('/').next().filter(|t| !t.is_empty());
+    // The archive's version and length, for a record if it is cut.
+    let version = match (&resumed, &head.etag, head.content_length, head.chunked) {
+        (Some(r), _, _, _) => Some((r.etag.clone(), r.length)),
+        (None, Some(etag), Some(length), false) => Some((etag.clone(), length)),
+        _ => None,
+    };
+    let start = resumed.as_ref().map_or(0, |r| r.at);
     let mut extract = Extract {
         into,
         expected_top,
-        top: None,
-        members: 0,
+        top: resumed.as_ref().map(|r| r.top.clone()),
+        members: resumed.as_ref().map_or(0, |r| r.members),
+        completed: resumed.as_ref().map_or(0, |r| r.members),
         written,
     };
+    if let Some(r) = &resumed {
+        run.dirs = r.dirs;
+        run.skipped += r.skipped;
+        *extract.written += r.written;
+        if !run.options.quiet {
+            eprintln!(
+                "{}: resuming at byte {} of {} ({} file(s) already written)",
+                escape_text(&name),
+                r.at,
+                r.length,
+                r.written
+            );
+        }
+    }
     let bar = (!run.options.quiet && io::stderr().is_terminal()).then(|| {
         progress::bar(
             &escape_text(&name),
-            0,
-            head.content_length,
+            start,
+            version.as_ref().map(|(_, length)| *length),
             indicatif::ProgressDrawTarget::stderr(),
         )
     });
     let started = std::time::Instant::now();
-    let mut reader = Reader::new();
+    let mut reader = Reader::resumed_at(start);
     let mut current = Current::Nothing;
-    let mut received = 0u64;
+    let mut received = start;
     let mut pending = rest;
     let mut body = Vec::with_capacity(256 * 1024);
     let mut buf = vec![0u8; 256 * 1024];
@@ -181,20 +239,38 @@ pub(super) async fn fetch_tree(
         bar.finish_and_clear();
     }
     if let Err(e) = outcome {
-        let e = match current {
-            Current::File { part, .. } => e.with_suffix(&format!("; {} is kept", part.display())),
-            Current::Nothing => e,
+        if let Current::File { part, .. } = &current {
+            // Its member is sent again from its header on a resume.
+            let _ = fs::remove_file(part);
+        }
+        let GetError::Incomplete(_) = e else {
+            return Err(e);
         };
-        // A tar stream is not resumed member by member: -c does not apply
-        // to it, and the run must not say it does.
-        return Err(match e {
-            GetError::Incomplete(_) => e.with_suffix(
-                "; a folder's tar stream starts over when get -r runs again (to resume one, \
-                 save it as a file: get NAME.tar, then get NAME.tar -c)",
-            ),
-            e => e,
+        // What a resume needs, when the stream said its version and the
+        // folder's first member came.
+        let record = match (version, &extract.top) {
+            (Some((etag, length)), Some(top)) if reader.resume_point() < length => {
+                Some(TarResume {
+                    etag,
+                    length,
+                    at: reader.resume_point(),
+                    top: top.clone(),
+                    members: extract.completed,
+                    dirs: run.dirs,
+                    skipped: run.skipped,
+                    written: *extract.written,
+                })
+            }
+            _ => None,
+        };
+        return Err(match record.map(|r| r.write(into).map(|()| r.at)) {
+            Some(Ok(at)) => e.with_suffix(&format!(
+                "; get -r -c resumes it at byte {at} (the first member not yet whole)"
+            )),
+            _ => e.with_suffix("; get -r fetches the folder again whole"),
         });
     }
+    remove_record(into);
     if !run.options.quiet {
         let secs = started.elapsed().as_secs_f64().max(1e-6);
         eprintln!(
@@ -217,6 +293,8 @@ struct Extract<'a> {
     /// Members read so far, skipped ones and directories that exist
     /// already included: capped by [`MAX_MEMBERS`].
     members: usize,
+    /// Members read whole (their ends reached): what a resume counts.
+    completed: usize,
     written: &'a mut usize,
 }
 
@@ -257,6 +335,7 @@ impl Extract<'_> {
                     }
                 }
                 Event::MemberEnd => {
+                    self.completed += 1;
                     if let Current::File {
                         file,
                         part,
@@ -438,6 +517,40 @@ impl Extract<'_> {
         }
         Ok(Some(at_path))
     }
+}
+
+/// Checks that `head`, a 206 to a resume of `record`, continues the same
+/// archive from the record's offset to its end.
+fn check_continues(record: &TarResume, head: &ResponseHead) -> Result<(), GetError> {
+    let refuse = |what: String| {
+        Err(GetError::Failed(format!(
+            "refused the resume: {what} (remove {} to fetch the folder whole)",
+            RECORD_NAME
+        )))
+    };
+    if head.etag.as_deref() != Some(record.etag.as_str()) {
+        return refuse(format!(
+            "another version of the archive (validator {} instead of {})",
+            server_words(
+                head.etag.as_deref().unwrap_or("none").as_bytes(),
+                TextEncoding::Utf8
+            ),
+            record.etag
+        ));
+    }
+    let Some(range) = head.content_range else {
+        return refuse("a 206 without a Content-Range".into());
+    };
+    if range.first != record.at || range.total != record.length || range.last + 1 != range.total {
+        return refuse(format!(
+            "a range {}-{}/{} where bytes {}- of {} were asked for",
+            range.first, range.last, range.total, record.at, record.length
+        ));
+    }
+    if head.chunked || head.content_length != Some(range.len()) {
+        return refuse("a 206 whose length is not its range's".into());
+    }
+    Ok(())
 }
 
 /// What a tar type flag is, said.

@@ -51,6 +51,7 @@ mod file;
 mod mirror;
 mod part;
 mod progress;
+mod tar_resume;
 
 use std::cell::Cell;
 use std::fs;
