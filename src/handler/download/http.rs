@@ -698,7 +698,7 @@ fn select(
     }
     headers.push(("Accept-Ranges", Cow::Borrowed("bytes")));
     let use_range = match conditional::evaluate(&request.preconditions(), Some(version), now) {
-        Decision::Failed => return Err(PRECONDITION_FAILED.into()),
+        Decision::Failed => return Err(PRECONDITION_FAILED),
         Decision::NotModified => {
             return Ok(Selected::Answered(Response {
                 status: NOT_MODIFIED,
