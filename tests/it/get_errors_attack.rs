@@ -650,3 +650,63 @@ async fn a_refused_archive_s_403_is_short_whatever_the_name_and_a_head_has_no_bo
     assert!(answer.ends_with(b"fine"), "still serving");
     server.shutdown().await;
 }
+
+/// The daemon's "archive refused" line, against a client that names a
+/// long hidden folder with escapes in it: the folder is quoted escaped
+/// and cut (`quote` at 256 bytes), the line stays short; the access log's
+/// line for it too.
+#[tokio::test]
+async fn the_archive_refused_log_line_is_bounded_and_escaped() {
+    let base = tempfile::tempdir().expect("tempdir");
+    let root = base.path().join("root");
+    fs::create_dir_all(&root).unwrap();
+    let config = base.path().join("switchboard.toml");
+    fs::write(
+        &config,
+        common::listener("dl", "download", &format!("root = '{}'", root.display())),
+    )
+    .unwrap();
+    let mut daemon = tokio::task::spawn_blocking(move || crate::cli::Daemon::start(&config))
+        .await
+        .expect("daemon thread");
+    let addr = daemon.addr("dl");
+    let short = exchange(
+        addr,
+        b"GET /.x%1b%5b2J%07y.tar HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(short.starts_with(b"HTTP/1.1 403"), "{short:?}");
+    let name = format!(".{}%1b%5b2J%07", "a".repeat(3000));
+    let answer = exchange(
+        addr,
+        format!("GET /{name}.tar HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await;
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 403"), "{text}");
+    let (line, log) = tokio::task::spawn_blocking(move || {
+        let first = daemon.wait_for_log("archive refused");
+        // Escaped by `quote`, and its backslash once more by the log's
+        // quoting of a string field: shown, never a raw ESC or BEL.
+        assert!(
+            first.contains(r"u{1b}[2J") && first.contains(r"u{7}y"),
+            "{first}"
+        );
+        let line = daemon.wait_for_log("archive refused");
+        let log = daemon.log_now().to_vec();
+        daemon.signal("TERM");
+        daemon.wait_exit(LIMIT);
+        (line, log)
+    })
+    .await
+    .expect("daemon thread");
+    assert!(line.len() < 1024, "{} bytes: {line}", line.len());
+    assert!(line.contains("hidden files are not served"), "{line}");
+    for line in &log {
+        assert!(line.len() < 2048, "{} bytes: {line}", line.len());
+        assert!(
+            !line.contains('\u{1b}') && !line.contains('\u{7}'),
+            "{line:?}"
+        );
+    }
+}
