@@ -22,6 +22,7 @@ mod echo;
 mod fairness;
 mod get_archive;
 mod get_archive_attack;
+mod get_resume_attack;
 mod history;
 mod hostile_server;
 mod http;
