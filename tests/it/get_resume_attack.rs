@@ -783,3 +783,35 @@ async fn a_promised_resume_is_one() {
         "promised a resume, then asked for the whole archive: {heads:?}"
     );
 }
+
+/// The directory cap holds across a cut: 6000 directories before it and
+/// 6000 after make more than 10 000 in the run that resumes, which stops
+/// there (the record carries the count).
+#[tokio::test]
+async fn the_directory_cap_holds_across_a_resume() {
+    let base = tempfile::tempdir().unwrap();
+    let mut before = member("top/", b'5', b"");
+    for i in 0..6000 {
+        before.extend(member(&format!("top/d{i}/"), b'5', b""));
+    }
+    let mut tail = Vec::new();
+    for i in 0..6000 {
+        tail.extend(member(&format!("top/e{i}/"), b'5', b""));
+    }
+    tail.extend(end());
+    let out_dir = cut_first(base.path(), "top", &before, &tail).await;
+    assert!(
+        fs::read_to_string(out_dir.join(RECORD))
+            .unwrap()
+            .contains("\ndirs 6000\n")
+    );
+    let (out, _) = resume(&out_dir, "top", honest(before.len(), &tail)).await;
+    let said = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.contains("more than 10000 directories"), "{said}");
+    let made = fs::read_dir(&out_dir)
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().is_dir())
+        .count();
+    assert_eq!(made, 10_000);
+}
