@@ -501,6 +501,10 @@ async fn a_record_that_is_a_fifo_a_directory_or_a_symlink_is_refused_without_wai
 /// panics ("attempt to add with overflow"); a release build wraps, and
 /// `skipped` wrapping to 0 turns a run that skipped a member into one
 /// that exits 0, "complete"; `members` wrapping restarts the member cap.
+/// (Checked by hand with the release binary: `skipped` at usize::MAX and
+/// a skipped symlink in the tail end the resumed run with exit 0.) The
+/// record can come from the server itself: see
+/// `an_archive_cannot_plant_its_own_resume_record`.
 #[tokio::test]
 #[ignore = "attack6: counts in the record are unbounded and overflow (panic in debug, wrap in release: a skipped member no longer fails the run)"]
 async fn huge_counts_in_a_record_do_not_overflow() {
