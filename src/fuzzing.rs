@@ -593,7 +593,10 @@ pub fn tar_roundtrip(data: &[u8]) {
                 // read by a body's padding at most.
                 let point = reader.resume_point();
                 assert!(point.is_multiple_of(512), "resume point {point}");
-                assert!(point <= (pos as u64).div_ceil(512) * 512, "{point} past {pos}");
+                assert!(
+                    point <= (pos as u64).div_ceil(512) * 512,
+                    "{point} past {pos}"
+                );
                 if event == Event::End || (event == Event::More && pos == data.len()) {
                     break;
                 }

@@ -817,7 +817,10 @@ async fn get_r_c_resumes_a_cut_tar_stream_at_its_first_member_not_yet_whole() {
         .find_map(|l| l.strip_prefix("Range: bytes="))
         .expect("a Range");
     let from: u64 = range.trim_end_matches('-').parse().unwrap();
-    assert!(from > 0 && from.is_multiple_of(512) && from <= 1_500_000, "{range}");
+    assert!(
+        from > 0 && from.is_multiple_of(512) && from <= 1_500_000,
+        "{range}"
+    );
     assert!(heads[1].contains("If-Range: \"tar-"), "{}", heads[1]);
     assert!(!record.exists());
     assert_eq!(tree(&out_dir), tree(&root.join("photos")));

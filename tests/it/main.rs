@@ -23,6 +23,7 @@ mod fairness;
 mod get_archive;
 mod get_archive_attack;
 mod get_errors_attack;
+mod get_resume_attack;
 mod history;
 mod hostile_server;
 mod http;
