@@ -1,7 +1,9 @@
 //! What the clients write of a server's words: text in which nothing can
 //! drive a terminal. C0 controls (but tab and newline), DEL and C1
-//! controls (U+0080 to U+009F) become visible escapes (`\x1b`, `\x7f`,
-//! `\u{9b}`), as do bytes that are not valid UTF-8 (`\x9b`); everything
+//! controls (U+0080 to U+009F) and the bidirectional overrides and
+//! isolates (U+202A to U+202E, U+2066 to U+2069) become visible escapes
+//! (`\x1b`, `\x7f`, `\u{9b}`, `\u{202e}`), as do bytes that are not valid
+//! UTF-8 (`\x9b`); everything
 //! else, backslashes included, is written as it is. `--raw` skips this
 //! and writes a server's bytes unchanged.
 
@@ -13,7 +15,18 @@ use crate::conn::text::TextEncoding;
 /// True for a character a terminal may act on: C0 but tab and newline,
 /// DEL, and C1.
 fn is_dangerous(c: char) -> bool {
-    (c.is_control() && c != '\t' && c != '\n') || ('\u{80}'..='\u{9f}').contains(&c)
+    (c.is_control() && c != '\t' && c != '\n')
+        || ('\u{80}'..='\u{9f}').contains(&c)
+        || is_bidi_override(c)
+}
+
+/// The bidirectional embeddings, overrides and isolates (U+202A to U+202E,
+/// U+2066 to U+2069): they reorder the text around them on a terminal that
+/// lays out right-to-left text, so a server's words could show as others
+/// ("Trojan Source", CVE-2021-42574). The marks (U+200E, U+200F, U+061C)
+/// reorder nothing and stay.
+fn is_bidi_override(c: char) -> bool {
+    ('\u{202a}'..='\u{202e}').contains(&c) || ('\u{2066}'..='\u{2069}').contains(&c)
 }
 
 /// `text` with every control character a terminal would act on replaced
@@ -105,6 +118,10 @@ mod tests {
             (b"raw c1 \x9b2J", "raw c1 \\x9b2J"),
             (b"bad \xff\xfe utf8", "bad \\xff\\xfe utf8"),
             ("\u{a0}nbsp and é".as_bytes(), "\u{a0}nbsp and é"),
+            (
+                "rlo \u{202e}txt.exe lri \u{2066}x\u{2069} rlm \u{200f}".as_bytes(),
+                "rlo \\u{202e}txt.exe lri \\u{2066}x\\u{2069} rlm \u{200f}",
+            ),
         ];
         for (input, expected) in table {
             assert_eq!(

@@ -38,7 +38,7 @@ use tokio::time::timeout_at;
 use super::exchange::{Accept, Framing, NotHttp, error_words, try_request};
 use super::mirror::{MAX_COMPONENT, MAX_DEPTH, MAX_DIRS, MAX_FILES, MAX_PATH, safe_component};
 use super::part::{in_the_way, open_part, part_paths};
-use super::tar_resume::{RECORD_NAME, TarResume, record_path, remove_record};
+use super::tar_resume::{TarResume, record_path, remove_record};
 use super::{GetError, Run, at, progress, server_words};
 use crate::client::escape_text;
 use crate::conn::text::TextEncoding;
@@ -47,7 +47,7 @@ use crate::tar::read::{Event, Kind, Member, Reader};
 
 /// Most members read from one archive: the folder, and as many files and
 /// directories as `-r` takes.
-const MAX_MEMBERS: usize = 1 + MAX_FILES + MAX_DIRS;
+pub(super) const MAX_MEMBERS: usize = 1 + MAX_FILES + MAX_DIRS;
 
 /// True when `head` is a switchboard server's archive of a folder.
 pub(super) fn is_folder_archive(head: &ResponseHead) -> bool {
@@ -90,7 +90,7 @@ pub(super) async fn fetch_tree(
     // is stale (the tree is fetched again whole).
     let record = if run.options.resume {
         TarResume::read(into)
-            .map_err(|e| at(&record_path(into), e))?
+            .map_err(|e| at(&record_path(into).unwrap_or_default(), e))?
             .filter(|r| expected_top.is_none_or(|t| t == r.top))
     } else {
         remove_record(into);
@@ -99,9 +99,18 @@ pub(super) async fn fetch_tree(
     let range = record.as_ref().map(|r| (r.at, r.etag.as_str()));
     let (mut stream, head, rest) = match try_request(run, &name, range, Accept::Any).await {
         Ok(done) => done,
-        Err(NotHttp::Raw) => return Ok(false),
+        Err(NotHttp::Raw) => {
+            remove_record(into);
+            return Ok(false);
+        }
         Err(NotHttp::Error(e)) => return Err(e),
     };
+    let resuming = head.status == 206 && is_folder_archive(&head);
+    if !resuming {
+        // Answered otherwise: whatever follows (the whole archive, the
+        // listings) makes the record stale.
+        remove_record(into);
+    }
     if matches!(head.status, 403 | 503) {
         // A server with archives that would not make this one (too large,
         // too deep, busy): the listings may still serve the tree, but the
@@ -118,7 +127,8 @@ pub(super) async fn fetch_tree(
     }
     let resumed = match (head.status, record) {
         (206, Some(record)) => {
-            check_continues(&record, &head).map_err(|e| e.context(&name))?;
+            check_continues(&record, &head, &record_path(into).unwrap_or_default())
+                .map_err(|e| e.context(&name))?;
             Some(record)
         }
         (206, None) => {
@@ -133,7 +143,6 @@ pub(super) async fn fetch_tree(
                      whole again"
                 ));
             }
-            remove_record(into);
             None
         }
     };
@@ -521,11 +530,15 @@ impl Extract<'_> {
 
 /// Checks that `head`, a 206 to a resume of `record`, continues the same
 /// archive from the record's offset to its end.
-fn check_continues(record: &TarResume, head: &ResponseHead) -> Result<(), GetError> {
+fn check_continues(
+    record: &TarResume,
+    head: &ResponseHead,
+    record_at: &Path,
+) -> Result<(), GetError> {
     let refuse = |what: String| {
         Err(GetError::Failed(format!(
             "refused the resume: {what} (remove {} to fetch the folder whole)",
-            RECORD_NAME
+            record_at.display()
         )))
     };
     if head.etag.as_deref() != Some(record.etag.as_str()) {

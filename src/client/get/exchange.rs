@@ -122,7 +122,7 @@ const MAX_ERROR_BODY: usize = 512;
 /// short `text/plain` with a `Content-Length` (a switchboard server's
 /// `403 forbidden: hidden files are not served`), else its status and
 /// reason phrase (`404 Not Found`). At most [`MAX_ERROR_BODY`] bytes are
-/// read, within the run's wait; bounded and escaped for a terminal.
+/// read, all within one wait; bounded and escaped for a terminal.
 pub(super) async fn error_words(
     run: &Run<'_>,
     stream: &mut Stream,
@@ -145,13 +145,11 @@ pub(super) async fn error_words(
     }
     let mut body = rest[..rest.len().min(length)].to_vec();
     let mut buf = [0u8; MAX_ERROR_BODY];
+    // One wait for the whole body: it is a message, not progress, and a
+    // server dripping it must not hold the run a timeout a byte.
+    let until = run.wait_until();
     while body.len() < length {
-        match timeout_at(
-            run.wait_until(),
-            stream.read(&mut buf[..length - body.len()]),
-        )
-        .await
-        {
+        match timeout_at(until, stream.read(&mut buf[..length - body.len()])).await {
             Ok(Ok(n)) if n > 0 => body.extend_from_slice(&buf[..n]),
             _ => return fallback(),
         }

@@ -247,7 +247,7 @@ async fn fetch_listing(run: &Run<'_>, dir: &str) -> Result<Vec<u8>, GetError> {
             let words = error_words(run, &mut stream, &head, &rest).await;
             // The folder named on the command line (no other was listed
             // yet) is not there: perhaps it is a file.
-            let hint = if head.status == 404 && run.dirs == 0 {
+            let hint = if head.status == 404 && run.dirs == 0 && !dir.trim_matches('/').is_empty() {
                 format!(
                     " (get -r fetches a folder; if {} is a file, get without -r saves it)",
                     dir.trim_end_matches('/')

@@ -263,7 +263,8 @@ pub async fn get(options: &GetOptions) -> Result<usize, GetError> {
                 output.display()
             )));
         }
-        let created = !output.exists();
+        // What this run makes: the output and the parents it lacks.
+        let made = missing_dirs(&output);
         fs::create_dir_all(&output).map_err(|e| at(&output, e))?;
         // One tar stream when the server offers the folder as one; the
         // listings otherwise (and always over the raw protocol).
@@ -277,10 +278,15 @@ pub async fn get(options: &GetOptions) -> Result<usize, GetError> {
         }
         .await;
         if let Err(e) = fetched {
-            if created {
-                // Nothing is left behind for a tree that never came (a
-                // directory that is not empty stays).
-                let _ = fs::remove_dir(&output);
+            // Nothing is left behind for a tree that never came: the
+            // empty folders it made, the output and its parents (a
+            // folder that is not empty stays; a cut tree stays whole for
+            // -c).
+            if !made.is_empty() && written == 0 && !matches!(e, GetError::Incomplete(_)) {
+                remove_empty_tree(&output, mirror::MAX_DEPTH + 2);
+                for dir in &made {
+                    let _ = fs::remove_dir(dir);
+                }
             }
             return Err(e);
         }
@@ -307,19 +313,60 @@ pub async fn get(options: &GetOptions) -> Result<usize, GetError> {
     fetch_file(&mut run, &name, &output).await.map(|_| 1)
 }
 
+/// `path` and those of its parents that do not exist, deepest first: what
+/// `create_dir_all` would make.
+fn missing_dirs(path: &Path) -> Vec<PathBuf> {
+    let mut missing = Vec::new();
+    let mut at = Some(path);
+    while let Some(dir) = at {
+        if dir.as_os_str().is_empty() || fs::symlink_metadata(dir).is_ok() {
+            break;
+        }
+        missing.push(dir.to_owned());
+        at = dir.parent();
+    }
+    missing
+}
+
+/// Removes the empty folders under `dir` and `dir` itself if it is left
+/// empty, `depth` levels down at most; never through a symlink, and
+/// nothing that is not an empty folder.
+fn remove_empty_tree(dir: &Path, depth: usize) {
+    if depth == 0 {
+        return;
+    }
+    if let Ok(entries) = fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_empty_tree(&entry.path(), depth - 1);
+            }
+        }
+    }
+    let _ = fs::remove_dir(dir);
+}
+
 /// Where `get` saves `name` when no `-o` is given, in the current
 /// directory: its last component; for a folder's own archive
 /// (`docs/.tar`) the folder's name with `.tar`, never a hidden `.tar`; and
 /// `download` (or `download.tar`) for the root, which has no name.
 fn default_output(name: &str) -> String {
-    let mut parts = name.trim_end_matches('/').rsplit('/');
-    match parts.next().filter(|n| !n.is_empty()) {
-        Some(".tar") => {
-            let folder = parts.next().filter(|n| !n.is_empty()).unwrap_or("download");
-            format!("{folder}.tar")
+    // The path as the server resolves it: no empty or `.` parts, and a
+    // `..` undoing the part before it.
+    let mut parts: Vec<&str> = Vec::new();
+    for part in name.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            part => parts.push(part),
         }
-        Some(last) => last.to_owned(),
-        None => "download".to_owned(),
+    }
+    match parts.as_slice() {
+        [.., folder, ".tar"] => format!("{folder}.tar"),
+        [".tar"] => "download.tar".to_owned(),
+        [.., last] => (*last).to_owned(),
+        [] => "download".to_owned(),
     }
 }
 
@@ -365,6 +412,13 @@ mod server_words_tests {
             ("docs/nested/.tar", "nested.tar"),
             (".tar", "download.tar"),
             ("", "download"),
+            // Never a hidden `..tar` or `...tar` (attack5).
+            ("docs/./.tar", "docs.tar"),
+            ("./.tar", "download.tar"),
+            ("a/../.tar", "download.tar"),
+            ("docs//.tar", "docs.tar"),
+            ("docs/nested/../.tar", "docs.tar"),
+            ("..", "download"),
         ];
         for (name, output) in cases {
             assert_eq!(default_output(name), output, "{name:?}");

@@ -2,19 +2,27 @@
 //! the archive's version (its `ETag` and length), the offset of the first
 //! member not yet extracted whole (a member boundary, so the rest is read
 //! as an archive of its own), and what the run had counted (the folder's
-//! name, members, directories, names skipped). Kept in the output
-//! directory as [`RECORD_NAME`], written only when a stream is cut and
-//! removed when the tree is complete or fetched again without `-c`; read
-//! and written as a regular file only, never through a symlink, and at
-//! most [`MAX_RECORD`] bytes of it are read.
+//! name, members, directories, names skipped). Kept beside the output
+//! directory, as `DIR` and [`RECORD_SUFFIX`] (outside the tree, so no
+//! member of an archive can be it, replace it or be removed as it),
+//! written only when a stream is cut and removed when the tree is
+//! complete, fetched again, or fetched otherwise; read and written as a
+//! regular file only, never through a symlink, and at most
+//! [`MAX_RECORD`] bytes of it are read; its counts are bounded by the
+//! run's caps.
 
 use std::fs;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-/// The record's file name, in the output directory.
-pub(super) const RECORD_NAME: &str = ".switchboard-get-r.resume";
+use super::archive::MAX_MEMBERS;
+use super::mirror::{MAX_DIRS, MAX_FILES};
+
+/// What the record's name adds to the output directory's.
+pub(super) const RECORD_SUFFIX: &str = ".get-r.resume";
+/// Longest entity tag kept (and sent back in `If-Range`).
+const MAX_ETAG: usize = 256;
 /// Longest record read.
 const MAX_RECORD: u64 = 4096;
 /// The record's first line: its format.
@@ -42,9 +50,13 @@ pub(super) struct TarResume {
     pub written: usize,
 }
 
-/// The record's path in `into`.
-pub(super) fn record_path(into: &Path) -> PathBuf {
-    into.join(RECORD_NAME)
+/// The record's path: beside the directory `into` (which exists),
+/// `DIR.get-r.resume`; `None` for a directory without a name (`/`).
+pub(super) fn record_path(into: &Path) -> Option<PathBuf> {
+    let dir = fs::canonicalize(into).ok()?;
+    let mut name = dir.file_name()?.to_os_string();
+    name.push(RECORD_SUFFIX);
+    Some(dir.with_file_name(name))
 }
 
 impl TarResume {
@@ -52,10 +64,13 @@ impl TarResume {
     /// not one (too long, another format, a value that does not parse); an
     /// error for a symlink or a file that cannot be read.
     pub(super) fn read(into: &Path) -> io::Result<Option<TarResume>> {
+        let Some(path) = record_path(into) else {
+            return Ok(None);
+        };
         let file = fs::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-            .open(record_path(into));
+            .open(path);
         let file = match file {
             Ok(file) => file,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -96,12 +111,19 @@ impl TarResume {
         let skipped = field("skipped")?.parse().ok()?;
         let written = field("written")?.parse().ok()?;
         let plain = |t: &str| !t.is_empty() && t.bytes().all(|b| (b' '..=b'~').contains(&b));
+        // Counts a run could have reached: a record that says more is
+        // not one (it would reset or overflow the caps).
         let fits = plain(&etag)
-            && etag.len() <= 256
+            && etag.len() <= MAX_ETAG
             && at <= length
             && at.is_multiple_of(512)
             && !top.is_empty()
-            && !top.contains(['/', '\n']);
+            && !top.contains(['/', '\n'])
+            && members <= MAX_MEMBERS
+            && dirs <= MAX_DIRS
+            && written <= MAX_FILES
+            && written <= members
+            && skipped <= members;
         fits.then_some(TarResume {
             etag,
             length,
@@ -130,26 +152,35 @@ impl TarResume {
         )
     }
 
-    /// Writes the record into `into` (mode 0644), never through a symlink.
+    /// Writes the record beside `into` (mode 0644), never through a
+    /// symlink; an error, and nothing written, for a record the next run
+    /// would not read back (an entity tag too long, say).
     pub(super) fn write(&self, into: &Path) -> io::Result<()> {
+        let text = self.text();
+        if TarResume::parse(&text).as_ref() != Some(self) {
+            return Err(io::Error::other("not a record that reads back"));
+        }
+        let path = record_path(into).ok_or_else(|| io::Error::other("no place for it"))?;
         let mut file = fs::OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
             .mode(0o644)
             .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-            .open(record_path(into))?;
+            .open(path)?;
         if !file.metadata()?.is_file() {
             return Err(io::Error::other("not a regular file"));
         }
-        file.write_all(self.text().as_bytes())
+        file.write_all(text.as_bytes())
     }
 }
 
 /// Removes the record in `into`, if there is one (a symlink there is
 /// removed as itself, never followed).
 pub(super) fn remove_record(into: &Path) {
-    let _ = fs::remove_file(record_path(into));
+    if let Some(path) = record_path(into) {
+        let _ = fs::remove_file(path);
+    }
 }
 
 #[cfg(test)]
@@ -171,10 +202,16 @@ mod tests {
 
     #[test]
     fn a_record_reads_back_and_anything_else_is_none() {
-        let dir = tempfile::tempdir().unwrap();
-        assert_eq!(TarResume::read(dir.path()).unwrap(), None);
-        record().write(dir.path()).unwrap();
-        assert_eq!(TarResume::read(dir.path()).unwrap(), Some(record()));
+        let base = tempfile::tempdir().unwrap();
+        let dir = base.path().join("photos");
+        fs::create_dir(&dir).unwrap();
+        let dir = dir.as_path();
+        assert_eq!(TarResume::read(dir).unwrap(), None);
+        record().write(dir).unwrap();
+        // Beside the tree, never in it.
+        assert!(base.path().join("photos.get-r.resume").is_file());
+        assert_eq!(fs::read_dir(dir).unwrap().count(), 0);
+        assert_eq!(TarResume::read(dir).unwrap(), Some(record()));
         let text = record().text();
         let cases = [
             text.replace("resume 1", "resume 2"),
@@ -185,25 +222,40 @@ mod tests {
             text.replace("\"tar-0123abcd\"", "\"tar-\u{1b}\""),
             text.replace("members 7", "members -1"),
             text.replace("written 4\n", ""),
+            // Counts no run reaches: they would reset or overflow a cap.
+            text.replace("members 7", &format!("members {}", usize::MAX)),
+            text.replace("dirs 2", &format!("dirs {}", MAX_DIRS + 1)),
+            text.replace("skipped 1", "skipped 8"),
+            text.replace("written 4", "written 8"),
             "x".repeat(5000),
         ];
+        let path = record_path(dir).unwrap();
         for case in cases {
-            fs::write(record_path(dir.path()), &case).unwrap();
-            assert_eq!(TarResume::read(dir.path()).unwrap(), None, "{case:?}");
+            fs::write(&path, &case).unwrap();
+            assert_eq!(TarResume::read(dir).unwrap(), None, "{case:?}");
         }
-        remove_record(dir.path());
-        assert!(!record_path(dir.path()).exists());
+        remove_record(dir);
+        assert!(!path.exists());
+        // One that would not read back is not written.
+        let long = TarResume {
+            etag: format!("\"tar-{}\"", "0".repeat(300)),
+            ..record()
+        };
+        assert!(long.write(dir).is_err());
+        assert!(!path.exists());
     }
 
     #[test]
     fn a_symlink_is_never_followed() {
-        let dir = tempfile::tempdir().unwrap();
-        let elsewhere = dir.path().join("elsewhere");
+        let base = tempfile::tempdir().unwrap();
+        let dir = base.path().join("photos");
+        fs::create_dir(&dir).unwrap();
+        let elsewhere = base.path().join("elsewhere");
         fs::write(&elsewhere, record().text()).unwrap();
-        std::os::unix::fs::symlink(&elsewhere, record_path(dir.path())).unwrap();
-        assert!(TarResume::read(dir.path()).is_err());
-        assert!(record().write(dir.path()).is_err());
-        remove_record(dir.path());
+        std::os::unix::fs::symlink(&elsewhere, record_path(&dir).unwrap()).unwrap();
+        assert!(TarResume::read(&dir).is_err());
+        assert!(record().write(&dir).is_err());
+        remove_record(&dir);
         assert!(elsewhere.exists(), "the link went, not its target");
     }
 }

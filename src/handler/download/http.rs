@@ -119,7 +119,7 @@ impl Refused {
     fn of(e: &HandlerError) -> Refused {
         match e {
             HandlerError::Refused(Refusal::NotFound) => NOT_FOUND.into(),
-            HandlerError::Refused(Refusal::Busy) => UNAVAILABLE.into(),
+            HandlerError::Refused(Refusal::Busy | Refusal::ShuttingDown) => UNAVAILABLE.into(),
             HandlerError::Refused(reason) => Refused {
                 status: FORBIDDEN,
                 reason: Some(*reason),
@@ -526,11 +526,7 @@ async fn build(
                 .listing(handle, &path, encoding, format)
                 .await
                 .map_err(|e| match e {
-                    HandlerError::Refused(Refusal::Busy) => UNAVAILABLE.into(),
-                    HandlerError::Refused(reason) => Refused {
-                        status: FORBIDDEN,
-                        reason: Some(reason),
-                    },
+                    HandlerError::Refused(_) => Refused::of(&e),
                     _ => Refused::from(FORBIDDEN),
                 })?;
             let body = match slot {
