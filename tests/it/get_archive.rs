@@ -23,7 +23,7 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::common::{self, LIMIT, TestServer};
 
 /// Runs `switchboard ARGS`, off the runtime, bounded.
-async fn run(args: &[&str]) -> Output {
+pub(crate) async fn run(args: &[&str]) -> Output {
     let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
     tokio::task::spawn_blocking(move || {
         let mut child = crate::cli::switchboard()
@@ -42,7 +42,7 @@ async fn run(args: &[&str]) -> Output {
 
 /// Runs `switchboard ARGS` in the directory `cwd`, off the runtime,
 /// bounded: where `get` saves without `-o`.
-async fn run_in(cwd: &Path, args: &[&str]) -> Output {
+pub(crate) async fn run_in(cwd: &Path, args: &[&str]) -> Output {
     let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
     let cwd = cwd.to_owned();
     tokio::task::spawn_blocking(move || {
@@ -60,7 +60,7 @@ async fn run_in(cwd: &Path, args: &[&str]) -> Output {
     .expect("client thread")
 }
 
-fn stderr(out: &Output) -> String {
+pub(crate) fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
@@ -298,7 +298,7 @@ async fn fake_server(listener: TcpListener, answer: Answer) {
 
 /// A `ustar` header block: `name` (at most 100 bytes), type `flag`,
 /// `size`, a link name; its checksum set.
-fn header(name: &[u8], flag: u8, size: u64, link: &[u8]) -> Vec<u8> {
+pub(crate) fn header(name: &[u8], flag: u8, size: u64, link: &[u8]) -> Vec<u8> {
     let mut b = vec![0u8; 512];
     b[..name.len()].copy_from_slice(name);
     b[100..108].copy_from_slice(b"0000644\0");
@@ -317,14 +317,14 @@ fn header(name: &[u8], flag: u8, size: u64, link: &[u8]) -> Vec<u8> {
 }
 
 /// A member: its header, body and padding.
-fn member(name: &str, flag: u8, body: &[u8]) -> Vec<u8> {
+pub(crate) fn member(name: &str, flag: u8, body: &[u8]) -> Vec<u8> {
     let mut out = header(name.as_bytes(), flag, body.len() as u64, b"");
     out.extend_from_slice(body);
     out.resize(out.len().div_ceil(512) * 512, 0);
     out
 }
 
-fn end() -> Vec<u8> {
+pub(crate) fn end() -> Vec<u8> {
     vec![0u8; 1024]
 }
 

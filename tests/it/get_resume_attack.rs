@@ -7,13 +7,14 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Output, Stdio};
+use std::process::Output;
 use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::common::{self, LIMIT, TestServer};
+use crate::get_archive::{end, header, member, run, stderr};
 
 /// What the record's name adds to the output directory's: it sits beside
 /// the tree, never in it.
@@ -30,61 +31,8 @@ fn record_of(out_dir: &Path) -> PathBuf {
 }
 const ETAG: &str = "\"tar-00ff00ff\"";
 
-/// Runs `switchboard ARGS`, off the runtime, bounded.
-async fn run(args: &[&str]) -> Output {
-    let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
-    tokio::task::spawn_blocking(move || {
-        let child = crate::cli::switchboard()
-            .args(&args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start switchboard");
-        crate::cli::wait_output(child, LIMIT)
-    })
-    .await
-    .expect("client thread")
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// A `ustar` header block: `name` (at most 100 bytes), type `flag`,
-/// `size`, a link name; its checksum set.
-fn header(name: &[u8], flag: u8, size: u64, link: &[u8]) -> Vec<u8> {
-    let mut b = vec![0u8; 512];
-    b[..name.len()].copy_from_slice(name);
-    b[100..108].copy_from_slice(b"0000644\0");
-    b[108..116].copy_from_slice(b"0000000\0");
-    b[116..124].copy_from_slice(b"0000000\0");
-    b[124..136].copy_from_slice(format!("{size:011o}\0").as_bytes());
-    b[136..148].copy_from_slice(b"14000000000\0");
-    b[156] = flag;
-    b[157..157 + link.len()].copy_from_slice(link);
-    b[257..263].copy_from_slice(b"ustar\0");
-    b[263..265].copy_from_slice(b"00");
-    b[148..156].fill(b' ');
-    let sum: u32 = b.iter().map(|&x| u32::from(x)).sum();
-    b[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
-    b
-}
-
-/// A member: its header, body and padding.
-fn member(name: &str, flag: u8, body: &[u8]) -> Vec<u8> {
-    let mut out = header(name.as_bytes(), flag, body.len() as u64, b"");
-    out.extend_from_slice(body);
-    out.resize(out.len().div_ceil(512) * 512, 0);
-    out
-}
-
 fn link(name: &str, flag: u8, target: &str) -> Vec<u8> {
     header(name.as_bytes(), flag, 0, target.as_bytes())
-}
-
-fn end() -> Vec<u8> {
-    vec![0u8; 1024]
 }
 
 /// A fake server: connection `i` gets `answers[i]` (the last one for

@@ -66,24 +66,7 @@ impl Stored {
     /// Reads `FILE.part.etag`, never through a symlink (that is an
     /// error); `None` if it is missing or not two such lines.
     pub(super) fn read(path: &Path) -> io::Result<Option<Stored>> {
-        let file = fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-            .open(path);
-        let file = match file {
-            Ok(file) => file,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        if !file.metadata()?.is_file() {
-            return Err(io::Error::other("not a regular file"));
-        }
-        let mut text = Vec::new();
-        file.take(MAX_STORED + 1).read_to_end(&mut text)?;
-        if text.len() as u64 > MAX_STORED {
-            return Ok(None);
-        }
-        let Ok(text) = String::from_utf8(text) else {
+        let Some(text) = read_state(path, MAX_STORED)? else {
             return Ok(None);
         };
         let mut lines = text.lines();
@@ -101,17 +84,7 @@ impl Stored {
 
     /// Writes `FILE.part.etag` (mode 0644), never through a symlink.
     pub(super) fn write(&self, path: &Path) -> io::Result<()> {
-        let mut file = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o644)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-            .open(path)?;
-        if !file.metadata()?.is_file() {
-            return Err(io::Error::other("not a regular file"));
-        }
-        file.write_all(format!("{}\n{}\n", self.validator, self.total).as_bytes())
+        write_state(path, &format!("{}\n{}\n", self.validator, self.total))
     }
 
     /// True when `head` (a 206) is of the stored version.
@@ -139,6 +112,47 @@ fn plain_validator(text: &str) -> bool {
     !text.is_empty()
         && text.len() <= MAX_VALIDATOR
         && text.bytes().all(|b| (b' '..=b'~').contains(&b))
+}
+
+/// Reads a small file of `get`'s own state (`FILE.part.etag`, the record
+/// of a cut tar stream): `Ok(None)` when it is missing, longer than
+/// `max` bytes or not UTF-8; an error for a symlink (never followed), a
+/// FIFO or anything else that is not a regular file (never waited on).
+pub(super) fn read_state(path: &Path, max: u64) -> io::Result<Option<String>> {
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path);
+    let file = match file {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::other("not a regular file"));
+    }
+    let mut text = Vec::new();
+    file.take(max + 1).read_to_end(&mut text)?;
+    if text.len() as u64 > max {
+        return Ok(None);
+    }
+    Ok(String::from_utf8(text).ok())
+}
+
+/// Writes a small file of `get`'s own state (mode 0644), never through a
+/// symlink and never into anything but a regular file.
+pub(super) fn write_state(path: &Path, text: &str) -> io::Result<()> {
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::other("not a regular file"));
+    }
+    file.write_all(text.as_bytes())
 }
 
 /// Opens the `.part` for writing at `start` (truncated there); never

@@ -12,12 +12,12 @@
 //! run's caps.
 
 use std::fs;
-use std::io::{self, Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::io;
 use std::path::{Path, PathBuf};
 
 use super::archive::MAX_MEMBERS;
 use super::mirror::{MAX_DIRS, MAX_FILES};
+use super::part::{read_state, write_state};
 
 /// What the record's name adds to the output directory's.
 pub(super) const RECORD_SUFFIX: &str = ".get-r.resume";
@@ -67,26 +67,7 @@ impl TarResume {
         let Some(path) = record_path(into) else {
             return Ok(None);
         };
-        let file = fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-            .open(path);
-        let file = match file {
-            Ok(file) => file,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        if !file.metadata()?.is_file() {
-            return Err(io::Error::other("not a regular file"));
-        }
-        let mut text = Vec::new();
-        file.take(MAX_RECORD + 1).read_to_end(&mut text)?;
-        if text.len() as u64 > MAX_RECORD {
-            return Ok(None);
-        }
-        Ok(String::from_utf8(text)
-            .ok()
-            .and_then(|t| TarResume::parse(&t)))
+        Ok(read_state(&path, MAX_RECORD)?.and_then(|t| TarResume::parse(&t)))
     }
 
     /// The record's text parsed, if it is one.
@@ -161,17 +142,7 @@ impl TarResume {
             return Err(io::Error::other("not a record that reads back"));
         }
         let path = record_path(into).ok_or_else(|| io::Error::other("no place for it"))?;
-        let mut file = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o644)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-            .open(path)?;
-        if !file.metadata()?.is_file() {
-            return Err(io::Error::other("not a regular file"));
-        }
-        file.write_all(text.as_bytes())
+        write_state(&path, &text)
     }
 }
 
