@@ -86,6 +86,10 @@ fn photos() -> (tempfile::TempDir, PathBuf) {
     fs::write(photos.join("2026/may/cat.jpg"), contents(99, 7000)).unwrap();
     fs::write(photos.join("2026").join(&long), b"a long name").unwrap();
     fs::write(photos.join("猫 的照片.txt"), "照片".as_bytes()).unwrap();
+    // A disk image: 2 MiB of zeros around a few bytes.
+    let mut image = vec![0u8; 2 << 20];
+    image[(1 << 20) + 7] = 9;
+    fs::write(photos.join("zeros.img"), image).unwrap();
     let past = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_600_000_000);
     fs::File::options()
         .write(true)
@@ -176,6 +180,11 @@ async fn get_r_takes_one_tar_stream_and_the_tree_equals_the_source() {
     assert_eq!(connections.load(Ordering::SeqCst), 1, "one connection");
     // Same files, bytes and times; folders, the empty one included.
     assert_eq!(tree(&out_dir), tree(&root.join("photos")));
+    // Zeros stay holes: the image takes a block or two, not 2 MiB.
+    let allocated =
+        std::os::unix::fs::MetadataExt::blocks(&fs::metadata(out_dir.join("zeros.img")).unwrap())
+            * 512;
+    assert!(allocated < 64 * 1024, "{allocated} bytes allocated");
     assert!(out_dir.join("empty").is_dir());
     let leftovers: Vec<_> = tree(&out_dir)
         .into_keys()

@@ -28,7 +28,7 @@
 //! from the first member not yet whole.
 
 use std::fs;
-use std::io::{self, IsTerminal, Write};
+use std::io::{self, IsTerminal, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -68,6 +68,8 @@ enum Current {
         part: PathBuf,
         target: PathBuf,
         mtime: i64,
+        /// Bytes of the body so far: where the next ones go.
+        at: u64,
     },
     /// Read past: a directory, or a member skipped.
     Nothing,
@@ -337,8 +339,8 @@ impl Extract<'_> {
                     }
                 }
                 Event::Data(data) => {
-                    if let Current::File { file, part, .. } = current {
-                        file.write_all(data).map_err(|e| {
+                    if let Current::File { file, part, at, .. } = current {
+                        write_sparse(file, at, data).map_err(|e| {
                             GetError::Failed(format!("writing {}: {e}", part.display()))
                         })?;
                     }
@@ -350,8 +352,12 @@ impl Extract<'_> {
                         part,
                         target,
                         mtime,
+                        at: length,
                     } = std::mem::replace(current, Current::Nothing)
                     {
+                        // A body that ends in a hole has its length only
+                        // once it is set.
+                        file.set_len(length).map_err(|e| at(&part, e))?;
                         file.sync_all().map_err(|e| at(&part, e))?;
                         if let Some(time) = system_time(mtime) {
                             // A time the file system cannot hold is no reason
@@ -483,6 +489,7 @@ impl Extract<'_> {
             part,
             target,
             mtime: member.mtime,
+            at: 0,
         })
     }
 
@@ -566,6 +573,37 @@ fn check_continues(
     Ok(())
 }
 
+/// The size of a hole: a block of the body this long, aligned, and all
+/// zeros is skipped, not written.
+const HOLE: u64 = 4096;
+
+/// Writes `data`, the body's bytes from `at`, to `file` (new, empty, at
+/// `at`), leaving a hole (a seek) for every aligned [`HOLE`] of zeros, or
+/// part of one at either end of `data`, so that a sparse file (a disk
+/// image) stays sparse on disk; the bytes read back are the same. The
+/// caller sets the file's length at the body's end.
+fn write_sparse(file: &mut fs::File, at: &mut u64, data: &[u8]) -> io::Result<()> {
+    let mut pos = 0;
+    let mut pending = 0;
+    while pos < data.len() {
+        let to_boundary = HOLE - (*at + pos as u64) % HOLE;
+        let end = pos
+            + usize::try_from(to_boundary).map_or(data.len() - pos, |n| n.min(data.len() - pos));
+        let block = &data[pos..end];
+        // A part of a block at either end of `data` counts too: the file
+        // was empty, so what is not written reads as zeros.
+        if block.iter().all(|&b| b == 0) {
+            file.write_all(&data[pending..pos])?;
+            file.seek(SeekFrom::Current(block.len() as i64))?;
+            pending = end;
+        }
+        pos = end;
+    }
+    file.write_all(&data[pending..])?;
+    *at += data.len() as u64;
+    Ok(())
+}
+
 /// What a tar type flag is, said.
 fn kind_name(flag: u8) -> &'static str {
     match flag {
@@ -598,6 +636,31 @@ mod tests {
     fn head(text: &str) -> ResponseHead {
         let text = format!("{text}\r\n\r\n");
         parse_head(text.as_bytes()).unwrap().unwrap().0
+    }
+
+    #[test]
+    fn zeros_in_aligned_blocks_become_holes_and_the_bytes_read_back_the_same() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let mut body = vec![0u8; 4 << 20];
+        body[10] = 1;
+        body[(2 << 20) + 5000] = 2;
+        body.extend_from_slice(b"tail");
+        body.extend(vec![0u8; 3 * HOLE as usize]);
+        let path = dir.path().join("f");
+        let mut file = fs::File::create(&path).unwrap();
+        let mut at = 0;
+        // Fed in pieces that cross the block boundaries.
+        for piece in body.chunks(5000) {
+            write_sparse(&mut file, &mut at, piece).unwrap();
+        }
+        file.set_len(at).unwrap();
+        drop(file);
+        assert_eq!(at, body.len() as u64);
+        assert_eq!(fs::read(&path).unwrap(), body);
+        // Three 4 KiB blocks hold bytes (tmpfs and ext4 keep holes).
+        let allocated = fs::metadata(&path).unwrap().blocks() * 512;
+        assert!(allocated < 1 << 20, "{allocated} bytes allocated");
     }
 
     #[test]
