@@ -88,31 +88,33 @@ pub(super) async fn fetch_tree(
     let name = format!("{folder}.tar");
     let expected_top = folder.rsplit('/').next().filter(|t| !t.is_empty());
     // -c: the record of a stream of this folder cut earlier resumes it
-    // where its first member not yet whole begins; without -c a record
-    // is stale (the tree is fetched again whole).
-    let record = if run.options.resume {
-        TarResume::read(into)
-            .map_err(|e| at(&record_path(into).unwrap_or_default(), e))?
-            .filter(|r| expected_top.is_none_or(|t| t == r.top))
-    } else {
-        remove_record(into);
-        None
+    // where its first member not yet whole begins (no record where the
+    // output has no name to put it beside: `/`).
+    let record_at = record_path(into);
+    let record = match (&record_at, run.options.resume) {
+        (Some(path), true) => TarResume::read(path)
+            .map_err(|e| at(path, e))?
+            .filter(|r| expected_top.is_none_or(|t| t == r.top)),
+        _ => None,
     };
     let range = record.as_ref().map(|r| (r.at, r.etag.as_str()));
-    let (mut stream, head, rest) = match try_request(run, &name, range, Accept::Any).await {
+    let answer = try_request(run, &name, range, Accept::Any).await;
+    // Anything but the rest of the archive (the whole of it, a refusal,
+    // the raw protocol) makes a record stale; a network error leaves it
+    // for the next -c.
+    let stale = match &answer {
+        Ok((_, head, _)) => !(head.status == 206 && is_folder_archive(head)),
+        Err(NotHttp::Raw) => true,
+        Err(NotHttp::Error(_)) => false,
+    };
+    if let (true, Some(path)) = (stale, &record_at) {
+        remove_record(path);
+    }
+    let (mut stream, head, rest) = match answer {
         Ok(done) => done,
-        Err(NotHttp::Raw) => {
-            remove_record(into);
-            return Ok(false);
-        }
+        Err(NotHttp::Raw) => return Ok(false),
         Err(NotHttp::Error(e)) => return Err(e),
     };
-    let resuming = head.status == 206 && is_folder_archive(&head);
-    if !resuming {
-        // Answered otherwise: whatever follows (the whole archive, the
-        // listings) makes the record stale.
-        remove_record(into);
-    }
     if matches!(head.status, 403 | 503) {
         // A server with archives that would not make this one (too large,
         // too deep, busy): the listings may still serve the tree, but the
@@ -129,8 +131,9 @@ pub(super) async fn fetch_tree(
     }
     let resumed = match (head.status, record) {
         (206, Some(record)) => {
-            check_continues(&record, &head, &record_path(into).unwrap_or_default())
-                .map_err(|e| e.context(&name))?;
+            // A record was read, so it has a path.
+            let path = record_at.as_deref().unwrap_or(into);
+            check_continues(&record, &head, path).map_err(|e| e.context(&name))?;
             Some(record)
         }
         (206, None) => {
@@ -274,14 +277,20 @@ pub(super) async fn fetch_tree(
             }
             _ => None,
         };
-        return Err(match record.map(|r| r.write(into).map(|()| r.at)) {
-            Some(Ok(at)) => e.with_suffix(&format!(
+        let resumes_at = match (record, &record_at) {
+            (Some(r), Some(path)) => r.write(path).ok().map(|()| r.at),
+            _ => None,
+        };
+        return Err(match resumes_at {
+            Some(at) => e.with_suffix(&format!(
                 "; get -r -c resumes it at byte {at} (the first member not yet whole)"
             )),
             _ => e.with_suffix("; get -r fetches the folder again whole"),
         });
     }
-    remove_record(into);
+    if let Some(path) = &record_at {
+        remove_record(path);
+    }
     if !run.options.quiet {
         let secs = started.elapsed().as_secs_f64().max(1e-6);
         eprintln!(
@@ -586,9 +595,9 @@ fn write_sparse(file: &mut fs::File, at: &mut u64, data: &[u8]) -> io::Result<()
     let mut pos = 0;
     let mut pending = 0;
     while pos < data.len() {
-        let to_boundary = HOLE - (*at + pos as u64) % HOLE;
-        let end = pos
-            + usize::try_from(to_boundary).map_or(data.len() - pos, |n| n.min(data.len() - pos));
+        // At most HOLE: it fits.
+        let to_boundary = (HOLE - (*at + pos as u64) % HOLE) as usize;
+        let end = (pos + to_boundary).min(data.len());
         let block = &data[pos..end];
         // A part of a block at either end of `data` counts too: the file
         // was empty, so what is not written reads as zeros.

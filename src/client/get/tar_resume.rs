@@ -60,14 +60,11 @@ pub(super) fn record_path(into: &Path) -> Option<PathBuf> {
 }
 
 impl TarResume {
-    /// Reads the record in `into`: `Ok(None)` when there is none, or it is
+    /// Reads the record at `path`: `Ok(None)` when there is none, or it is
     /// not one (too long, another format, a value that does not parse); an
     /// error for a symlink or a file that cannot be read.
-    pub(super) fn read(into: &Path) -> io::Result<Option<TarResume>> {
-        let Some(path) = record_path(into) else {
-            return Ok(None);
-        };
-        Ok(read_state(&path, MAX_RECORD)?.and_then(|t| TarResume::parse(&t)))
+    pub(super) fn read(path: &Path) -> io::Result<Option<TarResume>> {
+        Ok(read_state(path, MAX_RECORD)?.and_then(|t| TarResume::parse(&t)))
     }
 
     /// The record's text parsed, if it is one.
@@ -133,25 +130,22 @@ impl TarResume {
         )
     }
 
-    /// Writes the record beside `into` (mode 0644), never through a
+    /// Writes the record at `path` (mode 0644), never through a
     /// symlink; an error, and nothing written, for a record the next run
     /// would not read back (an entity tag too long, say).
-    pub(super) fn write(&self, into: &Path) -> io::Result<()> {
+    pub(super) fn write(&self, path: &Path) -> io::Result<()> {
         let text = self.text();
         if TarResume::parse(&text).as_ref() != Some(self) {
             return Err(io::Error::other("not a record that reads back"));
         }
-        let path = record_path(into).ok_or_else(|| io::Error::other("no place for it"))?;
-        write_state(&path, &text)
+        write_state(path, &text)
     }
 }
 
-/// Removes the record in `into`, if there is one (a symlink there is
+/// Removes the record at `path`, if there is one (a symlink there is
 /// removed as itself, never followed).
-pub(super) fn remove_record(into: &Path) {
-    if let Some(path) = record_path(into) {
-        let _ = fs::remove_file(path);
-    }
+pub(super) fn remove_record(path: &Path) {
+    let _ = fs::remove_file(path);
 }
 
 #[cfg(test)]
@@ -177,12 +171,13 @@ mod tests {
         let dir = base.path().join("photos");
         fs::create_dir(&dir).unwrap();
         let dir = dir.as_path();
-        assert_eq!(TarResume::read(dir).unwrap(), None);
-        record().write(dir).unwrap();
+        let path = record_path(dir).unwrap();
+        assert_eq!(TarResume::read(&path).unwrap(), None);
+        record().write(&path).unwrap();
         // Beside the tree, never in it.
         assert!(base.path().join("photos.get-r.resume").is_file());
         assert_eq!(fs::read_dir(dir).unwrap().count(), 0);
-        assert_eq!(TarResume::read(dir).unwrap(), Some(record()));
+        assert_eq!(TarResume::read(&path).unwrap(), Some(record()));
         let text = record().text();
         let cases = [
             text.replace("resume 1", "resume 2"),
@@ -200,19 +195,18 @@ mod tests {
             text.replace("written 4", "written 8"),
             "x".repeat(5000),
         ];
-        let path = record_path(dir).unwrap();
         for case in cases {
             fs::write(&path, &case).unwrap();
-            assert_eq!(TarResume::read(dir).unwrap(), None, "{case:?}");
+            assert_eq!(TarResume::read(&path).unwrap(), None, "{case:?}");
         }
-        remove_record(dir);
+        remove_record(&path);
         assert!(!path.exists());
         // One that would not read back is not written.
         let long = TarResume {
             etag: format!("\"tar-{}\"", "0".repeat(300)),
             ..record()
         };
-        assert!(long.write(dir).is_err());
+        assert!(long.write(&path).is_err());
         assert!(!path.exists());
     }
 
@@ -223,10 +217,11 @@ mod tests {
         fs::create_dir(&dir).unwrap();
         let elsewhere = base.path().join("elsewhere");
         fs::write(&elsewhere, record().text()).unwrap();
-        std::os::unix::fs::symlink(&elsewhere, record_path(&dir).unwrap()).unwrap();
-        assert!(TarResume::read(&dir).is_err());
-        assert!(record().write(&dir).is_err());
-        remove_record(&dir);
+        let path = record_path(&dir).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &path).unwrap();
+        assert!(TarResume::read(&path).is_err());
+        assert!(record().write(&path).is_err());
+        remove_record(&path);
         assert!(elsewhere.exists(), "the link went, not its target");
     }
 }
