@@ -293,10 +293,12 @@ pub(super) async fn fetch_tree(
     }
     if !run.options.quiet {
         let secs = started.elapsed().as_secs_f64().max(1e-6);
+        // This run's bytes: a resume's rate is not the whole archive's.
+        let this_run = received - start;
         eprintln!(
-            "{}: {received} bytes as one tar stream in {secs:.2} s ({:.1} MB/s)",
+            "{}: {this_run} bytes as one tar stream in {secs:.2} s ({:.1} MB/s)",
             escape_text(&name),
-            received as f64 / secs / 1e6,
+            this_run as f64 / secs / 1e6,
         );
     }
     Ok(true)
