@@ -14,12 +14,13 @@ use std::time::{Duration, Instant};
 
 use tracing::{Metadata, Subscriber};
 use tracing_appender::non_blocking::WorkerGuard;
-use tracing_subscriber::filter::{DynFilterFn, FilterExt, dynamic_filter_fn};
+use tracing_subscriber::filter::{DynFilterFn, dynamic_filter_fn};
 use tracing_subscriber::layer::Context;
 use tracing_subscriber::prelude::*;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::{fmt, registry};
 
+use super::log_fields::TextFields;
 use super::panics::PANIC_TARGET;
 use crate::config::{LogFormat, ServerConfig, log_filter};
 
@@ -43,16 +44,24 @@ pub fn init(server: &ServerConfig) -> anyhow::Result<WorkerGuard> {
     let stderr = BufWriter::with_capacity(LOG_WRITE_BUFFER, std::io::stderr());
     let (writer, guard) = tracing_appender::non_blocking(stderr);
     let budget = Arc::new(LineBudget::new(server.log_lines_per_second));
-    let filter = filter.and(budget_filter(budget.clone()));
+    // Both filters are global, not the one layer's own (`with_filter`):
+    // with a layer's own filter, every enter and exit of a span (a
+    // connection's span is entered at each poll) looks the span up in the
+    // registry to see whether that layer's filter enabled it; about a tenth
+    // of a line message's user-space instructions (bench/ANALYSIS.md,
+    // "lines"). A global filter is asked first from the outside in, so the
+    // level filter runs before the budget, which counts only lines that
+    // would be written.
+    let filtered = registry().with(budget_filter(budget.clone())).with(filter);
     let layer = fmt::layer()
         .with_writer(writer)
         .with_ansi(std::io::stderr().is_terminal());
     let installed = match (server.log_format, stderr_is_journal()) {
-        (LogFormat::Text, false) => registry().with(layer.with_filter(filter)).try_init(),
-        (LogFormat::Text, true) => registry()
-            .with(layer.without_time().with_filter(filter))
+        (LogFormat::Text, false) => filtered.with(layer.fmt_fields(TextFields)).try_init(),
+        (LogFormat::Text, true) => filtered
+            .with(layer.fmt_fields(TextFields).without_time())
             .try_init(),
-        (LogFormat::Json, _) => registry().with(layer.json().with_filter(filter)).try_init(),
+        (LogFormat::Json, _) => filtered.with(layer.json()).try_init(),
     };
     installed.map_err(|e| anyhow::anyhow!("cannot install the logger: {e}"))?;
     // Once the log can take its lines: a panic is one of them.

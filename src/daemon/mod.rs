@@ -5,6 +5,7 @@
 //! listener table shown at start (returned, for `main` to print).
 
 mod descriptors;
+mod log_fields;
 pub(crate) mod logging;
 mod panics;
 mod signals;

@@ -42,6 +42,7 @@ use tracing::{debug, info_span, warn};
 use super::admission::{Refusal, Sources};
 use super::drain::Drain;
 use super::listener::{Listener, Route, Socket};
+use super::peer_field::PeerField;
 use crate::config::Transport;
 use crate::handler::DatagramSource;
 use crate::metrics::{DatagramMetrics, DropReason};
@@ -281,7 +282,7 @@ impl Exchange<'_> {
                     self.sources.clone(),
                     self.metrics.clone(),
                 );
-                let span = info_span!(parent: None, "datagram", listener = %route.settings.listener, %peer);
+                let span = info_span!(parent: None, "datagram", listener = %route.settings.listener, peer = %PeerField(peer));
                 drain.spawn(
                     async move {
                         if let Some(reply) = reply.await {

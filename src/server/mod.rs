@@ -12,6 +12,7 @@ mod limit;
 mod listener;
 mod open;
 mod opening;
+mod peer_field;
 mod reload;
 mod running;
 
