@@ -134,7 +134,7 @@ pub fn framing(data: &[u8]) {
         let buffered = reader.line_buffered();
         let next = if buffered {
             let mut ended: &[u8] = &[];
-            let next = runtime.block_on(reader.next(&mut ended, None));
+            let next = runtime.block_on(reader.next(&mut ended, None, &mut None));
             // Or it is too long, which needs no read to know either.
             assert!(
                 matches!(next, Ok(Some(_)) if reader.ended_at_newline())
@@ -143,7 +143,7 @@ pub fn framing(data: &[u8]) {
             );
             next
         } else {
-            runtime.block_on(reader.next(&mut io, None))
+            runtime.block_on(reader.next(&mut io, None, &mut None))
         };
         match next {
             Ok(Some(message)) => {

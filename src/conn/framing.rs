@@ -20,7 +20,9 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
-use tokio::time::{Instant, timeout, timeout_at};
+use tokio::time::Instant;
+
+use super::timer::{ConnTimer, Deadline};
 
 /// Bytes reserved per read; the buffer is allocated only when data arrives.
 const READ_CHUNK: usize = 4096;
@@ -134,12 +136,14 @@ impl MessageReader {
 
     /// The next message without its line ending; `None` once the peer has
     /// closed and every byte was returned. `deadline` (when, and the limit
-    /// it stands for) also bounds it. Cancel-safe: bytes already read stay
-    /// buffered if the returned future is dropped.
+    /// it stands for) also bounds it. Its waits are on the connection's
+    /// `timer`. Cancel-safe: bytes already read stay buffered if the
+    /// returned future is dropped.
     pub(crate) async fn next<R: AsyncRead + Unpin>(
         &mut self,
         io: &mut R,
         deadline: Option<(Instant, Duration)>,
+        timer: &mut ConnTimer,
     ) -> Result<Option<BytesMut>, FrameError> {
         loop {
             if let Some(found) = memchr::memchr(b'\n', &self.buf[self.scanned..]) {
@@ -190,24 +194,34 @@ impl MessageReader {
             };
             // Never read more than the longest acceptable message plus "\r\n".
             let room = self.max_message_bytes + 2 - self.buf.len();
-            let read = match deadline {
-                Some((at, limit)) if at <= Instant::now() + wait => {
-                    match timeout_at(at, self.read_more(io, room)).await {
-                        Ok(read) => Ok(read),
-                        Err(_) => return Err(FrameError::TooSlow(limit)),
+            // The wait ends at the message's (or the caller's) deadline,
+            // the read's own limit (`wait`) if that comes first.
+            let now = Instant::now();
+            let (until, cut_at) = match deadline {
+                Some((at, limit)) if at <= now + wait => (at, Some(limit)),
+                _ => (now + wait, None),
+            };
+            let read = {
+                let mut read = std::pin::pin!(self.read_more(io, room));
+                let mut deadline = Deadline::new(timer, until);
+                std::future::poll_fn(|cx| {
+                    if let Poll::Ready(read) = read.as_mut().poll(cx) {
+                        return Poll::Ready(Ok(read));
                     }
-                }
-                _ => timeout(wait, self.read_more(io, room)).await,
+                    deadline.poll_elapsed(cx).map(Err)
+                })
+                .await
             };
             match read {
                 Ok(Ok(0)) => self.eof = true,
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => return Err(FrameError::Io(e)),
-                Err(_) if self.buf.is_empty() || self.line_based => {
+                Err(()) if let Some(limit) = cut_at => return Err(FrameError::TooSlow(limit)),
+                Err(()) if self.buf.is_empty() || self.line_based => {
                     return Err(FrameError::Idle(self.idle_timeout));
                 }
                 // The quiet gap: what has arrived is one message.
-                Err(_) => {
+                Err(()) => {
                     let message = self.buf.split();
                     self.ended_at_newline = false;
                     return self.finish(message).map(Some);
@@ -295,18 +309,23 @@ mod tests {
         drop(client);
         let mut r = reader(100);
         assert_eq!(
-            &r.next(&mut server, None).await.unwrap().unwrap()[..],
+            &r.next(&mut server, None, &mut None).await.unwrap().unwrap()[..],
             b"one"
         );
         assert_eq!(
-            &r.next(&mut server, None).await.unwrap().unwrap()[..],
+            &r.next(&mut server, None, &mut None).await.unwrap().unwrap()[..],
             b"two"
         );
         assert_eq!(
-            &r.next(&mut server, None).await.unwrap().unwrap()[..],
+            &r.next(&mut server, None, &mut None).await.unwrap().unwrap()[..],
             b"three"
         );
-        assert!(r.next(&mut server, None).await.unwrap().is_none());
+        assert!(
+            r.next(&mut server, None, &mut None)
+                .await
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -314,7 +333,8 @@ mod tests {
         let (mut client, mut server) = tokio::io::duplex(1024);
         client.write_all(b"hel").await.unwrap();
         let mut r = reader(100);
-        let next = r.next(&mut server, None);
+        let mut timer = None;
+        let next = r.next(&mut server, None, &mut timer);
         tokio::pin!(next);
         // Less than the gap: the message is not complete yet.
         assert!(
@@ -332,10 +352,11 @@ mod tests {
         let mut r = reader(100);
         client.write_all(b"first\nwhat is your na").await.unwrap();
         assert_eq!(
-            &r.next(&mut server, None).await.unwrap().unwrap()[..],
+            &r.next(&mut server, None, &mut None).await.unwrap().unwrap()[..],
             b"first"
         );
-        let next = r.next(&mut server, None);
+        let mut timer = None;
+        let next = r.next(&mut server, None, &mut timer);
         tokio::pin!(next);
         // Ten gaps of quiet: still one unfinished line.
         assert!(tokio::time::timeout(GAP * 10, &mut next).await.is_err());
@@ -347,7 +368,7 @@ mod tests {
     async fn idle_timeout_only_when_nothing_buffered() {
         let (_client, mut server) = tokio::io::duplex(1024);
         let mut r = reader(100);
-        let err = r.next(&mut server, None).await.unwrap_err();
+        let err = r.next(&mut server, None, &mut None).await.unwrap_err();
         assert!(matches!(err, FrameError::Idle(d) if d == IDLE));
     }
 
@@ -357,7 +378,7 @@ mod tests {
         let mut r = reader(100);
         client.write_all(b"first\n").await.unwrap();
         assert_eq!(
-            &r.next(&mut server, None).await.unwrap().unwrap()[..],
+            &r.next(&mut server, None, &mut None).await.unwrap().unwrap()[..],
             b"first"
         );
         let dripper = tokio::spawn(async move {
@@ -371,7 +392,7 @@ mod tests {
             client
         });
         let started = Instant::now();
-        let err = r.next(&mut server, None).await.unwrap_err();
+        let err = r.next(&mut server, None, &mut None).await.unwrap_err();
         assert!(matches!(err, FrameError::TooSlow(d) if d == WHOLE), "{err}");
         assert!(started.elapsed() <= WHOLE + Duration::from_millis(1));
         drop(dripper.await.unwrap());
@@ -383,7 +404,7 @@ mod tests {
         let mut r = reader(100);
         let first = Duration::from_secs(10);
         let deadline = Some((Instant::now() + first, first));
-        let err = r.next(&mut server, deadline).await.unwrap_err();
+        let err = r.next(&mut server, deadline, &mut None).await.unwrap_err();
         assert!(matches!(err, FrameError::TooSlow(d) if d == first), "{err}");
     }
 
@@ -400,7 +421,7 @@ mod tests {
         });
         let mut r = reader(10_000);
         assert!(matches!(
-            r.next(&mut server, None).await,
+            r.next(&mut server, None, &mut None).await,
             Err(FrameError::TooLong(10_000))
         ));
         // BytesMut grows by doubling: at most twice the limit, whatever was sent.
@@ -454,7 +475,7 @@ mod tests {
             .build()
             .unwrap();
         let mut out = Vec::new();
-        while let Some(message) = runtime.block_on(r.next(&mut io, None)).unwrap() {
+        while let Some(message) = runtime.block_on(r.next(&mut io, None, &mut None)).unwrap() {
             out.push(message.to_vec());
         }
         out
@@ -496,12 +517,12 @@ mod tests {
         assert!(!r.line_buffered(), "nothing read yet");
         client.write_all(b"one\ntwo\nthr").await.unwrap();
         assert_eq!(
-            &r.next(&mut server, None).await.unwrap().unwrap()[..],
+            &r.next(&mut server, None, &mut None).await.unwrap().unwrap()[..],
             b"one"
         );
         assert!(r.line_buffered(), "\"two\" is buffered");
         assert_eq!(
-            &r.next(&mut server, None).await.unwrap().unwrap()[..],
+            &r.next(&mut server, None, &mut None).await.unwrap().unwrap()[..],
             b"two"
         );
         // "thr" is no line yet, asked twice (the second search starts past it).
@@ -509,7 +530,7 @@ mod tests {
         assert!(!r.line_buffered());
         client.write_all(b"ee\n").await.unwrap();
         assert_eq!(
-            &r.next(&mut server, None).await.unwrap().unwrap()[..],
+            &r.next(&mut server, None, &mut None).await.unwrap().unwrap()[..],
             b"three"
         );
         assert!(!r.line_buffered());
@@ -524,9 +545,16 @@ mod tests {
         data.push(b'\n');
         client.write_all(&data).await.unwrap();
         let mut r = reader(10);
-        assert_eq!(r.next(&mut server, None).await.unwrap().unwrap().len(), 10);
+        assert_eq!(
+            r.next(&mut server, None, &mut None)
+                .await
+                .unwrap()
+                .unwrap()
+                .len(),
+            10
+        );
         assert!(matches!(
-            r.next(&mut server, None).await,
+            r.next(&mut server, None, &mut None).await,
             Err(FrameError::TooLong(10))
         ));
     }

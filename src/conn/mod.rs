@@ -19,6 +19,7 @@ pub(crate) mod send_budget;
 pub(crate) mod signals;
 mod stream;
 pub(crate) mod text;
+mod timer;
 
 use std::io;
 use std::net::SocketAddr;
@@ -31,7 +32,7 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 #[cfg(test)]
 use tokio::net::TcpStream;
-use tokio::time::{Instant, Sleep, timeout_at};
+use tokio::time::{Instant, timeout_at};
 
 pub(crate) use framing::{FrameError, FrameLimits, MessageReader};
 pub(crate) use signals::Signals;
@@ -42,6 +43,7 @@ use file_send::{SendDeadlines, SendReport};
 use metered::Metered;
 use send_budget::{SendBuffer, SendGrant};
 use text::TextEncoding;
+use timer::ConnTimer;
 
 use crate::metrics::{CloseReason, ListenerMetrics};
 
@@ -169,11 +171,8 @@ pub(crate) struct Connection<S: Io> {
     settings: Arc<Settings>,
     metrics: Arc<ListenerMetrics>,
     opened: Instant,
-    /// The one timer of the connection's waits, reset at each wait (a
-    /// later deadline is an atomic update, not a trip to the timer wheel
-    /// and back per wait as a timer per wait was). Boxed: it is pinned;
-    /// made at the first wait.
-    timer: Option<Pin<Box<Sleep>>>,
+    /// The one timer of the connection's waits (see [`timer`]).
+    timer: ConnTimer,
     /// Until the first message (echo: the first bytes) has arrived: when it
     /// must have (the settings' `first_message_timeout` after the accept).
     first_message_by: Option<Instant>,
@@ -521,7 +520,11 @@ impl<S: Io> Connection<S> {
         let signals = &self.signals;
         let first_message_by =
             (self.first_message_by).map(|by| (by, self.settings.first_message_timeout));
-        let mut read = std::pin::pin!(self.reader.next(&mut self.stream, first_message_by));
+        let mut read = std::pin::pin!(self.reader.next(
+            &mut self.stream,
+            first_message_by,
+            &mut self.timer
+        ));
         let read = std::future::poll_fn(|cx| {
             if let Poll::Ready(read) = read.as_mut().poll(cx) {
                 return Poll::Ready(Ok(read));
@@ -963,22 +966,16 @@ enum Interrupted {
 
 /// Polls `event` until it is ready, or one of the signals `ends` is fired
 /// (looked at first: a verdict or the shutdown wins over the client), or
-/// `until` passes. Resets the connection's `timer` to `until`: one timer
-/// a connection, not one a wait, and no waiter of its own for the signals.
+/// `until` passes, on the connection's `timer`, with no waiter of its own
+/// for the signals.
 fn wait_for<'a, T>(
     signals: &'a Signals,
-    timer: &'a mut Option<Pin<Box<Sleep>>>,
+    timer: &'a mut ConnTimer,
     until: Instant,
     ends: u8,
     mut event: impl FnMut(&mut std::task::Context<'_>) -> Poll<T> + 'a,
 ) -> impl Future<Output = Result<T, Interrupted>> + 'a {
-    let timer = match timer {
-        Some(timer) => {
-            timer.as_mut().reset(until);
-            timer
-        }
-        None => timer.insert(Box::pin(tokio::time::sleep_until(until))),
-    };
+    let timer = timer::armed(timer, until);
     std::future::poll_fn(move |cx| {
         let fired = signals.poll_fired(cx) & ends;
         if fired != 0 {
