@@ -36,6 +36,24 @@ async fn echoes_every_byte_then_closes_on_half_close() {
     assert_eq!(server.shutdown().await.abandoned, 0);
 }
 
+/// `printf ... | nc -N`: all of it sent and half-closed before a byte is
+/// read. The server reads the client's end after its last echo and closes
+/// without a shutdown or a drain of its own (nothing can follow a FIN); what
+/// it queued must still arrive whole, ended by FIN, not a reset.
+#[tokio::test]
+async fn a_client_that_half_closes_before_reading_gets_every_byte_then_fin() {
+    let server = TestServer::start(&listener("echo", "echo", ""));
+    let mut stream = connect(server.addr("echo")).await;
+    // Small enough to sit in the loopback buffers unread.
+    let data = pattern(48 * 1024, 3);
+    stream.write_all(&data).await.unwrap();
+    stream.shutdown().await.unwrap();
+    let got = read_to_end(&mut stream).await;
+    assert!(got == data, "{} bytes echoed of {}", got.len(), data.len());
+    drop(stream);
+    assert_eq!(server.shutdown().await.abandoned, 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_clients_at_once() {
     let server = TestServer::start(&listener("echo", "echo", ""));
