@@ -354,14 +354,23 @@ impl<S: Io> Connection<S> {
         };
         let (until, timed_out) = self.wait_limit();
         let ends = self.read_ends();
-        // A one-byte peek, not `readable()`: tokio reports a new socket
-        // readable before anything arrived, and only a real read (or peek)
-        // that would block clears that.
+        // Until the first bytes, a one-byte peek, not a readiness wait:
+        // tokio reports a new socket readable before anything arrived, and
+        // only a real read (or peek) that would block clears that. Later
+        // (echo's pause after a read shorter than its buffer, which cleared
+        // the readiness) the readiness is the client's next bytes: no
+        // system call of its own, where the peek was one a pause.
         // Polled, not tokio's `peek` future: that one holds its own waiter
         // (232 bytes), and this wait is room in every idle connection's task.
+        let peek = self.untouched();
         let mut probe = [0u8; 1];
         let peeked = wait_for(&self.signals, &mut self.timer, until, ends, |cx| {
-            tcp.poll_peek(cx, &mut tokio::io::ReadBuf::new(&mut probe))
+            if peek {
+                tcp.poll_peek(cx, &mut tokio::io::ReadBuf::new(&mut probe))
+                    .map_ok(|_| ())
+            } else {
+                tcp.poll_read_ready(cx)
+            }
         })
         .await;
         match peeked {
