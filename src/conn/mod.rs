@@ -447,6 +447,30 @@ impl<S: Io> Connection<S> {
         }
     }
 
+    /// One read into `buf`'s spare capacity of what has already arrived,
+    /// without waiting: `None` when nothing has. On a plaintext socket the
+    /// read that would block clears its readiness, so that
+    /// [`Connection::readable`] then waits for the client's next bytes
+    /// without a buffer. The shutdown and a denial are looked at first, as
+    /// [`Connection::read_chunk`] does.
+    pub(crate) async fn read_chunk_now(
+        &mut self,
+        buf: &mut BytesMut,
+    ) -> Result<Option<Incoming<usize>>, ConnError> {
+        let fired = self.signals.fired() & (signals::DENIED | signals::SHUTDOWN);
+        if fired != 0 {
+            return interrupted(fired).map(Some);
+        }
+        let read = {
+            let mut read = std::pin::pin!(self.stream.read_buf(buf));
+            std::future::poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx))).await
+        };
+        match read {
+            Poll::Ready(read) => self.chunk_read(read).map(Some),
+            Poll::Pending => Ok(None),
+        }
+    }
+
     /// What one read of a chunk came to.
     fn chunk_read(&mut self, read: io::Result<usize>) -> Result<Incoming<usize>, ConnError> {
         match read {

@@ -45,14 +45,28 @@ impl Handler for Echo {
         let mut buffer: Option<BytesMut> = None;
         let mut chunks_in_turn = 0;
         loop {
-            if buffer.is_none()
-                && let Incoming::Shutdown = conn.readable().await?
-            {
-                return Ok(Ended::Shutdown);
+            // After a read that filled the buffer more may have arrived, or
+            // the client stopped exactly there: only what is there now is
+            // read with the buffer kept, and otherwise the pause is waited
+            // for without it.
+            let mut read = None;
+            if let Some(buf) = buffer.as_mut() {
+                buf.clear();
+                read = conn.read_chunk_now(buf).await?;
             }
+            let read = match read {
+                Some(read) => read,
+                None => {
+                    buffer = None;
+                    if let Incoming::Shutdown = conn.readable().await? {
+                        return Ok(Ended::Shutdown);
+                    }
+                    let buf = buffer.insert(BytesMut::with_capacity(ECHO_CHUNK));
+                    conn.read_chunk(buf).await?
+                }
+            };
             let buf = buffer.get_or_insert_with(|| BytesMut::with_capacity(ECHO_CHUNK));
-            buf.clear();
-            let n = match conn.read_chunk(buf).await? {
+            let n = match read {
                 Incoming::Data(n) => n,
                 Incoming::Closed => return Ok(Ended::ClientClosed),
                 Incoming::Shutdown => return Ok(Ended::Shutdown),
