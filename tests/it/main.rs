@@ -12,6 +12,7 @@ mod balancers;
 mod bots;
 mod cli;
 mod clients;
+mod close_attack;
 mod config;
 mod conns_attack;
 mod deadlines;
