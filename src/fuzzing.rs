@@ -767,6 +767,28 @@ pub fn tar_roundtrip(data: &[u8]) {
     assert_eq!(names, expected, "cut at {cut}, resumed at {point}");
 }
 
+/// The Redis history script's answer, as the batch task reads it: the
+/// first byte is the number of picks expected, the rest the answer. Never
+/// a panic; picks read are the answer's bytes in order, each after its
+/// length, and nothing is left over.
+pub fn redis_picks(data: &[u8]) {
+    let Some((&count, answer)) = data.split_first() else {
+        return;
+    };
+    let answer = bytes::Bytes::copy_from_slice(answer);
+    if let Ok(picks) = crate::history::split_picks(answer.clone(), usize::from(count)) {
+        assert_eq!(picks.len(), usize::from(count));
+        let mut at = 0;
+        for pick in &picks {
+            let len = u32::from_le_bytes(answer[at..at + 4].try_into().expect("4 bytes"));
+            assert_eq!(usize::try_from(len).expect("a length"), pick.len());
+            assert_eq!(&answer[at + 4..at + 4 + pick.len()], &pick[..]);
+            at += 4 + pick.len();
+        }
+        assert_eq!(at, answer.len(), "bytes left after the picks");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -787,7 +809,7 @@ mod tests {
             inputs
         };
         type Target = fn(&[u8]);
-        let targets: [(&str, Target); 11] = [
+        let targets: [(&str, Target); 12] = [
             ("client_url", client_url),
             ("tls_opening", tls_opening),
             ("config", config),
@@ -799,6 +821,7 @@ mod tests {
             ("download_path", download_path),
             ("request_line_and_template", request_line_and_template),
             ("tar_roundtrip", tar_roundtrip),
+            ("redis_picks", redis_picks),
         ];
         for (target, run) in targets {
             for input in seeds(target) {

@@ -34,6 +34,8 @@ pub use config::{Backend, HistoryConfig, Mistake};
 pub use inspect::{Inspect, Inspected, inspect};
 use memory::MemoryHistory;
 use redis::RedisHistory;
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) use redis::split_picks;
 pub use redis_url::RedisUrl;
 pub use registry::HistoryOpenError;
 pub(crate) use registry::{Histories, Registry};

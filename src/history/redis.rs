@@ -41,23 +41,33 @@ const MAX_BATCH: usize = 64;
 /// Oldest messages one call deletes at most, so that lowering the limits
 /// never makes one call long: the history then shrinks over a few calls.
 const MAX_TRIM_PER_CALL: usize = 1000;
-/// Random numbers for the pick stay below this, exact in Lua's doubles.
-const RANDOM_BOUND: u64 = 1 << 48;
+/// The modulus of the script's generator of picks (MINSTD's, a prime):
+/// its products stay below 2^47, exact in Lua's doubles (the script
+/// writes it out).
+const PICK_MODULUS: u32 = 2_147_483_647;
 /// The batch task replaces a failed connection at most this often.
 const FRESH_CONNECTION_EVERY: Duration = Duration::from_secs(1);
 
 /// KEYS[1]: the hash. ARGV: max messages, max bytes, the overhead counted
-/// per message, the most to trim, then (message, random number) per
-/// message of the batch. Returns a pick per message.
+/// per message, the most to trim, a random seed (1 to [`PICK_MODULUS`] - 1,
+/// new for each batch), then the messages of the batch. The picks are
+/// drawn by a Lehmer generator from the seed (one multiplication a pick,
+/// where a random number per message cost an argument to send, to parse
+/// and to convert). Returns the picks, one per message in order, as
+/// one string: each pick's length (4 bytes, little-endian) then the pick
+/// (see [`split_picks`]). One string, not an array of them: the client
+/// library's reply parser costs about 3 k instructions per array element,
+/// more than the rest of a message's work on our side.
 const RECORD_AND_PICK: &str = r"
 local h = KEYS[1]
 local max_messages = tonumber(ARGV[1])
 local max_bytes = tonumber(ARGV[2])
 local overhead = tonumber(ARGV[3])
 local max_trim = tonumber(ARGV[4])
-local n = (#ARGV - 4) / 2
+local draw = tonumber(ARGV[5])
+local n = #ARGV - 5
 local function field(id) return string.format('%d', id) end
-local function message(i) return ARGV[3 + 2 * i] end
+local function message(i) return ARGV[5 + i] end
 local meta = redis.call('HMGET', h, '#first', '#last', '#bytes')
 local new_first = (tonumber(meta[2]) or 0) + 1
 local last = new_first + n - 1
@@ -96,7 +106,8 @@ end
 redis.call('HSET', h, unpack(set))
 local picks, stored, from = {}, {}, {}
 for i = 1, n do
-  local id = first + tonumber(ARGV[4 + 2 * i]) % (last - first + 1)
+  draw = draw * 48271 % 2147483647
+  local id = first + draw % (last - first + 1)
   if id >= new_first then
     picks[i] = message(id - new_first + 1)
   else
@@ -108,7 +119,8 @@ if #stored > 0 then
   local got = redis.call('HMGET', h, unpack(stored))
   for j, i in ipairs(from) do picks[i] = got[j] or '' end
 end
-return picks
+for i = 1, n do picks[i] = struct.pack('<I4c0', #picks[i], picks[i]) end
+return table.concat(picks)
 ";
 
 /// KEYS[1]: the hash. ARGV: the number of messages, the most bytes of each
@@ -302,25 +314,62 @@ async fn send_batches(
             .arg(limits.messages)
             .arg(limits.bytes)
             .arg(ENTRY_OVERHEAD)
-            .arg(MAX_TRIM_PER_CALL);
+            .arg(MAX_TRIM_PER_CALL)
+            .arg(rand::random_range(1..PICK_MODULUS));
         for job in &batch {
-            call.arg(&job.message[..])
-                .arg(rand::random_range(0..RANDOM_BOUND));
+            call.arg(&job.message[..]);
         }
         // A failure less than a second after the last fresh manager is
         // made up for here, so that the first message after a quiet time
         // finds a fresh connection.
         connections.refresh(&mut conn, Instant::now());
-        let answer =
-            tokio::time::timeout(timeout, call.invoke_async::<Vec<Vec<u8>>>(&mut conn)).await;
+        let answer = tokio::time::timeout(timeout, call.invoke_async::<Vec<u8>>(&mut conn)).await;
         if let Ok(result) = &answer {
             connections.answered(result.is_err());
             connections.refresh(&mut conn, Instant::now());
         }
-        let picked =
-            judged(&url, timeout, answer).map(|picks| picks.into_iter().map(Bytes::from).collect());
+        let picked = judged(&url, timeout, answer).and_then(|picks| {
+            split_picks(Bytes::from(picks), batch.len()).map_err(|why| {
+                Failure::Unknown(format!("Redis answered the script wrongly: {why}"))
+            })
+        });
         batch::deliver(batch::answers(batch, picked));
     }
+}
+
+/// Why the script's answer cannot be read as the picks of a batch.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum PicksError {
+    /// Fewer bytes than a length, or than the pick it announces.
+    #[error("cut short at pick {0}")]
+    Short(usize),
+    /// Bytes left after the last pick.
+    #[error("{0} bytes after the last pick")]
+    Trailing(usize),
+}
+
+/// The `count` picks of the script's answer (each a 4-byte little-endian
+/// length, then that many bytes), as slices of it: no copy. Anything else
+/// (cut short, or bytes left over) is an error, never a panic.
+pub(crate) fn split_picks(mut answer: Bytes, count: usize) -> Result<Vec<Bytes>, PicksError> {
+    // Each pick takes 4 bytes at least: a count past that is not answered.
+    let mut picks = Vec::with_capacity(count.min(answer.len() / 4));
+    for i in 0..count {
+        let Some((len, _)) = answer.split_first_chunk::<4>() else {
+            return Err(PicksError::Short(i));
+        };
+        let len = usize::try_from(u32::from_le_bytes(*len)).unwrap_or(usize::MAX);
+        if answer.len() - 4 < len {
+            return Err(PicksError::Short(i));
+        }
+        let mut pick = answer.split_to(4 + len);
+        bytes::Buf::advance(&mut pick, 4);
+        picks.push(pick);
+    }
+    if !answer.is_empty() {
+        return Err(PicksError::Trailing(answer.len()));
+    }
+    Ok(picks)
 }
 
 /// What a Redis call answers within `timeout`, or why not, without the
@@ -364,6 +413,51 @@ fn failure(url: &RedisUrl, err: &RedisError) -> Failure {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn framed(picks: &[&[u8]]) -> Bytes {
+        let mut out = Vec::new();
+        for pick in picks {
+            out.extend_from_slice(&u32::try_from(pick.len()).unwrap().to_le_bytes());
+            out.extend_from_slice(pick);
+        }
+        Bytes::from(out)
+    }
+
+    #[test]
+    fn the_scripts_answer_splits_into_its_picks_or_says_what_is_wrong() {
+        let picks: [&[u8]; 4] = [b"hello", b"", b"a\nb\0\xff", &[b'x'; 300]];
+        let answer = framed(&picks);
+        let split = split_picks(answer.clone(), 4).unwrap();
+        assert_eq!(split.iter().map(|p| &p[..]).collect::<Vec<_>>(), picks);
+        assert_eq!(split_picks(Bytes::new(), 0), Ok(Vec::new()));
+        // Every cut of the answer is short at the pick it falls in.
+        // The picks end at 9, 13, 22 and 326 bytes.
+        for cut in 0..answer.len() {
+            let at = match cut {
+                0..9 => 0,
+                9..13 => 1,
+                13..22 => 2,
+                _ => 3,
+            };
+            assert_eq!(
+                split_picks(answer.slice(..cut), 4),
+                Err(PicksError::Short(at)),
+                "cut at {cut}"
+            );
+        }
+        // One pick more, one fewer, a length past the end.
+        assert_eq!(split_picks(answer.clone(), 5), Err(PicksError::Short(4)));
+        assert_eq!(split_picks(answer, 3), Err(PicksError::Trailing(304)));
+        assert_eq!(
+            split_picks(Bytes::from_static(&[0xff, 0xff, 0xff, 0xff, b'a']), 1),
+            Err(PicksError::Short(0))
+        );
+        // A huge count is refused without reserving room for it.
+        assert_eq!(
+            split_picks(Bytes::from_static(b"abc"), usize::MAX),
+            Err(PicksError::Short(0))
+        );
+    }
 
     #[tokio::test]
     async fn a_failed_connection_is_replaced_at_most_once_a_second() {

@@ -546,6 +546,58 @@ async fn a_redis_history_keeps_both_limits() {
     daemon.wait_exit(LIMIT);
 }
 
+/// Many connections at once, so that a script call carries many messages:
+/// every pick is a message sent (the answer's framing holds for any batch),
+/// and the picks spread over the history, within a batch too (one draw of
+/// the seeded generator a pick, not one for the batch).
+#[tokio::test]
+async fn redis_picks_in_full_batches_spread_over_the_whole_history() {
+    if !have_redis() {
+        return;
+    }
+    let redis = Redis::start(&[]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = bot_config(
+        dir.path(),
+        "spread.toml",
+        "127.0.0.1:0",
+        "history_limit = 200",
+        &format!(
+            "backend = \"redis\"\nurl = \"redis://127.0.0.1:{}/0\"\nkey = \"test:spread\"",
+            redis.port
+        ),
+    );
+    let mut daemon = Daemon::start(&config);
+    let addr = daemon.addr("bot");
+    let mut sent = messages("f", 200);
+    chat(addr, &sent).await;
+    let clients: Vec<_> = (0..40)
+        .map(|k| {
+            let mine = messages(&format!("c{k}"), 10);
+            sent.extend(mine.iter().cloned());
+            tokio::spawn(async move { chat(addr, &mine).await })
+        })
+        .collect();
+    let mut replies = Vec::new();
+    for client in clients {
+        replies.extend(client.await.expect("a client"));
+    }
+    assert_eq!(replies.len(), 400);
+    all_sent(&replies, &sent);
+    // 400 uniform picks from a window of 200 (sliding over 600) hit about
+    // 200 distinct messages; one pick repeated through a batch would hit
+    // about one per batch.
+    let distinct: HashSet<&String> = replies.iter().collect();
+    assert!(
+        distinct.len() >= 100,
+        "{} distinct picks of 400: {:?}",
+        distinct.len(),
+        &replies[..20]
+    );
+    daemon.signal("TERM");
+    daemon.wait_exit(LIMIT);
+}
+
 /// A tmpfs of `size` mounted on `dir` (root only), unmounted when dropped.
 struct Tmpfs(PathBuf);
 
