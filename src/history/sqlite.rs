@@ -545,34 +545,111 @@ fn write_batch(
     batch: &[Job],
 ) -> rusqlite::Result<Vec<Bytes>> {
     let limits = batch::tightest(batch);
-    {
-        let mut insert = conn.prepare_cached("INSERT INTO messages (id, body) VALUES (?1, ?2)")?;
-        for job in batch {
-            if next.count == 0 {
-                next.first = next.last + 1;
-            }
-            next.last += 1;
-            insert.execute((next.last, &job.message[..]))?;
-            next.count += 1;
-            next.bytes += (job.message.len() + ENTRY_OVERHEAD) as u64;
+    insert(conn, next.last + 1, batch)?;
+    for job in batch {
+        if next.count == 0 {
+            next.first = next.last + 1;
         }
+        next.last += 1;
+        next.count += 1;
+        next.bytes += (job.message.len() + ENTRY_OVERHEAD) as u64;
     }
     trim(conn, next, limits)?;
     let mut picks = Vec::with_capacity(batch.len());
+    let mut at = conn.prepare_cached("SELECT body FROM messages WHERE id = ?1")?;
     let mut at_or_after =
         conn.prepare_cached("SELECT body FROM messages WHERE id >= ?1 ORDER BY id LIMIT 1")?;
     for _ in batch {
         let id = rand::random_range(next.first..=next.last);
-        let body: Option<Vec<u8>> = at_or_after.query_row([id], |row| row.get(0)).optional()?;
+        // The ids this writer gives are consecutive; a file another writer
+        // left with gaps still gets a pick, the next message kept.
+        let mut body: Option<Vec<u8>> = at.query_row([id], |row| row.get(0)).optional()?;
+        if body.is_none() {
+            body = at_or_after.query_row([id], |row| row.get(0)).optional()?;
+        }
         // Never empty: the newest message is always kept.
         picks.push(Bytes::from(body.unwrap_or_default()));
     }
     Ok(picks)
 }
 
+/// Rows one `INSERT` statement writes, at most: a statement per row cost
+/// its setup and a seek from the root for each (the cursor of one
+/// statement stays at the end of the table).
+const INSERT_ROWS: usize = 16;
+
+/// Inserts the messages of `batch` under consecutive ids from `first`.
+fn insert(conn: &Connection, first: i64, batch: &[Job]) -> rusqlite::Result<()> {
+    let mut id = first;
+    let mut chunks = batch.chunks_exact(INSERT_ROWS);
+    if chunks.len() > 0 {
+        let mut many = conn.prepare_cached(&insert_statement(INSERT_ROWS))?;
+        for chunk in &mut chunks {
+            for (i, job) in chunk.iter().enumerate() {
+                many.raw_bind_parameter(2 * i + 1, id)?;
+                many.raw_bind_parameter(2 * i + 2, &job.message[..])?;
+                id += 1;
+            }
+            many.raw_execute()?;
+        }
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        let mut one = conn.prepare_cached(&insert_statement(1))?;
+        for job in rest {
+            one.execute((id, &job.message[..]))?;
+            id += 1;
+        }
+    }
+    Ok(())
+}
+
+/// `INSERT INTO messages (id, body) VALUES (?, ?), ...` for `rows` rows.
+fn insert_statement(rows: usize) -> String {
+    let mut sql = String::from("INSERT INTO messages (id, body) VALUES (?, ?)");
+    for _ in 1..rows {
+        sql.push_str(", (?, ?)");
+    }
+    sql
+}
+
 /// Deletes the oldest messages while the history is over `limits` (the
 /// newest always stays), updating `totals`.
 fn trim(conn: &Connection, totals: &mut Totals, limits: Limits) -> rusqlite::Result<()> {
+    // The oldest past the count limit go whatever their size: their sizes
+    // summed by one statement, not read row by row.
+    let past_count = totals.count.saturating_sub(limits.messages as u64);
+    if past_count > 0 {
+        let cut = totals.first + i64::try_from(past_count).unwrap_or(i64::MAX) - 1;
+        let (rows, text): (i64, i64) = conn
+            .prepare_cached(
+                "SELECT count(*), coalesce(sum(length(body)), 0) FROM messages \
+                 WHERE id >= ?1 AND id <= ?2",
+            )?
+            .query_row((totals.first, cut), |row| Ok((row.get(0)?, row.get(1)?)))?;
+        if u64::try_from(rows).ok() != Some(past_count) {
+            // The table holds other rows than the totals say: start over
+            // from it.
+            *totals = Totals {
+                last: totals.last,
+                ..read_totals(conn)?
+            };
+            return trim_rows(conn, totals, limits);
+        }
+        conn.prepare_cached("DELETE FROM messages WHERE id >= ?1 AND id <= ?2")?
+            .execute((totals.first, cut))?;
+        totals.count -= past_count;
+        totals.bytes = totals
+            .bytes
+            .saturating_sub(u64::try_from(text).unwrap_or(0) + past_count * ENTRY_OVERHEAD as u64);
+        totals.first = cut + 1;
+    }
+    trim_rows(conn, totals, limits)
+}
+
+/// [`trim`] row by row, the oldest first, while the history is over
+/// `limits`: where the bytes limit decides how many go.
+fn trim_rows(conn: &Connection, totals: &mut Totals, limits: Limits) -> rusqlite::Result<()> {
     let over = |t: &Totals| {
         t.count > limits.messages as u64 || (t.bytes > limits.bytes as u64 && t.count > 1)
     };
@@ -666,6 +743,106 @@ mod tests {
             tail(&reader, 10, 1024).unwrap(),
             [b"jjj".to_vec(), b"kkk".to_vec()]
         );
+    }
+
+    /// Messages handed to `history` at once (one batch: on this
+    /// single-threaded runtime every task queues its message before the
+    /// gathering task runs); their picks, in the order given.
+    async fn at_once(
+        history: &std::sync::Arc<SqliteHistory>,
+        messages: &[String],
+        how: Recording,
+    ) -> Vec<String> {
+        let tasks: Vec<_> = (messages.iter().cloned())
+            .map(|message| {
+                let history = history.clone();
+                tokio::spawn(
+                    async move { history.record_and_pick(Bytes::from(message), how).await },
+                )
+            })
+            .collect();
+        let mut picks = Vec::new();
+        for task in tasks {
+            let pick = task.await.unwrap().unwrap();
+            picks.push(String::from_utf8(pick.to_vec()).unwrap());
+        }
+        picks
+    }
+
+    fn texts(prefix: &str, range: std::ops::Range<usize>, width: usize) -> Vec<String> {
+        range.map(|i| format!("{prefix}{i:0width$}")).collect()
+    }
+
+    #[tokio::test]
+    async fn a_full_batch_is_inserted_in_chunks_and_trimmed_by_count_then_by_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.db");
+        let history = std::sync::Arc::new(SqliteHistory::open(&path, SqliteSync::Normal).unwrap());
+        let reader = open_reader(&path).unwrap().unwrap();
+        // 40 in one batch: two statements of 16 rows, then 8 of one; the
+        // count limit keeps the newest 25.
+        let first = texts("m", 0..40, 2);
+        let picks = at_once(&history, &first, how(25, 1 << 20)).await;
+        for pick in &picks {
+            assert!(
+                first[15..].contains(pick),
+                "{pick} was trimmed or never sent"
+            );
+        }
+        assert_eq!(count(&reader).unwrap(), 25);
+        let kept: Vec<Vec<u8>> = first[15..].iter().map(|m| m.clone().into_bytes()).collect();
+        assert_eq!(tail(&reader, 100, 64).unwrap(), kept);
+        // 10 of 100 bytes, and room for 5 of them: the bytes limit trims
+        // all 25 older ones and 5 of the batch.
+        let long = texts("L", 0..10, 99);
+        let picks = at_once(&history, &long, how(100, 5 * (100 + ENTRY_OVERHEAD))).await;
+        for pick in &picks {
+            assert!(long[5..].contains(pick), "{pick} was trimmed");
+        }
+        assert_eq!(count(&reader).unwrap(), 5);
+        let kept: Vec<Vec<u8>> = long[5..].iter().map(|m| m.clone().into_bytes()).collect();
+        assert_eq!(tail(&reader, 100, 200).unwrap(), kept);
+    }
+
+    #[tokio::test]
+    async fn rows_another_writer_removed_are_found_by_the_trim_and_skipped_by_the_picks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.db");
+        let history = std::sync::Arc::new(SqliteHistory::open(&path, SqliteSync::Normal).unwrap());
+        let first = texts("a", 0..20, 2);
+        at_once(&history, &first, how(20, 1 << 20)).await;
+        // A gap of 10 in the middle (a05-a14: a new file's ids start at 1),
+        // and a writer that does not know it.
+        let other = Connection::open(&path).unwrap();
+        other.busy_timeout(BUSY_TIMEOUT).unwrap();
+        let gone = other
+            .execute("DELETE FROM messages WHERE id >= 6 AND id <= 15", [])
+            .unwrap();
+        assert_eq!(gone, 10);
+        drop(other);
+        // Every pick is a message kept, whatever id was drawn.
+        for round in 0..5 {
+            let more = texts(&format!("b{round}-"), 0..4, 1);
+            let picks = at_once(&history, &more, how(1000, 1 << 20)).await;
+            let reader = open_reader(&path).unwrap().unwrap();
+            let kept = tail(&reader, 1000, 64).unwrap();
+            for pick in picks {
+                assert!(kept.contains(&pick.into_bytes()), "a pick of a removed row");
+            }
+        }
+        // 30 rows (ids 1-5, 16-40) where the totals count 40. A message
+        // with a limit of 16: 25 to drop by the count, the ids 1-25 of
+        // which only 15 are there: the trim reads the table again and
+        // drops its 15 oldest rows, which leaves the ids 26-41.
+        let last = texts("c", 0..1, 1);
+        at_once(&history, &last, how(16, 1 << 20)).await;
+        let reader = open_reader(&path).unwrap().unwrap();
+        assert_eq!(count(&reader).unwrap(), 16);
+        let mut expected: Vec<Vec<u8>> = (5..20)
+            .map(|n| format!("b{}-{}", n / 4, n % 4).into_bytes())
+            .collect();
+        expected.push(b"c0".to_vec());
+        assert_eq!(tail(&reader, 100, 64).unwrap(), expected);
     }
 
     #[test]
