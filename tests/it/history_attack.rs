@@ -7,6 +7,7 @@
 //! outage once in a bounded line, Redis is never left running the script
 //! forever, and service comes back once the backend behaves.
 
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -17,7 +18,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::cli::Daemon;
 use crate::common::{LIMIT, ask, connect_lines};
-use crate::history::{Redis, all_sent, ask_until_served, bot_config, chat, have_redis};
+use crate::history::{Redis, all_sent, ask_until_served, bot_config, chat, have_redis, stored};
 
 fn is_err_history(reply: &str) -> bool {
     reply == "ERR history unavailable" || reply == "ERR history timeout"
@@ -416,4 +417,131 @@ async fn the_redis_picks_reach_every_kept_message_batch_after_batch() {
     assert!(new >= 5 && old >= 5, "new {new}, old {old}");
     daemon.signal("TERM");
     daemon.wait_exit(LIMIT);
+}
+
+fn sqlite_bot(dir: &Path, extra: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let db = dir.join("history.db");
+    let config = bot_config(
+        dir,
+        "switchboard.toml",
+        "127.0.0.1:0",
+        extra,
+        &format!("backend = \"sqlite\"\npath = \"{}\"", db.display()),
+    );
+    (config, db)
+}
+
+/// A second connection to the history file, as another writer.
+fn other_writer(db: &Path) -> rusqlite::Connection {
+    let conn = rusqlite::Connection::open(db).expect("open the history file");
+    conn.busy_timeout(LIMIT).expect("busy timeout");
+    conn
+}
+
+#[tokio::test]
+async fn a_sqlite_row_at_the_largest_id_gets_err_lines_not_a_panic_and_service_once_gone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (config, db) = sqlite_bot(dir.path(), "history_limit = 5");
+    let other = other_writer(&db);
+    other
+        .execute_batch(
+            "CREATE TABLE messages (id INTEGER PRIMARY KEY, body BLOB NOT NULL);
+             INSERT INTO messages VALUES (1, x'6f6c64'), (9223372036854775807, x'6d6178');",
+        )
+        .expect("a file with the largest id");
+    let mut daemon = Daemon::start(&config);
+    let mut conn = connect_lines(daemon.addr("bot")).await;
+    for i in 0..3 {
+        assert_eq!(
+            ask(&mut conn, &format!("full-{i}\n")).await,
+            "ERR history unavailable"
+        );
+    }
+    assert_eq!(stored(&config), 2, "nothing stored past the largest id");
+    // The row goes: the writer finds the ids free again.
+    other
+        .execute("DELETE FROM messages WHERE id > 1", [])
+        .expect("delete");
+    let reply = ask_until_served(&mut conn, "free").await;
+    assert!(reply == "free" || reply == "old", "{reply:?}");
+    no_panic(&mut daemon);
+    daemon.signal("TERM");
+    assert!(daemon.wait_exit(LIMIT).success());
+}
+
+#[tokio::test]
+async fn sqlite_rows_another_writer_put_past_the_last_id_cost_one_batch_and_text_is_a_pick() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (config, db) = sqlite_bot(dir.path(), "history_limit = 4");
+    let mut daemon = Daemon::start(&config);
+    let addr = daemon.addr("bot");
+    let mut conn = connect_lines(addr).await;
+    let mut sent: Vec<String> = vec!["foreign".to_owned()];
+    for i in 0..3 {
+        sent.push(format!("m{i}"));
+        ask(&mut conn, &format!("m{i}\n")).await;
+    }
+    // Ids 4 and 5, where this writer goes next: a TEXT body, and a BLOB.
+    other_writer(&db)
+        .execute_batch("INSERT INTO messages VALUES (4, 'foreign'), (5, x'666f726569676e');")
+        .expect("insert");
+    let mut errors = 0;
+    let mut foreign = 0;
+    for i in 0..40 {
+        let message = format!("n{i}");
+        sent.push(message.clone());
+        let reply = ask(&mut conn, &format!("{message}\n")).await;
+        if is_err_history(&reply) {
+            errors += 1;
+        } else {
+            assert!(sent.contains(&reply), "{reply:?} was never sent");
+            foreign += usize::from(reply == "foreign");
+        }
+    }
+    assert!(errors <= 1, "{errors} messages refused after one collision");
+    assert!(foreign > 0 || errors == 1, "the TEXT row was never picked");
+    assert_eq!(stored(&config), 4, "history_limit holds");
+    no_panic(&mut daemon);
+    daemon.signal("TERM");
+    assert!(daemon.wait_exit(LIMIT).success());
+}
+
+#[tokio::test]
+async fn sqlite_limits_lowered_by_a_reload_hold_under_300_clients_of_the_largest_messages() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (config, _db) = sqlite_bot(dir.path(), "history_limit = 1000\nmax_message_bytes = 2000");
+    let mut daemon = Daemon::start(&config);
+    let addr = daemon.addr("bot");
+    let big = |tag: String| format!("{tag}-{}", "x".repeat(1999 - tag.len()));
+    let first: Vec<String> = (0..300).map(|i| big(format!("a{i}"))).collect();
+    chat(addr, &first).await;
+    assert_eq!(stored(&config), 300);
+    // Tighter, then more than a batch (256) of clients at once.
+    let (tighter, _) = sqlite_bot(
+        dir.path(),
+        "history_limit = 20\nhistory_bytes = 30000\nmax_message_bytes = 2000",
+    );
+    assert_eq!(tighter, config);
+    daemon.signal("HUP");
+    daemon.wait_for_log("reloaded:");
+    let clients: Vec<_> = (0..300)
+        .map(|c| {
+            let mine = vec![big(format!("c{c}"))];
+            tokio::spawn(async move { (chat(addr, &mine).await, mine) })
+        })
+        .collect();
+    let mut sent: HashSet<String> = first.iter().cloned().collect();
+    let mut replies = Vec::new();
+    for client in clients {
+        let (reply, mine) = client.await.expect("a client");
+        sent.extend(mine);
+        replies.extend(reply);
+    }
+    assert_eq!(replies.len(), 300);
+    all_sent(&replies, &sent);
+    // 30000 bytes hold 14 messages of 2000 (+80 each).
+    assert_eq!(stored(&config), 14);
+    no_panic(&mut daemon);
+    daemon.signal("TERM");
+    assert!(daemon.wait_exit(LIMIT).success());
 }
