@@ -35,6 +35,7 @@ use tokio::sync::mpsc;
 use super::batch::{self, Job};
 use super::redis_url::RedisUrl;
 use super::{ENTRY_OVERHEAD, Failure, Recording};
+use crate::conn::text::quote;
 
 /// Messages in one batch, at most.
 const MAX_BATCH: usize = 64;
@@ -45,6 +46,8 @@ const MAX_TRIM_PER_CALL: usize = 1000;
 /// its products stay below 2^47, exact in Lua's doubles (the script
 /// writes it out).
 const PICK_MODULUS: u32 = 2_147_483_647;
+/// The most bytes of a Redis error that a failure's reason (logged) quotes.
+const REASON_MAX_BYTES: usize = 1024;
 /// The batch task replaces a failed connection at most this often.
 const FRESH_CONNECTION_EVERY: Duration = Duration::from_secs(1);
 
@@ -68,11 +71,19 @@ local draw = tonumber(ARGV[5])
 local n = #ARGV - 5
 local function field(id) return string.format('%d', id) end
 local function message(i) return ARGV[5 + i] end
+-- A count this script writes: a whole number from 0 to 2^50. Anything
+-- else another client left there reads as absent: tonumber takes 'inf',
+-- 'nan' and '1e300', and past 2^53 adding 1 changes nothing, which
+-- would make the loops below over ids endless.
+local function count(value)
+  local x = tonumber(value)
+  if x and x >= 0 and x <= 2^50 and x == math.floor(x) then return x end
+end
 local meta = redis.call('HMGET', h, '#first', '#last', '#bytes')
-local new_first = (tonumber(meta[2]) or 0) + 1
+local new_first = (count(meta[2]) or 0) + 1
 local last = new_first + n - 1
-local first = tonumber(meta[1]) or new_first
-local bytes = tonumber(meta[3]) or 0
+local first = math.min(count(meta[1]) or new_first, new_first)
+local bytes = count(meta[3]) or 0
 for i = 1, n do bytes = bytes + #message(i) + overhead end
 local function over()
   return first < last and (last - first + 1 > max_messages or bytes > max_bytes)
@@ -117,7 +128,9 @@ for i = 1, n do
 end
 if #stored > 0 then
   local got = redis.call('HMGET', h, unpack(stored))
-  for j, i in ipairs(from) do picks[i] = got[j] or '' end
+  -- A field another client deleted: the newest message (always kept),
+  -- never an empty pick nobody sent.
+  for j, i in ipairs(from) do picks[i] = got[j] or message(n) end
 end
 for i = 1, n do picks[i] = struct.pack('<I4c0', #picks[i], picks[i]) end
 return table.concat(picks)
@@ -402,7 +415,9 @@ fn judged<T>(
 /// connection means not stored; any other failure of the connection may
 /// have come after Redis ran the call.
 fn failure(url: &RedisUrl, err: &RedisError) -> Failure {
-    let reason = url.scrub(&err.to_string());
+    // What the server said is its own text, of any length and bytes: the
+    // log gets it escaped and cut (the secrets are out before the cut).
+    let reason = quote(&url.scrub(&err.to_string()), REASON_MAX_BYTES);
     if err.is_io_error() && !err.is_connection_refusal() {
         Failure::Unknown(reason)
     } else {

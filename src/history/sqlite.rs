@@ -516,6 +516,16 @@ fn commit(
             // Nothing of the batch stays; a failed rollback (no transaction
             // left) changes nothing either.
             let _ = conn.execute_batch("ROLLBACK");
+            // Another writer took an id this one meant to give, or left
+            // none (or the disk is full): the next batch starts from the
+            // table as it is, not at the same id.
+            if matches!(
+                e.sqlite_error_code(),
+                Some(rusqlite::ErrorCode::ConstraintViolation | rusqlite::ErrorCode::DiskFull)
+            ) && let Ok(read) = read_totals(conn)
+            {
+                *totals = read;
+            }
             return Err(Failure::NotStored(e.to_string()));
         }
     };
@@ -545,6 +555,18 @@ fn write_batch(
     batch: &[Job],
 ) -> rusqlite::Result<Vec<Bytes>> {
     let limits = batch::tightest(batch);
+    // Another writer's row may hold an id near i64::MAX: its batch is
+    // refused (not stored), never an overflow.
+    let rows = i64::try_from(batch.len()).unwrap_or(i64::MAX);
+    if next.last.checked_add(rows.saturating_add(1)).is_none() {
+        return Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+            Some(format!(
+                "no ids left after {} (another writer's row)",
+                next.last
+            )),
+        ));
+    }
     insert(conn, next.last + 1, batch)?;
     for job in batch {
         if next.count == 0 {
@@ -556,9 +578,12 @@ fn write_batch(
     }
     trim(conn, next, limits)?;
     let mut picks = Vec::with_capacity(batch.len());
-    let mut at = conn.prepare_cached("SELECT body FROM messages WHERE id = ?1")?;
-    let mut at_or_after =
-        conn.prepare_cached("SELECT body FROM messages WHERE id >= ?1 ORDER BY id LIMIT 1")?;
+    // As a BLOB: another writer's TEXT row is a pick, not an error that
+    // fails the batch.
+    let mut at = conn.prepare_cached("SELECT CAST(body AS BLOB) FROM messages WHERE id = ?1")?;
+    let mut at_or_after = conn.prepare_cached(
+        "SELECT CAST(body AS BLOB) FROM messages WHERE id >= ?1 ORDER BY id LIMIT 1",
+    )?;
     for _ in batch {
         let id = rand::random_range(next.first..=next.last);
         // The ids this writer gives are consecutive; a file another writer

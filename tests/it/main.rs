@@ -26,6 +26,7 @@ mod get_archive_attack;
 mod get_errors_attack;
 mod get_resume_attack;
 mod history;
+mod history_attack;
 mod hostile_server;
 mod http;
 mod lifecycle;
