@@ -505,6 +505,19 @@ fn commit(
     totals: &mut Totals,
     batch: &[Job],
 ) -> Result<Vec<Bytes>, Failure> {
+    // Another writer's row may hold an id near i64::MAX: the batch is
+    // refused (not stored), never an overflow, and the totals are read
+    // again, so that service resumes once that row is gone.
+    let rows = i64::try_from(batch.len()).unwrap_or(i64::MAX);
+    if totals.last.checked_add(rows.saturating_add(1)).is_none() {
+        let last = totals.last;
+        if let Ok(read) = read_totals(conn) {
+            *totals = read;
+        }
+        return Err(Failure::NotStored(format!(
+            "no ids left after {last} (another writer's row)"
+        )));
+    }
     let mut next = *totals;
     let written = conn
         .prepare_cached("BEGIN IMMEDIATE")
@@ -516,13 +529,10 @@ fn commit(
             // Nothing of the batch stays; a failed rollback (no transaction
             // left) changes nothing either.
             let _ = conn.execute_batch("ROLLBACK");
-            // Another writer took an id this one meant to give, or left
-            // none (or the disk is full): the next batch starts from the
-            // table as it is, not at the same id.
-            if matches!(
-                e.sqlite_error_code(),
-                Some(rusqlite::ErrorCode::ConstraintViolation | rusqlite::ErrorCode::DiskFull)
-            ) && let Ok(read) = read_totals(conn)
+            // Another writer took an id this one meant to give: the next
+            // batch starts from the table as it is, not at the same id.
+            if e.sqlite_error_code() == Some(rusqlite::ErrorCode::ConstraintViolation)
+                && let Ok(read) = read_totals(conn)
             {
                 *totals = read;
             }
@@ -555,18 +565,6 @@ fn write_batch(
     batch: &[Job],
 ) -> rusqlite::Result<Vec<Bytes>> {
     let limits = batch::tightest(batch);
-    // Another writer's row may hold an id near i64::MAX: its batch is
-    // refused (not stored), never an overflow.
-    let rows = i64::try_from(batch.len()).unwrap_or(i64::MAX);
-    if next.last.checked_add(rows.saturating_add(1)).is_none() {
-        return Err(rusqlite::Error::SqliteFailure(
-            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
-            Some(format!(
-                "no ids left after {} (another writer's row)",
-                next.last
-            )),
-        ));
-    }
     insert(conn, next.last + 1, batch)?;
     for job in batch {
         if next.count == 0 {
