@@ -25,6 +25,7 @@
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -606,7 +607,7 @@ fn insert(conn: &Connection, first: i64, batch: &[Job]) -> rusqlite::Result<()> 
     let mut id = first;
     let mut chunks = batch.chunks_exact(INSERT_ROWS);
     if chunks.len() > 0 {
-        let mut many = conn.prepare_cached(&insert_statement(INSERT_ROWS))?;
+        let mut many = conn.prepare_cached(&INSERT_MANY)?;
         for chunk in &mut chunks {
             for (i, job) in chunk.iter().enumerate() {
                 many.raw_bind_parameter(2 * i + 1, id)?;
@@ -618,7 +619,7 @@ fn insert(conn: &Connection, first: i64, batch: &[Job]) -> rusqlite::Result<()> 
     }
     let rest = chunks.remainder();
     if !rest.is_empty() {
-        let mut one = conn.prepare_cached(&insert_statement(1))?;
+        let mut one = conn.prepare_cached(INSERT_ONE)?;
         for job in rest {
             one.execute((id, &job.message[..]))?;
             id += 1;
@@ -627,14 +628,20 @@ fn insert(conn: &Connection, first: i64, batch: &[Job]) -> rusqlite::Result<()> 
     Ok(())
 }
 
-/// `INSERT INTO messages (id, body) VALUES (?, ?), ...` for `rows` rows.
-fn insert_statement(rows: usize) -> String {
-    let mut sql = String::from("INSERT INTO messages (id, body) VALUES (?, ?)");
-    for _ in 1..rows {
+/// The `INSERT` of one row.
+const INSERT_ONE: &str = "INSERT INTO messages (id, body) VALUES (?, ?)";
+
+/// The `INSERT` of [`INSERT_ROWS`] rows, written once.
+static INSERT_MANY: LazyLock<String> = LazyLock::new(|| {
+    let mut sql = String::from(INSERT_ONE);
+    for _ in 1..INSERT_ROWS {
         sql.push_str(", (?, ?)");
     }
     sql
-}
+});
+
+/// Deletes the rows from id ?1 to id ?2.
+const DELETE_RANGE: &str = "DELETE FROM messages WHERE id >= ?1 AND id <= ?2";
 
 /// Deletes the oldest messages while the history is over `limits` (the
 /// newest always stays), updating `totals`.
@@ -659,7 +666,7 @@ fn trim(conn: &Connection, totals: &mut Totals, limits: Limits) -> rusqlite::Res
             };
             return trim_rows(conn, totals, limits);
         }
-        conn.prepare_cached("DELETE FROM messages WHERE id >= ?1 AND id <= ?2")?
+        conn.prepare_cached(DELETE_RANGE)?
             .execute((totals.first, cut))?;
         totals.count -= past_count;
         totals.bytes = totals
@@ -679,7 +686,7 @@ fn trim_rows(conn: &Connection, totals: &mut Totals, limits: Limits) -> rusqlite
     let mut oldest = conn.prepare_cached(
         "SELECT id, length(body) FROM messages WHERE id >= ?1 ORDER BY id LIMIT ?2",
     )?;
-    let mut delete = conn.prepare_cached("DELETE FROM messages WHERE id >= ?1 AND id <= ?2")?;
+    let mut delete = conn.prepare_cached(DELETE_RANGE)?;
     while over(totals) {
         let mut cut = None;
         let mut rows = oldest.query((totals.first, TRIM_STEP as i64))?;
