@@ -31,6 +31,7 @@ pub mod history;
 /// HTTP/1.1's rules as pure functions (request heads, ranges, validators,
 /// preconditions, dates), below the download handler.
 mod http;
+mod log_context;
 mod metrics;
 mod probe;
 mod server;

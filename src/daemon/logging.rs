@@ -21,8 +21,10 @@ use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::{fmt, registry};
 
 use super::log_fields::TextFields;
+use super::log_format::{ContextJson, ContextText};
 use super::panics::PANIC_TARGET;
 use crate::config::{LogFormat, ServerConfig, log_filter};
+use crate::log_context;
 
 /// Bytes of log lines gathered into one write to stderr.
 const LOG_WRITE_BUFFER: usize = 64 * 1024;
@@ -56,12 +58,22 @@ pub fn init(server: &ServerConfig) -> anyhow::Result<WorkerGuard> {
     let layer = fmt::layer()
         .with_writer(writer)
         .with_ansi(std::io::stderr().is_terminal());
+    // The journal stamps every line itself.
     let installed = match (server.log_format, stderr_is_journal()) {
-        (LogFormat::Text, false) => filtered.with(layer.fmt_fields(TextFields)).try_init(),
-        (LogFormat::Text, true) => filtered
-            .with(layer.fmt_fields(TextFields).without_time())
+        (LogFormat::Text, journal) => filtered
+            .with(
+                layer
+                    .fmt_fields(TextFields)
+                    .event_format(ContextText::new(fmt::time::SystemTime, !journal)),
+            )
             .try_init(),
-        (LogFormat::Json, _) => filtered.with(layer.json()).try_init(),
+        (LogFormat::Json, _) => filtered
+            .with(
+                layer
+                    .json()
+                    .event_format(ContextJson::new(fmt::format().json())),
+            )
+            .try_init(),
     };
     installed.map_err(|e| anyhow::anyhow!("cannot install the logger: {e}"))?;
     // Once the log can take its lines: a panic is one of them.
@@ -77,8 +89,8 @@ pub fn init(server: &ServerConfig) -> anyhow::Result<WorkerGuard> {
 /// flood makes, or when `budget` has room for it this second.
 ///
 /// The lines of connections and datagrams past the budget are dropped, and
-/// counted: they are what a flood makes. Those are the lines written inside
-/// a connection's span or a late datagram reply's, the debug and trace
+/// counted: they are what a flood makes. Those are the lines written in a
+/// connection's or a late datagram reply's context (`log_context`), the debug and trace
 /// lines of a listener's loop (a UDP listener's lines about each datagram),
 /// and panic lines (a panic that a client can trigger would otherwise
 /// flood the log). The daemon's own lines (start, reloads, refusal and drop
@@ -92,21 +104,19 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
     dynamic_filter_fn(move |meta, cx| {
+        if !meta.is_event() {
+            return true;
+        }
         let of_the_traffic = meta.target() == PANIC_TARGET
-            || cx.lookup_current().is_some_and(|span| match span.name() {
-                CONNECTION_SPAN | DATAGRAM_SPAN => true,
-                LISTENER_SPAN => *meta.level() >= tracing::Level::DEBUG,
-                _ => false,
-            });
-        !meta.is_event() || !of_the_traffic || budget.allow()
+            || log_context::with_current(|_| ()).is_some()
+            || (*meta.level() >= tracing::Level::DEBUG
+                && cx
+                    .lookup_current()
+                    .is_some_and(|span| span.name() == LISTENER_SPAN));
+        !of_the_traffic || budget.allow()
     })
 }
 
-/// The name of a connection's span (`server::listener`): the lines in it
-/// are the ones the budget counts.
-const CONNECTION_SPAN: &str = "conn";
-/// The span of a UDP reply sent after the history answered (`server::datagram`).
-const DATAGRAM_SPAN: &str = "datagram";
 /// The span of a listener's accept or receive loop (`server::running`): its
 /// debug and trace lines, one a datagram, are counted.
 const LISTENER_SPAN: &str = "listener";

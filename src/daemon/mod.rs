@@ -6,6 +6,7 @@
 
 mod descriptors;
 mod log_fields;
+mod log_format;
 pub(crate) mod logging;
 mod panics;
 mod signals;

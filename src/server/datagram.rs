@@ -37,14 +37,14 @@ use tokio::net::UdpSocket;
 use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info_span, warn};
+use tracing::{debug, warn};
 
 use super::admission::{Refusal, Sources};
 use super::drain::Drain;
 use super::listener::{Listener, Route, Socket};
-use super::peer_field::PeerField;
 use crate::config::Transport;
 use crate::handler::DatagramSource;
+use crate::log_context::{self, LogContext};
 use crate::metrics::{DatagramMetrics, DropReason};
 
 /// Datagrams taken per wake-up before the loop yields to other tasks.
@@ -282,24 +282,21 @@ impl Exchange<'_> {
                     self.sources.clone(),
                     self.metrics.clone(),
                 );
-                let span = info_span!(parent: None, "datagram", listener = %route.settings.listener, peer = %PeerField(peer));
-                drain.spawn(
-                    async move {
-                        if let Some(reply) = reply.await {
-                            let late = Exchange {
-                                socket: &socket,
-                                route: &route,
-                                sources: &sources,
-                                metrics: &metrics,
-                            };
-                            if let Err(reason) = late.send(&reply, n, peer) {
-                                metrics.dropped[reason.index()].inc();
-                            }
+                let context = LogContext::datagram(route.settings.listener.clone(), peer);
+                drain.spawn(log_context::scope(context, async move {
+                    if let Some(reply) = reply.await {
+                        let late = Exchange {
+                            socket: &socket,
+                            route: &route,
+                            sources: &sources,
+                            metrics: &metrics,
+                        };
+                        if let Err(reason) = late.send(&reply, n, peer) {
+                            metrics.dropped[reason.index()].inc();
                         }
-                        drop(permit);
-                    },
-                    span,
-                );
+                    }
+                    drop(permit);
+                }));
                 Ok(())
             }
         }

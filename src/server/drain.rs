@@ -10,11 +10,12 @@ use std::time::Duration;
 use tokio::time::timeout;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tokio_util::task::TaskTracker;
-use tracing::{Instrument, Span, info, warn};
+use tracing::{info, warn};
 
 use super::open::OpenConnections;
 use crate::conn::Signals;
 use crate::conn::signals::ABORTED;
+use crate::log_context::{self, LogContext};
 
 /// The connections of a running server (or of one listener) and the two
 /// stages of stopping them: first they are asked to finish (handlers watch
@@ -95,36 +96,36 @@ impl Drain {
         self.tracker.len()
     }
 
-    /// Runs a client connection's task in its tracing span; `signals` are
+    /// Runs a client connection's task in its log context; `signals` are
     /// its (registered in [`Drain::open_connections`]): it is dropped
     /// (closing its socket) if it is still running when the grace period
     /// ends. No waiter of its own for that: the drain fires its signals.
     pub(crate) fn spawn_connection(
         &self,
         connection: impl Future<Output = ()> + Send + 'static,
-        span: Span,
+        context: LogContext,
         signals: Signals,
     ) {
-        let task = Droppable {
-            connection,
-            signals,
-        }
-        .instrument(span);
+        let task = log_context::scope(
+            context,
+            Droppable {
+                connection,
+                signals,
+            },
+        );
         match &self.parent {
             Some(parent) => self.tracker.spawn(parent.track_future(task)),
             None => self.tracker.spawn(task),
         };
     }
 
-    /// Runs a task of the connections' (a late datagram reply) in its
-    /// tracing span; it is dropped if it is still running when the grace
-    /// period ends.
-    pub(crate) fn spawn(&self, connection: impl Future<Output = ()> + Send + 'static, span: Span) {
+    /// Runs a task of the connections' (a late datagram reply); it is
+    /// dropped if it is still running when the grace period ends.
+    pub(crate) fn spawn(&self, connection: impl Future<Output = ()> + Send + 'static) {
         let task = Abortable {
             connection,
             abort: self.abort.clone().cancelled_owned(),
-        }
-        .instrument(span);
+        };
         match &self.parent {
             Some(parent) => self.tracker.spawn(parent.track_future(task)),
             None => self.tracker.spawn(task),
@@ -225,7 +226,7 @@ mod tests {
     async fn finished_connections_end_the_wait_early() {
         let drain = Drain::new();
         let finishing = drain.finishing();
-        drain.spawn(async move { finishing.cancelled().await }, Span::none());
+        drain.spawn(async move { finishing.cancelled().await });
         drain.begin();
         let started = tokio::time::Instant::now();
         assert_eq!(drain.wait(Duration::from_secs(10)).await.abandoned, 0);
@@ -241,7 +242,7 @@ mod tests {
             let _alive = alive;
             std::future::pending::<()>().await;
         };
-        drain.spawn(connection, Span::none());
+        drain.spawn(connection);
         drain.begin();
         let report = drain.wait(Duration::from_secs(10)).await;
         assert_eq!(report.abandoned, 1);
@@ -269,7 +270,11 @@ mod tests {
             let _ = told.send(());
             std::future::pending::<()>().await;
         };
-        listener.spawn_connection(connection, Span::none(), signals);
+        listener.spawn_connection(
+            connection,
+            LogContext::connection("test".into(), None, 1),
+            signals,
+        );
         server.begin();
         let report = server.wait(Duration::from_secs(10)).await;
         assert!(finish_seen.try_recv().is_ok(), "not told to finish");
@@ -289,18 +294,12 @@ mod tests {
         let other = server.child();
         let (finished, mut listener_done) = tokio::sync::oneshot::channel::<()>();
         let finishing = listener.finishing();
-        listener.spawn(
-            async move {
-                finishing.cancelled().await;
-                let _ = finished.send(());
-            },
-            Span::none(),
-        );
+        listener.spawn(async move {
+            finishing.cancelled().await;
+            let _ = finished.send(());
+        });
         let other_finishing = other.finishing();
-        other.spawn(
-            async move { other_finishing.cancelled().await },
-            Span::none(),
-        );
+        other.spawn(async move { other_finishing.cancelled().await });
         assert_eq!((server.open(), listener.open()), (2, 1));
         // Draining one listener leaves the rest of the server alone.
         listener.begin();

@@ -1,6 +1,6 @@
 //! A bound listener (a listening TCP socket, or a UDP socket) and the TCP
-//! accept loop: one task per accepted client, each in its own tracing
-//! span, routed to the listener's current handler, and the life of one
+//! accept loop: one task per accepted client, each in its own log context
+//! (`log_context`), routed to the listener's current handler, and the life of one
 //! connection from accept to close. A UDP listener's loop is `datagram`.
 
 use std::io;
@@ -13,21 +13,21 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream, UdpSocket};
 use tokio::sync::{OwnedSemaphorePermit, watch};
 use tokio::time::{Instant, sleep};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, field, info, info_span, warn};
+use tracing::{debug, info, warn};
 
 use super::admission::{Refusal, SourceSlot, Sources};
 use super::budget::ListenerBudget;
 use super::drain::Drain;
 use super::limit::ConnectionLimit;
 use super::open::{OpenConnections, Registration};
-use super::opening::{prepare_socket, secure};
-use super::peer_field::PeerField;
+use super::opening::{prepare_socket, secure, set_inherited_options};
 use crate::config::{Access, Datagrams, ListenerConfig, ProxyProtocol, Transport};
 use crate::conn::proxy_header::{self, Proxied};
 use crate::conn::signals::{RETIRED, SHUTDOWN, Source};
 use crate::conn::{self, ConnError, Connection, ServerStream, Signals};
 use crate::handler::{AnyHandler, BuildContext, Ended, HandlerError};
 use crate::history::Histories;
+use crate::log_context::{self, LogContext};
 use crate::metrics::{ListenerMetrics, Metrics};
 use crate::tls::service::TlsService;
 
@@ -169,6 +169,13 @@ pub(crate) struct Listener {
     /// The `FileDescriptorName=` of a socket from the service manager
     /// (socket activation); `None` when bound here.
     fd_name: Option<String>,
+    /// The keepalive its accepted sockets inherit, with TCP_NODELAY, from
+    /// the listening socket; `None` when they inherit nothing (UDP, or
+    /// options the socket refused). A route with another keepalive (after
+    /// a reload) has its connections set theirs: connections queued before
+    /// the reload could not be told apart, had the listening socket's
+    /// options been changed.
+    inherited_keepalive: Option<Option<Duration>>,
 }
 
 impl Listener {
@@ -230,15 +237,19 @@ impl Listener {
         config: &ListenerConfig,
         fd_name: Option<String>,
     ) -> io::Result<Self> {
-        let local_addr = match &socket {
-            Socket::Stream(socket) => socket.local_addr()?,
-            Socket::Datagram(socket) => socket.local_addr()?,
+        let (local_addr, inherited_keepalive) = match &socket {
+            Socket::Stream(socket) => (
+                socket.local_addr()?,
+                set_inherited_options(socket, config.tcp_keepalive).then_some(config.tcp_keepalive),
+            ),
+            Socket::Datagram(socket) => (socket.local_addr()?, None),
         };
         Ok(Listener {
             local_addr,
             socket,
             config: config.clone(),
             fd_name,
+            inherited_keepalive,
         })
     }
 
@@ -374,20 +385,13 @@ impl Listener {
                 }
             };
             let id = next_id.fetch_add(1, Ordering::Relaxed);
-            // A root span: the connection's lines carry its own fields only.
-            // `peer` is the client; `via` the proxy it came through, if any.
-            // A client's own address is given here: a field recorded later
-            // costs a second lookup and formatting of the span's fields
-            // (about 7% of a short connection's user-space instructions).
-            let span = info_span!(
-                parent: None,
-                "conn",
-                listener = %route.settings.listener,
-                peer = (!via_proxy).then(|| field::display(PeerField(peer))),
-                via = field::Empty,
+            // The fields of the connection's lines: `peer` is the client
+            // (through a balancer, its PROXY header says who it is); the
+            // balancer is `via`.
+            let context = LogContext::connection(
+                route.settings.listener.clone(),
+                (!via_proxy).then_some(peer),
                 id,
-                tls = field::Empty,
-                client_cert = field::Empty,
             );
             // Reached by reloads and the shutdown from now on.
             let signals = Signals::default();
@@ -407,6 +411,7 @@ impl Listener {
             // where a capture would take room in the task for its whole
             // life (every idle connection pays for its task's size).
             let opening = Box::new(Opening {
+                options_inherited: self.inherited_keepalive == Some(route.tcp_keepalive),
                 stream,
                 peer,
                 via_proxy,
@@ -422,7 +427,7 @@ impl Listener {
                     _descriptors: descriptors,
                 },
             });
-            drain.spawn_connection(connection(opening), span, task_signals);
+            drain.spawn_connection(connection(opening), context, task_signals);
         }
         debug!("stopped accepting");
     }
@@ -438,6 +443,8 @@ struct Opening {
     via_proxy: bool,
     /// The route of its accept.
     route: Arc<Route>,
+    /// Its socket inherited the route's options from the listening socket.
+    options_inherited: bool,
     signals: Signals,
     /// The listener's per-source state (a PROXY header's client is
     /// admitted there).
@@ -470,6 +477,7 @@ async fn open_connection(
         peer,
         via_proxy,
         route,
+        options_inherited,
         signals,
         sources,
         accepted,
@@ -492,7 +500,7 @@ async fn open_connection(
             checked: with.slot.is_some(),
         },
     );
-    prepare_socket(&stream, route.tcp_keepalive);
+    prepare_socket(&stream, route.tcp_keepalive, options_inherited);
     // After admission: a refused source never costs a handshake.
     let opened = secure(
         stream,
@@ -557,7 +565,7 @@ fn refuse(
     }
 }
 
-/// Settles who the client is, in its span: the socket's peer (admitted at
+/// Settles who the client is, in its log context: the socket's peer (admitted at
 /// accept, holding `slot`), or for a connection from a trusted proxy the
 /// address its PROXY protocol header gives, which is admitted here (access
 /// lists, per-source limits) as the socket's peer would have been at
@@ -572,11 +580,10 @@ async fn admit_proxied(
     sources: &Arc<Sources>,
 ) -> Option<SocketAddr> {
     let Some(proxy) = route.proxy_protocol.as_ref().filter(|_| via_proxy) else {
-        // Its span was given `peer` when it was made.
+        // Its context was given `peer` when it was made.
         return Some(peer);
     };
-    let span = tracing::Span::current();
-    span.record("via", field::display(PeerField(peer)));
+    log_context::record_via(peer);
     // Boxed: only connections through a balancer carry the header's read
     // (and its buffer) in their task.
     let header = Box::pin(proxy_header::read(
@@ -590,18 +597,18 @@ async fn admit_proxied(
         // client, so not subject to `allow` or the per-source limits
         // (`deny` was checked at accept).
         Ok(Proxied::Local) => {
-            span.record("peer", field::display(PeerField(peer)));
+            log_context::record_peer(peer);
             *slot = None;
             return Some(peer);
         }
         Err(e) => {
-            span.record("peer", field::display(PeerField(peer)));
+            log_context::record_peer(peer);
             debug!(error = %e, "refused");
             refuse(stream, route, sources, Refusal::ProxyHeader, peer);
             return None;
         }
     };
-    span.record("peer", field::display(PeerField(client)));
+    log_context::record_peer(client);
     match sources.admit(&route.access, client.ip()) {
         Ok(admitted) => {
             *slot = Some(admitted);

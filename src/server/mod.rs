@@ -12,7 +12,6 @@ mod limit;
 mod listener;
 mod open;
 mod opening;
-mod peer_field;
 mod reload;
 mod running;
 

@@ -1,17 +1,19 @@
 //! What an admitted connection goes through before its handler: its
 //! socket options (TCP_NODELAY, keepalive), and on a TLS listener the
 //! first-byte decision (`mode = "optional"`) and the handshake, whose
-//! outcome the connection's span records (version, cipher, the client
+//! outcome the connection's log context records (version, cipher, the client
 //! certificate's subject).
 
 use std::io;
+use std::os::fd::AsFd;
 use std::time::Duration;
 
 use tokio::net::TcpStream;
-use tracing::{debug, field, info};
+use tracing::{debug, info};
 
 use crate::conn::signals::{DENIED, SHUTDOWN};
 use crate::conn::{self, ServerStream, Signals};
+use crate::log_context;
 use crate::metrics::ListenerMetrics;
 use crate::tls::Mode;
 use crate::tls::service::{HandshakeError, SessionInfo, TlsService, starts_tls};
@@ -25,24 +27,55 @@ const KEEPALIVE_PROBES: u32 = 3;
 /// the peer, and closes the connection when it does not answer, so a peer
 /// that vanished (power, network) does not hold its descriptor for the
 /// whole idle timeout.
-fn keep_alive(stream: &TcpStream, idle: Duration) -> io::Result<()> {
+fn keep_alive(socket: impl AsFd, idle: Duration) -> io::Result<()> {
     use rustix::net::sockopt;
-    sockopt::set_socket_keepalive(stream, true)?;
-    sockopt::set_tcp_keepidle(stream, idle)?;
-    sockopt::set_tcp_keepintvl(stream, idle.min(KEEPALIVE_INTERVAL))?;
-    sockopt::set_tcp_keepcnt(stream, KEEPALIVE_PROBES)?;
+    sockopt::set_socket_keepalive(&socket, true)?;
+    sockopt::set_tcp_keepidle(&socket, idle)?;
+    sockopt::set_tcp_keepintvl(&socket, idle.min(KEEPALIVE_INTERVAL))?;
+    sockopt::set_tcp_keepcnt(&socket, KEEPALIVE_PROBES)?;
     Ok(())
 }
 
-/// Sets an admitted connection's socket options.
-pub(super) fn prepare_socket(stream: &TcpStream, tcp_keepalive: Option<Duration>) {
-    // Replies are small: they must not wait for Nagle and delayed ACKs.
+/// Sets on a listening socket the options its connections are to have:
+/// TCP_NODELAY (replies are small: they must not wait for Nagle and
+/// delayed ACKs) and keepalive after `tcp_keepalive` (`None`: off). Linux
+/// copies a listening socket's options into each socket it accepts, so
+/// while a listener's route keeps these settings its connections need no
+/// system call of their own for them (five a connection, about 4% of a
+/// short connection's CPU: bench/ANALYSIS.md, "connect"). False when one
+/// could not be set: its connections then set them themselves.
+pub(super) fn set_inherited_options(listener: impl AsFd, tcp_keepalive: Option<Duration>) -> bool {
+    let set = rustix::net::sockopt::set_tcp_nodelay(&listener, true)
+        .map_err(io::Error::from)
+        .and_then(|()| match tcp_keepalive {
+            Some(idle) => keep_alive(&listener, idle),
+            None => Ok(()),
+        });
+    match set {
+        Ok(()) => true,
+        Err(e) => {
+            debug!(error = %e, "cannot set the connections' options on the listening socket");
+            false
+        }
+    }
+}
+
+/// Sets an admitted connection's socket options, unless it `inherited`
+/// them from its listening socket (see [`set_inherited_options`]); a
+/// listener whose sockets inherit keepalive has it turned off here when
+/// a reload turned it off.
+pub(super) fn prepare_socket(stream: &TcpStream, tcp_keepalive: Option<Duration>, inherited: bool) {
+    if inherited {
+        return;
+    }
     if let Err(e) = stream.set_nodelay(true) {
         debug!(error = %e, "cannot set TCP_NODELAY");
     }
-    if let Some(idle) = tcp_keepalive
-        && let Err(e) = keep_alive(stream, idle)
-    {
+    let set = match tcp_keepalive {
+        Some(idle) => keep_alive(stream, idle),
+        None => rustix::net::sockopt::set_socket_keepalive(stream, false).map_err(io::Error::from),
+    };
+    if let Err(e) = set {
         debug!(error = %e, "cannot set TCP keepalive");
     }
 }
@@ -105,17 +138,13 @@ pub(super) async fn secure(
         Ok(stream) => {
             metrics.tls_handshake("ok");
             let info = SessionInfo::of(&stream);
-            let span = tracing::Span::current();
-            span.record(
-                "tls",
-                field::display(format_args!("{} {}", info.version, info.cipher)),
-            );
+            log_context::record_tls(format_args!("{} {}", info.version, info.cipher));
             if let Some(subject) = &info.client_subject {
                 // The client's own words (its CA signed them, but a CN may
                 // hold newlines, escapes, kilobytes): escaped and bounded,
                 // as every line of the connection carries them.
                 let quoted = conn::text::quote(subject, conn::text::QUOTE_MAX_BYTES);
-                span.record("client_cert", field::display(format_args!("\"{quoted}\"")));
+                log_context::record_client_cert(format_args!("\"{quoted}\""));
             }
             Some(ServerStream::Tls(Box::new(stream)))
         }
@@ -124,5 +153,63 @@ pub(super) async fn secure(
             info!(reason = e.label(), "TLS handshake failed: {e}");
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rustix::net::sockopt;
+
+    use super::*;
+
+    /// An accepted socket of a listener set with `set_inherited_options`.
+    async fn accepted(tcp_keepalive: Option<Duration>) -> (TcpStream, TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        assert!(set_inherited_options(&listener, tcp_keepalive));
+        let addr = listener.local_addr().expect("its address");
+        let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        (client.expect("connect"), accepted.expect("accept").0)
+    }
+
+    /// What an accepted socket has: TCP_NODELAY, and keepalive with its
+    /// idle time, interval and probe count, if it is on.
+    fn options(socket: &TcpStream) -> (bool, Option<(Duration, Duration, u32)>) {
+        let nodelay = sockopt::tcp_nodelay(socket).expect("TCP_NODELAY");
+        let keepalive = sockopt::socket_keepalive(socket)
+            .expect("SO_KEEPALIVE")
+            .then(|| {
+                (
+                    sockopt::tcp_keepidle(socket).expect("TCP_KEEPIDLE"),
+                    sockopt::tcp_keepintvl(socket).expect("TCP_KEEPINTVL"),
+                    sockopt::tcp_keepcnt(socket).expect("TCP_KEEPCNT"),
+                )
+            });
+        (nodelay, keepalive)
+    }
+
+    #[tokio::test]
+    async fn accepted_sockets_inherit_the_listening_socket_s_options() {
+        let idle = Duration::from_secs(7);
+        let (_client, socket) = accepted(Some(idle)).await;
+        let want = Some((idle, Duration::from_secs(7), KEEPALIVE_PROBES));
+        assert_eq!(options(&socket), (true, want));
+        prepare_socket(&socket, Some(idle), true);
+        assert_eq!(options(&socket), (true, want));
+        let (_client, socket) = accepted(None).await;
+        assert_eq!(options(&socket), (true, None));
+    }
+
+    #[tokio::test]
+    async fn a_connection_whose_route_changed_sets_its_own_options() {
+        let (_client, socket) = accepted(Some(Duration::from_secs(7))).await;
+        let idle = Duration::from_secs(300);
+        prepare_socket(&socket, Some(idle), false);
+        let want = Some((idle, KEEPALIVE_INTERVAL, KEEPALIVE_PROBES));
+        assert_eq!(options(&socket), (true, want));
+        // Turned off by a reload: off on the socket too.
+        prepare_socket(&socket, None, false);
+        assert_eq!(options(&socket), (true, None));
     }
 }

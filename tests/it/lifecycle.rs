@@ -304,6 +304,65 @@ async fn accepted_sockets_have_tcp_keepalive_unless_it_is_off() {
     server.shutdown().await;
 }
 
+/// The timer field (`tr`) and its time left in hundredths of a second
+/// (`tm->when`) of the server-side socket of `client`'s connection to
+/// `port`, from /proc/net/tcp.
+fn server_side_timer(port: u16, client: &tokio::net::TcpStream) -> Option<(u32, u32)> {
+    let client_port = client.local_addr().expect("the client's address").port();
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let port_of = |field: &str| u16::from_str_radix(field.rsplit(':').next()?, 16).ok();
+        let (timer, when) = fields.get(5)?.split_once(':')?;
+        (port_of(fields.get(1)?)? == port && port_of(fields.get(2)?)? == client_port)
+            .then(|| Some((timer.parse().ok()?, u32::from_str_radix(when, 16).ok()?)))?
+    })
+}
+
+/// Accepted sockets take their options from the listening socket while the
+/// route keeps the listener's keepalive; after a reload that changes it
+/// they set their own, longer or off.
+#[tokio::test]
+async fn a_reload_that_changes_tcp_keepalive_reaches_the_connections_after_it() {
+    let with = |keepalive: &str| {
+        private_listener(
+            18,
+            "ka",
+            "echo",
+            &format!("tcp_keepalive = \"{keepalive}\""),
+        )
+    };
+    let mut server = TestServer::start(&with("7s"));
+    let addr = server.addr("ka");
+    let mut conns = Vec::new();
+    for keepalive in ["7s", "300s", "0s", "7s"] {
+        if !conns.is_empty() {
+            server.reload(&with(keepalive)).await.expect("reload");
+        }
+        let mut conn = connect(addr).await;
+        // Echoed: the server has accepted it and set its options.
+        echo_once(&mut conn, b"x").await;
+        let timer = server_side_timer(addr.port(), &conn);
+        conns.push((keepalive, timer, conn));
+    }
+    let seen: Vec<(&str, Option<(u32, u32)>)> = conns.iter().map(|(k, t, _)| (*k, *t)).collect();
+    // Keepalive's timer (2) runs out within 7 s (700 hundredths), or
+    // within 300 s and later than 7 s; none (0) when it is off.
+    let expected = |keepalive: &str, timer: Option<(u32, u32)>| match (keepalive, timer) {
+        ("7s", Some((2, when))) => when <= 700,
+        ("300s", Some((2, when))) => when > 700 && when <= 30_000,
+        ("0s", Some((0, _))) => true,
+        _ => false,
+    };
+    assert!(
+        seen.iter()
+            .all(|(keepalive, timer)| expected(keepalive, *timer)),
+        "{seen:?}"
+    );
+    drop(conns);
+    server.shutdown().await;
+}
+
 /// Reads what is left of `stream` (bounded in time): the bytes, and how it
 /// ended (`Ok`: a clean end, FIN; `Err`: the error, such as a reset).
 async fn read_rest(stream: &mut tokio::net::TcpStream) -> (Vec<u8>, std::io::Result<usize>) {
