@@ -44,7 +44,10 @@ pub fn tls_opening(data: &[u8]) {
             check_interval: None,
         };
         let metrics = Arc::new(crate::metrics::Metrics::new()).listener("fuzz", "echo");
-        TlsService::new(&settings, &metrics, None)
+        let service = TlsService::new(&settings, &metrics, None);
+        // Read once, at the making: every fuzz run left a folder behind.
+        let _ = std::fs::remove_dir_all(&dir);
+        service
     });
     let config = service.server_config().expect("the fuzz certificate loads");
     let mut conn = rustls::ServerConnection::new(config).expect("a server connection");

@@ -302,6 +302,26 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// Whatever a client certificate's subject holds (the caller
+        /// quotes it, but the JSON must not depend on that), the `span`
+        /// object is valid JSON that reads back as the text given.
+        #[test]
+        fn any_text_is_valid_json(subject in "(?s).*", listener in "\\PC*") {
+            let mut context = LogContext::connection(listener.as_str().into(), None, 1);
+            context.later().client_cert = Some(subject.as_str().into());
+            let mut json = String::new();
+            context.write_json(&mut json);
+            let value: serde_json::Value = serde_json::from_str(&json).expect("valid JSON");
+            proptest::prop_assert_eq!(value["client_cert"].as_str(), Some(subject.as_str()));
+            proptest::prop_assert_eq!(value["listener"].as_str(), Some(listener.as_str()));
+            // As serde_json writes it, so that a line reads the same whichever wrote it.
+            let by_serde = serde_json::to_string(&subject).expect("a string");
+            let start = format!("{{\"client_cert\":{by_serde},");
+            proptest::prop_assert!(json.starts_with(&start), "{} does not start with {}", json, start);
+        }
+    }
+
     #[tokio::test]
     async fn a_task_sees_its_own_context_and_its_changes() {
         assert!(with_current(|_| ()).is_none());
