@@ -105,7 +105,8 @@ impl LogContext {
     }
 
     /// Writes the fields as a text line shows them inside the braces:
-    /// `listener=echo peer=127.0.0.2:40000 id=7 via=10.0.0.1:9`; with
+    /// `listener=echo peer=127.0.0.2:40000 id=7`, or through a balancer
+    /// `listener=echo id=7 via=10.0.0.1:9 peer=192.0.2.7:40000`; with
     /// `ansi`, each name in italics and each `=` dimmed, as
     /// `tracing_subscriber` writes a span's fields on a terminal.
     pub(crate) fn write_text(&self, out: &mut impl fmt::Write, ansi: bool) -> fmt::Result {
@@ -119,19 +120,25 @@ impl LogContext {
                 write!(out, "{space}{name}={value}")
             }
         };
+        // In the order the span recorded them: through a balancer, `via`
+        // when the PROXY header's read began, then `peer` from the header.
+        let via = self.later.as_deref().and_then(|later| later.via);
         field(out, "listener", &self.listener)?;
-        if let Some(peer) = &self.peer {
+        if let Some(peer) = self.peer.as_ref().filter(|_| via.is_none()) {
             field(out, "peer", peer)?;
         }
         if let Some(id) = &self.id() {
             field(out, "id", id)?;
         }
+        if let Some(via) = &via {
+            field(out, "via", via)?;
+            if let Some(peer) = &self.peer {
+                field(out, "peer", peer)?;
+            }
+        }
         let Some(later) = &self.later else {
             return Ok(());
         };
-        if let Some(via) = &later.via {
-            field(out, "via", via)?;
-        }
         if let Some(tls) = &later.tls {
             field(out, "tls", tls)?;
         }
@@ -272,7 +279,7 @@ mod tests {
         full().write_text(&mut text, false).expect("written");
         assert_eq!(
             text,
-            "listener=echo peer=127.0.0.2:5000 id=7 via=10.0.0.1:9 \
+            "listener=echo id=7 via=10.0.0.1:9 peer=127.0.0.2:5000 \
              tls=TLSv1.3 TLS13_AES_128_GCM_SHA256 client_cert=\"CN=a\\\"b\n\u{1}\""
         );
         let mut text = String::new();
