@@ -204,6 +204,21 @@ mod tests {
         assert_eq!(options(&socket), (true, None));
     }
 
+    /// An IPv6 listener's sockets inherit the same options.
+    #[tokio::test]
+    async fn an_ipv6_listener_s_sockets_inherit_its_options() {
+        let Ok(listener) = tokio::net::TcpListener::bind("[::1]:0").await else {
+            return; // no IPv6 here
+        };
+        let idle = Duration::from_secs(9);
+        assert!(set_inherited_options(&listener, Some(idle)));
+        let addr = listener.local_addr().expect("its address");
+        let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        let (_client, socket) = (client.expect("connect"), accepted.expect("accept").0);
+        let want = Some((idle, KEEPALIVE_INTERVAL.min(idle), KEEPALIVE_PROBES));
+        assert_eq!(options(&socket), (true, want));
+    }
+
     /// A socket passed by the service manager keeps what the last run (or
     /// the socket unit) set on it: a run with keepalive off turns it off.
     #[tokio::test]
