@@ -227,6 +227,24 @@ pub(crate) fn with_current<R>(f: impl FnOnce(&LogContext) -> R) -> Option<R> {
         .flatten()
 }
 
+/// Runs `f` as outside any context: the lines it writes are the daemon's
+/// (no connection's fields, and not counted by the log budget), such as a
+/// summary that a connection's task happens to write.
+pub(crate) fn outside(f: impl FnOnce()) {
+    let mut f = Some(f);
+    let _ = CONTEXT.try_with(|context| {
+        // While the context is borrowed mutably, `with_current` sees none.
+        let _hidden = context.try_borrow_mut();
+        if let Some(f) = f.take() {
+            f();
+        }
+    });
+    // Not in a task with a context.
+    if let Some(f) = f {
+        f();
+    }
+}
+
 /// Changes the current task's context; nothing outside a context.
 fn change(f: impl FnOnce(&mut LogContext)) {
     let _ = CONTEXT.try_with(|context| {
