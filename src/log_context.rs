@@ -105,7 +105,8 @@ impl LogContext {
     }
 
     /// Writes the fields as a text line shows them inside the braces:
-    /// `listener=echo peer=127.0.0.2:40000 id=7 via=10.0.0.1:9`; with
+    /// `listener=echo peer=127.0.0.2:40000 id=7`, or through a balancer
+    /// `listener=echo id=7 via=10.0.0.1:9 peer=192.0.2.7:40000`; with
     /// `ansi`, each name in italics and each `=` dimmed, as
     /// `tracing_subscriber` writes a span's fields on a terminal.
     pub(crate) fn write_text(&self, out: &mut impl fmt::Write, ansi: bool) -> fmt::Result {
@@ -119,19 +120,25 @@ impl LogContext {
                 write!(out, "{space}{name}={value}")
             }
         };
+        // In the order the span recorded them: through a balancer, `via`
+        // when the PROXY header's read began, then `peer` from the header.
+        let via = self.later.as_deref().and_then(|later| later.via);
         field(out, "listener", &self.listener)?;
-        if let Some(peer) = &self.peer {
+        if let Some(peer) = self.peer.as_ref().filter(|_| via.is_none()) {
             field(out, "peer", peer)?;
         }
         if let Some(id) = &self.id() {
             field(out, "id", id)?;
         }
+        if let Some(via) = &via {
+            field(out, "via", via)?;
+            if let Some(peer) = &self.peer {
+                field(out, "peer", peer)?;
+            }
+        }
         let Some(later) = &self.later else {
             return Ok(());
         };
-        if let Some(via) = &later.via {
-            field(out, "via", via)?;
-        }
         if let Some(tls) = &later.tls {
             field(out, "tls", tls)?;
         }
@@ -220,6 +227,24 @@ pub(crate) fn with_current<R>(f: impl FnOnce(&LogContext) -> R) -> Option<R> {
         .flatten()
 }
 
+/// Runs `f` as outside any context: the lines it writes are the daemon's
+/// (no connection's fields, and not counted by the log budget), such as a
+/// summary that a connection's task happens to write.
+pub(crate) fn outside(f: impl FnOnce()) {
+    let mut f = Some(f);
+    let _ = CONTEXT.try_with(|context| {
+        // While the context is borrowed mutably, `with_current` sees none.
+        let _hidden = context.try_borrow_mut();
+        if let Some(f) = f.take() {
+            f();
+        }
+    });
+    // Not in a task with a context.
+    if let Some(f) = f {
+        f();
+    }
+}
+
 /// Changes the current task's context; nothing outside a context.
 fn change(f: impl FnOnce(&mut LogContext)) {
     let _ = CONTEXT.try_with(|context| {
@@ -272,7 +297,7 @@ mod tests {
         full().write_text(&mut text, false).expect("written");
         assert_eq!(
             text,
-            "listener=echo peer=127.0.0.2:5000 id=7 via=10.0.0.1:9 \
+            "listener=echo id=7 via=10.0.0.1:9 peer=127.0.0.2:5000 \
              tls=TLSv1.3 TLS13_AES_128_GCM_SHA256 client_cert=\"CN=a\\\"b\n\u{1}\""
         );
         let mut text = String::new();

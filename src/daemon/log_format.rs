@@ -248,7 +248,7 @@ mod tests {
                 parent: None,
                 "conn",
                 listener = %"echo",
-                peer = %"127.0.0.2:5000",
+                peer = tracing::field::Empty,
                 via = tracing::field::Empty,
                 id = 7u64,
                 tls = tracing::field::Empty,
@@ -256,6 +256,7 @@ mod tests {
             );
             let _entered = span.enter();
             span.record("via", tracing::field::display("10.0.0.1:9"));
+            span.record("peer", tracing::field::display("127.0.0.2:5000"));
             span.record(
                 "tls",
                 tracing::field::display("TLSv1.3 TLS13_AES_128_GCM_SHA256"),
@@ -304,9 +305,8 @@ mod tests {
     }
 
     /// Lines in a context are the stock format's lines in the span it
-    /// replaced, with and without colours (a context's fields are in one
-    /// order: listener, peer, id, via, tls, client_cert; a span's in the
-    /// order they were recorded), and with a timestamp.
+    /// replaced, with and without colours (the span's fields in the order
+    /// the connection recorded them), and with a timestamp.
     #[test]
     fn text_lines_in_a_context_are_the_stock_lines_in_a_span() {
         for ansi in [false, true] {
@@ -350,9 +350,70 @@ mod tests {
             first
                 .get(..4)
                 .is_some_and(|year| year.bytes().all(|b| b.is_ascii_digit()))
-                && first.contains("Z  INFO conn{listener=echo peer=127.0.0.2:5000 id=7 "),
+                && first.contains(
+                    "Z  INFO conn{listener=echo id=7 via=10.0.0.1:9 peer=127.0.0.2:5000 "
+                ),
             "{first}"
         );
+    }
+
+    /// A connection through a balancer: its span was made without `peer`,
+    /// then recorded `via` when the PROXY header's read began and `peer`
+    /// once the header said who the client is (text fields in the order
+    /// recorded); a line before and after the header.
+    #[test]
+    fn text_lines_of_a_proxied_connection_are_the_stock_lines_in_a_span() {
+        let balancer: std::net::SocketAddr = "10.0.0.1:9".parse().expect("an address");
+        let client: std::net::SocketAddr = "192.0.2.7:5000".parse().expect("an address");
+        for ansi in [false, true] {
+            let (stock, ours) = (Lines::default(), Lines::default());
+            let layer = |lines: &Lines| {
+                tracing_subscriber::fmt::layer()
+                    .without_time()
+                    .with_ansi(ansi)
+                    .with_writer(lines.clone())
+                    .fmt_fields(TextFields)
+            };
+            let subscriber = tracing_subscriber::registry().with(layer(&stock));
+            tracing::subscriber::with_default(subscriber, || {
+                let span = tracing::info_span!(
+                    parent: None,
+                    "conn",
+                    listener = %"px",
+                    peer = tracing::field::Empty,
+                    via = tracing::field::Empty,
+                    id = 3u64,
+                    tls = tracing::field::Empty,
+                    client_cert = tracing::field::Empty,
+                );
+                let _entered = span.enter();
+                span.record("via", tracing::field::display(balancer));
+                tracing::debug!("reading the header");
+                span.record("peer", tracing::field::display(client));
+                span.record("tls", tracing::field::display("TLSv1.3 X"));
+                tracing::info!("closed");
+            });
+            let subscriber = tracing_subscriber::registry()
+                .with(layer(&ours).event_format(ContextText::new((), false)));
+            tracing::subscriber::with_default(subscriber, || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .build()
+                    .expect("a runtime");
+                runtime.block_on(log_context::scope(
+                    LogContext::connection("px".into(), None, 3),
+                    async {
+                        log_context::record_via(balancer);
+                        tracing::debug!("reading the header");
+                        log_context::record_peer(client);
+                        log_context::record_tls("TLSv1.3 X");
+                        tracing::info!("closed");
+                    },
+                ));
+            });
+            let stock = stock.text();
+            assert_eq!(stock.lines().count(), 2, "{stock}");
+            assert_eq!(ours.text(), stock, "ansi {ansi}");
+        }
     }
 
     #[test]

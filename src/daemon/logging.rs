@@ -193,3 +193,90 @@ fn stderr_is_journal() -> bool {
     };
     stream.to_string_lossy() == format!("{}:{}", stderr.dev(), stderr.ino())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::Context as LayerContext;
+
+    use super::*;
+    use crate::log_context::LogContext;
+
+    /// The messages of the lines that passed the filter.
+    #[derive(Clone, Default)]
+    struct Passed(Arc<Mutex<Vec<String>>>);
+
+    impl<S: Subscriber> Layer<S> for Passed {
+        fn on_event(&self, event: &tracing::Event<'_>, _: LayerContext<'_, S>) {
+            struct Message(String);
+            impl tracing::field::Visit for Message {
+                fn record_debug(
+                    &mut self,
+                    field: &tracing::field::Field,
+                    value: &dyn std::fmt::Debug,
+                ) {
+                    if field.name() == "message" {
+                        self.0 = format!("{value:?}");
+                    }
+                }
+            }
+            let mut message = Message(String::new());
+            event.record(&mut message);
+            if let Ok(mut lines) = self.0.lock() {
+                lines.push(message.0);
+            }
+        }
+    }
+
+    /// The lines of a connection's and a late datagram reply's context,
+    /// and a listener loop's debug lines, spend the budget; the daemon's
+    /// own lines (outside a context, and a listener loop's info lines)
+    /// always pass.
+    #[tokio::test]
+    async fn lines_in_a_log_context_spend_the_budget_and_the_daemon_s_lines_pass() {
+        const PER_SECOND: u64 = 3;
+        const LINES: usize = 20;
+        let passed = Passed::default();
+        let budget = Arc::new(LineBudget::new(PER_SECOND));
+        let subscriber = registry().with(passed.clone().with_filter(budget_filter(budget)));
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let started = Instant::now();
+        log_context::scope(LogContext::connection("echo".into(), None, 1), async {
+            for _ in 0..LINES {
+                tracing::info!("conn line");
+            }
+        })
+        .await;
+        let peer = "127.0.0.3:53".parse().expect("an address");
+        log_context::scope(LogContext::datagram("bot".into(), peer), async {
+            for _ in 0..LINES {
+                tracing::info!("datagram line");
+            }
+        })
+        .await;
+        let listener = tracing::info_span!("listener", listener = "echo");
+        listener.in_scope(|| {
+            for _ in 0..LINES {
+                tracing::debug!("listener debug line");
+                tracing::info!("listener info line");
+            }
+        });
+        for _ in 0..LINES {
+            tracing::warn!("daemon line");
+        }
+        // The budget's seconds the lines spanned, at most.
+        let seconds = started.elapsed().as_secs() as usize + 2;
+        let lines = passed.0.lock().map(|l| l.clone()).unwrap_or_default();
+        let count = |message: &str| lines.iter().filter(|l| *l == message).count();
+        let traffic = count("conn line") + count("datagram line") + count("listener debug line");
+        assert!(count("conn line") >= 1, "{lines:?}");
+        assert!(
+            traffic <= PER_SECOND as usize * seconds && traffic < 3 * LINES,
+            "{traffic} lines of the traffic in {seconds} s: {lines:?}"
+        );
+        assert_eq!(count("listener info line"), LINES, "{lines:?}");
+        assert_eq!(count("daemon line"), LINES, "{lines:?}");
+    }
+}

@@ -227,15 +227,20 @@ impl Sources {
         table.last_log = Some(now);
         let [denied, too_many, too_fast, untrusted, proxy_header] =
             std::mem::take(&mut table.refused);
-        warn!(
-            denied,
-            too_many,
-            too_fast,
-            untrusted,
-            proxy_header,
-            last_source = %address,
-            "refused connections (counted since the last such line)"
-        );
+        // The daemon's line, though a connection's task (a PROXY header's
+        // client refused) may count the refusal that writes it: past the
+        // log budget it would be dropped, and the counts it took lost.
+        crate::log_context::outside(|| {
+            warn!(
+                denied,
+                too_many,
+                too_fast,
+                untrusted,
+                proxy_header,
+                last_source = %address,
+                "refused connections (counted since the last such line)"
+            );
+        });
     }
 
     fn table(&self) -> std::sync::MutexGuard<'_, Table> {
@@ -327,6 +332,44 @@ fn source_of(address: IpAddr, ipv6_prefix: u8) -> IpAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The refusal summary written by a connection's task is the daemon's
+    /// line: outside the connection's log context, so the budget never
+    /// drops it (with the counts it took).
+    #[tokio::test]
+    async fn the_refusal_summary_is_written_outside_the_connection_s_context() {
+        use std::sync::Mutex as StdMutex;
+        use tracing_subscriber::layer::SubscriberExt;
+
+        use crate::log_context::{self, LogContext};
+
+        #[derive(Clone, Default)]
+        struct Seen(Arc<StdMutex<Vec<bool>>>);
+        impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Seen {
+            fn on_event(
+                &self,
+                _: &tracing::Event<'_>,
+                _: tracing_subscriber::layer::Context<'_, S>,
+            ) {
+                let in_context = log_context::with_current(|_| ()).is_some();
+                if let Ok(mut seen) = self.0.lock() {
+                    seen.push(in_context);
+                }
+            }
+        }
+        let seen = Seen::default();
+        let _guard =
+            tracing::subscriber::set_default(tracing_subscriber::registry().with(seen.clone()));
+        let sources = Sources::default();
+        let address: IpAddr = "192.0.2.7".parse().expect("an address");
+        log_context::scope(LogContext::connection("px".into(), None, 1), async {
+            sources.refused(Refusal::ProxyHeader, address);
+            tracing::info!("a line of the connection's");
+        })
+        .await;
+        let seen = seen.0.lock().map(|s| s.clone()).unwrap_or_default();
+        assert_eq!(seen, [false, true]);
+    }
 
     fn access(extra: impl FnOnce(&mut Access)) -> Access {
         let mut access = Access {

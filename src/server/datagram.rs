@@ -44,7 +44,7 @@ use super::drain::Drain;
 use super::listener::{Listener, Route, Socket};
 use crate::config::Transport;
 use crate::handler::DatagramSource;
-use crate::log_context::{self, LogContext};
+use crate::log_context::LogContext;
 use crate::metrics::{DatagramMetrics, DropReason};
 
 /// Datagrams taken per wake-up before the loop yields to other tasks.
@@ -283,20 +283,23 @@ impl Exchange<'_> {
                     self.metrics.clone(),
                 );
                 let context = LogContext::datagram(route.settings.listener.clone(), peer);
-                drain.spawn(log_context::scope(context, async move {
-                    if let Some(reply) = reply.await {
-                        let late = Exchange {
-                            socket: &socket,
-                            route: &route,
-                            sources: &sources,
-                            metrics: &metrics,
-                        };
-                        if let Err(reason) = late.send(&reply, n, peer) {
-                            metrics.dropped[reason.index()].inc();
+                drain.spawn(
+                    async move {
+                        if let Some(reply) = reply.await {
+                            let late = Exchange {
+                                socket: &socket,
+                                route: &route,
+                                sources: &sources,
+                                metrics: &metrics,
+                            };
+                            if let Err(reason) = late.send(&reply, n, peer) {
+                                metrics.dropped[reason.index()].inc();
+                            }
                         }
-                    }
-                    drop(permit);
-                }));
+                        drop(permit);
+                    },
+                    context,
+                );
                 Ok(())
             }
         }

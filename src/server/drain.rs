@@ -119,13 +119,21 @@ impl Drain {
         };
     }
 
-    /// Runs a task of the connections' (a late datagram reply); it is
-    /// dropped if it is still running when the grace period ends.
-    pub(crate) fn spawn(&self, connection: impl Future<Output = ()> + Send + 'static) {
-        let task = Abortable {
-            connection,
-            abort: self.abort.clone().cancelled_owned(),
-        };
+    /// Runs a task of the connections' (a late datagram reply) in its log
+    /// context; it is dropped if it is still running when the grace period
+    /// ends (and says so in its context, as a line of the traffic).
+    pub(crate) fn spawn(
+        &self,
+        connection: impl Future<Output = ()> + Send + 'static,
+        context: LogContext,
+    ) {
+        let task = log_context::scope(
+            context,
+            Abortable {
+                connection,
+                abort: self.abort.clone().cancelled_owned(),
+            },
+        );
         match &self.parent {
             Some(parent) => self.tracker.spawn(parent.track_future(task)),
             None => self.tracker.spawn(task),
@@ -220,13 +228,82 @@ const ABORT_WAIT: Duration = Duration::from_secs(1);
 
 #[cfg(test)]
 mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use tracing_subscriber::layer::{Context as LayerContext, SubscriberExt};
+
     use super::*;
+    use crate::log_context::ContextKind;
+
+    /// A late datagram reply's context.
+    fn datagram() -> LogContext {
+        LogContext::datagram("bot".into(), "127.0.0.3:53".parse().expect("an address"))
+    }
+
+    /// A line's message and the kind of its context.
+    type Line = (String, Option<ContextKind>);
+
+    /// The message and context of each line logged.
+    #[derive(Clone, Default)]
+    struct Logged(Arc<Mutex<Vec<Line>>>);
+
+    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Logged {
+        fn on_event(&self, event: &tracing::Event<'_>, _: LayerContext<'_, S>) {
+            struct Message(String);
+            impl tracing::field::Visit for Message {
+                fn record_debug(
+                    &mut self,
+                    field: &tracing::field::Field,
+                    value: &dyn std::fmt::Debug,
+                ) {
+                    if field.name() == "message" {
+                        self.0 = format!("{value:?}");
+                    }
+                }
+            }
+            let mut message = Message(String::new());
+            event.record(&mut message);
+            let kind = log_context::with_current(LogContext::kind);
+            if let Ok(mut lines) = self.0.lock() {
+                lines.push((message.0, kind));
+            }
+        }
+    }
+
+    /// A late datagram reply still running at the end of the grace period
+    /// says it is dropped in its own context: a line of the traffic, with
+    /// its listener and peer, counted by the log budget.
+    #[tokio::test(start_paused = true)]
+    async fn a_late_reply_dropped_at_the_grace_end_says_so_in_its_context() {
+        let logged = Logged::default();
+        let _guard =
+            tracing::subscriber::set_default(tracing_subscriber::registry().with(logged.clone()));
+        let drain = Drain::new();
+        drain.spawn(std::future::pending::<()>(), datagram());
+        drain.begin();
+        assert_eq!(drain.wait(Duration::from_secs(10)).await.abandoned, 1);
+        let lines = logged.0.lock().map(|l| l.clone()).unwrap_or_default();
+        let dropped: Vec<_> = lines
+            .iter()
+            .filter(|(message, _)| message.starts_with("dropped:"))
+            .collect();
+        assert_eq!(dropped.len(), 1, "{lines:?}");
+        assert_eq!(dropped[0].1, Some(ContextKind::Datagram), "{lines:?}");
+        // The drain's own lines are the daemon's.
+        assert!(
+            lines
+                .iter()
+                .filter(|(message, _)| !message.starts_with("dropped:"))
+                .all(|(_, kind)| kind.is_none()),
+            "{lines:?}"
+        );
+    }
 
     #[tokio::test(start_paused = true)]
     async fn finished_connections_end_the_wait_early() {
         let drain = Drain::new();
         let finishing = drain.finishing();
-        drain.spawn(async move { finishing.cancelled().await });
+        drain.spawn(async move { finishing.cancelled().await }, datagram());
         drain.begin();
         let started = tokio::time::Instant::now();
         assert_eq!(drain.wait(Duration::from_secs(10)).await.abandoned, 0);
@@ -242,7 +319,7 @@ mod tests {
             let _alive = alive;
             std::future::pending::<()>().await;
         };
-        drain.spawn(connection);
+        drain.spawn(connection, datagram());
         drain.begin();
         let report = drain.wait(Duration::from_secs(10)).await;
         assert_eq!(report.abandoned, 1);
@@ -294,12 +371,15 @@ mod tests {
         let other = server.child();
         let (finished, mut listener_done) = tokio::sync::oneshot::channel::<()>();
         let finishing = listener.finishing();
-        listener.spawn(async move {
-            finishing.cancelled().await;
-            let _ = finished.send(());
-        });
+        listener.spawn(
+            async move {
+                finishing.cancelled().await;
+                let _ = finished.send(());
+            },
+            datagram(),
+        );
         let other_finishing = other.finishing();
-        other.spawn(async move { other_finishing.cancelled().await });
+        other.spawn(async move { other_finishing.cancelled().await }, datagram());
         assert_eq!((server.open(), listener.open()), (2, 1));
         // Draining one listener leaves the rest of the server alone.
         listener.begin();

@@ -49,7 +49,10 @@ pub(super) fn set_inherited_options(listener: impl AsFd, tcp_keepalive: Option<D
         .map_err(io::Error::from)
         .and_then(|()| match tcp_keepalive {
             Some(idle) => keep_alive(&listener, idle),
-            None => Ok(()),
+            // Off on the socket too: one from the service manager may have
+            // it on (`KeepAlive=`, or the last run's config).
+            None => rustix::net::sockopt::set_socket_keepalive(&listener, false)
+                .map_err(io::Error::from),
         });
     match set {
         Ok(()) => true,
@@ -198,6 +201,39 @@ mod tests {
         prepare_socket(&socket, Some(idle), true);
         assert_eq!(options(&socket), (true, want));
         let (_client, socket) = accepted(None).await;
+        assert_eq!(options(&socket), (true, None));
+    }
+
+    /// An IPv6 listener's sockets inherit the same options.
+    #[tokio::test]
+    async fn an_ipv6_listener_s_sockets_inherit_its_options() {
+        let Ok(listener) = tokio::net::TcpListener::bind("[::1]:0").await else {
+            return; // no IPv6 here
+        };
+        let idle = Duration::from_secs(9);
+        assert!(set_inherited_options(&listener, Some(idle)));
+        let addr = listener.local_addr().expect("its address");
+        let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        let (_client, socket) = (client.expect("connect"), accepted.expect("accept").0);
+        let want = Some((idle, KEEPALIVE_INTERVAL.min(idle), KEEPALIVE_PROBES));
+        assert_eq!(options(&socket), (true, want));
+    }
+
+    /// A socket passed by the service manager keeps what the last run (or
+    /// the socket unit) set on it: a run with keepalive off turns it off.
+    #[tokio::test]
+    async fn a_listening_socket_with_keepalive_on_has_it_off_when_the_config_says_off() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        assert!(set_inherited_options(
+            &listener,
+            Some(Duration::from_secs(7))
+        ));
+        assert!(set_inherited_options(&listener, None));
+        let addr = listener.local_addr().expect("its address");
+        let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        let (_client, socket) = (client.expect("connect"), accepted.expect("accept").0);
         assert_eq!(options(&socket), (true, None));
     }
 
