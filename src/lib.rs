@@ -31,6 +31,8 @@ pub mod history;
 /// HTTP/1.1's rules as pure functions (request heads, ranges, validators,
 /// preconditions, dates), below the download handler.
 mod http;
+#[cfg(test)]
+mod log_capture;
 mod log_context;
 mod metrics;
 mod probe;

@@ -117,36 +117,12 @@ impl VisitFmt for TextVisitor<'_> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
-
     use tracing_subscriber::fmt::format::DefaultFields;
-    use tracing_subscriber::fmt::{self as tfmt, MakeWriter};
+    use tracing_subscriber::fmt::{self as tfmt};
     use tracing_subscriber::prelude::*;
 
     use super::*;
-
-    #[derive(Clone, Default)]
-    struct Lines(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Lines {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0
-                .lock()
-                .map_err(|_| std::io::Error::other("poisoned"))?
-                .extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl<'a> MakeWriter<'a> for Lines {
-        type Writer = Lines;
-        fn make_writer(&'a self) -> Lines {
-            self.clone()
-        }
-    }
+    use crate::log_capture::Lines;
 
     #[derive(Debug, thiserror::Error)]
     #[error("outer")]
@@ -191,8 +167,7 @@ mod tests {
             tracing::info!("message with \x1b[31m escape");
             tracing::info!(message = "a str message", n = 1u8);
         });
-        let bytes = out.0.lock().map(|b| b.clone()).unwrap_or_default();
-        String::from_utf8(bytes).expect("utf-8 lines")
+        out.text()
     }
 
     #[test]

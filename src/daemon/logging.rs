@@ -210,22 +210,9 @@ mod tests {
 
     impl<S: Subscriber> Layer<S> for Passed {
         fn on_event(&self, event: &tracing::Event<'_>, _: LayerContext<'_, S>) {
-            struct Message(String);
-            impl tracing::field::Visit for Message {
-                fn record_debug(
-                    &mut self,
-                    field: &tracing::field::Field,
-                    value: &dyn std::fmt::Debug,
-                ) {
-                    if field.name() == "message" {
-                        self.0 = format!("{value:?}");
-                    }
-                }
-            }
-            let mut message = Message(String::new());
-            event.record(&mut message);
+            let message = crate::log_capture::message_of(event);
             if let Ok(mut lines) = self.0.lock() {
-                lines.push(message.0);
+                lines.push(message);
             }
         }
     }

@@ -249,23 +249,10 @@ mod tests {
 
     impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Logged {
         fn on_event(&self, event: &tracing::Event<'_>, _: LayerContext<'_, S>) {
-            struct Message(String);
-            impl tracing::field::Visit for Message {
-                fn record_debug(
-                    &mut self,
-                    field: &tracing::field::Field,
-                    value: &dyn std::fmt::Debug,
-                ) {
-                    if field.name() == "message" {
-                        self.0 = format!("{value:?}");
-                    }
-                }
-            }
-            let mut message = Message(String::new());
-            event.record(&mut message);
+            let message = crate::log_capture::message_of(event);
             let kind = log_context::with_current(LogContext::kind);
             if let Ok(mut lines) = self.0.lock() {
-                lines.push((message.0, kind));
+                lines.push((message, kind));
             }
         }
     }
