@@ -17,7 +17,7 @@
 //! and in JSON as the span's `span` and `spans` entries.
 
 use std::cell::RefCell;
-use std::fmt::{self, Write as _};
+use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -188,25 +188,13 @@ impl LogContext {
     }
 }
 
-/// `text` as a JSON string, escaped as serde_json escapes it.
+/// `text` as a JSON string, escaped by serde_json, as the stock JSON
+/// format's fields are.
 fn json_string(out: &mut String, text: &str) {
-    out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            c if c < ' ' => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
+    // A string always serializes; an error would leave the value out.
+    if let Ok(json) = serde_json::to_string(text) {
+        out.push_str(&json);
     }
-    out.push('"');
 }
 
 tokio::task_local! {
