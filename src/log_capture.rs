@@ -52,3 +52,27 @@ pub(crate) fn message_of(event: &tracing::Event<'_>) -> String {
     event.record(&mut message);
     message.0
 }
+
+/// A line seen by [`Logged`]: its message, and the context it was written in.
+pub(crate) type Line = (String, Option<crate::log_context::ContextKind>);
+
+/// A layer that keeps each line's message and context.
+#[derive(Clone, Default)]
+pub(crate) struct Logged(Arc<Mutex<Vec<Line>>>);
+
+impl Logged {
+    /// The lines seen so far.
+    pub(crate) fn lines(&self) -> Vec<Line> {
+        self.0.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Logged {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        let kind = crate::log_context::with_current(crate::log_context::LogContext::kind);
+        let line = (message_of(event), kind);
+        if let Ok(mut lines) = self.0.lock() {
+            lines.push(line);
+        }
+    }
+}

@@ -196,26 +196,11 @@ fn stderr_is_journal() -> bool {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Mutex;
-
     use tracing_subscriber::Layer;
-    use tracing_subscriber::layer::Context as LayerContext;
 
     use super::*;
+    use crate::log_capture::Logged;
     use crate::log_context::LogContext;
-
-    /// The messages of the lines that passed the filter.
-    #[derive(Clone, Default)]
-    struct Passed(Arc<Mutex<Vec<String>>>);
-
-    impl<S: Subscriber> Layer<S> for Passed {
-        fn on_event(&self, event: &tracing::Event<'_>, _: LayerContext<'_, S>) {
-            let message = crate::log_capture::message_of(event);
-            if let Ok(mut lines) = self.0.lock() {
-                lines.push(message);
-            }
-        }
-    }
 
     /// The lines of a connection's and a late datagram reply's context,
     /// and a listener loop's debug lines, spend the budget; the daemon's
@@ -225,7 +210,7 @@ mod tests {
     async fn lines_in_a_log_context_spend_the_budget_and_the_daemon_s_lines_pass() {
         const PER_SECOND: u64 = 3;
         const LINES: usize = 20;
-        let passed = Passed::default();
+        let passed = Logged::default();
         let budget = Arc::new(LineBudget::new(PER_SECOND));
         let subscriber = registry().with(passed.clone().with_filter(budget_filter(budget)));
         let _guard = tracing::subscriber::set_default(subscriber);
@@ -255,8 +240,8 @@ mod tests {
         }
         // The budget's seconds the lines spanned, at most.
         let seconds = started.elapsed().as_secs() as usize + 2;
-        let lines = passed.0.lock().map(|l| l.clone()).unwrap_or_default();
-        let count = |message: &str| lines.iter().filter(|l| *l == message).count();
+        let lines = passed.lines();
+        let count = |message: &str| lines.iter().filter(|l| l.0 == message).count();
         let traffic = count("conn line") + count("datagram line") + count("listener debug line");
         assert!(count("conn line") >= 1, "{lines:?}");
         assert!(

@@ -338,26 +338,12 @@ mod tests {
     /// drops it (with the counts it took).
     #[tokio::test]
     async fn the_refusal_summary_is_written_outside_the_connection_s_context() {
-        use std::sync::Mutex as StdMutex;
         use tracing_subscriber::layer::SubscriberExt;
 
+        use crate::log_capture::Logged;
         use crate::log_context::{self, LogContext};
 
-        #[derive(Clone, Default)]
-        struct Seen(Arc<StdMutex<Vec<bool>>>);
-        impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Seen {
-            fn on_event(
-                &self,
-                _: &tracing::Event<'_>,
-                _: tracing_subscriber::layer::Context<'_, S>,
-            ) {
-                let in_context = log_context::with_current(|_| ()).is_some();
-                if let Ok(mut seen) = self.0.lock() {
-                    seen.push(in_context);
-                }
-            }
-        }
-        let seen = Seen::default();
+        let seen = Logged::default();
         let _guard =
             tracing::subscriber::set_default(tracing_subscriber::registry().with(seen.clone()));
         let sources = Sources::default();
@@ -367,7 +353,11 @@ mod tests {
             tracing::info!("a line of the connection's");
         })
         .await;
-        let seen = seen.0.lock().map(|s| s.clone()).unwrap_or_default();
+        let seen: Vec<bool> = seen
+            .lines()
+            .iter()
+            .map(|(_, kind)| kind.is_some())
+            .collect();
         assert_eq!(seen, [false, true]);
     }
 

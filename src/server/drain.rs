@@ -228,33 +228,15 @@ const ABORT_WAIT: Duration = Duration::from_secs(1);
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
-
-    use tracing_subscriber::layer::{Context as LayerContext, SubscriberExt};
+    use tracing_subscriber::layer::SubscriberExt;
 
     use super::*;
+    use crate::log_capture::Logged;
     use crate::log_context::ContextKind;
 
     /// A late datagram reply's context.
     fn datagram() -> LogContext {
         LogContext::datagram("bot".into(), "127.0.0.3:53".parse().expect("an address"))
-    }
-
-    /// A line's message and the kind of its context.
-    type Line = (String, Option<ContextKind>);
-
-    /// The message and context of each line logged.
-    #[derive(Clone, Default)]
-    struct Logged(Arc<Mutex<Vec<Line>>>);
-
-    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Logged {
-        fn on_event(&self, event: &tracing::Event<'_>, _: LayerContext<'_, S>) {
-            let message = crate::log_capture::message_of(event);
-            let kind = log_context::with_current(LogContext::kind);
-            if let Ok(mut lines) = self.0.lock() {
-                lines.push((message, kind));
-            }
-        }
     }
 
     /// A late datagram reply still running at the end of the grace period
@@ -269,7 +251,7 @@ mod tests {
         drain.spawn(std::future::pending::<()>(), datagram());
         drain.begin();
         assert_eq!(drain.wait(Duration::from_secs(10)).await.abandoned, 1);
-        let lines = logged.0.lock().map(|l| l.clone()).unwrap_or_default();
+        let lines = logged.lines();
         let dropped: Vec<_> = lines
             .iter()
             .filter(|(message, _)| message.starts_with("dropped:"))
