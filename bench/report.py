@@ -208,6 +208,20 @@ def median(values):
     return statistics.median(values) if values else None
 
 
+def per_round_ratios(runs, other_runs, field):
+    """`field` of each of `runs` over the same round's of `other_runs`
+    (the rounds interleave the servers, so a round's ratio is the least
+    touched by the machine's drift over the run)."""
+    by_round = {r.get("round"): r for r in other_runs}
+    ratios = []
+    for run in runs:
+        other = by_round.get(run.get("round"))
+        a, b = numbers([run], field), numbers([other], field) if other else []
+        if a and b and b[0]:
+            ratios.append(a[0] / b[0])
+    return ratios
+
+
 def cpu_model():
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
@@ -316,13 +330,7 @@ def build(runs, command, settings, notes):
                 ratio = sb_med / other_med if sb_med is not None and other_med else None
                 ci = bootstrap_ratio_ci(numbers(sb_runs, field), other_values, f"{case}/{sb}/{other}")
                 interval = f"{fmt_ratio(ci[0])} – {fmt_ratio(ci[1])}" if ci else "—"
-                per_round = []
-                by_round = {r.get("round"): r for r in servers[other]}
-                for r in sb_runs:
-                    o = by_round.get(r.get("round"))
-                    a, b = numbers([r], field), numbers([o], field) if o else []
-                    if a and b and b[0]:
-                        per_round.append(a[0] / b[0])
+                per_round = per_round_ratios(sb_runs, servers[other], field)
                 spread = (
                     f" [{fmt_ratio(min(per_round))} – {fmt_ratio(max(per_round))}]"
                     if len(per_round) > 1
@@ -378,9 +386,19 @@ def build(runs, command, settings, notes):
             continue
         field, unit = CPU_COST[kind]
         other, limit = CPU_TARGETS[kind]
-        base = median(numbers(servers.get(other, []), field))
+        base_values = numbers(servers.get(other, []), field)
+        base = median(base_values)
         for sb in [s for s in servers if s in CPU_TARGET_SERVERS]:
-            cost = median(numbers(servers[sb], field))
+            values = numbers(servers[sb], field)
+            cost = median(values)
+            ci = bootstrap_ratio_ci(values, base_values, f"{case}/{sb}/{other}/cpu")
+            interval = f"{fmt_ratio(ci[0])} – {fmt_ratio(ci[1])}" if ci else "—"
+            per_round = per_round_ratios(servers[sb], servers.get(other, []), field)
+            spread = (
+                f" [{fmt_ratio(min(per_round))} – {fmt_ratio(max(per_round))}]"
+                if len(per_round) > 1
+                else ""
+            )
             if cost is None or not base:
                 mark, ratio = "no data", None
                 summary["no data"] += 1
@@ -389,8 +407,10 @@ def build(runs, command, settings, notes):
                 ok = ratio <= limit
                 mark = "met" if ok else "**missed**"
                 summary["met" if ok else "missed"] += 1
+                if ci and ci[0] <= limit < ci[1]:
+                    mark += " (interval spans the target)"
             ratio_rows.append(
-                f"| {case} | {sb} / {other}, server CPU {unit} | {fmt_ratio(ratio)} | — | "
+                f"| {case} | {sb} / {other}, server CPU {unit} | {fmt_ratio(ratio)}{spread} | {interval} | "
                 f"≤ {limit:g}× | {mark} |"
             )
     # A PROXY protocol v2 header must cost little.
@@ -493,19 +513,21 @@ def build(runs, command, settings, notes):
             continue
         field, unit = CPU_COST[kind]
         ceiling = median(numbers(servers.get("ceiling", []), field))
+        floor = median(numbers(servers.get("tokio-floor", []), field))
         for server, server_runs in servers.items():
             values = numbers(server_runs, field)
             # socat and ncat fork per connection: children still running or
             # not yet reaped when a run ends are not in their /proc times.
             # nginx runs as one process (master_process off): its time is whole.
-            if not values or not (is_switchboard(server) or server in ("ceiling", "nginx")):
+            if not values or not (is_switchboard(server) or server in ("ceiling", "tokio-floor", "nginx")):
                 continue
             cost = median(values)
             busy = median(numbers(server_runs, "server_busy"))
             versus = fmt_ratio(cost / ceiling) if ceiling and server != "ceiling" else ""
+            over_floor = fmt_ratio(cost / floor) if floor and is_switchboard(server) else ""
             cost_rows.append(
                 f"| {case} | {server} | {cost:,.1f} {unit} | "
-                f"{f'{busy:.0%}' if busy is not None else '—'} | {versus} |"
+                f"{f'{busy:.0%}' if busy is not None else '—'} | {versus} | {over_floor} |"
             )
     table(
         out,
@@ -518,8 +540,8 @@ def build(runs, command, settings, notes):
     table(
         out,
         "Server CPU per unit of work",
-        ["case", "server", "CPU per unit (median)", "server busy", "/ ceiling"],
-        ["---", "---", "---:", "---:", "---:"],
+        ["case", "server", "CPU per unit (median)", "server busy", "/ ceiling", "/ tokio floor"],
+        ["---", "---", "---:", "---:", "---:", "---:"],
         cost_rows,
         "Not measured (the runs carry no server CPU time).",
         intro=(
@@ -528,7 +550,10 @@ def build(runs, command, settings, notes):
             "over the run (switchboard, the ceilings and nginx, one process; socat and ncat "
             "fork per connection, and their children's time is not counted reliably). Where the load generator is the "
             "limit (server busy well below 100%), equal rates can hide unequal costs; this "
-            "shows them (lower is better)."
+            "shows them (lower is better). The tokio floor (examples/tokio_floor.rs) is the "
+            "plainest echo tokio runs, a task a connection and nothing else: its cost over the "
+            "ceiling's is the runtime's, and switchboard's over the floor's (the last column) "
+            "is switchboard's own."
         ),
     )
     table(

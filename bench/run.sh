@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # The benchmark, in one command: builds everything in release mode, runs each
 # case against switchboard, the ceiling servers (examples/ceiling_echo.rs,
-# examples/ceiling_file.rs) and the peers a user would pick instead (socat,
-# ncat), interleaved round by round, and writes the table of medians and
+# examples/ceiling_file.rs), the runtime's floor (examples/tokio_floor.rs:
+# the plainest tokio echo, in the echo, connect and lines cases, so that
+# what tokio costs over the ceiling and what switchboard adds to tokio show
+# apart) and the peers a user would pick instead (socat, ncat), interleaved
+# round by round, and writes the table of medians and
 # ratios (bench/report.py). The tls case compares switchboard's TLS with
 # nginx's (see "tls" below).
 #
@@ -199,17 +202,19 @@ port_open() { (exec 3<> "/dev/tcp/127.0.0.1/$1") 2> /dev/null; }
 # --- build
 say "build (release)"
 if [ -n "${LOADGEN:-}" ]; then
-  cargo build --release --bin switchboard --example ceiling_echo --example ceiling_file --example ceiling_udp_echo
+  cargo build --release --bin switchboard --example ceiling_echo --example ceiling_file --example ceiling_udp_echo \
+    --example tokio_floor
   loadgen=$LOADGEN
 else
   cargo build --release --bin switchboard --example loadgen --example ceiling_echo --example ceiling_file \
-    --example ceiling_udp_echo
+    --example ceiling_udp_echo --example tokio_floor
   loadgen=$root/target/release/examples/loadgen
 fi
 switchboard=$root/target/release/switchboard
 ceiling_echo=$root/target/release/examples/ceiling_echo
 ceiling_file=$root/target/release/examples/ceiling_file
 ceiling_udp_echo=$root/target/release/examples/ceiling_udp_echo
+tokio_floor=$root/target/release/examples/tokio_floor
 
 # --- peers
 say "peers (socat, ncat)"
@@ -309,6 +314,7 @@ p_sb_refused=$((BASE_PORT + 4))
 p_sb_proxied=$((BASE_PORT + 5))
 p_ceiling_echo=$((BASE_PORT + 10))
 p_ceiling_file=$((BASE_PORT + 11))
+p_tokio_floor=$((BASE_PORT + 12))
 p_socat=$((BASE_PORT + 20))
 p_socat_nodelay=$((BASE_PORT + 21))
 p_ncat=$((BASE_PORT + 22))
@@ -333,7 +339,7 @@ if [ -r /proc/sys/net/ipv4/ip_local_port_range ]; then
   fi
 fi
 for p in $p_sb_echo $p_sb_download $p_sb_keyword $p_sb_random $p_sb_refused $p_sb_proxied $p_ceiling_echo \
-  $p_ceiling_file $p_socat $p_socat_nodelay $p_ncat $p_nginx $p_sb_random_sqlite $p_sb_random_redis $p_redis \
+  $p_ceiling_file $p_tokio_floor $p_socat $p_socat_nodelay $p_ncat $p_nginx $p_sb_random_sqlite $p_sb_random_redis $p_redis \
   $p_sb_tls_echo $p_sb_tls_download $p_nginx_tls $p_nginx_stream_tls; do
   if port_open "$p"; then
     echo "run.sh: 127.0.0.1:$p is already in use; pick other ports with BASE_PORT=..." >&2
@@ -579,6 +585,10 @@ start_server() {
         cmd=("$ceiling_echo" --addr "127.0.0.1:$port")
       fi
       ;;
+    tokio-floor)
+      port=$p_tokio_floor
+      cmd=("$tokio_floor" --addr "127.0.0.1:$port")
+      ;;
     socat)
       port=$p_socat
       cmd=(socat "TCP-LISTEN:$port,bind=127.0.0.1,fork,reuseaddr" EXEC:cat)
@@ -630,9 +640,10 @@ record() {
   else
     printf '%s}\n' "$head" >> "$results"
   fi
-  # Failures of switchboard or the ceiling fail the run; a peer's are only reported.
+  # Failures of switchboard, the ceiling or the floor fail the run (all three
+  # are built here); a peer's are only reported.
   case $1 in
-    switchboard* | ceiling) [ -z "$err" ] || failures=$((failures + 1)) ;;
+    switchboard* | ceiling | tokio-floor) [ -z "$err" ] || failures=$((failures + 1)) ;;
     *) [ -z "$err" ] || peer_failures=$((peer_failures + 1)) ;;
   esac
 }
@@ -876,20 +887,20 @@ if wants echo; then
   for cfg in "${echo_configs[@]}"; do
     read -r conns window <<< "$cfg"
     chunk=$((window / 4 < 65536 ? window / 4 : 65536))
-    run_case "echo c$conns w$(human "$window")" echo "$t_short" "switchboard ceiling $echo_peers" \
+    run_case "echo c$conns w$(human "$window")" echo "$t_short" "switchboard ceiling tokio-floor $echo_peers" \
       --connections "$conns" --window "$window" --chunk "$chunk" --sessions "$ECHO_SESSIONS"
   done
 fi
 
 if wants connect; then
-  run_case "connect w8" connect "$t_short" "switchboard switchboard:refused switchboard:proxy-v2 ceiling $connect_peers" \
+  run_case "connect w8" connect "$t_short" "switchboard switchboard:refused switchboard:proxy-v2 ceiling tokio-floor $connect_peers" \
     --workers 8 --message 'ping\n'
 fi
 
 if wants lines; then
   for conns in $LINES_CONNS; do
     run_case "lines c$conns" lines "$t_short" \
-      "switchboard:keyword-bot switchboard:random-bot $history_variants ceiling" \
+      "switchboard:keyword-bot switchboard:random-bot $history_variants ceiling tokio-floor" \
       --connections "$conns" --message hello
   done
 fi
