@@ -13,6 +13,7 @@
 //! Refusals are logged at most once a second per listener, in one line.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -129,10 +130,13 @@ pub(crate) struct SourceSlot {
 impl Drop for SourceSlot {
     fn drop(&mut self) {
         let mut table = self.sources.table();
-        if let Some(open) = table.open.get_mut(&self.source) {
-            *open -= 1;
-            if *open == 0 {
-                table.open.remove(&self.source);
+        // One lookup (the source's hash is keyed SipHash: a few hundred
+        // instructions, paid at every connection's open and close).
+        if let Entry::Occupied(mut open) = table.open.entry(self.source) {
+            if *open.get() <= 1 {
+                open.remove();
+            } else {
+                *open.get_mut() -= 1;
             }
         }
     }
@@ -153,17 +157,24 @@ impl Sources {
         let address = peer.to_canonical();
         let source = source_of(address, access.source_ipv6_prefix);
         let mut table = self.table();
-        let open = table.open.get(&source).copied().unwrap_or(0);
+        let Table { open, buckets, .. } = &mut *table;
+        // One lookup for the check and the count (a refused source's vacant
+        // entry inserts nothing).
+        let open = open.entry(source);
+        let count = match &open {
+            Entry::Occupied(count) => *count.get(),
+            Entry::Vacant(_) => 0,
+        };
         if access
             .max_connections_per_source
-            .is_some_and(|max| open as usize >= max)
+            .is_some_and(|max| count as usize >= max)
         {
             return Err(Refusal::TooMany);
         }
         if let Some(rate) = access.connection_rate_per_source {
-            table.take_token(source, rate)?;
+            take_token(buckets, source, rate)?;
         }
-        *table.open.entry(source).or_insert(0) += 1;
+        *open.or_insert(0) += 1;
         Ok(SourceSlot {
             sources: self.clone(),
             source,
@@ -187,7 +198,7 @@ impl Sources {
             None => Ok(()),
             Some(rate) => {
                 let source = source_of(address, access.source_ipv6_prefix);
-                self.table().take_token(source, rate)
+                take_token(&mut self.table().buckets, source, rate)
             }
         }
     }
@@ -255,16 +266,14 @@ impl Sources {
     }
 }
 
-impl Table {
-    /// Takes a token from `source`'s bucket, or says it is too fast.
-    fn take_token(&mut self, source: IpAddr, rate: Rate) -> Result<(), Refusal> {
-        // More sources at once than buckets: let this one through the rate
-        // limit rather than refuse every new source (the other limits hold).
-        if self.buckets.take(source, rate, 1.0, true) {
-            Ok(())
-        } else {
-            Err(Refusal::TooFast)
-        }
+/// Takes a token from `source`'s bucket of `buckets`, refilled at `rate`.
+fn take_token(buckets: &mut Buckets, source: IpAddr, rate: Rate) -> Result<(), Refusal> {
+    // More sources at once than buckets: let this one through the rate
+    // limit rather than refuse every new source (the other limits hold).
+    if buckets.take(source, rate, 1.0, true) {
+        Ok(())
+    } else {
+        Err(Refusal::TooFast)
     }
 }
 
@@ -281,7 +290,8 @@ impl Buckets {
     /// than buckets, a source without one gets `when_full`.
     fn take(&mut self, source: IpAddr, rate: Rate, amount: f64, when_full: bool) -> bool {
         let now = Instant::now();
-        if !self.by_source.contains_key(&source) && self.by_source.len() >= MAX_BUCKETS {
+        // The length first: the lookup (a hash) only when the map is full.
+        if self.by_source.len() >= MAX_BUCKETS && !self.by_source.contains_key(&source) {
             self.prune(now, rate);
             if self.by_source.len() >= MAX_BUCKETS {
                 return when_full;
@@ -421,8 +431,12 @@ mod tests {
         // Another source is not affected.
         assert!(sources.admit(&access, ip("127.0.0.3")).is_ok());
         drop(first);
-        let _third = sources.admit(&access, ip("127.0.0.2")).unwrap();
+        let third = sources.admit(&access, ip("127.0.0.2")).unwrap();
         assert_eq!(sources.open_from(ip("127.0.0.2")), 2);
+        // A source whose last connection closed leaves no entry behind.
+        drop((third, _second));
+        assert_eq!(sources.open_from(ip("127.0.0.2")), 0);
+        assert!(sources.table().open.is_empty(), "no connection is open");
     }
 
     #[test]
