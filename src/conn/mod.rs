@@ -433,8 +433,20 @@ impl<S: Io> Connection<S> {
         &mut self,
         buf: &mut BytesMut,
     ) -> Result<Incoming<usize>, ConnError> {
-        let (until, timed_out) = self.wait_limit();
         let ends = self.read_ends();
+        // Echo's read after `readable` finds its bytes there: tried once
+        // before the timer is set (its reset and the clock); a verdict or
+        // the shutdown is looked at first, as the wait would.
+        if self.signals.fired() & ends == 0 {
+            let first = {
+                let mut read = std::pin::pin!(self.stream.read_buf(&mut *buf));
+                std::future::poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx))).await
+            };
+            if let Poll::Ready(read) = first {
+                return self.chunk_read(read);
+            }
+        }
+        let (until, timed_out) = self.wait_limit();
         let mut read = std::pin::pin!(self.stream.read_buf(buf));
         let waited = wait_for(&self.signals, &mut self.timer, until, ends, |cx| {
             read.as_mut().poll(cx)
@@ -875,7 +887,7 @@ impl<S: Io> Connection<S> {
         let deadline = Instant::now() + LINGER_TIME;
         let stream = &mut self.stream;
         let shutdown = |cx: &mut std::task::Context<'_>| Pin::new(&mut *stream).poll_shutdown(cx);
-        match wait_for(&self.signals, &mut self.timer, deadline, 0, shutdown).await {
+        match ready_or_wait_for(&self.signals, &mut self.timer, deadline, 0, shutdown).await {
             Ok(Ok(())) => self.closed_cleanly = true,
             _ => return,
         }
@@ -900,7 +912,7 @@ impl<S: Io> Connection<S> {
             }
             Poll::Ready(())
         };
-        let answered = wait_for(&self.signals, &mut self.timer, deadline, 0, drained)
+        let answered = ready_or_wait_for(&self.signals, &mut self.timer, deadline, 0, drained)
             .await
             .is_ok();
         // A client that has not closed in time may not have read what a
@@ -1018,15 +1030,42 @@ enum Interrupted {
 /// Polls `event` until it is ready, or one of the signals `ends` is fired
 /// (looked at first: a verdict or the shutdown wins over the client), or
 /// `until` passes, on the connection's `timer`, with no waiter of its own
-/// for the signals.
+/// for the signals. The timer is set at once: for the waits that usually
+/// wait (an idle connection's), whose future is room in every idle task.
 fn wait_for<'a, T>(
     signals: &'a Signals,
     timer: &'a mut ConnTimer,
     until: Instant,
     ends: u8,
-    mut event: impl FnMut(&mut std::task::Context<'_>) -> Poll<T> + 'a,
+    event: impl FnMut(&mut std::task::Context<'_>) -> Poll<T> + 'a,
 ) -> impl Future<Output = Result<T, Interrupted>> + 'a {
     let timer = timer::armed(timer, until);
+    wait_with(signals, ends, event, move |cx| timer.as_mut().poll(cx))
+}
+
+/// [`wait_for`] that sets the timer only when `event` has to be waited
+/// for: for the waits that are usually ready at once (a read after its
+/// readiness, a close's steps), which then leave the timer (its reset and
+/// the clock) alone. Its future is 24 bytes larger (the deadline kept
+/// until it is needed): not for an idle connection's wait.
+fn ready_or_wait_for<'a, T>(
+    signals: &'a Signals,
+    timer: &'a mut ConnTimer,
+    until: Instant,
+    ends: u8,
+    event: impl FnMut(&mut std::task::Context<'_>) -> Poll<T> + 'a,
+) -> impl Future<Output = Result<T, Interrupted>> + 'a {
+    let mut deadline = timer::Deadline::new(timer, until);
+    wait_with(signals, ends, event, move |cx| deadline.poll_elapsed(cx))
+}
+
+/// The wait of [`wait_for`], on the timer `elapsed` polls.
+fn wait_with<'a, T>(
+    signals: &'a Signals,
+    ends: u8,
+    mut event: impl FnMut(&mut std::task::Context<'_>) -> Poll<T> + 'a,
+    mut elapsed: impl FnMut(&mut std::task::Context<'_>) -> Poll<()> + 'a,
+) -> impl Future<Output = Result<T, Interrupted>> + 'a {
     std::future::poll_fn(move |cx| {
         let fired = signals.poll_fired(cx) & ends;
         if fired != 0 {
@@ -1035,7 +1074,7 @@ fn wait_for<'a, T>(
         if let Poll::Ready(ready) = event(cx) {
             return Poll::Ready(Ok(ready));
         }
-        match timer.as_mut().poll(cx) {
+        match elapsed(cx) {
             Poll::Ready(()) => Poll::Ready(Err(Interrupted::TimedOut)),
             Poll::Pending => Poll::Pending,
         }
