@@ -1473,4 +1473,134 @@ mod tests {
         assert!(figure(&metrics, &closed("dropped")).ends_with(" 1"));
         assert!(figure(&metrics, "switchboard_connections_accepted_total{").ends_with(" 2"));
     }
+
+    /// A chunk's read: once the client has sent something, the next wait
+    /// is the idle timeout from the read's own start, not a deadline left
+    /// on the timer by an earlier wait (the first message's), and one that
+    /// finds its bytes there returns them at once.
+    #[tokio::test(start_paused = true)]
+    async fn a_chunk_s_read_waits_its_own_deadline_and_not_an_earlier_one() {
+        let (mut client, server) = tokio::io::duplex(64);
+        let mut conn = test_connection(server);
+        let start = Instant::now();
+        let mut buf = BytesMut::with_capacity(64);
+        // Waits (the timer set to the first message's deadline, 10 s), and
+        // is woken by the client's byte at 1 s.
+        let (read, ()) = tokio::join!(conn.read_chunk(&mut buf), async {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            client.write_all(b"a").await.expect("send");
+        });
+        assert!(matches!(read, Ok(Incoming::Data(1))), "{read:?}");
+        // There already: no wait at all.
+        client.write_all(b"bc").await.expect("send");
+        buf.clear();
+        let read = conn.read_chunk(&mut buf).await;
+        assert!(matches!(read, Ok(Incoming::Data(2))), "{read:?}");
+        assert_eq!(Instant::now(), start + Duration::from_secs(1));
+        // Silent from here: the idle timeout (30 s) from this read's start,
+        // not the first message's 10 s still on the timer.
+        buf.clear();
+        let read = timeout(Duration::from_secs(120), conn.read_chunk(&mut buf))
+            .await
+            .expect("the idle wait is bounded");
+        assert!(matches!(read, Err(ConnError::Idle(_))), "{read:?}");
+        assert_eq!(Instant::now(), start + Duration::from_secs(31));
+    }
+
+    /// A verdict or the shutdown fired before a read wins over bytes that
+    /// are already there (the read tried before the wait looks at them
+    /// first, as the wait does), and one fired during a read's wait ends
+    /// it at once.
+    #[tokio::test(start_paused = true)]
+    async fn signals_win_over_a_chunk_already_there_and_end_a_waiting_read() {
+        for (signal, denied) in [(signals::DENIED, true), (signals::SHUTDOWN, false)] {
+            let (mut client, server) = tokio::io::duplex(64);
+            let mut conn = test_connection(server);
+            client.write_all(b"there").await.expect("send");
+            conn.signals().fire(signal);
+            let mut buf = BytesMut::with_capacity(64);
+            let read = conn.read_chunk(&mut buf).await;
+            if denied {
+                assert!(matches!(read, Err(ConnError::Denied)), "{read:?}");
+            } else {
+                assert!(matches!(read, Ok(Incoming::Shutdown)), "{read:?}");
+            }
+            assert!(buf.is_empty(), "read {buf:?} past the signal");
+        }
+        // During the wait: at the moment it is fired, not at a timeout.
+        let (_client, server) = tokio::io::duplex(64);
+        let mut conn = test_connection(server);
+        let signals = conn.signals().clone();
+        let start = Instant::now();
+        let mut buf = BytesMut::with_capacity(64);
+        let (read, ()) = tokio::join!(conn.read_chunk(&mut buf), async {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            signals.fire(signals::SHUTDOWN);
+        });
+        assert!(matches!(read, Ok(Incoming::Shutdown)), "{read:?}");
+        assert_eq!(Instant::now(), start + Duration::from_secs(2));
+    }
+
+    /// A read whose task has spent its cooperative budget finds its bytes
+    /// at the task's next turn: its first try is put off, not lost, and
+    /// does not spin.
+    #[tokio::test]
+    async fn a_chunk_s_read_with_the_task_s_budget_spent_returns_at_its_next_turn() {
+        let (mut client, server) = tokio::io::duplex(64);
+        let mut conn = test_connection(server);
+        client.write_all(b"there").await.expect("send");
+        let read = timeout(Duration::from_secs(20), async {
+            // The budget is 128 units: bounded.
+            for _ in 0..1000 {
+                if !tokio::task::coop::has_budget_remaining() {
+                    break;
+                }
+                tokio::task::coop::consume_budget().await;
+            }
+            assert!(!tokio::task::coop::has_budget_remaining());
+            let mut buf = BytesMut::with_capacity(64);
+            let read = conn.read_chunk(&mut buf).await;
+            (read, buf)
+        })
+        .await
+        .expect("the read came back");
+        assert!(matches!(read.0, Ok(Incoming::Data(5))), "{:?}", read.0);
+        assert_eq!(&read.1[..], b"there");
+    }
+
+    /// The close's linger ends at its time whatever the client does: a
+    /// silent one that neither closes nor sends, and one that drips a byte
+    /// now and then (each byte wakes the drain, which must keep the
+    /// deadline it started with).
+    #[tokio::test(start_paused = true)]
+    async fn a_close_s_linger_ends_at_its_time_whatever_the_client_does() {
+        let (_client, server) = tokio::io::duplex(64);
+        let mut conn = test_connection(server);
+        let start = Instant::now();
+        timeout(10 * LINGER_TIME, conn.close(CloseReason::Completed))
+            .await
+            .expect("the linger is bounded");
+        assert_eq!(Instant::now(), start + LINGER_TIME);
+
+        let (mut client, server) = tokio::io::duplex(64);
+        let mut conn = test_connection(server);
+        let start = Instant::now();
+        let drip = async {
+            for _ in 0..100 {
+                tokio::time::sleep(LINGER_TIME / 4 + Duration::from_millis(10)).await;
+                if client.write_all(b"x").await.is_err() {
+                    break;
+                }
+            }
+        };
+        tokio::select! {
+            closed = timeout(10 * LINGER_TIME, conn.close(CloseReason::Completed)) => {
+                closed.expect("the linger is bounded");
+            }
+            () = drip => panic!("the linger outlasted the drip"),
+        }
+        assert_eq!(Instant::now(), start + LINGER_TIME);
+        let (received, _) = conn.bytes();
+        assert_eq!(received, 3, "the drain read what came in its time");
+    }
 }

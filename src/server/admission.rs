@@ -530,4 +530,106 @@ mod tests {
         tokio::time::advance(Duration::from_secs(2)).await;
         assert!(sources.spend_reply_budget(&access, budget, ip("192.0.2.1"), 60));
     }
+
+    /// Opens and closes from a few sources, interleaved, some refused: the
+    /// counts always match a model of the open slots (a closed source
+    /// leaves no entry, a refusal inserts none), and no source ever holds
+    /// more than its share.
+    #[test]
+    fn open_counts_follow_every_open_close_and_refusal() {
+        let sources = Arc::new(Sources::default());
+        let access = access(|a| a.max_connections_per_source = Some(3));
+        let addresses = ["127.0.0.2", "127.0.0.3", "127.0.0.4", "::ffff:127.0.0.5"].map(ip);
+        let mut slots: Vec<Vec<SourceSlot>> = addresses.iter().map(|_| Vec::new()).collect();
+        // A fixed xorshift: the same sequence every run.
+        let mut state: u32 = 0x9e37_79b9;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            state
+        };
+        for step in 0..5000 {
+            let pick = next();
+            let which = pick as usize % addresses.len();
+            let held = &mut slots[which];
+            if pick & 0x100 != 0 {
+                match sources.admit(&access, addresses[which]) {
+                    Ok(slot) => {
+                        assert!(held.len() < 3, "step {step}: a fourth slot");
+                        held.push(slot);
+                    }
+                    Err(refusal) => {
+                        assert_eq!(refusal, Refusal::TooMany, "step {step}");
+                        assert_eq!(held.len(), 3, "step {step}: refused under the share");
+                    }
+                }
+            } else if !held.is_empty() {
+                let at = (pick >> 9) as usize % held.len();
+                drop(held.swap_remove(at));
+            }
+            let expected: HashMap<IpAddr, u32> = addresses
+                .iter()
+                .zip(&slots)
+                .filter(|(_, held)| !held.is_empty())
+                .map(|(address, held)| (address.to_canonical(), held.len() as u32))
+                .collect();
+            assert_eq!(sources.table().open, expected, "step {step}");
+        }
+        drop(slots);
+        assert!(sources.table().open.is_empty(), "no connection is open");
+    }
+
+    /// A source refused (too many, too fast) with none of its connections
+    /// open leaves no open count behind.
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_source_leaves_no_open_count_behind() {
+        let sources = Arc::new(Sources::default());
+        let none = access(|a| a.max_connections_per_source = Some(0));
+        assert_eq!(
+            sources.admit(&none, ip("127.0.0.2")).unwrap_err(),
+            Refusal::TooMany
+        );
+        assert!(sources.table().open.is_empty());
+        let slow = access(|a| {
+            a.connection_rate_per_source = Some(Rate {
+                per_second: 0.001,
+                burst: 1,
+            });
+        });
+        drop(sources.admit(&slow, ip("127.0.0.2")).unwrap());
+        assert_eq!(
+            sources.admit(&slow, ip("127.0.0.2")).unwrap_err(),
+            Refusal::TooFast
+        );
+        assert!(sources.table().open.is_empty());
+    }
+
+    /// With the bucket table full, a source that has a bucket is still
+    /// held to it (only a source without one is let through).
+    #[tokio::test(start_paused = true)]
+    async fn a_source_with_a_bucket_keeps_its_rate_when_the_table_is_full() {
+        let sources = Arc::new(Sources::default());
+        let access = access(|a| {
+            a.connection_rate_per_source = Some(Rate {
+                per_second: 0.001,
+                burst: 1,
+            });
+        });
+        assert!(sources.admit(&access, ip("192.0.2.1")).is_ok());
+        for i in 0..(MAX_BUCKETS as u32 - 1) {
+            let address = IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i));
+            assert!(sources.admit(&access, address).is_ok());
+        }
+        assert_eq!(sources.table().buckets.by_source.len(), MAX_BUCKETS);
+        // New: let through, with no bucket made.
+        assert!(sources.admit(&access, ip("192.0.2.2")).is_ok());
+        assert!(sources.admit(&access, ip("192.0.2.2")).is_ok());
+        // Known: its own empty bucket.
+        assert_eq!(
+            sources.admit(&access, ip("192.0.2.1")).unwrap_err(),
+            Refusal::TooFast
+        );
+        assert_eq!(sources.table().buckets.by_source.len(), MAX_BUCKETS);
+    }
 }
