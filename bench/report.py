@@ -550,7 +550,7 @@ def build(runs, command, settings, notes):
             "over the run (switchboard, the ceilings and nginx, one process; socat and ncat "
             "fork per connection, and their children's time is not counted reliably). Where the load generator is the "
             "limit (server busy well below 100%), equal rates can hide unequal costs; this "
-            "shows them (lower is better). The tokio floor (examples/tokio_floor.rs) is the "
+            "shows them (lower is better). The tokio floor (bench/floor) is the "
             "plainest echo tokio runs, a task a connection and nothing else: its cost over the "
             "ceiling's is the runtime's, and switchboard's over the floor's (the last column) "
             "is switchboard's own."

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The benchmark, in one command: builds everything in release mode, runs each
 # case against switchboard, the ceiling servers (examples/ceiling_echo.rs,
-# examples/ceiling_file.rs), the runtime's floor (examples/tokio_floor.rs:
+# examples/ceiling_file.rs), the runtime's floor (bench/floor, its own package:
 # the plainest tokio echo, in the echo, connect and lines cases, so that
 # what tokio costs over the ceiling and what switchboard adds to tokio show
 # apart) and the peers a user would pick instead (socat, ncat), interleaved
@@ -201,20 +201,24 @@ port_open() { (exec 3<> "/dev/tcp/127.0.0.1/$1") 2> /dev/null; }
 
 # --- build
 say "build (release)"
+# switchboard on its own, with the features it ships with: built in one
+# command with the examples, it would get the dev-dependencies' features
+# too (tokio's "test-util", whose clock takes a lock at every reading).
+# The floor is its own package for the same reason.
+cargo build --release --bin switchboard
 if [ -n "${LOADGEN:-}" ]; then
-  cargo build --release --bin switchboard --example ceiling_echo --example ceiling_file --example ceiling_udp_echo \
-    --example tokio_floor
+  cargo build --release --example ceiling_echo --example ceiling_file --example ceiling_udp_echo
   loadgen=$LOADGEN
 else
-  cargo build --release --bin switchboard --example loadgen --example ceiling_echo --example ceiling_file \
-    --example ceiling_udp_echo --example tokio_floor
+  cargo build --release --example loadgen --example ceiling_echo --example ceiling_file --example ceiling_udp_echo
   loadgen=$root/target/release/examples/loadgen
 fi
+cargo build --release --manifest-path "$root/bench/floor/Cargo.toml" --target-dir "$root/target/floor"
 switchboard=$root/target/release/switchboard
 ceiling_echo=$root/target/release/examples/ceiling_echo
 ceiling_file=$root/target/release/examples/ceiling_file
 ceiling_udp_echo=$root/target/release/examples/ceiling_udp_echo
-tokio_floor=$root/target/release/examples/tokio_floor
+tokio_floor=$root/target/floor/release/tokio-floor
 
 # --- peers
 say "peers (socat, ncat)"

@@ -15,8 +15,13 @@
 //! floor's cost over the ceiling's is the runtime's (tasks, wake-ups, the
 //! I/O driver), and switchboard's over the floor's is switchboard's own.
 //!
+//! Its own package (bench/floor), so that it is built with the tokio
+//! features it names and nothing else: as an example of switchboard's
+//! package it would get the dev-dependencies' features too (tokio's
+//! `test-util`, whose clock takes a lock at every reading).
+//!
 //! ```text
-//! cargo run --release --example tokio_floor -- --addr 127.0.0.1:0
+//! cargo run --release --manifest-path bench/floor/Cargo.toml -- --addr 127.0.0.1:0
 //! listening on 127.0.0.1:40123
 //! ```
 //!
@@ -44,13 +49,13 @@ fn main() -> ExitCode {
         _ => None,
     };
     let Some(addr) = addr else {
-        eprintln!("usage: tokio_floor --addr IP:PORT");
+        eprintln!("usage: tokio-floor --addr IP:PORT");
         return ExitCode::from(2);
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
-            eprintln!("tokio_floor: cannot start the runtime: {e}");
+            eprintln!("tokio-floor: cannot start the runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -58,21 +63,25 @@ fn main() -> ExitCode {
         let listener = match TcpListener::bind(addr).await {
             Ok(listener) => listener,
             Err(e) => {
-                eprintln!("tokio_floor: cannot listen on {addr}: {e}");
+                eprintln!("tokio-floor: cannot listen on {addr}: {e}");
                 return ExitCode::FAILURE;
             }
         };
         match listener.local_addr() {
             Ok(bound) => println!("listening on {bound}"),
-            Err(e) => eprintln!("tokio_floor: {e}"),
+            Err(e) => eprintln!("tokio-floor: {e}"),
         }
         loop {
             match listener.accept().await {
                 Ok((stream, _)) => {
                     tokio::spawn(echo(stream));
                 }
-                // Out of descriptors, or the like: the next may work.
-                Err(e) => eprintln!("tokio_floor: accept: {e}"),
+                // Out of descriptors, or the like: the next may work, after
+                // a pause (not a spin; blocking the worker is fine here).
+                Err(e) => {
+                    eprintln!("tokio-floor: accept: {e}");
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
             }
         }
     })
