@@ -9,11 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use std::os::fd::AsFd;
-
-use tokio::io::Interest;
-use tokio::io::unix::AsyncFd;
-use tokio::net::{TcpSocket, TcpStream, UdpSocket};
+use tokio::net::{TcpListener, TcpSocket, TcpStream, UdpSocket};
 use tokio::sync::{OwnedSemaphorePermit, watch};
 use tokio::time::{Instant, sleep};
 use tokio_util::sync::CancellationToken;
@@ -124,10 +120,8 @@ impl Route {
 /// A listener's socket.
 #[derive(Debug)]
 pub(crate) enum Socket {
-    /// A listening TCP socket, watched for readiness: its connections are
-    /// accepted as plain sockets and handed to tokio only once admitted
-    /// (see [`accept`]).
-    Stream(AsyncFd<std::net::TcpListener>),
+    /// A listening TCP socket.
+    Stream(TcpListener),
     /// A bound UDP socket (shared with the tasks that send late replies).
     Datagram(Arc<UdpSocket>),
 }
@@ -208,7 +202,6 @@ impl Listener {
         socket.set_reuseaddr(true).map_err(fail)?;
         socket.bind(config.bind).map_err(fail)?;
         let socket = socket.listen(config.backlog).map_err(fail)?;
-        let socket = socket.into_std().and_then(watched).map_err(fail)?;
         Self::serving(Socket::Stream(socket), config, None).map_err(fail)
     }
 
@@ -223,7 +216,7 @@ impl Listener {
         let socket = match (socket, &config.transport) {
             (PassedKind::Stream(socket), Transport::Tcp) => {
                 socket.set_nonblocking(true)?;
-                Socket::Stream(watched(socket)?)
+                Socket::Stream(TcpListener::from_std(socket)?)
             }
             (PassedKind::Datagram(socket), Transport::Udp(udp)) => datagram_socket(socket, udp)?,
             (_, transport) => {
@@ -246,7 +239,7 @@ impl Listener {
     ) -> io::Result<Self> {
         let (local_addr, inherited_keepalive) = match &socket {
             Socket::Stream(socket) => (
-                socket.get_ref().local_addr()?,
+                socket.local_addr()?,
                 set_inherited_options(socket, config.tcp_keepalive).then_some(config.tcp_keepalive),
             ),
             Socket::Datagram(socket) => (socket.local_addr()?, None),
@@ -343,7 +336,7 @@ impl Listener {
             let accepted = tokio::select! {
                 biased;
                 () = stop.cancelled() => break,
-                accepted = accept(socket) => accepted,
+                accepted = socket.accept() => accepted,
             };
             let (stream, peer) = match accepted {
                 Ok(accepted) => accepted,
@@ -389,15 +382,6 @@ impl Listener {
                         refuse(&stream, &route, &sources, refusal, peer);
                         continue;
                     }
-                }
-            };
-            // Admitted: now a tokio socket (its registration with the I/O
-            // driver, which a refused one never pays).
-            let stream = match TcpStream::from_std(stream) {
-                Ok(stream) => stream,
-                Err(e) => {
-                    debug!(%peer, error = %e, "cannot register an accepted connection");
-                    continue;
                 }
             };
             let id = next_id.fetch_add(1, Ordering::Relaxed);
@@ -567,45 +551,18 @@ pub(crate) struct AcceptLoop {
 /// the listener's refusal log line), and writes
 /// the refusal's line, if it has one, in one non-blocking write into the
 /// fresh socket's empty buffer (no task waits on a refused client).
-fn refuse(stream: impl AsFd, route: &Route, sources: &Sources, refusal: Refusal, peer: SocketAddr) {
+fn refuse(
+    stream: &TcpStream,
+    route: &Route,
+    sources: &Sources,
+    refusal: Refusal,
+    peer: SocketAddr,
+) {
     route.metrics.refused(refusal.label());
     sources.refused(refusal, peer.ip());
     if let Some(reply) = refusal.reply() {
-        // The socket is non-blocking: a full buffer is an error, ignored.
-        let _ = rustix::net::send(stream, reply, rustix::net::SendFlags::NOSIGNAL);
+        let _ = stream.try_write(reply);
     }
-}
-
-/// A listening socket, watched by tokio's I/O driver for connections to
-/// accept.
-// `AsyncFd::with_interest` is deprecated because a `T: AsRawFd` need not
-// own its descriptor, so the `AsyncFd` could outlive it; a
-// `std::net::TcpListener` owns its descriptor, and the `AsyncFd` owns the
-// listener, so that cannot happen here. (Its replacement is `unsafe`.)
-#[allow(deprecated)]
-fn watched(listener: std::net::TcpListener) -> io::Result<AsyncFd<std::net::TcpListener>> {
-    AsyncFd::with_interest(listener, Interest::READABLE)
-}
-
-/// Accepts a connection from `listener`, as a plain non-blocking socket
-/// not yet known to tokio's I/O driver: a connection refused at admission
-/// is closed without ever being registered (two `epoll_ctl` calls and a
-/// registration's allocation fewer for each refusal in a flood).
-async fn accept(
-    listener: &AsyncFd<std::net::TcpListener>,
-) -> io::Result<(std::net::TcpStream, SocketAddr)> {
-    let (socket, from) = listener
-        .async_io(Interest::READABLE, |listener| {
-            Ok(rustix::net::acceptfrom_with(
-                listener,
-                rustix::net::SocketFlags::NONBLOCK | rustix::net::SocketFlags::CLOEXEC,
-            )?)
-        })
-        .await?;
-    let peer = from
-        .and_then(|from| SocketAddr::try_from(from).ok())
-        .ok_or_else(|| io::Error::other("an accepted connection with no IP address"))?;
-    Ok((std::net::TcpStream::from(socket), peer))
 }
 
 /// Settles who the client is, in its log context: the socket's peer (admitted at
