@@ -1044,10 +1044,12 @@ fn wait_for<'a, T>(
 }
 
 /// [`wait_for`] that sets the timer only when `event` has to be waited
-/// for: for the waits that are usually ready at once (a read after its
-/// readiness, a close's steps), which then leave the timer (its reset and
-/// the clock) alone. Its future is 24 bytes larger (the deadline kept
-/// until it is needed): not for an idle connection's wait.
+/// for: for the waits that are usually ready at once (a close's steps),
+/// which then leave the timer (its reset and the clock) alone. Its future
+/// is 24 bytes larger (the deadline kept until it is needed): not for a
+/// wait that is room in a handler's future, as every idle connection pays
+/// for that (echo's read after its readiness tries the read once first
+/// instead: [`Connection::read_chunk`]).
 fn ready_or_wait_for<'a, T>(
     signals: &'a Signals,
     timer: &'a mut ConnTimer,
