@@ -437,14 +437,10 @@ impl<S: Io> Connection<S> {
         // Echo's read after `readable` finds its bytes there: tried once
         // before the timer is set (its reset and the clock); a verdict or
         // the shutdown is looked at first, as the wait would.
-        if self.signals.fired() & ends == 0 {
-            let first = {
-                let mut read = std::pin::pin!(self.stream.read_buf(&mut *buf));
-                std::future::poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx))).await
-            };
-            if let Poll::Ready(read) = first {
-                return self.chunk_read(read);
-            }
+        if self.signals.fired() & ends == 0
+            && let Poll::Ready(read) = self.read_once(buf).await
+        {
+            return self.chunk_read(read);
         }
         let (until, timed_out) = self.wait_limit();
         let mut read = std::pin::pin!(self.stream.read_buf(buf));
@@ -473,14 +469,17 @@ impl<S: Io> Connection<S> {
         if fired != 0 {
             return interrupted(fired).map(Some);
         }
-        let read = {
-            let mut read = std::pin::pin!(self.stream.read_buf(buf));
-            std::future::poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx))).await
-        };
-        match read {
+        match self.read_once(buf).await {
             Poll::Ready(read) => self.chunk_read(read).map(Some),
             Poll::Pending => Ok(None),
         }
+    }
+
+    /// One poll of a read into `buf`'s spare capacity: what has already
+    /// arrived, or `Pending` (the task's waker registered) when nothing has.
+    async fn read_once(&mut self, buf: &mut BytesMut) -> Poll<io::Result<usize>> {
+        let mut read = std::pin::pin!(self.stream.read_buf(buf));
+        std::future::poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx))).await
     }
 
     /// What one read of a chunk came to.
