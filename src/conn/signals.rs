@@ -47,6 +47,9 @@ struct State {
 pub(crate) struct Source {
     /// The client: the socket's peer, or the address a PROXY header gave.
     pub client: std::net::IpAddr,
+    /// The address the listener's per-source limits count the client
+    /// under: `client`, an IPv6 one cut to `source_ipv6_prefix`.
+    pub counted_as: std::net::IpAddr,
     /// The balancer it came through, if any (subject to `deny` only).
     pub balancer: Option<std::net::IpAddr>,
     /// False for a balancer's own connection (its health checks): `allow`

@@ -82,6 +82,8 @@ pub(crate) enum Refusal {
     CannotVerify,
     /// Every slot is in use, or a listing's build did not come in time.
     Busy,
+    /// The client's address holds its share of the slots already.
+    TooManyFromSource,
     /// A folder asked for as a tar stream has more members than an
     /// archive may, or a layout over the listener's memory for them.
     ArchiveTooLarge,
@@ -110,6 +112,7 @@ impl Refusal {
             Refusal::CannotRead => "cannot read",
             Refusal::CannotVerify => "cannot verify the path",
             Refusal::Busy => "busy",
+            Refusal::TooManyFromSource => "too many downloads from your address",
             Refusal::ArchiveTooLarge => "folder too large to archive",
             Refusal::ArchiveTooDeep => "folder too deep to archive",
             Refusal::ShuttingDown => "server shutting down",
@@ -271,6 +274,7 @@ mod tests {
             CannotRead,
             CannotVerify,
             Busy,
+            TooManyFromSource,
             ArchiveTooLarge,
             ArchiveTooDeep,
             ShuttingDown,

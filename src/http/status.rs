@@ -17,6 +17,7 @@ pub(crate) const REQUEST_TIMEOUT: Status = Status(408, "Request Timeout");
 pub(crate) const PRECONDITION_FAILED: Status = Status(412, "Precondition Failed");
 pub(crate) const URI_TOO_LONG: Status = Status(414, "URI Too Long");
 pub(crate) const RANGE_NOT_SATISFIABLE: Status = Status(416, "Range Not Satisfiable");
+pub(crate) const TOO_MANY_REQUESTS: Status = Status(429, "Too Many Requests");
 pub(crate) const HEADERS_TOO_LARGE: Status = Status(431, "Request Header Fields Too Large");
 pub(crate) const UNAVAILABLE: Status = Status(503, "Service Unavailable");
 

@@ -127,6 +127,13 @@ pub(crate) struct SourceSlot {
     source: IpAddr,
 }
 
+impl SourceSlot {
+    /// The source it is counted under.
+    pub(crate) fn source(&self) -> IpAddr {
+        self.source
+    }
+}
+
 impl Drop for SourceSlot {
     fn drop(&mut self) {
         let mut table = self.sources.table();

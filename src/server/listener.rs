@@ -496,6 +496,10 @@ async fn open_connection(
         &signals,
         Source {
             client: client.ip(),
+            counted_as: with
+                .slot
+                .as_ref()
+                .map_or_else(|| client.ip().to_canonical(), SourceSlot::source),
             balancer: via_proxy.then(|| peer.ip()),
             checked: with.slot.is_some(),
         },

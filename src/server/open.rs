@@ -195,6 +195,7 @@ mod tests {
     fn client(ip: &str) -> Source {
         Source {
             client: ip.parse().expect("address"),
+            counted_as: ip.parse().expect("address"),
             balancer: None,
             checked: true,
         }

@@ -733,13 +733,7 @@ async fn a_download_over_max_downloads_is_told_busy() {
     let server = TestServer::start(&download_listener("files", dir.path(), "max_downloads = 1"));
     let addr = server.addr("files");
     // The first download stalls: its client reads only the first bytes.
-    let mut stalled = common::connect(addr).await;
-    stalled.write_all(b"big.bin\n").await.expect("send");
-    let mut first = [0u8; 1024];
-    timeout(LIMIT, stalled.read_exact(&mut first))
-        .await
-        .expect("no data")
-        .expect("read");
+    let stalled = stalled_from(1, addr).await;
     assert_refused(&fetch(addr, b"small.txt\n").await, "busy", "small.txt");
     // A listing is a send too: it takes a slot, and there is none.
     assert_refused(&fetch(addr, b"\n").await, "busy", "the listing");
@@ -755,6 +749,102 @@ async fn a_download_over_max_downloads_is_told_busy() {
         sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(got, b"small");
+    server.shutdown().await;
+}
+
+/// Sends `request` from `127.0.0.N` and reads until the server closes.
+async fn fetch_from(n: u8, addr: SocketAddr, request: &[u8]) -> Vec<u8> {
+    let mut stream = common::connect_from(n, addr).await;
+    timeout(LIMIT, stream.write_all(request))
+        .await
+        .expect("send timed out")
+        .expect("send failed");
+    common::read_to_end(&mut stream).await
+}
+
+/// A download from `127.0.0.N` of big.bin whose client reads its first
+/// bytes, then nothing: it holds its slot.
+async fn stalled_from(n: u8, addr: SocketAddr) -> tokio::net::TcpStream {
+    let mut stalled = common::connect_from(n, addr).await;
+    stalled.write_all(b"big.bin\n").await.expect("send");
+    let mut first = [0u8; 1024];
+    timeout(LIMIT, stalled.read_exact(&mut first))
+        .await
+        .expect("no data")
+        .expect("read");
+    stalled
+}
+
+/// `max_downloads_per_source`: a source that stalls its downloads holds
+/// only its share of the slots. Its next request is told so (raw `ERR`,
+/// HTTP `429` with `Retry-After`) while another source is still served;
+/// the share comes back when one of its sends ends; and once the listener's
+/// slots are all held (by two sources' shares) a third is told busy.
+#[tokio::test]
+async fn one_source_holds_only_its_share_of_the_download_slots() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    sparse_file(&dir.path().join("big.bin"), 64 << 20);
+    fs::write(dir.path().join("small.txt"), b"small").expect("write");
+    let server = TestServer::start(&download_listener(
+        "files",
+        dir.path(),
+        "max_downloads = 4\nmax_downloads_per_source = 2",
+    ));
+    let addr = server.addr("files");
+    let mut held = vec![stalled_from(2, addr).await, stalled_from(2, addr).await];
+    assert_refused(
+        &fetch_from(2, addr, b"small.txt\n").await,
+        "too many downloads from your address",
+        "a third from 127.0.0.2",
+    );
+    let http = fetch_from(
+        2,
+        addr,
+        b"GET /small.txt HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let http = String::from_utf8_lossy(&http);
+    assert!(
+        http.starts_with("HTTP/1.1 429 Too Many Requests\r\n")
+            && http.contains("\r\nRetry-After: 1\r\n"),
+        "{http}"
+    );
+    // A HEAD sends no body and takes no slot.
+    let head = fetch_from(
+        2,
+        addr,
+        b"HEAD /small.txt HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(
+        head.starts_with(b"HTTP/1.1 200 OK\r\n"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    assert_eq!(fetch_from(3, addr, b"small.txt\n").await, b"small");
+    // Its share comes back when one of its sends ends (bounded retries
+    // while the server notices the close).
+    drop(held.pop());
+    let mut got = Vec::new();
+    for _ in 0..100 {
+        got = fetch_from(2, addr, b"small.txt\n").await;
+        if got == b"small" {
+            break;
+        }
+        sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(got, b"small");
+    // Two sources' shares fill the listener's four slots: a third source
+    // is told busy, not about its share.
+    held.push(stalled_from(2, addr).await);
+    held.push(stalled_from(3, addr).await);
+    held.push(stalled_from(3, addr).await);
+    assert_refused(
+        &fetch_from(4, addr, b"small.txt\n").await,
+        "busy",
+        "from 127.0.0.4",
+    );
+    drop(held);
     server.shutdown().await;
 }
 

@@ -304,3 +304,53 @@ async fn shutdown_does_not_wait_for_a_header_on_its_way() {
     );
     assert!(closed_without_a_byte(&mut conn).await);
 }
+
+/// A download's share of the slots (`max_downloads_per_source`) is the
+/// client's that the header names, not the balancer's: two clients behind
+/// the one proxy each get theirs.
+#[tokio::test]
+async fn the_download_share_is_counted_per_client_behind_a_proxy() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let big = std::fs::File::create(dir.path().join("big.bin")).expect("big.bin");
+    big.set_len(64 << 20).expect("sparse");
+    std::fs::write(dir.path().join("small.txt"), b"small").expect("small.txt");
+    let server = TestServer::start(&listener(
+        "files",
+        "download",
+        &format!(
+            "root = '{}'\nmax_downloads = 4\nmax_downloads_per_source = 1\n\
+             proxy_protocol = \"v1\"\ntrusted_proxies = [\"127.0.0.2\"]\n",
+            dir.path().display()
+        ),
+    ));
+    let addr = server.addr("files");
+    // 192.0.2.7 stalls a download: it holds its one slot.
+    let mut stalled = connect_from(2, addr).await;
+    let mut first = v1("192.0.2.7:1000");
+    first.extend_from_slice(b"big.bin\n");
+    stalled.write_all(&first).await.expect("send");
+    let mut some = [0u8; 1024];
+    timeout(LIMIT, stalled.read_exact(&mut some))
+        .await
+        .expect("no data")
+        .expect("read");
+    let fetch = |client: &'static str| async move {
+        let mut conn = connect_from(2, addr).await;
+        let mut request = v1(client);
+        request.extend_from_slice(b"small.txt\n");
+        conn.write_all(&request).await.expect("send");
+        read_to_end(&mut conn).await
+    };
+    assert_eq!(
+        fetch("192.0.2.8:1000").await,
+        b"small",
+        "another client behind the same proxy"
+    );
+    assert_eq!(
+        fetch("192.0.2.7:1001").await,
+        b"ERR too many downloads from your address\n",
+        "the stalled client's second download"
+    );
+    drop(stalled);
+    server.shutdown().await;
+}

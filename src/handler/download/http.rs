@@ -24,11 +24,11 @@
 
 use std::borrow::Cow;
 use std::fs;
+use std::net::IpAddr;
 use std::os::unix::fs::MetadataExt;
 use std::time::SystemTime;
 
 use bytes::{Bytes, BytesMut};
-use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant, timeout_at};
 use tracing::info;
 
@@ -36,6 +36,7 @@ use super::Download;
 use super::archive::{Archive, archived_folder};
 use super::listing::Format;
 use super::paths::Target;
+use super::slots::Slot;
 use crate::conn::access::{self, Outcome, ResponseRecord};
 use crate::conn::text::{QUOTE_MAX_BYTES, TextEncoding, quote};
 use crate::conn::{ConnError, Connection, Incoming, Io};
@@ -45,7 +46,8 @@ use crate::http::etag::Validators;
 use crate::http::request::{MAX_HEAD_BYTES, Method, Request, parse_head};
 use crate::http::status::{
     BAD_REQUEST, FORBIDDEN, METHOD_NOT_ALLOWED, MOVED_PERMANENTLY, NOT_FOUND, NOT_MODIFIED, OK,
-    PARTIAL, PRECONDITION_FAILED, RANGE_NOT_SATISFIABLE, REQUEST_TIMEOUT, Status, UNAVAILABLE,
+    PARTIAL, PRECONDITION_FAILED, RANGE_NOT_SATISFIABLE, REQUEST_TIMEOUT, Status,
+    TOO_MANY_REQUESTS, UNAVAILABLE,
 };
 use crate::http::{accept, content_type, head, html, percent, range};
 
@@ -71,17 +73,14 @@ enum Body {
     Bytes(Vec<u8>),
     /// A listing from the cache, shared with the other connections that
     /// send it, holding one of the listener's `max_downloads` slots.
-    Shared {
-        bytes: Bytes,
-        slot: OwnedSemaphorePermit,
-    },
+    Shared { bytes: Bytes, slot: Slot },
     /// `len` bytes of a file from `start`, holding one of the listener's
     /// `max_downloads` slots.
     File {
         file: fs::File,
         start: u64,
         len: u64,
-        slot: OwnedSemaphorePermit,
+        slot: Slot,
     },
     /// `len` bytes from `start` of a folder's tar stream, holding one of
     /// the listener's `max_downloads` slots.
@@ -89,7 +88,7 @@ enum Body {
         archive: Archive,
         start: u64,
         len: u64,
-        slot: OwnedSemaphorePermit,
+        slot: Slot,
     },
     /// No body, but a `Content-Length` (HEAD, 304).
     Length(u64),
@@ -120,6 +119,7 @@ impl Refused {
         match e {
             HandlerError::Refused(Refusal::NotFound) => NOT_FOUND.into(),
             HandlerError::Refused(Refusal::Busy | Refusal::ShuttingDown) => UNAVAILABLE.into(),
+            HandlerError::Refused(Refusal::TooManyFromSource) => TOO_MANY_REQUESTS.into(),
             HandlerError::Refused(reason) => Refused {
                 status: FORBIDDEN,
                 reason: Some(*reason),
@@ -151,7 +151,7 @@ impl Response {
         if status == METHOD_NOT_ALLOWED {
             headers.push(("Allow", Cow::Borrowed("GET, HEAD")));
         }
-        if status == UNAVAILABLE {
+        if status == UNAVAILABLE || status == TOO_MANY_REQUESTS {
             headers.push(("Retry-After", Cow::Borrowed("1")));
         }
         Response {
@@ -384,9 +384,14 @@ async fn respond<S: Io>(
     request: &Request,
     keep_alive: bool,
 ) -> Result<(), HandlerError> {
-    let response = build(download, request, conn.settings().encoding)
-        .await
-        .unwrap_or_else(Response::error);
+    let response = build(
+        download,
+        request,
+        conn.settings().encoding,
+        super::source(conn),
+    )
+    .await
+    .unwrap_or_else(Response::error);
     let status = response.status;
     let range = match &response.body {
         Body::File { start, len, .. } | Body::Archive { start, len, .. } if status == PARTIAL => {
@@ -454,6 +459,7 @@ async fn build(
     download: &Download,
     request: &Request,
     encoding: TextEncoding,
+    source: IpAddr,
 ) -> Result<Response, Refused> {
     if request.method == Method::Other {
         return Err(METHOD_NOT_ALLOWED.into());
@@ -464,7 +470,7 @@ async fn build(
         Err(HandlerError::Refused(Refusal::NotFound | Refusal::Hidden))
             if let Some(folder) = archived_folder(name) =>
         {
-            return archive(download, request, folder).await;
+            return archive(download, request, folder, source).await;
         }
         Err(e) => return Err(Refused::of(&e)),
     };
@@ -513,13 +519,7 @@ async fn build(
             // A body holds a slot while it is sent; a HEAD takes the length
             // of the same cached rendering, and sends nothing.
             let slot = match request.method {
-                Method::Get => Some(
-                    download
-                        .sending
-                        .clone()
-                        .try_acquire_owned()
-                        .map_err(|_| UNAVAILABLE)?,
-                ),
+                Method::Get => Some(download.slot(source).map_err(|e| Refused::of(&e))?),
                 _ => None,
             };
             let bytes = download
@@ -565,9 +565,7 @@ async fn build(
                     body: Body::Length(part),
                 });
             }
-            let Ok(slot) = download.sending.clone().try_acquire_owned() else {
-                return Err(UNAVAILABLE.into());
-            };
+            let slot = download.slot(source).map_err(|e| Refused::of(&e))?;
             Ok(Response {
                 status,
                 at: now,
@@ -591,17 +589,12 @@ async fn archive(
     download: &Download,
     request: &Request,
     folder: &str,
+    source: IpAddr,
 ) -> Result<Response, Refused> {
     // A body holds a slot from before the walk: a flood of GETs does not
     // walk more folders than it could send.
     let slot = match request.method {
-        Method::Get => Some(
-            download
-                .sending
-                .clone()
-                .try_acquire_owned()
-                .map_err(|_| UNAVAILABLE)?,
-        ),
+        Method::Get => Some(download.slot(source).map_err(|e| Refused::of(&e))?),
         _ => None,
     };
     let archive = match download.open_archive(folder).await {

@@ -12,9 +12,11 @@ mod archive;
 pub(crate) mod http;
 mod listing;
 mod paths;
+mod slots;
 
 use std::fs;
 use std::io;
+use std::net::IpAddr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -22,7 +24,6 @@ use std::time::Duration;
 
 use prometheus::IntCounter;
 use serde::Deserialize;
-use tokio::sync::Semaphore;
 use tracing::{debug, info};
 
 use super::probe::{Probe, ProbeContext, line_then_close, shown};
@@ -33,6 +34,7 @@ use crate::conn::{ConnError, Connection, Incoming, Io, MinRate};
 use archive::{Archives, archived_folder};
 use listing::{Format, ListingError, Listings};
 use paths::{Policy, Target, io_reason, open_root, resolve, resolve_cached};
+use slots::{NoSlot, Slot, Slots};
 
 /// Bytes sent per write by default.
 const CHUNK_SIZE: usize = 64 * 1024;
@@ -46,6 +48,11 @@ const MIN_SEND_RATE_GRACE: Duration = Duration::from_secs(10);
 
 /// Files sent at once by default.
 const MAX_DOWNLOADS: usize = 256;
+
+/// Files sent at once to one source by default: twice what the most
+/// parallel download tools open to one server (aria2's 16), so that it
+/// takes eight hosts' stalled readers to hold every slot.
+const MAX_DOWNLOADS_PER_SOURCE: usize = 32;
 
 /// The send buffer of a file send by default (the kernel doubles it): with
 /// `max_downloads` stalled readers, at most 256 × 512 KiB of kernel memory.
@@ -94,6 +101,12 @@ pub struct DownloadConfig {
     /// `ERR busy`. Bounds the kernel memory that stalled readers can hold.
     #[serde(default = "default_max_downloads")]
     pub max_downloads: usize,
+    /// Of `max_downloads`, those one source may hold (its address as
+    /// `max_connections_per_source` counts it); a request over it gets
+    /// `ERR too many downloads from your address` (429 over HTTP). 0: no
+    /// share but `max_downloads`.
+    #[serde(default = "default_max_downloads_per_source")]
+    pub max_downloads_per_source: usize,
     /// The socket send buffer of a file send, in bytes (`SO_SNDBUF`; the
     /// kernel doubles it for its bookkeeping). 0: the kernel's autotuning,
     /// which lets a stalled reader hold several MB.
@@ -125,6 +138,9 @@ fn default_min_send_rate() -> u64 {
 fn default_max_downloads() -> usize {
     MAX_DOWNLOADS
 }
+fn default_max_downloads_per_source() -> usize {
+    MAX_DOWNLOADS_PER_SOURCE
+}
 fn default_send_buffer() -> usize {
     SEND_BUFFER
 }
@@ -139,8 +155,8 @@ pub(crate) struct Download {
     chunk_size: usize,
     policy: Policy,
     pace: Option<MinRate>,
-    /// One permit per file being sent.
-    sending: Arc<Semaphore>,
+    /// One per file, listing or archive being sent.
+    slots: Arc<Slots>,
     send_buffer: usize,
     /// What file sends grow their send buffer from (`None`: no growth).
     send_budget: Option<Arc<SendBudget>>,
@@ -148,7 +164,6 @@ pub(crate) struct Download {
     listings: Arc<Listings>,
     /// Folders as tar streams: walked a few at a time, their layouts bounded.
     archives: Arc<Archives>,
-    max_downloads: usize,
     files_sent: IntCounter,
     file_bytes_sent: IntCounter,
 }
@@ -269,6 +284,17 @@ impl Download {
             })
     }
 
+    /// One of the listener's send slots for `source`, or the refusal that
+    /// says why there is none.
+    fn slot(&self, source: IpAddr) -> Result<Slot, HandlerError> {
+        self.slots.take(source).map_err(|none| {
+            HandlerError::Refused(match none {
+                NoSlot::Busy => Refusal::Busy,
+                NoSlot::SourceBusy => Refusal::TooManyFromSource,
+            })
+        })
+    }
+
     /// Serves a raw-protocol request: `request` names a file, or a
     /// directory for its listing.
     async fn serve_raw<S: Io>(
@@ -292,9 +318,7 @@ impl Download {
         };
         match target {
             Target::Directory { handle, path } => {
-                let Ok(_sending) = self.sending.clone().try_acquire_owned() else {
-                    return Err(HandlerError::Refused(Refusal::Busy));
-                };
+                let _slot = self.slot(source(conn))?;
                 let text = self.listing(handle, &path, encoding, Format::Text).await?;
                 info!(
                     dir = quote(&path.to_string_lossy(), QUOTE_MAX_BYTES).as_str(),
@@ -304,9 +328,7 @@ impl Download {
                 self.send_bytes(conn, &[], &text).await?;
             }
             Target::File { file, path, meta } => {
-                let Ok(_sending) = self.sending.clone().try_acquire_owned() else {
-                    return Err(HandlerError::Refused(Refusal::Busy));
-                };
+                let _slot = self.slot(source(conn))?;
                 info!(
                     file = quote(&path.to_string_lossy(), QUOTE_MAX_BYTES).as_str(),
                     bytes = meta.len(),
@@ -325,9 +347,7 @@ impl Download {
         conn: &mut Connection<S>,
         folder: &str,
     ) -> Result<Ended, HandlerError> {
-        let Ok(_sending) = self.sending.clone().try_acquire_owned() else {
-            return Err(HandlerError::Refused(Refusal::Busy));
-        };
+        let _slot = self.slot(source(conn))?;
         let archive = match self.open_archive(folder).await {
             Ok(archive) => archive,
             Err(e) => {
@@ -346,6 +366,15 @@ impl Download {
             .await?;
         Ok(Ended::Completed)
     }
+}
+
+/// The address `conn`'s client is counted under by the per-source limits
+/// (its peer's, before admission has said).
+fn source<S: Io>(conn: &Connection<S>) -> IpAddr {
+    conn.signals().source().map_or_else(
+        || conn.peer().ip().to_canonical(),
+        |source| source.counted_as,
+    )
 }
 
 impl Handler for Download {
@@ -381,6 +410,14 @@ impl Handler for Download {
                 format!("max_downloads must be between 1 and {MAX_MAX_DOWNLOADS}"),
             ));
         }
+        if config.max_downloads_per_source > MAX_MAX_DOWNLOADS {
+            return Err(Invalid::at(
+                "max_downloads_per_source",
+                format!(
+                    "max_downloads_per_source must be at most {MAX_MAX_DOWNLOADS} (0: no share but max_downloads)"
+                ),
+            ));
+        }
         if !(1..=MAX_CHUNK_SIZE).contains(&config.chunk_size) {
             return Err(Invalid::at(
                 "chunk_size",
@@ -392,13 +429,17 @@ impl Handler for Download {
 
     fn build(config: &DownloadConfig, ctx: &BuildContext<'_>, previous: Option<&Self>) -> Self {
         let (files_sent, file_bytes_sent) = ctx.metrics.files_sent();
-        // Files being sent keep counting after a reload, unless the limit
+        // Files being sent keep counting after a reload, unless the limits
         // changed (then the new one counts only the files sent from now).
-        let sending = match previous {
-            Some(previous) if previous.max_downloads == config.max_downloads => {
-                previous.sending.clone()
+        let slots = match previous {
+            Some(previous)
+                if previous
+                    .slots
+                    .are(config.max_downloads, config.max_downloads_per_source) =>
+            {
+                previous.slots.clone()
             }
-            _ => Arc::new(Semaphore::new(config.max_downloads)),
+            _ => Slots::new(config.max_downloads, config.max_downloads_per_source),
         };
         // Kept over a reload unless its size changed: the grants of the
         // sends under way are still counted in it.
@@ -420,13 +461,12 @@ impl Handler for Download {
                 bytes_per_second: config.min_send_rate,
                 grace: MIN_SEND_RATE_GRACE,
             }),
-            sending,
+            slots,
             send_buffer: config.send_buffer,
             send_budget,
             // New: the root, its rules or the encoding may have changed.
             listings: Arc::new(Listings::default()),
             archives: Arc::new(Archives::default()),
-            max_downloads: config.max_downloads,
             files_sent,
             file_bytes_sent,
         }

@@ -1,0 +1,200 @@
+//! The download port's send slots: at most `max_downloads` files, listings
+//! and archives are sent at once on a listener, and at most
+//! `max_downloads_per_source` of them to one source, so that the stalled
+//! readers of a few hosts cannot hold every slot and take the port away
+//! from everyone else.
+//!
+//! A source is the client's address as the listener's per-source
+//! connection limits count it (an IPv6 one cut to `source_ipv6_prefix`; a
+//! PROXY header's client, not the balancer). The per-source counts have an
+//! entry only for a source holding a slot: at most `max_downloads` entries.
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// Why no slot was given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NoSlot {
+    /// Every one of the listener's slots is in use.
+    Busy,
+    /// The source holds its share already.
+    SourceBusy,
+}
+
+/// A listener's slots; kept over a reload that does not change them (the
+/// sends under way still hold theirs).
+#[derive(Debug)]
+pub(crate) struct Slots {
+    all: Arc<Semaphore>,
+    max: usize,
+    /// A source's share; `None` when it cannot be reached before `max`
+    /// (0 or at least `max_downloads`): no per-source count is kept.
+    per_source: Option<usize>,
+    held: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One slot, given back when dropped.
+#[derive(Debug)]
+pub(crate) struct Slot {
+    _permit: OwnedSemaphorePermit,
+    /// The slots and the source it is counted for, when one is.
+    counted: Option<(Arc<Slots>, IpAddr)>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some((slots, source)) = &self.counted {
+            let mut held = slots.held();
+            if let Entry::Occupied(mut count) = held.entry(*source) {
+                if *count.get() <= 1 {
+                    count.remove();
+                } else {
+                    *count.get_mut() -= 1;
+                }
+            }
+        }
+    }
+}
+
+impl Slots {
+    /// `max` slots, at most `per_source` of them to one source (0: no
+    /// share but `max`).
+    pub(crate) fn new(max: usize, per_source: usize) -> Arc<Slots> {
+        Arc::new(Slots {
+            all: Arc::new(Semaphore::new(max)),
+            max,
+            per_source: share(max, per_source),
+            held: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Whether these are the slots `new(max, per_source)` would make.
+    pub(crate) fn are(&self, max: usize, per_source: usize) -> bool {
+        self.max == max && self.per_source == share(max, per_source)
+    }
+
+    /// A slot for `source`, if the listener and the source's share have
+    /// one free; never waits.
+    pub(crate) fn take(self: &Arc<Self>, source: IpAddr) -> Result<Slot, NoSlot> {
+        let Some(share) = self.per_source else {
+            let permit = self
+                .all
+                .clone()
+                .try_acquire_owned()
+                .map_err(|_| NoSlot::Busy)?;
+            return Ok(Slot {
+                _permit: permit,
+                counted: None,
+            });
+        };
+        let mut held = self.held();
+        let count = held.entry(source);
+        if matches!(&count, Entry::Occupied(count) if *count.get() >= share) {
+            return Err(NoSlot::SourceBusy);
+        }
+        // Taken under the lock: a refusal for the whole listener counts
+        // nothing for the source.
+        let permit = self
+            .all
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| NoSlot::Busy)?;
+        *count.or_insert(0) += 1;
+        Ok(Slot {
+            _permit: permit,
+            counted: Some((self.clone(), source)),
+        })
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
+        // A count is one integer: a panic elsewhere leaves it whole.
+        self.held.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A source's share of `max` slots: `None` when it cannot bind before
+/// `max` does (0, or at least `max`).
+fn share(max: usize, per_source: usize) -> Option<usize> {
+    (per_source > 0 && per_source < max).then_some(per_source)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().expect("address")
+    }
+
+    #[test]
+    fn a_source_gets_its_share_and_the_others_the_rest() {
+        let slots = Slots::new(4, 2);
+        let (a, b) = (ip("127.0.0.2"), ip("127.0.0.3"));
+        let held_a = [slots.take(a).expect("1st"), slots.take(a).expect("2nd")];
+        assert_eq!(slots.take(a).err(), Some(NoSlot::SourceBusy));
+        let held_b = [slots.take(b).expect("1st"), slots.take(b).expect("2nd")];
+        // The listener's are all in use now: a new source is told busy.
+        assert_eq!(slots.take(ip("127.0.0.4")).err(), Some(NoSlot::Busy));
+        drop(held_a);
+        assert!(
+            slots.held().get(&a).is_none(),
+            "a source with none held has no entry"
+        );
+        assert_eq!(slots.take(b).err(), Some(NoSlot::SourceBusy));
+        let again = slots.take(a).expect("given back");
+        drop((held_b, again));
+        assert!(slots.held().is_empty());
+        assert_eq!(slots.all.available_permits(), 4);
+    }
+
+    #[test]
+    fn a_refusal_for_the_whole_listener_counts_nothing_for_the_source() {
+        let slots = Slots::new(2, 1);
+        let held = [
+            slots.take(ip("10.0.0.1")).expect("a"),
+            slots.take(ip("10.0.0.2")).expect("b"),
+        ];
+        for _ in 0..3 {
+            assert_eq!(slots.take(ip("10.0.0.3")).err(), Some(NoSlot::Busy));
+        }
+        drop(held);
+        assert!(slots.held().is_empty());
+        assert!(
+            slots.take(ip("10.0.0.3")).is_ok(),
+            "its share was not spent by the refusals"
+        );
+    }
+
+    #[test]
+    fn a_share_that_cannot_bind_before_the_listener_keeps_no_counts() {
+        for (max, per_source) in [(3, 0), (3, 3), (3, 10)] {
+            let slots = Slots::new(max, per_source);
+            let held: Vec<Slot> = (0..max)
+                .map(|_| slots.take(ip("::1")).expect("slot"))
+                .collect();
+            assert_eq!(
+                slots.take(ip("::1")).err(),
+                Some(NoSlot::Busy),
+                "{max}, {per_source}"
+            );
+            assert!(slots.held().is_empty(), "{max}, {per_source}");
+            drop(held);
+            assert_eq!(slots.all.available_permits(), max);
+        }
+    }
+
+    #[test]
+    fn the_same_settings_are_the_same_slots() {
+        let slots = Slots::new(256, 32);
+        assert!(slots.are(256, 32));
+        assert!(!slots.are(256, 16));
+        assert!(!slots.are(128, 32));
+        // Shares that do not bind are the same: none.
+        assert!(Slots::new(8, 0).are(8, 8));
+        assert!(Slots::new(8, 9).are(8, 0));
+    }
+}
