@@ -429,17 +429,16 @@ impl Handler for Download {
 
     fn build(config: &DownloadConfig, ctx: &BuildContext<'_>, previous: Option<&Self>) -> Self {
         let (files_sent, file_bytes_sent) = ctx.metrics.files_sent();
-        // Files being sent keep counting after a reload, unless the limits
-        // changed (then the new one counts only the files sent from now).
+        // Files being sent keep counting after a reload, unless
+        // `max_downloads` changed (then the new one counts only the files
+        // sent from now).
         let slots = match previous {
-            Some(previous)
-                if previous
-                    .slots
-                    .are(config.max_downloads, config.max_downloads_per_source) =>
-            {
-                previous.slots.clone()
-            }
-            _ => Slots::new(config.max_downloads, config.max_downloads_per_source),
+            Some(previous) => Slots::reloaded(
+                &previous.slots,
+                config.max_downloads,
+                config.max_downloads_per_source,
+            ),
+            None => Slots::new(config.max_downloads, config.max_downloads_per_source),
         };
         // Kept over a reload unless its size changed: the grants of the
         // sends under way are still counted in it.

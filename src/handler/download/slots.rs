@@ -72,9 +72,24 @@ impl Slots {
         })
     }
 
-    /// Whether these are the slots `new(max, per_source)` would make.
-    pub(crate) fn are(&self, max: usize, per_source: usize) -> bool {
-        self.max == max && self.per_source == share(max, per_source)
+    /// The slots after a reload to `max` and `per_source`: `previous`
+    /// unchanged; or, with the same `max`, new shares over the same
+    /// listener-wide count (sends under way keep counting against
+    /// `max_downloads`; against a share only in the counts they began
+    /// under, so a source may briefly hold up to two shares); or new ones.
+    pub(crate) fn reloaded(previous: &Arc<Slots>, max: usize, per_source: usize) -> Arc<Slots> {
+        if previous.max != max {
+            return Slots::new(max, per_source);
+        }
+        if previous.per_source == share(max, per_source) {
+            return previous.clone();
+        }
+        Arc::new(Slots {
+            all: previous.all.clone(),
+            max,
+            per_source: share(max, per_source),
+            held: Mutex::new(HashMap::new()),
+        })
     }
 
     /// A slot for `source`, if the listener and the source's share have
@@ -188,13 +203,29 @@ mod tests {
     }
 
     #[test]
-    fn the_same_settings_are_the_same_slots() {
-        let slots = Slots::new(256, 32);
-        assert!(slots.are(256, 32));
-        assert!(!slots.are(256, 16));
-        assert!(!slots.are(128, 32));
-        // Shares that do not bind are the same: none.
-        assert!(Slots::new(8, 0).are(8, 8));
-        assert!(Slots::new(8, 9).are(8, 0));
+    fn a_reload_keeps_the_listeners_count_unless_max_changes() {
+        let slots = Slots::new(4, 2);
+        let held = [
+            slots.take(ip("10.0.0.1")).expect("a"),
+            slots.take(ip("10.0.0.1")).expect("b"),
+        ];
+        // The same settings (shares that do not bind are the same: none).
+        assert!(Arc::ptr_eq(&Slots::reloaded(&slots, 4, 2), &slots));
+        let open = Slots::new(4, 0);
+        assert!(Arc::ptr_eq(&Slots::reloaded(&open, 4, 9), &open));
+        // A new share: the two sends under way still count against max.
+        let shared = Slots::reloaded(&slots, 4, 3);
+        assert!(!Arc::ptr_eq(&shared, &slots));
+        assert_eq!(shared.all.available_permits(), 2);
+        let more = [
+            shared.take(ip("10.0.0.2")).expect("c"),
+            shared.take(ip("10.0.0.2")).expect("d"),
+        ];
+        assert_eq!(shared.take(ip("10.0.0.3")).err(), Some(NoSlot::Busy));
+        drop((held, more));
+        assert_eq!(shared.all.available_permits(), 4);
+        // A new max: a new count.
+        let bigger = Slots::reloaded(&shared, 8, 3);
+        assert_eq!(bigger.all.available_permits(), 8);
     }
 }
