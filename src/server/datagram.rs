@@ -99,10 +99,14 @@ pub(crate) async fn receive_loop(listener: Arc<Listener>, with: DatagramLoop) {
     let housekeeping = tokio::time::sleep(HOUSEKEEPING_INTERVAL);
     tokio::pin!(housekeeping);
     let mut housekeeping_due = false;
+    // One wait for the stop, made once: a new one each turn would join
+    // the token's waiters and leave them again, under its lock.
+    let stopped = stop.cancelled();
+    tokio::pin!(stopped);
     loop {
         tokio::select! {
             biased;
-            () = stop.cancelled() => break,
+            () = &mut stopped => break,
             () = &mut housekeeping, if housekeeping_due => {
                 // The kernel drops only while datagrams come faster than
                 // they are read, and then the buffer it dropped them from
@@ -116,7 +120,7 @@ pub(crate) async fn receive_loop(listener: Arc<Listener>, with: DatagramLoop) {
                 if let Err(e) = ready {
                     warn!(error = %e, "cannot wait for datagrams");
                     tokio::select! {
-                        () = stop.cancelled() => break,
+                        () = &mut stopped => break,
                         () = tokio::time::sleep(HOUSEKEEPING_INTERVAL) => continue,
                     }
                 }
