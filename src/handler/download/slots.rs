@@ -8,6 +8,8 @@
 //! connection limits count it (an IPv6 one cut to `source_ipv6_prefix`; a
 //! PROXY header's client, not the balancer). The per-source counts have an
 //! entry only for a source holding a slot: at most `max_downloads` entries.
+//! They are kept over every reload: a new share applies to the sends under
+//! way, so reloads that change it cannot add up shares for one source.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
@@ -34,21 +36,33 @@ pub(crate) struct Slots {
     /// A source's share; `None` when it cannot be reached before `max`
     /// (0 or at least `max_downloads`): no per-source count is kept.
     per_source: Option<usize>,
-    held: Mutex<HashMap<IpAddr, usize>>,
+    /// Slots held by source, shared with the slots of every reload.
+    held: Arc<Held>,
+}
+
+/// Slots held, by source.
+#[derive(Debug, Default)]
+struct Held(Mutex<HashMap<IpAddr, usize>>);
+
+impl Held {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
+        // A count is one integer: a panic elsewhere leaves it whole.
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 /// One slot, given back when dropped.
 #[derive(Debug)]
 pub(crate) struct Slot {
     _permit: OwnedSemaphorePermit,
-    /// The slots and the source it is counted for, when one is.
-    counted: Option<(Arc<Slots>, IpAddr)>,
+    /// The counts and the source it is counted for, when one is.
+    counted: Option<(Arc<Held>, IpAddr)>,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        if let Some((slots, source)) = &self.counted {
-            let mut held = slots.held();
+        if let Some((held, source)) = &self.counted {
+            let mut held = held.lock();
             if let Entry::Occupied(mut count) = held.entry(*source) {
                 if *count.get() <= 1 {
                     count.remove();
@@ -68,27 +82,32 @@ impl Slots {
             all: Arc::new(Semaphore::new(max)),
             max,
             per_source: share(max, per_source),
-            held: Mutex::new(HashMap::new()),
+            held: Arc::default(),
         })
     }
 
     /// The slots after a reload to `max` and `per_source`: `previous`
-    /// unchanged; or, with the same `max`, new shares over the same
-    /// listener-wide count (sends under way keep counting against
-    /// `max_downloads`; against a share only in the counts they began
-    /// under, so a source may briefly hold up to two shares); or new ones.
+    /// unchanged; or the new share over the same counts by source (a
+    /// source already over it gets no slot until its sends are below it;
+    /// only sends begun while no share was kept are not counted), and with
+    /// the same `max` the same listener-wide count (else a new one: sends
+    /// under way keep counting against the `max_downloads` they began
+    /// under).
     pub(crate) fn reloaded(previous: &Arc<Slots>, max: usize, per_source: usize) -> Arc<Slots> {
-        if previous.max != max {
-            return Slots::new(max, per_source);
-        }
-        if previous.per_source == share(max, per_source) {
+        let per_source = share(max, per_source);
+        if previous.max == max && previous.per_source == per_source {
             return previous.clone();
         }
+        let all = if previous.max == max {
+            previous.all.clone()
+        } else {
+            Arc::new(Semaphore::new(max))
+        };
         Arc::new(Slots {
-            all: previous.all.clone(),
+            all,
             max,
-            per_source: share(max, per_source),
-            held: Mutex::new(HashMap::new()),
+            per_source,
+            held: previous.held.clone(),
         })
     }
 
@@ -106,7 +125,7 @@ impl Slots {
                 counted: None,
             });
         };
-        let mut held = self.held();
+        let mut held = self.held.lock();
         let count = held.entry(source);
         if matches!(&count, Entry::Occupied(count) if *count.get() >= share) {
             return Err(NoSlot::SourceBusy);
@@ -121,13 +140,8 @@ impl Slots {
         *count.or_insert(0) += 1;
         Ok(Slot {
             _permit: permit,
-            counted: Some((self.clone(), source)),
+            counted: Some((self.held.clone(), source)),
         })
-    }
-
-    fn held(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
-        // A count is one integer: a panic elsewhere leaves it whole.
-        self.held.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -156,13 +170,13 @@ mod tests {
         assert_eq!(slots.take(ip("127.0.0.4")).err(), Some(NoSlot::Busy));
         drop(held_a);
         assert!(
-            slots.held().get(&a).is_none(),
+            slots.held.lock().get(&a).is_none(),
             "a source with none held has no entry"
         );
         assert_eq!(slots.take(b).err(), Some(NoSlot::SourceBusy));
         let again = slots.take(a).expect("given back");
         drop((held_b, again));
-        assert!(slots.held().is_empty());
+        assert!(slots.held.lock().is_empty());
         assert_eq!(slots.all.available_permits(), 4);
     }
 
@@ -177,7 +191,7 @@ mod tests {
             assert_eq!(slots.take(ip("10.0.0.3")).err(), Some(NoSlot::Busy));
         }
         drop(held);
-        assert!(slots.held().is_empty());
+        assert!(slots.held.lock().is_empty());
         assert!(
             slots.take(ip("10.0.0.3")).is_ok(),
             "its share was not spent by the refusals"
@@ -196,7 +210,7 @@ mod tests {
                 Some(NoSlot::Busy),
                 "{max}, {per_source}"
             );
-            assert!(slots.held().is_empty(), "{max}, {per_source}");
+            assert!(slots.held.lock().is_empty(), "{max}, {per_source}");
             drop(held);
             assert_eq!(slots.all.available_permits(), max);
         }
@@ -227,5 +241,29 @@ mod tests {
         // A new max: a new count.
         let bigger = Slots::reloaded(&shared, 8, 3);
         assert_eq!(bigger.all.available_permits(), 8);
+    }
+
+    #[test]
+    fn reloads_that_change_the_share_keep_the_counts_by_source() {
+        let a = ip("10.0.0.1");
+        let slots = Slots::new(8, 2);
+        let mut held = vec![slots.take(a).expect("1st"), slots.take(a).expect("2nd")];
+        // Toggled back and forth (and with a new max): the source's sends
+        // under way count against each new share.
+        let mut now = slots;
+        for (max, share) in [(8, 3), (8, 2), (8, 3), (9, 3), (8, 1)] {
+            now = Slots::reloaded(&now, max, share);
+            while let Ok(slot) = now.take(a) {
+                held.push(slot);
+            }
+            assert!(held.len() <= 3, "{max}, {share}: {} held", held.len());
+        }
+        assert_eq!(held.len(), 3);
+        // Over the share of 1 until two of its three sends end.
+        held.truncate(1);
+        assert_eq!(now.take(a).err(), Some(NoSlot::SourceBusy));
+        held.clear();
+        assert!(now.take(a).is_ok());
+        assert!(now.held.lock().is_empty());
     }
 }
