@@ -123,7 +123,8 @@ async fn served_again(n: u8, addr: SocketAddr) {
 }
 
 /// How many stalled downloads `127.0.0.N` gets now (at most `up_to`),
-/// kept in `held`; the request after the last is refused for the source.
+/// kept in `held`; the request after the last is refused (for the source,
+/// or busy).
 async fn take_all(n: u8, addr: SocketAddr, up_to: usize, held: &mut Vec<TcpStream>) -> usize {
     for taken in 0..up_to {
         let mut stream = small_window_from(n, addr).await;
@@ -134,7 +135,12 @@ async fn take_all(n: u8, addr: SocketAddr, up_to: usize, held: &mut Vec<TcpStrea
             .expect("no data")
             .expect("read");
         if first[..got].starts_with(b"ERR") {
-            assert_eq!(&first[..got], TOO_MANY, "127.0.0.{n}'s refusal");
+            let refusal = &first[..got];
+            assert!(
+                refusal == TOO_MANY || refusal == b"ERR busy\n",
+                "127.0.0.{n}'s refusal: {:?}",
+                String::from_utf8_lossy(refusal)
+            );
             return taken;
         }
         held.push(stream);
@@ -414,6 +420,49 @@ async fn reloads_that_change_the_share_do_not_add_up_shares() {
         b"small",
         "another source is still served"
     );
+    drop(held);
+    served_again(2, addr).await;
+    server.shutdown().await;
+}
+
+/// Reloads that change `max_downloads` while its slots are all held: the
+/// sends under way keep counting against the new one, so toggling it
+/// back and forth never lets the listener send more than the larger of
+/// the two at once.
+#[tokio::test]
+async fn reloads_that_change_max_downloads_do_not_add_up_the_limits() {
+    let dir = root();
+    let config = |max: usize| {
+        files(
+            dir.path(),
+            &format!("max_downloads = {max}\nmax_downloads_per_source = 2"),
+        )
+    };
+    let mut server = TestServer::start(&config(4));
+    let addr = server.addr("files");
+    let mut held = Vec::new();
+    // Sources 127.0.0.2 to .9, two sends each at most, until refused.
+    let fill = |held: &mut Vec<TcpStream>| {
+        let mut streams = std::mem::take(held);
+        async move {
+            for n in 2..10 {
+                take_all(n, addr, 2, &mut streams).await;
+            }
+            streams
+        }
+    };
+    held = fill(&mut held).await;
+    assert_eq!(held.len(), 4);
+    for max in [5, 4, 5, 4, 5] {
+        server.reload(&config(max)).await.expect("reload");
+        held = fill(&mut held).await;
+        assert!(
+            held.len() <= 5,
+            "after a reload to max_downloads = {max}, {} sends at once",
+            held.len()
+        );
+    }
+    assert_eq!(held.len(), 5);
     drop(held);
     served_again(2, addr).await;
     server.shutdown().await;
