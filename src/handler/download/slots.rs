@@ -8,15 +8,19 @@
 //! connection limits count it (an IPv6 one cut to `source_ipv6_prefix`; a
 //! PROXY header's client, not the balancer). The per-source counts have an
 //! entry only for a source holding a slot: at most `max_downloads` entries.
-//! They are kept over every reload: a new share applies to the sends under
-//! way, so reloads that change it cannot add up shares for one source.
+//! The counts are kept over every reload: a new `max_downloads` or share
+//! applies to the sends under way (the listener or a source over it gets no
+//! slot until enough of them end), so reloads that change them cannot add
+//! up limits.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::OwnedSemaphorePermit;
+
+use crate::server::ConnectionLimit;
 
 /// Why no slot was given.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,10 +32,11 @@ pub(crate) enum NoSlot {
 }
 
 /// A listener's slots; kept over a reload that does not change them (the
-/// sends under way still hold theirs).
+/// sends under way still hold theirs), their counts over one that does.
 #[derive(Debug)]
 pub(crate) struct Slots {
-    all: Arc<Semaphore>,
+    /// The listener's `max` slots, resized by a reload.
+    all: Arc<ConnectionLimit>,
     max: usize,
     /// A source's share; `None` when it cannot be reached before `max`
     /// (0 or at least `max_downloads`): no per-source count is kept.
@@ -79,7 +84,7 @@ impl Slots {
     /// share but `max`).
     pub(crate) fn new(max: usize, per_source: usize) -> Arc<Slots> {
         Arc::new(Slots {
-            all: Arc::new(Semaphore::new(max)),
+            all: Arc::new(ConnectionLimit::new(max)),
             max,
             per_source: share(max, per_source),
             held: Arc::default(),
@@ -87,24 +92,18 @@ impl Slots {
     }
 
     /// The slots after a reload to `max` and `per_source`: `previous`
-    /// unchanged; or the new share over the same counts by source (a
-    /// source already over it gets no slot until its sends are below it;
-    /// only sends begun while no share was kept are not counted), and with
-    /// the same `max` the same listener-wide count (else a new one: sends
-    /// under way keep counting against the `max_downloads` they began
-    /// under).
+    /// unchanged; or the new limits over the same counts (the listener's
+    /// resized; a source already over its new share gets no slot until its
+    /// sends are below it; only sends begun while no share was kept are not
+    /// counted against one).
     pub(crate) fn reloaded(previous: &Arc<Slots>, max: usize, per_source: usize) -> Arc<Slots> {
         let per_source = share(max, per_source);
         if previous.max == max && previous.per_source == per_source {
             return previous.clone();
         }
-        let all = if previous.max == max {
-            previous.all.clone()
-        } else {
-            Arc::new(Semaphore::new(max))
-        };
+        previous.all.resize(max);
         Arc::new(Slots {
-            all,
+            all: previous.all.clone(),
             max,
             per_source,
             held: previous.held.clone(),
@@ -115,11 +114,7 @@ impl Slots {
     /// one free; never waits.
     pub(crate) fn take(self: &Arc<Self>, source: IpAddr) -> Result<Slot, NoSlot> {
         let Some(share) = self.per_source else {
-            let permit = self
-                .all
-                .clone()
-                .try_acquire_owned()
-                .map_err(|_| NoSlot::Busy)?;
+            let permit = self.all.try_acquire(1).ok_or(NoSlot::Busy)?;
             return Ok(Slot {
                 _permit: permit,
                 counted: None,
@@ -132,11 +127,7 @@ impl Slots {
         }
         // Taken under the lock: a refusal for the whole listener counts
         // nothing for the source.
-        let permit = self
-            .all
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| NoSlot::Busy)?;
+        let permit = self.all.try_acquire(1).ok_or(NoSlot::Busy)?;
         *count.or_insert(0) += 1;
         Ok(Slot {
             _permit: permit,
@@ -177,7 +168,7 @@ mod tests {
         let again = slots.take(a).expect("given back");
         drop((held_b, again));
         assert!(slots.held.lock().is_empty());
-        assert_eq!(slots.all.available_permits(), 4);
+        assert_eq!(slots.all.in_use(), 0);
     }
 
     #[test]
@@ -212,12 +203,12 @@ mod tests {
             );
             assert!(slots.held.lock().is_empty(), "{max}, {per_source}");
             drop(held);
-            assert_eq!(slots.all.available_permits(), max);
+            assert_eq!(slots.all.in_use(), 0);
         }
     }
 
     #[test]
-    fn a_reload_keeps_the_listeners_count_unless_max_changes() {
+    fn a_reload_keeps_the_listeners_count() {
         let slots = Slots::new(4, 2);
         let held = [
             slots.take(ip("10.0.0.1")).expect("a"),
@@ -230,17 +221,30 @@ mod tests {
         // A new share: the two sends under way still count against max.
         let shared = Slots::reloaded(&slots, 4, 3);
         assert!(!Arc::ptr_eq(&shared, &slots));
-        assert_eq!(shared.all.available_permits(), 2);
+        assert_eq!(shared.all.in_use(), 2);
         let more = [
             shared.take(ip("10.0.0.2")).expect("c"),
             shared.take(ip("10.0.0.2")).expect("d"),
         ];
         assert_eq!(shared.take(ip("10.0.0.3")).err(), Some(NoSlot::Busy));
-        drop((held, more));
-        assert_eq!(shared.all.available_permits(), 4);
-        // A new max: a new count.
-        let bigger = Slots::reloaded(&shared, 8, 3);
-        assert_eq!(bigger.all.available_permits(), 8);
+        // A new max, larger then smaller: the four sends under way count
+        // against each.
+        let bigger = Slots::reloaded(&shared, 5, 3);
+        assert_eq!(bigger.all.in_use(), 4);
+        let fifth = bigger.take(ip("10.0.0.3")).expect("e");
+        assert_eq!(bigger.take(ip("10.0.0.4")).err(), Some(NoSlot::Busy));
+        let smaller = Slots::reloaded(&bigger, 2, 1);
+        drop((held, fifth));
+        // Two still held of two.
+        assert_eq!(smaller.take(ip("10.0.0.4")).err(), Some(NoSlot::Busy));
+        drop(more);
+        assert_eq!(smaller.all.in_use(), 0);
+        let again = [
+            smaller.take(ip("10.0.0.4")).expect("f"),
+            smaller.take(ip("10.0.0.5")).expect("g"),
+        ];
+        assert_eq!(smaller.take(ip("10.0.0.6")).err(), Some(NoSlot::Busy));
+        drop(again);
     }
 
     #[test]
