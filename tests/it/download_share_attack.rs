@@ -467,3 +467,123 @@ async fn reloads_that_change_max_downloads_do_not_add_up_the_limits() {
     served_again(2, addr).await;
     server.shutdown().await;
 }
+
+/// A PROXY protocol v1 header naming `client` (`a.b.c.d`).
+fn proxy_v1(client: &str) -> Vec<u8> {
+    format!("PROXY TCP4 {client} 127.0.0.1 1000 80\r\n").into_bytes()
+}
+
+/// A PROXY protocol v2 LOCAL header: the balancer speaking for itself.
+const PROXY_V2_LOCAL: &[u8] = b"\r\n\r\n\0\r\nQUIT\n\x20\x00\x00\x00";
+
+/// Behind a trusted balancer (127.0.0.9): its own connections (LOCAL, its
+/// health checks) are counted as the balancer, one share for all of them,
+/// and take nothing from the clients it names; a header sent by a source
+/// that is not trusted is only data (a name not found), not a way to be
+/// counted as someone else.
+#[tokio::test]
+async fn a_balancers_own_connections_share_one_count_and_headers_are_trusted_only_from_it() {
+    let dir = root();
+    let server = TestServer::start(&files(
+        dir.path(),
+        "max_downloads = 8\nmax_downloads_per_source = 2\nproxy_protocol = \"any\"\n\
+         trusted_proxies = [\"127.0.0.9\"]",
+    ));
+    let addr = server.addr("files");
+    let with = |header: &[u8], request: &[u8]| [header, request].concat();
+    let local = [
+        stalled_from(9, addr, &with(PROXY_V2_LOCAL, b"big.bin\n")).await,
+        stalled_from(9, addr, &with(PROXY_V2_LOCAL, b"big.bin\n")).await,
+    ];
+    assert_eq!(
+        fetch_from(9, addr, &with(PROXY_V2_LOCAL, b"small.txt\n")).await,
+        TOO_MANY,
+        "a third LOCAL download"
+    );
+    assert_eq!(
+        fetch_from(9, addr, &with(&proxy_v1("192.0.2.1"), b"small.txt\n")).await,
+        b"small",
+        "a client behind the balancer"
+    );
+    let client = [
+        stalled_from(9, addr, &with(&proxy_v1("192.0.2.1"), b"big.bin\n")).await,
+        stalled_from(9, addr, &with(&proxy_v1("192.0.2.1"), b"big.bin\n")).await,
+    ];
+    assert_eq!(
+        fetch_from(9, addr, &with(&proxy_v1("192.0.2.1"), b"small.txt\n")).await,
+        TOO_MANY
+    );
+    // Not trusted: the header is the start of a name, and the sender is
+    // counted as itself.
+    let untrusted = fetch_from(3, addr, &with(&proxy_v1("192.0.2.2"), b"small.txt\n")).await;
+    assert!(untrusted.starts_with(b"ERR "), "{untrusted:?}");
+    assert_ne!(untrusted, TOO_MANY);
+    drop((local, client));
+    server.shutdown().await;
+}
+
+/// The root's 300 KiB file: it fits in a send's socket buffers, so its
+/// send ends (and gives its slot back) before the client has read it.
+const FITS: u64 = 300 << 10;
+
+/// The bytes queued to send on the server's sockets of local port `port`
+/// (`tx_queue` in /proc/net/tcp).
+fn server_send_queues(port: u16) -> u64 {
+    let table = fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let local = u16::from_str_radix(fields.get(1)?.rsplit(':').next()?, 16).ok()?;
+            let tx = fields.get(4)?.split(':').next()?;
+            (local == port).then(|| u64::from_str_radix(tx, 16).ok())?
+        })
+        .sum()
+}
+
+/// FAULT, not fixed (a design change): an HTTP body that fits in the
+/// socket buffers gives its slot back as soon as it is written, while the
+/// kernel still holds it for a client that does not read; the keep-alive
+/// connection then waits for its next request for `idle_timeout` (5 min).
+/// One source with many such connections holds far more kernel memory than
+/// `max_downloads` × the send buffer that the slots are meant to bound
+/// (measured: 500 connections, 143.6 MiB for over 30 s, the source holding
+/// none of its 2 slots). The raw protocol closes after the body (an unread
+/// close becomes a reset within about a second) and is bounded.
+#[tokio::test]
+#[ignore = "fault: a finished HTTP keep-alive send holds kernel memory without a slot"]
+async fn unread_keep_alive_bodies_stay_within_the_slots_memory_bound() {
+    let dir = root();
+    fs::File::create(dir.path().join("fits.bin"))
+        .and_then(|f| f.set_len(FITS))
+        .expect("fits.bin");
+    let server = TestServer::start(&files(
+        dir.path(),
+        "max_downloads = 4\nmax_downloads_per_source = 2\nsend_buffer = 262144\nsend_budget = 0",
+    ));
+    let addr = server.addr("files");
+    let mut unread = Vec::new();
+    for _ in 0..40 {
+        let mut stream = small_window_from(2, addr).await;
+        stream
+            .write_all(&http("GET", "/fits.bin", ""))
+            .await
+            .expect("send");
+        unread.push(stream);
+    }
+    // What stalled readers may hold: each of the 4 slots its send buffer
+    // (doubled by the kernel), and some slack.
+    let bound = 4 * 2 * 262_144 + (1 << 20);
+    let mut queued = 0;
+    for _ in 0..20 {
+        sleep(Duration::from_millis(100)).await;
+        queued = queued.max(server_send_queues(addr.port()));
+    }
+    assert!(
+        queued <= bound,
+        "one source's unread bodies hold {queued} bytes in the kernel, over {bound}"
+    );
+    drop(unread);
+    server.shutdown().await;
+}
