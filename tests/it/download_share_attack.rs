@@ -587,3 +587,66 @@ async fn unread_keep_alive_bodies_stay_within_the_slots_memory_bound() {
     drop(unread);
     server.shutdown().await;
 }
+
+/// FAULT, not fixed (a design change): a HEAD of a folder's archive takes
+/// no slot but walks the folder, and the listener walks only 4 folders at
+/// once (refusing the rest as busy). One source that floods HEADs of a big
+/// folder's `.tar` keeps every walk turn, and every other source's archive
+/// is answered 503 (measured: 40 of 40 GETs of a small folder's `.tar`
+/// from another source during a flood of HEADs of a 30 000-entry folder's).
+/// GETs within the source's share (32 > 4 walks) can do the same. A walk
+/// turn per source (or a HEAD that takes a slot and a share of the walks)
+/// would bound it.
+#[tokio::test]
+#[ignore = "fault: one source's HEAD flood of an archive takes every walk turn"]
+async fn one_sources_archive_heads_do_not_take_every_walk_from_the_others() {
+    let dir = root();
+    let many = dir.path().join("many");
+    fs::create_dir(&many).expect("many");
+    for i in 0..10_000 {
+        fs::File::create(many.join(format!("f{i:05}"))).expect("file");
+    }
+    let server = TestServer::start(&files(
+        dir.path(),
+        "max_downloads = 64\nmax_downloads_per_source = 8",
+    ));
+    let addr = server.addr("files");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flood: Vec<_> = (0..8)
+        .map(|_| {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let mut heads = http("HEAD", "/many.tar", "").repeat(19);
+                heads.extend(http("HEAD", "/many.tar", "Connection: close\r\n"));
+                for _ in 0..200 {
+                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        break;
+                    }
+                    let mut stream = connect_from(2, addr).await;
+                    let _ = stream.write_all(&heads).await;
+                    let _ = timeout(LIMIT, read_to_end(&mut stream)).await;
+                }
+            })
+        })
+        .collect();
+    sleep(Duration::from_millis(300)).await;
+    let mut served = 0;
+    for _ in 0..20 {
+        let reply = fetch_from(3, addr, &http("GET", "/dir.tar", "Connection: close\r\n")).await;
+        if status(&reply) == "HTTP/1.1 200 OK" {
+            served += 1;
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for task in flood {
+        timeout(LIMIT, task)
+            .await
+            .expect("flood ends")
+            .expect("task");
+    }
+    assert!(
+        served >= 10,
+        "127.0.0.3 was served {served} of 20 archives during 127.0.0.2's HEAD flood"
+    );
+    server.shutdown().await;
+}
