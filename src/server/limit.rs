@@ -1,7 +1,9 @@
 //! Resizable pools of slots: the connection limit of a listener (at
 //! `max_connections` the accept loop stops accepting until a slot frees, so
 //! extra clients wait in the kernel's listen backlog instead of being
-//! refused), and the descriptor budget's pools (`budget`).
+//! refused), the descriptor budget's pools (`budget`), and a download
+//! listener's `max_downloads` send slots (taken without waiting; a reload
+//! resizes them, so the sends under way keep counting).
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;

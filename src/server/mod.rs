@@ -26,6 +26,7 @@ use tokio::task::JoinHandle;
 use tracing::warn;
 
 pub use drain::ShutdownReport;
+pub(crate) use limit::ConnectionLimit;
 pub use listener::{BindError, PassedKind};
 pub use reload::{ReloadError, ReloadSummary};
 

@@ -429,9 +429,9 @@ impl Handler for Download {
 
     fn build(config: &DownloadConfig, ctx: &BuildContext<'_>, previous: Option<&Self>) -> Self {
         let (files_sent, file_bytes_sent) = ctx.metrics.files_sent();
-        // Files being sent keep counting after a reload, unless
-        // `max_downloads` changed (then the new one counts only the files
-        // sent from now).
+        // Files being sent keep counting after a reload, against a new
+        // `max_downloads` and `max_downloads_per_source` too: reloads that
+        // change them cannot add up limits.
         let slots = match previous {
             Some(previous) => Slots::reloaded(
                 &previous.slots,

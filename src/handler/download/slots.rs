@@ -8,13 +8,19 @@
 //! connection limits count it (an IPv6 one cut to `source_ipv6_prefix`; a
 //! PROXY header's client, not the balancer). The per-source counts have an
 //! entry only for a source holding a slot: at most `max_downloads` entries.
+//! The counts are kept over every reload: a new `max_downloads` or share
+//! applies to the sends under way (the listener or a source over it gets no
+//! slot until enough of them end), so reloads that change them cannot add
+//! up limits.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::OwnedSemaphorePermit;
+
+use crate::server::ConnectionLimit;
 
 /// Why no slot was given.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,29 +32,42 @@ pub(crate) enum NoSlot {
 }
 
 /// A listener's slots; kept over a reload that does not change them (the
-/// sends under way still hold theirs).
+/// sends under way still hold theirs), their counts over one that does.
 #[derive(Debug)]
 pub(crate) struct Slots {
-    all: Arc<Semaphore>,
+    /// The listener's `max` slots, resized by a reload.
+    all: Arc<ConnectionLimit>,
     max: usize,
     /// A source's share; `None` when it cannot be reached before `max`
     /// (0 or at least `max_downloads`): no per-source count is kept.
     per_source: Option<usize>,
-    held: Mutex<HashMap<IpAddr, usize>>,
+    /// Slots held by source, shared with the slots of every reload.
+    held: Arc<Held>,
+}
+
+/// Slots held, by source.
+#[derive(Debug, Default)]
+struct Held(Mutex<HashMap<IpAddr, usize>>);
+
+impl Held {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
+        // A count is one integer: a panic elsewhere leaves it whole.
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 /// One slot, given back when dropped.
 #[derive(Debug)]
 pub(crate) struct Slot {
     _permit: OwnedSemaphorePermit,
-    /// The slots and the source it is counted for, when one is.
-    counted: Option<(Arc<Slots>, IpAddr)>,
+    /// The counts and the source it is counted for, when one is.
+    counted: Option<(Arc<Held>, IpAddr)>,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        if let Some((slots, source)) = &self.counted {
-            let mut held = slots.held();
+        if let Some((held, source)) = &self.counted {
+            let mut held = held.lock();
             if let Entry::Occupied(mut count) = held.entry(*source) {
                 if *count.get() <= 1 {
                     count.remove();
@@ -65,30 +84,29 @@ impl Slots {
     /// share but `max`).
     pub(crate) fn new(max: usize, per_source: usize) -> Arc<Slots> {
         Arc::new(Slots {
-            all: Arc::new(Semaphore::new(max)),
+            all: Arc::new(ConnectionLimit::new(max)),
             max,
             per_source: share(max, per_source),
-            held: Mutex::new(HashMap::new()),
+            held: Arc::default(),
         })
     }
 
     /// The slots after a reload to `max` and `per_source`: `previous`
-    /// unchanged; or, with the same `max`, new shares over the same
-    /// listener-wide count (sends under way keep counting against
-    /// `max_downloads`; against a share only in the counts they began
-    /// under, so a source may briefly hold up to two shares); or new ones.
+    /// unchanged; or the new limits over the same counts (the listener's
+    /// resized; a source already over its new share gets no slot until its
+    /// sends are below it; only sends begun while no share was kept are not
+    /// counted against one).
     pub(crate) fn reloaded(previous: &Arc<Slots>, max: usize, per_source: usize) -> Arc<Slots> {
-        if previous.max != max {
-            return Slots::new(max, per_source);
-        }
-        if previous.per_source == share(max, per_source) {
+        let per_source = share(max, per_source);
+        if previous.max == max && previous.per_source == per_source {
             return previous.clone();
         }
+        previous.all.resize(max);
         Arc::new(Slots {
             all: previous.all.clone(),
             max,
-            per_source: share(max, per_source),
-            held: Mutex::new(HashMap::new()),
+            per_source,
+            held: previous.held.clone(),
         })
     }
 
@@ -96,38 +114,25 @@ impl Slots {
     /// one free; never waits.
     pub(crate) fn take(self: &Arc<Self>, source: IpAddr) -> Result<Slot, NoSlot> {
         let Some(share) = self.per_source else {
-            let permit = self
-                .all
-                .clone()
-                .try_acquire_owned()
-                .map_err(|_| NoSlot::Busy)?;
+            let permit = self.all.try_acquire(1).ok_or(NoSlot::Busy)?;
             return Ok(Slot {
                 _permit: permit,
                 counted: None,
             });
         };
-        let mut held = self.held();
+        let mut held = self.held.lock();
         let count = held.entry(source);
         if matches!(&count, Entry::Occupied(count) if *count.get() >= share) {
             return Err(NoSlot::SourceBusy);
         }
         // Taken under the lock: a refusal for the whole listener counts
         // nothing for the source.
-        let permit = self
-            .all
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| NoSlot::Busy)?;
+        let permit = self.all.try_acquire(1).ok_or(NoSlot::Busy)?;
         *count.or_insert(0) += 1;
         Ok(Slot {
             _permit: permit,
-            counted: Some((self.clone(), source)),
+            counted: Some((self.held.clone(), source)),
         })
-    }
-
-    fn held(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
-        // A count is one integer: a panic elsewhere leaves it whole.
-        self.held.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -156,14 +161,14 @@ mod tests {
         assert_eq!(slots.take(ip("127.0.0.4")).err(), Some(NoSlot::Busy));
         drop(held_a);
         assert!(
-            slots.held().get(&a).is_none(),
+            slots.held.lock().get(&a).is_none(),
             "a source with none held has no entry"
         );
         assert_eq!(slots.take(b).err(), Some(NoSlot::SourceBusy));
         let again = slots.take(a).expect("given back");
         drop((held_b, again));
-        assert!(slots.held().is_empty());
-        assert_eq!(slots.all.available_permits(), 4);
+        assert!(slots.held.lock().is_empty());
+        assert_eq!(slots.all.in_use(), 0);
     }
 
     #[test]
@@ -177,7 +182,7 @@ mod tests {
             assert_eq!(slots.take(ip("10.0.0.3")).err(), Some(NoSlot::Busy));
         }
         drop(held);
-        assert!(slots.held().is_empty());
+        assert!(slots.held.lock().is_empty());
         assert!(
             slots.take(ip("10.0.0.3")).is_ok(),
             "its share was not spent by the refusals"
@@ -196,14 +201,14 @@ mod tests {
                 Some(NoSlot::Busy),
                 "{max}, {per_source}"
             );
-            assert!(slots.held().is_empty(), "{max}, {per_source}");
+            assert!(slots.held.lock().is_empty(), "{max}, {per_source}");
             drop(held);
-            assert_eq!(slots.all.available_permits(), max);
+            assert_eq!(slots.all.in_use(), 0);
         }
     }
 
     #[test]
-    fn a_reload_keeps_the_listeners_count_unless_max_changes() {
+    fn a_reload_keeps_the_listeners_count() {
         let slots = Slots::new(4, 2);
         let held = [
             slots.take(ip("10.0.0.1")).expect("a"),
@@ -216,16 +221,53 @@ mod tests {
         // A new share: the two sends under way still count against max.
         let shared = Slots::reloaded(&slots, 4, 3);
         assert!(!Arc::ptr_eq(&shared, &slots));
-        assert_eq!(shared.all.available_permits(), 2);
+        assert_eq!(shared.all.in_use(), 2);
         let more = [
             shared.take(ip("10.0.0.2")).expect("c"),
             shared.take(ip("10.0.0.2")).expect("d"),
         ];
         assert_eq!(shared.take(ip("10.0.0.3")).err(), Some(NoSlot::Busy));
-        drop((held, more));
-        assert_eq!(shared.all.available_permits(), 4);
-        // A new max: a new count.
-        let bigger = Slots::reloaded(&shared, 8, 3);
-        assert_eq!(bigger.all.available_permits(), 8);
+        // A new max, larger then smaller: the four sends under way count
+        // against each.
+        let bigger = Slots::reloaded(&shared, 5, 3);
+        assert_eq!(bigger.all.in_use(), 4);
+        let fifth = bigger.take(ip("10.0.0.3")).expect("e");
+        assert_eq!(bigger.take(ip("10.0.0.4")).err(), Some(NoSlot::Busy));
+        let smaller = Slots::reloaded(&bigger, 2, 1);
+        drop((held, fifth));
+        // Two still held of two.
+        assert_eq!(smaller.take(ip("10.0.0.4")).err(), Some(NoSlot::Busy));
+        drop(more);
+        assert_eq!(smaller.all.in_use(), 0);
+        let again = [
+            smaller.take(ip("10.0.0.4")).expect("f"),
+            smaller.take(ip("10.0.0.5")).expect("g"),
+        ];
+        assert_eq!(smaller.take(ip("10.0.0.6")).err(), Some(NoSlot::Busy));
+        drop(again);
+    }
+
+    #[test]
+    fn reloads_that_change_the_share_keep_the_counts_by_source() {
+        let a = ip("10.0.0.1");
+        let slots = Slots::new(8, 2);
+        let mut held = vec![slots.take(a).expect("1st"), slots.take(a).expect("2nd")];
+        // Toggled back and forth (and with a new max): the source's sends
+        // under way count against each new share.
+        let mut now = slots;
+        for (max, share) in [(8, 3), (8, 2), (8, 3), (9, 3), (8, 1)] {
+            now = Slots::reloaded(&now, max, share);
+            while let Ok(slot) = now.take(a) {
+                held.push(slot);
+            }
+            assert!(held.len() <= 3, "{max}, {share}: {} held", held.len());
+        }
+        assert_eq!(held.len(), 3);
+        // Over the share of 1 until two of its three sends end.
+        held.truncate(1);
+        assert_eq!(now.take(a).err(), Some(NoSlot::SourceBusy));
+        held.clear();
+        assert!(now.take(a).is_ok());
+        assert!(now.held.lock().is_empty());
     }
 }
