@@ -1,9 +1,7 @@
 //! Resizable pools of slots: the connection limit of a listener (at
 //! `max_connections` the accept loop stops accepting until a slot frees, so
 //! extra clients wait in the kernel's listen backlog instead of being
-//! refused), the descriptor budget's pools (`budget`), and a download
-//! listener's `max_downloads` send slots (taken without waiting; a reload
-//! resizes them, so the sends under way keep counting).
+//! refused), and the descriptor budget's pools (`budget`).
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;

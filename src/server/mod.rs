@@ -26,7 +26,6 @@ use tokio::task::JoinHandle;
 use tracing::warn;
 
 pub use drain::ShutdownReport;
-pub(crate) use limit::ConnectionLimit;
 pub use listener::{BindError, PassedKind};
 pub use reload::{ReloadError, ReloadSummary};
 

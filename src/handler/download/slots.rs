@@ -6,21 +6,18 @@
 //!
 //! A source is the client's address as the listener's per-source
 //! connection limits count it (an IPv6 one cut to `source_ipv6_prefix`; a
-//! PROXY header's client, not the balancer). The per-source counts have an
-//! entry only for a source holding a slot: at most `max_downloads` entries.
-//! The counts are kept over every reload: a new `max_downloads` or share
-//! applies to the sends under way (the listener or a source over it gets no
-//! slot until enough of them end), so reloads that change them cannot add
-//! up limits.
+//! PROXY header's client, not the balancer). Slots are counted in one
+//! place, under one lock: in all, and by source (an entry only for a
+//! source holding a slot: at most `max_downloads` entries). A slot is
+//! taken without waiting. The counts are kept over every reload: a new
+//! `max_downloads` or share applies to the sends under way (the listener
+//! or a source over it gets no slot until enough of them end), so reloads
+//! that change them cannot add up limits.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex, PoisonError};
-
-use tokio::sync::OwnedSemaphorePermit;
-
-use crate::server::ConnectionLimit;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 /// Why no slot was given.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,27 +28,31 @@ pub(crate) enum NoSlot {
     SourceBusy,
 }
 
-/// A listener's slots; kept over a reload that does not change them (the
-/// sends under way still hold theirs), their counts over one that does.
+/// A listener's slots: its limits, over counts shared with the slots of
+/// every reload.
 #[derive(Debug)]
 pub(crate) struct Slots {
-    /// The listener's `max` slots, resized by a reload.
-    all: Arc<ConnectionLimit>,
     max: usize,
-    /// A source's share; `None` when it cannot be reached before `max`
-    /// (0 or at least `max_downloads`): no per-source count is kept.
+    /// A source's share; `None` when it cannot bind before `max` does (0,
+    /// or at least `max_downloads`): sends are still counted by source.
     per_source: Option<usize>,
-    /// Slots held by source, shared with the slots of every reload.
     held: Arc<Held>,
 }
 
-/// Slots held, by source.
+/// Slots held: in all, and by source.
 #[derive(Debug, Default)]
-struct Held(Mutex<HashMap<IpAddr, usize>>);
+struct Held(Mutex<Counts>);
+
+#[derive(Debug, Default)]
+struct Counts {
+    all: usize,
+    by_source: HashMap<IpAddr, usize>,
+}
 
 impl Held {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
-        // A count is one integer: a panic elsewhere leaves it whole.
+    fn lock(&self) -> MutexGuard<'_, Counts> {
+        // Every update leaves the counts whole: a panic elsewhere cannot
+        // leave them half done.
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -59,21 +60,19 @@ impl Held {
 /// One slot, given back when dropped.
 #[derive(Debug)]
 pub(crate) struct Slot {
-    _permit: OwnedSemaphorePermit,
-    /// The counts and the source it is counted for, when one is.
-    counted: Option<(Arc<Held>, IpAddr)>,
+    held: Arc<Held>,
+    source: IpAddr,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        if let Some((held, source)) = &self.counted {
-            let mut held = held.lock();
-            if let Entry::Occupied(mut count) = held.entry(*source) {
-                if *count.get() <= 1 {
-                    count.remove();
-                } else {
-                    *count.get_mut() -= 1;
-                }
+        let mut counts = self.held.lock();
+        counts.all = counts.all.saturating_sub(1);
+        if let Entry::Occupied(mut count) = counts.by_source.entry(self.source) {
+            if *count.get() <= 1 {
+                count.remove();
+            } else {
+                *count.get_mut() -= 1;
             }
         }
     }
@@ -84,26 +83,20 @@ impl Slots {
     /// share but `max`).
     pub(crate) fn new(max: usize, per_source: usize) -> Arc<Slots> {
         Arc::new(Slots {
-            all: Arc::new(ConnectionLimit::new(max)),
             max,
             per_source: share(max, per_source),
             held: Arc::default(),
         })
     }
 
-    /// The slots after a reload to `max` and `per_source`: `previous`
-    /// unchanged; or the new limits over the same counts (the listener's
-    /// resized; a source already over its new share gets no slot until its
-    /// sends are below it; only sends begun while no share was kept are not
-    /// counted against one).
+    /// The slots after a reload to `max` and `per_source`: `previous` if
+    /// they are unchanged, else the new limits over the same counts.
     pub(crate) fn reloaded(previous: &Arc<Slots>, max: usize, per_source: usize) -> Arc<Slots> {
         let per_source = share(max, per_source);
         if previous.max == max && previous.per_source == per_source {
             return previous.clone();
         }
-        previous.all.resize(max);
         Arc::new(Slots {
-            all: previous.all.clone(),
             max,
             per_source,
             held: previous.held.clone(),
@@ -112,26 +105,20 @@ impl Slots {
 
     /// A slot for `source`, if the listener and the source's share have
     /// one free; never waits.
-    pub(crate) fn take(self: &Arc<Self>, source: IpAddr) -> Result<Slot, NoSlot> {
-        let Some(share) = self.per_source else {
-            let permit = self.all.try_acquire(1).ok_or(NoSlot::Busy)?;
-            return Ok(Slot {
-                _permit: permit,
-                counted: None,
-            });
-        };
-        let mut held = self.held.lock();
-        let count = held.entry(source);
-        if matches!(&count, Entry::Occupied(count) if *count.get() >= share) {
+    pub(crate) fn take(&self, source: IpAddr) -> Result<Slot, NoSlot> {
+        let mut counts = self.held.lock();
+        if counts.all >= self.max {
+            return Err(NoSlot::Busy);
+        }
+        let count = counts.by_source.entry(source).or_insert(0);
+        if self.per_source.is_some_and(|share| *count >= share) {
             return Err(NoSlot::SourceBusy);
         }
-        // Taken under the lock: a refusal for the whole listener counts
-        // nothing for the source.
-        let permit = self.all.try_acquire(1).ok_or(NoSlot::Busy)?;
-        *count.or_insert(0) += 1;
+        *count += 1;
+        counts.all += 1;
         Ok(Slot {
-            _permit: permit,
-            counted: Some((self.held.clone(), source)),
+            held: self.held.clone(),
+            source,
         })
     }
 }
@@ -161,14 +148,14 @@ mod tests {
         assert_eq!(slots.take(ip("127.0.0.4")).err(), Some(NoSlot::Busy));
         drop(held_a);
         assert!(
-            slots.held.lock().get(&a).is_none(),
+            !slots.held.lock().by_source.contains_key(&a),
             "a source with none held has no entry"
         );
         assert_eq!(slots.take(b).err(), Some(NoSlot::SourceBusy));
         let again = slots.take(a).expect("given back");
         drop((held_b, again));
-        assert!(slots.held.lock().is_empty());
-        assert_eq!(slots.all.in_use(), 0);
+        assert!(slots.held.lock().by_source.is_empty());
+        assert_eq!(slots.held.lock().all, 0);
     }
 
     #[test]
@@ -182,7 +169,7 @@ mod tests {
             assert_eq!(slots.take(ip("10.0.0.3")).err(), Some(NoSlot::Busy));
         }
         drop(held);
-        assert!(slots.held.lock().is_empty());
+        assert!(slots.held.lock().by_source.is_empty());
         assert!(
             slots.take(ip("10.0.0.3")).is_ok(),
             "its share was not spent by the refusals"
@@ -190,7 +177,7 @@ mod tests {
     }
 
     #[test]
-    fn a_share_that_cannot_bind_before_the_listener_keeps_no_counts() {
+    fn a_share_that_cannot_bind_before_the_listener_leaves_only_its_limit() {
         for (max, per_source) in [(3, 0), (3, 3), (3, 10)] {
             let slots = Slots::new(max, per_source);
             let held: Vec<Slot> = (0..max)
@@ -201,9 +188,11 @@ mod tests {
                 Some(NoSlot::Busy),
                 "{max}, {per_source}"
             );
-            assert!(slots.held.lock().is_empty(), "{max}, {per_source}");
+            // Still counted by source, for a share a reload may set.
+            assert_eq!(slots.held.lock().by_source[&ip("::1")], max);
             drop(held);
-            assert_eq!(slots.all.in_use(), 0);
+            assert_eq!(slots.held.lock().all, 0);
+            assert!(slots.held.lock().by_source.is_empty());
         }
     }
 
@@ -221,7 +210,7 @@ mod tests {
         // A new share: the two sends under way still count against max.
         let shared = Slots::reloaded(&slots, 4, 3);
         assert!(!Arc::ptr_eq(&shared, &slots));
-        assert_eq!(shared.all.in_use(), 2);
+        assert_eq!(shared.held.lock().all, 2);
         let more = [
             shared.take(ip("10.0.0.2")).expect("c"),
             shared.take(ip("10.0.0.2")).expect("d"),
@@ -230,7 +219,7 @@ mod tests {
         // A new max, larger then smaller: the four sends under way count
         // against each.
         let bigger = Slots::reloaded(&shared, 5, 3);
-        assert_eq!(bigger.all.in_use(), 4);
+        assert_eq!(bigger.held.lock().all, 4);
         let fifth = bigger.take(ip("10.0.0.3")).expect("e");
         assert_eq!(bigger.take(ip("10.0.0.4")).err(), Some(NoSlot::Busy));
         let smaller = Slots::reloaded(&bigger, 2, 1);
@@ -238,13 +227,24 @@ mod tests {
         // Two still held of two.
         assert_eq!(smaller.take(ip("10.0.0.4")).err(), Some(NoSlot::Busy));
         drop(more);
-        assert_eq!(smaller.all.in_use(), 0);
+        assert_eq!(smaller.held.lock().all, 0);
         let again = [
             smaller.take(ip("10.0.0.4")).expect("f"),
             smaller.take(ip("10.0.0.5")).expect("g"),
         ];
         assert_eq!(smaller.take(ip("10.0.0.6")).err(), Some(NoSlot::Busy));
         drop(again);
+    }
+
+    #[test]
+    fn a_share_set_by_a_reload_counts_the_sends_begun_without_one() {
+        let a = ip("10.0.0.1");
+        let open = Slots::new(8, 0);
+        let held = [open.take(a).expect("1st"), open.take(a).expect("2nd")];
+        let shared = Slots::reloaded(&open, 8, 2);
+        assert_eq!(shared.take(a).err(), Some(NoSlot::SourceBusy));
+        drop(held);
+        assert!(shared.take(a).is_ok());
     }
 
     #[test]
@@ -268,6 +268,6 @@ mod tests {
         assert_eq!(now.take(a).err(), Some(NoSlot::SourceBusy));
         held.clear();
         assert!(now.take(a).is_ok());
-        assert!(now.held.lock().is_empty());
+        assert!(now.held.lock().by_source.is_empty());
     }
 }
