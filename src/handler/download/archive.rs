@@ -23,16 +23,17 @@
 
 use std::ffi::CStr;
 use std::io;
+use std::net::IpAddr;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags, ResolveFlags, Stat};
-use tokio::sync::Semaphore;
 use tokio::time::{Instant, timeout_at};
 
 use super::paths::{Policy, Target, check_confined, io_reason};
+use super::slots::{NoSlot, Slots};
 use super::{Download, pace_deadline};
 use crate::conn::send_budget::SendBuffer;
 use crate::conn::text::{QUOTE_MAX_BYTES, quote};
@@ -58,6 +59,10 @@ pub(super) const MAX_DEPTH: usize = 32;
 /// Walks at once, per listener.
 const WALKS_AT_ONCE: usize = 4;
 
+/// Walks at once for one source (a HEAD walks too, and takes no send
+/// slot): one source cannot take every turn from the others.
+const WALKS_PER_SOURCE: usize = 1;
+
 /// The layouts' bytes alive (being walked, or held by archives being
 /// sent) that no walk passes: one that would is stopped, and the request
 /// is told `ERR busy` (503 over HTTP), or that the folder is too large
@@ -81,6 +86,8 @@ pub(super) enum WalkError {
     TooLarge,
     #[error("too many archives being prepared or sent")]
     Busy,
+    #[error("the source walks another folder already")]
+    SourceBusy,
     #[error(transparent)]
     Io(#[from] io::Error),
 }
@@ -89,7 +96,7 @@ pub(super) enum WalkError {
 /// layouts alive.
 #[derive(Debug)]
 pub(super) struct Archives {
-    walks: Arc<Semaphore>,
+    walks: Arc<Slots>,
     live: Arc<AtomicUsize>,
     max_live: usize,
     max_entries: usize,
@@ -98,7 +105,7 @@ pub(super) struct Archives {
 impl Default for Archives {
     fn default() -> Self {
         Archives {
-            walks: Arc::new(Semaphore::new(WALKS_AT_ONCE)),
+            walks: Slots::new(WALKS_AT_ONCE, WALKS_PER_SOURCE),
             live: Arc::new(AtomicUsize::new(0)),
             max_live: LIVE_BYTES,
             max_entries: MAX_ENTRIES,
@@ -170,15 +177,17 @@ impl Archives {
     /// download root (real path), `dir_path` the directory's real path.
     pub(super) async fn walk(
         &self,
+        source: IpAddr,
         root: Arc<Path>,
         dir: std::fs::File,
         dir_path: &Path,
         top: String,
         policy: Policy,
     ) -> Result<Walked, WalkError> {
-        let Ok(turn) = self.walks.clone().try_acquire_owned() else {
-            return Err(WalkError::Busy);
-        };
+        let turn = self.walks.take(source).map_err(|none| match none {
+            NoSlot::Busy => WalkError::Busy,
+            NoSlot::SourceBusy => WalkError::SourceBusy,
+        })?;
         if self.live.load(Ordering::Relaxed) >= self.max_live {
             return Err(WalkError::Busy);
         }
@@ -272,20 +281,25 @@ impl Download {
     /// The archive of `folder` (a path below the root, `""` for the root):
     /// resolved as any name is, then walked in its turn. A name that is not
     /// a folder is not found.
-    pub(super) async fn open_archive(&self, folder: &str) -> Result<Archive, HandlerError> {
+    pub(super) async fn open_archive(
+        &self,
+        folder: &str,
+        source: IpAddr,
+    ) -> Result<Archive, HandlerError> {
         let Target::Directory { handle, path } = self.resolve_target(folder).await? else {
             return Err(HandlerError::Refused(Refusal::NotFound));
         };
         let top = top_name(folder, &self.root);
         let walked = self
             .archives
-            .walk(self.root.clone(), handle, &path, top, self.policy)
+            .walk(source, self.root.clone(), handle, &path, top, self.policy)
             .await
             .map_err(|e| {
                 HandlerError::Refused(match e {
                     WalkError::TooManyEntries | WalkError::TooLarge => Refusal::ArchiveTooLarge,
                     WalkError::TooDeep => Refusal::ArchiveTooDeep,
                     WalkError::Busy => Refusal::Busy,
+                    WalkError::SourceBusy => Refusal::TooManyFromSource,
                     WalkError::Io(e) => io_reason(&e),
                 })
             })?;
@@ -657,6 +671,8 @@ mod tests {
         allow_hard_links: false,
     };
 
+    const LOCAL: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
     /// A root with `photos/` holding what an archive must take and leave.
     fn tree() -> (tempfile::TempDir, Arc<Path>) {
         let base = tempfile::tempdir().unwrap();
@@ -821,7 +837,7 @@ mod tests {
         let path = root.join("photos");
         let walk = || {
             let dir = fs::File::open(&path).unwrap();
-            archives.walk(root.clone(), dir, &path, "photos".into(), STRICT)
+            archives.walk(LOCAL, root.clone(), dir, &path, "photos".into(), STRICT)
         };
         let first = walk().await.unwrap();
         assert_eq!(first.layout.entries().len(), 6);
@@ -852,7 +868,7 @@ mod tests {
             let path = root.join("wide");
             let dir = fs::File::open(&path).unwrap();
             archives
-                .walk(root.clone(), dir, &path, "wide".into(), STRICT)
+                .walk(LOCAL, root.clone(), dir, &path, "wide".into(), STRICT)
                 .await
         }
         // Alone over the budget: refused, and nothing stays charged.

@@ -597,7 +597,7 @@ async fn archive(
         Method::Get => Some(download.slot(source).map_err(|e| Refused::of(&e))?),
         _ => None,
     };
-    let archive = match download.open_archive(folder).await {
+    let archive = match download.open_archive(folder, source).await {
         Ok(archive) => archive,
         Err(e) => {
             // A folder that is not there is the access log's 404; a

@@ -348,7 +348,7 @@ impl Download {
         folder: &str,
     ) -> Result<Ended, HandlerError> {
         let _slot = self.slot(source(conn))?;
-        let archive = match self.open_archive(folder).await {
+        let archive = match self.open_archive(folder, source(conn)).await {
             Ok(archive) => archive,
             Err(e) => {
                 info!(folder = quote(folder, QUOTE_MAX_BYTES).as_str(), reason = %e, "archive refused");

@@ -2,7 +2,8 @@
 //! and archives are sent at once on a listener, and at most
 //! `max_downloads_per_source` of them to one source, so that the stalled
 //! readers of a few hosts cannot hold every slot and take the port away
-//! from everyone else.
+//! from everyone else. The archives' walk turns are slots of the same
+//! kind (4 at once, 1 for one source).
 //!
 //! A source is the client's address as the listener's per-source
 //! connection limits count it (an IPv6 one cut to `source_ipv6_prefix`; a
