@@ -247,6 +247,85 @@ async fn traffic_through_every_handler_moves_the_counters_by_exactly_what_was_se
     server.shutdown().await;
 }
 
+/// An HTTP request that a download rule refuses (404, 403, 429, 503) is
+/// counted as the raw protocol counts its `ERR` line: under the same
+/// reason, so that an operator sees both protocols' refusals in one
+/// series. A status that no rule chose (a 400) is not.
+#[tokio::test]
+async fn http_refusals_on_the_download_port_are_counted_as_err_lines_are() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let big = std::fs::File::create(dir.path().join("big.bin")).expect("big.bin");
+    big.set_len(64 << 20).expect("sparse");
+    std::fs::write(dir.path().join(".hidden"), b"h").expect("hidden");
+    let server = TestServer::start(
+        &[
+            listener(
+                "files",
+                "download",
+                &format!(
+                    "root = '{}'\nmax_downloads = 4\nmax_downloads_per_source = 1",
+                    dir.path().to_str().expect("UTF-8 path")
+                ),
+            ),
+            listener("metrics", "metrics", ""),
+        ]
+        .concat(),
+    );
+    let addr = server.addr("files");
+    // A stalled download holds 127.0.0.1's one slot.
+    let mut stalled = connect(addr).await;
+    stalled.write_all(b"big.bin\n").await.expect("send");
+    let mut some = [0u8; 1024];
+    tokio::time::timeout(
+        LIMIT,
+        tokio::io::AsyncReadExt::read_exact(&mut stalled, &mut some),
+    )
+    .await
+    .expect("no data")
+    .expect("read");
+    for (path, status) in [
+        ("/missing", "404"),
+        ("/missing", "404"),
+        ("/.hidden", "403"),
+        ("/big.bin", "429"),
+        ("/%zz", "400"),
+    ] {
+        let (head, _) = get(
+            addr,
+            &format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+        )
+        .await;
+        assert!(
+            head.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{path}: {head}"
+        );
+    }
+    let m = scrape(server.addr("metrics")).await;
+    let counted = |reason: &str| {
+        of(
+            &m,
+            "switchboard_error_replies_total",
+            "download",
+            "files",
+            &format!(",reason=\"{reason}\""),
+        )
+    };
+    assert_eq!(counted("not found"), 2.0);
+    assert_eq!(counted("hidden files are not served"), 1.0);
+    assert_eq!(counted("too many downloads from your address"), 1.0);
+    let all: f64 = m
+        .iter()
+        .filter(|(key, _)| {
+            key.starts_with("switchboard_error_replies_total{")
+                && key.contains("listener=\"files\"")
+        })
+        .map(|(_, value)| value)
+        .sum();
+    assert_eq!(all, 4.0, "the 400 is not a rule's refusal");
+    drop(stalled);
+    server.shutdown().await;
+}
+
 #[tokio::test]
 async fn netcat_gets_the_bare_text_and_http_gets_statuses() {
     let server = TestServer::start(&listener(

@@ -95,8 +95,8 @@ enum Body {
 }
 
 /// A request answered with an error status; for a name the download's
-/// rules refuse, also why (its body says what the raw protocol's `ERR`
-/// line says).
+/// rules refuse, also why: counted as the raw protocol's `ERR` line is,
+/// and said in the body of a `403` (as that line says it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Refused {
     status: Status,
@@ -116,22 +116,25 @@ impl Refused {
     /// The answer to a name refused with `e`: not found, busy, or
     /// forbidden with its reason.
     fn of(e: &HandlerError) -> Refused {
-        match e {
-            HandlerError::Refused(Refusal::NotFound) => NOT_FOUND.into(),
-            HandlerError::Refused(Refusal::Busy | Refusal::ShuttingDown) => UNAVAILABLE.into(),
-            HandlerError::Refused(Refusal::TooManyFromSource) => TOO_MANY_REQUESTS.into(),
-            HandlerError::Refused(reason) => Refused {
-                status: FORBIDDEN,
-                reason: Some(*reason),
-            },
-            _ => NOT_FOUND.into(),
+        let HandlerError::Refused(reason) = e else {
+            return NOT_FOUND.into();
+        };
+        let status = match reason {
+            Refusal::NotFound => NOT_FOUND,
+            Refusal::Busy | Refusal::ShuttingDown => UNAVAILABLE,
+            Refusal::TooManyFromSource => TOO_MANY_REQUESTS,
+            _ => FORBIDDEN,
+        };
+        Refused {
+            status,
+            reason: Some(*reason),
         }
     }
 
     /// The one-line text body: `403 forbidden: hidden files are not
     /// served`.
     fn body(self) -> Vec<u8> {
-        match self.reason {
+        match self.reason.filter(|_| self.status == FORBIDDEN) {
             Some(reason) => format!(
                 "{} {}: {reason}\n",
                 self.status.0,
@@ -384,14 +387,23 @@ async fn respond<S: Io>(
     request: &Request,
     keep_alive: bool,
 ) -> Result<(), HandlerError> {
-    let response = build(
+    let built = build(
         download,
         request,
         conn.settings().encoding,
         super::source(conn),
     )
-    .await
-    .unwrap_or_else(Response::error);
+    .await;
+    let response = match built {
+        Ok(response) => response,
+        Err(refused) => {
+            // Counted as the raw protocol counts its `ERR` line.
+            if let Some(reason) = refused.reason {
+                conn.count_error_reply(reason.as_str());
+            }
+            Response::error(refused)
+        }
+    };
     let status = response.status;
     let range = match &response.body {
         Body::File { start, len, .. } | Body::Archive { start, len, .. } if status == PARTIAL => {
