@@ -20,6 +20,7 @@ pub(crate) mod signals;
 mod stream;
 pub(crate) mod text;
 mod timer;
+mod unsent;
 
 use std::io;
 use std::net::SocketAddr;
@@ -122,6 +123,10 @@ pub(crate) enum ConnError {
     /// second, carried).
     #[error("client read slower than {0} bytes a second")]
     ReaderTooSlow(u64),
+    /// The client left a response's end unread for the idle timeout (no
+    /// minimum rate applied), holding it in the kernel.
+    #[error("client left a response unread for {}", humantime::format_duration(*.0))]
+    ResponseUnread(Duration),
     /// A file's disk did not deliver the next bytes before the send's
     /// deadline (or every slot for reading off the workers stayed taken).
     #[error("the file's disk did not deliver in time")]
@@ -920,6 +925,21 @@ impl<S: Io> Connection<S> {
         if !answered && self.send_grant.is_some() {
             self.arm_reset();
         }
+    }
+
+    /// Whether the client has taken what was written to it: the socket
+    /// queues nothing unsent (a reader that stopped leaves its tail there)
+    /// and little in flight. Three system calls. A stream without a socket
+    /// (the unit tests' in-memory one) queues nothing; a socket that cannot
+    /// say is taken as taken, as it was before it was asked.
+    pub(crate) fn sent_is_taken(&self) -> bool {
+        let Some(socket) = self.stream.get_ref().socket() else {
+            return true;
+        };
+        unsent::is_taken(socket).unwrap_or_else(|e| {
+            tracing::debug!(error = %e, "cannot tell whether the send queue is taken");
+            true
+        })
     }
 
     /// Bounds the socket's send buffer to `bytes` (`SO_SNDBUF`), which also

@@ -196,9 +196,9 @@ impl HandlerError {
                 CloseReason::Idle
             }
             HandlerError::Conn(ConnError::MessageTooLong(_)) => CloseReason::Limit,
-            HandlerError::Conn(ConnError::TooSlow(_) | ConnError::ReaderTooSlow(_)) => {
-                CloseReason::Slow
-            }
+            HandlerError::Conn(
+                ConnError::TooSlow(_) | ConnError::ReaderTooSlow(_) | ConnError::ResponseUnread(_),
+            ) => CloseReason::Slow,
             HandlerError::Refused(_) => CloseReason::Refused,
             HandlerError::Conn(ConnError::Denied) => CloseReason::Denied,
             // The listener serves the connection again under the new
@@ -226,7 +226,11 @@ impl HandlerError {
             self,
             HandlerError::Truncated { .. }
                 | HandlerError::ArchiveChanged { .. }
-                | HandlerError::Conn(ConnError::ReaderTooSlow(_) | ConnError::DiskStalled)
+                | HandlerError::Conn(
+                    ConnError::ReaderTooSlow(_)
+                        | ConnError::ResponseUnread(_)
+                        | ConnError::DiskStalled
+                )
         ) || self.is_server_fault()
     }
 

@@ -19,7 +19,9 @@
 //! status, the body's bytes that went out, its range (`-` for none), and
 //! whether it went out whole. Bodies
 //! hold one of the listener's `max_downloads` slots and go out under its
-//! send buffer and minimum rate. Keep-alive, at most
+//! send buffer and minimum rate; on a keep-alive connection a body's slot
+//! is then its unread tail's until the client has read it (`tail`).
+//! Keep-alive, at most
 //! [`MAX_REQUESTS_PER_CONNECTION`] requests a connection.
 
 use std::borrow::Cow;
@@ -37,6 +39,7 @@ use super::archive::{Archive, archived_folder};
 use super::listing::Format;
 use super::paths::Target;
 use super::slots::Slot;
+use super::tail::{Looked, Tail};
 use crate::conn::access::{self, Outcome, ResponseRecord};
 use crate::conn::text::{QUOTE_MAX_BYTES, TextEncoding, quote};
 use crate::conn::{ConnError, Connection, Incoming, Io};
@@ -226,13 +229,26 @@ async fn keep_alive<S: Io>(
     mut buf: BytesMut,
 ) -> Result<Ended, HandlerError> {
     let mut served = 0u32;
+    // The last body's, while its client may not have read it; boxed, as
+    // the waits that look at it are: an idle connection that has none
+    // keeps its future small.
+    let mut tail: Option<Box<Tail>> = None;
     loop {
         if served > 0 && buf.is_empty() {
             // Between requests: an idle keep-alive connection holds no
             // buffer and none of a request's state (below, boxed), and a
             // reload still reaches it.
             buf = BytesMut::new();
-            match conn.readable_until_retired().await {
+            let woke = loop {
+                let Some(look_at) = tail.as_ref().map(|t| t.look_at()) else {
+                    break conn.readable_until_retired().await;
+                };
+                match Box::pin(timeout_at(look_at, conn.readable_until_retired())).await {
+                    Ok(woke) => break woke,
+                    Err(_) => look(download, conn, &mut tail)?,
+                }
+            };
+            match woke {
                 // Retired by a reload: its new rules are for new connections.
                 None => return Ok(Ended::Shutdown),
                 Some(Ok(Incoming::Data(()))) => {}
@@ -246,22 +262,49 @@ async fn keep_alive<S: Io>(
         // Boxed for the request's life: the head's read and the response
         // are most of this connection's state, and only while it has a
         // request under way.
-        if let Some(ended) = Box::pin(serve_one(download, conn, &mut buf, &mut served)).await? {
+        let one = serve_one(download, conn, &mut buf, &mut served, &mut tail);
+        if let Some(ended) = Box::pin(one).await? {
             return Ok(ended);
         }
     }
 }
 
+/// Looks at the last body's `tail`: gives its slot back if the client has
+/// taken it; an error (the connection's reset) if it is overdue.
+fn look<S: Io>(
+    download: &Download,
+    conn: &Connection<S>,
+    tail: &mut Option<Box<Tail>>,
+) -> Result<(), HandlerError> {
+    let Some(held) = tail.take() else {
+        return Ok(());
+    };
+    match held.looked(conn.sent_is_taken(), Instant::now()) {
+        Looked::Taken => Ok(()),
+        Looked::Held(held) => {
+            *tail = Some(held);
+            Ok(())
+        }
+        Looked::Overdue => Err(match download.pace {
+            Some(pace) => ConnError::ReaderTooSlow(pace.bytes_per_second),
+            None => ConnError::ResponseUnread(conn.settings().idle_timeout),
+        }
+        .into()),
+    }
+}
+
 /// Reads and answers one request of `conn` (its head may have begun in
-/// `buf`); `served` counts it. `Some`: the connection ends; `None`: it
-/// is kept alive for the next request.
+/// `buf`); `served` counts it; `tail` is the last body's, while its client
+/// may not have read it. `Some`: the connection ends; `None`: it is kept
+/// alive for the next request.
 async fn serve_one<S: Io>(
     download: &Download,
     conn: &mut Connection<S>,
     buf: &mut BytesMut,
     served: &mut u32,
+    tail: &mut Option<Box<Tail>>,
 ) -> Result<Option<Ended>, HandlerError> {
-    let request = match read_head(conn, buf, *served == 0).await? {
+    let request = match read_head(download, conn, buf, *served == 0, tail).await? {
         HeadRead::Request(request) => request,
         HeadRead::Closed => return Ok(Some(Ended::ClientClosed)),
         HeadRead::Shutdown => return Ok(Some(Ended::Shutdown)),
@@ -282,11 +325,13 @@ async fn serve_one<S: Io>(
         }
     };
     *served += 1;
+    // Most clients read a response whole before they ask again.
+    look(download, conn, tail)?;
     let keep_alive = request.keep_alive
         && !request.has_body
         && *served < MAX_REQUESTS_PER_CONNECTION
         && !conn.route_retired();
-    respond(download, conn, &request, keep_alive).await?;
+    respond(download, conn, &request, keep_alive, tail).await?;
     Ok((!keep_alive).then_some(Ended::Completed))
 }
 
@@ -304,11 +349,14 @@ enum HeadRead {
 /// refused); consumes the head from `buf`. Between requests (the caller
 /// has waited for the first byte, holding no buffer) only the idle timeout
 /// applies; once a head has begun, it must be complete within the
-/// listener's `message_timeout`.
+/// listener's `message_timeout`. While the connection waits for a head,
+/// the last body's `tail` is looked at.
 async fn read_head<S: Io>(
+    download: &Download,
     conn: &mut Connection<S>,
     buf: &mut BytesMut,
     first: bool,
+    tail: &mut Option<Box<Tail>>,
 ) -> Result<HeadRead, HandlerError> {
     let limit = conn.settings().message_timeout;
     // The empty lines some clients send after a request (RFC 9112 §2.2)
@@ -361,10 +409,23 @@ async fn read_head<S: Io>(
                 Ok(read) => read,
                 Err(_) => return Ok(HeadRead::Refused(REQUEST_TIMEOUT)),
             },
-            None => match conn.read_chunk_until_retired(buf).await {
-                Some(read) => read,
-                None => continue,
-            },
+            None => {
+                let read = conn.read_chunk_until_retired(buf);
+                let read = match tail.as_ref().map(|t| t.look_at()) {
+                    Some(look_at) => match timeout_at(look_at, read).await {
+                        Ok(read) => read,
+                        Err(_) => {
+                            look(download, conn, tail)?;
+                            continue;
+                        }
+                    },
+                    None => read.await,
+                };
+                match read {
+                    Some(read) => read,
+                    None => continue,
+                }
+            }
         };
         match read {
             Ok(Incoming::Data(_)) => {
@@ -380,12 +441,14 @@ async fn read_head<S: Io>(
 }
 
 /// Answers one request, and logs it (the connection logs it instead if it
-/// is dropped mid-response).
+/// is dropped mid-response). A body sent whole leaves its slot to its
+/// `tail` (the earlier one's, if any, is then covered by it).
 async fn respond<S: Io>(
     download: &Download,
     conn: &mut Connection<S>,
     request: &Request,
     keep_alive: bool,
+    tail: &mut Option<Box<Tail>>,
 ) -> Result<(), HandlerError> {
     let built = build(
         download,
@@ -423,16 +486,16 @@ async fn respond<S: Io>(
             sent_before: conn.bytes().1,
         });
     }
-    let sent = match response.body {
+    let started = Instant::now();
+    let (sent, slotted) = match response.body {
         Body::Bytes(body) if !head_only => {
             let mut reply = head.clone();
             reply.extend_from_slice(&body);
-            conn.send(&reply).await.map_err(HandlerError::from)
+            (conn.send(&reply).await.map_err(HandlerError::from), None)
         }
         Body::Shared { bytes, slot } if !head_only => {
             let sent = download.send_bytes(conn, &head, &bytes).await;
-            drop(slot);
-            sent
+            (sent, Some((slot, bytes.len() as u64)))
         }
         Body::File {
             file,
@@ -441,8 +504,7 @@ async fn respond<S: Io>(
             slot,
         } if !head_only => {
             let sent = download.send_range(conn, &head, file, start, len).await;
-            drop(slot);
-            sent
+            (sent, Some((slot, len)))
         }
         Body::Archive {
             archive,
@@ -453,11 +515,19 @@ async fn respond<S: Io>(
             let sent = download
                 .send_archive(conn, &head, &archive, start, len)
                 .await;
-            drop(slot);
-            sent
+            (sent, Some((slot, len)))
         }
-        _ => conn.send(&head).await.map_err(HandlerError::from),
+        _ => (conn.send(&head).await.map_err(HandlerError::from), None),
     };
+    if let (Ok(()), Some((slot, len))) = (&sent, slotted) {
+        let deadline = match download.pace {
+            Some(pace) => super::pace_deadline(pace, started, len),
+            None => Instant::now() + conn.settings().idle_timeout,
+        };
+        if let Some(last) = Tail::of(len, slot, deadline, Instant::now()) {
+            *tail = Some(last);
+        }
+    }
     conn.end_response(if sent.is_ok() {
         Outcome::Complete
     } else {

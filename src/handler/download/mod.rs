@@ -13,6 +13,7 @@ pub(crate) mod http;
 mod listing;
 mod paths;
 mod slots;
+mod tail;
 
 use std::fs;
 use std::io;
