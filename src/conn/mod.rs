@@ -104,6 +104,20 @@ impl MinRate {
     }
 }
 
+/// How a wait for a protocol's next request ended
+/// ([`Connection::next_request`]).
+#[derive(Debug)]
+pub(crate) enum NextRequest {
+    /// The client sent something (or closed), or the server shuts down,
+    /// as a read says it.
+    Came(Result<Incoming<()>, ConnError>),
+    /// The route was retired by a reload: the connection's rules are for
+    /// new connections.
+    Retired,
+    /// The wait's wake-up time came first.
+    Woken,
+}
+
 /// Why a connection operation failed.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ConnError {
@@ -386,37 +400,53 @@ impl<S: Io> Connection<S> {
     }
 
     /// [`Connection::readable`] for a protocol waiting for its next
-    /// request, without holding a buffer meanwhile: `None` as soon as the
-    /// route is retired (see [`Connection::route_retired`]). A readiness
-    /// wait, not a peek: after the last request's read (shorter than its
-    /// buffer) the socket's readiness was cleared, so it costs no system
-    /// call; a readiness left over only means a read that finds nothing
-    /// and waits as [`Connection::read_chunk_until_retired`] does. Through
-    /// anything but a plaintext socket it returns at once.
-    pub(crate) async fn readable_until_retired(
+    /// request, without holding a buffer meanwhile; it ends as soon as the
+    /// route is retired (see [`Connection::route_retired`]), or at
+    /// `wake_at` if that comes before the idle timeout (on the
+    /// connection's one timer: no timer of its own). A readiness wait, not
+    /// a peek: after the last request's read (shorter than its buffer) the
+    /// socket's readiness was cleared, so it costs no system call; a
+    /// readiness left over only means a read that finds nothing and waits
+    /// as [`Connection::read_chunk_until_retired`] does. Through anything
+    /// but a plaintext socket it says at once that something came.
+    ///
+    /// Not `async` itself: the wait's limit is worked out before its future
+    /// is made, which then holds only what it needs (an idle connection's
+    /// task is room for it).
+    pub(crate) fn next_request(
         &mut self,
-    ) -> Option<Result<Incoming<()>, ConnError>> {
-        let Some(tcp) = self.stream.get_ref().plaintext() else {
-            return Some(Ok(Incoming::Data(())));
+        wake_at: Option<Instant>,
+    ) -> impl Future<Output = NextRequest> + Send + '_ {
+        let (idle_until, timed_out) = self.wait_limit();
+        let (until, woken) = match wake_at {
+            Some(wake_at) if wake_at < idle_until => (wake_at, true),
+            _ => (idle_until, false),
         };
-        let (until, timed_out) = self.wait_limit();
-        // A denial always comes with a retirement: the retirement answers both.
-        let ready = wait_for(
-            &self.signals,
-            &mut self.timer,
-            until,
-            signals::RETIRED | signals::SHUTDOWN,
-            // Polled, as `readable`'s peek is (no waiter of its own).
-            |cx| tcp.poll_read_ready(cx),
-        )
-        .await;
-        Some(match ready {
-            Ok(Ok(())) => Ok(Incoming::Data(())),
-            Ok(Err(e)) => Err(e.into()),
-            Err(Interrupted::TimedOut) => Err(timed_out),
-            Err(Interrupted::Signal(fired)) if fired & signals::RETIRED != 0 => return None,
-            Err(Interrupted::Signal(_)) => Ok(Incoming::Shutdown),
-        })
+        async move {
+            let Some(tcp) = self.stream.get_ref().plaintext() else {
+                return NextRequest::Came(Ok(Incoming::Data(())));
+            };
+            // A denial always comes with a retirement: the retirement answers both.
+            let ready = wait_for(
+                &self.signals,
+                &mut self.timer,
+                until,
+                signals::RETIRED | signals::SHUTDOWN,
+                // Polled, as `readable`'s peek is (no waiter of its own).
+                |cx| tcp.poll_read_ready(cx),
+            )
+            .await;
+            NextRequest::Came(match ready {
+                Ok(Ok(())) => Ok(Incoming::Data(())),
+                Ok(Err(e)) => Err(e.into()),
+                Err(Interrupted::TimedOut) if woken => return NextRequest::Woken,
+                Err(Interrupted::TimedOut) => Err(timed_out),
+                Err(Interrupted::Signal(fired)) if fired & signals::RETIRED != 0 => {
+                    return NextRequest::Retired;
+                }
+                Err(Interrupted::Signal(_)) => Ok(Incoming::Shutdown),
+            })
+        }
     }
 
     /// How long a wait for the client may last: the idle timeout, or less

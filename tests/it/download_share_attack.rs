@@ -98,9 +98,9 @@ fn http(method: &str, target: &str, fields: &str) -> Vec<u8> {
     format!("{method} {target} HTTP/1.1\r\nHost: t\r\n{fields}\r\n").into_bytes()
 }
 
-/// The status line of an HTTP response.
+/// The status line of an HTTP response (its first 80 characters).
 fn status(reply: &[u8]) -> String {
-    let text = String::from_utf8_lossy(reply);
+    let text = String::from_utf8_lossy(&reply[..reply.len().min(80)]);
     text.lines().next().unwrap_or_default().to_owned()
 }
 
@@ -588,7 +588,17 @@ async fn unread_keep_alive_bodies_stay_within_the_slots_memory_bound() {
 /// Reads one HTTP response with a `Content-Length` off `stream` whole
 /// (bounded): its head and body.
 async fn read_response(stream: &mut TcpStream) -> Vec<u8> {
-    let mut reply = Vec::new();
+    let mut after = Vec::new();
+    let reply = read_next_response(stream, &mut after).await;
+    assert!(after.is_empty(), "{} bytes after the response", after.len());
+    reply
+}
+
+/// Reads the next HTTP response with a `Content-Length` off `stream`
+/// whole (bounded), beginning with the bytes read before in `carry`, in
+/// which what was read past it is left.
+async fn read_next_response(stream: &mut TcpStream, carry: &mut Vec<u8>) -> Vec<u8> {
+    let mut reply = std::mem::take(carry);
     let mut chunk = vec![0u8; 64 * 1024];
     loop {
         if let Some(end) = reply.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -599,6 +609,7 @@ async fn read_response(stream: &mut TcpStream) -> Vec<u8> {
                 .and_then(|v| v.trim().parse().ok())
                 .expect("a Content-Length");
             if reply.len() >= end + 4 + len {
+                *carry = reply.split_off(end + 4 + len);
                 return reply;
             }
         }
@@ -693,6 +704,36 @@ async fn a_body_read_whole_gives_its_slot_back_while_its_connection_idles() {
     server.shutdown().await;
 }
 
+/// A client that asks again on its connection (at once, or pipelined
+/// behind a body it has not read yet) is served under the slot its last
+/// body's tail holds: one connection, one slot, never a 429 from its own
+/// tail, with a share of one.
+#[tokio::test]
+async fn a_connection_that_keeps_asking_is_served_under_its_one_slot() {
+    let (_dir, server) = fits_with_a_share_of_one("");
+    let addr = server.addr("files");
+    let mut stream = connect_from(2, addr).await;
+    for round in 0..20 {
+        stream
+            .write_all(&http("GET", "/fits.bin", ""))
+            .await
+            .expect("send");
+        let reply = read_response(&mut stream).await;
+        assert_eq!(status(&reply), "HTTP/1.1 200 OK", "round {round}");
+    }
+    // Three pipelined, the first two unread when the next comes.
+    stream
+        .write_all(&http("GET", "/fits.bin", "").repeat(3))
+        .await
+        .expect("send");
+    let mut carry = Vec::new();
+    for body in 0..3 {
+        let reply = read_next_response(&mut stream, &mut carry).await;
+        assert_eq!(status(&reply), "HTTP/1.1 200 OK", "pipelined body {body}");
+    }
+    server.shutdown().await;
+}
+
 /// Answers that take no slot, pipelined behind an unread body, do not let
 /// its tail go: the slot stays held while the client reads nothing.
 #[tokio::test]
@@ -708,8 +749,8 @@ async fn answers_without_a_body_behind_an_unread_one_keep_its_slot() {
     unread.write_all(&requests).await.expect("send");
     // The server answers the four after the body, and then waits; the
     // client has read nothing. Long enough for a tail whose slot was given
-    // back to show it (the first looks come within 10 ms).
-    sleep(Duration::from_millis(300)).await;
+    // back to show it (the first two looks come within 300 ms).
+    sleep(Duration::from_millis(400)).await;
     let other = fetch_from(2, addr, &http("GET", "/small.txt", "Connection: close\r\n")).await;
     assert_eq!(status(&other), "HTTP/1.1 429 Too Many Requests");
     drop(unread);

@@ -42,7 +42,7 @@ use super::slots::Slot;
 use super::tail::{Looked, Tail};
 use crate::conn::access::{self, Outcome, ResponseRecord};
 use crate::conn::text::{QUOTE_MAX_BYTES, TextEncoding, quote};
-use crate::conn::{ConnError, Connection, Incoming, Io};
+use crate::conn::{ConnError, Connection, Incoming, Io, NextRequest};
 use crate::handler::{Ended, HandlerError, Refusal};
 use crate::http::conditional::{self, Decision};
 use crate::http::etag::Validators;
@@ -239,24 +239,19 @@ async fn keep_alive<S: Io>(
             // buffer and none of a request's state (below, boxed), and a
             // reload still reaches it.
             buf = BytesMut::new();
-            let woke = loop {
-                let Some(look_at) = tail.as_ref().map(|t| t.look_at()) else {
-                    break conn.readable_until_retired().await;
-                };
-                match Box::pin(timeout_at(look_at, conn.readable_until_retired())).await {
-                    Ok(woke) => break woke,
-                    Err(_) => look(download, conn, &mut tail)?,
+            let came = loop {
+                match conn.next_request(tail.as_ref().map(|t| t.look_at())).await {
+                    NextRequest::Came(came) => break came,
+                    // Retired by a reload: its new rules are for new connections.
+                    NextRequest::Retired => return Ok(Ended::Shutdown),
+                    NextRequest::Woken => look(download, conn, &mut tail)?,
                 }
             };
-            match woke {
-                // Retired by a reload: its new rules are for new connections.
-                None => return Ok(Ended::Shutdown),
-                Some(Ok(Incoming::Data(()))) => {}
-                Some(Ok(Incoming::Closed) | Err(ConnError::Idle(_))) => {
-                    return Ok(Ended::ClientClosed);
-                }
-                Some(Ok(Incoming::Shutdown)) => return Ok(Ended::Shutdown),
-                Some(Err(e)) => return Err(e.into()),
+            match came {
+                Ok(Incoming::Data(())) => {}
+                Ok(Incoming::Closed) | Err(ConnError::Idle(_)) => return Ok(Ended::ClientClosed),
+                Ok(Incoming::Shutdown) => return Ok(Ended::Shutdown),
+                Err(e) => return Err(e.into()),
             }
         }
         // Boxed for the request's life: the head's read and the response
@@ -325,8 +320,6 @@ async fn serve_one<S: Io>(
         }
     };
     *served += 1;
-    // Most clients read a response whole before they ask again.
-    look(download, conn, tail)?;
     let keep_alive = request.keep_alive
         && !request.has_body
         && *served < MAX_REQUESTS_PER_CONNECTION
@@ -455,6 +448,7 @@ async fn respond<S: Io>(
         request,
         conn.settings().encoding,
         super::source(conn),
+        tail.is_some(),
     )
     .await;
     let response = match built {
@@ -520,12 +514,16 @@ async fn respond<S: Io>(
         _ => (conn.send(&head).await.map_err(HandlerError::from), None),
     };
     if let (Ok(()), Some((slot, len))) = (&sent, slotted) {
+        let now = Instant::now();
         let deadline = match download.pace {
             Some(pace) => super::pace_deadline(pace, started, len),
-            None => Instant::now() + conn.settings().idle_timeout,
+            None => now + conn.settings().idle_timeout,
         };
-        if let Some(last) = Tail::of(len, slot, deadline, Instant::now()) {
-            *tail = Some(last);
+        match tail {
+            // The unread tail's slot covered this body: it is now the tail
+            // of both.
+            Some(held) if slot.is_covered() => held.renew(len, deadline, now),
+            _ => *tail = Tail::of(len, slot, deadline, now),
         }
     }
     conn.end_response(if sent.is_ok() {
@@ -536,12 +534,14 @@ async fn respond<S: Io>(
     sent
 }
 
-/// The response to a request, or the error status.
+/// The response to a request, or the error status. A body's slot is
+/// `covered` by the connection's unread tail if it has one.
 async fn build(
     download: &Download,
     request: &Request,
     encoding: TextEncoding,
     source: IpAddr,
+    covered: bool,
 ) -> Result<Response, Refused> {
     if request.method == Method::Other {
         return Err(METHOD_NOT_ALLOWED.into());
@@ -552,7 +552,7 @@ async fn build(
         Err(HandlerError::Refused(Refusal::NotFound | Refusal::Hidden))
             if let Some(folder) = archived_folder(name) =>
         {
-            return archive(download, request, folder, source).await;
+            return archive(download, request, folder, source, covered).await;
         }
         Err(e) => return Err(Refused::of(&e)),
     };
@@ -601,7 +601,7 @@ async fn build(
             // A body holds a slot while it is sent; a HEAD takes the length
             // of the same cached rendering, and sends nothing.
             let slot = match request.method {
-                Method::Get => Some(download.slot(source).map_err(|e| Refused::of(&e))?),
+                Method::Get => Some(body_slot(download, source, covered)?),
                 _ => None,
             };
             let bytes = download
@@ -647,7 +647,7 @@ async fn build(
                     body: Body::Length(part),
                 });
             }
-            let slot = download.slot(source).map_err(|e| Refused::of(&e))?;
+            let slot = body_slot(download, source, covered)?;
             Ok(Response {
                 status,
                 at: now,
@@ -663,6 +663,17 @@ async fn build(
     }
 }
 
+/// The slot of a body for `source`: one of the listener's, or a covered one
+/// when the connection's unread tail holds one already (`covered`), which
+/// then holds it for this body and for this body's tail: one connection
+/// sends one body at a time, and takes one slot for all of them.
+fn body_slot(download: &Download, source: IpAddr, covered: bool) -> Result<Slot, Refused> {
+    if covered {
+        return Ok(Slot::covered(source));
+    }
+    download.slot(source).map_err(|e| Refused::of(&e))
+}
+
 /// The response to a GET or HEAD of `folder`'s tar stream (`NAME.tar` with
 /// no such file): validated, ranged and resumed as a file is, from the
 /// archive's layout (its length and entity tag are known before a byte
@@ -672,11 +683,12 @@ async fn archive(
     request: &Request,
     folder: &str,
     source: IpAddr,
+    covered: bool,
 ) -> Result<Response, Refused> {
     // A body holds a slot from before the walk: a flood of GETs does not
     // walk more folders than it could send.
     let slot = match request.method {
-        Method::Get => Some(download.slot(source).map_err(|e| Refused::of(&e))?),
+        Method::Get => Some(body_slot(download, source, covered)?),
         _ => None,
     };
     let archive = match download.open_archive(folder, source).await {

@@ -58,16 +58,36 @@ impl Held {
     }
 }
 
-/// One slot, given back when dropped.
+/// One slot, given back when dropped; or a covered one, which counts
+/// nothing.
 #[derive(Debug)]
 pub(crate) struct Slot {
-    held: Arc<Held>,
+    /// The counts it is one of (`None`: covered).
+    held: Option<Arc<Held>>,
     source: IpAddr,
+}
+
+impl Slot {
+    /// A slot that counts nothing, for a send that another slot, held for
+    /// as long as this one, covers: one connection sends one body at a
+    /// time, so the slot its earlier body's unread tail holds covers the
+    /// next body too.
+    pub(crate) fn covered(source: IpAddr) -> Slot {
+        Slot { held: None, source }
+    }
+
+    /// Whether it counts nothing ([`Slot::covered`]).
+    pub(crate) fn is_covered(&self) -> bool {
+        self.held.is_none()
+    }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let mut counts = self.held.lock();
+        let Some(held) = &self.held else {
+            return;
+        };
+        let mut counts = held.lock();
         counts.all = counts.all.saturating_sub(1);
         if let Entry::Occupied(mut count) = counts.by_source.entry(self.source) {
             if *count.get() <= 1 {
@@ -118,7 +138,7 @@ impl Slots {
         *count += 1;
         counts.all += 1;
         Ok(Slot {
-            held: self.held.clone(),
+            held: Some(self.held.clone()),
             source,
         })
     }
@@ -270,5 +290,17 @@ mod tests {
         held.clear();
         assert!(now.take(a).is_ok());
         assert!(now.held.lock().by_source.is_empty());
+    }
+
+    #[test]
+    fn a_covered_slot_counts_nothing() {
+        let slots = Slots::new(1, 0);
+        let held = slots.take(ip("127.0.0.2")).expect("slot");
+        let covered = Slot::covered(ip("127.0.0.2"));
+        assert!(covered.is_covered() && !held.is_covered());
+        drop(covered);
+        assert_eq!(slots.take(ip("127.0.0.3")).err(), Some(NoSlot::Busy));
+        drop(held);
+        assert!(slots.take(ip("127.0.0.3")).is_ok());
     }
 }

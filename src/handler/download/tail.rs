@@ -8,8 +8,10 @@
 //! with many connections would hold far more kernel memory than the slots
 //! bound. So a body's slot becomes its tail's. It is given back once the
 //! socket queues nothing unsent ([`crate::conn::Connection::sent_is_taken`]),
-//! looked at when the next request comes and, while the connection waits
-//! for one, at growing intervals. A tail still unread when the body's own
+//! looked at while the connection waits for its next request, at growing
+//! intervals. A request that comes first is sent under the same slot (a
+//! covered one: one connection sends one body at a time), and its body's
+//! tail is then the slot's. A tail still unread when its body's own
 //! minimum-rate deadline passes resets the connection, as a send that
 //! slow would have been.
 //!
@@ -28,8 +30,10 @@ use super::slots::Slot;
 pub(super) const UNHELD_TAIL_BYTES: u64 = 16 * 1024;
 
 /// The first look after the body's last write: a client that keeps up
-/// has read it by then, unless its path is long.
-const FIRST_LOOK: Duration = Duration::from_millis(10);
+/// has read it by then, unless its path is long; and one that asks again
+/// (the most do) has done so, and its next body went out under the same
+/// slot, with no look (a look is three system calls, and their wake-ups).
+const FIRST_LOOK: Duration = Duration::from_millis(100);
 
 /// The longest wait between looks.
 const LONGEST_WAIT: Duration = Duration::from_secs(1);
@@ -72,6 +76,18 @@ impl Tail {
                 wait: FIRST_LOOK,
             })
         })
+    }
+
+    /// The tail of a later body of `len` bytes too, sent under this tail's
+    /// slot (a covered one) and due by `deadline`, whose last write
+    /// returned `now`; a body of at most [`UNHELD_TAIL_BYTES`] leaves the
+    /// tail as it was.
+    pub(super) fn renew(&mut self, len: u64, deadline: Instant, now: Instant) {
+        if len > UNHELD_TAIL_BYTES {
+            self.deadline = deadline;
+            self.look_at = (now + FIRST_LOOK).min(deadline);
+            self.wait = FIRST_LOOK;
+        }
     }
 
     /// When to look at it next, if nothing comes first.
@@ -151,10 +167,7 @@ mod tests {
             looks.push(tail.look_at() - start);
         }
         let ms = |ms| Duration::from_millis(ms);
-        assert_eq!(
-            looks,
-            [10, 30, 70, 150, 310, 630, 1270, 2270, 3270, 4270, 5000].map(ms)
-        );
+        assert_eq!(looks, [100, 300, 700, 1500, 2500, 3500, 4500, 5000].map(ms));
         assert_eq!(
             slots.take(SOURCE).err(),
             None,
@@ -174,6 +187,28 @@ mod tests {
                 .expect("a tail")
                 .looked(true, now),
             Looked::Taken
+        ));
+    }
+
+    #[test]
+    fn a_later_body_under_the_tails_slot_renews_it_and_a_small_one_does_not() {
+        let slots = one_slot();
+        let start = Instant::now();
+        let mut tail =
+            Tail::of(1 << 20, slots.take(SOURCE).expect("slot"), start, start).expect("a tail");
+        let later = start + Duration::from_secs(1);
+        // A small body behind it changes nothing: the tail is still due.
+        tail.renew(UNHELD_TAIL_BYTES, later + LONGEST_WAIT, later);
+        assert_eq!(tail.look_at(), start);
+        tail.renew(UNHELD_TAIL_BYTES + 1, later + LONGEST_WAIT, later);
+        assert_eq!(tail.look_at(), later + FIRST_LOOK);
+        let Looked::Held(tail) = tail.looked(false, later + FIRST_LOOK) else {
+            panic!("due later now");
+        };
+        assert_eq!(slots.take(SOURCE).err(), Some(NoSlot::Busy));
+        assert!(matches!(
+            tail.looked(false, later + LONGEST_WAIT),
+            Looked::Overdue
         ));
     }
 }
