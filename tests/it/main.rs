@@ -39,6 +39,7 @@ mod proxy_protocol;
 mod quoting;
 mod reload;
 mod scale_out;
+mod tail_attack;
 mod tls;
 mod tls_attack;
 mod tls_clients;
