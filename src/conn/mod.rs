@@ -138,7 +138,8 @@ pub(crate) enum ConnError {
     #[error("client read slower than {0} bytes a second")]
     ReaderTooSlow(u64),
     /// The client left a response's end unread for the idle timeout (no
-    /// minimum rate applied), holding it in the kernel.
+    /// minimum rate applied), holding it in the kernel: a close, after
+    /// which the kernel resets a client that still does not read.
     #[error("client left a response unread for {}", humantime::format_duration(*.0))]
     ResponseUnread(Duration),
     /// A file's disk did not deliver the next bytes before the send's
@@ -447,6 +448,20 @@ impl<S: Io> Connection<S> {
                 Err(Interrupted::Signal(_)) => Ok(Incoming::Shutdown),
             })
         }
+    }
+
+    /// Waits until `until` on the connection's timer: true; false if the
+    /// shutdown or a reload's retirement of the route came first.
+    pub(crate) async fn pause(&mut self, until: Instant) -> bool {
+        let paused = wait_for(
+            &self.signals,
+            &mut self.timer,
+            until,
+            signals::RETIRED | signals::SHUTDOWN,
+            |_| Poll::<()>::Pending,
+        )
+        .await;
+        matches!(paused, Err(Interrupted::TimedOut))
     }
 
     /// How long a wait for the client may last: the idle timeout, or less

@@ -226,11 +226,7 @@ impl HandlerError {
             self,
             HandlerError::Truncated { .. }
                 | HandlerError::ArchiveChanged { .. }
-                | HandlerError::Conn(
-                    ConnError::ReaderTooSlow(_)
-                        | ConnError::ResponseUnread(_)
-                        | ConnError::DiskStalled
-                )
+                | HandlerError::Conn(ConnError::ReaderTooSlow(_) | ConnError::DiskStalled)
         ) || self.is_server_fault()
     }
 

@@ -20,8 +20,9 @@
 //! whether it went out whole. Bodies
 //! hold one of the listener's `max_downloads` slots and go out under its
 //! send buffer and minimum rate; on a keep-alive connection a body's slot
-//! is then its unread tail's until the client has read it (`tail`).
-//! Keep-alive, at most
+//! is then its unread tail's until the client has read it (`tail`), and a
+//! pipelined request is answered once the last answer is taken. Keep-alive,
+//! at most
 //! [`MAX_REQUESTS_PER_CONNECTION`] requests a connection.
 
 use std::borrow::Cow;
@@ -39,7 +40,7 @@ use super::archive::{Archive, archived_folder};
 use super::listing::Format;
 use super::paths::Target;
 use super::slots::Slot;
-use super::tail::{Looked, Tail};
+use super::tail::{FIRST_PIPELINED_LOOK, LONGEST_WAIT, Looked, Tail};
 use crate::conn::access::{self, Outcome, ResponseRecord};
 use crate::conn::text::{QUOTE_MAX_BYTES, TextEncoding, quote};
 use crate::conn::{ConnError, Connection, Incoming, Io, NextRequest};
@@ -265,7 +266,7 @@ async fn keep_alive<S: Io>(
 }
 
 /// Looks at the last body's `tail`: gives its slot back if the client has
-/// taken it; an error (the connection's reset) if it is overdue.
+/// taken it; an error that ends the connection if it is overdue.
 fn look<S: Io>(
     download: &Download,
     conn: &Connection<S>,
@@ -280,11 +281,59 @@ fn look<S: Io>(
             *tail = Some(held);
             Ok(())
         }
-        Looked::Overdue => Err(match download.pace {
-            Some(pace) => ConnError::ReaderTooSlow(pace.bytes_per_second),
-            None => ConnError::ResponseUnread(conn.settings().idle_timeout),
+        Looked::Overdue => Err(overdue(download, conn)),
+    }
+}
+
+/// Why a connection whose client left a body's tail unread past its
+/// deadline ends: under a minimum rate, the rate (a reset, as a send that
+/// slow is); without one, the idle timeout (a close: what is queued goes
+/// out to a client that reads on, and the kernel resets one that does not
+/// within a second).
+fn overdue<S: Io>(download: &Download, conn: &Connection<S>) -> HandlerError {
+    match download.pace {
+        Some(pace) => ConnError::ReaderTooSlow(pace.bytes_per_second),
+        None => ConnError::ResponseUnread(conn.settings().idle_timeout),
+    }
+    .into()
+}
+
+/// Waits until the client has taken all that was sent (nothing unsent in
+/// the socket), before a pipelined request (read before the last answer
+/// went out) is answered: a client that sends requests and reads none of
+/// the answers must not queue them in the kernel one after another, each
+/// without a slot (a thousand HEADs, or 16 KiB bodies). The last body's
+/// tail, if any, is given back once it is taken, and bounds the wait by its
+/// deadline; without one, the idle timeout does (a write that waits for a
+/// client that stopped reading). A client that reads pipelines on, a look
+/// (three system calls) a request. `Some`: the connection ends.
+async fn until_taken<S: Io>(
+    download: &Download,
+    conn: &mut Connection<S>,
+    tail: &mut Option<Box<Tail>>,
+) -> Result<Option<Ended>, HandlerError> {
+    let idle = conn.settings().idle_timeout;
+    let deadline = match tail {
+        Some(held) => held.deadline(),
+        None => Instant::now() + idle,
+    };
+    let mut wait = FIRST_PIPELINED_LOOK;
+    loop {
+        if conn.sent_is_taken() {
+            *tail = None;
+            return Ok(None);
         }
-        .into()),
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(match tail {
+                Some(_) => overdue(download, conn),
+                None => ConnError::WriteStalled(idle).into(),
+            });
+        }
+        if !conn.pause((now + wait).min(deadline)).await {
+            return Ok(Some(Ended::Shutdown));
+        }
+        wait = (wait * 2).min(LONGEST_WAIT);
     }
 }
 
@@ -299,6 +348,12 @@ async fn serve_one<S: Io>(
     served: &mut u32,
     tail: &mut Option<Box<Tail>>,
 ) -> Result<Option<Ended>, HandlerError> {
+    if *served > 0
+        && !buf.is_empty()
+        && let Some(ended) = until_taken(download, conn, tail).await?
+    {
+        return Ok(Some(ended));
+    }
     let request = match read_head(download, conn, buf, *served == 0, tail).await? {
         HeadRead::Request(request) => request,
         HeadRead::Closed => return Ok(Some(Ended::ClientClosed)),
@@ -392,9 +447,19 @@ async fn read_head<S: Io>(
         );
         let read = match deadline {
             Some(deadline) if !first => {
-                match timeout_at(deadline, conn.read_chunk_until_retired(buf)).await {
+                // A head under way does not keep a tail past its deadline.
+                let look_at = tail
+                    .as_ref()
+                    .map(|t| t.look_at())
+                    .filter(|at| *at < deadline);
+                let read = conn.read_chunk_until_retired(buf);
+                match timeout_at(look_at.unwrap_or(deadline), read).await {
                     Ok(Some(read)) => read,
                     Ok(None) => continue,
+                    Err(_) if look_at.is_some() => {
+                        look(download, conn, tail)?;
+                        continue;
+                    }
                     Err(_) => return Ok(HeadRead::Refused(REQUEST_TIMEOUT)),
                 }
             }

@@ -36,7 +36,12 @@ pub(super) const UNHELD_TAIL_BYTES: u64 = 16 * 1024;
 const FIRST_LOOK: Duration = Duration::from_millis(100);
 
 /// The longest wait between looks.
-const LONGEST_WAIT: Duration = Duration::from_secs(1);
+pub(super) const LONGEST_WAIT: Duration = Duration::from_secs(1);
+
+/// The first wait before a pipelined request is answered, if the client
+/// has not taken the last answer yet (then doubling): a client that reads
+/// has taken it within a round trip.
+pub(super) const FIRST_PIPELINED_LOOK: Duration = Duration::from_millis(1);
 
 /// A body's unread tail, holding the body's slot.
 #[derive(Debug)]
@@ -88,6 +93,11 @@ impl Tail {
             self.look_at = (now + FIRST_LOOK).min(deadline);
             self.wait = FIRST_LOOK;
         }
+    }
+
+    /// When a tail still queued ends the connection.
+    pub(super) fn deadline(&self) -> Instant {
+        self.deadline
     }
 
     /// When to look at it next, if nothing comes first.
