@@ -6,7 +6,7 @@
 //! reloads that change the share while sends are held.
 
 use std::fs;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
@@ -15,6 +15,10 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::{sleep, timeout};
 
 use crate::common::{self, LIMIT, TestServer, connect_from, read_to_end};
+use crate::download_clients::{
+    fetch_from, http, read_next_response, read_response, server_send_queues, small_window_from,
+    status,
+};
 
 const TOO_MANY: &[u8] = b"ERR too many downloads from your address\n";
 
@@ -47,20 +51,6 @@ fn root() -> tempfile::TempDir {
     dir
 }
 
-/// A connection from `127.0.0.N` with a small receive buffer, so that a
-/// body that is not read holds its send at once.
-async fn small_window_from(n: u8, addr: SocketAddr) -> TcpStream {
-    let socket = TcpSocket::new_v4().expect("socket");
-    socket.set_recv_buffer_size(16 * 1024).expect("SO_RCVBUF");
-    socket
-        .bind(SocketAddr::new(IpAddr::from([127, 0, 0, n]), 0))
-        .expect("bind the source address");
-    timeout(LIMIT, socket.connect(addr))
-        .await
-        .expect("connect timed out")
-        .expect("connect")
-}
-
 /// Sends `request` on `stream` and reads its first bytes, which must not
 /// be a refusal: the send is under way, and the client then reads nothing
 /// (it holds its slot).
@@ -84,24 +74,6 @@ async fn stalled_from(n: u8, addr: SocketAddr, request: &[u8]) -> TcpStream {
     let mut stream = small_window_from(n, addr).await;
     stall(&mut stream, request).await;
     stream
-}
-
-/// Sends `request` from `127.0.0.N` and reads until the server closes.
-async fn fetch_from(n: u8, addr: SocketAddr, request: &[u8]) -> Vec<u8> {
-    let mut stream = connect_from(n, addr).await;
-    stream.write_all(request).await.expect("send");
-    read_to_end(&mut stream).await
-}
-
-/// An HTTP/1.1 request for `target` with `fields` (each ending in CRLF).
-fn http(method: &str, target: &str, fields: &str) -> Vec<u8> {
-    format!("{method} {target} HTTP/1.1\r\nHost: t\r\n{fields}\r\n").into_bytes()
-}
-
-/// The status line of an HTTP response (its first 80 characters).
-fn status(reply: &[u8]) -> String {
-    let text = String::from_utf8_lossy(&reply[..reply.len().min(80)]);
-    text.lines().next().unwrap_or_default().to_owned()
 }
 
 /// Waits (bounded) until `127.0.0.N` is served `small.txt` again: the
@@ -526,22 +498,6 @@ async fn a_balancers_own_connections_share_one_count_and_headers_are_trusted_onl
 /// send ends (and gives its slot back) before the client has read it.
 const FITS: u64 = 300 << 10;
 
-/// The bytes queued to send on the server's sockets of local port `port`
-/// (`tx_queue` in /proc/net/tcp).
-fn server_send_queues(port: u16) -> u64 {
-    let table = fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
-    table
-        .lines()
-        .skip(1)
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let local = u16::from_str_radix(fields.get(1)?.rsplit(':').next()?, 16).ok()?;
-            let tx = fields.get(4)?.split(':').next()?;
-            (local == port).then(|| u64::from_str_radix(tx, 16).ok())?
-        })
-        .sum()
-}
-
 /// Found by the share's attacker's pass, fixed since: an HTTP body that
 /// fits in the socket buffers gave its slot back as soon as it was
 /// written, while the kernel still held it for a client that did not read;
@@ -583,43 +539,6 @@ async fn unread_keep_alive_bodies_stay_within_the_slots_memory_bound() {
     );
     drop(unread);
     server.shutdown().await;
-}
-
-/// Reads one HTTP response with a `Content-Length` off `stream` whole
-/// (bounded): its head and body.
-async fn read_response(stream: &mut TcpStream) -> Vec<u8> {
-    let mut after = Vec::new();
-    let reply = read_next_response(stream, &mut after).await;
-    assert!(after.is_empty(), "{} bytes after the response", after.len());
-    reply
-}
-
-/// Reads the next HTTP response with a `Content-Length` off `stream`
-/// whole (bounded), beginning with the bytes read before in `carry`, in
-/// which what was read past it is left.
-async fn read_next_response(stream: &mut TcpStream, carry: &mut Vec<u8>) -> Vec<u8> {
-    let mut reply = std::mem::take(carry);
-    let mut chunk = vec![0u8; 64 * 1024];
-    loop {
-        if let Some(end) = reply.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&reply[..end]).to_ascii_lowercase();
-            let len: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length: "))
-                .and_then(|v| v.trim().parse().ok())
-                .expect("a Content-Length");
-            if reply.len() >= end + 4 + len {
-                *carry = reply.split_off(end + 4 + len);
-                return reply;
-            }
-        }
-        let n = timeout(LIMIT, stream.read(&mut chunk))
-            .await
-            .expect("the response came in time")
-            .expect("read");
-        assert!(n > 0, "closed mid-response after {} bytes", reply.len());
-        reply.extend_from_slice(&chunk[..n]);
-    }
 }
 
 /// A root (as [`root`]) with `fits.bin`, a body that the socket buffers

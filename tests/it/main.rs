@@ -19,6 +19,7 @@ mod deadlines;
 mod deploy;
 mod docs;
 mod download;
+mod download_clients;
 mod download_share_attack;
 mod echo;
 mod fairness;

@@ -6,15 +6,19 @@
 //! could lose (a 429, a reset).
 
 use std::fs;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 use tokio::time::{Instant, sleep, timeout};
 
-use crate::common::{self, LIMIT, TestServer, connect_from, read_to_end};
+use crate::common::{self, LIMIT, TestServer, connect_from};
+use crate::download_clients::{
+    fetch_from, http, read_next_response, read_response, server_send_queues, small_window_from,
+    status,
+};
 
 /// A download listener serving `root`, with `extra` keys (which may set
 /// `min_send_rate` again: the last one wins, so it is not given here when
@@ -58,38 +62,6 @@ fn root() -> tempfile::TempDir {
     dir
 }
 
-/// A connection from `127.0.0.N` with a small receive buffer, so that what
-/// it does not read stays queued on the server's side.
-async fn small_window_from(n: u8, addr: SocketAddr) -> TcpStream {
-    let socket = TcpSocket::new_v4().expect("socket");
-    socket.set_recv_buffer_size(16 * 1024).expect("SO_RCVBUF");
-    socket
-        .bind(SocketAddr::new(IpAddr::from([127, 0, 0, n]), 0))
-        .expect("bind the source address");
-    timeout(LIMIT, socket.connect(addr))
-        .await
-        .expect("connect timed out")
-        .expect("connect")
-}
-
-/// An HTTP/1.1 request for `target` with `fields` (each ending in CRLF).
-fn http(method: &str, target: &str, fields: &str) -> Vec<u8> {
-    format!("{method} {target} HTTP/1.1\r\nHost: t\r\n{fields}\r\n").into_bytes()
-}
-
-/// The status line of an HTTP response.
-fn status(reply: &[u8]) -> String {
-    let text = String::from_utf8_lossy(reply);
-    text.lines().next().unwrap_or_default().to_owned()
-}
-
-/// Sends `request` from `127.0.0.N` and reads until the server closes.
-async fn fetch_from(n: u8, addr: SocketAddr, request: &[u8]) -> Vec<u8> {
-    let mut stream = connect_from(n, addr).await;
-    stream.write_all(request).await.expect("send");
-    read_to_end(&mut stream).await
-}
-
 /// The status `127.0.0.N` gets now for a GET of `small.txt` (a body: it
 /// needs a slot) on a fresh connection.
 async fn small_status(n: u8, addr: SocketAddr) -> String {
@@ -108,22 +80,6 @@ async fn time_until_served(n: u8, addr: SocketAddr) -> Duration {
     panic!("127.0.0.{n} was not served again within {LIMIT:?}");
 }
 
-/// The bytes queued to send on the server's sockets of local port `port`
-/// (`tx_queue` in /proc/net/tcp).
-fn server_send_queues(port: u16) -> u64 {
-    let table = fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
-    table
-        .lines()
-        .skip(1)
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let local = u16::from_str_radix(fields.get(1)?.rsplit(':').next()?, 16).ok()?;
-            let tx = fields.get(4)?.split(':').next()?;
-            (local == port).then(|| u64::from_str_radix(tx, 16).ok())?
-        })
-        .sum()
-}
-
 /// The most the server's sockets of `port` queue over `for_how_long`,
 /// sampled every 100 ms.
 async fn most_queued(port: u16, for_how_long: Duration) -> u64 {
@@ -136,58 +92,13 @@ async fn most_queued(port: u16, for_how_long: Duration) -> u64 {
     most
 }
 
-/// Reads one HTTP response with a `Content-Length` off `stream` whole
-/// (bounded), after `already` of it: its head and body.
-async fn read_response(stream: &mut TcpStream, already: Vec<u8>) -> Vec<u8> {
-    let mut reply = already;
-    let mut chunk = vec![0u8; 64 * 1024];
-    loop {
-        if let Some(end) = reply.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&reply[..end]).to_ascii_lowercase();
-            let len: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length: "))
-                .and_then(|v| v.trim().parse().ok())
-                .expect("a Content-Length");
-            if reply.len() >= end + 4 + len {
-                return reply;
-            }
-        }
-        let n = timeout(LIMIT, stream.read(&mut chunk))
-            .await
-            .expect("the response came in time")
-            .expect("read");
-        assert!(n > 0, "closed mid-response after {} bytes", reply.len());
-        reply.extend_from_slice(&chunk[..n]);
-    }
-}
-
 /// Reads `count` pipelined responses (each with a `Content-Length`) off
 /// `stream` as fast as they come, and returns their status lines.
 async fn read_responses(stream: &mut TcpStream, count: usize) -> Vec<String> {
+    let mut carry = Vec::new();
     let mut statuses = Vec::with_capacity(count);
-    let mut buf: Vec<u8> = Vec::new();
-    let mut chunk = vec![0u8; 256 * 1024];
-    while statuses.len() < count {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-            let len: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length: "))
-                .and_then(|v| v.trim().parse().ok())
-                .expect("a Content-Length");
-            if buf.len() >= end + 4 + len {
-                statuses.push(status(&buf[..end]));
-                buf.drain(..end + 4 + len);
-                continue;
-            }
-        }
-        let n = timeout(LIMIT, stream.read(&mut chunk))
-            .await
-            .expect("the responses came in time")
-            .expect("read");
-        assert!(n > 0, "closed after {} responses", statuses.len());
-        buf.extend_from_slice(&chunk[..n]);
+    for _ in 0..count {
+        statuses.push(status(&read_next_response(stream, &mut carry).await));
     }
     statuses
 }
@@ -372,7 +283,7 @@ async fn wrk_like_connections_that_read_each_body_are_never_refused() {
                         .write_all(&http("GET", target, ""))
                         .await
                         .expect("send");
-                    let reply = read_response(&mut stream, Vec::new()).await;
+                    let reply = read_response(&mut stream).await;
                     if status(&reply) != "HTTP/1.1 200 OK" {
                         refused.push(status(&reply));
                     }
