@@ -34,6 +34,7 @@ mod lifecycle;
 mod listings;
 mod metrics;
 mod output;
+mod pipeline_attack;
 mod probe;
 mod proxy_protocol;
 mod quoting;
