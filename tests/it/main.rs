@@ -35,6 +35,7 @@ mod lifecycle;
 mod listings;
 mod metrics;
 mod output;
+mod pipeline_attack;
 mod probe;
 mod proxy_protocol;
 mod quoting;
