@@ -4,8 +4,9 @@
 //! say) offers what it can:
 //!
 //! - [`SocketOptions`]: the TCP socket under the stream, for its options
-//!   (`SO_LINGER` to end with RST, `SO_SNDBUF`). A TLS stream over TCP has
-//!   one too: its reset and its send buffer work the same.
+//!   (`SO_LINGER` to end with RST, `SO_SNDBUF`, `TCP_NOTSENT_LOWAT`) and a
+//!   wait on its send queue. A TLS stream over TCP has one too: its reset,
+//!   its send buffer and its queue work the same.
 //! - [`PlaintextSocket`]: the socket to which the stream's bytes go as they
 //!   are, so a path may bypass the stream: `sendfile(2)` straight to it, a
 //!   `peek` to wait for data without a buffer. Only a plain TCP socket is
@@ -31,6 +32,12 @@ use crate::tls::capped::Capped;
 pub(crate) trait SocketOptions {
     /// The socket's descriptor, if the stream has one.
     fn socket(&self) -> Option<BorrowedFd<'_>> {
+        None
+    }
+
+    /// The socket itself, for a wait on its readiness that the stream's
+    /// reads and writes do not make (that its send queue is taken).
+    fn tcp(&self) -> Option<&TcpStream> {
         None
     }
 }
@@ -60,6 +67,10 @@ impl SocketOptions for TcpStream {
     fn socket(&self) -> Option<BorrowedFd<'_>> {
         Some(self.as_fd())
     }
+
+    fn tcp(&self) -> Option<&TcpStream> {
+        Some(self)
+    }
 }
 
 impl PlaintextSocket for TcpStream {
@@ -84,9 +95,13 @@ pub(crate) enum ServerStream {
 
 impl SocketOptions for ServerStream {
     fn socket(&self) -> Option<BorrowedFd<'_>> {
+        self.tcp().map(AsFd::as_fd)
+    }
+
+    fn tcp(&self) -> Option<&TcpStream> {
         match self {
-            ServerStream::Plain(tcp) => Some(tcp.as_fd()),
-            ServerStream::Tls(tls) => Some(tls.get_ref().0.tcp().as_fd()),
+            ServerStream::Plain(tcp) => Some(tcp),
+            ServerStream::Tls(tls) => Some(tls.get_ref().0.tcp()),
         }
     }
 }

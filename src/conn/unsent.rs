@@ -8,7 +8,8 @@
 //! bytes, doubled, below the mark), and while what is in flight is at
 //! most two thirds of its send buffer. So: set the mark, poll without
 //! waiting, and set it back to the system's (0), so that the sends that
-//! follow are woken as before.
+//! follow are woken as before. Under the mark the kernel also wakes the
+//! socket's writers once the queue is taken, which a wait can use.
 
 use std::io;
 use std::os::fd::BorrowedFd;
@@ -19,14 +20,52 @@ use rustix::event::{PollFd, PollFlags, Timespec, poll};
 /// reader that stopped leaves it at a zero window), and little is in
 /// flight. A socket the peer reset, or that failed, has no queue left.
 pub(crate) fn is_taken(socket: BorrowedFd<'_>) -> io::Result<bool> {
-    let options = socket2::SockRef::from(&socket);
-    options.set_tcp_notsent_lowat(1)?;
+    let mark = Mark::set(socket)?;
+    let taken = polls_taken(socket);
+    mark.unset()?;
+    taken
+}
+
+/// `TCP_NOTSENT_LOWAT` at 1 on a socket, for as long as it is kept: the
+/// socket polls writable (and the kernel wakes its writers) only once
+/// nothing of its queue waits unsent. Set back to the system's (0) by
+/// [`Mark::unset`], or when dropped: a mark of 1 would wake each later send
+/// only once the queue is empty, a round trip per wake.
+pub(crate) struct Mark<'a> {
+    socket: Option<BorrowedFd<'a>>,
+}
+
+impl<'a> Mark<'a> {
+    /// Sets the mark on `socket`.
+    pub(crate) fn set(socket: BorrowedFd<'a>) -> io::Result<Mark<'a>> {
+        socket2::SockRef::from(&socket).set_tcp_notsent_lowat(1)?;
+        Ok(Mark {
+            socket: Some(socket),
+        })
+    }
+
+    /// Sets the system's mark back (setting it wakes the socket's writers).
+    pub(crate) fn unset(mut self) -> io::Result<()> {
+        match self.socket.take() {
+            Some(socket) => socket2::SockRef::from(&socket).set_tcp_notsent_lowat(0),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Mark<'_> {
+    fn drop(&mut self) {
+        if let Some(socket) = self.socket.take() {
+            let _ = socket2::SockRef::from(&socket).set_tcp_notsent_lowat(0);
+        }
+    }
+}
+
+/// Whether `socket`, under a [`Mark`], polls taken (writable, or reset, or
+/// failed), without waiting.
+pub(crate) fn polls_taken(socket: BorrowedFd<'_>) -> io::Result<bool> {
     let mut fds = [PollFd::new(&socket, PollFlags::OUT)];
-    let polled = poll(&mut fds, Some(&Timespec::default()));
-    // Set back whatever the poll said: a mark of 1 would wake each later
-    // send only once the queue is empty, a round trip per wake.
-    options.set_tcp_notsent_lowat(0)?;
-    polled?;
+    poll(&mut fds, Some(&Timespec::default()))?;
     Ok(fds[0]
         .revents()
         .intersects(PollFlags::OUT | PollFlags::ERR | PollFlags::HUP))

@@ -8,7 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
-use tokio::time::timeout;
+use tokio::time::{Duration, Instant, sleep, timeout};
 
 use crate::common::{LIMIT, connect_from, read_to_end};
 
@@ -95,4 +95,32 @@ pub async fn read_next_response(stream: &mut TcpStream, carry: &mut Vec<u8>) -> 
         assert!(n > 0, "closed mid-response after {} bytes", reply.len());
         reply.extend_from_slice(&chunk[..n]);
     }
+}
+
+/// The most the server's sockets of `port` queue over `for_how_long`,
+/// sampled every 100 ms.
+pub async fn most_queued(port: u16, for_how_long: Duration) -> u64 {
+    let start = Instant::now();
+    let mut most = 0;
+    while start.elapsed() < for_how_long {
+        sleep(Duration::from_millis(100)).await;
+        most = most.max(server_send_queues(port));
+    }
+    most
+}
+
+/// The status `127.0.0.N` gets now for a GET of `small.txt` (a body: it
+/// needs a slot) on a fresh connection.
+pub async fn small_status(n: u8, addr: SocketAddr) -> String {
+    status(&fetch_from(n, addr, &http("GET", "/small.txt", "Connection: close\r\n")).await)
+}
+
+/// The CPU time (user and system, in clock ticks) of the calling thread:
+/// the in-process server's, on a current-thread test runtime.
+pub fn thread_cpu_ticks() -> u64 {
+    let stat = fs::read_to_string("/proc/thread-self/stat").expect("stat");
+    let after_name = &stat[stat.rfind(')').expect("comm") + 2..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    // Fields 14 and 15 of stat(5), counted from the state (field 3).
+    fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime")
 }

@@ -16,8 +16,8 @@ use tokio::time::{Instant, sleep, timeout};
 
 use crate::common::{self, LIMIT, TestServer, connect_from};
 use crate::download_clients::{
-    fetch_from, http, read_next_response, read_response, server_send_queues, small_window_from,
-    status,
+    http, most_queued, read_next_response, read_response, server_send_queues, small_status,
+    small_window_from, status, thread_cpu_ticks,
 };
 
 /// A download listener serving `root`, with `extra` keys (which may set
@@ -62,12 +62,6 @@ fn root() -> tempfile::TempDir {
     dir
 }
 
-/// The status `127.0.0.N` gets now for a GET of `small.txt` (a body: it
-/// needs a slot) on a fresh connection.
-async fn small_status(n: u8, addr: SocketAddr) -> String {
-    status(&fetch_from(n, addr, &http("GET", "/small.txt", "Connection: close\r\n")).await)
-}
-
 /// How long (bounded by [`LIMIT`]) until `127.0.0.N` is given a slot again.
 async fn time_until_served(n: u8, addr: SocketAddr) -> Duration {
     let start = Instant::now();
@@ -78,18 +72,6 @@ async fn time_until_served(n: u8, addr: SocketAddr) -> Duration {
         sleep(Duration::from_millis(20)).await;
     }
     panic!("127.0.0.{n} was not served again within {LIMIT:?}");
-}
-
-/// The most the server's sockets of `port` queue over `for_how_long`,
-/// sampled every 100 ms.
-async fn most_queued(port: u16, for_how_long: Duration) -> u64 {
-    let start = Instant::now();
-    let mut most = 0;
-    while start.elapsed() < for_how_long {
-        sleep(Duration::from_millis(100)).await;
-        most = most.max(server_send_queues(port));
-    }
-    most
 }
 
 /// Reads `count` pipelined responses (each with a `Content-Length`) off
@@ -539,16 +521,6 @@ async fn a_reload_gives_the_slots_of_unread_tails_back() {
     );
     drop((unread, again));
     server.shutdown().await;
-}
-
-/// This thread's CPU time so far (utime + stime of /proc/thread-self/stat),
-/// in clock ticks.
-fn thread_cpu_ticks() -> u64 {
-    let stat = fs::read_to_string("/proc/thread-self/stat").expect("stat");
-    let after_name = &stat[stat.rfind(')').expect("comm") + 2..];
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    // Fields 14 and 15 of stat(5), counted from the state (field 3).
-    fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime")
 }
 
 /// Many tails held do not make the server spin: their looks grow a second

@@ -40,10 +40,10 @@ use super::archive::{Archive, archived_folder};
 use super::listing::Format;
 use super::paths::Target;
 use super::slots::Slot;
-use super::tail::{FIRST_PIPELINED_LOOK, LONGEST_WAIT, Looked, Tail};
+use super::tail::{Looked, Tail};
 use crate::conn::access::{self, Outcome, ResponseRecord};
 use crate::conn::text::{QUOTE_MAX_BYTES, TextEncoding, quote};
-use crate::conn::{ConnError, Connection, Incoming, Io, NextRequest};
+use crate::conn::{ConnError, Connection, Incoming, Io, NextRequest, SentTaken};
 use crate::handler::{Ended, HandlerError, Refusal};
 use crate::http::conditional::{self, Decision};
 use crate::http::etag::Validators;
@@ -305,8 +305,8 @@ fn overdue<S: Io>(download: &Download, conn: &Connection<S>) -> HandlerError {
 /// without a slot (a thousand HEADs, or 16 KiB bodies). The last body's
 /// tail, if any, is given back once it is taken, and bounds the wait by its
 /// deadline; without one, the idle timeout does (a write that waits for a
-/// client that stopped reading). A client that reads pipelines on, a look
-/// (three system calls) a request. `Some`: the connection ends.
+/// client that stopped reading). A client that reads pipelines on, for a
+/// few system calls a request. `Some`: the connection ends.
 async fn until_taken<S: Io>(
     download: &Download,
     conn: &mut Connection<S>,
@@ -317,23 +317,16 @@ async fn until_taken<S: Io>(
         Some(held) => held.deadline(),
         None => Instant::now() + idle,
     };
-    let mut wait = FIRST_PIPELINED_LOOK;
-    loop {
-        if conn.sent_is_taken() {
+    match conn.sent_taken_by(deadline).await {
+        SentTaken::Taken => {
             *tail = None;
-            return Ok(None);
+            Ok(None)
         }
-        let now = Instant::now();
-        if now >= deadline {
-            return Err(match tail {
-                Some(_) => overdue(download, conn),
-                None => ConnError::WriteStalled(idle).into(),
-            });
-        }
-        if !conn.pause((now + wait).min(deadline)).await {
-            return Ok(Some(Ended::Shutdown));
-        }
-        wait = (wait * 2).min(LONGEST_WAIT);
+        SentTaken::NotBy => Err(match tail {
+            Some(_) => overdue(download, conn),
+            None => ConnError::WriteStalled(idle).into(),
+        }),
+        SentTaken::Ended => Ok(Some(Ended::Shutdown)),
     }
 }
 

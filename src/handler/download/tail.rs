@@ -36,12 +36,7 @@ pub(super) const UNHELD_TAIL_BYTES: u64 = 16 * 1024;
 const FIRST_LOOK: Duration = Duration::from_millis(100);
 
 /// The longest wait between looks.
-pub(super) const LONGEST_WAIT: Duration = Duration::from_secs(1);
-
-/// The first wait before a pipelined request is answered, if the client
-/// has not taken the last answer yet (then doubling): a client that reads
-/// has taken it within a round trip.
-pub(super) const FIRST_PIPELINED_LOOK: Duration = Duration::from_millis(1);
+const LONGEST_WAIT: Duration = Duration::from_secs(1);
 
 /// A body's unread tail, holding the body's slot.
 #[derive(Debug)]
