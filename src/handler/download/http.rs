@@ -439,14 +439,23 @@ async fn read_head<S: Io>(
                 .max(1),
         );
         let read = match deadline {
-            Some(deadline) if !first => {
-                // A head under way does not keep a tail past its deadline.
+            Some(deadline) if first => match timeout_at(deadline, conn.read_chunk(buf)).await {
+                Ok(read) => read,
+                Err(_) => return Ok(HeadRead::Refused(REQUEST_TIMEOUT)),
+            },
+            deadline => {
+                // The last body's tail is looked at while a head is awaited;
+                // one under way does not keep it past the head's deadline.
                 let look_at = tail
                     .as_ref()
                     .map(|t| t.look_at())
-                    .filter(|at| *at < deadline);
+                    .filter(|at| deadline.is_none_or(|deadline| *at < deadline));
                 let read = conn.read_chunk_until_retired(buf);
-                match timeout_at(look_at.unwrap_or(deadline), read).await {
+                let waited = match look_at.or(deadline) {
+                    Some(until) => timeout_at(until, read).await,
+                    None => Ok(read.await),
+                };
+                match waited {
                     Ok(Some(read)) => read,
                     Ok(None) => continue,
                     Err(_) if look_at.is_some() => {
@@ -454,27 +463,6 @@ async fn read_head<S: Io>(
                         continue;
                     }
                     Err(_) => return Ok(HeadRead::Refused(REQUEST_TIMEOUT)),
-                }
-            }
-            Some(deadline) => match timeout_at(deadline, conn.read_chunk(buf)).await {
-                Ok(read) => read,
-                Err(_) => return Ok(HeadRead::Refused(REQUEST_TIMEOUT)),
-            },
-            None => {
-                let read = conn.read_chunk_until_retired(buf);
-                let read = match tail.as_ref().map(|t| t.look_at()) {
-                    Some(look_at) => match timeout_at(look_at, read).await {
-                        Ok(read) => read,
-                        Err(_) => {
-                            look(download, conn, tail)?;
-                            continue;
-                        }
-                    },
-                    None => read.await,
-                };
-                match read {
-                    Some(read) => read,
-                    None => continue,
                 }
             }
         };
